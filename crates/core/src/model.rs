@@ -1,0 +1,310 @@
+//! The records of the domain model and their state machines.
+//!
+//! Times are milliseconds since the Unix epoch, passed in by the caller.
+
+use crate::conflict::ConflictPolicy;
+use crate::limits::PartPlan;
+use crate::path::{SpaceName, SpacePath};
+use crate::range::{ByteRange, RangeSet};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// The declared length of an upload; `Deferred` until the client says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Length {
+    Known(u64),
+    Deferred,
+}
+
+impl Length {
+    pub fn known(self) -> Option<u64> {
+        match self {
+            Length::Known(n) => Some(n),
+            Length::Deferred => None,
+        }
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),* }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok($name::$variant),)*
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// `open → committing → committed`, or `aborted`, `expired`, `failed`.
+    SessionState {
+        Open = "open",
+        Committing = "committing",
+        Committed = "committed",
+        Aborted = "aborted",
+        Expired = "expired",
+        Failed = "failed",
+    }
+}
+
+string_enum! {
+    /// An upload inside a session. `Skipped` is a finished upload whose
+    /// bytes were dropped because the `skip` policy kept the existing file.
+    UploadState {
+        Open = "open",
+        Committing = "committing",
+        Committed = "committed",
+        Skipped = "skipped",
+        Aborted = "aborted",
+    }
+}
+
+string_enum! {
+    /// Access granted to a member of a shared space.
+    Access { Read = "read", Write = "write" }
+}
+
+/// Why a session or upload refuses an operation because of its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("the session has expired")]
+    Expired,
+    #[error("the session was aborted")]
+    Aborted,
+    #[error("the upload is already committed")]
+    Committed,
+    #[error("the upload is being committed")]
+    Committing,
+    #[error("the session failed")]
+    Failed,
+}
+
+impl SessionState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, SessionState::Open | SessionState::Committing)
+    }
+
+    /// Whether bytes may still be written to the session's open uploads.
+    pub fn check_writable(self) -> Result<(), StateError> {
+        match self {
+            SessionState::Open => Ok(()),
+            SessionState::Committing => Err(StateError::Committing),
+            SessionState::Committed => Err(StateError::Committed),
+            SessionState::Aborted => Err(StateError::Aborted),
+            SessionState::Expired => Err(StateError::Expired),
+            SessionState::Failed => Err(StateError::Failed),
+        }
+    }
+}
+
+impl UploadState {
+    pub fn is_done(self) -> bool {
+        matches!(self, UploadState::Committed | UploadState::Skipped)
+    }
+
+    pub fn check_writable(self) -> Result<(), StateError> {
+        match self {
+            UploadState::Open => Ok(()),
+            UploadState::Committing => Err(StateError::Committing),
+            UploadState::Committed | UploadState::Skipped => Err(StateError::Committed),
+            UploadState::Aborted => Err(StateError::Aborted),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub admin: bool,
+    pub quota_bytes: Option<u64>,
+    pub max_open_sessions: Option<u32>,
+    pub home_space: SpaceName,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub owner: String,
+    pub space: SpaceName,
+    pub conflict: ConflictPolicy,
+    pub auto_commit: bool,
+    pub state: SessionState,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    /// Which wire format created it ("native", "tus", …), for listing and ops.
+    pub dialect: String,
+}
+
+impl Session {
+    pub fn is_expired_at(&self, now: Millis) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// One received part of a part-based upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub number: u32,
+    pub offset: u64,
+    pub size: u64,
+    pub sha256: String,
+    pub sha1: Option<String>,
+    pub md5: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    pub id: String,
+    pub session_id: String,
+    pub path: SpacePath,
+    pub length: Length,
+    pub part_size: u64,
+    pub state: UploadState,
+    /// Whole-file SHA-256 the client promised at creation (hex), checked at commit.
+    pub expected_sha256: Option<String>,
+    pub content_type: Option<String>,
+    /// Free-form JSON text supplied by the client.
+    pub metadata: Option<String>,
+    pub received: RangeSet,
+    pub parts: BTreeMap<u32, Part>,
+    /// Where the commit put (or is putting) the file.
+    pub final_path: Option<SpacePath>,
+    pub file_id: Option<String>,
+}
+
+impl Upload {
+    pub fn plan(&self) -> PartPlan {
+        PartPlan {
+            part_size: self.part_size,
+        }
+    }
+
+    pub fn missing(&self) -> Vec<ByteRange> {
+        match self.length {
+            Length::Known(n) => self.received.missing(n),
+            // Unknown end: everything after the received prefix is wanted.
+            Length::Deferred => {
+                let mut gaps = self.received.missing(self.received.max_end());
+                gaps.push(ByteRange {
+                    start: self.received.max_end(),
+                    end: u64::MAX,
+                });
+                gaps
+            }
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        matches!(self.length, Length::Known(n) if self.received.is_complete(n))
+    }
+
+    /// Parts fully present, whether they came as parts or as ranges.
+    pub fn parts_received(&self) -> u64 {
+        let Length::Known(size) = self.length else {
+            return self.parts.len() as u64;
+        };
+        let plan = self.plan();
+        (1..=plan.total_parts(size))
+            .filter(|&n| {
+                plan.part_range(n, self.length)
+                    .and_then(|(a, b)| ByteRange::new(a, b))
+                    .is_some_and(|r| self.received.covers(&r))
+            })
+            .count() as u64
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    pub id: String,
+    pub space: SpaceName,
+    pub path: SpacePath,
+    pub size: u64,
+    pub sha256: String,
+    pub sha1: Option<String>,
+    pub md5: Option<String>,
+    pub content_type: Option<String>,
+    pub owner: String,
+    pub created_at: Millis,
+    pub metadata: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_open_sessions_take_bytes() {
+        assert!(SessionState::Open.check_writable().is_ok());
+        assert_eq!(
+            SessionState::Expired.check_writable(),
+            Err(StateError::Expired)
+        );
+        assert_eq!(
+            SessionState::Aborted.check_writable(),
+            Err(StateError::Aborted)
+        );
+        assert!(UploadState::Skipped.check_writable().is_err());
+        assert_eq!("committing".parse(), Ok(SessionState::Committing));
+        assert!("closed".parse::<SessionState>().is_err());
+    }
+
+    fn upload(length: Length, part_size: u64, ranges: &[(u64, u64)]) -> Upload {
+        Upload {
+            id: "u".into(),
+            session_id: "s".into(),
+            path: SpacePath::parse("f").unwrap(),
+            length,
+            part_size,
+            state: UploadState::Open,
+            expected_sha256: None,
+            content_type: None,
+            metadata: None,
+            received: RangeSet::from_ranges(
+                ranges.iter().map(|&(a, b)| ByteRange::new(a, b).unwrap()),
+            ),
+            parts: BTreeMap::new(),
+            final_path: None,
+            file_id: None,
+        }
+    }
+
+    #[test]
+    fn parts_received_counts_covered_parts() {
+        let u = upload(Length::Known(25), 10, &[(0, 10), (12, 25)]);
+        assert_eq!(u.parts_received(), 1 + 1);
+        assert!(!u.is_complete());
+        let u = upload(Length::Known(25), 10, &[(0, 25)]);
+        assert_eq!(u.parts_received(), 3);
+        assert!(u.is_complete());
+        let u = upload(Length::Known(0), 10, &[]);
+        assert!(u.is_complete());
+    }
+
+    #[test]
+    fn deferred_length_is_never_complete() {
+        let u = upload(Length::Deferred, 10, &[(0, 10)]);
+        assert!(!u.is_complete());
+        assert_eq!(u.missing().last().unwrap().start, 10);
+    }
+}

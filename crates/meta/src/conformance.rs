@@ -1,0 +1,353 @@
+//! The shared test suite every [`MetaStore`] backend must pass.
+//!
+//! Call [`run_all`] with a fresh, empty store.
+
+use crate::{Committed, Entry, MetaError, MetaStore, Occupant, SpaceRecord, TokenRecord};
+use ferry_core::{
+    Access, ByteRange, ConflictPolicy, FileRecord, Length, Part, RangeSet, Session, SessionState,
+    SpaceName, SpacePath, Upload, UploadState, User,
+};
+use std::collections::BTreeMap;
+
+fn sp(s: &str) -> SpaceName {
+    SpaceName::parse(s).unwrap()
+}
+
+fn p(s: &str) -> SpacePath {
+    SpacePath::parse(s).unwrap()
+}
+
+fn user(name: &str) -> User {
+    User {
+        name: name.into(),
+        admin: false,
+        quota_bytes: Some(1000),
+        max_open_sessions: None,
+        home_space: sp(name),
+        created_at: 1,
+    }
+}
+
+fn session(id: &str, owner: &str, expires_at: i64) -> Session {
+    Session {
+        id: id.into(),
+        owner: owner.into(),
+        space: sp(owner),
+        conflict: ConflictPolicy::Rename,
+        auto_commit: false,
+        state: SessionState::Open,
+        created_at: 10,
+        expires_at,
+        dialect: "native".into(),
+    }
+}
+
+fn upload(id: &str, sid: &str, path: &str, length: Length) -> Upload {
+    Upload {
+        id: id.into(),
+        session_id: sid.into(),
+        path: p(path),
+        length,
+        part_size: 10,
+        state: UploadState::Open,
+        expected_sha256: None,
+        content_type: Some("text/plain".into()),
+        metadata: Some("{\"k\":1}".into()),
+        received: RangeSet::new(),
+        parts: BTreeMap::new(),
+        final_path: None,
+        file_id: None,
+    }
+}
+
+fn file(id: &str, space: &str, path: &str, size: u64, owner: &str) -> FileRecord {
+    FileRecord {
+        id: id.into(),
+        space: sp(space),
+        path: p(path),
+        size,
+        sha256: "00".repeat(32),
+        sha1: None,
+        md5: None,
+        content_type: None,
+        owner: owner.into(),
+        created_at: 5,
+        metadata: None,
+    }
+}
+
+pub async fn run_all(m: &dyn MetaStore) {
+    users_tokens_and_spaces(m).await;
+    sessions_round_trip(m).await;
+    concurrent_writes_are_all_recorded(m).await;
+    commit_is_one_transaction(m).await;
+    files_listing_and_occupants(m).await;
+    expiry_and_usage(m).await;
+    m.ping().await.unwrap();
+}
+
+pub async fn users_tokens_and_spaces(m: &dyn MetaStore) {
+    let before = m.user_count().await.unwrap();
+    m.create_user(&user("ann")).await.unwrap();
+    assert_eq!(m.user_count().await.unwrap(), before + 1);
+    assert!(matches!(
+        m.create_user(&user("ann")).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+    assert_eq!(m.get_user("ann").await.unwrap(), Some(user("ann")));
+    assert_eq!(m.get_user("nobody").await.unwrap(), None);
+    let home = m.get_space(&sp("ann")).await.unwrap().unwrap();
+    assert_eq!(home.owner.as_deref(), Some("ann"));
+
+    let tok = TokenRecord {
+        id: "t1".into(),
+        user: "ann".into(),
+        secret_hash: vec![1, 2, 3],
+        created_at: 2,
+        revoked: false,
+    };
+    m.insert_token(&tok).await.unwrap();
+    assert_eq!(m.get_token("t1").await.unwrap(), Some(tok));
+    assert!(m.revoke_token("t1").await.unwrap());
+    assert!(m.get_token("t1").await.unwrap().unwrap().revoked);
+    assert!(!m.revoke_token("nope").await.unwrap());
+
+    let shared = SpaceRecord {
+        name: sp("team"),
+        owner: None,
+        members: vec![("ann".into(), Access::Write), ("bob".into(), Access::Read)],
+        created_at: 3,
+    };
+    m.create_space(&shared).await.unwrap();
+    assert_eq!(m.get_space(&sp("team")).await.unwrap(), Some(shared.clone()));
+    assert!(matches!(
+        m.create_space(&shared).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+}
+
+pub async fn sessions_round_trip(m: &dyn MetaStore) {
+    m.create_user(&user("sam")).await.unwrap();
+    let s = session("s1", "sam", 1000);
+    let ups = vec![
+        upload("u1", "s1", "a/b.txt", Length::Known(25)),
+        upload("u2", "s1", "c.txt", Length::Deferred),
+    ];
+    m.create_session(&s, &ups).await.unwrap();
+    assert_eq!(m.get_session("s1").await.unwrap(), Some(s.clone()));
+    assert_eq!(m.session_uploads("s1").await.unwrap(), ups);
+    assert_eq!(m.get_upload("u2").await.unwrap(), Some(ups[1].clone()));
+    assert_eq!(m.open_session_count("sam").await.unwrap(), 1);
+
+    let part = Part {
+        number: 2,
+        offset: 10,
+        size: 10,
+        sha256: "ab".repeat(32),
+        sha1: None,
+        md5: Some("cd".repeat(16)),
+    };
+    m.record_write("u1", ByteRange::new(10, 20).unwrap(), Some(&part))
+        .await
+        .unwrap();
+    m.record_write("u1", ByteRange::new(0, 10).unwrap(), None)
+        .await
+        .unwrap();
+    let u1 = m.get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(u1.received.ranges(), &[ByteRange::new(0, 20).unwrap()]);
+    assert_eq!(u1.parts.get(&2), Some(&part));
+
+    m.set_length("u2", Length::Known(7)).await.unwrap();
+    assert_eq!(
+        m.get_upload("u2").await.unwrap().unwrap().length,
+        Length::Known(7)
+    );
+    m.set_upload_state("u2", UploadState::Aborted).await.unwrap();
+    assert_eq!(
+        m.get_upload("u2").await.unwrap().unwrap().state,
+        UploadState::Aborted
+    );
+    assert!(matches!(
+        m.set_upload_state("zz", UploadState::Aborted).await,
+        Err(MetaError::NotFound(_))
+    ));
+    let listed = m.list_sessions(Some("sam"), Some(SessionState::Open)).await.unwrap();
+    assert_eq!(listed, vec![s]);
+    assert!(m
+        .list_sessions(Some("sam"), Some(SessionState::Aborted))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn concurrent_writes_are_all_recorded(m: &dyn MetaStore) {
+    m.create_user(&user("cat")).await.unwrap();
+    m.create_session(
+        &session("s2", "cat", 1000),
+        &[upload("u3", "s2", "big", Length::Known(1000))],
+    )
+    .await
+    .unwrap();
+    let writes = (0..100).map(|k| {
+        m.record_write("u3", ByteRange::new(k * 10, k * 10 + 10).unwrap(), None)
+    });
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    let u3 = m.get_upload("u3").await.unwrap().unwrap();
+    assert!(u3.received.is_complete(1000), "{:?}", u3.received);
+}
+
+pub async fn commit_is_one_transaction(m: &dyn MetaStore) {
+    m.create_user(&user("dan")).await.unwrap();
+    m.create_session(
+        &session("s3", "dan", 1000),
+        &[
+            upload("u4", "s3", "x.txt", Length::Known(3)),
+            upload("u5", "s3", "y.txt", Length::Known(4)),
+        ],
+    )
+    .await
+    .unwrap();
+    m.begin_commit(Some("s3"), &[("u4".into(), p("x.txt")), ("u5".into(), p("y (1).txt"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        m.get_session("s3").await.unwrap().unwrap().state,
+        SessionState::Committing
+    );
+    let committing = m.committing_uploads().await.unwrap();
+    assert_eq!(committing.len(), 2);
+    assert_eq!(committing[1].final_path, Some(p("y (1).txt")));
+
+    let done = vec![
+        Committed {
+            upload_id: "u4".into(),
+            state: UploadState::Committed,
+            final_path: p("x.txt"),
+            file: file("f4", "dan", "x.txt", 3, "dan"),
+        },
+        Committed {
+            upload_id: "u5".into(),
+            state: UploadState::Committed,
+            final_path: p("y (1).txt"),
+            file: file("f5", "dan", "y (1).txt", 4, "dan"),
+        },
+    ];
+    m.finish_commit(Some(("s3", SessionState::Committed)), &done)
+        .await
+        .unwrap();
+    assert!(m.committing_uploads().await.unwrap().is_empty());
+    let u5 = m.get_upload("u5").await.unwrap().unwrap();
+    assert_eq!(u5.state, UploadState::Committed);
+    assert_eq!(u5.file_id.as_deref(), Some("f5"));
+    assert_eq!(
+        m.get_file(&sp("dan"), &p("y (1).txt")).await.unwrap(),
+        Some(done[1].file.clone())
+    );
+    // Replacing a record at the same path keeps one file there.
+    m.finish_commit(
+        None,
+        &[Committed {
+            upload_id: "u4".into(),
+            state: UploadState::Committed,
+            final_path: p("x.txt"),
+            file: file("f6", "dan", "x.txt", 9, "dan"),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        m.get_file(&sp("dan"), &p("x.txt")).await.unwrap().unwrap().id,
+        "f6"
+    );
+}
+
+pub async fn files_listing_and_occupants(m: &dyn MetaStore) {
+    m.create_user(&user("eve")).await.unwrap();
+    m.create_session(&session("s4", "eve", 1000), &[]).await.unwrap();
+    let paths = ["top.txt", "d/one.txt", "d/two.txt", "d/e/deep.txt", "d0.txt"];
+    let done: Vec<_> = paths
+        .iter()
+        .enumerate()
+        .map(|(k, path)| Committed {
+            upload_id: format!("none{k}"),
+            state: UploadState::Committed,
+            final_path: p(path),
+            file: file(&format!("g{k}"), "eve", path, 1, "eve"),
+        })
+        .collect();
+    m.finish_commit(None, &done).await.unwrap();
+    let names = |entries: Vec<Entry>| -> Vec<String> {
+        entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Folder(f) => format!("{f}/"),
+                Entry::File(f) => f.path.name().to_owned(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        names(m.list(&sp("eve"), None).await.unwrap()),
+        vec!["d/", "d0.txt", "top.txt"]
+    );
+    assert_eq!(
+        names(m.list(&sp("eve"), Some(&p("d"))).await.unwrap()),
+        vec!["e/", "one.txt", "two.txt"]
+    );
+    assert!(m.list(&sp("eve"), Some(&p("nothing"))).await.unwrap().is_empty());
+
+    assert!(matches!(
+        m.occupant(&sp("eve"), &p("d/one.txt")).await.unwrap(),
+        Some(Occupant::File(_))
+    ));
+    assert_eq!(
+        m.occupant(&sp("eve"), &p("d/e")).await.unwrap(),
+        Some(Occupant::Folder)
+    );
+    assert_eq!(
+        m.occupant(&sp("eve"), &p("top.txt/x")).await.unwrap(),
+        Some(Occupant::FileAncestor(p("top.txt")))
+    );
+    assert_eq!(m.occupant(&sp("eve"), &p("d/new.txt")).await.unwrap(), None);
+    assert_eq!(m.occupant(&sp("eve"), &p("d")).await.unwrap(), Some(Occupant::Folder));
+
+    let gone = m.delete_file(&sp("eve"), &p("d/one.txt")).await.unwrap();
+    assert_eq!(gone.map(|f| f.id), Some("g1".to_owned()));
+    assert_eq!(m.delete_file(&sp("eve"), &p("d/one.txt")).await.unwrap(), None);
+    assert_eq!(m.get_file(&sp("eve"), &p("d/one.txt")).await.unwrap(), None);
+}
+
+pub async fn expiry_and_usage(m: &dyn MetaStore) {
+    m.create_user(&user("fay")).await.unwrap();
+    m.create_session(
+        &session("s5", "fay", 100),
+        &[upload("u6", "s5", "a", Length::Known(300))],
+    )
+    .await
+    .unwrap();
+    m.create_session(
+        &session("s6", "fay", 5000),
+        &[upload("u7", "s6", "b", Length::Known(200))],
+    )
+    .await
+    .unwrap();
+    let expired = m.expired_sessions(100).await.unwrap();
+    assert_eq!(expired.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec!["s5"]);
+    m.finish_commit(None, &[Committed {
+        upload_id: "x".into(),
+        state: UploadState::Committed,
+        final_path: p("old"),
+        file: file("h1", "fay", "old", 50, "fay"),
+    }])
+    .await
+    .unwrap();
+    let usage = m.usage("fay").await.unwrap();
+    assert_eq!((usage.committed, usage.reserved), (50, 500));
+    m.set_session_state("s5", SessionState::Expired, None)
+        .await
+        .unwrap();
+    assert_eq!(m.usage("fay").await.unwrap().reserved, 200);
+    assert!(m.expired_sessions(100).await.unwrap().is_empty());
+    assert_eq!(m.open_session_count("fay").await.unwrap(), 1);
+}

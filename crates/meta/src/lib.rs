@@ -1,0 +1,171 @@
+//! Metadata: users, tokens, spaces, sessions, uploads, files.
+//!
+//! [`MetaStore`] is the contract; [`Sqlite`] is the embedded backend (one
+//! file, WAL, `synchronous=FULL`). Every method that returns `Ok` after a
+//! write has made that write durable. The engine relies on three more
+//! rules, which [`conformance`] checks for every backend:
+//!
+//! - `record_write` is insert-only (a received range or a part is added,
+//!   never rewritten from a snapshot), so concurrent writers to one upload
+//!   can record in any order without losing each other's ranges.
+//! - `finish_commit` is one transaction: every file of a session appears
+//!   together with its upload's new state, or nothing changes.
+//! - A file path is unique within a space; `finish_commit` replaces the
+//!   record at a path (the engine has already applied the conflict policy).
+
+pub mod sqlite;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use ferry_core::{
+    Access, ByteRange, FileRecord, Length, Millis, Part, Session, SessionState, SpaceName,
+    SpacePath, Upload, UploadState, User,
+};
+
+pub use sqlite::Sqlite;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("metadata database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("metadata is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("the metadata writer has stopped")]
+    Closed,
+}
+
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// A stored API token. Only a hash of its secret is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user: String,
+    pub secret_hash: Vec<u8>,
+    pub created_at: Millis,
+    pub revoked: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpaceRecord {
+    pub name: SpaceName,
+    /// The user whose home this is, if any.
+    pub owner: Option<String>,
+    pub members: Vec<(String, Access)>,
+    pub created_at: Millis,
+}
+
+/// One entry of a folder listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    File(FileRecord),
+    Folder(String),
+}
+
+/// What already occupies a path, as far as metadata knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Occupant {
+    File(FileRecord),
+    /// Some file lives below this path.
+    Folder,
+    /// A parent folder of the path is a file (given).
+    FileAncestor(SpacePath),
+}
+
+/// Bytes charged to a user: committed files plus declared sizes of uploads
+/// still open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub committed: u64,
+    pub reserved: u64,
+}
+
+/// The outcome of committing one upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub upload_id: String,
+    /// `Committed` with a new file, or `Skipped` pointing at the existing one.
+    pub state: UploadState,
+    pub final_path: SpacePath,
+    pub file: FileRecord,
+}
+
+#[async_trait::async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    // ---- users, tokens, spaces
+    async fn user_count(&self) -> Result<u64>;
+    /// Creates the user and their home space (named after them).
+    async fn create_user(&self, user: &User) -> Result<()>;
+    async fn get_user(&self, name: &str) -> Result<Option<User>>;
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    /// `false` when no such token exists.
+    async fn revoke_token(&self, id: &str) -> Result<bool>;
+    async fn create_space(&self, space: &SpaceRecord) -> Result<()>;
+    async fn get_space(&self, name: &SpaceName) -> Result<Option<SpaceRecord>>;
+
+    // ---- sessions and uploads
+    async fn create_session(&self, session: &Session, uploads: &[Upload]) -> Result<()>;
+    async fn get_session(&self, id: &str) -> Result<Option<Session>>;
+    /// Sessions of `owner` (all owners when `None`), newest first.
+    async fn list_sessions(
+        &self,
+        owner: Option<&str>,
+        state: Option<SessionState>,
+    ) -> Result<Vec<Session>>;
+    async fn session_uploads(&self, session_id: &str) -> Result<Vec<Upload>>;
+    async fn get_upload(&self, id: &str) -> Result<Option<Upload>>;
+    /// Records that `range` of the upload is durable, with the part it
+    /// belongs to when the write was a part (replacing an earlier one).
+    async fn record_write(&self, upload_id: &str, range: ByteRange, part: Option<&Part>)
+    -> Result<()>;
+    /// Fixes a deferred length.
+    async fn set_length(&self, upload_id: &str, length: Length) -> Result<()>;
+    async fn set_session_state(
+        &self,
+        id: &str,
+        state: SessionState,
+        expires_at: Option<Millis>,
+    ) -> Result<()>;
+    async fn set_upload_state(&self, upload_id: &str, state: UploadState) -> Result<()>;
+    /// Marks uploads `committing` towards their final paths (and the session
+    /// `committing` when given) in one transaction: the intent that start-up
+    /// recovery rolls forward.
+    async fn begin_commit(
+        &self,
+        session: Option<&str>,
+        plan: &[(String, SpacePath)],
+    ) -> Result<()>;
+    /// Records every outcome, and the session's new state when given, in one
+    /// transaction.
+    async fn finish_commit(
+        &self,
+        session: Option<(&str, SessionState)>,
+        done: &[Committed],
+    ) -> Result<()>;
+    async fn open_session_count(&self, owner: &str) -> Result<u64>;
+    async fn usage(&self, owner: &str) -> Result<Usage>;
+    /// Open sessions whose expiry is at or before `now`.
+    async fn expired_sessions(&self, now: Millis) -> Result<Vec<Session>>;
+    /// Uploads left in `committing` (by a crash), for recovery.
+    async fn committing_uploads(&self) -> Result<Vec<Upload>>;
+
+    // ---- files
+    async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>>;
+    async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>>;
+    /// Immediate children of `prefix` (the root when `None`), folders first,
+    /// each group sorted by name.
+    async fn list(&self, space: &SpaceName, prefix: Option<&SpacePath>) -> Result<Vec<Entry>>;
+    /// Removes the record; returns it if there was one.
+    async fn delete_file(&self, space: &SpaceName, path: &SpacePath)
+    -> Result<Option<FileRecord>>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<()>;
+}
+

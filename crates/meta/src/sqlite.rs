@@ -1,0 +1,850 @@
+//! Embedded SQLite metadata with group commit.
+//!
+//! All writes go to one writer thread. It takes every write that is waiting,
+//! runs each inside its own savepoint of one transaction, and commits once:
+//! with `synchronous=FULL` that is one WAL fsync for the whole batch, which
+//! is what lets thousands of small uploads per second each get a durable
+//! acknowledgement. A write that fails rolls back only its own savepoint.
+//! Reads use a small pool of separate connections; WAL lets them run while
+//! the writer works.
+
+use crate::{
+    Committed, Entry, MetaError, MetaStore, Occupant, Result, SpaceRecord, TokenRecord, Usage,
+};
+use ferry_core::{
+    Access, ByteRange, ConflictPolicy, FileRecord, Length, Millis, Part, RangeSet, Session,
+    SessionState, SpaceName, SpacePath, Upload, UploadState, User,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS users (
+  name TEXT PRIMARY KEY, admin INTEGER NOT NULL, quota_bytes INTEGER,
+  max_open_sessions INTEGER, home_space TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+  id TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name), hash BLOB NOT NULL,
+  created_at INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS spaces (
+  name TEXT PRIMARY KEY, owner TEXT, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (
+  space TEXT NOT NULL REFERENCES spaces(name), user TEXT NOT NULL, access TEXT NOT NULL,
+  PRIMARY KEY (space, user)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+  id TEXT PRIMARY KEY, owner TEXT NOT NULL, space TEXT NOT NULL, conflict TEXT NOT NULL,
+  auto_commit INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL, dialect TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_owner ON sessions(owner, state);
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(state, expires_at);
+CREATE TABLE IF NOT EXISTS uploads (
+  id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id), idx INTEGER NOT NULL,
+  path TEXT NOT NULL, length INTEGER, part_size INTEGER NOT NULL, state TEXT NOT NULL,
+  expected_sha256 TEXT, content_type TEXT, metadata TEXT, final_path TEXT, file_id TEXT);
+CREATE INDEX IF NOT EXISTS uploads_session ON uploads(session_id, idx);
+CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
+CREATE TABLE IF NOT EXISTS ranges (upload_id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ranges_upload ON ranges(upload_id);
+CREATE TABLE IF NOT EXISTS parts (
+  upload_id TEXT NOT NULL, number INTEGER NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL, sha1 TEXT, md5 TEXT, PRIMARY KEY (upload_id, number)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+  id TEXT PRIMARY KEY, space TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL, sha1 TEXT, md5 TEXT, content_type TEXT, owner TEXT NOT NULL,
+  created_at INTEGER NOT NULL, metadata TEXT, UNIQUE (space, path));
+CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
+"#;
+
+type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<()>) + Send> + Send>;
+
+/// SQLite-backed [`MetaStore`]; cheap to clone.
+#[derive(Clone)]
+pub struct Sqlite {
+    writer: mpsc::UnboundedSender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+fn open_conn(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+    )?;
+    Ok(conn)
+}
+
+impl Sqlite {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Sqlite> {
+        let path = path.as_ref().to_path_buf();
+        let conn = open_conn(&path)?;
+        conn.execute_batch(SCHEMA)?;
+        let (tx, rx) = mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new()
+            .name("ferry-meta-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| MetaError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        Ok(Sqlite {
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path,
+        })
+    }
+
+    /// Runs `f` in the next write batch, inside its own savepoint.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let outcome = (|| {
+                conn.execute_batch("SAVEPOINT job")?;
+                match f(conn) {
+                    Ok(v) => {
+                        conn.execute_batch("RELEASE job")?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                        Err(e)
+                    }
+                }
+            })();
+            Box::new(move |commit: Result<()>| {
+                let _ = tx.send(match (outcome, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                });
+            })
+        });
+        self.writer.send(job).map_err(|_| MetaError::Closed)?;
+        rx.await.map_err(|_| MetaError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().unwrap().pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_conn(&path)?,
+            };
+            let out = f(&conn);
+            let mut pool = pool.lock().unwrap();
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| MetaError::Corrupt(format!("reader task failed: {e}")))?
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let begin = conn.execute_batch("BEGIN IMMEDIATE");
+        let finishers: Vec<_> = batch.into_iter().map(|job| job(&conn)).collect();
+        let commit = begin
+            .and_then(|()| conn.execute_batch("COMMIT"))
+            .map_err(MetaError::from);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for finish in finishers {
+            finish(match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(MetaError::Corrupt(format!("batch commit failed: {e}"))),
+            });
+        }
+    }
+}
+
+// ---- row mapping
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("bad {what}: {e}").into(),
+    )
+}
+
+fn space_name(s: String) -> rusqlite::Result<SpaceName> {
+    SpaceName::parse(&s).map_err(|e| corrupt("space name", e))
+}
+
+fn space_path(s: String) -> rusqlite::Result<SpacePath> {
+    SpacePath::parse(&s).map_err(|e| corrupt("path", e))
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(s: String) -> rusqlite::Result<T> {
+    s.parse().map_err(|e: String| corrupt("enum", e))
+}
+
+fn u(v: i64) -> u64 {
+    v as u64
+}
+
+fn i(v: u64) -> i64 {
+    v as i64
+}
+
+const USER_COLS: &str = "name, admin, quota_bytes, max_open_sessions, home_space, created_at";
+fn user_row(r: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        name: r.get(0)?,
+        admin: r.get(1)?,
+        quota_bytes: r.get::<_, Option<i64>>(2)?.map(u),
+        max_open_sessions: r.get(3)?,
+        home_space: space_name(r.get(4)?)?,
+        created_at: r.get(5)?,
+    })
+}
+
+const SESSION_COLS: &str =
+    "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect";
+fn session_row(r: &Row) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        space: space_name(r.get(2)?)?,
+        conflict: r
+            .get::<_, String>(3)?
+            .parse::<ConflictPolicy>()
+            .map_err(|e| corrupt("conflict", e))?,
+        auto_commit: r.get(4)?,
+        state: parse(r.get(5)?)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        dialect: r.get(8)?,
+    })
+}
+
+const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expected_sha256, \
+    content_type, metadata, final_path, file_id";
+fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
+    Ok(Upload {
+        id: r.get(0)?,
+        session_id: r.get(1)?,
+        path: space_path(r.get(2)?)?,
+        length: match r.get::<_, Option<i64>>(3)? {
+            Some(n) => Length::Known(u(n)),
+            None => Length::Deferred,
+        },
+        part_size: u(r.get(4)?),
+        state: parse(r.get(5)?)?,
+        expected_sha256: r.get(6)?,
+        content_type: r.get(7)?,
+        metadata: r.get(8)?,
+        received: RangeSet::new(),
+        parts: BTreeMap::new(),
+        final_path: r.get::<_, Option<String>>(9)?.map(space_path).transpose()?,
+        file_id: r.get(10)?,
+    })
+}
+
+const FILE_COLS: &str =
+    "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata";
+fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
+    Ok(FileRecord {
+        id: r.get(0)?,
+        space: space_name(r.get(1)?)?,
+        path: space_path(r.get(2)?)?,
+        size: u(r.get(3)?),
+        sha256: r.get(4)?,
+        sha1: r.get(5)?,
+        md5: r.get(6)?,
+        content_type: r.get(7)?,
+        owner: r.get(8)?,
+        created_at: r.get(9)?,
+        metadata: r.get(10)?,
+    })
+}
+
+/// Fills in the ranges and parts of uploads read from their table.
+fn complete_uploads(conn: &Connection, uploads: &mut [Upload]) -> Result<()> {
+    let mut ranges = conn.prepare_cached("SELECT start, end FROM ranges WHERE upload_id = ?1")?;
+    let mut parts = conn.prepare_cached(
+        "SELECT number, offset, size, sha256, sha1, md5 FROM parts WHERE upload_id = ?1",
+    )?;
+    for up in uploads {
+        for r in ranges.query_map([&up.id], |r| Ok((u(r.get(0)?), u(r.get(1)?))))? {
+            let (a, b) = r?;
+            if let Some(range) = ByteRange::new(a, b) {
+                up.received.insert(range);
+            }
+        }
+        for p in parts.query_map([&up.id], |r| {
+            Ok(Part {
+                number: r.get(0)?,
+                offset: u(r.get(1)?),
+                size: u(r.get(2)?),
+                sha256: r.get(3)?,
+                sha1: r.get(4)?,
+                md5: r.get(5)?,
+            })
+        })? {
+            let p = p?;
+            up.parts.insert(p.number, p);
+        }
+    }
+    Ok(())
+}
+
+fn query_uploads(conn: &Connection, filter: &str, arg: &str) -> Result<Vec<Upload>> {
+    let sql = format!("SELECT {UPLOAD_COLS} FROM uploads WHERE {filter}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut ups = stmt
+        .query_map([arg], upload_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    complete_uploads(conn, &mut ups)?;
+    Ok(ups)
+}
+
+fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
+    conn.prepare_cached("DELETE FROM files WHERE space = ?1 AND path = ?2")?
+        .execute(params![f.space.as_str(), f.path.as_str()])?;
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+    ))?
+    .execute(params![
+        f.id,
+        f.space.as_str(),
+        f.path.as_str(),
+        i(f.size),
+        f.sha256,
+        f.sha1,
+        f.md5,
+        f.content_type,
+        f.owner,
+        f.created_at,
+        f.metadata
+    ])?;
+    Ok(())
+}
+
+/// Upper bound for a range scan of everything below `prefix/`.
+fn below(prefix: &str) -> (String, String) {
+    (format!("{prefix}/"), format!("{prefix}0")) // '0' follows '/' in byte order
+}
+
+#[async_trait::async_trait]
+impl MetaStore for Sqlite {
+    async fn user_count(&self) -> Result<u64> {
+        self.read(|c| Ok(u(c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)))
+            .await
+    }
+
+    async fn create_user(&self, user: &User) -> Result<()> {
+        let user = user.clone();
+        self.write(move |c| {
+            let exists: bool = c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1) OR EXISTS(SELECT 1 FROM spaces WHERE name = ?2)",
+                params![user.name, user.home_space.as_str()],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(MetaError::AlreadyExists(format!("user or space {:?}", user.name)));
+            }
+            c.execute(
+                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"),
+                params![
+                    user.name,
+                    user.admin,
+                    user.quota_bytes.map(i),
+                    user.max_open_sessions,
+                    user.home_space.as_str(),
+                    user.created_at
+                ],
+            )?;
+            c.execute(
+                "INSERT INTO spaces (name, owner, created_at) VALUES (?1, ?2, ?3)",
+                params![user.home_space.as_str(), user.name, user.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<User>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"))?
+                .query_row([name], user_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        let t = token.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO tokens (id, user, hash, created_at, revoked) VALUES (?1,?2,?3,?4,?5)",
+                params![t.id, t.user, t.secret_hash, t.created_at, t.revoked],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, user, hash, created_at, revoked FROM tokens WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok(TokenRecord {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    secret_hash: r.get(2)?,
+                    created_at: r.get(3)?,
+                    revoked: r.get(4)?,
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| Ok(c.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", [id])? > 0))
+            .await
+    }
+
+    async fn create_space(&self, space: &SpaceRecord) -> Result<()> {
+        let s = space.clone();
+        self.write(move |c| {
+            let exists: bool = c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM spaces WHERE name = ?1)",
+                [s.name.as_str()],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(MetaError::AlreadyExists(format!("space {:?}", s.name.as_str())));
+            }
+            c.execute(
+                "INSERT INTO spaces (name, owner, created_at) VALUES (?1, ?2, ?3)",
+                params![s.name.as_str(), s.owner, s.created_at],
+            )?;
+            for (user, access) in &s.members {
+                c.execute(
+                    "INSERT OR REPLACE INTO grants (space, user, access) VALUES (?1, ?2, ?3)",
+                    params![s.name.as_str(), user, access.as_str()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_space(&self, name: &SpaceName) -> Result<Option<SpaceRecord>> {
+        let name = name.clone();
+        self.read(move |c| {
+            let Some((owner, created_at)) = c
+                .prepare_cached("SELECT owner, created_at FROM spaces WHERE name = ?1")?
+                .query_row([name.as_str()], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get(1)?))
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let members = c
+                .prepare_cached("SELECT user, access FROM grants WHERE space = ?1 ORDER BY user")?
+                .query_map([name.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, parse::<Access>(r.get(1)?)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(SpaceRecord {
+                name,
+                owner,
+                members,
+                created_at,
+            }))
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: &Session, uploads: &[Upload]) -> Result<()> {
+        let s = session.clone();
+        let ups = uploads.to_vec();
+        self.write(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"
+            ))?
+            .execute(params![
+                s.id,
+                s.owner,
+                s.space.as_str(),
+                s.conflict.as_str(),
+                s.auto_commit,
+                s.state.as_str(),
+                s.created_at,
+                s.expires_at,
+                s.dialect
+            ])?;
+            let mut stmt = c.prepare_cached(&format!(
+                "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+            ))?;
+            for (idx, up) in ups.iter().enumerate() {
+                stmt.execute(params![
+                    idx as i64,
+                    up.id,
+                    up.session_id,
+                    up.path.as_str(),
+                    up.length.known().map(i),
+                    i(up.part_size),
+                    up.state.as_str(),
+                    up.expected_sha256,
+                    up.content_type,
+                    up.metadata,
+                    up.final_path.as_ref().map(SpacePath::as_str),
+                    up.file_id
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"))?
+                .query_row([id], session_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        owner: Option<&str>,
+        state: Option<SessionState>,
+    ) -> Result<Vec<Session>> {
+        let owner = owner.map(str::to_owned);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE (?1 IS NULL OR owner = ?1) \
+                 AND (?2 IS NULL OR state = ?2) ORDER BY created_at DESC, id"
+            ))?;
+            Ok(stmt
+                .query_map(params![owner, state.map(|s| s.as_str())], session_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn session_uploads(&self, session_id: &str) -> Result<Vec<Upload>> {
+        let id = session_id.to_owned();
+        self.read(move |c| query_uploads(c, "session_id = ?1 ORDER BY idx", &id))
+            .await
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
+        let id = id.to_owned();
+        self.read(move |c| Ok(query_uploads(c, "id = ?1", &id)?.pop()))
+            .await
+    }
+
+    async fn record_write(
+        &self,
+        upload_id: &str,
+        range: ByteRange,
+        part: Option<&Part>,
+    ) -> Result<()> {
+        let id = upload_id.to_owned();
+        let part = part.cloned();
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO ranges (upload_id, start, end) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, i(range.start), i(range.end)])?;
+            if let Some(p) = part {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO parts (upload_id, number, offset, size, sha256, sha1, md5) \
+                     VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                )?
+                .execute(params![id, p.number, i(p.offset), i(p.size), p.sha256, p.sha1, p.md5])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_length(&self, upload_id: &str, length: Length) -> Result<()> {
+        let id = upload_id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE uploads SET length = ?2 WHERE id = ?1",
+                params![id, length.known().map(i)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_session_state(
+        &self,
+        id: &str,
+        state: SessionState,
+        expires_at: Option<Millis>,
+    ) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE sessions SET state = ?2, expires_at = COALESCE(?3, expires_at) WHERE id = ?1",
+                params![id, state.as_str(), expires_at],
+            )?;
+            if n == 0 {
+                return Err(MetaError::NotFound(format!("session {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_upload_state(&self, upload_id: &str, state: UploadState) -> Result<()> {
+        let id = upload_id.to_owned();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE uploads SET state = ?2 WHERE id = ?1",
+                params![id, state.as_str()],
+            )?;
+            if n == 0 {
+                return Err(MetaError::NotFound(format!("upload {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn begin_commit(
+        &self,
+        session: Option<&str>,
+        plan: &[(String, SpacePath)],
+    ) -> Result<()> {
+        let session = session.map(str::to_owned);
+        let plan = plan.to_vec();
+        self.write(move |c| {
+            if let Some(sid) = session {
+                c.execute(
+                    "UPDATE sessions SET state = 'committing' WHERE id = ?1",
+                    [sid],
+                )?;
+            }
+            let mut stmt = c.prepare_cached(
+                "UPDATE uploads SET state = 'committing', final_path = ?2 WHERE id = ?1",
+            )?;
+            for (id, path) in &plan {
+                stmt.execute(params![id, path.as_str()])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_commit(
+        &self,
+        session: Option<(&str, SessionState)>,
+        done: &[Committed],
+    ) -> Result<()> {
+        let session = session.map(|(s, st)| (s.to_owned(), st));
+        let done = done.to_vec();
+        self.write(move |c| {
+            for d in &done {
+                if d.state == UploadState::Committed {
+                    insert_file(c, &d.file)?;
+                }
+                c.prepare_cached(
+                    "UPDATE uploads SET state = ?2, final_path = ?3, file_id = ?4 WHERE id = ?1",
+                )?
+                .execute(params![d.upload_id, d.state.as_str(), d.final_path.as_str(), d.file.id])?;
+                c.prepare_cached("DELETE FROM ranges WHERE upload_id = ?1")?
+                    .execute([&d.upload_id])?;
+            }
+            if let Some((sid, state)) = session {
+                c.execute(
+                    "UPDATE sessions SET state = ?2 WHERE id = ?1",
+                    params![sid, state.as_str()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn open_session_count(&self, owner: &str) -> Result<u64> {
+        let owner = owner.to_owned();
+        self.read(move |c| {
+            Ok(u(c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM sessions WHERE owner = ?1 AND state IN ('open', 'committing')",
+                )?
+                .query_row([owner], |r| r.get(0))?))
+        })
+        .await
+    }
+
+    async fn usage(&self, owner: &str) -> Result<Usage> {
+        let owner = owner.to_owned();
+        self.read(move |c| {
+            let committed: i64 = c
+                .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM files WHERE owner = ?1")?
+                .query_row([&owner], |r| r.get(0))?;
+            let reserved: i64 = c
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(u.length), 0) FROM uploads u JOIN sessions s ON s.id = u.session_id \
+                     WHERE s.owner = ?1 AND s.state IN ('open', 'committing') \
+                     AND u.state IN ('open', 'committing')",
+                )?
+                .query_row([&owner], |r| r.get(0))?;
+            Ok(Usage {
+                committed: u(committed),
+                reserved: u(reserved),
+            })
+        })
+        .await
+    }
+
+    async fn expired_sessions(&self, now: Millis) -> Result<Vec<Session>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE state = 'open' AND expires_at <= ?1"
+            ))?
+            .query_map([now], session_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn committing_uploads(&self) -> Result<Vec<Upload>> {
+        self.read(|c| query_uploads(c, "state = ?1", "committing"))
+            .await
+    }
+
+    async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {
+        let (space, path) = (space.clone(), path.clone());
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {FILE_COLS} FROM files WHERE space = ?1 AND path = ?2"
+            ))?
+            .query_row(params![space.as_str(), path.as_str()], file_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>> {
+        let (space, path) = (space.clone(), path.clone());
+        self.read(move |c| {
+            let mut get = c.prepare_cached(&format!(
+                "SELECT {FILE_COLS} FROM files WHERE space = ?1 AND path = ?2"
+            ))?;
+            if let Some(f) = get
+                .query_row(params![space.as_str(), path.as_str()], file_row)
+                .optional()?
+            {
+                return Ok(Some(Occupant::File(f)));
+            }
+            for anc in path.ancestors() {
+                let found = get
+                    .query_row(params![space.as_str(), anc], file_row)
+                    .optional()?;
+                if let Some(f) = found {
+                    return Ok(Some(Occupant::FileAncestor(f.path)));
+                }
+            }
+            let (lo, hi) = below(path.as_str());
+            let folder: bool = c
+                .prepare_cached(
+                    "SELECT EXISTS(SELECT 1 FROM files WHERE space = ?1 AND path >= ?2 AND path < ?3)",
+                )?
+                .query_row(params![space.as_str(), lo, hi], |r| r.get(0))?;
+            Ok(folder.then_some(Occupant::Folder))
+        })
+        .await
+    }
+
+    async fn list(&self, space: &SpaceName, prefix: Option<&SpacePath>) -> Result<Vec<Entry>> {
+        let space = space.clone();
+        let prefix = prefix.map(|p| p.as_str().to_owned());
+        self.read(move |c| {
+            let (lo, hi, skip) = match &prefix {
+                Some(p) => {
+                    let (lo, hi) = below(p);
+                    (lo, hi, p.len() + 1)
+                }
+                None => (String::new(), "\u{10FFFF}".to_owned(), 0),
+            };
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {FILE_COLS} FROM files WHERE space = ?1 AND path >= ?2 AND path < ?3 ORDER BY path"
+            ))?;
+            let mut folders = std::collections::BTreeSet::new();
+            let mut files = Vec::new();
+            for f in stmt.query_map(params![space.as_str(), lo, hi], file_row)? {
+                let f = f?;
+                let rest = &f.path.as_str()[skip..];
+                match rest.split_once('/') {
+                    Some((folder, _)) => {
+                        folders.insert(folder.to_owned());
+                    }
+                    None => files.push(f),
+                }
+            }
+            files.sort_by(|a, b| a.path.name().cmp(b.path.name()));
+            Ok(folders
+                .into_iter()
+                .map(Entry::Folder)
+                .chain(files.into_iter().map(Entry::File))
+                .collect())
+        })
+        .await
+    }
+
+    async fn delete_file(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+    ) -> Result<Option<FileRecord>> {
+        let (space, path) = (space.clone(), path.clone());
+        self.write(move |c| {
+            let found = c
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLS} FROM files WHERE space = ?1 AND path = ?2"
+                ))?
+                .query_row(params![space.as_str(), path.as_str()], file_row)
+                .optional()?;
+            if found.is_some() {
+                c.execute(
+                    "DELETE FROM files WHERE space = ?1 AND path = ?2",
+                    params![space.as_str(), path.as_str()],
+                )?;
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
+        self.write(|_| Ok(())).await
+    }
+}

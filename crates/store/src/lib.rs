@@ -1,0 +1,138 @@
+//! Where the bytes live.
+//!
+//! A [`Store`] holds two kinds of objects: *staged* uploads, written at
+//! arbitrary offsets while a session is open, and *files*, the committed
+//! results at `(space, path)`. The engine never touches a filesystem or an
+//! object store directly; it goes through this trait, and every backend
+//! proves it keeps the contract by passing [`conformance`] (enabled with
+//! the `conformance` feature).
+//!
+//! The contract, in short:
+//! - `write_at` returns only once the bytes it reports are durable. If the
+//!   body fails part-way, the bytes already written are made durable too and
+//!   reported in [`WriteFailure::durable`], so a resumed client loses
+//!   nothing the server saw.
+//! - Writes to disjoint ranges of one staged upload may run concurrently.
+//!   Overlapping concurrent writes are the caller's business (the engine
+//!   serializes them).
+//! - `promote` moves a staged upload to its destination atomically: a
+//!   reader sees the old file (or none) or the whole new one. It is
+//!   idempotent across crashes: calling it again after it completed, or
+//!   after a crash half-way, finishes the job or reports that it is done.
+
+pub mod local;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use bytes::Bytes;
+use ferry_core::{SpaceName, SpacePath};
+use futures::stream::BoxStream;
+use std::io;
+use std::path::PathBuf;
+
+pub use local::LocalStore;
+
+/// A stream of body bytes, as the HTTP layer hands it over.
+pub type ByteStream = BoxStream<'static, Result<Bytes, io::Error>>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("no space left on the storage device")]
+    NoSpace,
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("the request body failed: {0}")]
+    Body(#[source] io::Error),
+    #[error("storage I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> StoreError {
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return StoreError::NoSpace;
+        }
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// A write that stopped early; `durable` bytes from the requested offset
+/// were nevertheless written and synced.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (after {durable} durable bytes)")]
+pub struct WriteFailure {
+    pub durable: u64,
+    #[source]
+    pub error: StoreError,
+}
+
+/// How `promote` treats an existing destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Promote {
+    /// Fail with [`StoreError::AlreadyExists`] if the destination exists.
+    NoReplace,
+    /// Atomically replace whatever file is there.
+    Replace,
+}
+
+/// The byte-storage contract; see the crate docs.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an empty staged object for `upload` (idempotent).
+    async fn create_staged(&self, upload: &str) -> Result<(), StoreError>;
+
+    /// Writes `body` at `offset` of the staged object and makes it durable.
+    async fn write_at(&self, upload: &str, offset: u64, body: ByteStream)
+    -> Result<u64, WriteFailure>;
+
+    /// Reads `len` bytes of the staged object from `offset`.
+    async fn read_staged(&self, upload: &str, offset: u64, len: u64)
+    -> Result<ByteStream, StoreError>;
+
+    /// Whether a staged object exists for `upload`.
+    async fn staged_exists(&self, upload: &str) -> Result<bool, StoreError>;
+
+    /// Deletes the staged object (idempotent).
+    async fn discard_staged(&self, upload: &str) -> Result<(), StoreError>;
+
+    /// Ids of every staged object, for garbage collection of orphans.
+    async fn list_staged(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Moves the staged object to `(space, path)`; see the crate docs.
+    async fn promote(
+        &self,
+        upload: &str,
+        space: &SpaceName,
+        path: &SpacePath,
+        mode: Promote,
+    ) -> Result<(), StoreError>;
+
+    /// Reads `len` bytes of a committed file from `offset`.
+    async fn read_file(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, StoreError>;
+
+    /// Whether a file (or a folder) occupies `(space, path)`.
+    async fn file_exists(&self, space: &SpaceName, path: &SpacePath) -> Result<bool, StoreError>;
+
+    /// Deletes a committed file (idempotent).
+    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<(), StoreError>;
+
+    /// Checks the backend is reachable and writable.
+    async fn ready(&self) -> Result<(), StoreError>;
+}
