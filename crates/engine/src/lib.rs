@@ -1,1 +1,132 @@
-//! placeholder
+//! The upload-session engine: every rule of PRODUCT.md's "engine's
+//! promises", independent of wire format and of storage backend.
+//!
+//! Dialects call one method per request (`create_session`, `write`,
+//! `commit_upload`, …) and render the result. The engine owns:
+//!
+//! - **Live state per upload** ([`live`]): a cached copy of the upload and
+//!   its session, the writes in flight, and the running SHA-256 of the
+//!   in-order prefix. A per-upload async mutex serializes *bookkeeping*
+//!   (which ranges are in flight, recording what became durable); the
+//!   bytes themselves stream to storage outside the lock, so disjoint parts
+//!   of one upload are written in parallel. Overlapping writes in flight
+//!   are refused with `Conflict`. The slot is the unit a cross-node lease
+//!   would protect later: acquiring it on another node means loading the
+//!   upload fresh from metadata, which is all a slot holds.
+//! - **Durability order**: data is written at its offset and synced by the
+//!   store, then the range is recorded in metadata, then the caller hears
+//!   success.
+//! - **Commit** ([`commit`]): verify, resolve conflicts, record the intent,
+//!   promote the bytes, record the result; start-up [`Engine::recover`]
+//!   rolls an interrupted commit forward.
+
+mod admin;
+pub mod auth;
+mod commit;
+mod error;
+mod files;
+pub mod hashing;
+mod live;
+mod session;
+mod write;
+
+use ferry_core::{FileRecord, Limits, Millis, Session, Upload};
+use ferry_meta::MetaStore;
+use ferry_store::Store;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use admin::{Me, NewUser};
+pub use auth::{Caller, Principal};
+pub use error::{EngineError, Result};
+pub use commit::RecoveryReport;
+pub use files::FileRead;
+pub use hashing::{Digests, Want};
+pub use session::{NewSession, NewUpload};
+pub use write::{PartChecks, WriteAt, WriteResult};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// An upload with the file its commit produced, if any.
+#[derive(Clone, Debug)]
+pub struct UploadView {
+    pub upload: Upload,
+    pub file: Option<FileRecord>,
+}
+
+/// A session with its uploads.
+#[derive(Clone, Debug)]
+pub struct SessionView {
+    pub session: Session,
+    pub uploads: Vec<UploadView>,
+}
+
+/// The service. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: Arc<dyn MetaStore>,
+    store: Arc<dyn Store>,
+    limits: Limits,
+    signer: auth::Signer,
+    live: std::sync::Mutex<HashMap<String, Arc<live::Slot>>>,
+    /// Commits are short (renames and one transaction); one at a time keeps
+    /// conflict resolution simple and exact.
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+impl Engine {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        store: Arc<dyn Store>,
+        limits: Limits,
+        signing_key: Vec<u8>,
+    ) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                meta,
+                store,
+                limits,
+                signer: auth::Signer::new(signing_key),
+                live: Default::default(),
+                commit_lock: Default::default(),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The `sig` query value of an upload's signed URL.
+    pub fn sign_upload(&self, upload: &str) -> String {
+        self.inner.signer.sign(upload)
+    }
+
+    /// Checks a signed URL; the caller it grants.
+    pub fn verify_upload_sig(&self, upload: &str, sig: &str) -> Result<Caller> {
+        if self.inner.signer.verify(upload, sig) {
+            Ok(Caller::Upload(upload.to_owned()))
+        } else {
+            Err(EngineError::Unauthenticated(
+                "the upload URL's signature is not valid".into(),
+            ))
+        }
+    }
+
+    /// Whether metadata and storage answer.
+    pub async fn ready(&self) -> Result<()> {
+        self.inner.meta.ping().await?;
+        self.inner.store.ready().await?;
+        Ok(())
+    }
+}

@@ -157,6 +157,13 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
     assert_eq!(u1.received.ranges(), &[ByteRange::new(0, 20).unwrap()]);
     assert_eq!(u1.parts.get(&2), Some(&part));
 
+    m.forget("u1", &[ByteRange::new(0, 10).unwrap()], Some(2))
+        .await
+        .unwrap();
+    let u1 = m.get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(u1.received.ranges(), &[ByteRange::new(0, 10).unwrap()]);
+    assert!(u1.parts.is_empty());
+
     m.set_length("u2", Length::Known(7)).await.unwrap();
     assert_eq!(
         m.get_upload("u2").await.unwrap().unwrap().length,

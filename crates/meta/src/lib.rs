@@ -125,6 +125,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// belongs to when the write was a part (replacing an earlier one).
     async fn record_write(&self, upload_id: &str, range: ByteRange, part: Option<&Part>)
     -> Result<()>;
+    /// Replaces the upload's received ranges with `received` and drops part
+    /// `drop_part`, after a failed write clobbered bytes that had arrived.
+    /// The caller serializes this with other writes to the upload.
+    async fn forget(&self, upload_id: &str, received: &[ByteRange], drop_part: Option<u32>)
+    -> Result<()>;
     /// Fixes a deferred length.
     async fn set_length(&self, upload_id: &str, length: Length) -> Result<()>;
     async fn set_session_state(

@@ -589,6 +589,31 @@ impl MetaStore for Sqlite {
         .await
     }
 
+    async fn forget(
+        &self,
+        upload_id: &str,
+        received: &[ByteRange],
+        drop_part: Option<u32>,
+    ) -> Result<()> {
+        let id = upload_id.to_owned();
+        let received = received.to_vec();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM ranges WHERE upload_id = ?1")?
+                .execute([&id])?;
+            let mut ins =
+                c.prepare_cached("INSERT INTO ranges (upload_id, start, end) VALUES (?1, ?2, ?3)")?;
+            for r in &received {
+                ins.execute(params![id, i(r.start), i(r.end)])?;
+            }
+            if let Some(n) = drop_part {
+                c.prepare_cached("DELETE FROM parts WHERE upload_id = ?1 AND number = ?2")?
+                    .execute(params![id, n])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn set_length(&self, upload_id: &str, length: Length) -> Result<()> {
         let id = upload_id.to_owned();
         self.write(move |c| {

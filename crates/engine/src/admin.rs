@@ -1,0 +1,242 @@
+//! Users, tokens, spaces and access rules.
+
+use crate::auth::{self, Caller, Principal};
+use crate::{Engine, EngineError, Result, now_ms};
+use ferry_core::{Access, SpaceName, User};
+use ferry_meta::{MetaError, SpaceRecord, TokenRecord, Usage};
+
+/// What `GET /v1/me` shows.
+#[derive(Clone, Debug)]
+pub struct Me {
+    pub user: User,
+    pub usage: Usage,
+    pub quota_bytes: Option<u64>,
+    pub max_open_sessions: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NewUser {
+    pub name: String,
+    pub admin: bool,
+    pub quota_bytes: Option<u64>,
+    pub max_open_sessions: Option<u32>,
+}
+
+pub(crate) fn principal(caller: &Caller) -> Result<&Principal> {
+    match caller {
+        Caller::User(p) => Ok(p),
+        Caller::Upload(_) => Err(EngineError::Unauthenticated(
+            "a signed upload URL only grants writes and status of its own upload".into(),
+        )),
+    }
+}
+
+fn require_admin(caller: &Caller) -> Result<&Principal> {
+    let p = principal(caller)?;
+    if !p.admin {
+        return Err(EngineError::Forbidden("this needs an admin token".into()));
+    }
+    Ok(p)
+}
+
+impl Engine {
+    /// Turns a bearer token into a caller.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller> {
+        let bad = || EngineError::Unauthenticated("the token is not valid".into());
+        let rec = self
+            .inner
+            .meta
+            .get_token(&auth::token_id(token))
+            .await?
+            .ok_or_else(bad)?;
+        if rec.revoked || !auth::hashes_match(&rec.secret_hash, &auth::token_hash(token)) {
+            return Err(bad());
+        }
+        let user = self.inner.meta.get_user(&rec.user).await?.ok_or_else(bad)?;
+        Ok(Caller::User(Principal {
+            user: user.name,
+            admin: user.admin,
+        }))
+    }
+
+    /// On an empty metadata store, creates the `admin` user. Its token is
+    /// `preset` when given, else a fresh one, which is returned (once).
+    /// With a preset token on a store that has users, makes sure that token
+    /// belongs to `admin`.
+    pub async fn bootstrap(&self, preset: Option<&str>) -> Result<Option<String>> {
+        let meta = &self.inner.meta;
+        if meta.user_count().await? == 0 {
+            meta.create_user(&User {
+                name: "admin".into(),
+                admin: true,
+                quota_bytes: None,
+                max_open_sessions: None,
+                home_space: SpaceName::parse("admin").expect("valid"),
+                created_at: now_ms(),
+            })
+            .await?;
+            let token = match preset {
+                Some(t) => t.to_owned(),
+                None => auth::new_token().1,
+            };
+            self.store_token("admin", &token).await?;
+            return Ok(preset.is_none().then_some(token));
+        }
+        if let Some(t) = preset
+            && meta.get_token(&auth::token_id(t)).await?.is_none()
+        {
+            self.store_token("admin", t).await?;
+        }
+        Ok(None)
+    }
+
+    async fn store_token(&self, user: &str, token: &str) -> Result<String> {
+        let id = auth::token_id(token);
+        self.inner
+            .meta
+            .insert_token(&TokenRecord {
+                id: id.clone(),
+                user: user.to_owned(),
+                secret_hash: auth::token_hash(token),
+                created_at: now_ms(),
+                revoked: false,
+            })
+            .await?;
+        Ok(id)
+    }
+
+    pub async fn me(&self, caller: &Caller) -> Result<Me> {
+        let p = principal(caller)?;
+        let user = self
+            .inner
+            .meta
+            .get_user(&p.user)
+            .await?
+            .ok_or_else(|| EngineError::Unauthenticated("the user no longer exists".into()))?;
+        let usage = self.inner.meta.usage(&p.user).await?;
+        Ok(Me {
+            quota_bytes: user.quota_bytes.or(self.inner.limits.default_quota),
+            max_open_sessions: user
+                .max_open_sessions
+                .unwrap_or(self.inner.limits.max_open_sessions)
+                .into(),
+            user,
+            usage,
+        })
+    }
+
+    /// Creates a user with a home space of the same name; returns a token.
+    pub async fn create_user(&self, caller: &Caller, new: NewUser) -> Result<(User, String)> {
+        require_admin(caller)?;
+        let home = SpaceName::parse(&new.name).map_err(|_| {
+            EngineError::invalid(
+                "invalid_body",
+                format!(
+                    "{:?} is not a valid user name: use 1 to 64 characters from a-z, 0-9, '.', '_' and '-'",
+                    new.name
+                ),
+            )
+        })?;
+        let user = User {
+            name: new.name,
+            admin: new.admin,
+            quota_bytes: new.quota_bytes,
+            max_open_sessions: new.max_open_sessions,
+            home_space: home,
+            created_at: now_ms(),
+        };
+        self.inner.meta.create_user(&user).await.map_err(|e| match e {
+            MetaError::AlreadyExists(_) => EngineError::AlreadyExists {
+                path: format!("user or space {:?}", user.name),
+            },
+            e => e.into(),
+        })?;
+        let token = auth::new_token().1;
+        self.store_token(&user.name, &token).await?;
+        Ok((user, token))
+    }
+
+    /// A new token for an existing user: `(token_id, token)`.
+    pub async fn create_token(&self, caller: &Caller, user: &str) -> Result<(String, String)> {
+        require_admin(caller)?;
+        if self.inner.meta.get_user(user).await?.is_none() {
+            return Err(EngineError::NotFound(format!("no user {user:?}")));
+        }
+        let token = auth::new_token().1;
+        let id = self.store_token(user, &token).await?;
+        Ok((id, token))
+    }
+
+    pub async fn revoke_token(&self, caller: &Caller, id: &str) -> Result<()> {
+        require_admin(caller)?;
+        if !self.inner.meta.revoke_token(id).await? {
+            return Err(EngineError::NotFound(format!("no token {id:?}")));
+        }
+        Ok(())
+    }
+
+    pub async fn create_space(
+        &self,
+        caller: &Caller,
+        name: &str,
+        members: Vec<(String, Access)>,
+    ) -> Result<SpaceRecord> {
+        require_admin(caller)?;
+        let name = SpaceName::parse(name)
+            .map_err(|e| EngineError::invalid("invalid_body", e.to_string()))?;
+        for (user, _) in &members {
+            if self.inner.meta.get_user(user).await?.is_none() {
+                return Err(EngineError::NotFound(format!("no user {user:?}")));
+            }
+        }
+        let rec = SpaceRecord {
+            name,
+            owner: None,
+            members,
+            created_at: now_ms(),
+        };
+        self.inner.meta.create_space(&rec).await.map_err(|e| match e {
+            MetaError::AlreadyExists(_) => EngineError::AlreadyExists {
+                path: format!("space {:?}", rec.name.as_str()),
+            },
+            e => e.into(),
+        })?;
+        Ok(rec)
+    }
+
+    /// The access `p` has to `space`: `NotFound` for a space that does not
+    /// exist, `Forbidden` when it exists but `p` is not a member.
+    pub(crate) async fn access(&self, p: &Principal, space: &SpaceName) -> Result<Access> {
+        let rec = self
+            .inner
+            .meta
+            .get_space(space)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no space {:?}", space.as_str())))?;
+        if p.admin || rec.owner.as_deref() == Some(p.user.as_str()) {
+            return Ok(Access::Write);
+        }
+        rec.members
+            .iter()
+            .find(|(u, _)| *u == p.user)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| {
+                EngineError::Forbidden(format!(
+                    "{} has no access to space {:?}",
+                    p.user,
+                    space.as_str()
+                ))
+            })
+    }
+
+    pub(crate) async fn require_write(&self, p: &Principal, space: &SpaceName) -> Result<()> {
+        match self.access(p, space).await? {
+            Access::Write => Ok(()),
+            Access::Read => Err(EngineError::Forbidden(format!(
+                "{} may read but not write space {:?}",
+                p.user,
+                space.as_str()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Commit: verify, resolve conflicts, record intent, promote, record result.
+//!
+//! The order is what makes a crash at any point recoverable:
+//! 1. every upload of the batch is checked complete and its digest
+//!    verified (nothing has changed yet; failures leave all as it was);
+//! 2. final paths are chosen by the conflict policy;
+//! 3. `begin_commit` records `committing` + final path (the intent);
+//! 4. the store promotes each staged file (rename or link);
+//! 5. `finish_commit` records every file and state in one transaction.
+//!
+//! [`Engine::recover`] at start-up finds uploads left at step 3–4 and
+//! finishes steps 4–5 for them; promotion is idempotent.
+
+use crate::admin::principal;
+use crate::auth::{Caller, random_hex};
+use crate::hashing::{Digests, Hashers, Want};
+use crate::{Engine, EngineError, Result, SessionView, UploadView, now_ms};
+use ferry_core::conflict::renamed;
+use ferry_core::{
+    ConflictPolicy, Digest, DigestAlgo, FileRecord, Session, SessionState, SpacePath, StateError,
+    Upload, UploadState,
+};
+use ferry_meta::{Committed, Occupant};
+use ferry_store::Promote;
+use futures::TryStreamExt;
+use std::collections::{HashMap, HashSet};
+
+/// One upload on its way to becoming a file.
+struct Candidate {
+    upload: Upload,
+    digests: Digests,
+}
+
+enum Decision {
+    Promote(SpacePath, Promote),
+    Skip(FileRecord),
+}
+
+impl Engine {
+    /// Commits every open upload of a session, atomically.
+    pub async fn commit_session(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        expected: HashMap<String, Digest>,
+    ) -> Result<SessionView> {
+        let s = self.load_session(caller, session_id).await?;
+        let _guard = self.inner.commit_lock.lock().await;
+        let s = self.fresh_session(&s.id).await?;
+        if s.state == SessionState::Open {
+            let ids: Vec<String> = self
+                .inner
+                .meta
+                .session_uploads(&s.id)
+                .await?
+                .into_iter()
+                .filter(|u| u.state == UploadState::Open)
+                .map(|u| u.id)
+                .collect();
+            for key in expected.keys() {
+                if !ids.contains(key) {
+                    return Err(EngineError::invalid(
+                        "invalid_body",
+                        format!("{key:?} is not an open upload of this session"),
+                    ));
+                }
+            }
+            self.commit_locked(caller, &s, &ids, &expected, true).await?;
+        } else if s.state != SessionState::Committed {
+            return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
+        }
+        let s = self.fresh_session(&s.id).await?;
+        self.view(s).await
+    }
+
+    /// Commits one upload (idempotent: a committed upload answers as is).
+    pub async fn commit_upload(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+        expected: Option<Digest>,
+    ) -> Result<UploadView> {
+        let p = principal(caller)?.clone();
+        let slot = self.slot(caller, upload_id).await?;
+        let session_id = slot.state.lock().await.session.id.clone();
+        let _guard = self.inner.commit_lock.lock().await;
+        let s = self.fresh_session(&session_id).await?;
+        let upload = self
+            .inner
+            .meta
+            .get_upload(upload_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no upload {upload_id:?}")))?;
+        match upload.state {
+            UploadState::Open => {
+                if s.state != SessionState::Open {
+                    return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
+                }
+                let expected: HashMap<_, _> =
+                    expected.into_iter().map(|d| (upload_id.to_owned(), d)).collect();
+                self.commit_locked(&Caller::User(p), &s, &[upload_id.to_owned()], &expected, false)
+                    .await?;
+            }
+            UploadState::Committed | UploadState::Skipped => {}
+            UploadState::Aborted => return Err(EngineError::Gone(StateError::Aborted)),
+            UploadState::Committing => {
+                return Err(EngineError::Conflict(
+                    "a commit of this upload is being recovered; retry shortly".into(),
+                ));
+            }
+        }
+        let upload = self.inner.meta.get_upload(upload_id).await?.expect("exists");
+        let file = self.file_of(&s, &upload).await?;
+        Ok(UploadView { upload, file })
+    }
+
+    async fn fresh_session(&self, id: &str) -> Result<Session> {
+        let s = self
+            .inner
+            .meta
+            .get_session(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no session {id:?}")))?;
+        if s.state == SessionState::Open && s.is_expired_at(now_ms()) {
+            return Err(EngineError::Gone(StateError::Expired));
+        }
+        Ok(s)
+    }
+
+    /// Steps 1–5 for `ids`, under the commit lock.
+    async fn commit_locked(
+        &self,
+        _caller: &Caller,
+        session: &Session,
+        ids: &[String],
+        expected: &HashMap<String, Digest>,
+        whole_session: bool,
+    ) -> Result<()> {
+        // 1. Freeze each upload and verify it.
+        let mut slots = Vec::new();
+        let mut candidates = Vec::new();
+        let result = async {
+            for id in ids {
+                let slot = self.slot(&Caller::Upload(id.clone()), id).await?;
+                let (upload, cursor) = {
+                    let mut live = slot.state.lock().await;
+                    if let Some((_, r)) = live.inflight.first() {
+                        return Err(EngineError::Conflict(format!(
+                            "{}: bytes {r} are still being written",
+                            live.upload.path
+                        )));
+                    }
+                    if !live.upload.is_complete() {
+                        return Err(EngineError::Incomplete {
+                            missing: live.upload.missing(),
+                        });
+                    }
+                    live.committing = true;
+                    (live.upload.clone(), live.cursor.clone())
+                };
+                slots.push(slot);
+                let mut checks: Vec<Digest> = expected.get(id).cloned().into_iter().collect();
+                if let Some(hex) = &upload.expected_sha256
+                    && let Some(d) = Digest::from_hex(DigestAlgo::Sha256, hex)
+                {
+                    checks.push(d);
+                }
+                let want = Want {
+                    sha1: checks.iter().any(|d| d.algo == DigestAlgo::Sha1),
+                    md5: checks.iter().any(|d| d.algo == DigestAlgo::Md5),
+                };
+                let digests = self.whole_digests(&upload, cursor, want).await?;
+                for d in &checks {
+                    digests.check(d)?;
+                }
+                candidates.push(Candidate { upload, digests });
+            }
+            Ok(())
+        }
+        .await;
+        let unfreeze = |slots: Vec<std::sync::Arc<crate::live::Slot>>| async move {
+            for slot in slots {
+                slot.state.lock().await.committing = false;
+            }
+        };
+        if let Err(e) = result {
+            unfreeze(slots).await;
+            return Err(e);
+        }
+
+        // 2. Choose final paths.
+        let mut planned = HashSet::new();
+        let mut decisions = Vec::new();
+        for c in &candidates {
+            match self.decide(session, &c.upload.path, &planned).await {
+                Ok(d) => {
+                    if let Decision::Promote(p, _) = &d {
+                        planned.insert(p.clone());
+                    }
+                    decisions.push(d);
+                }
+                Err(e) => {
+                    unfreeze(slots).await;
+                    return Err(e);
+                }
+            }
+        }
+
+        // 3. Record the intent.
+        let plan: Vec<(String, SpacePath)> = candidates
+            .iter()
+            .zip(&decisions)
+            .filter_map(|(c, d)| match d {
+                Decision::Promote(p, _) => Some((c.upload.id.clone(), p.clone())),
+                Decision::Skip(_) => None,
+            })
+            .collect();
+        let meta = &self.inner.meta;
+        meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan)
+            .await?;
+
+        // 4. Promote.
+        let now = now_ms();
+        let mut done = Vec::new();
+        for (c, d) in candidates.into_iter().zip(decisions) {
+            let up = c.upload;
+            match d {
+                Decision::Promote(path, mode) => {
+                    self.inner
+                        .store
+                        .promote(&up.id, &session.space, &path, mode)
+                        .await?;
+                    done.push(Committed {
+                        file: FileRecord {
+                            id: random_hex(16),
+                            space: session.space.clone(),
+                            path: path.clone(),
+                            size: up.length.known().unwrap_or(0),
+                            sha256: c.digests.sha256,
+                            sha1: c.digests.sha1,
+                            md5: c.digests.md5,
+                            content_type: up.content_type.clone(),
+                            owner: session.owner.clone(),
+                            created_at: now,
+                            metadata: up.metadata.clone(),
+                        },
+                        upload_id: up.id,
+                        state: UploadState::Committed,
+                        final_path: path,
+                    });
+                }
+                Decision::Skip(existing) => {
+                    self.inner.store.discard_staged(&up.id).await?;
+                    done.push(Committed {
+                        upload_id: up.id,
+                        state: UploadState::Skipped,
+                        final_path: existing.path.clone(),
+                        file: existing,
+                    });
+                }
+            }
+        }
+
+        // 5. Record the result, and the session's end if nothing is left.
+        let others_open = if whole_session {
+            false
+        } else {
+            meta.session_uploads(&session.id)
+                .await?
+                .iter()
+                .any(|u| u.state == UploadState::Open && !ids.contains(&u.id))
+        };
+        let session_state = (!others_open).then_some(SessionState::Committed);
+        meta.finish_commit(session_state.map(|st| (session.id.as_str(), st)), &done)
+            .await?;
+        metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
+
+        let states: Vec<(String, UploadState)> =
+            done.iter().map(|d| (d.upload_id.clone(), d.state)).collect();
+        for (slot, d) in slots.iter().zip(&done) {
+            let mut live = slot.state.lock().await;
+            live.upload.state = d.state;
+            live.upload.final_path = Some(d.final_path.clone());
+            live.upload.file_id = Some(d.file.id.clone());
+            live.committing = false;
+        }
+        let mut s = session.clone();
+        if let Some(st) = session_state {
+            s.state = st;
+        }
+        self.refresh_session(&s, &states).await;
+        Ok(())
+    }
+
+    /// Where an upload for `path` goes under the session's policy.
+    async fn decide(
+        &self,
+        session: &Session,
+        path: &SpacePath,
+        planned: &HashSet<SpacePath>,
+    ) -> Result<Decision> {
+        let taken = |p: &SpacePath| planned.contains(p);
+        let occupant = if taken(path) {
+            Some(Occupant::Folder) // another upload of this commit: same effect as a clash
+        } else {
+            self.occupant(session, path).await?
+        };
+        let exists = || EngineError::AlreadyExists {
+            path: format!("{}/{}", session.space, path),
+        };
+        Ok(match (occupant, session.conflict) {
+            (None, _) => Decision::Promote(path.clone(), Promote::NoReplace),
+            (Some(Occupant::FileAncestor(a)), _) => {
+                return Err(EngineError::AlreadyExists {
+                    path: format!("{}/{} (a file where a folder is needed)", session.space, a),
+                });
+            }
+            (Some(_), ConflictPolicy::Fail) => return Err(exists()),
+            (Some(Occupant::File(_)), ConflictPolicy::Replace) if !taken(path) => {
+                Decision::Promote(path.clone(), Promote::Replace)
+            }
+            (Some(Occupant::File(f)), ConflictPolicy::Skip) => Decision::Skip(f),
+            (Some(_), ConflictPolicy::Rename | ConflictPolicy::MergeRename) => {
+                for n in 1..=10_000 {
+                    let candidate = renamed(path, n);
+                    if !taken(&candidate) && self.occupant(session, &candidate).await?.is_none() {
+                        return Ok(Decision::Promote(candidate, Promote::NoReplace));
+                    }
+                }
+                return Err(exists());
+            }
+            (Some(_), _) => return Err(exists()),
+        })
+    }
+
+    /// What occupies a path: metadata first, then the disk (a file some
+    /// other program put there counts as taken too).
+    async fn occupant(&self, session: &Session, path: &SpacePath) -> Result<Option<Occupant>> {
+        if let Some(o) = self.inner.meta.occupant(&session.space, path).await? {
+            return Ok(Some(o));
+        }
+        if self.inner.store.file_exists(&session.space, path).await? {
+            return Ok(Some(Occupant::Folder));
+        }
+        Ok(None)
+    }
+
+    /// Whole-file digests: from the in-order cursor when it covers the file
+    /// and only SHA-256 is needed, else by reading the staged bytes (only
+    /// the part past the cursor, when the cursor can be extended).
+    async fn whole_digests(
+        &self,
+        upload: &Upload,
+        cursor: Option<crate::hashing::Cursor>,
+        want: Want,
+    ) -> Result<Digests> {
+        let size = upload.length.known().unwrap_or(0);
+        let (start, mut hasher) = match cursor {
+            Some(c) if want == Want::default() => (c.offset, c.hasher),
+            _ => (0, Hashers::new(want)),
+        };
+        if start < size {
+            metrics::counter!("ferry_commit_rehash_bytes_total").increment(size - start);
+            let mut stream = self
+                .inner
+                .store
+                .read_staged(&upload.id, start, size - start)
+                .await?;
+            while let Some(chunk) = stream
+                .try_next()
+                .await
+                .map_err(|e| EngineError::Store(ferry_store::StoreError::Body(e)))?
+            {
+                hasher.update(&chunk);
+            }
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Finishes commits a crash interrupted, then cleans staged bytes that
+    /// no open upload owns. Run once at start-up, before serving.
+    pub async fn recover(&self) -> Result<RecoveryReport> {
+        let meta = &self.inner.meta;
+        let store = &self.inner.store;
+        let mut report = RecoveryReport::default();
+        for up in meta.committing_uploads().await? {
+            let Some(session) = meta.get_session(&up.session_id).await? else {
+                continue;
+            };
+            let Some(path) = up.final_path.clone() else {
+                continue;
+            };
+            let mode = if session.conflict == ConflictPolicy::Replace {
+                Promote::Replace
+            } else {
+                Promote::NoReplace
+            };
+            let digests = if store.staged_exists(&up.id).await? {
+                let d = self.whole_digests(&up, None, Want::default()).await?;
+                match store.promote(&up.id, &session.space, &path, mode).await {
+                    Ok(()) => d,
+                    Err(e) => {
+                        tracing::error!(upload = %up.id, error = %e, "cannot finish an interrupted commit; reopening the upload");
+                        meta.set_upload_state(&up.id, UploadState::Open).await?;
+                        report.reopened += 1;
+                        continue;
+                    }
+                }
+            } else {
+                // Promoted before the crash: hash the file where it landed.
+                let size = up.length.known().unwrap_or(0);
+                let mut h = Hashers::new(Want::default());
+                let mut s = store.read_file(&session.space, &path, 0, size).await?;
+                while let Some(chunk) = s
+                    .try_next()
+                    .await
+                    .map_err(|e| EngineError::Store(ferry_store::StoreError::Body(e)))?
+                {
+                    h.update(&chunk);
+                }
+                h.finish()
+            };
+            meta.finish_commit(
+                None,
+                &[Committed {
+                    file: FileRecord {
+                        id: random_hex(16),
+                        space: session.space.clone(),
+                        path: path.clone(),
+                        size: up.length.known().unwrap_or(0),
+                        sha256: digests.sha256,
+                        sha1: None,
+                        md5: None,
+                        content_type: up.content_type.clone(),
+                        owner: session.owner.clone(),
+                        created_at: now_ms(),
+                        metadata: up.metadata.clone(),
+                    },
+                    upload_id: up.id.clone(),
+                    state: UploadState::Committed,
+                    final_path: path,
+                }],
+            )
+            .await?;
+            report.rolled_forward += 1;
+        }
+        for s in meta.list_sessions(None, Some(SessionState::Committing)).await? {
+            let ups = meta.session_uploads(&s.id).await?;
+            let state = if ups.iter().any(|u| u.state == UploadState::Open) {
+                SessionState::Open
+            } else {
+                SessionState::Committed
+            };
+            meta.set_session_state(&s.id, state, None).await?;
+        }
+        for id in store.list_staged().await? {
+            let keep = meta
+                .get_upload(&id)
+                .await?
+                .is_some_and(|u| u.state == UploadState::Open);
+            if !keep {
+                store.discard_staged(&id).await?;
+                report.orphans_removed += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What [`Engine::recover`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub rolled_forward: usize,
+    pub reopened: usize,
+    pub orphans_removed: usize,
+}

@@ -1,0 +1,99 @@
+//! The engine's one error type. Status codes are chosen at the edge, by
+//! each dialect; here every variant carries what a message needs.
+
+use ferry_core::{ByteRange, StateError};
+use ferry_meta::MetaError;
+use ferry_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Malformed input; `code` is `invalid_path`, `invalid_range`, …
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{path} already exists")]
+    AlreadyExists { path: String },
+    #[error("the upload is missing {} byte range(s); first missing: {}", missing.len(), missing.first().map(|r| r.to_string()).unwrap_or_default())]
+    Incomplete { missing: Vec<ByteRange> },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(StateError),
+    #[error("{message}")]
+    TooLarge { message: String, limit: u64 },
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    #[error("{algo} digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        algo: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("{owner} already has {open} open sessions; the limit is {limit}")]
+    TooManySessions { owner: String, open: u64, limit: u64 },
+    #[error("{0}")]
+    InsufficientStorage(String),
+    #[error("the request body failed after {durable} durable bytes: {source}")]
+    BodyFailed {
+        durable: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("storage: {0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSpace => EngineError::InsufficientStorage(
+                "the storage device is full; bytes already acknowledged are kept".into(),
+            ),
+            other => EngineError::Store(other),
+        }
+    }
+}
+
+impl EngineError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> EngineError {
+        EngineError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The snake_case code used in error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Unauthenticated(_) => "unauthenticated",
+            EngineError::Forbidden(_) => "forbidden",
+            EngineError::NotFound(_) => "not_found",
+            EngineError::Invalid { code, .. } => code,
+            EngineError::AlreadyExists { .. } => "already_exists",
+            EngineError::Incomplete { .. } => "incomplete",
+            EngineError::Conflict(_) => "conflict",
+            EngineError::Gone(StateError::Aborted) => "aborted",
+            EngineError::Gone(StateError::Expired) => "expired",
+            EngineError::Gone(StateError::Failed) => "failed",
+            EngineError::Gone(StateError::Committed) => "committed",
+            EngineError::Gone(StateError::Committing) => "committing",
+            EngineError::TooLarge { .. } => "too_large",
+            EngineError::RangeNotSatisfiable(_) => "range_not_satisfiable",
+            EngineError::DigestMismatch { .. } => "digest_mismatch",
+            EngineError::TooManySessions { .. } => "too_many_sessions",
+            EngineError::InsufficientStorage(_) => "insufficient_storage",
+            EngineError::BodyFailed { .. } => "body_failed",
+            EngineError::Meta(_) | EngineError::Store(_) => "internal",
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

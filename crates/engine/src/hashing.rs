@@ -1,0 +1,89 @@
+//! Hashing bytes as they stream by.
+
+use ferry_core::{Digest, DigestAlgo};
+use md5::Md5;
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256};
+
+/// Which digests to compute besides SHA-256 (always on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Want {
+    pub sha1: bool,
+    pub md5: bool,
+}
+
+/// SHA-256 plus optional SHA-1 and MD5, fed together.
+#[derive(Clone)]
+pub struct Hashers {
+    sha256: Sha256,
+    sha1: Option<Sha1>,
+    md5: Option<Md5>,
+}
+
+/// Finished digests, hex-encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    pub sha256: String,
+    pub sha1: Option<String>,
+    pub md5: Option<String>,
+}
+
+impl Digests {
+    pub fn get(&self, algo: DigestAlgo) -> Option<&str> {
+        match algo {
+            DigestAlgo::Sha256 => Some(&self.sha256),
+            DigestAlgo::Sha1 => self.sha1.as_deref(),
+            DigestAlgo::Md5 => self.md5.as_deref(),
+        }
+    }
+
+    /// Compares against an expected digest; the error names both values.
+    pub fn check(&self, expected: &Digest) -> crate::Result<()> {
+        let actual = self.get(expected.algo).unwrap_or_default();
+        if actual == expected.hex() {
+            Ok(())
+        } else {
+            Err(crate::EngineError::DigestMismatch {
+                algo: expected.algo.name(),
+                expected: expected.hex(),
+                actual: actual.to_owned(),
+            })
+        }
+    }
+}
+
+impl Hashers {
+    pub fn new(want: Want) -> Hashers {
+        Hashers {
+            sha256: Sha256::new(),
+            sha1: want.sha1.then(Sha1::new),
+            md5: want.md5.then(Md5::new),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        if let Some(h) = &mut self.sha1 {
+            h.update(data);
+        }
+        if let Some(h) = &mut self.md5 {
+            h.update(data);
+        }
+    }
+
+    pub fn finish(self) -> Digests {
+        Digests {
+            sha256: hex::encode(self.sha256.finalize()),
+            sha1: self.sha1.map(|h| hex::encode(h.finalize())),
+            md5: self.md5.map(|h| hex::encode(h.finalize())),
+        }
+    }
+}
+
+/// The running SHA-256 of an upload's first `offset` bytes, kept while
+/// bytes arrive in order so that commit needs no second read.
+#[derive(Clone)]
+pub struct Cursor {
+    pub offset: u64,
+    pub hasher: Hashers,
+}

@@ -1,0 +1,362 @@
+//! Creating, reading, aborting and expiring sessions.
+
+use crate::admin::principal;
+use crate::auth::{Caller, random_hex};
+use crate::{Engine, EngineError, Result, SessionView, UploadView, now_ms};
+use ferry_core::limits::LimitError;
+use ferry_core::{
+    ConflictPolicy, Digest, Length, RangeSet, Session, SessionState, SpaceName, SpacePath,
+    StateError, Upload, UploadState,
+};
+use std::collections::{BTreeMap, HashSet};
+
+#[derive(Clone, Debug, Default)]
+pub struct NewUpload {
+    pub path: String,
+    /// `None`: the length is deferred until a write announces it.
+    pub size: Option<u64>,
+    pub sha256: Option<Digest>,
+    pub part_size: Option<u64>,
+    pub content_type: Option<String>,
+    pub metadata: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NewSession {
+    /// `None`: the caller's home space.
+    pub space: Option<String>,
+    pub conflict: ConflictPolicy,
+    pub expires_in_secs: Option<u64>,
+    pub auto_commit: bool,
+    pub uploads: Vec<NewUpload>,
+    pub dialect: String,
+}
+
+fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
+    let message = format!("{path}: {e}");
+    match e {
+        LimitError::FileTooLarge { limit, .. } => EngineError::TooLarge { message, limit },
+        LimitError::TooManyParts { limit, .. } => EngineError::TooLarge { message, limit },
+        LimitError::PartSize { .. } => EngineError::invalid("invalid_body", message),
+    }
+}
+
+impl Engine {
+    pub async fn create_session(&self, caller: &Caller, new: NewSession) -> Result<SessionView> {
+        let p = principal(caller)?;
+        let limits = &self.inner.limits;
+        let meta = &self.inner.meta;
+        let user = meta
+            .get_user(&p.user)
+            .await?
+            .ok_or_else(|| EngineError::Unauthenticated("the user no longer exists".into()))?;
+        let space = match &new.space {
+            Some(s) => SpaceName::parse(s).map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?,
+            None => user.home_space.clone(),
+        };
+        self.require_write(p, &space).await?;
+
+        if new.uploads.is_empty() {
+            return Err(EngineError::invalid(
+                "invalid_body",
+                "a session needs at least one upload",
+            ));
+        }
+        if new.uploads.len() > limits.max_uploads_per_session {
+            return Err(EngineError::TooLarge {
+                message: format!(
+                    "{} uploads in one session; the limit is {}",
+                    new.uploads.len(),
+                    limits.max_uploads_per_session
+                ),
+                limit: limits.max_uploads_per_session as u64,
+            });
+        }
+        let expires_in = new.expires_in_secs.unwrap_or(limits.default_expiry_secs);
+        if expires_in == 0 || expires_in > limits.max_expiry_secs {
+            return Err(EngineError::invalid(
+                "invalid_body",
+                format!(
+                    "expires_in must be 1..={} seconds, got {expires_in}",
+                    limits.max_expiry_secs
+                ),
+            ));
+        }
+
+        let now = now_ms();
+        let session = Session {
+            id: random_hex(16),
+            owner: p.user.clone(),
+            space,
+            conflict: new.conflict,
+            auto_commit: new.auto_commit,
+            state: SessionState::Open,
+            created_at: now,
+            expires_at: now + (expires_in as i64) * 1000,
+            dialect: new.dialect,
+        };
+        let mut seen = HashSet::new();
+        let mut uploads = Vec::with_capacity(new.uploads.len());
+        let mut declared = 0u64;
+        for nu in new.uploads {
+            let path = SpacePath::parse(&nu.path)
+                .map_err(|e| EngineError::invalid("invalid_path", format!("{:?}: {e}", nu.path)))?;
+            if !seen.insert(path.clone()) {
+                return Err(EngineError::invalid(
+                    "invalid_path",
+                    format!("{path} appears twice in one session"),
+                ));
+            }
+            let length = nu.size.map_or(Length::Deferred, Length::Known);
+            let plan = limits
+                .plan(length, nu.part_size)
+                .map_err(|e| limit_error(e, &path))?;
+            declared = declared.saturating_add(nu.size.unwrap_or(0));
+            uploads.push(Upload {
+                id: random_hex(16),
+                session_id: session.id.clone(),
+                path,
+                length,
+                part_size: plan.part_size,
+                state: UploadState::Open,
+                expected_sha256: nu.sha256.map(|d| d.hex()),
+                content_type: nu.content_type,
+                metadata: nu.metadata,
+                received: RangeSet::new(),
+                parts: BTreeMap::new(),
+                final_path: None,
+                file_id: None,
+            });
+        }
+
+        let max_open = u64::from(user.max_open_sessions.unwrap_or(limits.max_open_sessions));
+        let open = meta.open_session_count(&p.user).await?;
+        if open >= max_open {
+            return Err(EngineError::TooManySessions {
+                owner: p.user.clone(),
+                open,
+                limit: max_open,
+            });
+        }
+        self.check_quota(&user.name, user.quota_bytes, declared).await?;
+
+        for up in &uploads {
+            self.inner.store.create_staged(&up.id).await?;
+        }
+        meta.create_session(&session, &uploads).await?;
+        metrics::counter!("ferry_sessions_created_total").increment(1);
+        Ok(SessionView {
+            session,
+            uploads: uploads
+                .into_iter()
+                .map(|upload| UploadView { upload, file: None })
+                .collect(),
+        })
+    }
+
+    /// Refuses `more` bytes if they would take `user` over quota.
+    pub(crate) async fn check_quota(&self, user: &str, own: Option<u64>, more: u64) -> Result<()> {
+        let Some(quota) = own.or(self.inner.limits.default_quota) else {
+            return Ok(());
+        };
+        let usage = self.inner.meta.usage(user).await?;
+        let used = usage.committed + usage.reserved;
+        if used.saturating_add(more) > quota {
+            return Err(EngineError::InsufficientStorage(format!(
+                "{more} more bytes would take {user} over the quota of {quota} bytes ({used} in use or reserved)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Loads a session the caller may see (`NotFound` otherwise).
+    pub(crate) async fn load_session(&self, caller: &Caller, id: &str) -> Result<Session> {
+        let p = principal(caller)?;
+        let not_found = || EngineError::NotFound(format!("no session {id:?}"));
+        let s = self
+            .inner
+            .meta
+            .get_session(id)
+            .await?
+            .ok_or_else(not_found)?;
+        if !p.admin && s.owner != p.user {
+            return Err(not_found());
+        }
+        Ok(s)
+    }
+
+    pub(crate) async fn view(&self, session: Session) -> Result<SessionView> {
+        let uploads = self.inner.meta.session_uploads(&session.id).await?;
+        let mut views = Vec::with_capacity(uploads.len());
+        for upload in uploads {
+            let file = self.file_of(&session, &upload).await?;
+            views.push(UploadView { upload, file });
+        }
+        Ok(SessionView {
+            session,
+            uploads: views,
+        })
+    }
+
+    pub(crate) async fn file_of(
+        &self,
+        session: &Session,
+        upload: &Upload,
+    ) -> Result<Option<ferry_core::FileRecord>> {
+        if !upload.state.is_done() {
+            return Ok(None);
+        }
+        let Some(path) = &upload.final_path else {
+            return Ok(None);
+        };
+        let f = self.inner.meta.get_file(&session.space, path).await?;
+        // A later commit may have replaced it; only report our own file.
+        Ok(f.filter(|f| Some(&f.id) == upload.file_id.as_ref()))
+    }
+
+    pub async fn get_session(&self, caller: &Caller, id: &str) -> Result<SessionView> {
+        let s = self.load_session(caller, id).await?;
+        self.view(self.lazily_expired(s).await?).await
+    }
+
+    /// Marks a session expired if its time has passed and the reaper has
+    /// not come by yet, so reads never show a stale `open`.
+    async fn lazily_expired(&self, s: Session) -> Result<Session> {
+        if s.state == SessionState::Open && s.is_expired_at(now_ms()) {
+            self.expire(&s).await?;
+            return Ok(Session {
+                state: SessionState::Expired,
+                ..s
+            });
+        }
+        Ok(s)
+    }
+
+    /// The caller's sessions (every user's with `all`, admins only).
+    pub async fn list_sessions(
+        &self,
+        caller: &Caller,
+        state: Option<SessionState>,
+        all: bool,
+    ) -> Result<Vec<Session>> {
+        let p = principal(caller)?;
+        if all && !p.admin {
+            return Err(EngineError::Forbidden(
+                "listing every user's sessions needs an admin token".into(),
+            ));
+        }
+        let owner = (!all).then_some(p.user.as_str());
+        Ok(self.inner.meta.list_sessions(owner, state).await?)
+    }
+
+    pub async fn abort_session(&self, caller: &Caller, id: &str) -> Result<()> {
+        let s = self.load_session(caller, id).await?;
+        let _guard = self.inner.commit_lock.lock().await;
+        let s = self.inner.meta.get_session(&s.id).await?.unwrap_or(s);
+        match s.state {
+            SessionState::Aborted => return Ok(()),
+            SessionState::Open => {}
+            other => return Err(EngineError::Gone(other.check_writable().unwrap_err())),
+        }
+        self.end_session(&s, SessionState::Aborted).await
+    }
+
+    /// Moves an open session to `state` (aborted or expired): its open
+    /// uploads are aborted and their staged bytes deleted.
+    async fn end_session(&self, s: &Session, state: SessionState) -> Result<()> {
+        let meta = &self.inner.meta;
+        let uploads = meta.session_uploads(&s.id).await?;
+        meta.set_session_state(&s.id, state, None).await?;
+        let mut changed = Vec::new();
+        for up in uploads.iter().filter(|u| u.state == UploadState::Open) {
+            meta.set_upload_state(&up.id, UploadState::Aborted).await?;
+            self.inner.store.discard_staged(&up.id).await?;
+            changed.push((up.id.clone(), UploadState::Aborted));
+        }
+        let s = Session {
+            state,
+            ..s.clone()
+        };
+        self.refresh_session(&s, &changed).await;
+        Ok(())
+    }
+
+    async fn expire(&self, s: &Session) -> Result<()> {
+        let _guard = self.inner.commit_lock.lock().await;
+        let fresh = self.inner.meta.get_session(&s.id).await?;
+        if fresh.is_some_and(|f| f.state == SessionState::Open) {
+            self.end_session(s, SessionState::Expired).await?;
+            metrics::counter!("ferry_sessions_expired_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// Expires every open session past its time; returns how many.
+    pub async fn reap_expired(&self) -> Result<usize> {
+        let due = self.inner.meta.expired_sessions(now_ms()).await?;
+        for s in &due {
+            self.expire(s).await?;
+        }
+        Ok(due.len())
+    }
+
+    pub async fn abort_upload(&self, caller: &Caller, upload_id: &str) -> Result<()> {
+        let slot = self.slot(caller, upload_id).await?;
+        let _guard = self.inner.commit_lock.lock().await;
+        let (session, upload) = {
+            let live = slot.state.lock().await;
+            (live.session.clone(), live.upload.clone())
+        };
+        match upload.state {
+            UploadState::Aborted => return Ok(()),
+            UploadState::Open => {}
+            UploadState::Committed | UploadState::Skipped => {
+                return Err(EngineError::Gone(StateError::Committed));
+            }
+            UploadState::Committing => return Err(EngineError::Gone(StateError::Committing)),
+        }
+        self.inner
+            .meta
+            .set_upload_state(upload_id, UploadState::Aborted)
+            .await?;
+        self.inner.store.discard_staged(upload_id).await?;
+        // The session ends when nothing in it is left open.
+        let rest = self.inner.meta.session_uploads(&session.id).await?;
+        let mut session = session;
+        if rest.iter().all(|u| u.state != UploadState::Open) {
+            let state = if rest.iter().any(|u| u.state.is_done()) {
+                SessionState::Committed
+            } else {
+                SessionState::Aborted
+            };
+            self.inner
+                .meta
+                .set_session_state(&session.id, state, None)
+                .await?;
+            session.state = state;
+        }
+        self.refresh_session(&session, &[(upload_id.to_owned(), UploadState::Aborted)])
+            .await;
+        Ok(())
+    }
+
+    pub async fn upload_status(&self, caller: &Caller, upload_id: &str) -> Result<UploadView> {
+        let slot = self.slot(caller, upload_id).await?;
+        let (session, upload) = {
+            let live = slot.state.lock().await;
+            (live.session.clone(), live.upload.clone())
+        };
+        if session.state == SessionState::Open && session.is_expired_at(now_ms()) {
+            self.lazily_expired(session.clone()).await?;
+        }
+        let file = self.file_of(&session, &upload).await?;
+        Ok(UploadView { upload, file })
+    }
+
+    /// The session an upload belongs to, as its live slot knows it.
+    pub async fn upload_session(&self, caller: &Caller, upload_id: &str) -> Result<Session> {
+        let slot = self.slot(caller, upload_id).await?;
+        let live = slot.state.lock().await;
+        Ok(live.session.clone())
+    }
+}

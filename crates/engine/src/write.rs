@@ -1,0 +1,392 @@
+//! The data path: one write of a part or a byte range.
+
+use crate::auth::Caller;
+use crate::hashing::{Digests, Hashers, Want};
+use crate::live::Live;
+use crate::{Engine, EngineError, Result, UploadView, now_ms};
+use ferry_core::{ByteRange, Digest, FileRecord, Length, Part, SessionState, Upload};
+use ferry_store::{ByteStream, StoreError};
+use futures::StreamExt;
+use std::sync::{Arc, Mutex};
+
+/// Where a write lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteAt {
+    /// Part `n` (1-based) of the upload's part plan.
+    Part(u32),
+    /// A byte range; `total` announces (or repeats) the upload's length.
+    Range { range: ByteRange, total: Option<u64> },
+}
+
+/// Digests a client sent with the bytes, checked while they stream.
+#[derive(Clone, Debug, Default)]
+pub struct PartChecks {
+    pub expected: Vec<Digest>,
+    /// Digests to compute and report even when none is expected.
+    pub want: Want,
+}
+
+#[derive(Clone, Debug)]
+pub struct WriteResult {
+    pub upload: Upload,
+    /// The part record, for part writes.
+    pub part: Option<Part>,
+    pub digests: Digests,
+    /// Set when the write completed an auto-commit upload.
+    pub file: Option<FileRecord>,
+}
+
+/// What the body adapter saw, shared with the write that owns it.
+struct Seen {
+    count: u64,
+    overflow: bool,
+    part: Hashers,
+    cursor: Option<Hashers>,
+}
+
+impl Engine {
+    pub async fn write(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+        at: WriteAt,
+        body: ByteStream,
+        checks: PartChecks,
+    ) -> Result<WriteResult> {
+        let slot = self.slot(caller, upload_id).await?;
+
+        // 1. Under the lock: validate, reserve the range, pick up the cursor.
+        let (range, part_no, write_id, epoch, cursor) = {
+            let mut live = slot.state.lock().await;
+            live.check_writable(now_ms())?;
+            let (range, part_no) = self.target(&mut live, at).await?;
+            if let Some((_, other)) = live.inflight.iter().find(|(_, r)| r.overlaps(&range)) {
+                return Err(EngineError::Conflict(format!(
+                    "bytes {range} overlap bytes {other} that another request is writing now"
+                )));
+            }
+            let id = live.next_write;
+            live.next_write += 1;
+            live.inflight.push((id, range));
+            let cursor = live
+                .cursor
+                .as_ref()
+                .filter(|c| c.offset == range.start)
+                .map(|c| c.hasher.clone());
+            (range, part_no, id, live.cursor_gen, cursor)
+        };
+
+        // 2. Stream to storage, hashing on the way, outside the lock.
+        let want = Want {
+            sha1: checks.want.sha1 || checks.expected.iter().any(|d| d.algo == ferry_core::DigestAlgo::Sha1),
+            md5: checks.want.md5 || checks.expected.iter().any(|d| d.algo == ferry_core::DigestAlgo::Md5),
+        };
+        let seen = Arc::new(Mutex::new(Seen {
+            count: 0,
+            overflow: false,
+            part: Hashers::new(want),
+            cursor,
+        }));
+        let limit = range.len();
+        let tap = seen.clone();
+        let body = body
+            .map(move |item| {
+                let chunk = item?;
+                let mut s = tap.lock().unwrap();
+                if s.count + chunk.len() as u64 > limit {
+                    s.overflow = true;
+                    return Err(std::io::Error::other("body longer than announced"));
+                }
+                s.count += chunk.len() as u64;
+                s.part.update(&chunk);
+                if let Some(c) = &mut s.cursor {
+                    c.update(&chunk);
+                }
+                Ok(chunk)
+            })
+            .boxed();
+        let outcome = self.inner.store.write_at(upload_id, range.start, body).await;
+        let seen = Arc::try_unwrap(seen)
+            .ok()
+            .expect("the body stream is gone")
+            .into_inner()
+            .unwrap();
+        metrics::counter!("ferry_bytes_received_total").increment(seen.count);
+
+        // 3. Under the lock again: record what is durable, or undo.
+        let mut live = slot.state.lock().await;
+        live.inflight.retain(|(id, _)| *id != write_id);
+        let failure = match outcome {
+            Ok(n) if n == limit && !seen.overflow => None,
+            Ok(n) => Some((
+                n,
+                if seen.overflow {
+                    too_long(limit)
+                } else {
+                    EngineError::invalid(
+                        "invalid_body",
+                        format!("the body ended after {n} of the {limit} bytes announced"),
+                    )
+                },
+            )),
+            Err(f) => {
+                let err = match f.error {
+                    _ if seen.overflow => too_long(limit),
+                    StoreError::Body(source) => EngineError::BodyFailed {
+                        durable: f.durable,
+                        source,
+                    },
+                    e => e.into(),
+                };
+                Some((f.durable, err))
+            }
+        };
+        if let Some((durable, err)) = failure {
+            // A part is all or nothing; a range keeps its durable prefix.
+            let kept = if part_no.is_some() { 0 } else { durable };
+            let hashed = seen.cursor.filter(|_| kept == seen.count);
+            self.settle(&mut live, range, kept, part_no, epoch, hashed)
+                .await?;
+            return Err(err);
+        }
+        let digests = seen.part.finish();
+        for expected in &checks.expected {
+            if let Err(e) = digests.check(expected) {
+                self.settle(&mut live, range, 0, part_no, epoch, None).await?;
+                return Err(e);
+            }
+        }
+        // The session may have ended while the bytes streamed.
+        if live.session.state != SessionState::Open {
+            return Err(EngineError::Gone(
+                live.session.state.check_writable().unwrap_err(),
+            ));
+        }
+        let part = part_no.map(|number| Part {
+            number,
+            offset: range.start,
+            size: range.len(),
+            sha256: digests.sha256.clone(),
+            sha1: digests.sha1.clone(),
+            md5: digests.md5.clone(),
+        });
+        self.inner
+            .meta
+            .record_write(upload_id, range, part.as_ref())
+            .await?;
+        live.upload.received.insert(range);
+        if let Some(p) = &part {
+            live.upload.parts.insert(p.number, p.clone());
+        }
+        self.advance_cursor(&mut live, range, epoch, seen.cursor);
+
+        let upload = live.upload.clone();
+        let auto = live.session.auto_commit && upload.is_complete();
+        drop(live);
+        let file = if auto {
+            match self.commit_upload(caller, upload_id, None).await {
+                Ok(UploadView { file, .. }) => file,
+                // The bytes are safe; the client can commit explicitly.
+                Err(e) => {
+                    tracing::warn!(upload = upload_id, error = %e, "auto-commit failed");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let upload = if file.is_some() {
+            self.upload_status(caller, upload_id).await?.upload
+        } else {
+            upload
+        };
+        Ok(WriteResult {
+            upload,
+            part,
+            digests,
+            file,
+        })
+    }
+
+    /// Resolves a write target to a byte range, fixing a deferred length
+    /// when the write announces it.
+    async fn target(&self, live: &mut Live, at: WriteAt) -> Result<(ByteRange, Option<u32>)> {
+        let up = &live.upload;
+        let limits = &self.inner.limits;
+        let (range, part) = match at {
+            WriteAt::Part(n) => {
+                if n == 0 || u64::from(n) > limits.max_parts {
+                    return Err(EngineError::RangeNotSatisfiable(format!(
+                        "part numbers run from 1 to {}; got {n}",
+                        limits.max_parts
+                    )));
+                }
+                let (a, b) = up.plan().part_range(n.into(), up.length).ok_or_else(|| {
+                    EngineError::RangeNotSatisfiable(format!(
+                        "part {n} is past the end: the upload has {} parts of {} bytes",
+                        up.length
+                            .known()
+                            .map_or(0, |s| up.plan().total_parts(s)),
+                        up.part_size
+                    ))
+                })?;
+                let range = ByteRange::new(a, b).ok_or_else(|| {
+                    EngineError::RangeNotSatisfiable(
+                        "the upload is empty; commit it without writing".into(),
+                    )
+                })?;
+                (range, Some(n))
+            }
+            WriteAt::Range { range, total } => {
+                if let Some(t) = total {
+                    match up.length {
+                        Length::Known(n) if n != t => {
+                            return Err(EngineError::RangeNotSatisfiable(format!(
+                                "the range gives the total size {t}, but the upload's size is {n}"
+                            )));
+                        }
+                        Length::Known(_) => {}
+                        Length::Deferred => {
+                            if up.received.max_end() > t {
+                                return Err(EngineError::RangeNotSatisfiable(format!(
+                                    "the total size {t} is smaller than the {} bytes already received",
+                                    up.received.max_end()
+                                )));
+                            }
+                            self.fix_length(live, t).await?;
+                        }
+                    }
+                }
+                (range, None)
+            }
+        };
+        let up = &live.upload;
+        if let Length::Known(size) = up.length
+            && range.end > size
+        {
+            return Err(EngineError::RangeNotSatisfiable(format!(
+                "bytes {range} reach past the upload's size of {size} bytes"
+            )));
+        }
+        if range.len() > limits.max_part_size {
+            return Err(EngineError::TooLarge {
+                message: format!(
+                    "one write of {} bytes is over the limit of {} bytes per request",
+                    range.len(),
+                    limits.max_part_size
+                ),
+                limit: limits.max_part_size,
+            });
+        }
+        Ok((range, part))
+    }
+
+    async fn fix_length(&self, live: &mut Live, total: u64) -> Result<()> {
+        let limits = &self.inner.limits;
+        if total > limits.max_file_size {
+            return Err(EngineError::TooLarge {
+                message: format!(
+                    "the size {total} is over the maximum file size of {} bytes",
+                    limits.max_file_size
+                ),
+                limit: limits.max_file_size,
+            });
+        }
+        let parts = live.upload.plan().total_parts(total);
+        if parts > limits.max_parts {
+            return Err(EngineError::TooLarge {
+                message: format!(
+                    "{total} bytes in parts of {} make {parts} parts; the limit is {}",
+                    live.upload.part_size, limits.max_parts
+                ),
+                limit: limits.max_parts,
+            });
+        }
+        let owner = live.session.owner.clone();
+        let user = self.inner.meta.get_user(&owner).await?;
+        self.check_quota(&owner, user.and_then(|u| u.quota_bytes), total)
+            .await?;
+        self.inner
+            .meta
+            .set_length(&live.upload.id, Length::Known(total))
+            .await?;
+        live.upload.length = Length::Known(total);
+        Ok(())
+    }
+
+    /// After a failed write: keep its durable prefix (`kept` bytes, range
+    /// writes only) and forget any bytes it clobbered that had counted as
+    /// received, so that status never claims bytes the disk no longer has.
+    async fn settle(
+        &self,
+        live: &mut Live,
+        range: ByteRange,
+        kept: u64,
+        part: Option<u32>,
+        epoch: u64,
+        hashed: Option<Hashers>,
+    ) -> Result<()> {
+        let id = live.upload.id.clone();
+        let kept_range = ByteRange::new(range.start, range.start + kept);
+        let clobbered = ByteRange::new(range.start + kept, range.end)
+            .filter(|r| live.upload.received.intersects(r));
+        if let Some(c) = clobbered {
+            let mut rest = ferry_core::RangeSet::new();
+            for r in live.upload.received.ranges() {
+                for piece in [ByteRange::new(r.start, r.end.min(c.start)), ByteRange::new(r.start.max(c.end), r.end)]
+                    .into_iter()
+                    .flatten()
+                {
+                    rest.insert(piece);
+                }
+            }
+            if let Some(k) = kept_range {
+                rest.insert(k);
+            }
+            let drop_part = part.filter(|n| live.upload.parts.contains_key(n));
+            self.inner
+                .meta
+                .forget(&id, rest.ranges(), drop_part)
+                .await?;
+            live.upload.received = rest;
+            if let Some(n) = drop_part {
+                live.upload.parts.remove(&n);
+            }
+            if live.cursor.as_ref().is_some_and(|cur| c.start < cur.offset) {
+                live.drop_cursor();
+            }
+        } else if let Some(k) = kept_range {
+            self.inner.meta.record_write(&id, k, None).await?;
+            live.upload.received.insert(k);
+        }
+        if let Some(k) = kept_range {
+            self.advance_cursor(live, k, epoch, hashed);
+        }
+        Ok(())
+    }
+
+    /// Moves the in-order hash past `range` when the write hashed it from
+    /// the cursor; drops the cursor when a write rewrote hashed bytes.
+    fn advance_cursor(&self, live: &mut Live, range: ByteRange, epoch: u64, hashed: Option<Hashers>) {
+        let Some(cur) = &live.cursor else { return };
+        if let Some(h) = hashed
+            && epoch == live.cursor_gen
+            && cur.offset == range.start
+        {
+            live.cursor = Some(crate::hashing::Cursor {
+                offset: range.end,
+                hasher: h,
+            });
+            live.cursor_gen += 1;
+        } else if range.start < cur.offset {
+            live.drop_cursor();
+        }
+    }
+}
+
+fn too_long(limit: u64) -> EngineError {
+    EngineError::TooLarge {
+        message: format!("the body is longer than the {limit} bytes announced for this write"),
+        limit,
+    }
+}
