@@ -360,3 +360,10 @@ impl Engine {
         Ok(live.session.clone())
     }
 }
+
+impl Engine {
+    /// Sessions per state, for metrics.
+    pub async fn session_counts(&self) -> Result<Vec<(SessionState, u64)>> {
+        Ok(self.inner.meta.session_counts().await?)
+    }
+}

@@ -1,1 +1,113 @@
-//! placeholder
+//! HTTP plumbing shared by every dialect: turning requests into engine
+//! inputs (credentials, streamed bodies, parsed headers) and engine errors
+//! into status codes. No dialect-specific shapes live here.
+
+pub mod headers;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use ferry_core::StateError;
+use ferry_engine::{Caller, Engine, EngineError};
+use ferry_store::ByteStream;
+use futures::{StreamExt, TryStreamExt};
+
+pub use headers::*;
+
+/// The default status of an engine error (dialects may refine it).
+pub fn status_of(e: &EngineError) -> StatusCode {
+    match e {
+        EngineError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
+        EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+        EngineError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        EngineError::AlreadyExists { .. }
+        | EngineError::Incomplete { .. }
+        | EngineError::Conflict(_) => StatusCode::CONFLICT,
+        EngineError::Gone(StateError::Expired | StateError::Aborted | StateError::Failed) => {
+            StatusCode::GONE
+        }
+        EngineError::Gone(StateError::Committed | StateError::Committing) => StatusCode::CONFLICT,
+        EngineError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        EngineError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+        EngineError::DigestMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        EngineError::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
+        EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+        EngineError::BodyFailed { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Streams a request body without collecting it.
+pub fn body_stream(body: Body) -> ByteStream {
+    body.into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed()
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Authenticates a request by its bearer token.
+pub async fn authenticate(engine: &Engine, headers: &HeaderMap) -> Result<Caller, EngineError> {
+    match bearer(headers) {
+        Some(t) => engine.authenticate(t).await,
+        None => Err(EngineError::Unauthenticated(
+            "this needs an 'Authorization: Bearer <token>' header".into(),
+        )),
+    }
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Formats milliseconds since the epoch as an HTTP date.
+pub fn http_date(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    ))
+    .unwrap_or_default()
+}
+
+/// Records request count and latency per route, for `/metrics`.
+pub async fn track_metrics(
+    matched: Option<axum::extract::MatchedPath>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let start = std::time::Instant::now();
+    let method = req.method().to_string();
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let resp = next.run(req).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", resp.status().as_u16().to_string()),
+    ];
+    metrics::counter!("ferry_http_requests_total", &labels).increment(1);
+    metrics::histogram!("ferry_http_request_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(http_date(1_700_000_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+    }
+}

@@ -357,4 +357,6 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
     assert_eq!(m.usage("fay").await.unwrap().reserved, 200);
     assert!(m.expired_sessions(100).await.unwrap().is_empty());
     assert_eq!(m.open_session_count("fay").await.unwrap(), 1);
+    let counts = m.session_counts().await.unwrap();
+    assert!(counts.contains(&(SessionState::Expired, 1)), "{counts:?}");
 }

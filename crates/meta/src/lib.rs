@@ -155,6 +155,8 @@ pub trait MetaStore: Send + Sync + 'static {
         done: &[Committed],
     ) -> Result<()>;
     async fn open_session_count(&self, owner: &str) -> Result<u64>;
+    /// How many sessions are in each state (states with none are left out).
+    async fn session_counts(&self) -> Result<Vec<(SessionState, u64)>>;
     async fn usage(&self, owner: &str) -> Result<Usage>;
     /// Open sessions whose expiry is at or before `now`.
     async fn expired_sessions(&self, now: Millis) -> Result<Vec<Session>>;

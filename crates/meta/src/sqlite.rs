@@ -728,6 +728,16 @@ impl MetaStore for Sqlite {
         .await
     }
 
+    async fn session_counts(&self) -> Result<Vec<(SessionState, u64)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT state, COUNT(*) FROM sessions GROUP BY state")?;
+            Ok(stmt
+                .query_map([], |r| Ok((parse::<SessionState>(r.get(0)?)?, u(r.get(1)?))))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn usage(&self, owner: &str) -> Result<Usage> {
         let owner = owner.to_owned();
         self.read(move |c| {

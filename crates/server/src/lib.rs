@@ -1,1 +1,248 @@
-//! placeholder
+//! Wiring only: configuration → stores → engine → routers → a listening
+//! server with its background tasks. Nothing here makes a decision about
+//! uploads; it connects the pieces and handles process concerns (keys,
+//! the bootstrap token, logs, metrics, graceful shutdown).
+
+pub mod config;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use ferry_dialects::native::{self, NativeState};
+use ferry_engine::Engine;
+use ferry_meta::Sqlite;
+use ferry_store::LocalStore;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub use config::{Config, LimitsConfig};
+
+/// Builds the engine on the embedded defaults: local disk + SQLite in
+/// `data_dir`. Creates the directory and the signing key if missing.
+pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let store = LocalStore::open(dir).context("cannot open local storage")?;
+    let meta = Sqlite::open(dir.join("ferry.db")).context("cannot open the SQLite database")?;
+    let key = signing_key(dir)?;
+    Ok(Engine::new(
+        Arc::new(meta),
+        Arc::new(store),
+        config.limits.to_limits(),
+        key,
+    ))
+}
+
+/// Reads `<data>/signing.key`, creating 32 random bytes (mode 0600) once.
+fn signing_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join("signing.key");
+    match std::fs::read(&path) {
+        Ok(k) if k.len() >= 32 => return Ok(k),
+        Ok(_) => anyhow::bail!("{} is shorter than 32 bytes", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let key = hex::decode(ferry_engine::auth::random_hex(32)).expect("hex");
+    write_private(&path, &key)?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+                ])
+                .expect("valid buckets")
+                .build_recorder();
+            let h = handle.handle();
+            let _ = metrics::set_global_recorder(handle);
+            h
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+struct OpsState {
+    engine: Engine,
+    metrics: PrometheusHandle,
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<OpsState>) -> impl IntoResponse {
+    match st.engine.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+    }
+}
+
+async fn metrics_page(State(st): State<OpsState>) -> impl IntoResponse {
+    if let Ok(counts) = st.engine.session_counts().await {
+        for state in ["open", "committing", "committed", "aborted", "expired", "failed"] {
+            let n = counts
+                .iter()
+                .find(|(s, _)| s.as_str() == state)
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!("ferry_sessions", "state" => state).set(n as f64);
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+}
+
+/// The whole HTTP surface.
+pub fn app(engine: Engine, public_url: String) -> Router {
+    let ops = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .with_state(OpsState {
+            engine: engine.clone(),
+            metrics: prometheus(),
+        });
+    Router::new()
+        .merge(native::router(NativeState { engine, public_url }))
+        .merge(ops)
+        .layer(axum::middleware::from_fn(ferry_http::track_metrics))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Control bodies (JSON) may list 10,000 uploads; data bodies stream
+        // and are bounded by the engine, not by this limit.
+        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
+}
+
+/// Sets up logging once per process (`text` or `json`, `RUST_LOG` filter).
+pub fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A server bound to its address, not yet serving.
+pub struct Bound {
+    pub engine: Engine,
+    pub listener: TcpListener,
+    pub addr: SocketAddr,
+    pub public_url: String,
+    /// The generated admin token, on first start without `admin_token`.
+    pub new_admin_token: Option<String>,
+    config: Config,
+}
+
+/// Opens the stores, recovers interrupted commits, bootstraps the admin,
+/// and binds the listener.
+pub async fn bind(config: Config) -> anyhow::Result<Bound> {
+    let engine = open_engine(&config)?;
+    let report = engine.recover().await.context("start-up recovery failed")?;
+    if report != Default::default() {
+        tracing::info!(?report, "recovered after an unclean stop");
+    }
+    let new_admin_token = engine.bootstrap(config.admin_token.as_deref()).await?;
+    if let Some(t) = &new_admin_token {
+        write_private(&config.data_dir.join("admin.token"), format!("{t}\n").as_bytes())?;
+    }
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+    Ok(Bound {
+        engine,
+        listener,
+        addr,
+        public_url,
+        new_admin_token,
+        config,
+    })
+}
+
+impl Bound {
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// (for at most `shutdown_grace_secs`).
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let engine = self.engine.clone();
+        let every = Duration::from_secs(self.config.reap_interval_secs.max(1));
+        let reaper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match engine.reap_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "expired sessions reaped"),
+                    Err(e) => tracing::warn!(error = %e, "reaper failed"),
+                }
+            }
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down; letting in-flight requests finish");
+            let _ = tx.send(());
+        };
+        let app = app(self.engine, self.public_url);
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(signal);
+        let deadline = async move {
+            let _ = rx.await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            r = server => r?,
+            () = deadline => tracing::warn!("grace period over; stopping with requests still open"),
+        }
+        reaper.abort();
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,154 @@
+//! `/v1/spaces/{space}/files/…` and `/v1/spaces/{space}/list/…`.
+
+use super::model::*;
+use super::{ApiError, ApiResult, Auth, NativeState};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ferry_engine::EngineError;
+use ferry_http::{RangeRequest, b64, http_date, parse_range};
+use ferry_meta::Entry;
+
+#[utoipa::path(get, path = "/v1/spaces/{space}/files/{path}", tag = "files",
+    params(("space" = String, Path), ("path" = String, Path),
+        ("Range" = Option<String>, Header, description = "bytes=first-last")),
+    responses((status = 200, description = "the bytes"), (status = 206, description = "the requested range"),
+        (status = 304), (status = 404, body = ErrorJson), (status = 416, body = ErrorJson)))]
+pub async fn download(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+    method: Method,
+    Path((space, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let f = st.engine.stat_file(&c, &space, &path).await?;
+    let etag = format!("\"{}\"", f.sha256);
+    let sha_b64 = b64(&hex_bytes(&f.sha256));
+    let mut out = HeaderMap::new();
+    let set = |h: &mut HeaderMap, k: header::HeaderName, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    };
+    set(&mut out, header::ETAG, etag.clone());
+    set(&mut out, header::ACCEPT_RANGES, "bytes".into());
+    set(&mut out, header::LAST_MODIFIED, http_date(f.created_at));
+    set(
+        &mut out,
+        header::CONTENT_TYPE,
+        f.content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into()),
+    );
+    set(
+        &mut out,
+        header::HeaderName::from_static("repr-digest"),
+        format!("sha-256=:{sha_b64}:"),
+    );
+    set(
+        &mut out,
+        header::HeaderName::from_static("digest"),
+        format!("sha-256={sha_b64}"),
+    );
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    let range = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        f.size,
+    );
+    let (status, offset, len) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, f.size),
+        RangeRequest::Partial(r) => {
+            set(
+                &mut out,
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", r.start, r.last(), f.size),
+            );
+            (StatusCode::PARTIAL_CONTENT, r.start, r.len())
+        }
+        RangeRequest::Unsatisfiable => {
+            let mut resp = ApiError(EngineError::RangeNotSatisfiable(format!(
+                "the requested range is outside the file's {} bytes",
+                f.size
+            )))
+            .into_response();
+            set(
+                resp.headers_mut(),
+                header::CONTENT_RANGE,
+                format!("bytes */{}", f.size),
+            );
+            return Ok(resp);
+        }
+    };
+    set(&mut out, header::CONTENT_LENGTH, len.to_string());
+    if method == Method::HEAD {
+        return Ok((status, out).into_response());
+    }
+    let body = st.engine.read_file(&f, offset, len).await?;
+    Ok((status, out, Body::from_stream(body)).into_response())
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+#[utoipa::path(delete, path = "/v1/spaces/{space}/files/{path}", tag = "files",
+    params(("space" = String, Path), ("path" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorJson), (status = 404, body = ErrorJson)))]
+pub async fn delete(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+    Path((space, path)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    st.engine.delete_file(&c, &space, &path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_root(
+    st: State<NativeState>,
+    auth: Auth,
+    Path(space): Path<String>,
+) -> ApiResult<Json<ListJson>> {
+    list(st, auth, Path((space, String::new()))).await
+}
+
+#[utoipa::path(get, path = "/v1/spaces/{space}/list/{prefix}", tag = "files",
+    params(("space" = String, Path), ("prefix" = String, Path, description = "folder path; may be empty")),
+    responses((status = 200, body = ListJson), (status = 403, body = ErrorJson), (status = 404, body = ErrorJson)))]
+pub async fn list(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+    Path((space, prefix)): Path<(String, String)>,
+) -> ApiResult<Json<ListJson>> {
+    let entries = st.engine.list(&c, &space, &prefix).await?;
+    Ok(Json(ListJson {
+        entries: entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Folder(name) => EntryJson {
+                    name,
+                    kind: "folder".into(),
+                    size: None,
+                    sha256: None,
+                    created_at: None,
+                },
+                Entry::File(f) => EntryJson {
+                    name: f.path.name().to_owned(),
+                    kind: "file".into(),
+                    size: Some(f.size),
+                    sha256: Some(f.sha256),
+                    created_at: Some(ferry_http::rfc3339(f.created_at)),
+                },
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,280 @@
+//! The native API's JSON shapes, and their conversion from engine records.
+
+use ferry_core::{ByteRange, FileRecord, Session, Upload};
+use ferry_engine::{Engine, SessionView, UploadView};
+use ferry_http::rfc3339;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use utoipa::ToSchema;
+
+/// Inclusive `[first, last]` pairs; `last` is null for an open end (a
+/// deferred length).
+pub fn inclusive(ranges: &[ByteRange]) -> Vec<(u64, Option<u64>)> {
+    ranges
+        .iter()
+        .map(|r| (r.start, (r.end != u64::MAX).then(|| r.last())))
+        .collect()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FileJson {
+    pub id: String,
+    pub space: String,
+    pub path: String,
+    pub size: u64,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl From<&FileRecord> for FileJson {
+    fn from(f: &FileRecord) -> Self {
+        FileJson {
+            id: f.id.clone(),
+            space: f.space.to_string(),
+            path: f.path.to_string(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+            created_at: rfc3339(f.created_at),
+            content_type: f.content_type.clone(),
+            metadata: f.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UploadJson {
+    pub id: String,
+    /// Requested path; after commit, the final path (rename may change it).
+    pub path: String,
+    /// Null while the length is deferred.
+    pub size: Option<u64>,
+    pub part_size: u64,
+    pub total_parts: Option<u64>,
+    pub received_bytes: u64,
+    /// Inclusive byte ranges still needed.
+    #[schema(value_type = Vec<Vec<Option<u64>>>)]
+    pub missing: Vec<(u64, Option<u64>)>,
+    pub parts_received: u64,
+    /// Signed URL: accepts writes and status reads without a token.
+    pub url: String,
+    pub state: String,
+    pub file: Option<FileJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+pub fn upload_json(engine: &Engine, base: &str, v: &UploadView) -> UploadJson {
+    let u: &Upload = &v.upload;
+    UploadJson {
+        id: u.id.clone(),
+        path: u.final_path.as_ref().unwrap_or(&u.path).to_string(),
+        size: u.length.known(),
+        part_size: u.part_size,
+        total_parts: u.length.known().map(|s| u.plan().total_parts(s)),
+        received_bytes: if u.state.is_done() {
+            u.length.known().unwrap_or(0)
+        } else {
+            u.received.len()
+        },
+        missing: if u.state.is_done() {
+            Vec::new()
+        } else {
+            inclusive(&u.missing())
+        },
+        parts_received: if u.state.is_done() {
+            u.length.known().map_or(0, |s| u.plan().total_parts(s))
+        } else {
+            u.parts_received()
+        },
+        url: format!("{base}/v1/uploads/{}?sig={}", u.id, engine.sign_upload(&u.id)),
+        state: u.state.to_string(),
+        file: v.file.as_ref().map(FileJson::from),
+        sha256: u.expected_sha256.clone(),
+        content_type: u.content_type.clone(),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionJson {
+    pub id: String,
+    pub state: String,
+    pub owner: String,
+    pub space: String,
+    pub conflict: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub auto_commit: bool,
+    pub dialect: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploads: Option<Vec<UploadJson>>,
+}
+
+pub fn session_json(s: &Session, uploads: Option<Vec<UploadJson>>) -> SessionJson {
+    SessionJson {
+        id: s.id.clone(),
+        state: s.state.to_string(),
+        owner: s.owner.clone(),
+        space: s.space.to_string(),
+        conflict: s.conflict.to_string(),
+        created_at: rfc3339(s.created_at),
+        expires_at: rfc3339(s.expires_at),
+        auto_commit: s.auto_commit,
+        dialect: s.dialect.clone(),
+        uploads,
+    }
+}
+
+pub fn session_view_json(engine: &Engine, base: &str, v: &SessionView) -> SessionJson {
+    let ups = v.uploads.iter().map(|u| upload_json(engine, base, u)).collect();
+    session_json(&v.session, Some(ups))
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct NewUploadBody {
+    pub path: String,
+    /// Omit to defer the length (announce it later in a Content-Range total).
+    pub size: Option<u64>,
+    /// Hex SHA-256 of the whole file, checked at commit.
+    pub sha256: Option<String>,
+    pub part_size: Option<u64>,
+    pub content_type: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct CreateSessionBody {
+    /// Default: the caller's home space.
+    pub space: Option<String>,
+    /// fail | replace | rename | skip (default fail).
+    pub conflict: Option<String>,
+    /// Seconds until the session expires.
+    pub expires_in: Option<u64>,
+    pub auto_commit: Option<bool>,
+    pub uploads: Option<Vec<NewUploadBody>>,
+    /// Shortcut for one upload: `path` and `size` at the top level.
+    pub path: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub part_size: Option<u64>,
+    pub content_type: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct DigestBody {
+    pub sha256: Option<String>,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct CommitSessionBody {
+    #[serde(default)]
+    pub uploads: HashMap<String, DigestBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PartJson {
+    pub part: u32,
+    pub offset: u64,
+    pub size: u64,
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PartsJson {
+    pub parts: Vec<PartJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionsJson {
+    pub sessions: Vec<SessionJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EntryJson {
+    pub name: String,
+    /// file | folder
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ListJson {
+    pub entries: Vec<EntryJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeJson {
+    pub user: String,
+    pub admin: bool,
+    pub home_space: String,
+    pub quota_bytes: Option<u64>,
+    pub used_bytes: u64,
+    pub max_open_sessions: u64,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct NewUserBody {
+    pub name: String,
+    pub admin: Option<bool>,
+    pub quota_bytes: Option<u64>,
+    pub max_open_sessions: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NewUserJson {
+    pub name: String,
+    pub token: String,
+    pub home_space: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenJson {
+    pub id: String,
+    pub token: String,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct NewSpaceBody {
+    pub name: String,
+    /// user → "read" | "write"
+    #[serde(default)]
+    pub members: HashMap<String, String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SpaceJson {
+    pub name: String,
+    pub members: HashMap<String, String>,
+}
+
+/// The error body of every failed call.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorJson {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// snake_case: invalid_path, unauthenticated, not_found, already_exists, …
+    pub code: String,
+    /// A sentence naming the problem and the limit involved.
+    pub message: String,
+}

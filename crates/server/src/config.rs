@@ -1,0 +1,117 @@
+//! Configuration: defaults, an optional TOML file, then `FERRY_*`
+//! environment variables and flags (applied by the CLI on top).
+
+use ferry_core::Limits;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Staged bytes, files, the SQLite database and keys live here.
+    pub data_dir: PathBuf,
+    /// `host:port` to bind; port 0 picks a free port.
+    pub listen: String,
+    /// Base of the absolute URLs Ferry hands out; default `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// Bootstrap admin token (else one is generated on first start).
+    pub admin_token: Option<String>,
+    /// `text` or `json` logs.
+    pub log_format: String,
+    /// Seconds between sweeps for expired sessions.
+    pub reap_interval_secs: u64,
+    /// Seconds in-flight requests get to finish after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./ferry-data"),
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            admin_token: None,
+            log_format: "text".into(),
+            reap_interval_secs: 60,
+            shutdown_grace_secs: 30,
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// `[limits]` in the TOML file; every key optional.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_file_size: u64,
+    pub min_part_size: u64,
+    pub max_part_size: u64,
+    pub default_part_size: u64,
+    pub max_uploads_per_session: usize,
+    pub max_open_sessions: u32,
+    pub default_quota: Option<u64>,
+    pub default_expiry_secs: u64,
+    pub max_expiry_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsConfig {
+            max_file_size: l.max_file_size,
+            min_part_size: l.min_part_size,
+            max_part_size: l.max_part_size,
+            default_part_size: l.default_part_size,
+            max_uploads_per_session: l.max_uploads_per_session,
+            max_open_sessions: l.max_open_sessions,
+            default_quota: l.default_quota,
+            default_expiry_secs: l.default_expiry_secs,
+            max_expiry_secs: l.max_expiry_secs,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            max_file_size: self.max_file_size,
+            min_part_size: self.min_part_size,
+            max_part_size: self.max_part_size,
+            default_part_size: self.default_part_size,
+            max_parts: Limits::default().max_parts,
+            max_uploads_per_session: self.max_uploads_per_session,
+            max_open_sessions: self.max_open_sessions,
+            default_quota: self.default_quota,
+            default_expiry_secs: self.default_expiry_secs,
+            max_expiry_secs: self.max_expiry_secs,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are an error, so typos show.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_typos() {
+        let c: Config = toml::from_str(
+            "listen = \"127.0.0.1:0\"\n[limits]\nmax_open_sessions = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0");
+        assert_eq!(c.limits.max_open_sessions, 3);
+        assert_eq!(c.data_dir, PathBuf::from("./ferry-data"));
+        assert!(toml::from_str::<Config>("listn = \"x\"").is_err());
+    }
+}
