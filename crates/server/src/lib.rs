@@ -134,6 +134,7 @@ pub fn app(engine: Engine, public_url: String) -> Router {
     Router::new()
         .merge(native::router(NativeState { engine, public_url }))
         .merge(ops)
+        .fallback(native::not_found)
         .layer(axum::middleware::from_fn(ferry_http::track_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         // Control bodies (JSON) may list 10,000 uploads; data bodies stream

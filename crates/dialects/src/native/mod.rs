@@ -54,9 +54,22 @@ pub fn router(state: NativeState) -> Router {
             get(files::download).delete(files::delete),
         )
         .route("/v1/spaces/{space}/list", get(files::list_root))
+        .route("/v1/spaces/{space}/list/", get(files::list_root))
         .route("/v1/spaces/{space}/list/{*prefix}", get(files::list))
         .route("/v1/openapi.json", get(openapi::serve))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Unknown routes answer in the native error format too.
+pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(EngineError::NotFound(format!("no route for {method} {}", uri.path())))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let body = json!({"error": {"code": "method_not_allowed",
+        "message": format!("{method} is not allowed on {}", uri.path())}});
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }
 
 /// An engine error rendered as `{"error":{"code","message",…details}}`.

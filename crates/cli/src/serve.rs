@@ -1,0 +1,95 @@
+//! `ferry serve`: flags and `FERRY_*` variables over an optional TOML file.
+
+use clap::Args;
+use ferry_server::Config;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (flags and FERRY_* variables win over it).
+    #[arg(long, env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where staged bytes, files, the SQLite database and keys live [default: ./ferry-data].
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// host:port to bind; port 0 picks a free port [default: 127.0.0.1:8080].
+    #[arg(long, env = "FERRY_LISTEN")]
+    listen: Option<String>,
+    /// Base of the absolute URLs Ferry hands out [default: http://<listen>].
+    #[arg(long, env = "FERRY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "FERRY_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Seconds between sweeps for expired sessions [default: 60].
+    #[arg(long, env = "FERRY_REAP_INTERVAL")]
+    reap_interval: Option<u64>,
+    /// Largest accepted file, bytes [default: 5 TiB].
+    #[arg(long, env = "FERRY_MAX_FILE_SIZE")]
+    max_file_size: Option<u64>,
+    /// Open sessions allowed per user (unless the user has their own) [default: 100].
+    #[arg(long, env = "FERRY_MAX_OPEN_SESSIONS")]
+    max_open_sessions: Option<u32>,
+    /// Quota per user in bytes (unless the user has their own) [default: none].
+    #[arg(long, env = "FERRY_DEFAULT_QUOTA")]
+    default_quota: Option<u64>,
+    /// Session lifetime when the client asks for none, seconds [default: 86400].
+    #[arg(long, env = "FERRY_DEFAULT_EXPIRY")]
+    default_expiry: Option<u64>,
+    /// Longest session lifetime a client may ask for, seconds [default: 604800].
+    #[arg(long, env = "FERRY_MAX_EXPIRY")]
+    max_expiry: Option<u64>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! over {
+            ($($field:expr => $value:expr),* $(,)?) => { $(if let Some(v) = $value { $field = v; })* };
+        }
+        over!(
+            c.data_dir => self.data_dir,
+            c.listen => self.listen,
+            c.log_format => self.log_format,
+            c.reap_interval_secs => self.reap_interval,
+            c.limits.max_file_size => self.max_file_size,
+            c.limits.max_open_sessions => self.max_open_sessions,
+            c.limits.default_expiry_secs => self.default_expiry,
+            c.limits.max_expiry_secs => self.max_expiry,
+        );
+        if self.public_url.is_some() {
+            c.public_url = self.public_url;
+        }
+        if self.default_quota.is_some() {
+            c.limits.default_quota = self.default_quota;
+        }
+        if let Ok(t) = std::env::var("FERRY_ADMIN_TOKEN")
+            && !t.is_empty()
+        {
+            c.admin_token = Some(t);
+        }
+        if c.log_format != "text" && c.log_format != "json" {
+            anyhow::bail!("log format must be text or json, not {:?}", c.log_format);
+        }
+        Ok(c)
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    ferry_server::init_tracing(&config.log_format);
+    let data_dir = config.data_dir.clone();
+    let bound = ferry_server::bind(config).await?;
+    tracing::info!(addr = %bound.addr, public_url = %bound.public_url, data_dir = %data_dir.display(), "listening");
+    println!("Ferry listening on http://{}", bound.addr);
+    if let Some(t) = &bound.new_admin_token {
+        println!(
+            "admin token: {t}\n  (shown once; also saved to {})",
+            data_dir.join("admin.token").display()
+        );
+    }
+    bound.serve(ferry_server::shutdown_signal()).await
+}

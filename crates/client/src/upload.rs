@@ -1,0 +1,359 @@
+//! Resumable, parallel uploads of local files into one session.
+//!
+//! A run is identified by *what* is uploaded: the server, the destination,
+//! and each local file's path, size and modification time. That identity
+//! names a small state file holding the session id. Running the same
+//! command again (after Ctrl-C, a dropped network, a reboot) finds the
+//! session, asks the server which byte ranges it still misses, and sends
+//! only the parts that overlap them. The session commits atomically, with
+//! the SHA-256 of every local file for the server to check first.
+
+use crate::{Client, ClientError, Result, SessionInfo, UploadInfo};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// One local file and where it goes.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub local: PathBuf,
+    pub remote: String,
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch (part of the identity).
+    pub mtime_ns: i128,
+}
+
+impl Source {
+    pub fn new(local: PathBuf, remote: String) -> std::io::Result<Source> {
+        let meta = std::fs::metadata(&local)?;
+        let mtime_ns = meta
+            .modified()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        Ok(Source {
+            local,
+            remote,
+            size: meta.len(),
+            mtime_ns,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub space: Option<String>,
+    pub conflict: String,
+    pub parallel: usize,
+    pub part_size: Option<u64>,
+    /// Where resume state files live.
+    pub state_dir: PathBuf,
+    /// Average bytes per second to stay under, if any.
+    pub limit_rate: Option<u64>,
+    /// Attempts per request before giving up.
+    pub attempts: u32,
+}
+
+/// Receives progress; the CLI draws a bar with it.
+pub trait Progress: Send + Sync {
+    fn start(&self, total: u64, already: u64);
+    fn advance(&self, bytes: u64);
+    fn note(&self, message: &str);
+}
+
+pub struct Outcome {
+    pub session: SessionInfo,
+    /// Bytes the server already had when this run started.
+    pub resumed_bytes: u64,
+    /// Bytes this run sent (counting retries once).
+    pub sent_bytes: u64,
+}
+
+fn identity(client: &Client, sources: &[Source], opts: &Options) -> String {
+    let mut h = Sha256::new();
+    h.update(client.base().as_bytes());
+    h.update(format!("\0{:?}\0{}\0", opts.space, opts.conflict).as_bytes());
+    for s in sources {
+        let local = std::fs::canonicalize(&s.local).unwrap_or_else(|_| s.local.clone());
+        h.update(format!("{}\0{}\0{}\0{}\0", local.display(), s.remote, s.size, s.mtime_ns).as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+fn state_path(opts: &Options, key: &str) -> PathBuf {
+    opts.state_dir.join(format!("{key}.json"))
+}
+
+fn save_state(path: &Path, session: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json!({ "session": session }).to_string())?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Retries `f` on transient errors with exponential backoff and jitter.
+pub async fn retry<T, F, Fut>(attempts: u32, what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1.. {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && attempt < attempts => {
+                let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+                tracing::warn!(%e, attempt, "{what} failed; retrying in {:?}", delay + jitter);
+                tokio::time::sleep(delay + jitter).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!()
+}
+
+/// Keeps the average rate under a limit by sleeping before each send.
+struct Pacer {
+    start: Instant,
+    sent: AtomicU64,
+    rate: Option<u64>,
+}
+
+impl Pacer {
+    async fn wait(&self, bytes: u64) {
+        let Some(rate) = self.rate else { return };
+        let total = self.sent.fetch_add(bytes, Ordering::SeqCst);
+        let due = Duration::from_secs_f64(total as f64 / rate as f64);
+        let elapsed = self.start.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Part numbers of `u` that overlap a missing range.
+fn needed_parts(u: &UploadInfo) -> Vec<(u64, u64, u64)> {
+    let size = u.size.unwrap_or(0);
+    let total = u.total_parts.unwrap_or(0);
+    (1..=total)
+        .filter_map(|n| {
+            let start = (n - 1) * u.part_size;
+            let end = (start + u.part_size).min(size);
+            let needed = u
+                .missing
+                .iter()
+                .any(|(a, b)| *a < end && b.is_none_or(|b| b >= start));
+            needed.then_some((n, start, end - start))
+        })
+        .collect()
+}
+
+/// Uploads `sources` into one session, resuming a previous run's session
+/// when there is one, and commits it.
+pub async fn run(
+    client: &Client,
+    sources: Vec<Source>,
+    opts: &Options,
+    progress: Arc<dyn Progress>,
+) -> Result<Outcome> {
+    let key = identity(client, &sources, opts);
+    let state = state_path(opts, &key);
+    let mut session = None;
+    if let Ok(text) = std::fs::read_to_string(&state)
+        && let Ok(v) = serde_json::from_str::<Value>(&text)
+        && let Some(id) = v["session"].as_str()
+    {
+        match client.session(id).await {
+            Ok(s) if s.state == "open" => {
+                progress.note(&format!("resuming session {}", s.id));
+                session = Some(s);
+            }
+            Ok(s) if s.state == "committed" => {
+                let _ = std::fs::remove_file(&state);
+                return Ok(Outcome {
+                    resumed_bytes: sources.iter().map(|s| s.size).sum(),
+                    sent_bytes: 0,
+                    session: s,
+                });
+            }
+            Ok(s) => progress.note(&format!("session {} is {}; starting over", s.id, s.state)),
+            Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let session = match session {
+        Some(s) => s,
+        None => {
+            let uploads: Vec<Value> = sources
+                .iter()
+                .map(|s| {
+                    let mut u = json!({"path": s.remote, "size": s.size});
+                    if let Some(p) = opts.part_size {
+                        u["part_size"] = json!(p);
+                    }
+                    u
+                })
+                .collect();
+            let mut body = json!({"conflict": opts.conflict, "uploads": uploads});
+            if let Some(space) = &opts.space {
+                body["space"] = json!(space);
+            }
+            let s = retry(opts.attempts, "creating the session", || client.create_session(&body)).await?;
+            save_state(&state, &s.id)?;
+            s
+        }
+    };
+    if session.uploads.len() != sources.len() {
+        return Err(ClientError::Other(format!(
+            "session {} has {} uploads for {} local files",
+            session.id,
+            session.uploads.len(),
+            sources.len()
+        )));
+    }
+
+    // Hash local files while the parts go out.
+    let locals: Vec<PathBuf> = sources.iter().map(|s| s.local.clone()).collect();
+    let hashing = tokio::task::spawn_blocking(move || {
+        locals.iter().map(|p| sha256_file(p)).collect::<std::io::Result<Vec<_>>>()
+    });
+
+    let mut work = Vec::new();
+    let total: u64 = sources.iter().map(|s| s.size).sum();
+    let mut todo = 0;
+    for (src, up) in sources.iter().zip(&session.uploads) {
+        if up.state != "open" {
+            continue;
+        }
+        for (n, offset, len) in needed_parts(up) {
+            todo += len;
+            work.push((src.local.clone(), up.id.clone(), n, offset, len));
+        }
+    }
+    let resumed = total - todo;
+    progress.start(total, resumed);
+
+    let pacer = Arc::new(Pacer {
+        start: Instant::now(),
+        sent: AtomicU64::new(0),
+        rate: opts.limit_rate,
+    });
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut results = futures::stream::iter(work)
+        .map(|(local, uid, n, offset, len)| {
+            let client = client.clone();
+            let progress = progress.clone();
+            let pacer = pacer.clone();
+            let sent = sent.clone();
+            let attempts = opts.attempts;
+            async move {
+                let data = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+                    let f = std::fs::File::open(&local)?;
+                    let mut buf = vec![0u8; len as usize];
+                    f.read_exact_at(&mut buf, offset)?;
+                    Ok(Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| ClientError::Other(e.to_string()))??;
+                let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
+                pacer.wait(len).await;
+                retry(attempts, "sending a part", || {
+                    client.put_part(&uid, n, data.clone(), &digest)
+                })
+                .await?;
+                sent.fetch_add(len, Ordering::Relaxed);
+                progress.advance(len);
+                Ok::<_, ClientError>(())
+            }
+        })
+        .buffer_unordered(opts.parallel.max(1));
+    while let Some(r) = results.next().await {
+        r?;
+    }
+    drop(results);
+
+    let hashes = hashing
+        .await
+        .map_err(|e| ClientError::Other(e.to_string()))??;
+    let mut expected = serde_json::Map::new();
+    for (up, h) in session.uploads.iter().zip(&hashes) {
+        if up.state == "open" {
+            expected.insert(up.id.clone(), json!({ "sha256": h }));
+        }
+    }
+    let body = json!({ "uploads": expected });
+    progress.note("committing");
+    let done = retry(opts.attempts, "committing", || client.commit_session(&session.id, &body)).await?;
+    for (up, h) in done.uploads.iter().zip(&hashes) {
+        if let Some(f) = &up.file
+            && up.state == "committed"
+            && &f.sha256 != h
+        {
+            return Err(ClientError::Other(format!(
+                "{}: the server's SHA-256 {} differs from the local file's {h}",
+                f.path, f.sha256
+            )));
+        }
+    }
+    let _ = std::fs::remove_file(&state);
+    Ok(Outcome {
+        session: done,
+        resumed_bytes: resumed,
+        sent_bytes: sent.load(Ordering::Relaxed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(size: u64, part: u64, missing: Vec<(u64, Option<u64>)>) -> UploadInfo {
+        UploadInfo {
+            id: "u".into(),
+            path: "p".into(),
+            size: Some(size),
+            part_size: part,
+            total_parts: Some(size.div_ceil(part)),
+            received_bytes: 0,
+            missing,
+            url: String::new(),
+            state: "open".into(),
+            file: None,
+        }
+    }
+
+    #[test]
+    fn needed_parts_follow_missing_ranges() {
+        let parts = |u: &UploadInfo| needed_parts(u).into_iter().map(|p| p.0).collect::<Vec<_>>();
+        assert_eq!(parts(&info(25, 10, vec![(0, Some(24))])), vec![1, 2, 3]);
+        assert_eq!(parts(&info(25, 10, vec![(10, Some(19))])), vec![2]);
+        assert_eq!(parts(&info(25, 10, vec![(15, Some(21))])), vec![2, 3]);
+        assert!(parts(&info(25, 10, vec![])).is_empty());
+        assert_eq!(needed_parts(&info(25, 10, vec![(20, Some(24))]))[0], (3, 20, 5));
+    }
+}
