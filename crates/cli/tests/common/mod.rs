@@ -1,0 +1,245 @@
+//! A real `ferry serve` process on 127.0.0.1 for black-box tests, and small
+//! helpers to talk to it.
+
+#![allow(dead_code)]
+
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+pub fn ferry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferry")
+}
+
+/// A server process; killed when dropped.
+pub struct Server {
+    pub url: String,
+    pub data: PathBuf,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    extra: Vec<(String, String)>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts with extra `FERRY_*` variables (e.g. limits).
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let extra = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut s = Server {
+            url: String::new(),
+            data,
+            child: None,
+            _tmp: Some(tmp),
+            extra,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(ferry_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data)
+            .env("FERRY_ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("ferry serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a first line").unwrap();
+        let addr = first
+            .strip_prefix("Ferry listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        std::thread::spawn(move || for _ in lines {});
+        self.url = addr;
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or finish anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id() as i32;
+        send_signal(pid, "TERM");
+        c.wait().unwrap()
+    }
+
+    /// Waits for a process already told to stop.
+    pub fn terminate_wait(&mut self) -> std::process::ExitStatus {
+        self.child.take().expect("running").wait().unwrap()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+}
+
+fn send_signal(pid: i32, sig: &str) {
+    Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// One call; returns the status and the body as JSON (Null when empty).
+pub async fn call(
+    s: &Server,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let url = if path.starts_with("http") {
+        path.to_owned()
+    } else {
+        format!("{}{path}", s.url)
+    };
+    let mut rb = http().request(method, url);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let resp = rb.send().await.unwrap();
+    decode(resp).await
+}
+
+pub async fn decode(resp: Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, v)
+}
+
+/// Sends raw bytes with extra headers.
+pub async fn put(
+    s: &Server,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    data: Vec<u8>,
+) -> (StatusCode, Value) {
+    let url = if path.starts_with("http") {
+        path.to_owned()
+    } else {
+        format!("{}{path}", s.url)
+    };
+    let mut rb = http().put(url).body(data);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    decode(rb.send().await.unwrap()).await
+}
+
+/// Creates a user; returns their token.
+pub async fn user(s: &Server, name: &str) -> String {
+    let (st, v) = call(s, Method::POST, "/v1/admin/users", Some(ADMIN), Some(json!({"name": name}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    v["token"].as_str().unwrap().to_owned()
+}
+
+pub async fn create_session(s: &Server, token: &str, body: Value) -> Value {
+    let (st, v) = call(s, Method::POST, "/v1/sessions", Some(token), Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    v
+}
+
+/// Downloads a file and returns its bytes.
+pub async fn download(s: &Server, token: &str, space: &str, path: &str) -> (StatusCode, Vec<u8>) {
+    let resp = http()
+        .get(format!("{}/v1/spaces/{space}/files/{path}", s.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.bytes().await.unwrap().to_vec())
+}
+
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    // xorshift: fast, deterministic, incompressible enough.
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Runs the `ferry` CLI against a server.
+pub fn cli(s: &Server, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(ferry_bin())
+        .args(args)
+        .env("FERRY_URL", &s.url)
+        .env("FERRY_TOKEN", token)
+        .output()
+        .unwrap()
+}
