@@ -111,7 +111,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 16MiB"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 16MiB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -121,9 +123,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// `<space>/<path>` → (space, path); the path may be empty.
@@ -193,7 +200,11 @@ fn collect_sources(locals: &[String], dest: &str) -> anyhow::Result<Vec<Source>>
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if meta.is_file() {
-            let remote = if as_folder { join(&name) } else { dest.to_owned() };
+            let remote = if as_folder {
+                join(&name)
+            } else {
+                dest.to_owned()
+            };
             out.push(Source::new(path, remote)?);
         } else if meta.is_dir() {
             let mut stack = vec![path.clone()];
@@ -282,7 +293,10 @@ async fn upload_cmd(client: &Client, args: UploadArgs) -> anyhow::Result<()> {
     let outcome = outcome?;
     for u in &outcome.session.uploads {
         match &u.file {
-            Some(f) => println!("{} {}/{} {} bytes sha256 {}", u.state, f.space, f.path, f.size, f.sha256),
+            Some(f) => println!(
+                "{} {}/{} {} bytes sha256 {}",
+                u.state, f.space, f.path, f.size, f.sha256
+            ),
             None => println!("{} {}", u.state, u.path),
         }
     }
@@ -297,9 +311,8 @@ async fn upload_cmd(client: &Client, args: UploadArgs) -> anyhow::Result<()> {
 
 async fn download(client: &Client, remote: &str, local: Option<PathBuf>) -> anyhow::Result<()> {
     let (space, path) = split_remote(remote)?;
-    let local = local.unwrap_or_else(|| {
-        PathBuf::from(path.rsplit('/').next().unwrap_or("download"))
-    });
+    let local =
+        local.unwrap_or_else(|| PathBuf::from(path.rsplit('/').next().unwrap_or("download")));
     let resp = client.download(&space, &path).await?;
     let expected = resp
         .headers()
@@ -334,7 +347,12 @@ async fn ls(client: &Client, remote: &str) -> anyhow::Result<()> {
     let v = client.list(&space, prefix.trim_end_matches('/')).await?;
     for e in v["entries"].as_array().into_iter().flatten() {
         if e["type"] == "folder" {
-            println!("{:>14}  {:<64}  {}/", "-", "", e["name"].as_str().unwrap_or(""));
+            println!(
+                "{:>14}  {:<64}  {}/",
+                "-",
+                "",
+                e["name"].as_str().unwrap_or("")
+            );
         } else {
             println!(
                 "{:>14}  {:<64}  {}",
@@ -354,7 +372,10 @@ async fn sessions(client: &Client, args: SessionsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for s in client.sessions(args.state.as_deref(), args.all).await? {
-        println!("{}  {:<10} {:<12} {:<12} expires {}", s.id, s.state, s.owner, s.space, s.expires_at);
+        println!(
+            "{}  {:<10} {:<12} {:<12} expires {}",
+            s.id, s.state, s.owner, s.space, s.expires_at
+        );
     }
     Ok(())
 }
@@ -425,7 +446,10 @@ mod tests {
 
     #[test]
     fn remotes() {
-        assert_eq!(split_remote("alice/a/b").unwrap(), ("alice".into(), "a/b".into()));
+        assert_eq!(
+            split_remote("alice/a/b").unwrap(),
+            ("alice".into(), "a/b".into())
+        );
         assert_eq!(split_remote("alice").unwrap(), ("alice".into(), "".into()));
         assert!(split_remote("/").is_err());
     }

@@ -7,10 +7,19 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Resumable upload sessions: server and client")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Resumable upload sessions: server and client"
+)]
 struct Cli {
     /// Server to talk to (client commands).
-    #[arg(long, env = "FERRY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "FERRY_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// API token (client commands). Default: <data dir>/admin.token if readable.
     #[arg(long, env = "FERRY_TOKEN", global = true, hide_env_values = true)]

@@ -20,22 +20,50 @@ fn sid(session: &Value) -> String {
 }
 
 async fn part(s: &Server, tok: &str, upload: &str, n: usize, data: &[u8]) -> (StatusCode, Value) {
-    put(s, &format!("/v1/uploads/{upload}/parts/{n}"), Some(tok), &[], data.to_vec()).await
+    put(
+        s,
+        &format!("/v1/uploads/{upload}/parts/{n}"),
+        Some(tok),
+        &[],
+        data.to_vec(),
+    )
+    .await
 }
 
 async fn status(s: &Server, tok: &str, upload: &str) -> Value {
-    let (st, v) = call(s, Method::GET, &format!("/v1/uploads/{upload}"), Some(tok), None).await;
+    let (st, v) = call(
+        s,
+        Method::GET,
+        &format!("/v1/uploads/{upload}"),
+        Some(tok),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     v
 }
 
 async fn commit(s: &Server, tok: &str, session: &str) -> (StatusCode, Value) {
-    call(s, Method::POST, &format!("/v1/sessions/{session}/commit"), Some(tok), None).await
+    call(
+        s,
+        Method::POST,
+        &format!("/v1/sessions/{session}/commit"),
+        Some(tok),
+        None,
+    )
+    .await
 }
 
 /// Sends the headers and the first `sent` bytes of a PUT announcing
 /// `announced` bytes, then drops the connection.
-async fn put_then_drop(s: &Server, path: &str, tok: &str, extra: &str, announced: usize, data: &[u8]) {
+async fn put_then_drop(
+    s: &Server,
+    path: &str,
+    tok: &str,
+    extra: &str,
+    announced: usize,
+    data: &[u8],
+) {
     let addr = s.url.trim_start_matches("http://");
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
@@ -63,7 +91,11 @@ async fn parallel_out_of_order_parts_of_64mib_file() {
     assert_eq!(sess["uploads"][0]["total_parts"], 16);
     let up = uid(&sess, 0);
     // Reverse-interleaved order, 8 at a time.
-    let order: Vec<usize> = (1..=16).rev().step_by(2).chain((1..=16).step_by(2)).collect();
+    let order: Vec<usize> = (1..=16)
+        .rev()
+        .step_by(2)
+        .chain((1..=16).step_by(2))
+        .collect();
     let data = std::sync::Arc::new(data);
     for chunk in order.chunks(8) {
         let tasks: Vec<_> = chunk
@@ -104,7 +136,10 @@ async fn parallel_out_of_order_parts_of_64mib_file() {
     // The file sits at its real path on disk; nothing is left staged.
     let on_disk = std::fs::read(s.data.join("spaces/alice/big/blob.bin")).unwrap();
     assert_eq!(sha256_hex(&on_disk), sha256_hex(&data));
-    assert_eq!(std::fs::read_dir(s.data.join("staging")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(s.data.join("staging")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -116,18 +151,46 @@ async fn range_writes_in_any_order_with_deferred_length() {
     let up = uid(&sess, 0);
     assert_eq!(sess["uploads"][0]["size"], Value::Null);
     let cr = |a: usize, b: usize, total: &str| format!("bytes {a}-{}/{total}", b - 1);
-    let (st, v) = put(&s, &format!("/v1/uploads/{up}"), Some(&tok), &[("content-range", &cr(500_000, 700_000, "*"))], data[500_000..700_000].to_vec()).await;
+    let (st, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}"),
+        Some(&tok),
+        &[("content-range", &cr(500_000, 700_000, "*"))],
+        data[500_000..700_000].to_vec(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["missing"], json!([[0, 499_999], [700_000, null]]));
-    let (st, v) = put(&s, &format!("/v1/uploads/{up}"), Some(&tok), &[("content-range", &cr(0, 500_000, "*"))], data[..500_000].to_vec()).await;
+    let (st, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}"),
+        Some(&tok),
+        &[("content-range", &cr(0, 500_000, "*"))],
+        data[..500_000].to_vec(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     // The last write announces the total.
-    let (st, v) = put(&s, &format!("/v1/uploads/{up}"), Some(&tok), &[("content-range", &cr(700_000, 1_000_000, "1000000"))], data[700_000..].to_vec()).await;
+    let (st, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}"),
+        Some(&tok),
+        &[("content-range", &cr(700_000, 1_000_000, "1000000"))],
+        data[700_000..].to_vec(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["size"], 1_000_000);
     assert_eq!(v["missing"], json!([]));
     // A total that contradicts the known size is refused.
-    let (st, v) = put(&s, &format!("/v1/uploads/{up}"), Some(&tok), &[("content-range", "bytes 0-9/999")], vec![0; 10]).await;
+    let (st, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}"),
+        Some(&tok),
+        &[("content-range", "bytes 0-9/999")],
+        vec![0; 10],
+    )
+    .await;
     assert_eq!(st, StatusCode::RANGE_NOT_SATISFIABLE, "{v}");
     let (st, done) = commit(&s, &tok, &sid(&sess)).await;
     assert_eq!(st, StatusCode::OK, "{done}");
@@ -139,25 +202,68 @@ async fn dropped_connection_mid_part_loses_only_that_part() {
     let s = Server::start();
     let tok = user(&s, "dora").await;
     let data = random_bytes(3 * MIB, 3);
-    let sess = create_session(&s, &tok, json!({"path": "d.bin", "size": data.len(), "part_size": MIB})).await;
+    let sess = create_session(
+        &s,
+        &tok,
+        json!({"path": "d.bin", "size": data.len(), "part_size": MIB}),
+    )
+    .await;
     let up = uid(&sess, 0);
     assert_eq!(part(&s, &tok, &up, 1, &data[..MIB]).await.0, StatusCode::OK);
     // Part 2: half of it, then the connection drops.
-    put_then_drop(&s, &format!("/v1/uploads/{up}/parts/2"), &tok, "", MIB, &data[MIB..MIB + MIB / 2]).await;
+    put_then_drop(
+        &s,
+        &format!("/v1/uploads/{up}/parts/2"),
+        &tok,
+        "",
+        MIB,
+        &data[MIB..MIB + MIB / 2],
+    )
+    .await;
     let st = status(&s, &tok, &up).await;
-    assert_eq!(st["missing"], json!([[MIB, 3 * MIB - 1]]), "part 2 is all or nothing");
+    assert_eq!(
+        st["missing"],
+        json!([[MIB, 3 * MIB - 1]]),
+        "part 2 is all or nothing"
+    );
     // A range write that drops keeps its durable prefix.
-    let cr = format!("Content-Range: bytes {}-{}/{}\r\n", 2 * MIB, 3 * MIB - 1, 3 * MIB);
-    put_then_drop(&s, &format!("/v1/uploads/{up}"), &tok, &cr, MIB, &data[2 * MIB..2 * MIB + 300_000]).await;
+    let cr = format!(
+        "Content-Range: bytes {}-{}/{}\r\n",
+        2 * MIB,
+        3 * MIB - 1,
+        3 * MIB
+    );
+    put_then_drop(
+        &s,
+        &format!("/v1/uploads/{up}"),
+        &tok,
+        &cr,
+        MIB,
+        &data[2 * MIB..2 * MIB + 300_000],
+    )
+    .await;
     let st = status(&s, &tok, &up).await;
     let missing = st["missing"].clone();
     assert_eq!(missing[0], json!([MIB, 2 * MIB - 1]));
     let kept_to = missing[1][0].as_u64().unwrap() as usize;
-    assert!(kept_to > 2 * MIB, "the range write kept some bytes: {missing}");
+    assert!(
+        kept_to > 2 * MIB,
+        "the range write kept some bytes: {missing}"
+    );
     // Resume: part 2, and the rest of the range.
-    assert_eq!(part(&s, &tok, &up, 2, &data[MIB..2 * MIB]).await.0, StatusCode::OK);
+    assert_eq!(
+        part(&s, &tok, &up, 2, &data[MIB..2 * MIB]).await.0,
+        StatusCode::OK
+    );
     let cr = format!("bytes {kept_to}-{}/{}", 3 * MIB - 1, 3 * MIB);
-    let (code, v) = put(&s, &format!("/v1/uploads/{up}"), Some(&tok), &[("content-range", &cr)], data[kept_to..].to_vec()).await;
+    let (code, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}"),
+        Some(&tok),
+        &[("content-range", &cr)],
+        data[kept_to..].to_vec(),
+    )
+    .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     let (code, done) = commit(&s, &tok, &sid(&sess)).await;
     assert_eq!(code, StatusCode::OK, "{done}");
@@ -169,7 +275,12 @@ async fn sigkill_mid_upload_then_restart_and_finish() {
     let mut s = Server::start();
     let tok = user(&s, "kim").await;
     let data = random_bytes(64 * MIB, 4);
-    let sess = create_session(&s, &tok, json!({"path": "k/crash.bin", "size": data.len(), "part_size": 8 * MIB})).await;
+    let sess = create_session(
+        &s,
+        &tok,
+        json!({"path": "k/crash.bin", "size": data.len(), "part_size": 8 * MIB}),
+    )
+    .await;
     let up = uid(&sess, 0);
     for n in [1, 3, 5, 8] {
         let (st, v) = part(&s, &tok, &up, n, &data[(n - 1) * 8 * MIB..n * 8 * MIB]).await;
@@ -178,7 +289,10 @@ async fn sigkill_mid_upload_then_restart_and_finish() {
     // Kill -9 while part 2 is streaming in.
     let addr = s.url.trim_start_matches("http://").to_owned();
     let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!("PUT /v1/uploads/{up}/parts/2 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\n\r\n", 8 * MIB);
+    let head = format!(
+        "PUT /v1/uploads/{up}/parts/2 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\n\r\n",
+        8 * MIB
+    );
     sock.write_all(head.as_bytes()).await.unwrap();
     sock.write_all(&data[8 * MIB..12 * MIB]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -188,13 +302,24 @@ async fn sigkill_mid_upload_then_restart_and_finish() {
     s.restart();
 
     let st = status(&s, &tok, &up).await;
-    assert_eq!(st["received_bytes"], 4 * 8 * MIB, "every acknowledged part survived: {st}");
+    assert_eq!(
+        st["received_bytes"],
+        4 * 8 * MIB,
+        "every acknowledged part survived: {st}"
+    );
     assert_eq!(
         st["missing"],
-        json!([[8 * MIB, 16 * MIB - 1], [24 * MIB, 32 * MIB - 1], [40 * MIB, 56 * MIB - 1]])
+        json!([
+            [8 * MIB, 16 * MIB - 1],
+            [24 * MIB, 32 * MIB - 1],
+            [40 * MIB, 56 * MIB - 1]
+        ])
     );
     // Nothing is visible yet.
-    assert_eq!(download(&s, &tok, "kim", "k/crash.bin").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        download(&s, &tok, "kim", "k/crash.bin").await.0,
+        StatusCode::NOT_FOUND
+    );
     for n in [2, 4, 6, 7] {
         let (st, v) = part(&s, &tok, &up, n, &data[(n - 1) * 8 * MIB..n * 8 * MIB]).await;
         assert_eq!(st, StatusCode::OK, "{v}");
@@ -210,9 +335,17 @@ async fn multi_file_commit_is_atomic() {
     let s = Server::start();
     let tok = user(&s, "ava").await;
     let files: Vec<(String, Vec<u8>)> = (0..3)
-        .map(|i| (format!("set/f{i}.bin"), random_bytes(100_000 + i * 10, 10 + i as u64)))
+        .map(|i| {
+            (
+                format!("set/f{i}.bin"),
+                random_bytes(100_000 + i * 10, 10 + i as u64),
+            )
+        })
         .collect();
-    let uploads: Vec<Value> = files.iter().map(|(p, d)| json!({"path": p, "size": d.len()})).collect();
+    let uploads: Vec<Value> = files
+        .iter()
+        .map(|(p, d)| json!({"path": p, "size": d.len()}))
+        .collect();
     let sess = create_session(&s, &tok, json!({"uploads": uploads})).await;
     for (i, (_, d)) in files.iter().enumerate() {
         assert_eq!(part(&s, &tok, &uid(&sess, i), 1, d).await.0, StatusCode::OK);
@@ -231,27 +364,57 @@ async fn multi_file_commit_is_atomic() {
     // Committing again answers the same (idempotent).
     let (code, again) = commit(&s, &tok, &sid(&sess)).await;
     assert_eq!(code, StatusCode::OK);
-    assert_eq!(again["uploads"][2]["file"]["id"], done["uploads"][2]["file"]["id"]);
+    assert_eq!(
+        again["uploads"][2]["file"]["id"],
+        done["uploads"][2]["file"]["id"]
+    );
 
     // A second set where one destination clashes under "fail": none appear.
     let uploads = json!([{"path": "set2/new.bin", "size": 5}, {"path": "set/f1.bin", "size": 5}]);
     let sess = create_session(&s, &tok, json!({"uploads": uploads, "conflict": "fail"})).await;
     for i in 0..2 {
-        assert_eq!(part(&s, &tok, &uid(&sess, i), 1, b"fresh").await.0, StatusCode::OK);
+        assert_eq!(
+            part(&s, &tok, &uid(&sess, i), 1, b"fresh").await.0,
+            StatusCode::OK
+        );
     }
     let (code, err) = commit(&s, &tok, &sid(&sess)).await;
     assert_eq!(code, StatusCode::CONFLICT, "{err}");
     assert_eq!(err["error"]["code"], "already_exists");
-    assert_eq!(download(&s, &tok, "ava", "set2/new.bin").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        download(&s, &tok, "ava", "set2/new.bin").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(download(&s, &tok, "ava", "set/f1.bin").await.1, files[1].1);
     // The session stays open and its bytes stay staged.
-    let (_, v) = call(&s, Method::GET, &format!("/v1/sessions/{}", sid(&sess)), Some(&tok), None).await;
+    let (_, v) = call(
+        &s,
+        Method::GET,
+        &format!("/v1/sessions/{}", sid(&sess)),
+        Some(&tok),
+        None,
+    )
+    .await;
     assert_eq!(v["state"], "open");
 }
 
-async fn upload_one(s: &Server, tok: &str, path: &str, conflict: &str, data: &[u8]) -> (StatusCode, Value) {
-    let sess = create_session(s, tok, json!({"path": path, "size": data.len(), "conflict": conflict})).await;
-    assert_eq!(part(s, tok, &uid(&sess, 0), 1, data).await.0, StatusCode::OK);
+async fn upload_one(
+    s: &Server,
+    tok: &str,
+    path: &str,
+    conflict: &str,
+    data: &[u8],
+) -> (StatusCode, Value) {
+    let sess = create_session(
+        s,
+        tok,
+        json!({"path": path, "size": data.len(), "conflict": conflict}),
+    )
+    .await;
+    assert_eq!(
+        part(s, tok, &uid(&sess, 0), 1, data).await.0,
+        StatusCode::OK
+    );
     commit(s, tok, &sid(&sess)).await
 }
 
@@ -259,7 +422,12 @@ async fn upload_one(s: &Server, tok: &str, path: &str, conflict: &str, data: &[u
 async fn every_conflict_policy() {
     let s = Server::start();
     let tok = user(&s, "cora").await;
-    assert_eq!(upload_one(&s, &tok, "doc/report.pdf", "fail", b"v1").await.0, StatusCode::OK);
+    assert_eq!(
+        upload_one(&s, &tok, "doc/report.pdf", "fail", b"v1")
+            .await
+            .0,
+        StatusCode::OK
+    );
 
     let (code, v) = upload_one(&s, &tok, "doc/report.pdf", "fail", b"v2").await;
     assert_eq!(code, StatusCode::CONFLICT, "{v}");
@@ -279,7 +447,10 @@ async fn every_conflict_policy() {
     let (code, v) = upload_one(&s, &tok, "doc/report.pdf", "replace", b"v6!").await;
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(download(&s, &tok, "cora", "doc/report.pdf").await.1, b"v6!");
-    assert_eq!(download(&s, &tok, "cora", "doc/report (1).pdf").await.1, b"v3");
+    assert_eq!(
+        download(&s, &tok, "cora", "doc/report (1).pdf").await.1,
+        b"v3"
+    );
 
     // A file cannot become a folder, whatever the policy.
     let (code, v) = upload_one(&s, &tok, "doc/report.pdf/inner.txt", "replace", b"x").await;
@@ -290,16 +461,31 @@ async fn every_conflict_policy() {
 async fn expired_sessions_are_reaped_and_refuse_bytes() {
     let s = Server::start_with(&[("FERRY_REAP_INTERVAL", "1")]);
     let tok = user(&s, "eli").await;
-    let sess = create_session(&s, &tok, json!({"path": "e.bin", "size": 2 * K64, "part_size": K64, "expires_in": 1})).await;
+    let sess = create_session(
+        &s,
+        &tok,
+        json!({"path": "e.bin", "size": 2 * K64, "part_size": K64, "expires_in": 1}),
+    )
+    .await;
     let up = uid(&sess, 0);
     assert_eq!(part(&s, &tok, &up, 1, &[1; K64]).await.0, StatusCode::OK);
     assert!(s.data.join("staging").join(&up).exists());
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(!s.data.join("staging").join(&up).exists(), "the reaper freed the staged bytes");
+    assert!(
+        !s.data.join("staging").join(&up).exists(),
+        "the reaper freed the staged bytes"
+    );
     let (code, v) = part(&s, &tok, &up, 2, &[2; K64]).await;
     assert_eq!(code, StatusCode::GONE, "{v}");
     assert_eq!(v["error"]["code"], "expired");
-    let (_, v) = call(&s, Method::GET, &format!("/v1/sessions/{}", sid(&sess)), Some(&tok), None).await;
+    let (_, v) = call(
+        &s,
+        Method::GET,
+        &format!("/v1/sessions/{}", sid(&sess)),
+        Some(&tok),
+        None,
+    )
+    .await;
     assert_eq!(v["state"], "expired");
 }
 
@@ -308,10 +494,22 @@ async fn signed_urls_write_without_token_and_refuse_tampering() {
     let s = Server::start();
     let tok = user(&s, "sig").await;
     let other = create_session(&s, &tok, json!({"path": "o.bin", "size": 4})).await;
-    let sess = create_session(&s, &tok, json!({"path": "s.bin", "size": 2 * K64, "part_size": K64})).await;
+    let sess = create_session(
+        &s,
+        &tok,
+        json!({"path": "s.bin", "size": 2 * K64, "part_size": K64}),
+    )
+    .await;
     let url = sess["uploads"][0]["url"].as_str().unwrap().to_owned();
     let (base, sig) = url.split_once("?sig=").unwrap();
-    let (code, v) = put(&s, &format!("{base}/parts/1?sig={sig}"), None, &[], vec![7; K64]).await;
+    let (code, v) = put(
+        &s,
+        &format!("{base}/parts/1?sig={sig}"),
+        None,
+        &[],
+        vec![7; K64],
+    )
+    .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     let (code, v) = call(&s, Method::GET, &url, None, None).await;
     assert_eq!(code, StatusCode::OK, "{v}");
@@ -319,15 +517,42 @@ async fn signed_urls_write_without_token_and_refuse_tampering() {
 
     let mut bad = sig.to_owned();
     bad.replace_range(..1, if sig.starts_with('0') { "1" } else { "0" });
-    let (code, v) = put(&s, &format!("{base}/parts/2?sig={bad}"), None, &[], vec![8; K64]).await;
+    let (code, v) = put(
+        &s,
+        &format!("{base}/parts/2?sig={bad}"),
+        None,
+        &[],
+        vec![8; K64],
+    )
+    .await;
     assert_eq!(code, StatusCode::UNAUTHORIZED, "{v}");
     assert_eq!(v["error"]["code"], "unauthenticated");
     // A valid signature of another upload does not open this one.
-    let other_sig = other["uploads"][0]["url"].as_str().unwrap().split_once("?sig=").unwrap().1.to_owned();
-    let (code, _) = put(&s, &format!("{base}/parts/2?sig={other_sig}"), None, &[], vec![8; K64]).await;
+    let other_sig = other["uploads"][0]["url"]
+        .as_str()
+        .unwrap()
+        .split_once("?sig=")
+        .unwrap()
+        .1
+        .to_owned();
+    let (code, _) = put(
+        &s,
+        &format!("{base}/parts/2?sig={other_sig}"),
+        None,
+        &[],
+        vec![8; K64],
+    )
+    .await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     // Nor does it commit, or reach any other route.
-    let (code, _) = call(&s, Method::POST, &format!("{base}/commit?sig={sig}"), None, None).await;
+    let (code, _) = call(
+        &s,
+        Method::POST,
+        &format!("{base}/commit?sig={sig}"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     let (_, v) = call(&s, Method::GET, &url, None, None).await;
     assert_eq!(v["received_bytes"], K64, "the refused writes left nothing");
@@ -337,15 +562,37 @@ async fn signed_urls_write_without_token_and_refuse_tampering() {
 async fn auto_commit_on_last_byte() {
     let s = Server::start();
     let tok = user(&s, "auto").await;
-    let sess = create_session(&s, &tok, json!({"path": "a/auto.txt", "size": 10, "auto_commit": true})).await;
+    let sess = create_session(
+        &s,
+        &tok,
+        json!({"path": "a/auto.txt", "size": 10, "auto_commit": true}),
+    )
+    .await;
     let up = uid(&sess, 0);
-    let (_, v) = put(&s, &format!("/v1/uploads/{up}"), Some(&tok), &[("content-range", "bytes 5-9/10")], b"56789".to_vec()).await;
+    let (_, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}"),
+        Some(&tok),
+        &[("content-range", "bytes 5-9/10")],
+        b"56789".to_vec(),
+    )
+    .await;
     assert_eq!(v["state"], "open");
-    let (code, v) = put(&s, &format!("/v1/uploads/{up}"), Some(&tok), &[("content-range", "bytes 0-4/10")], b"01234".to_vec()).await;
+    let (code, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}"),
+        Some(&tok),
+        &[("content-range", "bytes 0-4/10")],
+        b"01234".to_vec(),
+    )
+    .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "committed");
     assert_eq!(v["file"]["sha256"], sha256_hex(b"0123456789"));
-    assert_eq!(download(&s, &tok, "auto", "a/auto.txt").await.1, b"0123456789");
+    assert_eq!(
+        download(&s, &tok, "auto", "a/auto.txt").await.1,
+        b"0123456789"
+    );
 }
 
 #[tokio::test]
@@ -353,33 +600,81 @@ async fn part_digests_are_checked_and_a_mismatch_discards_only_that_part() {
     let s = Server::start();
     let tok = user(&s, "dig").await;
     let data = random_bytes(200_000, 9);
-    let sess = create_session(&s, &tok, json!({"path": "d.bin", "size": 200_000, "part_size": 100_000})).await;
+    let sess = create_session(
+        &s,
+        &tok,
+        json!({"path": "d.bin", "size": 200_000, "part_size": 100_000}),
+    )
+    .await;
     let up = uid(&sess, 0);
     let b64 = |d: &[u8]| {
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(d)))
+        base64::engine::general_purpose::STANDARD.encode(sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(d),
+        ))
     };
     let good1 = format!("sha-256=:{}:", b64(&data[..100_000]));
-    let (code, v) = put(&s, &format!("/v1/uploads/{up}/parts/1"), Some(&tok), &[("content-digest", &good1)], data[..100_000].to_vec()).await;
+    let (code, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}/parts/1"),
+        Some(&tok),
+        &[("content-digest", &good1)],
+        data[..100_000].to_vec(),
+    )
+    .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     // Part 2 announced with part 1's digest: refused, discarded.
-    let (code, v) = put(&s, &format!("/v1/uploads/{up}/parts/2"), Some(&tok), &[("content-digest", &good1)], data[100_000..].to_vec()).await;
+    let (code, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}/parts/2"),
+        Some(&tok),
+        &[("content-digest", &good1)],
+        data[100_000..].to_vec(),
+    )
+    .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["error"]["code"], "digest_mismatch");
-    assert_eq!(status(&s, &tok, &up).await["missing"], json!([[100_000, 199_999]]));
+    assert_eq!(
+        status(&s, &tok, &up).await["missing"],
+        json!([[100_000, 199_999]])
+    );
     // Re-sending part 1 with a bad MD5 forgets part 1 too: its old bytes
     // were overwritten by the refused body.
-    let (code, _) = put(&s, &format!("/v1/uploads/{up}/parts/1"), Some(&tok), &[("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")], data[..100_000].to_vec()).await;
+    let (code, _) = put(
+        &s,
+        &format!("/v1/uploads/{up}/parts/1"),
+        Some(&tok),
+        &[("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")],
+        data[..100_000].to_vec(),
+    )
+    .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(status(&s, &tok, &up).await["missing"], json!([[0, 199_999]]));
+    assert_eq!(
+        status(&s, &tok, &up).await["missing"],
+        json!([[0, 199_999]])
+    );
     for n in 1..=2 {
         let (code, _) = part(&s, &tok, &up, n, &data[(n - 1) * 100_000..n * 100_000]).await;
         assert_eq!(code, StatusCode::OK);
     }
     // A whole-file digest that does not match refuses the commit.
-    let (code, v) = call(&s, Method::POST, &format!("/v1/uploads/{up}/commit"), Some(&tok), Some(json!({"sha256": "00".repeat(32)}))).await;
+    let (code, v) = call(
+        &s,
+        Method::POST,
+        &format!("/v1/uploads/{up}/commit"),
+        Some(&tok),
+        Some(json!({"sha256": "00".repeat(32)})),
+    )
+    .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    let (code, v) = call(&s, Method::POST, &format!("/v1/uploads/{up}/commit"), Some(&tok), Some(json!({"sha256": sha256_hex(&data)}))).await;
+    let (code, v) = call(
+        &s,
+        Method::POST,
+        &format!("/v1/uploads/{up}/commit"),
+        Some(&tok),
+        Some(json!({"sha256": sha256_hex(&data)})),
+    )
+    .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(v["file"]["sha256"], sha256_hex(&data));
 }
@@ -389,26 +684,62 @@ async fn downloads_serve_ranges_etags_and_digests() {
     let s = Server::start();
     let tok = user(&s, "dl").await;
     let data = random_bytes(1000, 5);
-    assert_eq!(upload_one(&s, &tok, "f.bin", "fail", &data).await.0, StatusCode::OK);
+    assert_eq!(
+        upload_one(&s, &tok, "f.bin", "fail", &data).await.0,
+        StatusCode::OK
+    );
     let url = format!("{}/v1/spaces/dl/files/f.bin", s.url);
-    let r = http().get(&url).bearer_auth(&tok).header("range", "bytes=10-19").send().await.unwrap();
+    let r = http()
+        .get(&url)
+        .bearer_auth(&tok)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.headers()["content-range"], "bytes 10-19/1000");
     let etag = r.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(etag, format!("\"{}\"", sha256_hex(&data)));
-    assert!(r.headers()["repr-digest"].to_str().unwrap().starts_with("sha-256=:"));
+    assert!(
+        r.headers()["repr-digest"]
+            .to_str()
+            .unwrap()
+            .starts_with("sha-256=:")
+    );
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[10..20]);
     let r = http().head(&url).bearer_auth(&tok).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-length"], "1000");
-    let r = http().get(&url).bearer_auth(&tok).header("if-none-match", &etag).send().await.unwrap();
+    let r = http()
+        .get(&url)
+        .bearer_auth(&tok)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-    let r = http().get(&url).bearer_auth(&tok).header("range", "bytes=5000-").send().await.unwrap();
+    let r = http()
+        .get(&url)
+        .bearer_auth(&tok)
+        .header("range", "bytes=5000-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers()["content-range"], "bytes */1000");
-    let (code, _) = call(&s, Method::DELETE, "/v1/spaces/dl/files/f.bin", Some(&tok), None).await;
+    let (code, _) = call(
+        &s,
+        Method::DELETE,
+        "/v1/spaces/dl/files/f.bin",
+        Some(&tok),
+        None,
+    )
+    .await;
     assert_eq!(code, StatusCode::NO_CONTENT);
-    assert_eq!(download(&s, &tok, "dl", "f.bin").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        download(&s, &tok, "dl", "f.bin").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert!(!s.data.join("spaces/dl/f.bin").exists());
 }
 
@@ -421,12 +752,18 @@ async fn graceful_shutdown_lets_an_inflight_write_finish() {
     let up = uid(&sess, 0);
     let addr = s.url.trim_start_matches("http://").to_owned();
     let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!("PUT /v1/uploads/{up}/parts/1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len());
+    let head = format!(
+        "PUT /v1/uploads/{up}/parts/1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        data.len()
+    );
     sock.write_all(head.as_bytes()).await.unwrap();
     sock.write_all(&data[..MIB]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = s.pid();
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     sock.write_all(&data[MIB..]).await.unwrap();
     let mut resp = String::new();

@@ -136,7 +136,10 @@ impl Client {
         }
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let code = body["error"]["code"].as_str().unwrap_or("unknown").to_owned();
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned();
         let message = body["error"]["message"]
             .as_str()
             .unwrap_or("no error message")
@@ -149,7 +152,12 @@ impl Client {
         })
     }
 
-    async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&Value>) -> Result<T> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T> {
         let mut rb = self.request(method, path);
         if let Some(b) = body {
             rb = rb.json(b);
@@ -166,7 +174,8 @@ impl Client {
     }
 
     pub async fn session(&self, id: &str) -> Result<SessionInfo> {
-        self.json(Method::GET, &format!("/v1/sessions/{id}"), None).await
+        self.json(Method::GET, &format!("/v1/sessions/{id}"), None)
+            .await
     }
 
     pub async fn sessions(&self, state: Option<&str>, all: bool) -> Result<Vec<SessionInfo>> {
@@ -184,10 +193,17 @@ impl Client {
     }
 
     pub async fn upload(&self, id: &str) -> Result<UploadInfo> {
-        self.json(Method::GET, &format!("/v1/uploads/{id}"), None).await
+        self.json(Method::GET, &format!("/v1/uploads/{id}"), None)
+            .await
     }
 
-    pub async fn put_part(&self, upload: &str, n: u64, data: bytes::Bytes, sha256_b64: &str) -> Result<Value> {
+    pub async fn put_part(
+        &self,
+        upload: &str,
+        n: u64,
+        data: bytes::Bytes,
+        sha256_b64: &str,
+    ) -> Result<Value> {
         let rb = self
             .request(Method::PUT, &format!("/v1/uploads/{upload}/parts/{n}"))
             .header("content-digest", format!("sha-256=:{sha256_b64}:"))
@@ -196,8 +212,12 @@ impl Client {
     }
 
     pub async fn commit_session(&self, id: &str, body: &Value) -> Result<SessionInfo> {
-        self.json(Method::POST, &format!("/v1/sessions/{id}/commit"), Some(body))
-            .await
+        self.json(
+            Method::POST,
+            &format!("/v1/sessions/{id}/commit"),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn abort_session(&self, id: &str) -> Result<()> {
@@ -206,12 +226,17 @@ impl Client {
     }
 
     pub async fn list(&self, space: &str, prefix: &str) -> Result<Value> {
-        self.json(Method::GET, &format!("/v1/spaces/{space}/list/{prefix}"), None)
-            .await
+        self.json(
+            Method::GET,
+            &format!("/v1/spaces/{space}/list/{prefix}"),
+            None,
+        )
+        .await
     }
 
     pub async fn delete(&self, space: &str, path: &str) -> Result<()> {
-        Self::send(self.request(Method::DELETE, &format!("/v1/spaces/{space}/files/{path}"))).await?;
+        Self::send(self.request(Method::DELETE, &format!("/v1/spaces/{space}/files/{path}")))
+            .await?;
         Ok(())
     }
 

@@ -81,7 +81,16 @@ fn identity(client: &Client, sources: &[Source], opts: &Options) -> String {
     h.update(format!("\0{:?}\0{}\0", opts.space, opts.conflict).as_bytes());
     for s in sources {
         let local = std::fs::canonicalize(&s.local).unwrap_or_else(|_| s.local.clone());
-        h.update(format!("{}\0{}\0{}\0{}\0", local.display(), s.remote, s.size, s.mtime_ns).as_bytes());
+        h.update(
+            format!(
+                "{}\0{}\0{}\0{}\0",
+                local.display(),
+                s.remote,
+                s.size,
+                s.mtime_ns
+            )
+            .as_bytes(),
+        );
     }
     hex::encode(&h.finalize()[..16])
 }
@@ -223,7 +232,10 @@ pub async fn run(
             if let Some(space) = &opts.space {
                 body["space"] = json!(space);
             }
-            let s = retry(opts.attempts, "creating the session", || client.create_session(&body)).await?;
+            let s = retry(opts.attempts, "creating the session", || {
+                client.create_session(&body)
+            })
+            .await?;
             save_state(&state, &s.id)?;
             s
         }
@@ -240,7 +252,10 @@ pub async fn run(
     // Hash local files while the parts go out.
     let locals: Vec<PathBuf> = sources.iter().map(|s| s.local.clone()).collect();
     let hashing = tokio::task::spawn_blocking(move || {
-        locals.iter().map(|p| sha256_file(p)).collect::<std::io::Result<Vec<_>>>()
+        locals
+            .iter()
+            .map(|p| sha256_file(p))
+            .collect::<std::io::Result<Vec<_>>>()
     });
 
     let mut work = Vec::new();
@@ -280,7 +295,8 @@ pub async fn run(
                 })
                 .await
                 .map_err(|e| ClientError::Other(e.to_string()))??;
-                let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
+                let digest =
+                    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
                 pacer.wait(len).await;
                 retry(attempts, "sending a part", || {
                     client.put_part(&uid, n, data.clone(), &digest)
@@ -308,7 +324,10 @@ pub async fn run(
     }
     let body = json!({ "uploads": expected });
     progress.note("committing");
-    let done = retry(opts.attempts, "committing", || client.commit_session(&session.id, &body)).await?;
+    let done = retry(opts.attempts, "committing", || {
+        client.commit_session(&session.id, &body)
+    })
+    .await?;
     for (up, h) in done.uploads.iter().zip(&hashes) {
         if let Some(f) = &up.file
             && up.state == "committed"
@@ -354,6 +373,9 @@ mod tests {
         assert_eq!(parts(&info(25, 10, vec![(10, Some(19))])), vec![2]);
         assert_eq!(parts(&info(25, 10, vec![(15, Some(21))])), vec![2, 3]);
         assert!(parts(&info(25, 10, vec![])).is_empty());
-        assert_eq!(needed_parts(&info(25, 10, vec![(20, Some(24))]))[0], (3, 20, 5));
+        assert_eq!(
+            needed_parts(&info(25, 10, vec![(20, Some(24))]))[0],
+            (3, 20, 5)
+        );
     }
 }

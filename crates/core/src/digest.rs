@@ -18,7 +18,7 @@ impl DigestAlgo {
         }
     }
 
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             DigestAlgo::Sha256 => 32,
             DigestAlgo::Sha1 => 20,
@@ -37,12 +37,12 @@ pub struct Digest {
 impl Digest {
     /// `None` when the length does not fit the algorithm.
     pub fn new(algo: DigestAlgo, bytes: Vec<u8>) -> Option<Digest> {
-        (bytes.len() == algo.len()).then_some(Digest { algo, bytes })
+        (bytes.len() == algo.output_len()).then_some(Digest { algo, bytes })
     }
 
     /// Parses lowercase or uppercase hex.
     pub fn from_hex(algo: DigestAlgo, hex: &str) -> Option<Digest> {
-        if hex.len() != algo.len() * 2 {
+        if hex.len() != algo.output_len() * 2 {
             return None;
         }
         let bytes = (0..hex.len())

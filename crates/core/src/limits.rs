@@ -77,9 +77,8 @@ impl PartPlan {
         }
         let start = (n - 1).checked_mul(self.part_size)?;
         match length {
-            Length::Known(size) => {
-                (start < size || (size == 0 && n == 1)).then(|| (start, (start + self.part_size).min(size)))
-            }
+            Length::Known(size) => (start < size || (size == 0 && n == 1))
+                .then(|| (start, (start + self.part_size).min(size))),
             Length::Deferred => Some((start, start.checked_add(self.part_size)?)),
         }
     }
@@ -162,7 +161,10 @@ mod tests {
             Err(LimitError::PartSize { .. })
         ));
         // A small file may use a part smaller than the minimum: it is one part.
-        assert_eq!(l.plan(Length::Known(4096), Some(4096)).unwrap().part_size, 4096);
+        assert_eq!(
+            l.plan(Length::Known(4096), Some(4096)).unwrap().part_size,
+            4096
+        );
         assert!(matches!(
             l.plan(Length::Known(GIB), Some(64 * 1024)),
             Err(LimitError::TooManyParts { parts: 16384, .. })

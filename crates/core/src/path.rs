@@ -107,14 +107,14 @@ impl SpacePath {
 
     /// Everything before the last segment, if any.
     pub fn parent(&self) -> Option<SpacePath> {
-        self.0.rsplit_once('/').map(|(p, _)| SpacePath(p.to_owned()))
+        self.0
+            .rsplit_once('/')
+            .map(|(p, _)| SpacePath(p.to_owned()))
     }
 
     /// Each proper ancestor folder, shortest first (`a`, `a/b` for `a/b/c`).
     pub fn ancestors(&self) -> impl Iterator<Item = &str> {
-        self.0
-            .match_indices('/')
-            .map(move |(i, _)| &self.0[..i])
+        self.0.match_indices('/').map(move |(i, _)| &self.0[..i])
     }
 
     /// The same folder with another final name.

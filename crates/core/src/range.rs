@@ -178,7 +178,10 @@ mod tests {
     fn missing_lists_gaps_inside_total() {
         let s = RangeSet::from_ranges([r(5, 10), r(20, 30), r(40, 50)]);
         assert_eq!(s.missing(45), vec![r(0, 5), r(10, 20), r(30, 40)]);
-        assert_eq!(s.missing(60), vec![r(0, 5), r(10, 20), r(30, 40), r(50, 60)]);
+        assert_eq!(
+            s.missing(60),
+            vec![r(0, 5), r(10, 20), r(30, 40), r(50, 60)]
+        );
         assert!(RangeSet::new().missing(0).is_empty());
     }
 

@@ -145,12 +145,16 @@ impl Engine {
             home_space: home,
             created_at: now_ms(),
         };
-        self.inner.meta.create_user(&user).await.map_err(|e| match e {
-            MetaError::AlreadyExists(_) => EngineError::AlreadyExists {
-                path: format!("user or space {:?}", user.name),
-            },
-            e => e.into(),
-        })?;
+        self.inner
+            .meta
+            .create_user(&user)
+            .await
+            .map_err(|e| match e {
+                MetaError::AlreadyExists(_) => EngineError::AlreadyExists {
+                    path: format!("user or space {:?}", user.name),
+                },
+                e => e.into(),
+            })?;
         let token = auth::new_token().1;
         self.store_token(&user.name, &token).await?;
         Ok((user, token))
@@ -195,12 +199,16 @@ impl Engine {
             members,
             created_at: now_ms(),
         };
-        self.inner.meta.create_space(&rec).await.map_err(|e| match e {
-            MetaError::AlreadyExists(_) => EngineError::AlreadyExists {
-                path: format!("space {:?}", rec.name.as_str()),
-            },
-            e => e.into(),
-        })?;
+        self.inner
+            .meta
+            .create_space(&rec)
+            .await
+            .map_err(|e| match e {
+                MetaError::AlreadyExists(_) => EngineError::AlreadyExists {
+                    path: format!("space {:?}", rec.name.as_str()),
+                },
+                e => e.into(),
+            })?;
         Ok(rec)
     }
 

@@ -33,7 +33,7 @@ struct Candidate {
 
 enum Decision {
     Promote(SpacePath, Promote),
-    Skip(FileRecord),
+    Skip(Box<FileRecord>),
 }
 
 impl Engine {
@@ -65,7 +65,8 @@ impl Engine {
                     ));
                 }
             }
-            self.commit_locked(caller, &s, &ids, &expected, true).await?;
+            self.commit_locked(caller, &s, &ids, &expected, true)
+                .await?;
         } else if s.state != SessionState::Committed {
             return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
         }
@@ -96,10 +97,18 @@ impl Engine {
                 if s.state != SessionState::Open {
                     return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
                 }
-                let expected: HashMap<_, _> =
-                    expected.into_iter().map(|d| (upload_id.to_owned(), d)).collect();
-                self.commit_locked(&Caller::User(p), &s, &[upload_id.to_owned()], &expected, false)
-                    .await?;
+                let expected: HashMap<_, _> = expected
+                    .into_iter()
+                    .map(|d| (upload_id.to_owned(), d))
+                    .collect();
+                self.commit_locked(
+                    &Caller::User(p),
+                    &s,
+                    &[upload_id.to_owned()],
+                    &expected,
+                    false,
+                )
+                .await?;
             }
             UploadState::Committed | UploadState::Skipped => {}
             UploadState::Aborted => return Err(EngineError::Gone(StateError::Aborted)),
@@ -109,7 +118,12 @@ impl Engine {
                 ));
             }
         }
-        let upload = self.inner.meta.get_upload(upload_id).await?.expect("exists");
+        let upload = self
+            .inner
+            .meta
+            .get_upload(upload_id)
+            .await?
+            .expect("exists");
         let file = self.file_of(&s, &upload).await?;
         Ok(UploadView { upload, file })
     }
@@ -255,7 +269,7 @@ impl Engine {
                         upload_id: up.id,
                         state: UploadState::Skipped,
                         final_path: existing.path.clone(),
-                        file: existing,
+                        file: *existing,
                     });
                 }
             }
@@ -275,8 +289,10 @@ impl Engine {
             .await?;
         metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
 
-        let states: Vec<(String, UploadState)> =
-            done.iter().map(|d| (d.upload_id.clone(), d.state)).collect();
+        let states: Vec<(String, UploadState)> = done
+            .iter()
+            .map(|d| (d.upload_id.clone(), d.state))
+            .collect();
         for (slot, d) in slots.iter().zip(&done) {
             let mut live = slot.state.lock().await;
             live.upload.state = d.state;
@@ -444,7 +460,10 @@ impl Engine {
             .await?;
             report.rolled_forward += 1;
         }
-        for s in meta.list_sessions(None, Some(SessionState::Committing)).await? {
+        for s in meta
+            .list_sessions(None, Some(SessionState::Committing))
+            .await?
+        {
             let ups = meta.session_uploads(&s.id).await?;
             let state = if ups.iter().any(|u| u.state == UploadState::Open) {
                 SessionState::Open

@@ -36,7 +36,11 @@ pub enum EngineError {
         actual: String,
     },
     #[error("{owner} already has {open} open sessions; the limit is {limit}")]
-    TooManySessions { owner: String, open: u64, limit: u64 },
+    TooManySessions {
+        owner: String,
+        open: u64,
+        limit: u64,
+    },
     #[error("{0}")]
     InsufficientStorage(String),
     #[error("the request body failed after {durable} durable bytes: {source}")]

@@ -38,8 +38,8 @@ use std::sync::Arc;
 
 pub use admin::{Me, NewUser};
 pub use auth::{Caller, Principal};
-pub use error::{EngineError, Result};
 pub use commit::RecoveryReport;
+pub use error::{EngineError, Result};
 pub use files::FileRead;
 pub use hashing::{Digests, Want};
 pub use session::{NewSession, NewUpload};

@@ -29,11 +29,17 @@ pub(crate) struct Live {
 impl Live {
     /// Refuses writes unless the session and upload are open and unexpired.
     pub fn check_writable(&self, now: Millis) -> Result<()> {
-        self.session.state.check_writable().map_err(EngineError::Gone)?;
+        self.session
+            .state
+            .check_writable()
+            .map_err(EngineError::Gone)?;
         if self.session.is_expired_at(now) {
             return Err(EngineError::Gone(StateError::Expired));
         }
-        self.upload.state.check_writable().map_err(EngineError::Gone)?;
+        self.upload
+            .state
+            .check_writable()
+            .map_err(EngineError::Gone)?;
         if self.committing {
             return Err(EngineError::Conflict(
                 "the upload is being committed; no more bytes are accepted".into(),
@@ -74,8 +80,8 @@ impl Engine {
                     offset: 0,
                     hasher: Hashers::new(Want::default()),
                 });
-                let cacheable = session.state == SessionState::Open
-                    && upload.state == UploadState::Open;
+                let cacheable =
+                    session.state == SessionState::Open && upload.state == UploadState::Open;
                 let slot = Arc::new(Slot {
                     state: tokio::sync::Mutex::new(Live {
                         session,
@@ -102,7 +108,12 @@ impl Engine {
         self.authorize(caller, upload_id, slot).await
     }
 
-    async fn authorize(&self, caller: &Caller, upload_id: &str, slot: Arc<Slot>) -> Result<Arc<Slot>> {
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+        slot: Arc<Slot>,
+    ) -> Result<Arc<Slot>> {
         let not_found = || EngineError::NotFound(format!("no upload {upload_id:?}"));
         let allowed = {
             let live = slot.state.lock().await;
@@ -119,7 +130,11 @@ impl Engine {
 
     /// Updates every live slot of a session after its state changed, and
     /// forgets slots that can no longer take bytes.
-    pub(crate) async fn refresh_session(&self, session: &Session, uploads: &[(String, UploadState)]) {
+    pub(crate) async fn refresh_session(
+        &self,
+        session: &Session,
+        uploads: &[(String, UploadState)],
+    ) {
         let slots: Vec<(String, Arc<Slot>)> = self
             .inner
             .live

@@ -51,7 +51,8 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::Unauthenticated("the user no longer exists".into()))?;
         let space = match &new.space {
-            Some(s) => SpaceName::parse(s).map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?,
+            Some(s) => SpaceName::parse(s)
+                .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?,
             None => user.home_space.clone(),
         };
         self.require_write(p, &space).await?;
@@ -138,7 +139,8 @@ impl Engine {
                 limit: max_open,
             });
         }
-        self.check_quota(&user.name, user.quota_bytes, declared).await?;
+        self.check_quota(&user.name, user.quota_bytes, declared)
+            .await?;
 
         for up in &uploads {
             self.inner.store.create_staged(&up.id).await?;
@@ -273,10 +275,7 @@ impl Engine {
             self.inner.store.discard_staged(&up.id).await?;
             changed.push((up.id.clone(), UploadState::Aborted));
         }
-        let s = Session {
-            state,
-            ..s.clone()
-        };
+        let s = Session { state, ..s.clone() };
         self.refresh_session(&s, &changed).await;
         Ok(())
     }

@@ -15,7 +15,10 @@ pub enum WriteAt {
     /// Part `n` (1-based) of the upload's part plan.
     Part(u32),
     /// A byte range; `total` announces (or repeats) the upload's length.
-    Range { range: ByteRange, total: Option<u64> },
+    Range {
+        range: ByteRange,
+        total: Option<u64>,
+    },
 }
 
 /// Digests a client sent with the bytes, checked while they stream.
@@ -78,8 +81,16 @@ impl Engine {
 
         // 2. Stream to storage, hashing on the way, outside the lock.
         let want = Want {
-            sha1: checks.want.sha1 || checks.expected.iter().any(|d| d.algo == ferry_core::DigestAlgo::Sha1),
-            md5: checks.want.md5 || checks.expected.iter().any(|d| d.algo == ferry_core::DigestAlgo::Md5),
+            sha1: checks.want.sha1
+                || checks
+                    .expected
+                    .iter()
+                    .any(|d| d.algo == ferry_core::DigestAlgo::Sha1),
+            md5: checks.want.md5
+                || checks
+                    .expected
+                    .iter()
+                    .any(|d| d.algo == ferry_core::DigestAlgo::Md5),
         };
         let seen = Arc::new(Mutex::new(Seen {
             count: 0,
@@ -105,7 +116,11 @@ impl Engine {
                 Ok(chunk)
             })
             .boxed();
-        let outcome = self.inner.store.write_at(upload_id, range.start, body).await;
+        let outcome = self
+            .inner
+            .store
+            .write_at(upload_id, range.start, body)
+            .await;
         let seen = Arc::try_unwrap(seen)
             .ok()
             .expect("the body stream is gone")
@@ -152,7 +167,8 @@ impl Engine {
         let digests = seen.part.finish();
         for expected in &checks.expected {
             if let Err(e) = digests.check(expected) {
-                self.settle(&mut live, range, 0, part_no, epoch, None).await?;
+                self.settle(&mut live, range, 0, part_no, epoch, None)
+                    .await?;
                 return Err(e);
             }
         }
@@ -224,9 +240,7 @@ impl Engine {
                 let (a, b) = up.plan().part_range(n.into(), up.length).ok_or_else(|| {
                     EngineError::RangeNotSatisfiable(format!(
                         "part {n} is past the end: the upload has {} parts of {} bytes",
-                        up.length
-                            .known()
-                            .map_or(0, |s| up.plan().total_parts(s)),
+                        up.length.known().map_or(0, |s| up.plan().total_parts(s)),
                         up.part_size
                     ))
                 })?;
@@ -333,9 +347,12 @@ impl Engine {
         if let Some(c) = clobbered {
             let mut rest = ferry_core::RangeSet::new();
             for r in live.upload.received.ranges() {
-                for piece in [ByteRange::new(r.start, r.end.min(c.start)), ByteRange::new(r.start.max(c.end), r.end)]
-                    .into_iter()
-                    .flatten()
+                for piece in [
+                    ByteRange::new(r.start, r.end.min(c.start)),
+                    ByteRange::new(r.start.max(c.end), r.end),
+                ]
+                .into_iter()
+                .flatten()
                 {
                     rest.insert(piece);
                 }
@@ -367,7 +384,13 @@ impl Engine {
 
     /// Moves the in-order hash past `range` when the write hashed it from
     /// the cursor; drops the cursor when a write rewrote hashed bytes.
-    fn advance_cursor(&self, live: &mut Live, range: ByteRange, epoch: u64, hashed: Option<Hashers>) {
+    fn advance_cursor(
+        &self,
+        live: &mut Live,
+        range: ByteRange,
+        epoch: u64,
+        hashed: Option<Hashers>,
+    ) {
         let Some(cur) = &live.cursor else { return };
         if let Some(h) = hashed
             && epoch == live.cursor_gen

@@ -13,7 +13,8 @@ pub struct ContentRange {
 }
 
 pub fn parse_content_range(v: &str) -> Result<ContentRange, String> {
-    let bad = || format!("Content-Range {v:?} is not of the form 'bytes first-last/total' (or '/*')");
+    let bad =
+        || format!("Content-Range {v:?} is not of the form 'bytes first-last/total' (or '/*')");
     let rest = v.trim().strip_prefix("bytes ").ok_or_else(bad)?;
     let (span, total) = rest.split_once('/').ok_or_else(bad)?;
     let (a, b) = span.split_once('-').ok_or_else(bad)?;
@@ -28,7 +29,9 @@ pub fn parse_content_range(v: &str) -> Result<ContentRange, String> {
     if let Some(t) = total
         && range.end > t
     {
-        return Err(format!("Content-Range {v:?} reaches past its own total of {t} bytes"));
+        return Err(format!(
+            "Content-Range {v:?} reaches past its own total of {t} bytes"
+        ));
     }
     Ok(ContentRange { range, total })
 }
@@ -39,7 +42,9 @@ pub fn parse_content_digest(v: &str) -> Result<Vec<Digest>, String> {
     let mut out = Vec::new();
     for item in v.split(',') {
         let Some((algo, value)) = item.trim().split_once('=') else {
-            return Err(format!("Content-Digest {v:?} is not a list of algorithm=:base64:"));
+            return Err(format!(
+                "Content-Digest {v:?} is not a list of algorithm=:base64:"
+            ));
         };
         let algo = match algo.trim().to_ascii_lowercase().as_str() {
             "sha-256" => DigestAlgo::Sha256,
@@ -71,7 +76,7 @@ pub fn decode_digest(algo: DigestAlgo, b64: &str, header: &str) -> Result<Digest
         format!(
             "{header}: a {} digest is {} bytes; got a different length",
             algo.name(),
-            algo.len()
+            algo.output_len()
         )
     })
 }
@@ -138,30 +143,70 @@ mod tests {
     #[test]
     fn content_range_table() {
         let ok = |s: &str| parse_content_range(s).unwrap();
-        assert_eq!(ok("bytes 0-9/100"), ContentRange { range: r(0, 10), total: Some(100) });
-        assert_eq!(ok("bytes 10-19/*"), ContentRange { range: r(10, 20), total: None });
-        for bad in ["bytes 9-0/100", "bytes 0-100/100", "0-9/100", "bytes a-b/1", "bytes 0-9"] {
+        assert_eq!(
+            ok("bytes 0-9/100"),
+            ContentRange {
+                range: r(0, 10),
+                total: Some(100)
+            }
+        );
+        assert_eq!(
+            ok("bytes 10-19/*"),
+            ContentRange {
+                range: r(10, 20),
+                total: None
+            }
+        );
+        for bad in [
+            "bytes 9-0/100",
+            "bytes 0-100/100",
+            "0-9/100",
+            "bytes a-b/1",
+            "bytes 0-9",
+        ] {
             assert!(parse_content_range(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn content_digest_table() {
-        let d = parse_content_digest("sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:").unwrap();
-        assert_eq!(d[0].hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        let d =
+            parse_content_digest("sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:").unwrap();
+        assert_eq!(
+            d[0].hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert!(parse_content_digest("sha-512=:AAAA:").is_err());
         assert!(parse_content_digest("sha-256=AAAA").is_err());
-        assert!(parse_content_digest("sha-256=:AAAA:").is_err(), "wrong length");
+        assert!(
+            parse_content_digest("sha-256=:AAAA:").is_err(),
+            "wrong length"
+        );
     }
 
     #[test]
     fn range_table() {
         assert_eq!(parse_range(None, 10), RangeRequest::Full);
-        assert_eq!(parse_range(Some("bytes=2-4"), 10), RangeRequest::Partial(r(2, 5)));
-        assert_eq!(parse_range(Some("bytes=7-"), 10), RangeRequest::Partial(r(7, 10)));
-        assert_eq!(parse_range(Some("bytes=-3"), 10), RangeRequest::Partial(r(7, 10)));
-        assert_eq!(parse_range(Some("bytes=5-100"), 10), RangeRequest::Partial(r(5, 10)));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(
+            parse_range(Some("bytes=2-4"), 10),
+            RangeRequest::Partial(r(2, 5))
+        );
+        assert_eq!(
+            parse_range(Some("bytes=7-"), 10),
+            RangeRequest::Partial(r(7, 10))
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-3"), 10),
+            RangeRequest::Partial(r(7, 10))
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-100"), 10),
+            RangeRequest::Partial(r(5, 10))
+        );
+        assert_eq!(
+            parse_range(Some("bytes=10-"), 10),
+            RangeRequest::Unsatisfiable
+        );
         assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), RangeRequest::Full);
     }
 }

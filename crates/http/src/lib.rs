@@ -108,6 +108,9 @@ mod tests {
     fn dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(http_date(1_700_000_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(
+            http_date(1_700_000_000_000),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
     }
 }

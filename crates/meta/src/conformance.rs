@@ -119,7 +119,10 @@ pub async fn users_tokens_and_spaces(m: &dyn MetaStore) {
         created_at: 3,
     };
     m.create_space(&shared).await.unwrap();
-    assert_eq!(m.get_space(&sp("team")).await.unwrap(), Some(shared.clone()));
+    assert_eq!(
+        m.get_space(&sp("team")).await.unwrap(),
+        Some(shared.clone())
+    );
     assert!(matches!(
         m.create_space(&shared).await,
         Err(MetaError::AlreadyExists(_))
@@ -169,7 +172,9 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
         m.get_upload("u2").await.unwrap().unwrap().length,
         Length::Known(7)
     );
-    m.set_upload_state("u2", UploadState::Aborted).await.unwrap();
+    m.set_upload_state("u2", UploadState::Aborted)
+        .await
+        .unwrap();
     assert_eq!(
         m.get_upload("u2").await.unwrap().unwrap().state,
         UploadState::Aborted
@@ -178,13 +183,17 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
         m.set_upload_state("zz", UploadState::Aborted).await,
         Err(MetaError::NotFound(_))
     ));
-    let listed = m.list_sessions(Some("sam"), Some(SessionState::Open)).await.unwrap();
-    assert_eq!(listed, vec![s]);
-    assert!(m
-        .list_sessions(Some("sam"), Some(SessionState::Aborted))
+    let listed = m
+        .list_sessions(Some("sam"), Some(SessionState::Open))
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    assert_eq!(listed, vec![s]);
+    assert!(
+        m.list_sessions(Some("sam"), Some(SessionState::Aborted))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn concurrent_writes_are_all_recorded(m: &dyn MetaStore) {
@@ -195,9 +204,8 @@ pub async fn concurrent_writes_are_all_recorded(m: &dyn MetaStore) {
     )
     .await
     .unwrap();
-    let writes = (0..100).map(|k| {
-        m.record_write("u3", ByteRange::new(k * 10, k * 10 + 10).unwrap(), None)
-    });
+    let writes =
+        (0..100).map(|k| m.record_write("u3", ByteRange::new(k * 10, k * 10 + 10).unwrap(), None));
     for r in futures::future::join_all(writes).await {
         r.unwrap();
     }
@@ -216,9 +224,12 @@ pub async fn commit_is_one_transaction(m: &dyn MetaStore) {
     )
     .await
     .unwrap();
-    m.begin_commit(Some("s3"), &[("u4".into(), p("x.txt")), ("u5".into(), p("y (1).txt"))])
-        .await
-        .unwrap();
+    m.begin_commit(
+        Some("s3"),
+        &[("u4".into(), p("x.txt")), ("u5".into(), p("y (1).txt"))],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         m.get_session("s3").await.unwrap().unwrap().state,
         SessionState::Committing
@@ -265,15 +276,27 @@ pub async fn commit_is_one_transaction(m: &dyn MetaStore) {
     .await
     .unwrap();
     assert_eq!(
-        m.get_file(&sp("dan"), &p("x.txt")).await.unwrap().unwrap().id,
+        m.get_file(&sp("dan"), &p("x.txt"))
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
         "f6"
     );
 }
 
 pub async fn files_listing_and_occupants(m: &dyn MetaStore) {
     m.create_user(&user("eve")).await.unwrap();
-    m.create_session(&session("s4", "eve", 1000), &[]).await.unwrap();
-    let paths = ["top.txt", "d/one.txt", "d/two.txt", "d/e/deep.txt", "d0.txt"];
+    m.create_session(&session("s4", "eve", 1000), &[])
+        .await
+        .unwrap();
+    let paths = [
+        "top.txt",
+        "d/one.txt",
+        "d/two.txt",
+        "d/e/deep.txt",
+        "d0.txt",
+    ];
     let done: Vec<_> = paths
         .iter()
         .enumerate()
@@ -302,7 +325,12 @@ pub async fn files_listing_and_occupants(m: &dyn MetaStore) {
         names(m.list(&sp("eve"), Some(&p("d"))).await.unwrap()),
         vec!["e/", "one.txt", "two.txt"]
     );
-    assert!(m.list(&sp("eve"), Some(&p("nothing"))).await.unwrap().is_empty());
+    assert!(
+        m.list(&sp("eve"), Some(&p("nothing")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     assert!(matches!(
         m.occupant(&sp("eve"), &p("d/one.txt")).await.unwrap(),
@@ -317,11 +345,17 @@ pub async fn files_listing_and_occupants(m: &dyn MetaStore) {
         Some(Occupant::FileAncestor(p("top.txt")))
     );
     assert_eq!(m.occupant(&sp("eve"), &p("d/new.txt")).await.unwrap(), None);
-    assert_eq!(m.occupant(&sp("eve"), &p("d")).await.unwrap(), Some(Occupant::Folder));
+    assert_eq!(
+        m.occupant(&sp("eve"), &p("d")).await.unwrap(),
+        Some(Occupant::Folder)
+    );
 
     let gone = m.delete_file(&sp("eve"), &p("d/one.txt")).await.unwrap();
     assert_eq!(gone.map(|f| f.id), Some("g1".to_owned()));
-    assert_eq!(m.delete_file(&sp("eve"), &p("d/one.txt")).await.unwrap(), None);
+    assert_eq!(
+        m.delete_file(&sp("eve"), &p("d/one.txt")).await.unwrap(),
+        None
+    );
     assert_eq!(m.get_file(&sp("eve"), &p("d/one.txt")).await.unwrap(), None);
 }
 
@@ -340,13 +374,19 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
     .await
     .unwrap();
     let expired = m.expired_sessions(100).await.unwrap();
-    assert_eq!(expired.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec!["s5"]);
-    m.finish_commit(None, &[Committed {
-        upload_id: "x".into(),
-        state: UploadState::Committed,
-        final_path: p("old"),
-        file: file("h1", "fay", "old", 50, "fay"),
-    }])
+    assert_eq!(
+        expired.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        vec!["s5"]
+    );
+    m.finish_commit(
+        None,
+        &[Committed {
+            upload_id: "x".into(),
+            state: UploadState::Committed,
+            final_path: p("old"),
+            file: file("h1", "fay", "old", 50, "fay"),
+        }],
+    )
     .await
     .unwrap();
     let usage = m.usage("fay").await.unwrap();

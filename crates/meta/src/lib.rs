@@ -64,14 +64,14 @@ pub struct SpaceRecord {
 /// One entry of a folder listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
-    File(FileRecord),
+    File(Box<FileRecord>),
     Folder(String),
 }
 
 /// What already occupies a path, as far as metadata knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Occupant {
-    File(FileRecord),
+    File(Box<FileRecord>),
     /// Some file lives below this path.
     Folder,
     /// A parent folder of the path is a file (given).
@@ -123,13 +123,21 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>>;
     /// Records that `range` of the upload is durable, with the part it
     /// belongs to when the write was a part (replacing an earlier one).
-    async fn record_write(&self, upload_id: &str, range: ByteRange, part: Option<&Part>)
-    -> Result<()>;
+    async fn record_write(
+        &self,
+        upload_id: &str,
+        range: ByteRange,
+        part: Option<&Part>,
+    ) -> Result<()>;
     /// Replaces the upload's received ranges with `received` and drops part
     /// `drop_part`, after a failed write clobbered bytes that had arrived.
     /// The caller serializes this with other writes to the upload.
-    async fn forget(&self, upload_id: &str, received: &[ByteRange], drop_part: Option<u32>)
-    -> Result<()>;
+    async fn forget(
+        &self,
+        upload_id: &str,
+        received: &[ByteRange],
+        drop_part: Option<u32>,
+    ) -> Result<()>;
     /// Fixes a deferred length.
     async fn set_length(&self, upload_id: &str, length: Length) -> Result<()>;
     async fn set_session_state(
@@ -142,11 +150,8 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Marks uploads `committing` towards their final paths (and the session
     /// `committing` when given) in one transaction: the intent that start-up
     /// recovery rolls forward.
-    async fn begin_commit(
-        &self,
-        session: Option<&str>,
-        plan: &[(String, SpacePath)],
-    ) -> Result<()>;
+    async fn begin_commit(&self, session: Option<&str>, plan: &[(String, SpacePath)])
+    -> Result<()>;
     /// Records every outcome, and the session's new state when given, in one
     /// transaction.
     async fn finish_commit(
@@ -170,9 +175,7 @@ pub trait MetaStore: Send + Sync + 'static {
     /// each group sorted by name.
     async fn list(&self, space: &SpaceName, prefix: Option<&SpacePath>) -> Result<Vec<Entry>>;
     /// Removes the record; returns it if there was one.
-    async fn delete_file(&self, space: &SpaceName, path: &SpacePath)
-    -> Result<Option<FileRecord>>;
+    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<()>;
 }
-

@@ -347,8 +347,12 @@ fn below(prefix: &str) -> (String, String) {
 #[async_trait::async_trait]
 impl MetaStore for Sqlite {
     async fn user_count(&self) -> Result<u64> {
-        self.read(|c| Ok(u(c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)))
-            .await
+        self.read(|c| {
+            Ok(u(c.query_row("SELECT COUNT(*) FROM users", [], |r| {
+                r.get(0)
+            })?))
+        })
+        .await
     }
 
     async fn create_user(&self, user: &User) -> Result<()> {
@@ -385,9 +389,11 @@ impl MetaStore for Sqlite {
     async fn get_user(&self, name: &str) -> Result<Option<User>> {
         let name = name.to_owned();
         self.read(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"))?
-                .query_row([name], user_row)
-                .optional()?)
+            Ok(
+                c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"))?
+                    .query_row([name], user_row)
+                    .optional()?,
+            )
         })
         .await
     }
@@ -439,7 +445,10 @@ impl MetaStore for Sqlite {
                 |r| r.get(0),
             )?;
             if exists {
-                return Err(MetaError::AlreadyExists(format!("space {:?}", s.name.as_str())));
+                return Err(MetaError::AlreadyExists(format!(
+                    "space {:?}",
+                    s.name.as_str()
+                )));
             }
             c.execute(
                 "INSERT INTO spaces (name, owner, created_at) VALUES (?1, ?2, ?3)",
@@ -529,9 +538,11 @@ impl MetaStore for Sqlite {
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {
         let id = id.to_owned();
         self.read(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"))?
-                .query_row([id], session_row)
-                .optional()?)
+            Ok(c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
+            ))?
+            .query_row([id], session_row)
+            .optional()?)
         })
         .await
     }
@@ -701,7 +712,12 @@ impl MetaStore for Sqlite {
                 c.prepare_cached(
                     "UPDATE uploads SET state = ?2, final_path = ?3, file_id = ?4 WHERE id = ?1",
                 )?
-                .execute(params![d.upload_id, d.state.as_str(), d.final_path.as_str(), d.file.id])?;
+                .execute(params![
+                    d.upload_id,
+                    d.state.as_str(),
+                    d.final_path.as_str(),
+                    d.file.id
+                ])?;
                 c.prepare_cached("DELETE FROM ranges WHERE upload_id = ?1")?
                     .execute([&d.upload_id])?;
             }
@@ -730,9 +746,12 @@ impl MetaStore for Sqlite {
 
     async fn session_counts(&self) -> Result<Vec<(SessionState, u64)>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT state, COUNT(*) FROM sessions GROUP BY state")?;
+            let mut stmt =
+                c.prepare_cached("SELECT state, COUNT(*) FROM sessions GROUP BY state")?;
             Ok(stmt
-                .query_map([], |r| Ok((parse::<SessionState>(r.get(0)?)?, u(r.get(1)?))))?
+                .query_map([], |r| {
+                    Ok((parse::<SessionState>(r.get(0)?)?, u(r.get(1)?)))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -797,7 +816,7 @@ impl MetaStore for Sqlite {
                 .query_row(params![space.as_str(), path.as_str()], file_row)
                 .optional()?
             {
-                return Ok(Some(Occupant::File(f)));
+                return Ok(Some(Occupant::File(Box::new(f))));
             }
             for anc in path.ancestors() {
                 let found = get
@@ -848,17 +867,13 @@ impl MetaStore for Sqlite {
             Ok(folders
                 .into_iter()
                 .map(Entry::Folder)
-                .chain(files.into_iter().map(Entry::File))
+                .chain(files.into_iter().map(|f| Entry::File(Box::new(f))))
                 .collect())
         })
         .await
     }
 
-    async fn delete_file(
-        &self,
-        space: &SpaceName,
-        path: &SpacePath,
-    ) -> Result<Option<FileRecord>> {
+    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {
         let (space, path) = (space.clone(), path.clone());
         self.write(move |c| {
             let found = c
@@ -879,7 +894,8 @@ impl MetaStore for Sqlite {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await?;
         self.write(|_| Ok(())).await
     }
 }

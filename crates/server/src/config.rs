@@ -94,8 +94,7 @@ impl Config {
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
     }
 }
 
@@ -105,10 +104,8 @@ mod tests {
 
     #[test]
     fn toml_overrides_defaults_and_rejects_typos() {
-        let c: Config = toml::from_str(
-            "listen = \"127.0.0.1:0\"\n[limits]\nmax_open_sessions = 3\n",
-        )
-        .unwrap();
+        let c: Config =
+            toml::from_str("listen = \"127.0.0.1:0\"\n[limits]\nmax_open_sessions = 3\n").unwrap();
         assert_eq!(c.listen, "127.0.0.1:0");
         assert_eq!(c.limits.max_open_sessions, 3);
         assert_eq!(c.data_dir, PathBuf::from("./ferry-data"));

@@ -107,7 +107,14 @@ async fn readyz(State(st): State<OpsState>) -> impl IntoResponse {
 
 async fn metrics_page(State(st): State<OpsState>) -> impl IntoResponse {
     if let Ok(counts) = st.engine.session_counts().await {
-        for state in ["open", "committing", "committed", "aborted", "expired", "failed"] {
+        for state in [
+            "open",
+            "committing",
+            "committed",
+            "aborted",
+            "expired",
+            "failed",
+        ] {
             let n = counts
                 .iter()
                 .find(|(s, _)| s.as_str() == state)
@@ -177,7 +184,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     }
     let new_admin_token = engine.bootstrap(config.admin_token.as_deref()).await?;
     if let Some(t) = &new_admin_token {
-        write_private(&config.data_dir.join("admin.token"), format!("{t}\n").as_bytes())?;
+        write_private(
+            &config.data_dir.join("admin.token"),
+            format!("{t}\n").as_bytes(),
+        )?;
     }
     let listener = TcpListener::bind(&config.listen)
         .await
@@ -202,7 +212,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
 impl Bound {
     /// Serves until `shutdown` resolves, then lets in-flight requests finish
     /// (for at most `shutdown_grace_secs`).
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let engine = self.engine.clone();
         let every = Duration::from_secs(self.config.reap_interval_secs.max(1));
         let reaper = tokio::spawn(async move {

@@ -14,7 +14,9 @@ fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 async fn collect(s: ByteStream) -> Vec<u8> {
@@ -80,8 +82,11 @@ pub async fn concurrent_disjoint_writes(store: &dyn Store) {
     let writes = (0..4).map(|i| {
         let chunk = Bytes::copy_from_slice(&data[i * 300_000..(i + 1) * 300_000]);
         // Split each body in uneven chunks to exercise buffering.
-        let parts: Vec<Result<Bytes, io::Error>> =
-            vec![Ok(chunk.slice(..1)), Ok(chunk.slice(1..70_001)), Ok(chunk.slice(70_001..))];
+        let parts: Vec<Result<Bytes, io::Error>> = vec![
+            Ok(chunk.slice(..1)),
+            Ok(chunk.slice(1..70_001)),
+            Ok(chunk.slice(70_001..)),
+        ];
         store.write_at(id, (i * 300_000) as u64, stream::iter(parts).boxed())
     });
     for r in futures::future::join_all(writes).await {
@@ -97,7 +102,10 @@ pub async fn failed_body_keeps_durable_prefix(store: &dyn Store) {
     store.create_staged(id).await.unwrap();
     let chunks: Vec<Result<Bytes, io::Error>> = vec![
         Ok(Bytes::from(vec![7u8; 300_000])),
-        Err(io::Error::new(io::ErrorKind::ConnectionReset, "client went away")),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
         Ok(Bytes::from_static(b"never")),
     ];
     let err = store
@@ -105,7 +113,10 @@ pub async fn failed_body_keeps_durable_prefix(store: &dyn Store) {
         .await
         .unwrap_err();
     assert!(matches!(err.error, StoreError::Body(_)), "{err:?}");
-    assert_eq!(err.durable, 300_000, "every byte before the failure is kept");
+    assert_eq!(
+        err.durable, 300_000,
+        "every byte before the failure is kept"
+    );
     let back = collect(store.read_staged(id, 10, 300_000).await.unwrap()).await;
     assert!(back.iter().all(|&b| b == 7));
     store.discard_staged(id).await.unwrap();
@@ -132,7 +143,10 @@ async fn read_all(store: &dyn Store, space: &SpaceName, path: &SpacePath, len: u
 pub async fn promote_no_replace_refuses_existing(store: &dyn Store) {
     let (s, path) = (sp("conf"), p("nr/a.txt"));
     stage(store, "c4a", b"first").await;
-    store.promote("c4a", &s, &path, Promote::NoReplace).await.unwrap();
+    store
+        .promote("c4a", &s, &path, Promote::NoReplace)
+        .await
+        .unwrap();
     assert!(!store.staged_exists("c4a").await.unwrap());
     stage(store, "c4b", b"second").await;
     let err = store
@@ -141,16 +155,25 @@ pub async fn promote_no_replace_refuses_existing(store: &dyn Store) {
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
     assert_eq!(read_all(store, &s, &path, 100).await, b"first");
-    assert!(store.staged_exists("c4b").await.unwrap(), "the loser stays staged");
+    assert!(
+        store.staged_exists("c4b").await.unwrap(),
+        "the loser stays staged"
+    );
     store.discard_staged("c4b").await.unwrap();
 }
 
 pub async fn promote_replace_swaps_atomically(store: &dyn Store) {
     let (s, path) = (sp("conf"), p("r/a.txt"));
     stage(store, "c5a", b"old").await;
-    store.promote("c5a", &s, &path, Promote::Replace).await.unwrap();
+    store
+        .promote("c5a", &s, &path, Promote::Replace)
+        .await
+        .unwrap();
     stage(store, "c5b", b"new!").await;
-    store.promote("c5b", &s, &path, Promote::Replace).await.unwrap();
+    store
+        .promote("c5b", &s, &path, Promote::Replace)
+        .await
+        .unwrap();
     assert_eq!(read_all(store, &s, &path, 100).await, b"new!");
 }
 
@@ -172,16 +195,28 @@ pub async fn promote_creates_folders_and_refuses_file_as_folder(store: &dyn Stor
         .promote("c6b", &s, &p("f/g"), Promote::Replace)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists(_)), "a folder is not replaced: {err:?}");
+    assert!(
+        matches!(err, StoreError::AlreadyExists(_)),
+        "a folder is not replaced: {err:?}"
+    );
     store.discard_staged("c6b").await.unwrap();
 }
 
 pub async fn promote_is_idempotent(store: &dyn Store) {
     let (s, path) = (sp("conf"), p("idem.bin"));
     stage(store, "c7", b"once").await;
-    store.promote("c7", &s, &path, Promote::NoReplace).await.unwrap();
-    store.promote("c7", &s, &path, Promote::NoReplace).await.unwrap();
-    store.promote("c7", &s, &path, Promote::Replace).await.unwrap();
+    store
+        .promote("c7", &s, &path, Promote::NoReplace)
+        .await
+        .unwrap();
+    store
+        .promote("c7", &s, &path, Promote::NoReplace)
+        .await
+        .unwrap();
+    store
+        .promote("c7", &s, &path, Promote::Replace)
+        .await
+        .unwrap();
     assert_eq!(read_all(store, &s, &path, 100).await, b"once");
     let err = store
         .promote("never", &s, &p("nothing.bin"), Promote::Replace)
@@ -193,17 +228,27 @@ pub async fn promote_is_idempotent(store: &dyn Store) {
 pub async fn read_file_ranges(store: &dyn Store) {
     let (s, path) = (sp("conf"), p("range.bin"));
     stage(store, "c8", b"0123456789").await;
-    store.promote("c8", &s, &path, Promote::NoReplace).await.unwrap();
+    store
+        .promote("c8", &s, &path, Promote::NoReplace)
+        .await
+        .unwrap();
     let part = collect(store.read_file(&s, &path, 3, 4).await.unwrap()).await;
     assert_eq!(part, b"3456");
-    let err = store.read_file(&s, &p("missing.bin"), 0, 1).await.err().unwrap();
+    let err = store
+        .read_file(&s, &p("missing.bin"), 0, 1)
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
 pub async fn discard_and_delete_are_idempotent(store: &dyn Store) {
     let (s, path) = (sp("conf"), p("del.bin"));
     stage(store, "c9", b"bye").await;
-    store.promote("c9", &s, &path, Promote::NoReplace).await.unwrap();
+    store
+        .promote("c9", &s, &path, Promote::NoReplace)
+        .await
+        .unwrap();
     store.delete_file(&s, &path).await.unwrap();
     store.delete_file(&s, &path).await.unwrap();
     assert!(!store.file_exists(&s, &path).await.unwrap());

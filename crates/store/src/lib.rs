@@ -93,12 +93,20 @@ pub trait Store: Send + Sync + 'static {
     async fn create_staged(&self, upload: &str) -> Result<(), StoreError>;
 
     /// Writes `body` at `offset` of the staged object and makes it durable.
-    async fn write_at(&self, upload: &str, offset: u64, body: ByteStream)
-    -> Result<u64, WriteFailure>;
+    async fn write_at(
+        &self,
+        upload: &str,
+        offset: u64,
+        body: ByteStream,
+    ) -> Result<u64, WriteFailure>;
 
     /// Reads `len` bytes of the staged object from `offset`.
-    async fn read_staged(&self, upload: &str, offset: u64, len: u64)
-    -> Result<ByteStream, StoreError>;
+    async fn read_staged(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, StoreError>;
 
     /// Whether a staged object exists for `upload`.
     async fn staged_exists(&self, upload: &str) -> Result<bool, StoreError>;

@@ -175,7 +175,10 @@ impl Store for LocalStore {
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     return (
                         0,
-                        Err(StoreError::NotFound(format!("staged upload at {}", path.display()))),
+                        Err(StoreError::NotFound(format!(
+                            "staged upload at {}",
+                            path.display()
+                        ))),
                     );
                 }
                 Err(e) => return (0, Err(StoreError::io(&path, e))),

@@ -15,5 +15,12 @@ async fn committed_files_sit_at_their_real_paths() {
     let store = LocalStore::open(dir.path()).unwrap();
     conformance::promote_creates_folders_and_refuses_file_as_folder(&store).await;
     assert!(dir.path().join("spaces/conf/f/g/h/i.bin").is_file());
-    assert!(dir.path().join("staging").read_dir().unwrap().next().is_none());
+    assert!(
+        dir.path()
+            .join("staging")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }

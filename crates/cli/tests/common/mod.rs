@@ -185,7 +185,14 @@ pub async fn put(
 
 /// Creates a user; returns their token.
 pub async fn user(s: &Server, name: &str) -> String {
-    let (st, v) = call(s, Method::POST, "/v1/admin/users", Some(ADMIN), Some(json!({"name": name}))).await;
+    let (st, v) = call(
+        s,
+        Method::POST,
+        "/v1/admin/users",
+        Some(ADMIN),
+        Some(json!({"name": name})),
+    )
+    .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     v["token"].as_str().unwrap().to_owned()
 }

@@ -31,10 +31,7 @@ pub fn router(state: NativeState) -> Router {
         .route("/v1/admin/users/{name}/tokens", post(users::create_token))
         .route("/v1/admin/tokens/{id}", delete(users::revoke_token))
         .route("/v1/admin/spaces", post(users::create_space))
-        .route(
-            "/v1/sessions",
-            post(sessions::create).get(sessions::list),
-        )
+        .route("/v1/sessions", post(sessions::create).get(sessions::list))
         .route(
             "/v1/sessions/{sid}",
             get(sessions::get_session).delete(sessions::abort_session),
@@ -63,7 +60,10 @@ pub fn router(state: NativeState) -> Router {
 
 /// Unknown routes answer in the native error format too.
 pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError(EngineError::NotFound(format!("no route for {method} {}", uri.path())))
+    ApiError(EngineError::NotFound(format!(
+        "no route for {method} {}",
+        uri.path()
+    )))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {

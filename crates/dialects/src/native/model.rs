@@ -42,7 +42,10 @@ impl From<&FileRecord> for FileJson {
             sha256: f.sha256.clone(),
             created_at: rfc3339(f.created_at),
             content_type: f.content_type.clone(),
-            metadata: f.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+            metadata: f
+                .metadata
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok()),
         }
     }
 }
@@ -94,7 +97,11 @@ pub fn upload_json(engine: &Engine, base: &str, v: &UploadView) -> UploadJson {
         } else {
             u.parts_received()
         },
-        url: format!("{base}/v1/uploads/{}?sig={}", u.id, engine.sign_upload(&u.id)),
+        url: format!(
+            "{base}/v1/uploads/{}?sig={}",
+            u.id,
+            engine.sign_upload(&u.id)
+        ),
         state: u.state.to_string(),
         file: v.file.as_ref().map(FileJson::from),
         sha256: u.expected_sha256.clone(),
@@ -133,7 +140,11 @@ pub fn session_json(s: &Session, uploads: Option<Vec<UploadJson>>) -> SessionJso
 }
 
 pub fn session_view_json(engine: &Engine, base: &str, v: &SessionView) -> SessionJson {
-    let ups = v.uploads.iter().map(|u| upload_json(engine, base, u)).collect();
+    let ups = v
+        .uploads
+        .iter()
+        .map(|u| upload_json(engine, base, u))
+        .collect();
     session_json(&v.session, Some(ups))
 }
 

@@ -181,7 +181,8 @@ fn checks(headers: &HeaderMap) -> ApiResult<PartChecks> {
             .transpose()
     };
     if let Some(v) = text("content-digest")? {
-        out.expected = parse_content_digest(&v).map_err(|m| ApiError::invalid("invalid_header", m))?;
+        out.expected =
+            parse_content_digest(&v).map_err(|m| ApiError::invalid("invalid_header", m))?;
     }
     if let Some(v) = text("content-md5")? {
         out.expected.push(
@@ -217,7 +218,13 @@ pub async fn write_part(
     let checks = checks(&headers)?;
     let r = st
         .engine
-        .write(&c, &uid, WriteAt::Part(n), ferry_http::body_stream(body), checks)
+        .write(
+            &c,
+            &uid,
+            WriteAt::Part(n),
+            ferry_http::body_stream(body),
+            checks,
+        )
         .await?;
     let p = r.part.expect("a part write reports its part");
     Ok(Json(PartJson {
@@ -333,7 +340,11 @@ pub async fn commit_upload(
     body: Bytes,
 ) -> ApiResult<Json<UploadJson>> {
     let b: DigestBody = json_body(&body)?;
-    let expected = b.sha256.as_deref().map(|h| sha256_hex(h, "sha256")).transpose()?;
+    let expected = b
+        .sha256
+        .as_deref()
+        .map(|h| sha256_hex(h, "sha256"))
+        .transpose()?;
     let v = st.engine.commit_upload(&c, &uid, expected).await?;
     Ok(Json(upload_json(&st.engine, &st.public_url, &v)))
 }

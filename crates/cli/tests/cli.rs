@@ -1,0 +1,203 @@
+//! The `ferry` CLI against a real server: resume after a kill, and the
+//! everyday commands.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test]
+async fn cli_resumes_an_interrupted_upload() {
+    let s = Server::start();
+    let tok = user(&s, "cli").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(16 * MIB, 42);
+    let file = write_file(dir.path(), "movie.bin", &data);
+    let state = dir.path().join("state");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "upload".to_owned(),
+            file.display().to_string(),
+            "cli/films/movie.bin".into(),
+            "--part-size".into(),
+            "1MiB".into(),
+            "-j".into(),
+            "1".into(),
+            "-q".into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    // First run, slowed down, killed once a few parts are on the server.
+    let mut first = Command::new(ferry_bin())
+        .args(args(&["--limit-rate", "4MiB"]))
+        .env("FERRY_URL", &s.url)
+        .env("FERRY_TOKEN", &tok)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let received = loop {
+        assert!(Instant::now() < deadline, "no progress seen");
+        let (_, v) = call(&s, Method::GET, "/v1/sessions?state=open", Some(&tok), None).await;
+        if let Some(id) = v["sessions"][0]["id"].as_str() {
+            let (_, sess) = call(
+                &s,
+                Method::GET,
+                &format!("/v1/sessions/{id}"),
+                Some(&tok),
+                None,
+            )
+            .await;
+            let got = sess["uploads"][0]["received_bytes"].as_u64().unwrap();
+            if got >= 3 * MIB as u64 {
+                break got;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(received < 16 * MIB as u64, "killed before the end");
+
+    // Same command again: it continues from what the server has.
+    let out = Command::new(ferry_bin())
+        .args(args(&[]))
+        .env("FERRY_URL", &s.url)
+        .env("FERRY_TOKEN", &tok)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("committed cli/films/movie.bin"), "{stdout}");
+    let resumed_line = stdout.lines().last().unwrap();
+    assert!(!resumed_line.contains(", 0 B resumed"), "{resumed_line}");
+    let (_, got) = download(&s, &tok, "cli", "films/movie.bin").await;
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+    // The state file is gone once committed.
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn everyday_commands() {
+    let s = Server::start();
+    let admin_out = cli(
+        &s,
+        ADMIN,
+        &["admin", "user", "add", "eve", "--quota", "10MiB"],
+    );
+    assert!(admin_out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&admin_out.stdout).unwrap();
+    let tok = v["token"].as_str().unwrap().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "tree/a.txt", b"alpha");
+    write_file(dir.path(), "tree/sub/b.txt", b"bravo");
+    let one = write_file(dir.path(), "one.txt", b"single");
+    let state = dir.path().join("state");
+    let st = state.display().to_string();
+    let tree = dir.path().join("tree").display().to_string();
+    let out = cli(
+        &s,
+        &tok,
+        &[
+            "upload",
+            "-q",
+            "--state-dir",
+            &st,
+            &tree,
+            one.to_str().unwrap(),
+            "eve/in/",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let ls = cli(&s, &tok, &["ls", "eve/in"]);
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.contains("tree/") && ls.contains("one.txt"), "{ls}");
+    let ls = String::from_utf8_lossy(&cli(&s, &tok, &["ls", "eve/in/tree/sub"]).stdout).to_string();
+    assert!(ls.contains("b.txt"), "{ls}");
+
+    let target = dir.path().join("got.txt");
+    let out = cli(
+        &s,
+        &tok,
+        &[
+            "download",
+            "eve/in/tree/sub/b.txt",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"bravo");
+
+    // A clash under the default "fail" policy is reported, and nothing changes.
+    let out = cli(
+        &s,
+        &tok,
+        &[
+            "upload",
+            "-q",
+            "--state-dir",
+            &st,
+            one.to_str().unwrap(),
+            "eve/in/",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already_exists"));
+    let out = cli(&s, &tok, &["sessions", "--state", "open"]);
+    let open = String::from_utf8_lossy(&out.stdout).to_string();
+    let id = open
+        .split_whitespace()
+        .next()
+        .expect("the failed session is still open");
+    assert!(cli(&s, &tok, &["sessions", "abort", id]).status.success());
+
+    assert!(cli(&s, &tok, &["rm", "eve/in/one.txt"]).status.success());
+    let ls = String::from_utf8_lossy(&cli(&s, &tok, &["ls", "eve/in"]).stdout).to_string();
+    assert!(!ls.contains("one.txt"), "{ls}");
+
+    // Admin: a shared space and a revoked token.
+    let out = cli(
+        &s,
+        ADMIN,
+        &["admin", "space", "add", "shared", "--member", "eve=read"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&s, ADMIN, &["admin", "token", "add", "eve"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (id, tok2) = (v["id"].as_str().unwrap(), v["token"].as_str().unwrap());
+    assert!(cli(&s, tok2, &["ls", "eve"]).status.success());
+    assert!(
+        cli(&s, ADMIN, &["admin", "token", "revoke", id])
+            .status
+            .success()
+    );
+    let out = cli(&s, tok2, &["ls", "eve"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unauthenticated"));
+}
