@@ -91,7 +91,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = self.0;
         let status = ferry_http::status_of(&e);
-        if status.is_server_error() {
+        let internal = e.code() == "internal";
+        if internal {
             tracing::error!(error = %e, "request failed");
         }
         let mut body = json!({"code": e.code(), "message": e.to_string()});
@@ -114,7 +115,7 @@ impl IntoResponse for ApiError {
             EngineError::BodyFailed { durable, .. } => body["durable_bytes"] = json!(durable),
             _ => {}
         }
-        if status.is_server_error() {
+        if internal {
             body["message"] = json!(format!("internal error: {e}"));
         }
         (status, axum::Json(json!({ "error": body }))).into_response()

@@ -1,0 +1,500 @@
+//! `ferry-bench`: measures a release `ferry` server end to end, next to
+//! baselines taken in the same run on the same machine.
+//!
+//! Baselines: the device's raw write rate for the same size (`dd` with
+//! O_DIRECT), a buffered `dd … conv=fsync`, and loopback TCP throughput.
+//! Ferry: a large upload through `ferry upload` (parallel parts) and through
+//! plain `curl` part PUTs; many small uploads (create + data + commit) from
+//! this program's own async client; and the server's peak RSS, sampled
+//! during each phase. Large-write runs alternate (raw, ferry, curl,
+//! buffered, raw, …) because this kind of VM makes buffered writes into
+//! idle memory erratic; figures are medians with min–max.
+//!
+//! Run: `cargo run --release -p ferry-bench -- --size-mib 1024 --rounds 3`
+//! (it builds nothing itself: run `cargo build --release` first).
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// The ferry binary to measure.
+    #[arg(long, default_value = "target/release/ferry")]
+    ferry: PathBuf,
+    /// Scratch directory (on the disk under test).
+    #[arg(long, default_value = "target/bench")]
+    dir: PathBuf,
+    /// Size of the large upload, MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Alternating rounds of the large-write runs.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Small uploads per run.
+    #[arg(long, default_value_t = 2000)]
+    small: usize,
+    /// Size of each small upload, bytes.
+    #[arg(long, default_value_t = 4096)]
+    small_size: usize,
+    /// Concurrency of the small uploads.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Concurrent large uploads for the memory check.
+    #[arg(long, default_value_t = 100)]
+    rss_uploads: usize,
+    /// Runs of the small-upload test.
+    #[arg(long, default_value_t = 3)]
+    small_runs: usize,
+}
+
+const TOKEN: &str = "bench-admin-token-0123456789abcdef";
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(bin: &Path, data: &Path) -> anyhow::Result<Server> {
+        let _ = std::fs::remove_dir_all(data);
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("FERRY_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().context("no output")??;
+        let url = first
+            .strip_prefix("Ferry listening on ")
+            .context("unexpected first line")?
+            .to_owned();
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server { child, url })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Samples a process's resident memory every 20 ms; `stop()` returns the peak (KiB).
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        RssSampler { stop, peak, handle }
+    }
+
+    fn stop(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
+        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+fn sh(cmd: &str) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let st = Command::new("bash")
+        .args(["-c", cmd])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("command failed: {cmd}");
+    }
+    Ok(t.elapsed())
+}
+
+fn drop_caches_hint() {
+    let _ = Command::new("sync").status();
+}
+
+#[derive(Default)]
+struct Series(Vec<f64>);
+
+impl Series {
+    fn push(&mut self, v: f64) {
+        self.0.push(v);
+    }
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
+    }
+    fn show(&self, unit: &str) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!(
+            "{:8.1} {unit} (min {:.1}, max {:.1}, n={})",
+            self.median(),
+            min,
+            max,
+            self.0.len()
+        )
+    }
+}
+
+async fn api(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let mut rb = client.request(method, url).bearer_auth(TOKEN);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await?;
+    let st = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if !st.is_success() {
+        bail!("{st}: {v}");
+    }
+    Ok(v)
+}
+
+/// Loopback TCP: one connection, `bytes` through it, MiB/s.
+async fn loopback_mib_s(bytes: u64) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        anyhow::Ok(total)
+    });
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let buf = vec![7u8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..bytes / (1 << 20) {
+        s.write_all(&buf).await?;
+    }
+    s.shutdown().await?;
+    let got = reader.await??;
+    Ok(got as f64 / 1048576.0 / t.elapsed().as_secs_f64())
+}
+
+/// One small upload: create, send its only part, commit. Returns latency.
+async fn small_upload(
+    client: &reqwest::Client,
+    url: &str,
+    i: usize,
+    data: bytes::Bytes,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let s = api(
+        client,
+        reqwest::Method::POST,
+        format!("{url}/v1/sessions"),
+        Some(json!({"path": format!("small/{i}.bin"), "size": data.len()})),
+    )
+    .await?;
+    let up = s["uploads"][0]["id"].as_str().context("upload id")?;
+    let r = client
+        .put(format!("{url}/v1/uploads/{up}/parts/1"))
+        .bearer_auth(TOKEN)
+        .body(data)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("part: {}", r.status());
+    }
+    let sid = s["id"].as_str().context("session id")?;
+    api(
+        client,
+        reqwest::Method::POST,
+        format!("{url}/v1/sessions/{sid}/commit"),
+        None,
+    )
+    .await?;
+    Ok(t.elapsed())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let ferry = std::fs::canonicalize(&args.ferry).with_context(|| {
+        format!(
+            "{} not found: run cargo build --release",
+            args.ferry.display()
+        )
+    })?;
+    let size = args.size_mib << 20;
+    let src = dir.join("source.bin");
+    println!(
+        "# ferry-bench: {} MiB large upload, {} rounds; {} small uploads of {} B at concurrency {}",
+        args.size_mib, args.rounds, args.small, args.small_size, args.concurrency
+    );
+    sh(&format!("head -c {size} /dev/urandom > {}", src.display()))?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+
+    let tcp = loopback_mib_s(4 << 30).await?;
+    let (mut raw, mut buffered, mut via_cli, mut via_curl) = (
+        Series::default(),
+        Series::default(),
+        Series::default(),
+        Series::default(),
+    );
+    let (mut rss_cli, mut rss_curl) = (Series::default(), Series::default());
+    let out = dir.join("dd.out");
+    let data = dir.join("data");
+    let mib = |d: Duration| args.size_mib as f64 / d.as_secs_f64();
+    for round in 1..=args.rounds {
+        eprintln!("round {round}/{}", args.rounds);
+        drop_caches_hint();
+        raw.push(mib(sh(&format!(
+            "dd if={} of={} bs=8M oflag=direct conv=fsync",
+            src.display(),
+            out.display()
+        ))?));
+        let _ = std::fs::remove_file(&out);
+
+        // ferry upload, 4 parallel parts.
+        let server = Server::start(&ferry, &data)?;
+        let sampler = RssSampler::start(server.pid());
+        let t = Instant::now();
+        let st = Command::new(&ferry)
+            .args(["upload", "-q", "-j", "4", "--state-dir"])
+            .arg(dir.join("state"))
+            .arg(&src)
+            .arg("admin/big.bin")
+            .env("FERRY_URL", &server.url)
+            .env("FERRY_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .status()?;
+        let el = t.elapsed();
+        rss_cli.push(sampler.stop());
+        if !st.success() {
+            bail!("ferry upload failed");
+        }
+        via_cli.push(mib(el));
+        drop(server);
+
+        // curl: one session, 16 MiB parts, 4 at a time.
+        let server = Server::start(&ferry, &data)?;
+        let s = api(
+            &client,
+            reqwest::Method::POST,
+            format!("{}/v1/sessions", server.url),
+            Some(json!({"path": "curl.bin", "size": size, "part_size": 16 << 20})),
+        )
+        .await?;
+        let up = s["uploads"][0]["id"].as_str().unwrap().to_owned();
+        let sid = s["id"].as_str().unwrap().to_owned();
+        let parts = size.div_ceil(16 << 20);
+        let sampler = RssSampler::start(server.pid());
+        let t = Instant::now();
+        sh(&format!(
+            "seq 1 {parts} | xargs -P4 -I{{}} sh -c 'dd if={src} bs=16M skip=$(({{}}-1)) count=1 status=none | curl -sf -o /dev/null -X PUT -H \"Authorization: Bearer {TOKEN}\" -H \"Content-Type: application/octet-stream\" --data-binary @- {url}/v1/uploads/{up}/parts/{{}}'",
+            src = src.display(),
+            url = server.url
+        ))?;
+        api(
+            &client,
+            reqwest::Method::POST,
+            format!("{}/v1/sessions/{sid}/commit", server.url),
+            None,
+        )
+        .await?;
+        let el = t.elapsed();
+        rss_curl.push(sampler.stop());
+        via_curl.push(mib(el));
+        drop(server);
+
+        buffered.push(mib(sh(&format!(
+            "dd if={} of={} bs=8M conv=fsync",
+            src.display(),
+            out.display()
+        ))?));
+        let _ = std::fs::remove_file(&out);
+    }
+
+    // Small uploads.
+    let mut rates = Series::default();
+    let (mut p50s, mut p99s, mut rss_small) =
+        (Series::default(), Series::default(), Series::default());
+    let payload = bytes::Bytes::from(vec![42u8; args.small_size]);
+    for run in 1..=args.small_runs {
+        eprintln!("small uploads, run {run}/{}", args.small_runs);
+        let server = Server::start(&ferry, &data)?;
+        let sampler = RssSampler::start(server.pid());
+        let t = Instant::now();
+        let url = server.url.clone();
+        let mut lat: Vec<Duration> = futures::stream::iter(0..args.small)
+            .map(|i| small_upload(&client, &url, i, payload.clone()))
+            .buffer_unordered(args.concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        let el = t.elapsed();
+        rss_small.push(sampler.stop());
+        lat.sort();
+        rates.push(args.small as f64 / el.as_secs_f64());
+        p50s.push(percentile(&lat, 0.5).as_secs_f64() * 1000.0);
+        p99s.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
+    }
+
+    // Memory with many concurrent large uploads (16 MiB each, streamed).
+    eprintln!("{} concurrent uploads", args.rss_uploads);
+    let server = Server::start(&ferry, &data)?;
+    let each: u64 = 16 << 20;
+    let chunk = bytes::Bytes::from(vec![1u8; 1 << 20]);
+    let mut ups = Vec::new();
+    for i in 0..args.rss_uploads {
+        let s = api(
+            &client,
+            reqwest::Method::POST,
+            format!("{}/v1/sessions", server.url),
+            Some(json!({"path": format!("many/{i}.bin"), "size": each, "part_size": each})),
+        )
+        .await?;
+        ups.push(s["uploads"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let sampler = RssSampler::start(server.pid());
+    let t = Instant::now();
+    let url = server.url.clone();
+    futures::future::try_join_all(ups.iter().map(|up| {
+        let chunk = chunk.clone();
+        let body =
+            futures::stream::iter((0..16).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+        let client = client.clone();
+        let url = format!("{url}/v1/uploads/{up}/parts/1");
+        async move {
+            let r = client
+                .put(url)
+                .bearer_auth(TOKEN)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("{}", r.status());
+            }
+            anyhow::Ok(())
+        }
+    }))
+    .await?;
+    let many_el = t.elapsed();
+    let many_rss = sampler.stop();
+    drop(server);
+
+    let r = raw.median();
+    println!();
+    println!("## baselines (same run)");
+    println!(
+        "raw disk, dd O_DIRECT bs=8M conv=fsync : {}",
+        raw.show("MiB/s")
+    );
+    println!(
+        "buffered dd bs=8M conv=fsync          : {}",
+        buffered.show("MiB/s")
+    );
+    println!("loopback TCP, one connection           : {tcp:8.1} MiB/s");
+    println!("## {} MiB upload", args.size_mib);
+    println!(
+        "ferry upload -j 4                      : {}  = {:.0}% of O_DIRECT; server peak RSS {}",
+        via_cli.show("MiB/s"),
+        100.0 * via_cli.median() / r,
+        rss_cli.show("MiB")
+    );
+    println!(
+        "curl part PUTs, 16 MiB, 4 at a time    : {}  = {:.0}% of O_DIRECT; server peak RSS {}",
+        via_curl.show("MiB/s"),
+        100.0 * via_curl.median() / r,
+        rss_curl.show("MiB")
+    );
+    println!(
+        "## {} small uploads of {} B (create + part + commit), concurrency {}",
+        args.small, args.small_size, args.concurrency
+    );
+    println!(
+        "rate                                   : {}",
+        rates.show("uploads/s")
+    );
+    println!(
+        "latency p50                            : {}",
+        p50s.show("ms")
+    );
+    println!(
+        "latency p99                            : {}",
+        p99s.show("ms")
+    );
+    println!(
+        "server peak RSS                        : {}",
+        rss_small.show("MiB")
+    );
+    println!("## {} concurrent uploads of 16 MiB", args.rss_uploads);
+    println!(
+        "server peak RSS                        : {many_rss:8.1} MiB ({:.1} MiB/s overall)",
+        (args.rss_uploads as u64 * 16) as f64 / many_el.as_secs_f64()
+    );
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
