@@ -773,3 +773,48 @@ async fn graceful_shutdown_lets_an_inflight_write_finish() {
     s.restart();
     assert_eq!(status(&s, &tok, &up).await["missing"], json!([]));
 }
+
+#[tokio::test]
+async fn concurrent_commits_to_one_path_each_get_their_own_name() {
+    let s = Server::start();
+    let tok = user(&s, "race").await;
+    let mut sessions = Vec::new();
+    for i in 0..8u8 {
+        let sess = create_session(
+            &s,
+            &tok,
+            json!({"path": "same.txt", "size": 1, "conflict": "rename"}),
+        )
+        .await;
+        assert_eq!(
+            part(&s, &tok, &uid(&sess, 0), 1, &[b'a' + i]).await.0,
+            StatusCode::OK
+        );
+        sessions.push(sid(&sess));
+    }
+    let commits = sessions.iter().map(|id| {
+        let url = format!("{}/v1/sessions/{id}/commit", s.url);
+        let tok = tok.clone();
+        tokio::spawn(async move {
+            let r = http().post(url).bearer_auth(tok).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()["uploads"][0]["file"]["path"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+    });
+    let mut paths: Vec<String> = futures::future::join_all(commits)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    paths.sort();
+    let mut expected: Vec<String> = std::iter::once("same.txt".to_owned())
+        .chain((1..8).map(|n| format!("same ({n}).txt")))
+        .collect();
+    expected.sort();
+    assert_eq!(paths, expected);
+    let (_, list) = call(&s, Method::GET, "/v1/spaces/race/list/", Some(&tok), None).await;
+    assert_eq!(list["entries"].as_array().unwrap().len(), 8);
+}

@@ -23,7 +23,7 @@ use ferry_core::{
 use ferry_meta::{Committed, Occupant};
 use ferry_store::Promote;
 use futures::TryStreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// One upload on its way to becoming a file.
 struct Candidate {
@@ -45,7 +45,7 @@ impl Engine {
         expected: HashMap<String, Digest>,
     ) -> Result<SessionView> {
         let s = self.load_session(caller, session_id).await?;
-        let _guard = self.inner.commit_lock.lock().await;
+        let _guard = self.session_lock(&s.id).lock().await;
         let s = self.fresh_session(&s.id).await?;
         if s.state == SessionState::Open {
             let ids: Vec<String> = self
@@ -84,7 +84,7 @@ impl Engine {
         let p = principal(caller)?.clone();
         let slot = self.slot(caller, upload_id).await?;
         let session_id = slot.state.lock().await.session.id.clone();
-        let _guard = self.inner.commit_lock.lock().await;
+        let _guard = self.session_lock(&session_id).lock().await;
         let s = self.fresh_session(&session_id).await?;
         let upload = self
             .inner
@@ -202,24 +202,126 @@ impl Engine {
             return Err(e);
         }
 
-        // 2. Choose final paths.
-        let mut planned = HashSet::new();
+        // 2. Choose final paths, and claim them until they are recorded.
         let mut decisions = Vec::new();
-        for c in &candidates {
-            match self.decide(session, &c.upload.path, &planned).await {
-                Ok(d) => {
-                    if let Decision::Promote(p, _) = &d {
-                        planned.insert(p.clone());
+        {
+            let _ns = self.inner.namespace.lock().await;
+            for c in &candidates {
+                match self.decide(session, &c.upload.path).await {
+                    Ok(d) => {
+                        if let Decision::Promote(p, _) = &d {
+                            self.claim(session, p, true);
+                        }
+                        decisions.push(d);
                     }
-                    decisions.push(d);
-                }
-                Err(e) => {
-                    unfreeze(slots).await;
-                    return Err(e);
+                    Err(e) => {
+                        for d in &decisions {
+                            if let Decision::Promote(p, _) = d {
+                                self.claim(session, p, false);
+                            }
+                        }
+                        unfreeze(slots).await;
+                        return Err(e);
+                    }
                 }
             }
         }
+        let claimed: Vec<SpacePath> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Promote(p, _) => Some(p.clone()),
+                Decision::Skip(_) => None,
+            })
+            .collect();
+        let result = self
+            .promote_and_record(session, ids, whole_session, candidates, decisions)
+            .await;
+        {
+            let _ns = self.inner.namespace.lock().await;
+            for p in &claimed {
+                self.claim(session, p, false);
+            }
+        }
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                unfreeze(slots).await;
+                return Err(e);
+            }
+        };
+        let states: Vec<(String, UploadState)> = done
+            .iter()
+            .map(|d| (d.upload_id.clone(), d.state))
+            .collect();
+        for (slot, d) in slots.iter().zip(&done) {
+            let mut live = slot.state.lock().await;
+            live.upload.state = d.state;
+            live.upload.final_path = Some(d.final_path.clone());
+            live.upload.file_id = Some(d.file.id.clone());
+            live.committing = false;
+        }
+        // The session ends when nothing in it is left open (another commit
+        // of the same session may finish in between; the last one sees it).
+        let mut s = self
+            .inner
+            .meta
+            .get_session(&session.id)
+            .await?
+            .unwrap_or(session.clone());
+        if s.state == SessionState::Open {
+            let ups = self.inner.meta.session_uploads(&session.id).await?;
+            if ups
+                .iter()
+                .all(|u| u.state != UploadState::Open && u.state != UploadState::Committing)
+            {
+                self.inner
+                    .meta
+                    .set_session_state(&session.id, SessionState::Committed, None)
+                    .await?;
+                s.state = SessionState::Committed;
+            }
+        }
+        self.refresh_session(&s, &states).await;
+        Ok(())
+    }
 
+    /// Claims (or releases) a final path for a commit in progress.
+    fn claim(&self, session: &Session, path: &SpacePath, on: bool) {
+        let key = (session.space.to_string(), path.to_string());
+        let mut pending = self.inner.pending.lock().unwrap();
+        if on {
+            pending.insert(key);
+        } else {
+            pending.remove(&key);
+        }
+    }
+
+    /// What a commit in progress has claimed at or around `path`.
+    fn pending_occupant(&self, session: &Session, path: &SpacePath) -> Option<Occupant> {
+        let space = session.space.to_string();
+        let pending = self.inner.pending.lock().unwrap();
+        if pending.contains(&(space.clone(), path.to_string())) {
+            return Some(Occupant::Folder);
+        }
+        for a in path.ancestors() {
+            if pending.contains(&(space.clone(), a.to_owned())) {
+                return Some(Occupant::FileAncestor(SpacePath::parse(a).expect("valid")));
+            }
+        }
+        let lo = (space.clone(), format!("{path}/"));
+        let hi = (space, format!("{path}0"));
+        pending.range(lo..hi).next().map(|_| Occupant::Folder)
+    }
+
+    /// Steps 3–5: record the intent, promote, record the result.
+    async fn promote_and_record(
+        &self,
+        session: &Session,
+        ids: &[String],
+        whole_session: bool,
+        candidates: Vec<Candidate>,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<Committed>> {
         // 3. Record the intent.
         let plan: Vec<(String, SpacePath)> = candidates
             .iter()
@@ -275,51 +377,27 @@ impl Engine {
             }
         }
 
-        // 5. Record the result, and the session's end if nothing is left.
-        let others_open = if whole_session {
-            false
-        } else {
-            meta.session_uploads(&session.id)
-                .await?
-                .iter()
-                .any(|u| u.state == UploadState::Open && !ids.contains(&u.id))
-        };
-        let session_state = (!others_open).then_some(SessionState::Committed);
+        // 5. Record the result (with the session's end, for a whole session).
+        let _ = ids;
+        let session_state = whole_session.then_some(SessionState::Committed);
         meta.finish_commit(session_state.map(|st| (session.id.as_str(), st)), &done)
             .await?;
         metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
-
-        let states: Vec<(String, UploadState)> = done
-            .iter()
-            .map(|d| (d.upload_id.clone(), d.state))
-            .collect();
-        for (slot, d) in slots.iter().zip(&done) {
-            let mut live = slot.state.lock().await;
-            live.upload.state = d.state;
-            live.upload.final_path = Some(d.final_path.clone());
-            live.upload.file_id = Some(d.file.id.clone());
-            live.committing = false;
-        }
-        let mut s = session.clone();
-        if let Some(st) = session_state {
-            s.state = st;
-        }
-        self.refresh_session(&s, &states).await;
-        Ok(())
+        Ok(done)
     }
 
     /// Where an upload for `path` goes under the session's policy.
-    async fn decide(
-        &self,
-        session: &Session,
-        path: &SpacePath,
-        planned: &HashSet<SpacePath>,
-    ) -> Result<Decision> {
-        let taken = |p: &SpacePath| planned.contains(p);
-        let occupant = if taken(path) {
-            Some(Occupant::Folder) // another upload of this commit: same effect as a clash
-        } else {
-            self.occupant(session, path).await?
+    async fn decide(&self, session: &Session, path: &SpacePath) -> Result<Decision> {
+        let pending = self.pending_occupant(session, path);
+        if pending.is_some() && session.conflict == ConflictPolicy::Replace {
+            return Err(EngineError::Conflict(format!(
+                "another commit to {}/{path} is in progress; retry in a moment",
+                session.space
+            )));
+        }
+        let occupant = match pending {
+            Some(o) => Some(o),
+            None => self.occupant(session, path).await?,
         };
         let exists = || EngineError::AlreadyExists {
             path: format!("{}/{}", session.space, path),
@@ -332,14 +410,16 @@ impl Engine {
                 });
             }
             (Some(_), ConflictPolicy::Fail) => return Err(exists()),
-            (Some(Occupant::File(_)), ConflictPolicy::Replace) if !taken(path) => {
+            (Some(Occupant::File(_)), ConflictPolicy::Replace) => {
                 Decision::Promote(path.clone(), Promote::Replace)
             }
             (Some(Occupant::File(f)), ConflictPolicy::Skip) => Decision::Skip(f),
             (Some(_), ConflictPolicy::Rename | ConflictPolicy::MergeRename) => {
                 for n in 1..=10_000 {
                     let candidate = renamed(path, n);
-                    if !taken(&candidate) && self.occupant(session, &candidate).await?.is_none() {
+                    if self.pending_occupant(session, &candidate).is_none()
+                        && self.occupant(session, &candidate).await?.is_none()
+                    {
                         return Ok(Decision::Promote(candidate, Promote::NoReplace));
                     }
                 }

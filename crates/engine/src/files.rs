@@ -58,7 +58,7 @@ impl Engine {
         let p = principal(caller)?;
         let (space, path) = parse(space, path)?;
         self.require_write(p, &space).await?;
-        let _guard = self.inner.commit_lock.lock().await;
+        let _guard = self.inner.namespace.lock().await;
         // The record goes first: a crash in between leaves bytes nobody
         // lists, never a listed file without bytes.
         if self.inner.meta.delete_file(&space, &path).await?.is_none() {

@@ -79,9 +79,13 @@ struct Inner {
     limits: Limits,
     signer: auth::Signer,
     live: std::sync::Mutex<HashMap<String, Arc<live::Slot>>>,
-    /// Commits are short (renames and one transaction); one at a time keeps
-    /// conflict resolution simple and exact.
-    commit_lock: tokio::sync::Mutex<()>,
+    /// Striped per-session locks: a session's commit, abort and expiry
+    /// exclude each other; different sessions proceed in parallel.
+    session_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Held while final paths are chosen: choosing reads metadata and the
+    /// paths other commits have claimed but not yet recorded (`pending`).
+    namespace: tokio::sync::Mutex<()>,
+    pending: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl Engine {
@@ -98,9 +102,19 @@ impl Engine {
                 limits,
                 signer: auth::Signer::new(signing_key),
                 live: Default::default(),
-                commit_lock: Default::default(),
+                session_locks: (0..256).map(|_| Default::default()).collect(),
+                namespace: Default::default(),
+                pending: Default::default(),
             }),
         }
+    }
+
+    /// The lock stripe of a session.
+    pub(crate) fn session_lock(&self, session_id: &str) -> &tokio::sync::Mutex<()> {
+        let h = session_id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.inner.session_locks[h % self.inner.session_locks.len()]
     }
 
     pub fn limits(&self) -> &Limits {

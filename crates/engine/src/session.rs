@@ -253,7 +253,7 @@ impl Engine {
 
     pub async fn abort_session(&self, caller: &Caller, id: &str) -> Result<()> {
         let s = self.load_session(caller, id).await?;
-        let _guard = self.inner.commit_lock.lock().await;
+        let _guard = self.session_lock(&s.id).lock().await;
         let s = self.inner.meta.get_session(&s.id).await?.unwrap_or(s);
         match s.state {
             SessionState::Aborted => return Ok(()),
@@ -281,7 +281,7 @@ impl Engine {
     }
 
     async fn expire(&self, s: &Session) -> Result<()> {
-        let _guard = self.inner.commit_lock.lock().await;
+        let _guard = self.session_lock(&s.id).lock().await;
         let fresh = self.inner.meta.get_session(&s.id).await?;
         if fresh.is_some_and(|f| f.state == SessionState::Open) {
             self.end_session(s, SessionState::Expired).await?;
@@ -301,7 +301,8 @@ impl Engine {
 
     pub async fn abort_upload(&self, caller: &Caller, upload_id: &str) -> Result<()> {
         let slot = self.slot(caller, upload_id).await?;
-        let _guard = self.inner.commit_lock.lock().await;
+        let session_id = slot.state.lock().await.session.id.clone();
+        let _guard = self.session_lock(&session_id).lock().await;
         let (session, upload) = {
             let live = slot.state.lock().await;
             (live.session.clone(), live.upload.clone())
