@@ -254,7 +254,7 @@ fn write_worker(
         }
         Err(e) => return (0, Err(StoreError::io(path, e))),
     };
-    let direct = if offset % ALIGN as u64 == 0 {
+    let direct = if offset.is_multiple_of(ALIGN as u64) {
         OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
