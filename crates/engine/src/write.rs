@@ -59,7 +59,7 @@ impl Engine {
         let slot = self.slot(caller, upload_id).await?;
 
         // 1. Under the lock: validate, reserve the range, pick up the cursor.
-        let (range, part_no, write_id, epoch, cursor) = {
+        let (range, part_no, write_id, epoch, cursor, resend) = {
             let mut live = slot.state.lock().await;
             live.check_writable(now_ms())?;
             let (range, part_no) = self.target(&mut live, at).await?;
@@ -76,8 +76,23 @@ impl Engine {
                 .as_ref()
                 .filter(|c| c.offset == range.start)
                 .map(|c| c.hasher.clone());
-            (range, part_no, id, live.cursor_gen, cursor)
+            let resend = live.upload.received.intersects(&range);
+            (range, part_no, id, live.cursor_gen, cursor, resend)
         };
+        // Bytes that replace bytes already received go to a side object
+        // first, so a failed or mismatching resend leaves the earlier,
+        // acknowledged bytes untouched.
+        let side = resend.then(|| format!("{upload_id}-r{write_id}"));
+        if let Some(side) = &side
+            && let Err(e) = self.inner.store.create_staged(side).await
+        {
+            slot.state
+                .lock()
+                .await
+                .inflight
+                .retain(|(id, _)| *id != write_id);
+            return Err(e.into());
+        }
 
         // 2. Stream to storage, hashing on the way, outside the lock.
         let want = Want {
@@ -116,11 +131,15 @@ impl Engine {
                 Ok(chunk)
             })
             .boxed();
-        let outcome = self
-            .inner
-            .store
-            .write_at(upload_id, range.start, body)
-            .await;
+        let outcome = match &side {
+            Some(side) => self.inner.store.write_at(side, 0, body).await,
+            None => {
+                self.inner
+                    .store
+                    .write_at(upload_id, range.start, body)
+                    .await
+            }
+        };
         let seen = Arc::try_unwrap(seen)
             .ok()
             .expect("the body stream is gone")
@@ -156,6 +175,32 @@ impl Engine {
                 Some((f.durable, err))
             }
         };
+        let digests = seen.part.finish();
+        let failure = failure.or_else(|| {
+            checks
+                .expected
+                .iter()
+                .find_map(|d| digests.check(d).err())
+                .map(|e| (0, e))
+        });
+        let applied = match (&failure, &side) {
+            (None, Some(side)) => self
+                .inner
+                .store
+                .copy_staged(side, upload_id, range.start, range.len())
+                .await
+                .map_err(EngineError::from),
+            _ => Ok(()),
+        };
+        if let Some(side) = &side {
+            let _ = self.inner.store.discard_staged(side).await;
+        }
+        if side.is_some() {
+            if let Some((_, err)) = failure {
+                return Err(err); // the earlier bytes are intact
+            }
+            applied?;
+        }
         if let Some((durable, err)) = failure {
             // A part is all or nothing; a range keeps its durable prefix.
             let kept = if part_no.is_some() { 0 } else { durable };
@@ -163,14 +208,6 @@ impl Engine {
             self.settle(&mut live, range, kept, part_no, epoch, hashed)
                 .await?;
             return Err(err);
-        }
-        let digests = seen.part.finish();
-        for expected in &checks.expected {
-            if let Err(e) = digests.check(expected) {
-                self.settle(&mut live, range, 0, part_no, epoch, None)
-                    .await?;
-                return Err(e);
-            }
         }
         // The session may have ended while the bytes streamed.
         if live.session.state != SessionState::Open {

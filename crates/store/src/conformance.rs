@@ -47,6 +47,7 @@ pub async fn run_all(store: &dyn Store) {
     promote_creates_folders_and_refuses_file_as_folder(store).await;
     promote_is_idempotent(store).await;
     read_file_ranges(store).await;
+    copy_between_staged_objects(store).await;
     discard_and_delete_are_idempotent(store).await;
     store.ready().await.expect("ready");
 }
@@ -254,4 +255,23 @@ pub async fn discard_and_delete_are_idempotent(store: &dyn Store) {
     assert!(!store.file_exists(&s, &path).await.unwrap());
     store.discard_staged("c9").await.unwrap();
     store.discard_staged("c9").await.unwrap();
+}
+
+pub async fn copy_between_staged_objects(store: &dyn Store) {
+    store.create_staged("c10").await.unwrap();
+    store.create_staged("c10-side").await.unwrap();
+    store
+        .write_at("c10", 0, body(vec![b"aaaaaaaaaa"]))
+        .await
+        .unwrap();
+    store
+        .write_at("c10-side", 0, body(vec![b"XYZ"]))
+        .await
+        .unwrap();
+    store.copy_staged("c10-side", "c10", 4, 3).await.unwrap();
+    let back = collect(store.read_staged("c10", 0, 10).await.unwrap()).await;
+    assert_eq!(back, b"aaaaXYZaaa");
+    for id in ["c10", "c10-side"] {
+        store.discard_staged(id).await.unwrap();
+    }
 }

@@ -108,6 +108,17 @@ pub trait Store: Send + Sync + 'static {
         len: u64,
     ) -> Result<ByteStream, StoreError>;
 
+    /// Copies the first `len` bytes of staged object `from` into staged
+    /// object `to` at `offset`, durably. Used to apply a verified
+    /// replacement of bytes that had already arrived.
+    async fn copy_staged(
+        &self,
+        from: &str,
+        to: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), StoreError>;
+
     /// Whether a staged object exists for `upload`.
     async fn staged_exists(&self, upload: &str) -> Result<bool, StoreError>;
 

@@ -404,6 +404,38 @@ impl Store for LocalStore {
         Ok(stream_file(file, len))
     }
 
+    async fn copy_staged(
+        &self,
+        from: &str,
+        to: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        let src = self.staged_path(from)?;
+        let dst = self.staged_path(to)?;
+        blocking(move || {
+            let input = File::open(&src).map_err(|e| StoreError::io(&src, e))?;
+            let output = OpenOptions::new()
+                .write(true)
+                .open(&dst)
+                .map_err(|e| StoreError::io(&dst, e))?;
+            let mut buf = vec![0u8; DIRECT_CHUNK];
+            let mut done = 0u64;
+            while done < len {
+                let want = (len - done).min(buf.len() as u64) as usize;
+                input
+                    .read_exact_at(&mut buf[..want], done)
+                    .map_err(|e| StoreError::io(&src, e))?;
+                output
+                    .write_all_at(&buf[..want], offset + done)
+                    .map_err(|e| StoreError::io(&dst, e))?;
+                done += want as u64;
+            }
+            output.sync_data().map_err(|e| StoreError::io(&dst, e))
+        })
+        .await
+    }
+
     async fn staged_exists(&self, upload: &str) -> Result<bool, StoreError> {
         let path = self.staged_path(upload)?;
         Ok(tokio::fs::try_exists(&path).await.unwrap_or(false))
