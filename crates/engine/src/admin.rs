@@ -43,20 +43,36 @@ impl Engine {
     /// Turns a bearer token into a caller.
     pub async fn authenticate(&self, token: &str) -> Result<Caller> {
         let bad = || EngineError::Unauthenticated("the token is not valid".into());
-        let rec = self
-            .inner
-            .meta
-            .get_token(&auth::token_id(token))
-            .await?
-            .ok_or_else(bad)?;
-        if rec.revoked || !auth::hashes_match(&rec.secret_hash, &auth::token_hash(token)) {
+        let id = auth::token_id(token);
+        let hash = auth::token_hash(token);
+        let (cached, epoch) = {
+            let t = self.inner.tokens.lock().unwrap();
+            (t.0.get(&id).cloned(), t.1)
+        };
+        if let Some((known, p)) = cached {
+            return if auth::hashes_match(&known, &hash) {
+                Ok(Caller::User(p))
+            } else {
+                Err(bad())
+            };
+        }
+        let rec = self.inner.meta.get_token(&id).await?.ok_or_else(bad)?;
+        if rec.revoked || !auth::hashes_match(&rec.secret_hash, &hash) {
             return Err(bad());
         }
         let user = self.inner.meta.get_user(&rec.user).await?.ok_or_else(bad)?;
-        Ok(Caller::User(Principal {
+        let p = Principal {
             user: user.name,
             admin: user.admin,
-        }))
+        };
+        let mut cache = self.inner.tokens.lock().unwrap();
+        if cache.1 == epoch {
+            if cache.0.len() >= 10_000 {
+                cache.0.clear();
+            }
+            cache.0.insert(id, (rec.secret_hash, p.clone()));
+        }
+        Ok(Caller::User(p))
     }
 
     /// On an empty metadata store, creates the `admin` user. Its token is
@@ -173,7 +189,13 @@ impl Engine {
 
     pub async fn revoke_token(&self, caller: &Caller, id: &str) -> Result<()> {
         require_admin(caller)?;
-        if !self.inner.meta.revoke_token(id).await? {
+        let revoked = self.inner.meta.revoke_token(id).await?;
+        {
+            let mut cache = self.inner.tokens.lock().unwrap();
+            cache.0.remove(id);
+            cache.1 += 1;
+        }
+        if !revoked {
             return Err(EngineError::NotFound(format!("no token {id:?}")));
         }
         Ok(())

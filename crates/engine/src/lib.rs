@@ -86,6 +86,10 @@ struct Inner {
     /// paths other commits have claimed but not yet recorded (`pending`).
     namespace: tokio::sync::Mutex<()>,
     pending: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// Verified tokens by id: (hash of the token, who it is). Saves two
+    /// metadata reads per request. Revocation removes the entry and bumps
+    /// the epoch, so a lookup that raced with it does not re-insert it.
+    tokens: std::sync::Mutex<(HashMap<String, (Vec<u8>, Principal)>, u64)>,
 }
 
 impl Engine {
@@ -105,6 +109,7 @@ impl Engine {
                 session_locks: (0..256).map(|_| Default::default()).collect(),
                 namespace: Default::default(),
                 pending: Default::default(),
+                tokens: Default::default(),
             }),
         }
     }
