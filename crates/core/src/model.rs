@@ -167,7 +167,8 @@ pub struct Part {
     pub number: u32,
     pub offset: u64,
     pub size: u64,
-    pub sha256: String,
+    /// Computed when the client or dialect asked for it.
+    pub sha256: Option<String>,
     pub sha1: Option<String>,
     pub md5: Option<String>,
 }

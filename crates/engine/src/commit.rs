@@ -157,6 +157,7 @@ impl Engine {
             for id in ids {
                 let slot = self.slot(&Caller::Upload(id.clone()), id).await?;
                 let (upload, cursor) = {
+                    let _follower_done = slot.hashing.lock().await;
                     let mut live = slot.state.lock().await;
                     if let Some((_, r)) = live.inflight.first() {
                         return Err(EngineError::Conflict(format!(
@@ -179,10 +180,9 @@ impl Engine {
                 {
                     checks.push(d);
                 }
-                let want = Want {
-                    sha1: checks.iter().any(|d| d.algo == DigestAlgo::Sha1),
-                    md5: checks.iter().any(|d| d.algo == DigestAlgo::Md5),
-                };
+                let want = checks
+                    .iter()
+                    .fold(Want::SHA256, |w, d| w.or(Want::algo(d.algo)));
                 let digests = self.whole_digests(&upload, cursor, want).await?;
                 for d in &checks {
                     digests.check(d)?;
@@ -352,7 +352,7 @@ impl Engine {
                             space: session.space.clone(),
                             path: path.clone(),
                             size: up.length.known().unwrap_or(0),
-                            sha256: c.digests.sha256,
+                            sha256: c.digests.sha256.expect("whole-file SHA-256 is always computed"),
                             sha1: c.digests.sha1,
                             md5: c.digests.md5,
                             content_type: up.content_type.clone(),
@@ -452,7 +452,7 @@ impl Engine {
     ) -> Result<Digests> {
         let size = upload.length.known().unwrap_or(0);
         let (start, mut hasher) = match cursor {
-            Some(c) if want == Want::default() => (c.offset, c.hasher),
+            Some(c) if want == Want::SHA256 => (c.offset, c.hasher),
             _ => (0, Hashers::new(want)),
         };
         if start < size {
@@ -492,7 +492,7 @@ impl Engine {
                 Promote::NoReplace
             };
             let digests = if store.staged_exists(&up.id).await? {
-                let d = self.whole_digests(&up, None, Want::default()).await?;
+                let d = self.whole_digests(&up, None, Want::SHA256).await?;
                 match store.promote(&up.id, &session.space, &path, mode).await {
                     Ok(()) => d,
                     Err(e) => {
@@ -505,7 +505,7 @@ impl Engine {
             } else {
                 // Promoted before the crash: hash the file where it landed.
                 let size = up.length.known().unwrap_or(0);
-                let mut h = Hashers::new(Want::default());
+                let mut h = Hashers::new(Want::SHA256);
                 let mut s = store.read_file(&session.space, &path, 0, size).await?;
                 while let Some(chunk) = s
                     .try_next()
@@ -524,7 +524,7 @@ impl Engine {
                         space: session.space.clone(),
                         path: path.clone(),
                         size: up.length.known().unwrap_or(0),
-                        sha256: digests.sha256,
+                        sha256: digests.sha256.expect("whole-file SHA-256 is always computed"),
                         sha1: None,
                         md5: None,
                         content_type: up.content_type.clone(),

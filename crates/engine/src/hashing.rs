@@ -5,17 +5,42 @@ use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
 
-/// Which digests to compute besides SHA-256 (always on).
+/// Which digests to compute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Want {
+    pub sha256: bool,
     pub sha1: bool,
     pub md5: bool,
 }
 
-/// SHA-256 plus optional SHA-1 and MD5, fed together.
+impl Want {
+    pub const SHA256: Want = Want {
+        sha256: true,
+        sha1: false,
+        md5: false,
+    };
+
+    pub fn algo(algo: DigestAlgo) -> Want {
+        Want {
+            sha256: algo == DigestAlgo::Sha256,
+            sha1: algo == DigestAlgo::Sha1,
+            md5: algo == DigestAlgo::Md5,
+        }
+    }
+
+    pub fn or(self, other: Want) -> Want {
+        Want {
+            sha256: self.sha256 || other.sha256,
+            sha1: self.sha1 || other.sha1,
+            md5: self.md5 || other.md5,
+        }
+    }
+}
+
+/// Any of SHA-256, SHA-1 and MD5, fed together.
 #[derive(Clone)]
 pub struct Hashers {
-    sha256: Sha256,
+    sha256: Option<Sha256>,
     sha1: Option<Sha1>,
     md5: Option<Md5>,
 }
@@ -23,7 +48,7 @@ pub struct Hashers {
 /// Finished digests, hex-encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Digests {
-    pub sha256: String,
+    pub sha256: Option<String>,
     pub sha1: Option<String>,
     pub md5: Option<String>,
 }
@@ -31,7 +56,7 @@ pub struct Digests {
 impl Digests {
     pub fn get(&self, algo: DigestAlgo) -> Option<&str> {
         match algo {
-            DigestAlgo::Sha256 => Some(&self.sha256),
+            DigestAlgo::Sha256 => self.sha256.as_deref(),
             DigestAlgo::Sha1 => self.sha1.as_deref(),
             DigestAlgo::Md5 => self.md5.as_deref(),
         }
@@ -55,14 +80,16 @@ impl Digests {
 impl Hashers {
     pub fn new(want: Want) -> Hashers {
         Hashers {
-            sha256: Sha256::new(),
+            sha256: want.sha256.then(Sha256::new),
             sha1: want.sha1.then(Sha1::new),
             md5: want.md5.then(Md5::new),
         }
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        self.sha256.update(data);
+        if let Some(h) = &mut self.sha256 {
+            h.update(data);
+        }
         if let Some(h) = &mut self.sha1 {
             h.update(data);
         }
@@ -73,7 +100,7 @@ impl Hashers {
 
     pub fn finish(self) -> Digests {
         Digests {
-            sha256: hex::encode(self.sha256.finalize()),
+            sha256: self.sha256.map(|h| hex::encode(h.finalize())),
             sha1: self.sha1.map(|h| hex::encode(h.finalize())),
             md5: self.md5.map(|h| hex::encode(h.finalize())),
         }

@@ -8,6 +8,10 @@ use std::sync::Arc;
 
 pub(crate) struct Slot {
     pub state: tokio::sync::Mutex<Live>,
+    /// Held by the hash follower while it runs; commit takes it before
+    /// reading the cursor, so it waits for the follower instead of
+    /// re-reading the same bytes. Lock order: `hashing`, then `state`.
+    pub hashing: tokio::sync::Mutex<()>,
 }
 
 pub(crate) struct Live {
@@ -24,6 +28,8 @@ pub(crate) struct Live {
     pub cursor_gen: u64,
     /// A commit is verifying this upload: new writes wait their turn.
     pub committing: bool,
+    /// While the follower hashes `cursor.offset..follow_end` from storage.
+    pub follow_end: Option<u64>,
 }
 
 impl Live {
@@ -78,7 +84,7 @@ impl Engine {
                     .ok_or_else(not_found)?;
                 let cursor = upload.received.is_empty().then(|| Cursor {
                     offset: 0,
-                    hasher: Hashers::new(Want::default()),
+                    hasher: Hashers::new(Want::SHA256),
                 });
                 let cacheable =
                     session.state == SessionState::Open && upload.state == UploadState::Open;
@@ -91,7 +97,9 @@ impl Engine {
                         cursor,
                         cursor_gen: 0,
                         committing: false,
+                        follow_end: None,
                     }),
+                    hashing: tokio::sync::Mutex::new(()),
                 });
                 if !cacheable {
                     return self.authorize(caller, upload_id, slot).await;

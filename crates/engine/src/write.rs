@@ -74,7 +74,7 @@ impl Engine {
             let cursor = live
                 .cursor
                 .as_ref()
-                .filter(|c| c.offset == range.start)
+                .filter(|c| c.offset == range.start && live.follow_end.is_none())
                 .map(|c| c.hasher.clone());
             let resend = live.upload.received.intersects(&range);
             (range, part_no, id, live.cursor_gen, cursor, resend)
@@ -95,18 +95,10 @@ impl Engine {
         }
 
         // 2. Stream to storage, hashing on the way, outside the lock.
-        let want = Want {
-            sha1: checks.want.sha1
-                || checks
-                    .expected
-                    .iter()
-                    .any(|d| d.algo == ferry_core::DigestAlgo::Sha1),
-            md5: checks.want.md5
-                || checks
-                    .expected
-                    .iter()
-                    .any(|d| d.algo == ferry_core::DigestAlgo::Md5),
-        };
+        let want = checks
+            .expected
+            .iter()
+            .fold(checks.want, |w, d| w.or(Want::algo(d.algo)));
         let seen = Arc::new(Mutex::new(Seen {
             count: 0,
             overflow: false,
@@ -232,6 +224,7 @@ impl Engine {
             live.upload.parts.insert(p.number, p.clone());
         }
         self.advance_cursor(&mut live, range, epoch, seen.cursor);
+        self.maybe_follow(&slot, &mut live);
 
         let upload = live.upload.clone();
         let auto = live.session.auto_commit && upload.is_complete();
@@ -429,6 +422,8 @@ impl Engine {
         hashed: Option<Hashers>,
     ) {
         let Some(cur) = &live.cursor else { return };
+        // Bytes below this are hashed, or being hashed by the follower.
+        let covered = cur.offset.max(live.follow_end.unwrap_or(0));
         if let Some(h) = hashed
             && epoch == live.cursor_gen
             && cur.offset == range.start
@@ -438,8 +433,70 @@ impl Engine {
                 hasher: h,
             });
             live.cursor_gen += 1;
-        } else if range.start < cur.offset {
+        } else if range.start < covered {
             live.drop_cursor();
+        }
+    }
+
+    /// Starts the hash follower if received bytes now extend past the
+    /// cursor: it reads them back from storage and hashes them while the
+    /// upload goes on, so that commit finds the whole-file digest ready
+    /// even when parts arrive out of order or in parallel.
+    fn maybe_follow(&self, slot: &std::sync::Arc<crate::live::Slot>, live: &mut Live) {
+        let behind = live
+            .cursor
+            .as_ref()
+            .is_some_and(|c| live.upload.received.prefix_len() > c.offset);
+        if !behind || live.follow_end.is_some() {
+            return;
+        }
+        let prefix = live.upload.received.prefix_len();
+        live.follow_end = Some(prefix);
+        let (engine, slot, id) = (self.clone(), slot.clone(), live.upload.id.clone());
+        tokio::spawn(async move { engine.follow(slot, id).await });
+    }
+
+    async fn follow(&self, slot: std::sync::Arc<crate::live::Slot>, id: String) {
+        use futures::TryStreamExt;
+        const STEP: u64 = 64 << 20;
+        let _hashing = slot.hashing.lock().await;
+        loop {
+            let (start, end, mut hasher, epoch) = {
+                let mut live = slot.state.lock().await;
+                let prefix = live.upload.received.prefix_len();
+                match &live.cursor {
+                    Some(c) if prefix > c.offset => {
+                        let end = prefix.min(c.offset + STEP);
+                        let job = (c.offset, end, c.hasher.clone(), live.cursor_gen);
+                        live.follow_end = Some(end);
+                        job
+                    }
+                    _ => {
+                        live.follow_end = None;
+                        return;
+                    }
+                }
+            };
+            let read = async {
+                let mut s = self.inner.store.read_staged(&id, start, end - start).await?;
+                while let Some(chunk) = s.try_next().await.map_err(ferry_store::StoreError::Body)? {
+                    hasher.update(&chunk);
+                }
+                Ok::<_, ferry_store::StoreError>(())
+            }
+            .await;
+            let mut live = slot.state.lock().await;
+            let current = live.cursor.as_ref().map(|c| c.offset);
+            if read.is_err() || epoch != live.cursor_gen || current != Some(start) {
+                live.follow_end = None;
+                return; // superseded; commit will read what it needs
+            }
+            live.cursor = Some(crate::hashing::Cursor {
+                offset: end,
+                hasher,
+            });
+            live.cursor_gen += 1;
+            metrics::counter!("ferry_follower_hashed_bytes_total").increment(end - start);
         }
     }
 }

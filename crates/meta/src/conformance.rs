@@ -146,7 +146,7 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
         number: 2,
         offset: 10,
         size: 10,
-        sha256: "ab".repeat(32),
+        sha256: Some("ab".repeat(32)),
         sha1: None,
         md5: Some("cd".repeat(16)),
     };

@@ -11,7 +11,7 @@
 //! whose entries change is fsync'd before the call returns.
 
 use crate::{ByteStream, Promote, Store, StoreError, WriteFailure};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ferry_core::{SpaceName, SpacePath};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -21,11 +21,6 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-
-/// Writes smaller than this are gathered before they reach the disk. Kept
-/// well under 1 MiB: on VMs that reclaim idle guest memory, large buffered
-/// writes into cold page cache cost far more CPU than 256 KiB ones.
-pub const WRITE_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -184,6 +179,10 @@ fn ensure_dirs(root: &Path, rel: Option<&str>) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, io::Error>>) -> ByteStream {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
 fn stream_file(file: tokio::fs::File, len: u64) -> ByteStream {
     tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024).boxed()
 }
@@ -202,8 +201,8 @@ async fn open_at(path: &Path, offset: u64, what: String) -> Result<tokio::fs::Fi
 
 /// Alignment O_DIRECT needs for offsets, lengths and buffer addresses.
 const ALIGN: usize = 4096;
-/// Size of one direct write.
-const DIRECT_CHUNK: usize = 1 << 20;
+/// Size of one write (and of the one buffer each write holds).
+const DIRECT_CHUNK: usize = 512 * 1024;
 
 /// A buffer whose start is aligned for O_DIRECT, without unsafe code:
 /// over-allocate and start at the first aligned byte.
@@ -271,37 +270,28 @@ fn write_worker(
         *written += data.len() as u64;
         Ok(())
     };
-    match &direct {
-        None => {
-            while let Some(buf) = rx.blocking_recv() {
-                if let Err(e) = put(&file, &buf, &mut written) {
+    // Full blocks go through O_DIRECT when the write started aligned (every
+    // block then stays aligned), else through the page cache.
+    let full = direct.as_ref().unwrap_or(&file);
+    let mut block = Aligned::new();
+    'recv: while let Some(buf) = rx.blocking_recv() {
+        let mut rest = &buf[..];
+        while !rest.is_empty() {
+            let n = block.push(rest);
+            rest = &rest[n..];
+            if block.len == DIRECT_CHUNK {
+                if let Err(e) = put(full, block.filled(), &mut written) {
                     result = Err(e);
-                    break;
+                    break 'recv;
                 }
+                block.len = 0;
             }
         }
-        Some(d) => {
-            let mut block = Aligned::new();
-            'recv: while let Some(buf) = rx.blocking_recv() {
-                let mut rest = &buf[..];
-                while !rest.is_empty() {
-                    let n = block.push(rest);
-                    rest = &rest[n..];
-                    if block.len == DIRECT_CHUNK {
-                        if let Err(e) = put(d, block.filled(), &mut written) {
-                            result = Err(e);
-                            break 'recv;
-                        }
-                        block.len = 0;
-                    }
-                }
-            }
-            if result.is_ok() {
-                let whole = block.len / ALIGN * ALIGN;
-                let (head, tail) = block.filled().split_at(whole);
-                result = put(d, head, &mut written).and_then(|()| put(&file, tail, &mut written));
-            }
-        }
+    }
+    if result.is_ok() {
+        let whole = block.len / ALIGN * ALIGN;
+        let (head, tail) = block.filled().split_at(whole);
+        result = put(full, head, &mut written).and_then(|()| put(&file, tail, &mut written));
     }
     // Sync whatever was written, even after a failure, so that the bytes
     // we report as durable are.
@@ -335,37 +325,25 @@ impl Store for LocalStore {
     ) -> Result<u64, WriteFailure> {
         let fail = |durable, error| WriteFailure { durable, error };
         let path = self.staged_path(upload).map_err(|e| fail(0, e))?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        // A few chunks in flight at most: memory per write stays bounded.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
         let worker_path = path.clone();
         // One blocking thread per write: it does the pwrites while this task
         // keeps reading the socket, so disk and network overlap.
         let worker = tokio::task::spawn_blocking(move || write_worker(&worker_path, offset, rx));
-
-        let mut buf = BytesMut::new();
         let mut body_error = None;
         while let Some(item) = body.next().await {
-            let chunk = match item {
-                Ok(c) => c,
+            match item {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the worker stopped on an error; it reports it below
+                    }
+                }
                 Err(e) => {
                     body_error = Some(e);
                     break;
                 }
-            };
-            let out = if buf.is_empty() && chunk.len() >= WRITE_CHUNK {
-                chunk
-            } else {
-                buf.extend_from_slice(&chunk);
-                if buf.len() < WRITE_CHUNK {
-                    continue;
-                }
-                buf.split().freeze()
-            };
-            if tx.send(out).await.is_err() {
-                break; // the worker stopped on an error; it reports it below
             }
-        }
-        if !buf.is_empty() {
-            let _ = tx.send(buf.freeze()).await;
         }
         drop(tx);
         let (written, result) = worker
@@ -400,8 +378,51 @@ impl Store for LocalStore {
         len: u64,
     ) -> Result<ByteStream, StoreError> {
         let path = self.staged_path(upload)?;
-        let file = open_at(&path, offset, format!("staged upload {upload}")).await?;
-        Ok(stream_file(file, len))
+        if !offset.is_multiple_of(ALIGN as u64) {
+            let file = open_at(&path, offset, format!("staged upload {upload}")).await?;
+            return Ok(stream_file(file, len));
+        }
+        // Staged bytes were mostly written with O_DIRECT; reading them back
+        // the same way keeps them out of the page cache (which costs CPU on
+        // ballooned VMs and evicts more useful pages).
+        use std::os::unix::fs::OpenOptionsExt;
+        let what = format!("staged upload {upload}");
+        let file = blocking(move || {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .or_else(|_| File::open(&path))
+                .map_err(|e| match e.kind() {
+                    ErrorKind::NotFound => StoreError::NotFound(what),
+                    _ => StoreError::io(&path, e),
+                })
+        })
+        .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(2);
+        tokio::task::spawn_blocking(move || {
+            let mut block = Aligned::new();
+            let mut at = 0u64;
+            while at < len {
+                let want = DIRECT_CHUNK.min((len - at).div_ceil(ALIGN as u64) as usize * ALIGN);
+                let start = block.start;
+                let got = match file.read_at(&mut block.buf[start..start + want], offset + at) {
+                    Ok(0) => Err(io::Error::new(ErrorKind::UnexpectedEof, "staged file is short")),
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(e),
+                };
+                let item = got.map(|n| {
+                    let n = (n as u64).min(len - at) as usize;
+                    at += n as u64;
+                    Bytes::copy_from_slice(&block.buf[start..start + n])
+                });
+                let stop = item.is_err();
+                if tx.blocking_send(item).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(tokio_stream_from(rx))
     }
 
     async fn copy_staged(

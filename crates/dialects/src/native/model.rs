@@ -197,7 +197,9 @@ pub struct PartJson {
     pub part: u32,
     pub offset: u64,
     pub size: u64,
-    pub sha256: String,
+    /// Present when the part was sent with a `Content-Digest: sha-256`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
 }
