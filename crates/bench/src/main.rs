@@ -290,6 +290,12 @@ async fn main() -> anyhow::Result<()> {
         args.size_mib, args.rounds, args.small, args.small_size, args.concurrency
     );
     sh(&format!("head -c {size} /dev/urandom > {}", src.display()))?;
+    // curl sends parts from files (`-T`), so it streams them without
+    // buffering; split once, before any timing.
+    let parts_dir = dir.join("parts");
+    let _ = std::fs::remove_dir_all(&parts_dir);
+    std::fs::create_dir_all(&parts_dir)?;
+    sh(&format!("split -b 16M -d -a 4 {} {}/p", src.display(), parts_dir.display()))?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
@@ -351,8 +357,8 @@ async fn main() -> anyhow::Result<()> {
         let sampler = RssSampler::start(server.pid());
         let t = Instant::now();
         sh(&format!(
-            "seq 1 {parts} | xargs -P4 -I{{}} sh -c 'dd if={src} bs=16M skip=$(({{}}-1)) count=1 status=none | curl -sf -o /dev/null -X PUT -H \"Authorization: Bearer {TOKEN}\" -H \"Content-Type: application/octet-stream\" --data-binary @- {url}/v1/uploads/{up}/parts/{{}}'",
-            src = src.display(),
+            "seq 1 {parts} | xargs -P4 -I{{}} sh -c 'curl -sf -o /dev/null -T {dir}/p$(printf %04d $(({{}}-1))) -H \"Authorization: Bearer {TOKEN}\" {url}/v1/uploads/{up}/parts/{{}}'",
+            dir = parts_dir.display(),
             url = server.url
         ))?;
         api(
@@ -495,6 +501,7 @@ async fn main() -> anyhow::Result<()> {
         (args.rss_uploads as u64 * 16) as f64 / many_el.as_secs_f64()
     );
     let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_dir_all(&parts_dir);
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }

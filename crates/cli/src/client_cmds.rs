@@ -35,6 +35,10 @@ pub struct UploadArgs {
     /// Where resume state is kept [default: $XDG_STATE_HOME/ferry or ~/.local/state/ferry].
     #[arg(long, env = "FERRY_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Send a SHA-256 with every part so the server checks each on arrival
+    /// (the whole file is always checked before it becomes visible).
+    #[arg(long)]
+    part_digests: bool,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -274,6 +278,7 @@ async fn upload_cmd(client: &Client, args: UploadArgs) -> anyhow::Result<()> {
         state_dir,
         limit_rate: args.limit_rate,
         attempts: args.attempts.max(1),
+        part_digests: args.part_digests,
     };
     let bar = if args.quiet {
         ProgressBar::hidden()

@@ -202,12 +202,14 @@ impl Client {
         upload: &str,
         n: u64,
         data: bytes::Bytes,
-        sha256_b64: &str,
+        sha256_b64: Option<&str>,
     ) -> Result<Value> {
-        let rb = self
+        let mut rb = self
             .request(Method::PUT, &format!("/v1/uploads/{upload}/parts/{n}"))
-            .header("content-digest", format!("sha-256=:{sha256_b64}:"))
             .body(data);
+        if let Some(d) = sha256_b64 {
+            rb = rb.header("content-digest", format!("sha-256=:{d}:"));
+        }
         Ok(Self::send(rb).await?.json().await?)
     }
 

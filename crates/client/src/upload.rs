@@ -14,7 +14,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +57,10 @@ pub struct Options {
     pub limit_rate: Option<u64>,
     /// Attempts per request before giving up.
     pub attempts: u32,
+    /// Send a `Content-Digest` (SHA-256) with each part, so the server
+    /// checks every part on arrival. The whole file is checked at commit
+    /// either way; this finds a corrupt part sooner, for one more hash pass.
+    pub part_digests: bool,
 }
 
 /// Receives progress; the CLI draws a bar with it.
@@ -150,19 +153,52 @@ impl Pacer {
     }
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
+/// One part on its way to the server.
+struct Job {
+    upload: String,
+    number: u64,
+    data: Bytes,
+    /// Base64 SHA-256 for `Content-Digest`, when part digests are on.
+    digest: Option<String>,
+}
+
+/// Reads every file once, in order: returns each file's SHA-256 and sends
+/// the parts in `need` (by number) to `tx`.
+fn read_parts(
+    plan: Vec<(PathBuf, String, u64, std::collections::HashSet<u64>)>,
+    part_digests: bool,
+    tx: tokio::sync::mpsc::Sender<Result<Job>>,
+) -> Result<Vec<String>> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
+    let mut hashes = Vec::new();
+    for (path, upload, part_size, need) in plan {
+        let mut f = std::fs::File::open(&path)?;
+        let mut whole = Sha256::new();
+        for number in 1.. {
+            let mut buf = Vec::with_capacity(part_size as usize);
+            (&mut f).take(part_size).read_to_end(&mut buf)?;
+            if buf.is_empty() {
+                break;
+            }
+            whole.update(&buf);
+            if need.contains(&number) {
+                let digest = part_digests.then(|| {
+                    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&buf))
+                });
+                let job = Job {
+                    upload: upload.clone(),
+                    number,
+                    data: Bytes::from(buf),
+                    digest,
+                };
+                if tx.blocking_send(Ok(job)).is_err() {
+                    return Err(ClientError::Other("the upload stopped".into()));
+                }
+            }
         }
-        h.update(&buf[..n]);
+        hashes.push(hex::encode(whole.finalize()));
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(hashes)
 }
 
 /// Part numbers of `u` that overlap a missing range.
@@ -249,29 +285,37 @@ pub async fn run(
         )));
     }
 
-    // Hash local files while the parts go out.
-    let locals: Vec<PathBuf> = sources.iter().map(|s| s.local.clone()).collect();
-    let hashing = tokio::task::spawn_blocking(move || {
-        locals
-            .iter()
-            .map(|p| sha256_file(p))
-            .collect::<std::io::Result<Vec<_>>>()
-    });
-
-    let mut work = Vec::new();
     let total: u64 = sources.iter().map(|s| s.size).sum();
-    let mut todo = 0;
-    for (src, up) in sources.iter().zip(&session.uploads) {
-        if up.state != "open" {
-            continue;
-        }
-        for (n, offset, len) in needed_parts(up) {
-            todo += len;
-            work.push((src.local.clone(), up.id.clone(), n, offset, len));
-        }
+    let mut needed = Vec::new();
+    for up in &session.uploads {
+        needed.push(if up.state == "open" {
+            needed_parts(up).into_iter().map(|p| p.0).collect()
+        } else {
+            std::collections::HashSet::new()
+        });
     }
+    let todo: u64 = session
+        .uploads
+        .iter()
+        .filter(|u| u.state == "open")
+        .flat_map(needed_parts)
+        .map(|p| p.2)
+        .sum();
     let resumed = total - todo;
     progress.start(total, resumed);
+
+    // One reader goes through each file in order: it computes the file's
+    // SHA-256 in a single pass and hands the parts the server still needs
+    // to the senders, which run `parallel` at a time.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Job>>(opts.parallel.max(1));
+    let plan: Vec<(PathBuf, String, u64, std::collections::HashSet<u64>)> = sources
+        .iter()
+        .zip(&session.uploads)
+        .zip(needed)
+        .map(|((src, up), need)| (src.local.clone(), up.id.clone(), up.part_size, need))
+        .collect();
+    let part_digests = opts.part_digests;
+    let reader = tokio::task::spawn_blocking(move || read_parts(plan, part_digests, tx));
 
     let pacer = Arc::new(Pacer {
         start: Instant::now(),
@@ -279,27 +323,21 @@ pub async fn run(
         rate: opts.limit_rate,
     });
     let sent = Arc::new(AtomicU64::new(0));
-    let mut results = futures::stream::iter(work)
-        .map(|(local, uid, n, offset, len)| {
+    let mut rx = rx;
+    let jobs = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut results = jobs
+        .map(|job| {
             let client = client.clone();
             let progress = progress.clone();
             let pacer = pacer.clone();
             let sent = sent.clone();
             let attempts = opts.attempts;
             async move {
-                let data = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-                    let f = std::fs::File::open(&local)?;
-                    let mut buf = vec![0u8; len as usize];
-                    f.read_exact_at(&mut buf, offset)?;
-                    Ok(Bytes::from(buf))
-                })
-                .await
-                .map_err(|e| ClientError::Other(e.to_string()))??;
-                let digest =
-                    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
+                let job = job?;
+                let len = job.data.len() as u64;
                 pacer.wait(len).await;
                 retry(attempts, "sending a part", || {
-                    client.put_part(&uid, n, data.clone(), &digest)
+                    client.put_part(&job.upload, job.number, job.data.clone(), job.digest.as_deref())
                 })
                 .await?;
                 sent.fetch_add(len, Ordering::Relaxed);
@@ -313,7 +351,7 @@ pub async fn run(
     }
     drop(results);
 
-    let hashes = hashing
+    let hashes = reader
         .await
         .map_err(|e| ClientError::Other(e.to_string()))??;
     let mut expected = serde_json::Map::new();

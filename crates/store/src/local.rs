@@ -35,6 +35,23 @@ struct Inner {
     dir_synced: Mutex<HashSet<String>>,
     /// One fsync coalescer per directory that commits write into.
     dir_syncs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
+    /// Idle I/O buffers. Reusing them keeps their pages resident: a fresh
+    /// buffer costs page faults and zeroing on every write.
+    buffers: Mutex<Vec<Aligned>>,
+}
+
+impl Inner {
+    fn take_buffer(&self) -> Aligned {
+        self.buffers.lock().unwrap().pop().unwrap_or_else(Aligned::new)
+    }
+
+    fn give_buffer(&self, mut b: Aligned) {
+        b.len = 0;
+        let mut pool = self.buffers.lock().unwrap();
+        if pool.len() < 32 {
+            pool.push(b);
+        }
+    }
 }
 
 /// Coalesces fsyncs of one directory. A caller whose change came before a
@@ -98,6 +115,7 @@ impl LocalStore {
                 spaces,
                 dir_synced: Mutex::new(HashSet::new()),
                 dir_syncs: Mutex::new(HashMap::new()),
+                buffers: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -203,9 +221,12 @@ async fn open_at(path: &Path, offset: u64, what: String) -> Result<tokio::fs::Fi
 const ALIGN: usize = 4096;
 /// Size of one write (and of the one buffer each write holds).
 const DIRECT_CHUNK: usize = 512 * 1024;
+/// Size of one read of staged bytes.
+const READ_CHUNK: usize = 4 << 20;
 
 /// A buffer whose start is aligned for O_DIRECT, without unsafe code:
 /// over-allocate and start at the first aligned byte.
+#[derive(Debug)]
 struct Aligned {
     buf: Vec<u8>,
     start: usize,
@@ -214,7 +235,11 @@ struct Aligned {
 
 impl Aligned {
     fn new() -> Aligned {
-        let buf = vec![0u8; DIRECT_CHUNK + ALIGN];
+        Aligned::sized(DIRECT_CHUNK)
+    }
+
+    fn sized(size: usize) -> Aligned {
+        let buf = vec![0u8; size + ALIGN];
         let start = buf.as_ptr().align_offset(ALIGN);
         Aligned { buf, start, len: 0 }
     }
@@ -240,6 +265,7 @@ impl Aligned {
 /// cache's, which on memory-ballooned VMs is far slower. Returns the bytes
 /// written and the first error.
 fn write_worker(
+    inner: &Inner,
     path: &Path,
     offset: u64,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
@@ -273,7 +299,7 @@ fn write_worker(
     // Full blocks go through O_DIRECT when the write started aligned (every
     // block then stays aligned), else through the page cache.
     let full = direct.as_ref().unwrap_or(&file);
-    let mut block = Aligned::new();
+    let mut block = inner.take_buffer();
     'recv: while let Some(buf) = rx.blocking_recv() {
         let mut rest = &buf[..];
         while !rest.is_empty() {
@@ -293,6 +319,7 @@ fn write_worker(
         let (head, tail) = block.filled().split_at(whole);
         result = put(full, head, &mut written).and_then(|()| put(&file, tail, &mut written));
     }
+    inner.give_buffer(block);
     // Sync whatever was written, even after a failure, so that the bytes
     // we report as durable are.
     if let Err(e) = file.sync_data() {
@@ -330,7 +357,9 @@ impl Store for LocalStore {
         let worker_path = path.clone();
         // One blocking thread per write: it does the pwrites while this task
         // keeps reading the socket, so disk and network overlap.
-        let worker = tokio::task::spawn_blocking(move || write_worker(&worker_path, offset, rx));
+        let inner = self.inner.clone();
+        let worker =
+            tokio::task::spawn_blocking(move || write_worker(&inner, &worker_path, offset, rx));
         let mut body_error = None;
         while let Some(item) = body.next().await {
             match item {
@@ -401,10 +430,11 @@ impl Store for LocalStore {
         .await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(2);
         tokio::task::spawn_blocking(move || {
-            let mut block = Aligned::new();
+            // Large reads: the hash follower reads back whole parts.
+            let mut block = Aligned::sized(READ_CHUNK);
             let mut at = 0u64;
             while at < len {
-                let want = DIRECT_CHUNK.min((len - at).div_ceil(ALIGN as u64) as usize * ALIGN);
+                let want = READ_CHUNK.min((len - at).div_ceil(ALIGN as u64) as usize * ALIGN);
                 let start = block.start;
                 let got = match file.read_at(&mut block.buf[start..start + want], offset + at) {
                     Ok(0) => Err(io::Error::new(ErrorKind::UnexpectedEof, "staged file is short")),
