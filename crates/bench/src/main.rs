@@ -295,7 +295,11 @@ async fn main() -> anyhow::Result<()> {
     let parts_dir = dir.join("parts");
     let _ = std::fs::remove_dir_all(&parts_dir);
     std::fs::create_dir_all(&parts_dir)?;
-    sh(&format!("split -b 16M -d -a 4 {} {}/p", src.display(), parts_dir.display()))?;
+    sh(&format!(
+        "split -b 16M -d -a 4 {} {}/p",
+        src.display(),
+        parts_dir.display()
+    ))?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;

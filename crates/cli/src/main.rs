@@ -5,11 +5,6 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc keeps freed memory mapped for reuse. With glibc's allocator,
-/// large body buffers come and go as fresh mappings, and on VMs that hand
-/// idle memory back to the host every fresh page costs a fault to the host.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 #[derive(Parser)]

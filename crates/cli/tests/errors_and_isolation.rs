@@ -1854,7 +1854,10 @@ async fn a_failed_resend_of_a_part_keeps_the_acknowledged_part() {
     for p in parts["parts"].as_array().unwrap() {
         let n = p["part"].as_u64().unwrap();
         // Parts sent without Content-Digest carry no per-part SHA-256.
-        assert!(p["sha256"].is_null() || p["sha256"] == json!(sha256_hex(&chunk(&data, n))), "{parts}");
+        assert!(
+            p["sha256"].is_null() || p["sha256"] == json!(sha256_hex(&chunk(&data, n))),
+            "{parts}"
+        );
     }
     // Nothing acknowledged was lost: every part is still listed with its
     // original digest, and the session commits to the original file.

@@ -337,7 +337,12 @@ pub async fn run(
                 let len = job.data.len() as u64;
                 pacer.wait(len).await;
                 retry(attempts, "sending a part", || {
-                    client.put_part(&job.upload, job.number, job.data.clone(), job.digest.as_deref())
+                    client.put_part(
+                        &job.upload,
+                        job.number,
+                        job.data.clone(),
+                        job.digest.as_deref(),
+                    )
                 })
                 .await?;
                 sent.fetch_add(len, Ordering::Relaxed);

@@ -352,7 +352,10 @@ impl Engine {
                             space: session.space.clone(),
                             path: path.clone(),
                             size: up.length.known().unwrap_or(0),
-                            sha256: c.digests.sha256.expect("whole-file SHA-256 is always computed"),
+                            sha256: c
+                                .digests
+                                .sha256
+                                .expect("whole-file SHA-256 is always computed"),
                             sha1: c.digests.sha1,
                             md5: c.digests.md5,
                             content_type: up.content_type.clone(),
@@ -524,7 +527,9 @@ impl Engine {
                         space: session.space.clone(),
                         path: path.clone(),
                         size: up.length.known().unwrap_or(0),
-                        sha256: digests.sha256.expect("whole-file SHA-256 is always computed"),
+                        sha256: digests
+                            .sha256
+                            .expect("whole-file SHA-256 is always computed"),
                         sha1: None,
                         md5: None,
                         content_type: up.content_type.clone(),

@@ -478,7 +478,11 @@ impl Engine {
                 }
             };
             let read = async {
-                let mut s = self.inner.store.read_staged(&id, start, end - start).await?;
+                let mut s = self
+                    .inner
+                    .store
+                    .read_staged(&id, start, end - start)
+                    .await?;
                 while let Some(chunk) = s.try_next().await.map_err(ferry_store::StoreError::Body)? {
                     hasher.update(&chunk);
                 }

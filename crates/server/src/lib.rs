@@ -229,25 +229,67 @@ impl Bound {
                 }
             }
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
-        let signal = async move {
-            shutdown.await;
-            tracing::info!("shutting down; letting in-flight requests finish");
-            let _ = tx.send(());
-        };
         let app = app(self.engine, self.public_url);
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(signal);
-        let deadline = async move {
-            let _ = rx.await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            r = server => r?,
-            () = deadline => tracing::warn!("grace period over; stopping with requests still open"),
-        }
+        serve_connections(self.listener, app, shutdown, grace).await;
         reaper.abort();
         Ok(())
+    }
+}
+
+/// Largest read buffer per HTTP/1 connection. hyper's default (~400 KiB)
+/// lets every connection pin several large buffers while its body chunks
+/// wait for the disk; 64 KiB keeps memory per upload small at no
+/// measurable cost in throughput.
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+
+/// The accept loop: hyper with a bounded read buffer per connection, and a
+/// graceful shutdown that stops accepting, lets requests in flight finish,
+/// and gives up after `grace`.
+async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_CONNECTION_BUFFER);
+    let graceful = GracefulShutdown::new();
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down; letting in-flight requests finish");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("grace period over; stopping with requests still open");
+        }
     }
 }
 

@@ -42,7 +42,11 @@ struct Inner {
 
 impl Inner {
     fn take_buffer(&self) -> Aligned {
-        self.buffers.lock().unwrap().pop().unwrap_or_else(Aligned::new)
+        self.buffers
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or_else(Aligned::new)
     }
 
     fn give_buffer(&self, mut b: Aligned) {
@@ -353,7 +357,7 @@ impl Store for LocalStore {
         let fail = |durable, error| WriteFailure { durable, error };
         let path = self.staged_path(upload).map_err(|e| fail(0, e))?;
         // A few chunks in flight at most: memory per write stays bounded.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
         let worker_path = path.clone();
         // One blocking thread per write: it does the pwrites while this task
         // keeps reading the socket, so disk and network overlap.
@@ -437,7 +441,10 @@ impl Store for LocalStore {
                 let want = READ_CHUNK.min((len - at).div_ceil(ALIGN as u64) as usize * ALIGN);
                 let start = block.start;
                 let got = match file.read_at(&mut block.buf[start..start + want], offset + at) {
-                    Ok(0) => Err(io::Error::new(ErrorKind::UnexpectedEof, "staged file is short")),
+                    Ok(0) => Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "staged file is short",
+                    )),
                     Ok(n) => Ok(n),
                     Err(e) => Err(e),
                 };
