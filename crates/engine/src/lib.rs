@@ -67,6 +67,9 @@ pub struct SessionView {
     pub uploads: Vec<UploadView>,
 }
 
+/// Token id → (hash of the token, its principal), and the revocation epoch.
+type TokenCache = (HashMap<String, (Vec<u8>, Principal)>, u64);
+
 /// The service. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -89,7 +92,7 @@ struct Inner {
     /// Verified tokens by id: (hash of the token, who it is). Saves two
     /// metadata reads per request. Revocation removes the entry and bumps
     /// the epoch, so a lookup that raced with it does not re-insert it.
-    tokens: std::sync::Mutex<(HashMap<String, (Vec<u8>, Principal)>, u64)>,
+    tokens: std::sync::Mutex<TokenCache>,
 }
 
 impl Engine {
