@@ -47,31 +47,50 @@ impl Engine {
         let s = self.load_session(caller, session_id).await?;
         let _guard = self.session_lock(&s.id).lock().await;
         let s = self.fresh_session(&s.id).await?;
-        if s.state == SessionState::Open {
-            let ids: Vec<String> = self
-                .inner
-                .meta
-                .session_uploads(&s.id)
-                .await?
-                .into_iter()
-                .filter(|u| u.state == UploadState::Open)
-                .map(|u| u.id)
-                .collect();
-            for key in expected.keys() {
-                if !ids.contains(key) {
-                    return Err(EngineError::invalid(
-                        "invalid_body",
-                        format!("{key:?} is not an open upload of this session"),
-                    ));
-                }
-            }
-            self.commit_locked(caller, &s, &ids, &expected, true)
-                .await?;
-        } else if s.state != SessionState::Committed {
+        if s.state == SessionState::Committed {
+            return self.view(s).await; // idempotent
+        }
+        if s.state != SessionState::Open {
             return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
         }
-        let s = self.fresh_session(&s.id).await?;
-        self.view(s).await
+        let uploads = self.inner.meta.session_uploads(&s.id).await?;
+        let ids: Vec<String> = uploads
+            .iter()
+            .filter(|u| u.state == UploadState::Open)
+            .map(|u| u.id.clone())
+            .collect();
+        for key in expected.keys() {
+            if !ids.contains(key) {
+                return Err(EngineError::invalid(
+                    "invalid_body",
+                    format!("{key:?} is not an open upload of this session"),
+                ));
+            }
+        }
+        let done = self
+            .commit_locked(caller, &s, &ids, &expected, true)
+            .await?;
+        // Answer from what the commit just recorded, without reading back.
+        let mut views = Vec::with_capacity(uploads.len());
+        for mut upload in uploads {
+            let file = match done.iter().find(|d| d.upload_id == upload.id) {
+                Some(d) => {
+                    upload.state = d.state;
+                    upload.final_path = Some(d.final_path.clone());
+                    upload.file_id = Some(d.file.id.clone());
+                    Some(d.file.clone())
+                }
+                None => self.file_of(&s, &upload).await?,
+            };
+            views.push(UploadView { upload, file });
+        }
+        Ok(SessionView {
+            session: Session {
+                state: SessionState::Committed,
+                ..s
+            },
+            uploads: views,
+        })
     }
 
     /// Commits one upload (idempotent: a committed upload answers as is).
@@ -149,7 +168,7 @@ impl Engine {
         ids: &[String],
         expected: &HashMap<String, Digest>,
         whole_session: bool,
-    ) -> Result<()> {
+    ) -> Result<Vec<Committed>> {
         // 1. Freeze each upload and verify it.
         let mut slots = Vec::new();
         let mut candidates = Vec::new();
@@ -262,12 +281,18 @@ impl Engine {
         }
         // The session ends when nothing in it is left open (another commit
         // of the same session may finish in between; the last one sees it).
-        let mut s = self
-            .inner
-            .meta
-            .get_session(&session.id)
-            .await?
-            .unwrap_or(session.clone());
+        let mut s = if whole_session {
+            Session {
+                state: SessionState::Committed,
+                ..session.clone()
+            }
+        } else {
+            self.inner
+                .meta
+                .get_session(&session.id)
+                .await?
+                .unwrap_or(session.clone())
+        };
         if s.state == SessionState::Open {
             let ups = self.inner.meta.session_uploads(&session.id).await?;
             if ups
@@ -282,7 +307,7 @@ impl Engine {
             }
         }
         self.refresh_session(&s, &states).await;
-        Ok(())
+        Ok(done)
     }
 
     /// Claims (or releases) a final path for a commit in progress.

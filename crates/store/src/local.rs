@@ -283,15 +283,6 @@ fn write_worker(
         }
         Err(e) => return (0, Err(StoreError::io(path, e))),
     };
-    let direct = if offset.is_multiple_of(ALIGN as u64) {
-        OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .ok()
-    } else {
-        None
-    };
     let mut written = 0u64;
     let mut result = Ok(());
     let put = |f: &File, data: &[u8], written: &mut u64| -> Result<(), StoreError> {
@@ -301,8 +292,11 @@ fn write_worker(
         Ok(())
     };
     // Full blocks go through O_DIRECT when the write started aligned (every
-    // block then stays aligned), else through the page cache.
-    let full = direct.as_ref().unwrap_or(&file);
+    // block then stays aligned), else through the page cache. The direct
+    // handle is opened at the first full block: a small write is cheaper
+    // as one buffered write and one fdatasync.
+    let mut direct: Option<Option<File>> = None;
+    let aligned = offset.is_multiple_of(ALIGN as u64);
     let mut block = inner.take_buffer();
     'recv: while let Some(buf) = rx.blocking_recv() {
         let mut rest = &buf[..];
@@ -310,7 +304,18 @@ fn write_worker(
             let n = block.push(rest);
             rest = &rest[n..];
             if block.len == DIRECT_CHUNK {
-                if let Err(e) = put(full, block.filled(), &mut written) {
+                let d = direct.get_or_insert_with(|| {
+                    aligned
+                        .then(|| {
+                            OpenOptions::new()
+                                .write(true)
+                                .custom_flags(libc::O_DIRECT)
+                                .open(path)
+                                .ok()
+                        })
+                        .flatten()
+                });
+                if let Err(e) = put(d.as_ref().unwrap_or(&file), block.filled(), &mut written) {
                     result = Err(e);
                     break 'recv;
                 }
@@ -319,9 +324,14 @@ fn write_worker(
         }
     }
     if result.is_ok() {
-        let whole = block.len / ALIGN * ALIGN;
-        let (head, tail) = block.filled().split_at(whole);
-        result = put(full, head, &mut written).and_then(|()| put(&file, tail, &mut written));
+        match direct.flatten() {
+            Some(d) => {
+                let whole = block.len / ALIGN * ALIGN;
+                let (head, tail) = block.filled().split_at(whole);
+                result = put(&d, head, &mut written).and_then(|()| put(&file, tail, &mut written));
+            }
+            None => result = put(&file, block.filled(), &mut written),
+        }
     }
     inner.give_buffer(block);
     // Sync whatever was written, even after a failure, so that the bytes
