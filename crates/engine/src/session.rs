@@ -142,10 +142,21 @@ impl Engine {
         self.check_quota(&user.name, user.quota_bytes, declared)
             .await?;
 
-        for up in &uploads {
-            self.inner.store.create_staged(&up.id).await?;
+        // Staged files and records are made durable at the same time; a
+        // staged file without a record is removed at the next start.
+        let ids: Vec<String> = uploads.iter().map(|u| u.id.clone()).collect();
+        let (staged, recorded) = tokio::join!(
+            self.inner.store.create_staged_many(&ids),
+            meta.create_session(&session, &uploads)
+        );
+        recorded?;
+        if let Err(e) = staged {
+            // Do not leave a session behind that cannot take bytes.
+            let _ = meta
+                .set_session_state(&session.id, SessionState::Aborted, None)
+                .await;
+            return Err(e.into());
         }
-        meta.create_session(&session, &uploads).await?;
         metrics::counter!("ferry_sessions_created_total").increment(1);
         Ok(SessionView {
             session,

@@ -8,6 +8,7 @@
 //! the `conformance` feature).
 //!
 //! The contract, in short:
+//! - `create_staged` returns once the new object would survive a crash.
 //! - `write_at` returns only once the bytes it reports are durable. If the
 //!   body fails part-way, the bytes already written are made durable too and
 //!   reported in [`WriteFailure::durable`], so a resumed client loses
@@ -89,8 +90,16 @@ pub enum Promote {
 /// The byte-storage contract; see the crate docs.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Creates an empty staged object for `upload` (idempotent).
+    /// Creates an empty staged object for `upload` (idempotent), durably.
     async fn create_staged(&self, upload: &str) -> Result<(), StoreError>;
+
+    /// Creates several staged objects; backends batch the durability work.
+    async fn create_staged_many(&self, uploads: &[String]) -> Result<(), StoreError> {
+        for u in uploads {
+            self.create_staged(u).await?;
+        }
+        Ok(())
+    }
 
     /// Writes `body` at `offset` of the staged object and makes it durable.
     async fn write_at(

@@ -14,7 +14,7 @@ use crate::{ByteStream, Promote, Store, StoreError, WriteFailure};
 use bytes::Bytes;
 use ferry_core::{SpaceName, SpacePath};
 use futures::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -31,8 +31,6 @@ pub struct LocalStore {
 struct Inner {
     staging: PathBuf,
     spaces: PathBuf,
-    /// Staged files whose directory entry is known to be durable.
-    dir_synced: Mutex<HashSet<String>>,
     /// One fsync coalescer per directory that commits write into.
     dir_syncs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
     /// Idle I/O buffers. Reusing them keeps their pages resident: a fresh
@@ -117,7 +115,6 @@ impl LocalStore {
             inner: Arc::new(Inner {
                 staging,
                 spaces,
-                dir_synced: Mutex::new(HashSet::new()),
                 dir_syncs: Mutex::new(HashMap::new()),
                 buffers: Mutex::new(Vec::new()),
             }),
@@ -345,15 +342,26 @@ fn write_worker(
 #[async_trait::async_trait]
 impl Store for LocalStore {
     async fn create_staged(&self, upload: &str) -> Result<(), StoreError> {
-        let path = self.staged_path(upload)?;
+        self.create_staged_many(&[upload.to_owned()]).await
+    }
+
+    async fn create_staged_many(&self, uploads: &[String]) -> Result<(), StoreError> {
+        let paths = uploads
+            .iter()
+            .map(|u| self.staged_path(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let inner = self.inner.clone();
         blocking(move || {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map(drop)
-                .map_err(|e| StoreError::io(&path, e))
+            for path in &paths {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .map_err(|e| StoreError::io(path, e))?;
+            }
+            // One directory sync makes every new entry durable.
+            LocalStore::sync_dir_shared(&inner, &inner.staging)
         })
         .await
     }
@@ -394,20 +402,6 @@ impl Store for LocalStore {
             .unwrap_or_else(|e| (0, Err(StoreError::io(&path, io::Error::other(e)))));
         result.map_err(|e| fail(written, e))?;
 
-        // The staged file's directory entry must be durable before we
-        // acknowledge its first bytes.
-        let first = !self.inner.dir_synced.lock().unwrap().contains(upload);
-        if first && written > 0 {
-            let inner = self.inner.clone();
-            blocking(move || LocalStore::sync_dir_shared(&inner, &inner.staging))
-                .await
-                .map_err(|e| fail(0, e))?;
-            self.inner
-                .dir_synced
-                .lock()
-                .unwrap()
-                .insert(upload.to_owned());
-        }
         match body_error {
             Some(e) => Err(fail(written, StoreError::Body(e))),
             None => Ok(written),
@@ -511,7 +505,6 @@ impl Store for LocalStore {
 
     async fn discard_staged(&self, upload: &str) -> Result<(), StoreError> {
         let path = self.staged_path(upload)?;
-        self.inner.dir_synced.lock().unwrap().remove(upload);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -546,7 +539,6 @@ impl Store for LocalStore {
         let dest = self.file_path(space, path);
         let parent_rel = path.parent();
         let shown = format!("{space}/{path}");
-        self.inner.dir_synced.lock().unwrap().remove(upload);
         let inner = self.inner.clone();
         blocking(move || {
             ensure_dirs(&root, parent_rel.as_ref().map(SpacePath::as_str))?;
