@@ -53,11 +53,7 @@ async fn req(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> (StatusCode, Value) {
-    let url = if path.starts_with("http") {
-        path.to_owned()
-    } else {
-        format!("{}{path}", s.url)
-    };
+    let url = s.url_of(path);
     let mut rb = http().request(method, url);
     if let Some(t) = token {
         rb = rb.bearer_auth(t);

@@ -100,6 +100,15 @@ impl Server {
         self.spawn();
     }
 
+    /// An absolute URL: `path` as is when it already is one.
+    pub fn url_of(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.url)
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
@@ -133,11 +142,7 @@ pub async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let url = if path.starts_with("http") {
-        path.to_owned()
-    } else {
-        format!("{}{path}", s.url)
-    };
+    let url = s.url_of(path);
     let mut rb = http().request(method, url);
     if let Some(t) = token {
         rb = rb.bearer_auth(t);
@@ -168,11 +173,7 @@ pub async fn put(
     headers: &[(&str, &str)],
     data: Vec<u8>,
 ) -> (StatusCode, Value) {
-    let url = if path.starts_with("http") {
-        path.to_owned()
-    } else {
-        format!("{}{path}", s.url)
-    };
+    let url = s.url_of(path);
     let mut rb = http().put(url).body(data);
     if let Some(t) = token {
         rb = rb.bearer_auth(t);
