@@ -818,3 +818,64 @@ async fn concurrent_commits_to_one_path_each_get_their_own_name() {
     let (_, list) = call(&s, Method::GET, "/v1/spaces/race/list/", Some(&tok), None).await;
     assert_eq!(list["entries"].as_array().unwrap().len(), 8);
 }
+
+#[tokio::test]
+async fn a_session_of_10000_uploads_commits_them_all_at_once() {
+    let s = Server::start();
+    let tok = user(&s, "bulk").await;
+    let uploads: Vec<Value> = (0..10_000)
+        .map(|i| json!({"path": format!("many/d{}/f{i}.txt", i % 10), "size": 0}))
+        .collect();
+    let sess = create_session(&s, &tok, json!({"uploads": uploads})).await;
+    assert_eq!(sess["uploads"].as_array().unwrap().len(), 10_000);
+    let (_, list) = call(
+        &s,
+        Method::GET,
+        "/v1/spaces/bulk/list/many",
+        Some(&tok),
+        None,
+    )
+    .await;
+    assert_eq!(
+        list["entries"],
+        json!([]),
+        "nothing visible before the commit"
+    );
+    let (code, done) = commit(&s, &tok, &sid(&sess)).await;
+    assert_eq!(
+        code,
+        StatusCode::OK,
+        "{}",
+        &done.to_string()[..300.min(done.to_string().len())]
+    );
+    assert_eq!(done["state"], "committed");
+    let (_, list) = call(
+        &s,
+        Method::GET,
+        "/v1/spaces/bulk/list/many/d3",
+        Some(&tok),
+        None,
+    )
+    .await;
+    assert_eq!(list["entries"].as_array().unwrap().len(), 1_000);
+    assert_eq!(
+        std::fs::read_dir(s.data.join("spaces/bulk/many/d9"))
+            .unwrap()
+            .count(),
+        1_000
+    );
+
+    let too_many: Vec<Value> = (0..10_001)
+        .map(|i| json!({"path": format!("x/{i}"), "size": 0}))
+        .collect();
+    let (code, v) = call(
+        &s,
+        Method::POST,
+        "/v1/sessions",
+        Some(&tok),
+        Some(json!({"uploads": too_many})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"]["limit"], 10_000);
+}

@@ -22,7 +22,7 @@ use ferry_core::{
 };
 use ferry_meta::{Committed, Occupant};
 use ferry_store::Promote;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 
 /// One upload on its way to becoming a file.
@@ -360,50 +360,53 @@ impl Engine {
         meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan)
             .await?;
 
-        // 4. Promote.
+        // 4. Promote, many at a time: directory fsyncs are shared between
+        // concurrent promotions, so a 10,000-file session costs a few
+        // hundred fsyncs rather than 10,000. Results keep the upload order.
         let now = now_ms();
-        let mut done = Vec::new();
-        for (c, d) in candidates.into_iter().zip(decisions) {
-            let up = c.upload;
-            match d {
-                Decision::Promote(path, mode) => {
-                    self.inner
-                        .store
-                        .promote(&up.id, &session.space, &path, mode)
-                        .await?;
-                    done.push(Committed {
-                        file: FileRecord {
-                            id: random_hex(16),
-                            space: session.space.clone(),
-                            path: path.clone(),
-                            size: up.length.known().unwrap_or(0),
-                            sha256: c
-                                .digests
-                                .sha256
-                                .expect("whole-file SHA-256 is always computed"),
-                            sha1: c.digests.sha1,
-                            md5: c.digests.md5,
-                            content_type: up.content_type.clone(),
-                            owner: session.owner.clone(),
-                            created_at: now,
-                            metadata: up.metadata.clone(),
-                        },
-                        upload_id: up.id,
-                        state: UploadState::Committed,
-                        final_path: path,
-                    });
-                }
-                Decision::Skip(existing) => {
-                    self.inner.store.discard_staged(&up.id).await?;
-                    done.push(Committed {
-                        upload_id: up.id,
-                        state: UploadState::Skipped,
-                        final_path: existing.path.clone(),
-                        file: *existing,
-                    });
-                }
-            }
-        }
+        let store = &self.inner.store;
+        let done: Vec<Committed> = futures::stream::iter(candidates.into_iter().zip(decisions))
+            .map(|(c, d)| async move {
+                let up = c.upload;
+                Ok::<_, EngineError>(match d {
+                    Decision::Promote(path, mode) => {
+                        store.promote(&up.id, &session.space, &path, mode).await?;
+                        Committed {
+                            file: FileRecord {
+                                id: random_hex(16),
+                                space: session.space.clone(),
+                                path: path.clone(),
+                                size: up.length.known().unwrap_or(0),
+                                sha256: c
+                                    .digests
+                                    .sha256
+                                    .expect("whole-file SHA-256 is always computed"),
+                                sha1: c.digests.sha1,
+                                md5: c.digests.md5,
+                                content_type: up.content_type.clone(),
+                                owner: session.owner.clone(),
+                                created_at: now,
+                                metadata: up.metadata.clone(),
+                            },
+                            upload_id: up.id,
+                            state: UploadState::Committed,
+                            final_path: path,
+                        }
+                    }
+                    Decision::Skip(existing) => {
+                        store.discard_staged(&up.id).await?;
+                        Committed {
+                            upload_id: up.id,
+                            state: UploadState::Skipped,
+                            final_path: existing.path.clone(),
+                            file: *existing,
+                        }
+                    }
+                })
+            })
+            .buffered(64)
+            .try_collect()
+            .await?;
 
         // 5. Record the result (with the session's end, for a whole session).
         let _ = ids;
