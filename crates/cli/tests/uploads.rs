@@ -760,10 +760,7 @@ async fn graceful_shutdown_lets_an_inflight_write_finish() {
     sock.write_all(&data[..MIB]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = s.pid();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    sigterm(pid);
     tokio::time::sleep(Duration::from_millis(200)).await;
     sock.write_all(&data[MIB..]).await.unwrap();
     let mut resp = String::new();

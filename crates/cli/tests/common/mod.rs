@@ -82,14 +82,6 @@ impl Server {
         }
     }
 
-    /// SIGTERM and wait for a graceful exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let pid = c.id() as i32;
-        send_signal(pid, "TERM");
-        c.wait().unwrap()
-    }
-
     /// Waits for a process already told to stop.
     pub fn terminate_wait(&mut self) -> std::process::ExitStatus {
         self.child.take().expect("running").wait().unwrap()
@@ -114,11 +106,10 @@ impl Server {
     }
 }
 
-fn send_signal(pid: i32, sig: &str) {
-    Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .unwrap();
+/// Sends SIGTERM to the server, as an operator stopping it would.
+pub fn sigterm(pid: u32) {
+    use nix::sys::signal::{Signal, kill};
+    kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM).expect("signal sent");
 }
 
 impl Drop for Server {
