@@ -124,9 +124,7 @@ impl Engine {
     pub async fn me(&self, caller: &Caller) -> Result<Me> {
         let p = principal(caller)?;
         let user = self
-            .inner
-            .meta
-            .get_user(&p.user)
+            .user(&p.user)
             .await?
             .ok_or_else(|| EngineError::Unauthenticated("the user no longer exists".into()))?;
         let usage = self.inner.meta.usage(&p.user).await?;
@@ -236,13 +234,38 @@ impl Engine {
 
     /// The access `p` has to `space`: `NotFound` for a space that does not
     /// exist, `Forbidden` when it exists but `p` is not a member.
+    /// A user record (cached: users do not change once created).
+    pub(crate) async fn user(&self, name: &str) -> Result<Option<User>> {
+        if let Some(u) = self.inner.users.lock().unwrap().get(name) {
+            return Ok(Some(u.clone()));
+        }
+        let found = self.inner.meta.get_user(name).await?;
+        if let Some(u) = &found {
+            self.inner
+                .users
+                .lock()
+                .unwrap()
+                .insert(name.to_owned(), u.clone());
+        }
+        Ok(found)
+    }
+
     pub(crate) async fn access(&self, p: &Principal, space: &SpaceName) -> Result<Access> {
-        let rec = self
-            .inner
-            .meta
-            .get_space(space)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("no space {:?}", space.as_str())))?;
+        let cached = self.inner.spaces.lock().unwrap().get(space).cloned();
+        let rec = match cached {
+            Some(r) => r,
+            None => {
+                let r = self.inner.meta.get_space(space).await?.ok_or_else(|| {
+                    EngineError::NotFound(format!("no space {:?}", space.as_str()))
+                })?;
+                self.inner
+                    .spaces
+                    .lock()
+                    .unwrap()
+                    .insert(space.clone(), r.clone());
+                r
+            }
+        };
         if p.admin || rec.owner.as_deref() == Some(p.user.as_str()) {
             return Ok(Access::Write);
         }

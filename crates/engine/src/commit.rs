@@ -44,9 +44,11 @@ impl Engine {
         session_id: &str,
         expected: HashMap<String, Digest>,
     ) -> Result<SessionView> {
+        let _guard = self.session_lock(session_id).lock().await;
         let s = self.load_session(caller, session_id).await?;
-        let _guard = self.session_lock(&s.id).lock().await;
-        let s = self.fresh_session(&s.id).await?;
+        if s.state == SessionState::Open && s.is_expired_at(now_ms()) {
+            return Err(EngineError::Gone(StateError::Expired));
+        }
         if s.state == SessionState::Committed {
             return self.view(s).await; // idempotent
         }

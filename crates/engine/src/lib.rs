@@ -81,7 +81,7 @@ struct Inner {
     store: Arc<dyn Store>,
     limits: Limits,
     signer: auth::Signer,
-    live: std::sync::Mutex<HashMap<String, Arc<live::Slot>>>,
+    live: std::sync::Mutex<live::LiveMap>,
     /// Striped per-session locks: a session's commit, abort and expiry
     /// exclude each other; different sessions proceed in parallel.
     session_locks: Vec<tokio::sync::Mutex<()>>,
@@ -93,6 +93,9 @@ struct Inner {
     /// metadata reads per request. Revocation removes the entry and bumps
     /// the epoch, so a lookup that raced with it does not re-insert it.
     tokens: std::sync::Mutex<TokenCache>,
+    /// Users and spaces never change once created; found ones are cached.
+    users: std::sync::Mutex<HashMap<String, ferry_core::User>>,
+    spaces: std::sync::Mutex<HashMap<ferry_core::SpaceName, ferry_meta::SpaceRecord>>,
 }
 
 impl Engine {
@@ -113,6 +116,8 @@ impl Engine {
                 namespace: Default::default(),
                 pending: Default::default(),
                 tokens: Default::default(),
+                users: Default::default(),
+                spaces: Default::default(),
             }),
         }
     }

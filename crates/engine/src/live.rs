@@ -4,7 +4,36 @@ use crate::auth::Caller;
 use crate::hashing::{Cursor, Hashers, Want};
 use crate::{Engine, EngineError, Result};
 use ferry_core::{ByteRange, Millis, Session, SessionState, StateError, Upload, UploadState};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+/// Live slots by upload id, with an index by session so that a session's
+/// state change touches only its own slots.
+#[derive(Default)]
+pub(crate) struct LiveMap {
+    slots: HashMap<String, Arc<Slot>>,
+    by_session: HashMap<String, HashSet<String>>,
+}
+
+impl LiveMap {
+    fn insert(&mut self, session: &str, upload: &str, slot: Arc<Slot>) -> Arc<Slot> {
+        self.by_session
+            .entry(session.to_owned())
+            .or_default()
+            .insert(upload.to_owned());
+        self.slots.entry(upload.to_owned()).or_insert(slot).clone()
+    }
+
+    fn remove(&mut self, session: &str, upload: &str) {
+        self.slots.remove(upload);
+        if let Some(set) = self.by_session.get_mut(session) {
+            set.remove(upload);
+            if set.is_empty() {
+                self.by_session.remove(session);
+            }
+        }
+    }
+}
 
 pub(crate) struct Slot {
     pub state: tokio::sync::Mutex<Live>,
@@ -60,13 +89,40 @@ impl Live {
     }
 }
 
+fn new_slot(session: Session, upload: Upload) -> Slot {
+    let cursor = upload.received.is_empty().then(|| Cursor {
+        offset: 0,
+        hasher: Hashers::new(Want::SHA256),
+    });
+    Slot {
+        state: tokio::sync::Mutex::new(Live {
+            session,
+            upload,
+            inflight: Vec::new(),
+            next_write: 0,
+            cursor,
+            cursor_gen: 0,
+            committing: false,
+            follow_end: None,
+        }),
+        hashing: tokio::sync::Mutex::new(()),
+    }
+}
+
 impl Engine {
     /// The live slot of an upload, loading it if needed, after checking
     /// that `caller` may touch it (others get `NotFound`, never `Forbidden`,
     /// so ids of other users' uploads leak nothing).
     pub(crate) async fn slot(&self, caller: &Caller, upload_id: &str) -> Result<Arc<Slot>> {
         let not_found = || EngineError::NotFound(format!("no upload {upload_id:?}"));
-        let cached = self.inner.live.lock().unwrap().get(upload_id).cloned();
+        let cached = self
+            .inner
+            .live
+            .lock()
+            .unwrap()
+            .slots
+            .get(upload_id)
+            .cloned();
         let slot = match cached {
             Some(s) => s,
             None => {
@@ -82,25 +138,10 @@ impl Engine {
                     .get_session(&upload.session_id)
                     .await?
                     .ok_or_else(not_found)?;
-                let cursor = upload.received.is_empty().then(|| Cursor {
-                    offset: 0,
-                    hasher: Hashers::new(Want::SHA256),
-                });
                 let cacheable =
                     session.state == SessionState::Open && upload.state == UploadState::Open;
-                let slot = Arc::new(Slot {
-                    state: tokio::sync::Mutex::new(Live {
-                        session,
-                        upload,
-                        inflight: Vec::new(),
-                        next_write: 0,
-                        cursor,
-                        cursor_gen: 0,
-                        committing: false,
-                        follow_end: None,
-                    }),
-                    hashing: tokio::sync::Mutex::new(()),
-                });
+                let session_id = session.id.clone();
+                let slot = Arc::new(new_slot(session, upload));
                 if !cacheable {
                     return self.authorize(caller, upload_id, slot).await;
                 }
@@ -108,9 +149,7 @@ impl Engine {
                     .live
                     .lock()
                     .unwrap()
-                    .entry(upload_id.to_owned())
-                    .or_insert(slot)
-                    .clone()
+                    .insert(&session_id, upload_id, slot)
             }
         };
         self.authorize(caller, upload_id, slot).await
@@ -136,6 +175,16 @@ impl Engine {
         Ok(slot)
     }
 
+    /// Caches fresh slots for a new session's uploads, so that their first
+    /// writes need no metadata read.
+    pub(crate) fn seed_slots(&self, session: &Session, uploads: &[Upload]) {
+        let mut map = self.inner.live.lock().unwrap();
+        for up in uploads {
+            let slot = Arc::new(new_slot(session.clone(), up.clone()));
+            map.insert(&session.id, &up.id, slot);
+        }
+    }
+
     /// Updates every live slot of a session after its state changed, and
     /// forgets slots that can no longer take bytes.
     pub(crate) async fn refresh_session(
@@ -143,22 +192,22 @@ impl Engine {
         session: &Session,
         uploads: &[(String, UploadState)],
     ) {
-        let slots: Vec<(String, Arc<Slot>)> = self
-            .inner
-            .live
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let slots: Vec<(String, Arc<Slot>)> = {
+            let map = self.inner.live.lock().unwrap();
+            map.by_session
+                .get(&session.id)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| map.slots.get(id).map(|s| (id.clone(), s.clone())))
+                .collect()
+        };
+        let changed: HashMap<&str, UploadState> =
+            uploads.iter().map(|(u, st)| (u.as_str(), *st)).collect();
         let mut gone = Vec::new();
         for (id, slot) in slots {
             let mut live = slot.state.lock().await;
-            if live.session.id != session.id {
-                continue;
-            }
             live.session = session.clone();
-            if let Some((_, st)) = uploads.iter().find(|(u, _)| *u == id) {
+            if let Some(st) = changed.get(id.as_str()) {
                 live.upload.state = *st;
             }
             if session.state != SessionState::Open || live.upload.state != UploadState::Open {
@@ -167,7 +216,7 @@ impl Engine {
         }
         let mut map = self.inner.live.lock().unwrap();
         for id in gone {
-            map.remove(&id);
+            map.remove(&session.id, &id);
         }
     }
 }

@@ -46,8 +46,8 @@ impl Engine {
         let p = principal(caller)?;
         let limits = &self.inner.limits;
         let meta = &self.inner.meta;
-        let user = meta
-            .get_user(&p.user)
+        let user = self
+            .user(&p.user)
             .await?
             .ok_or_else(|| EngineError::Unauthenticated("the user no longer exists".into()))?;
         let space = match &new.space {
@@ -158,6 +158,7 @@ impl Engine {
             return Err(e.into());
         }
         metrics::counter!("ferry_sessions_created_total").increment(1);
+        self.seed_slots(&session, &uploads);
         Ok(SessionView {
             session,
             uploads: uploads

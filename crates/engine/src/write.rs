@@ -347,7 +347,7 @@ impl Engine {
             });
         }
         let owner = live.session.owner.clone();
-        let user = self.inner.meta.get_user(&owner).await?;
+        let user = self.user(&owner).await?;
         self.check_quota(&owner, user.and_then(|u| u.quota_bytes), total)
             .await?;
         self.inner
