@@ -69,9 +69,7 @@ impl Engine {
                 ));
             }
         }
-        let done = self
-            .commit_locked(caller, &s, &ids, &expected, true)
-            .await?;
+        let done = self.commit_locked(&s, &ids, &expected, true).await?;
         // Answer from what the commit just recorded, without reading back.
         let mut views = Vec::with_capacity(uploads.len());
         for mut upload in uploads {
@@ -102,8 +100,20 @@ impl Engine {
         upload_id: &str,
         expected: Option<Digest>,
     ) -> Result<UploadView> {
-        let p = principal(caller)?.clone();
+        // Signed upload URLs write and read status; committing needs a token.
+        principal(caller)?;
         let slot = self.slot(caller, upload_id).await?;
+        self.commit_one(&slot, upload_id, expected).await
+    }
+
+    /// Commits one upload whose caller is already authorized (also the
+    /// auto-commit path of a write, which may come through a signed URL).
+    pub(crate) async fn commit_one(
+        &self,
+        slot: &std::sync::Arc<crate::live::Slot>,
+        upload_id: &str,
+        expected: Option<Digest>,
+    ) -> Result<UploadView> {
         let session_id = slot.state.lock().await.session.id.clone();
         let _guard = self.session_lock(&session_id).lock().await;
         let s = self.fresh_session(&session_id).await?;
@@ -122,14 +132,8 @@ impl Engine {
                     .into_iter()
                     .map(|d| (upload_id.to_owned(), d))
                     .collect();
-                self.commit_locked(
-                    &Caller::User(p),
-                    &s,
-                    &[upload_id.to_owned()],
-                    &expected,
-                    false,
-                )
-                .await?;
+                self.commit_locked(&s, &[upload_id.to_owned()], &expected, false)
+                    .await?;
             }
             UploadState::Committed | UploadState::Skipped => {}
             UploadState::Aborted => return Err(EngineError::Gone(StateError::Aborted)),
@@ -165,7 +169,6 @@ impl Engine {
     /// Steps 1–5 for `ids`, under the commit lock.
     async fn commit_locked(
         &self,
-        _caller: &Caller,
         session: &Session,
         ids: &[String],
         expected: &HashMap<String, Digest>,

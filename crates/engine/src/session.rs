@@ -364,13 +364,6 @@ impl Engine {
         let file = self.file_of(&session, &upload).await?;
         Ok(UploadView { upload, file })
     }
-
-    /// The session an upload belongs to, as its live slot knows it.
-    pub async fn upload_session(&self, caller: &Caller, upload_id: &str) -> Result<Session> {
-        let slot = self.slot(caller, upload_id).await?;
-        let live = slot.state.lock().await;
-        Ok(live.session.clone())
-    }
 }
 
 impl Engine {

@@ -230,7 +230,7 @@ impl Engine {
         let auto = live.session.auto_commit && upload.is_complete();
         drop(live);
         let file = if auto {
-            match self.commit_upload(caller, upload_id, None).await {
+            match self.commit_one(&slot, upload_id, None).await {
                 Ok(UploadView { file, .. }) => file,
                 // The bytes are safe; the client can commit explicitly.
                 Err(e) => {
