@@ -65,6 +65,8 @@ pub struct Sqlite {
     writer: mpsc::UnboundedSender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    /// Dropped with the last clone, which stops the checkpoint thread.
+    _checkpointer: Arc<std::sync::mpsc::Sender<()>>,
 }
 
 fn open_conn(path: &Path) -> Result<Connection> {
@@ -82,15 +84,26 @@ impl Sqlite {
         let path = path.as_ref().to_path_buf();
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
+        // Checkpoints run beside the writer, not inside a write batch: an
+        // automatic checkpoint would stall every request waiting on that batch.
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
+        let spawn_err = |e| MetaError::Corrupt(format!("cannot start a metadata thread: {e}"));
         std::thread::Builder::new()
             .name("ferry-meta-writer".into())
             .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| MetaError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+            .map_err(spawn_err)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let checkpoint_conn = open_conn(&path)?;
+        std::thread::Builder::new()
+            .name("ferry-meta-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stopped))
+            .map_err(spawn_err)?;
         Ok(Sqlite {
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
             path,
+            _checkpointer: Arc::new(stop),
         })
     }
 
@@ -146,6 +159,19 @@ impl Sqlite {
         })
         .await
         .map_err(|e| MetaError::Corrupt(format!("reader task failed: {e}")))?
+    }
+}
+
+/// Copies the WAL back into the database every half second (PASSIVE: never
+/// blocks the writer or readers), until the store is dropped.
+fn checkpoint_loop(conn: Connection, stopped: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    while let Err(RecvTimeoutError::Timeout) =
+        stopped.recv_timeout(std::time::Duration::from_millis(500))
+    {
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 }
 
@@ -897,5 +923,37 @@ impl MetaStore for Sqlite {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await?;
         self.write(|_| Ok(())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_run_without_error_and_empty_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let conn = open_conn(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
+        for i in 0..200 {
+            conn.execute(
+                "INSERT INTO spaces (name, owner, created_at) VALUES (?1, NULL, 0)",
+                [format!("s{i}")],
+            )
+            .unwrap();
+        }
+        let other = open_conn(&path).unwrap();
+        other
+            .execute_batch("PRAGMA wal_checkpoint(PASSIVE);")
+            .unwrap();
+        let (busy, log, done): (i64, i64, i64) = other
+            .query_row("PRAGMA wal_checkpoint(PASSIVE);", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((busy, log), (0, done), "every WAL frame was copied back");
+        assert!(log > 0);
     }
 }
