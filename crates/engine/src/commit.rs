@@ -493,18 +493,9 @@ impl Engine {
         };
         if start < size {
             metrics::counter!("ferry_commit_rehash_bytes_total").increment(size - start);
-            let mut stream = self
-                .inner
-                .store
-                .read_staged(&upload.id, start, size - start)
+            hasher = hasher
+                .scan(self.inner.store.as_ref(), &upload.id, start, size - start)
                 .await?;
-            while let Some(chunk) = stream
-                .try_next()
-                .await
-                .map_err(|e| EngineError::Store(ferry_store::StoreError::Body(e)))?
-            {
-                hasher.update(&chunk);
-            }
         }
         Ok(hasher.finish())
     }

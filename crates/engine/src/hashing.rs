@@ -107,6 +107,36 @@ impl Hashers {
     }
 }
 
+impl ferry_store::Sink for Hashers {
+    fn feed(&mut self, data: &[u8]) {
+        self.update(data);
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+impl Hashers {
+    /// Hashes `len` staged bytes of `upload` from `offset` into `self`, on
+    /// the store's side (no copy, off the async workers).
+    pub async fn scan(
+        self,
+        store: &dyn ferry_store::Store,
+        upload: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Hashers, ferry_store::StoreError> {
+        let sink = store
+            .scan_staged(upload, offset, len, Box::new(self))
+            .await?;
+        Ok(*sink
+            .into_any()
+            .downcast::<Hashers>()
+            .expect("the store returns the sink it was given"))
+    }
+}
+
 /// The running SHA-256 of an upload's first `offset` bytes, kept while
 /// bytes arrive in order so that commit needs no second read.
 #[derive(Clone)]

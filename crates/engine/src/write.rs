@@ -457,11 +457,10 @@ impl Engine {
     }
 
     async fn follow(&self, slot: std::sync::Arc<crate::live::Slot>, id: String) {
-        use futures::TryStreamExt;
         const STEP: u64 = 64 << 20;
         let _hashing = slot.hashing.lock().await;
         loop {
-            let (start, end, mut hasher, epoch) = {
+            let (start, end, hasher, epoch) = {
                 let mut live = slot.state.lock().await;
                 let prefix = live.upload.received.prefix_len();
                 match &live.cursor {
@@ -477,21 +476,16 @@ impl Engine {
                     }
                 }
             };
-            let read = async {
-                let mut s = self
-                    .inner
-                    .store
-                    .read_staged(&id, start, end - start)
-                    .await?;
-                while let Some(chunk) = s.try_next().await.map_err(ferry_store::StoreError::Body)? {
-                    hasher.update(&chunk);
-                }
-                Ok::<_, ferry_store::StoreError>(())
-            }
-            .await;
+            let read = hasher
+                .scan(self.inner.store.as_ref(), &id, start, end - start)
+                .await;
             let mut live = slot.state.lock().await;
             let current = live.cursor.as_ref().map(|c| c.offset);
-            if read.is_err() || epoch != live.cursor_gen || current != Some(start) {
+            let Ok(hasher) = read else {
+                live.follow_end = None;
+                return; // commit will read what it needs
+            };
+            if epoch != live.cursor_gen || current != Some(start) {
                 live.follow_end = None;
                 return; // superseded; commit will read what it needs
             }

@@ -3,7 +3,7 @@
 //! Call [`run_all`] from a backend's tests with a fresh, empty store. Each
 //! check uses its own upload ids and paths, so they can share one store.
 
-use crate::{ByteStream, Promote, Store, StoreError};
+use crate::{ByteStream, Promote, Sink, Store, StoreError};
 use bytes::Bytes;
 use ferry_core::{SpaceName, SpacePath};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -48,6 +48,7 @@ pub async fn run_all(store: &dyn Store) {
     promote_is_idempotent(store).await;
     read_file_ranges(store).await;
     copy_between_staged_objects(store).await;
+    scan_feeds_every_byte_in_order(store).await;
     discard_and_delete_are_idempotent(store).await;
     store.ready().await.expect("ready");
 }
@@ -274,4 +275,44 @@ pub async fn copy_between_staged_objects(store: &dyn Store) {
     for id in ["c10", "c10-side"] {
         store.discard_staged(id).await.unwrap();
     }
+}
+
+/// Collects what a scan feeds it.
+struct Collect(Vec<u8>);
+
+impl Sink for Collect {
+    fn feed(&mut self, data: &[u8]) {
+        self.0.extend_from_slice(data);
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+pub async fn scan_feeds_every_byte_in_order(store: &dyn Store) {
+    let id = "c11";
+    store.create_staged(id).await.unwrap();
+    let data = pattern(9 << 20, 11); // more than one read buffer
+    store
+        .write_at(id, 0, stream::iter([Ok(Bytes::from(data.clone()))]).boxed())
+        .await
+        .unwrap();
+    for (offset, len) in [(0u64, data.len() as u64), (4096, 5_000_000), (12_345, 1000)] {
+        let sink = store
+            .scan_staged(id, offset, len, Box::new(Collect(Vec::new())))
+            .await
+            .unwrap();
+        let got = sink.into_any().downcast::<Collect>().unwrap().0;
+        assert!(
+            got == data[offset as usize..(offset + len) as usize],
+            "scan of {offset}+{len}"
+        );
+    }
+    let err = store
+        .scan_staged(id, 0, data.len() as u64 + 10, Box::new(Collect(Vec::new())))
+        .await
+        .err()
+        .expect("reading past the end fails");
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    store.discard_staged(id).await.unwrap();
 }

@@ -78,6 +78,13 @@ pub struct WriteFailure {
     pub error: StoreError,
 }
 
+/// Something that consumes bytes in order, such as a hasher.
+pub trait Sink: Send + 'static {
+    fn feed(&mut self, data: &[u8]);
+    /// Recovers the concrete sink after a scan.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
 /// How `promote` treats an existing destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Promote {
@@ -108,6 +115,24 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         body: ByteStream,
     ) -> Result<u64, WriteFailure>;
+
+    /// Feeds `len` bytes of the staged object from `offset` to `sink`, in
+    /// order, and returns the sink. For consumers that only look at the
+    /// bytes (hashing): a backend can hand over its own buffers, uncopied.
+    async fn scan_staged(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+        mut sink: Box<dyn Sink>,
+    ) -> Result<Box<dyn Sink>, StoreError> {
+        use futures::TryStreamExt;
+        let mut s = self.read_staged(upload, offset, len).await?;
+        while let Some(chunk) = s.try_next().await.map_err(StoreError::Body)? {
+            sink.feed(&chunk);
+        }
+        Ok(sink)
+    }
 
     /// Reads `len` bytes of the staged object from `offset`.
     async fn read_staged(

@@ -466,6 +466,76 @@ impl Store for LocalStore {
         Ok(tokio_stream_from(rx))
     }
 
+    async fn scan_staged(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+        mut sink: Box<dyn crate::Sink>,
+    ) -> Result<Box<dyn crate::Sink>, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.staged_path(upload)?;
+        let what = format!("staged upload {upload}");
+        blocking(move || {
+            let direct = offset.is_multiple_of(ALIGN as u64);
+            let file = if direct {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&path)
+                    .or_else(|_| File::open(&path))
+            } else {
+                File::open(&path)
+            }
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => StoreError::NotFound(what),
+                _ => StoreError::io(&path, e),
+            })?;
+            // Two aligned buffers take turns: one is read into while the
+            // sink consumes the other, straight from the buffer.
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Aligned, usize)>(1);
+            let (free_tx, free_rx) = std::sync::mpsc::channel::<Aligned>();
+            for _ in 0..2 {
+                let _ = free_tx.send(Aligned::sized(READ_CHUNK));
+            }
+            let reader_path = path.clone();
+            let reader = std::thread::spawn(move || -> Result<(), StoreError> {
+                let mut at = 0u64;
+                while at < len {
+                    let Ok(mut block) = free_rx.recv() else {
+                        return Ok(()); // the consumer stopped
+                    };
+                    let want = READ_CHUNK.min((len - at).div_ceil(ALIGN as u64) as usize * ALIGN);
+                    let start = block.start;
+                    let n = file
+                        .read_at(&mut block.buf[start..start + want], offset + at)
+                        .map_err(|e| StoreError::io(&reader_path, e))?;
+                    if n == 0 {
+                        return Err(StoreError::io(
+                            &reader_path,
+                            io::Error::new(ErrorKind::UnexpectedEof, "staged file is short"),
+                        ));
+                    }
+                    let n = (n as u64).min(len - at) as usize;
+                    at += n as u64;
+                    if full_tx.send((block, n)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            });
+            for (block, n) in full_rx {
+                sink.feed(&block.buf[block.start..block.start + n]);
+                let _ = free_tx.send(block);
+            }
+            reader
+                .join()
+                .map_err(|_| StoreError::io(&path, io::Error::other("reader thread panicked")))??;
+            Ok(sink)
+        })
+        .await
+    }
+
     async fn copy_staged(
         &self,
         from: &str,
