@@ -67,34 +67,10 @@ async fn req(
     decode(rb.send().await.unwrap()).await
 }
 
-async fn part(s: &Server, token: &str, uid: &str, n: u32, data: Vec<u8>) -> (StatusCode, Value) {
-    put(
-        s,
-        &format!("/v1/uploads/{uid}/parts/{n}"),
-        Some(token),
-        &[],
-        data,
-    )
-    .await
-}
-
 #[track_caller]
 fn ok_part(got: &(StatusCode, Value), n: u32) {
     assert_eq!(got.0, StatusCode::OK, "part {n}: {}", got.1);
     assert_eq!(got.1["part"], json!(n), "{}", got.1);
-}
-
-async fn status(s: &Server, token: &str, uid: &str) -> Value {
-    let (st, v) = call(
-        s,
-        Method::GET,
-        &format!("/v1/uploads/{uid}"),
-        Some(token),
-        None,
-    )
-    .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    v
 }
 
 async fn part_numbers(s: &Server, token: &str, uid: &str) -> Vec<u64> {

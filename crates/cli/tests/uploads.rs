@@ -19,30 +19,6 @@ fn sid(session: &Value) -> String {
     session["id"].as_str().unwrap().to_owned()
 }
 
-async fn part(s: &Server, tok: &str, upload: &str, n: usize, data: &[u8]) -> (StatusCode, Value) {
-    put(
-        s,
-        &format!("/v1/uploads/{upload}/parts/{n}"),
-        Some(tok),
-        &[],
-        data.to_vec(),
-    )
-    .await
-}
-
-async fn status(s: &Server, tok: &str, upload: &str) -> Value {
-    let (st, v) = call(
-        s,
-        Method::GET,
-        &format!("/v1/uploads/{upload}"),
-        Some(tok),
-        None,
-    )
-    .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    v
-}
-
 async fn commit(s: &Server, tok: &str, session: &str) -> (StatusCode, Value) {
     call(
         s,

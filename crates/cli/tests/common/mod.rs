@@ -175,6 +175,26 @@ pub async fn put(
     decode(rb.send().await.unwrap()).await
 }
 
+/// Sends part `n` of an upload.
+pub async fn part(
+    s: &Server,
+    token: &str,
+    upload: &str,
+    n: impl std::fmt::Display,
+    data: impl AsRef<[u8]>,
+) -> (StatusCode, Value) {
+    let path = format!("/v1/uploads/{upload}/parts/{n}");
+    put(s, &path, Some(token), &[], data.as_ref().to_vec()).await
+}
+
+/// An upload's status; it must answer 200.
+pub async fn status(s: &Server, token: &str, upload: &str) -> Value {
+    let path = format!("/v1/uploads/{upload}");
+    let (st, v) = call(s, Method::GET, &path, Some(token), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v
+}
+
 /// Creates a user; returns their token.
 pub async fn user(s: &Server, name: &str) -> String {
     let (st, v) = call(
