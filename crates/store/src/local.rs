@@ -198,10 +198,6 @@ fn ensure_dirs(root: &Path, rel: Option<&str>) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, io::Error>>) -> ByteStream {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
-}
-
 fn stream_file(file: tokio::fs::File, len: u64) -> ByteStream {
     tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024).boxed()
 }
@@ -414,56 +410,11 @@ impl Store for LocalStore {
         offset: u64,
         len: u64,
     ) -> Result<ByteStream, StoreError> {
+        // Hashing goes through `scan_staged`; this plain stream serves the
+        // rest (and the trait's default `scan_staged`).
         let path = self.staged_path(upload)?;
-        if !offset.is_multiple_of(ALIGN as u64) {
-            let file = open_at(&path, offset, format!("staged upload {upload}")).await?;
-            return Ok(stream_file(file, len));
-        }
-        // Staged bytes were mostly written with O_DIRECT; reading them back
-        // the same way keeps them out of the page cache (which costs CPU on
-        // ballooned VMs and evicts more useful pages).
-        use std::os::unix::fs::OpenOptionsExt;
-        let what = format!("staged upload {upload}");
-        let file = blocking(move || {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .or_else(|_| File::open(&path))
-                .map_err(|e| match e.kind() {
-                    ErrorKind::NotFound => StoreError::NotFound(what),
-                    _ => StoreError::io(&path, e),
-                })
-        })
-        .await?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(2);
-        tokio::task::spawn_blocking(move || {
-            // Large reads: the hash follower reads back whole parts.
-            let mut block = Aligned::sized(READ_CHUNK);
-            let mut at = 0u64;
-            while at < len {
-                let want = READ_CHUNK.min((len - at).div_ceil(ALIGN as u64) as usize * ALIGN);
-                let start = block.start;
-                let got = match file.read_at(&mut block.buf[start..start + want], offset + at) {
-                    Ok(0) => Err(io::Error::new(
-                        ErrorKind::UnexpectedEof,
-                        "staged file is short",
-                    )),
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(e),
-                };
-                let item = got.map(|n| {
-                    let n = (n as u64).min(len - at) as usize;
-                    at += n as u64;
-                    Bytes::copy_from_slice(&block.buf[start..start + n])
-                });
-                let stop = item.is_err();
-                if tx.blocking_send(item).is_err() || stop {
-                    break;
-                }
-            }
-        });
-        Ok(tokio_stream_from(rx))
+        let file = open_at(&path, offset, format!("staged upload {upload}")).await?;
+        Ok(stream_file(file, len))
     }
 
     async fn scan_staged(
