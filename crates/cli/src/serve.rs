@@ -39,6 +39,16 @@ pub struct ServeArgs {
     /// Longest session lifetime a client may ask for, seconds [default: 604800].
     #[arg(long, env = "FERRY_MAX_EXPIRY")]
     max_expiry: Option<u64>,
+    /// Mount point of tus and the IETF resumable-upload draft (default /tus).
+    #[arg(long, env = "FERRY_TUS_PATH")]
+    tus_path: Option<String>,
+    /// Conflict policy of tus uploads whose metadata names none
+    /// (fail, replace, rename, skip; default rename).
+    #[arg(long, env = "FERRY_TUS_CONFLICT")]
+    tus_conflict: Option<String>,
+    /// Browser origins allowed to call the API (CORS), comma-separated; `*` for any.
+    #[arg(long, env = "FERRY_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origin: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -59,6 +69,9 @@ impl ServeArgs {
             c.limits.max_open_sessions => self.max_open_sessions,
             c.limits.default_expiry_secs => self.default_expiry,
             c.limits.max_expiry_secs => self.max_expiry,
+            c.tus.path => self.tus_path,
+            c.tus.conflict => self.tus_conflict,
+            c.cors_origins => self.cors_origin,
         );
         if self.public_url.is_some() {
             c.public_url = self.public_url;

@@ -183,10 +183,10 @@ impl Engine {
                 let (upload, cursor) = {
                     let _follower_done = slot.hashing.lock().await;
                     let mut live = slot.state.lock().await;
-                    if let Some((_, r)) = live.inflight.first() {
+                    if let Some(w) = live.inflight.first() {
                         return Err(EngineError::Conflict(format!(
-                            "{}: bytes {r} are still being written",
-                            live.upload.path
+                            "{}: bytes {} are still being written",
+                            live.upload.path, w.range
                         )));
                     }
                     if !live.upload.is_complete() {

@@ -23,6 +23,9 @@ pub enum EngineError {
     Incomplete { missing: Vec<ByteRange> },
     #[error("{0}")]
     Conflict(String),
+    /// An append did not start where the received bytes end.
+    #[error("the upload's offset is {expected}, but the request starts at {provided}")]
+    OffsetMismatch { expected: u64, provided: u64 },
     #[error("{0}")]
     Gone(StateError),
     #[error("{message}")]
@@ -84,6 +87,7 @@ impl EngineError {
             EngineError::AlreadyExists { .. } => "already_exists",
             EngineError::Incomplete { .. } => "incomplete",
             EngineError::Conflict(_) => "conflict",
+            EngineError::OffsetMismatch { .. } => "offset_mismatch",
             EngineError::Gone(StateError::Aborted) => "aborted",
             EngineError::Gone(StateError::Expired) => "expired",
             EngineError::Gone(StateError::Failed) => "failed",

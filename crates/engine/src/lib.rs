@@ -23,6 +23,7 @@
 mod admin;
 pub mod auth;
 mod commit;
+mod concat;
 mod error;
 mod files;
 pub mod hashing;

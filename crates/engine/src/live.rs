@@ -41,13 +41,24 @@ pub(crate) struct Slot {
     /// reading the cursor, so it waits for the follower instead of
     /// re-reading the same bytes. Lock order: `hashing`, then `state`.
     pub hashing: tokio::sync::Mutex<()>,
+    /// Woken whenever a write leaves `inflight`, for [`Engine::take_over`].
+    pub settled: tokio::sync::Notify,
+}
+
+/// A write streaming now.
+pub(crate) struct Inflight {
+    pub id: u64,
+    pub range: ByteRange,
+    /// Cancelled when a newer request takes the upload over: the write
+    /// stops reading its body and keeps what it made durable.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 pub(crate) struct Live {
     pub session: Session,
     pub upload: Upload,
-    /// Writes streaming now, by write number.
-    pub inflight: Vec<(u64, ByteRange)>,
+    /// Writes streaming now.
+    pub inflight: Vec<Inflight>,
     pub next_write: u64,
     /// SHA-256 of the in-order prefix; `None` once bytes arrived that make
     /// it unusable (a rewrite inside the hashed prefix).
@@ -106,10 +117,51 @@ fn new_slot(session: Session, upload: Upload) -> Slot {
             follow_end: None,
         }),
         hashing: tokio::sync::Mutex::new(()),
+        settled: tokio::sync::Notify::new(),
+    }
+}
+
+impl Slot {
+    /// Locks the upload with no write in flight: earlier writes are told
+    /// to stop, and each keeps the bytes it made durable. This is the lock
+    /// hand-over of tus and the IETF draft: a client that lost its network
+    /// mid-request comes back and is answered at once, instead of waiting
+    /// for the dead request to time out.
+    pub async fn take_over(&self) -> tokio::sync::MutexGuard<'_, Live> {
+        loop {
+            let live = self.state.lock().await;
+            if live.inflight.is_empty() {
+                return live;
+            }
+            for w in &live.inflight {
+                w.stop.cancel();
+            }
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            drop(live);
+            settled.await;
+        }
+    }
+
+    /// Removes a finished write from `inflight` and wakes whoever waits
+    /// to take the upload over (they get the lock once bookkeeping is done).
+    pub fn finished(&self, live: &mut Live, write: u64) {
+        live.inflight.retain(|w| w.id != write);
+        self.settled.notify_waiters();
     }
 }
 
 impl Engine {
+    /// Stops any write in flight on the upload (keeping its durable bytes)
+    /// and answers the upload's true status: the offset retrieval of tus
+    /// and the IETF draft.
+    pub async fn take_over(&self, caller: &Caller, upload_id: &str) -> Result<crate::UploadView> {
+        let slot = self.slot(caller, upload_id).await?;
+        drop(slot.take_over().await);
+        self.upload_status(caller, upload_id).await
+    }
+
     /// The live slot of an upload, loading it if needed, after checking
     /// that `caller` may touch it (others get `NotFound`, never `Forbidden`,
     /// so ids of other users' uploads leak nothing).

@@ -19,14 +19,25 @@ pub enum WriteAt {
         range: ByteRange,
         total: Option<u64>,
     },
+    /// Bytes from `offset`, which must be where the received bytes end
+    /// (uploads written strictly in order: tus, the IETF draft). The body
+    /// may stop anywhere: what arrived is kept. A write still streaming on
+    /// the upload is stopped first, keeping its durable bytes.
+    Append { offset: u64, total: Option<u64> },
 }
 
+/// Digests that arrive after the body (HTTP trailers), read once the body
+/// has ended; the bytes must then have been hashed with every algorithm
+/// the late digest might name (`PartChecks::want`).
+pub type LateDigests = Arc<dyn Fn() -> Result<Vec<Digest>> + Send + Sync>;
+
 /// Digests a client sent with the bytes, checked while they stream.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PartChecks {
     pub expected: Vec<Digest>,
     /// Digests to compute and report even when none is expected.
     pub want: Want,
+    pub late: Option<LateDigests>,
 }
 
 #[derive(Clone, Debug)]
@@ -57,20 +68,34 @@ impl Engine {
         checks: PartChecks,
     ) -> Result<WriteResult> {
         let slot = self.slot(caller, upload_id).await?;
+        let appending = matches!(at, WriteAt::Append { .. });
+        let stop = tokio_util::sync::CancellationToken::new();
 
         // 1. Under the lock: validate, reserve the range, pick up the cursor.
         let (range, part_no, write_id, epoch, cursor, resend) = {
-            let mut live = slot.state.lock().await;
+            let mut live = if appending {
+                slot.take_over().await
+            } else {
+                slot.state.lock().await
+            };
             live.check_writable(now_ms())?;
-            let (range, part_no) = self.target(&mut live, at).await?;
-            if let Some((_, other)) = live.inflight.iter().find(|(_, r)| r.overlaps(&range)) {
+            let Some((range, part_no)) = self.target(&mut live, at).await? else {
+                // An append that only fixed the length: nothing to stream.
+                return Self::unchanged(live);
+            };
+            if let Some(other) = live.inflight.iter().find(|w| w.range.overlaps(&range)) {
                 return Err(EngineError::Conflict(format!(
-                    "bytes {range} overlap bytes {other} that another request is writing now"
+                    "bytes {range} overlap bytes {} that another request is writing now",
+                    other.range
                 )));
             }
             let id = live.next_write;
             live.next_write += 1;
-            live.inflight.push((id, range));
+            live.inflight.push(crate::live::Inflight {
+                id,
+                range,
+                stop: stop.clone(),
+            });
             let cursor = live
                 .cursor
                 .as_ref()
@@ -86,11 +111,7 @@ impl Engine {
         if let Some(side) = &side
             && let Err(e) = self.inner.store.create_staged(side).await
         {
-            slot.state
-                .lock()
-                .await
-                .inflight
-                .retain(|(id, _)| *id != write_id);
+            slot.finished(&mut *slot.state.lock().await, write_id);
             return Err(e.into());
         }
 
@@ -108,6 +129,7 @@ impl Engine {
         let limit = range.len();
         let tap = seen.clone();
         let body = body
+            .take_until(stop.clone().cancelled_owned())
             .map(move |item| {
                 let chunk = item?;
                 let mut s = tap.lock().unwrap();
@@ -141,7 +163,32 @@ impl Engine {
 
         // 3. Under the lock again: record what is durable, or undo.
         let mut live = slot.state.lock().await;
-        live.inflight.retain(|(id, _)| *id != write_id);
+        slot.finished(&mut live, write_id);
+        let stopped = stop.is_cancelled();
+        let superseded = || {
+            EngineError::Conflict(
+                "a newer request for this upload took over; the bytes this one made durable are kept"
+                    .into(),
+            )
+        };
+        // An append keeps what arrived, however short.
+        let (range, limit) = match outcome {
+            Ok(n) if appending && n < limit && !seen.overflow => {
+                match ByteRange::new(range.start, range.start + n) {
+                    Some(r) => (r, n),
+                    None => {
+                        if let Some(side) = &side {
+                            let _ = self.inner.store.discard_staged(side).await;
+                        }
+                        if stopped {
+                            return Err(superseded());
+                        }
+                        return Self::unchanged(live);
+                    }
+                }
+            }
+            _ => (range, limit),
+        };
         let failure = match outcome {
             Ok(n) if n == limit && !seen.overflow => None,
             Ok(n) => Some((
@@ -168,12 +215,18 @@ impl Engine {
             }
         };
         let digests = seen.part.finish();
-        let failure = failure.or_else(|| {
-            checks
+        let late = match (&failure, &checks.late) {
+            (None, Some(late)) => late(),
+            _ => Ok(Vec::new()),
+        };
+        let failure = failure.or_else(|| match late {
+            Err(e) => Some((0, e)),
+            Ok(late) => checks
                 .expected
                 .iter()
+                .chain(&late)
                 .find_map(|d| digests.check(d).err())
-                .map(|e| (0, e))
+                .map(|e| (0, e)),
         });
         let applied = match (&failure, &side) {
             (None, Some(side)) => self
@@ -224,11 +277,14 @@ impl Engine {
             live.upload.parts.insert(p.number, p.clone());
         }
         self.advance_cursor(&mut live, range, epoch, seen.cursor);
-        self.maybe_follow(&slot, &mut live);
+        self.follow_if_behind(&slot, &mut live);
 
         let upload = live.upload.clone();
         let auto = live.session.auto_commit && upload.is_complete();
         drop(live);
+        if stopped {
+            return Err(superseded());
+        }
         let file = if auto {
             match self.commit_one(&slot, upload_id, None).await {
                 Ok(UploadView { file, .. }) => file,
@@ -256,7 +312,11 @@ impl Engine {
 
     /// Resolves a write target to a byte range, fixing a deferred length
     /// when the write announces it.
-    async fn target(&self, live: &mut Live, at: WriteAt) -> Result<(ByteRange, Option<u32>)> {
+    async fn target(
+        &self,
+        live: &mut Live,
+        at: WriteAt,
+    ) -> Result<Option<(ByteRange, Option<u32>)>> {
         let up = &live.upload;
         let limits = &self.inner.limits;
         let (range, part) = match at {
@@ -283,25 +343,38 @@ impl Engine {
             }
             WriteAt::Range { range, total } => {
                 if let Some(t) = total {
-                    match up.length {
-                        Length::Known(n) if n != t => {
-                            return Err(EngineError::RangeNotSatisfiable(format!(
-                                "the range gives the total size {t}, but the upload's size is {n}"
-                            )));
-                        }
-                        Length::Known(_) => {}
-                        Length::Deferred => {
-                            if up.received.max_end() > t {
-                                return Err(EngineError::RangeNotSatisfiable(format!(
-                                    "the total size {t} is smaller than the {} bytes already received",
-                                    up.received.max_end()
-                                )));
-                            }
-                            self.fix_length(live, t).await?;
-                        }
-                    }
+                    self.announce_length(live, t).await?;
                 }
                 (range, None)
+            }
+            WriteAt::Append { offset, total } => {
+                if let Some(t) = total {
+                    self.announce_length(live, t).await?;
+                }
+                let up = &live.upload;
+                let at = up.received.prefix_len();
+                if offset != at || up.received.max_end() != at {
+                    return Err(EngineError::OffsetMismatch {
+                        expected: at,
+                        provided: offset,
+                    });
+                }
+                let end = match up.length {
+                    Length::Known(n) => n.min(offset.saturating_add(limits.max_part_size)),
+                    Length::Deferred => offset.saturating_add(limits.max_part_size),
+                };
+                match ByteRange::new(offset, end) {
+                    Some(r) => (r, None),
+                    None if total.is_some() => return Ok(None),
+                    None => {
+                        return Err(EngineError::invalid(
+                            "upload_complete",
+                            format!(
+                                "the upload has all its {offset} bytes; nothing more can be appended"
+                            ),
+                        ));
+                    }
+                }
             }
         };
         let up = &live.upload;
@@ -322,7 +395,37 @@ impl Engine {
                 limit: limits.max_part_size,
             });
         }
-        Ok((range, part))
+        Ok(Some((range, part)))
+    }
+
+    /// A write announces the upload's total size: it must match a known
+    /// size, and fixes a deferred one.
+    async fn announce_length(&self, live: &mut Live, total: u64) -> Result<()> {
+        let up = &live.upload;
+        match up.length {
+            Length::Known(n) if n != total => Err(EngineError::RangeNotSatisfiable(format!(
+                "the request gives the total size {total}, but the upload's size is {n}"
+            ))),
+            Length::Known(_) => Ok(()),
+            Length::Deferred if up.received.max_end() > total => {
+                Err(EngineError::RangeNotSatisfiable(format!(
+                    "the total size {total} is smaller than the {} bytes already received",
+                    up.received.max_end()
+                )))
+            }
+            Length::Deferred => self.fix_length(live, total).await,
+        }
+    }
+
+    /// The answer of a write that wrote nothing: the upload as it is.
+    fn unchanged(live: tokio::sync::MutexGuard<'_, Live>) -> Result<WriteResult> {
+        let upload = live.upload.clone();
+        Ok(WriteResult {
+            upload,
+            part: None,
+            digests: Hashers::new(Want::default()).finish(),
+            file: None,
+        })
     }
 
     async fn fix_length(&self, live: &mut Live, total: u64) -> Result<()> {
@@ -442,7 +545,11 @@ impl Engine {
     /// cursor: it reads them back from storage and hashes them while the
     /// upload goes on, so that commit finds the whole-file digest ready
     /// even when parts arrive out of order or in parallel.
-    fn maybe_follow(&self, slot: &std::sync::Arc<crate::live::Slot>, live: &mut Live) {
+    pub(crate) fn follow_if_behind(
+        &self,
+        slot: &std::sync::Arc<crate::live::Slot>,
+        live: &mut Live,
+    ) {
         let behind = live
             .cursor
             .as_ref()

@@ -22,7 +22,8 @@ pub fn status_of(e: &EngineError) -> StatusCode {
         EngineError::Invalid { .. } => StatusCode::BAD_REQUEST,
         EngineError::AlreadyExists { .. }
         | EngineError::Incomplete { .. }
-        | EngineError::Conflict(_) => StatusCode::CONFLICT,
+        | EngineError::Conflict(_)
+        | EngineError::OffsetMismatch { .. } => StatusCode::CONFLICT,
         EngineError::Gone(StateError::Expired | StateError::Aborted | StateError::Failed) => {
             StatusCode::GONE
         }
@@ -42,6 +43,34 @@ pub fn body_stream(body: Body) -> ByteStream {
     body.into_data_stream()
         .map_err(std::io::Error::other)
         .boxed()
+}
+
+/// Trailer fields of a request body, filled in when the body ends.
+pub type Trailers = std::sync::Arc<std::sync::Mutex<Option<HeaderMap>>>;
+
+/// Streams a request body without collecting it, keeping its trailer
+/// fields (HTTP/1.1 chunked bodies may end with some) for after the end.
+pub fn body_stream_with_trailers(body: Body) -> (ByteStream, Trailers) {
+    let trailers = Trailers::default();
+    let slot = trailers.clone();
+    let stream = http_body_util::BodyStream::new(body)
+        .filter_map(move |frame| {
+            let item = match frame {
+                Err(e) => Some(Err(std::io::Error::other(e))),
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => Some(Ok(data)),
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            *slot.lock().unwrap() = Some(t);
+                        }
+                        None
+                    }
+                },
+            };
+            std::future::ready(item)
+        })
+        .boxed();
+    (stream, trailers)
 }
 
 /// The bearer token of a request, if it has one.

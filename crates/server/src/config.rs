@@ -22,7 +22,32 @@ pub struct Config {
     pub reap_interval_secs: u64,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
+    /// Origins allowed to call the API from a browser on another origin
+    /// (`["*"]` for any); empty: no CORS headers (the page at `/` is
+    /// same-origin and needs none).
+    pub cors_origins: Vec<String>,
     pub limits: LimitsConfig,
+    pub tus: TusConfig,
+}
+
+/// `[tus]` in the TOML file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TusConfig {
+    /// Mount point of tus and the IETF draft (`/tus`).
+    pub path: String,
+    /// Conflict policy of uploads whose metadata names none:
+    /// `fail`, `replace`, `rename` or `skip`.
+    pub conflict: String,
+}
+
+impl Default for TusConfig {
+    fn default() -> Self {
+        TusConfig {
+            path: "/tus".into(),
+            conflict: "rename".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -35,7 +60,9 @@ impl Default for Config {
             log_format: "text".into(),
             reap_interval_secs: 60,
             shutdown_grace_secs: 30,
+            cors_origins: Vec::new(),
             limits: LimitsConfig::default(),
+            tus: TusConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! the bootstrap token, logs, metrics, graceful shutdown).
 
 pub mod config;
+mod web;
 
 use anyhow::Context;
 use axum::Router;
@@ -12,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use ferry_dialects::native::{self, NativeState};
+use ferry_dialects::tus::{self, TusState};
 use ferry_engine::Engine;
 use ferry_meta::Sqlite;
 use ferry_store::LocalStore;
@@ -24,7 +26,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-pub use config::{Config, LimitsConfig};
+pub use config::{Config, LimitsConfig, TusConfig};
 
 /// Builds the engine on the embedded defaults: local disk + SQLite in
 /// `data_dir`. Creates the directory and the signing key if missing.
@@ -129,7 +131,7 @@ async fn metrics_page(State(st): State<OpsState>) -> impl IntoResponse {
 }
 
 /// The whole HTTP surface.
-pub fn app(engine: Engine, public_url: String) -> Router {
+pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Result<Router> {
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -138,15 +140,107 @@ pub fn app(engine: Engine, public_url: String) -> Router {
             engine: engine.clone(),
             metrics: prometheus(),
         });
-    Router::new()
+    let mount = format!("/{}", config.tus.path.trim_matches('/'));
+    if mount == "/" || mount.starts_with("/v1") {
+        anyhow::bail!(
+            "the tus path {:?} would shadow other routes",
+            config.tus.path
+        );
+    }
+    let tus = TusState {
+        engine: engine.clone(),
+        public_url: public_url.clone(),
+        mount,
+        conflict: config
+            .tus
+            .conflict
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("[tus] conflict: {e}"))?,
+    };
+    let app = Router::new()
         .merge(native::router(NativeState { engine, public_url }))
+        .merge(tus::router(tus))
+        .merge(web::router())
         .merge(ops)
         .fallback(native::not_found)
         .layer(axum::middleware::from_fn(ferry_http::track_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         // Control bodies (JSON) may list 10,000 uploads; data bodies stream
         // and are bounded by the engine, not by this limit.
-        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
+        .layer(DefaultBodyLimit::max(64 * 1024 * 1024));
+    Ok(match cors(&config.cors_origins)? {
+        Some(layer) => app.layer(layer),
+        None => app,
+    })
+}
+
+/// CORS for browser clients on other origins: the tus and draft headers
+/// they send and must read (`Location`, `Upload-Offset`, …).
+fn cors(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use axum::http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o).with_context(|| format!("bad CORS origin {o:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    let names = |v: &[&'static str]| {
+        v.iter()
+            .map(|n| HeaderName::from_static(n))
+            .collect::<Vec<_>>()
+    };
+    let tus_headers = [
+        "tus-resumable",
+        "tus-version",
+        "tus-extension",
+        "tus-max-size",
+        "tus-checksum-algorithm",
+        "upload-offset",
+        "upload-length",
+        "upload-defer-length",
+        "upload-metadata",
+        "upload-concat",
+        "upload-expires",
+        "upload-checksum",
+        "upload-complete",
+        "upload-limit",
+        "upload-draft-interop-version",
+        "repr-digest",
+        "content-digest",
+    ];
+    let mut allowed = names(&tus_headers);
+    allowed.extend(names(&[
+        "authorization",
+        "content-type",
+        "content-range",
+        "x-http-method-override",
+        "x-requested-with",
+    ]));
+    let mut exposed = names(&tus_headers);
+    exposed.extend(names(&["location", "content-range"]));
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers(allowed)
+            .expose_headers(exposed)
+            .max_age(Duration::from_secs(86400)),
+    ))
 }
 
 /// Sets up logging once per process (`text` or `json`, `RUST_LOG` filter).
@@ -230,7 +324,7 @@ impl Bound {
             }
         });
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
-        let app = app(self.engine, self.public_url);
+        let app = app(self.engine, self.public_url, &self.config)?;
         serve_connections(self.listener, app, shutdown, grace).await;
         reaper.abort();
         Ok(())

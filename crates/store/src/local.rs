@@ -16,7 +16,7 @@ use ferry_core::{SpaceName, SpacePath};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Read as _, Seek as _};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -498,21 +498,26 @@ impl Store for LocalStore {
         let dst = self.staged_path(to)?;
         blocking(move || {
             let input = File::open(&src).map_err(|e| StoreError::io(&src, e))?;
-            let output = OpenOptions::new()
+            let mut output = OpenOptions::new()
                 .write(true)
                 .open(&dst)
                 .map_err(|e| StoreError::io(&dst, e))?;
-            let mut buf = vec![0u8; DIRECT_CHUNK];
-            let mut done = 0u64;
-            while done < len {
-                let want = (len - done).min(buf.len() as u64) as usize;
-                input
-                    .read_exact_at(&mut buf[..want], done)
-                    .map_err(|e| StoreError::io(&src, e))?;
-                output
-                    .write_all_at(&buf[..want], offset + done)
-                    .map_err(|e| StoreError::io(&dst, e))?;
-                done += want as u64;
+            output
+                .seek(std::io::SeekFrom::Start(offset))
+                .map_err(|e| StoreError::io(&dst, e))?;
+            // std turns a File-to-File copy into copy_file_range(2): the
+            // bytes never enter user space, and file systems with reflinks
+            // (XFS, Btrfs) share the blocks instead of copying them.
+            let copied = std::io::copy(&mut input.take(len), &mut output)
+                .map_err(|e| StoreError::io(&dst, e))?;
+            if copied < len {
+                return Err(StoreError::io(
+                    &src,
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{len} bytes to copy, only {copied} staged"),
+                    ),
+                ));
             }
             output.sync_data().map_err(|e| StoreError::io(&dst, e))
         })

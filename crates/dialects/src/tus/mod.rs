@@ -1,0 +1,215 @@
+//! tus 1.0 and the IETF "Resumable Uploads for HTTP" draft, on one mount
+//! point and one set of upload URLs (see docs/TUS.md).
+//!
+//! Both protocols append bytes strictly in order to one upload; both map
+//! onto the engine the same way: a creation is a one-upload session, an
+//! append is `WriteAt::Append`, offset retrieval is `Engine::take_over`
+//! (which stops a hanging earlier request instead of answering 423), and
+//! the request that completes an upload commits it. A request carrying
+//! `Upload-Draft-Interop-Version` is read as a draft request, any other as
+//! tus.
+
+mod draft;
+mod meta;
+mod v1;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::response::Response;
+use axum::routing::any;
+use ferry_core::{ConflictPolicy, Length, Upload, UploadState};
+use ferry_engine::{Caller, Engine, EngineError, NewSession, NewUpload, UploadView};
+
+/// What the tus handlers share.
+#[derive(Clone)]
+pub struct TusState {
+    pub engine: Engine,
+    /// Base of absolute URLs handed out (no trailing slash).
+    pub public_url: String,
+    /// Where the dialect is mounted, e.g. `/tus` (no trailing slash).
+    pub mount: String,
+    /// The conflict policy of uploads whose metadata names none.
+    pub conflict: ConflictPolicy,
+}
+
+impl TusState {
+    fn upload_url(&self, id: &str) -> String {
+        format!("{}{}/{id}", self.public_url, self.mount)
+    }
+}
+
+/// The routes: `{mount}/` creates, `{mount}/{id}` is an upload.
+pub fn router(state: TusState) -> Router {
+    let mount = state.mount.clone();
+    Router::new()
+        .route(&format!("{mount}/"), any(collection))
+        .route(&mount, any(collection))
+        .route(&format!("{mount}/{{id}}"), any(resource))
+        .with_state(state)
+}
+
+/// The method a request stands for: `X-HTTP-Method-Override` on a `POST`
+/// lets clients behind restrictive proxies send `PATCH`, `DELETE`, `HEAD`.
+fn effective_method(method: Method, headers: &HeaderMap) -> Method {
+    if method != Method::POST {
+        return method;
+    }
+    headers
+        .get("x-http-method-override")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Method::from_bytes(v.trim().to_ascii_uppercase().as_bytes()).ok())
+        .unwrap_or(method)
+}
+
+fn is_draft(headers: &HeaderMap) -> bool {
+    headers.contains_key("upload-draft-interop-version")
+}
+
+async fn collection(
+    State(st): State<TusState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let method = effective_method(method, &headers);
+    if is_draft(&headers) {
+        return draft::collection(&st, method, &uri, &headers, body).await;
+    }
+    v1::collection(&st, method, &headers, body).await
+}
+
+async fn resource(
+    State(st): State<TusState>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let method = effective_method(method, &headers);
+    if is_draft(&headers) {
+        return draft::resource(&st, &id, method, &headers, body).await;
+    }
+    v1::resource(&st, &id, method, &headers, body).await
+}
+
+/// A header as text, if present and visible ASCII.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// A non-negative integer header; `Ok(None)` when absent.
+fn int_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, EngineError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                EngineError::invalid(
+                    "invalid_header",
+                    format!("{name} must be a non-negative integer; got {v:?}"),
+                )
+            }),
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
+    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+        headers.insert(name, v);
+    }
+}
+
+/// Where an upload goes and how it lands.
+struct Destination {
+    space: Option<String>,
+    path: String,
+    conflict: ConflictPolicy,
+    content_type: Option<String>,
+    /// The whole file's SHA-256, when the client announced it.
+    sha256: Option<ferry_core::Digest>,
+}
+
+/// Creates the one-upload session behind a tus or draft upload.
+async fn create(
+    st: &TusState,
+    caller: &Caller,
+    dest: Destination,
+    size: Option<u64>,
+    metadata: String,
+    dialect: &str,
+) -> Result<UploadView, EngineError> {
+    if dest.conflict == ConflictPolicy::Fail {
+        let space = match &dest.space {
+            Some(s) => s.clone(),
+            None => st.engine.me(caller).await?.user.home_space.to_string(),
+        };
+        if st
+            .engine
+            .stat_file(caller, &space, &dest.path)
+            .await
+            .is_ok()
+        {
+            return Err(EngineError::AlreadyExists { path: dest.path });
+        }
+    }
+    let view = st
+        .engine
+        .create_session(
+            caller,
+            NewSession {
+                space: dest.space,
+                conflict: dest.conflict,
+                expires_in_secs: None,
+                auto_commit: false,
+                uploads: vec![NewUpload {
+                    path: dest.path,
+                    size,
+                    content_type: dest.content_type,
+                    sha256: dest.sha256,
+                    metadata: Some(metadata),
+                    ..Default::default()
+                }],
+                dialect: dialect.into(),
+            },
+        )
+        .await?;
+    Ok(view.uploads.into_iter().next().expect("one upload"))
+}
+
+/// Commits an upload whose bytes are all there (idempotent): the request
+/// that completes an upload answers only once the file is in place.
+async fn commit_if_complete(
+    st: &TusState,
+    caller: &Caller,
+    upload: &Upload,
+) -> Result<Option<ferry_core::FileRecord>, EngineError> {
+    if !upload.is_complete() {
+        return Ok(None);
+    }
+    let view = st.engine.commit_upload(caller, &upload.id, None).await?;
+    Ok(view.file)
+}
+
+/// Bytes received in order: the offset both protocols report. A committed
+/// upload has all its bytes (its received ranges are not kept).
+fn offset(upload: &Upload) -> u64 {
+    match (upload.state, upload.length) {
+        (UploadState::Committed | UploadState::Skipped, Length::Known(n)) => n,
+        _ => upload.received.prefix_len(),
+    }
+}
+
+fn known_length(upload: &Upload) -> Option<u64> {
+    match upload.length {
+        Length::Known(n) => Some(n),
+        Length::Deferred => None,
+    }
+}

@@ -1,0 +1,433 @@
+//! tus 1.0: core protocol and the creation, creation-with-upload,
+//! creation-defer-length, expiration, checksum, checksum-trailer,
+//! termination and concatenation extensions.
+
+use super::meta::{Concat, Stored, parse_upload_metadata};
+use super::{
+    Destination, TusState, commit_if_complete, create, header, int_header, known_length, offset,
+    set,
+};
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, header as h};
+use axum::response::{IntoResponse, Response};
+use ferry_core::{ConflictPolicy, Digest, DigestAlgo, Upload, UploadState};
+use ferry_engine::{Caller, EngineError, PartChecks, Want, WriteAt};
+use std::sync::Arc;
+
+const VERSION: &str = "1.0.0";
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation";
+const OCTETS: &str = "application/offset+octet-stream";
+
+/// A tus error: status, `text/plain` message, `Tus-Resumable`.
+struct TusError(StatusCode, String);
+
+impl From<EngineError> for TusError {
+    fn from(e: EngineError) -> Self {
+        use ferry_core::StateError;
+        let status = match &e {
+            EngineError::DigestMismatch { .. } => StatusCode::from_u16(460).expect("valid"),
+            EngineError::RangeNotSatisfiable(_) => StatusCode::BAD_REQUEST,
+            EngineError::Gone(StateError::Committed | StateError::Committing) => {
+                StatusCode::FORBIDDEN
+            }
+            EngineError::Invalid {
+                code: "upload_complete",
+                ..
+            } => StatusCode::FORBIDDEN,
+            e => ferry_http::status_of(e),
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "tus request failed");
+        }
+        TusError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for TusError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, format!("{}\n", self.1)).into_response();
+        set(r.headers_mut(), "tus-resumable", VERSION);
+        if self.0 == StatusCode::PRECONDITION_FAILED {
+            set(r.headers_mut(), "tus-version", VERSION);
+        }
+        r
+    }
+}
+
+fn bad(message: impl Into<String>) -> TusError {
+    TusError(StatusCode::BAD_REQUEST, message.into())
+}
+
+type TusResult = Result<Response, TusError>;
+
+fn respond(status: StatusCode, headers: HeaderMap) -> Response {
+    let mut r = (status, headers).into_response();
+    set(r.headers_mut(), "tus-resumable", VERSION);
+    r
+}
+
+pub async fn collection(
+    st: &TusState,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let result = match method {
+        Method::OPTIONS => Ok(discovery(st)),
+        Method::POST => post(st, headers, body).await,
+        m => Err(TusError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{m} is not allowed here: POST creates an upload, OPTIONS describes the server"
+            ),
+        )),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn resource(
+    st: &TusState,
+    id: &str,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let result = match method {
+        Method::OPTIONS => Ok(discovery(st)),
+        Method::HEAD => head(st, id, headers).await,
+        Method::PATCH => patch(st, id, headers, body).await,
+        Method::DELETE => delete(st, id, headers).await,
+        m => Err(TusError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{m} is not allowed on an upload: use HEAD, PATCH or DELETE"),
+        )),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn discovery(st: &TusState) -> Response {
+    let mut hs = HeaderMap::new();
+    set(&mut hs, "tus-version", VERSION);
+    set(&mut hs, "tus-extension", EXTENSIONS);
+    set(&mut hs, "tus-max-size", st.engine.limits().max_file_size);
+    set(&mut hs, "tus-checksum-algorithm", "sha1,sha256,md5");
+    respond(StatusCode::NO_CONTENT, hs)
+}
+
+/// `Tus-Resumable` must name the version we speak, then the bearer token
+/// must be good.
+async fn caller(st: &TusState, headers: &HeaderMap) -> Result<Caller, TusError> {
+    match header(headers, "tus-resumable") {
+        Some(VERSION) => {}
+        Some(v) => {
+            return Err(TusError(
+                StatusCode::PRECONDITION_FAILED,
+                format!("Tus-Resumable {v:?} is not supported; this server speaks {VERSION}"),
+            ));
+        }
+        None => {
+            return Err(TusError(
+                StatusCode::PRECONDITION_FAILED,
+                format!("the Tus-Resumable header is missing; this server speaks {VERSION}"),
+            ));
+        }
+    }
+    Ok(ferry_http::authenticate(&st.engine, headers).await?)
+}
+
+fn expires_header(hs: &mut HeaderMap, expires_at: i64) {
+    set(hs, "upload-expires", ferry_http::http_date(expires_at));
+}
+
+async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
+    let caller = caller(st, headers).await?;
+    let concat = match header(headers, "upload-concat") {
+        None => Concat::None,
+        Some("partial") => Concat::Partial,
+        Some(v) if v.starts_with("final;") => Concat::Final(v["final;".len()..].trim().to_owned()),
+        Some(v) => {
+            return Err(bad(format!(
+                "Upload-Concat must be 'partial' or 'final;<url> <url> …'; got {v:?}"
+            )));
+        }
+    };
+    let raw_meta = header(headers, "upload-metadata").map(str::to_owned);
+    let meta = parse_upload_metadata(raw_meta.as_deref().unwrap_or_default())?;
+    let text = |k: &str| meta.get(k).cloned().flatten().filter(|v| !v.is_empty());
+    let conflict = match text("conflict") {
+        Some(c) => c
+            .parse()
+            .map_err(|e: String| bad(format!("Upload-Metadata conflict: {e}")))?,
+        None => st.conflict,
+    };
+    let dest = |fallback: String| Destination {
+        space: text("space"),
+        path: text("path")
+            .or_else(|| text("filename"))
+            .or_else(|| text("name"))
+            .unwrap_or(fallback),
+        conflict,
+        content_type: text("filetype").or_else(|| text("type")),
+        sha256: None,
+    };
+    let stored = Stored {
+        upload_metadata: raw_meta,
+        concat: concat.clone(),
+    };
+    let fallback = || format!("upload-{}", ferry_engine::auth::random_hex(8));
+
+    if let Concat::Final(urls) = &concat {
+        let ids = urls
+            .split_whitespace()
+            .map(|u| {
+                u.trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>();
+        let d = dest(fallback());
+        let new = ferry_engine::NewSession {
+            space: d.space,
+            conflict,
+            expires_in_secs: None,
+            auto_commit: false,
+            uploads: vec![ferry_engine::NewUpload {
+                path: d.path,
+                content_type: d.content_type,
+                metadata: Some(stored.to_json()),
+                ..Default::default()
+            }],
+            dialect: "tus".into(),
+        };
+        let view = st.engine.concat(&caller, &ids, new).await?;
+        let up = &view.uploads[0].upload;
+        commit_if_complete(st, &caller, up).await?;
+        let mut hs = HeaderMap::new();
+        set(&mut hs, "location", st.upload_url(&up.id));
+        expires_header(&mut hs, view.session.expires_at);
+        return Ok(respond(StatusCode::CREATED, hs));
+    }
+
+    let size = match (
+        int_header(headers, "upload-length")?,
+        header(headers, "upload-defer-length"),
+    ) {
+        (Some(n), None) => Some(n),
+        (None, Some("1")) => None,
+        (Some(_), Some(_)) => {
+            return Err(bad("send Upload-Length or Upload-Defer-Length, not both"));
+        }
+        (None, Some(v)) => return Err(bad(format!("Upload-Defer-Length must be 1; got {v:?}"))),
+        (None, None) => {
+            return Err(bad(
+                "a creation needs Upload-Length, or Upload-Defer-Length: 1",
+            ));
+        }
+    };
+    // A partial upload never becomes a file by itself: it gets a
+    // placeholder path that is never claimed.
+    let d = match concat {
+        Concat::Partial => Destination {
+            space: None,
+            path: format!(".tus-partial/{}", ferry_engine::auth::random_hex(8)),
+            conflict: ConflictPolicy::Replace,
+            content_type: None,
+            sha256: None,
+        },
+        _ => dest(fallback()),
+    };
+    let view = create(st, &caller, d, size, stored.to_json(), "tus").await?;
+    let session = st
+        .engine
+        .get_session(&caller, &view.upload.session_id)
+        .await?;
+    let mut upload = view.upload;
+    let mut hs = HeaderMap::new();
+    set(&mut hs, "location", st.upload_url(&upload.id));
+    expires_header(&mut hs, session.session.expires_at);
+
+    // creation-with-upload: the body carries the first bytes.
+    let with_body = header(headers, "content-type").is_some_and(|t| t.starts_with(OCTETS));
+    if with_body {
+        let (stream, trailers) = ferry_http::body_stream_with_trailers(body);
+        let checks = checks(headers, trailers)?;
+        match st
+            .engine
+            .write(
+                &caller,
+                &upload.id,
+                WriteAt::Append {
+                    offset: 0,
+                    total: None,
+                },
+                stream,
+                checks,
+            )
+            .await
+        {
+            Ok(w) => upload = w.upload,
+            // The upload exists; the client resumes from the offset it
+            // reads here (whatever was made durable is kept).
+            Err(e) => {
+                tracing::info!(upload = %upload.id, error = %e, "creation-with-upload body failed");
+                upload = st.engine.upload_status(&caller, &upload.id).await?.upload;
+            }
+        }
+        set(&mut hs, "upload-offset", offset(&upload));
+    }
+    if stored.concat != Concat::Partial {
+        commit_if_complete(st, &caller, &upload).await?;
+    }
+    Ok(respond(StatusCode::CREATED, hs))
+}
+
+/// `Upload-Checksum: <algo> <base64>` on the request, or announced as a
+/// trailer (`Trailer: Upload-Checksum`) and read after the body (whose
+/// bytes are then hashed with every algorithm it might name).
+fn checks(headers: &HeaderMap, trailers: ferry_http::Trailers) -> Result<PartChecks, TusError> {
+    let mut checks = PartChecks::default();
+    if let Some(v) = header(headers, "upload-checksum") {
+        checks.expected.push(parse_checksum(v)?);
+    }
+    let announced = header(headers, "trailer").is_some_and(|t| {
+        t.split(',')
+            .any(|f| f.trim().eq_ignore_ascii_case("upload-checksum"))
+    });
+    if announced {
+        checks.want = Want {
+            sha256: true,
+            sha1: true,
+            md5: true,
+        };
+        checks.late = Some(Arc::new(move || {
+            let t = trailers.lock().unwrap();
+            match t.as_ref().and_then(|t| t.get("upload-checksum")) {
+                None => Ok(Vec::new()),
+                Some(v) => Ok(vec![parse_checksum(v.to_str().unwrap_or_default())?]),
+            }
+        }));
+    }
+    Ok(checks)
+}
+
+fn parse_checksum(v: &str) -> Result<Digest, EngineError> {
+    let (algo, b64) = v.trim().split_once(' ').ok_or_else(|| {
+        EngineError::invalid(
+            "invalid_checksum",
+            format!("Upload-Checksum must be '<algorithm> <base64>'; got {v:?}"),
+        )
+    })?;
+    let algo = match algo.to_ascii_lowercase().as_str() {
+        "sha1" => DigestAlgo::Sha1,
+        "sha256" => DigestAlgo::Sha256,
+        "md5" => DigestAlgo::Md5,
+        other => {
+            return Err(EngineError::invalid(
+                "invalid_checksum",
+                format!("checksum algorithm {other:?} is not supported; use sha1, sha256 or md5"),
+            ));
+        }
+    };
+    ferry_http::decode_digest(algo, b64, "Upload-Checksum")
+        .map_err(|m| EngineError::invalid("invalid_checksum", m))
+}
+
+fn upload_headers(upload: &Upload, expires_at: i64) -> HeaderMap {
+    let stored = Stored::of(upload);
+    let mut hs = HeaderMap::new();
+    set(&mut hs, "upload-offset", offset(upload));
+    match known_length(upload) {
+        Some(n) => set(&mut hs, "upload-length", n),
+        None => set(&mut hs, "upload-defer-length", 1),
+    }
+    if let Some(m) = &stored.upload_metadata {
+        set(&mut hs, "upload-metadata", m);
+    }
+    match &stored.concat {
+        Concat::None => {}
+        Concat::Partial => set(&mut hs, "upload-concat", "partial"),
+        Concat::Final(list) => set(&mut hs, "upload-concat", format!("final;{list}")),
+    }
+    if upload.state == UploadState::Open {
+        expires_header(&mut hs, expires_at);
+    }
+    set(&mut hs, h::CACHE_CONTROL.as_str(), "no-store");
+    hs
+}
+
+async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> TusResult {
+    let caller = caller(st, headers).await?;
+    let view = st.engine.take_over(&caller, id).await?;
+    let session = st
+        .engine
+        .get_session(&caller, &view.upload.session_id)
+        .await?;
+    let upload = view.upload;
+    match upload.state {
+        UploadState::Aborted => {
+            return Err(TusError(
+                StatusCode::GONE,
+                format!("upload {id} was terminated"),
+            ));
+        }
+        UploadState::Open => {
+            if let Some(e) = session.session.state.check_writable().err() {
+                return Err(EngineError::Gone(e).into());
+            }
+            // A completed upload whose commit did not happen (or failed)
+            // is committed now; its error is this answer.
+            if Stored::of(&upload).concat != Concat::Partial {
+                commit_if_complete(st, &caller, &upload).await?;
+            }
+        }
+        _ => {}
+    }
+    let hs = upload_headers(&upload, session.session.expires_at);
+    Ok(respond(StatusCode::OK, hs))
+}
+
+async fn patch(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> TusResult {
+    let caller = caller(st, headers).await?;
+    if !header(headers, "content-type").is_some_and(|t| t.starts_with(OCTETS)) {
+        return Err(TusError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a PATCH body must be sent as Content-Type: {OCTETS}"),
+        ));
+    }
+    let at = int_header(headers, "upload-offset")?
+        .ok_or_else(|| bad("a PATCH needs the Upload-Offset header"))?;
+    let total = int_header(headers, "upload-length")?;
+    let (stream, trailers) = ferry_http::body_stream_with_trailers(body);
+    let checks = checks(headers, trailers)?;
+    let written = st
+        .engine
+        .write(
+            &caller,
+            id,
+            WriteAt::Append { offset: at, total },
+            stream,
+            checks,
+        )
+        .await;
+    let upload = match written {
+        Ok(w) => w.upload,
+        Err(e) => return Err(e.into()),
+    };
+    if Stored::of(&upload).concat != Concat::Partial {
+        commit_if_complete(st, &caller, &upload).await?;
+    }
+    let session = st.engine.get_session(&caller, &upload.session_id).await?;
+    let mut hs = HeaderMap::new();
+    set(&mut hs, "upload-offset", offset(&upload));
+    expires_header(&mut hs, session.session.expires_at);
+    Ok(respond(StatusCode::NO_CONTENT, hs))
+}
+
+async fn delete(st: &TusState, id: &str, headers: &HeaderMap) -> TusResult {
+    let caller = caller(st, headers).await?;
+    st.engine.take_over(&caller, id).await?;
+    st.engine.abort_upload(&caller, id).await?;
+    Ok(respond(StatusCode::NO_CONTENT, HeaderMap::new()))
+}
