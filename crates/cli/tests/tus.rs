@@ -1,0 +1,687 @@
+//! tus 1.0 and the IETF draft through a real server, request by request.
+//! (Real client libraries — tuspy, tus-js-client, Uppy in Chromium — are
+//! exercised by tests/clients/.)
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::*;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sha1::Digest as _;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
+const OCTETS: (&str, &str) = ("Content-Type", "application/offset+octet-stream");
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn offset(&self) -> u64 {
+        self.header("upload-offset")
+            .unwrap_or_else(|| panic!("no Upload-Offset in {:?} {}", self.status, self.body))
+            .parse()
+            .unwrap()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+async fn req(
+    s: &Server,
+    method: Method,
+    url: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
+    let mut rb = http()
+        .request(method, s.url_of(url))
+        .bearer_auth(token)
+        .body(body);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.unwrap();
+    Reply {
+        status: r.status(),
+        headers: r.headers().clone(),
+        body: r.text().await.unwrap(),
+    }
+}
+
+fn metadata(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k} {}", B64.encode(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Creates a tus upload; returns its URL.
+async fn create(s: &Server, token: &str, len: u64, meta: &[(&str, &str)]) -> String {
+    let len = len.to_string();
+    let meta = metadata(meta);
+    let r = req(
+        s,
+        Method::POST,
+        "/tus/",
+        token,
+        &[TUS, ("Upload-Length", &len), ("Upload-Metadata", &meta)],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.header("upload-expires").is_some());
+    r.header("location").unwrap().to_owned()
+}
+
+async fn patch(
+    s: &Server,
+    token: &str,
+    url: &str,
+    at: u64,
+    data: &[u8],
+    extra: &[(&str, &str)],
+) -> Reply {
+    let at = at.to_string();
+    let mut headers = vec![TUS, OCTETS, ("Upload-Offset", at.as_str())];
+    headers.extend_from_slice(extra);
+    req(s, Method::PATCH, url, token, &headers, data.to_vec()).await
+}
+
+async fn head(s: &Server, token: &str, url: &str) -> Reply {
+    req(s, Method::HEAD, url, token, &[TUS], vec![]).await
+}
+
+#[tokio::test]
+async fn tus_upload_in_chunks_lands_at_its_metadata_path() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let data = random_bytes(3 << 20, 1);
+    let url = create(
+        &s,
+        &alice,
+        data.len() as u64,
+        &[
+            ("filename", "ignored.bin"),
+            ("path", "docs/report.bin"),
+            ("filetype", "application/x-test"),
+        ],
+    )
+    .await;
+    let mut at = 0;
+    for chunk in data.chunks(1 << 20) {
+        let r = patch(&s, &alice, &url, at, chunk, &[]).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        at += chunk.len() as u64;
+        assert_eq!(r.offset(), at);
+    }
+    let h = head(&s, &alice, &url).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.offset(), data.len() as u64);
+    assert_eq!(h.header("cache-control"), Some("no-store"));
+    let (st, got) = download(&s, &alice, "alice", "docs/report.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+    let r = http()
+        .get(s.url_of("/v1/spaces/alice/files/docs/report.bin"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-test");
+}
+
+#[tokio::test]
+async fn tus_wrong_offset_is_409_and_changes_nothing() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let url = create(&s, &alice, 10, &[("filename", "a.txt")]).await;
+    assert_eq!(
+        patch(&s, &alice, &url, 0, b"hello", &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let r = patch(&s, &alice, &url, 3, b"XXXXXXX", &[]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.body.contains("offset is 5"), "{}", r.body);
+    assert_eq!(head(&s, &alice, &url).await.offset(), 5);
+    assert_eq!(
+        patch(&s, &alice, &url, 5, b"world", &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        download(&s, &alice, "alice", "a.txt").await.1,
+        b"helloworld"
+    );
+}
+
+#[tokio::test]
+async fn tus_checksum_mismatch_is_460_and_the_offset_stays() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let url = create(&s, &alice, 8, &[("filename", "c.txt")]).await;
+    let wrong = format!("sha1 {}", B64.encode(sha1::Sha1::digest(b"nope")));
+    let r = patch(&s, &alice, &url, 0, b"abcd", &[("Upload-Checksum", &wrong)]).await;
+    assert_eq!(r.status.as_u16(), 460, "{}", r.body);
+    assert_eq!(head(&s, &alice, &url).await.offset(), 0);
+    let right = format!("md5 {}", B64.encode(md5::Md5::digest(b"abcd")));
+    let r = patch(&s, &alice, &url, 0, b"abcd", &[("Upload-Checksum", &right)]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = patch(
+        &s,
+        &alice,
+        &url,
+        4,
+        b"efgh",
+        &[("Upload-Checksum", "crc32 AAAA")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(head(&s, &alice, &url).await.offset(), 4);
+    let sha1 = format!("sha1 {}", B64.encode(sha1::Sha1::digest(b"efgh")));
+    let r = patch(&s, &alice, &url, 4, b"efgh", &[("Upload-Checksum", &sha1)]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(download(&s, &alice, "alice", "c.txt").await.1, b"abcdefgh");
+}
+
+/// Raw HTTP/1.1 over TCP, for what reqwest cannot send (trailers, a body
+/// that stalls).
+fn raw(s: &Server) -> std::net::TcpStream {
+    let addr = s.url.trim_start_matches("http://");
+    let c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c
+}
+
+fn read_status(c: &mut std::net::TcpStream) -> (u16, String) {
+    let mut buf = vec![0u8; 8192];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed before an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_string();
+    (text[9..12].parse().unwrap(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_checksum_in_a_trailer_is_checked_after_the_body() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let url = create(&s, &alice, 8, &[("filename", "t.txt")]).await;
+    let path = url.trim_start_matches(&s.url).to_owned();
+    let send = |at: u64, data: &'static [u8], sum: String| {
+        let mut c = raw(&s);
+        let req = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nTus-Resumable: 1.0.0\r\n\
+             Content-Type: application/offset+octet-stream\r\nUpload-Offset: {at}\r\n\
+             Transfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\n\r\n\
+             {:x}\r\n",
+            data.len()
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        c.write_all(data).unwrap();
+        c.write_all(format!("\r\n0\r\nUpload-Checksum: {sum}\r\n\r\n").as_bytes())
+            .unwrap();
+        read_status(&mut c).0
+    };
+    let sha = |d: &[u8]| format!("sha256 {}", B64.encode(sha2::Sha256::digest(d)));
+    let st = tokio::task::block_in_place(|| send(0, b"abcd", sha(b"zzzz")));
+    assert_eq!(st, 460);
+    assert_eq!(head(&s, &alice, &url).await.offset(), 0);
+    let st = tokio::task::block_in_place(|| send(0, b"abcd", sha(b"abcd")));
+    assert_eq!(st, 204);
+    assert_eq!(head(&s, &alice, &url).await.offset(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_head_takes_over_from_a_stalled_patch_and_keeps_its_bytes() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let total = 4u64 << 20;
+    let data = random_bytes(total as usize, 7);
+    let url = create(&s, &alice, total, &[("filename", "stall.bin")]).await;
+    let path = url.trim_start_matches(&s.url).to_owned();
+    // A PATCH that announces every byte, sends 1 MiB, then goes silent
+    // (a client whose network died).
+    let mut c = raw(&s);
+    let head_part = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nTus-Resumable: 1.0.0\r\n\
+         Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {total}\r\n\r\n"
+    );
+    c.write_all(head_part.as_bytes()).unwrap();
+    c.write_all(&data[..1 << 20]).unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let t = Instant::now();
+    let h = head(&s, &alice, &url).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "HEAD waited {:?}",
+        t.elapsed()
+    );
+    let kept = h.offset();
+    assert!(kept > 0 && kept <= 1 << 20, "kept {kept}");
+    // The stalled request is told it lost the upload.
+    let (code, _) = tokio::task::block_in_place(|| read_status(&mut c));
+    assert_eq!(code, 409);
+    // The client resumes where the server says, and the file is whole.
+    let r = patch(&s, &alice, &url, kept, &data[kept as usize..], &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let (_, got) = download(&s, &alice, "alice", "stall.bin").await;
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+}
+
+#[tokio::test]
+async fn tus_concatenation_joins_partials_into_one_file_and_frees_them() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let data = random_bytes(5_000_000, 3);
+    let mut urls = Vec::new();
+    for piece in data.chunks(1_700_000) {
+        let len = piece.len().to_string();
+        let r = req(
+            &s,
+            Method::POST,
+            "/tus/",
+            &alice,
+            &[TUS, ("Upload-Length", &len), ("Upload-Concat", "partial")],
+            vec![],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let url = r.header("location").unwrap().to_owned();
+        assert_eq!(
+            patch(&s, &alice, &url, 0, piece, &[]).await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            head(&s, &alice, &url).await.header("upload-concat"),
+            Some("partial")
+        );
+        urls.push(url);
+    }
+    // A partial is never a file by itself.
+    let (_, listing) = call(
+        &s,
+        Method::GET,
+        "/v1/spaces/alice/list/",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(listing["entries"].as_array().unwrap().len(), 0, "{listing}");
+    let fin = format!("final;{}", urls.join(" "));
+    let meta = metadata(&[("filename", "joined.bin")]);
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/",
+        &alice,
+        &[TUS, ("Upload-Concat", &fin), ("Upload-Metadata", &meta)],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let final_url = r.header("location").unwrap().to_owned();
+    let h = head(&s, &alice, &final_url).await;
+    assert_eq!(h.offset(), data.len() as u64);
+    assert!(h.header("upload-concat").unwrap().starts_with("final;"));
+    assert_eq!(
+        patch(&s, &alice, &final_url, 0, b"x", &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let (_, got) = download(&s, &alice, "alice", "joined.bin").await;
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+    for u in &urls {
+        assert_eq!(head(&s, &alice, u).await.status, StatusCode::GONE);
+    }
+}
+
+#[tokio::test]
+async fn tus_deferred_length_is_fixed_by_a_later_patch() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let meta = metadata(&[("filename", "d.txt")]);
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/",
+        &alice,
+        &[
+            TUS,
+            ("Upload-Defer-Length", "1"),
+            ("Upload-Metadata", &meta),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let url = r.header("location").unwrap().to_owned();
+    assert_eq!(
+        patch(&s, &alice, &url, 0, b"abc", &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let h = head(&s, &alice, &url).await;
+    assert_eq!(h.header("upload-defer-length"), Some("1"));
+    let r = patch(&s, &alice, &url, 3, b"def", &[("Upload-Length", "6")]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(
+        head(&s, &alice, &url).await.header("upload-length"),
+        Some("6")
+    );
+    assert_eq!(download(&s, &alice, "alice", "d.txt").await.1, b"abcdef");
+}
+
+#[tokio::test]
+async fn tus_protocol_errors_name_the_problem() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/",
+        &alice,
+        &[("Upload-Length", "5")],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.header("tus-version"), Some("1.0.0"));
+    let url = create(&s, &alice, 5, &[("filename", "e.txt")]).await;
+    let r = req(
+        &s,
+        Method::PATCH,
+        &url,
+        &alice,
+        &[TUS, ("Upload-Offset", "0")],
+        b"hello".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.body);
+    // Another user's upload does not exist for them.
+    assert_eq!(head(&s, &bob, &url).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        patch(&s, &bob, &url, 0, b"hello", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A path that escapes is refused before any byte is sent.
+    let meta = metadata(&[("path", "../etc/passwd")]);
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/",
+        &alice,
+        &[TUS, ("Upload-Length", "5"), ("Upload-Metadata", &meta)],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/",
+        &alice,
+        &[TUS, ("Upload-Length", "99999999999999999")],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    // Termination.
+    let r = req(&s, Method::DELETE, &url, &alice, &[TUS], vec![]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(head(&s, &alice, &url).await.status, StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn tus_method_override_and_creation_with_upload() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let meta = metadata(&[("filename", "w.txt")]);
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/",
+        &alice,
+        &[
+            TUS,
+            OCTETS,
+            ("Upload-Length", "10"),
+            ("Upload-Metadata", &meta),
+        ],
+        b"01234".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.offset(), 5);
+    let url = r.header("location").unwrap().to_owned();
+    let r = req(
+        &s,
+        Method::POST,
+        &url,
+        &alice,
+        &[
+            TUS,
+            OCTETS,
+            ("Upload-Offset", "5"),
+            ("X-HTTP-Method-Override", "PATCH"),
+        ],
+        b"56789".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(
+        download(&s, &alice, "alice", "w.txt").await.1,
+        b"0123456789"
+    );
+}
+
+#[tokio::test]
+async fn tus_conflict_fail_refuses_an_existing_path_at_creation() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let url = create(&s, &alice, 2, &[("filename", "same.txt")]).await;
+    patch(&s, &alice, &url, 0, b"v1", &[]).await;
+    let meta = metadata(&[("filename", "same.txt"), ("conflict", "fail")]);
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/",
+        &alice,
+        &[TUS, ("Upload-Length", "2"), ("Upload-Metadata", &meta)],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    // The default policy renames.
+    let url = create(&s, &alice, 2, &[("filename", "same.txt")]).await;
+    patch(&s, &alice, &url, 0, b"v2", &[]).await;
+    assert_eq!(download(&s, &alice, "alice", "same.txt").await.1, b"v1");
+    assert_eq!(download(&s, &alice, "alice", "same (1).txt").await.1, b"v2");
+}
+
+const DRAFT: (&str, &str) = ("Upload-Draft-Interop-Version", "8");
+
+#[tokio::test]
+async fn draft_upload_create_append_complete_and_mismatch() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/?path=draft/one.bin",
+        &alice,
+        &[DRAFT, ("Upload-Complete", "?0"), ("Upload-Length", "9")],
+        b"abc".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.header("upload-complete"), Some("?0"));
+    assert!(r.header("upload-limit").unwrap().contains("max-size="));
+    let url = r.header("location").unwrap().to_owned();
+
+    let h = req(&s, Method::HEAD, &url, &alice, &[DRAFT], vec![]).await;
+    assert_eq!(h.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.offset(), 3);
+    assert_eq!(h.header("upload-complete"), Some("?0"));
+    assert_eq!(h.header("upload-length"), Some("9"));
+    assert_eq!(h.header("cache-control"), Some("no-store"));
+
+    let partial = ("Content-Type", "application/partial-upload");
+    let r = req(
+        &s,
+        Method::PATCH,
+        &url,
+        &alice,
+        &[
+            DRAFT,
+            partial,
+            ("Upload-Offset", "1"),
+            ("Upload-Complete", "?0"),
+        ],
+        b"zz".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let p = r.json();
+    assert_eq!(
+        p["type"],
+        "https://iana.org/assignments/http-problem-types#mismatching-upload-offset"
+    );
+    assert_eq!(p["expected-offset"], 3);
+    assert_eq!(p["provided-offset"], 1);
+
+    let r = req(
+        &s,
+        Method::PATCH,
+        &url,
+        &alice,
+        &[
+            DRAFT,
+            partial,
+            ("Upload-Offset", "3"),
+            ("Upload-Complete", "?0"),
+        ],
+        b"def".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(r.header("upload-complete"), Some("?0"));
+    let r = req(
+        &s,
+        Method::PATCH,
+        &url,
+        &alice,
+        &[
+            DRAFT,
+            partial,
+            ("Upload-Offset", "6"),
+            ("Upload-Complete", "?1"),
+        ],
+        b"ghi".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.header("upload-complete"), Some("?1"));
+    assert_eq!(r.json()["path"], "draft/one.bin");
+    assert_eq!(r.json()["sha256"], sha256_hex(b"abcdefghi"));
+    assert!(r.header("repr-digest").unwrap().starts_with("sha-256=:"));
+    assert_eq!(
+        download(&s, &alice, "alice", "draft/one.bin").await.1,
+        b"abcdefghi"
+    );
+
+    // Appending bytes to a completed upload is an inconsistent length.
+    let r = req(
+        &s,
+        Method::PATCH,
+        &url,
+        &alice,
+        &[
+            DRAFT,
+            partial,
+            ("Upload-Offset", "9"),
+            ("Upload-Complete", "?1"),
+        ],
+        b"j".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(
+        r.json()["type"],
+        "https://iana.org/assignments/http-problem-types#inconsistent-upload-length"
+    );
+}
+
+#[tokio::test]
+async fn draft_one_request_upload_and_cancel() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/",
+        &alice,
+        &[
+            DRAFT,
+            ("Upload-Complete", "?1"),
+            ("Content-Disposition", "attachment; filename=\"whole.txt\""),
+        ],
+        b"all at once".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.header("location").is_some());
+    assert_eq!(
+        download(&s, &alice, "alice", "whole.txt").await.1,
+        b"all at once"
+    );
+
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/?path=gone.txt",
+        &alice,
+        &[DRAFT, ("Upload-Complete", "?0")],
+        b"x".to_vec(),
+    )
+    .await;
+    let url = r.header("location").unwrap().to_owned();
+    let r = req(&s, Method::DELETE, &url, &alice, &[DRAFT], vec![]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let h = req(&s, Method::HEAD, &url, &alice, &[DRAFT], vec![]).await;
+    assert_eq!(h.status, StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn upload_page_is_served_with_its_assets() {
+    let s = Server::start();
+    let page = http().get(s.url_of("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/app.js") && html.contains("/app.css"));
+    for (path, kind) in [("/app.js", "javascript"), ("/app.css", "css")] {
+        let r = http().get(s.url_of(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers()["content-type"].to_str().unwrap().contains(kind));
+        assert!(r.bytes().await.unwrap().len() > 1000);
+    }
+}
