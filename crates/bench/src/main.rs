@@ -53,7 +53,20 @@ struct Args {
     /// Runs of the small-upload test.
     #[arg(long, default_value_t = 3)]
     small_runs: usize,
+    /// What to measure: `all`, `native` (disk baselines, CLI, curl, small
+    /// uploads, memory) or `tus` (Ferry's tus dialect next to peer servers).
+    #[arg(long, default_value = "all")]
+    suite: String,
+    /// PATCH size of the tus comparison, MiB.
+    #[arg(long, default_value_t = 64)]
+    tus_chunk_mib: u64,
+    /// Where `crates/bench/peers/setup.sh` installed the peer tus servers;
+    /// peers that are not installed are skipped (and say so).
+    #[arg(long, default_value = "crates/bench/peers")]
+    peers: PathBuf,
 }
+
+mod tus;
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
@@ -290,6 +303,34 @@ async fn main() -> anyhow::Result<()> {
         args.size_mib, args.rounds, args.small, args.small_size, args.concurrency
     );
     sh(&format!("head -c {size} /dev/urandom > {}", src.display()))?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let (native_on, tus_on) = match args.suite.as_str() {
+        "all" => (true, true),
+        "native" => (true, false),
+        "tus" => (false, true),
+        other => bail!("--suite must be all, native or tus; got {other:?}"),
+    };
+    if native_on {
+        native(&args, &dir, &ferry, &src, &client).await?;
+    }
+    if tus_on {
+        tus_suite(&args, &dir, &ferry, &src, &client).await?;
+    }
+    let _ = std::fs::remove_file(&src);
+    Ok(())
+}
+
+/// Disk baselines, the CLI and curl, small uploads, memory.
+async fn native(
+    args: &Args,
+    dir: &Path,
+    ferry: &Path,
+    src: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let size = args.size_mib << 20;
     // curl sends parts from files (`-T`), so it streams them without
     // buffering; split once, before any timing.
     let parts_dir = dir.join("parts");
@@ -300,9 +341,6 @@ async fn main() -> anyhow::Result<()> {
         src.display(),
         parts_dir.display()
     ))?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
 
     let tcp = loopback_mib_s(4 << 30).await?;
     let (mut raw, mut buffered, mut via_cli, mut via_curl) = (
@@ -326,13 +364,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&out);
 
         // ferry upload, 4 parallel parts.
-        let server = Server::start(&ferry, &data)?;
+        let server = Server::start(ferry, &data)?;
         let sampler = RssSampler::start(server.pid());
         let t = Instant::now();
-        let st = Command::new(&ferry)
+        let st = Command::new(ferry)
             .args(["upload", "-q", "-j", "4", "--state-dir"])
             .arg(dir.join("state"))
-            .arg(&src)
+            .arg(src)
             .arg("admin/big.bin")
             .env("FERRY_URL", &server.url)
             .env("FERRY_TOKEN", TOKEN)
@@ -347,9 +385,9 @@ async fn main() -> anyhow::Result<()> {
         drop(server);
 
         // curl: one session, 16 MiB parts, 4 at a time.
-        let server = Server::start(&ferry, &data)?;
+        let server = Server::start(ferry, &data)?;
         let s = api(
-            &client,
+            client,
             reqwest::Method::POST,
             format!("{}/v1/sessions", server.url),
             Some(json!({"path": "curl.bin", "size": size, "part_size": 16 << 20})),
@@ -366,7 +404,7 @@ async fn main() -> anyhow::Result<()> {
             url = server.url
         ))?;
         api(
-            &client,
+            client,
             reqwest::Method::POST,
             format!("{}/v1/sessions/{sid}/commit", server.url),
             None,
@@ -392,12 +430,12 @@ async fn main() -> anyhow::Result<()> {
     let payload = bytes::Bytes::from(vec![42u8; args.small_size]);
     for run in 1..=args.small_runs {
         eprintln!("small uploads, run {run}/{}", args.small_runs);
-        let server = Server::start(&ferry, &data)?;
+        let server = Server::start(ferry, &data)?;
         let sampler = RssSampler::start(server.pid());
         let t = Instant::now();
         let url = server.url.clone();
         let mut lat: Vec<Duration> = futures::stream::iter(0..args.small)
-            .map(|i| small_upload(&client, &url, i, payload.clone()))
+            .map(|i| small_upload(client, &url, i, payload.clone()))
             .buffer_unordered(args.concurrency)
             .collect::<Vec<_>>()
             .await
@@ -413,13 +451,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Memory with many concurrent large uploads (16 MiB each, streamed).
     eprintln!("{} concurrent uploads", args.rss_uploads);
-    let server = Server::start(&ferry, &data)?;
+    let server = Server::start(ferry, &data)?;
     let each: u64 = 16 << 20;
     let chunk = bytes::Bytes::from(vec![1u8; 1 << 20]);
     let mut ups = Vec::new();
     for i in 0..args.rss_uploads {
         let s = api(
-            &client,
+            client,
             reqwest::Method::POST,
             format!("{}/v1/sessions", server.url),
             Some(json!({"path": format!("many/{i}.bin"), "size": each, "part_size": each})),
@@ -504,8 +542,102 @@ async fn main() -> anyhow::Result<()> {
         "server peak RSS                        : {many_rss:8.1} MiB ({:.1} MiB/s overall)",
         (args.rss_uploads as u64 * 16) as f64 / many_el.as_secs_f64()
     );
-    let _ = std::fs::remove_file(&src);
     let _ = std::fs::remove_dir_all(&parts_dir);
     let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
+
+/// Ferry's tus dialect next to @tus/server and rustus, same client, same
+/// file, alternating rounds, with the raw disk rate of each round.
+async fn tus_suite(
+    args: &Args,
+    dir: &Path,
+    ferry: &Path,
+    src: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let peers_dir = std::fs::canonicalize(&args.peers).unwrap_or_else(|_| args.peers.clone());
+    let node = peers_dir.join("tus-node/server.mjs");
+    let node_ok = peers_dir.join("tus-node/node_modules/@tus/server").exists();
+    let rustus = peers_dir.join("rustus/bin/rustus");
+    let peers = tus::Peers {
+        node_script: node_ok.then_some(node),
+        rustus: rustus.exists().then_some(rustus),
+    };
+    if peers.node_script.is_none() {
+        eprintln!("@tus/server is not installed: run crates/bench/peers/setup.sh (skipped)");
+    }
+    if peers.rustus.is_none() {
+        eprintln!("rustus is not installed: run crates/bench/peers/setup.sh (skipped)");
+    }
+    let data = dir.join("data");
+    let start_ferry = || {
+        let server = Server::start(ferry, &data)?;
+        let (url, pid) = (server.url.clone(), server.pid());
+        Ok(tus::ferry(&url, pid, server))
+    };
+    let mut raw = Series::default();
+    let out = dir.join("dd.out");
+    let chunk = args.tus_chunk_mib << 20;
+    let mut results: Vec<(&'static str, tus::Figures)> = Vec::new();
+    for round in 1..=args.rounds {
+        raw.push(
+            args.size_mib as f64
+                / sh(&format!(
+                    "dd if={} of={} bs=8M oflag=direct conv=fsync",
+                    src.display(),
+                    out.display()
+                ))?
+                .as_secs_f64(),
+        );
+        let _ = std::fs::remove_file(&out);
+        eprintln!("tus comparison, round {round}/{}", args.rounds);
+        for (name, f) in tus::compare(
+            client,
+            src,
+            chunk,
+            1,
+            &dir.join("peers"),
+            &peers,
+            start_ferry,
+        )
+        .await?
+        {
+            match results.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, all)) => {
+                    all.rate.0.extend(f.rate.0);
+                    all.rss.0.extend(f.rss.0);
+                }
+                None => results.push((name, f)),
+            }
+        }
+    }
+    println!();
+    println!(
+        "## tus: {} MiB in {} MiB PATCHes, one client for every server",
+        args.size_mib, args.tus_chunk_mib
+    );
+    println!(
+        "raw disk, dd O_DIRECT (same rounds)    : {}",
+        raw.show("MiB/s")
+    );
+    for (name, f) in &results {
+        println!(
+            "{name:<39}: {}; peak RSS {}",
+            f.rate.show("MiB/s"),
+            f.rss.show("MiB")
+        );
+    }
+    let ferry_rate = results
+        .iter()
+        .find(|(n, _)| *n == "ferry /tus")
+        .map(|(_, f)| f.rate.median());
+    for (name, f) in results.iter().filter(|(n, _)| *n != "ferry /tus") {
+        if let Some(r) = ferry_rate {
+            println!("ferry / {name:<31}: {:.2}x", r / f.rate.median());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(dir.join("peers"));
     Ok(())
 }
