@@ -149,7 +149,12 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
     }
     let tus = TusState {
         engine: engine.clone(),
-        public_url: public_url.clone(),
+        // Without a configured public URL, upload URLs are relative: they
+        // then work under whatever host name the page or client used.
+        public_url: config
+            .public_url
+            .as_deref()
+            .map_or_else(String::new, |u| u.trim_end_matches('/').to_owned()),
         mount,
         conflict: config
             .tus

@@ -23,6 +23,8 @@ struct Problem {
     body: serde_json::Value,
     /// The upload's true offset, for a mismatch.
     offset: Option<u64>,
+    /// `Upload-Limit`, on answers caused by a limit.
+    limit: Option<String>,
 }
 
 impl Problem {
@@ -34,6 +36,7 @@ impl Problem {
             status,
             body,
             offset: None,
+            limit: None,
         }
     }
 
@@ -100,6 +103,9 @@ impl IntoResponse for Problem {
         if let Some(o) = self.offset {
             set(hs, "upload-offset", o);
             set(hs, "upload-complete", "?0");
+        }
+        if let Some(l) = self.limit {
+            set(hs, "upload-limit", l);
         }
         set(hs, "content-type", "application/problem+json");
         set(hs, "upload-draft-interop-version", INTEROP);
@@ -198,6 +204,16 @@ fn upload_complete(headers: &HeaderMap) -> Result<bool, Problem> {
     }
 }
 
+/// An engine error as a problem; limits add `Upload-Limit` (-11 §4.1.2).
+fn problem(st: &TusState, e: EngineError) -> Problem {
+    let too_large = matches!(e, EngineError::TooLarge { .. });
+    let mut p = Problem::from(e);
+    if too_large {
+        p.limit = Some(limits(st, None));
+    }
+    p
+}
+
 async fn caller(st: &TusState, headers: &HeaderMap) -> Result<Caller, Problem> {
     Ok(ferry_http::authenticate(&st.engine, headers).await?)
 }
@@ -275,10 +291,14 @@ async fn create_upload(st: &TusState, uri: &Uri, headers: &HeaderMap, body: Body
         content_type: header(headers, "content-type").map(str::to_owned),
         sha256,
     };
-    let view = create(st, &caller, dest, total, "{}".into(), "ietf-draft").await?;
+    let view = create(st, &caller, dest, total, "{}".into(), "ietf-draft")
+        .await
+        .map_err(|e| problem(st, e))?;
     let checks = content_digest(headers)?;
     let id = view.upload.id.clone();
-    let (upload, file) = write(st, &caller, &id, 0, total, complete, body, checks).await?;
+    let (upload, file) = write(st, &caller, &id, 0, total, complete, body, checks)
+        .await
+        .map_err(|e| problem(st, e))?;
     let expires = session_expiry(st, &caller, &upload).await?;
     let mut hs = HeaderMap::new();
     set(&mut hs, "location", st.upload_url(&id));
@@ -392,10 +412,11 @@ async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> DraftResult {
     };
     let mut hs = HeaderMap::new();
     set(&mut hs, "upload-offset", offset(&upload));
+    let complete = upload.is_complete() || upload.state != UploadState::Open;
     set(
         &mut hs,
         "upload-complete",
-        if upload.is_complete() { "?1" } else { "?0" },
+        if complete { "?1" } else { "?0" },
     );
     if let Some(n) = known_length(&upload) {
         set(&mut hs, "upload-length", n);
@@ -441,7 +462,7 @@ async fn append(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> Dra
                 e.to_string(),
             ));
         }
-        other => other?,
+        other => other.map_err(|e| problem(st, e))?,
     };
     let mut hs = HeaderMap::new();
     set(&mut hs, "upload-offset", offset(&upload));

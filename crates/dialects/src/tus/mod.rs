@@ -26,7 +26,8 @@ use ferry_engine::{Caller, Engine, EngineError, NewSession, NewUpload, UploadVie
 #[derive(Clone)]
 pub struct TusState {
     pub engine: Engine,
-    /// Base of absolute URLs handed out (no trailing slash).
+    /// Base of the upload URLs handed out (no trailing slash); empty:
+    /// `Location` is a path, resolved by clients against the request URL.
     pub public_url: String,
     /// Where the dialect is mounted, e.g. `/tus` (no trailing slash).
     pub mount: String,
