@@ -144,3 +144,90 @@ pub struct Cursor {
     pub offset: u64,
     pub hasher: Hashers,
 }
+
+/// The digests one write computes: the part's own (those asked for), and
+/// the whole file's in-order SHA-256 when the write continues the cursor.
+pub(crate) struct WriteHashes {
+    pub part: Hashers,
+    pub cursor: Option<Hashers>,
+}
+
+impl WriteHashes {
+    fn update(&mut self, data: &[u8]) {
+        self.part.update(data);
+        if let Some(c) = &mut self.cursor {
+            c.update(data);
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.cursor.is_some()
+            || self.part.sha256.is_some()
+            || self.part.sha1.is_some()
+            || self.part.md5.is_some()
+    }
+}
+
+/// Writes at least this long hash on their own thread.
+const THREAD_MIN: u64 = 1 << 20;
+
+/// Chunks queued for the hashing thread (backpressure beyond that).
+const QUEUE: usize = 32;
+
+/// Feeds a write's chunks to its hashers: inline for small writes, on a
+/// blocking thread for large ones, so that hashing (SHA-256 runs at about
+/// 1.2 GiB/s per core, the costliest step of the data path) overlaps
+/// receiving the next bytes instead of following it.
+#[derive(Clone)]
+pub(crate) enum Feeder {
+    Inline(std::sync::Arc<std::sync::Mutex<WriteHashes>>),
+    Thread(tokio::sync::mpsc::Sender<bytes::Bytes>),
+}
+
+/// Collects the hashers once every chunk has been fed.
+pub(crate) enum Finisher {
+    Inline(std::sync::Arc<std::sync::Mutex<WriteHashes>>),
+    Thread(tokio::task::JoinHandle<WriteHashes>),
+}
+
+pub(crate) fn tap(hashes: WriteHashes, len: u64) -> (Feeder, Finisher) {
+    if len < THREAD_MIN || !hashes.active() {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(hashes));
+        return (Feeder::Inline(shared.clone()), Finisher::Inline(shared));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUE);
+    let done = tokio::task::spawn_blocking(move || {
+        let mut hashes = hashes;
+        while let Some(chunk) = rx.blocking_recv() {
+            hashes.update(&chunk);
+        }
+        hashes
+    });
+    (Feeder::Thread(tx), Finisher::Thread(done))
+}
+
+impl Feeder {
+    pub async fn feed(&self, chunk: &bytes::Bytes) {
+        match self {
+            Feeder::Inline(h) => h.lock().unwrap().update(chunk),
+            // A chunk is a reference-counted view: queuing it copies nothing.
+            Feeder::Thread(tx) => {
+                let _ = tx.send(chunk.clone()).await;
+            }
+        }
+    }
+}
+
+impl Finisher {
+    /// Waits until every fed chunk is hashed; every `Feeder` must be gone.
+    pub async fn finish(self) -> WriteHashes {
+        match self {
+            Finisher::Inline(h) => std::sync::Arc::try_unwrap(h)
+                .ok()
+                .expect("every feeder is gone")
+                .into_inner()
+                .unwrap(),
+            Finisher::Thread(done) => done.await.expect("the hashing thread does not panic"),
+        }
+    }
+}

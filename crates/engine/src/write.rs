@@ -1,7 +1,7 @@
 //! The data path: one write of a part or a byte range.
 
 use crate::auth::Caller;
-use crate::hashing::{Digests, Hashers, Want};
+use crate::hashing::{Digests, Hashers, Want, WriteHashes};
 use crate::live::Live;
 use crate::{Engine, EngineError, Result, UploadView, now_ms};
 use ferry_core::{ByteRange, Digest, FileRecord, Length, Part, SessionState, Upload};
@@ -54,8 +54,6 @@ pub struct WriteResult {
 struct Seen {
     count: u64,
     overflow: bool,
-    part: Hashers,
-    cursor: Option<Hashers>,
 }
 
 impl Engine {
@@ -123,26 +121,33 @@ impl Engine {
         let seen = Arc::new(Mutex::new(Seen {
             count: 0,
             overflow: false,
-            part: Hashers::new(want),
-            cursor,
         }));
         let limit = range.len();
+        let (feeder, finisher) = crate::hashing::tap(
+            WriteHashes {
+                part: Hashers::new(want),
+                cursor,
+            },
+            limit,
+        );
         let tap = seen.clone();
         let body = body
             .take_until(stop.clone().cancelled_owned())
-            .map(move |item| {
-                let chunk = item?;
-                let mut s = tap.lock().unwrap();
-                if s.count + chunk.len() as u64 > limit {
-                    s.overflow = true;
-                    return Err(std::io::Error::other("body longer than announced"));
+            .then(move |item| {
+                let (tap, feeder) = (tap.clone(), feeder.clone());
+                async move {
+                    let chunk = item?;
+                    {
+                        let mut s = tap.lock().unwrap();
+                        if s.count + chunk.len() as u64 > limit {
+                            s.overflow = true;
+                            return Err(std::io::Error::other("body longer than announced"));
+                        }
+                        s.count += chunk.len() as u64;
+                    }
+                    feeder.feed(&chunk).await;
+                    Ok(chunk)
                 }
-                s.count += chunk.len() as u64;
-                s.part.update(&chunk);
-                if let Some(c) = &mut s.cursor {
-                    c.update(&chunk);
-                }
-                Ok(chunk)
             })
             .boxed();
         let outcome = match &side {
@@ -159,6 +164,7 @@ impl Engine {
             .expect("the body stream is gone")
             .into_inner()
             .unwrap();
+        let hashes = finisher.finish().await;
         metrics::counter!("ferry_bytes_received_total").increment(seen.count);
 
         // 3. Under the lock again: record what is durable, or undo.
@@ -214,7 +220,7 @@ impl Engine {
                 Some((f.durable, err))
             }
         };
-        let digests = seen.part.finish();
+        let digests = hashes.part.finish();
         let late = match (&failure, &checks.late) {
             (None, Some(late)) => late(),
             _ => Ok(Vec::new()),
@@ -249,7 +255,7 @@ impl Engine {
         if let Some((durable, err)) = failure {
             // A part is all or nothing; a range keeps its durable prefix.
             let kept = if part_no.is_some() { 0 } else { durable };
-            let hashed = seen.cursor.filter(|_| kept == seen.count);
+            let hashed = hashes.cursor.filter(|_| kept == seen.count);
             self.settle(&mut live, range, kept, part_no, epoch, hashed)
                 .await?;
             return Err(err);
@@ -276,7 +282,7 @@ impl Engine {
         if let Some(p) = &part {
             live.upload.parts.insert(p.number, p.clone());
         }
-        self.advance_cursor(&mut live, range, epoch, seen.cursor);
+        self.advance_cursor(&mut live, range, epoch, hashes.cursor);
         self.follow_if_behind(&slot, &mut live);
 
         let upload = live.upload.clone();
