@@ -519,6 +519,24 @@ async fn tus_conflict_fail_refuses_an_existing_path_at_creation() {
 
 const DRAFT: (&str, &str) = ("Upload-Draft-Interop-Version", "8");
 
+async fn draft_append(
+    s: &Server,
+    token: &str,
+    url: &str,
+    at: u64,
+    complete: &str,
+    data: &[u8],
+) -> Reply {
+    let at = at.to_string();
+    let headers = [
+        DRAFT,
+        ("Content-Type", "application/partial-upload"),
+        ("Upload-Offset", at.as_str()),
+        ("Upload-Complete", complete),
+    ];
+    req(s, Method::PATCH, url, token, &headers, data.to_vec()).await
+}
+
 #[tokio::test]
 async fn draft_upload_create_append_complete_and_mismatch() {
     let s = Server::start();
@@ -544,21 +562,7 @@ async fn draft_upload_create_append_complete_and_mismatch() {
     assert_eq!(h.header("upload-length"), Some("9"));
     assert_eq!(h.header("cache-control"), Some("no-store"));
 
-    let partial = ("Content-Type", "application/partial-upload");
-    let r = req(
-        &s,
-        Method::PATCH,
-        &url,
-        &alice,
-        &[
-            DRAFT,
-            partial,
-            ("Upload-Offset", "1"),
-            ("Upload-Complete", "?0"),
-        ],
-        b"zz".to_vec(),
-    )
-    .await;
+    let r = draft_append(&s, &alice, &url, 1, "?0", b"zz").await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     let p = r.json();
@@ -569,36 +573,10 @@ async fn draft_upload_create_append_complete_and_mismatch() {
     assert_eq!(p["expected-offset"], 3);
     assert_eq!(p["provided-offset"], 1);
 
-    let r = req(
-        &s,
-        Method::PATCH,
-        &url,
-        &alice,
-        &[
-            DRAFT,
-            partial,
-            ("Upload-Offset", "3"),
-            ("Upload-Complete", "?0"),
-        ],
-        b"def".to_vec(),
-    )
-    .await;
+    let r = draft_append(&s, &alice, &url, 3, "?0", b"def").await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     assert_eq!(r.header("upload-complete"), Some("?0"));
-    let r = req(
-        &s,
-        Method::PATCH,
-        &url,
-        &alice,
-        &[
-            DRAFT,
-            partial,
-            ("Upload-Offset", "6"),
-            ("Upload-Complete", "?1"),
-        ],
-        b"ghi".to_vec(),
-    )
-    .await;
+    let r = draft_append(&s, &alice, &url, 6, "?1", b"ghi").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.header("upload-complete"), Some("?1"));
     assert_eq!(r.json()["path"], "draft/one.bin");
@@ -610,20 +588,7 @@ async fn draft_upload_create_append_complete_and_mismatch() {
     );
 
     // Appending bytes to a completed upload is an inconsistent length.
-    let r = req(
-        &s,
-        Method::PATCH,
-        &url,
-        &alice,
-        &[
-            DRAFT,
-            partial,
-            ("Upload-Offset", "9"),
-            ("Upload-Complete", "?1"),
-        ],
-        b"j".to_vec(),
-    )
-    .await;
+    let r = draft_append(&s, &alice, &url, 9, "?1", b"j").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     assert_eq!(
         r.json()["type"],

@@ -303,16 +303,28 @@ async fn create_upload(st: &TusState, uri: &Uri, headers: &HeaderMap, body: Body
     let mut hs = HeaderMap::new();
     set(&mut hs, "location", st.upload_url(&id));
     set(&mut hs, "upload-limit", limits(st, Some(expires)));
-    set(&mut hs, "upload-offset", offset(&upload));
+    Ok(answer(hs, &upload, file, StatusCode::CREATED))
+}
+
+/// The answer of a request that sent bytes: the committed file (`200`,
+/// `Upload-Complete: ?1`, `Repr-Digest`, the file as JSON) or, while the
+/// upload goes on, `incomplete` with `Upload-Complete: ?0`.
+fn answer(
+    mut hs: HeaderMap,
+    upload: &Upload,
+    file: Option<FileRecord>,
+    incomplete: StatusCode,
+) -> Response {
+    set(&mut hs, "upload-offset", offset(upload));
     match file {
         Some(f) => {
             set(&mut hs, "upload-complete", "?1");
             digest_header(&mut hs, &f);
-            Ok(respond(StatusCode::OK, hs, Some(file_json(&f))))
+            respond(StatusCode::OK, hs, Some(file_json(&f)))
         }
         None => {
             set(&mut hs, "upload-complete", "?0");
-            Ok(respond(StatusCode::CREATED, hs, None))
+            respond(incomplete, hs, None)
         }
     }
 }
@@ -464,19 +476,12 @@ async fn append(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> Dra
         }
         other => other.map_err(|e| problem(st, e))?,
     };
-    let mut hs = HeaderMap::new();
-    set(&mut hs, "upload-offset", offset(&upload));
-    match file {
-        Some(f) => {
-            set(&mut hs, "upload-complete", "?1");
-            digest_header(&mut hs, &f);
-            Ok(respond(StatusCode::OK, hs, Some(file_json(&f))))
-        }
-        None => {
-            set(&mut hs, "upload-complete", "?0");
-            Ok(respond(StatusCode::NO_CONTENT, hs, None))
-        }
-    }
+    Ok(answer(
+        HeaderMap::new(),
+        &upload,
+        file,
+        StatusCode::NO_CONTENT,
+    ))
 }
 
 async fn cancel(st: &TusState, id: &str, headers: &HeaderMap) -> DraftResult {
