@@ -171,8 +171,10 @@ impl WriteHashes {
 /// Writes at least this long hash on their own thread.
 const THREAD_MIN: u64 = 1 << 20;
 
-/// Chunks queued for the hashing thread (backpressure beyond that).
-const QUEUE: usize = 32;
+/// Chunks queued for the hashing thread (backpressure beyond that). A
+/// chunk is at most one connection read buffer (64 or 512 KiB), so a write
+/// holds at most 4 MiB here.
+const QUEUE: usize = 8;
 
 /// Feeds a write's chunks to its hashers: inline for small writes, on a
 /// blocking thread for large ones, so that hashing (SHA-256 runs at about
