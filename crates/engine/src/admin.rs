@@ -26,7 +26,8 @@ pub(crate) fn principal(caller: &Caller) -> Result<&Principal> {
     match caller {
         Caller::User(p) => Ok(p),
         Caller::Upload(_) => Err(EngineError::Unauthenticated(
-            "a signed upload URL only grants writes and status of its own upload".into(),
+            "a signed upload URL only grants writes, status, commit and abort of its own upload"
+                .into(),
         )),
     }
 }

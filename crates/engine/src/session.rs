@@ -353,16 +353,24 @@ impl Engine {
     }
 
     pub async fn upload_status(&self, caller: &Caller, upload_id: &str) -> Result<UploadView> {
+        Ok(self.upload_and_session(caller, upload_id).await?.0)
+    }
+
+    /// An upload's status with its session (expiry, state), for dialects
+    /// whose answers carry both.
+    pub async fn upload_and_session(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+    ) -> Result<(UploadView, Session)> {
         let slot = self.slot(caller, upload_id).await?;
         let (session, upload) = {
             let live = slot.state.lock().await;
             (live.session.clone(), live.upload.clone())
         };
-        if session.state == SessionState::Open && session.is_expired_at(now_ms()) {
-            self.lazily_expired(session.clone()).await?;
-        }
+        let session = self.lazily_expired(session).await?;
         let file = self.file_of(&session, &upload).await?;
-        Ok(UploadView { upload, file })
+        Ok((UploadView { upload, file }, session))
     }
 }
 

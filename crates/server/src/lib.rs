@@ -12,6 +12,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use ferry_dialects::graph::{self, GraphState};
 use ferry_dialects::native::{self, NativeState};
 use ferry_dialects::tus::{self, TusState};
 use ferry_engine::Engine;
@@ -163,6 +164,10 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
             .map_err(|e: String| anyhow::anyhow!("[tus] conflict: {e}"))?,
     };
     let app = Router::new()
+        .merge(graph::router(GraphState {
+            engine: engine.clone(),
+            public_url: public_url.clone(),
+        }))
         .merge(native::router(NativeState { engine, public_url }))
         .merge(tus::router(tus))
         .merge(web::router())

@@ -1,0 +1,200 @@
+//! The Microsoft Graph dialect through a real server. (The official
+//! `msgraph-sdk` is exercised by tests/clients/python/test_graph.py.)
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Creates an upload session; returns its `uploadUrl`.
+async fn session(s: &Server, token: &str, path: &str, body: Value) -> String {
+    let r = http()
+        .post(s.url_of(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["nextExpectedRanges"], json!(["0-"]));
+    assert!(v["expirationDateTime"].as_str().unwrap().ends_with('Z'));
+    v["uploadUrl"].as_str().unwrap().to_owned()
+}
+
+/// One fragment, with no Authorization header (the URL carries its own).
+async fn fragment(url: &str, first: u64, total: u64, data: &[u8]) -> (StatusCode, Value) {
+    let last = first + data.len() as u64 - 1;
+    let r = http()
+        .put(url)
+        .header("Content-Range", format!("bytes {first}-{last}/{total}"))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    decode(r).await
+}
+
+async fn on_url(method: Method, url: &str) -> (StatusCode, Value) {
+    decode(http().request(method, url).send().await.unwrap()).await
+}
+
+fn graph_error(v: &Value, code: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
+}
+
+#[tokio::test]
+async fn graph_fragments_resume_from_next_expected_ranges_and_land_as_a_drive_item() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let data = random_bytes(3 * 327_680 + 1000, 5);
+    let total = data.len() as u64;
+    let url = session(
+        &s,
+        &alice,
+        "/v1.0/me/drive/root:/docs/big.bin:/createUploadSession",
+        json!({"item": {"fileSize": total}}),
+    )
+    .await;
+    let (st, v) = fragment(&url, 0, total, &data[..327_680]).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["nextExpectedRanges"], json!(["327680-"]));
+    // A gap: the status lists both missing ranges.
+    let (st, _) = fragment(&url, 655_360, total, &data[655_360..983_040]).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let (st, v) = on_url(Method::GET, &url).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["nextExpectedRanges"], json!(["327680-655359", "983040-"]));
+    // Bytes already received are refused, not rewritten.
+    let (st, v) = fragment(&url, 0, total, &data[..10]).await;
+    assert_eq!(st, StatusCode::RANGE_NOT_SATISFIABLE);
+    graph_error(&v, "invalidRange");
+    let (st, _) = fragment(&url, 327_680, total, &data[327_680..655_360]).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let (st, item) = fragment(&url, 983_040, total, &data[983_040..]).await;
+    assert_eq!(st, StatusCode::CREATED, "{item}");
+    assert_eq!(item["name"], "big.bin");
+    assert_eq!(item["size"], total);
+    assert_eq!(item["parentReference"]["path"], "/drive/root:/docs");
+    assert_eq!(
+        item["file"]["hashes"]["sha256Hash"],
+        sha256_hex(&data).to_uppercase()
+    );
+    let (_, got) = download(&s, &alice, "alice", "docs/big.bin").await;
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+}
+
+#[tokio::test]
+async fn graph_accepts_the_sdk_item_id_form_and_defers_the_commit() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let url = session(
+        &s,
+        &alice,
+        "/v1.0/drives/alice/items/root%3A%2Fdeferred.txt%3A/createUploadSession",
+        json!({"deferCommit": true}),
+    )
+    .await;
+    let (st, v) = fragment(&url, 0, 5, b"hello").await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        download(&s, &alice, "alice", "deferred.txt").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (st, item) = on_url(Method::POST, &url).await;
+    assert_eq!(st, StatusCode::CREATED, "{item}");
+    assert_eq!(
+        download(&s, &alice, "alice", "deferred.txt").await.1,
+        b"hello"
+    );
+}
+
+#[tokio::test]
+async fn graph_conflict_behaviours_fail_replace_and_rename() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let path = "/v1.0/me/drive/root:/same.txt:/createUploadSession";
+    let first = session(&s, &alice, path, json!({})).await;
+    assert_eq!(fragment(&first, 0, 2, b"v1").await.0, StatusCode::CREATED);
+    let fail = session(&s, &alice, path, json!({})).await;
+    let (st, v) = fragment(&fail, 0, 2, b"v2").await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    graph_error(&v, "nameAlreadyExists");
+    assert_eq!(download(&s, &alice, "alice", "same.txt").await.1, b"v1");
+    let rename = session(
+        &s,
+        &alice,
+        path,
+        json!({"item": {"@microsoft.graph.conflictBehavior": "rename"}}),
+    )
+    .await;
+    let (st, item) = fragment(&rename, 0, 2, b"v3").await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(item["name"], "same (1).txt");
+    let replace = session(
+        &s,
+        &alice,
+        path,
+        json!({"item": {"@microsoft.graph.conflictBehavior": "replace"}}),
+    )
+    .await;
+    assert_eq!(fragment(&replace, 0, 2, b"v4").await.0, StatusCode::CREATED);
+    assert_eq!(download(&s, &alice, "alice", "same.txt").await.1, b"v4");
+}
+
+#[tokio::test]
+async fn graph_cancel_and_errors_in_graph_format() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let url = session(
+        &s,
+        &alice,
+        "/v1.0/me/drive/root:/c.bin:/createUploadSession",
+        json!({}),
+    )
+    .await;
+    // A bad Content-Range.
+    let r = http()
+        .put(&url)
+        .header("Content-Range", "bytes x-y/z")
+        .body("q")
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = decode(r).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    graph_error(&v, "invalidRange");
+    // A forged signature, and another user's token without one.
+    let forged = format!("{}00", url);
+    let (st, v) = fragment(&forged, 0, 1, b"x").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    graph_error(&v, "unauthenticated");
+    let bare = url.split('?').next().unwrap();
+    let r = http().get(bare).bearer_auth(&bob).send().await.unwrap();
+    let (st, v) = decode(r).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    graph_error(&v, "itemNotFound");
+    // A wrong token on creation.
+    let r = http()
+        .post(s.url_of("/v1.0/me/drive/root:/x:/createUploadSession"))
+        .bearer_auth("fy_0000000000000000_00")
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = decode(r).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    graph_error(&v, "unauthenticated");
+    // Oversize.
+    let (st, v) = fragment(&url, 0, 1 << 50, b"x").await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"]["code"].is_string());
+    // Cancel: the session is gone.
+    assert_eq!(on_url(Method::DELETE, &url).await.0, StatusCode::NO_CONTENT);
+    let (st, v) = on_url(Method::GET, &url).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    graph_error(&v, "itemNotFound");
+}
