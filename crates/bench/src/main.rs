@@ -54,18 +54,24 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     small_runs: usize,
     /// What to measure: `all`, `native` (disk baselines, CLI, curl, small
-    /// uploads, memory) or `tus` (Ferry's tus dialect next to peer servers).
+    /// uploads, memory), `tus` (Ferry's tus dialect next to peer servers)
+    /// or `graph` (the Graph dialect next to native range writes).
     #[arg(long, default_value = "all")]
     suite: String,
     /// PATCH size of the tus comparison, MiB.
     #[arg(long, default_value_t = 64)]
     tus_chunk_mib: u64,
+    /// Fragment size of the Graph comparison, MiB (Graph wants multiples of
+    /// 320 KiB below 60 MiB: 10 MiB = 32 × 320 KiB).
+    #[arg(long, default_value_t = 10)]
+    graph_fragment_mib: u64,
     /// Where `crates/bench/peers/setup.sh` installed the peer tus servers;
     /// peers that are not installed are skipped (and say so).
     #[arg(long, default_value = "crates/bench/peers")]
     peers: PathBuf,
 }
 
+mod graph;
 mod tus;
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
@@ -306,17 +312,21 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let (native_on, tus_on) = match args.suite.as_str() {
-        "all" => (true, true),
-        "native" => (true, false),
-        "tus" => (false, true),
-        other => bail!("--suite must be all, native or tus; got {other:?}"),
+    let (native_on, tus_on, graph_on) = match args.suite.as_str() {
+        "all" => (true, true, true),
+        "native" => (true, false, false),
+        "tus" => (false, true, false),
+        "graph" => (false, false, true),
+        other => bail!("--suite must be all, native, tus or graph; got {other:?}"),
     };
     if native_on {
         native(&args, &dir, &ferry, &src, &client).await?;
     }
     if tus_on {
         tus_suite(&args, &dir, &ferry, &src, &client).await?;
+    }
+    if graph_on {
+        graph_suite(&args, &dir, &ferry, &src, &client).await?;
     }
     let _ = std::fs::remove_file(&src);
     Ok(())
@@ -639,5 +649,74 @@ async fn tus_suite(
     }
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(dir.join("peers"));
+    Ok(())
+}
+
+/// The Graph dialect's sequential fragments next to the same fragments as
+/// native range writes, same server, alternating, with the raw disk rate.
+async fn graph_suite(
+    args: &Args,
+    dir: &Path,
+    ferry: &Path,
+    src: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let fragment = args.graph_fragment_mib << 20;
+    let data = dir.join("data");
+    let out = dir.join("dd.out");
+    let (mut raw, mut native, mut graph) =
+        (Series::default(), Series::default(), Series::default());
+    let mib = |d: Duration| args.size_mib as f64 / d.as_secs_f64();
+    for round in 1..=args.rounds {
+        eprintln!("graph comparison, round {round}/{}", args.rounds);
+        raw.push(mib(sh(&format!(
+            "dd if={} of={} bs=8M oflag=direct conv=fsync",
+            src.display(),
+            out.display()
+        ))?));
+        let _ = std::fs::remove_file(&out);
+        let server = Server::start(ferry, &data)?;
+        let name = format!("n{round}.bin");
+        native.push(mib(graph::native_upload(
+            client,
+            &server.url,
+            src,
+            fragment,
+            &name,
+        )
+        .await?));
+        let name = format!("g{round}.bin");
+        graph.push(mib(graph::graph_upload(
+            client,
+            &server.url,
+            src,
+            fragment,
+            &name,
+        )
+        .await?));
+        drop(server);
+    }
+    println!();
+    println!(
+        "## graph: {} MiB in sequential {} MiB fragments, one client",
+        args.size_mib, args.graph_fragment_mib
+    );
+    println!(
+        "raw disk, dd O_DIRECT (same rounds)    : {}",
+        raw.show("MiB/s")
+    );
+    println!(
+        "native Content-Range writes + commit   : {}",
+        native.show("MiB/s")
+    );
+    println!(
+        "graph uploadUrl fragments              : {}",
+        graph.show("MiB/s")
+    );
+    println!(
+        "graph / native                         : {:.2}x",
+        graph.median() / native.median()
+    );
+    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }

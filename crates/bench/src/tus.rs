@@ -141,9 +141,6 @@ pub async fn upload(
     let mut offset = 0;
     while offset < size {
         let len = chunk.min(size - offset);
-        let mut f = tokio::fs::File::open(file).await?;
-        f.seek(std::io::SeekFrom::Start(offset)).await?;
-        let body = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 << 10);
         let r = client
             .patch(url.clone())
             .bearer_auth(TOKEN)
@@ -151,7 +148,7 @@ pub async fn upload(
             .header("Upload-Offset", offset)
             .header("Content-Type", "application/offset+octet-stream")
             .header("Content-Length", len)
-            .body(reqwest::Body::wrap_stream(body))
+            .body(file_body(file, offset, len).await?)
             .send()
             .await?;
         if r.status() != reqwest::StatusCode::NO_CONTENT {
@@ -164,6 +161,14 @@ pub async fn upload(
         offset += len;
     }
     Ok(t.elapsed())
+}
+
+/// `len` bytes of `file` from `offset`, streamed as a request body.
+pub async fn file_body(file: &Path, offset: u64, len: u64) -> anyhow::Result<reqwest::Body> {
+    let mut f = tokio::fs::File::open(file).await?;
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 << 10);
+    Ok(reqwest::Body::wrap_stream(stream))
 }
 
 /// Where the peers are, if installed (`crates/bench/peers/setup.sh`).

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
-use ferry_core::{ConflictPolicy, FileRecord, Length, Session, StateError, Upload};
+use ferry_core::{ConflictPolicy, FileRecord, Length, Session, Upload};
 use ferry_engine::{Caller, Engine, EngineError, NewSession, NewUpload, PartChecks, WriteAt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -42,8 +42,9 @@ impl From<EngineError> for GraphError {
             EngineError::Unauthenticated(_) => "unauthenticated",
             EngineError::Forbidden(_) => "accessDenied",
             EngineError::NotFound(_) => "itemNotFound",
-            // Graph answers 404 for a session that is gone: start over.
-            EngineError::Gone(StateError::Expired | StateError::Aborted | StateError::Failed) => {
+            // Graph answers 404 for a session that is gone (expired,
+            // cancelled, or completed): start over, or look at the file.
+            EngineError::Gone(_) => {
                 return GraphError(StatusCode::NOT_FOUND, "itemNotFound", e.to_string());
             }
             EngineError::AlreadyExists { .. } => "nameAlreadyExists",
@@ -200,6 +201,8 @@ async fn create(
     );
     let mut answer = session_json(&view.session, upload);
     answer["uploadUrl"] = json!(url);
+    // As Graph does: a new session expects everything, written open-ended.
+    answer["nextExpectedRanges"] = json!(["0-"]);
     Ok(axum::Json(answer).into_response())
 }
 
@@ -216,27 +219,28 @@ async fn upload_caller(
     headers: &HeaderMap,
 ) -> Result<Caller, GraphError> {
     Ok(match sig {
-        Some(sig) => st.engine.verify_upload_sig(uid, &sig)?,
+        // A URL whose signature does not match names no session of yours.
+        Some(sig) => st.engine.verify_upload_sig(uid, &sig).map_err(|_| {
+            GraphError(
+                StatusCode::NOT_FOUND,
+                "itemNotFound",
+                format!("no upload session {uid:?} for this URL"),
+            )
+        })?,
         None => ferry_http::authenticate(&st.engine, headers).await?,
     })
 }
 
 /// `{"expirationDateTime","nextExpectedRanges"}`: the missing ranges,
-/// inclusive, the last one open-ended when it runs to the end.
+/// inclusive (`start-end`, as the SDKs parse them); open-ended (`start-`)
+/// only while the size is not known yet.
 fn session_json(session: &Session, upload: &Upload) -> Value {
-    let end = match upload.length {
-        Length::Known(n) => n,
-        Length::Deferred => u64::MAX,
-    };
     let ranges: Vec<String> = upload
         .missing()
         .iter()
-        .map(|r| {
-            if r.end >= end {
-                format!("{}-", r.start)
-            } else {
-                format!("{}-{}", r.start, r.end - 1)
-            }
+        .map(|r| match upload.length {
+            Length::Deferred if r.end == u64::MAX => format!("{}-", r.start),
+            _ => format!("{}-{}", r.start, r.end - 1),
         })
         .collect();
     json!({
@@ -271,22 +275,40 @@ fn created(f: &FileRecord) -> Response {
     (StatusCode::CREATED, axum::Json(drive_item(f))).into_response()
 }
 
-async fn write(
-    State(st): State<GraphState>,
-    Path(uid): Path<String>,
-    Query(q): Query<Sig>,
-    headers: HeaderMap,
-    body: Body,
-) -> GraphResult {
-    let caller = upload_caller(&st, &uid, q.sig, &headers).await?;
+/// Everything a fragment must pass before its bytes are read: a sound
+/// `Content-Range` that matches `Content-Length`, an open session, and no
+/// byte that was already received (Graph refuses those; the engine would
+/// replace them).
+async fn check_fragment(
+    st: &GraphState,
+    caller: &Caller,
+    uid: &str,
+    headers: &HeaderMap,
+) -> Result<ferry_http::ContentRange, GraphError> {
     let cr = headers
         .get("content-range")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| bad("a fragment needs a Content-Range header: bytes first-last/total"))?;
-    let cr = ferry_http::parse_content_range(cr)
-        .map_err(|m| GraphError(StatusCode::BAD_REQUEST, "invalidRange", m))?;
-    // Graph refuses bytes it already has (the engine would replace them).
-    let (before, _) = st.engine.upload_and_session(&caller, &uid).await?;
+    let cr = ferry_http::parse_content_range(cr).map_err(bad)?;
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = length
+        && n != cr.range.len()
+    {
+        return Err(bad(format!(
+            "Content-Length {n} does not match the {} bytes of the Content-Range",
+            cr.range.len()
+        )));
+    }
+    let (before, session) = st.engine.upload_and_session(caller, uid).await?;
+    session.state.check_writable().map_err(EngineError::Gone)?;
+    before
+        .upload
+        .state
+        .check_writable()
+        .map_err(EngineError::Gone)?;
     if before.upload.received.intersects(&cr.range) {
         return Err(GraphError(
             StatusCode::RANGE_NOT_SATISFIABLE,
@@ -298,6 +320,47 @@ async fn write(
             ),
         ));
     }
+    Ok(cr)
+}
+
+/// Most bytes read and dropped from a refused fragment (Graph's limit per
+/// request is 60 MiB).
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Reads a refused request's body to its end (up to `DRAIN_LIMIT`), so the
+/// client, still sending, reads the error instead of a reset connection.
+async fn drain(body: Body) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
+async fn write(
+    State(st): State<GraphState>,
+    Path(uid): Path<String>,
+    Query(q): Query<Sig>,
+    headers: HeaderMap,
+    body: Body,
+) -> GraphResult {
+    let checked = async {
+        let caller = upload_caller(&st, &uid, q.sig, &headers).await?;
+        let cr = check_fragment(&st, &caller, &uid, &headers).await?;
+        Ok::<_, GraphError>((caller, cr))
+    }
+    .await;
+    let (caller, cr) = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            drain(body).await;
+            return Err(e);
+        }
+    };
     let w = st
         .engine
         .write(
