@@ -650,3 +650,54 @@ async fn upload_page_is_served_with_its_assets() {
         assert!(r.bytes().await.unwrap().len() > 1000);
     }
 }
+
+#[tokio::test]
+async fn cors_lets_a_configured_origin_use_tus_and_read_its_headers() {
+    let s = Server::start_with(&[("FERRY_CORS_ORIGINS", "http://app.example")]);
+    let alice = user(&s, "alice").await;
+    // The browser's preflight for a tus PATCH.
+    let r = http()
+        .request(Method::OPTIONS, s.url_of("/tus/"))
+        .header("Origin", "http://app.example")
+        .header("Access-Control-Request-Method", "PATCH")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,tus-resumable,upload-offset,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let allowed = r.headers()["access-control-allow-origin"].to_str().unwrap();
+    assert_eq!(allowed, "http://app.example");
+    let headers = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(headers.contains("upload-offset") && headers.contains("tus-resumable"));
+    // A creation from that origin exposes Location and the Upload-* headers.
+    let r = http()
+        .post(s.url_of("/tus/"))
+        .bearer_auth(&alice)
+        .header("Origin", "http://app.example")
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("location") && exposed.contains("upload-offset"));
+    // Another origin gets no CORS grant.
+    let r = http()
+        .request(Method::OPTIONS, s.url_of("/tus/"))
+        .header("Origin", "http://evil.example")
+        .header("Access-Control-Request-Method", "PATCH")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
