@@ -154,12 +154,16 @@ impl Slot {
 
 impl Engine {
     /// Stops any write in flight on the upload (keeping its durable bytes)
-    /// and answers the upload's true status: the offset retrieval of tus
-    /// and the IETF draft.
-    pub async fn take_over(&self, caller: &Caller, upload_id: &str) -> Result<crate::UploadView> {
+    /// and answers the upload's true status with its session: the offset
+    /// retrieval of tus and the IETF draft.
+    pub async fn take_over(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+    ) -> Result<(crate::UploadView, Session)> {
         let slot = self.slot(caller, upload_id).await?;
         drop(slot.take_over().await);
-        self.upload_status(caller, upload_id).await
+        self.upload_and_session(caller, upload_id).await
     }
 
     /// The live slot of an upload, loading it if needed, after checking

@@ -291,7 +291,7 @@ async fn create_upload(st: &TusState, uri: &Uri, headers: &HeaderMap, body: Body
         content_type: header(headers, "content-type").map(str::to_owned),
         sha256,
     };
-    let view = create(st, &caller, dest, total, "{}".into(), "ietf-draft")
+    let (view, session) = create(st, &caller, dest, total, "{}".into(), "ietf-draft")
         .await
         .map_err(|e| problem(st, e))?;
     let checks = content_digest(headers)?;
@@ -299,10 +299,13 @@ async fn create_upload(st: &TusState, uri: &Uri, headers: &HeaderMap, body: Body
     let (upload, file) = write(st, &caller, &id, 0, total, complete, body, checks)
         .await
         .map_err(|e| problem(st, e))?;
-    let expires = session_expiry(st, &caller, &upload).await?;
     let mut hs = HeaderMap::new();
     set(&mut hs, "location", st.upload_url(&id));
-    set(&mut hs, "upload-limit", limits(st, Some(expires)));
+    set(
+        &mut hs,
+        "upload-limit",
+        limits(st, Some(session.expires_at)),
+    );
     Ok(answer(hs, &upload, file, StatusCode::CREATED))
 }
 
@@ -380,15 +383,6 @@ async fn write(
     Ok((upload, file))
 }
 
-async fn session_expiry(st: &TusState, caller: &Caller, upload: &Upload) -> Result<i64, Problem> {
-    Ok(st
-        .engine
-        .get_session(caller, &upload.session_id)
-        .await?
-        .session
-        .expires_at)
-}
-
 fn file_json(f: &FileRecord) -> serde_json::Value {
     json!({
         "space": f.space.as_str(),
@@ -412,12 +406,11 @@ fn digest_header(hs: &mut HeaderMap, f: &FileRecord) {
 
 async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> DraftResult {
     let caller = caller(st, headers).await?;
-    let view = st.engine.take_over(&caller, id).await?;
+    let (view, session) = st.engine.take_over(&caller, id).await?;
     let upload = view.upload;
     if upload.state == UploadState::Aborted {
         return Err(EngineError::Gone(StateError::Aborted).into());
     }
-    let expires = session_expiry(st, &caller, &upload).await?;
     let file = match upload.state {
         UploadState::Open => commit_if_complete(st, &caller, &upload).await?,
         _ => view.file,
@@ -433,7 +426,11 @@ async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> DraftResult {
     if let Some(n) = known_length(&upload) {
         set(&mut hs, "upload-length", n);
     }
-    set(&mut hs, "upload-limit", limits(st, Some(expires)));
+    set(
+        &mut hs,
+        "upload-limit",
+        limits(st, Some(session.expires_at)),
+    );
     set(&mut hs, h::CACHE_CONTROL.as_str(), "no-store");
     if let Some(f) = &file {
         digest_header(&mut hs, f);

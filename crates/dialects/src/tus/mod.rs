@@ -19,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::Response;
 use axum::routing::any;
-use ferry_core::{ConflictPolicy, Length, Upload, UploadState};
+use ferry_core::{ConflictPolicy, Length, Session, Upload, UploadState};
 use ferry_engine::{Caller, Engine, EngineError, NewSession, NewUpload, UploadView};
 
 /// What the tus handlers share.
@@ -138,7 +138,32 @@ struct Destination {
     sha256: Option<ferry_core::Digest>,
 }
 
-/// Creates the one-upload session behind a tus or draft upload.
+/// The one-upload session behind a tus or draft upload.
+fn new_session(
+    dest: Destination,
+    size: Option<u64>,
+    metadata: String,
+    dialect: &str,
+) -> NewSession {
+    NewSession {
+        space: dest.space,
+        conflict: dest.conflict,
+        expires_in_secs: None,
+        auto_commit: false,
+        uploads: vec![NewUpload {
+            path: dest.path,
+            size,
+            content_type: dest.content_type,
+            sha256: dest.sha256,
+            metadata: Some(metadata),
+            ..Default::default()
+        }],
+        dialect: dialect.into(),
+    }
+}
+
+/// Creates the one-upload session behind a tus or draft upload; returns
+/// the upload and its session.
 async fn create(
     st: &TusState,
     caller: &Caller,
@@ -146,7 +171,7 @@ async fn create(
     size: Option<u64>,
     metadata: String,
     dialect: &str,
-) -> Result<UploadView, EngineError> {
+) -> Result<(UploadView, Session), EngineError> {
     if dest.conflict == ConflictPolicy::Fail {
         let space = match &dest.space {
             Some(s) => s.clone(),
@@ -163,26 +188,10 @@ async fn create(
     }
     let view = st
         .engine
-        .create_session(
-            caller,
-            NewSession {
-                space: dest.space,
-                conflict: dest.conflict,
-                expires_in_secs: None,
-                auto_commit: false,
-                uploads: vec![NewUpload {
-                    path: dest.path,
-                    size,
-                    content_type: dest.content_type,
-                    sha256: dest.sha256,
-                    metadata: Some(metadata),
-                    ..Default::default()
-                }],
-                dialect: dialect.into(),
-            },
-        )
+        .create_session(caller, new_session(dest, size, metadata, dialect))
         .await?;
-    Ok(view.uploads.into_iter().next().expect("one upload"))
+    let upload = view.uploads.into_iter().next().expect("one upload");
+    Ok((upload, view.session))
 }
 
 /// Commits an upload whose bytes are all there (idempotent): the request

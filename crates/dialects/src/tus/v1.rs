@@ -160,12 +160,13 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
             .map_err(|e: String| bad(format!("Upload-Metadata conflict: {e}")))?,
         None => st.conflict,
     };
-    let dest = |fallback: String| Destination {
+    // With neither path nor file name, the file is named after a random id.
+    let dest = || Destination {
         space: text("space"),
         path: text("path")
             .or_else(|| text("filename"))
             .or_else(|| text("name"))
-            .unwrap_or(fallback),
+            .unwrap_or_else(|| format!("upload-{}", ferry_engine::auth::random_hex(8))),
         conflict,
         content_type: text("filetype").or_else(|| text("type")),
         sha256: None,
@@ -174,7 +175,6 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
         upload_metadata: raw_meta,
         concat: concat.clone(),
     };
-    let fallback = || format!("upload-{}", ferry_engine::auth::random_hex(8));
 
     if let Concat::Final(urls) = &concat {
         let ids = urls
@@ -187,20 +187,7 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
                     .to_owned()
             })
             .collect::<Vec<_>>();
-        let d = dest(fallback());
-        let new = ferry_engine::NewSession {
-            space: d.space,
-            conflict,
-            expires_in_secs: None,
-            auto_commit: false,
-            uploads: vec![ferry_engine::NewUpload {
-                path: d.path,
-                content_type: d.content_type,
-                metadata: Some(stored.to_json()),
-                ..Default::default()
-            }],
-            dialect: "tus".into(),
-        };
+        let new = super::new_session(dest(), None, stored.to_json(), "tus");
         let view = st.engine.concat(&caller, &ids, new).await?;
         let up = &view.uploads[0].upload;
         commit_if_complete(st, &caller, up).await?;
@@ -236,17 +223,13 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
             content_type: None,
             sha256: None,
         },
-        _ => dest(fallback()),
+        _ => dest(),
     };
-    let view = create(st, &caller, d, size, stored.to_json(), "tus").await?;
-    let session = st
-        .engine
-        .get_session(&caller, &view.upload.session_id)
-        .await?;
+    let (view, session) = create(st, &caller, d, size, stored.to_json(), "tus").await?;
     let mut upload = view.upload;
     let mut hs = HeaderMap::new();
     set(&mut hs, "location", st.upload_url(&upload.id));
-    expires_header(&mut hs, session.session.expires_at);
+    expires_header(&mut hs, session.expires_at);
 
     // creation-with-upload: the body carries the first bytes.
     let with_body = header(headers, "content-type").is_some_and(|t| t.starts_with(OCTETS));
@@ -359,11 +342,7 @@ fn upload_headers(upload: &Upload, expires_at: i64) -> HeaderMap {
 
 async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> TusResult {
     let caller = caller(st, headers).await?;
-    let view = st.engine.take_over(&caller, id).await?;
-    let session = st
-        .engine
-        .get_session(&caller, &view.upload.session_id)
-        .await?;
+    let (view, session) = st.engine.take_over(&caller, id).await?;
     let upload = view.upload;
     match upload.state {
         UploadState::Aborted => {
@@ -373,7 +352,7 @@ async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> TusResult {
             ));
         }
         UploadState::Open => {
-            if let Some(e) = session.session.state.check_writable().err() {
+            if let Some(e) = session.state.check_writable().err() {
                 return Err(EngineError::Gone(e).into());
             }
             // A completed upload whose commit did not happen (or failed)
@@ -384,7 +363,7 @@ async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> TusResult {
         }
         _ => {}
     }
-    let hs = upload_headers(&upload, session.session.expires_at);
+    let hs = upload_headers(&upload, session.expires_at);
     Ok(respond(StatusCode::OK, hs))
 }
 
@@ -401,7 +380,7 @@ async fn patch(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> TusR
     let total = int_header(headers, "upload-length")?;
     let (stream, trailers) = ferry_http::body_stream_with_trailers(body);
     let checks = checks(headers, trailers)?;
-    let written = st
+    let upload = st
         .engine
         .write(
             &caller,
@@ -410,18 +389,15 @@ async fn patch(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> TusR
             stream,
             checks,
         )
-        .await;
-    let upload = match written {
-        Ok(w) => w.upload,
-        Err(e) => return Err(e.into()),
-    };
+        .await?
+        .upload;
     if Stored::of(&upload).concat != Concat::Partial {
         commit_if_complete(st, &caller, &upload).await?;
     }
-    let session = st.engine.get_session(&caller, &upload.session_id).await?;
+    let (view, session) = st.engine.upload_and_session(&caller, id).await?;
     let mut hs = HeaderMap::new();
-    set(&mut hs, "upload-offset", offset(&upload));
-    expires_header(&mut hs, session.session.expires_at);
+    set(&mut hs, "upload-offset", offset(&view.upload));
+    expires_header(&mut hs, session.expires_at);
     Ok(respond(StatusCode::NO_CONTENT, hs))
 }
 
