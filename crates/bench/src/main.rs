@@ -166,6 +166,19 @@ fn sh(cmd: &str) -> anyhow::Result<Duration> {
     Ok(t.elapsed())
 }
 
+/// The device's raw write rate for `src`: `dd` with O_DIRECT and a final
+/// fsync into `dir`, MiB/s (the copy is removed afterwards).
+fn raw_disk_mib_s(src: &Path, dir: &Path, size_mib: u64) -> anyhow::Result<f64> {
+    let out = dir.join("dd.out");
+    let took = sh(&format!(
+        "dd if={} of={} bs=8M oflag=direct conv=fsync",
+        src.display(),
+        out.display()
+    ))?;
+    let _ = std::fs::remove_file(&out);
+    Ok(size_mib as f64 / took.as_secs_f64())
+}
+
 fn drop_caches_hint() {
     let _ = Command::new("sync").status();
 }
@@ -366,12 +379,7 @@ async fn native(
     for round in 1..=args.rounds {
         eprintln!("round {round}/{}", args.rounds);
         drop_caches_hint();
-        raw.push(mib(sh(&format!(
-            "dd if={} of={} bs=8M oflag=direct conv=fsync",
-            src.display(),
-            out.display()
-        ))?));
-        let _ = std::fs::remove_file(&out);
+        raw.push(raw_disk_mib_s(src, dir, args.size_mib)?);
 
         // ferry upload, 4 parallel parts.
         let server = Server::start(ferry, &data)?;
@@ -587,20 +595,10 @@ async fn tus_suite(
         Ok(tus::ferry(&url, pid, server))
     };
     let mut raw = Series::default();
-    let out = dir.join("dd.out");
     let chunk = args.tus_chunk_mib << 20;
     let mut results: Vec<(&'static str, tus::Figures)> = Vec::new();
     for round in 1..=args.rounds {
-        raw.push(
-            args.size_mib as f64
-                / sh(&format!(
-                    "dd if={} of={} bs=8M oflag=direct conv=fsync",
-                    src.display(),
-                    out.display()
-                ))?
-                .as_secs_f64(),
-        );
-        let _ = std::fs::remove_file(&out);
+        raw.push(raw_disk_mib_s(src, dir, args.size_mib)?);
         eprintln!("tus comparison, round {round}/{}", args.rounds);
         for (name, f) in tus::compare(
             client,
@@ -663,18 +661,12 @@ async fn graph_suite(
 ) -> anyhow::Result<()> {
     let fragment = args.graph_fragment_mib << 20;
     let data = dir.join("data");
-    let out = dir.join("dd.out");
     let (mut raw, mut native, mut graph) =
         (Series::default(), Series::default(), Series::default());
     let mib = |d: Duration| args.size_mib as f64 / d.as_secs_f64();
     for round in 1..=args.rounds {
         eprintln!("graph comparison, round {round}/{}", args.rounds);
-        raw.push(mib(sh(&format!(
-            "dd if={} of={} bs=8M oflag=direct conv=fsync",
-            src.display(),
-            out.display()
-        ))?));
-        let _ = std::fs::remove_file(&out);
+        raw.push(raw_disk_mib_s(src, dir, args.size_mib)?);
         let server = Server::start(ferry, &data)?;
         let name = format!("n{round}.bin");
         native.push(mib(graph::native_upload(
