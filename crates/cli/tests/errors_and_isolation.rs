@@ -1244,11 +1244,11 @@ async fn too_many_open_sessions_answer_429() {
 
 // ---------------------------------------------------------------- 507
 
-#[tokio::test]
-async fn quota_exhausted_answers_507_and_keeps_acknowledged_bytes() {
-    let s = Server::start();
+/// User `q` with a 1000-byte quota, and the 507 refusal of a 2000-byte
+/// session; returns their token and that answer.
+async fn over_quota(s: &Server) -> (String, (StatusCode, Value)) {
     let (st, v) = call(
-        &s,
+        s,
         Method::POST,
         "/v1/admin/users",
         Some(ADMIN),
@@ -1258,7 +1258,7 @@ async fn quota_exhausted_answers_507_and_keeps_acknowledged_bytes() {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let q = v["token"].as_str().unwrap().to_owned();
     let r = call(
-        &s,
+        s,
         Method::POST,
         "/v1/sessions",
         Some(&q),
@@ -1271,6 +1271,13 @@ async fn quota_exhausted_answers_507_and_keeps_acknowledged_bytes() {
         "insufficient_storage",
         "quota",
     );
+    (q, r)
+}
+
+#[tokio::test]
+async fn quota_exhausted_answers_507_and_keeps_acknowledged_bytes() {
+    let s = Server::start();
+    let (q, r) = over_quota(&s).await;
     assert!(
         r.1["error"]["message"].as_str().unwrap().contains("1000"),
         "{}",
@@ -1747,30 +1754,7 @@ async fn health_metrics_and_openapi() {
 #[tokio::test]
 async fn quota_refusal_is_not_reported_as_an_internal_error() {
     let s = Server::start();
-    let (st, v) = call(
-        &s,
-        Method::POST,
-        "/v1/admin/users",
-        Some(ADMIN),
-        Some(json!({"name": "q", "quota_bytes": 1000})),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    let q = v["token"].as_str().unwrap().to_owned();
-    let r = call(
-        &s,
-        Method::POST,
-        "/v1/sessions",
-        Some(&q),
-        Some(json!({"path": "big.bin", "size": 2000})),
-    )
-    .await;
-    assert_error(
-        &r,
-        StatusCode::INSUFFICIENT_STORAGE,
-        "insufficient_storage",
-        "quota",
-    );
+    let (_, r) = over_quota(&s).await;
     let msg = r.1["error"]["message"].as_str().unwrap();
     assert!(
         !msg.to_lowercase().contains("internal error"),

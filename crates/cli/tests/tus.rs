@@ -35,6 +35,12 @@ impl Reply {
             .unwrap()
     }
 
+    fn location(&self) -> String {
+        self.header("location")
+            .unwrap_or_else(|| panic!("no Location in {:?} {}", self.status, self.body))
+            .to_owned()
+    }
+
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
@@ -75,10 +81,8 @@ fn metadata(pairs: &[(&str, &str)]) -> String {
 async fn create(s: &Server, token: &str, len: u64, meta: &[(&str, &str)]) -> String {
     let len = len.to_string();
     let meta = metadata(meta);
-    let r = req(
+    let r = creation(
         s,
-        Method::POST,
-        "/tus/",
         token,
         &[TUS, ("Upload-Length", &len), ("Upload-Metadata", &meta)],
         vec![],
@@ -86,7 +90,12 @@ async fn create(s: &Server, token: &str, len: u64, meta: &[(&str, &str)]) -> Str
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert!(r.header("upload-expires").is_some());
-    r.header("location").unwrap().to_owned()
+    r.location()
+}
+
+/// A `POST` to the creation URL.
+async fn creation(s: &Server, token: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    req(s, Method::POST, "/tus/", token, headers, body).await
 }
 
 async fn patch(
@@ -296,17 +305,15 @@ async fn tus_concatenation_joins_partials_into_one_file_and_frees_them() {
     let mut urls = Vec::new();
     for piece in data.chunks(1_700_000) {
         let len = piece.len().to_string();
-        let r = req(
+        let r = creation(
             &s,
-            Method::POST,
-            "/tus/",
             &alice,
             &[TUS, ("Upload-Length", &len), ("Upload-Concat", "partial")],
             vec![],
         )
         .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        let url = r.header("location").unwrap().to_owned();
+        let url = r.location();
         assert_eq!(
             patch(&s, &alice, &url, 0, piece, &[]).await.status,
             StatusCode::NO_CONTENT
@@ -329,17 +336,15 @@ async fn tus_concatenation_joins_partials_into_one_file_and_frees_them() {
     assert_eq!(listing["entries"].as_array().unwrap().len(), 0, "{listing}");
     let fin = format!("final;{}", urls.join(" "));
     let meta = metadata(&[("filename", "joined.bin")]);
-    let r = req(
+    let r = creation(
         &s,
-        Method::POST,
-        "/tus/",
         &alice,
         &[TUS, ("Upload-Concat", &fin), ("Upload-Metadata", &meta)],
         vec![],
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let final_url = r.header("location").unwrap().to_owned();
+    let final_url = r.location();
     let h = head(&s, &alice, &final_url).await;
     assert_eq!(h.offset(), data.len() as u64);
     assert!(h.header("upload-concat").unwrap().starts_with("final;"));
@@ -359,10 +364,8 @@ async fn tus_deferred_length_is_fixed_by_a_later_patch() {
     let s = Server::start();
     let alice = user(&s, "alice").await;
     let meta = metadata(&[("filename", "d.txt")]);
-    let r = req(
+    let r = creation(
         &s,
-        Method::POST,
-        "/tus/",
         &alice,
         &[
             TUS,
@@ -373,7 +376,7 @@ async fn tus_deferred_length_is_fixed_by_a_later_patch() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let url = r.header("location").unwrap().to_owned();
+    let url = r.location();
     assert_eq!(
         patch(&s, &alice, &url, 0, b"abc", &[]).await.status,
         StatusCode::NO_CONTENT
@@ -394,15 +397,7 @@ async fn tus_protocol_errors_name_the_problem() {
     let s = Server::start();
     let alice = user(&s, "alice").await;
     let bob = user(&s, "bob").await;
-    let r = req(
-        &s,
-        Method::POST,
-        "/tus/",
-        &alice,
-        &[("Upload-Length", "5")],
-        vec![],
-    )
-    .await;
+    let r = creation(&s, &alice, &[("Upload-Length", "5")], vec![]).await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(r.header("tus-version"), Some("1.0.0"));
     let url = create(&s, &alice, 5, &[("filename", "e.txt")]).await;
@@ -424,20 +419,16 @@ async fn tus_protocol_errors_name_the_problem() {
     );
     // A path that escapes is refused before any byte is sent.
     let meta = metadata(&[("path", "../etc/passwd")]);
-    let r = req(
+    let r = creation(
         &s,
-        Method::POST,
-        "/tus/",
         &alice,
         &[TUS, ("Upload-Length", "5"), ("Upload-Metadata", &meta)],
         vec![],
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
-    let r = req(
+    let r = creation(
         &s,
-        Method::POST,
-        "/tus/",
         &alice,
         &[TUS, ("Upload-Length", "99999999999999999")],
         vec![],
@@ -455,10 +446,8 @@ async fn tus_method_override_and_creation_with_upload() {
     let s = Server::start();
     let alice = user(&s, "alice").await;
     let meta = metadata(&[("filename", "w.txt")]);
-    let r = req(
+    let r = creation(
         &s,
-        Method::POST,
-        "/tus/",
         &alice,
         &[
             TUS,
@@ -471,7 +460,7 @@ async fn tus_method_override_and_creation_with_upload() {
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.offset(), 5);
-    let url = r.header("location").unwrap().to_owned();
+    let url = r.location();
     let r = req(
         &s,
         Method::POST,
@@ -500,10 +489,8 @@ async fn tus_conflict_fail_refuses_an_existing_path_at_creation() {
     let url = create(&s, &alice, 2, &[("filename", "same.txt")]).await;
     patch(&s, &alice, &url, 0, b"v1", &[]).await;
     let meta = metadata(&[("filename", "same.txt"), ("conflict", "fail")]);
-    let r = req(
+    let r = creation(
         &s,
-        Method::POST,
-        "/tus/",
         &alice,
         &[TUS, ("Upload-Length", "2"), ("Upload-Metadata", &meta)],
         vec![],
@@ -553,7 +540,7 @@ async fn draft_upload_create_append_complete_and_mismatch() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.header("upload-complete"), Some("?0"));
     assert!(r.header("upload-limit").unwrap().contains("max-size="));
-    let url = r.header("location").unwrap().to_owned();
+    let url = r.location();
 
     let h = req(&s, Method::HEAD, &url, &alice, &[DRAFT], vec![]).await;
     assert_eq!(h.status, StatusCode::NO_CONTENT);
@@ -600,10 +587,8 @@ async fn draft_upload_create_append_complete_and_mismatch() {
 async fn draft_one_request_upload_and_cancel() {
     let s = Server::start();
     let alice = user(&s, "alice").await;
-    let r = req(
+    let r = creation(
         &s,
-        Method::POST,
-        "/tus/",
         &alice,
         &[
             DRAFT,
@@ -629,7 +614,7 @@ async fn draft_one_request_upload_and_cancel() {
         b"x".to_vec(),
     )
     .await;
-    let url = r.header("location").unwrap().to_owned();
+    let url = r.location();
     let r = req(&s, Method::DELETE, &url, &alice, &[DRAFT], vec![]).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     let h = req(&s, Method::HEAD, &url, &alice, &[DRAFT], vec![]).await;
