@@ -278,13 +278,13 @@ fn created(f: &FileRecord) -> Response {
 /// Everything a fragment must pass before its bytes are read: a sound
 /// `Content-Range` that matches `Content-Length`, an open session, and no
 /// byte that was already received (Graph refuses those; the engine would
-/// replace them).
+/// replace them). Returns the range and the session.
 async fn check_fragment(
     st: &GraphState,
     caller: &Caller,
     uid: &str,
     headers: &HeaderMap,
-) -> Result<ferry_http::ContentRange, GraphError> {
+) -> Result<(ferry_http::ContentRange, Session), GraphError> {
     let cr = headers
         .get("content-range")
         .and_then(|v| v.to_str().ok())
@@ -320,7 +320,7 @@ async fn check_fragment(
             ),
         ));
     }
-    Ok(cr)
+    Ok((cr, session))
 }
 
 /// Most bytes read and dropped from a refused fragment (Graph's limit per
@@ -350,11 +350,11 @@ async fn write(
 ) -> GraphResult {
     let checked = async {
         let caller = upload_caller(&st, &uid, q.sig, &headers).await?;
-        let cr = check_fragment(&st, &caller, &uid, &headers).await?;
-        Ok::<_, GraphError>((caller, cr))
+        let (cr, session) = check_fragment(&st, &caller, &uid, &headers).await?;
+        Ok::<_, GraphError>((caller, cr, session))
     }
     .await;
-    let (caller, cr) = match checked {
+    let (caller, cr, session) = match checked {
         Ok(ok) => ok,
         Err(e) => {
             drain(body).await;
@@ -383,10 +383,11 @@ async fn write(
             return Ok(created(f));
         }
     }
-    let (view, session) = st.engine.upload_and_session(&caller, &uid).await?;
+    // The session's expiry is fixed at creation: the one read before the
+    // write still holds.
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(session_json(&session, &view.upload)),
+        axum::Json(session_json(&session, &w.upload)),
     )
         .into_response())
 }

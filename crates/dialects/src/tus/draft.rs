@@ -346,7 +346,7 @@ async fn write(
     body: Body,
     checks: PartChecks,
 ) -> Result<(Upload, Option<FileRecord>), EngineError> {
-    let (stream, _) = ferry_http::body_stream_with_trailers(body);
+    let stream = ferry_http::body_stream(body);
     let mut upload = st
         .engine
         .write(
