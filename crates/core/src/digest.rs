@@ -18,6 +18,13 @@ impl DigestAlgo {
         }
     }
 
+    /// The algorithm a [`name`](Self::name) names.
+    pub fn from_name(name: &str) -> Option<DigestAlgo> {
+        [DigestAlgo::Sha256, DigestAlgo::Sha1, DigestAlgo::Md5]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+
     pub fn output_len(self) -> usize {
         match self {
             DigestAlgo::Sha256 => 32,

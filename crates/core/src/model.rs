@@ -3,6 +3,7 @@
 //! Times are milliseconds since the Unix epoch, passed in by the caller.
 
 use crate::conflict::ConflictPolicy;
+use crate::digest::DigestAlgo;
 use crate::limits::PartPlan;
 use crate::path::{SpaceName, SpacePath};
 use crate::range::{ByteRange, RangeSet};
@@ -153,6 +154,9 @@ pub struct Session {
     pub expires_at: Millis,
     /// Which wire format created it ("native", "tus", …), for listing and ops.
     pub dialect: String,
+    /// Sliding expiry: each write moves `expires_at` to at least this many
+    /// seconds from then (never past the engine's maximum lifetime).
+    pub extend_secs: Option<u64>,
 }
 
 impl Session {
@@ -183,6 +187,9 @@ pub struct Upload {
     pub state: UploadState,
     /// Whole-file SHA-256 the client promised at creation (hex), checked at commit.
     pub expected_sha256: Option<String>,
+    /// Whole-file digests to keep besides SHA-256 (computed as the bytes
+    /// arrive and recorded with the file), for dialects that report them.
+    pub whole_digests: Vec<DigestAlgo>,
     pub content_type: Option<String>,
     /// Free-form JSON text supplied by the client.
     pub metadata: Option<String>,
@@ -279,6 +286,7 @@ mod tests {
             part_size,
             state: UploadState::Open,
             expected_sha256: None,
+            whole_digests: Vec::new(),
             content_type: None,
             metadata: None,
             received: RangeSet::from_ranges(

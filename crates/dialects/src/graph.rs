@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
-use ferry_core::{ConflictPolicy, FileRecord, Length, Session, Upload};
+use ferry_core::{ConflictPolicy, DigestAlgo, FileRecord, Length, Session, Upload};
 use ferry_engine::{Caller, Engine, EngineError, NewSession, NewUpload, PartChecks, WriteAt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -186,9 +186,13 @@ async fn create(
                     path,
                     size: req.item.file_size,
                     metadata: Some(serde_json::to_string(&stored).expect("serializable")),
+                    // driveItem.file.hashes.sha1Hash
+                    whole_digests: vec![DigestAlgo::Sha1],
                     ..Default::default()
                 }],
                 dialect: "graph".into(),
+                // As with Graph, each fragment extends the session.
+                extend_secs: Some(st.engine.limits().default_expiry_secs),
             },
         )
         .await?;
@@ -262,13 +266,23 @@ fn drive_item(f: &FileRecord) -> Value {
         "lastModifiedDateTime": when,
         "file": {
             "mimeType": f.content_type.as_deref().unwrap_or("application/octet-stream"),
-            "hashes": {"sha256Hash": f.sha256.to_ascii_uppercase()},
+            "hashes": hashes(f),
         },
         "parentReference": {
             "driveId": f.space.as_str(),
             "path": if dir.is_empty() { "/drive/root:".to_owned() } else { format!("/drive/root:/{dir}") },
         },
     })
+}
+
+/// `file.hashes`: SHA-256 always, SHA-1 when it was kept (uppercase hex,
+/// as Graph writes them).
+fn hashes(f: &FileRecord) -> Value {
+    let mut h = json!({"sha256Hash": f.sha256.to_ascii_uppercase()});
+    if let Some(sha1) = &f.sha1 {
+        h["sha1Hash"] = json!(sha1.to_ascii_uppercase());
+    }
+    h
 }
 
 fn created(f: &FileRecord) -> Response {
@@ -383,8 +397,10 @@ async fn write(
             return Ok(created(f));
         }
     }
-    // The session's expiry is fixed at creation: the one read before the
-    // write still holds.
+    let session = Session {
+        expires_at: w.expires_at,
+        ..session
+    };
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(session_json(&session, &w.upload)),

@@ -205,7 +205,9 @@ impl Engine {
                 }
                 let want = checks
                     .iter()
-                    .fold(Want::SHA256, |w, d| w.or(Want::algo(d.algo)));
+                    .fold(Want::whole(&upload.whole_digests), |w, d| {
+                        w.or(Want::algo(d.algo))
+                    });
                 let digests = self.whole_digests(&upload, cursor, want).await?;
                 for d in &checks {
                     digests.check(d)?;
@@ -487,7 +489,7 @@ impl Engine {
     ) -> Result<Digests> {
         let size = upload.length.known().unwrap_or(0);
         let (start, mut hasher) = match cursor {
-            Some(c) if want == Want::SHA256 => (c.offset, c.hasher),
+            Some(c) if c.hasher.want().covers(want) => (c.offset, c.hasher),
             _ => (0, Hashers::new(want)),
         };
         if start < size {
@@ -518,7 +520,9 @@ impl Engine {
                 Promote::NoReplace
             };
             let digests = if store.staged_exists(&up.id).await? {
-                let d = self.whole_digests(&up, None, Want::SHA256).await?;
+                let d = self
+                    .whole_digests(&up, None, Want::whole(&up.whole_digests))
+                    .await?;
                 match store.promote(&up.id, &session.space, &path, mode).await {
                     Ok(()) => d,
                     Err(e) => {
@@ -531,7 +535,7 @@ impl Engine {
             } else {
                 // Promoted before the crash: hash the file where it landed.
                 let size = up.length.known().unwrap_or(0);
-                let mut h = Hashers::new(Want::SHA256);
+                let mut h = Hashers::new(Want::whole(&up.whole_digests));
                 let mut s = store.read_file(&session.space, &path, 0, size).await?;
                 while let Some(chunk) = s
                     .try_next()
@@ -553,8 +557,8 @@ impl Engine {
                         sha256: digests
                             .sha256
                             .expect("whole-file SHA-256 is always computed"),
-                        sha1: None,
-                        md5: None,
+                        sha1: digests.sha1,
+                        md5: digests.md5,
                         content_type: up.content_type.clone(),
                         owner: session.owner.clone(),
                         created_at: now_ms(),

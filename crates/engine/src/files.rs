@@ -33,6 +33,21 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("no file {space}/{path}")))
     }
 
+    /// A file by its id, if the caller may read its space (others get
+    /// `NotFound`, so ids leak nothing).
+    pub async fn file_by_id(&self, caller: &Caller, id: &str) -> Result<FileRecord> {
+        let p = principal(caller)?;
+        let not_found = || EngineError::NotFound(format!("no file with id {id:?}"));
+        let file = self
+            .inner
+            .meta
+            .get_file_by_id(id)
+            .await?
+            .ok_or_else(not_found)?;
+        self.access(p, &file.space).await.map_err(|_| not_found())?;
+        Ok(file)
+    }
+
     /// Opens `len` bytes from `offset` of a file (the caller has checked
     /// the range against `stat_file`).
     pub async fn read_file(&self, file: &FileRecord, offset: u64, len: u64) -> Result<ByteStream> {

@@ -28,6 +28,16 @@ impl Want {
         }
     }
 
+    /// SHA-256 and `algos`: the whole-file digests an upload keeps.
+    pub fn whole(algos: &[DigestAlgo]) -> Want {
+        algos.iter().fold(Want::SHA256, |w, a| w.or(Want::algo(*a)))
+    }
+
+    /// Whether every digest `other` asks for is in `self`.
+    pub fn covers(self, other: Want) -> bool {
+        self.or(other) == self
+    }
+
     pub fn or(self, other: Want) -> Want {
         Want {
             sha256: self.sha256 || other.sha256,
@@ -83,6 +93,15 @@ impl Hashers {
             sha256: want.sha256.then(Sha256::new),
             sha1: want.sha1.then(Sha1::new),
             md5: want.md5.then(Md5::new),
+        }
+    }
+
+    /// Which digests this computes.
+    pub fn want(&self) -> Want {
+        Want {
+            sha256: self.sha256.is_some(),
+            sha1: self.sha1.is_some(),
+            md5: self.md5.is_some(),
         }
     }
 

@@ -103,7 +103,7 @@ impl Live {
 fn new_slot(session: Session, upload: Upload) -> Slot {
     let cursor = upload.received.is_empty().then(|| Cursor {
         offset: 0,
-        hasher: Hashers::new(Want::SHA256),
+        hasher: Hashers::new(Want::whole(&upload.whole_digests)),
     });
     Slot {
         state: tokio::sync::Mutex::new(Live {
@@ -241,6 +241,24 @@ impl Engine {
         }
     }
 
+    /// The live slots of a session's uploads, by upload id.
+    pub(crate) fn session_slots_by_id(&self, session_id: &str) -> Vec<(String, Arc<Slot>)> {
+        let map = self.inner.live.lock().unwrap();
+        map.by_session
+            .get(session_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| map.slots.get(id).map(|s| (id.clone(), s.clone())))
+            .collect()
+    }
+
+    pub(crate) fn session_slots(&self, session_id: &str) -> Vec<Arc<Slot>> {
+        self.session_slots_by_id(session_id)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    }
+
     /// Updates every live slot of a session after its state changed, and
     /// forgets slots that can no longer take bytes.
     pub(crate) async fn refresh_session(
@@ -248,15 +266,7 @@ impl Engine {
         session: &Session,
         uploads: &[(String, UploadState)],
     ) {
-        let slots: Vec<(String, Arc<Slot>)> = {
-            let map = self.inner.live.lock().unwrap();
-            map.by_session
-                .get(&session.id)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| map.slots.get(id).map(|s| (id.clone(), s.clone())))
-                .collect()
-        };
+        let slots = self.session_slots_by_id(&session.id);
         let changed: HashMap<&str, UploadState> =
             uploads.iter().map(|(u, st)| (u.as_str(), *st)).collect();
         let mut gone = Vec::new();

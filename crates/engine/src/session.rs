@@ -5,8 +5,8 @@ use crate::auth::{Caller, random_hex};
 use crate::{Engine, EngineError, Result, SessionView, UploadView, now_ms};
 use ferry_core::limits::LimitError;
 use ferry_core::{
-    ConflictPolicy, Digest, Length, RangeSet, Session, SessionState, SpaceName, SpacePath,
-    StateError, Upload, UploadState,
+    ConflictPolicy, Digest, DigestAlgo, Length, RangeSet, Session, SessionState, SpaceName,
+    SpacePath, StateError, Upload, UploadState,
 };
 use std::collections::{BTreeMap, HashSet};
 
@@ -19,6 +19,8 @@ pub struct NewUpload {
     pub part_size: Option<u64>,
     pub content_type: Option<String>,
     pub metadata: Option<String>,
+    /// Whole-file digests to keep besides SHA-256 (recorded with the file).
+    pub whole_digests: Vec<DigestAlgo>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -30,6 +32,9 @@ pub struct NewSession {
     pub auto_commit: bool,
     pub uploads: Vec<NewUpload>,
     pub dialect: String,
+    /// Sliding expiry: each write keeps the session alive at least this
+    /// many seconds longer (up to the maximum lifetime from creation).
+    pub extend_secs: Option<u64>,
 }
 
 fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
@@ -95,6 +100,7 @@ impl Engine {
             created_at: now,
             expires_at: now + (expires_in as i64) * 1000,
             dialect: new.dialect,
+            extend_secs: new.extend_secs.map(|s| s.min(limits.max_expiry_secs)),
         };
         let mut seen = HashSet::new();
         let mut uploads = Vec::with_capacity(new.uploads.len());
@@ -121,6 +127,7 @@ impl Engine {
                 part_size: plan.part_size,
                 state: UploadState::Open,
                 expected_sha256: nu.sha256.map(|d| d.hex()),
+                whole_digests: nu.whole_digests,
                 content_type: nu.content_type,
                 metadata: nu.metadata,
                 received: RangeSet::new(),

@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 pub enum WriteAt {
     /// Part `n` (1-based) of the upload's part plan.
     Part(u32),
+    /// Part `number` at a range the dialect worked out, for parts whose
+    /// size the client chooses (Veeva's in-order parts, S3 multipart).
+    PartAt { number: u32, range: ByteRange },
     /// A byte range; `total` announces (or repeats) the upload's length.
     Range {
         range: ByteRange,
@@ -48,6 +51,8 @@ pub struct WriteResult {
     pub digests: Digests,
     /// Set when the write completed an auto-commit upload.
     pub file: Option<FileRecord>,
+    /// The session's expiry after the write (a sliding expiry moves it).
+    pub expires_at: ferry_core::Millis,
 }
 
 /// What the body adapter saw, shared with the write that owns it.
@@ -287,7 +292,13 @@ impl Engine {
 
         let upload = live.upload.clone();
         let auto = live.session.auto_commit && upload.is_complete();
+        let extend = self.extension(&live.session);
+        let mut expires_at = live.session.expires_at;
         drop(live);
+        if let Some((session_id, until)) = extend {
+            self.extend_session(&session_id, until).await?;
+            expires_at = expires_at.max(until);
+        }
         if stopped {
             return Err(superseded());
         }
@@ -313,7 +324,27 @@ impl Engine {
             part,
             digests,
             file,
+            expires_at,
         })
+    }
+
+    /// Where a write moves a sliding-expiry session's expiry, if it moves
+    /// it by a second or more.
+    fn extension(&self, s: &ferry_core::Session) -> Option<(String, ferry_core::Millis)> {
+        let secs = s.extend_secs?;
+        let cap = s.created_at + (self.inner.limits.max_expiry_secs as i64) * 1000;
+        let until = (now_ms() + (secs as i64) * 1000).min(cap);
+        (until >= s.expires_at + 1000).then(|| (s.id.clone(), until))
+    }
+
+    /// Records a later expiry and gives it to every live slot of the session.
+    async fn extend_session(&self, session_id: &str, until: ferry_core::Millis) -> Result<()> {
+        self.inner.meta.extend_session(session_id, until).await?;
+        for slot in self.session_slots(session_id) {
+            let mut live = slot.state.lock().await;
+            live.session.expires_at = live.session.expires_at.max(until);
+        }
+        Ok(())
     }
 
     /// Resolves a write target to a byte range, fixing a deferred length
@@ -346,6 +377,15 @@ impl Engine {
                     )
                 })?;
                 (range, Some(n))
+            }
+            WriteAt::PartAt { number, range } => {
+                if number == 0 || u64::from(number) > limits.max_parts {
+                    return Err(EngineError::RangeNotSatisfiable(format!(
+                        "part numbers run from 1 to {}; got {number}",
+                        limits.max_parts
+                    )));
+                }
+                (range, Some(number))
             }
             WriteAt::Range { range, total } => {
                 if let Some(t) = total {
@@ -425,12 +465,12 @@ impl Engine {
 
     /// The answer of a write that wrote nothing: the upload as it is.
     fn unchanged(live: tokio::sync::MutexGuard<'_, Live>) -> Result<WriteResult> {
-        let upload = live.upload.clone();
         Ok(WriteResult {
-            upload,
+            upload: live.upload.clone(),
             part: None,
             digests: Hashers::new(Want::default()).finish(),
             file: None,
+            expires_at: live.session.expires_at,
         })
     }
 

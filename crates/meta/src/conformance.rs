@@ -4,8 +4,8 @@
 
 use crate::{Committed, Entry, MetaError, MetaStore, Occupant, SpaceRecord, TokenRecord};
 use ferry_core::{
-    Access, ByteRange, ConflictPolicy, FileRecord, Length, Part, RangeSet, Session, SessionState,
-    SpaceName, SpacePath, Upload, UploadState, User,
+    Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Part, RangeSet, Session,
+    SessionState, SpaceName, SpacePath, Upload, UploadState, User,
 };
 use std::collections::BTreeMap;
 
@@ -39,6 +39,7 @@ fn session(id: &str, owner: &str, expires_at: i64) -> Session {
         created_at: 10,
         expires_at,
         dialect: "native".into(),
+        extend_secs: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn upload(id: &str, sid: &str, path: &str, length: Length) -> Upload {
         part_size: 10,
         state: UploadState::Open,
         expected_sha256: None,
+        whole_digests: Vec::new(),
         content_type: Some("text/plain".into()),
         metadata: Some("{\"k\":1}".into()),
         received: RangeSet::new(),
@@ -131,9 +133,15 @@ pub async fn users_tokens_and_spaces(m: &dyn MetaStore) {
 
 pub async fn sessions_round_trip(m: &dyn MetaStore) {
     m.create_user(&user("sam")).await.unwrap();
-    let s = session("s1", "sam", 1000);
+    let s = Session {
+        extend_secs: Some(600),
+        ..session("s1", "sam", 1000)
+    };
     let ups = vec![
-        upload("u1", "s1", "a/b.txt", Length::Known(25)),
+        Upload {
+            whole_digests: vec![DigestAlgo::Sha1, DigestAlgo::Md5],
+            ..upload("u1", "s1", "a/b.txt", Length::Known(25))
+        },
         upload("u2", "s1", "c.txt", Length::Deferred),
     ];
     m.create_session(&s, &ups).await.unwrap();
@@ -357,6 +365,13 @@ pub async fn files_listing_and_occupants(m: &dyn MetaStore) {
         None
     );
     assert_eq!(m.get_file(&sp("eve"), &p("d/one.txt")).await.unwrap(), None);
+    assert_eq!(m.get_file_by_id("g1").await.unwrap(), None);
+    let by_id = m
+        .get_file_by_id("g3")
+        .await
+        .unwrap()
+        .expect("g3 is recorded");
+    assert_eq!(by_id.path, p("d/e/deep.txt"));
 }
 
 pub async fn expiry_and_usage(m: &dyn MetaStore) {
@@ -378,6 +393,11 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
         expired.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
         vec!["s5"]
     );
+    // Extending moves an open session's expiry later, never earlier.
+    m.extend_session("s6", 7000).await.unwrap();
+    m.extend_session("s6", 6000).await.unwrap();
+    let s6 = m.get_session("s6").await.unwrap().unwrap();
+    assert_eq!(s6.expires_at, 7000);
     m.finish_commit(
         None,
         &[Committed {

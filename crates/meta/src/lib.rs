@@ -147,6 +147,8 @@ pub trait MetaStore: Send + Sync + 'static {
         expires_at: Option<Millis>,
     ) -> Result<()>;
     async fn set_upload_state(&self, upload_id: &str, state: UploadState) -> Result<()>;
+    /// Moves an open session's expiry later (never earlier).
+    async fn extend_session(&self, id: &str, expires_at: Millis) -> Result<()>;
     /// Marks uploads `committing` towards their final paths (and the session
     /// `committing` when given) in one transaction: the intent that start-up
     /// recovery rolls forward.
@@ -170,6 +172,7 @@ pub trait MetaStore: Send + Sync + 'static {
 
     // ---- files
     async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>>;
+    async fn get_file_by_id(&self, id: &str) -> Result<Option<FileRecord>>;
     async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>>;
     /// Immediate children of `prefix` (the root when `None`), folders first,
     /// each group sorted by name.

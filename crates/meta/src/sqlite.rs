@@ -12,8 +12,8 @@ use crate::{
     Committed, Entry, MetaError, MetaStore, Occupant, Result, SpaceRecord, TokenRecord, Usage,
 };
 use ferry_core::{
-    Access, ByteRange, ConflictPolicy, FileRecord, Length, Millis, Part, RangeSet, Session,
-    SessionState, SpaceName, SpacePath, Upload, UploadState, User,
+    Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
+    Session, SessionState, SpaceName, SpacePath, Upload, UploadState, User,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::BTreeMap;
@@ -36,13 +36,14 @@ CREATE TABLE IF NOT EXISTS grants (
 CREATE TABLE IF NOT EXISTS sessions (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, space TEXT NOT NULL, conflict TEXT NOT NULL,
   auto_commit INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,
-  expires_at INTEGER NOT NULL, dialect TEXT NOT NULL);
+  expires_at INTEGER NOT NULL, dialect TEXT NOT NULL, extend_secs INTEGER);
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions(owner, state);
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(state, expires_at);
 CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id), idx INTEGER NOT NULL,
   path TEXT NOT NULL, length INTEGER, part_size INTEGER NOT NULL, state TEXT NOT NULL,
-  expected_sha256 TEXT, content_type TEXT, metadata TEXT, final_path TEXT, file_id TEXT);
+  expected_sha256 TEXT, content_type TEXT, metadata TEXT, final_path TEXT, file_id TEXT,
+  whole_digests TEXT);
 CREATE INDEX IF NOT EXISTS uploads_session ON uploads(session_id, idx);
 CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
 CREATE TABLE IF NOT EXISTS ranges (upload_id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL);
@@ -56,6 +57,27 @@ CREATE TABLE IF NOT EXISTS files (
   created_at INTEGER NOT NULL, metadata TEXT, UNIQUE (space, path));
 CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
 "#;
+
+/// Columns added after the first release: (table, column, type). A
+/// database created before them gets them on open.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("sessions", "extend_secs", "INTEGER"),
+    ("uploads", "whole_digests", "TEXT"),
+];
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        let present: bool = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
 
 type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<()>) + Send> + Send>;
 
@@ -84,6 +106,7 @@ impl Sqlite {
         let path = path.as_ref().to_path_buf();
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         // Checkpoints run beside the writer, not inside a write batch: an
         // automatic checkpoint would stall every request waiting on that batch.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
@@ -244,7 +267,7 @@ fn user_row(r: &Row) -> rusqlite::Result<User> {
 }
 
 const SESSION_COLS: &str =
-    "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect";
+    "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs";
 fn session_row(r: &Row) -> rusqlite::Result<Session> {
     Ok(Session {
         id: r.get(0)?,
@@ -259,11 +282,12 @@ fn session_row(r: &Row) -> rusqlite::Result<Session> {
         created_at: r.get(6)?,
         expires_at: r.get(7)?,
         dialect: r.get(8)?,
+        extend_secs: r.get::<_, Option<i64>>(9)?.map(u),
     })
 }
 
 const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expected_sha256, \
-    content_type, metadata, final_path, file_id";
+    content_type, metadata, final_path, file_id, whole_digests";
 fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     Ok(Upload {
         id: r.get(0)?,
@@ -282,6 +306,13 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
         parts: BTreeMap::new(),
         final_path: r.get::<_, Option<String>>(9)?.map(space_path).transpose()?,
         file_id: r.get(10)?,
+        whole_digests: r
+            .get::<_, Option<String>>(11)?
+            .unwrap_or_default()
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|n| DigestAlgo::from_name(n).ok_or_else(|| corrupt("whole_digests", n)))
+            .collect::<rusqlite::Result<_>>()?,
     })
 }
 
@@ -524,7 +555,7 @@ impl MetaStore for Sqlite {
         let ups = uploads.to_vec();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"
+                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
             ))?
             .execute(params![
                 s.id,
@@ -535,10 +566,11 @@ impl MetaStore for Sqlite {
                 s.state.as_str(),
                 s.created_at,
                 s.expires_at,
-                s.dialect
+                s.dialect,
+                s.extend_secs.map(i)
             ])?;
             let mut stmt = c.prepare_cached(&format!(
-                "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+                "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
             ))?;
             for (idx, up) in ups.iter().enumerate() {
                 stmt.execute(params![
@@ -553,7 +585,13 @@ impl MetaStore for Sqlite {
                     up.content_type,
                     up.metadata,
                     up.final_path.as_ref().map(SpacePath::as_str),
-                    up.file_id
+                    up.file_id,
+                    (!up.whole_digests.is_empty()).then(|| up
+                        .whole_digests
+                        .iter()
+                        .map(|a| a.name())
+                        .collect::<Vec<_>>()
+                        .join(","))
                 ])?;
             }
             Ok(())
@@ -657,6 +695,18 @@ impl MetaStore for Sqlite {
             c.execute(
                 "UPDATE uploads SET length = ?2 WHERE id = ?1",
                 params![id, length.known().map(i)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn extend_session(&self, id: &str, expires_at: Millis) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE sessions SET expires_at = MAX(expires_at, ?2) WHERE id = ?1 AND state = 'open'",
+                params![id, expires_at],
             )?;
             Ok(())
         })
@@ -832,6 +882,18 @@ impl MetaStore for Sqlite {
         .await
     }
 
+    async fn get_file_by_id(&self, id: &str) -> Result<Option<FileRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached(&format!("SELECT {FILE_COLS} FROM files WHERE id = ?1"))?
+                    .query_row(params![id], file_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
     async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>> {
         let (space, path) = (space.clone(), path.clone());
         self.read(move |c| {
@@ -955,5 +1017,32 @@ mod tests {
             .unwrap();
         assert_eq!((busy, log), (0, done), "every WAL frame was copied back");
         assert!(log > 0);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_added_columns_gains_them_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        {
+            let conn = open_conn(&path).unwrap();
+            let mut old = SCHEMA.replace(", extend_secs INTEGER", "");
+            old = old.replace(",\n  whole_digests TEXT", "");
+            assert!(!old.contains("extend_secs") && !old.contains("whole_digests"));
+            conn.execute_batch(&old).unwrap();
+            conn.execute(
+                "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect) \
+                 VALUES ('s', 'u', 'u', 'rename', 0, 'open', 1, 2, 'native')",
+                [],
+            )
+            .unwrap();
+        }
+        let m = Sqlite::open(&path).unwrap();
+        let s = m
+            .get_session("s")
+            .await
+            .unwrap()
+            .expect("the old row reads");
+        assert_eq!((s.expires_at, s.extend_secs), (2, None));
+        assert!(m.session_uploads("s").await.unwrap().is_empty());
     }
 }

@@ -33,6 +33,7 @@ fn new_upload(b: NewUploadBody) -> ApiResult<NewUpload> {
         part_size: b.part_size,
         content_type: b.content_type,
         metadata: b.metadata.map(|m| m.to_string()),
+        whole_digests: Vec::new(),
     })
 }
 
@@ -84,6 +85,7 @@ pub async fn create(
             .map(new_upload)
             .collect::<ApiResult<_>>()?,
         dialect: "native".into(),
+        extend_secs: None,
     };
     let v = st.engine.create_session(&c, new).await?;
     Ok((

@@ -159,6 +159,7 @@ fn new_session(
             ..Default::default()
         }],
         dialect: dialect.into(),
+        extend_secs: None,
     }
 }
 

@@ -1,0 +1,192 @@
+//! Engine features that exist for the vendor dialects: client-sized parts
+//! (`WriteAt::PartAt`), whole-file digests besides SHA-256, sliding expiry
+//! and files by id.
+
+use bytes::Bytes;
+use ferry_core::{ByteRange, Digest, DigestAlgo, Limits};
+use ferry_engine::{
+    Caller, Engine, EngineError, NewSession, NewUpload, PartChecks, Principal, WriteAt,
+};
+use ferry_meta::Sqlite;
+use ferry_store::{ByteStream, LocalStore};
+use futures::StreamExt;
+use sha1::Digest as _;
+use std::sync::Arc;
+
+fn body(data: &[u8]) -> ByteStream {
+    futures::stream::iter([Ok(Bytes::copy_from_slice(data))]).boxed()
+}
+
+async fn engine(dir: &std::path::Path) -> (Engine, Caller) {
+    let meta = Arc::new(Sqlite::open(dir.join("ferry.db")).unwrap());
+    let store = Arc::new(LocalStore::open(dir).unwrap());
+    let engine = Engine::new(meta, store, Limits::default(), vec![1; 32]);
+    engine.bootstrap(Some("t")).await.unwrap();
+    let admin = Caller::User(Principal {
+        user: "admin".into(),
+        admin: true,
+    });
+    (engine, admin)
+}
+
+fn one_upload(path: &str, size: u64) -> NewSession {
+    NewSession {
+        uploads: vec![NewUpload {
+            path: path.into(),
+            size: Some(size),
+            whole_digests: vec![DigestAlgo::Sha1],
+            ..Default::default()
+        }],
+        dialect: "test".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn parts_at_client_chosen_ranges_are_recorded_and_replaceable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let data: Vec<u8> = (0..25u8).collect();
+    let view = engine
+        .create_session(&admin, one_upload("p.bin", 25))
+        .await
+        .unwrap();
+    let id = &view.uploads[0].upload.id;
+    let at = |n: u32, a: u64, b: u64| WriteAt::PartAt {
+        number: n,
+        range: ByteRange::new(a, b).unwrap(),
+    };
+    for (n, a, b) in [(1, 0, 10), (2, 10, 20), (3, 20, 25)] {
+        let w = engine
+            .write(
+                &admin,
+                id,
+                at(n, a, b),
+                body(&data[a as usize..b as usize]),
+                PartChecks::default(),
+            )
+            .await
+            .unwrap();
+        let part = w.part.expect("a numbered part is recorded");
+        assert_eq!((part.number, part.offset, part.size), (n, a, b - a));
+    }
+    // Part 2 again, with other bytes: it replaces the first copy.
+    let mut fixed = data.clone();
+    fixed[10..20].fill(7);
+    engine
+        .write(
+            &admin,
+            id,
+            at(2, 10, 20),
+            body(&fixed[10..20]),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+    let err = engine
+        .write(&admin, id, at(0, 0, 1), body(&[0]), PartChecks::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::RangeNotSatisfiable(_)), "{err}");
+    let done = engine.commit_upload(&admin, id, None).await.unwrap();
+    let file = done.file.unwrap();
+    assert_eq!(
+        file.sha1.as_deref(),
+        Some(hex::encode(sha1::Sha1::digest(&fixed)).as_str())
+    );
+}
+
+#[tokio::test]
+async fn whole_file_sha1_is_kept_and_checked_at_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let data = vec![42u8; 3 << 20];
+    let sha1 = sha1::Sha1::digest(&data).to_vec();
+    let view = engine
+        .create_session(&admin, one_upload("s.bin", data.len() as u64))
+        .await
+        .unwrap();
+    let id = &view.uploads[0].upload.id;
+    let half = data.len() / 2;
+    // Second half first: the hash follower catches up after the first.
+    for (a, b) in [(half, data.len()), (0, half)] {
+        engine
+            .write(
+                &admin,
+                id,
+                WriteAt::Range {
+                    range: ByteRange::new(a as u64, b as u64).unwrap(),
+                    total: None,
+                },
+                body(&data[a..b]),
+                PartChecks::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut wrong = sha1.clone();
+    wrong[0] ^= 1;
+    let err = engine
+        .commit_upload(&admin, id, Digest::new(DigestAlgo::Sha1, wrong))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::DigestMismatch { .. }), "{err}");
+    let done = engine
+        .commit_upload(&admin, id, Digest::new(DigestAlgo::Sha1, sha1.clone()))
+        .await
+        .unwrap();
+    let file = done.file.unwrap();
+    assert_eq!(file.sha1, Some(hex::encode(&sha1)));
+    let by_id = engine.file_by_id(&admin, &file.id).await.unwrap();
+    assert_eq!(by_id.path, file.path);
+    let stranger = Caller::User(Principal {
+        user: "nobody".into(),
+        admin: false,
+    });
+    assert!(matches!(
+        engine.file_by_id(&stranger, &file.id).await,
+        Err(EngineError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_write_extends_a_sliding_expiry_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let view = engine
+        .create_session(
+            &admin,
+            NewSession {
+                expires_in_secs: Some(60),
+                extend_secs: Some(3600),
+                ..one_upload("e.bin", 4)
+            },
+        )
+        .await
+        .unwrap();
+    let before = view.session.expires_at;
+    let id = &view.uploads[0].upload.id;
+    let w = engine
+        .write(
+            &admin,
+            id,
+            WriteAt::Range {
+                range: ByteRange::new(0, 2).unwrap(),
+                total: None,
+            },
+            body(b"ab"),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        w.expires_at >= before + 3_000_000,
+        "{} vs {before}",
+        w.expires_at
+    );
+    let s = engine.get_session(&admin, &view.session.id).await.unwrap();
+    assert_eq!(
+        s.session.expires_at, w.expires_at,
+        "the new expiry is recorded"
+    );
+}
