@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// (fail, replace, rename, skip; default rename).
     #[arg(long, env = "FERRY_TUS_CONFLICT")]
     tus_conflict: Option<String>,
+    /// Seconds a Box commit may run before it answers 202 + Retry-After
+    /// (default 30).
+    #[arg(long, env = "FERRY_BOX_COMMIT_WAIT")]
+    box_commit_wait: Option<u64>,
     /// Browser origins allowed to call the API (CORS), comma-separated; `*` for any.
     #[arg(long, env = "FERRY_CORS_ORIGINS", value_delimiter = ',')]
     cors_origin: Option<Vec<String>>,
@@ -72,6 +76,7 @@ impl ServeArgs {
             c.tus.path => self.tus_path,
             c.tus.conflict => self.tus_conflict,
             c.cors_origins => self.cors_origin,
+            c.box_api.commit_wait_secs => self.box_commit_wait,
         );
         if self.public_url.is_some() {
             c.public_url = self.public_url;

@@ -202,3 +202,75 @@ async fn graph_cancel_and_errors_in_graph_format() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     graph_error(&v, "itemNotFound");
 }
+
+#[tokio::test]
+async fn graph_items_by_id_take_new_content_and_children_and_report_sha1() {
+    use sha1::Digest as _;
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let url = session(
+        &s,
+        &alice,
+        "/v1.0/me/drive/root:/dir/a.txt:/createUploadSession",
+        json!({}),
+    )
+    .await;
+    let (st, item) = fragment(&url, 0, 5, b"first").await;
+    assert_eq!(st, StatusCode::CREATED, "{item}");
+    let id = item["id"].as_str().unwrap().to_owned();
+    let parent = item["parentReference"]["id"].as_str().unwrap().to_owned();
+
+    // New content for the item by id: same id, the new bytes and hashes.
+    let url = session(
+        &s,
+        &alice,
+        &format!("/v1.0/drives/alice/items/{id}/createUploadSession"),
+        json!({}),
+    )
+    .await;
+    // Each fragment extends the session.
+    let (_, before) = on_url(Method::GET, &url).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (st, v) = fragment(&url, 0, 10, b"second").await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    assert!(
+        v["expirationDateTime"].as_str().unwrap() > before["expirationDateTime"].as_str().unwrap(),
+        "{v} vs {before}"
+    );
+    let (st, item) = fragment(&url, 6, 10, b" try").await;
+    assert_eq!(st, StatusCode::CREATED, "{item}");
+    assert_eq!(item["id"], id.as_str());
+    assert_eq!(
+        item["file"]["hashes"]["sha1Hash"],
+        hex::encode(sha1::Sha1::digest(b"second try")).to_uppercase()
+    );
+    assert_eq!(
+        download(&s, &alice, "alice", "dir/a.txt").await.1,
+        b"second try"
+    );
+
+    // A new file in the parent folder by its id.
+    let url = session(
+        &s,
+        &alice,
+        &format!("/v1.0/me/drive/items/{parent}:/b.txt:/createUploadSession"),
+        json!({}),
+    )
+    .await;
+    let (st, _) = fragment(&url, 0, 2, b"bb").await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(download(&s, &alice, "alice", "dir/b.txt").await.1, b"bb");
+
+    // Another user's item id is not found.
+    let bob = user(&s, "bob").await;
+    let r = http()
+        .post(s.url_of(&format!("/v1.0/me/drive/items/{id}/createUploadSession")))
+        .bearer_auth(&bob)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = decode(r).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    graph_error(&v, "itemNotFound");
+}

@@ -3,6 +3,7 @@
 //! the `uploadUrl` handed out is a signed Ferry URL, so the byte requests
 //! need no `Authorization` header, as with Graph.
 
+use crate::folder_id;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -101,9 +102,19 @@ struct Stored {
     defer_commit: bool,
 }
 
-/// Where a `createUploadSession` path points: a space (`None`: the
-/// caller's home) and a path in it.
-fn target(rest: &str) -> Result<(Option<String>, String), GraphError> {
+/// Where a `createUploadSession` path points, in a drive (`None`: the
+/// caller's home).
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// `root:/{path}:` (also percent-encoded as one item id by the SDKs).
+    Path(Option<String>, String),
+    /// `items/{parent-id}:/{name}:`: a new file in a folder by id.
+    Child(Option<String>, String, String),
+    /// `items/{item-id}`: new content for an existing file.
+    Item(Option<String>, String),
+}
+
+fn target(rest: &str) -> Result<Target, GraphError> {
     let not_found = |m: String| GraphError(StatusCode::NOT_FOUND, "itemNotFound", m);
     let rest = rest.trim_start_matches('/');
     let (space, item) = if let Some(r) = rest.strip_prefix("me/drive/") {
@@ -121,23 +132,63 @@ fn target(rest: &str) -> Result<(Option<String>, String), GraphError> {
     let item = item
         .strip_suffix("/createUploadSession")
         .ok_or_else(|| not_found(format!("no such resource: /v1.0/{rest}")))?;
-    let item = item.strip_prefix("items/").unwrap_or(item);
-    // `root:/{path}:` (also percent-encoded as one item id by the SDK), or
-    // `{parent-id}:/{name}:` with parent `root`.
-    let path = match item.split_once(":/") {
-        Some(("root", p)) => p.strip_suffix(':').unwrap_or(p),
-        Some((parent, _)) => {
-            return Err(not_found(format!(
-                "no item {parent:?}: items are addressed by path here (root:/path:)"
-            )));
+    let by_id = item.strip_prefix("items/");
+    let item = by_id.unwrap_or(item);
+    Ok(match item.split_once(":/") {
+        Some(("root", p)) => Target::Path(space, p.strip_suffix(':').unwrap_or(p).to_owned()),
+        Some((parent, name)) if by_id.is_some() => Target::Child(
+            space,
+            parent.to_owned(),
+            name.strip_suffix(':').unwrap_or(name).to_owned(),
+        ),
+        None if by_id.is_some() && !item.is_empty() && !item.contains('/') => {
+            Target::Item(space, item.to_owned())
         }
-        None => {
-            return Err(not_found(format!(
-                "no item {item:?}: new versions of existing items by id are not supported yet; use root:/path:"
-            )));
+        _ => return Err(not_found(format!("no such resource: /v1.0/{rest}"))),
+    })
+}
+
+/// The space, path and conflict behaviour a target comes to; `conflict`
+/// is the body's (a new version of an item by id always replaces it).
+async fn resolve(
+    st: &GraphState,
+    caller: &Caller,
+    target: Target,
+    conflict: ConflictPolicy,
+) -> Result<(Option<String>, String, ConflictPolicy), GraphError> {
+    let not_found = |m: String| GraphError(StatusCode::NOT_FOUND, "itemNotFound", m);
+    let same_drive =
+        |drive: &Option<String>, space: &str| drive.as_deref().is_none_or(|d| d == space);
+    Ok(match target {
+        Target::Path(space, path) => (space, path, conflict),
+        Target::Child(space, parent, name) if parent == "root" => (space, name, conflict),
+        Target::Child(space, parent, name) => {
+            let (fspace, dir) = folder_id::decode(&parent)
+                .filter(|(fs, _)| same_drive(&space, fs))
+                .ok_or_else(|| not_found(format!("no folder with id {parent:?} in this drive")))?;
+            let path = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            (Some(fspace), path, conflict)
         }
-    };
-    Ok((space, path.to_owned()))
+        Target::Item(space, id) => {
+            let f = st
+                .engine
+                .file_by_id(caller, &id)
+                .await
+                .map_err(|_| not_found(format!("no item with id {id:?}")))?;
+            if !same_drive(&space, f.space.as_str()) {
+                return Err(not_found(format!("no item with id {id:?} in this drive")));
+            }
+            (
+                Some(f.space.to_string()),
+                f.path.to_string(),
+                ConflictPolicy::Replace,
+            )
+        }
+    })
 }
 
 async fn create(
@@ -147,19 +198,12 @@ async fn create(
     body: Bytes,
 ) -> GraphResult {
     let caller = ferry_http::authenticate(&st.engine, &headers).await?;
-    let (space, path) = target(&rest)?;
+    let target = target(&rest)?;
     let req: CreateBody = if body.iter().all(u8::is_ascii_whitespace) {
         CreateBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| bad(format!("the body does not fit: {e}")))?
     };
-    if let Some(name) = &req.item.name
-        && path.rsplit('/').next() != Some(name.as_str())
-    {
-        return Err(bad(format!(
-            "item.name {name:?} differs from the name in the path {path:?}"
-        )));
-    }
     let conflict = match req.item.conflict_behavior.as_deref() {
         None | Some("fail") => ConflictPolicy::Fail,
         Some("replace") => ConflictPolicy::Replace,
@@ -170,6 +214,14 @@ async fn create(
             )));
         }
     };
+    let (space, path, conflict) = resolve(&st, &caller, target, conflict).await?;
+    if let Some(name) = &req.item.name
+        && path.rsplit('/').next() != Some(name.as_str())
+    {
+        return Err(bad(format!(
+            "item.name {name:?} differs from the name in the path {path:?}"
+        )));
+    }
     let stored = Stored {
         defer_commit: req.defer_commit,
     };
@@ -270,6 +322,7 @@ fn drive_item(f: &FileRecord) -> Value {
         },
         "parentReference": {
             "driveId": f.space.as_str(),
+            "id": folder_id::encode(f.space.as_str(), dir),
             "path": if dir.is_empty() { "/drive/root:".to_owned() } else { format!("/drive/root:/{dir}") },
         },
     })
@@ -337,24 +390,6 @@ async fn check_fragment(
     Ok((cr, session))
 }
 
-/// Most bytes read and dropped from a refused fragment (Graph's limit per
-/// request is 60 MiB).
-const DRAIN_LIMIT: u64 = 64 << 20;
-
-/// Reads a refused request's body to its end (up to `DRAIN_LIMIT`), so the
-/// client, still sending, reads the error instead of a reset connection.
-async fn drain(body: Body) {
-    use futures::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut seen = 0u64;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len() as u64;
-        if seen > DRAIN_LIMIT {
-            break;
-        }
-    }
-}
-
 async fn write(
     State(st): State<GraphState>,
     Path(uid): Path<String>,
@@ -371,7 +406,7 @@ async fn write(
     let (caller, cr, session) = match checked {
         Ok(ok) => ok,
         Err(e) => {
-            drain(body).await;
+            ferry_http::drain(body).await;
             return Err(e);
         }
     };
@@ -450,29 +485,37 @@ async fn commit(
 
 #[cfg(test)]
 mod tests {
-    use super::target;
+    use super::{Target, target};
 
     #[test]
-    fn create_paths_name_a_space_and_a_path() {
+    fn create_paths_name_a_drive_and_a_target() {
         let t = |p: &str| target(p).ok();
+        let path = |s: Option<&str>, p: &str| Some(Target::Path(s.map(Into::into), p.into()));
         assert_eq!(
             t("me/drive/root:/a/b.bin:/createUploadSession"),
-            Some((None, "a/b.bin".into()))
+            path(None, "a/b.bin")
         );
         assert_eq!(
             t("drives/team/root:/b.bin:/createUploadSession"),
-            Some((Some("team".into()), "b.bin".into()))
+            path(Some("team"), "b.bin")
         );
         assert_eq!(
             t("me/drive/items/root:/x.txt:/createUploadSession"),
-            Some((None, "x.txt".into()))
+            path(None, "x.txt")
         );
         assert_eq!(
             t("drives/alice/items/root:/dir/x.txt:/createUploadSession"),
-            Some((Some("alice".into()), "dir/x.txt".into()))
+            path(Some("alice"), "dir/x.txt")
         );
-        assert_eq!(t("me/drive/items/0123:/x.txt:/createUploadSession"), None);
-        assert_eq!(t("me/drive/items/0123/createUploadSession"), None);
+        assert_eq!(
+            t("me/drive/items/d0123:/x.txt:/createUploadSession"),
+            Some(Target::Child(None, "d0123".into(), "x.txt".into()))
+        );
+        assert_eq!(
+            t("drives/team/items/abc/createUploadSession"),
+            Some(Target::Item(Some("team".into()), "abc".into()))
+        );
+        assert_eq!(t("me/drive/x:/y:/createUploadSession"), None);
         assert_eq!(t("sites/x/drive/root:/a:/createUploadSession"), None);
     }
 }

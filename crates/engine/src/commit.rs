@@ -31,7 +31,9 @@ struct Candidate {
 }
 
 enum Decision {
-    Promote(SpacePath, Promote),
+    /// Promote to a path; when replacing a file, its id (a file keeps
+    /// its id across replacements at its path).
+    Promote(SpacePath, Promote, Option<String>),
     Skip(Box<FileRecord>),
 }
 
@@ -234,14 +236,14 @@ impl Engine {
             for c in &candidates {
                 match self.decide(session, &c.upload.path).await {
                     Ok(d) => {
-                        if let Decision::Promote(p, _) = &d {
+                        if let Decision::Promote(p, _, _) = &d {
                             self.claim(session, p, true);
                         }
                         decisions.push(d);
                     }
                     Err(e) => {
                         for d in &decisions {
-                            if let Decision::Promote(p, _) = d {
+                            if let Decision::Promote(p, _, _) = d {
                                 self.claim(session, p, false);
                             }
                         }
@@ -254,7 +256,7 @@ impl Engine {
         let claimed: Vec<SpacePath> = decisions
             .iter()
             .filter_map(|d| match d {
-                Decision::Promote(p, _) => Some(p.clone()),
+                Decision::Promote(p, _, _) => Some(p.clone()),
                 Decision::Skip(_) => None,
             })
             .collect();
@@ -358,7 +360,7 @@ impl Engine {
             .iter()
             .zip(&decisions)
             .filter_map(|(c, d)| match d {
-                Decision::Promote(p, _) => Some((c.upload.id.clone(), p.clone())),
+                Decision::Promote(p, _, _) => Some((c.upload.id.clone(), p.clone())),
                 Decision::Skip(_) => None,
             })
             .collect();
@@ -375,11 +377,11 @@ impl Engine {
             .map(|(c, d)| async move {
                 let up = c.upload;
                 Ok::<_, EngineError>(match d {
-                    Decision::Promote(path, mode) => {
+                    Decision::Promote(path, mode, keep_id) => {
                         store.promote(&up.id, &session.space, &path, mode).await?;
                         Committed {
                             file: FileRecord {
-                                id: random_hex(16),
+                                id: keep_id.unwrap_or_else(|| random_hex(16)),
                                 space: session.space.clone(),
                                 path: path.clone(),
                                 size: up.length.known().unwrap_or(0),
@@ -440,15 +442,15 @@ impl Engine {
             path: format!("{}/{}", session.space, path),
         };
         Ok(match (occupant, session.conflict) {
-            (None, _) => Decision::Promote(path.clone(), Promote::NoReplace),
+            (None, _) => Decision::Promote(path.clone(), Promote::NoReplace, None),
             (Some(Occupant::FileAncestor(a)), _) => {
                 return Err(EngineError::AlreadyExists {
                     path: format!("{}/{} (a file where a folder is needed)", session.space, a),
                 });
             }
             (Some(_), ConflictPolicy::Fail) => return Err(exists()),
-            (Some(Occupant::File(_)), ConflictPolicy::Replace) => {
-                Decision::Promote(path.clone(), Promote::Replace)
+            (Some(Occupant::File(f)), ConflictPolicy::Replace) => {
+                Decision::Promote(path.clone(), Promote::Replace, Some(f.id))
             }
             (Some(Occupant::File(f)), ConflictPolicy::Skip) => Decision::Skip(f),
             (Some(_), ConflictPolicy::Rename | ConflictPolicy::MergeRename) => {
@@ -457,7 +459,7 @@ impl Engine {
                     if self.pending_occupant(session, &candidate).is_none()
                         && self.occupant(session, &candidate).await?.is_none()
                     {
-                        return Ok(Decision::Promote(candidate, Promote::NoReplace));
+                        return Ok(Decision::Promote(candidate, Promote::NoReplace, None));
                     }
                 }
                 return Err(exists());
@@ -546,11 +548,16 @@ impl Engine {
                 }
                 h.finish()
             };
+            // A replaced file keeps its id: its record is still the old one.
+            let id = match meta.get_file(&session.space, &path).await? {
+                Some(old) if mode == Promote::Replace => old.id,
+                _ => random_hex(16),
+            };
             meta.finish_commit(
                 None,
                 &[Committed {
                     file: FileRecord {
-                        id: random_hex(16),
+                        id,
                         space: session.space.clone(),
                         path: path.clone(),
                         size: up.length.known().unwrap_or(0),

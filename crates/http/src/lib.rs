@@ -38,6 +38,22 @@ pub fn status_of(e: &EngineError) -> StatusCode {
     }
 }
 
+/// Most bytes read and dropped from a refused request body.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Reads a refused request's body to its end (up to 64 MiB), so that a
+/// client still sending reads the error instead of a reset connection.
+pub async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
 /// Streams a request body without collecting it.
 pub fn body_stream(body: Body) -> ByteStream {
     body.into_data_stream()

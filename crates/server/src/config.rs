@@ -28,6 +28,25 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub limits: LimitsConfig,
     pub tus: TusConfig,
+    #[serde(rename = "box")]
+    pub box_api: BoxConfig,
+}
+
+/// `[box]` in the TOML file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoxConfig {
+    /// How long a Box commit may run before the answer is `202` with
+    /// `Retry-After` (the commit goes on), seconds.
+    pub commit_wait_secs: u64,
+}
+
+impl Default for BoxConfig {
+    fn default() -> Self {
+        BoxConfig {
+            commit_wait_secs: 30,
+        }
+    }
 }
 
 /// `[tus]` in the TOML file.
@@ -63,6 +82,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             limits: LimitsConfig::default(),
             tus: TusConfig::default(),
+            box_api: BoxConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use ferry_dialects::boxapi::{self, BoxState};
 use ferry_dialects::graph::{self, GraphState};
 use ferry_dialects::native::{self, NativeState};
 use ferry_dialects::tus::{self, TusState};
@@ -167,6 +168,11 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
         .merge(graph::router(GraphState {
             engine: engine.clone(),
             public_url: public_url.clone(),
+        }))
+        .merge(boxapi::router(BoxState {
+            engine: engine.clone(),
+            public_url: public_url.clone(),
+            commit_wait: std::time::Duration::from_secs(config.box_api.commit_wait_secs),
         }))
         .merge(native::router(NativeState { engine, public_url }))
         .merge(tus::router(tus))
