@@ -55,7 +55,8 @@ struct Args {
     small_runs: usize,
     /// What to measure: `all`, `native` (disk baselines, CLI, curl, small
     /// uploads, memory), `tus` (Ferry's tus dialect next to peer servers)
-    /// or `graph` (the Graph dialect next to native range writes).
+    /// `graph` (the Graph dialect next to native range writes) or `box`
+    /// (the Box dialect's parallel SHA-1 parts next to native parts).
     #[arg(long, default_value = "all")]
     suite: String,
     /// PATCH size of the tus comparison, MiB.
@@ -71,6 +72,7 @@ struct Args {
     peers: PathBuf,
 }
 
+mod boxapi;
 mod graph;
 mod tus;
 
@@ -325,12 +327,13 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let (native_on, tus_on, graph_on) = match args.suite.as_str() {
-        "all" => (true, true, true),
-        "native" => (true, false, false),
-        "tus" => (false, true, false),
-        "graph" => (false, false, true),
-        other => bail!("--suite must be all, native, tus or graph; got {other:?}"),
+    let (native_on, tus_on, graph_on, box_on) = match args.suite.as_str() {
+        "all" => (true, true, true, true),
+        "native" => (true, false, false, false),
+        "tus" => (false, true, false, false),
+        "graph" => (false, false, true, false),
+        "box" => (false, false, false, true),
+        other => bail!("--suite must be all, native, tus, graph or box; got {other:?}"),
     };
     if native_on {
         native(&args, &dir, &ferry, &src, &client).await?;
@@ -340,6 +343,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if graph_on {
         graph_suite(&args, &dir, &ferry, &src, &client).await?;
+    }
+    if box_on {
+        box_suite(&args, &dir, &ferry, &src, &client).await?;
     }
     let _ = std::fs::remove_file(&src);
     Ok(())
@@ -708,6 +714,89 @@ async fn graph_suite(
     println!(
         "graph / native                         : {:.2}x",
         graph.median() / native.median()
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
+
+/// The Box dialect's parallel SHA-1 parts next to the same parts through the
+/// native API, same server, alternating, with the raw disk rate.
+async fn box_suite(
+    args: &Args,
+    dir: &Path,
+    ferry: &Path,
+    src: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let digests = boxapi::digests(src)?;
+    let data = dir.join("data");
+    let (mut raw, mut native, mut boxed) =
+        (Series::default(), Series::default(), Series::default());
+    let mib = |d: Duration| args.size_mib as f64 / d.as_secs_f64();
+    for round in 1..=args.rounds {
+        eprintln!("box comparison, round {round}/{}", args.rounds);
+        raw.push(raw_disk_mib_s(src, dir, args.size_mib)?);
+        let server = Server::start(ferry, &data)?;
+        // Alternate which goes first, so neither always meets a warm cache.
+        let name = format!("b{round}.bin");
+        if round % 2 == 1 {
+            native.push(mib(boxapi::native_upload(
+                client,
+                &server.url,
+                src,
+                &digests,
+                &name,
+            )
+            .await?));
+            boxed.push(mib(boxapi::box_upload(
+                client,
+                &server.url,
+                src,
+                &digests,
+                &name,
+            )
+            .await?));
+        } else {
+            boxed.push(mib(boxapi::box_upload(
+                client,
+                &server.url,
+                src,
+                &digests,
+                &name,
+            )
+            .await?));
+            native.push(mib(boxapi::native_upload(
+                client,
+                &server.url,
+                src,
+                &digests,
+                &name,
+            )
+            .await?));
+        }
+        drop(server);
+    }
+    println!();
+    println!(
+        "## box: {} MiB in {} MiB parts, 4 in flight, SHA-1 per part, one client",
+        args.size_mib,
+        boxapi::PART >> 20
+    );
+    println!(
+        "raw disk, dd O_DIRECT (same rounds)    : {}",
+        raw.show("MiB/s")
+    );
+    println!(
+        "native parts + Content-Digest + commit : {}",
+        native.show("MiB/s")
+    );
+    println!(
+        "box parts + digest + commit (SHA-1)    : {}",
+        boxed.show("MiB/s")
+    );
+    println!(
+        "box / native                           : {:.2}x",
+        boxed.median() / native.median()
     );
     let _ = std::fs::remove_dir_all(&data);
     Ok(())

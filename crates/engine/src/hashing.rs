@@ -126,9 +126,44 @@ impl Hashers {
     }
 }
 
+/// Buffers at least this large are hashed by every algorithm at once, one
+/// thread each (reading back for the hash follower and commit feeds 4 MiB).
+const PARALLEL_FROM: usize = 1 << 20;
+
+impl Hashers {
+    /// [`update`](Self::update), with each algorithm on its own thread when
+    /// there are several and the buffer is large: the follower's read-back
+    /// then takes as long as the slowest hash, not the sum of them.
+    pub fn update_parallel(&mut self, data: &[u8]) {
+        let many = [
+            self.sha256.is_some(),
+            self.sha1.is_some(),
+            self.md5.is_some(),
+        ]
+        .iter()
+        .filter(|on| **on)
+        .count()
+            > 1;
+        if !many || data.len() < PARALLEL_FROM {
+            return self.update(data);
+        }
+        std::thread::scope(|s| {
+            if let Some(h) = &mut self.sha1 {
+                s.spawn(move || h.update(data));
+            }
+            if let Some(h) = &mut self.md5 {
+                s.spawn(move || h.update(data));
+            }
+            if let Some(h) = &mut self.sha256 {
+                h.update(data);
+            }
+        });
+    }
+}
+
 impl ferry_store::Sink for Hashers {
     fn feed(&mut self, data: &[u8]) {
-        self.update(data);
+        self.update_parallel(data);
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
@@ -250,5 +285,26 @@ impl Finisher {
                 .unwrap(),
             Finisher::Thread(done) => done.await.expect("the hashing thread does not panic"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Hashers, Want};
+
+    #[test]
+    fn parallel_update_gives_the_same_digests_as_the_sequential_one() {
+        let all = Want {
+            sha256: true,
+            sha1: true,
+            md5: true,
+        };
+        let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 + i / 13) as u8).collect();
+        let (mut a, mut b) = (Hashers::new(all), Hashers::new(all));
+        a.update(&data);
+        a.update(b"tail");
+        b.update_parallel(&data);
+        b.update_parallel(b"tail");
+        assert_eq!(a.finish(), b.finish());
     }
 }
