@@ -274,3 +274,23 @@ async fn graph_items_by_id_take_new_content_and_children_and_report_sha1() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     graph_error(&v, "itemNotFound");
 }
+
+#[tokio::test]
+async fn graph_expired_session_is_item_not_found() {
+    let s = Server::start_with(&[("FERRY_DEFAULT_EXPIRY", "1"), ("FERRY_MAX_EXPIRY", "1")]);
+    let alice = user(&s, "alice").await;
+    let url = session(
+        &s,
+        &alice,
+        "/v1.0/me/drive/root:/late.bin:/createUploadSession",
+        json!({"item": {"fileSize": 4}}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (st, v) = fragment(&url, 0, 4, b"late").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    graph_error(&v, "itemNotFound");
+    let (st, v) = on_url(Method::GET, &url).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    graph_error(&v, "itemNotFound");
+}
