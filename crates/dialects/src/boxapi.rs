@@ -404,6 +404,7 @@ async fn open(
                 }],
                 dialect: "box".into(),
                 extend_secs: None,
+                open_ended: false,
             },
         )
         .await?;

@@ -245,6 +245,7 @@ async fn create(
                 dialect: "graph".into(),
                 // As with Graph, each fragment extends the session.
                 extend_secs: Some(st.engine.limits().default_expiry_secs),
+                open_ended: false,
             },
         )
         .await?;

@@ -35,6 +35,8 @@ pub struct NewSession {
     /// Sliding expiry: each write keeps the session alive at least this
     /// many seconds longer (up to the maximum lifetime from creation).
     pub extend_secs: Option<u64>,
+    /// The session may start empty: its uploads come with `add_uploads`.
+    pub open_ended: bool,
 }
 
 fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
@@ -62,7 +64,7 @@ impl Engine {
         };
         self.require_write(p, &space).await?;
 
-        if new.uploads.is_empty() {
+        if new.uploads.is_empty() && !new.open_ended {
             return Err(EngineError::invalid(
                 "invalid_body",
                 "a session needs at least one upload",
@@ -102,40 +104,7 @@ impl Engine {
             dialect: new.dialect,
             extend_secs: new.extend_secs.map(|s| s.min(limits.max_expiry_secs)),
         };
-        let mut seen = HashSet::new();
-        let mut uploads = Vec::with_capacity(new.uploads.len());
-        let mut declared = 0u64;
-        for nu in new.uploads {
-            let path = SpacePath::parse(&nu.path)
-                .map_err(|e| EngineError::invalid("invalid_path", format!("{:?}: {e}", nu.path)))?;
-            if !seen.insert(path.clone()) {
-                return Err(EngineError::invalid(
-                    "invalid_path",
-                    format!("{path} appears twice in one session"),
-                ));
-            }
-            let length = nu.size.map_or(Length::Deferred, Length::Known);
-            let plan = limits
-                .plan(length, nu.part_size)
-                .map_err(|e| limit_error(e, &path))?;
-            declared = declared.saturating_add(nu.size.unwrap_or(0));
-            uploads.push(Upload {
-                id: random_hex(16),
-                session_id: session.id.clone(),
-                path,
-                length,
-                part_size: plan.part_size,
-                state: UploadState::Open,
-                expected_sha256: nu.sha256.map(|d| d.hex()),
-                whole_digests: nu.whole_digests,
-                content_type: nu.content_type,
-                metadata: nu.metadata,
-                received: RangeSet::new(),
-                parts: BTreeMap::new(),
-                final_path: None,
-                file_id: None,
-            });
-        }
+        let (uploads, declared) = self.build_uploads(&session, new.uploads)?;
 
         let max_open = u64::from(user.max_open_sessions.unwrap_or(limits.max_open_sessions));
         let open = meta.open_session_count(&p.user).await?;
@@ -173,6 +142,98 @@ impl Engine {
                 .map(|upload| UploadView { upload, file: None })
                 .collect(),
         })
+    }
+
+    /// The records of new uploads of `session`, checked (paths, limits,
+    /// no path twice in the batch), and the bytes they declare.
+    fn build_uploads(&self, session: &Session, new: Vec<NewUpload>) -> Result<(Vec<Upload>, u64)> {
+        let limits = &self.inner.limits;
+        let mut seen = HashSet::new();
+        let mut uploads = Vec::with_capacity(new.len());
+        let mut declared = 0u64;
+        for nu in new {
+            let path = SpacePath::parse(&nu.path)
+                .map_err(|e| EngineError::invalid("invalid_path", format!("{:?}: {e}", nu.path)))?;
+            if !seen.insert(path.clone()) {
+                return Err(EngineError::invalid(
+                    "invalid_path",
+                    format!("{path} appears twice in one session"),
+                ));
+            }
+            let length = nu.size.map_or(Length::Deferred, Length::Known);
+            let plan = limits
+                .plan(length, nu.part_size)
+                .map_err(|e| limit_error(e, &path))?;
+            declared = declared.saturating_add(nu.size.unwrap_or(0));
+            uploads.push(Upload {
+                id: random_hex(16),
+                session_id: session.id.clone(),
+                path,
+                length,
+                part_size: plan.part_size,
+                state: UploadState::Open,
+                expected_sha256: nu.sha256.map(|d| d.hex()),
+                whole_digests: nu.whole_digests,
+                content_type: nu.content_type,
+                metadata: nu.metadata,
+                received: RangeSet::new(),
+                parts: BTreeMap::new(),
+                final_path: None,
+                file_id: None,
+            });
+        }
+
+        Ok((uploads, declared))
+    }
+
+    /// Adds uploads to an open session (sessions whose files are known only
+    /// as they arrive: a folder streamed over a WebSocket, files POSTed to a
+    /// form). A path already in the session is refused.
+    pub async fn add_uploads(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        new: Vec<NewUpload>,
+    ) -> Result<Vec<Upload>> {
+        let _guard = self.session_lock(session_id).lock().await;
+        let s = self.load_session(caller, session_id).await?;
+        s.state.check_writable().map_err(EngineError::Gone)?;
+        if s.is_expired_at(now_ms()) {
+            return Err(EngineError::Gone(StateError::Expired));
+        }
+        let (uploads, declared) = self.build_uploads(&s, new)?;
+        let user = self.user(&s.owner).await?;
+        self.check_quota(&s.owner, user.and_then(|u| u.quota_bytes), declared)
+            .await?;
+        let limit = self.inner.limits.max_uploads_per_session;
+        // Staged files first: one without a record is removed at the next
+        // start; a record without its staged file could take no bytes.
+        let ids: Vec<String> = uploads.iter().map(|u| u.id.clone()).collect();
+        self.inner.store.create_staged_many(&ids).await?;
+        let recorded = self.inner.meta.add_uploads(&s.id, &uploads, limit).await;
+        if recorded.is_err() {
+            for id in &ids {
+                let _ = self.inner.store.discard_staged(id).await;
+            }
+        }
+        match recorded {
+            Ok(()) => {}
+            Err(ferry_meta::MetaError::AlreadyExists(what)) => {
+                return Err(EngineError::invalid(
+                    "invalid_path",
+                    format!("{what} is already an upload of this session"),
+                ));
+            }
+            Err(ferry_meta::MetaError::Full(n)) => {
+                return Err(EngineError::TooLarge {
+                    message: format!("the session would have {n} uploads; the limit is {limit}"),
+                    limit: limit as u64,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.seed_slots(&s, &uploads);
+        Ok(uploads)
     }
 
     /// Refuses `more` bytes if they would take `user` over quota.

@@ -190,3 +190,71 @@ async fn a_write_extends_a_sliding_expiry_session() {
         "the new expiry is recorded"
     );
 }
+
+#[tokio::test]
+async fn an_open_ended_session_takes_uploads_as_they_come_and_commits_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let view = engine
+        .create_session(
+            &admin,
+            NewSession {
+                open_ended: true,
+                dialect: "test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(view.uploads.is_empty());
+    let sid = &view.session.id;
+    let new = |p: &str| NewUpload {
+        path: p.into(),
+        size: Some(2),
+        ..Default::default()
+    };
+    let a = engine
+        .add_uploads(&admin, sid, vec![new("f/a.txt")])
+        .await
+        .unwrap();
+    let b = engine
+        .add_uploads(&admin, sid, vec![new("f/b.txt")])
+        .await
+        .unwrap();
+    let err = engine
+        .add_uploads(&admin, sid, vec![new("f/a.txt")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Invalid { .. }), "{err}");
+    for (u, data) in [(&a[0], b"aa"), (&b[0], b"bb")] {
+        engine
+            .write(
+                &admin,
+                &u.id,
+                WriteAt::Part(1),
+                body(data),
+                PartChecks::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let done = engine
+        .commit_session(&admin, sid, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(done.uploads.len(), 2);
+    assert!(done.uploads.iter().all(|u| u.file.is_some()));
+    let err = engine
+        .add_uploads(&admin, sid, vec![new("f/c.txt")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Gone(_)), "{err}");
+    let stranger = Caller::User(Principal {
+        user: "nobody".into(),
+        admin: false,
+    });
+    assert!(matches!(
+        engine.add_uploads(&stranger, sid, vec![new("x")]).await,
+        Err(EngineError::NotFound(_))
+    ));
+}

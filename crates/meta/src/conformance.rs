@@ -191,6 +191,29 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
         m.set_upload_state("zz", UploadState::Aborted).await,
         Err(MetaError::NotFound(_))
     ));
+    // Uploads added later continue the order; a path already there or a
+    // batch past the limit changes nothing.
+    let more = vec![upload("u1b", "s1", "d.txt", Length::Known(1))];
+    m.add_uploads("s1", &more, 3).await.unwrap();
+    let ids: Vec<String> = m
+        .session_uploads("s1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(ids, ["u1", "u2", "u1b"]);
+    assert!(matches!(
+        m.add_uploads("s1", &[upload("u1c", "s1", "c.txt", Length::Known(1))], 10)
+            .await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        m.add_uploads("s1", &[upload("u1d", "s1", "e.txt", Length::Known(1))], 3)
+            .await,
+        Err(MetaError::Full(4))
+    ));
+    assert_eq!(m.session_uploads("s1").await.unwrap().len(), 3);
     let listed = m
         .list_sessions(Some("sam"), Some(SessionState::Open))
         .await

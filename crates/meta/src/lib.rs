@@ -38,6 +38,9 @@ pub enum MetaError {
     Corrupt(String),
     #[error("the metadata writer has stopped")]
     Closed,
+    /// A session would hold this many uploads, over the limit.
+    #[error("{0} uploads would be over the session's limit")]
+    Full(usize),
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -120,6 +123,9 @@ pub trait MetaStore: Send + Sync + 'static {
         state: Option<SessionState>,
     ) -> Result<Vec<Session>>;
     async fn session_uploads(&self, session_id: &str) -> Result<Vec<Upload>>;
+    /// Adds uploads to a session in one transaction: `AlreadyExists` if a
+    /// path is already one of its uploads, `Full` past `limit` uploads.
+    async fn add_uploads(&self, session_id: &str, uploads: &[Upload], limit: usize) -> Result<()>;
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>>;
     /// Records that `range` of the upload is durable, with the part it
     /// belongs to when the write was a part (replacing an earlier one).

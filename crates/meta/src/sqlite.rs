@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS uploads (
   expected_sha256 TEXT, content_type TEXT, metadata TEXT, final_path TEXT, file_id TEXT,
   whole_digests TEXT);
 CREATE INDEX IF NOT EXISTS uploads_session ON uploads(session_id, idx);
+CREATE INDEX IF NOT EXISTS uploads_session_path ON uploads(session_id, path);
 CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
 CREATE TABLE IF NOT EXISTS ranges (upload_id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS ranges_upload ON ranges(upload_id);
@@ -255,6 +256,36 @@ fn i(v: u64) -> i64 {
 }
 
 const USER_COLS: &str = "name, admin, quota_bytes, max_open_sessions, home_space, created_at";
+/// Inserts uploads with indexes from `first`.
+fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare_cached(&format!(
+        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+    ))?;
+    for (k, up) in ups.iter().enumerate() {
+        stmt.execute(params![
+            first + k as i64,
+            up.id,
+            up.session_id,
+            up.path.as_str(),
+            up.length.known().map(i),
+            i(up.part_size),
+            up.state.as_str(),
+            up.expected_sha256,
+            up.content_type,
+            up.metadata,
+            up.final_path.as_ref().map(SpacePath::as_str),
+            up.file_id,
+            (!up.whole_digests.is_empty()).then(|| up
+                .whole_digests
+                .iter()
+                .map(|a| a.name())
+                .collect::<Vec<_>>()
+                .join(","))
+        ])?;
+    }
+    Ok(())
+}
+
 fn user_row(r: &Row) -> rusqlite::Result<User> {
     Ok(User {
         name: r.get(0)?,
@@ -569,31 +600,32 @@ impl MetaStore for Sqlite {
                 s.dialect,
                 s.extend_secs.map(i)
             ])?;
-            let mut stmt = c.prepare_cached(&format!(
-                "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
-            ))?;
-            for (idx, up) in ups.iter().enumerate() {
-                stmt.execute(params![
-                    idx as i64,
-                    up.id,
-                    up.session_id,
-                    up.path.as_str(),
-                    up.length.known().map(i),
-                    i(up.part_size),
-                    up.state.as_str(),
-                    up.expected_sha256,
-                    up.content_type,
-                    up.metadata,
-                    up.final_path.as_ref().map(SpacePath::as_str),
-                    up.file_id,
-                    (!up.whole_digests.is_empty()).then(|| up
-                        .whole_digests
-                        .iter()
-                        .map(|a| a.name())
-                        .collect::<Vec<_>>()
-                        .join(","))
-                ])?;
+            insert_uploads(c, 0, &ups)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_uploads(&self, session_id: &str, uploads: &[Upload], limit: usize) -> Result<()> {
+        let (sid, ups) = (session_id.to_owned(), uploads.to_vec());
+        self.write(move |c| {
+            let (count, next): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT COUNT(*), COALESCE(MAX(idx) + 1, 0) FROM uploads WHERE session_id = ?1",
+                )?
+                .query_row(params![sid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let total = count as usize + ups.len();
+            if total > limit {
+                return Err(MetaError::Full(total));
             }
+            let mut taken =
+                c.prepare_cached("SELECT 1 FROM uploads WHERE session_id = ?1 AND path = ?2")?;
+            for up in &ups {
+                if taken.exists(params![sid, up.path.as_str()])? {
+                    return Err(MetaError::AlreadyExists(up.path.to_string()));
+                }
+            }
+            insert_uploads(c, next, &ups)?;
             Ok(())
         })
         .await

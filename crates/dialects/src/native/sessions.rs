@@ -86,6 +86,7 @@ pub async fn create(
             .collect::<ApiResult<_>>()?,
         dialect: "native".into(),
         extend_secs: None,
+        open_ended: false,
     };
     let v = st.engine.create_session(&c, new).await?;
     Ok((

@@ -160,6 +160,7 @@ fn new_session(
         }],
         dialect: dialect.into(),
         extend_secs: None,
+        open_ended: false,
     }
 }
 
