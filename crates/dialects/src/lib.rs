@@ -3,10 +3,12 @@
 //! Each module is a thin translator: parse the request into engine inputs,
 //! make one engine call, render the answer and the errors in the dialect's
 //! own shapes. No business rule lives here, and dialects never depend on
-//! each other. Today: [`native`], [`tus`] (tus 1.0 and the IETF draft)
-//! and [`graph`] (Microsoft Graph upload sessions). The other vendor
-//! dialects (Box, Veeva, UCloud, deepset) will sit beside them.
+//! each other. Today: [`native`], [`tus`] (tus 1.0 and the IETF draft),
+//! [`graph`] (Microsoft Graph upload sessions) and [`veeva`] (Veeva Vault
+//! file-staging upload sessions). The other vendor dialects (Box, UCloud,
+//! deepset) will sit beside them.
 
 pub mod graph;
 pub mod native;
 pub mod tus;
+pub mod veeva;

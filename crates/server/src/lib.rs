@@ -15,6 +15,7 @@ use axum::routing::get;
 use ferry_dialects::graph::{self, GraphState};
 use ferry_dialects::native::{self, NativeState};
 use ferry_dialects::tus::{self, TusState};
+use ferry_dialects::veeva::{self, VeevaState};
 use ferry_engine::Engine;
 use ferry_meta::Sqlite;
 use ferry_store::LocalStore;
@@ -165,6 +166,10 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
     };
     let app = Router::new()
         .merge(graph::router(GraphState {
+            engine: engine.clone(),
+            public_url: public_url.clone(),
+        }))
+        .merge(veeva::router(VeevaState {
             engine: engine.clone(),
             public_url: public_url.clone(),
         }))
