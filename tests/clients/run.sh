@@ -186,6 +186,8 @@ EOF
 FERRY_TOKEN="$(sed -n 1p <<<"$USER_INFO")"
 FERRY_SPACE="$(sed -n 2p <<<"$USER_INFO")"
 export FERRY_URL="$URL" FERRY_TOKEN FERRY_SPACE FERRY_ADMIN_TOKEN="$ADMIN_TOKEN" FERRY_DATA_DIR="$DATA_DIR"
+# test_veeva.py starts a private short-lived server from the same binary.
+export FERRY_BIN
 say "user: alice, home space $FERRY_SPACE"
 
 # ------------------------------------------------------------------- tests
