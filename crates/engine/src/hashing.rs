@@ -220,6 +220,41 @@ impl WriteHashes {
             || self.part.sha1.is_some()
             || self.part.md5.is_some()
     }
+
+    /// Splits off the SHA-1 and MD5 hashers, when SHA-256 is also wanted,
+    /// so that each half can run on its own thread.
+    fn split(&mut self) -> Option<WriteHashes> {
+        let others = |h: &mut Hashers| Hashers {
+            sha256: None,
+            sha1: h.sha1.take(),
+            md5: h.md5.take(),
+        };
+        let sha256 =
+            self.part.sha256.is_some() || self.cursor.as_ref().is_some_and(|c| c.sha256.is_some());
+        let rest = WriteHashes {
+            part: others(&mut self.part),
+            cursor: self.cursor.as_mut().map(others),
+        };
+        let busy = |h: &Hashers| h.sha1.is_some() || h.md5.is_some();
+        if sha256 && (busy(&rest.part) || rest.cursor.as_ref().is_some_and(busy)) {
+            Some(rest)
+        } else {
+            self.merge(rest);
+            None
+        }
+    }
+
+    /// Takes back the hashers `split` took.
+    fn merge(&mut self, rest: WriteHashes) {
+        let join = |h: &mut Hashers, r: Hashers| {
+            h.sha1 = h.sha1.take().or(r.sha1);
+            h.md5 = h.md5.take().or(r.md5);
+        };
+        join(&mut self.part, rest.part);
+        if let (Some(c), Some(r)) = (&mut self.cursor, rest.cursor) {
+            join(c, r);
+        }
+    }
 }
 
 /// Writes at least this long hash on their own thread.
@@ -234,32 +269,39 @@ const QUEUE: usize = 8;
 /// blocking thread for large ones, so that hashing (SHA-256 runs at about
 /// 1.2 GiB/s per core, the costliest step of the data path) overlaps
 /// receiving the next bytes instead of following it.
+/// With SHA-256 and other digests both wanted, the others get a second
+/// thread: the write then waits for the slower hash, not the sum.
 #[derive(Clone)]
 pub(crate) enum Feeder {
     Inline(std::sync::Arc<std::sync::Mutex<WriteHashes>>),
-    Thread(tokio::sync::mpsc::Sender<bytes::Bytes>),
+    Thread(Vec<tokio::sync::mpsc::Sender<bytes::Bytes>>),
 }
 
 /// Collects the hashers once every chunk has been fed.
 pub(crate) enum Finisher {
     Inline(std::sync::Arc<std::sync::Mutex<WriteHashes>>),
-    Thread(tokio::task::JoinHandle<WriteHashes>),
+    Thread(Vec<tokio::task::JoinHandle<WriteHashes>>),
 }
 
-pub(crate) fn tap(hashes: WriteHashes, len: u64) -> (Feeder, Finisher) {
+pub(crate) fn tap(mut hashes: WriteHashes, len: u64) -> (Feeder, Finisher) {
     if len < THREAD_MIN || !hashes.active() {
         let shared = std::sync::Arc::new(std::sync::Mutex::new(hashes));
         return (Feeder::Inline(shared.clone()), Finisher::Inline(shared));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUE);
-    let done = tokio::task::spawn_blocking(move || {
-        let mut hashes = hashes;
-        while let Some(chunk) = rx.blocking_recv() {
-            hashes.update(&chunk);
-        }
-        hashes
-    });
-    (Feeder::Thread(tx), Finisher::Thread(done))
+    let rest = hashes.split();
+    let (mut senders, mut threads) = (Vec::new(), Vec::new());
+    for lane in std::iter::once(hashes).chain(rest) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUE);
+        senders.push(tx);
+        threads.push(tokio::task::spawn_blocking(move || {
+            let mut lane = lane;
+            while let Some(chunk) = rx.blocking_recv() {
+                lane.update(&chunk);
+            }
+            lane
+        }));
+    }
+    (Feeder::Thread(senders), Finisher::Thread(threads))
 }
 
 impl Feeder {
@@ -267,8 +309,10 @@ impl Feeder {
         match self {
             Feeder::Inline(h) => h.lock().unwrap().update(chunk),
             // A chunk is a reference-counted view: queuing it copies nothing.
-            Feeder::Thread(tx) => {
-                let _ = tx.send(chunk.clone()).await;
+            Feeder::Thread(lanes) => {
+                for tx in lanes {
+                    let _ = tx.send(chunk.clone()).await;
+                }
             }
         }
     }
@@ -283,7 +327,17 @@ impl Finisher {
                 .expect("every feeder is gone")
                 .into_inner()
                 .unwrap(),
-            Finisher::Thread(done) => done.await.expect("the hashing thread does not panic"),
+            Finisher::Thread(lanes) => {
+                let mut all: Option<WriteHashes> = None;
+                for done in lanes {
+                    let lane = done.await.expect("the hashing thread does not panic");
+                    match &mut all {
+                        None => all = Some(lane),
+                        Some(first) => first.merge(lane),
+                    }
+                }
+                all.expect("at least one lane")
+            }
         }
     }
 }
@@ -306,5 +360,38 @@ mod tests {
         b.update_parallel(&data);
         b.update_parallel(b"tail");
         assert_eq!(a.finish(), b.finish());
+    }
+}
+
+#[cfg(test)]
+mod lanes {
+    use super::{Hashers, Want, WriteHashes, tap};
+
+    #[tokio::test]
+    async fn a_write_hashed_on_two_threads_gives_every_digest() {
+        let all = Want {
+            sha256: true,
+            sha1: true,
+            md5: false,
+        };
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i ^ (i >> 9)) as u8).collect();
+        let mut want = Hashers::new(all);
+        want.update(&data);
+        let want = want.finish();
+        let (feeder, finisher) = tap(
+            WriteHashes {
+                part: Hashers::new(Want::algo(ferry_core::DigestAlgo::Sha1)),
+                cursor: Some(Hashers::new(all)),
+            },
+            data.len() as u64,
+        );
+        for chunk in data.chunks(300_000) {
+            feeder.feed(&bytes::Bytes::copy_from_slice(chunk)).await;
+        }
+        drop(feeder);
+        let got = finisher.finish().await;
+        assert_eq!(got.cursor.unwrap().finish(), want);
+        let part = got.part.finish();
+        assert_eq!((part.sha1, part.sha256), (want.sha1.clone(), None));
     }
 }

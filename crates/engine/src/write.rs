@@ -329,12 +329,13 @@ impl Engine {
     }
 
     /// Where a write moves a sliding-expiry session's expiry, if it moves
-    /// it by a second or more.
+    /// it by a tenth of the extension or more (at least a second): the
+    /// expiry is recorded now and then, not at every write.
     fn extension(&self, s: &ferry_core::Session) -> Option<(String, ferry_core::Millis)> {
-        let secs = s.extend_secs?;
+        let secs = s.extend_secs? as i64;
         let cap = s.created_at + (self.inner.limits.max_expiry_secs as i64) * 1000;
-        let until = (now_ms() + (secs as i64) * 1000).min(cap);
-        (until >= s.expires_at + 1000).then(|| (s.id.clone(), until))
+        let until = (now_ms() + secs * 1000).min(cap);
+        (until >= s.expires_at + (secs * 100).max(1000)).then(|| (s.id.clone(), until))
     }
 
     /// Records a later expiry and gives it to every live slot of the session.
