@@ -123,6 +123,17 @@ struct RssSampler {
     handle: std::thread::JoinHandle<()>,
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ") ".
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -669,12 +680,16 @@ async fn graph_suite(
     let data = dir.join("data");
     let (mut raw, mut native, mut graph) =
         (Series::default(), Series::default(), Series::default());
+    let (mut native_cpu, mut graph_cpu) = (Series::default(), Series::default());
+    let gib = args.size_mib as f64 / 1024.0;
     let mib = |d: Duration| args.size_mib as f64 / d.as_secs_f64();
     for round in 1..=args.rounds {
         eprintln!("graph comparison, round {round}/{}", args.rounds);
         raw.push(raw_disk_mib_s(src, dir, args.size_mib)?);
         let server = Server::start(ferry, &data)?;
+        let pid = server.pid();
         let name = format!("n{round}.bin");
+        let cpu = cpu_secs(pid);
         native.push(mib(graph::native_upload(
             client,
             &server.url,
@@ -683,7 +698,9 @@ async fn graph_suite(
             &name,
         )
         .await?));
+        native_cpu.push((cpu_secs(pid) - cpu) / gib);
         let name = format!("g{round}.bin");
+        let cpu = cpu_secs(pid);
         graph.push(mib(graph::graph_upload(
             client,
             &server.url,
@@ -692,6 +709,7 @@ async fn graph_suite(
             &name,
         )
         .await?));
+        graph_cpu.push((cpu_secs(pid) - cpu) / gib);
         drop(server);
     }
     println!();
@@ -715,6 +733,11 @@ async fn graph_suite(
         "graph / native                         : {:.2}x",
         graph.median() / native.median()
     );
+    println!(
+        "server CPU per GiB, native / graph     : {} / {}",
+        native_cpu.show("s"),
+        graph_cpu.show("s")
+    );
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }
@@ -732,6 +755,8 @@ async fn box_suite(
     let data = dir.join("data");
     let (mut raw, mut native, mut boxed) =
         (Series::default(), Series::default(), Series::default());
+    let (mut native_cpu, mut box_cpu) = (Series::default(), Series::default());
+    let gib = args.size_mib as f64 / 1024.0;
     let mib = |d: Duration| args.size_mib as f64 / d.as_secs_f64();
     for round in 1..=args.rounds {
         eprintln!("box comparison, round {round}/{}", args.rounds);
@@ -739,40 +764,18 @@ async fn box_suite(
         let server = Server::start(ferry, &data)?;
         // Alternate which goes first, so neither always meets a warm cache.
         let name = format!("b{round}.bin");
-        if round % 2 == 1 {
-            native.push(mib(boxapi::native_upload(
-                client,
-                &server.url,
-                src,
-                &digests,
-                &name,
-            )
-            .await?));
-            boxed.push(mib(boxapi::box_upload(
-                client,
-                &server.url,
-                src,
-                &digests,
-                &name,
-            )
-            .await?));
-        } else {
-            boxed.push(mib(boxapi::box_upload(
-                client,
-                &server.url,
-                src,
-                &digests,
-                &name,
-            )
-            .await?));
-            native.push(mib(boxapi::native_upload(
-                client,
-                &server.url,
-                src,
-                &digests,
-                &name,
-            )
-            .await?));
+        let pid = server.pid();
+        for native_turn in [round % 2 == 1, round % 2 == 0] {
+            let cpu = cpu_secs(pid);
+            if native_turn {
+                let d = boxapi::native_upload(client, &server.url, src, &digests, &name).await?;
+                native.push(mib(d));
+                native_cpu.push((cpu_secs(pid) - cpu) / gib);
+            } else {
+                let d = boxapi::box_upload(client, &server.url, src, &digests, &name).await?;
+                boxed.push(mib(d));
+                box_cpu.push((cpu_secs(pid) - cpu) / gib);
+            }
         }
         drop(server);
     }
@@ -797,6 +800,11 @@ async fn box_suite(
     println!(
         "box / native                           : {:.2}x",
         boxed.median() / native.median()
+    );
+    println!(
+        "server CPU per GiB, native / box       : {} / {}",
+        native_cpu.show("s"),
+        box_cpu.show("s")
     );
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
