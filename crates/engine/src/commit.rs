@@ -301,7 +301,8 @@ impl Engine {
                 .await?
                 .unwrap_or(session.clone())
         };
-        if s.state == SessionState::Open {
+        // An open-ended session may still take uploads: it stays open.
+        if s.state == SessionState::Open && !s.open_ended {
             let ups = self.inner.meta.session_uploads(&session.id).await?;
             if ups
                 .iter()
