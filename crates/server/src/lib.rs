@@ -16,6 +16,7 @@ use ferry_dialects::boxapi::{self, BoxState};
 use ferry_dialects::graph::{self, GraphState};
 use ferry_dialects::native::{self, NativeState};
 use ferry_dialects::tus::{self, TusState};
+use ferry_dialects::ucloud::{self, UcloudState};
 use ferry_engine::Engine;
 use ferry_meta::Sqlite;
 use ferry_store::LocalStore;
@@ -173,6 +174,12 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
             engine: engine.clone(),
             public_url: public_url.clone(),
             commit_wait: std::time::Duration::from_secs(config.box_api.commit_wait_secs),
+        }))
+        .merge(ucloud::router(UcloudState {
+            engine: engine.clone(),
+            public_url: public_url.clone(),
+            idle_secs: config.ucloud.idle_secs,
+            max_lifetime_secs: config.ucloud.max_lifetime_secs,
         }))
         .merge(native::router(NativeState { engine, public_url }))
         .merge(tus::router(tus))
