@@ -106,6 +106,7 @@ if [ -z "${FERRY_BIN:-}" ]; then
     FERRY_BIN="$ROOT/target/debug/ferry"
 fi
 [ -x "$FERRY_BIN" ] || { loud "FERRY_BIN=$FERRY_BIN is not an executable"; exit 1; }
+export FERRY_BIN  # test_ucloud.py starts a short-lived server of its own
 
 # ------------------------------------------------------------------ server
 
