@@ -382,3 +382,92 @@ async fn a_session_token_reaches_its_own_session_only_and_an_open_ended_session_
         Err(EngineError::Gone(_))
     ));
 }
+
+#[tokio::test]
+async fn uploads_of_a_session_commit_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let view = engine
+        .create_session(
+            &admin,
+            NewSession {
+                open_ended: true,
+                dialect: "test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let sid = &view.session.id;
+    let caller = engine
+        .verify_session_sig(sid, &engine.sign_session(sid))
+        .unwrap();
+    let new = |p: &str| NewUpload {
+        path: p.into(),
+        size: Some(1),
+        ..Default::default()
+    };
+    let ups = engine
+        .add_uploads(&caller, sid, vec![new("a"), new("b"), new("c")])
+        .await
+        .unwrap();
+    let ids: Vec<String> = ups.iter().map(|u| u.id.clone()).collect();
+    for id in &ids[..2] {
+        engine
+            .write(
+                &caller,
+                id,
+                WriteAt::Part(1),
+                body(b"x"),
+                PartChecks::default(),
+            )
+            .await
+            .unwrap();
+    }
+    // One incomplete upload: nothing of the batch is committed.
+    let err = engine.commit_uploads(&caller, sid, &ids).await.unwrap_err();
+    assert!(matches!(err, EngineError::Incomplete { .. }), "{err}");
+    assert!(
+        engine
+            .session_file(&caller, sid, "a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        engine
+            .commit_uploads(&caller, sid, &ids[..2])
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        engine
+            .session_file(&caller, sid, "b")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Again: already committed, nothing to do; the session stays open.
+    assert_eq!(
+        engine
+            .commit_uploads(&caller, sid, &ids[..2])
+            .await
+            .unwrap(),
+        0
+    );
+    engine
+        .add_uploads(&caller, sid, vec![new("d")])
+        .await
+        .unwrap();
+    // An upload of another session is not found.
+    let other = engine
+        .create_session(&admin, one_upload("z", 1))
+        .await
+        .unwrap();
+    let foreign = vec![other.uploads[0].upload.id.clone()];
+    assert!(matches!(
+        engine.commit_uploads(&caller, sid, &foreign).await,
+        Err(EngineError::NotFound(_))
+    ));
+}
