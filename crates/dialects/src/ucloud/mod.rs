@@ -13,9 +13,9 @@
 //!
 //! Every session has a sliding expiry (`idle_secs` past the last write,
 //! 30 minutes by default) and a lifetime cap (`max_lifetime_secs`,
-//! 48 hours). Uploads are committed as each file's last byte lands
-//! (`auto_commit`): there is no commit call in UCloud. docs/UCLOUD.md is
-//! the contract.
+//! 48 hours). There is no commit call in UCloud: a FILE upload commits
+//! with its last byte (`auto_commit`), a folder's files are committed in
+//! batches as they finish. docs/UCLOUD.md is the contract.
 
 mod queue;
 mod wire;
@@ -381,11 +381,13 @@ async fn create_one(
     let policy = Policy::parse(item.conflict_policy.as_deref())?;
     let limits = st.engine.limits();
     let idle = st.idle_secs.min(limits.max_expiry_secs).max(1);
-    let new = |uploads, open_ended| NewSession {
+    let new = |uploads, open_ended: bool| NewSession {
         space: Some(space.clone()),
         conflict: policy.engine(),
         expires_in_secs: Some(idle),
-        auto_commit: true,
+        // A file commits with its last byte; a folder's files are
+        // committed in batches by the connection that wrote them.
+        auto_commit: !open_ended,
         uploads,
         dialect: "ucloud".into(),
         extend_secs: Some(idle),

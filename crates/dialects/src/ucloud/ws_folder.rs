@@ -3,11 +3,11 @@
 //! is already there), the client streams CHUNKs of the OK'd files, several
 //! in flight, and the server reports FILES_COMPLETED as files finish.
 //! Several connections may work on one session at once; each file is
-//! committed as its last byte lands, so a resumed upload (same token or a
-//! new `createUpload` with MERGE_RENAME) finds the finished files in place
-//! and SKIPs them.
+//! committed soon after its last byte lands (in batches, see [`committer`]),
+//! so a resumed upload (same token or a new `createUpload` with
+//! MERGE_RENAME) finds the finished files in place and SKIPs them.
 //!
-//! One connection is four parts:
+//! One connection is five parts:
 //! - the reader (this task): parses frames, hands LISTINGs to the
 //!   admitter, feeds each CHUNK to its file's queue;
 //! - the admitter: decides OK or SKIP for each listed file, adds the new
@@ -15,6 +15,8 @@
 //!   writer per OK'd file, at most [`OPEN_FILES`] at a time (a file is not
 //!   OK'd until a place is free, so the client sends nothing for it);
 //! - a writer per file: one engine append fed by that file's queue;
+//! - the committer: commits the files the writers finished, in batches
+//!   (`Engine::commit_uploads`);
 //! - the sender: OK/SKIP frames, "pong", FILES_COMPLETED every 50 ms when
 //!   the count moved.
 //!
@@ -40,9 +42,9 @@ use ferry_engine::{Caller, EngineError, NewUpload, PartChecks, WriteAt};
 use futures::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Files in flight per connection.
 const OPEN_FILES: usize = 64;
@@ -132,8 +134,10 @@ struct Conn {
     files: Mutex<HashMap<i32, mpsc::Sender<Chunk>>>,
     open: Arc<Semaphore>,
     queued: Arc<Semaphore>,
-    /// Files done (written, or skipped) on this connection.
+    /// Files done (committed, skipped, or given up) on this connection.
     completed: AtomicI32,
+    /// Finished files, to the committer.
+    commits: mpsc::UnboundedSender<Commit>,
     /// LISTINGs not yet fully answered.
     pending_listings: AtomicUsize,
     closing: AtomicBool,
@@ -162,6 +166,7 @@ async fn run(st: UcloudState, mut setup: Setup, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Message>(64);
     let existing = Mutex::new(std::mem::take(&mut setup.existing));
+    let (commits, commits_rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
         st,
         setup,
@@ -171,12 +176,20 @@ async fn run(st: UcloudState, mut setup: Setup, socket: WebSocket) {
         open: Arc::new(Semaphore::new(OPEN_FILES)),
         queued: Arc::new(Semaphore::new(QUEUED_BYTES)),
         completed: AtomicI32::new(0),
+        commits,
         pending_listings: AtomicUsize::new(0),
         closing: AtomicBool::new(false),
         failure: Mutex::new(None),
         failed: Notify::new(),
     });
 
+    tokio::spawn(committer(
+        Arc::downgrade(&conn),
+        conn.st.engine.clone(),
+        conn.setup.caller.clone(),
+        conn.setup.session.clone(),
+        commits_rx,
+    ));
     let sender = {
         let conn = conn.clone();
         tokio::spawn(async move {
@@ -317,6 +330,10 @@ async fn run(st: UcloudState, mut setup: Setup, socket: WebSocket) {
             conn.open.acquire_many(OPEN_FILES as u32),
         )
         .await;
+        let (flushed, done) = oneshot::channel();
+        if conn.commits.send(Commit::Flush(flushed)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(60), done).await;
+        }
     } else {
         admitter.abort();
     }
@@ -570,9 +587,9 @@ async fn identical(conn: &Conn, full: &str, e: &Entry) -> Result<bool, UcloudErr
     Ok(false)
 }
 
-/// Writes one file: a single append fed by its queue, from `received`
-/// (bytes the client re-sends below it are dropped), committed when the
-/// last byte lands.
+/// Writes one file: an append fed by its queue, from `received` (bytes
+/// the client re-sends below it are dropped); a complete file goes to the
+/// committer.
 async fn writer(
     conn: Arc<Conn>,
     e: Entry,
@@ -584,75 +601,137 @@ async fn writer(
     let engine = &conn.st.engine;
     let caller = &conn.setup.caller;
     let result = async {
-        if e.size > received {
-            // One append per `max_part_size` bytes (one, unless the file is
-            // larger than that).
-            let rx = queue::shared(rx);
-            // The client sends the file from its start: the bytes the
-            // server has are skipped.
-            let (mut offset, mut skip) = (received, received);
-            let mut retried = false;
-            while offset < e.size {
-                let cap = (e.size - offset).min(engine.limits().max_part_size);
-                let body = queue::body(rx.clone(), skip, cap, None);
-                let at = WriteAt::Append {
-                    offset,
-                    total: Some(e.size),
-                };
-                let w = match engine
-                    .write(caller, &upload, at, body, PartChecks::default())
-                    .await
-                {
-                    Ok(w) => w,
-                    // The write of a connection that just dropped was still
-                    // settling when this one looked: it kept more. (Nothing
-                    // was taken from the queue yet.)
-                    Err(EngineError::OffsetMismatch { expected, provided })
-                        if !retried && expected > provided && expected <= e.size =>
-                    {
-                        retried = true;
-                        (offset, skip) = (expected, expected);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                skip = 0;
-                if w.upload.state.is_done() {
-                    break;
-                }
-                let now = w.upload.received.prefix_len();
-                if w.upload.is_complete() {
-                    // Auto-commit did not happen: commit to learn why.
-                    engine.commit_upload(caller, &upload, None).await?;
-                }
-                if now <= offset {
-                    // The client skipped the file or went away.
-                    break;
-                }
-                offset = now;
-            }
-        } else {
-            // An empty file: nothing will come.
+        if e.size == received {
+            // An empty file (or every byte here already): nothing will come.
             drop(rx);
-            engine.commit_upload(caller, &upload, None).await?;
+            return Ok(true);
         }
-        Ok::<_, EngineError>(())
+        // One append per `max_part_size` bytes (one, unless the file is
+        // larger than that).
+        let rx = queue::shared(rx);
+        // The client sends the file from its start: the bytes the server
+        // has are skipped.
+        let (mut offset, mut skip) = (received, received);
+        let mut retried = false;
+        while offset < e.size {
+            let cap = (e.size - offset).min(engine.limits().max_part_size);
+            let body = queue::body(rx.clone(), skip, cap, None);
+            let at = WriteAt::Append {
+                offset,
+                total: Some(e.size),
+            };
+            let w = match engine
+                .write(caller, &upload, at, body, PartChecks::default())
+                .await
+            {
+                Ok(w) => w,
+                // The write of a connection that just dropped was still
+                // settling when this one looked: it kept more. (Nothing was
+                // taken from the queue yet.)
+                Err(EngineError::OffsetMismatch { expected, provided })
+                    if !retried && expected > provided && expected <= e.size =>
+                {
+                    retried = true;
+                    (offset, skip) = (expected, expected);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            skip = 0;
+            if w.upload.state.is_done() || w.upload.is_complete() {
+                return Ok(true);
+            }
+            let now = w.upload.received.prefix_len();
+            if now <= offset {
+                // The client skipped the file or went away.
+                return Ok(false);
+            }
+            offset = now;
+        }
+        Ok::<_, EngineError>(true)
     }
     .await;
-    if let Err(err) = result {
-        if fatal(&err) {
-            conn.fail(err.into());
-        } else {
-            tracing::warn!(path = %e.path, error = %err, "ucloud folder upload: file not committed");
-        }
-    }
     {
         let mut files = conn.files.lock().unwrap();
         if files.get(&e.id).is_some_and(|q| q.is_closed()) {
             files.remove(&e.id);
         }
     }
+    match result {
+        // Counted once committed.
+        Ok(true) => {
+            let _ = conn.commits.send(Commit::Upload(upload));
+            return;
+        }
+        Ok(false) => {}
+        Err(err) if fatal(&err) => conn.fail(err.into()),
+        Err(err) => {
+            tracing::warn!(path = %e.path, error = %err, "ucloud folder upload: file not written");
+        }
+    }
     conn.completed.fetch_add(1, Ordering::SeqCst);
+}
+
+/// What the committer is asked.
+enum Commit {
+    Upload(String),
+    /// Answered once everything sent before is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Commits the connection's finished files in batches: whatever finished
+/// while the last batch was committing goes in the next one, so a stream of
+/// small files costs a few commits a second instead of one per file. A
+/// batch that fails is retried file by file, so that one file's conflict
+/// (REJECT) holds back no other.
+async fn committer(
+    conn: Weak<Conn>,
+    engine: ferry_engine::Engine,
+    caller: Caller,
+    session: String,
+    mut rx: mpsc::UnboundedReceiver<Commit>,
+) {
+    const MOST: usize = 1000;
+    let mut batch = Vec::with_capacity(MOST);
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(m) = next {
+            match m {
+                Commit::Upload(id) => batch.push(id),
+                Commit::Flush(tx) => flushes.push(tx),
+            }
+            next = if batch.len() < MOST {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !batch.is_empty() {
+            let mut failure = None;
+            if let Err(e) = engine.commit_uploads(&caller, &session, &batch).await {
+                if fatal(&e) {
+                    failure = Some(e);
+                } else {
+                    for id in &batch {
+                        if let Err(e) = engine.commit_upload(&caller, id, None).await {
+                            tracing::warn!(upload = %id, error = %e, "ucloud folder upload: file not committed");
+                        }
+                    }
+                }
+            }
+            if let Some(c) = conn.upgrade() {
+                if let Some(e) = failure {
+                    c.fail(e.into());
+                }
+                c.completed.fetch_add(batch.len() as i32, Ordering::SeqCst);
+            }
+            batch.clear();
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+    }
 }
 
 #[cfg(test)]
