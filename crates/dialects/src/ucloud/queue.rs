@@ -105,7 +105,8 @@ mod tests {
     use futures::TryStreamExt;
 
     async fn collect(s: ferry_store::ByteStream) -> Vec<u8> {
-        s.try_concat().await.unwrap().to_vec()
+        let parts: Vec<Bytes> = s.try_collect().await.unwrap();
+        parts.concat()
     }
 
     #[tokio::test]

@@ -378,6 +378,11 @@ fn fatal(e: &EngineError) -> bool {
 /// Where a listed file goes in the session's space.
 fn destination(folder: &str, rel: &str) -> Result<String, UcloudError> {
     let rel = rel.trim_start_matches('/');
+    if rel.is_empty() || rel.ends_with('/') {
+        return Err(UcloudError::bad(format!(
+            "listed path {rel:?} names no file in the folder"
+        )));
+    }
     let full = if folder.is_empty() {
         rel.to_owned()
     } else {
