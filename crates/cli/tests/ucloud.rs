@@ -401,11 +401,16 @@ async fn a_ucloud_session_expires_when_idle_and_at_its_lifetime_cap() {
     let alice = user(&s, "alice").await;
     let r = create_one(&s, &alice, "/alice/y.bin", "FILE", &["CHUNKED"], "RENAME").await;
     let t = r["token"].as_str().unwrap();
+    let folder = create_one(&s, &alice, "/alice/z", "FOLDER", &["WEBSOCKET"], "RENAME").await;
+    let mut c = FolderClient::open(folder["endpoint"].as_str().unwrap()).await;
     assert_eq!(chunk(&s, t, -1, None, b"early").await.0, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let (st, v) = chunk(&s, t, -1, None, b"late").await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     ucloud_error(&v, "SESSION_EXPIRED");
+    // A folder connection opened in time takes no new file past the cap.
+    c.list(&[(1, "late.txt", b"x", 1)]).await;
+    assert_eq!(closed(&mut c.ws).await, 4404);
 }
 
 /// Sends `data[from..]` over a single-file WebSocket, in 256 KiB frames;

@@ -203,14 +203,21 @@ fn grant(engine: &Engine, token: &str) -> Result<Grant, UcloudError> {
 /// A session past its lifetime cap takes no more bytes (its sliding
 /// expiry would otherwise keep it alive as long as bytes come).
 fn check_lifetime(st: &UcloudState, session: &Session) -> Result<(), UcloudError> {
-    let cap = session.created_at + (st.max_lifetime_secs as i64) * 1000;
-    if ferry_engine::now_ms() >= cap {
-        return Err(EngineError::Gone(StateError::Expired).into());
-    }
+    check_cap(st, session.created_at)?;
     session
         .state
         .check_writable()
         .map_err(|e| EngineError::Gone(e).into())
+}
+
+/// The lifetime cap alone, for a connection that goes on writing to a
+/// session it checked when it opened.
+fn check_cap(st: &UcloudState, created_at: ferry_core::Millis) -> Result<(), UcloudError> {
+    let cap = created_at + (st.max_lifetime_secs as i64) * 1000;
+    if ferry_engine::now_ms() >= cap {
+        return Err(EngineError::Gone(StateError::Expired).into());
+    }
+    Ok(())
 }
 
 /// `{ "items": [ … ] }`.

@@ -15,7 +15,9 @@
 //! `"<errorCode>: <why>"` (cut to the 123 bytes a close frame holds);
 //! before the upgrade they are the usual `{"why","errorCode"}` answer.
 
-use super::{Grant, UcloudError, UcloudResult, UcloudState, check_lifetime, grant, queue};
+use super::{
+    Grant, UcloudError, UcloudResult, UcloudState, check_cap, check_lifetime, grant, queue,
+};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -236,6 +238,7 @@ async fn receive(
             return Ok(());
         }
         if offset < total || view.upload.length.known().is_none() {
+            check_cap(st, session.created_at)?;
             let cap = (total - offset)
                 .min(BATCH)
                 .min(st.engine.limits().max_part_size);

@@ -32,7 +32,9 @@
 
 use super::wire::{self, Entry, Incoming};
 use super::ws_file::{MAX_MESSAGE, TokenQuery, close_frame, token_of};
-use super::{Grant, Stored, UcloudError, UcloudResult, UcloudState, check_lifetime, grant, queue};
+use super::{
+    Grant, Stored, UcloudError, UcloudResult, UcloudState, check_cap, check_lifetime, grant, queue,
+};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -81,6 +83,7 @@ pub(super) async fn upgrade(
         .map(|u| (u.upload.path.to_string(), Existing::of(&u.upload)))
         .collect();
     let renames = view.session.conflict.renames();
+    let created_at = view.session.created_at;
     Ok(ws.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| {
         run(
             st,
@@ -89,6 +92,7 @@ pub(super) async fn upgrade(
                 session,
                 folder,
                 renames,
+                created_at,
                 existing,
             },
             socket,
@@ -119,6 +123,8 @@ struct Setup {
     session: String,
     folder: String,
     renames: bool,
+    /// The session's creation: no new file past its lifetime cap.
+    created_at: ferry_core::Millis,
     existing: HashMap<String, Existing>,
 }
 
@@ -409,6 +415,7 @@ enum Plan {
 async fn admit(conn: &Arc<Conn>, entries: Vec<Entry>) -> Result<(), UcloudError> {
     let engine = &conn.st.engine;
     let s = &conn.setup;
+    check_cap(&conn.st, s.created_at)?;
     let mut plans = Vec::with_capacity(entries.len());
     for e in &entries {
         let full = destination(&s.folder, &e.path)?;
