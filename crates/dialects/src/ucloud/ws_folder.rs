@@ -378,6 +378,8 @@ fn fatal(e: &EngineError) -> bool {
             | EngineError::OffsetMismatch { .. }
             | EngineError::DigestMismatch { .. }
             | EngineError::Incomplete { .. }
+            // A file listed again with another size than its upload had.
+            | EngineError::RangeNotSatisfiable(_)
     )
 }
 
@@ -554,7 +556,12 @@ async fn plan(conn: &Conn, e: &Entry, full: String) -> Result<Plan, UcloudError>
             },
             UploadState::Open => {
                 // Every byte is here; the commit did not happen.
-                engine.commit_upload(&s.caller, &ex.id, None).await?;
+                if let Err(err) = engine.commit_upload(&s.caller, &ex.id, None).await {
+                    if fatal(&err) {
+                        return Err(err.into());
+                    }
+                    tracing::warn!(path = %full, error = %err, "ucloud folder upload: file not committed");
+                }
                 Plan::Skip
             }
             _ => Plan::Skip,
