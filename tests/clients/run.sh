@@ -106,6 +106,7 @@ if [ -z "${FERRY_BIN:-}" ]; then
     FERRY_BIN="$ROOT/target/debug/ferry"
 fi
 [ -x "$FERRY_BIN" ] || { loud "FERRY_BIN=$FERRY_BIN is not an executable"; exit 1; }
+export FERRY_BIN  # test_ucloud.py and test_veeva.py start short-lived servers of their own
 
 # ------------------------------------------------------------------ server
 
@@ -186,8 +187,6 @@ EOF
 FERRY_TOKEN="$(sed -n 1p <<<"$USER_INFO")"
 FERRY_SPACE="$(sed -n 2p <<<"$USER_INFO")"
 export FERRY_URL="$URL" FERRY_TOKEN FERRY_SPACE FERRY_ADMIN_TOKEN="$ADMIN_TOKEN" FERRY_DATA_DIR="$DATA_DIR"
-# test_veeva.py starts a private short-lived server from the same binary.
-export FERRY_BIN
 say "user: alice, home space $FERRY_SPACE"
 
 # ------------------------------------------------------------------- tests

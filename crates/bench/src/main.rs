@@ -56,9 +56,14 @@ struct Args {
     /// What to measure: `all`, `native` (disk baselines, CLI, curl, small
     /// uploads, memory), `tus` (Ferry's tus dialect next to peer servers)
     /// `graph` (the Graph dialect next to native range writes) or `box`
-    /// (the Box dialect's parallel SHA-1 parts next to native parts).
+    /// (the Box dialect's parallel SHA-1 parts next to native parts), or
+    /// `ucloud` (small files through the folder WebSocket next to native
+    /// small uploads, and memory with 4 folder connections).
     #[arg(long, default_value = "all")]
     suite: String,
+    /// Files of the UCloud folder run (and of its native comparison).
+    #[arg(long, default_value_t = 10_000)]
+    ucloud_files: usize,
     /// PATCH size of the tus comparison, MiB.
     #[arg(long, default_value_t = 64)]
     tus_chunk_mib: u64,
@@ -75,6 +80,7 @@ struct Args {
 mod boxapi;
 mod graph;
 mod tus;
+mod ucloud;
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
@@ -334,17 +340,23 @@ async fn main() -> anyhow::Result<()> {
         "# ferry-bench: {} MiB large upload, {} rounds; {} small uploads of {} B at concurrency {}",
         args.size_mib, args.rounds, args.small, args.small_size, args.concurrency
     );
-    sh(&format!("head -c {size} /dev/urandom > {}", src.display()))?;
+    if args.suite != "ucloud" {
+        sh(&format!("head -c {size} /dev/urandom > {}", src.display()))?;
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let (native_on, tus_on, graph_on, box_on) = match args.suite.as_str() {
-        "all" => (true, true, true, true),
-        "native" => (true, false, false, false),
-        "tus" => (false, true, false, false),
-        "graph" => (false, false, true, false),
-        "box" => (false, false, false, true),
-        other => bail!("--suite must be all, native, tus, graph or box; got {other:?}"),
+    let suite = args.suite.as_str();
+    let (native_on, tus_on, graph_on, box_on, ucloud_on) = match suite {
+        "all" => (true, true, true, true, true),
+        "native" | "tus" | "graph" | "box" | "ucloud" => (
+            suite == "native",
+            suite == "tus",
+            suite == "graph",
+            suite == "box",
+            suite == "ucloud",
+        ),
+        other => bail!("--suite must be all, native, tus, graph, box or ucloud; got {other:?}"),
     };
     if native_on {
         native(&args, &dir, &ferry, &src, &client).await?;
@@ -357,6 +369,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if box_on {
         box_suite(&args, &dir, &ferry, &src, &client).await?;
+    }
+    if ucloud_on {
+        ucloud_suite(&args, &dir, &ferry, &client).await?;
     }
     let _ = std::fs::remove_file(&src);
     Ok(())
@@ -805,6 +820,93 @@ async fn box_suite(
         "server CPU per GiB, native / box       : {} / {}",
         native_cpu.show("s"),
         box_cpu.show("s")
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
+
+/// UCloud: small files through the folder WebSocket (4 connections) next
+/// to native small uploads on the same server, alternating which goes
+/// first; then peak RSS while 4 folder connections stream large files.
+async fn ucloud_suite(
+    args: &Args,
+    dir: &Path,
+    ferry: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let data = dir.join("data");
+    let n = args.ucloud_files;
+    let size = args.small_size;
+    let (mut native_rate, mut folder_rate, mut rss_folder) =
+        (Series::default(), Series::default(), Series::default());
+    let payload = bytes::Bytes::from(vec![42u8; size]);
+    for run in 1..=args.small_runs {
+        eprintln!("ucloud comparison, run {run}/{}", args.small_runs);
+        let server = Server::start(ferry, &data)?;
+        let url = server.url.clone();
+        let native_run = async {
+            let t = Instant::now();
+            futures::stream::iter(0..n)
+                .map(|i| small_upload(client, &url, i + run * n, payload.clone()))
+                .buffer_unordered(args.concurrency)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::Ok(n as f64 / t.elapsed().as_secs_f64())
+        };
+        let folder_run = async {
+            let sampler = RssSampler::start(server.pid());
+            let el = ucloud::folder_upload(client, &url, &format!("u{run}"), n, size, size).await;
+            let rss = sampler.stop();
+            anyhow::Ok((n as f64 / el?.as_secs_f64(), rss))
+        };
+        if run % 2 == 1 {
+            native_rate.push(native_run.await?);
+            let (r, rss) = folder_run.await?;
+            folder_rate.push(r);
+            rss_folder.push(rss);
+        } else {
+            let (r, rss) = folder_run.await?;
+            folder_rate.push(r);
+            rss_folder.push(rss);
+            native_rate.push(native_run.await?);
+        }
+        drop(server);
+    }
+    // Memory: 4 connections, each with 8 files of 32 MiB in 1 MiB frames
+    // (1 GiB in all), from a client that sends as fast as it can.
+    eprintln!("ucloud memory run");
+    let server = Server::start(ferry, &data)?;
+    let sampler = RssSampler::start(server.pid());
+    let big = ucloud::folder_upload(client, &server.url, "big", 32, 32 << 20, 1 << 20).await?;
+    let rss_big = sampler.stop();
+    drop(server);
+    println!();
+    println!(
+        "## ucloud: {n} files of {size} B through the folder WebSocket ({} connections of one session) vs native small uploads (concurrency {})",
+        ucloud::CONNECTIONS,
+        args.concurrency
+    );
+    println!(
+        "native small uploads (create+part+commit): {}",
+        native_rate.show("files/s")
+    );
+    println!(
+        "ucloud folder WebSocket                  : {}",
+        folder_rate.show("files/s")
+    );
+    println!(
+        "folder / native                          : {:.2}x",
+        folder_rate.median() / native_rate.median()
+    );
+    println!(
+        "peak RSS, folder run                     : {}",
+        rss_folder.show("MiB")
+    );
+    println!(
+        "peak RSS, 4 folder connections x 8 x 32 MiB: {rss_big:.1} MiB ({:.0} MiB/s)",
+        1024.0 / big.as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&data);
     Ok(())

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Upload files or folders: `ferry upload a.bin dir/ <space>/<dest>`.
     Upload(client_cmds::UploadArgs),
     /// Download a file: `ferry download <space>/<path> [local]`.
@@ -61,7 +61,7 @@ fn main() -> std::process::ExitCode {
         .expect("a tokio runtime");
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             other => client_cmds::run(&cli.url, cli.token, other).await,
         }
     });

@@ -50,6 +50,13 @@ pub struct ServeArgs {
     /// (default 30).
     #[arg(long, env = "FERRY_BOX_COMMIT_WAIT")]
     box_commit_wait: Option<u64>,
+    /// Seconds a UCloud session lives past its last write (default 1800).
+    #[arg(long, env = "FERRY_UCLOUD_IDLE")]
+    ucloud_idle: Option<u64>,
+    /// Seconds after creation a UCloud session stops taking bytes
+    /// (default 172800, 48 hours).
+    #[arg(long, env = "FERRY_UCLOUD_MAX_LIFETIME")]
+    ucloud_max_lifetime: Option<u64>,
     /// Browser origins allowed to call the API (CORS), comma-separated; `*` for any.
     #[arg(long, env = "FERRY_CORS_ORIGINS", value_delimiter = ',')]
     cors_origin: Option<Vec<String>>,
@@ -77,6 +84,8 @@ impl ServeArgs {
             c.tus.conflict => self.tus_conflict,
             c.cors_origins => self.cors_origin,
             c.box_api.commit_wait_secs => self.box_commit_wait,
+            c.ucloud.idle_secs => self.ucloud_idle,
+            c.ucloud.max_lifetime_secs => self.ucloud_max_lifetime,
         );
         if self.public_url.is_some() {
             c.public_url = self.public_url;

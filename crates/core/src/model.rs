@@ -157,6 +157,10 @@ pub struct Session {
     /// Sliding expiry: each write moves `expires_at` to at least this many
     /// seconds from then (never past the engine's maximum lifetime).
     pub extend_secs: Option<u64>,
+    /// Takes uploads as they become known (`add_uploads`), so it does not
+    /// end when its last upload is committed: only a whole-session commit,
+    /// an abort or expiry end it.
+    pub open_ended: bool,
 }
 
 impl Session {

@@ -5,12 +5,14 @@
 //! own shapes. No business rule lives here, and dialects never depend on
 //! each other. Today: [`native`], [`tus`] (tus 1.0 and the IETF draft),
 //! [`graph`] (Microsoft Graph upload sessions), [`boxapi`] (Box chunked
-//! uploads) and [`veeva`] (Veeva Vault file-staging upload sessions). The
-//! other vendor dialects (UCloud, deepset) will sit beside them.
+//! uploads), [`veeva`] (Veeva Vault file-staging upload sessions) and
+//! [`ucloud`] (UCloud's CHUNKED and WebSocket uploads). The deepset dialect
+//! will sit beside them.
 
 pub mod boxapi;
 pub mod folder_id;
 pub mod graph;
 pub mod native;
 pub mod tus;
+pub mod ucloud;
 pub mod veeva;

@@ -29,6 +29,9 @@ pub(crate) fn principal(caller: &Caller) -> Result<&Principal> {
             "a signed upload URL only grants writes, status, commit and abort of its own upload"
                 .into(),
         )),
+        Caller::Session(_) => Err(EngineError::Unauthenticated(
+            "a session token only grants access to its own session".into(),
+        )),
     }
 }
 

@@ -23,6 +23,10 @@ pub enum Caller {
     User(Principal),
     /// A signed URL: data writes and status reads of this one upload.
     Upload(String),
+    /// A signed session token (a folder streamed over a WebSocket): adds
+    /// uploads to this one session, writes, reads, commits and aborts its
+    /// uploads, and looks up files in its space (`Engine::session_file`).
+    Session(String),
 }
 
 pub fn random_hex(bytes: usize) -> String {
@@ -59,7 +63,11 @@ pub fn hashes_match(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// Signs and checks per-upload URLs with a server-held key.
+const UPLOAD: &[u8] = b"ferry-upload-v1:";
+const SESSION: &[u8] = b"ferry-session-v1:";
+
+/// Signs and checks per-upload URLs and session tokens with a server-held
+/// key.
 #[derive(Clone)]
 pub struct Signer {
     key: Vec<u8>,
@@ -70,21 +78,36 @@ impl Signer {
         Signer { key }
     }
 
-    fn mac(&self, upload: &str) -> Hmac<Sha256> {
+    /// Upload and session signatures use different domains, so one can
+    /// never stand for the other.
+    fn mac(&self, domain: &[u8], id: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
-        mac.update(b"ferry-upload-v1:");
-        mac.update(upload.as_bytes());
+        mac.update(domain);
+        mac.update(id.as_bytes());
         mac
     }
 
     /// The `sig` value for an upload.
     pub fn sign(&self, upload: &str) -> String {
-        hex::encode(self.mac(upload).finalize().into_bytes())
+        hex::encode(self.mac(UPLOAD, upload).finalize().into_bytes())
     }
 
     pub fn verify(&self, upload: &str, sig: &str) -> bool {
+        Self::check(self.mac(UPLOAD, upload), sig)
+    }
+
+    /// The signature of a session token.
+    pub fn sign_session(&self, session: &str) -> String {
+        hex::encode(self.mac(SESSION, session).finalize().into_bytes())
+    }
+
+    pub fn verify_session(&self, session: &str, sig: &str) -> bool {
+        Self::check(self.mac(SESSION, session), sig)
+    }
+
+    fn check(mac: Hmac<Sha256>, sig: &str) -> bool {
         match hex::decode(sig) {
-            Ok(raw) => self.mac(upload).verify_slice(&raw).is_ok(),
+            Ok(raw) => mac.verify_slice(&raw).is_ok(),
             Err(_) => false,
         }
     }
@@ -116,5 +139,15 @@ mod tests {
         assert!(!s.verify("u1", &bad));
         assert!(!s.verify("u1", "zz"));
         assert!(!Signer::new(b"other".to_vec()).verify("u1", &sig));
+    }
+
+    #[test]
+    fn session_signatures_are_not_upload_signatures() {
+        let s = Signer::new(b"k".to_vec());
+        let sig = s.sign_session("s1");
+        assert!(s.verify_session("s1", &sig));
+        assert!(!s.verify_session("s2", &sig));
+        assert!(!s.verify("s1", &sig));
+        assert!(!s.verify_session("u1", &s.sign("u1")));
     }
 }

@@ -94,6 +94,54 @@ impl Engine {
         })
     }
 
+    /// Commits some uploads of one session together: one metadata
+    /// transaction and shared directory syncs for the batch, as a dialect
+    /// gathers files that finished (a folder streamed over a WebSocket).
+    /// Uploads already committed are left as they are; if one of the
+    /// others cannot be committed, none of them is. Returns how many this
+    /// call committed.
+    pub async fn commit_uploads(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        ids: &[String],
+    ) -> Result<usize> {
+        let _guard = self.session_lock(session_id).lock().await;
+        let s = self.load_session(caller, session_id).await?;
+        let s = self.fresh_session(&s.id).await?;
+        if s.state != SessionState::Open {
+            return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
+        }
+        let mut open = Vec::with_capacity(ids.len());
+        for id in ids {
+            let upload = self
+                .inner
+                .meta
+                .get_upload(id)
+                .await?
+                .filter(|u| u.session_id == s.id)
+                .ok_or_else(|| {
+                    EngineError::NotFound(format!("no upload {id:?} in this session"))
+                })?;
+            match upload.state {
+                UploadState::Open => open.push(id.clone()),
+                UploadState::Committed | UploadState::Skipped => {}
+                UploadState::Aborted => return Err(EngineError::Gone(StateError::Aborted)),
+                UploadState::Committing => {
+                    return Err(EngineError::Conflict(format!(
+                        "a commit of {} is being recovered; retry shortly",
+                        upload.path
+                    )));
+                }
+            }
+        }
+        if !open.is_empty() {
+            self.commit_locked(&s, &open, &HashMap::new(), false)
+                .await?;
+        }
+        Ok(open.len())
+    }
+
     /// Commits one upload (idempotent: a committed upload answers as is).
     pub async fn commit_upload(
         &self,
@@ -301,7 +349,8 @@ impl Engine {
                 .await?
                 .unwrap_or(session.clone())
         };
-        if s.state == SessionState::Open {
+        // An open-ended session may still take uploads: it stays open.
+        if s.state == SessionState::Open && !s.open_ended {
             let ups = self.inner.meta.session_uploads(&session.id).await?;
             if ups
                 .iter()

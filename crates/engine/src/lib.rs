@@ -151,6 +151,22 @@ impl Engine {
         }
     }
 
+    /// The signature of a session token (`Caller::Session`).
+    pub fn sign_session(&self, session: &str) -> String {
+        self.inner.signer.sign_session(session)
+    }
+
+    /// Checks a session token's signature; the caller it grants.
+    pub fn verify_session_sig(&self, session: &str, sig: &str) -> Result<Caller> {
+        if self.inner.signer.verify_session(session, sig) {
+            Ok(Caller::Session(session.to_owned()))
+        } else {
+            Err(EngineError::Unauthenticated(
+                "the session token's signature is not valid".into(),
+            ))
+        }
+    }
+
     /// Whether metadata and storage answer.
     pub async fn ready(&self) -> Result<()> {
         self.inner.meta.ping().await?;

@@ -223,6 +223,7 @@ impl Engine {
             match caller {
                 Caller::User(p) => p.admin || live.session.owner == p.user,
                 Caller::Upload(id) => id == upload_id,
+                Caller::Session(id) => *id == live.session.id,
             }
         };
         if !allowed {

@@ -103,6 +103,7 @@ impl Engine {
             expires_at: now + (expires_in as i64) * 1000,
             dialect: new.dialect,
             extend_secs: new.extend_secs.map(|s| s.min(limits.max_expiry_secs)),
+            open_ended: new.open_ended,
         };
         let (uploads, declared) = self.build_uploads(&session, new.uploads)?;
 
@@ -253,8 +254,14 @@ impl Engine {
 
     /// Loads a session the caller may see (`NotFound` otherwise).
     pub(crate) async fn load_session(&self, caller: &Caller, id: &str) -> Result<Session> {
-        let p = principal(caller)?;
         let not_found = || EngineError::NotFound(format!("no session {id:?}"));
+        if let Caller::Session(own) = caller {
+            if own != id {
+                return Err(not_found());
+            }
+            return self.inner.meta.get_session(id).await?.ok_or_else(not_found);
+        }
+        let p = principal(caller)?;
         let s = self
             .inner
             .meta
@@ -294,6 +301,21 @@ impl Engine {
         let f = self.inner.meta.get_file(&session.space, path).await?;
         // A later commit may have replaced it; only report our own file.
         Ok(f.filter(|f| Some(&f.id) == upload.file_id.as_ref()))
+    }
+
+    /// The committed file at `path` in a session's space, if any: what a
+    /// session token may see of its space (a folder upload deciding
+    /// whether a file is already there).
+    pub async fn session_file(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        path: &str,
+    ) -> Result<Option<ferry_core::FileRecord>> {
+        let s = self.load_session(caller, session_id).await?;
+        let path = SpacePath::parse(path)
+            .map_err(|e| EngineError::invalid("invalid_path", format!("{path:?}: {e}")))?;
+        Ok(self.inner.meta.get_file(&s.space, &path).await?)
     }
 
     pub async fn get_session(&self, caller: &Caller, id: &str) -> Result<SessionView> {
@@ -403,7 +425,7 @@ impl Engine {
         // The session ends when nothing in it is left open.
         let rest = self.inner.meta.session_uploads(&session.id).await?;
         let mut session = session;
-        if rest.iter().all(|u| u.state != UploadState::Open) {
+        if !session.open_ended && rest.iter().all(|u| u.state != UploadState::Open) {
             let state = if rest.iter().any(|u| u.state.is_done()) {
                 SessionState::Committed
             } else {

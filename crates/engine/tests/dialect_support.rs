@@ -258,3 +258,216 @@ async fn an_open_ended_session_takes_uploads_as_they_come_and_commits_them_toget
         Err(EngineError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn a_session_token_reaches_its_own_session_only_and_an_open_ended_session_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let new_session = || NewSession {
+        open_ended: true,
+        auto_commit: true,
+        dialect: "test".into(),
+        ..Default::default()
+    };
+    let view = engine.create_session(&admin, new_session()).await.unwrap();
+    let other = engine.create_session(&admin, new_session()).await.unwrap();
+    let sid = &view.session.id;
+    let sig = engine.sign_session(sid);
+    let caller = engine.verify_session_sig(sid, &sig).unwrap();
+    assert_eq!(caller, Caller::Session(sid.clone()));
+    assert!(engine.verify_session_sig(&other.session.id, &sig).is_err());
+    // A session signature is not an upload signature, nor the reverse.
+    assert!(engine.verify_upload_sig(sid, &sig).is_err());
+    let new = |p: &str| NewUpload {
+        path: p.into(),
+        size: Some(2),
+        ..Default::default()
+    };
+    let a = engine
+        .add_uploads(&caller, sid, vec![new("f/a.txt")])
+        .await
+        .unwrap();
+    // Writing the last byte commits the file; the session stays open for
+    // more uploads.
+    let w = engine
+        .write(
+            &caller,
+            &a[0].id,
+            WriteAt::Append {
+                offset: 0,
+                total: None,
+            },
+            body(b"aa"),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+    assert!(w.file.is_some());
+    let found = engine
+        .session_file(&caller, sid, "f/a.txt")
+        .await
+        .unwrap()
+        .expect("committed");
+    assert_eq!(found.size, 2);
+    assert!(
+        engine
+            .session_file(&caller, sid, "f/none.txt")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let b = engine
+        .add_uploads(&caller, sid, vec![new("f/b.txt")])
+        .await
+        .unwrap();
+    assert_eq!(
+        engine
+            .get_session(&caller, sid)
+            .await
+            .unwrap()
+            .uploads
+            .len(),
+        2
+    );
+    // Nothing of another session, and nothing a user token does.
+    fn not_found<T>(r: Result<T, EngineError>) -> bool {
+        matches!(r, Err(EngineError::NotFound(_)))
+    }
+    assert!(not_found(
+        engine
+            .add_uploads(&caller, &other.session.id, vec![new("x")])
+            .await
+    ));
+    assert!(not_found(
+        engine
+            .session_file(&caller, &other.session.id, "f/a.txt")
+            .await
+    ));
+    let foreign = engine
+        .add_uploads(&admin, &other.session.id, vec![new("y")])
+        .await
+        .unwrap();
+    assert!(not_found(
+        engine
+            .write(
+                &caller,
+                &foreign[0].id,
+                WriteAt::Part(1),
+                body(b"yy"),
+                PartChecks::default(),
+            )
+            .await
+    ));
+    assert!(matches!(
+        engine.stat_file(&caller, "admin", "f/a.txt").await,
+        Err(EngineError::Unauthenticated(_))
+    ));
+    // The whole-session commit (or an abort) ends it.
+    engine
+        .write(
+            &caller,
+            &b[0].id,
+            WriteAt::Part(1),
+            body(b"bb"),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+    engine
+        .commit_session(&caller, sid, Default::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        engine.add_uploads(&caller, sid, vec![new("f/c.txt")]).await,
+        Err(EngineError::Gone(_))
+    ));
+}
+
+#[tokio::test]
+async fn uploads_of_a_session_commit_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let view = engine
+        .create_session(
+            &admin,
+            NewSession {
+                open_ended: true,
+                dialect: "test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let sid = &view.session.id;
+    let caller = engine
+        .verify_session_sig(sid, &engine.sign_session(sid))
+        .unwrap();
+    let new = |p: &str| NewUpload {
+        path: p.into(),
+        size: Some(1),
+        ..Default::default()
+    };
+    let ups = engine
+        .add_uploads(&caller, sid, vec![new("a"), new("b"), new("c")])
+        .await
+        .unwrap();
+    let ids: Vec<String> = ups.iter().map(|u| u.id.clone()).collect();
+    for id in &ids[..2] {
+        engine
+            .write(
+                &caller,
+                id,
+                WriteAt::Part(1),
+                body(b"x"),
+                PartChecks::default(),
+            )
+            .await
+            .unwrap();
+    }
+    // One incomplete upload: nothing of the batch is committed.
+    let err = engine.commit_uploads(&caller, sid, &ids).await.unwrap_err();
+    assert!(matches!(err, EngineError::Incomplete { .. }), "{err}");
+    assert!(
+        engine
+            .session_file(&caller, sid, "a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        engine
+            .commit_uploads(&caller, sid, &ids[..2])
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        engine
+            .session_file(&caller, sid, "b")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Again: already committed, nothing to do; the session stays open.
+    assert_eq!(
+        engine
+            .commit_uploads(&caller, sid, &ids[..2])
+            .await
+            .unwrap(),
+        0
+    );
+    engine
+        .add_uploads(&caller, sid, vec![new("d")])
+        .await
+        .unwrap();
+    // An upload of another session is not found.
+    let other = engine
+        .create_session(&admin, one_upload("z", 1))
+        .await
+        .unwrap();
+    let foreign = vec![other.uploads[0].upload.id.clone()];
+    assert!(matches!(
+        engine.commit_uploads(&caller, sid, &foreign).await,
+        Err(EngineError::NotFound(_))
+    ));
+}

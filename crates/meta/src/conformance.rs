@@ -40,6 +40,7 @@ fn session(id: &str, owner: &str, expires_at: i64) -> Session {
         expires_at,
         dialect: "native".into(),
         extend_secs: None,
+        open_ended: false,
     }
 }
 
@@ -135,6 +136,7 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
     m.create_user(&user("sam")).await.unwrap();
     let s = Session {
         extend_secs: Some(600),
+        open_ended: true,
         ..session("s1", "sam", 1000)
     };
     let ups = vec![

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS grants (
 CREATE TABLE IF NOT EXISTS sessions (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, space TEXT NOT NULL, conflict TEXT NOT NULL,
   auto_commit INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,
-  expires_at INTEGER NOT NULL, dialect TEXT NOT NULL, extend_secs INTEGER);
+  expires_at INTEGER NOT NULL, dialect TEXT NOT NULL, extend_secs INTEGER,
+  open_ended INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions(owner, state);
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(state, expires_at);
 CREATE TABLE IF NOT EXISTS uploads (
@@ -64,6 +65,7 @@ CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "extend_secs", "INTEGER"),
     ("uploads", "whole_digests", "TEXT"),
+    ("sessions", "open_ended", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
@@ -297,8 +299,8 @@ fn user_row(r: &Row) -> rusqlite::Result<User> {
     })
 }
 
-const SESSION_COLS: &str =
-    "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs";
+const SESSION_COLS: &str = "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs, \
+     open_ended";
 fn session_row(r: &Row) -> rusqlite::Result<Session> {
     Ok(Session {
         id: r.get(0)?,
@@ -314,6 +316,7 @@ fn session_row(r: &Row) -> rusqlite::Result<Session> {
         expires_at: r.get(7)?,
         dialect: r.get(8)?,
         extend_secs: r.get::<_, Option<i64>>(9)?.map(u),
+        open_ended: r.get(10)?,
     })
 }
 
@@ -586,7 +589,7 @@ impl MetaStore for Sqlite {
         let ups = uploads.to_vec();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
             ))?
             .execute(params![
                 s.id,
@@ -598,7 +601,8 @@ impl MetaStore for Sqlite {
                 s.created_at,
                 s.expires_at,
                 s.dialect,
-                s.extend_secs.map(i)
+                s.extend_secs.map(i),
+                s.open_ended
             ])?;
             insert_uploads(c, 0, &ups)?;
             Ok(())
@@ -1057,7 +1061,10 @@ mod tests {
         let path = dir.path().join("m.db");
         {
             let conn = open_conn(&path).unwrap();
-            let mut old = SCHEMA.replace(", extend_secs INTEGER", "");
+            let mut old = SCHEMA.replace(
+                ", extend_secs INTEGER,\n  open_ended INTEGER NOT NULL DEFAULT 0",
+                "",
+            );
             old = old.replace(",\n  whole_digests TEXT", "");
             assert!(!old.contains("extend_secs") && !old.contains("whole_digests"));
             conn.execute_batch(&old).unwrap();
@@ -1074,7 +1081,10 @@ mod tests {
             .await
             .unwrap()
             .expect("the old row reads");
-        assert_eq!((s.expires_at, s.extend_secs), (2, None));
+        assert_eq!(
+            (s.expires_at, s.extend_secs, s.open_ended),
+            (2, None, false)
+        );
         assert!(m.session_uploads("s").await.unwrap().is_empty());
     }
 }

@@ -30,6 +30,29 @@ pub struct Config {
     pub tus: TusConfig,
     #[serde(rename = "box")]
     pub box_api: BoxConfig,
+    pub ucloud: UcloudConfig,
+}
+
+/// `[ucloud]` in the TOML file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UcloudConfig {
+    /// A UCloud session lives at least this long after its last write
+    /// (UCloud: at least 30 minutes), seconds; never past the engine's
+    /// `max_expiry_secs`.
+    pub idle_secs: u64,
+    /// ... and takes no bytes later than this after its creation
+    /// (UCloud: at most 48 hours), seconds.
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for UcloudConfig {
+    fn default() -> Self {
+        UcloudConfig {
+            idle_secs: 30 * 60,
+            max_lifetime_secs: 48 * 3600,
+        }
+    }
 }
 
 /// `[box]` in the TOML file.
@@ -83,6 +106,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             tus: TusConfig::default(),
             box_api: BoxConfig::default(),
+            ucloud: UcloudConfig::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ use ferry_dialects::boxapi::{self, BoxState};
 use ferry_dialects::graph::{self, GraphState};
 use ferry_dialects::native::{self, NativeState};
 use ferry_dialects::tus::{self, TusState};
+use ferry_dialects::ucloud::{self, UcloudState};
 use ferry_dialects::veeva::{self, VeevaState};
 use ferry_engine::Engine;
 use ferry_meta::Sqlite;
@@ -178,6 +179,12 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
         .merge(veeva::router(VeevaState {
             engine: engine.clone(),
             public_url: public_url.clone(),
+        }))
+        .merge(ucloud::router(UcloudState {
+            engine: engine.clone(),
+            public_url: public_url.clone(),
+            idle_secs: config.ucloud.idle_secs,
+            max_lifetime_secs: config.ucloud.max_lifetime_secs,
         }))
         .merge(native::router(NativeState { engine, public_url }))
         .merge(tus::router(tus))
