@@ -70,21 +70,35 @@ impl Signer {
         Signer { key }
     }
 
-    fn mac(&self, upload: &str) -> Hmac<Sha256> {
+    /// The MAC of `data` for one `purpose`: the purpose is part of what is
+    /// signed, so a signature made for one use is worthless for another.
+    fn mac(&self, purpose: &str, data: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
-        mac.update(b"ferry-upload-v1:");
-        mac.update(upload.as_bytes());
+        mac.update(b"ferry-");
+        mac.update(purpose.as_bytes());
+        mac.update(b"-v1:");
+        mac.update(data.as_bytes());
         mac
     }
 
     /// The `sig` value for an upload.
     pub fn sign(&self, upload: &str) -> String {
-        hex::encode(self.mac(upload).finalize().into_bytes())
+        self.sign_for("upload", upload)
     }
 
     pub fn verify(&self, upload: &str, sig: &str) -> bool {
+        self.verify_for("upload", upload, sig)
+    }
+
+    /// Hex HMAC-SHA256 of `data` for `purpose` (a short word without `-`).
+    pub fn sign_for(&self, purpose: &str, data: &str) -> String {
+        hex::encode(self.mac(purpose, data).finalize().into_bytes())
+    }
+
+    /// Checks `sig` in constant time.
+    pub fn verify_for(&self, purpose: &str, data: &str, sig: &str) -> bool {
         match hex::decode(sig) {
-            Ok(raw) => self.mac(upload).verify_slice(&raw).is_ok(),
+            Ok(raw) => self.mac(purpose, data).verify_slice(&raw).is_ok(),
             Err(_) => false,
         }
     }
@@ -116,5 +130,15 @@ mod tests {
         assert!(!s.verify("u1", &bad));
         assert!(!s.verify("u1", "zz"));
         assert!(!Signer::new(b"other".to_vec()).verify("u1", &sig));
+    }
+
+    #[test]
+    fn signatures_bind_their_purpose() {
+        let s = Signer::new(b"k".to_vec());
+        let sig = s.sign_for("policy", "u1");
+        assert!(s.verify_for("policy", "u1", &sig));
+        assert!(!s.verify("u1", &sig), "a policy signature is no upload URL");
+        assert!(!s.verify_for("policy", "u1", &s.sign("u1")));
+        assert!(!s.verify_for("policy", "u2", &sig));
     }
 }

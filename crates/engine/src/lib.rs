@@ -151,6 +151,18 @@ impl Engine {
         }
     }
 
+    /// A signature over `data` with the server's key, for a dialect's own
+    /// signed documents (deepset's POST policy). `purpose` separates uses:
+    /// a signature made for one purpose never verifies for another.
+    pub fn sign(&self, purpose: &str, data: &str) -> String {
+        self.inner.signer.sign_for(purpose, data)
+    }
+
+    /// Checks a signature made by [`Engine::sign`] (constant time).
+    pub fn verify_signed(&self, purpose: &str, data: &str, sig: &str) -> bool {
+        self.inner.signer.verify_for(purpose, data, sig)
+    }
+
     /// Whether metadata and storage answer.
     pub async fn ready(&self) -> Result<()> {
         self.inner.meta.ping().await?;
