@@ -157,6 +157,9 @@ pub struct Session {
     /// Sliding expiry: each write moves `expires_at` to at least this many
     /// seconds from then (never past the engine's maximum lifetime).
     pub extend_secs: Option<u64>,
+    /// The files this session commits expire with it: they are deleted
+    /// once `expires_at` passes (deepset's `TEMPORARY` write mode).
+    pub files_expire: bool,
 }
 
 impl Session {
@@ -255,6 +258,15 @@ pub struct FileRecord {
     pub owner: String,
     pub created_at: Millis,
     pub metadata: Option<String>,
+    /// When the file is deleted (a file of a `files_expire` session);
+    /// `None`: kept until deleted.
+    pub expires_at: Option<Millis>,
+}
+
+impl FileRecord {
+    pub fn is_expired_at(&self, now: Millis) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
 }
 
 #[cfg(test)]

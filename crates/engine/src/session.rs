@@ -37,6 +37,9 @@ pub struct NewSession {
     pub extend_secs: Option<u64>,
     /// The session may start empty: its uploads come with `add_uploads`.
     pub open_ended: bool,
+    /// The files it commits are deleted when the session's time is up
+    /// (deepset's `TEMPORARY`).
+    pub files_expire: bool,
 }
 
 fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
@@ -103,6 +106,7 @@ impl Engine {
             expires_at: now + (expires_in as i64) * 1000,
             dialect: new.dialect,
             extend_secs: new.extend_secs.map(|s| s.min(limits.max_expiry_secs)),
+            files_expire: new.files_expire,
         };
         let (uploads, declared) = self.build_uploads(&session, new.uploads)?;
 
@@ -370,11 +374,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Expires every open session past its time; returns how many.
+    /// Expires every open session past its time, and deletes the files
+    /// that expired with their session; returns how many sessions.
     pub async fn reap_expired(&self) -> Result<usize> {
-        let due = self.inner.meta.expired_sessions(now_ms()).await?;
+        let now = now_ms();
+        let due = self.inner.meta.expired_sessions(now).await?;
         for s in &due {
             self.expire(s).await?;
+        }
+        for f in self.inner.meta.expired_files(now).await? {
+            let _ns = self.inner.namespace.lock().await;
+            // Only the record that expired: a commit may have replaced it
+            // since it was listed. The record goes first, as in `delete_file`.
+            let current = self.inner.meta.get_file(&f.space, &f.path).await?;
+            if current.is_some_and(|c| c.id == f.id && c.is_expired_at(now)) {
+                self.inner.meta.delete_file(&f.space, &f.path).await?;
+                self.inner.store.delete_file(&f.space, &f.path).await?;
+                metrics::counter!("ferry_files_expired_total").increment(1);
+            }
         }
         Ok(due.len())
     }

@@ -200,6 +200,7 @@ async fn an_open_ended_session_takes_uploads_as_they_come_and_commits_them_toget
             &admin,
             NewSession {
                 open_ended: true,
+                files_expire: false,
                 dialect: "test".into(),
                 ..Default::default()
             },
@@ -258,3 +259,51 @@ async fn an_open_ended_session_takes_uploads_as_they_come_and_commits_them_toget
         Err(EngineError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn files_of_a_files_expire_session_go_when_the_session_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let home = engine.me(&admin).await.unwrap().user.home_space.to_string();
+    let mut sessions = Vec::new();
+    for (name, files_expire) in [("kept.txt", false), ("temp.txt", true)] {
+        let view = engine
+            .create_session(
+                &admin,
+                NewSession {
+                    files_expire,
+                    expires_in_secs: Some(1),
+                    ..one_upload(name, 4)
+                },
+            )
+            .await
+            .unwrap();
+        let u = &view.uploads[0].upload.id;
+        engine
+            .write(&admin, u, WriteAt::Part(1), body(b"data"), PartChecks::default())
+            .await
+            .unwrap();
+        engine
+            .commit_session(&admin, &view.session.id, Default::default())
+            .await
+            .unwrap();
+        sessions.push(view.session);
+    }
+    let f = engine.stat_file(&admin, &home, "temp.txt").await.unwrap();
+    assert_eq!(f.expires_at, Some(sessions[1].expires_at));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Gone to readers at once, and from storage once the reaper runs.
+    assert!(matches!(
+        engine.stat_file(&admin, &home, "temp.txt").await,
+        Err(EngineError::NotFound(_))
+    ));
+    let listed = engine.list(&admin, &home, "").await.unwrap();
+    assert_eq!(listed.len(), 1, "only kept.txt is listed");
+    engine.reap_expired().await.unwrap();
+    let spaces = dir.path().join("spaces").join(&home);
+    assert!(!spaces.join("temp.txt").exists());
+    let kept = engine.stat_file(&admin, &home, "kept.txt").await.unwrap();
+    assert_eq!(kept.expires_at, None);
+    assert!(spaces.join("kept.txt").exists());
+}
+

@@ -40,6 +40,7 @@ fn session(id: &str, owner: &str, expires_at: i64) -> Session {
         expires_at,
         dialect: "native".into(),
         extend_secs: None,
+        files_expire: false,
     }
 }
 
@@ -75,6 +76,7 @@ fn file(id: &str, space: &str, path: &str, size: u64, owner: &str) -> FileRecord
         owner: owner.into(),
         created_at: 5,
         metadata: None,
+        expires_at: None,
     }
 }
 
@@ -442,4 +444,36 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
     assert_eq!(m.open_session_count("fay").await.unwrap(), 1);
     let counts = m.session_counts().await.unwrap();
     assert!(counts.contains(&(SessionState::Expired, 1)), "{counts:?}");
+
+    // A session whose files expire with it; its files carry the expiry.
+    let s7 = Session {
+        files_expire: true,
+        ..session("s7", "fay", 900)
+    };
+    m.create_session(&s7, &[]).await.unwrap();
+    assert!(m.get_session("s7").await.unwrap().unwrap().files_expire);
+    assert!(!m.get_session("s6").await.unwrap().unwrap().files_expire);
+    m.finish_commit(
+        None,
+        &[Committed {
+            upload_id: "y".into(),
+            state: UploadState::Committed,
+            final_path: p("temp"),
+            file: FileRecord {
+                expires_at: Some(900),
+                ..file("h2", "fay", "temp", 5, "fay")
+            },
+        }],
+    )
+    .await
+    .unwrap();
+    let f = m.get_file(&sp("fay"), &p("temp")).await.unwrap().unwrap();
+    assert_eq!(f.expires_at, Some(900));
+    assert!(m.expired_files(899).await.unwrap().is_empty());
+    let due = m.expired_files(900).await.unwrap();
+    assert_eq!(
+        due.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+        vec!["h2"],
+        "only files with an expiry are due"
+    );
 }

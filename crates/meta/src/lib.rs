@@ -173,6 +173,9 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn usage(&self, owner: &str) -> Result<Usage>;
     /// Open sessions whose expiry is at or before `now`.
     async fn expired_sessions(&self, now: Millis) -> Result<Vec<Session>>;
+    /// Files whose expiry is at or before `now` (files of sessions whose
+    /// files expire with them).
+    async fn expired_files(&self, now: Millis) -> Result<Vec<FileRecord>>;
     /// Uploads left in `committing` (by a crash), for recovery.
     async fn committing_uploads(&self) -> Result<Vec<Upload>>;
 

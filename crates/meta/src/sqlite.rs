@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS grants (
 CREATE TABLE IF NOT EXISTS sessions (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, space TEXT NOT NULL, conflict TEXT NOT NULL,
   auto_commit INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,
-  expires_at INTEGER NOT NULL, dialect TEXT NOT NULL, extend_secs INTEGER);
+  expires_at INTEGER NOT NULL, dialect TEXT NOT NULL, extend_secs INTEGER,
+  files_expire INTEGER);
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions(owner, state);
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(state, expires_at);
 CREATE TABLE IF NOT EXISTS uploads (
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS parts (
 CREATE TABLE IF NOT EXISTS files (
   id TEXT PRIMARY KEY, space TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
   sha256 TEXT NOT NULL, sha1 TEXT, md5 TEXT, content_type TEXT, owner TEXT NOT NULL,
-  created_at INTEGER NOT NULL, metadata TEXT, UNIQUE (space, path));
+  created_at INTEGER NOT NULL, metadata TEXT, expires_at INTEGER, UNIQUE (space, path));
 CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
 "#;
 
@@ -64,7 +65,13 @@ CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "extend_secs", "INTEGER"),
     ("uploads", "whole_digests", "TEXT"),
+    ("sessions", "files_expire", "INTEGER"),
+    ("files", "expires_at", "INTEGER"),
 ];
+
+/// Indexes on added columns, created once the columns exist.
+const ADDED_INDEXES: &str =
+    "CREATE INDEX IF NOT EXISTS files_expiry ON files(expires_at) WHERE expires_at IS NOT NULL;";
 
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     for (table, column, kind) in ADDED_COLUMNS {
@@ -108,6 +115,7 @@ impl Sqlite {
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn)?;
+        conn.execute_batch(ADDED_INDEXES)?;
         // Checkpoints run beside the writer, not inside a write batch: an
         // automatic checkpoint would stall every request waiting on that batch.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
@@ -298,7 +306,8 @@ fn user_row(r: &Row) -> rusqlite::Result<User> {
 }
 
 const SESSION_COLS: &str =
-    "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs";
+    "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs, \
+     files_expire";
 fn session_row(r: &Row) -> rusqlite::Result<Session> {
     Ok(Session {
         id: r.get(0)?,
@@ -314,6 +323,7 @@ fn session_row(r: &Row) -> rusqlite::Result<Session> {
         expires_at: r.get(7)?,
         dialect: r.get(8)?,
         extend_secs: r.get::<_, Option<i64>>(9)?.map(u),
+        files_expire: r.get::<_, Option<bool>>(10)?.unwrap_or(false),
     })
 }
 
@@ -348,7 +358,7 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
 }
 
 const FILE_COLS: &str =
-    "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata";
+    "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at";
 fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         id: r.get(0)?,
@@ -362,6 +372,7 @@ fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
         owner: r.get(8)?,
         created_at: r.get(9)?,
         metadata: r.get(10)?,
+        expires_at: r.get(11)?,
     })
 }
 
@@ -409,7 +420,7 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
     conn.prepare_cached("DELETE FROM files WHERE space = ?1 AND path = ?2")?
         .execute(params![f.space.as_str(), f.path.as_str()])?;
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
     ))?
     .execute(params![
         f.id,
@@ -422,7 +433,8 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
         f.content_type,
         f.owner,
         f.created_at,
-        f.metadata
+        f.metadata,
+        f.expires_at
     ])?;
     Ok(())
 }
@@ -586,7 +598,7 @@ impl MetaStore for Sqlite {
         let ups = uploads.to_vec();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
             ))?
             .execute(params![
                 s.id,
@@ -598,7 +610,8 @@ impl MetaStore for Sqlite {
                 s.created_at,
                 s.expires_at,
                 s.dialect,
-                s.extend_secs.map(i)
+                s.extend_secs.map(i),
+                s.files_expire
             ])?;
             insert_uploads(c, 0, &ups)?;
             Ok(())
@@ -892,6 +905,17 @@ impl MetaStore for Sqlite {
                 "SELECT {SESSION_COLS} FROM sessions WHERE state = 'open' AND expires_at <= ?1"
             ))?
             .query_map([now], session_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn expired_files(&self, now: Millis) -> Result<Vec<FileRecord>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {FILE_COLS} FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?1"
+            ))?
+            .query_map([now], file_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
