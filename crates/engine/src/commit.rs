@@ -47,6 +47,15 @@ impl Engine {
     ) -> Result<SessionView> {
         let _guard = self.session_lock(session_id).lock().await;
         let s = self.load_session(caller, session_id).await?;
+        self.commit_loaded(s, expected).await
+    }
+
+    /// [`Engine::commit_session`] of a session already loaded, under its lock.
+    pub(crate) async fn commit_loaded(
+        &self,
+        s: Session,
+        expected: HashMap<String, Digest>,
+    ) -> Result<SessionView> {
         if s.state == SessionState::Open && s.is_expired_at(now_ms()) {
             return Err(EngineError::Gone(StateError::Expired));
         }

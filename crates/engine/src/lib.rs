@@ -28,6 +28,7 @@ mod error;
 mod files;
 pub mod hashing;
 mod live;
+mod objects;
 mod session;
 mod write;
 

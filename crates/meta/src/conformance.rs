@@ -206,16 +206,37 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
         .collect();
     assert_eq!(ids, ["u1", "u2", "u1b"]);
     assert!(matches!(
-        m.add_uploads("s1", &[upload("u1c", "s1", "c.txt", Length::Known(1))], 10)
+        m.add_uploads("s1", &[upload("u1c", "s1", "a/b.txt", Length::Known(1))], 10)
             .await,
         Err(MetaError::AlreadyExists(_))
     ));
+    let two = [
+        upload("u1d", "s1", "e.txt", Length::Known(1)),
+        upload("u1e", "s1", "f.txt", Length::Known(1)),
+    ];
     assert!(matches!(
-        m.add_uploads("s1", &[upload("u1d", "s1", "e.txt", Length::Known(1))], 3)
-            .await,
+        m.add_uploads("s1", &two, 3).await,
         Err(MetaError::Full(4))
     ));
     assert_eq!(m.session_uploads("s1").await.unwrap().len(), 3);
+    // An aborted upload (u2) holds neither its path nor a place under the
+    // limit; the newest upload at a path is the one found there.
+    m.add_uploads("s1", &[upload("u1c", "s1", "c.txt", Length::Deferred)], 3)
+        .await
+        .unwrap();
+    let at = |path: &'static str| async move {
+        m.upload_at("s1", &p(path)).await.unwrap().map(|u| u.id)
+    };
+    assert_eq!(at("c.txt").await.as_deref(), Some("u1c"));
+    assert_eq!(at("d.txt").await.as_deref(), Some("u1b"));
+    assert_eq!(at("nope.txt").await, None);
+    m.set_upload_metadata("u1c", Some("{\"m\":2}")).await.unwrap();
+    let u1c = m.get_upload("u1c").await.unwrap().unwrap();
+    assert_eq!(u1c.metadata.as_deref(), Some("{\"m\":2}"));
+    m.set_upload_state("u1c", UploadState::Aborted)
+        .await
+        .unwrap();
+    assert_eq!(m.session_uploads("s1").await.unwrap().len(), 4);
     let listed = m
         .list_sessions(Some("sam"), Some(SessionState::Open))
         .await

@@ -622,17 +622,21 @@ impl MetaStore for Sqlite {
     async fn add_uploads(&self, session_id: &str, uploads: &[Upload], limit: usize) -> Result<()> {
         let (sid, ups) = (session_id.to_owned(), uploads.to_vec());
         self.write(move |c| {
+            // Aborted uploads (replaced ones) neither hold their path nor
+            // count towards the limit.
             let (count, next): (i64, i64) = c
                 .prepare_cached(
-                    "SELECT COUNT(*), COALESCE(MAX(idx) + 1, 0) FROM uploads WHERE session_id = ?1",
+                    "SELECT COUNT(*) FILTER (WHERE state != 'aborted'), COALESCE(MAX(idx) + 1, 0) \
+                     FROM uploads WHERE session_id = ?1",
                 )?
                 .query_row(params![sid], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let total = count as usize + ups.len();
             if total > limit {
                 return Err(MetaError::Full(total));
             }
-            let mut taken =
-                c.prepare_cached("SELECT 1 FROM uploads WHERE session_id = ?1 AND path = ?2")?;
+            let mut taken = c.prepare_cached(
+                "SELECT 1 FROM uploads WHERE session_id = ?1 AND path = ?2 AND state != 'aborted'",
+            )?;
             for up in &ups {
                 if taken.exists(params![sid, up.path.as_str()])? {
                     return Err(MetaError::AlreadyExists(up.path.to_string()));
@@ -678,6 +682,36 @@ impl MetaStore for Sqlite {
         let id = session_id.to_owned();
         self.read(move |c| query_uploads(c, "session_id = ?1 ORDER BY idx", &id))
             .await
+    }
+
+    async fn upload_at(&self, session_id: &str, path: &SpacePath) -> Result<Option<Upload>> {
+        let (sid, path) = (session_id.to_owned(), path.clone());
+        self.read(move |c| {
+            let id: Option<String> = c
+                .prepare_cached(
+                    "SELECT id FROM uploads WHERE session_id = ?1 AND path = ?2 \
+                     AND state != 'aborted' ORDER BY idx DESC LIMIT 1",
+                )?
+                .query_row(params![sid, path.as_str()], |r| r.get(0))
+                .optional()?;
+            match id {
+                Some(id) => Ok(query_uploads(c, "id = ?1", &id)?.pop()),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn set_upload_metadata(&self, upload_id: &str, metadata: Option<&str>) -> Result<()> {
+        let (id, metadata) = (upload_id.to_owned(), metadata.map(str::to_owned));
+        self.write(move |c| {
+            c.execute(
+                "UPDATE uploads SET metadata = ?2 WHERE id = ?1",
+                params![id, metadata],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
