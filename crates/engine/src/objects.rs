@@ -25,7 +25,10 @@ impl Engine {
         let path = parse_path(&new.path)?;
         let existing = self.open_upload_at(caller, session_id, &path).await?;
         let Some(old) = existing else {
-            return Ok(self.add_uploads(caller, session_id, vec![new]).await?.remove(0));
+            return Ok(self
+                .add_uploads(caller, session_id, vec![new])
+                .await?
+                .remove(0));
         };
         if old.received.is_empty() && old.length == Length::Deferred {
             let slot = self.slot(caller, &old.id).await?;
@@ -38,7 +41,10 @@ impl Engine {
             metadata: new.metadata.or(old.metadata),
             ..new
         };
-        Ok(self.add_uploads(caller, session_id, vec![new]).await?.remove(0))
+        Ok(self
+            .add_uploads(caller, session_id, vec![new])
+            .await?
+            .remove(0))
     }
 
     /// Sets the metadata of the session's upload at `path`; when there is
@@ -65,7 +71,10 @@ impl Engine {
                 metadata: Some(metadata),
                 ..Default::default()
             };
-            return Ok(self.add_uploads(caller, session_id, vec![new]).await?.remove(0));
+            return Ok(self
+                .add_uploads(caller, session_id, vec![new])
+                .await?
+                .remove(0));
         };
         up.state.check_writable().map_err(EngineError::Gone)?;
         self.inner
@@ -114,7 +123,10 @@ impl Engine {
                 .await?;
             self.inner.store.discard_staged(id).await?;
         }
-        let open = uploads.iter().filter(|u| u.state == UploadState::Open).count();
+        let open = uploads
+            .iter()
+            .filter(|u| u.state == UploadState::Open)
+            .count();
         if open == changed.len() {
             // Nothing to commit: the session is closed with no files.
             self.inner
@@ -159,7 +171,10 @@ impl Engine {
                     old.path
                 )));
             }
-            live.upload.state.check_writable().map_err(EngineError::Gone)?;
+            live.upload
+                .state
+                .check_writable()
+                .map_err(EngineError::Gone)?;
             live.session.clone()
         };
         self.inner

@@ -280,7 +280,13 @@ async fn files_of_a_files_expire_session_go_when_the_session_expires() {
             .unwrap();
         let u = &view.uploads[0].upload.id;
         engine
-            .write(&admin, u, WriteAt::Part(1), body(b"data"), PartChecks::default())
+            .write(
+                &admin,
+                u,
+                WriteAt::Part(1),
+                body(b"data"),
+                PartChecks::default(),
+            )
             .await
             .unwrap();
         engine
@@ -435,20 +441,31 @@ async fn posted_files_replace_by_name_take_metadata_either_way_and_close_commits
     let mut names: Vec<_> = committed.iter().map(|f| f.path.to_string()).collect();
     names.sort();
     assert_eq!(names, ["a.txt", "b.txt"]);
-    let fa = committed.iter().find(|f| f.path.as_str() == "a.txt").unwrap();
+    let fa = committed
+        .iter()
+        .find(|f| f.path.as_str() == "a.txt")
+        .unwrap();
     assert_eq!((fa.size, fa.metadata.as_deref()), (6, Some(r#"{"k":"a"}"#)));
-    let fb = committed.iter().find(|f| f.path.as_str() == "b.txt").unwrap();
+    let fb = committed
+        .iter()
+        .find(|f| f.path.as_str() == "b.txt")
+        .unwrap();
     assert_eq!(fb.metadata.as_deref(), Some(r#"{"k":"b"}"#));
     let aborted = done
         .uploads
         .iter()
         .filter(|u| u.upload.state == ferry_core::UploadState::Aborted)
         .count();
-    assert_eq!(aborted, 3, "the replaced a.txt, the orphan, the broken body");
+    assert_eq!(
+        aborted, 3,
+        "the replaced a.txt, the orphan, the broken body"
+    );
     let err = engine.close_session(&admin, sid).await.unwrap_err();
-    assert!(matches!(err, EngineError::Gone(_)), "closing is once: {err}");
+    assert!(
+        matches!(err, EngineError::Gone(_)),
+        "closing is once: {err}"
+    );
     let home = engine.me(&admin).await.unwrap().user.home_space.to_string();
     assert!(engine.stat_file(&admin, &home, "orphan.txt").await.is_err());
     assert!(engine.stat_file(&admin, &home, "broken.txt").await.is_err());
 }
-

@@ -206,8 +206,12 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
         .collect();
     assert_eq!(ids, ["u1", "u2", "u1b"]);
     assert!(matches!(
-        m.add_uploads("s1", &[upload("u1c", "s1", "a/b.txt", Length::Known(1))], 10)
-            .await,
+        m.add_uploads(
+            "s1",
+            &[upload("u1c", "s1", "a/b.txt", Length::Known(1))],
+            10
+        )
+        .await,
         Err(MetaError::AlreadyExists(_))
     ));
     let two = [
@@ -230,7 +234,9 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
     assert_eq!(at("c.txt").await.as_deref(), Some("u1c"));
     assert_eq!(at("d.txt").await.as_deref(), Some("u1b"));
     assert_eq!(at("nope.txt").await, None);
-    m.set_upload_metadata("u1c", Some("{\"m\":2}")).await.unwrap();
+    m.set_upload_metadata("u1c", Some("{\"m\":2}"))
+        .await
+        .unwrap();
     let u1c = m.get_upload("u1c").await.unwrap().unwrap();
     assert_eq!(u1c.metadata.as_deref(), Some("{\"m\":2}"));
     m.set_upload_state("u1c", UploadState::Aborted)

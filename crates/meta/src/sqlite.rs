@@ -305,8 +305,7 @@ fn user_row(r: &Row) -> rusqlite::Result<User> {
     })
 }
 
-const SESSION_COLS: &str =
-    "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs, \
+const SESSION_COLS: &str = "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs, \
      files_expire";
 fn session_row(r: &Row) -> rusqlite::Result<Session> {
     Ok(Session {
@@ -357,8 +356,7 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     })
 }
 
-const FILE_COLS: &str =
-    "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at";
+const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at";
 fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         id: r.get(0)?,
