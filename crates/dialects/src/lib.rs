@@ -4,11 +4,12 @@
 //! make one engine call, render the answer and the errors in the dialect's
 //! own shapes. No business rule lives here, and dialects never depend on
 //! each other. Today: [`native`], [`tus`] (tus 1.0 and the IETF draft),
-//! [`graph`] (Microsoft Graph upload sessions) and [`boxapi`] (Box chunked
-//! uploads). The other vendor dialects (Veeva, UCloud, deepset) will sit
-//! beside them.
+//! [`graph`] (Microsoft Graph upload sessions), [`boxapi`] (Box chunked
+//! uploads) and [`deepset`] (deepset upload sessions with an S3-style POST
+//! form). The other vendor dialects (Veeva, UCloud) will sit beside them.
 
 pub mod boxapi;
+pub mod deepset;
 pub mod folder_id;
 pub mod graph;
 pub mod native;

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use ferry_dialects::boxapi::{self, BoxState};
+use ferry_dialects::deepset::{self, DeepsetState};
 use ferry_dialects::graph::{self, GraphState};
 use ferry_dialects::native::{self, NativeState};
 use ferry_dialects::tus::{self, TusState};
@@ -173,6 +174,10 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
             engine: engine.clone(),
             public_url: public_url.clone(),
             commit_wait: std::time::Duration::from_secs(config.box_api.commit_wait_secs),
+        }))
+        .merge(deepset::router(DeepsetState {
+            engine: engine.clone(),
+            public_url: public_url.clone(),
         }))
         .merge(native::router(NativeState { engine, public_url }))
         .merge(tus::router(tus))
