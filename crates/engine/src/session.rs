@@ -199,22 +199,42 @@ impl Engine {
         session_id: &str,
         new: Vec<NewUpload>,
     ) -> Result<Vec<Upload>> {
-        let _guard = self.session_lock(session_id).lock().await;
         let s = self.load_session(caller, session_id).await?;
-        s.state.check_writable().map_err(EngineError::Gone)?;
-        if s.is_expired_at(now_ms()) {
-            return Err(EngineError::Gone(StateError::Expired));
-        }
         let (uploads, declared) = self.build_uploads(&s, new)?;
-        let user = self.user(&s.owner).await?;
-        self.check_quota(&s.owner, user.and_then(|u| u.quota_bytes), declared)
-            .await?;
         let limit = self.inner.limits.max_uploads_per_session;
-        // Staged files first: one without a record is removed at the next
-        // start; a record without its staged file could take no bytes.
+        // Staged files first, outside the session lock, so that concurrent
+        // additions share directory fsyncs: one without a record is removed
+        // at the next start; a record without its staged file could take
+        // no bytes.
         let ids: Vec<String> = uploads.iter().map(|u| u.id.clone()).collect();
         self.inner.store.create_staged_many(&ids).await?;
-        let recorded = self.inner.meta.add_uploads(&s.id, &uploads, limit).await;
+        let recorded = async {
+            // Under the lock: no commit, abort or expiry of the session in
+            // between the check and the record.
+            let _guard = self.session_lock(session_id).lock().await;
+            let s = self.load_session(caller, session_id).await?;
+            s.state.check_writable().map_err(EngineError::Gone)?;
+            if s.is_expired_at(now_ms()) {
+                return Err(EngineError::Gone(StateError::Expired));
+            }
+            // Deferred lengths declare nothing: they are charged when known.
+            if declared > 0 {
+                let user = self.user(&s.owner).await?;
+                self.check_quota(&s.owner, user.and_then(|u| u.quota_bytes), declared)
+                    .await?;
+            }
+            Ok(self.inner.meta.add_uploads(&s.id, &uploads, limit).await)
+        }
+        .await;
+        let recorded = match recorded {
+            Ok(r) => r,
+            Err(e) => {
+                for id in &ids {
+                    let _ = self.inner.store.discard_staged(id).await;
+                }
+                return Err(e);
+            }
+        };
         if recorded.is_err() {
             for id in &ids {
                 let _ = self.inner.store.discard_staged(id).await;
