@@ -55,15 +55,21 @@ struct Args {
     small_runs: usize,
     /// What to measure: `all`, `native` (disk baselines, CLI, curl, small
     /// uploads, memory), `tus` (Ferry's tus dialect next to peer servers)
-    /// `graph` (the Graph dialect next to native range writes) or `box`
-    /// (the Box dialect's parallel SHA-1 parts next to native parts), or
+    /// `graph` (the Graph dialect next to native range writes), `box`
+    /// (the Box dialect's parallel SHA-1 parts next to native parts),
     /// `ucloud` (small files through the folder WebSocket next to native
-    /// small uploads, and memory with 4 folder connections).
+    /// small uploads, and memory with 4 folder connections) or `deepset`
+    /// (small files POSTed into one deepset session next to native small
+    /// uploads).
     #[arg(long, default_value = "all")]
     suite: String,
     /// Files of the UCloud folder run (and of its native comparison).
     #[arg(long, default_value_t = 10_000)]
     ucloud_files: usize,
+    /// Files of the deepset comparison (one session holds up to 10,000);
+    /// each is `--small-size` bytes, `--concurrency` POSTs in flight.
+    #[arg(long, default_value_t = 10_000)]
+    deepset_files: usize,
     /// PATCH size of the tus comparison, MiB.
     #[arg(long, default_value_t = 64)]
     tus_chunk_mib: u64,
@@ -78,6 +84,7 @@ struct Args {
 }
 
 mod boxapi;
+mod deepset;
 mod graph;
 mod tus;
 mod ucloud;
@@ -347,16 +354,19 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(256)
         .build()?;
     let suite = args.suite.as_str();
-    let (native_on, tus_on, graph_on, box_on, ucloud_on) = match suite {
-        "all" => (true, true, true, true, true),
-        "native" | "tus" | "graph" | "box" | "ucloud" => (
+    let (native_on, tus_on, graph_on, box_on, ucloud_on, deepset_on) = match suite {
+        "all" => (true, true, true, true, true, true),
+        "native" | "tus" | "graph" | "box" | "ucloud" | "deepset" => (
             suite == "native",
             suite == "tus",
             suite == "graph",
             suite == "box",
             suite == "ucloud",
+            suite == "deepset",
         ),
-        other => bail!("--suite must be all, native, tus, graph, box or ucloud; got {other:?}"),
+        other => {
+            bail!("--suite must be all, native, tus, graph, box, ucloud or deepset; got {other:?}")
+        }
     };
     if native_on {
         native(&args, &dir, &ferry, &src, &client).await?;
@@ -372,6 +382,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if ucloud_on {
         ucloud_suite(&args, &dir, &ferry, &client).await?;
+    }
+    if deepset_on {
+        deepset_suite(&args, &dir, &ferry, &client).await?;
     }
     let _ = std::fs::remove_file(&src);
     Ok(())
@@ -907,6 +920,83 @@ async fn ucloud_suite(
     println!(
         "peak RSS, 4 folder connections x 8 x 32 MiB: {rss_big:.1} MiB ({:.0} MiB/s)",
         1024.0 / big.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
+
+/// Small files through one deepset session (POST form per file, then the
+/// close that commits them all) next to native small uploads (create +
+/// part + commit each), same server, alternating which goes first.
+async fn deepset_suite(
+    args: &Args,
+    dir: &Path,
+    ferry: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let data = dir.join("data");
+    let n = args.deepset_files;
+    let (mut native, mut posts, mut total, mut close) = (
+        Series::default(),
+        Series::default(),
+        Series::default(),
+        Series::default(),
+    );
+    let payload = bytes::Bytes::from(vec![42u8; args.small_size]);
+    for run in 1..=args.small_runs {
+        eprintln!("deepset comparison, run {run}/{}", args.small_runs);
+        let server = Server::start(ferry, &data)?;
+        let url = server.url.clone();
+        let native_run = || async {
+            let t = Instant::now();
+            futures::stream::iter(0..n)
+                .map(|i| small_upload(client, &url, i, payload.clone()))
+                .buffer_unordered(args.concurrency)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok::<_, anyhow::Error>(n as f64 / t.elapsed().as_secs_f64())
+        };
+        let deepset_run =
+            || deepset::session_run(client, &url, n, args.small_size, args.concurrency);
+        let d = if run % 2 == 1 {
+            native.push(native_run().await?);
+            deepset_run().await?
+        } else {
+            let d = deepset_run().await?;
+            native.push(native_run().await?);
+            d
+        };
+        posts.push(d.posts);
+        total.push(d.total);
+        close.push(d.close.as_secs_f64());
+        drop(server);
+    }
+    println!();
+    println!(
+        "## deepset: {n} files of {} B, {} in flight, one client",
+        args.small_size, args.concurrency
+    );
+    println!(
+        "native small uploads (create+part+commit): {}",
+        native.show("files/s")
+    );
+    println!(
+        "deepset POSTs into one session            : {}",
+        posts.show("files/s")
+    );
+    println!(
+        "deepset POSTs + close (atomic commit)     : {}",
+        total.show("files/s")
+    );
+    println!(
+        "deepset close of {n} files                : {}",
+        close.show("s")
+    );
+    println!(
+        "deepset (with close) / native             : {:.2}x",
+        total.median() / native.median()
     );
     let _ = std::fs::remove_dir_all(&data);
     Ok(())

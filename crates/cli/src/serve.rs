@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Open sessions allowed per user (unless the user has their own) [default: 100].
     #[arg(long, env = "FERRY_MAX_OPEN_SESSIONS")]
     max_open_sessions: Option<u32>,
+    /// Uploads (files) one session may hold [default: 10000].
+    #[arg(long, env = "FERRY_MAX_UPLOADS_PER_SESSION")]
+    max_uploads_per_session: Option<usize>,
     /// Quota per user in bytes (unless the user has their own) [default: none].
     #[arg(long, env = "FERRY_DEFAULT_QUOTA")]
     default_quota: Option<u64>,
@@ -78,6 +81,7 @@ impl ServeArgs {
             c.reap_interval_secs => self.reap_interval,
             c.limits.max_file_size => self.max_file_size,
             c.limits.max_open_sessions => self.max_open_sessions,
+            c.limits.max_uploads_per_session => self.max_uploads_per_session,
             c.limits.default_expiry_secs => self.default_expiry,
             c.limits.max_expiry_secs => self.max_expiry,
             c.tus.path => self.tus_path,

@@ -161,6 +161,9 @@ pub struct Session {
     /// end when its last upload is committed: only a whole-session commit,
     /// an abort or expiry end it.
     pub open_ended: bool,
+    /// The files this session commits expire with it: they are deleted
+    /// once `expires_at` passes (deepset's `TEMPORARY` write mode).
+    pub files_expire: bool,
 }
 
 impl Session {
@@ -259,6 +262,15 @@ pub struct FileRecord {
     pub owner: String,
     pub created_at: Millis,
     pub metadata: Option<String>,
+    /// When the file is deleted (a file of a `files_expire` session);
+    /// `None`: kept until deleted.
+    pub expires_at: Option<Millis>,
+}
+
+impl FileRecord {
+    pub fn is_expired_at(&self, now: Millis) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
 }
 
 #[cfg(test)]

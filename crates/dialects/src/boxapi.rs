@@ -405,6 +405,7 @@ async fn open(
                 dialect: "box".into(),
                 extend_secs: None,
                 open_ended: false,
+                files_expire: false,
             },
         )
         .await?;

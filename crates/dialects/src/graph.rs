@@ -246,6 +246,7 @@ async fn create(
                 // As with Graph, each fragment extends the session.
                 extend_secs: Some(st.engine.limits().default_expiry_secs),
                 open_ended: false,
+                files_expire: false,
             },
         )
         .await?;

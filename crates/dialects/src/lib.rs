@@ -5,11 +5,12 @@
 //! own shapes. No business rule lives here, and dialects never depend on
 //! each other. Today: [`native`], [`tus`] (tus 1.0 and the IETF draft),
 //! [`graph`] (Microsoft Graph upload sessions), [`boxapi`] (Box chunked
-//! uploads), [`veeva`] (Veeva Vault file-staging upload sessions) and
-//! [`ucloud`] (UCloud's CHUNKED and WebSocket uploads). The deepset dialect
-//! will sit beside them.
+//! uploads), [`veeva`] (Veeva Vault file-staging upload sessions),
+//! [`ucloud`] (UCloud's CHUNKED and WebSocket uploads) and [`deepset`]
+//! (deepset upload sessions with an S3-style POST form).
 
 pub mod boxapi;
+pub mod deepset;
 pub mod folder_id;
 pub mod graph;
 pub mod native;

@@ -435,6 +435,7 @@ async fn create(
         dialect: DIALECT.into(),
         extend_secs: None,
         open_ended: false,
+        files_expire: false,
     };
     let home = || new(None, req.relative.clone());
     let view = match req.named_space().filter(|_| is_admin(&caller)) {

@@ -63,9 +63,6 @@ pub fn hashes_match(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-const UPLOAD: &[u8] = b"ferry-upload-v1:";
-const SESSION: &[u8] = b"ferry-session-v1:";
-
 /// Signs and checks per-upload URLs and session tokens with a server-held
 /// key.
 #[derive(Clone)]
@@ -78,36 +75,44 @@ impl Signer {
         Signer { key }
     }
 
-    /// Upload and session signatures use different domains, so one can
-    /// never stand for the other.
-    fn mac(&self, domain: &[u8], id: &str) -> Hmac<Sha256> {
+    /// The MAC of `data` for one `purpose`: the purpose is part of what is
+    /// signed, so a signature made for one use is worthless for another.
+    fn mac(&self, purpose: &str, data: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
-        mac.update(domain);
-        mac.update(id.as_bytes());
+        mac.update(b"ferry-");
+        mac.update(purpose.as_bytes());
+        mac.update(b"-v1:");
+        mac.update(data.as_bytes());
         mac
     }
 
     /// The `sig` value for an upload.
     pub fn sign(&self, upload: &str) -> String {
-        hex::encode(self.mac(UPLOAD, upload).finalize().into_bytes())
+        self.sign_for("upload", upload)
     }
 
     pub fn verify(&self, upload: &str, sig: &str) -> bool {
-        Self::check(self.mac(UPLOAD, upload), sig)
+        self.verify_for("upload", upload, sig)
     }
 
     /// The signature of a session token.
     pub fn sign_session(&self, session: &str) -> String {
-        hex::encode(self.mac(SESSION, session).finalize().into_bytes())
+        self.sign_for("session", session)
     }
 
     pub fn verify_session(&self, session: &str, sig: &str) -> bool {
-        Self::check(self.mac(SESSION, session), sig)
+        self.verify_for("session", session, sig)
     }
 
-    fn check(mac: Hmac<Sha256>, sig: &str) -> bool {
+    /// Hex HMAC-SHA256 of `data` for `purpose` (a short word without `-`).
+    pub fn sign_for(&self, purpose: &str, data: &str) -> String {
+        hex::encode(self.mac(purpose, data).finalize().into_bytes())
+    }
+
+    /// Checks `sig` in constant time.
+    pub fn verify_for(&self, purpose: &str, data: &str, sig: &str) -> bool {
         match hex::decode(sig) {
-            Ok(raw) => mac.verify_slice(&raw).is_ok(),
+            Ok(raw) => self.mac(purpose, data).verify_slice(&raw).is_ok(),
             Err(_) => false,
         }
     }
@@ -149,5 +154,15 @@ mod tests {
         assert!(!s.verify_session("s2", &sig));
         assert!(!s.verify("s1", &sig));
         assert!(!s.verify_session("u1", &s.sign("u1")));
+    }
+
+    #[test]
+    fn signatures_bind_their_purpose() {
+        let s = Signer::new(b"k".to_vec());
+        let sig = s.sign_for("policy", "u1");
+        assert!(s.verify_for("policy", "u1", &sig));
+        assert!(!s.verify("u1", &sig), "a policy signature is no upload URL");
+        assert!(!s.verify_for("policy", "u1", &s.sign("u1")));
+        assert!(!s.verify_for("policy", "u2", &sig));
     }
 }

@@ -47,6 +47,15 @@ impl Engine {
     ) -> Result<SessionView> {
         let _guard = self.session_lock(session_id).lock().await;
         let s = self.load_session(caller, session_id).await?;
+        self.commit_loaded(s, expected).await
+    }
+
+    /// [`Engine::commit_session`] of a session already loaded, under its lock.
+    pub(crate) async fn commit_loaded(
+        &self,
+        s: Session,
+        expected: HashMap<String, Digest>,
+    ) -> Result<SessionView> {
         if s.state == SessionState::Open && s.is_expired_at(now_ms()) {
             return Err(EngineError::Gone(StateError::Expired));
         }
@@ -444,6 +453,7 @@ impl Engine {
                                 owner: session.owner.clone(),
                                 created_at: now,
                                 metadata: up.metadata.clone(),
+                                expires_at: session.files_expire.then_some(session.expires_at),
                             },
                             upload_id: up.id,
                             state: UploadState::Committed,
@@ -619,6 +629,7 @@ impl Engine {
                         owner: session.owner.clone(),
                         created_at: now_ms(),
                         metadata: up.metadata.clone(),
+                        expires_at: session.files_expire.then_some(session.expires_at),
                     },
                     upload_id: up.id.clone(),
                     state: UploadState::Committed,

@@ -2,7 +2,7 @@
 
 use crate::admin::principal;
 use crate::auth::Caller;
-use crate::{Engine, EngineError, Result};
+use crate::{Engine, EngineError, Result, now_ms};
 use ferry_core::{FileRecord, SpaceName, SpacePath};
 use ferry_meta::Entry;
 use ferry_store::ByteStream;
@@ -30,6 +30,7 @@ impl Engine {
             .meta
             .get_file(&space, &path)
             .await?
+            .filter(|f| !f.is_expired_at(now_ms()))
             .ok_or_else(|| EngineError::NotFound(format!("no file {space}/{path}")))
     }
 
@@ -43,6 +44,7 @@ impl Engine {
             .meta
             .get_file_by_id(id)
             .await?
+            .filter(|f| !f.is_expired_at(now_ms()))
             .ok_or_else(not_found)?;
         self.access(p, &file.space).await.map_err(|_| not_found())?;
         Ok(file)
@@ -66,7 +68,12 @@ impl Engine {
         let prefix = SpacePath::parse_prefix(prefix)
             .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?;
         self.access(p, &space).await?;
-        Ok(self.inner.meta.list(&space, prefix.as_ref()).await?)
+        let now = now_ms();
+        // Files past their expiry are gone, whether or not the reaper has
+        // come by yet.
+        let mut entries = self.inner.meta.list(&space, prefix.as_ref()).await?;
+        entries.retain(|e| !matches!(e, Entry::File(f) if f.is_expired_at(now)));
+        Ok(entries)
     }
 
     pub async fn delete_file(&self, caller: &Caller, space: &str, path: &str) -> Result<()> {

@@ -28,6 +28,7 @@ mod error;
 mod files;
 pub mod hashing;
 mod live;
+mod objects;
 mod session;
 mod write;
 
@@ -165,6 +166,18 @@ impl Engine {
                 "the session token's signature is not valid".into(),
             ))
         }
+    }
+
+    /// A signature over `data` with the server's key, for a dialect's own
+    /// signed documents (deepset's POST policy). `purpose` separates uses:
+    /// a signature made for one purpose never verifies for another.
+    pub fn sign(&self, purpose: &str, data: &str) -> String {
+        self.inner.signer.sign_for(purpose, data)
+    }
+
+    /// Checks a signature made by [`Engine::sign`] (constant time).
+    pub fn verify_signed(&self, purpose: &str, data: &str, sig: &str) -> bool {
+        self.inner.signer.verify_for(purpose, data, sig)
     }
 
     /// Whether metadata and storage answer.

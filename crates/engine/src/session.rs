@@ -37,6 +37,9 @@ pub struct NewSession {
     pub extend_secs: Option<u64>,
     /// The session may start empty: its uploads come with `add_uploads`.
     pub open_ended: bool,
+    /// The files it commits are deleted when the session's time is up
+    /// (deepset's `TEMPORARY`).
+    pub files_expire: bool,
 }
 
 fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
@@ -104,6 +107,7 @@ impl Engine {
             dialect: new.dialect,
             extend_secs: new.extend_secs.map(|s| s.min(limits.max_expiry_secs)),
             open_ended: new.open_ended,
+            files_expire: new.files_expire,
         };
         let (uploads, declared) = self.build_uploads(&session, new.uploads)?;
 
@@ -196,22 +200,42 @@ impl Engine {
         session_id: &str,
         new: Vec<NewUpload>,
     ) -> Result<Vec<Upload>> {
-        let _guard = self.session_lock(session_id).lock().await;
         let s = self.load_session(caller, session_id).await?;
-        s.state.check_writable().map_err(EngineError::Gone)?;
-        if s.is_expired_at(now_ms()) {
-            return Err(EngineError::Gone(StateError::Expired));
-        }
         let (uploads, declared) = self.build_uploads(&s, new)?;
-        let user = self.user(&s.owner).await?;
-        self.check_quota(&s.owner, user.and_then(|u| u.quota_bytes), declared)
-            .await?;
         let limit = self.inner.limits.max_uploads_per_session;
-        // Staged files first: one without a record is removed at the next
-        // start; a record without its staged file could take no bytes.
+        // Staged files first, outside the session lock, so that concurrent
+        // additions share directory fsyncs: one without a record is removed
+        // at the next start; a record without its staged file could take
+        // no bytes.
         let ids: Vec<String> = uploads.iter().map(|u| u.id.clone()).collect();
         self.inner.store.create_staged_many(&ids).await?;
-        let recorded = self.inner.meta.add_uploads(&s.id, &uploads, limit).await;
+        let recorded = async {
+            // Under the lock: no commit, abort or expiry of the session in
+            // between the check and the record.
+            let _guard = self.session_lock(session_id).lock().await;
+            let s = self.load_session(caller, session_id).await?;
+            s.state.check_writable().map_err(EngineError::Gone)?;
+            if s.is_expired_at(now_ms()) {
+                return Err(EngineError::Gone(StateError::Expired));
+            }
+            // Deferred lengths declare nothing: they are charged when known.
+            if declared > 0 {
+                let user = self.user(&s.owner).await?;
+                self.check_quota(&s.owner, user.and_then(|u| u.quota_bytes), declared)
+                    .await?;
+            }
+            Ok(self.inner.meta.add_uploads(&s.id, &uploads, limit).await)
+        }
+        .await;
+        let recorded = match recorded {
+            Ok(r) => r,
+            Err(e) => {
+                for id in &ids {
+                    let _ = self.inner.store.discard_staged(id).await;
+                }
+                return Err(e);
+            }
+        };
         if recorded.is_err() {
             for id in &ids {
                 let _ = self.inner.store.discard_staged(id).await;
@@ -392,11 +416,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Expires every open session past its time; returns how many.
+    /// Expires every open session past its time, and deletes the files
+    /// that expired with their session; returns how many sessions.
     pub async fn reap_expired(&self) -> Result<usize> {
-        let due = self.inner.meta.expired_sessions(now_ms()).await?;
+        let now = now_ms();
+        let due = self.inner.meta.expired_sessions(now).await?;
         for s in &due {
             self.expire(s).await?;
+        }
+        for f in self.inner.meta.expired_files(now).await? {
+            let _ns = self.inner.namespace.lock().await;
+            // Only the record that expired: a commit may have replaced it
+            // since it was listed. The record goes first, as in `delete_file`.
+            let current = self.inner.meta.get_file(&f.space, &f.path).await?;
+            if current.is_some_and(|c| c.id == f.id && c.is_expired_at(now)) {
+                self.inner.meta.delete_file(&f.space, &f.path).await?;
+                self.inner.store.delete_file(&f.space, &f.path).await?;
+                metrics::counter!("ferry_files_expired_total").increment(1);
+            }
         }
         Ok(due.len())
     }

@@ -471,3 +471,213 @@ async fn uploads_of_a_session_commit_in_batches() {
         Err(EngineError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn files_of_a_files_expire_session_go_when_the_session_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let home = engine.me(&admin).await.unwrap().user.home_space.to_string();
+    let mut sessions = Vec::new();
+    for (name, files_expire) in [("kept.txt", false), ("temp.txt", true)] {
+        let view = engine
+            .create_session(
+                &admin,
+                NewSession {
+                    files_expire,
+                    expires_in_secs: Some(1),
+                    ..one_upload(name, 4)
+                },
+            )
+            .await
+            .unwrap();
+        let u = &view.uploads[0].upload.id;
+        engine
+            .write(
+                &admin,
+                u,
+                WriteAt::Part(1),
+                body(b"data"),
+                PartChecks::default(),
+            )
+            .await
+            .unwrap();
+        engine
+            .commit_session(&admin, &view.session.id, Default::default())
+            .await
+            .unwrap();
+        sessions.push(view.session);
+    }
+    let f = engine.stat_file(&admin, &home, "temp.txt").await.unwrap();
+    assert_eq!(f.expires_at, Some(sessions[1].expires_at));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Gone to readers at once, and from storage once the reaper runs.
+    assert!(matches!(
+        engine.stat_file(&admin, &home, "temp.txt").await,
+        Err(EngineError::NotFound(_))
+    ));
+    let listed = engine.list(&admin, &home, "").await.unwrap();
+    assert_eq!(listed.len(), 1, "only kept.txt is listed");
+    engine.reap_expired().await.unwrap();
+    let spaces = dir.path().join("spaces").join(&home);
+    assert!(!spaces.join("temp.txt").exists());
+    let kept = engine.stat_file(&admin, &home, "kept.txt").await.unwrap();
+    assert_eq!(kept.expires_at, None);
+    assert!(spaces.join("kept.txt").exists());
+}
+
+/// Sends a whole body of unknown length, then fixes the length where it ended.
+async fn send_all(engine: &Engine, caller: &Caller, upload: &str, data: &[u8]) {
+    let w = engine
+        .write(
+            caller,
+            upload,
+            WriteAt::Append {
+                offset: 0,
+                total: None,
+            },
+            body(data),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+    let n = w.upload.received.prefix_len();
+    assert_eq!(n, data.len() as u64);
+    engine
+        .write(
+            caller,
+            upload,
+            WriteAt::Append {
+                offset: n,
+                total: Some(n),
+            },
+            body(b""),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+}
+
+fn open_ended(files_expire: bool, expires_in_secs: Option<u64>) -> NewSession {
+    NewSession {
+        open_ended: true,
+        files_expire,
+        expires_in_secs,
+        conflict: ferry_core::ConflictPolicy::Rename,
+        dialect: "test".into(),
+        ..Default::default()
+    }
+}
+
+fn deferred(path: &str) -> NewUpload {
+    NewUpload {
+        path: path.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn posted_files_replace_by_name_take_metadata_either_way_and_close_commits_the_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let view = engine
+        .create_session(&admin, open_ended(false, None))
+        .await
+        .unwrap();
+    let sid = &view.session.id;
+
+    // Metadata after the bytes.
+    let a = engine
+        .put_upload(&admin, sid, deferred("a.txt"))
+        .await
+        .unwrap();
+    send_all(&engine, &admin, &a.id, b"first").await;
+    engine
+        .set_upload_metadata(&admin, sid, "a.txt", r#"{"k":"a"}"#.into())
+        .await
+        .unwrap();
+    // The same name again: the last body wins and keeps the metadata.
+    let a2 = engine
+        .put_upload(&admin, sid, deferred("a.txt"))
+        .await
+        .unwrap();
+    assert_ne!(a2.id, a.id);
+    assert_eq!(a2.metadata.as_deref(), Some(r#"{"k":"a"}"#));
+    send_all(&engine, &admin, &a2.id, b"second").await;
+
+    // Metadata before the bytes: the file's upload is made for it and used.
+    let m = engine
+        .set_upload_metadata(&admin, sid, "b.txt", r#"{"k":"b"}"#.into())
+        .await
+        .unwrap();
+    let b = engine
+        .put_upload(&admin, sid, deferred("b.txt"))
+        .await
+        .unwrap();
+    assert_eq!(b.id, m.id);
+    send_all(&engine, &admin, &b.id, b"bee").await;
+
+    // Metadata whose file never comes, and a body that broke off.
+    engine
+        .set_upload_metadata(&admin, sid, "orphan.txt", "{}".into())
+        .await
+        .unwrap();
+    let broken = engine
+        .put_upload(&admin, sid, deferred("broken.txt"))
+        .await
+        .unwrap();
+    let failing = futures::stream::iter([
+        Ok(Bytes::from_static(b"par")),
+        Err(std::io::Error::other("client went away")),
+    ])
+    .boxed();
+    let _ = engine
+        .write(
+            &admin,
+            &broken.id,
+            WriteAt::Append {
+                offset: 0,
+                total: None,
+            },
+            failing,
+            PartChecks::default(),
+        )
+        .await;
+
+    let done = engine.close_session(&admin, sid).await.unwrap();
+    assert_eq!(
+        done.session.state,
+        ferry_core::SessionState::Committed,
+        "closing commits what is complete"
+    );
+    let committed: Vec<_> = done.uploads.iter().filter_map(|u| u.file.clone()).collect();
+    let mut names: Vec<_> = committed.iter().map(|f| f.path.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["a.txt", "b.txt"]);
+    let fa = committed
+        .iter()
+        .find(|f| f.path.as_str() == "a.txt")
+        .unwrap();
+    assert_eq!((fa.size, fa.metadata.as_deref()), (6, Some(r#"{"k":"a"}"#)));
+    let fb = committed
+        .iter()
+        .find(|f| f.path.as_str() == "b.txt")
+        .unwrap();
+    assert_eq!(fb.metadata.as_deref(), Some(r#"{"k":"b"}"#));
+    let aborted = done
+        .uploads
+        .iter()
+        .filter(|u| u.upload.state == ferry_core::UploadState::Aborted)
+        .count();
+    assert_eq!(
+        aborted, 3,
+        "the replaced a.txt, the orphan, the broken body"
+    );
+    let err = engine.close_session(&admin, sid).await.unwrap_err();
+    assert!(
+        matches!(err, EngineError::Gone(_)),
+        "closing is once: {err}"
+    );
+    let home = engine.me(&admin).await.unwrap().user.home_space.to_string();
+    assert!(engine.stat_file(&admin, &home, "orphan.txt").await.is_err());
+    assert!(engine.stat_file(&admin, &home, "broken.txt").await.is_err());
+}

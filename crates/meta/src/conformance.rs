@@ -41,6 +41,7 @@ fn session(id: &str, owner: &str, expires_at: i64) -> Session {
         dialect: "native".into(),
         extend_secs: None,
         open_ended: false,
+        files_expire: false,
     }
 }
 
@@ -76,6 +77,7 @@ fn file(id: &str, space: &str, path: &str, size: u64, owner: &str) -> FileRecord
         owner: owner.into(),
         created_at: 5,
         metadata: None,
+        expires_at: None,
     }
 }
 
@@ -206,16 +208,43 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
         .collect();
     assert_eq!(ids, ["u1", "u2", "u1b"]);
     assert!(matches!(
-        m.add_uploads("s1", &[upload("u1c", "s1", "c.txt", Length::Known(1))], 10)
-            .await,
+        m.add_uploads(
+            "s1",
+            &[upload("u1c", "s1", "a/b.txt", Length::Known(1))],
+            10
+        )
+        .await,
         Err(MetaError::AlreadyExists(_))
     ));
+    let two = [
+        upload("u1d", "s1", "e.txt", Length::Known(1)),
+        upload("u1e", "s1", "f.txt", Length::Known(1)),
+    ];
     assert!(matches!(
-        m.add_uploads("s1", &[upload("u1d", "s1", "e.txt", Length::Known(1))], 3)
-            .await,
+        m.add_uploads("s1", &two, 3).await,
         Err(MetaError::Full(4))
     ));
     assert_eq!(m.session_uploads("s1").await.unwrap().len(), 3);
+    // An aborted upload (u2) holds neither its path nor a place under the
+    // limit; the newest upload at a path is the one found there.
+    m.add_uploads("s1", &[upload("u1c", "s1", "c.txt", Length::Deferred)], 3)
+        .await
+        .unwrap();
+    let at = |path: &'static str| async move {
+        m.upload_at("s1", &p(path)).await.unwrap().map(|u| u.id)
+    };
+    assert_eq!(at("c.txt").await.as_deref(), Some("u1c"));
+    assert_eq!(at("d.txt").await.as_deref(), Some("u1b"));
+    assert_eq!(at("nope.txt").await, None);
+    m.set_upload_metadata("u1c", Some("{\"m\":2}"))
+        .await
+        .unwrap();
+    let u1c = m.get_upload("u1c").await.unwrap().unwrap();
+    assert_eq!(u1c.metadata.as_deref(), Some("{\"m\":2}"));
+    m.set_upload_state("u1c", UploadState::Aborted)
+        .await
+        .unwrap();
+    assert_eq!(m.session_uploads("s1").await.unwrap().len(), 4);
     let listed = m
         .list_sessions(Some("sam"), Some(SessionState::Open))
         .await
@@ -444,4 +473,36 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
     assert_eq!(m.open_session_count("fay").await.unwrap(), 1);
     let counts = m.session_counts().await.unwrap();
     assert!(counts.contains(&(SessionState::Expired, 1)), "{counts:?}");
+
+    // A session whose files expire with it; its files carry the expiry.
+    let s7 = Session {
+        files_expire: true,
+        ..session("s7", "fay", 900)
+    };
+    m.create_session(&s7, &[]).await.unwrap();
+    assert!(m.get_session("s7").await.unwrap().unwrap().files_expire);
+    assert!(!m.get_session("s6").await.unwrap().unwrap().files_expire);
+    m.finish_commit(
+        None,
+        &[Committed {
+            upload_id: "y".into(),
+            state: UploadState::Committed,
+            final_path: p("temp"),
+            file: FileRecord {
+                expires_at: Some(900),
+                ..file("h2", "fay", "temp", 5, "fay")
+            },
+        }],
+    )
+    .await
+    .unwrap();
+    let f = m.get_file(&sp("fay"), &p("temp")).await.unwrap().unwrap();
+    assert_eq!(f.expires_at, Some(900));
+    assert!(m.expired_files(899).await.unwrap().is_empty());
+    let due = m.expired_files(900).await.unwrap();
+    assert_eq!(
+        due.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+        vec!["h2"],
+        "only files with an expiry are due"
+    );
 }

@@ -125,8 +125,12 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn session_uploads(&self, session_id: &str) -> Result<Vec<Upload>>;
     /// Adds uploads to a session in one transaction: `AlreadyExists` if a
     /// path is already one of its uploads, `Full` past `limit` uploads.
+    /// Aborted uploads neither hold their path nor count.
     async fn add_uploads(&self, session_id: &str, uploads: &[Upload], limit: usize) -> Result<()>;
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>>;
+    /// The session's upload at `path` that is not aborted, if any.
+    async fn upload_at(&self, session_id: &str, path: &SpacePath) -> Result<Option<Upload>>;
+    async fn set_upload_metadata(&self, upload_id: &str, metadata: Option<&str>) -> Result<()>;
     /// Records that `range` of the upload is durable, with the part it
     /// belongs to when the write was a part (replacing an earlier one).
     async fn record_write(
@@ -173,6 +177,9 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn usage(&self, owner: &str) -> Result<Usage>;
     /// Open sessions whose expiry is at or before `now`.
     async fn expired_sessions(&self, now: Millis) -> Result<Vec<Session>>;
+    /// Files whose expiry is at or before `now` (files of sessions whose
+    /// files expire with them).
+    async fn expired_files(&self, now: Millis) -> Result<Vec<FileRecord>>;
     /// Uploads left in `committing` (by a crash), for recovery.
     async fn committing_uploads(&self) -> Result<Vec<Upload>>;
 

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS sessions (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, space TEXT NOT NULL, conflict TEXT NOT NULL,
   auto_commit INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL, dialect TEXT NOT NULL, extend_secs INTEGER,
-  open_ended INTEGER NOT NULL DEFAULT 0);
+  open_ended INTEGER NOT NULL DEFAULT 0, files_expire INTEGER);
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions(owner, state);
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(state, expires_at);
 CREATE TABLE IF NOT EXISTS uploads (
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS parts (
 CREATE TABLE IF NOT EXISTS files (
   id TEXT PRIMARY KEY, space TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
   sha256 TEXT NOT NULL, sha1 TEXT, md5 TEXT, content_type TEXT, owner TEXT NOT NULL,
-  created_at INTEGER NOT NULL, metadata TEXT, UNIQUE (space, path));
+  created_at INTEGER NOT NULL, metadata TEXT, expires_at INTEGER, UNIQUE (space, path));
 CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
 "#;
 
@@ -66,7 +66,13 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "extend_secs", "INTEGER"),
     ("uploads", "whole_digests", "TEXT"),
     ("sessions", "open_ended", "INTEGER NOT NULL DEFAULT 0"),
+    ("sessions", "files_expire", "INTEGER"),
+    ("files", "expires_at", "INTEGER"),
 ];
+
+/// Indexes on added columns, created once the columns exist.
+const ADDED_INDEXES: &str =
+    "CREATE INDEX IF NOT EXISTS files_expiry ON files(expires_at) WHERE expires_at IS NOT NULL;";
 
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     for (table, column, kind) in ADDED_COLUMNS {
@@ -110,6 +116,7 @@ impl Sqlite {
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn)?;
+        conn.execute_batch(ADDED_INDEXES)?;
         // Checkpoints run beside the writer, not inside a write batch: an
         // automatic checkpoint would stall every request waiting on that batch.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
@@ -300,7 +307,7 @@ fn user_row(r: &Row) -> rusqlite::Result<User> {
 }
 
 const SESSION_COLS: &str = "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs, \
-     open_ended";
+     open_ended, files_expire";
 fn session_row(r: &Row) -> rusqlite::Result<Session> {
     Ok(Session {
         id: r.get(0)?,
@@ -317,6 +324,7 @@ fn session_row(r: &Row) -> rusqlite::Result<Session> {
         dialect: r.get(8)?,
         extend_secs: r.get::<_, Option<i64>>(9)?.map(u),
         open_ended: r.get(10)?,
+        files_expire: r.get::<_, Option<bool>>(11)?.unwrap_or(false),
     })
 }
 
@@ -350,8 +358,7 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     })
 }
 
-const FILE_COLS: &str =
-    "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata";
+const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at";
 fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         id: r.get(0)?,
@@ -365,6 +372,7 @@ fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
         owner: r.get(8)?,
         created_at: r.get(9)?,
         metadata: r.get(10)?,
+        expires_at: r.get(11)?,
     })
 }
 
@@ -412,7 +420,7 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
     conn.prepare_cached("DELETE FROM files WHERE space = ?1 AND path = ?2")?
         .execute(params![f.space.as_str(), f.path.as_str()])?;
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
     ))?
     .execute(params![
         f.id,
@@ -425,7 +433,8 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
         f.content_type,
         f.owner,
         f.created_at,
-        f.metadata
+        f.metadata,
+        f.expires_at
     ])?;
     Ok(())
 }
@@ -589,7 +598,7 @@ impl MetaStore for Sqlite {
         let ups = uploads.to_vec();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
             ))?
             .execute(params![
                 s.id,
@@ -602,7 +611,8 @@ impl MetaStore for Sqlite {
                 s.expires_at,
                 s.dialect,
                 s.extend_secs.map(i),
-                s.open_ended
+                s.open_ended,
+                s.files_expire
             ])?;
             insert_uploads(c, 0, &ups)?;
             Ok(())
@@ -613,17 +623,21 @@ impl MetaStore for Sqlite {
     async fn add_uploads(&self, session_id: &str, uploads: &[Upload], limit: usize) -> Result<()> {
         let (sid, ups) = (session_id.to_owned(), uploads.to_vec());
         self.write(move |c| {
+            // Aborted uploads (replaced ones) neither hold their path nor
+            // count towards the limit.
             let (count, next): (i64, i64) = c
                 .prepare_cached(
-                    "SELECT COUNT(*), COALESCE(MAX(idx) + 1, 0) FROM uploads WHERE session_id = ?1",
+                    "SELECT COUNT(*) FILTER (WHERE state != 'aborted'), COALESCE(MAX(idx) + 1, 0) \
+                     FROM uploads WHERE session_id = ?1",
                 )?
                 .query_row(params![sid], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let total = count as usize + ups.len();
             if total > limit {
                 return Err(MetaError::Full(total));
             }
-            let mut taken =
-                c.prepare_cached("SELECT 1 FROM uploads WHERE session_id = ?1 AND path = ?2")?;
+            let mut taken = c.prepare_cached(
+                "SELECT 1 FROM uploads WHERE session_id = ?1 AND path = ?2 AND state != 'aborted'",
+            )?;
             for up in &ups {
                 if taken.exists(params![sid, up.path.as_str()])? {
                     return Err(MetaError::AlreadyExists(up.path.to_string()));
@@ -669,6 +683,36 @@ impl MetaStore for Sqlite {
         let id = session_id.to_owned();
         self.read(move |c| query_uploads(c, "session_id = ?1 ORDER BY idx", &id))
             .await
+    }
+
+    async fn upload_at(&self, session_id: &str, path: &SpacePath) -> Result<Option<Upload>> {
+        let (sid, path) = (session_id.to_owned(), path.clone());
+        self.read(move |c| {
+            let id: Option<String> = c
+                .prepare_cached(
+                    "SELECT id FROM uploads WHERE session_id = ?1 AND path = ?2 \
+                     AND state != 'aborted' ORDER BY idx DESC LIMIT 1",
+                )?
+                .query_row(params![sid, path.as_str()], |r| r.get(0))
+                .optional()?;
+            match id {
+                Some(id) => Ok(query_uploads(c, "id = ?1", &id)?.pop()),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn set_upload_metadata(&self, upload_id: &str, metadata: Option<&str>) -> Result<()> {
+        let (id, metadata) = (upload_id.to_owned(), metadata.map(str::to_owned));
+        self.write(move |c| {
+            c.execute(
+                "UPDATE uploads SET metadata = ?2 WHERE id = ?1",
+                params![id, metadata],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
@@ -901,6 +945,17 @@ impl MetaStore for Sqlite {
         .await
     }
 
+    async fn expired_files(&self, now: Millis) -> Result<Vec<FileRecord>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {FILE_COLS} FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?1"
+            ))?
+            .query_map([now], file_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn committing_uploads(&self) -> Result<Vec<Upload>> {
         self.read(|c| query_uploads(c, "state = ?1", "committing"))
             .await
@@ -1061,12 +1116,19 @@ mod tests {
         let path = dir.path().join("m.db");
         {
             let conn = open_conn(&path).unwrap();
-            let mut old = SCHEMA.replace(
-                ", extend_secs INTEGER,\n  open_ended INTEGER NOT NULL DEFAULT 0",
-                "",
-            );
-            old = old.replace(",\n  whole_digests TEXT", "");
-            assert!(!old.contains("extend_secs") && !old.contains("whole_digests"));
+            // The first release's schema: every added column taken out.
+            let mut old = SCHEMA.to_owned();
+            for (_, column, kind) in ADDED_COLUMNS {
+                for sep in [", ", ",\n  "] {
+                    for end in [",", ")"] {
+                        old = old.replace(&format!("{sep}{column} {kind}{end}"), end);
+                    }
+                }
+                for end in [",", ")"] {
+                    let def = format!(" {column} {kind}{end}");
+                    assert!(!old.contains(&def), "{def} is still in {old}");
+                }
+            }
             conn.execute_batch(&old).unwrap();
             conn.execute(
                 "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect) \
@@ -1086,5 +1148,16 @@ mod tests {
             (2, None, false)
         );
         assert!(m.session_uploads("s").await.unwrap().is_empty());
+        let conn = open_conn(&path).unwrap();
+        for (table, column, _) in ADDED_COLUMNS {
+            let present: bool = conn
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+                ))
+                .unwrap()
+                .exists([column])
+                .unwrap();
+            assert!(present, "{table}.{column} was added");
+        }
     }
 }

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use ferry_dialects::boxapi::{self, BoxState};
+use ferry_dialects::deepset::{self, DeepsetState};
 use ferry_dialects::graph::{self, GraphState};
 use ferry_dialects::native::{self, NativeState};
 use ferry_dialects::tus::{self, TusState};
@@ -185,6 +186,10 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
             public_url: public_url.clone(),
             idle_secs: config.ucloud.idle_secs,
             max_lifetime_secs: config.ucloud.max_lifetime_secs,
+        }))
+        .merge(deepset::router(DeepsetState {
+            engine: engine.clone(),
+            public_url: public_url.clone(),
         }))
         .merge(native::router(NativeState { engine, public_url }))
         .merge(tus::router(tus))

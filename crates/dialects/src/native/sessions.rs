@@ -87,6 +87,7 @@ pub async fn create(
         dialect: "native".into(),
         extend_secs: None,
         open_ended: false,
+        files_expire: false,
     };
     let v = st.engine.create_session(&c, new).await?;
     Ok((

@@ -161,6 +161,7 @@ fn new_session(
         dialect: dialect.into(),
         extend_secs: None,
         open_ended: false,
+        files_expire: false,
     }
 }
 

@@ -399,6 +399,7 @@ async fn create_one(
         dialect: "ucloud".into(),
         extend_secs: Some(idle),
         open_ended,
+        files_expire: false,
     };
     let (session, token, endpoint) = match item.kind {
         Kind::File => {
