@@ -152,7 +152,7 @@ async fn caller(st: &BoxState, headers: &HeaderMap) -> Result<Caller, BoxError> 
 
 /// The caller's home space.
 async fn home(st: &BoxState, caller: &Caller) -> Result<String, BoxError> {
-    Ok(st.engine.me(caller).await?.user.home_space.to_string())
+    Ok(st.engine.home_space(caller).await?.to_string())
 }
 
 /// A folder's entries; a folder in a space the caller cannot read is not

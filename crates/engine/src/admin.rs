@@ -125,6 +125,16 @@ impl Engine {
         Ok(id)
     }
 
+    /// The caller's home space (a cached read; no usage is computed).
+    pub async fn home_space(&self, caller: &Caller) -> Result<ferry_core::SpaceName> {
+        let p = principal(caller)?;
+        Ok(self
+            .user(&p.user)
+            .await?
+            .ok_or_else(|| EngineError::Unauthenticated("the user no longer exists".into()))?
+            .home_space)
+    }
+
     pub async fn me(&self, caller: &Caller) -> Result<Me> {
         let p = principal(caller)?;
         let user = self

@@ -178,7 +178,7 @@ async fn create(
     if dest.conflict == ConflictPolicy::Fail {
         let space = match &dest.space {
             Some(s) => s.clone(),
-            None => st.engine.me(caller).await?.user.home_space.to_string(),
+            None => st.engine.home_space(caller).await?.to_string(),
         };
         if st
             .engine
