@@ -570,12 +570,7 @@ async fn check_part(
             )
         })?;
     let cr = ferry_http::parse_content_range(cr).map_err(|m| bad("bad_request", m))?;
-    let (view, session) = st.engine.upload_and_session(caller, id).await?;
-    session.state.check_writable().map_err(EngineError::Gone)?;
-    if session.is_expired_at(ferry_engine::now_ms()) {
-        return Err(EngineError::Gone(ferry_core::StateError::Expired).into());
-    }
-    let up = &view.upload;
+    let (up, _) = open_session(st, caller, id).await?;
     let size = up.length.known().unwrap_or(0);
     let unsatisfiable = |m: String| {
         err(
@@ -640,13 +635,7 @@ async fn upload_part(
         Ok::<_, BoxError>((caller, number, digest))
     }
     .await;
-    let (caller, number, digest) = match checked {
-        Ok(ok) => ok,
-        Err(e) => {
-            ferry_http::drain(body).await;
-            return Err(e);
-        }
-    };
+    let ((caller, number, digest), body) = ferry_http::or_drain(checked, body).await?;
     let w = st
         .engine
         .write(

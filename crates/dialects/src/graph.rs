@@ -405,13 +405,7 @@ async fn write(
         Ok::<_, GraphError>((caller, cr, session))
     }
     .await;
-    let (caller, cr, session) = match checked {
-        Ok(ok) => ok,
-        Err(e) => {
-            ferry_http::drain(body).await;
-            return Err(e);
-        }
-    };
+    let ((caller, cr, session), body) = ferry_http::or_drain(checked, body).await?;
     let w = st
         .engine
         .write(

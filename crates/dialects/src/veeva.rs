@@ -665,13 +665,7 @@ async fn write(
         Ok::<_, VeevaError>((caller, part, range))
     }
     .await;
-    let (caller, part, range) = match checked {
-        Ok(ok) => ok,
-        Err(e) => {
-            ferry_http::drain(body).await;
-            return Err(e);
-        }
-    };
+    let ((caller, part, range), body) = ferry_http::or_drain(checked, body).await?;
     let w = st
         .engine
         .write(

@@ -54,6 +54,19 @@ pub async fn drain(body: Body) {
     }
 }
 
+/// The outcome of the checks a request passes before its body is read:
+/// on failure the body is drained first, so that a client still sending
+/// reads the error; on success the body comes back for the write.
+pub async fn or_drain<T, E>(checked: Result<T, E>, body: Body) -> Result<(T, Body), E> {
+    match checked {
+        Ok(t) => Ok((t, body)),
+        Err(e) => {
+            drain(body).await;
+            Err(e)
+        }
+    }
+}
+
 /// Streams a request body without collecting it.
 pub fn body_stream(body: Body) -> ByteStream {
     body.into_data_stream()

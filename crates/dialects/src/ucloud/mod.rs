@@ -633,13 +633,7 @@ async fn chunk(State(st): State<UcloudState>, headers: HeaderMap, body: Body) ->
         Ok::<_, UcloudError>((upload, caller, at, view))
     }
     .await;
-    let (upload, caller, at, view) = match checked {
-        Ok(ok) => ok,
-        Err(e) => {
-            ferry_http::drain(body).await;
-            return Err(e);
-        }
-    };
+    let ((upload, caller, at, view), body) = ferry_http::or_drain(checked, body).await?;
     let w = match at {
         // Only the length was new (or nothing): no bytes to write.
         None => {
