@@ -52,9 +52,10 @@ pub fn digests(file: &Path) -> anyhow::Result<Digests> {
     })
 }
 
-/// Sends every part, `IN_FLIGHT` at a time, in offset order; `put` makes
-/// one part's request.
-async fn send_parts<F>(size: u64, put: F) -> anyhow::Result<Vec<Value>>
+/// Sends every part of `file`, `IN_FLIGHT` at a time, in offset order;
+/// `put(offset, len, k)` makes part `k`'s request, which gets the part's
+/// bytes (streamed from the file) as its body.
+async fn send_parts<F>(file: &Path, size: u64, put: F) -> anyhow::Result<Vec<Value>>
 where
     F: Fn(u64, u64, usize) -> reqwest::RequestBuilder,
 {
@@ -65,7 +66,7 @@ where
             let len = PART.min(size - offset);
             let rb = put(offset, len, k);
             async move {
-                let r = rb.send().await?;
+                let r = rb.body(file_body(file, offset, len).await?).send().await?;
                 if !r.status().is_success() {
                     bail!("part at {offset}: {}", r.status());
                 }
@@ -105,14 +106,7 @@ pub async fn box_upload(
     if v["part_size"] != PART {
         bail!("the session's part size is {}, not {PART}", v["part_size"]);
     }
-    let mut bodies = Vec::new();
-    for k in 0..size.div_ceil(PART) {
-        let offset = k * PART;
-        bodies.push(file_body(file, offset, PART.min(size - offset)).await?);
-    }
-    let bodies = std::sync::Mutex::new(bodies.into_iter().map(Some).collect::<Vec<_>>());
-    let answers = send_parts(size, |offset, len, k| {
-        let body = bodies.lock().unwrap()[k].take().expect("each part once");
+    let answers = send_parts(file, size, |offset, len, k| {
         client
             .put(&url)
             .bearer_auth(TOKEN)
@@ -122,7 +116,6 @@ pub async fn box_upload(
             )
             .header("digest", format!("sha={}", d.parts[k]))
             .header("content-length", len)
-            .body(body)
     })
     .await?;
     let parts: Vec<Value> = answers.into_iter().map(|a| a["part"].clone()).collect();
@@ -150,44 +143,20 @@ pub async fn native_upload(
 ) -> anyhow::Result<Duration> {
     let size = std::fs::metadata(file)?.len();
     let t = Instant::now();
-    let r = client
-        .post(format!("{base}/v1/sessions"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"path": format!("native-{name}"), "size": size, "part_size": PART}))
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("create session: {}", r.status());
-    }
-    let v: Value = r.json().await?;
-    let up = v["uploads"][0]["id"]
-        .as_str()
-        .context("upload id")?
-        .to_owned();
-    let sid = v["id"].as_str().context("session id")?.to_owned();
-    let mut bodies = Vec::new();
-    for k in 0..size.div_ceil(PART) {
-        let offset = k * PART;
-        bodies.push(file_body(file, offset, PART.min(size - offset)).await?);
-    }
-    let bodies = std::sync::Mutex::new(bodies.into_iter().map(Some).collect::<Vec<_>>());
-    send_parts(size, |_, len, k| {
-        let body = bodies.lock().unwrap()[k].take().expect("each part once");
+    let (sid, up) = crate::native_session(
+        client,
+        base,
+        json!({"path": format!("native-{name}"), "size": size, "part_size": PART}),
+    )
+    .await?;
+    send_parts(file, size, |_, len, k| {
         client
             .put(format!("{base}/v1/uploads/{up}/parts/{}", k + 1))
             .bearer_auth(TOKEN)
             .header("content-digest", format!("sha=:{}:", d.parts[k]))
             .header("content-length", len)
-            .body(body)
     })
     .await?;
-    let r = client
-        .post(format!("{base}/v1/sessions/{sid}/commit"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("commit: {}", r.status());
-    }
+    crate::native_commit(client, base, &sid).await?;
     Ok(t.elapsed())
 }

@@ -66,21 +66,12 @@ pub async fn native_upload(
 ) -> anyhow::Result<Duration> {
     let size = std::fs::metadata(file)?.len();
     let t = Instant::now();
-    let r = client
-        .post(format!("{base}/v1/sessions"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"path": format!("bench/{name}"), "size": size}))
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("create session: {}", r.status());
-    }
-    let v: Value = r.json().await?;
-    let up = v["uploads"][0]["id"]
-        .as_str()
-        .context("upload id")?
-        .to_owned();
-    let sid = v["id"].as_str().context("session id")?.to_owned();
+    let (sid, up) = crate::native_session(
+        client,
+        base,
+        json!({"path": format!("bench/{name}"), "size": size}),
+    )
+    .await?;
     let mut offset = 0;
     while offset < size {
         let len = fragment.min(size - offset);
@@ -97,13 +88,6 @@ pub async fn native_upload(
         }
         offset += len;
     }
-    let r = client
-        .post(format!("{base}/v1/sessions/{sid}/commit"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("commit: {}", r.status());
-    }
+    crate::native_commit(client, base, &sid).await?;
     Ok(t.elapsed())
 }

@@ -136,6 +136,26 @@ struct RssSampler {
     handle: std::thread::JoinHandle<()>,
 }
 
+/// Creates a native session from `body`; its id and its first upload's id.
+async fn native_session(
+    client: &reqwest::Client,
+    base: &str,
+    body: Value,
+) -> anyhow::Result<(String, String)> {
+    let url = format!("{base}/v1/sessions");
+    let v = api(client, reqwest::Method::POST, url, Some(body)).await?;
+    let sid = v["id"].as_str().context("session id")?;
+    let up = v["uploads"][0]["id"].as_str().context("upload id")?;
+    Ok((sid.to_owned(), up.to_owned()))
+}
+
+/// Commits a native session.
+async fn native_commit(client: &reqwest::Client, base: &str, sid: &str) -> anyhow::Result<()> {
+    let url = format!("{base}/v1/sessions/{sid}/commit");
+    api(client, reqwest::Method::POST, url, None).await?;
+    Ok(())
+}
+
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -695,8 +715,95 @@ async fn tus_suite(
     Ok(())
 }
 
+/// One upload of a comparison: (server URL, round) → its duration.
+type Upload<'a> =
+    Box<dyn Fn(String, usize) -> futures::future::BoxFuture<'a, anyhow::Result<Duration>> + 'a>;
+
+/// Throughput and server CPU per GiB of one side of a comparison.
+#[derive(Default)]
+struct Side {
+    rate: Series,
+    cpu: Series,
+}
+
+impl Side {
+    async fn run(
+        &mut self,
+        pid: u32,
+        size_mib: u64,
+        upload: impl Future<Output = anyhow::Result<Duration>>,
+    ) -> anyhow::Result<()> {
+        let cpu = cpu_secs(pid);
+        let d = upload.await?;
+        self.rate.push(size_mib as f64 / d.as_secs_f64());
+        self.cpu
+            .push((cpu_secs(pid) - cpu) / (size_mib as f64 / 1024.0));
+        Ok(())
+    }
+}
+
+/// A dialect next to the native API on the same server, in rounds that
+/// alternate which goes first (so neither always meets a warm cache), with
+/// the raw disk rate measured in the same rounds. `labels`: the native
+/// line, the dialect line, and the dialect's short name.
+#[allow(clippy::too_many_arguments)]
+async fn dialect_vs_native(
+    args: &Args,
+    dir: &Path,
+    ferry: &Path,
+    src: &Path,
+    title: String,
+    labels: [&str; 3],
+    native_upload: Upload<'_>,
+    dialect_upload: Upload<'_>,
+) -> anyhow::Result<()> {
+    let data = dir.join("data");
+    let (mut raw, mut native, mut dialect) = (Series::default(), Side::default(), Side::default());
+    for round in 1..=args.rounds {
+        eprintln!("{} comparison, round {round}/{}", labels[2], args.rounds);
+        raw.push(raw_disk_mib_s(src, dir, args.size_mib)?);
+        let server = Server::start(ferry, &data)?;
+        let pid = server.pid();
+        for native_turn in [round % 2 == 1, round % 2 == 0] {
+            let url = server.url.clone();
+            if native_turn {
+                native
+                    .run(pid, args.size_mib, native_upload(url, round))
+                    .await?;
+            } else {
+                dialect
+                    .run(pid, args.size_mib, dialect_upload(url, round))
+                    .await?;
+            }
+        }
+        drop(server);
+    }
+    let [native_label, dialect_label, short] = labels;
+    println!();
+    println!("{title}");
+    println!(
+        "raw disk, dd O_DIRECT (same rounds)    : {}",
+        raw.show("MiB/s")
+    );
+    println!("{native_label:<39}: {}", native.rate.show("MiB/s"));
+    println!("{dialect_label:<39}: {}", dialect.rate.show("MiB/s"));
+    println!(
+        "{:<39}: {:.2}x",
+        format!("{short} / native"),
+        dialect.rate.median() / native.rate.median()
+    );
+    println!(
+        "{:<39}: {} / {}",
+        format!("server CPU per GiB, native / {short}"),
+        native.cpu.show("s"),
+        dialect.cpu.show("s")
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
+
 /// The Graph dialect's sequential fragments next to the same fragments as
-/// native range writes, same server, alternating, with the raw disk rate.
+/// native range writes.
 async fn graph_suite(
     args: &Args,
     dir: &Path,
@@ -705,73 +812,36 @@ async fn graph_suite(
     client: &reqwest::Client,
 ) -> anyhow::Result<()> {
     let fragment = args.graph_fragment_mib << 20;
-    let data = dir.join("data");
-    let (mut raw, mut native, mut graph) =
-        (Series::default(), Series::default(), Series::default());
-    let (mut native_cpu, mut graph_cpu) = (Series::default(), Series::default());
-    let gib = args.size_mib as f64 / 1024.0;
-    let mib = |d: Duration| args.size_mib as f64 / d.as_secs_f64();
-    for round in 1..=args.rounds {
-        eprintln!("graph comparison, round {round}/{}", args.rounds);
-        raw.push(raw_disk_mib_s(src, dir, args.size_mib)?);
-        let server = Server::start(ferry, &data)?;
-        let pid = server.pid();
-        let name = format!("n{round}.bin");
-        let cpu = cpu_secs(pid);
-        native.push(mib(graph::native_upload(
-            client,
-            &server.url,
-            src,
-            fragment,
-            &name,
-        )
-        .await?));
-        native_cpu.push((cpu_secs(pid) - cpu) / gib);
-        let name = format!("g{round}.bin");
-        let cpu = cpu_secs(pid);
-        graph.push(mib(graph::graph_upload(
-            client,
-            &server.url,
-            src,
-            fragment,
-            &name,
-        )
-        .await?));
-        graph_cpu.push((cpu_secs(pid) - cpu) / gib);
-        drop(server);
-    }
-    println!();
-    println!(
-        "## graph: {} MiB in sequential {} MiB fragments, one client",
-        args.size_mib, args.graph_fragment_mib
-    );
-    println!(
-        "raw disk, dd O_DIRECT (same rounds)    : {}",
-        raw.show("MiB/s")
-    );
-    println!(
-        "native Content-Range writes + commit   : {}",
-        native.show("MiB/s")
-    );
-    println!(
-        "graph uploadUrl fragments              : {}",
-        graph.show("MiB/s")
-    );
-    println!(
-        "graph / native                         : {:.2}x",
-        graph.median() / native.median()
-    );
-    println!(
-        "server CPU per GiB, native / graph     : {} / {}",
-        native_cpu.show("s"),
-        graph_cpu.show("s")
-    );
-    let _ = std::fs::remove_dir_all(&data);
-    Ok(())
+    dialect_vs_native(
+        args,
+        dir,
+        ferry,
+        src,
+        format!(
+            "## graph: {} MiB in sequential {} MiB fragments, one client",
+            args.size_mib, args.graph_fragment_mib
+        ),
+        [
+            "native Content-Range writes + commit",
+            "graph uploadUrl fragments",
+            "graph",
+        ],
+        Box::new(move |url, round| {
+            Box::pin(async move {
+                graph::native_upload(client, &url, src, fragment, &format!("n{round}.bin")).await
+            })
+        }),
+        Box::new(move |url, round| {
+            Box::pin(async move {
+                graph::graph_upload(client, &url, src, fragment, &format!("g{round}.bin")).await
+            })
+        }),
+    )
+    .await
 }
 
 /// The Box dialect's parallel SHA-1 parts next to the same parts through the
-/// native API, same server, alternating, with the raw disk rate.
+/// native API.
 async fn box_suite(
     args: &Args,
     dir: &Path,
@@ -779,63 +849,34 @@ async fn box_suite(
     src: &Path,
     client: &reqwest::Client,
 ) -> anyhow::Result<()> {
-    let digests = boxapi::digests(src)?;
-    let data = dir.join("data");
-    let (mut raw, mut native, mut boxed) =
-        (Series::default(), Series::default(), Series::default());
-    let (mut native_cpu, mut box_cpu) = (Series::default(), Series::default());
-    let gib = args.size_mib as f64 / 1024.0;
-    let mib = |d: Duration| args.size_mib as f64 / d.as_secs_f64();
-    for round in 1..=args.rounds {
-        eprintln!("box comparison, round {round}/{}", args.rounds);
-        raw.push(raw_disk_mib_s(src, dir, args.size_mib)?);
-        let server = Server::start(ferry, &data)?;
-        // Alternate which goes first, so neither always meets a warm cache.
-        let name = format!("b{round}.bin");
-        let pid = server.pid();
-        for native_turn in [round % 2 == 1, round % 2 == 0] {
-            let cpu = cpu_secs(pid);
-            if native_turn {
-                let d = boxapi::native_upload(client, &server.url, src, &digests, &name).await?;
-                native.push(mib(d));
-                native_cpu.push((cpu_secs(pid) - cpu) / gib);
-            } else {
-                let d = boxapi::box_upload(client, &server.url, src, &digests, &name).await?;
-                boxed.push(mib(d));
-                box_cpu.push((cpu_secs(pid) - cpu) / gib);
-            }
-        }
-        drop(server);
-    }
-    println!();
-    println!(
-        "## box: {} MiB in {} MiB parts, 4 in flight, SHA-1 per part, one client",
-        args.size_mib,
-        boxapi::PART >> 20
-    );
-    println!(
-        "raw disk, dd O_DIRECT (same rounds)    : {}",
-        raw.show("MiB/s")
-    );
-    println!(
-        "native parts + Content-Digest + commit : {}",
-        native.show("MiB/s")
-    );
-    println!(
-        "box parts + digest + commit (SHA-1)    : {}",
-        boxed.show("MiB/s")
-    );
-    println!(
-        "box / native                           : {:.2}x",
-        boxed.median() / native.median()
-    );
-    println!(
-        "server CPU per GiB, native / box       : {} / {}",
-        native_cpu.show("s"),
-        box_cpu.show("s")
-    );
-    let _ = std::fs::remove_dir_all(&data);
-    Ok(())
+    let digests = &boxapi::digests(src)?;
+    dialect_vs_native(
+        args,
+        dir,
+        ferry,
+        src,
+        format!(
+            "## box: {} MiB in {} MiB parts, 4 in flight, SHA-1 per part, one client",
+            args.size_mib,
+            boxapi::PART >> 20
+        ),
+        [
+            "native parts + Content-Digest + commit",
+            "box parts + digest + commit (SHA-1)",
+            "box",
+        ],
+        Box::new(move |url, round| {
+            Box::pin(async move {
+                boxapi::native_upload(client, &url, src, digests, &format!("b{round}.bin")).await
+            })
+        }),
+        Box::new(move |url, round| {
+            Box::pin(async move {
+                boxapi::box_upload(client, &url, src, digests, &format!("b{round}.bin")).await
+            })
+        }),
+    )
+    .await
 }
 
 /// UCloud: small files through the folder WebSocket (4 connections) next
