@@ -178,6 +178,7 @@ fn init_logs() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ferry_server::stderr_is_colour_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -201,3 +201,36 @@ async fn everyday_commands() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthenticated"));
 }
+
+/// `ferry serve` writing its log into a pipe or a file (not a terminal)
+/// writes plain text: no ANSI colour codes for log collectors to strip.
+#[test]
+fn serve_logs_into_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(ferry_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("FERRY_ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+        log
+    });
+    // Let it start and log, then stop it as an operator would.
+    std::thread::sleep(Duration::from_millis(1500));
+    sigterm(child.id());
+    child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(log.contains("INFO"), "the server logged: {log:?}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a piped log: {log:?}"
+    );
+}

@@ -277,17 +277,26 @@ fn cors(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer
 }
 
 /// Sets up logging once per process (`text` or `json`, `RUST_LOG` filter).
+/// Colours only on a terminal, and never with `NO_COLOR` set: logs written
+/// to files and pipes stay plain text.
 pub fn init_tracing(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(stderr_is_colour_terminal())
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// Whether standard error is a terminal that may get colour codes.
+pub fn stderr_is_colour_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A server bound to its address, not yet serving.
