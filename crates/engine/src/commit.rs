@@ -514,7 +514,10 @@ impl Engine {
             (Some(Occupant::File(f)), ConflictPolicy::Skip) => Decision::Skip(f),
             (Some(_), ConflictPolicy::Rename | ConflictPolicy::MergeRename) => {
                 for n in 1..=10_000 {
-                    let candidate = renamed(path, n);
+                    // `None`: no suffixed name fits the path limit.
+                    let Some(candidate) = renamed(path, n) else {
+                        break;
+                    };
                     if self.pending_occupant(session, &candidate).is_none()
                         && self.occupant(session, &candidate).await?.is_none()
                     {
