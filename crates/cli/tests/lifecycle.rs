@@ -149,3 +149,103 @@ fn b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// Edits the stopped server's metadata the way a crash or an older
+/// version could have left it.
+fn plant(s: &Server, sql: &str, args: &[&str]) {
+    let db = rusqlite::Connection::open(s.data.join("ferry.db")).unwrap();
+    db.execute(sql, rusqlite::params_from_iter(args)).unwrap();
+}
+
+async fn session_json(s: &Server, tok: &str, id: &str) -> Value {
+    let (st, v) = call(
+        s,
+        Method::GET,
+        &format!("/v1/sessions/{id}"),
+        Some(tok),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v
+}
+
+#[tokio::test]
+async fn unrecoverable_stored_state_is_marked_failed_and_the_server_starts() {
+    let mut s = Server::start();
+    let tok = user(&s, "rita").await;
+    let mut ids = Vec::new();
+    for name in ["gone.bin", "bad.bin", "fine.bin"] {
+        let sess = create_session(&s, &tok, json!({"path": name, "size": 3})).await;
+        assert_eq!(
+            part(&s, &tok, &uid(&sess), 1, b"abc").await.0,
+            StatusCode::OK
+        );
+        ids.push((sid(&sess), uid(&sess)));
+    }
+    s.kill9();
+    // A commit whose bytes are neither staged nor at their final path.
+    plant(
+        &s,
+        "UPDATE uploads SET state = 'committing', final_path = 'gone.bin' WHERE id = ?1",
+        &[&ids[0].1],
+    );
+    std::fs::remove_file(s.data.join("staging").join(&ids[0].1)).unwrap();
+    // A commit whose final path does not read back (it escapes its space).
+    plant(
+        &s,
+        "UPDATE uploads SET state = 'committing', final_path = '../x' WHERE id = ?1",
+        &[&ids[1].1],
+    );
+    s.restart();
+
+    let gone = session_json(&s, &tok, &ids[0].0).await;
+    assert_eq!(gone["state"], "failed", "{gone}");
+    assert!(
+        gone["failure"].as_str().unwrap().contains("missing"),
+        "{gone}"
+    );
+    let bad = session_json(&s, &tok, &ids[1].0).await;
+    assert_eq!(bad["state"], "failed", "{bad}");
+    assert!(bad["failure"].as_str().unwrap().contains("record"), "{bad}");
+    // Every other session goes on.
+    let commit = format!("/v1/sessions/{}/commit", ids[2].0);
+    let (st, v) = call(&s, Method::POST, &commit, Some(&tok), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(download(&s, &tok, "rita", "fine.bin").await.1, b"abc");
+    let metrics = http()
+        .get(s.url_of("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferry_recovery_failed_total 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_left_open_after_its_last_commit_is_settled_at_start() {
+    let mut s = Server::start();
+    let tok = user(&s, "otto").await;
+    let sess = create_session(&s, &tok, json!({"path": "o.bin", "size": 1})).await;
+    assert_eq!(part(&s, &tok, &uid(&sess), 1, b"o").await.0, StatusCode::OK);
+    let commit = format!("/v1/uploads/{}/commit", uid(&sess));
+    let (st, v) = call(&s, Method::POST, &commit, Some(&tok), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.kill9();
+    // The state the two separate writes of earlier versions could leave.
+    plant(
+        &s,
+        "UPDATE sessions SET state = 'open' WHERE id = ?1",
+        &[&sid(&sess)],
+    );
+    s.restart();
+    assert_eq!(
+        session_json(&s, &tok, &sid(&sess)).await["state"],
+        "committed"
+    );
+}

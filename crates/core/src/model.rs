@@ -117,6 +117,37 @@ impl SessionState {
     }
 }
 
+impl SessionState {
+    /// The state a session settles in once none of its uploads is open or
+    /// being committed: `committed` when one of them became a file (or was
+    /// skipped), else `aborted`. `None` while one is still open or
+    /// committing, when it has no uploads, or when it is open-ended (only a
+    /// whole-session commit, an abort or expiry end that).
+    pub fn settled(
+        open_ended: bool,
+        uploads: impl IntoIterator<Item = UploadState>,
+    ) -> Option<SessionState> {
+        if open_ended {
+            return None;
+        }
+        let mut any = false;
+        let mut done = false;
+        for u in uploads {
+            match u {
+                UploadState::Open | UploadState::Committing => return None,
+                UploadState::Committed | UploadState::Skipped => done = true,
+                UploadState::Aborted => {}
+            }
+            any = true;
+        }
+        any.then_some(if done {
+            SessionState::Committed
+        } else {
+            SessionState::Aborted
+        })
+    }
+}
+
 impl UploadState {
     pub fn is_done(self) -> bool {
         matches!(self, UploadState::Committed | UploadState::Skipped)
@@ -164,6 +195,9 @@ pub struct Session {
     /// The files this session commits expire with it: they are deleted
     /// once `expires_at` passes (deepset's `TEMPORARY` write mode).
     pub files_expire: bool,
+    /// Why the session failed, when it did (e.g. start-up recovery could
+    /// not finish one of its commits); shown to its owner.
+    pub failure: Option<String>,
 }
 
 impl Session {

@@ -62,6 +62,17 @@ impl SpacePath {
         if raw.len() > 4 * MAX_PATH_BYTES {
             return Err(PathError::TooLong { len: raw.len() });
         }
+        SpacePath::parse_with(raw, true)
+    }
+
+    /// A path read back from storage: confined like [`SpacePath::parse`],
+    /// but not held to the length limits, which may have been wider when
+    /// it was stored (a record must stay readable across upgrades).
+    pub fn parse_stored(raw: &str) -> Result<SpacePath, PathError> {
+        SpacePath::parse_with(raw, false)
+    }
+
+    fn parse_with(raw: &str, limits: bool) -> Result<SpacePath, PathError> {
         if let Some(c) = raw.chars().find(|c| c.is_control()) {
             return Err(if c == '\0' {
                 PathError::Nul
@@ -77,7 +88,7 @@ impl SpacePath {
             match seg {
                 "" | "." => continue,
                 ".." => return Err(PathError::DotDot),
-                s if s.len() > MAX_NAME_BYTES => {
+                s if limits && s.len() > MAX_NAME_BYTES => {
                     return Err(PathError::NameTooLong {
                         name: s.chars().take(32).collect::<String>() + "…",
                         len: s.len(),
@@ -88,6 +99,9 @@ impl SpacePath {
         }
         if segments.is_empty() {
             return Err(PathError::Empty);
+        }
+        if !limits {
+            return Ok(SpacePath(segments.join("/")));
         }
         let len = segments.iter().map(|s| s.len() + 1).sum::<usize>() - 1;
         if len > MAX_PATH_BYTES {

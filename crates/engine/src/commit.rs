@@ -19,7 +19,7 @@ use ferry_core::{
     ConflictPolicy, Digest, DigestAlgo, FileRecord, Session, SessionState, SpacePath, StateError,
     Upload, UploadState,
 };
-use ferry_meta::{Committed, Occupant};
+use ferry_meta::{Committed, Occupant, SessionEnd};
 use ferry_store::Promote;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -326,8 +326,8 @@ impl Engine {
                 self.claim(session, p, false);
             }
         }
-        let done = match result {
-            Ok(done) => done,
+        let (done, ended) = match result {
+            Ok(r) => r,
             Err(e) => {
                 unfreeze(slots).await;
                 return Err(e);
@@ -344,34 +344,11 @@ impl Engine {
             live.upload.file_id = Some(d.file.id.clone());
             live.committing = false;
         }
-        // The session ends when nothing in it is left open (another commit
-        // of the same session may finish in between; the last one sees it).
-        let mut s = if whole_session {
-            Session {
-                state: SessionState::Committed,
-                ..session.clone()
-            }
-        } else {
-            self.inner
-                .meta
-                .get_session(&session.id)
-                .await?
-                .unwrap_or(session.clone())
+        // The session ended (or not) in the same transaction as the files.
+        let s = Session {
+            state: ended.unwrap_or(session.state),
+            ..session.clone()
         };
-        // An open-ended session may still take uploads: it stays open.
-        if s.state == SessionState::Open && !s.open_ended {
-            let ups = self.inner.meta.session_uploads(&session.id).await?;
-            if ups
-                .iter()
-                .all(|u| u.state != UploadState::Open && u.state != UploadState::Committing)
-            {
-                self.inner
-                    .meta
-                    .set_session_state(&session.id, SessionState::Committed, None)
-                    .await?;
-                s.state = SessionState::Committed;
-            }
-        }
         self.refresh_session(&s, &states).await;
         Ok(done)
     }
@@ -412,7 +389,7 @@ impl Engine {
         whole_session: bool,
         candidates: Vec<Candidate>,
         decisions: Vec<Decision>,
-    ) -> Result<Vec<Committed>> {
+    ) -> Result<(Vec<Committed>, Option<SessionState>)> {
         // 3. Record the intent.
         let plan: Vec<(String, SpacePath)> = candidates
             .iter()
@@ -475,13 +452,18 @@ impl Engine {
             .try_collect()
             .await?;
 
-        // 5. Record the result (with the session's end, for a whole session).
+        // 5. Record the result with the session's end, in one transaction:
+        // a whole session ends committed; otherwise it ends when nothing in
+        // it is left open (an open-ended session stays open).
         let _ = ids;
-        let session_state = whole_session.then_some(SessionState::Committed);
-        meta.finish_commit(session_state.map(|st| (session.id.as_str(), st)), &done)
-            .await?;
+        let end = if whole_session {
+            SessionEnd::To(&session.id, SessionState::Committed)
+        } else {
+            SessionEnd::IfSettled(&session.id)
+        };
+        let ended = meta.finish_commit(end, &done).await?;
         metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
-        Ok(done)
+        Ok((done, ended))
     }
 
     /// Where an upload for `path` goes under the session's policy.
@@ -565,107 +547,229 @@ impl Engine {
         Ok(hasher.finish())
     }
 
-    /// Finishes commits a crash interrupted, then cleans staged bytes that
-    /// no open upload owns. Run once at start-up, before serving.
+    /// Repairs every intermediate state a crash can leave, then cleans
+    /// staged bytes that no open upload owns. Run once at start-up, before
+    /// serving. Stored data never stops it: what cannot be repaired is
+    /// marked failed (its session says why), logged and counted in
+    /// `ferry_recovery_failed_total`; everything else goes on.
+    ///
+    /// The intermediate states, and what becomes of them:
+    /// 1. an upload `committing` (intent recorded; its bytes promoted or
+    ///    not) → rolled forward to `committed`, or `open` again when its
+    ///    staged bytes cannot be promoted, or failed when its bytes are
+    ///    gone from both places or its record does not read;
+    /// 2. a session `committing` (a whole-session commit's intent) →
+    ///    `committed`, or `open` if one of its uploads was reopened;
+    /// 3. a session `open` whose uploads have all finished or been aborted
+    ///    (it is not open-ended) → `committed` or `aborted`
+    ///    ([`SessionState::settled`]);
+    /// 4. an upload `open` in a session that has ended → `aborted`;
+    /// 5. an upload `open` whose staged file is missing → failed;
+    /// 6. a staged file no open upload owns → removed.
     pub async fn recover(&self) -> Result<RecoveryReport> {
         let meta = &self.inner.meta;
         let store = &self.inner.store;
         let mut report = RecoveryReport::default();
-        for up in meta.committing_uploads().await? {
-            let Some(session) = meta.get_session(&up.session_id).await? else {
-                continue;
-            };
-            let Some(path) = up.final_path.clone() else {
-                continue;
-            };
-            let mode = if session.conflict == ConflictPolicy::Replace {
-                Promote::Replace
-            } else {
-                Promote::NoReplace
-            };
-            let digests = if store.staged_exists(&up.id).await? {
-                let d = self
-                    .whole_digests(&up, None, Want::whole(&up.whole_digests))
-                    .await?;
-                match store.promote(&up.id, &session.space, &path, mode).await {
-                    Ok(()) => d,
-                    Err(e) => {
-                        tracing::error!(upload = %up.id, error = %e, "cannot finish an interrupted commit; reopening the upload");
-                        meta.set_upload_state(&up.id, UploadState::Open).await?;
-                        report.reopened += 1;
-                        continue;
-                    }
-                }
-            } else {
-                // Promoted before the crash: hash the file where it landed.
-                let size = up.length.known().unwrap_or(0);
-                let mut h = Hashers::new(Want::whole(&up.whole_digests));
-                let mut s = store.read_file(&session.space, &path, 0, size).await?;
-                while let Some(chunk) = s
-                    .try_next()
-                    .await
-                    .map_err(|e| EngineError::Store(ferry_store::StoreError::Body(e)))?
-                {
-                    h.update(&chunk);
-                }
-                h.finish()
-            };
-            // A replaced file keeps its id: its record is still the old one.
-            let id = match meta.get_file(&session.space, &path).await? {
-                Some(old) if mode == Promote::Replace => old.id,
-                _ => random_hex(16),
-            };
-            meta.finish_commit(
-                None,
-                &[Committed {
-                    file: FileRecord {
-                        id,
-                        space: session.space.clone(),
-                        path: path.clone(),
-                        size: up.length.known().unwrap_or(0),
-                        sha256: digests
-                            .sha256
-                            .expect("whole-file SHA-256 is always computed"),
-                        sha1: digests.sha1,
-                        md5: digests.md5,
-                        content_type: up.content_type.clone(),
-                        owner: session.owner.clone(),
-                        created_at: now_ms(),
-                        metadata: up.metadata.clone(),
-                        expires_at: session.files_expire.then_some(session.expires_at),
-                    },
-                    upload_id: up.id.clone(),
-                    state: UploadState::Committed,
-                    final_path: path,
-                }],
-            )
-            .await?;
-            report.rolled_forward += 1;
+        // 1.
+        for id in meta.upload_ids(UploadState::Committing).await? {
+            match self.roll_forward(&id).await {
+                Ok(Rolled::Forward) => report.rolled_forward += 1,
+                Ok(Rolled::Reopened) => report.reopened += 1,
+                Ok(Rolled::Untouched) => {}
+                Err(e) => self.fail_recovery(&id, &e, &mut report).await,
+            }
         }
-        for s in meta
-            .list_sessions(None, Some(SessionState::Committing))
-            .await?
-        {
-            let ups = meta.session_uploads(&s.id).await?;
-            let state = if ups.iter().any(|u| u.state == UploadState::Open) {
-                SessionState::Open
-            } else {
-                SessionState::Committed
-            };
-            meta.set_session_state(&s.id, state, None).await?;
+        // 2.
+        for sid in meta.session_ids(SessionState::Committing).await? {
+            let repaired = async {
+                let ups = meta.session_uploads(&sid).await?;
+                let state = if ups.iter().any(|u| u.state == UploadState::Open) {
+                    SessionState::Open
+                } else {
+                    SessionState::Committed
+                };
+                meta.abort_uploads(&[], SessionEnd::To(&sid, state)).await?;
+                Ok::<_, EngineError>(())
+            }
+            .await;
+            match repaired {
+                Ok(()) => report.sessions_repaired += 1,
+                Err(e) => recovery_failed("session", &sid, &e, &mut report),
+            }
         }
-        for id in store.list_staged().await? {
-            let keep = meta
-                .get_upload(&id)
-                .await?
-                .is_some_and(|u| u.state == UploadState::Open);
+        // 3.
+        for sid in meta.session_ids(SessionState::Open).await? {
+            match meta.abort_uploads(&[], SessionEnd::IfSettled(&sid)).await {
+                Ok(Some(_)) => report.sessions_repaired += 1,
+                Ok(None) => {}
+                Err(e) => recovery_failed("session", &sid, &e.into(), &mut report),
+            }
+        }
+        // 4. and 5.
+        let staged: std::collections::HashSet<String> =
+            store.list_staged().await?.into_iter().collect();
+        for id in meta.upload_ids(UploadState::Open).await? {
+            let checked = async {
+                let up = meta
+                    .get_upload(&id)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound(format!("no upload {id:?}")))?;
+                let session = meta
+                    .get_session(&up.session_id)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound(format!("no session of {id:?}")))?;
+                if session.state.is_final() {
+                    meta.abort_uploads(std::slice::from_ref(&id), SessionEnd::Keep)
+                        .await?;
+                    report.uploads_aborted += 1;
+                } else if !staged.contains(&id) {
+                    return Err(EngineError::Store(ferry_store::StoreError::NotFound(
+                        format!("staged upload {id}"),
+                    )));
+                }
+                Ok::<_, EngineError>(())
+            }
+            .await;
+            if let Err(e) = checked {
+                self.fail_recovery(&id, &e, &mut report).await;
+            }
+        }
+        // 6.
+        for id in staged {
+            let keep = match meta.get_upload(&id).await {
+                Ok(u) => u.is_some_and(|u| u.state == UploadState::Open),
+                // A record that does not read keeps its bytes for an operator.
+                Err(_) => true,
+            };
             if !keep {
-                store.discard_staged(&id).await?;
-                report.orphans_removed += 1;
+                match store.discard_staged(&id).await {
+                    Ok(()) => report.orphans_removed += 1,
+                    Err(e) => recovery_failed("staged file", &id, &e.into(), &mut report),
+                }
             }
         }
         Ok(report)
     }
+
+    /// Marks an upload that recovery could not repair failed, with a
+    /// reason its session shows (no paths or OS errors: those are logged).
+    async fn fail_recovery(&self, upload_id: &str, e: &EngineError, report: &mut RecoveryReport) {
+        recovery_failed("upload", upload_id, e, report);
+        let reason = match e {
+            EngineError::Store(ferry_store::StoreError::NotFound(_)) => {
+                "start-up recovery found the upload's bytes missing"
+            }
+            EngineError::Store(_) | EngineError::InsufficientStorage(_) => {
+                "start-up recovery could not read or move the upload's bytes"
+            }
+            EngineError::Meta(_) | EngineError::NotFound(_) => {
+                "start-up recovery could not read the upload's record"
+            }
+            _ => "start-up recovery could not finish the upload",
+        };
+        if let Err(e) = self.inner.meta.fail_upload(upload_id, reason).await {
+            tracing::error!(upload = %upload_id, error = %e, "cannot mark the upload failed");
+        }
+    }
+
+    /// Finishes one interrupted commit (an upload left `committing`):
+    /// promotes its staged bytes if that had not happened, then records the
+    /// file. Promotion is idempotent, so this is safe at any point after
+    /// the intent was recorded; the caller holds the session's lock or runs
+    /// before serving.
+    async fn roll_forward(&self, upload_id: &str) -> Result<Rolled> {
+        let meta = &self.inner.meta;
+        let store = &self.inner.store;
+        let up = meta
+            .get_upload(upload_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no upload {upload_id:?}")))?;
+        if up.state != UploadState::Committing {
+            return Ok(Rolled::Untouched);
+        }
+        let session = meta
+            .get_session(&up.session_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no session of {upload_id:?}")))?;
+        let Some(path) = up.final_path.clone() else {
+            meta.set_upload_state(&up.id, UploadState::Open).await?;
+            return Ok(Rolled::Reopened);
+        };
+        let mode = if session.conflict == ConflictPolicy::Replace {
+            Promote::Replace
+        } else {
+            Promote::NoReplace
+        };
+        let digests = if store.staged_exists(&up.id).await? {
+            let d = self
+                .whole_digests(&up, None, Want::whole(&up.whole_digests))
+                .await?;
+            if let Err(e) = store.promote(&up.id, &session.space, &path, mode).await {
+                tracing::error!(upload = %up.id, error = %e, "cannot finish an interrupted commit; reopening the upload");
+                meta.set_upload_state(&up.id, UploadState::Open).await?;
+                return Ok(Rolled::Reopened);
+            }
+            d
+        } else {
+            // Promoted before the crash: hash the file where it landed.
+            let size = up.length.known().unwrap_or(0);
+            let mut h = Hashers::new(Want::whole(&up.whole_digests));
+            let mut s = store.read_file(&session.space, &path, 0, size).await?;
+            while let Some(chunk) = s
+                .try_next()
+                .await
+                .map_err(|e| EngineError::Store(ferry_store::StoreError::Body(e)))?
+            {
+                h.update(&chunk);
+            }
+            h.finish()
+        };
+        // A replaced file keeps its id: its record is still the old one.
+        let id = match meta.get_file(&session.space, &path).await? {
+            Some(old) if mode == Promote::Replace => old.id,
+            _ => random_hex(16),
+        };
+        let done = Committed {
+            file: FileRecord {
+                id,
+                space: session.space.clone(),
+                path: path.clone(),
+                size: up.length.known().unwrap_or(0),
+                sha256: digests
+                    .sha256
+                    .expect("whole-file SHA-256 is always computed"),
+                sha1: digests.sha1,
+                md5: digests.md5,
+                content_type: up.content_type.clone(),
+                owner: session.owner.clone(),
+                created_at: now_ms(),
+                metadata: up.metadata.clone(),
+                expires_at: session.files_expire.then_some(session.expires_at),
+            },
+            upload_id: up.id.clone(),
+            state: UploadState::Committed,
+            final_path: path,
+        };
+        // The session ends with its last upload, in the same transaction
+        // (a whole-session commit's session is `committing`: left to step 2).
+        meta.finish_commit(SessionEnd::IfSettled(&session.id), &[done])
+            .await?;
+        Ok(Rolled::Forward)
+    }
+}
+
+/// What [`Engine::roll_forward`] did.
+enum Rolled {
+    Forward,
+    Reopened,
+    Untouched,
+}
+
+/// Logs and counts a record recovery could not repair.
+fn recovery_failed(what: &str, id: &str, e: &EngineError, report: &mut RecoveryReport) {
+    tracing::error!(%what, %id, error = %e, "start-up recovery cannot repair this; marking it failed and going on");
+    metrics::counter!("ferry_recovery_failed_total").increment(1);
+    report.failed += 1;
 }
 
 /// What [`Engine::recover`] did.
@@ -673,5 +777,11 @@ impl Engine {
 pub struct RecoveryReport {
     pub rolled_forward: usize,
     pub reopened: usize,
+    /// Sessions moved out of an intermediate state (steps 2 and 3).
+    pub sessions_repaired: usize,
+    /// Open uploads of ended sessions, aborted.
+    pub uploads_aborted: usize,
+    /// Records recovery could not repair, marked failed.
+    pub failed: usize,
     pub orphans_removed: usize,
 }

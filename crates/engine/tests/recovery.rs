@@ -182,3 +182,170 @@ async fn interrupted_session_commit_is_rolled_forward_at_start() {
         .unwrap();
     assert_eq!(listed.len(), 3);
 }
+
+/// A one-upload session of `data` at `path`, every byte written; its
+/// session and upload ids.
+async fn written(engine: &Engine, who: &Caller, path: &str, data: &[u8]) -> (String, String) {
+    let view = engine
+        .create_session(
+            who,
+            NewSession {
+                uploads: vec![NewUpload {
+                    path: path.into(),
+                    size: Some(data.len() as u64),
+                    ..Default::default()
+                }],
+                dialect: "native".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let uid = view.uploads[0].upload.id.clone();
+    engine
+        .write(
+            who,
+            &uid,
+            WriteAt::Part(1),
+            body(data),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+    (view.session.id, uid)
+}
+
+/// Every intermediate state a crash (or an earlier version's separate
+/// writes) can leave is repaired by `recover`, each to the state it was on
+/// its way to, and a second recovery finds nothing left to do.
+#[tokio::test]
+async fn recovery_repairs_every_intermediate_state() {
+    use ferry_core::{SessionState, UploadState};
+    use ferry_meta::SessionEnd;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Caller::User(Principal {
+        user: "admin".into(),
+        admin: true,
+    });
+    let meta = Arc::new(Sqlite::open(dir.path().join("ferry.db")).unwrap());
+    let store = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let engine = Engine::new(meta.clone(), store.clone(), Limits::default(), vec![1; 32]);
+    engine.bootstrap(Some("t")).await.unwrap();
+    let space = SpaceName::parse("admin").unwrap();
+
+    // 1. An upload `committing` whose bytes were not promoted yet.
+    let (s1, u1) = written(&engine, &admin, "one.bin", b"one").await;
+    meta.begin_commit(None, &[(u1.clone(), SpacePath::parse("one.bin").unwrap())])
+        .await
+        .unwrap();
+    // 2. A whole-session commit recorded for its uploads, not its session.
+    let (s2, u2) = written(&engine, &admin, "two.bin", b"two").await;
+    let two = SpacePath::parse("two.bin").unwrap();
+    meta.begin_commit(Some(&s2), &[(u2.clone(), two.clone())])
+        .await
+        .unwrap();
+    store
+        .promote(&u2, &space, &two, Promote::NoReplace)
+        .await
+        .unwrap();
+    let file = ferry_core::FileRecord {
+        id: "f2".into(),
+        space: space.clone(),
+        path: two.clone(),
+        size: 3,
+        sha256: "00".repeat(32),
+        sha1: None,
+        md5: None,
+        content_type: None,
+        owner: "admin".into(),
+        created_at: 1,
+        metadata: None,
+        expires_at: None,
+    };
+    meta.finish_commit(
+        SessionEnd::Keep,
+        &[ferry_meta::Committed {
+            upload_id: u2.clone(),
+            state: UploadState::Committed,
+            final_path: two.clone(),
+            file: file.clone(),
+        }],
+    )
+    .await
+    .unwrap();
+    // 3. A session left open after its last upload was committed.
+    let (s3, u3) = written(&engine, &admin, "three.bin", b"333").await;
+    let three = SpacePath::parse("three.bin").unwrap();
+    store
+        .promote(&u3, &space, &three, Promote::NoReplace)
+        .await
+        .unwrap();
+    meta.finish_commit(
+        SessionEnd::Keep,
+        &[ferry_meta::Committed {
+            upload_id: u3.clone(),
+            state: UploadState::Committed,
+            final_path: three.clone(),
+            file: ferry_core::FileRecord {
+                id: "f3".into(),
+                path: three,
+                ..file.clone()
+            },
+        }],
+    )
+    .await
+    .unwrap();
+    // 4. An aborted session whose upload is still open, bytes staged.
+    let (s4, u4) = written(&engine, &admin, "four.bin", b"four").await;
+    meta.set_session_state(&s4, SessionState::Aborted, None)
+        .await
+        .unwrap();
+    // 5. An open upload whose staged file is gone.
+    let (s5, u5) = written(&engine, &admin, "five.bin", b"five").await;
+    store.discard_staged(&u5).await.unwrap();
+    // And one session in no intermediate state at all.
+    let (s6, u6) = written(&engine, &admin, "six.bin", b"six").await;
+    drop(engine);
+
+    let engine = Engine::new(meta.clone(), store.clone(), Limits::default(), vec![1; 32]);
+    let report = engine.recover().await.unwrap();
+    assert_eq!(report.rolled_forward, 1, "{report:?}");
+    assert_eq!(report.sessions_repaired, 2, "{report:?}");
+    assert_eq!(report.uploads_aborted, 1, "{report:?}");
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(report.orphans_removed, 1, "{report:?}");
+
+    let state = |id: String| {
+        let meta = meta.clone();
+        async move { meta.get_session(&id).await.unwrap().unwrap() }
+    };
+    let upload = |id: String| {
+        let meta = meta.clone();
+        async move { meta.get_upload(&id).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state(s1).await.state, SessionState::Committed);
+    assert_eq!(upload(u1).await, UploadState::Committed);
+    assert_eq!(
+        std::fs::read(dir.path().join("spaces/admin/one.bin")).unwrap(),
+        b"one"
+    );
+    assert_eq!(state(s2).await.state, SessionState::Committed);
+    assert_eq!(state(s3).await.state, SessionState::Committed);
+    assert_eq!(state(s4).await.state, SessionState::Aborted);
+    assert_eq!(upload(u4.clone()).await, UploadState::Aborted);
+    assert!(!store.staged_exists(&u4).await.unwrap());
+    let five = state(s5).await;
+    assert_eq!(five.state, SessionState::Failed);
+    assert!(five.failure.unwrap().contains("missing"));
+    assert_eq!(upload(u5).await, UploadState::Aborted);
+    assert_eq!(state(s6.clone()).await.state, SessionState::Open);
+    assert_eq!(upload(u6).await, UploadState::Open);
+
+    let again = engine.recover().await.unwrap();
+    assert_eq!(again, ferry_engine::RecoveryReport::default());
+    // The untouched session still commits.
+    engine
+        .commit_session(&admin, &s6, HashMap::new())
+        .await
+        .unwrap();
+}

@@ -89,6 +89,19 @@ pub struct Usage {
     pub reserved: u64,
 }
 
+/// What a state change does to the upload's session, in the same
+/// transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd<'a> {
+    /// The session's state stays as it is.
+    Keep,
+    /// The session moves to this state.
+    To(&'a str, SessionState),
+    /// The session ends if it is open and [`SessionState::settled`] says
+    /// so once the change is applied.
+    IfSettled(&'a str),
+}
+
 /// The outcome of committing one upload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
@@ -164,13 +177,24 @@ pub trait MetaStore: Send + Sync + 'static {
     /// recovery rolls forward.
     async fn begin_commit(&self, session: Option<&str>, plan: &[(String, SpacePath)])
     -> Result<()>;
-    /// Records every outcome, and the session's new state when given, in one
-    /// transaction.
+    /// Records every outcome and the session's end (see [`SessionEnd`]) in
+    /// one transaction; returns the session's new state if it changed.
     async fn finish_commit(
         &self,
-        session: Option<(&str, SessionState)>,
+        end: SessionEnd<'_>,
         done: &[Committed],
-    ) -> Result<()>;
+    ) -> Result<Option<SessionState>>;
+    /// Aborts those of `ids` that are open (or committing) and applies
+    /// `end`, in one transaction; returns the session's new state if it
+    /// changed.
+    async fn abort_uploads(
+        &self,
+        ids: &[String],
+        end: SessionEnd<'_>,
+    ) -> Result<Option<SessionState>>;
+    /// Marks the upload aborted and its session `failed` with `reason`, in
+    /// one transaction, reading nothing but ids (the rows may not parse).
+    async fn fail_upload(&self, upload_id: &str, reason: &str) -> Result<()>;
     async fn open_session_count(&self, owner: &str) -> Result<u64>;
     /// How many sessions are in each state (states with none are left out).
     async fn session_counts(&self) -> Result<Vec<(SessionState, u64)>>;
@@ -180,8 +204,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Files whose expiry is at or before `now` (files of sessions whose
     /// files expire with them).
     async fn expired_files(&self, now: Millis) -> Result<Vec<FileRecord>>;
-    /// Uploads left in `committing` (by a crash), for recovery.
-    async fn committing_uploads(&self) -> Result<Vec<Upload>>;
+    /// Ids of the uploads in `state` (for recovery: ids always read, even
+    /// where a row would not parse).
+    async fn upload_ids(&self, state: UploadState) -> Result<Vec<String>>;
+    /// Ids of the sessions in `state`.
+    async fn session_ids(&self, state: SessionState) -> Result<Vec<String>>;
 
     // ---- files
     async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>>;

@@ -9,7 +9,8 @@
 //! the writer works.
 
 use crate::{
-    Committed, Entry, MetaError, MetaStore, Occupant, Result, SpaceRecord, TokenRecord, Usage,
+    Committed, Entry, MetaError, MetaStore, Occupant, Result, SessionEnd, SpaceRecord, TokenRecord,
+    Usage,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS sessions (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, space TEXT NOT NULL, conflict TEXT NOT NULL,
   auto_commit INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL, dialect TEXT NOT NULL, extend_secs INTEGER,
-  open_ended INTEGER NOT NULL DEFAULT 0, files_expire INTEGER);
+  open_ended INTEGER NOT NULL DEFAULT 0, files_expire INTEGER, failure TEXT);
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions(owner, state);
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(state, expires_at);
 CREATE TABLE IF NOT EXISTS uploads (
@@ -68,6 +69,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "open_ended", "INTEGER NOT NULL DEFAULT 0"),
     ("sessions", "files_expire", "INTEGER"),
     ("files", "expires_at", "INTEGER"),
+    ("sessions", "failure", "TEXT"),
 ];
 
 /// Indexes on added columns, created once the columns exist.
@@ -234,6 +236,59 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
+// ---- session ends
+
+/// [`SessionEnd`] moved into a write job.
+enum OwnedEnd {
+    Keep,
+    To(String, SessionState),
+    IfSettled(String),
+}
+
+impl From<SessionEnd<'_>> for OwnedEnd {
+    fn from(e: SessionEnd<'_>) -> OwnedEnd {
+        match e {
+            SessionEnd::Keep => OwnedEnd::Keep,
+            SessionEnd::To(id, st) => OwnedEnd::To(id.to_owned(), st),
+            SessionEnd::IfSettled(id) => OwnedEnd::IfSettled(id.to_owned()),
+        }
+    }
+}
+
+/// Applies a session's end inside the caller's transaction; the rule of
+/// when a session has settled is the core's ([`SessionState::settled`]).
+fn apply_end(c: &Connection, end: &OwnedEnd) -> Result<Option<SessionState>> {
+    let (id, to) = match end {
+        OwnedEnd::Keep => return Ok(None),
+        OwnedEnd::To(id, st) => (id, *st),
+        OwnedEnd::IfSettled(id) => {
+            let Some((state, open_ended)) = c
+                .prepare_cached("SELECT state, open_ended FROM sessions WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if state != SessionState::Open.as_str() {
+                return Ok(None);
+            }
+            let states = c
+                .prepare_cached("SELECT state FROM uploads WHERE session_id = ?1")?
+                .query_map([id], |r| r.get::<_, String>(0).and_then(parse))?
+                .collect::<rusqlite::Result<Vec<UploadState>>>()?;
+            match SessionState::settled(open_ended, states) {
+                Some(st) => (id, st),
+                None => return Ok(None),
+            }
+        }
+    };
+    c.execute(
+        "UPDATE sessions SET state = ?2 WHERE id = ?1",
+        params![id, to.as_str()],
+    )?;
+    Ok(Some(to))
+}
+
 // ---- row mapping
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
@@ -249,7 +304,7 @@ fn space_name(s: String) -> rusqlite::Result<SpaceName> {
 }
 
 fn space_path(s: String) -> rusqlite::Result<SpacePath> {
-    SpacePath::parse(&s).map_err(|e| corrupt("path", e))
+    SpacePath::parse_stored(&s).map_err(|e| corrupt("path", e))
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(s: String) -> rusqlite::Result<T> {
@@ -307,7 +362,7 @@ fn user_row(r: &Row) -> rusqlite::Result<User> {
 }
 
 const SESSION_COLS: &str = "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs, \
-     open_ended, files_expire";
+     open_ended, files_expire, failure";
 fn session_row(r: &Row) -> rusqlite::Result<Session> {
     Ok(Session {
         id: r.get(0)?,
@@ -325,6 +380,7 @@ fn session_row(r: &Row) -> rusqlite::Result<Session> {
         extend_secs: r.get::<_, Option<i64>>(9)?.map(u),
         open_ended: r.get(10)?,
         files_expire: r.get::<_, Option<bool>>(11)?.unwrap_or(false),
+        failure: r.get(12)?,
     })
 }
 
@@ -598,7 +654,7 @@ impl MetaStore for Sqlite {
         let ups = uploads.to_vec();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
             ))?
             .execute(params![
                 s.id,
@@ -612,7 +668,8 @@ impl MetaStore for Sqlite {
                 s.dialect,
                 s.extend_secs.map(i),
                 s.open_ended,
-                s.files_expire
+                s.files_expire,
+                s.failure
             ])?;
             insert_uploads(c, 0, &ups)?;
             Ok(())
@@ -855,10 +912,10 @@ impl MetaStore for Sqlite {
 
     async fn finish_commit(
         &self,
-        session: Option<(&str, SessionState)>,
+        end: SessionEnd<'_>,
         done: &[Committed],
-    ) -> Result<()> {
-        let session = session.map(|(s, st)| (s.to_owned(), st));
+    ) -> Result<Option<SessionState>> {
+        let end = OwnedEnd::from(end);
         let done = done.to_vec();
         self.write(move |c| {
             for d in &done {
@@ -877,12 +934,42 @@ impl MetaStore for Sqlite {
                 c.prepare_cached("DELETE FROM ranges WHERE upload_id = ?1")?
                     .execute([&d.upload_id])?;
             }
-            if let Some((sid, state)) = session {
-                c.execute(
-                    "UPDATE sessions SET state = ?2 WHERE id = ?1",
-                    params![sid, state.as_str()],
-                )?;
+            apply_end(c, &end)
+        })
+        .await
+    }
+
+    async fn abort_uploads(
+        &self,
+        ids: &[String],
+        end: SessionEnd<'_>,
+    ) -> Result<Option<SessionState>> {
+        let end = OwnedEnd::from(end);
+        let ids = ids.to_vec();
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE uploads SET state = 'aborted' WHERE id = ?1 AND state IN ('open', 'committing')",
+            )?;
+            for id in &ids {
+                stmt.execute([id])?;
             }
+            apply_end(c, &end)
+        })
+        .await
+    }
+
+    async fn fail_upload(&self, upload_id: &str, reason: &str) -> Result<()> {
+        let (id, reason) = (upload_id.to_owned(), reason.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE sessions SET state = 'failed', failure = ?2 \
+                 WHERE id = (SELECT session_id FROM uploads WHERE id = ?1)",
+                params![id, reason],
+            )?;
+            c.execute(
+                "UPDATE uploads SET state = 'aborted', final_path = NULL WHERE id = ?1",
+                [&id],
+            )?;
             Ok(())
         })
         .await
@@ -956,9 +1043,24 @@ impl MetaStore for Sqlite {
         .await
     }
 
-    async fn committing_uploads(&self) -> Result<Vec<Upload>> {
-        self.read(|c| query_uploads(c, "state = ?1", "committing"))
-            .await
+    async fn upload_ids(&self, state: UploadState) -> Result<Vec<String>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id FROM uploads WHERE state = ?1")?
+                .query_map([state.as_str()], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn session_ids(&self, state: SessionState) -> Result<Vec<String>> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT id FROM sessions WHERE state = ?1")?
+                    .query_map([state.as_str()], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?,
+            )
+        })
+        .await
     }
 
     async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {

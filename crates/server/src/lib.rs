@@ -324,6 +324,8 @@ pub struct Bound {
 /// and binds the listener.
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     let engine = open_engine(&config)?;
+    // The recorder first, so that what recovery counts reaches /metrics.
+    prometheus();
     let report = engine.recover().await.context("start-up recovery failed")?;
     if report != Default::default() {
         tracing::info!(?report, "recovered after an unclean stop");
