@@ -56,6 +56,11 @@ impl Engine {
         s: Session,
         expected: HashMap<String, Digest>,
     ) -> Result<SessionView> {
+        let s = if s.state == SessionState::Committing {
+            self.resume_interrupted(&s).await?
+        } else {
+            s
+        };
         if s.state == SessionState::Open && s.is_expired_at(now_ms()) {
             return Err(EngineError::Gone(StateError::Expired));
         }
@@ -65,7 +70,14 @@ impl Engine {
         if s.state != SessionState::Open {
             return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
         }
-        let uploads = self.inner.meta.session_uploads(&s.id).await?;
+        let mut uploads = self.inner.meta.session_uploads(&s.id).await?;
+        if uploads.iter().any(|u| u.state == UploadState::Committing) {
+            let s = self.resume_interrupted(&s).await?;
+            if s.state != SessionState::Open {
+                return self.view(s).await;
+            }
+            uploads = self.inner.meta.session_uploads(&s.id).await?;
+        }
         let ids: Vec<String> = uploads
             .iter()
             .filter(|u| u.state == UploadState::Open)
@@ -136,11 +148,14 @@ impl Engine {
                 UploadState::Open => open.push(id.clone()),
                 UploadState::Committed | UploadState::Skipped => {}
                 UploadState::Aborted => return Err(EngineError::Gone(StateError::Aborted)),
+                // Left by a commit that failed half-way (we hold the lock):
+                // finish it now, no restart needed.
                 UploadState::Committing => {
-                    return Err(EngineError::Conflict(format!(
-                        "a commit of {} is being recovered; retry shortly",
-                        upload.path
-                    )));
+                    self.resume_interrupted(&s).await?;
+                    let again = self.inner.meta.get_upload(id).await?;
+                    if again.is_some_and(|u| u.state == UploadState::Open) {
+                        open.push(id.clone());
+                    }
                 }
             }
         }
@@ -195,10 +210,23 @@ impl Engine {
             }
             UploadState::Committed | UploadState::Skipped => {}
             UploadState::Aborted => return Err(EngineError::Gone(StateError::Aborted)),
+            // Left by a commit that failed half-way (a full metadata disk,
+            // a failed promotion): we hold the session's lock, so no commit
+            // is running; finish it now, with no restart.
             UploadState::Committing => {
-                return Err(EngineError::Conflict(
-                    "a commit of this upload is being recovered; retry shortly".into(),
-                ));
+                let s = self.resume_interrupted(&s).await?;
+                let u = self.inner.meta.get_upload(upload_id).await?;
+                if u.is_some_and(|u| u.state == UploadState::Open) {
+                    if s.state != SessionState::Open {
+                        return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
+                    }
+                    let expected: HashMap<_, _> = expected
+                        .into_iter()
+                        .map(|d| (upload_id.to_owned(), d))
+                        .collect();
+                    self.commit_locked(&s, &[upload_id.to_owned()], &expected, false)
+                        .await?;
+                }
             }
         }
         let upload = self
@@ -545,6 +573,39 @@ impl Engine {
                 .await?;
         }
         Ok(hasher.finish())
+    }
+
+    /// Finishes what a commit of `session` left half-way (an error after
+    /// its intent was recorded: a full metadata disk, a failed promotion):
+    /// the same roll-forward as start-up recovery, run under the session's
+    /// lock, so a retried commit succeeds once the cause is gone, with no
+    /// restart. Returns the session as it now is.
+    async fn resume_interrupted(&self, session: &Session) -> Result<Session> {
+        let meta = &self.inner.meta;
+        let mut states = Vec::new();
+        for up in meta.session_uploads(&session.id).await? {
+            if up.state == UploadState::Committing {
+                let state = match self.roll_forward(&up.id).await? {
+                    Rolled::Reopened => UploadState::Open,
+                    _ => UploadState::Committed,
+                };
+                states.push((up.id, state));
+            }
+        }
+        let mut s = self.fresh_session(&session.id).await?;
+        if s.state == SessionState::Committing {
+            let ups = meta.session_uploads(&s.id).await?;
+            let state = if ups.iter().any(|u| u.state == UploadState::Open) {
+                SessionState::Open
+            } else {
+                SessionState::Committed
+            };
+            meta.abort_uploads(&[], SessionEnd::To(&s.id, state))
+                .await?;
+            s.state = state;
+        }
+        self.refresh_session(&s, &states).await;
+        Ok(s)
     }
 
     /// Repairs every intermediate state a crash can leave, then cleans

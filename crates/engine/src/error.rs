@@ -53,7 +53,7 @@ pub enum EngineError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Meta(#[from] MetaError),
+    Meta(MetaError),
     #[error("storage: {0}")]
     Store(StoreError),
 }
@@ -65,6 +65,18 @@ impl From<StoreError> for EngineError {
                 "the storage device is full; bytes already acknowledged are kept".into(),
             ),
             other => EngineError::Store(other),
+        }
+    }
+}
+
+impl From<MetaError> for EngineError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NoSpace => EngineError::InsufficientStorage(
+                "the metadata storage is full; nothing was changed, retry once space is freed"
+                    .into(),
+            ),
+            other => EngineError::Meta(other),
         }
     }
 }

@@ -349,3 +349,136 @@ async fn recovery_repairs_every_intermediate_state() {
         .await
         .unwrap();
 }
+
+/// Issue 11: with the metadata disk full, creation and commit answer
+/// "insufficient storage" (507 at the edge), and a commit that failed that
+/// way succeeds once space returns, with no restart. The database is held
+/// to its size with SQLite's `max_page_count` (this test cannot mount a
+/// small filesystem): SQLite then fails exactly as on a full disk,
+/// `SQLITE_FULL`.
+#[tokio::test]
+async fn a_commit_refused_for_a_full_metadata_disk_succeeds_once_space_returns() {
+    use ferry_core::UploadState;
+    use ferry_engine::EngineError;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Caller::User(Principal {
+        user: "admin".into(),
+        admin: true,
+    });
+    let meta = Arc::new(Sqlite::open(dir.path().join("ferry.db")).unwrap());
+    let store = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let engine = Engine::new(meta.clone(), store, Limits::default(), vec![1; 32]);
+    engine.bootstrap(Some("t")).await.unwrap();
+    let mut ready = Vec::new();
+    for i in 0..40 {
+        ready.push(written(&engine, &admin, &format!("r{i}.bin"), b"ready").await);
+    }
+    meta.cap_pages_for_tests(Some(0)).await.unwrap();
+    // Fill what room is left in the last pages.
+    let mut full = None;
+    for i in 0..100_000 {
+        let r = engine
+            .create_session(
+                &admin,
+                NewSession {
+                    uploads: vec![NewUpload {
+                        path: format!("filler/{i}-{}", "x".repeat(200)),
+                        size: Some(1),
+                        ..Default::default()
+                    }],
+                    dialect: "native".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        if let Err(e) = r {
+            full = Some(e);
+            break;
+        }
+    }
+    let full = full.expect("the capped database fills up");
+    assert!(
+        matches!(full, EngineError::InsufficientStorage(_)),
+        "{full:?}"
+    );
+    // Commits fail the same way; some may have recorded their intent
+    // (`committing`) before the result could not be written.
+    let mut refused = Vec::new();
+    let mut half_way = 0;
+    for (sid, uid) in &ready {
+        match engine.commit_session(&admin, sid, HashMap::new()).await {
+            Err(EngineError::InsufficientStorage(_)) => {
+                if meta.get_upload(uid).await.unwrap().unwrap().state == UploadState::Committing {
+                    half_way += 1;
+                }
+                refused.push(sid.clone());
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => {}
+        }
+    }
+    assert!(!refused.is_empty());
+    eprintln!("{} refused, {half_way} half-way", refused.len());
+
+    // Space returns: the same commits succeed, on the same engine.
+    meta.cap_pages_for_tests(None).await.unwrap();
+    for sid in &refused {
+        let view = engine
+            .commit_session(&admin, sid, HashMap::new())
+            .await
+            .unwrap();
+        assert_eq!(view.session.state.as_str(), "committed");
+        let f = view.uploads[0].file.as_ref().expect("a file");
+        assert_eq!(
+            std::fs::read(dir.path().join("spaces/admin").join(f.path.as_str())).unwrap(),
+            b"ready"
+        );
+    }
+}
+
+/// A commit that fails after recording its intent (here a promotion that
+/// fails, as a full data disk or a full metadata disk after `begin_commit`
+/// would) no longer wedges the upload in `committing` ("being recovered")
+/// until a restart: the next commit finishes it on the same engine.
+#[tokio::test]
+async fn a_commit_that_failed_half_way_is_finished_by_the_next_commit_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Caller::User(Principal {
+        user: "admin".into(),
+        admin: true,
+    });
+    let meta = Arc::new(Sqlite::open(dir.path().join("ferry.db")).unwrap());
+    let store = Arc::new(CrashingStore {
+        inner: LocalStore::open(dir.path()).unwrap(),
+        ok: AtomicUsize::new(0),
+    });
+    let engine = Engine::new(meta.clone(), store.clone(), Limits::default(), vec![1; 32]);
+    engine.bootstrap(Some("t")).await.unwrap();
+    let (sid, uid) = written(&engine, &admin, "half.bin", b"half").await;
+    let (sid2, uid2) = written(&engine, &admin, "one.bin", b"one").await;
+    engine
+        .commit_session(&admin, &sid, HashMap::new())
+        .await
+        .unwrap_err();
+    engine.commit_upload(&admin, &uid2, None).await.unwrap_err();
+    for u in [&uid, &uid2] {
+        let up = meta.get_upload(u).await.unwrap().unwrap();
+        assert_eq!(up.state.as_str(), "committing", "the intent is recorded");
+    }
+    store.ok.store(usize::MAX, Ordering::SeqCst);
+    let view = engine
+        .commit_session(&admin, &sid, HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(view.session.state.as_str(), "committed");
+    let one = engine.commit_upload(&admin, &uid2, None).await.unwrap();
+    assert_eq!(one.upload.state.as_str(), "committed");
+    let s2 = engine.get_session(&admin, &sid2).await.unwrap();
+    assert_eq!(s2.session.state.as_str(), "committed");
+    for (p, d) in [("half.bin", &b"half"[..]), ("one.bin", b"one")] {
+        assert_eq!(
+            std::fs::read(dir.path().join("spaces/admin").join(p)).unwrap(),
+            d
+        );
+    }
+}

@@ -25,22 +25,57 @@ use ferry_core::{
 
 pub use sqlite::Sqlite;
 
+/// The metadata layer's one error type. A backend's own errors stay
+/// inside [`MetaError::Backend`], opaque (no backend type in the API).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MetaError {
     #[error("{0} already exists")]
-    AlreadyExists(String),
+    AlreadyExists(Record),
     #[error("{0} does not exist")]
-    NotFound(String),
-    #[error("metadata database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("metadata is inconsistent: {0}")]
-    Corrupt(String),
+    NotFound(Record),
+    /// The disk holding the metadata is full: the write changed nothing
+    /// and may be retried once space returns.
+    #[error("the metadata database's disk is full")]
+    NoSpace,
+    /// The backend failed (I/O, a row that does not read, …).
+    #[error("the metadata database failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the metadata writer has stopped")]
     Closed,
     /// A session would hold this many uploads, over the limit.
     #[error("{0} uploads would be over the session's limit")]
     Full(usize),
+}
+
+impl MetaError {
+    pub(crate) fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> MetaError {
+        MetaError::Backend(e.into())
+    }
+}
+
+/// What a [`MetaError`] is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A user, or the space named after them.
+    UserOrSpace(String),
+    Space(SpaceName),
+    Session(String),
+    Upload(String),
+    /// A session's upload at a path.
+    UploadAt(SpacePath),
+}
+
+impl std::fmt::Display for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Record::UserOrSpace(n) => write!(f, "user or space {n:?}"),
+            Record::Space(n) => write!(f, "space {:?}", n.as_str()),
+            Record::Session(id) => write!(f, "session {id}"),
+            Record::Upload(id) => write!(f, "upload {id}"),
+            Record::UploadAt(p) => write!(f, "{p}"),
+        }
+    }
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;

@@ -9,8 +9,8 @@
 //! the writer works.
 
 use crate::{
-    Committed, Entry, MetaError, MetaStore, Occupant, Result, SessionEnd, SpaceRecord, TokenRecord,
-    Usage,
+    Committed, Entry, MetaError, MetaStore, Occupant, Record, Result, SessionEnd, SpaceRecord,
+    TokenRecord, Usage,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -123,7 +123,7 @@ impl Sqlite {
         // automatic checkpoint would stall every request waiting on that batch.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
-        let spawn_err = |e| MetaError::Corrupt(format!("cannot start a metadata thread: {e}"));
+        let spawn_err = MetaError::backend;
         std::thread::Builder::new()
             .name("ferry-meta-writer".into())
             .spawn(move || writer_loop(conn, rx))
@@ -150,11 +150,22 @@ impl Sqlite {
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |conn: &Connection| {
             let outcome = (|| {
+                // The batch's transaction is gone (an earlier job's failure
+                // made SQLite roll it back): run nothing outside it.
+                if conn.is_autocommit() {
+                    return Err(batch_lost());
+                }
                 conn.execute_batch("SAVEPOINT job")?;
                 match f(conn) {
                     Ok(v) => {
                         conn.execute_batch("RELEASE job")?;
                         Ok(v)
+                    }
+                    Err(e) if conn.is_autocommit() => {
+                        // SQLite rolled the whole batch back (it may, on
+                        // SQLITE_FULL): every job of it fails alike.
+                        BATCH_FULL.with(|f| f.set(matches!(e, MetaError::NoSpace)));
+                        Err(e)
                     }
                     Err(e) => {
                         conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
@@ -193,7 +204,7 @@ impl Sqlite {
             out
         })
         .await
-        .map_err(|e| MetaError::Corrupt(format!("reader task failed: {e}")))?
+        .map_err(MetaError::backend)?
     }
 }
 
@@ -210,6 +221,20 @@ fn checkpoint_loop(conn: Connection, stopped: std::sync::mpsc::Receiver<()>) {
     }
 }
 
+thread_local! {
+    /// Set on the writer thread when a full disk rolled its batch back.
+    static BATCH_FULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The error of a job whose batch was rolled back before it committed.
+fn batch_lost() -> MetaError {
+    if BATCH_FULL.with(|f| f.get()) {
+        MetaError::NoSpace
+    } else {
+        MetaError::backend("the write batch was rolled back")
+    }
+}
+
 fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -219,20 +244,54 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
+        BATCH_FULL.with(|f| f.set(false));
         let begin = conn.execute_batch("BEGIN IMMEDIATE");
         let finishers: Vec<_> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = begin
-            .and_then(|()| conn.execute_batch("COMMIT"))
-            .map_err(MetaError::from);
-        if commit.is_err() {
+        let commit = if conn.is_autocommit() {
+            Err(batch_lost())
+        } else {
+            begin
+                .and_then(|()| conn.execute_batch("COMMIT"))
+                .map_err(MetaError::from)
+        };
+        if commit.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         for finish in finishers {
             finish(match &commit {
                 Ok(()) => Ok(()),
-                Err(e) => Err(MetaError::Corrupt(format!("batch commit failed: {e}"))),
+                Err(MetaError::NoSpace) => Err(MetaError::NoSpace),
+                Err(e) => Err(MetaError::backend(format!("batch commit failed: {e}"))),
             });
         }
+    }
+}
+
+/// SQLite's errors, kept opaque; a full disk is told apart (`SQLITE_FULL`,
+/// which SQLite also reports for `ENOSPC` on its files).
+impl From<rusqlite::Error> for MetaError {
+    fn from(e: rusqlite::Error) -> MetaError {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return MetaError::NoSpace;
+        }
+        MetaError::backend(e)
+    }
+}
+
+impl Sqlite {
+    /// Caps the database at its current size plus `extra_pages` pages
+    /// (`None` lifts the cap): writes that need more fail with
+    /// [`MetaError::NoSpace`], exactly as on a full disk. For tests of the
+    /// full-disk path that cannot mount a small filesystem.
+    #[doc(hidden)]
+    pub async fn cap_pages_for_tests(&self, extra_pages: Option<u64>) -> Result<()> {
+        self.write(move |c| {
+            let now: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let cap = extra_pages.map_or(4_294_967_294, |n| now + n as i64);
+            c.query_row(&format!("PRAGMA max_page_count = {cap}"), [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -520,7 +579,9 @@ impl MetaStore for Sqlite {
                 |r| r.get(0),
             )?;
             if exists {
-                return Err(MetaError::AlreadyExists(format!("user or space {:?}", user.name)));
+                return Err(MetaError::AlreadyExists(Record::UserOrSpace(
+                    user.name.clone(),
+                )));
             }
             c.execute(
                 &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"),
@@ -601,10 +662,7 @@ impl MetaStore for Sqlite {
                 |r| r.get(0),
             )?;
             if exists {
-                return Err(MetaError::AlreadyExists(format!(
-                    "space {:?}",
-                    s.name.as_str()
-                )));
+                return Err(MetaError::AlreadyExists(Record::Space(s.name.clone())));
             }
             c.execute(
                 "INSERT INTO spaces (name, owner, created_at) VALUES (?1, ?2, ?3)",
@@ -697,7 +755,7 @@ impl MetaStore for Sqlite {
             )?;
             for up in &ups {
                 if taken.exists(params![sid, up.path.as_str()])? {
-                    return Err(MetaError::AlreadyExists(up.path.to_string()));
+                    return Err(MetaError::AlreadyExists(Record::UploadAt(up.path.clone())));
                 }
             }
             insert_uploads(c, next, &ups)?;
@@ -863,7 +921,7 @@ impl MetaStore for Sqlite {
                 params![id, state.as_str(), expires_at],
             )?;
             if n == 0 {
-                return Err(MetaError::NotFound(format!("session {id}")));
+                return Err(MetaError::NotFound(Record::Session(id)));
             }
             Ok(())
         })
@@ -878,7 +936,7 @@ impl MetaStore for Sqlite {
                 params![id, state.as_str()],
             )?;
             if n == 0 {
-                return Err(MetaError::NotFound(format!("upload {id}")));
+                return Err(MetaError::NotFound(Record::Upload(id)));
             }
             Ok(())
         })
