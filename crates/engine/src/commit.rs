@@ -260,112 +260,79 @@ impl Engine {
         expected: &HashMap<String, Digest>,
         whole_session: bool,
     ) -> Result<Vec<Committed>> {
-        // 1. Freeze each upload and verify it.
-        let mut slots = Vec::new();
-        let mut candidates = Vec::new();
-        let result = async {
-            for id in ids {
-                let slot = self.slot(&Caller::Upload(id.clone()), id).await?;
-                let (upload, cursor) = {
-                    let _follower_done = slot.hashing.lock().await;
-                    let mut live = slot.state.lock().await;
-                    if let Some(w) = live.inflight.first() {
-                        return Err(EngineError::Conflict(format!(
-                            "{}: bytes {} are still being written",
-                            live.upload.path, w.range
-                        )));
-                    }
-                    if !live.upload.is_complete() {
-                        return Err(EngineError::Incomplete {
-                            missing: live.upload.missing(),
-                        });
-                    }
-                    live.committing = true;
-                    (live.upload.clone(), live.cursor.clone())
-                };
-                slots.push(slot);
-                let mut checks: Vec<Digest> = expected.get(id).cloned().into_iter().collect();
-                if let Some(hex) = &upload.expected_sha256
-                    && let Some(d) = Digest::from_hex(DigestAlgo::Sha256, hex)
-                {
-                    checks.push(d);
-                }
-                let want = checks
-                    .iter()
-                    .fold(Want::whole(&upload.whole_digests), |w, d| {
-                        w.or(Want::algo(d.algo))
-                    });
-                let digests = self.whole_digests(&upload, cursor, want).await?;
-                for d in &checks {
-                    digests.check(d)?;
-                }
-                candidates.push(Candidate { upload, digests });
-            }
-            Ok(())
-        }
-        .await;
-        let unfreeze = |slots: Vec<std::sync::Arc<crate::live::Slot>>| async move {
-            for slot in slots {
-                slot.state.lock().await.committing = false;
-            }
+        // 1. Freeze each upload and verify it. The guard unfreezes them
+        // however this ends (an error, or this future dropped because the
+        // client went away).
+        let mut frozen = Frozen {
+            slots: Vec::new(),
+            intent_recorded: false,
         };
-        if let Err(e) = result {
-            unfreeze(slots).await;
-            return Err(e);
+        let mut candidates = Vec::new();
+        for id in ids {
+            let slot = self.slot(&Caller::Upload(id.clone()), id).await?;
+            let (upload, cursor) = {
+                let _follower_done = slot.hashing.lock().await;
+                let mut live = slot.lock_settled().await;
+                if let Some(w) = live.inflight.first() {
+                    return Err(EngineError::Conflict(format!(
+                        "{}: bytes {} are still being written",
+                        live.upload.path, w.range
+                    )));
+                }
+                if !live.upload.is_complete() {
+                    return Err(EngineError::Incomplete {
+                        missing: live.upload.missing(),
+                    });
+                }
+                live.committing = true;
+                (live.upload.clone(), live.cursor.clone())
+            };
+            frozen.slots.push(slot);
+            let mut checks: Vec<Digest> = expected.get(id).cloned().into_iter().collect();
+            if let Some(hex) = &upload.expected_sha256
+                && let Some(d) = Digest::from_hex(DigestAlgo::Sha256, hex)
+            {
+                checks.push(d);
+            }
+            let want = checks
+                .iter()
+                .fold(Want::whole(&upload.whole_digests), |w, d| {
+                    w.or(Want::algo(d.algo))
+                });
+            let digests = self.whole_digests(&upload, cursor, want).await?;
+            for d in &checks {
+                digests.check(d)?;
+            }
+            candidates.push(Candidate { upload, digests });
         }
 
-        // 2. Choose final paths, and claim them until they are recorded.
+        // 2. Choose final paths, and claim them until they are recorded
+        // (the guard releases the claims however this ends).
+        let mut claims = Claims {
+            engine: self,
+            space: session.space.to_string(),
+            paths: Vec::new(),
+        };
         let mut decisions = Vec::new();
         {
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
-                match self.decide(session, &c.upload.path).await {
-                    Ok(d) => {
-                        if let Decision::Promote(p, _, _) = &d {
-                            self.claim(session, p, true);
-                        }
-                        decisions.push(d);
-                    }
-                    Err(e) => {
-                        for d in &decisions {
-                            if let Decision::Promote(p, _, _) = d {
-                                self.claim(session, p, false);
-                            }
-                        }
-                        unfreeze(slots).await;
-                        return Err(e);
-                    }
+                let d = self.decide(session, &c.upload.path).await?;
+                if let Decision::Promote(p, _, _) = &d {
+                    claims.claim(p);
                 }
+                decisions.push(d);
             }
         }
-        let claimed: Vec<SpacePath> = decisions
-            .iter()
-            .filter_map(|d| match d {
-                Decision::Promote(p, _, _) => Some(p.clone()),
-                Decision::Skip(_) => None,
-            })
-            .collect();
-        let result = self
-            .promote_and_record(session, ids, whole_session, candidates, decisions)
-            .await;
-        {
-            let _ns = self.inner.namespace.lock().await;
-            for p in &claimed {
-                self.claim(session, p, false);
-            }
-        }
-        let (done, ended) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                unfreeze(slots).await;
-                return Err(e);
-            }
-        };
+        let (done, ended) = self
+            .promote_and_record(session, &mut frozen, candidates, decisions, whole_session)
+            .await?;
+        drop(claims);
         let states: Vec<(String, UploadState)> = done
             .iter()
             .map(|d| (d.upload_id.clone(), d.state))
             .collect();
-        for (slot, d) in slots.iter().zip(&done) {
+        for (slot, d) in std::mem::take(&mut frozen.slots).iter().zip(&done) {
             let mut live = slot.state.lock().await;
             live.upload.state = d.state;
             live.upload.final_path = Some(d.final_path.clone());
@@ -379,17 +346,6 @@ impl Engine {
         };
         self.refresh_session(&s, &states).await;
         Ok(done)
-    }
-
-    /// Claims (or releases) a final path for a commit in progress.
-    fn claim(&self, session: &Session, path: &SpacePath, on: bool) {
-        let key = (session.space.to_string(), path.to_string());
-        let mut pending = self.inner.pending.lock().unwrap();
-        if on {
-            pending.insert(key);
-        } else {
-            pending.remove(&key);
-        }
     }
 
     /// What a commit in progress has claimed at or around `path`.
@@ -413,10 +369,10 @@ impl Engine {
     async fn promote_and_record(
         &self,
         session: &Session,
-        ids: &[String],
-        whole_session: bool,
+        frozen: &mut Frozen,
         candidates: Vec<Candidate>,
         decisions: Vec<Decision>,
+        whole_session: bool,
     ) -> Result<(Vec<Committed>, Option<SessionState>)> {
         // 3. Record the intent.
         let plan: Vec<(String, SpacePath)> = candidates
@@ -430,6 +386,7 @@ impl Engine {
         let meta = &self.inner.meta;
         meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan)
             .await?;
+        frozen.intent_recorded = true;
 
         // 4. Promote, many at a time: directory fsyncs are shared between
         // concurrent promotions, so a 10,000-file session costs a few
@@ -483,7 +440,6 @@ impl Engine {
         // 5. Record the result with the session's end, in one transaction:
         // a whole session ends committed; otherwise it ends when nothing in
         // it is left open (an open-ended session stays open).
-        let _ = ids;
         let end = if whole_session {
             SessionEnd::To(&session.id, SessionState::Committed)
         } else {
@@ -816,6 +772,62 @@ impl Engine {
         meta.finish_commit(SessionEnd::IfSettled(&session.id), &[done])
             .await?;
         Ok(Rolled::Forward)
+    }
+}
+
+/// Final paths a commit has claimed (so that concurrent commits choose
+/// around them) until its result is recorded; released on drop, so an
+/// error or a dropped commit future never leaves a claim behind.
+struct Claims<'a> {
+    engine: &'a Engine,
+    space: String,
+    paths: Vec<String>,
+}
+
+impl Claims<'_> {
+    fn claim(&mut self, path: &SpacePath) {
+        let key = (self.space.clone(), path.to_string());
+        self.engine.inner.pending.lock().unwrap().insert(key);
+        self.paths.push(path.to_string());
+    }
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.engine.inner.pending.lock().unwrap();
+        for p in self.paths.drain(..) {
+            pending.remove(&(self.space.clone(), p));
+        }
+    }
+}
+
+/// Uploads a commit has frozen (`committing`: no new writes) while it
+/// verifies and promotes them; unfrozen on drop unless the commit took
+/// them (an error, or a dropped commit future, leaves none frozen).
+/// Once the intent is recorded they stay `committing` (as metadata says)
+/// until the next commit of the session finishes them.
+struct Frozen {
+    slots: Vec<std::sync::Arc<crate::live::Slot>>,
+    intent_recorded: bool,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let recorded = self.intent_recorded;
+        let thaw = move |live: &mut crate::live::Live| {
+            live.committing = false;
+            if recorded {
+                live.upload.state = UploadState::Committing;
+            }
+        };
+        for slot in self.slots.drain(..) {
+            if let Ok(mut live) = slot.state.try_lock() {
+                thaw(&mut live);
+                continue;
+            }
+            // Busy: thaw as soon as the holder lets go.
+            tokio::spawn(async move { thaw(&mut *slot.state.lock().await) });
+        }
     }
 }
 
