@@ -76,6 +76,8 @@ impl From<MetaError> for EngineError {
                 "the metadata storage is full; nothing was changed, retry once space is freed"
                     .into(),
             ),
+            // A state change that raced another (the lifecycle refused it).
+            MetaError::IllegalTransition(t) => EngineError::Conflict(t.to_string()),
             other => EngineError::Meta(other),
         }
     }

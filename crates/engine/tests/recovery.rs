@@ -276,6 +276,9 @@ async fn recovery_repairs_every_intermediate_state() {
     // 3. A session left open after its last upload was committed.
     let (s3, u3) = written(&engine, &admin, "three.bin", b"333").await;
     let three = SpacePath::parse("three.bin").unwrap();
+    meta.begin_commit(None, &[(u3.clone(), three.clone())])
+        .await
+        .unwrap();
     store
         .promote(&u3, &space, &three, Promote::NoReplace)
         .await

@@ -93,6 +93,7 @@ pub async fn run_all(m: &dyn MetaStore) {
     expiry_and_usage(m).await;
     state_changes_end_the_session_in_the_same_transaction(m).await;
     failing_an_upload_fails_its_session_with_a_reason(m).await;
+    illegal_state_changes_are_refused(m).await;
     m.ping().await.unwrap();
 }
 
@@ -543,6 +544,9 @@ pub async fn state_changes_end_the_session_in_the_same_transaction(m: &dyn MetaS
         file: file(f, "gus", path, 1, "gus"),
     };
     // One of two committed: the session stays open.
+    m.begin_commit(None, &[("g1a".into(), p("a"))])
+        .await
+        .unwrap();
     let ended = m
         .finish_commit(SessionEnd::IfSettled("g1"), &[commit("g1a", "a", "ga")])
         .await
@@ -582,6 +586,9 @@ pub async fn state_changes_end_the_session_in_the_same_transaction(m: &dyn MetaS
         ..session("g3", "gus", 10_000)
     };
     m.create_session(&s3, &[upload("g3a", "g3", "a", Length::Known(1))])
+        .await
+        .unwrap();
+    m.begin_commit(None, &[("g3a".into(), p("c"))])
         .await
         .unwrap();
     let ended = m
@@ -633,4 +640,52 @@ pub async fn failing_an_upload_fails_its_session_with_a_reason(m: &dyn MetaStore
     assert_eq!(s.failure.as_deref(), Some("its bytes are missing"));
     let u = m.get_upload("h1a").await.unwrap().unwrap();
     assert_eq!((u.state, u.final_path), (UploadState::Aborted, None));
+}
+
+/// Every state change is held to the core's lifecycle: an illegal one is
+/// refused and changes nothing.
+pub async fn illegal_state_changes_are_refused(m: &dyn MetaStore) {
+    m.create_user(&user("ivy")).await.unwrap();
+    m.create_session(
+        &session("i1", "ivy", 10_000),
+        &[upload("i1a", "i1", "a", Length::Known(1))],
+    )
+    .await
+    .unwrap();
+    // An open upload cannot become a file without its intent recorded.
+    let err = m
+        .finish_commit(
+            SessionEnd::Keep,
+            &[Committed {
+                upload_id: "i1a".into(),
+                state: UploadState::Committed,
+                final_path: p("a"),
+                file: file("i1f", "ivy", "a", 1, "ivy"),
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IllegalTransition(_)), "{err:?}");
+    assert!(m.get_file(&sp("ivy"), &p("a")).await.unwrap().is_none());
+    m.set_session_state("i1", SessionState::Aborted, None)
+        .await
+        .unwrap();
+    // A final state is never left.
+    let err = m
+        .set_session_state("i1", SessionState::Open, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IllegalTransition(_)), "{err:?}");
+    m.set_upload_state("i1a", UploadState::Aborted)
+        .await
+        .unwrap();
+    let err = m
+        .begin_commit(None, &[("i1a".into(), p("a"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IllegalTransition(_)), "{err:?}");
+    assert_eq!(
+        m.get_upload("i1a").await.unwrap().unwrap().state,
+        UploadState::Aborted
+    );
 }

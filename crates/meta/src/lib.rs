@@ -46,6 +46,9 @@ pub enum MetaError {
     /// A session would hold this many uploads, over the limit.
     #[error("{0} uploads would be over the session's limit")]
     Full(usize),
+    /// The lifecycle does not allow this state change; nothing changed.
+    #[error(transparent)]
+    IllegalTransition(#[from] ferry_core::TransitionError),
 }
 
 impl MetaError {

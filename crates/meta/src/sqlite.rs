@@ -295,6 +295,48 @@ impl Sqlite {
     }
 }
 
+// ---- the lifecycle
+
+fn session_state(c: &Connection, id: &str) -> Result<Option<SessionState>> {
+    let s: Option<String> = c
+        .prepare_cached("SELECT state FROM sessions WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(s.map(parse).transpose()?)
+}
+
+fn upload_state(c: &Connection, id: &str) -> Result<Option<UploadState>> {
+    let s: Option<String> = c
+        .prepare_cached("SELECT state FROM uploads WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(s.map(parse).transpose()?)
+}
+
+/// Checks a session's state change against the core's lifecycle
+/// ([`SessionState::transition`]); `false` when there is no such session.
+fn check_session(c: &Connection, id: &str, to: SessionState) -> Result<bool> {
+    match session_state(c, id)? {
+        Some(from) => {
+            from.transition(to)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Checks an upload's state change against the core's lifecycle
+/// ([`UploadState::transition`]); `false` when there is no such upload.
+fn check_upload(c: &Connection, id: &str, to: UploadState) -> Result<bool> {
+    match upload_state(c, id)? {
+        Some(from) => {
+            from.transition(to)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 // ---- session ends
 
 /// [`SessionEnd`] moved into a write job.
@@ -319,7 +361,10 @@ impl From<SessionEnd<'_>> for OwnedEnd {
 fn apply_end(c: &Connection, end: &OwnedEnd) -> Result<Option<SessionState>> {
     let (id, to) = match end {
         OwnedEnd::Keep => return Ok(None),
-        OwnedEnd::To(id, st) => (id, *st),
+        OwnedEnd::To(id, st) => {
+            check_session(c, id, *st)?;
+            (id, *st)
+        }
         OwnedEnd::IfSettled(id) => {
             let Some((state, open_ended)) = c
                 .prepare_cached("SELECT state, open_ended FROM sessions WHERE id = ?1")?
@@ -916,6 +961,9 @@ impl MetaStore for Sqlite {
     ) -> Result<()> {
         let id = id.to_owned();
         self.write(move |c| {
+            if !check_session(c, &id, state)? {
+                return Err(MetaError::NotFound(Record::Session(id)));
+            }
             let n = c.execute(
                 "UPDATE sessions SET state = ?2, expires_at = COALESCE(?3, expires_at) WHERE id = ?1",
                 params![id, state.as_str(), expires_at],
@@ -931,6 +979,9 @@ impl MetaStore for Sqlite {
     async fn set_upload_state(&self, upload_id: &str, state: UploadState) -> Result<()> {
         let id = upload_id.to_owned();
         self.write(move |c| {
+            if !check_upload(c, &id, state)? {
+                return Err(MetaError::NotFound(Record::Upload(id)));
+            }
             let n = c.execute(
                 "UPDATE uploads SET state = ?2 WHERE id = ?1",
                 params![id, state.as_str()],
@@ -952,16 +1003,18 @@ impl MetaStore for Sqlite {
         let plan = plan.to_vec();
         self.write(move |c| {
             if let Some(sid) = session {
+                check_session(c, &sid, SessionState::Committing)?;
                 c.execute(
                     "UPDATE sessions SET state = 'committing' WHERE id = ?1",
                     [sid],
                 )?;
             }
-            let mut stmt = c.prepare_cached(
-                "UPDATE uploads SET state = 'committing', final_path = ?2 WHERE id = ?1",
-            )?;
             for (id, path) in &plan {
-                stmt.execute(params![id, path.as_str()])?;
+                check_upload(c, id, UploadState::Committing)?;
+                c.prepare_cached(
+                    "UPDATE uploads SET state = 'committing', final_path = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, path.as_str()])?;
             }
             Ok(())
         })
@@ -977,6 +1030,7 @@ impl MetaStore for Sqlite {
         let done = done.to_vec();
         self.write(move |c| {
             for d in &done {
+                check_upload(c, &d.upload_id, d.state)?;
                 if d.state == UploadState::Committed {
                     insert_file(c, &d.file)?;
                 }
@@ -1005,11 +1059,14 @@ impl MetaStore for Sqlite {
         let end = OwnedEnd::from(end);
         let ids = ids.to_vec();
         self.write(move |c| {
-            let mut stmt = c.prepare_cached(
-                "UPDATE uploads SET state = 'aborted' WHERE id = ?1 AND state IN ('open', 'committing')",
-            )?;
             for id in &ids {
-                stmt.execute([id])?;
+                // Only what may still be aborted: a finished upload stays.
+                if upload_state(c, id)?.is_some_and(|s| {
+                    s != UploadState::Aborted && s.can_become(UploadState::Aborted)
+                }) {
+                    c.prepare_cached("UPDATE uploads SET state = 'aborted' WHERE id = ?1")?
+                        .execute([id])?;
+                }
             }
             apply_end(c, &end)
         })
@@ -1019,11 +1076,22 @@ impl MetaStore for Sqlite {
     async fn fail_upload(&self, upload_id: &str, reason: &str) -> Result<()> {
         let (id, reason) = (upload_id.to_owned(), reason.to_owned());
         self.write(move |c| {
-            c.execute(
-                "UPDATE sessions SET state = 'failed', failure = ?2 \
-                 WHERE id = (SELECT session_id FROM uploads WHERE id = ?1)",
-                params![id, reason],
-            )?;
+            let session: Option<(String, String)> = c
+                .query_row(
+                    "SELECT s.id, s.state FROM sessions s JOIN uploads u ON u.session_id = s.id \
+                     WHERE u.id = ?1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((sid, state)) = session
+                && parse::<SessionState>(state)?.can_become(SessionState::Failed)
+            {
+                c.execute(
+                    "UPDATE sessions SET state = 'failed', failure = ?2 WHERE id = ?1",
+                    params![sid, reason],
+                )?;
+            }
             c.execute(
                 "UPDATE uploads SET state = 'aborted', final_path = NULL WHERE id = ?1",
                 [&id],
