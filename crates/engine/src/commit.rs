@@ -265,7 +265,7 @@ impl Engine {
         // client went away).
         let mut frozen = Frozen {
             slots: Vec::new(),
-            intent_recorded: false,
+            intent_recorded: Vec::new(),
         };
         let mut candidates = Vec::new();
         for id in ids {
@@ -386,7 +386,7 @@ impl Engine {
         let meta = &self.inner.meta;
         meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan)
             .await?;
-        frozen.intent_recorded = true;
+        frozen.intent_recorded = plan.iter().map(|(id, _)| id.clone()).collect();
 
         // 4. Promote, many at a time: directory fsyncs are shared between
         // concurrent promotions, so a 10,000-file session costs a few
@@ -808,25 +808,27 @@ impl Drop for Claims<'_> {
 /// until the next commit of the session finishes them.
 struct Frozen {
     slots: Vec<std::sync::Arc<crate::live::Slot>>,
-    intent_recorded: bool,
+    /// The uploads whose intent (`committing`) is recorded.
+    intent_recorded: Vec<String>,
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let recorded = self.intent_recorded;
-        let thaw = move |live: &mut crate::live::Live| {
+        fn thaw(live: &mut crate::live::Live, recorded: &[String]) {
             live.committing = false;
-            if recorded {
+            if recorded.contains(&live.upload.id) {
                 live.upload.state = UploadState::Committing;
             }
-        };
+        }
+        let recorded = std::sync::Arc::new(std::mem::take(&mut self.intent_recorded));
         for slot in self.slots.drain(..) {
             if let Ok(mut live) = slot.state.try_lock() {
-                thaw(&mut live);
+                thaw(&mut live, &recorded);
                 continue;
             }
             // Busy: thaw as soon as the holder lets go.
-            tokio::spawn(async move { thaw(&mut *slot.state.lock().await) });
+            let recorded = recorded.clone();
+            tokio::spawn(async move { thaw(&mut *slot.state.lock().await, &recorded) });
         }
     }
 }
