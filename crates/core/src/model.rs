@@ -117,7 +117,104 @@ impl SessionState {
     }
 }
 
+/// A state change the lifecycle does not allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("a session cannot go from {from} to {to}")]
+    Session {
+        from: SessionState,
+        to: SessionState,
+    },
+    #[error("an upload cannot go from {from} to {to}")]
+    Upload { from: UploadState, to: UploadState },
+}
+
+// The lifecycle. Every state change is checked against these two tables
+// (by the metadata store, inside the transaction that makes it); a state
+// "changing" to itself is an idempotent repeat and always allowed.
+//
+// Session: open → committing (a whole-session commit records its intent)
+//          open → committed | aborted (its last upload finished or was
+//                 aborted) | expired | failed (recovery)
+//          committing → committed | open (an upload was reopened) | failed
+// Upload:  open → committing (intent) | skipped (the `skip` policy keeps
+//                 the existing file) | aborted
+//          committing → committed | skipped | open (promotion impossible:
+//                 reopened) | aborted (recovery gave up on it)
+// Everything else is final.
+
+impl SessionState {
+    /// Whether the lifecycle allows going from `self` to `to`.
+    pub fn can_become(self, to: SessionState) -> bool {
+        use SessionState::*;
+        self == to
+            || matches!(
+                (self, to),
+                (Open, Committing | Committed | Aborted | Expired | Failed)
+                    | (Committing, Committed | Open | Failed)
+            )
+    }
+
+    /// `to`, if the lifecycle allows the change.
+    pub fn transition(self, to: SessionState) -> Result<SessionState, TransitionError> {
+        if self.can_become(to) {
+            Ok(to)
+        } else {
+            Err(TransitionError::Session { from: self, to })
+        }
+    }
+
+    /// The state a session settles in once none of its uploads is open or
+    /// being committed: `committed` when one of them became a file (or was
+    /// skipped), else `aborted`. `None` while one is still open or
+    /// committing, when it has no uploads, or when it is open-ended (only a
+    /// whole-session commit, an abort or expiry end that).
+    pub fn settled(
+        open_ended: bool,
+        uploads: impl IntoIterator<Item = UploadState>,
+    ) -> Option<SessionState> {
+        if open_ended {
+            return None;
+        }
+        let mut any = false;
+        let mut done = false;
+        for u in uploads {
+            match u {
+                UploadState::Open | UploadState::Committing => return None,
+                UploadState::Committed | UploadState::Skipped => done = true,
+                UploadState::Aborted => {}
+            }
+            any = true;
+        }
+        any.then_some(if done {
+            SessionState::Committed
+        } else {
+            SessionState::Aborted
+        })
+    }
+}
+
 impl UploadState {
+    /// Whether the lifecycle allows going from `self` to `to`.
+    pub fn can_become(self, to: UploadState) -> bool {
+        use UploadState::*;
+        self == to
+            || matches!(
+                (self, to),
+                (Open, Committing | Skipped | Aborted)
+                    | (Committing, Committed | Skipped | Open | Aborted)
+            )
+    }
+
+    /// `to`, if the lifecycle allows the change.
+    pub fn transition(self, to: UploadState) -> Result<UploadState, TransitionError> {
+        if self.can_become(to) {
+            Ok(to)
+        } else {
+            Err(TransitionError::Upload { from: self, to })
+        }
+    }
+
     pub fn is_done(self) -> bool {
         matches!(self, UploadState::Committed | UploadState::Skipped)
     }
@@ -164,6 +261,9 @@ pub struct Session {
     /// The files this session commits expire with it: they are deleted
     /// once `expires_at` passes (deepset's `TEMPORARY` write mode).
     pub files_expire: bool,
+    /// Why the session failed, when it did (e.g. start-up recovery could
+    /// not finish one of its commits); shown to its owner.
+    pub failure: Option<String>,
 }
 
 impl Session {
@@ -331,5 +431,126 @@ mod tests {
         let u = upload(Length::Deferred, 10, &[(0, 10)]);
         assert!(!u.is_complete());
         assert_eq!(u.missing().last().unwrap().start, 10);
+    }
+
+    const SESSION_STATES: [SessionState; 6] = [
+        SessionState::Open,
+        SessionState::Committing,
+        SessionState::Committed,
+        SessionState::Aborted,
+        SessionState::Expired,
+        SessionState::Failed,
+    ];
+    const UPLOAD_STATES: [UploadState; 5] = [
+        UploadState::Open,
+        UploadState::Committing,
+        UploadState::Committed,
+        UploadState::Skipped,
+        UploadState::Aborted,
+    ];
+
+    #[test]
+    fn session_transition_table() {
+        use SessionState::*;
+        // Each row: from, then every state it may become besides itself.
+        let legal: &[(SessionState, &[SessionState])] = &[
+            (Open, &[Committing, Committed, Aborted, Expired, Failed]),
+            (Committing, &[Committed, Open, Failed]),
+            (Committed, &[]),
+            (Aborted, &[]),
+            (Expired, &[]),
+            (Failed, &[]),
+        ];
+        for &(from, tos) in legal {
+            for to in SESSION_STATES {
+                let ok = from == to || tos.contains(&to);
+                assert_eq!(from.can_become(to), ok, "{from} -> {to}");
+                assert_eq!(
+                    from.transition(to),
+                    if ok {
+                        Ok(to)
+                    } else {
+                        Err(TransitionError::Session { from, to })
+                    }
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn upload_transition_table() {
+        use UploadState::*;
+        let legal: &[(UploadState, &[UploadState])] = &[
+            (Open, &[Committing, Skipped, Aborted]),
+            (Committing, &[Committed, Skipped, Open, Aborted]),
+            (Committed, &[]),
+            (Skipped, &[]),
+            (Aborted, &[]),
+        ];
+        for &(from, tos) in legal {
+            for to in UPLOAD_STATES {
+                let ok = from == to || tos.contains(&to);
+                assert_eq!(from.can_become(to), ok, "{from} -> {to}");
+                assert_eq!(from.transition(to).is_ok(), ok);
+            }
+        }
+        assert_eq!(
+            Committed.transition(Open),
+            Err(TransitionError::Upload {
+                from: Committed,
+                to: Open
+            })
+        );
+    }
+
+    #[test]
+    fn a_session_settles_only_when_nothing_is_open() {
+        use UploadState::*;
+        assert_eq!(
+            SessionState::settled(false, [Committed, Aborted]),
+            Some(SessionState::Committed)
+        );
+        assert_eq!(
+            SessionState::settled(false, [Skipped]),
+            Some(SessionState::Committed)
+        );
+        assert_eq!(
+            SessionState::settled(false, [Aborted, Aborted]),
+            Some(SessionState::Aborted)
+        );
+        assert_eq!(SessionState::settled(false, [Committed, Open]), None);
+        assert_eq!(SessionState::settled(false, [Committing]), None);
+        assert_eq!(SessionState::settled(false, []), None);
+        assert_eq!(SessionState::settled(true, [Committed]), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever changes are asked for, following only the legal ones:
+        /// a final state is never left, the lifecycle never returns to
+        /// `open` from a final state, and the settled state of a session
+        /// is always one it may become from `open`.
+        #[test]
+        fn the_lifecycle_never_leaves_a_final_state(
+            asks in proptest::collection::vec((0usize..6, 0usize..5), 0..40)
+        ) {
+            let mut s = SessionState::Open;
+            let mut u = UploadState::Open;
+            for (si, ui) in asks {
+                let (s_to, u_to) = (SESSION_STATES[si], UPLOAD_STATES[ui]);
+                let s_was_final = s.is_final();
+                let u_was_final = !matches!(u, UploadState::Open | UploadState::Committing);
+                if let Ok(next) = s.transition(s_to) {
+                    proptest::prop_assert!(!s_was_final || next == s);
+                    s = next;
+                }
+                if let Ok(next) = u.transition(u_to) {
+                    proptest::prop_assert!(!u_was_final || next == u);
+                    u = next;
+                }
+                if let Some(st) = SessionState::settled(false, [u]) {
+                    proptest::prop_assert!(SessionState::Open.can_become(st));
+                }
+            }
+        }
     }
 }

@@ -8,12 +8,21 @@
 
 use std::fmt;
 
-/// Longest accepted path, in bytes.
-pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest accepted path inside a space, in bytes (after normalization):
+/// S3's key limit, and small enough that `<data dir>/spaces/<space>/<path>`
+/// stays under the 4,096-byte `PATH_MAX` of Linux for any data dir of up to
+/// [`MAX_ROOT_BYTES`] (checked at start-up).
+pub const MAX_PATH_BYTES: usize = 1024;
 /// Longest accepted single name (segment), in bytes; most filesystems stop here.
 pub const MAX_NAME_BYTES: usize = 255;
 /// Deepest accepted folder nesting.
 pub const MAX_DEPTH: usize = 64;
+/// Longest space name, in bytes.
+pub const MAX_SPACE_BYTES: usize = 64;
+/// Longest storage root (data dir) for which every accepted path fits the
+/// 4,096-byte `PATH_MAX` (with `/spaces/`, a space, a `/` and a NUL).
+pub const MAX_ROOT_BYTES: usize =
+    4096 - 1 - "/spaces/".len() - MAX_SPACE_BYTES - 1 - MAX_PATH_BYTES;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -48,9 +57,22 @@ impl SpacePath {
     /// Normalizes and checks a client-supplied path. A leading `/` means the
     /// root of the space, not the root of the machine.
     pub fn parse(raw: &str) -> Result<SpacePath, PathError> {
-        if raw.len() > MAX_PATH_BYTES {
+        // Generous bound on the raw input (`./` and `//` are dropped below);
+        // the normalized path is held to `MAX_PATH_BYTES`.
+        if raw.len() > 4 * MAX_PATH_BYTES {
             return Err(PathError::TooLong { len: raw.len() });
         }
+        SpacePath::parse_with(raw, true)
+    }
+
+    /// A path read back from storage: confined like [`SpacePath::parse`],
+    /// but not held to the length limits, which may have been wider when
+    /// it was stored (a record must stay readable across upgrades).
+    pub fn parse_stored(raw: &str) -> Result<SpacePath, PathError> {
+        SpacePath::parse_with(raw, false)
+    }
+
+    fn parse_with(raw: &str, limits: bool) -> Result<SpacePath, PathError> {
         if let Some(c) = raw.chars().find(|c| c.is_control()) {
             return Err(if c == '\0' {
                 PathError::Nul
@@ -66,7 +88,7 @@ impl SpacePath {
             match seg {
                 "" | "." => continue,
                 ".." => return Err(PathError::DotDot),
-                s if s.len() > MAX_NAME_BYTES => {
+                s if limits && s.len() > MAX_NAME_BYTES => {
                     return Err(PathError::NameTooLong {
                         name: s.chars().take(32).collect::<String>() + "…",
                         len: s.len(),
@@ -77,6 +99,13 @@ impl SpacePath {
         }
         if segments.is_empty() {
             return Err(PathError::Empty);
+        }
+        if !limits {
+            return Ok(SpacePath(segments.join("/")));
+        }
+        let len = segments.iter().map(|s| s.len() + 1).sum::<usize>() - 1;
+        if len > MAX_PATH_BYTES {
+            return Err(PathError::TooLong { len });
         }
         if segments.len() > MAX_DEPTH {
             return Err(PathError::TooDeep {
@@ -117,17 +146,18 @@ impl SpacePath {
         self.0.match_indices('/').map(move |(i, _)| &self.0[..i])
     }
 
-    /// The same folder with another final name.
-    pub fn with_name(&self, name: &str) -> SpacePath {
+    /// The same folder with another final name, if the result is still a
+    /// valid path (within every limit).
+    pub fn with_name(&self, name: &str) -> Result<SpacePath, PathError> {
         match self.parent() {
-            Some(p) => SpacePath(format!("{}/{}", p.0, name)),
-            None => SpacePath(name.to_owned()),
+            Some(p) => SpacePath::parse(&format!("{}/{}", p.0, name)),
+            None => SpacePath::parse(name),
         }
     }
 
-    /// Appends a relative path.
-    pub fn join(&self, rel: &SpacePath) -> SpacePath {
-        SpacePath(format!("{}/{}", self.0, rel.0))
+    /// Appends a relative path, if the result is within every limit.
+    pub fn join(&self, rel: &SpacePath) -> Result<SpacePath, PathError> {
+        SpacePath::parse(&format!("{}/{}", self.0, rel.0))
     }
 }
 
@@ -145,7 +175,7 @@ pub struct SpaceName(String);
 impl SpaceName {
     pub fn parse(raw: &str) -> Result<SpaceName, PathError> {
         let ok = !raw.is_empty()
-            && raw.len() <= 64
+            && raw.len() <= MAX_SPACE_BYTES
             && raw.as_bytes()[0].is_ascii_alphanumeric()
             && raw
                 .bytes()
@@ -205,6 +235,34 @@ mod tests {
             SpacePath::parse(&"a/".repeat(3000)),
             Err(PathError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn a_path_is_held_to_the_limits_exactly_at_the_limit() {
+        let name = "n".repeat(MAX_NAME_BYTES);
+        assert!(SpacePath::parse(&name).is_ok());
+        let exact = format!("{}/", "d".repeat(99)).repeat(10) + &"x".repeat(24);
+        assert_eq!(
+            SpacePath::parse(&exact).unwrap().as_str().len(),
+            MAX_PATH_BYTES
+        );
+        assert!(matches!(
+            SpacePath::parse(&format!("{exact}y")),
+            Err(PathError::TooLong { len }) if len == MAX_PATH_BYTES + 1
+        ));
+        // The 4,090-byte path of issue 11 is refused when parsed.
+        let long = format!("{}/", "d".repeat(99)).repeat(40) + &"f".repeat(90);
+        assert_eq!(long.len(), 4090);
+        assert!(matches!(
+            SpacePath::parse(&long),
+            Err(PathError::TooLong { .. })
+        ));
+        let deep = "a/".repeat(MAX_DEPTH);
+        assert!(SpacePath::parse(&deep).is_ok());
+        assert!(matches!(
+            SpacePath::parse(&format!("{deep}b")),
+            Err(PathError::TooDeep { depth }) if depth == MAX_DEPTH + 1
+        ));
         assert!(matches!(
             SpacePath::parse(&"a/".repeat(100)),
             Err(PathError::TooDeep { depth: 100 })
@@ -217,7 +275,8 @@ mod tests {
         assert_eq!(p.name(), "c.txt");
         assert_eq!(p.parent().unwrap().as_str(), "a/b");
         assert_eq!(p.ancestors().collect::<Vec<_>>(), vec!["a", "a/b"]);
-        assert_eq!(p.with_name("d").as_str(), "a/b/d");
+        assert_eq!(p.with_name("d").unwrap().as_str(), "a/b/d");
+        assert!(p.with_name(&"d".repeat(256)).is_err());
         assert_eq!(SpacePath::parse("x").unwrap().parent(), None);
     }
 

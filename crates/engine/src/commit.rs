@@ -19,7 +19,7 @@ use ferry_core::{
     ConflictPolicy, Digest, DigestAlgo, FileRecord, Session, SessionState, SpacePath, StateError,
     Upload, UploadState,
 };
-use ferry_meta::{Committed, Occupant};
+use ferry_meta::{Committed, Occupant, SessionEnd};
 use ferry_store::Promote;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -56,6 +56,11 @@ impl Engine {
         s: Session,
         expected: HashMap<String, Digest>,
     ) -> Result<SessionView> {
+        let s = if s.state == SessionState::Committing {
+            self.resume_interrupted(&s).await?
+        } else {
+            s
+        };
         if s.state == SessionState::Open && s.is_expired_at(now_ms()) {
             return Err(EngineError::Gone(StateError::Expired));
         }
@@ -65,7 +70,14 @@ impl Engine {
         if s.state != SessionState::Open {
             return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
         }
-        let uploads = self.inner.meta.session_uploads(&s.id).await?;
+        let mut uploads = self.inner.meta.session_uploads(&s.id).await?;
+        if uploads.iter().any(|u| u.state == UploadState::Committing) {
+            let s = self.resume_interrupted(&s).await?;
+            if s.state != SessionState::Open {
+                return self.view(s).await;
+            }
+            uploads = self.inner.meta.session_uploads(&s.id).await?;
+        }
         let ids: Vec<String> = uploads
             .iter()
             .filter(|u| u.state == UploadState::Open)
@@ -136,11 +148,14 @@ impl Engine {
                 UploadState::Open => open.push(id.clone()),
                 UploadState::Committed | UploadState::Skipped => {}
                 UploadState::Aborted => return Err(EngineError::Gone(StateError::Aborted)),
+                // Left by a commit that failed half-way (we hold the lock):
+                // finish it now, no restart needed.
                 UploadState::Committing => {
-                    return Err(EngineError::Conflict(format!(
-                        "a commit of {} is being recovered; retry shortly",
-                        upload.path
-                    )));
+                    self.resume_interrupted(&s).await?;
+                    let again = self.inner.meta.get_upload(id).await?;
+                    if again.is_some_and(|u| u.state == UploadState::Open) {
+                        open.push(id.clone());
+                    }
                 }
             }
         }
@@ -195,10 +210,23 @@ impl Engine {
             }
             UploadState::Committed | UploadState::Skipped => {}
             UploadState::Aborted => return Err(EngineError::Gone(StateError::Aborted)),
+            // Left by a commit that failed half-way (a full metadata disk,
+            // a failed promotion): we hold the session's lock, so no commit
+            // is running; finish it now, with no restart.
             UploadState::Committing => {
-                return Err(EngineError::Conflict(
-                    "a commit of this upload is being recovered; retry shortly".into(),
-                ));
+                let s = self.resume_interrupted(&s).await?;
+                let u = self.inner.meta.get_upload(upload_id).await?;
+                if u.is_some_and(|u| u.state == UploadState::Open) {
+                    if s.state != SessionState::Open {
+                        return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
+                    }
+                    let expected: HashMap<_, _> = expected
+                        .into_iter()
+                        .map(|d| (upload_id.to_owned(), d))
+                        .collect();
+                    self.commit_locked(&s, &[upload_id.to_owned()], &expected, false)
+                        .await?;
+                }
             }
         }
         let upload = self
@@ -232,159 +260,92 @@ impl Engine {
         expected: &HashMap<String, Digest>,
         whole_session: bool,
     ) -> Result<Vec<Committed>> {
-        // 1. Freeze each upload and verify it.
-        let mut slots = Vec::new();
-        let mut candidates = Vec::new();
-        let result = async {
-            for id in ids {
-                let slot = self.slot(&Caller::Upload(id.clone()), id).await?;
-                let (upload, cursor) = {
-                    let _follower_done = slot.hashing.lock().await;
-                    let mut live = slot.state.lock().await;
-                    if let Some(w) = live.inflight.first() {
-                        return Err(EngineError::Conflict(format!(
-                            "{}: bytes {} are still being written",
-                            live.upload.path, w.range
-                        )));
-                    }
-                    if !live.upload.is_complete() {
-                        return Err(EngineError::Incomplete {
-                            missing: live.upload.missing(),
-                        });
-                    }
-                    live.committing = true;
-                    (live.upload.clone(), live.cursor.clone())
-                };
-                slots.push(slot);
-                let mut checks: Vec<Digest> = expected.get(id).cloned().into_iter().collect();
-                if let Some(hex) = &upload.expected_sha256
-                    && let Some(d) = Digest::from_hex(DigestAlgo::Sha256, hex)
-                {
-                    checks.push(d);
-                }
-                let want = checks
-                    .iter()
-                    .fold(Want::whole(&upload.whole_digests), |w, d| {
-                        w.or(Want::algo(d.algo))
-                    });
-                let digests = self.whole_digests(&upload, cursor, want).await?;
-                for d in &checks {
-                    digests.check(d)?;
-                }
-                candidates.push(Candidate { upload, digests });
-            }
-            Ok(())
-        }
-        .await;
-        let unfreeze = |slots: Vec<std::sync::Arc<crate::live::Slot>>| async move {
-            for slot in slots {
-                slot.state.lock().await.committing = false;
-            }
+        // 1. Freeze each upload and verify it. The guard unfreezes them
+        // however this ends (an error, or this future dropped because the
+        // client went away).
+        let mut frozen = Frozen {
+            slots: Vec::new(),
+            intent_recorded: Vec::new(),
         };
-        if let Err(e) = result {
-            unfreeze(slots).await;
-            return Err(e);
+        let mut candidates = Vec::new();
+        for id in ids {
+            let slot = self.slot(&Caller::Upload(id.clone()), id).await?;
+            let (upload, cursor) = {
+                let _follower_done = slot.hashing.lock().await;
+                let mut live = slot.lock_settled().await;
+                if let Some(w) = live.inflight.first() {
+                    return Err(EngineError::Conflict(format!(
+                        "{}: bytes {} are still being written",
+                        live.upload.path, w.range
+                    )));
+                }
+                if !live.upload.is_complete() {
+                    return Err(EngineError::Incomplete {
+                        missing: live.upload.missing(),
+                    });
+                }
+                live.committing = true;
+                (live.upload.clone(), live.cursor.clone())
+            };
+            frozen.slots.push(slot);
+            let mut checks: Vec<Digest> = expected.get(id).cloned().into_iter().collect();
+            if let Some(hex) = &upload.expected_sha256
+                && let Some(d) = Digest::from_hex(DigestAlgo::Sha256, hex)
+            {
+                checks.push(d);
+            }
+            let want = checks
+                .iter()
+                .fold(Want::whole(&upload.whole_digests), |w, d| {
+                    w.or(Want::algo(d.algo))
+                });
+            let digests = self.whole_digests(&upload, cursor, want).await?;
+            for d in &checks {
+                digests.check(d)?;
+            }
+            candidates.push(Candidate { upload, digests });
         }
 
-        // 2. Choose final paths, and claim them until they are recorded.
+        // 2. Choose final paths, and claim them until they are recorded
+        // (the guard releases the claims however this ends).
+        let mut claims = Claims {
+            engine: self,
+            space: session.space.to_string(),
+            paths: Vec::new(),
+        };
         let mut decisions = Vec::new();
         {
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
-                match self.decide(session, &c.upload.path).await {
-                    Ok(d) => {
-                        if let Decision::Promote(p, _, _) = &d {
-                            self.claim(session, p, true);
-                        }
-                        decisions.push(d);
-                    }
-                    Err(e) => {
-                        for d in &decisions {
-                            if let Decision::Promote(p, _, _) = d {
-                                self.claim(session, p, false);
-                            }
-                        }
-                        unfreeze(slots).await;
-                        return Err(e);
-                    }
+                let d = self.decide(session, &c.upload.path).await?;
+                if let Decision::Promote(p, _, _) = &d {
+                    claims.claim(p);
                 }
+                decisions.push(d);
             }
         }
-        let claimed: Vec<SpacePath> = decisions
-            .iter()
-            .filter_map(|d| match d {
-                Decision::Promote(p, _, _) => Some(p.clone()),
-                Decision::Skip(_) => None,
-            })
-            .collect();
-        let result = self
-            .promote_and_record(session, ids, whole_session, candidates, decisions)
-            .await;
-        {
-            let _ns = self.inner.namespace.lock().await;
-            for p in &claimed {
-                self.claim(session, p, false);
-            }
-        }
-        let done = match result {
-            Ok(done) => done,
-            Err(e) => {
-                unfreeze(slots).await;
-                return Err(e);
-            }
-        };
+        let (done, ended) = self
+            .promote_and_record(session, &mut frozen, candidates, decisions, whole_session)
+            .await?;
+        drop(claims);
         let states: Vec<(String, UploadState)> = done
             .iter()
             .map(|d| (d.upload_id.clone(), d.state))
             .collect();
-        for (slot, d) in slots.iter().zip(&done) {
+        for (slot, d) in std::mem::take(&mut frozen.slots).iter().zip(&done) {
             let mut live = slot.state.lock().await;
             live.upload.state = d.state;
             live.upload.final_path = Some(d.final_path.clone());
             live.upload.file_id = Some(d.file.id.clone());
             live.committing = false;
         }
-        // The session ends when nothing in it is left open (another commit
-        // of the same session may finish in between; the last one sees it).
-        let mut s = if whole_session {
-            Session {
-                state: SessionState::Committed,
-                ..session.clone()
-            }
-        } else {
-            self.inner
-                .meta
-                .get_session(&session.id)
-                .await?
-                .unwrap_or(session.clone())
+        // The session ended (or not) in the same transaction as the files.
+        let s = Session {
+            state: ended.unwrap_or(session.state),
+            ..session.clone()
         };
-        // An open-ended session may still take uploads: it stays open.
-        if s.state == SessionState::Open && !s.open_ended {
-            let ups = self.inner.meta.session_uploads(&session.id).await?;
-            if ups
-                .iter()
-                .all(|u| u.state != UploadState::Open && u.state != UploadState::Committing)
-            {
-                self.inner
-                    .meta
-                    .set_session_state(&session.id, SessionState::Committed, None)
-                    .await?;
-                s.state = SessionState::Committed;
-            }
-        }
         self.refresh_session(&s, &states).await;
         Ok(done)
-    }
-
-    /// Claims (or releases) a final path for a commit in progress.
-    fn claim(&self, session: &Session, path: &SpacePath, on: bool) {
-        let key = (session.space.to_string(), path.to_string());
-        let mut pending = self.inner.pending.lock().unwrap();
-        if on {
-            pending.insert(key);
-        } else {
-            pending.remove(&key);
-        }
     }
 
     /// What a commit in progress has claimed at or around `path`.
@@ -408,11 +369,11 @@ impl Engine {
     async fn promote_and_record(
         &self,
         session: &Session,
-        ids: &[String],
-        whole_session: bool,
+        frozen: &mut Frozen,
         candidates: Vec<Candidate>,
         decisions: Vec<Decision>,
-    ) -> Result<Vec<Committed>> {
+        whole_session: bool,
+    ) -> Result<(Vec<Committed>, Option<SessionState>)> {
         // 3. Record the intent.
         let plan: Vec<(String, SpacePath)> = candidates
             .iter()
@@ -425,6 +386,7 @@ impl Engine {
         let meta = &self.inner.meta;
         meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan)
             .await?;
+        frozen.intent_recorded = plan.iter().map(|(id, _)| id.clone()).collect();
 
         // 4. Promote, many at a time: directory fsyncs are shared between
         // concurrent promotions, so a 10,000-file session costs a few
@@ -475,13 +437,17 @@ impl Engine {
             .try_collect()
             .await?;
 
-        // 5. Record the result (with the session's end, for a whole session).
-        let _ = ids;
-        let session_state = whole_session.then_some(SessionState::Committed);
-        meta.finish_commit(session_state.map(|st| (session.id.as_str(), st)), &done)
-            .await?;
+        // 5. Record the result with the session's end, in one transaction:
+        // a whole session ends committed; otherwise it ends when nothing in
+        // it is left open (an open-ended session stays open).
+        let end = if whole_session {
+            SessionEnd::To(&session.id, SessionState::Committed)
+        } else {
+            SessionEnd::IfSettled(&session.id)
+        };
+        let ended = meta.finish_commit(end, &done).await?;
         metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
-        Ok(done)
+        Ok((done, ended))
     }
 
     /// Where an upload for `path` goes under the session's policy.
@@ -514,7 +480,10 @@ impl Engine {
             (Some(Occupant::File(f)), ConflictPolicy::Skip) => Decision::Skip(f),
             (Some(_), ConflictPolicy::Rename | ConflictPolicy::MergeRename) => {
                 for n in 1..=10_000 {
-                    let candidate = renamed(path, n);
+                    // `None`: no suffixed name fits the path limit.
+                    let Some(candidate) = renamed(path, n) else {
+                        break;
+                    };
                     if self.pending_occupant(session, &candidate).is_none()
                         && self.occupant(session, &candidate).await?.is_none()
                     {
@@ -562,107 +531,320 @@ impl Engine {
         Ok(hasher.finish())
     }
 
-    /// Finishes commits a crash interrupted, then cleans staged bytes that
-    /// no open upload owns. Run once at start-up, before serving.
-    pub async fn recover(&self) -> Result<RecoveryReport> {
+    /// Finishes what a commit of `session` left half-way (an error after
+    /// its intent was recorded: a full metadata disk, a failed promotion):
+    /// the same roll-forward as start-up recovery, run under the session's
+    /// lock, so a retried commit succeeds once the cause is gone, with no
+    /// restart. Returns the session as it now is.
+    async fn resume_interrupted(&self, session: &Session) -> Result<Session> {
         let meta = &self.inner.meta;
-        let store = &self.inner.store;
-        let mut report = RecoveryReport::default();
-        for up in meta.committing_uploads().await? {
-            let Some(session) = meta.get_session(&up.session_id).await? else {
-                continue;
-            };
-            let Some(path) = up.final_path.clone() else {
-                continue;
-            };
-            let mode = if session.conflict == ConflictPolicy::Replace {
-                Promote::Replace
-            } else {
-                Promote::NoReplace
-            };
-            let digests = if store.staged_exists(&up.id).await? {
-                let d = self
-                    .whole_digests(&up, None, Want::whole(&up.whole_digests))
-                    .await?;
-                match store.promote(&up.id, &session.space, &path, mode).await {
-                    Ok(()) => d,
-                    Err(e) => {
-                        tracing::error!(upload = %up.id, error = %e, "cannot finish an interrupted commit; reopening the upload");
-                        meta.set_upload_state(&up.id, UploadState::Open).await?;
-                        report.reopened += 1;
-                        continue;
-                    }
-                }
-            } else {
-                // Promoted before the crash: hash the file where it landed.
-                let size = up.length.known().unwrap_or(0);
-                let mut h = Hashers::new(Want::whole(&up.whole_digests));
-                let mut s = store.read_file(&session.space, &path, 0, size).await?;
-                while let Some(chunk) = s
-                    .try_next()
-                    .await
-                    .map_err(|e| EngineError::Store(ferry_store::StoreError::Body(e)))?
-                {
-                    h.update(&chunk);
-                }
-                h.finish()
-            };
-            // A replaced file keeps its id: its record is still the old one.
-            let id = match meta.get_file(&session.space, &path).await? {
-                Some(old) if mode == Promote::Replace => old.id,
-                _ => random_hex(16),
-            };
-            meta.finish_commit(
-                None,
-                &[Committed {
-                    file: FileRecord {
-                        id,
-                        space: session.space.clone(),
-                        path: path.clone(),
-                        size: up.length.known().unwrap_or(0),
-                        sha256: digests
-                            .sha256
-                            .expect("whole-file SHA-256 is always computed"),
-                        sha1: digests.sha1,
-                        md5: digests.md5,
-                        content_type: up.content_type.clone(),
-                        owner: session.owner.clone(),
-                        created_at: now_ms(),
-                        metadata: up.metadata.clone(),
-                        expires_at: session.files_expire.then_some(session.expires_at),
-                    },
-                    upload_id: up.id.clone(),
-                    state: UploadState::Committed,
-                    final_path: path,
-                }],
-            )
-            .await?;
-            report.rolled_forward += 1;
+        let mut states = Vec::new();
+        for up in meta.session_uploads(&session.id).await? {
+            if up.state == UploadState::Committing {
+                let state = match self.roll_forward(&up.id).await? {
+                    Rolled::Reopened => UploadState::Open,
+                    _ => UploadState::Committed,
+                };
+                states.push((up.id, state));
+            }
         }
-        for s in meta
-            .list_sessions(None, Some(SessionState::Committing))
-            .await?
-        {
+        let mut s = self.fresh_session(&session.id).await?;
+        if s.state == SessionState::Committing {
             let ups = meta.session_uploads(&s.id).await?;
             let state = if ups.iter().any(|u| u.state == UploadState::Open) {
                 SessionState::Open
             } else {
                 SessionState::Committed
             };
-            meta.set_session_state(&s.id, state, None).await?;
+            meta.abort_uploads(&[], SessionEnd::To(&s.id, state))
+                .await?;
+            s.state = state;
         }
-        for id in store.list_staged().await? {
-            let keep = meta
-                .get_upload(&id)
-                .await?
-                .is_some_and(|u| u.state == UploadState::Open);
+        self.refresh_session(&s, &states).await;
+        Ok(s)
+    }
+
+    /// Repairs every intermediate state a crash can leave, then cleans
+    /// staged bytes that no open upload owns. Run once at start-up, before
+    /// serving. Stored data never stops it: what cannot be repaired is
+    /// marked failed (its session says why), logged and counted in
+    /// `ferry_recovery_failed_total`; everything else goes on.
+    ///
+    /// The intermediate states, and what becomes of them:
+    /// 1. an upload `committing` (intent recorded; its bytes promoted or
+    ///    not) → rolled forward to `committed`, or `open` again when its
+    ///    staged bytes cannot be promoted, or failed when its bytes are
+    ///    gone from both places or its record does not read;
+    /// 2. a session `committing` (a whole-session commit's intent) →
+    ///    `committed`, or `open` if one of its uploads was reopened;
+    /// 3. a session `open` whose uploads have all finished or been aborted
+    ///    (it is not open-ended) → `committed` or `aborted`
+    ///    ([`SessionState::settled`]);
+    /// 4. an upload `open` in a session that has ended → `aborted`;
+    /// 5. an upload `open` whose staged file is missing → failed;
+    /// 6. a staged file no open upload owns → removed.
+    pub async fn recover(&self) -> Result<RecoveryReport> {
+        let meta = &self.inner.meta;
+        let store = &self.inner.store;
+        let mut report = RecoveryReport::default();
+        // 1.
+        for id in meta.upload_ids(UploadState::Committing).await? {
+            match self.roll_forward(&id).await {
+                Ok(Rolled::Forward) => report.rolled_forward += 1,
+                Ok(Rolled::Reopened) => report.reopened += 1,
+                Ok(Rolled::Untouched) => {}
+                Err(e) => self.fail_recovery(&id, &e, &mut report).await,
+            }
+        }
+        // 2.
+        for sid in meta.session_ids(SessionState::Committing).await? {
+            let repaired = async {
+                let ups = meta.session_uploads(&sid).await?;
+                let state = if ups.iter().any(|u| u.state == UploadState::Open) {
+                    SessionState::Open
+                } else {
+                    SessionState::Committed
+                };
+                meta.abort_uploads(&[], SessionEnd::To(&sid, state)).await?;
+                Ok::<_, EngineError>(())
+            }
+            .await;
+            match repaired {
+                Ok(()) => report.sessions_repaired += 1,
+                Err(e) => recovery_failed("session", &sid, &e, &mut report),
+            }
+        }
+        // 3.
+        for sid in meta.session_ids(SessionState::Open).await? {
+            match meta.abort_uploads(&[], SessionEnd::IfSettled(&sid)).await {
+                Ok(Some(_)) => report.sessions_repaired += 1,
+                Ok(None) => {}
+                Err(e) => recovery_failed("session", &sid, &e.into(), &mut report),
+            }
+        }
+        // 4. and 5.
+        let staged: std::collections::HashSet<String> =
+            store.list_staged().await?.into_iter().collect();
+        for id in meta.upload_ids(UploadState::Open).await? {
+            let checked = async {
+                let up = meta
+                    .get_upload(&id)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound(format!("no upload {id:?}")))?;
+                let session = meta
+                    .get_session(&up.session_id)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound(format!("no session of {id:?}")))?;
+                if session.state.is_final() {
+                    meta.abort_uploads(std::slice::from_ref(&id), SessionEnd::Keep)
+                        .await?;
+                    report.uploads_aborted += 1;
+                } else if !staged.contains(&id) {
+                    return Err(EngineError::Store(ferry_store::StoreError::NotFound(
+                        format!("staged upload {id}"),
+                    )));
+                }
+                Ok::<_, EngineError>(())
+            }
+            .await;
+            if let Err(e) = checked {
+                self.fail_recovery(&id, &e, &mut report).await;
+            }
+        }
+        // 6.
+        for id in staged {
+            let keep = match meta.get_upload(&id).await {
+                Ok(u) => u.is_some_and(|u| u.state == UploadState::Open),
+                // A record that does not read keeps its bytes for an operator.
+                Err(_) => true,
+            };
             if !keep {
-                store.discard_staged(&id).await?;
-                report.orphans_removed += 1;
+                match store.discard_staged(&id).await {
+                    Ok(()) => report.orphans_removed += 1,
+                    Err(e) => recovery_failed("staged file", &id, &e.into(), &mut report),
+                }
             }
         }
         Ok(report)
     }
+
+    /// Marks an upload that recovery could not repair failed, with a
+    /// reason its session shows (no paths or OS errors: those are logged).
+    async fn fail_recovery(&self, upload_id: &str, e: &EngineError, report: &mut RecoveryReport) {
+        recovery_failed("upload", upload_id, e, report);
+        let reason = match e {
+            EngineError::Store(ferry_store::StoreError::NotFound(_)) => {
+                "start-up recovery found the upload's bytes missing"
+            }
+            EngineError::Store(_) | EngineError::InsufficientStorage(_) => {
+                "start-up recovery could not read or move the upload's bytes"
+            }
+            EngineError::Meta(_) | EngineError::NotFound(_) => {
+                "start-up recovery could not read the upload's record"
+            }
+            _ => "start-up recovery could not finish the upload",
+        };
+        if let Err(e) = self.inner.meta.fail_upload(upload_id, reason).await {
+            tracing::error!(upload = %upload_id, error = %e, "cannot mark the upload failed");
+        }
+    }
+
+    /// Finishes one interrupted commit (an upload left `committing`):
+    /// promotes its staged bytes if that had not happened, then records the
+    /// file. Promotion is idempotent, so this is safe at any point after
+    /// the intent was recorded; the caller holds the session's lock or runs
+    /// before serving.
+    async fn roll_forward(&self, upload_id: &str) -> Result<Rolled> {
+        let meta = &self.inner.meta;
+        let store = &self.inner.store;
+        let up = meta
+            .get_upload(upload_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no upload {upload_id:?}")))?;
+        if up.state != UploadState::Committing {
+            return Ok(Rolled::Untouched);
+        }
+        let session = meta
+            .get_session(&up.session_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no session of {upload_id:?}")))?;
+        let Some(path) = up.final_path.clone() else {
+            meta.set_upload_state(&up.id, UploadState::Open).await?;
+            return Ok(Rolled::Reopened);
+        };
+        let mode = if session.conflict == ConflictPolicy::Replace {
+            Promote::Replace
+        } else {
+            Promote::NoReplace
+        };
+        let digests = if store.staged_exists(&up.id).await? {
+            let d = self
+                .whole_digests(&up, None, Want::whole(&up.whole_digests))
+                .await?;
+            if let Err(e) = store.promote(&up.id, &session.space, &path, mode).await {
+                tracing::error!(upload = %up.id, error = %e, "cannot finish an interrupted commit; reopening the upload");
+                meta.set_upload_state(&up.id, UploadState::Open).await?;
+                return Ok(Rolled::Reopened);
+            }
+            d
+        } else {
+            // Promoted before the crash: hash the file where it landed.
+            let size = up.length.known().unwrap_or(0);
+            let mut h = Hashers::new(Want::whole(&up.whole_digests));
+            let mut s = store.read_file(&session.space, &path, 0, size).await?;
+            while let Some(chunk) = s
+                .try_next()
+                .await
+                .map_err(|e| EngineError::Store(ferry_store::StoreError::Body(e)))?
+            {
+                h.update(&chunk);
+            }
+            h.finish()
+        };
+        // A replaced file keeps its id: its record is still the old one.
+        let id = match meta.get_file(&session.space, &path).await? {
+            Some(old) if mode == Promote::Replace => old.id,
+            _ => random_hex(16),
+        };
+        let done = Committed {
+            file: FileRecord {
+                id,
+                space: session.space.clone(),
+                path: path.clone(),
+                size: up.length.known().unwrap_or(0),
+                sha256: digests
+                    .sha256
+                    .expect("whole-file SHA-256 is always computed"),
+                sha1: digests.sha1,
+                md5: digests.md5,
+                content_type: up.content_type.clone(),
+                owner: session.owner.clone(),
+                created_at: now_ms(),
+                metadata: up.metadata.clone(),
+                expires_at: session.files_expire.then_some(session.expires_at),
+            },
+            upload_id: up.id.clone(),
+            state: UploadState::Committed,
+            final_path: path,
+        };
+        // The session ends with its last upload, in the same transaction
+        // (a whole-session commit's session is `committing`: left to step 2).
+        meta.finish_commit(SessionEnd::IfSettled(&session.id), &[done])
+            .await?;
+        Ok(Rolled::Forward)
+    }
+}
+
+/// Final paths a commit has claimed (so that concurrent commits choose
+/// around them) until its result is recorded; released on drop, so an
+/// error or a dropped commit future never leaves a claim behind.
+struct Claims<'a> {
+    engine: &'a Engine,
+    space: String,
+    paths: Vec<String>,
+}
+
+impl Claims<'_> {
+    fn claim(&mut self, path: &SpacePath) {
+        let key = (self.space.clone(), path.to_string());
+        self.engine.inner.pending.lock().unwrap().insert(key);
+        self.paths.push(path.to_string());
+    }
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.engine.inner.pending.lock().unwrap();
+        for p in self.paths.drain(..) {
+            pending.remove(&(self.space.clone(), p));
+        }
+    }
+}
+
+/// Uploads a commit has frozen (`committing`: no new writes) while it
+/// verifies and promotes them; unfrozen on drop unless the commit took
+/// them (an error, or a dropped commit future, leaves none frozen).
+/// Once the intent is recorded they stay `committing` (as metadata says)
+/// until the next commit of the session finishes them.
+struct Frozen {
+    slots: Vec<std::sync::Arc<crate::live::Slot>>,
+    /// The uploads whose intent (`committing`) is recorded.
+    intent_recorded: Vec<String>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        fn thaw(live: &mut crate::live::Live, recorded: &[String]) {
+            live.committing = false;
+            if recorded.contains(&live.upload.id) {
+                live.upload.state = UploadState::Committing;
+            }
+        }
+        let recorded = std::sync::Arc::new(std::mem::take(&mut self.intent_recorded));
+        for slot in self.slots.drain(..) {
+            if let Ok(mut live) = slot.state.try_lock() {
+                thaw(&mut live, &recorded);
+                continue;
+            }
+            // Busy: thaw as soon as the holder lets go.
+            let recorded = recorded.clone();
+            tokio::spawn(async move { thaw(&mut *slot.state.lock().await, &recorded) });
+        }
+    }
+}
+
+/// What [`Engine::roll_forward`] did.
+enum Rolled {
+    Forward,
+    Reopened,
+    Untouched,
+}
+
+/// Logs and counts a record recovery could not repair.
+fn recovery_failed(what: &str, id: &str, e: &EngineError, report: &mut RecoveryReport) {
+    tracing::error!(%what, %id, error = %e, "start-up recovery cannot repair this; marking it failed and going on");
+    metrics::counter!("ferry_recovery_failed_total").increment(1);
+    report.failed += 1;
 }
 
 /// What [`Engine::recover`] did.
@@ -670,5 +852,11 @@ impl Engine {
 pub struct RecoveryReport {
     pub rolled_forward: usize,
     pub reopened: usize,
+    /// Sessions moved out of an intermediate state (steps 2 and 3).
+    pub sessions_repaired: usize,
+    /// Open uploads of ended sessions, aborted.
+    pub uploads_aborted: usize,
+    /// Records recovery could not repair, marked failed.
+    pub failed: usize,
     pub orphans_removed: usize,
 }

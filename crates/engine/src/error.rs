@@ -53,7 +53,7 @@ pub enum EngineError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Meta(#[from] MetaError),
+    Meta(MetaError),
     #[error("storage: {0}")]
     Store(StoreError),
 }
@@ -65,6 +65,20 @@ impl From<StoreError> for EngineError {
                 "the storage device is full; bytes already acknowledged are kept".into(),
             ),
             other => EngineError::Store(other),
+        }
+    }
+}
+
+impl From<MetaError> for EngineError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NoSpace => EngineError::InsufficientStorage(
+                "the metadata storage is full; nothing was changed, retry once space is freed"
+                    .into(),
+            ),
+            // A state change that raced another (the lifecycle refused it).
+            MetaError::IllegalTransition(t) => EngineError::Conflict(t.to_string()),
+            other => EngineError::Meta(other),
         }
     }
 }

@@ -144,6 +144,23 @@ impl Slot {
         }
     }
 
+    /// Locks the upload once no stopped write is still in flight: a write
+    /// whose request went away (or was taken over) is settling, and a new
+    /// request waits for that instead of being refused as overlapping it.
+    pub async fn lock_settled(&self) -> tokio::sync::MutexGuard<'_, Live> {
+        loop {
+            let live = self.state.lock().await;
+            if !live.inflight.iter().any(|w| w.stop.is_cancelled()) {
+                return live;
+            }
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            drop(live);
+            settled.await;
+        }
+    }
+
     /// Removes a finished write from `inflight` and wakes whoever waits
     /// to take the upload over (they get the lock once bookkeeping is done).
     pub fn finished(&self, live: &mut Live, write: u64) {

@@ -108,6 +108,7 @@ impl Engine {
             extend_secs: new.extend_secs.map(|s| s.min(limits.max_expiry_secs)),
             open_ended: new.open_ended,
             files_expire: new.files_expire,
+            failure: None,
         };
         let (uploads, declared) = self.build_uploads(&session, new.uploads)?;
 
@@ -394,12 +395,18 @@ impl Engine {
     async fn end_session(&self, s: &Session, state: SessionState) -> Result<()> {
         let meta = &self.inner.meta;
         let uploads = meta.session_uploads(&s.id).await?;
-        meta.set_session_state(&s.id, state, None).await?;
+        let open: Vec<String> = uploads
+            .iter()
+            .filter(|u| u.state == UploadState::Open)
+            .map(|u| u.id.clone())
+            .collect();
+        // One transaction: the session and its open uploads end together.
+        meta.abort_uploads(&open, ferry_meta::SessionEnd::To(&s.id, state))
+            .await?;
         let mut changed = Vec::new();
-        for up in uploads.iter().filter(|u| u.state == UploadState::Open) {
-            meta.set_upload_state(&up.id, UploadState::Aborted).await?;
-            self.inner.store.discard_staged(&up.id).await?;
-            changed.push((up.id.clone(), UploadState::Aborted));
+        for id in open {
+            self.inner.store.discard_staged(&id).await?;
+            changed.push((id, UploadState::Aborted));
         }
         let s = Session { state, ..s.clone() };
         self.refresh_session(&s, &changed).await;
@@ -454,24 +461,19 @@ impl Engine {
             }
             UploadState::Committing => return Err(EngineError::Gone(StateError::Committing)),
         }
-        self.inner
+        // The session ends when nothing in it is left open, in the same
+        // transaction as the upload.
+        let ended = self
+            .inner
             .meta
-            .set_upload_state(upload_id, UploadState::Aborted)
+            .abort_uploads(
+                &[upload_id.to_owned()],
+                ferry_meta::SessionEnd::IfSettled(&session.id),
+            )
             .await?;
         self.inner.store.discard_staged(upload_id).await?;
-        // The session ends when nothing in it is left open.
-        let rest = self.inner.meta.session_uploads(&session.id).await?;
         let mut session = session;
-        if !session.open_ended && rest.iter().all(|u| u.state != UploadState::Open) {
-            let state = if rest.iter().any(|u| u.state.is_done()) {
-                SessionState::Committed
-            } else {
-                SessionState::Aborted
-            };
-            self.inner
-                .meta
-                .set_session_state(&session.id, state, None)
-                .await?;
+        if let Some(state) = ended {
             session.state = state;
         }
         self.refresh_session(&session, &[(upload_id.to_owned(), UploadState::Aborted)])

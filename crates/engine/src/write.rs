@@ -34,6 +34,19 @@ pub enum WriteAt {
 /// the late digest might name (`PartChecks::want`).
 pub type LateDigests = Arc<dyn Fn() -> Result<Vec<Digest>> + Send + Sync>;
 
+/// A write whose range is reserved in its slot (`inflight`).
+struct Streamed {
+    slot: Arc<crate::live::Slot>,
+    appending: bool,
+    stop: tokio_util::sync::CancellationToken,
+    range: ByteRange,
+    part_no: Option<u32>,
+    write_id: u64,
+    epoch: u64,
+    cursor: Option<Hashers>,
+    resend: bool,
+}
+
 /// Digests a client sent with the bytes, checked while they stream.
 #[derive(Clone, Default)]
 pub struct PartChecks {
@@ -79,7 +92,7 @@ impl Engine {
             let mut live = if appending {
                 slot.take_over().await
             } else {
-                slot.state.lock().await
+                slot.lock_settled().await
             };
             live.check_writable(now_ms())?;
             let Some((range, part_no)) = self.target(&mut live, at).await? else {
@@ -107,6 +120,58 @@ impl Engine {
             let resend = live.upload.received.intersects(&range);
             (range, part_no, id, live.cursor_gen, cursor, resend)
         };
+        // The rest runs as a task of its own, so that a request that goes
+        // away (client gone, HTTP/2 reset) cannot leave its write in
+        // flight: dropping this future cancels `stop` (the guard), the body
+        // ends there, the durable prefix is recorded and the slot settled,
+        // as for a write a newer request took over.
+        let abandon = stop.clone().drop_guard();
+        let this = self.clone();
+        let (caller, upload_id) = (caller.clone(), upload_id.to_owned());
+        let task = tokio::spawn(async move {
+            let streamed = Streamed {
+                slot,
+                appending,
+                stop,
+                range,
+                part_no,
+                write_id,
+                epoch,
+                cursor,
+                resend,
+            };
+            this.stream_and_record(&caller, &upload_id, streamed, body, checks)
+                .await
+        });
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(EngineError::Conflict("the write was stopped".into())),
+        };
+        abandon.disarm();
+        result
+    }
+
+    /// Steps 2 and 3 of [`Engine::write`], once the range is reserved.
+    async fn stream_and_record(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+        w: Streamed,
+        body: ByteStream,
+        checks: PartChecks,
+    ) -> Result<WriteResult> {
+        let Streamed {
+            slot,
+            appending,
+            stop,
+            range,
+            part_no,
+            write_id,
+            epoch,
+            cursor,
+            resend,
+        } = w;
         // Bytes that replace bytes already received go to a side object
         // first, so a failed or mismatching resend leaves the earlier,
         // acknowledged bytes untouched.

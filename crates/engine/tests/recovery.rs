@@ -182,3 +182,306 @@ async fn interrupted_session_commit_is_rolled_forward_at_start() {
         .unwrap();
     assert_eq!(listed.len(), 3);
 }
+
+/// A one-upload session of `data` at `path`, every byte written; its
+/// session and upload ids.
+async fn written(engine: &Engine, who: &Caller, path: &str, data: &[u8]) -> (String, String) {
+    let view = engine
+        .create_session(
+            who,
+            NewSession {
+                uploads: vec![NewUpload {
+                    path: path.into(),
+                    size: Some(data.len() as u64),
+                    ..Default::default()
+                }],
+                dialect: "native".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let uid = view.uploads[0].upload.id.clone();
+    engine
+        .write(
+            who,
+            &uid,
+            WriteAt::Part(1),
+            body(data),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+    (view.session.id, uid)
+}
+
+/// Every intermediate state a crash (or an earlier version's separate
+/// writes) can leave is repaired by `recover`, each to the state it was on
+/// its way to, and a second recovery finds nothing left to do.
+#[tokio::test]
+async fn recovery_repairs_every_intermediate_state() {
+    use ferry_core::{SessionState, UploadState};
+    use ferry_meta::SessionEnd;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Caller::User(Principal {
+        user: "admin".into(),
+        admin: true,
+    });
+    let meta = Arc::new(Sqlite::open(dir.path().join("ferry.db")).unwrap());
+    let store = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let engine = Engine::new(meta.clone(), store.clone(), Limits::default(), vec![1; 32]);
+    engine.bootstrap(Some("t")).await.unwrap();
+    let space = SpaceName::parse("admin").unwrap();
+
+    // 1. An upload `committing` whose bytes were not promoted yet.
+    let (s1, u1) = written(&engine, &admin, "one.bin", b"one").await;
+    meta.begin_commit(None, &[(u1.clone(), SpacePath::parse("one.bin").unwrap())])
+        .await
+        .unwrap();
+    // 2. A whole-session commit recorded for its uploads, not its session.
+    let (s2, u2) = written(&engine, &admin, "two.bin", b"two").await;
+    let two = SpacePath::parse("two.bin").unwrap();
+    meta.begin_commit(Some(&s2), &[(u2.clone(), two.clone())])
+        .await
+        .unwrap();
+    store
+        .promote(&u2, &space, &two, Promote::NoReplace)
+        .await
+        .unwrap();
+    let file = ferry_core::FileRecord {
+        id: "f2".into(),
+        space: space.clone(),
+        path: two.clone(),
+        size: 3,
+        sha256: "00".repeat(32),
+        sha1: None,
+        md5: None,
+        content_type: None,
+        owner: "admin".into(),
+        created_at: 1,
+        metadata: None,
+        expires_at: None,
+    };
+    meta.finish_commit(
+        SessionEnd::Keep,
+        &[ferry_meta::Committed {
+            upload_id: u2.clone(),
+            state: UploadState::Committed,
+            final_path: two.clone(),
+            file: file.clone(),
+        }],
+    )
+    .await
+    .unwrap();
+    // 3. A session left open after its last upload was committed.
+    let (s3, u3) = written(&engine, &admin, "three.bin", b"333").await;
+    let three = SpacePath::parse("three.bin").unwrap();
+    meta.begin_commit(None, &[(u3.clone(), three.clone())])
+        .await
+        .unwrap();
+    store
+        .promote(&u3, &space, &three, Promote::NoReplace)
+        .await
+        .unwrap();
+    meta.finish_commit(
+        SessionEnd::Keep,
+        &[ferry_meta::Committed {
+            upload_id: u3.clone(),
+            state: UploadState::Committed,
+            final_path: three.clone(),
+            file: ferry_core::FileRecord {
+                id: "f3".into(),
+                path: three,
+                ..file.clone()
+            },
+        }],
+    )
+    .await
+    .unwrap();
+    // 4. An aborted session whose upload is still open, bytes staged.
+    let (s4, u4) = written(&engine, &admin, "four.bin", b"four").await;
+    meta.set_session_state(&s4, SessionState::Aborted, None)
+        .await
+        .unwrap();
+    // 5. An open upload whose staged file is gone.
+    let (s5, u5) = written(&engine, &admin, "five.bin", b"five").await;
+    store.discard_staged(&u5).await.unwrap();
+    // And one session in no intermediate state at all.
+    let (s6, u6) = written(&engine, &admin, "six.bin", b"six").await;
+    drop(engine);
+
+    let engine = Engine::new(meta.clone(), store.clone(), Limits::default(), vec![1; 32]);
+    let report = engine.recover().await.unwrap();
+    assert_eq!(report.rolled_forward, 1, "{report:?}");
+    assert_eq!(report.sessions_repaired, 2, "{report:?}");
+    assert_eq!(report.uploads_aborted, 1, "{report:?}");
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(report.orphans_removed, 1, "{report:?}");
+
+    let state = |id: String| {
+        let meta = meta.clone();
+        async move { meta.get_session(&id).await.unwrap().unwrap() }
+    };
+    let upload = |id: String| {
+        let meta = meta.clone();
+        async move { meta.get_upload(&id).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state(s1).await.state, SessionState::Committed);
+    assert_eq!(upload(u1).await, UploadState::Committed);
+    assert_eq!(
+        std::fs::read(dir.path().join("spaces/admin/one.bin")).unwrap(),
+        b"one"
+    );
+    assert_eq!(state(s2).await.state, SessionState::Committed);
+    assert_eq!(state(s3).await.state, SessionState::Committed);
+    assert_eq!(state(s4).await.state, SessionState::Aborted);
+    assert_eq!(upload(u4.clone()).await, UploadState::Aborted);
+    assert!(!store.staged_exists(&u4).await.unwrap());
+    let five = state(s5).await;
+    assert_eq!(five.state, SessionState::Failed);
+    assert!(five.failure.unwrap().contains("missing"));
+    assert_eq!(upload(u5).await, UploadState::Aborted);
+    assert_eq!(state(s6.clone()).await.state, SessionState::Open);
+    assert_eq!(upload(u6).await, UploadState::Open);
+
+    let again = engine.recover().await.unwrap();
+    assert_eq!(again, ferry_engine::RecoveryReport::default());
+    // The untouched session still commits.
+    engine
+        .commit_session(&admin, &s6, HashMap::new())
+        .await
+        .unwrap();
+}
+
+/// Issue 11: with the metadata disk full, creation and commit answer
+/// "insufficient storage" (507 at the edge), and a commit that failed that
+/// way succeeds once space returns, with no restart. The database is held
+/// to its size with SQLite's `max_page_count` (this test cannot mount a
+/// small filesystem): SQLite then fails exactly as on a full disk,
+/// `SQLITE_FULL`.
+#[tokio::test]
+async fn a_commit_refused_for_a_full_metadata_disk_succeeds_once_space_returns() {
+    use ferry_core::UploadState;
+    use ferry_engine::EngineError;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Caller::User(Principal {
+        user: "admin".into(),
+        admin: true,
+    });
+    let meta = Arc::new(Sqlite::open(dir.path().join("ferry.db")).unwrap());
+    let store = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let engine = Engine::new(meta.clone(), store, Limits::default(), vec![1; 32]);
+    engine.bootstrap(Some("t")).await.unwrap();
+    let mut ready = Vec::new();
+    for i in 0..40 {
+        ready.push(written(&engine, &admin, &format!("r{i}.bin"), b"ready").await);
+    }
+    meta.cap_pages_for_tests(Some(0)).await.unwrap();
+    // Fill what room is left in the last pages.
+    let mut full = None;
+    for i in 0..100_000 {
+        let r = engine
+            .create_session(
+                &admin,
+                NewSession {
+                    uploads: vec![NewUpload {
+                        path: format!("filler/{i}-{}", "x".repeat(200)),
+                        size: Some(1),
+                        ..Default::default()
+                    }],
+                    dialect: "native".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        if let Err(e) = r {
+            full = Some(e);
+            break;
+        }
+    }
+    let full = full.expect("the capped database fills up");
+    assert!(
+        matches!(full, EngineError::InsufficientStorage(_)),
+        "{full:?}"
+    );
+    // Commits fail the same way; some may have recorded their intent
+    // (`committing`) before the result could not be written.
+    let mut refused = Vec::new();
+    let mut half_way = 0;
+    for (sid, uid) in &ready {
+        match engine.commit_session(&admin, sid, HashMap::new()).await {
+            Err(EngineError::InsufficientStorage(_)) => {
+                if meta.get_upload(uid).await.unwrap().unwrap().state == UploadState::Committing {
+                    half_way += 1;
+                }
+                refused.push(sid.clone());
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => {}
+        }
+    }
+    assert!(!refused.is_empty());
+    eprintln!("{} refused, {half_way} half-way", refused.len());
+
+    // Space returns: the same commits succeed, on the same engine.
+    meta.cap_pages_for_tests(None).await.unwrap();
+    for sid in &refused {
+        let view = engine
+            .commit_session(&admin, sid, HashMap::new())
+            .await
+            .unwrap();
+        assert_eq!(view.session.state.as_str(), "committed");
+        let f = view.uploads[0].file.as_ref().expect("a file");
+        assert_eq!(
+            std::fs::read(dir.path().join("spaces/admin").join(f.path.as_str())).unwrap(),
+            b"ready"
+        );
+    }
+}
+
+/// A commit that fails after recording its intent (here a promotion that
+/// fails, as a full data disk or a full metadata disk after `begin_commit`
+/// would) no longer wedges the upload in `committing` ("being recovered")
+/// until a restart: the next commit finishes it on the same engine.
+#[tokio::test]
+async fn a_commit_that_failed_half_way_is_finished_by_the_next_commit_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Caller::User(Principal {
+        user: "admin".into(),
+        admin: true,
+    });
+    let meta = Arc::new(Sqlite::open(dir.path().join("ferry.db")).unwrap());
+    let store = Arc::new(CrashingStore {
+        inner: LocalStore::open(dir.path()).unwrap(),
+        ok: AtomicUsize::new(0),
+    });
+    let engine = Engine::new(meta.clone(), store.clone(), Limits::default(), vec![1; 32]);
+    engine.bootstrap(Some("t")).await.unwrap();
+    let (sid, uid) = written(&engine, &admin, "half.bin", b"half").await;
+    let (sid2, uid2) = written(&engine, &admin, "one.bin", b"one").await;
+    engine
+        .commit_session(&admin, &sid, HashMap::new())
+        .await
+        .unwrap_err();
+    engine.commit_upload(&admin, &uid2, None).await.unwrap_err();
+    for u in [&uid, &uid2] {
+        let up = meta.get_upload(u).await.unwrap().unwrap();
+        assert_eq!(up.state.as_str(), "committing", "the intent is recorded");
+    }
+    store.ok.store(usize::MAX, Ordering::SeqCst);
+    let view = engine
+        .commit_session(&admin, &sid, HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(view.session.state.as_str(), "committed");
+    let one = engine.commit_upload(&admin, &uid2, None).await.unwrap();
+    assert_eq!(one.upload.state.as_str(), "committed");
+    let s2 = engine.get_session(&admin, &sid2).await.unwrap();
+    assert_eq!(s2.session.state.as_str(), "committed");
+    for (p, d) in [("half.bin", &b"half"[..]), ("one.bin", b"one")] {
+        assert_eq!(
+            std::fs::read(dir.path().join("spaces/admin").join(p)).unwrap(),
+            d
+        );
+    }
+}

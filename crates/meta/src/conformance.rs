@@ -2,7 +2,9 @@
 //!
 //! Call [`run_all`] with a fresh, empty store.
 
-use crate::{Committed, Entry, MetaError, MetaStore, Occupant, SpaceRecord, TokenRecord};
+use crate::{
+    Committed, Entry, MetaError, MetaStore, Occupant, SessionEnd, SpaceRecord, TokenRecord,
+};
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Part, RangeSet, Session,
     SessionState, SpaceName, SpacePath, Upload, UploadState, User,
@@ -42,6 +44,7 @@ fn session(id: &str, owner: &str, expires_at: i64) -> Session {
         extend_secs: None,
         open_ended: false,
         files_expire: false,
+        failure: None,
     }
 }
 
@@ -88,6 +91,9 @@ pub async fn run_all(m: &dyn MetaStore) {
     commit_is_one_transaction(m).await;
     files_listing_and_occupants(m).await;
     expiry_and_usage(m).await;
+    state_changes_end_the_session_in_the_same_transaction(m).await;
+    failing_an_upload_fails_its_session_with_a_reason(m).await;
+    illegal_state_changes_are_refused(m).await;
     m.ping().await.unwrap();
 }
 
@@ -296,9 +302,15 @@ pub async fn commit_is_one_transaction(m: &dyn MetaStore) {
         m.get_session("s3").await.unwrap().unwrap().state,
         SessionState::Committing
     );
-    let committing = m.committing_uploads().await.unwrap();
-    assert_eq!(committing.len(), 2);
-    assert_eq!(committing[1].final_path, Some(p("y (1).txt")));
+    let mut committing = m.upload_ids(UploadState::Committing).await.unwrap();
+    committing.sort();
+    assert_eq!(committing, ["u4", "u5"]);
+    let u5 = m.get_upload("u5").await.unwrap().unwrap();
+    assert_eq!(u5.final_path, Some(p("y (1).txt")));
+    assert_eq!(
+        m.session_ids(SessionState::Committing).await.unwrap(),
+        ["s3"]
+    );
 
     let done = vec![
         Committed {
@@ -314,10 +326,17 @@ pub async fn commit_is_one_transaction(m: &dyn MetaStore) {
             file: file("f5", "dan", "y (1).txt", 4, "dan"),
         },
     ];
-    m.finish_commit(Some(("s3", SessionState::Committed)), &done)
+    let ended = m
+        .finish_commit(SessionEnd::To("s3", SessionState::Committed), &done)
         .await
         .unwrap();
-    assert!(m.committing_uploads().await.unwrap().is_empty());
+    assert_eq!(ended, Some(SessionState::Committed));
+    assert!(
+        m.upload_ids(UploadState::Committing)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let u5 = m.get_upload("u5").await.unwrap().unwrap();
     assert_eq!(u5.state, UploadState::Committed);
     assert_eq!(u5.file_id.as_deref(), Some("f5"));
@@ -327,7 +346,7 @@ pub async fn commit_is_one_transaction(m: &dyn MetaStore) {
     );
     // Replacing a record at the same path keeps one file there.
     m.finish_commit(
-        None,
+        SessionEnd::Keep,
         &[Committed {
             upload_id: "u4".into(),
             state: UploadState::Committed,
@@ -369,7 +388,7 @@ pub async fn files_listing_and_occupants(m: &dyn MetaStore) {
             file: file(&format!("g{k}"), "eve", path, 1, "eve"),
         })
         .collect();
-    m.finish_commit(None, &done).await.unwrap();
+    m.finish_commit(SessionEnd::Keep, &done).await.unwrap();
     let names = |entries: Vec<Entry>| -> Vec<String> {
         entries
             .into_iter()
@@ -453,7 +472,7 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
     let s6 = m.get_session("s6").await.unwrap().unwrap();
     assert_eq!(s6.expires_at, 7000);
     m.finish_commit(
-        None,
+        SessionEnd::Keep,
         &[Committed {
             upload_id: "x".into(),
             state: UploadState::Committed,
@@ -483,7 +502,7 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
     assert!(m.get_session("s7").await.unwrap().unwrap().files_expire);
     assert!(!m.get_session("s6").await.unwrap().unwrap().files_expire);
     m.finish_commit(
-        None,
+        SessionEnd::Keep,
         &[Committed {
             upload_id: "y".into(),
             state: UploadState::Committed,
@@ -504,5 +523,169 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
         due.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
         vec!["h2"],
         "only files with an expiry are due"
+    );
+}
+
+/// The session's end is written with the change that causes it: a crash
+/// between "the last upload is committed" and "the session is committed"
+/// cannot happen, because there is no between.
+pub async fn state_changes_end_the_session_in_the_same_transaction(m: &dyn MetaStore) {
+    m.create_user(&user("gus")).await.unwrap();
+    let s = session("g1", "gus", 10_000);
+    let ups = [
+        upload("g1a", "g1", "a", Length::Known(1)),
+        upload("g1b", "g1", "b", Length::Known(1)),
+    ];
+    m.create_session(&s, &ups).await.unwrap();
+    let commit = |id: &str, path: &str, f: &str| Committed {
+        upload_id: id.into(),
+        state: UploadState::Committed,
+        final_path: p(path),
+        file: file(f, "gus", path, 1, "gus"),
+    };
+    // One of two committed: the session stays open.
+    m.begin_commit(None, &[("g1a".into(), p("a"))])
+        .await
+        .unwrap();
+    let ended = m
+        .finish_commit(SessionEnd::IfSettled("g1"), &[commit("g1a", "a", "ga")])
+        .await
+        .unwrap();
+    assert_eq!(ended, None);
+    assert_eq!(
+        m.get_session("g1").await.unwrap().unwrap().state,
+        SessionState::Open
+    );
+    // The last one aborted: the session ends committed (one file came of it).
+    let ended = m
+        .abort_uploads(&["g1b".into()], SessionEnd::IfSettled("g1"))
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(SessionState::Committed));
+    assert_eq!(
+        m.get_session("g1").await.unwrap().unwrap().state,
+        SessionState::Committed
+    );
+
+    // Every upload aborted: the session ends aborted.
+    m.create_session(
+        &session("g2", "gus", 10_000),
+        &[upload("g2a", "g2", "a", Length::Known(1))],
+    )
+    .await
+    .unwrap();
+    let ended = m
+        .abort_uploads(&["g2a".into()], SessionEnd::IfSettled("g2"))
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(SessionState::Aborted));
+
+    // An open-ended session never settles by itself.
+    let s3 = Session {
+        open_ended: true,
+        ..session("g3", "gus", 10_000)
+    };
+    m.create_session(&s3, &[upload("g3a", "g3", "a", Length::Known(1))])
+        .await
+        .unwrap();
+    m.begin_commit(None, &[("g3a".into(), p("c"))])
+        .await
+        .unwrap();
+    let ended = m
+        .finish_commit(SessionEnd::IfSettled("g3"), &[commit("g3a", "c", "gc")])
+        .await
+        .unwrap();
+    assert_eq!(ended, None);
+    assert_eq!(
+        m.get_session("g3").await.unwrap().unwrap().state,
+        SessionState::Open
+    );
+
+    // Ending a session aborts its open uploads in the same transaction.
+    m.create_session(
+        &session("g4", "gus", 10_000),
+        &[upload("g4a", "g4", "a", Length::Known(1))],
+    )
+    .await
+    .unwrap();
+    m.abort_uploads(&["g4a".into()], SessionEnd::To("g4", SessionState::Expired))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.get_session("g4").await.unwrap().unwrap().state,
+        SessionState::Expired
+    );
+    assert_eq!(
+        m.get_upload("g4a").await.unwrap().unwrap().state,
+        UploadState::Aborted
+    );
+}
+
+/// Recovery's last resort: an upload it cannot repair is aborted and its
+/// session failed with a reason, reading nothing but the id.
+pub async fn failing_an_upload_fails_its_session_with_a_reason(m: &dyn MetaStore) {
+    m.create_user(&user("hal")).await.unwrap();
+    m.create_session(
+        &session("h1", "hal", 10_000),
+        &[upload("h1a", "h1", "a", Length::Known(1))],
+    )
+    .await
+    .unwrap();
+    m.begin_commit(None, &[("h1a".into(), p("a"))])
+        .await
+        .unwrap();
+    m.fail_upload("h1a", "its bytes are missing").await.unwrap();
+    let s = m.get_session("h1").await.unwrap().unwrap();
+    assert_eq!(s.state, SessionState::Failed);
+    assert_eq!(s.failure.as_deref(), Some("its bytes are missing"));
+    let u = m.get_upload("h1a").await.unwrap().unwrap();
+    assert_eq!((u.state, u.final_path), (UploadState::Aborted, None));
+}
+
+/// Every state change is held to the core's lifecycle: an illegal one is
+/// refused and changes nothing.
+pub async fn illegal_state_changes_are_refused(m: &dyn MetaStore) {
+    m.create_user(&user("ivy")).await.unwrap();
+    m.create_session(
+        &session("i1", "ivy", 10_000),
+        &[upload("i1a", "i1", "a", Length::Known(1))],
+    )
+    .await
+    .unwrap();
+    // An open upload cannot become a file without its intent recorded.
+    let err = m
+        .finish_commit(
+            SessionEnd::Keep,
+            &[Committed {
+                upload_id: "i1a".into(),
+                state: UploadState::Committed,
+                final_path: p("a"),
+                file: file("i1f", "ivy", "a", 1, "ivy"),
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IllegalTransition(_)), "{err:?}");
+    assert!(m.get_file(&sp("ivy"), &p("a")).await.unwrap().is_none());
+    m.set_session_state("i1", SessionState::Aborted, None)
+        .await
+        .unwrap();
+    // A final state is never left.
+    let err = m
+        .set_session_state("i1", SessionState::Open, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IllegalTransition(_)), "{err:?}");
+    m.set_upload_state("i1a", UploadState::Aborted)
+        .await
+        .unwrap();
+    let err = m
+        .begin_commit(None, &[("i1a".into(), p("a"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IllegalTransition(_)), "{err:?}");
+    assert_eq!(
+        m.get_upload("i1a").await.unwrap().unwrap().state,
+        UploadState::Aborted
     );
 }

@@ -25,22 +25,60 @@ use ferry_core::{
 
 pub use sqlite::Sqlite;
 
+/// The metadata layer's one error type. A backend's own errors stay
+/// inside [`MetaError::Backend`], opaque (no backend type in the API).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MetaError {
     #[error("{0} already exists")]
-    AlreadyExists(String),
+    AlreadyExists(Record),
     #[error("{0} does not exist")]
-    NotFound(String),
-    #[error("metadata database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("metadata is inconsistent: {0}")]
-    Corrupt(String),
+    NotFound(Record),
+    /// The disk holding the metadata is full: the write changed nothing
+    /// and may be retried once space returns.
+    #[error("the metadata database's disk is full")]
+    NoSpace,
+    /// The backend failed (I/O, a row that does not read, …).
+    #[error("the metadata database failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the metadata writer has stopped")]
     Closed,
     /// A session would hold this many uploads, over the limit.
     #[error("{0} uploads would be over the session's limit")]
     Full(usize),
+    /// The lifecycle does not allow this state change; nothing changed.
+    #[error(transparent)]
+    IllegalTransition(#[from] ferry_core::TransitionError),
+}
+
+impl MetaError {
+    pub(crate) fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> MetaError {
+        MetaError::Backend(e.into())
+    }
+}
+
+/// What a [`MetaError`] is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A user, or the space named after them.
+    UserOrSpace(String),
+    Space(SpaceName),
+    Session(String),
+    Upload(String),
+    /// A session's upload at a path.
+    UploadAt(SpacePath),
+}
+
+impl std::fmt::Display for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Record::UserOrSpace(n) => write!(f, "user or space {n:?}"),
+            Record::Space(n) => write!(f, "space {:?}", n.as_str()),
+            Record::Session(id) => write!(f, "session {id}"),
+            Record::Upload(id) => write!(f, "upload {id}"),
+            Record::UploadAt(p) => write!(f, "{p}"),
+        }
+    }
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -87,6 +125,19 @@ pub enum Occupant {
 pub struct Usage {
     pub committed: u64,
     pub reserved: u64,
+}
+
+/// What a state change does to the upload's session, in the same
+/// transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd<'a> {
+    /// The session's state stays as it is.
+    Keep,
+    /// The session moves to this state.
+    To(&'a str, SessionState),
+    /// The session ends if it is open and [`SessionState::settled`] says
+    /// so once the change is applied.
+    IfSettled(&'a str),
 }
 
 /// The outcome of committing one upload.
@@ -164,13 +215,24 @@ pub trait MetaStore: Send + Sync + 'static {
     /// recovery rolls forward.
     async fn begin_commit(&self, session: Option<&str>, plan: &[(String, SpacePath)])
     -> Result<()>;
-    /// Records every outcome, and the session's new state when given, in one
-    /// transaction.
+    /// Records every outcome and the session's end (see [`SessionEnd`]) in
+    /// one transaction; returns the session's new state if it changed.
     async fn finish_commit(
         &self,
-        session: Option<(&str, SessionState)>,
+        end: SessionEnd<'_>,
         done: &[Committed],
-    ) -> Result<()>;
+    ) -> Result<Option<SessionState>>;
+    /// Aborts those of `ids` that are open (or committing) and applies
+    /// `end`, in one transaction; returns the session's new state if it
+    /// changed.
+    async fn abort_uploads(
+        &self,
+        ids: &[String],
+        end: SessionEnd<'_>,
+    ) -> Result<Option<SessionState>>;
+    /// Marks the upload aborted and its session `failed` with `reason`, in
+    /// one transaction, reading nothing but ids (the rows may not parse).
+    async fn fail_upload(&self, upload_id: &str, reason: &str) -> Result<()>;
     async fn open_session_count(&self, owner: &str) -> Result<u64>;
     /// How many sessions are in each state (states with none are left out).
     async fn session_counts(&self) -> Result<Vec<(SessionState, u64)>>;
@@ -180,8 +242,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Files whose expiry is at or before `now` (files of sessions whose
     /// files expire with them).
     async fn expired_files(&self, now: Millis) -> Result<Vec<FileRecord>>;
-    /// Uploads left in `committing` (by a crash), for recovery.
-    async fn committing_uploads(&self) -> Result<Vec<Upload>>;
+    /// Ids of the uploads in `state` (for recovery: ids always read, even
+    /// where a row would not parse).
+    async fn upload_ids(&self, state: UploadState) -> Result<Vec<String>>;
+    /// Ids of the sessions in `state`.
+    async fn session_ids(&self, state: SessionState) -> Result<Vec<String>>;
 
     // ---- files
     async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>>;

@@ -9,7 +9,8 @@
 //! the writer works.
 
 use crate::{
-    Committed, Entry, MetaError, MetaStore, Occupant, Result, SpaceRecord, TokenRecord, Usage,
+    Committed, Entry, MetaError, MetaStore, Occupant, Record, Result, SessionEnd, SpaceRecord,
+    TokenRecord, Usage,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS sessions (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, space TEXT NOT NULL, conflict TEXT NOT NULL,
   auto_commit INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL, dialect TEXT NOT NULL, extend_secs INTEGER,
-  open_ended INTEGER NOT NULL DEFAULT 0, files_expire INTEGER);
+  open_ended INTEGER NOT NULL DEFAULT 0, files_expire INTEGER, failure TEXT);
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions(owner, state);
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(state, expires_at);
 CREATE TABLE IF NOT EXISTS uploads (
@@ -68,6 +69,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "open_ended", "INTEGER NOT NULL DEFAULT 0"),
     ("sessions", "files_expire", "INTEGER"),
     ("files", "expires_at", "INTEGER"),
+    ("sessions", "failure", "TEXT"),
 ];
 
 /// Indexes on added columns, created once the columns exist.
@@ -121,7 +123,7 @@ impl Sqlite {
         // automatic checkpoint would stall every request waiting on that batch.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
-        let spawn_err = |e| MetaError::Corrupt(format!("cannot start a metadata thread: {e}"));
+        let spawn_err = MetaError::backend;
         std::thread::Builder::new()
             .name("ferry-meta-writer".into())
             .spawn(move || writer_loop(conn, rx))
@@ -148,11 +150,22 @@ impl Sqlite {
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |conn: &Connection| {
             let outcome = (|| {
+                // The batch's transaction is gone (an earlier job's failure
+                // made SQLite roll it back): run nothing outside it.
+                if conn.is_autocommit() {
+                    return Err(batch_lost());
+                }
                 conn.execute_batch("SAVEPOINT job")?;
                 match f(conn) {
                     Ok(v) => {
                         conn.execute_batch("RELEASE job")?;
                         Ok(v)
+                    }
+                    Err(e) if conn.is_autocommit() => {
+                        // SQLite rolled the whole batch back (it may, on
+                        // SQLITE_FULL): every job of it fails alike.
+                        BATCH_FULL.with(|f| f.set(matches!(e, MetaError::NoSpace)));
+                        Err(e)
                     }
                     Err(e) => {
                         conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
@@ -191,7 +204,7 @@ impl Sqlite {
             out
         })
         .await
-        .map_err(|e| MetaError::Corrupt(format!("reader task failed: {e}")))?
+        .map_err(MetaError::backend)?
     }
 }
 
@@ -208,6 +221,20 @@ fn checkpoint_loop(conn: Connection, stopped: std::sync::mpsc::Receiver<()>) {
     }
 }
 
+thread_local! {
+    /// Set on the writer thread when a full disk rolled its batch back.
+    static BATCH_FULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The error of a job whose batch was rolled back before it committed.
+fn batch_lost() -> MetaError {
+    if BATCH_FULL.with(|f| f.get()) {
+        MetaError::NoSpace
+    } else {
+        MetaError::backend("the write batch was rolled back")
+    }
+}
+
 fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -217,21 +244,153 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
+        BATCH_FULL.with(|f| f.set(false));
         let begin = conn.execute_batch("BEGIN IMMEDIATE");
         let finishers: Vec<_> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = begin
-            .and_then(|()| conn.execute_batch("COMMIT"))
-            .map_err(MetaError::from);
-        if commit.is_err() {
+        let commit = if conn.is_autocommit() {
+            Err(batch_lost())
+        } else {
+            begin
+                .and_then(|()| conn.execute_batch("COMMIT"))
+                .map_err(MetaError::from)
+        };
+        if commit.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         for finish in finishers {
             finish(match &commit {
                 Ok(()) => Ok(()),
-                Err(e) => Err(MetaError::Corrupt(format!("batch commit failed: {e}"))),
+                Err(MetaError::NoSpace) => Err(MetaError::NoSpace),
+                Err(e) => Err(MetaError::backend(format!("batch commit failed: {e}"))),
             });
         }
     }
+}
+
+/// SQLite's errors, kept opaque; a full disk is told apart (`SQLITE_FULL`,
+/// which SQLite also reports for `ENOSPC` on its files).
+impl From<rusqlite::Error> for MetaError {
+    fn from(e: rusqlite::Error) -> MetaError {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return MetaError::NoSpace;
+        }
+        MetaError::backend(e)
+    }
+}
+
+impl Sqlite {
+    /// Caps the database at its current size plus `extra_pages` pages
+    /// (`None` lifts the cap): writes that need more fail with
+    /// [`MetaError::NoSpace`], exactly as on a full disk. For tests of the
+    /// full-disk path that cannot mount a small filesystem.
+    #[doc(hidden)]
+    pub async fn cap_pages_for_tests(&self, extra_pages: Option<u64>) -> Result<()> {
+        self.write(move |c| {
+            let now: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let cap = extra_pages.map_or(4_294_967_294, |n| now + n as i64);
+            c.query_row(&format!("PRAGMA max_page_count = {cap}"), [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+// ---- the lifecycle
+
+fn session_state(c: &Connection, id: &str) -> Result<Option<SessionState>> {
+    let s: Option<String> = c
+        .prepare_cached("SELECT state FROM sessions WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(s.map(parse).transpose()?)
+}
+
+fn upload_state(c: &Connection, id: &str) -> Result<Option<UploadState>> {
+    let s: Option<String> = c
+        .prepare_cached("SELECT state FROM uploads WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(s.map(parse).transpose()?)
+}
+
+/// Checks a session's state change against the core's lifecycle
+/// ([`SessionState::transition`]); `false` when there is no such session.
+fn check_session(c: &Connection, id: &str, to: SessionState) -> Result<bool> {
+    match session_state(c, id)? {
+        Some(from) => {
+            from.transition(to)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Checks an upload's state change against the core's lifecycle
+/// ([`UploadState::transition`]); `false` when there is no such upload.
+fn check_upload(c: &Connection, id: &str, to: UploadState) -> Result<bool> {
+    match upload_state(c, id)? {
+        Some(from) => {
+            from.transition(to)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+// ---- session ends
+
+/// [`SessionEnd`] moved into a write job.
+enum OwnedEnd {
+    Keep,
+    To(String, SessionState),
+    IfSettled(String),
+}
+
+impl From<SessionEnd<'_>> for OwnedEnd {
+    fn from(e: SessionEnd<'_>) -> OwnedEnd {
+        match e {
+            SessionEnd::Keep => OwnedEnd::Keep,
+            SessionEnd::To(id, st) => OwnedEnd::To(id.to_owned(), st),
+            SessionEnd::IfSettled(id) => OwnedEnd::IfSettled(id.to_owned()),
+        }
+    }
+}
+
+/// Applies a session's end inside the caller's transaction; the rule of
+/// when a session has settled is the core's ([`SessionState::settled`]).
+fn apply_end(c: &Connection, end: &OwnedEnd) -> Result<Option<SessionState>> {
+    let (id, to) = match end {
+        OwnedEnd::Keep => return Ok(None),
+        OwnedEnd::To(id, st) => {
+            check_session(c, id, *st)?;
+            (id, *st)
+        }
+        OwnedEnd::IfSettled(id) => {
+            let Some((state, open_ended)) = c
+                .prepare_cached("SELECT state, open_ended FROM sessions WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if state != SessionState::Open.as_str() {
+                return Ok(None);
+            }
+            let states = c
+                .prepare_cached("SELECT state FROM uploads WHERE session_id = ?1")?
+                .query_map([id], |r| r.get::<_, String>(0).and_then(parse))?
+                .collect::<rusqlite::Result<Vec<UploadState>>>()?;
+            match SessionState::settled(open_ended, states) {
+                Some(st) => (id, st),
+                None => return Ok(None),
+            }
+        }
+    };
+    c.execute(
+        "UPDATE sessions SET state = ?2 WHERE id = ?1",
+        params![id, to.as_str()],
+    )?;
+    Ok(Some(to))
 }
 
 // ---- row mapping
@@ -249,7 +408,7 @@ fn space_name(s: String) -> rusqlite::Result<SpaceName> {
 }
 
 fn space_path(s: String) -> rusqlite::Result<SpacePath> {
-    SpacePath::parse(&s).map_err(|e| corrupt("path", e))
+    SpacePath::parse_stored(&s).map_err(|e| corrupt("path", e))
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(s: String) -> rusqlite::Result<T> {
@@ -307,7 +466,7 @@ fn user_row(r: &Row) -> rusqlite::Result<User> {
 }
 
 const SESSION_COLS: &str = "id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect, extend_secs, \
-     open_ended, files_expire";
+     open_ended, files_expire, failure";
 fn session_row(r: &Row) -> rusqlite::Result<Session> {
     Ok(Session {
         id: r.get(0)?,
@@ -325,6 +484,7 @@ fn session_row(r: &Row) -> rusqlite::Result<Session> {
         extend_secs: r.get::<_, Option<i64>>(9)?.map(u),
         open_ended: r.get(10)?,
         files_expire: r.get::<_, Option<bool>>(11)?.unwrap_or(false),
+        failure: r.get(12)?,
     })
 }
 
@@ -464,7 +624,9 @@ impl MetaStore for Sqlite {
                 |r| r.get(0),
             )?;
             if exists {
-                return Err(MetaError::AlreadyExists(format!("user or space {:?}", user.name)));
+                return Err(MetaError::AlreadyExists(Record::UserOrSpace(
+                    user.name.clone(),
+                )));
             }
             c.execute(
                 &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"),
@@ -545,10 +707,7 @@ impl MetaStore for Sqlite {
                 |r| r.get(0),
             )?;
             if exists {
-                return Err(MetaError::AlreadyExists(format!(
-                    "space {:?}",
-                    s.name.as_str()
-                )));
+                return Err(MetaError::AlreadyExists(Record::Space(s.name.clone())));
             }
             c.execute(
                 "INSERT INTO spaces (name, owner, created_at) VALUES (?1, ?2, ?3)",
@@ -598,7 +757,7 @@ impl MetaStore for Sqlite {
         let ups = uploads.to_vec();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
             ))?
             .execute(params![
                 s.id,
@@ -612,7 +771,8 @@ impl MetaStore for Sqlite {
                 s.dialect,
                 s.extend_secs.map(i),
                 s.open_ended,
-                s.files_expire
+                s.files_expire,
+                s.failure
             ])?;
             insert_uploads(c, 0, &ups)?;
             Ok(())
@@ -640,7 +800,7 @@ impl MetaStore for Sqlite {
             )?;
             for up in &ups {
                 if taken.exists(params![sid, up.path.as_str()])? {
-                    return Err(MetaError::AlreadyExists(up.path.to_string()));
+                    return Err(MetaError::AlreadyExists(Record::UploadAt(up.path.clone())));
                 }
             }
             insert_uploads(c, next, &ups)?;
@@ -801,12 +961,15 @@ impl MetaStore for Sqlite {
     ) -> Result<()> {
         let id = id.to_owned();
         self.write(move |c| {
+            if !check_session(c, &id, state)? {
+                return Err(MetaError::NotFound(Record::Session(id)));
+            }
             let n = c.execute(
                 "UPDATE sessions SET state = ?2, expires_at = COALESCE(?3, expires_at) WHERE id = ?1",
                 params![id, state.as_str(), expires_at],
             )?;
             if n == 0 {
-                return Err(MetaError::NotFound(format!("session {id}")));
+                return Err(MetaError::NotFound(Record::Session(id)));
             }
             Ok(())
         })
@@ -816,12 +979,15 @@ impl MetaStore for Sqlite {
     async fn set_upload_state(&self, upload_id: &str, state: UploadState) -> Result<()> {
         let id = upload_id.to_owned();
         self.write(move |c| {
+            if !check_upload(c, &id, state)? {
+                return Err(MetaError::NotFound(Record::Upload(id)));
+            }
             let n = c.execute(
                 "UPDATE uploads SET state = ?2 WHERE id = ?1",
                 params![id, state.as_str()],
             )?;
             if n == 0 {
-                return Err(MetaError::NotFound(format!("upload {id}")));
+                return Err(MetaError::NotFound(Record::Upload(id)));
             }
             Ok(())
         })
@@ -837,16 +1003,18 @@ impl MetaStore for Sqlite {
         let plan = plan.to_vec();
         self.write(move |c| {
             if let Some(sid) = session {
+                check_session(c, &sid, SessionState::Committing)?;
                 c.execute(
                     "UPDATE sessions SET state = 'committing' WHERE id = ?1",
                     [sid],
                 )?;
             }
-            let mut stmt = c.prepare_cached(
-                "UPDATE uploads SET state = 'committing', final_path = ?2 WHERE id = ?1",
-            )?;
             for (id, path) in &plan {
-                stmt.execute(params![id, path.as_str()])?;
+                check_upload(c, id, UploadState::Committing)?;
+                c.prepare_cached(
+                    "UPDATE uploads SET state = 'committing', final_path = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, path.as_str()])?;
             }
             Ok(())
         })
@@ -855,13 +1023,14 @@ impl MetaStore for Sqlite {
 
     async fn finish_commit(
         &self,
-        session: Option<(&str, SessionState)>,
+        end: SessionEnd<'_>,
         done: &[Committed],
-    ) -> Result<()> {
-        let session = session.map(|(s, st)| (s.to_owned(), st));
+    ) -> Result<Option<SessionState>> {
+        let end = OwnedEnd::from(end);
         let done = done.to_vec();
         self.write(move |c| {
             for d in &done {
+                check_upload(c, &d.upload_id, d.state)?;
                 if d.state == UploadState::Committed {
                     insert_file(c, &d.file)?;
                 }
@@ -877,12 +1046,56 @@ impl MetaStore for Sqlite {
                 c.prepare_cached("DELETE FROM ranges WHERE upload_id = ?1")?
                     .execute([&d.upload_id])?;
             }
-            if let Some((sid, state)) = session {
+            apply_end(c, &end)
+        })
+        .await
+    }
+
+    async fn abort_uploads(
+        &self,
+        ids: &[String],
+        end: SessionEnd<'_>,
+    ) -> Result<Option<SessionState>> {
+        let end = OwnedEnd::from(end);
+        let ids = ids.to_vec();
+        self.write(move |c| {
+            for id in &ids {
+                // Only what may still be aborted: a finished upload stays.
+                if upload_state(c, id)?.is_some_and(|s| {
+                    s != UploadState::Aborted && s.can_become(UploadState::Aborted)
+                }) {
+                    c.prepare_cached("UPDATE uploads SET state = 'aborted' WHERE id = ?1")?
+                        .execute([id])?;
+                }
+            }
+            apply_end(c, &end)
+        })
+        .await
+    }
+
+    async fn fail_upload(&self, upload_id: &str, reason: &str) -> Result<()> {
+        let (id, reason) = (upload_id.to_owned(), reason.to_owned());
+        self.write(move |c| {
+            let session: Option<(String, String)> = c
+                .query_row(
+                    "SELECT s.id, s.state FROM sessions s JOIN uploads u ON u.session_id = s.id \
+                     WHERE u.id = ?1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((sid, state)) = session
+                && parse::<SessionState>(state)?.can_become(SessionState::Failed)
+            {
                 c.execute(
-                    "UPDATE sessions SET state = ?2 WHERE id = ?1",
-                    params![sid, state.as_str()],
+                    "UPDATE sessions SET state = 'failed', failure = ?2 WHERE id = ?1",
+                    params![sid, reason],
                 )?;
             }
+            c.execute(
+                "UPDATE uploads SET state = 'aborted', final_path = NULL WHERE id = ?1",
+                [&id],
+            )?;
             Ok(())
         })
         .await
@@ -956,9 +1169,24 @@ impl MetaStore for Sqlite {
         .await
     }
 
-    async fn committing_uploads(&self) -> Result<Vec<Upload>> {
-        self.read(|c| query_uploads(c, "state = ?1", "committing"))
-            .await
+    async fn upload_ids(&self, state: UploadState) -> Result<Vec<String>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id FROM uploads WHERE state = ?1")?
+                .query_map([state.as_str()], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn session_ids(&self, state: SessionState) -> Result<Vec<String>> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT id FROM sessions WHERE state = ?1")?
+                    .query_map([state.as_str()], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?,
+            )
+        })
+        .await
     }
 
     async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {

@@ -39,6 +39,7 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    check_root_room(dir)?;
     let store = LocalStore::open(dir).context("cannot open local storage")?;
     let meta = Sqlite::open(dir.join("ferry.db")).context("cannot open the SQLite database")?;
     let key = signing_key(dir)?;
@@ -48,6 +49,24 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
         config.limits.to_limits(),
         key,
     ))
+}
+
+/// Refuses a data directory so long that a file at an accepted path could
+/// not be created under it: `<dir>/spaces/<space>/<path>` must fit Linux's
+/// 4,096-byte `PATH_MAX` for every space name and path Ferry accepts.
+fn check_root_room(dir: &Path) -> anyhow::Result<()> {
+    let abs = std::fs::canonicalize(dir)
+        .with_context(|| format!("cannot resolve the data directory {}", dir.display()))?;
+    let len = abs.as_os_str().len();
+    let limit = ferry_core::path::MAX_ROOT_BYTES;
+    if len > limit {
+        anyhow::bail!(
+            "the data directory {} is {len} bytes long; with paths of up to {} bytes inside a space it must be at most {limit} bytes",
+            abs.display(),
+            ferry_core::path::MAX_PATH_BYTES
+        );
+    }
+    Ok(())
 }
 
 /// Reads `<data>/signing.key`, creating 32 random bytes (mode 0600) once.
@@ -314,6 +333,8 @@ pub struct Bound {
 /// and binds the listener.
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     let engine = open_engine(&config)?;
+    // The recorder first, so that what recovery counts reaches /metrics.
+    prometheus();
     let report = engine.recover().await.context("start-up recovery failed")?;
     if report != Default::default() {
         tracing::info!(?report, "recovered after an unclean stop");

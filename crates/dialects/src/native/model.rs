@@ -120,6 +120,9 @@ pub struct SessionJson {
     pub expires_at: String,
     pub auto_commit: bool,
     pub dialect: String,
+    /// Why the session failed, when its state is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uploads: Option<Vec<UploadJson>>,
 }
@@ -135,6 +138,7 @@ pub fn session_json(s: &Session, uploads: Option<Vec<UploadJson>>) -> SessionJso
         expires_at: rfc3339(s.expires_at),
         auto_commit: s.auto_commit,
         dialect: s.dialect.clone(),
+        failure: s.failure.clone(),
         uploads,
     }
 }

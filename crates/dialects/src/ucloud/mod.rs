@@ -501,7 +501,10 @@ async fn folder_target(
             let base = ferry_core::SpacePath::parse(path)
                 .map_err(|e| UcloudError::bad(format!("{path:?}: {e}")))?;
             for n in 1..=1000 {
-                let candidate = ferry_core::conflict::renamed(&base, n).to_string();
+                let Some(candidate) = ferry_core::conflict::renamed(&base, n) else {
+                    break;
+                };
+                let candidate = candidate.to_string();
                 if !exists(candidate.clone()).await? {
                     return Ok(candidate);
                 }

@@ -593,7 +593,9 @@ async fn identical(conn: &Conn, full: &str, e: &Entry) -> Result<bool, UcloudErr
     }
     let base = SpacePath::parse(full).map_err(|e| UcloudError::bad(e.to_string()))?;
     for n in 1..=100 {
-        let alt = ferry_core::conflict::renamed(&base, n);
+        let Some(alt) = ferry_core::conflict::renamed(&base, n) else {
+            break;
+        };
         match engine
             .session_file(&s.caller, &s.session, alt.as_str())
             .await?
