@@ -393,7 +393,7 @@ async fn open(
                 space: Some(space),
                 conflict,
                 expires_in_secs: Some(SESSION_SECS.min(engine.limits().max_expiry_secs)),
-                auto_commit: false,
+                commit: ferry_core::CommitMode::Manual,
                 uploads: vec![NewUpload {
                     path,
                     size: Some(size),

@@ -514,7 +514,7 @@ async fn create(
                 space: Some(workspace.clone()),
                 conflict,
                 expires_in_secs: Some(req.expires_in.min(engine.limits().max_expiry_secs)),
-                auto_commit: false,
+                commit: ferry_core::CommitMode::Manual,
                 uploads: Vec::new(),
                 dialect: "deepset".into(),
                 extend_secs: None,

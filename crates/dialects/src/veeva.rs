@@ -420,7 +420,7 @@ async fn create(
             ConflictPolicy::Fail
         },
         expires_in_secs: Some(SESSION_LIFETIME_SECS.min(limits.max_expiry_secs)),
-        auto_commit: false,
+        commit: ferry_core::CommitMode::Manual,
         uploads: vec![NewUpload {
             path,
             size: Some(req.size),

@@ -5,8 +5,8 @@ use crate::auth::{Caller, random_hex};
 use crate::{Engine, EngineError, Result, SessionView, UploadView, now_ms};
 use ferry_core::limits::LimitError;
 use ferry_core::{
-    ConflictPolicy, Digest, DigestAlgo, Length, RangeSet, Session, SessionState, SpaceName,
-    SpacePath, StateError, Upload, UploadState,
+    CommitMode, ConflictPolicy, Digest, DigestAlgo, Length, RangeSet, Session, SessionState,
+    SpaceName, SpacePath, StateError, Upload, UploadState,
 };
 use std::collections::{BTreeMap, HashSet};
 
@@ -29,7 +29,9 @@ pub struct NewSession {
     pub space: Option<String>,
     pub conflict: ConflictPolicy,
     pub expires_in_secs: Option<u64>,
-    pub auto_commit: bool,
+    /// When its uploads are committed (the engine does it on the last
+    /// byte with `CommitMode::OnLastByte`).
+    pub commit: CommitMode,
     pub uploads: Vec<NewUpload>,
     pub dialect: String,
     /// Sliding expiry: each write keeps the session alive at least this
@@ -100,7 +102,7 @@ impl Engine {
             owner: p.user.clone(),
             space,
             conflict: new.conflict,
-            auto_commit: new.auto_commit,
+            auto_commit: new.commit.is_auto(),
             state: SessionState::Open,
             created_at: now,
             expires_at: now + (expires_in as i64) * 1000,
@@ -140,6 +142,18 @@ impl Engine {
         }
         metrics::counter!("ferry_sessions_created_total").increment(1);
         self.seed_slots(&session, &uploads);
+        let empty: Vec<String> = uploads
+            .iter()
+            .filter(|u| u.is_complete())
+            .map(|u| u.id.clone())
+            .collect();
+        if session.commit_mode().is_auto() && !empty.is_empty() {
+            // Empty files hold every byte already: they commit at once.
+            for id in &empty {
+                self.commit_if_auto(caller, id).await?;
+            }
+            return self.get_session(caller, &session.id).await;
+        }
         Ok(SessionView {
             session,
             uploads: uploads

@@ -265,7 +265,7 @@ async fn a_session_token_reaches_its_own_session_only_and_an_open_ended_session_
     let (engine, admin) = engine(dir.path()).await;
     let new_session = || NewSession {
         open_ended: true,
-        auto_commit: true,
+        commit: ferry_core::CommitMode::OnLastByte,
         dialect: "test".into(),
         ..Default::default()
     };

@@ -144,12 +144,13 @@ fn new_session(
     size: Option<u64>,
     metadata: String,
     dialect: &str,
+    commit: ferry_core::CommitMode,
 ) -> NewSession {
     NewSession {
         space: dest.space,
         conflict: dest.conflict,
         expires_in_secs: None,
-        auto_commit: false,
+        commit,
         uploads: vec![NewUpload {
             path: dest.path,
             size,
@@ -174,6 +175,7 @@ async fn create(
     size: Option<u64>,
     metadata: String,
     dialect: &str,
+    commit: ferry_core::CommitMode,
 ) -> Result<(UploadView, Session), EngineError> {
     if dest.conflict == ConflictPolicy::Fail {
         let space = match &dest.space {
@@ -191,24 +193,10 @@ async fn create(
     }
     let view = st
         .engine
-        .create_session(caller, new_session(dest, size, metadata, dialect))
+        .create_session(caller, new_session(dest, size, metadata, dialect, commit))
         .await?;
     let upload = view.uploads.into_iter().next().expect("one upload");
     Ok((upload, view.session))
-}
-
-/// Commits an upload whose bytes are all there (idempotent): the request
-/// that completes an upload answers only once the file is in place.
-async fn commit_if_complete(
-    st: &TusState,
-    caller: &Caller,
-    upload: &Upload,
-) -> Result<Option<ferry_core::FileRecord>, EngineError> {
-    if !upload.is_complete() {
-        return Ok(None);
-    }
-    let view = st.engine.commit_upload(caller, &upload.id, None).await?;
-    Ok(view.file)
 }
 
 /// Bytes received in order: the offset both protocols report. A committed

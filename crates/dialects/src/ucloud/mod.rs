@@ -14,7 +14,7 @@
 //! Every session has a sliding expiry (`idle_secs` past the last write,
 //! 30 minutes by default) and a lifetime cap (`max_lifetime_secs`,
 //! 48 hours). There is no commit call in UCloud: a FILE upload commits
-//! with its last byte (`auto_commit`), a folder's files are committed in
+//! with its last byte (`CommitMode::OnLastByte`), a folder's files are committed in
 //! batches as they finish. docs/UCLOUD.md is the contract.
 
 mod queue;
@@ -394,7 +394,11 @@ async fn create_one(
         expires_in_secs: Some(idle),
         // A file commits with its last byte; a folder's files are
         // committed in batches by the connection that wrote them.
-        auto_commit: !open_ended,
+        commit: if open_ended {
+            ferry_core::CommitMode::Manual
+        } else {
+            ferry_core::CommitMode::OnLastByte
+        },
         uploads,
         dialect: "ucloud".into(),
         extend_secs: Some(idle),
@@ -627,19 +631,30 @@ async fn chunk(State(st): State<UcloudState>, headers: HeaderMap, body: Body) ->
         // Stops a dead request still writing (a client that lost its
         // network and resends), and reads the true offset.
         let (view, session) = st.engine.take_over(&caller, &upload).await?;
-        check_lifetime(&st, &session)?;
-        let received = view.upload.received.prefix_len();
+        // A committed upload holds its every byte; a chunk sent again
+        // after the commit is answered by the engine's resend policy.
+        let received = match (view.upload.state.is_done(), view.upload.length.known()) {
+            (true, Some(n)) => n,
+            _ => {
+                check_lifetime(&st, &session)?;
+                view.upload.received.prefix_len()
+            }
+        };
         let at = target(&req, received, view.upload.length.known())?;
         Ok::<_, UcloudError>((upload, caller, at, view))
     }
     .await;
     let ((upload, caller, at, view), body) = ferry_http::or_drain(checked, body).await?;
-    let w = match at {
-        // Only the length was new (or nothing): no bytes to write.
+    match at {
+        // Only the length was new (or nothing): no bytes to write. An
+        // upload that holds every byte is committed if it was not yet.
         None => {
             drop(body);
-            view.upload
+            if !view.upload.state.is_done() {
+                st.engine.resume(&caller, &upload).await?;
+            }
         }
+        // The engine commits with the last byte; its error is the answer.
         Some(at) => {
             st.engine
                 .write(
@@ -649,14 +664,8 @@ async fn chunk(State(st): State<UcloudState>, headers: HeaderMap, body: Body) ->
                     at_most(ferry_http::body_stream(body), MAX_CHUNK),
                     PartChecks::default(),
                 )
-                .await?
-                .upload
+                .await?;
         }
-    };
-    if w.is_complete() && !w.state.is_done() {
-        // The auto-commit did not happen (or failed): commit now, so the
-        // client hears why (REJECT and the file appeared meanwhile).
-        st.engine.commit_upload(&caller, &upload, None).await?;
     }
     Ok(axum::Json(json!({})).into_response())
 }
