@@ -494,3 +494,26 @@ async fn box_expired_session_is_not_found() {
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     box_error(&v, 404, "not_found");
 }
+
+/// A part sent again after the commit (a client that missed the part's
+/// answer) answers the same part, not 404.
+#[tokio::test]
+async fn box_part_sent_again_after_the_commit_answers_the_same_part() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let data = random_bytes(1000, 31);
+    let v = session(&s, &alice, "again.bin", data.len()).await;
+    let id = v["id"].as_str().unwrap();
+    let (st, first) = send_part(&s, &alice, id, &data, 0, data.len(), &sha(&data)).await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    let (st, v) = commit(&s, &alice, id, &json!([first["part"]]), &sha(&data)).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, again) = send_part(&s, &alice, id, &data, 0, data.len(), &sha(&data)).await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again["part"], first["part"]);
+    // Other bytes are not that part.
+    let mut other = data.clone();
+    other[0] ^= 1;
+    let (st, v) = send_part(&s, &alice, id, &other, 0, data.len(), &sha(&other)).await;
+    assert_ne!(st, StatusCode::OK, "{v}");
+}

@@ -570,7 +570,14 @@ async fn check_part(
             )
         })?;
     let cr = ferry_http::parse_content_range(cr).map_err(|m| bad("bad_request", m))?;
-    let (up, _) = open_session(st, caller, id).await?;
+    let (view, _) = st.engine.upload_and_session(caller, id).await?;
+    let up = view.upload;
+    // A part sent again after the commit is answered by the engine's
+    // resend policy; otherwise the session must be open.
+    let resent = up.state.is_done();
+    if !resent {
+        open_session(st, caller, id).await?;
+    }
     let size = up.length.known().unwrap_or(0);
     let unsatisfiable = |m: String| {
         err(
@@ -609,7 +616,7 @@ async fn check_part(
         ));
     }
     let number = (lo / up.part_size + 1) as u32;
-    if up.parts.contains_key(&number) || up.received.intersects(&cr.range) {
+    if !resent && (up.parts.contains_key(&number) || up.received.intersects(&cr.range)) {
         return Err(err(
             StatusCode::CONFLICT,
             "range_overlaps_existing_part",

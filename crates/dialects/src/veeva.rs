@@ -655,11 +655,15 @@ async fn write(
         let caller = authenticate(&st.engine, &headers).await?;
         let part = part_headers(&headers)?;
         let (view, session) = veeva_upload(&st, &caller, &id).await?;
-        check_open(&session)?;
         let up = &view.upload;
-        up.state
-            .check_writable()
-            .map_err(|e| VeevaError::from(EngineError::Gone(e)))?;
+        // A part sent again after the commit is answered by the engine's
+        // resend policy; otherwise the session must be open.
+        if !up.state.is_done() {
+            check_open(&session)?;
+            up.state
+                .check_writable()
+                .map_err(|e| VeevaError::from(EngineError::Gone(e)))?;
+        }
         let size = up.length.known().unwrap_or(0);
         let range = part_range(size, &up.parts, part.number, part.length)?;
         Ok::<_, VeevaError>((caller, part, range))
