@@ -406,6 +406,7 @@ async fn open(
                 extend_secs: None,
                 open_ended: false,
                 files_expire: false,
+                precondition: ferry_engine::Precondition::None,
             },
         )
         .await?;

@@ -520,6 +520,7 @@ async fn create(
                 extend_secs: None,
                 open_ended: true,
                 files_expire,
+                precondition: ferry_engine::Precondition::None,
             },
         )
         .await?;

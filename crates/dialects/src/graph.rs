@@ -242,6 +242,7 @@ async fn create(
                 extend_secs: Some(st.engine.limits().default_expiry_secs),
                 open_ended: false,
                 files_expire: false,
+                precondition: ferry_engine::Precondition::None,
             },
         )
         .await?;

@@ -436,6 +436,7 @@ async fn create(
         extend_secs: None,
         open_ended: false,
         files_expire: false,
+        precondition: ferry_engine::Precondition::None,
     };
     let home = || new(None, req.relative.clone());
     let view = match req.named_space().filter(|_| is_admin(&caller)) {

@@ -42,6 +42,19 @@ pub struct NewSession {
     /// The files it commits are deleted when the session's time is up
     /// (deepset's `TEMPORARY`).
     pub files_expire: bool,
+    /// What must hold at creation (checked by the engine under its
+    /// namespace lock; the conflict policy decides again at commit).
+    pub precondition: Precondition,
+}
+
+/// A condition on the session's paths at creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// Nothing may be at any upload's path yet (no file, folder, or path
+    /// another commit claimed): "fail if exists" refused at creation.
+    Absent,
 }
 
 fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
@@ -124,6 +137,16 @@ impl Engine {
         }
         self.check_quota(&user.name, user.quota_bytes, declared)
             .await?;
+        if new.precondition == Precondition::Absent {
+            let _ns = self.inner.namespace.lock().await;
+            for u in &uploads {
+                if self.occupied(&session.space, &u.path).await? {
+                    return Err(EngineError::AlreadyExists {
+                        path: format!("{}/{}", session.space, u.path),
+                    });
+                }
+            }
+        }
 
         // Staged files and records are made durable at the same time; a
         // staged file without a record is removed at the next start.

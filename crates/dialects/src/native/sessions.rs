@@ -92,6 +92,7 @@ pub async fn create(
         extend_secs: None,
         open_ended: false,
         files_expire: false,
+        precondition: ferry_engine::Precondition::None,
     };
     let v = st.engine.create_session(&c, new).await?;
     Ok((

@@ -146,6 +146,11 @@ fn new_session(
     dialect: &str,
     commit: ferry_core::CommitMode,
 ) -> NewSession {
+    // "Fail if exists" is refused at creation, by the engine.
+    let precondition = match dest.conflict {
+        ConflictPolicy::Fail => ferry_engine::Precondition::Absent,
+        _ => ferry_engine::Precondition::None,
+    };
     NewSession {
         space: dest.space,
         conflict: dest.conflict,
@@ -163,6 +168,7 @@ fn new_session(
         extend_secs: None,
         open_ended: false,
         files_expire: false,
+        precondition,
     }
 }
 
@@ -177,20 +183,6 @@ async fn create(
     dialect: &str,
     commit: ferry_core::CommitMode,
 ) -> Result<(UploadView, Session), EngineError> {
-    if dest.conflict == ConflictPolicy::Fail {
-        let space = match &dest.space {
-            Some(s) => s.clone(),
-            None => st.engine.home_space(caller).await?.to_string(),
-        };
-        if st
-            .engine
-            .stat_file(caller, &space, &dest.path)
-            .await
-            .is_ok()
-        {
-            return Err(EngineError::AlreadyExists { path: dest.path });
-        }
-    }
     let view = st
         .engine
         .create_session(caller, new_session(dest, size, metadata, dialect, commit))

@@ -404,6 +404,12 @@ async fn create_one(
         extend_secs: Some(idle),
         open_ended,
         files_expire: false,
+        // REJECT fails the request itself when something is at the path.
+        precondition: if policy == Policy::Reject && !open_ended {
+            ferry_engine::Precondition::Absent
+        } else {
+            ferry_engine::Precondition::None
+        },
     };
     let (session, token, endpoint) = match item.kind {
         Kind::File => {
@@ -412,19 +418,6 @@ async fn create_one(
                     "a FILE id names a file: /<space>/<path>, got {:?}",
                     item.id
                 )));
-            }
-            // REJECT fails the request itself when the file is there.
-            if policy == Policy::Reject {
-                match st.engine.stat_file(caller, &space, &path).await {
-                    Ok(_) => {
-                        return Err(EngineError::AlreadyExists {
-                            path: item.id.clone(),
-                        }
-                        .into());
-                    }
-                    Err(EngineError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
             }
             let stored = Stored {
                 modified_at: None,
@@ -444,7 +437,13 @@ async fn create_one(
                         false,
                     ),
                 )
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    EngineError::AlreadyExists { .. } => EngineError::AlreadyExists {
+                        path: item.id.clone(),
+                    },
+                    e => e,
+                })?;
             let upload = &view.uploads[0].upload.id;
             let token = file_token(&st.engine, upload);
             let endpoint = if protocol == "CHUNKED" {
@@ -455,7 +454,18 @@ async fn create_one(
             (view.session.id, token, endpoint)
         }
         Kind::Folder => {
-            let folder = folder_target(st, caller, &space, &path, policy).await?;
+            // The engine chooses the folder under its namespace lock:
+            // REJECT refuses an existing one, RENAME picks `name (n)`.
+            let folder = st
+                .engine
+                .choose_folder(caller, &space, &path, policy.engine())
+                .await
+                .map_err(|e| match e {
+                    EngineError::AlreadyExists { .. } => EngineError::AlreadyExists {
+                        path: item.id.clone(),
+                    },
+                    e => e,
+                })?;
             let view = st
                 .engine
                 .create_session(caller, new(Vec::new(), true))
@@ -469,74 +479,6 @@ async fn create_one(
         session,
         json!({"endpoint": endpoint, "protocol": protocol, "token": token}),
     ))
-}
-
-/// The folder a FOLDER item's files go into: REJECT refuses an existing
-/// folder, RENAME picks `name (n)` when it exists, MERGE_RENAME and
-/// REPLACE reuse it.
-async fn folder_target(
-    st: &UcloudState,
-    caller: &Caller,
-    space: &str,
-    path: &str,
-    policy: Policy,
-) -> Result<String, UcloudError> {
-    let exists = |p: String| folder_exists(st, caller, space, p);
-    match policy {
-        Policy::MergeRename | Policy::Replace => {
-            // Checks access and the path's shape now rather than at the
-            // first LISTING.
-            exists(path.to_owned()).await?;
-            Ok(path.to_owned())
-        }
-        Policy::Reject => {
-            if exists(path.to_owned()).await? {
-                return Err(EngineError::AlreadyExists {
-                    path: format!("/{space}/{path}"),
-                }
-                .into());
-            }
-            Ok(path.to_owned())
-        }
-        Policy::Rename => {
-            if !exists(path.to_owned()).await? {
-                return Ok(path.to_owned());
-            }
-            let base = ferry_core::SpacePath::parse(path)
-                .map_err(|e| UcloudError::bad(format!("{path:?}: {e}")))?;
-            for n in 1..=1000 {
-                let candidate = ferry_core::conflict::renamed(&base, n).to_string();
-                if !exists(candidate.clone()).await? {
-                    return Ok(candidate);
-                }
-            }
-            Err(EngineError::AlreadyExists {
-                path: format!("/{space}/{path}"),
-            }
-            .into())
-        }
-    }
-}
-
-/// Whether anything lies at or under `path` (the space root always
-/// "exists").
-async fn folder_exists(
-    st: &UcloudState,
-    caller: &Caller,
-    space: &str,
-    path: String,
-) -> Result<bool, UcloudError> {
-    if path.is_empty() {
-        return Ok(true);
-    }
-    if !st.engine.list(caller, space, &path).await?.is_empty() {
-        return Ok(true);
-    }
-    match st.engine.stat_file(caller, space, &path).await {
-        Ok(_) => Ok(true),
-        Err(EngineError::NotFound(_)) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
