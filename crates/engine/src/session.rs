@@ -124,19 +124,10 @@ impl Engine {
             open_ended: new.open_ended,
             files_expire: new.files_expire,
         };
-        let (uploads, declared) = self.build_uploads(&session, new.uploads)?;
+        let (uploads, _) = self.build_uploads(&session, new.uploads)?;
 
         let max_open = u64::from(user.max_open_sessions.unwrap_or(limits.max_open_sessions));
-        let open = meta.open_session_count(&p.user).await?;
-        if open >= max_open {
-            return Err(EngineError::TooManySessions {
-                owner: p.user.clone(),
-                open,
-                limit: max_open,
-            });
-        }
-        self.check_quota(&user.name, user.quota_bytes, declared)
-            .await?;
+        let quota = user.quota_bytes.or(limits.default_quota);
         if new.precondition == Precondition::Absent {
             let _ns = self.inner.namespace.lock().await;
             for u in &uploads {
@@ -151,11 +142,45 @@ impl Engine {
         // Staged files and records are made durable at the same time; a
         // staged file without a record is removed at the next start.
         let ids: Vec<String> = uploads.iter().map(|u| u.id.clone()).collect();
+        // The open-session and quota limits are checked in the same
+        // metadata transaction that records the session: concurrent
+        // creations cannot pass them together.
+        let within = ferry_meta::CreateLimits {
+            max_open_sessions: max_open,
+            quota_bytes: quota,
+        };
         let (staged, recorded) = tokio::join!(
             self.inner.store.create_staged_many(&ids),
-            meta.create_session(&session, &uploads)
+            meta.create_session_within(&session, &uploads, within)
         );
-        recorded?;
+        let refused = match recorded {
+            Ok(None) => None,
+            Ok(Some(r)) => Some(Ok(r)),
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(refused) = refused {
+            if staged.is_ok() {
+                for id in &ids {
+                    let _ = self.inner.store.discard_staged(id).await;
+                }
+            }
+            return Err(match refused? {
+                ferry_meta::LimitRefusal::TooManySessions { open } => {
+                    EngineError::TooManySessions {
+                        owner: p.user.clone(),
+                        open,
+                        limit: max_open,
+                    }
+                }
+                ferry_meta::LimitRefusal::OverQuota { used, more } => {
+                    EngineError::InsufficientStorage(format!(
+                        "{more} more bytes would take {} over the quota of {} bytes ({used} in use or reserved)",
+                        user.name,
+                        quota.unwrap_or(0)
+                    ))
+                }
+            });
+        }
         if let Err(e) = staged {
             // Do not leave a session behind that cannot take bytes.
             let _ = meta
