@@ -517,3 +517,65 @@ async fn box_part_sent_again_after_the_commit_answers_the_same_part() {
     let (st, v) = send_part(&s, &alice, id, &other, 0, data.len(), &sha(&other)).await;
     assert_ne!(st, StatusCode::OK, "{v}");
 }
+
+/// Authorization before existence: a read-only member can neither create
+/// a folder (it was answered 201) nor learn that a name is taken (409)
+/// before hearing 403.
+#[tokio::test]
+async fn box_read_only_member_gets_403_before_any_existence_answer() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let (st, v) = call(
+        &s,
+        Method::POST,
+        "/v1/admin/spaces",
+        Some(ADMIN),
+        Some(json!({"name": "team", "members": {"alice": "write", "bob": "read"}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let v = create_session(
+        &s,
+        &alice,
+        json!({"space": "team", "path": "x.txt", "size": 1, "auto_commit": true}),
+    )
+    .await;
+    let up = v["uploads"][0]["id"].as_str().unwrap();
+    assert_eq!(part(&s, &alice, up, 1, b"x").await.0, StatusCode::OK);
+    let root = format!("d{}", hex::encode("team/"));
+
+    for name in ["new-dir", "x.txt"] {
+        let (st, v) = call(
+            &s,
+            Method::POST,
+            "/2.0/folders",
+            Some(&bob),
+            Some(json!({"name": name, "parent": {"id": root}})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{name}: {v}");
+        box_error(&v, 403, "access_denied_insufficient_permissions");
+    }
+    let (st, v) = call(
+        &s,
+        Method::POST,
+        "/api/2.0/files/upload_sessions",
+        Some(&bob),
+        Some(json!({"folder_id": root, "file_name": "x.txt", "file_size": 1})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    // The writer still hears that the name is taken, with the file.
+    let (st, v) = call(
+        &s,
+        Method::POST,
+        "/api/2.0/files/upload_sessions",
+        Some(&alice),
+        Some(json!({"folder_id": root, "file_name": "x.txt", "file_size": 1})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    box_error(&v, 409, "item_name_in_use");
+    assert_eq!(v["context_info"]["conflicts"]["name"], "x.txt", "{v}");
+}

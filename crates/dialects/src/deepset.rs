@@ -666,10 +666,10 @@ async fn list(
     let caller = caller(&st, &headers).await?;
     let (limit, page) = q.page(100)?;
     let expired = bool_param("is_expired", &q.is_expired)?;
-    let sessions = st.engine.list_sessions(&caller, None, false).await?;
+    let sessions = st.engine.list_space_sessions(&caller, &workspace).await?;
     let mine: Vec<&Session> = sessions
         .iter()
-        .filter(|s| s.dialect == "deepset" && s.space.as_str() == workspace)
+        .filter(|s| s.dialect == "deepset")
         .filter(|s| expired.is_none_or(|e| e == (session_status(s) == "EXPIRED")))
         .collect();
     let skip = (page - 1).saturating_mul(limit);

@@ -423,6 +423,19 @@ impl Engine {
     }
 
     /// The caller's sessions (every user's with `all`, admins only).
+    /// The caller's sessions in one space, for a caller who may write it
+    /// (permission is checked first: a space the caller may not write is
+    /// `Forbidden`, not an empty list).
+    pub async fn list_space_sessions(&self, caller: &Caller, space: &str) -> Result<Vec<Session>> {
+        let p = principal(caller)?;
+        let space = SpaceName::parse(space)
+            .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?;
+        self.require_write(p, &space).await?;
+        let mut all = self.inner.meta.list_sessions(Some(&p.user), None).await?;
+        all.retain(|s| s.space == space);
+        Ok(all)
+    }
+
     pub async fn list_sessions(
         &self,
         caller: &Caller,
