@@ -223,7 +223,11 @@ async fn bulk_create_negotiates_a_protocol_per_item_and_refuses_in_ucloud_errors
     .await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
     ucloud_error(&v, "ALREADY_EXISTS");
-    assert_eq!(open().await, before, "the first item's session was aborted");
+    assert_eq!(
+        open().await,
+        before,
+        "no session was made for the first item"
+    );
 }
 
 #[tokio::test]

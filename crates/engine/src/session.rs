@@ -68,6 +68,18 @@ fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
 
 impl Engine {
     pub async fn create_session(&self, caller: &Caller, new: NewSession) -> Result<SessionView> {
+        let mut views = self.create_sessions(caller, vec![new]).await?;
+        Ok(views.pop().expect("one session"))
+    }
+
+    /// Creates several sessions of the caller, all or none (UCloud's bulk
+    /// create): every one is checked first, then all are recorded in one
+    /// metadata transaction, within the caller's limits.
+    pub async fn create_sessions(
+        &self,
+        caller: &Caller,
+        news: Vec<NewSession>,
+    ) -> Result<Vec<SessionView>> {
         let p = principal(caller)?;
         let limits = &self.inner.limits;
         let meta = &self.inner.meta;
@@ -75,6 +87,105 @@ impl Engine {
             .user(&p.user)
             .await?
             .ok_or_else(|| EngineError::Unauthenticated("the user no longer exists".into()))?;
+        let mut made = Vec::with_capacity(news.len());
+        for new in news {
+            made.push(self.prepare_session(caller, &user, new).await?);
+        }
+        let max_open = u64::from(user.max_open_sessions.unwrap_or(limits.max_open_sessions));
+        let quota = user.quota_bytes.or(limits.default_quota);
+
+        // Staged files and records are made durable at the same time; a
+        // staged file without a record is removed at the next start.
+        let ids: Vec<String> = made
+            .iter()
+            .flat_map(|(_, ups)| ups.iter().map(|u| u.id.clone()))
+            .collect();
+        // The open-session and quota limits are checked in the same
+        // metadata transaction that records the sessions: concurrent
+        // creations cannot pass them together.
+        let within = ferry_meta::CreateLimits {
+            max_open_sessions: max_open,
+            quota_bytes: quota,
+        };
+        let (staged, recorded) = tokio::join!(
+            self.inner.store.create_staged_many(&ids),
+            meta.create_sessions_within(&made, within)
+        );
+        let refused = match recorded {
+            Ok(None) => None,
+            Ok(Some(r)) => Some(Ok(r)),
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(refused) = refused {
+            if staged.is_ok() {
+                for id in &ids {
+                    let _ = self.inner.store.discard_staged(id).await;
+                }
+            }
+            return Err(match refused? {
+                ferry_meta::LimitRefusal::TooManySessions { open } => {
+                    EngineError::TooManySessions {
+                        owner: p.user.clone(),
+                        open,
+                        limit: max_open,
+                    }
+                }
+                ferry_meta::LimitRefusal::OverQuota { used, more } => {
+                    EngineError::InsufficientStorage(format!(
+                        "{more} more bytes would take {} over the quota of {} bytes ({used} in use or reserved)",
+                        user.name,
+                        quota.unwrap_or(0)
+                    ))
+                }
+            });
+        }
+        if let Err(e) = staged {
+            // Do not leave sessions behind that cannot take bytes.
+            for (session, _) in &made {
+                let _ = meta
+                    .set_session_state(&session.id, SessionState::Aborted, None)
+                    .await;
+            }
+            return Err(e.into());
+        }
+        let mut views = Vec::with_capacity(made.len());
+        for (session, uploads) in made {
+            metrics::counter!("ferry_sessions_created_total").increment(1);
+            self.seed_slots(&session, &uploads);
+            let empty: Vec<String> = uploads
+                .iter()
+                .filter(|u| u.is_complete())
+                .map(|u| u.id.clone())
+                .collect();
+            if session.commit_mode().is_auto() && !empty.is_empty() {
+                // Empty files hold every byte already: they commit at once.
+                for id in &empty {
+                    self.commit_if_auto(caller, id).await?;
+                }
+                views.push(self.get_session(caller, &session.id).await?);
+                continue;
+            }
+            views.push(SessionView {
+                session,
+                uploads: uploads
+                    .into_iter()
+                    .map(|upload| UploadView { upload, file: None })
+                    .collect(),
+            });
+        }
+        Ok(views)
+    }
+
+    /// A new session and its uploads, checked (permission first, then
+    /// limits and paths, then the precondition), not yet recorded.
+    async fn prepare_session(
+        &self,
+        caller: &Caller,
+        user: &ferry_core::User,
+        new: NewSession,
+    ) -> Result<(Session, Vec<Upload>)> {
+        let p = principal(caller)?;
+        let limits = &self.inner.limits;
         let space = match &new.space {
             Some(s) => SpaceName::parse(s)
                 .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?,
@@ -126,8 +237,6 @@ impl Engine {
         };
         let (uploads, _) = self.build_uploads(&session, new.uploads)?;
 
-        let max_open = u64::from(user.max_open_sessions.unwrap_or(limits.max_open_sessions));
-        let quota = user.quota_bytes.or(limits.default_quota);
         if new.precondition == Precondition::Absent {
             let _ns = self.inner.namespace.lock().await;
             for u in &uploads {
@@ -138,77 +247,7 @@ impl Engine {
                 }
             }
         }
-
-        // Staged files and records are made durable at the same time; a
-        // staged file without a record is removed at the next start.
-        let ids: Vec<String> = uploads.iter().map(|u| u.id.clone()).collect();
-        // The open-session and quota limits are checked in the same
-        // metadata transaction that records the session: concurrent
-        // creations cannot pass them together.
-        let within = ferry_meta::CreateLimits {
-            max_open_sessions: max_open,
-            quota_bytes: quota,
-        };
-        let (staged, recorded) = tokio::join!(
-            self.inner.store.create_staged_many(&ids),
-            meta.create_session_within(&session, &uploads, within)
-        );
-        let refused = match recorded {
-            Ok(None) => None,
-            Ok(Some(r)) => Some(Ok(r)),
-            Err(e) => Some(Err(e)),
-        };
-        if let Some(refused) = refused {
-            if staged.is_ok() {
-                for id in &ids {
-                    let _ = self.inner.store.discard_staged(id).await;
-                }
-            }
-            return Err(match refused? {
-                ferry_meta::LimitRefusal::TooManySessions { open } => {
-                    EngineError::TooManySessions {
-                        owner: p.user.clone(),
-                        open,
-                        limit: max_open,
-                    }
-                }
-                ferry_meta::LimitRefusal::OverQuota { used, more } => {
-                    EngineError::InsufficientStorage(format!(
-                        "{more} more bytes would take {} over the quota of {} bytes ({used} in use or reserved)",
-                        user.name,
-                        quota.unwrap_or(0)
-                    ))
-                }
-            });
-        }
-        if let Err(e) = staged {
-            // Do not leave a session behind that cannot take bytes.
-            let _ = meta
-                .set_session_state(&session.id, SessionState::Aborted, None)
-                .await;
-            return Err(e.into());
-        }
-        metrics::counter!("ferry_sessions_created_total").increment(1);
-        self.seed_slots(&session, &uploads);
-        let empty: Vec<String> = uploads
-            .iter()
-            .filter(|u| u.is_complete())
-            .map(|u| u.id.clone())
-            .collect();
-        if session.commit_mode().is_auto() && !empty.is_empty() {
-            // Empty files hold every byte already: they commit at once.
-            for id in &empty {
-                self.commit_if_auto(caller, id).await?;
-            }
-            return self.get_session(caller, &session.id).await;
-        }
-        Ok(SessionView {
-            session,
-            uploads: uploads
-                .into_iter()
-                .map(|upload| UploadView { upload, file: None })
-                .collect(),
-        })
+        Ok((session, uploads))
     }
 
     /// The records of new uploads of `session`, checked (paths, limits,

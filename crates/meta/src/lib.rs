@@ -131,14 +131,14 @@ pub trait MetaStore: Send + Sync + 'static {
 
     // ---- sessions and uploads
     async fn create_session(&self, session: &Session, uploads: &[Upload]) -> Result<()>;
-    /// Creates a session if its owner stays within `limits`: counting the
-    /// owner's open sessions and bytes in use or reserved, and inserting,
-    /// are one atomic step (concurrent creations cannot pass a limit
-    /// together). Answers what was refused, or `None` once created.
-    async fn create_session_within(
+    /// Creates sessions of one owner, all or none, if the owner stays
+    /// within `limits`: counting the owner's open sessions and bytes in
+    /// use or reserved, and inserting, are one atomic step (concurrent
+    /// creations cannot pass a limit together). Answers what was refused,
+    /// or `None` once created.
+    async fn create_sessions_within(
         &self,
-        session: &Session,
-        uploads: &[Upload],
+        sessions: &[(Session, Vec<Upload>)],
         limits: CreateLimits,
     ) -> Result<Option<LimitRefusal>>;
     async fn get_session(&self, id: &str) -> Result<Option<Session>>;

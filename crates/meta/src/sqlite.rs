@@ -644,36 +644,42 @@ impl MetaStore for Sqlite {
         .await
     }
 
-    async fn create_session_within(
+    async fn create_sessions_within(
         &self,
-        session: &Session,
-        uploads: &[Upload],
+        sessions: &[(Session, Vec<Upload>)],
         limits: CreateLimits,
     ) -> Result<Option<LimitRefusal>> {
-        let s = session.clone();
-        let ups = uploads.to_vec();
+        let all = sessions.to_vec();
+        let Some(owner) = all.first().map(|(s, _)| s.owner.clone()) else {
+            return Ok(None);
+        };
         // The single writer thread runs this whole closure in one
         // transaction: no other write comes between the counts and the
-        // insert.
+        // inserts.
         self.write(move |c| {
             let open: i64 = c
                 .prepare_cached(
                     "SELECT COUNT(*) FROM sessions WHERE owner = ?1 AND state IN ('open', 'committing')",
                 )?
-                .query_row([&s.owner], |r| r.get(0))?;
-            if u(open) >= limits.max_open_sessions {
+                .query_row([&owner], |r| r.get(0))?;
+            if u(open).saturating_add(all.len() as u64) > limits.max_open_sessions {
                 return Ok(Some(LimitRefusal::TooManySessions { open: u(open) }));
             }
             if let Some(quota) = limits.quota_bytes {
-                let more: u64 = ups.iter().filter_map(|u| u.length.known()).sum();
-                let usage = usage_of(c, &s.owner)?;
+                let more: u64 = all
+                    .iter()
+                    .flat_map(|(_, ups)| ups.iter().filter_map(|u| u.length.known()))
+                    .sum();
+                let usage = usage_of(c, &owner)?;
                 let used = usage.committed + usage.reserved;
                 if used.saturating_add(more) > quota {
                     return Ok(Some(LimitRefusal::OverQuota { used, more }));
                 }
             }
-            insert_session(c, &s)?;
-            insert_uploads(c, 0, &ups)?;
+            for (s, ups) in &all {
+                insert_session(c, s)?;
+                insert_uploads(c, 0, ups)?;
+            }
             Ok(None)
         })
         .await

@@ -357,32 +357,66 @@ async fn create(State(st): State<UcloudState>, headers: HeaderMap, body: Bytes) 
     if req.items.is_empty() {
         return Err(UcloudError::bad("items is empty"));
     }
-    // All or nothing: a refused item aborts the sessions made before it.
-    let mut made: Vec<String> = Vec::new();
-    let mut responses = Vec::new();
+    // All or nothing: every item is checked, then the engine records all
+    // the sessions in one step (or none).
+    let mut news = Vec::with_capacity(req.items.len());
+    let mut plans = Vec::with_capacity(req.items.len());
     for item in &req.items {
-        match create_one(&st, &caller, item).await {
-            Ok((session, answer)) => {
-                made.push(session);
-                responses.push(answer);
-            }
-            Err(e) => {
-                for s in &made {
-                    let _ = st.engine.abort_session(&caller, s).await;
-                }
-                return Err(e);
-            }
-        }
+        let (new, plan) = plan_one(&st, &caller, item).await?;
+        news.push(new);
+        plans.push(plan);
     }
+    let views = st
+        .engine
+        .create_sessions(&caller, news)
+        .await
+        .map_err(|e| match e {
+            EngineError::AlreadyExists { path } => EngineError::AlreadyExists {
+                path: format!("/{path}"),
+            },
+            e => e,
+        })?;
+    let responses: Vec<serde_json::Value> = views
+        .iter()
+        .zip(plans)
+        .map(|(view, plan)| answer(&st, view, plan))
+        .collect();
     Ok(axum::Json(json!({ "responses": responses })).into_response())
 }
 
-/// One item: its session, and the `{endpoint, protocol, token}` answer.
-async fn create_one(
+/// What an item becomes once its session exists.
+enum Planned {
+    File { protocol: String },
+    Folder { protocol: String, folder: String },
+}
+
+/// The `{endpoint, protocol, token}` answer of one created item.
+fn answer(st: &UcloudState, view: &ferry_engine::SessionView, plan: Planned) -> serde_json::Value {
+    let (protocol, token, endpoint) = match plan {
+        Planned::File { protocol } => {
+            let token = file_token(&st.engine, &view.uploads[0].upload.id);
+            let endpoint = if protocol == "CHUNKED" {
+                format!("{}/ucloud/chunked", st.public_url)
+            } else {
+                format!("{}/ucloud/file?token={token}", ws_base(&st.public_url))
+            };
+            (protocol, token, endpoint)
+        }
+        Planned::Folder { protocol, folder } => {
+            let token = folder_token(&st.engine, &view.session.id, &folder);
+            let endpoint = format!("{}/ucloud/folder?token={token}", ws_base(&st.public_url));
+            (protocol, token, endpoint)
+        }
+    };
+    json!({"endpoint": endpoint, "protocol": protocol, "token": token})
+}
+
+/// One item: the session to create for it, and what it becomes.
+async fn plan_one(
     st: &UcloudState,
     caller: &Caller,
     item: &CreateItem,
-) -> Result<(String, serde_json::Value), UcloudError> {
+) -> Result<(NewSession, Planned), UcloudError> {
     let (space, path) = split_id(&item.id)?;
     let protocol = negotiate(item.kind, &item.supported_protocols)?.to_owned();
     let policy = Policy::parse(item.conflict_policy.as_deref())?;
@@ -411,7 +445,7 @@ async fn create_one(
             ferry_engine::Precondition::None
         },
     };
-    let (session, token, endpoint) = match item.kind {
+    Ok(match item.kind {
         Kind::File => {
             if path.is_empty() {
                 return Err(UcloudError::bad(format!(
@@ -423,35 +457,13 @@ async fn create_one(
                 modified_at: None,
                 path: path.clone(),
             };
-            let view = st
-                .engine
-                .create_session(
-                    caller,
-                    new(
-                        vec![NewUpload {
-                            path,
-                            size: None,
-                            metadata: Some(stored.json()),
-                            ..Default::default()
-                        }],
-                        false,
-                    ),
-                )
-                .await
-                .map_err(|e| match e {
-                    EngineError::AlreadyExists { .. } => EngineError::AlreadyExists {
-                        path: item.id.clone(),
-                    },
-                    e => e,
-                })?;
-            let upload = &view.uploads[0].upload.id;
-            let token = file_token(&st.engine, upload);
-            let endpoint = if protocol == "CHUNKED" {
-                format!("{}/ucloud/chunked", st.public_url)
-            } else {
-                format!("{}/ucloud/file?token={token}", ws_base(&st.public_url))
+            let upload = NewUpload {
+                path,
+                size: None,
+                metadata: Some(stored.json()),
+                ..Default::default()
             };
-            (view.session.id, token, endpoint)
+            (new(vec![upload], false), Planned::File { protocol })
         }
         Kind::Folder => {
             // The engine chooses the folder under its namespace lock:
@@ -466,19 +478,9 @@ async fn create_one(
                     },
                     e => e,
                 })?;
-            let view = st
-                .engine
-                .create_session(caller, new(Vec::new(), true))
-                .await?;
-            let token = folder_token(&st.engine, &view.session.id, &folder);
-            let endpoint = format!("{}/ucloud/folder?token={token}", ws_base(&st.public_url));
-            (view.session.id, token, endpoint)
+            (new(Vec::new(), true), Planned::Folder { protocol, folder })
         }
-    };
-    Ok((
-        session,
-        json!({"endpoint": endpoint, "protocol": protocol, "token": token}),
-    ))
+    })
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
