@@ -494,3 +494,88 @@ async fn box_expired_session_is_not_found() {
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     box_error(&v, 404, "not_found");
 }
+
+/// A part sent again after the commit (a client that missed the part's
+/// answer) answers the same part, not 404.
+#[tokio::test]
+async fn box_part_sent_again_after_the_commit_answers_the_same_part() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let data = random_bytes(1000, 31);
+    let v = session(&s, &alice, "again.bin", data.len()).await;
+    let id = v["id"].as_str().unwrap();
+    let (st, first) = send_part(&s, &alice, id, &data, 0, data.len(), &sha(&data)).await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    let (st, v) = commit(&s, &alice, id, &json!([first["part"]]), &sha(&data)).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, again) = send_part(&s, &alice, id, &data, 0, data.len(), &sha(&data)).await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again["part"], first["part"]);
+    // Other bytes are not that part.
+    let mut other = data.clone();
+    other[0] ^= 1;
+    let (st, v) = send_part(&s, &alice, id, &other, 0, data.len(), &sha(&other)).await;
+    assert_ne!(st, StatusCode::OK, "{v}");
+}
+
+/// Authorization before existence: a read-only member can neither create
+/// a folder (it was answered 201) nor learn that a name is taken (409)
+/// before hearing 403.
+#[tokio::test]
+async fn box_read_only_member_gets_403_before_any_existence_answer() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let (st, v) = call(
+        &s,
+        Method::POST,
+        "/v1/admin/spaces",
+        Some(ADMIN),
+        Some(json!({"name": "team", "members": {"alice": "write", "bob": "read"}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let v = create_session(
+        &s,
+        &alice,
+        json!({"space": "team", "path": "x.txt", "size": 1, "auto_commit": true}),
+    )
+    .await;
+    let up = v["uploads"][0]["id"].as_str().unwrap();
+    assert_eq!(part(&s, &alice, up, 1, b"x").await.0, StatusCode::OK);
+    let root = format!("d{}", hex::encode("team/"));
+
+    for name in ["new-dir", "x.txt"] {
+        let (st, v) = call(
+            &s,
+            Method::POST,
+            "/2.0/folders",
+            Some(&bob),
+            Some(json!({"name": name, "parent": {"id": root}})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{name}: {v}");
+        box_error(&v, 403, "access_denied_insufficient_permissions");
+    }
+    let (st, v) = call(
+        &s,
+        Method::POST,
+        "/api/2.0/files/upload_sessions",
+        Some(&bob),
+        Some(json!({"folder_id": root, "file_name": "x.txt", "file_size": 1})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    // The writer still hears that the name is taken, with the file.
+    let (st, v) = call(
+        &s,
+        Method::POST,
+        "/api/2.0/files/upload_sessions",
+        Some(&alice),
+        Some(json!({"folder_id": root, "file_name": "x.txt", "file_size": 1})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    box_error(&v, 409, "item_name_in_use");
+    assert_eq!(v["context_info"]["conflicts"]["name"], "x.txt", "{v}");
+}

@@ -526,3 +526,19 @@ async fn a_session_holds_at_most_its_limit_of_files() {
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("limit"), "{body}");
 }
+
+/// Listing the sessions of a workspace the caller may not write is 403,
+/// not an empty list.
+#[tokio::test]
+async fn deepset_listing_a_workspace_one_may_not_write_is_403() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    create(&s, &bob, "bob", json!({})).await;
+    let (st, v) = call(&s, Method::GET, &sessions("bob"), Some(&alice), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["detail"].is_string(), "{v}");
+    let (st, v) = call(&s, Method::GET, &sessions("bob"), Some(&bob), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["total"], 1, "{v}");
+}

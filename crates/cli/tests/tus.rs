@@ -686,3 +686,55 @@ async fn cors_lets_a_configured_origin_use_tus_and_read_its_headers() {
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+/// A client that missed the answer to its completing PATCH sends it again:
+/// the same offset and bytes answer the same 204 at the full offset.
+#[tokio::test]
+async fn tus_completing_patch_sent_again_answers_the_same_204() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let data = random_bytes(300_000, 21);
+    let url = create(&s, &alice, data.len() as u64, &[("path", "again.bin")]).await;
+    let r = patch(&s, &alice, &url, 0, &data[..100_000], &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = patch(&s, &alice, &url, 100_000, &data[100_000..], &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(r.offset(), data.len() as u64);
+    let again = patch(&s, &alice, &url, 100_000, &data[100_000..], &[]).await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT, "{}", again.body);
+    assert_eq!(again.offset(), data.len() as u64);
+    // A body of another length is not that request.
+    let r = patch(&s, &alice, &url, 100_000, &data[100_000..200_000], &[]).await;
+    assert_ne!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(download(&s, &alice, "alice", "again.bin").await.1, data);
+}
+
+/// The draft's completing append (`Upload-Complete: ?1`) sent again
+/// answers the same 200, file and digest.
+#[tokio::test]
+async fn draft_completing_append_sent_again_answers_the_same_200() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/?path=draft/again.bin",
+        &alice,
+        &[DRAFT, ("Upload-Complete", "?0"), ("Upload-Length", "6")],
+        b"abc".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let url = r.location();
+    let first = draft_append(&s, &alice, &url, 3, "?1", b"def").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let again = draft_append(&s, &alice, &url, 3, "?1", b"def").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.header("upload-complete"), Some("?1"));
+    assert_eq!(again.header("repr-digest"), first.header("repr-digest"));
+    assert_eq!(again.json(), first.json());
+    assert_eq!(
+        download(&s, &alice, "alice", "draft/again.bin").await.1,
+        b"abcdef"
+    );
+}

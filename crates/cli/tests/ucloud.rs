@@ -223,7 +223,11 @@ async fn bulk_create_negotiates_a_protocol_per_item_and_refuses_in_ucloud_errors
     .await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
     ucloud_error(&v, "ALREADY_EXISTS");
-    assert_eq!(open().await, before, "the first item's session was aborted");
+    assert_eq!(
+        open().await,
+        before,
+        "no session was made for the first item"
+    );
 }
 
 #[tokio::test]
@@ -828,4 +832,31 @@ async fn the_folder_websocket_resumes_on_the_same_token_and_refuses_protocol_err
     let forged = format!("{head}.{}", sig.chars().rev().collect::<String>());
     let err = tokio_tungstenite::connect_async(forged).await.unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
+}
+
+/// The chunk that completed a file, sent again (its answer was lost),
+/// answers the same success.
+#[tokio::test]
+async fn chunked_completing_chunk_sent_again_answers_the_same_success() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let data = random_bytes(3000, 33);
+    let r = create_one(
+        &s,
+        &alice,
+        "/alice/again.bin",
+        "FILE",
+        &["CHUNKED"],
+        "RENAME",
+    )
+    .await;
+    let t = r["token"].as_str().unwrap();
+    let (st, v) = chunk(&s, t, -1, Some(data.len()), &data[..1000]).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, first) = chunk(&s, t, 1000, Some(data.len()), &data[1000..]).await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    let (st, again) = chunk(&s, t, 1000, Some(data.len()), &data[1000..]).await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again, first);
+    assert_eq!(download(&s, &alice, "alice", "again.bin").await.1, data);
 }

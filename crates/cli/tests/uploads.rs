@@ -855,3 +855,26 @@ async fn a_session_of_10000_uploads_commits_them_all_at_once() {
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert_eq!(v["error"]["limit"], 10_000);
 }
+
+/// With auto-commit, the part that completed the upload, sent again,
+/// answers the same success; a body of another length does not.
+#[tokio::test]
+async fn auto_commit_part_sent_again_after_the_commit_answers_the_same_part() {
+    let s = Server::start();
+    let tok = user(&s, "alice").await;
+    let v = create_session(
+        &s,
+        &tok,
+        json!({"path": "again.txt", "size": 10, "auto_commit": true}),
+    )
+    .await;
+    let uid = &uid(&v, 0);
+    let (st, first) = part(&s, &tok, uid, 1, b"0123456789").await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    assert_eq!(status(&s, &tok, uid).await["state"], "committed");
+    let (st, again) = part(&s, &tok, uid, 1, b"0123456789").await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again, first);
+    let (st, v) = part(&s, &tok, uid, 1, b"01234").await;
+    assert_ne!(st, StatusCode::OK, "{v}");
+}

@@ -803,3 +803,26 @@ async fn veeva_sessions_expire_with_the_servers_maximum() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["data"], serde_json::json!([]));
 }
+
+/// The last part sent again after the commit answers the same part.
+#[tokio::test]
+async fn veeva_part_sent_again_after_the_commit_answers_the_same_part() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let data = random_bytes(1000, 32);
+    let d = create(&s, &alice, "/veeva/again.bin", data.len(), false).await;
+    let sid = id(&d);
+    let first = part_ok(&s, &alice, &sid, 1, &data).await;
+    let (st, v) = vault(
+        &s,
+        Method::POST,
+        &format!("{API}/upload/{sid}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["responseStatus"], "SUCCESS", "{v}");
+    let again = part_ok(&s, &alice, &sid, 1, &data).await;
+    assert_eq!(again, first);
+}

@@ -270,6 +270,34 @@ impl Session {
     pub fn is_expired_at(&self, now: Millis) -> bool {
         now >= self.expires_at
     }
+
+    /// When the session's uploads are committed (`auto_commit` as stored).
+    pub fn commit_mode(&self) -> CommitMode {
+        if self.auto_commit {
+            CommitMode::OnLastByte
+        } else {
+            CommitMode::Manual
+        }
+    }
+}
+
+/// When an upload becomes a file: a dialect chooses it per session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Only an explicit commit (native, Box, Veeva, Graph's `deferCommit`).
+    #[default]
+    Manual,
+    /// The engine commits an upload as soon as it holds every byte: in
+    /// the write that completes it (whose answer carries the commit's
+    /// result or error), or, if that commit did not happen, at the next
+    /// request that resumes the upload (`Engine::resume`).
+    OnLastByte,
+}
+
+impl CommitMode {
+    pub fn is_auto(self) -> bool {
+        self == CommitMode::OnLastByte
+    }
 }
 
 /// One received part of a part-based upload.

@@ -384,8 +384,10 @@ async fn open(
     size: u64,
     conflict: ConflictPolicy,
     stored: Stored,
+    precondition: ferry_engine::Precondition,
 ) -> BoxResult {
     let engine = &st.engine;
+    let at = (space.clone(), path.clone());
     let view = engine
         .create_session(
             caller,
@@ -393,7 +395,7 @@ async fn open(
                 space: Some(space),
                 conflict,
                 expires_in_secs: Some(SESSION_SECS.min(engine.limits().max_expiry_secs)),
-                auto_commit: false,
+                commit: ferry_core::CommitMode::Manual,
                 uploads: vec![NewUpload {
                     path,
                     size: Some(size),
@@ -406,38 +408,39 @@ async fn open(
                 extend_secs: None,
                 open_ended: false,
                 files_expire: false,
+                precondition,
             },
         )
-        .await?;
+        .await;
+    // The engine checks permission first, then what is at the path.
+    let view = match view {
+        Err(EngineError::AlreadyExists { .. }) => {
+            return Err(name_in_use(st, caller, &at.0, &at.1).await);
+        }
+        other => other?,
+    };
     let body = session_json(st, &view.session, &view.uploads[0].upload);
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
-/// 409 `item_name_in_use` when a file is already at `path`, naming it in
-/// `context_info.conflicts` as Box does.
-async fn refuse_existing(
-    st: &BoxState,
-    caller: &Caller,
-    space: &str,
-    path: &str,
-) -> Result<(), BoxError> {
-    match st.engine.stat_file(caller, space, path).await {
-        Ok(f) => {
-            let home = home(st, caller).await?;
-            Err(BoxError {
-                context: Some(json!({"conflicts": file_json(&f, &home)})),
-                ..err(
-                    StatusCode::CONFLICT,
-                    "item_name_in_use",
-                    format!(
-                        "an item named {:?} already exists in this folder",
-                        f.path.name()
-                    ),
-                )
-            })
-        }
-        Err(EngineError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+/// 409 `item_name_in_use` for an item at `path` (the engine refused it),
+/// naming the file in `context_info.conflicts` as Box does.
+async fn name_in_use(st: &BoxState, caller: &Caller, space: &str, path: &str) -> BoxError {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let plain = err(
+        StatusCode::CONFLICT,
+        "item_name_in_use",
+        format!("an item named {name:?} already exists in this folder"),
+    );
+    match (
+        st.engine.stat_file(caller, space, path).await,
+        home(st, caller).await,
+    ) {
+        (Ok(f), Ok(home)) => BoxError {
+            context: Some(json!({"conflicts": file_json(&f, &home)})),
+            ..plain
+        },
+        _ => plain,
     }
 }
 
@@ -468,7 +471,6 @@ async fn create(State(st): State<BoxState>, headers: HeaderMap, body: Bytes) -> 
         .await
         .map_err(|_| bad("invalid_folder_id", format!("no folder {folder_id:?}")))?;
     let path = join(&dir, &name);
-    refuse_existing(&st, &caller, &space, &path).await?;
     open(
         &st,
         &caller,
@@ -477,6 +479,7 @@ async fn create(State(st): State<BoxState>, headers: HeaderMap, body: Bytes) -> 
         size,
         ConflictPolicy::Fail,
         Stored::default(),
+        ferry_engine::Precondition::Absent,
     )
     .await
 }
@@ -494,15 +497,15 @@ async fn create_version(
     let size = file_size(&v)?;
     let file = st.engine.file_by_id(&caller, &file_id).await?;
     let old = file.path.as_str().to_owned();
-    let (path, stored) = match v.get("file_name").and_then(Value::as_str) {
+    let (path, stored, precondition) = match v.get("file_name").and_then(Value::as_str) {
         Some(name) if name != file.path.name() => {
             check_name(name)?;
             let dir = old.rsplit_once('/').map_or("", |(d, _)| d);
             let path = join(dir, name);
-            refuse_existing(&st, &caller, file.space.as_str(), &path).await?;
-            (path, Stored { renames: Some(old) })
+            let renames = Stored { renames: Some(old) };
+            (path, renames, ferry_engine::Precondition::Absent)
         }
-        _ => (old, Stored::default()),
+        _ => (old, Stored::default(), ferry_engine::Precondition::None),
     };
     open(
         &st,
@@ -512,6 +515,7 @@ async fn create_version(
         size,
         ConflictPolicy::Replace,
         stored,
+        precondition,
     )
     .await
 }
@@ -570,7 +574,14 @@ async fn check_part(
             )
         })?;
     let cr = ferry_http::parse_content_range(cr).map_err(|m| bad("bad_request", m))?;
-    let (up, _) = open_session(st, caller, id).await?;
+    let (view, _) = st.engine.upload_and_session(caller, id).await?;
+    let up = view.upload;
+    // A part sent again after the commit is answered by the engine's
+    // resend policy; otherwise the session must be open.
+    let resent = up.state.is_done();
+    if !resent {
+        open_session(st, caller, id).await?;
+    }
     let size = up.length.known().unwrap_or(0);
     let unsatisfiable = |m: String| {
         err(
@@ -609,7 +620,7 @@ async fn check_part(
         ));
     }
     let number = (lo / up.part_size + 1) as u32;
-    if up.parts.contains_key(&number) || up.received.intersects(&cr.range) {
+    if !resent && (up.parts.contains_key(&number) || up.received.intersects(&cr.range)) {
         return Err(err(
             StatusCode::CONFLICT,
             "range_overlaps_existing_part",
@@ -932,19 +943,23 @@ async fn create_folder(State(st): State<BoxState>, headers: HeaderMap, body: Byt
     };
     let (space, dir) = folder(&st, &caller, &parent).await?;
     let path = join(&dir, name);
-    let siblings = listing(&st, &caller, &space, &dir).await?;
-    let taken = siblings.iter().any(|e| match e {
-        Entry::Folder(n) => n == name,
-        Entry::File(f) => f.path.as_str() == path,
-    });
-    if taken {
-        return Err(err(
-            StatusCode::CONFLICT,
-            "item_name_in_use",
-            format!("an item named {name:?} already exists in this folder"),
-        ));
-    }
     ferry_core::SpacePath::parse(&path).map_err(|e| bad("item_name_invalid", e.to_string()))?;
+    // The engine checks permission first, then whether the name is taken
+    // (a file or a folder), under its namespace lock.
+    match st
+        .engine
+        .choose_folder(&caller, &space, &path, ConflictPolicy::Fail)
+        .await
+    {
+        Err(EngineError::AlreadyExists { .. }) => {
+            return Err(err(
+                StatusCode::CONFLICT,
+                "item_name_in_use",
+                format!("an item named {name:?} already exists in this folder"),
+            ));
+        }
+        other => other?,
+    };
     let home = home(&st, &caller).await?;
     Ok((
         StatusCode::CREATED,

@@ -514,12 +514,13 @@ async fn create(
                 space: Some(workspace.clone()),
                 conflict,
                 expires_in_secs: Some(req.expires_in.min(engine.limits().max_expiry_secs)),
-                auto_commit: false,
+                commit: ferry_core::CommitMode::Manual,
                 uploads: Vec::new(),
                 dialect: "deepset".into(),
                 extend_secs: None,
                 open_ended: true,
                 files_expire,
+                precondition: ferry_engine::Precondition::None,
             },
         )
         .await?;
@@ -665,10 +666,10 @@ async fn list(
     let caller = caller(&st, &headers).await?;
     let (limit, page) = q.page(100)?;
     let expired = bool_param("is_expired", &q.is_expired)?;
-    let sessions = st.engine.list_sessions(&caller, None, false).await?;
+    let sessions = st.engine.list_space_sessions(&caller, &workspace).await?;
     let mine: Vec<&Session> = sessions
         .iter()
-        .filter(|s| s.dialect == "deepset" && s.space.as_str() == workspace)
+        .filter(|s| s.dialect == "deepset")
         .filter(|s| expired.is_none_or(|e| e == (session_status(s) == "EXPIRED")))
         .collect();
     let skip = (page - 1).saturating_mul(limit);

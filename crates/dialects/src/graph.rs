@@ -96,12 +96,6 @@ struct Item {
     name: Option<String>,
 }
 
-/// What the upload keeps between requests.
-#[derive(Default, serde::Serialize, Deserialize)]
-struct Stored {
-    defer_commit: bool,
-}
-
 /// Where a `createUploadSession` path points, in a drive (`None`: the
 /// caller's home).
 #[derive(Debug, PartialEq, Eq)]
@@ -222,9 +216,6 @@ async fn create(
             "item.name {name:?} differs from the name in the path {path:?}"
         )));
     }
-    let stored = Stored {
-        defer_commit: req.defer_commit,
-    };
     let view = st
         .engine
         .create_session(
@@ -233,11 +224,15 @@ async fn create(
                 space,
                 conflict,
                 expires_in_secs: None,
-                auto_commit: false,
+                // Without deferCommit, the last fragment commits the file.
+                commit: if req.defer_commit {
+                    ferry_core::CommitMode::Manual
+                } else {
+                    ferry_core::CommitMode::OnLastByte
+                },
                 uploads: vec![NewUpload {
                     path,
                     size: req.item.file_size,
-                    metadata: Some(serde_json::to_string(&stored).expect("serializable")),
                     // driveItem.file.hashes.sha1Hash
                     whole_digests: vec![DigestAlgo::Sha1],
                     ..Default::default()
@@ -247,6 +242,7 @@ async fn create(
                 extend_secs: Some(st.engine.limits().default_expiry_secs),
                 open_ended: false,
                 files_expire: false,
+                precondition: ferry_engine::Precondition::None,
             },
         )
         .await?;
@@ -372,6 +368,11 @@ async fn check_fragment(
         )));
     }
     let (before, session) = st.engine.upload_and_session(caller, uid).await?;
+    if before.upload.state.is_done() {
+        // A fragment sent again after the commit: the engine's resend
+        // policy answers it.
+        return Ok((cr, session));
+    }
     session.state.check_writable().map_err(EngineError::Gone)?;
     before
         .upload
@@ -419,14 +420,8 @@ async fn write(
             PartChecks::default(),
         )
         .await?;
-    let defer = serde_json::from_str::<Stored>(w.upload.metadata.as_deref().unwrap_or("{}"))
-        .unwrap_or_default()
-        .defer_commit;
-    if w.upload.is_complete() && !defer {
-        let view = st.engine.commit_upload(&caller, &uid, None).await?;
-        if let Some(f) = &view.file {
-            return Ok(created(f));
-        }
+    if let Some(f) = &w.file {
+        return Ok(created(f));
     }
     let session = Session {
         expires_at: w.expires_at,
@@ -446,7 +441,13 @@ async fn status(
     headers: HeaderMap,
 ) -> GraphResult {
     let caller = upload_caller(&st, &uid, q.sig, &headers).await?;
-    let (view, session) = st.engine.upload_and_session(&caller, &uid).await?;
+    // An upload that holds every byte is committed now if its last
+    // fragment's commit did not happen; a committed upload answers its
+    // driveItem (200 with an id: what the SDKs take as completion).
+    let (view, session) = st.engine.resume(&caller, &uid).await?;
+    if let Some(f) = &view.file {
+        return Ok(axum::Json(drive_item(f)).into_response());
+    }
     if let Some(e) = session.state.check_writable().err() {
         return Err(EngineError::Gone(e).into());
     }

@@ -420,7 +420,7 @@ async fn create(
             ConflictPolicy::Fail
         },
         expires_in_secs: Some(SESSION_LIFETIME_SECS.min(limits.max_expiry_secs)),
-        auto_commit: false,
+        commit: ferry_core::CommitMode::Manual,
         uploads: vec![NewUpload {
             path,
             size: Some(req.size),
@@ -436,6 +436,7 @@ async fn create(
         extend_secs: None,
         open_ended: false,
         files_expire: false,
+        precondition: ferry_engine::Precondition::None,
     };
     let home = || new(None, req.relative.clone());
     let view = match req.named_space().filter(|_| is_admin(&caller)) {
@@ -655,11 +656,15 @@ async fn write(
         let caller = authenticate(&st.engine, &headers).await?;
         let part = part_headers(&headers)?;
         let (view, session) = veeva_upload(&st, &caller, &id).await?;
-        check_open(&session)?;
         let up = &view.upload;
-        up.state
-            .check_writable()
-            .map_err(|e| VeevaError::from(EngineError::Gone(e)))?;
+        // A part sent again after the commit is answered by the engine's
+        // resend policy; otherwise the session must be open.
+        if !up.state.is_done() {
+            check_open(&session)?;
+            up.state
+                .check_writable()
+                .map_err(|e| VeevaError::from(EngineError::Gone(e)))?;
+        }
         let size = up.length.known().unwrap_or(0);
         let range = part_range(size, &up.parts, part.number, part.length)?;
         Ok::<_, VeevaError>((caller, part, range))

@@ -16,8 +16,8 @@ use crate::hashing::{Digests, Hashers, Want};
 use crate::{Engine, EngineError, Result, SessionView, UploadView, now_ms};
 use ferry_core::conflict::renamed;
 use ferry_core::{
-    ConflictPolicy, Digest, DigestAlgo, FileRecord, Session, SessionState, SpacePath, StateError,
-    Upload, UploadState,
+    ConflictPolicy, Digest, DigestAlgo, FileRecord, Session, SessionState, SpaceName, SpacePath,
+    StateError, Upload, UploadState,
 };
 use ferry_meta::{Committed, Occupant, SessionEnd};
 use ferry_store::Promote;
@@ -349,8 +349,8 @@ impl Engine {
     }
 
     /// What a commit in progress has claimed at or around `path`.
-    fn pending_occupant(&self, session: &Session, path: &SpacePath) -> Option<Occupant> {
-        let space = session.space.to_string();
+    fn pending_occupant(&self, space: &SpaceName, path: &SpacePath) -> Option<Occupant> {
+        let space = space.to_string();
         let pending = self.inner.pending.lock().unwrap();
         if pending.contains(&(space.clone(), path.to_string())) {
             return Some(Occupant::Folder);
@@ -452,7 +452,7 @@ impl Engine {
 
     /// Where an upload for `path` goes under the session's policy.
     async fn decide(&self, session: &Session, path: &SpacePath) -> Result<Decision> {
-        let pending = self.pending_occupant(session, path);
+        let pending = self.pending_occupant(&session.space, path);
         if pending.is_some() && session.conflict == ConflictPolicy::Replace {
             return Err(EngineError::Conflict(format!(
                 "another commit to {}/{path} is in progress; retry in a moment",
@@ -461,7 +461,7 @@ impl Engine {
         }
         let occupant = match pending {
             Some(o) => Some(o),
-            None => self.occupant(session, path).await?,
+            None => self.occupant(&session.space, path).await?,
         };
         let exists = || EngineError::AlreadyExists {
             path: format!("{}/{}", session.space, path),
@@ -484,8 +484,8 @@ impl Engine {
                     let Some(candidate) = renamed(path, n) else {
                         break;
                     };
-                    if self.pending_occupant(session, &candidate).is_none()
-                        && self.occupant(session, &candidate).await?.is_none()
+                    if self.pending_occupant(&session.space, &candidate).is_none()
+                        && self.occupant(&session.space, &candidate).await?.is_none()
                     {
                         return Ok(Decision::Promote(candidate, Promote::NoReplace, None));
                     }
@@ -498,11 +498,18 @@ impl Engine {
 
     /// What occupies a path: metadata first, then the disk (a file some
     /// other program put there counts as taken too).
-    async fn occupant(&self, session: &Session, path: &SpacePath) -> Result<Option<Occupant>> {
-        if let Some(o) = self.inner.meta.occupant(&session.space, path).await? {
+    /// Whether anything is at `path` (a file, a folder, or a path another
+    /// commit has claimed); the caller holds the namespace lock.
+    pub(crate) async fn occupied(&self, space: &SpaceName, path: &SpacePath) -> Result<bool> {
+        Ok(self.pending_occupant(space, path).is_some()
+            || self.occupant(space, path).await?.is_some())
+    }
+
+    async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>> {
+        if let Some(o) = self.inner.meta.occupant(space, path).await? {
             return Ok(Some(o));
         }
-        if self.inner.store.file_exists(&session.space, path).await? {
+        if self.inner.store.file_exists(space, path).await? {
             return Ok(Some(Occupant::Folder));
         }
         Ok(None)

@@ -75,6 +75,7 @@ impl Engine {
         for part in parts {
             self.abort_upload(caller, part).await?;
         }
+        self.commit_if_auto(caller, &id).await?;
         self.get_session(caller, &view.session.id).await
     }
 }

@@ -44,7 +44,7 @@ pub use commit::RecoveryReport;
 pub use error::{EngineError, Result};
 pub use files::FileRead;
 pub use hashing::{Digests, Want};
-pub use session::{NewSession, NewUpload};
+pub use session::{NewSession, NewUpload, Precondition};
 pub use write::{PartChecks, WriteAt, WriteResult};
 
 /// Milliseconds since the Unix epoch, now.

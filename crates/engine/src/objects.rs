@@ -186,6 +186,48 @@ impl Engine {
             .await;
         Ok(())
     }
+
+    /// The folder path new files go into, chosen by `policy` under the
+    /// namespace lock as a commit chooses file paths: `Fail` refuses an
+    /// occupied path, `Rename` picks the first free `name (n)`, the other
+    /// policies take the path as is.
+    pub async fn choose_folder(
+        &self,
+        caller: &Caller,
+        space: &str,
+        path: &str,
+        policy: ferry_core::ConflictPolicy,
+    ) -> Result<String> {
+        use ferry_core::ConflictPolicy as P;
+        let p = crate::admin::principal(caller)?;
+        let space = ferry_core::SpaceName::parse(space)
+            .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?;
+        self.require_write(p, &space).await?;
+        if path.is_empty() {
+            return Ok(String::new()); // the space's root always exists
+        }
+        let base = ferry_core::SpacePath::parse(path)
+            .map_err(|e| EngineError::invalid("invalid_path", format!("{path:?}: {e}")))?;
+        let _ns = self.inner.namespace.lock().await;
+        match policy {
+            P::Fail | P::Rename if self.occupied(&space, &base).await? => {}
+            _ => return Ok(base.to_string()),
+        }
+        if policy == P::Rename {
+            for n in 1..=10_000 {
+                // `None`: no suffixed name fits the path limit.
+                let Some(candidate) = ferry_core::conflict::renamed(&base, n) else {
+                    break;
+                };
+                if !self.occupied(&space, &candidate).await? {
+                    return Ok(candidate.to_string());
+                }
+            }
+        }
+        Err(EngineError::AlreadyExists {
+            path: format!("{space}/{base}"),
+        })
+    }
 }
 
 fn parse_path(path: &str) -> Result<SpacePath> {

@@ -5,8 +5,8 @@ use crate::auth::{Caller, random_hex};
 use crate::{Engine, EngineError, Result, SessionView, UploadView, now_ms};
 use ferry_core::limits::LimitError;
 use ferry_core::{
-    ConflictPolicy, Digest, DigestAlgo, Length, RangeSet, Session, SessionState, SpaceName,
-    SpacePath, StateError, Upload, UploadState,
+    CommitMode, ConflictPolicy, Digest, DigestAlgo, Length, RangeSet, Session, SessionState,
+    SpaceName, SpacePath, StateError, Upload, UploadState,
 };
 use std::collections::{BTreeMap, HashSet};
 
@@ -29,7 +29,9 @@ pub struct NewSession {
     pub space: Option<String>,
     pub conflict: ConflictPolicy,
     pub expires_in_secs: Option<u64>,
-    pub auto_commit: bool,
+    /// When its uploads are committed (the engine does it on the last
+    /// byte with `CommitMode::OnLastByte`).
+    pub commit: CommitMode,
     pub uploads: Vec<NewUpload>,
     pub dialect: String,
     /// Sliding expiry: each write keeps the session alive at least this
@@ -40,6 +42,19 @@ pub struct NewSession {
     /// The files it commits are deleted when the session's time is up
     /// (deepset's `TEMPORARY`).
     pub files_expire: bool,
+    /// What must hold at creation (checked by the engine under its
+    /// namespace lock; the conflict policy decides again at commit).
+    pub precondition: Precondition,
+}
+
+/// A condition on the session's paths at creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// Nothing may be at any upload's path yet (no file, folder, or path
+    /// another commit claimed): "fail if exists" refused at creation.
+    Absent,
 }
 
 fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
@@ -53,6 +68,18 @@ fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
 
 impl Engine {
     pub async fn create_session(&self, caller: &Caller, new: NewSession) -> Result<SessionView> {
+        let mut views = self.create_sessions(caller, vec![new]).await?;
+        Ok(views.pop().expect("one session"))
+    }
+
+    /// Creates several sessions of the caller, all or none (UCloud's bulk
+    /// create): every one is checked first, then all are recorded in one
+    /// metadata transaction, within the caller's limits.
+    pub async fn create_sessions(
+        &self,
+        caller: &Caller,
+        news: Vec<NewSession>,
+    ) -> Result<Vec<SessionView>> {
         let p = principal(caller)?;
         let limits = &self.inner.limits;
         let meta = &self.inner.meta;
@@ -60,6 +87,105 @@ impl Engine {
             .user(&p.user)
             .await?
             .ok_or_else(|| EngineError::Unauthenticated("the user no longer exists".into()))?;
+        let mut made = Vec::with_capacity(news.len());
+        for new in news {
+            made.push(self.prepare_session(caller, &user, new).await?);
+        }
+        let max_open = u64::from(user.max_open_sessions.unwrap_or(limits.max_open_sessions));
+        let quota = user.quota_bytes.or(limits.default_quota);
+
+        // Staged files and records are made durable at the same time; a
+        // staged file without a record is removed at the next start.
+        let ids: Vec<String> = made
+            .iter()
+            .flat_map(|(_, ups)| ups.iter().map(|u| u.id.clone()))
+            .collect();
+        // The open-session and quota limits are checked in the same
+        // metadata transaction that records the sessions: concurrent
+        // creations cannot pass them together.
+        let within = ferry_meta::CreateLimits {
+            max_open_sessions: max_open,
+            quota_bytes: quota,
+        };
+        let (staged, recorded) = tokio::join!(
+            self.inner.store.create_staged_many(&ids),
+            meta.create_sessions_within(&made, within)
+        );
+        let refused = match recorded {
+            Ok(None) => None,
+            Ok(Some(r)) => Some(Ok(r)),
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(refused) = refused {
+            if staged.is_ok() {
+                for id in &ids {
+                    let _ = self.inner.store.discard_staged(id).await;
+                }
+            }
+            return Err(match refused? {
+                ferry_meta::LimitRefusal::TooManySessions { open } => {
+                    EngineError::TooManySessions {
+                        owner: p.user.clone(),
+                        open,
+                        limit: max_open,
+                    }
+                }
+                ferry_meta::LimitRefusal::OverQuota { used, more } => {
+                    EngineError::InsufficientStorage(format!(
+                        "{more} more bytes would take {} over the quota of {} bytes ({used} in use or reserved)",
+                        user.name,
+                        quota.unwrap_or(0)
+                    ))
+                }
+            });
+        }
+        if let Err(e) = staged {
+            // Do not leave sessions behind that cannot take bytes.
+            for (session, _) in &made {
+                let _ = meta
+                    .set_session_state(&session.id, SessionState::Aborted, None)
+                    .await;
+            }
+            return Err(e.into());
+        }
+        let mut views = Vec::with_capacity(made.len());
+        for (session, uploads) in made {
+            metrics::counter!("ferry_sessions_created_total").increment(1);
+            self.seed_slots(&session, &uploads);
+            let empty: Vec<String> = uploads
+                .iter()
+                .filter(|u| u.is_complete())
+                .map(|u| u.id.clone())
+                .collect();
+            if session.commit_mode().is_auto() && !empty.is_empty() {
+                // Empty files hold every byte already: they commit at once.
+                for id in &empty {
+                    self.commit_if_auto(caller, id).await?;
+                }
+                views.push(self.get_session(caller, &session.id).await?);
+                continue;
+            }
+            views.push(SessionView {
+                session,
+                uploads: uploads
+                    .into_iter()
+                    .map(|upload| UploadView { upload, file: None })
+                    .collect(),
+            });
+        }
+        Ok(views)
+    }
+
+    /// A new session and its uploads, checked (permission first, then
+    /// limits and paths, then the precondition), not yet recorded.
+    async fn prepare_session(
+        &self,
+        caller: &Caller,
+        user: &ferry_core::User,
+        new: NewSession,
+    ) -> Result<(Session, Vec<Upload>)> {
+        let p = principal(caller)?;
+        let limits = &self.inner.limits;
         let space = match &new.space {
             Some(s) => SpaceName::parse(s)
                 .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?,
@@ -100,7 +226,7 @@ impl Engine {
             owner: p.user.clone(),
             space,
             conflict: new.conflict,
-            auto_commit: new.auto_commit,
+            auto_commit: new.commit.is_auto(),
             state: SessionState::Open,
             created_at: now,
             expires_at: now + (expires_in as i64) * 1000,
@@ -110,44 +236,19 @@ impl Engine {
             files_expire: new.files_expire,
             failure: None,
         };
-        let (uploads, declared) = self.build_uploads(&session, new.uploads)?;
+        let (uploads, _) = self.build_uploads(&session, new.uploads)?;
 
-        let max_open = u64::from(user.max_open_sessions.unwrap_or(limits.max_open_sessions));
-        let open = meta.open_session_count(&p.user).await?;
-        if open >= max_open {
-            return Err(EngineError::TooManySessions {
-                owner: p.user.clone(),
-                open,
-                limit: max_open,
-            });
+        if new.precondition == Precondition::Absent {
+            let _ns = self.inner.namespace.lock().await;
+            for u in &uploads {
+                if self.occupied(&session.space, &u.path).await? {
+                    return Err(EngineError::AlreadyExists {
+                        path: format!("{}/{}", session.space, u.path),
+                    });
+                }
+            }
         }
-        self.check_quota(&user.name, user.quota_bytes, declared)
-            .await?;
-
-        // Staged files and records are made durable at the same time; a
-        // staged file without a record is removed at the next start.
-        let ids: Vec<String> = uploads.iter().map(|u| u.id.clone()).collect();
-        let (staged, recorded) = tokio::join!(
-            self.inner.store.create_staged_many(&ids),
-            meta.create_session(&session, &uploads)
-        );
-        recorded?;
-        if let Err(e) = staged {
-            // Do not leave a session behind that cannot take bytes.
-            let _ = meta
-                .set_session_state(&session.id, SessionState::Aborted, None)
-                .await;
-            return Err(e.into());
-        }
-        metrics::counter!("ferry_sessions_created_total").increment(1);
-        self.seed_slots(&session, &uploads);
-        Ok(SessionView {
-            session,
-            uploads: uploads
-                .into_iter()
-                .map(|upload| UploadView { upload, file: None })
-                .collect(),
-        })
+        Ok((session, uploads))
     }
 
     /// The records of new uploads of `session`, checked (paths, limits,
@@ -362,6 +463,19 @@ impl Engine {
     }
 
     /// The caller's sessions (every user's with `all`, admins only).
+    /// The caller's sessions in one space, for a caller who may write it
+    /// (permission is checked first: a space the caller may not write is
+    /// `Forbidden`, not an empty list).
+    pub async fn list_space_sessions(&self, caller: &Caller, space: &str) -> Result<Vec<Session>> {
+        let p = principal(caller)?;
+        let space = SpaceName::parse(space)
+            .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?;
+        self.require_write(p, &space).await?;
+        let mut all = self.inner.meta.list_sessions(Some(&p.user), None).await?;
+        all.retain(|s| s.space == space);
+        Ok(all)
+    }
+
     pub async fn list_sessions(
         &self,
         caller: &Caller,

@@ -75,6 +75,11 @@ struct Seen {
 }
 
 impl Engine {
+    /// Writes bytes to an upload. With `CommitMode::OnLastByte`, the write
+    /// that completes the upload commits it: its answer carries the file,
+    /// or the commit's error (the bytes stay; the commit can be retried).
+    /// A write repeated after its upload was committed answers the
+    /// committed result (the resend policy, [`Engine::resent`]).
     pub async fn write(
         &self,
         caller: &Caller,
@@ -84,6 +89,167 @@ impl Engine {
         checks: PartChecks,
     ) -> Result<WriteResult> {
         let slot = self.slot(caller, upload_id).await?;
+        let done = slot.state.lock().await.upload.state.is_done();
+        if done {
+            return self.resent(&slot, at, body, checks).await;
+        }
+        let mut w = self.write_bytes(&slot, upload_id, at, body, checks).await?;
+        if let Some(view) = self.commit_if_auto(caller, upload_id).await? {
+            w.file = view.file;
+            w.upload = view.upload;
+        }
+        Ok(w)
+    }
+
+    /// With `CommitMode::OnLastByte`: commits the upload if it holds every
+    /// byte and is still open (the completing write's commit, or one that
+    /// did not happen then: failed, or the server stopped in between).
+    pub(crate) async fn commit_if_auto(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+    ) -> Result<Option<UploadView>> {
+        let slot = self.slot(caller, upload_id).await?;
+        let due = {
+            let live = slot.state.lock().await;
+            live.session.commit_mode().is_auto()
+                && live.upload.state == ferry_core::UploadState::Open
+                && live.upload.is_complete()
+        };
+        if !due {
+            return Ok(None);
+        }
+        self.commit_one(&slot, upload_id, None).await.map(Some)
+    }
+
+    /// The status of an upload for a client that resumes it (tus and
+    /// draft `HEAD` after [`Engine::take_over`], Graph's `GET uploadUrl`):
+    /// an `OnLastByte` upload that holds every byte but was not committed
+    /// is committed now, so that it is never stranded behind "already
+    /// received" answers.
+    pub async fn resume(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+    ) -> Result<(UploadView, ferry_core::Session)> {
+        let (view, session) = self.upload_and_session(caller, upload_id).await?;
+        if session.state != SessionState::Open {
+            return Ok((view, session));
+        }
+        match self.commit_if_auto(caller, upload_id).await? {
+            Some(_) => self.upload_and_session(caller, upload_id).await,
+            None => Ok((view, session)),
+        }
+    }
+
+    /// The resend policy: a write to an upload already committed whose
+    /// range lies within the file and whose body has that range's length
+    /// (and, where it is cheap to know, the same bytes: the whole file's
+    /// SHA-256, or the recorded part's) is the completing request sent
+    /// again — a client that missed the answer, or an SDK that repeats its
+    /// last range — and answers what the first one did. Anything else is
+    /// refused as writing to a committed upload.
+    async fn resent(
+        &self,
+        slot: &Arc<crate::live::Slot>,
+        at: WriteAt,
+        body: ByteStream,
+        checks: PartChecks,
+    ) -> Result<WriteResult> {
+        let (upload, session) = {
+            let live = slot.state.lock().await;
+            (live.upload.clone(), live.session.clone())
+        };
+        let refused = || EngineError::Gone(upload.state.check_writable().unwrap_err());
+        let Length::Known(len) = upload.length else {
+            return Err(refused());
+        };
+        let (range, part_no) = match at {
+            WriteAt::Part(n) => {
+                let (a, b) = upload
+                    .plan()
+                    .part_range(n.into(), upload.length)
+                    .ok_or_else(refused)?;
+                (ByteRange::new(a, b), Some(n))
+            }
+            WriteAt::PartAt { number, range } => (Some(range), Some(number)),
+            WriteAt::Range { range, total } => {
+                if total.is_some_and(|t| t != len) {
+                    return Err(refused());
+                }
+                (Some(range), None)
+            }
+            WriteAt::Append { offset, total } => {
+                if total.is_some_and(|t| t != len) {
+                    return Err(refused());
+                }
+                (ByteRange::new(offset, len), None)
+            }
+        };
+        let range = range.filter(|r| r.end <= len).ok_or_else(refused)?;
+        let whole = range.start == 0 && range.end == len;
+        let stored_part = part_no.and_then(|n| upload.parts.get(&n).cloned());
+        let want = checks.expected.iter().fold(
+            Want {
+                sha256: whole || stored_part.is_some(),
+                ..checks.want
+            },
+            |w, d| w.or(Want::algo(d.algo)),
+        );
+        let mut hashers = Hashers::new(want);
+        let mut count = 0u64;
+        let mut body = body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| EngineError::BodyFailed {
+                durable: 0,
+                source: e,
+            })?;
+            count += chunk.len() as u64;
+            if count > range.len() {
+                return Err(refused());
+            }
+            hashers.update(&chunk);
+        }
+        if count != range.len() {
+            return Err(refused());
+        }
+        let digests = hashers.finish();
+        let late = match &checks.late {
+            Some(late) => late()?,
+            None => Vec::new(),
+        };
+        for d in checks.expected.iter().chain(&late) {
+            digests.check(d)?;
+        }
+        let file = self.file_of(&session, &upload).await?;
+        let same = |stored: Option<&str>| match (stored, &digests.sha256) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => true,
+        };
+        if (whole && !same(file.as_ref().map(|f| f.sha256.as_str())))
+            || !same(stored_part.as_ref().and_then(|p| p.sha256.as_deref()))
+        {
+            return Err(refused());
+        }
+        metrics::counter!("ferry_resent_writes_total").increment(1);
+        Ok(WriteResult {
+            upload,
+            part: stored_part,
+            digests,
+            file,
+            expires_at: session.expires_at,
+        })
+    }
+
+    /// The bytes of one write: streamed, made durable and recorded.
+    async fn write_bytes(
+        &self,
+        slot: &Arc<crate::live::Slot>,
+        upload_id: &str,
+        at: WriteAt,
+        body: ByteStream,
+        checks: PartChecks,
+    ) -> Result<WriteResult> {
         let appending = matches!(at, WriteAt::Append { .. });
         let stop = tokio_util::sync::CancellationToken::new();
 
@@ -127,7 +293,7 @@ impl Engine {
         // as for a write a newer request took over.
         let abandon = stop.clone().drop_guard();
         let this = self.clone();
-        let (caller, upload_id) = (caller.clone(), upload_id.to_owned());
+        let (slot, upload_id) = (slot.clone(), upload_id.to_owned());
         let task = tokio::spawn(async move {
             let streamed = Streamed {
                 slot,
@@ -140,7 +306,7 @@ impl Engine {
                 cursor,
                 resend,
             };
-            this.stream_and_record(&caller, &upload_id, streamed, body, checks)
+            this.stream_and_record(&upload_id, streamed, body, checks)
                 .await
         });
         let result = match task.await {
@@ -155,7 +321,6 @@ impl Engine {
     /// Steps 2 and 3 of [`Engine::write`], once the range is reserved.
     async fn stream_and_record(
         &self,
-        caller: &Caller,
         upload_id: &str,
         w: Streamed,
         body: ByteStream,
@@ -356,7 +521,6 @@ impl Engine {
         self.follow_if_behind(&slot, &mut live);
 
         let upload = live.upload.clone();
-        let auto = live.session.auto_commit && upload.is_complete();
         let extend = self.extension(&live.session);
         let mut expires_at = live.session.expires_at;
         drop(live);
@@ -367,28 +531,11 @@ impl Engine {
         if stopped {
             return Err(superseded());
         }
-        let file = if auto {
-            match self.commit_one(&slot, upload_id, None).await {
-                Ok(UploadView { file, .. }) => file,
-                // The bytes are safe; the client can commit explicitly.
-                Err(e) => {
-                    tracing::warn!(upload = upload_id, error = %e, "auto-commit failed");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let upload = if file.is_some() {
-            self.upload_status(caller, upload_id).await?.upload
-        } else {
-            upload
-        };
         Ok(WriteResult {
             upload,
             part,
             digests,
-            file,
+            file: None,
             expires_at,
         })
     }

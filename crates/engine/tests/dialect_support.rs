@@ -265,7 +265,7 @@ async fn a_session_token_reaches_its_own_session_only_and_an_open_ended_session_
     let (engine, admin) = engine(dir.path()).await;
     let new_session = || NewSession {
         open_ended: true,
-        auto_commit: true,
+        commit: ferry_core::CommitMode::OnLastByte,
         dialect: "test".into(),
         ..Default::default()
     };
@@ -680,4 +680,108 @@ async fn posted_files_replace_by_name_take_metadata_either_way_and_close_commits
     let home = engine.me(&admin).await.unwrap().user.home_space.to_string();
     assert!(engine.stat_file(&admin, &home, "orphan.txt").await.is_err());
     assert!(engine.stat_file(&admin, &home, "broken.txt").await.is_err());
+}
+
+/// Commits `data` at `path` in the admin's home space through an
+/// `OnLastByte` session: the completing write answers the file.
+async fn auto_file(
+    engine: &Engine,
+    admin: &Caller,
+    path: &str,
+    data: &[u8],
+) -> ferry_core::FileRecord {
+    let new = NewSession {
+        commit: ferry_core::CommitMode::OnLastByte,
+        ..one_upload(path, data.len() as u64)
+    };
+    let view = engine.create_session(admin, new).await.unwrap();
+    let id = &view.uploads[0].upload.id;
+    let range = ByteRange::new(0, data.len() as u64).unwrap();
+    let w = engine
+        .write(
+            admin,
+            id,
+            WriteAt::Range { range, total: None },
+            body(data),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+    w.file.expect("the last byte commits")
+}
+
+#[tokio::test]
+async fn fail_if_exists_is_refused_at_creation_by_the_engine_for_files_and_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    auto_file(&engine, &admin, "d/a.txt", b"abc").await;
+    let absent = |path: &str| NewSession {
+        precondition: ferry_engine::Precondition::Absent,
+        ..one_upload(path, 3)
+    };
+    for taken in ["d/a.txt", "d"] {
+        match engine.create_session(&admin, absent(taken)).await {
+            Err(EngineError::AlreadyExists { .. }) => {}
+            other => panic!("{taken}: {other:?}"),
+        }
+    }
+    engine
+        .create_session(&admin, absent("d/b.txt"))
+        .await
+        .unwrap();
+    // Folders are chosen by the same decision.
+    let home = "admin";
+    let rename = ferry_core::ConflictPolicy::Rename;
+    let fail = ferry_core::ConflictPolicy::Fail;
+    assert_eq!(
+        engine
+            .choose_folder(&admin, home, "d", rename)
+            .await
+            .unwrap(),
+        "d (1)"
+    );
+    assert_eq!(
+        engine
+            .choose_folder(&admin, home, "e", rename)
+            .await
+            .unwrap(),
+        "e"
+    );
+    assert!(matches!(
+        engine.choose_folder(&admin, home, "d", fail).await,
+        Err(EngineError::AlreadyExists { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_on_last_byte_commit_error_is_returned_by_the_write_and_resume_retries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let new = NewSession {
+        commit: ferry_core::CommitMode::OnLastByte,
+        conflict: ferry_core::ConflictPolicy::Fail,
+        ..one_upload("x.txt", 3)
+    };
+    let view = engine.create_session(&admin, new).await.unwrap();
+    let id = &view.uploads[0].upload.id;
+    auto_file(&engine, &admin, "x.txt", b"old").await;
+    let range = ByteRange::new(0, 3).unwrap();
+    let w = engine
+        .write(
+            &admin,
+            id,
+            WriteAt::Range { range, total: None },
+            body(b"new"),
+            PartChecks::default(),
+        )
+        .await;
+    assert!(matches!(w, Err(EngineError::AlreadyExists { .. })), "{w:?}");
+    // Still held, not committed: resume retries the commit and says why.
+    assert!(matches!(
+        engine.resume(&admin, id).await,
+        Err(EngineError::AlreadyExists { .. })
+    ));
+    engine.delete_file(&admin, "admin", "x.txt").await.unwrap();
+    let (view, _) = engine.resume(&admin, id).await.unwrap();
+    assert_eq!(view.file.expect("committed").size, 3);
 }

@@ -119,6 +119,22 @@ pub enum Occupant {
     FileAncestor(SpacePath),
 }
 
+/// The owner's limits a session creation must keep
+/// ([`MetaStore::create_session_within`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreateLimits {
+    pub max_open_sessions: u64,
+    /// Bytes the owner may use, committed plus reserved by open uploads.
+    pub quota_bytes: Option<u64>,
+}
+
+/// Why a creation was refused, with what was counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitRefusal {
+    TooManySessions { open: u64 },
+    OverQuota { used: u64, more: u64 },
+}
+
 /// Bytes charged to a user: committed files plus declared sizes of uploads
 /// still open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -166,6 +182,16 @@ pub trait MetaStore: Send + Sync + 'static {
 
     // ---- sessions and uploads
     async fn create_session(&self, session: &Session, uploads: &[Upload]) -> Result<()>;
+    /// Creates sessions of one owner, all or none, if the owner stays
+    /// within `limits`: counting the owner's open sessions and bytes in
+    /// use or reserved, and inserting, are one atomic step (concurrent
+    /// creations cannot pass a limit together). Answers what was refused,
+    /// or `None` once created.
+    async fn create_sessions_within(
+        &self,
+        sessions: &[(Session, Vec<Upload>)],
+        limits: CreateLimits,
+    ) -> Result<Option<LimitRefusal>>;
     async fn get_session(&self, id: &str) -> Result<Option<Session>>;
     /// Sessions of `owner` (all owners when `None`), newest first.
     async fn list_sessions(

@@ -9,8 +9,8 @@
 //! the writer works.
 
 use crate::{
-    Committed, Entry, MetaError, MetaStore, Occupant, Record, Result, SessionEnd, SpaceRecord,
-    TokenRecord, Usage,
+    Committed, CreateLimits, Entry, LimitRefusal, MetaError, MetaStore, Occupant, Record, Result,
+    SessionEnd, SpaceRecord, TokenRecord, Usage,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -488,6 +488,46 @@ fn session_row(r: &Row) -> rusqlite::Result<Session> {
     })
 }
 
+fn insert_session(c: &Connection, s: &Session) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+    ))?
+    .execute(params![
+        s.id,
+        s.owner,
+        s.space.as_str(),
+        s.conflict.as_str(),
+        s.auto_commit,
+        s.state.as_str(),
+        s.created_at,
+        s.expires_at,
+        s.dialect,
+        s.extend_secs.map(i),
+        s.open_ended,
+        s.files_expire,
+        s.failure
+    ])?;
+    Ok(())
+}
+
+/// Bytes an owner has committed, and reserved by open uploads.
+fn usage_of(c: &Connection, owner: &str) -> rusqlite::Result<Usage> {
+    let committed: i64 = c
+        .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM files WHERE owner = ?1")?
+        .query_row([owner], |r| r.get(0))?;
+    let reserved: i64 = c
+        .prepare_cached(
+            "SELECT COALESCE(SUM(u.length), 0) FROM uploads u JOIN sessions s ON s.id = u.session_id \
+             WHERE s.owner = ?1 AND s.state IN ('open', 'committing') \
+             AND u.state IN ('open', 'committing')",
+        )?
+        .query_row([owner], |r| r.get(0))?;
+    Ok(Usage {
+        committed: u(committed),
+        reserved: u(reserved),
+    })
+}
+
 const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expected_sha256, \
     content_type, metadata, final_path, file_id, whole_digests";
 fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
@@ -756,26 +796,50 @@ impl MetaStore for Sqlite {
         let s = session.clone();
         let ups = uploads.to_vec();
         self.write(move |c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
-            ))?
-            .execute(params![
-                s.id,
-                s.owner,
-                s.space.as_str(),
-                s.conflict.as_str(),
-                s.auto_commit,
-                s.state.as_str(),
-                s.created_at,
-                s.expires_at,
-                s.dialect,
-                s.extend_secs.map(i),
-                s.open_ended,
-                s.files_expire,
-                s.failure
-            ])?;
+            insert_session(c, &s)?;
             insert_uploads(c, 0, &ups)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn create_sessions_within(
+        &self,
+        sessions: &[(Session, Vec<Upload>)],
+        limits: CreateLimits,
+    ) -> Result<Option<LimitRefusal>> {
+        let all = sessions.to_vec();
+        let Some(owner) = all.first().map(|(s, _)| s.owner.clone()) else {
+            return Ok(None);
+        };
+        // The single writer thread runs this whole closure in one
+        // transaction: no other write comes between the counts and the
+        // inserts.
+        self.write(move |c| {
+            let open: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM sessions WHERE owner = ?1 AND state IN ('open', 'committing')",
+                )?
+                .query_row([&owner], |r| r.get(0))?;
+            if u(open).saturating_add(all.len() as u64) > limits.max_open_sessions {
+                return Ok(Some(LimitRefusal::TooManySessions { open: u(open) }));
+            }
+            if let Some(quota) = limits.quota_bytes {
+                let more: u64 = all
+                    .iter()
+                    .flat_map(|(_, ups)| ups.iter().filter_map(|u| u.length.known()))
+                    .sum();
+                let usage = usage_of(c, &owner)?;
+                let used = usage.committed + usage.reserved;
+                if used.saturating_add(more) > quota {
+                    return Ok(Some(LimitRefusal::OverQuota { used, more }));
+                }
+            }
+            for (s, ups) in &all {
+                insert_session(c, s)?;
+                insert_uploads(c, 0, ups)?;
+            }
+            Ok(None)
         })
         .await
     }
@@ -1128,23 +1192,7 @@ impl MetaStore for Sqlite {
 
     async fn usage(&self, owner: &str) -> Result<Usage> {
         let owner = owner.to_owned();
-        self.read(move |c| {
-            let committed: i64 = c
-                .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM files WHERE owner = ?1")?
-                .query_row([&owner], |r| r.get(0))?;
-            let reserved: i64 = c
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(u.length), 0) FROM uploads u JOIN sessions s ON s.id = u.session_id \
-                     WHERE s.owner = ?1 AND s.state IN ('open', 'committing') \
-                     AND u.state IN ('open', 'committing')",
-                )?
-                .query_row([&owner], |r| r.get(0))?;
-            Ok(Usage {
-                committed: u(committed),
-                reserved: u(reserved),
-            })
-        })
-        .await
+        self.read(move |c| Ok(usage_of(c, &owner)?)).await
     }
 
     async fn expired_sessions(&self, now: Millis) -> Result<Vec<Session>> {

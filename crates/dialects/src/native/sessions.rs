@@ -79,7 +79,11 @@ pub async fn create(
         space: b.space,
         conflict,
         expires_in_secs: b.expires_in,
-        auto_commit: b.auto_commit.unwrap_or(false),
+        commit: if b.auto_commit.unwrap_or(false) {
+            ferry_core::CommitMode::OnLastByte
+        } else {
+            ferry_core::CommitMode::Manual
+        },
         uploads: uploads
             .into_iter()
             .map(new_upload)
@@ -88,6 +92,7 @@ pub async fn create(
         extend_secs: None,
         open_ended: false,
         files_expire: false,
+        precondition: ferry_engine::Precondition::None,
     };
     let v = st.engine.create_session(&c, new).await?;
     Ok((

@@ -1,10 +1,7 @@
 //! The IETF "Resumable Uploads for HTTP" draft, interop version 8
 //! (draft-ietf-httpbis-resumable-upload-09 to -11).
 
-use super::{
-    Destination, TusState, commit_if_complete, create, header, int_header, known_length, offset,
-    set,
-};
+use super::{Destination, TusState, create, header, int_header, known_length, offset, set};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header as h};
 use axum::response::{IntoResponse, Response};
@@ -291,9 +288,17 @@ async fn create_upload(st: &TusState, uri: &Uri, headers: &HeaderMap, body: Body
         content_type: header(headers, "content-type").map(str::to_owned),
         sha256,
     };
-    let (view, session) = create(st, &caller, dest, total, "{}".into(), "ietf-draft")
-        .await
-        .map_err(|e| problem(st, e))?;
+    let (view, session) = create(
+        st,
+        &caller,
+        dest,
+        total,
+        "{}".into(),
+        "ietf-draft",
+        ferry_core::CommitMode::OnLastByte,
+    )
+    .await
+    .map_err(|e| problem(st, e))?;
     let checks = content_digest(headers)?;
     let id = view.upload.id.clone();
     let (upload, file) = write(st, &caller, &id, 0, total, complete, body, checks)
@@ -347,7 +352,7 @@ async fn write(
     checks: PartChecks,
 ) -> Result<(Upload, Option<FileRecord>), EngineError> {
     let stream = ferry_http::body_stream(body);
-    let mut upload = st
+    let mut w = st
         .engine
         .write(
             caller,
@@ -359,12 +364,12 @@ async fn write(
             stream,
             checks,
         )
-        .await?
-        .upload;
-    if complete && known_length(&upload).is_none() {
-        // A last request of unknown length: the upload ends where it stopped.
-        let end = offset(&upload);
-        upload = st
+        .await?;
+    if complete && known_length(&w.upload).is_none() {
+        // A last request of unknown length: the upload ends where it
+        // stopped (and the engine commits it).
+        let end = offset(&w.upload);
+        w = st
             .engine
             .write(
                 caller,
@@ -376,11 +381,9 @@ async fn write(
                 Box::pin(futures::stream::empty()),
                 PartChecks::default(),
             )
-            .await?
-            .upload;
+            .await?;
     }
-    let file = commit_if_complete(st, caller, &upload).await?;
-    Ok((upload, file))
+    Ok((w.upload, w.file))
 }
 
 fn file_json(f: &FileRecord) -> serde_json::Value {
@@ -406,15 +409,13 @@ fn digest_header(hs: &mut HeaderMap, f: &FileRecord) {
 
 async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> DraftResult {
     let caller = caller(st, headers).await?;
-    let (view, session) = st.engine.take_over(&caller, id).await?;
+    st.engine.take_over(&caller, id).await?;
+    let (view, session) = st.engine.resume(&caller, id).await?;
     let upload = view.upload;
     if upload.state == UploadState::Aborted {
         return Err(EngineError::Gone(StateError::Aborted).into());
     }
-    let file = match upload.state {
-        UploadState::Open => commit_if_complete(st, &caller, &upload).await?,
-        _ => view.file,
-    };
+    let file = view.file;
     let mut hs = HeaderMap::new();
     set(&mut hs, "upload-offset", offset(&upload));
     let complete = upload.is_complete() || upload.state != UploadState::Open;

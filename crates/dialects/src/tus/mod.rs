@@ -144,12 +144,18 @@ fn new_session(
     size: Option<u64>,
     metadata: String,
     dialect: &str,
+    commit: ferry_core::CommitMode,
 ) -> NewSession {
+    // "Fail if exists" is refused at creation, by the engine.
+    let precondition = match dest.conflict {
+        ConflictPolicy::Fail => ferry_engine::Precondition::Absent,
+        _ => ferry_engine::Precondition::None,
+    };
     NewSession {
         space: dest.space,
         conflict: dest.conflict,
         expires_in_secs: None,
-        auto_commit: false,
+        commit,
         uploads: vec![NewUpload {
             path: dest.path,
             size,
@@ -162,6 +168,7 @@ fn new_session(
         extend_secs: None,
         open_ended: false,
         files_expire: false,
+        precondition,
     }
 }
 
@@ -174,41 +181,14 @@ async fn create(
     size: Option<u64>,
     metadata: String,
     dialect: &str,
+    commit: ferry_core::CommitMode,
 ) -> Result<(UploadView, Session), EngineError> {
-    if dest.conflict == ConflictPolicy::Fail {
-        let space = match &dest.space {
-            Some(s) => s.clone(),
-            None => st.engine.home_space(caller).await?.to_string(),
-        };
-        if st
-            .engine
-            .stat_file(caller, &space, &dest.path)
-            .await
-            .is_ok()
-        {
-            return Err(EngineError::AlreadyExists { path: dest.path });
-        }
-    }
     let view = st
         .engine
-        .create_session(caller, new_session(dest, size, metadata, dialect))
+        .create_session(caller, new_session(dest, size, metadata, dialect, commit))
         .await?;
     let upload = view.uploads.into_iter().next().expect("one upload");
     Ok((upload, view.session))
-}
-
-/// Commits an upload whose bytes are all there (idempotent): the request
-/// that completes an upload answers only once the file is in place.
-async fn commit_if_complete(
-    st: &TusState,
-    caller: &Caller,
-    upload: &Upload,
-) -> Result<Option<ferry_core::FileRecord>, EngineError> {
-    if !upload.is_complete() {
-        return Ok(None);
-    }
-    let view = st.engine.commit_upload(caller, &upload.id, None).await?;
-    Ok(view.file)
 }
 
 /// Bytes received in order: the offset both protocols report. A committed

@@ -3,14 +3,11 @@
 //! termination and concatenation extensions.
 
 use super::meta::{Concat, Stored, parse_upload_metadata};
-use super::{
-    Destination, TusState, commit_if_complete, create, header, int_header, known_length, offset,
-    set,
-};
+use super::{Destination, TusState, create, header, int_header, known_length, offset, set};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, header as h};
 use axum::response::{IntoResponse, Response};
-use ferry_core::{ConflictPolicy, Digest, DigestAlgo, Upload, UploadState};
+use ferry_core::{CommitMode, ConflictPolicy, Digest, DigestAlgo, Upload, UploadState};
 use ferry_engine::{Caller, EngineError, PartChecks, Want, WriteAt};
 use std::sync::Arc;
 
@@ -187,10 +184,15 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
                     .to_owned()
             })
             .collect::<Vec<_>>();
-        let new = super::new_session(dest(), None, stored.to_json(), "tus");
+        let new = super::new_session(
+            dest(),
+            None,
+            stored.to_json(),
+            "tus",
+            CommitMode::OnLastByte,
+        );
         let view = st.engine.concat(&caller, &ids, new).await?;
         let up = &view.uploads[0].upload;
-        commit_if_complete(st, &caller, up).await?;
         let mut hs = HeaderMap::new();
         set(&mut hs, "location", st.upload_url(&up.id));
         expires_header(&mut hs, view.session.expires_at);
@@ -225,7 +227,12 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
         },
         _ => dest(),
     };
-    let (view, session) = create(st, &caller, d, size, stored.to_json(), "tus").await?;
+    // A partial upload is committed only as part of a final one.
+    let commit = match stored.concat {
+        Concat::Partial => CommitMode::Manual,
+        _ => CommitMode::OnLastByte,
+    };
+    let (view, session) = create(st, &caller, d, size, stored.to_json(), "tus", commit).await?;
     let mut upload = view.upload;
     let mut hs = HeaderMap::new();
     set(&mut hs, "location", st.upload_url(&upload.id));
@@ -254,14 +261,14 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
             // The upload exists; the client resumes from the offset it
             // reads here (whatever was made durable is kept).
             Err(e) => {
-                tracing::info!(upload = %upload.id, error = %e, "creation-with-upload body failed");
                 upload = st.engine.upload_status(&caller, &upload.id).await?.upload;
+                if upload.is_complete() {
+                    return Err(e.into()); // every byte arrived: the commit failed
+                }
+                tracing::info!(upload = %upload.id, error = %e, "creation-with-upload body failed");
             }
         }
         set(&mut hs, "upload-offset", offset(&upload));
-    }
-    if stored.concat != Concat::Partial {
-        commit_if_complete(st, &caller, &upload).await?;
     }
     Ok(respond(StatusCode::CREATED, hs))
 }
@@ -342,7 +349,10 @@ fn upload_headers(upload: &Upload, expires_at: i64) -> HeaderMap {
 
 async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> TusResult {
     let caller = caller(st, headers).await?;
-    let (view, session) = st.engine.take_over(&caller, id).await?;
+    // A completed upload whose commit did not happen (or failed) is
+    // committed now; its error is this answer.
+    st.engine.take_over(&caller, id).await?;
+    let (view, session) = st.engine.resume(&caller, id).await?;
     let upload = view.upload;
     match upload.state {
         UploadState::Aborted => {
@@ -354,11 +364,6 @@ async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> TusResult {
         UploadState::Open => {
             if let Some(e) = session.state.check_writable().err() {
                 return Err(EngineError::Gone(e).into());
-            }
-            // A completed upload whose commit did not happen (or failed)
-            // is committed now; its error is this answer.
-            if Stored::of(&upload).concat != Concat::Partial {
-                commit_if_complete(st, &caller, &upload).await?;
             }
         }
         _ => {}
@@ -380,8 +385,7 @@ async fn patch(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> TusR
     let total = int_header(headers, "upload-length")?;
     let (stream, trailers) = ferry_http::body_stream_with_trailers(body);
     let checks = checks(headers, trailers)?;
-    let upload = st
-        .engine
+    st.engine
         .write(
             &caller,
             id,
@@ -389,11 +393,7 @@ async fn patch(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> TusR
             stream,
             checks,
         )
-        .await?
-        .upload;
-    if Stored::of(&upload).concat != Concat::Partial {
-        commit_if_complete(st, &caller, &upload).await?;
-    }
+        .await?;
     let (view, session) = st.engine.upload_and_session(&caller, id).await?;
     let mut hs = HeaderMap::new();
     set(&mut hs, "upload-offset", offset(&view.upload));

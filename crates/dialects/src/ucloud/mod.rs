@@ -14,7 +14,7 @@
 //! Every session has a sliding expiry (`idle_secs` past the last write,
 //! 30 minutes by default) and a lifetime cap (`max_lifetime_secs`,
 //! 48 hours). There is no commit call in UCloud: a FILE upload commits
-//! with its last byte (`auto_commit`), a folder's files are committed in
+//! with its last byte (`CommitMode::OnLastByte`), a folder's files are committed in
 //! batches as they finish. docs/UCLOUD.md is the contract.
 
 mod queue;
@@ -357,32 +357,66 @@ async fn create(State(st): State<UcloudState>, headers: HeaderMap, body: Bytes) 
     if req.items.is_empty() {
         return Err(UcloudError::bad("items is empty"));
     }
-    // All or nothing: a refused item aborts the sessions made before it.
-    let mut made: Vec<String> = Vec::new();
-    let mut responses = Vec::new();
+    // All or nothing: every item is checked, then the engine records all
+    // the sessions in one step (or none).
+    let mut news = Vec::with_capacity(req.items.len());
+    let mut plans = Vec::with_capacity(req.items.len());
     for item in &req.items {
-        match create_one(&st, &caller, item).await {
-            Ok((session, answer)) => {
-                made.push(session);
-                responses.push(answer);
-            }
-            Err(e) => {
-                for s in &made {
-                    let _ = st.engine.abort_session(&caller, s).await;
-                }
-                return Err(e);
-            }
-        }
+        let (new, plan) = plan_one(&st, &caller, item).await?;
+        news.push(new);
+        plans.push(plan);
     }
+    let views = st
+        .engine
+        .create_sessions(&caller, news)
+        .await
+        .map_err(|e| match e {
+            EngineError::AlreadyExists { path } => EngineError::AlreadyExists {
+                path: format!("/{path}"),
+            },
+            e => e,
+        })?;
+    let responses: Vec<serde_json::Value> = views
+        .iter()
+        .zip(plans)
+        .map(|(view, plan)| answer(&st, view, plan))
+        .collect();
     Ok(axum::Json(json!({ "responses": responses })).into_response())
 }
 
-/// One item: its session, and the `{endpoint, protocol, token}` answer.
-async fn create_one(
+/// What an item becomes once its session exists.
+enum Planned {
+    File { protocol: String },
+    Folder { protocol: String, folder: String },
+}
+
+/// The `{endpoint, protocol, token}` answer of one created item.
+fn answer(st: &UcloudState, view: &ferry_engine::SessionView, plan: Planned) -> serde_json::Value {
+    let (protocol, token, endpoint) = match plan {
+        Planned::File { protocol } => {
+            let token = file_token(&st.engine, &view.uploads[0].upload.id);
+            let endpoint = if protocol == "CHUNKED" {
+                format!("{}/ucloud/chunked", st.public_url)
+            } else {
+                format!("{}/ucloud/file?token={token}", ws_base(&st.public_url))
+            };
+            (protocol, token, endpoint)
+        }
+        Planned::Folder { protocol, folder } => {
+            let token = folder_token(&st.engine, &view.session.id, &folder);
+            let endpoint = format!("{}/ucloud/folder?token={token}", ws_base(&st.public_url));
+            (protocol, token, endpoint)
+        }
+    };
+    json!({"endpoint": endpoint, "protocol": protocol, "token": token})
+}
+
+/// One item: the session to create for it, and what it becomes.
+async fn plan_one(
     st: &UcloudState,
     caller: &Caller,
     item: &CreateItem,
-) -> Result<(String, serde_json::Value), UcloudError> {
+) -> Result<(NewSession, Planned), UcloudError> {
     let (space, path) = split_id(&item.id)?;
     let protocol = negotiate(item.kind, &item.supported_protocols)?.to_owned();
     let policy = Policy::parse(item.conflict_policy.as_deref())?;
@@ -394,14 +428,24 @@ async fn create_one(
         expires_in_secs: Some(idle),
         // A file commits with its last byte; a folder's files are
         // committed in batches by the connection that wrote them.
-        auto_commit: !open_ended,
+        commit: if open_ended {
+            ferry_core::CommitMode::Manual
+        } else {
+            ferry_core::CommitMode::OnLastByte
+        },
         uploads,
         dialect: "ucloud".into(),
         extend_secs: Some(idle),
         open_ended,
         files_expire: false,
+        // REJECT fails the request itself when something is at the path.
+        precondition: if policy == Policy::Reject && !open_ended {
+            ferry_engine::Precondition::Absent
+        } else {
+            ferry_engine::Precondition::None
+        },
     };
-    let (session, token, endpoint) = match item.kind {
+    Ok(match item.kind {
         Kind::File => {
             if path.is_empty() {
                 return Err(UcloudError::bad(format!(
@@ -409,133 +453,34 @@ async fn create_one(
                     item.id
                 )));
             }
-            // REJECT fails the request itself when the file is there.
-            if policy == Policy::Reject {
-                match st.engine.stat_file(caller, &space, &path).await {
-                    Ok(_) => {
-                        return Err(EngineError::AlreadyExists {
-                            path: item.id.clone(),
-                        }
-                        .into());
-                    }
-                    Err(EngineError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
             let stored = Stored {
                 modified_at: None,
                 path: path.clone(),
             };
-            let view = st
-                .engine
-                .create_session(
-                    caller,
-                    new(
-                        vec![NewUpload {
-                            path,
-                            size: None,
-                            metadata: Some(stored.json()),
-                            ..Default::default()
-                        }],
-                        false,
-                    ),
-                )
-                .await?;
-            let upload = &view.uploads[0].upload.id;
-            let token = file_token(&st.engine, upload);
-            let endpoint = if protocol == "CHUNKED" {
-                format!("{}/ucloud/chunked", st.public_url)
-            } else {
-                format!("{}/ucloud/file?token={token}", ws_base(&st.public_url))
+            let upload = NewUpload {
+                path,
+                size: None,
+                metadata: Some(stored.json()),
+                ..Default::default()
             };
-            (view.session.id, token, endpoint)
+            (new(vec![upload], false), Planned::File { protocol })
         }
         Kind::Folder => {
-            let folder = folder_target(st, caller, &space, &path, policy).await?;
-            let view = st
+            // The engine chooses the folder under its namespace lock:
+            // REJECT refuses an existing one, RENAME picks `name (n)`.
+            let folder = st
                 .engine
-                .create_session(caller, new(Vec::new(), true))
-                .await?;
-            let token = folder_token(&st.engine, &view.session.id, &folder);
-            let endpoint = format!("{}/ucloud/folder?token={token}", ws_base(&st.public_url));
-            (view.session.id, token, endpoint)
+                .choose_folder(caller, &space, &path, policy.engine())
+                .await
+                .map_err(|e| match e {
+                    EngineError::AlreadyExists { .. } => EngineError::AlreadyExists {
+                        path: item.id.clone(),
+                    },
+                    e => e,
+                })?;
+            (new(Vec::new(), true), Planned::Folder { protocol, folder })
         }
-    };
-    Ok((
-        session,
-        json!({"endpoint": endpoint, "protocol": protocol, "token": token}),
-    ))
-}
-
-/// The folder a FOLDER item's files go into: REJECT refuses an existing
-/// folder, RENAME picks `name (n)` when it exists, MERGE_RENAME and
-/// REPLACE reuse it.
-async fn folder_target(
-    st: &UcloudState,
-    caller: &Caller,
-    space: &str,
-    path: &str,
-    policy: Policy,
-) -> Result<String, UcloudError> {
-    let exists = |p: String| folder_exists(st, caller, space, p);
-    match policy {
-        Policy::MergeRename | Policy::Replace => {
-            // Checks access and the path's shape now rather than at the
-            // first LISTING.
-            exists(path.to_owned()).await?;
-            Ok(path.to_owned())
-        }
-        Policy::Reject => {
-            if exists(path.to_owned()).await? {
-                return Err(EngineError::AlreadyExists {
-                    path: format!("/{space}/{path}"),
-                }
-                .into());
-            }
-            Ok(path.to_owned())
-        }
-        Policy::Rename => {
-            if !exists(path.to_owned()).await? {
-                return Ok(path.to_owned());
-            }
-            let base = ferry_core::SpacePath::parse(path)
-                .map_err(|e| UcloudError::bad(format!("{path:?}: {e}")))?;
-            for n in 1..=1000 {
-                let Some(candidate) = ferry_core::conflict::renamed(&base, n) else {
-                    break;
-                };
-                let candidate = candidate.to_string();
-                if !exists(candidate.clone()).await? {
-                    return Ok(candidate);
-                }
-            }
-            Err(EngineError::AlreadyExists {
-                path: format!("/{space}/{path}"),
-            }
-            .into())
-        }
-    }
-}
-
-/// Whether anything lies at or under `path` (the space root always
-/// "exists").
-async fn folder_exists(
-    st: &UcloudState,
-    caller: &Caller,
-    space: &str,
-    path: String,
-) -> Result<bool, UcloudError> {
-    if path.is_empty() {
-        return Ok(true);
-    }
-    if !st.engine.list(caller, space, &path).await?.is_empty() {
-        return Ok(true);
-    }
-    match st.engine.stat_file(caller, space, &path).await {
-        Ok(_) => Ok(true),
-        Err(EngineError::NotFound(_)) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    })
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -630,19 +575,30 @@ async fn chunk(State(st): State<UcloudState>, headers: HeaderMap, body: Body) ->
         // Stops a dead request still writing (a client that lost its
         // network and resends), and reads the true offset.
         let (view, session) = st.engine.take_over(&caller, &upload).await?;
-        check_lifetime(&st, &session)?;
-        let received = view.upload.received.prefix_len();
+        // A committed upload holds its every byte; a chunk sent again
+        // after the commit is answered by the engine's resend policy.
+        let received = match (view.upload.state.is_done(), view.upload.length.known()) {
+            (true, Some(n)) => n,
+            _ => {
+                check_lifetime(&st, &session)?;
+                view.upload.received.prefix_len()
+            }
+        };
         let at = target(&req, received, view.upload.length.known())?;
         Ok::<_, UcloudError>((upload, caller, at, view))
     }
     .await;
     let ((upload, caller, at, view), body) = ferry_http::or_drain(checked, body).await?;
-    let w = match at {
-        // Only the length was new (or nothing): no bytes to write.
+    match at {
+        // Only the length was new (or nothing): no bytes to write. An
+        // upload that holds every byte is committed if it was not yet.
         None => {
             drop(body);
-            view.upload
+            if !view.upload.state.is_done() {
+                st.engine.resume(&caller, &upload).await?;
+            }
         }
+        // The engine commits with the last byte; its error is the answer.
         Some(at) => {
             st.engine
                 .write(
@@ -652,14 +608,8 @@ async fn chunk(State(st): State<UcloudState>, headers: HeaderMap, body: Body) ->
                     at_most(ferry_http::body_stream(body), MAX_CHUNK),
                     PartChecks::default(),
                 )
-                .await?
-                .upload
+                .await?;
         }
-    };
-    if w.is_complete() && !w.state.is_done() {
-        // The auto-commit did not happen (or failed): commit now, so the
-        // client hears why (REJECT and the file appeared meanwhile).
-        st.engine.commit_upload(&caller, &upload, None).await?;
     }
     Ok(axum::Json(json!({})).into_response())
 }

@@ -268,16 +268,12 @@ async fn receive(
                 let _ = out.send(Message::Text(offset.to_string().into())).await;
             }
             if offset >= total {
-                if !w.upload.state.is_done() {
-                    // The auto-commit failed: say why.
-                    st.engine.commit_upload(caller, upload, None).await?;
-                }
-                break;
+                break; // the engine committed it with the last byte
             }
         } else {
             // Everything was here already (a resume after the last ack
             // was lost): confirm and make sure it is committed.
-            st.engine.commit_upload(caller, upload, None).await?;
+            st.engine.resume(caller, upload).await?;
             let _ = out.send(Message::Text(offset.to_string().into())).await;
             break;
         }
