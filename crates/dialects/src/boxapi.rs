@@ -119,12 +119,9 @@ impl From<EngineError> for BoxError {
             EngineError::Invalid { .. } | EngineError::BodyFailed { .. } => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
-            _ => {
-                tracing::error!(error = %e, "box request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal_server_error")
-            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal_server_error"),
         };
-        err(status, code, e.to_string())
+        err(status, code, ferry_http::public_message(&e))
     }
 }
 
@@ -135,7 +132,7 @@ impl IntoResponse for BoxError {
             "status": self.status.as_u16(),
             "code": self.code,
             "message": self.message,
-            "request_id": ferry_engine::auth::random_hex(8),
+            "request_id": ferry_http::request_id(),
         });
         if let Some(c) = self.context {
             body["context_info"] = c;
@@ -830,7 +827,7 @@ async fn commit(
             err(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_server_error",
-                e.to_string(),
+                ferry_http::internal_message(&e),
             )
         })??,
     };

@@ -134,16 +134,13 @@ impl From<EngineError> for DsError {
                 return unprocessable(vec![invalid(
                     json!(["body"]),
                     "value_error",
-                    e.to_string(),
+                    ferry_http::public_message(&e),
                     None,
                 )]);
             }
-            _ => {
-                tracing::error!(error = %e, "deepset request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ds(status, e.to_string())
+        ds(status, ferry_http::public_message(&e))
     }
 }
 
@@ -188,7 +185,7 @@ impl IntoResponse for S3Error {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>{}</RequestId></Error>",
             self.code,
             xml_escape(&self.message),
-            ferry_engine::auth::random_hex(8)
+            ferry_http::request_id()
         );
         (
             self.status,
@@ -201,7 +198,7 @@ impl IntoResponse for S3Error {
 
 impl From<EngineError> for S3Error {
     fn from(e: EngineError) -> Self {
-        let m = e.to_string();
+        let m = ferry_http::public_message(&e);
         match &e {
             EngineError::Gone(_) => denied(format!("the upload session is closed: {m}")),
             EngineError::NotFound(_) | EngineError::Unauthenticated(_) => denied(m),
@@ -213,10 +210,7 @@ impl From<EngineError> for S3Error {
                 s3(StatusCode::INSUFFICIENT_STORAGE, "QuotaExceeded", m)
             }
             EngineError::BodyFailed { .. } => s3(StatusCode::BAD_REQUEST, "IncompleteBody", m),
-            _ => {
-                tracing::error!(error = %e, "deepset POST failed");
-                s3(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
-            }
+            _ => s3(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m),
         }
     }
 }

@@ -46,7 +46,11 @@ impl From<EngineError> for GraphError {
             // Graph answers 404 for a session that is gone (expired,
             // cancelled, or completed): start over, or look at the file.
             EngineError::Gone(_) => {
-                return GraphError(StatusCode::NOT_FOUND, "itemNotFound", e.to_string());
+                return GraphError(
+                    StatusCode::NOT_FOUND,
+                    "itemNotFound",
+                    ferry_http::public_message(&e),
+                );
             }
             EngineError::AlreadyExists { .. } => "nameAlreadyExists",
             EngineError::RangeNotSatisfiable(_) | EngineError::OffsetMismatch { .. } => {
@@ -54,13 +58,10 @@ impl From<EngineError> for GraphError {
             }
             EngineError::TooManySessions { .. } => "activityLimitReached",
             EngineError::InsufficientStorage(_) => "quotaLimitReached",
-            EngineError::Meta(_) | EngineError::Store(_) => {
-                tracing::error!(error = %e, "graph request failed");
-                "generalException"
-            }
+            e if ferry_http::is_internal(e) => "generalException",
             _ => "invalidRequest",
         };
-        GraphError(status, code, e.to_string())
+        GraphError(status, code, ferry_http::public_message(&e))
     }
 }
 

@@ -158,16 +158,13 @@ impl From<EngineError> for VeevaError {
             EngineError::InsufficientStorage(_) => {
                 (S::INSUFFICIENT_STORAGE, kind::OPERATION_NOT_ALLOWED)
             }
-            _ => {
-                tracing::error!(error = %e, "veeva request failed");
-                (S::INTERNAL_SERVER_ERROR, kind::UNEXPECTED_ERROR)
-            }
+            _ => (S::INTERNAL_SERVER_ERROR, kind::UNEXPECTED_ERROR),
         };
         let message = match &e {
             EngineError::Gone(StateError::Expired) => {
                 "the upload session has expired; its parts were purged".to_owned()
             }
-            _ => e.to_string(),
+            _ => ferry_http::public_message(&e),
         };
         VeevaError::new(status, kind, message)
     }

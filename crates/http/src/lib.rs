@@ -3,6 +3,7 @@
 //! into status codes. No dialect-specific shapes live here.
 
 pub mod headers;
+mod request_id;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,6 +13,9 @@ use ferry_store::ByteStream;
 use futures::{StreamExt, TryStreamExt};
 
 pub use headers::*;
+pub use request_id::{
+    REQUEST_ID, chain, internal_message, is_internal, public_message, request_id, with_request_id,
+};
 
 /// The default status of an engine error (dialects may refine it).
 pub fn status_of(e: &EngineError) -> StatusCode {

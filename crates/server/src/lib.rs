@@ -108,7 +108,10 @@ async fn healthz() -> &'static str {
 async fn readyz(State(st): State<OpsState>) -> impl IntoResponse {
     match st.engine.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", ferry_http::public_message(&e)),
+        ),
     }
 }
 
@@ -198,6 +201,9 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
         .fallback(native::not_found)
         .layer(axum::middleware::from_fn(ferry_http::track_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Outermost: every response, even a framework's, carries the id
+        // that the log lines of its request carry.
+        .layer(axum::middleware::from_fn(ferry_http::with_request_id))
         // Control bodies (JSON) may list 10,000 uploads; data bodies stream
         // and are bounded by the engine, not by this limit.
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024));

@@ -91,11 +91,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = self.0;
         let status = ferry_http::status_of(&e);
-        let internal = e.code() == "internal";
-        if internal {
-            tracing::error!(error = %e, "request failed");
-        }
-        let mut body = json!({"code": e.code(), "message": e.to_string()});
+        let mut body = json!({"code": e.code(), "message": ferry_http::public_message(&e)});
         match &e {
             EngineError::AlreadyExists { path } => body["path"] = json!(path),
             EngineError::Incomplete { missing } => {
@@ -114,9 +110,6 @@ impl IntoResponse for ApiError {
             EngineError::TooManySessions { limit, .. } => body["limit"] = json!(limit),
             EngineError::BodyFailed { durable, .. } => body["durable_bytes"] = json!(durable),
             _ => {}
-        }
-        if internal {
-            body["message"] = json!(format!("internal error: {e}"));
         }
         (status, axum::Json(json!({ "error": body }))).into_response()
     }

@@ -56,7 +56,7 @@ impl Problem {
 
 impl From<EngineError> for Problem {
     fn from(e: EngineError) -> Self {
-        let detail = e.to_string();
+        let detail = ferry_http::public_message(&e);
         match e {
             EngineError::OffsetMismatch { expected, provided } => {
                 let mut p = Problem::new(
@@ -80,9 +80,6 @@ impl From<EngineError> for Problem {
             }
             e => {
                 let status = ferry_http::status_of(&e);
-                if status == StatusCode::INTERNAL_SERVER_ERROR {
-                    tracing::error!(error = %e, "draft request failed");
-                }
                 let mut p = Problem::new(
                     status,
                     None,

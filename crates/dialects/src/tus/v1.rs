@@ -36,10 +36,7 @@ impl From<EngineError> for TusError {
             } => StatusCode::FORBIDDEN,
             e => ferry_http::status_of(e),
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %e, "tus request failed");
-        }
-        TusError(status, e.to_string())
+        TusError(status, ferry_http::public_message(&e))
     }
 }
 

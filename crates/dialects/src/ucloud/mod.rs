@@ -106,13 +106,10 @@ impl From<EngineError> for UcloudError {
             EngineError::TooLarge { .. } => (status, "TOO_LARGE"),
             EngineError::TooManySessions { .. } => (status, "TOO_MANY_SESSIONS"),
             EngineError::InsufficientStorage(_) => (status, "QUOTA_EXCEEDED"),
-            EngineError::Meta(_) | EngineError::Store(_) => {
-                tracing::error!(error = %e, "ucloud request failed");
-                (status, "INTERNAL_ERROR")
-            }
+            e if ferry_http::is_internal(e) => (status, "INTERNAL_ERROR"),
             _ => (status, "BAD_REQUEST"),
         };
-        UcloudError::new(status, code, e.to_string())
+        UcloudError::new(status, code, ferry_http::public_message(&e))
     }
 }
 
