@@ -97,3 +97,411 @@ async fn an_internal_error_answers_the_request_id_and_reveals_no_path_or_os_erro
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], "internal", "{v}");
 }
+
+/// What a bad request must get: the status, and a check of the body (and
+/// content type) that says it is the dialect's format.
+struct Bad {
+    what: &'static str,
+    method: Method,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static [u8],
+    status: u16,
+    shape: fn(&str, &str) -> bool,
+}
+
+fn json_of(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+fn native(ct: &str, t: &str) -> bool {
+    ct.starts_with("application/json") && json_of(t)["error"]["code"].is_string()
+}
+fn tus_v1(ct: &str, t: &str) -> bool {
+    ct.starts_with("text/plain") && !t.is_empty()
+}
+fn draft(ct: &str, t: &str) -> bool {
+    ct == "application/problem+json" && json_of(t)["status"].is_u64()
+}
+fn graph(ct: &str, t: &str) -> bool {
+    ct.starts_with("application/json") && json_of(t)["error"]["code"].is_string()
+}
+fn boxapi(ct: &str, t: &str) -> bool {
+    let v = json_of(t);
+    ct.starts_with("application/json") && v["type"] == "error" && v["request_id"].is_string()
+}
+fn veeva(ct: &str, t: &str) -> bool {
+    let v = json_of(t);
+    ct.starts_with("application/json")
+        && v["responseStatus"] == "FAILURE"
+        && v["errors"][0]["type"].is_string()
+}
+fn ucloud(ct: &str, t: &str) -> bool {
+    let v = json_of(t);
+    ct.starts_with("application/json") && v["errorCode"].is_string() && v["why"].is_string()
+}
+fn deepset(ct: &str, t: &str) -> bool {
+    ct.starts_with("application/json") && json_of(t)["detail"].is_string()
+}
+fn s3(ct: &str, t: &str) -> bool {
+    ct == "application/xml" && t.contains("<Error><Code>") && t.contains("<RequestId>")
+}
+
+const DRAFT: (&str, &str) = ("upload-draft-interop-version", "8");
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+fn bad_inputs() -> Vec<Bad> {
+    use Method as M;
+    let b = |what, method, path, headers, body, status, shape| Bad {
+        what,
+        method,
+        path,
+        headers,
+        body,
+        status,
+        shape,
+    };
+    vec![
+        b(
+            "native: non-UTF-8 path segment",
+            M::GET,
+            "/v1/sessions/%FF",
+            &[],
+            b"",
+            400,
+            native,
+        ),
+        b(
+            "native: non-UTF-8 query",
+            M::GET,
+            "/v1/sessions?state=%C3",
+            &[],
+            b"",
+            400,
+            native,
+        ),
+        b(
+            "native: unknown method",
+            M::PATCH,
+            "/v1/sessions",
+            &[],
+            b"",
+            405,
+            native,
+        ),
+        b(
+            "native: unknown route",
+            M::GET,
+            "/v1/nothing",
+            &[],
+            b"",
+            404,
+            native,
+        ),
+        b(
+            "tus: non-UTF-8 id",
+            M::HEAD,
+            "/tus/%FF",
+            &[("tus-resumable", "1.0.0")],
+            b"",
+            400,
+            |_, _| true,
+        ),
+        b(
+            "tus: non-UTF-8 id",
+            M::DELETE,
+            "/tus/%FF",
+            &[("tus-resumable", "1.0.0")],
+            b"",
+            400,
+            tus_v1,
+        ),
+        b(
+            "tus: unknown route",
+            M::GET,
+            "/tus/a/b",
+            &[],
+            b"",
+            404,
+            tus_v1,
+        ),
+        b(
+            "draft: unknown route",
+            M::GET,
+            "/tus/a/b",
+            &[DRAFT],
+            b"",
+            404,
+            draft,
+        ),
+        b(
+            "draft: non-UTF-8 ?path=",
+            M::POST,
+            "/tus?path=a%FF.bin",
+            &[DRAFT],
+            b"",
+            400,
+            draft,
+        ),
+        b(
+            "graph: unknown method",
+            M::GET,
+            "/v1.0/me/drive",
+            &[],
+            b"",
+            405,
+            graph,
+        ),
+        b(
+            "graph: non-UTF-8 id",
+            M::PUT,
+            "/v1.0/uploadSessions/%FF",
+            &[],
+            b"",
+            400,
+            graph,
+        ),
+        b(
+            "box: unknown route",
+            M::GET,
+            "/2.0/nothing/here",
+            &[],
+            b"",
+            404,
+            boxapi,
+        ),
+        b(
+            "box: unknown method",
+            M::PATCH,
+            "/2.0/files/upload_sessions",
+            &[],
+            b"",
+            405,
+            boxapi,
+        ),
+        b(
+            "box: non-UTF-8 id",
+            M::GET,
+            "/api/2.0/files/upload_sessions/%FF",
+            &[],
+            b"",
+            400,
+            boxapi,
+        ),
+        b(
+            "box: duplicated query",
+            M::GET,
+            "/2.0/folders/0/items?limit=1&limit=2",
+            &[],
+            b"",
+            400,
+            boxapi,
+        ),
+        b(
+            "veeva: non-UTF-8 form field",
+            M::POST,
+            "/api/v25.1/services/file_staging/upload",
+            &[FORM],
+            b"path=%FF.bin&size=5&kind=file",
+            400,
+            veeva,
+        ),
+        b(
+            "veeva: unknown method",
+            M::PATCH,
+            "/api/v25.1/services/file_staging/upload",
+            &[],
+            b"",
+            405,
+            veeva,
+        ),
+        b(
+            "ucloud: no WebSocket upgrade",
+            M::GET,
+            "/ucloud/file?token=x",
+            &[],
+            b"",
+            400,
+            ucloud,
+        ),
+        b(
+            "ucloud: unknown route",
+            M::GET,
+            "/ucloud/nothing",
+            &[],
+            b"",
+            404,
+            ucloud,
+        ),
+        b(
+            "ucloud: duplicated query",
+            M::GET,
+            "/ucloud/file?token=a&token=b",
+            &[],
+            b"",
+            400,
+            ucloud,
+        ),
+        b(
+            "deepset: unknown route",
+            M::GET,
+            "/api/v1/workspaces/w/upload_sessions/x/nope",
+            &[],
+            b"",
+            404,
+            deepset,
+        ),
+        b(
+            "deepset: non-UTF-8 workspace",
+            M::GET,
+            "/api/v1/workspaces/%FF/upload_sessions",
+            &[],
+            b"",
+            400,
+            deepset,
+        ),
+        b(
+            "deepset form: unknown method",
+            M::GET,
+            "/deepset/objects",
+            &[],
+            b"",
+            405,
+            s3,
+        ),
+        b(
+            "deepset form: unknown route",
+            M::PUT,
+            "/deepset/else",
+            &[],
+            b"",
+            404,
+            s3,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_answer_under_a_dialects_prefix_is_in_that_dialects_format() {
+    let s = Server::start();
+    let mut failures = Vec::new();
+    for bad in bad_inputs() {
+        let mut rb = http()
+            .request(bad.method.clone(), s.url_of(bad.path))
+            .body(bad.body.to_vec());
+        for (k, v) in bad.headers {
+            rb = rb.header(*k, *v);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = resp.text().await.unwrap();
+        if status != bad.status || !(bad.shape)(&ct, &text) {
+            failures.push(format!(
+                "{} ({} {}): {status} {ct} {text}",
+                bad.what, bad.method, bad.path
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn tus_refuses_a_content_type_that_only_starts_like_offset_octet_stream() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let auth = format!("Bearer {alice}");
+    let created = http()
+        .post(s.url_of("/tus"))
+        .header("authorization", &auth)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let at = created.headers()["location"].to_str().unwrap().to_owned();
+    for (ct, want) in [
+        ("application/offset+octet-streamx", 415),
+        ("application/offset+octet-stream; charset=x", 204),
+    ] {
+        let resp = http()
+            .patch(s.url_of(&at))
+            .header("authorization", &auth)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", "0")
+            .header("content-type", ct)
+            .body(&b"abc"[..if want == 204 { 3 } else { 1 }])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{ct}");
+    }
+}
+
+/// Sends `PUT path` with a 5 MiB body in one go over a raw socket, as
+/// Python's urllib does (no `Expect: 100-continue`), then reads the answer.
+/// Returns the status line, or the error the client saw.
+fn put_5mib_raw(url: &str, path: &str, token: Option<&str>) -> Result<String, std::io::Error> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut sock = std::net::TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    sock.set_write_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let len = 5 << 20;
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        sock,
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
+    )?;
+    let chunk = vec![7u8; 64 * 1024];
+    for _ in 0..len / chunk.len() {
+        sock.write_all(&chunk)?;
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn an_early_answer_to_a_5_mib_put_reaches_a_client_still_sending() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let v = create_session(
+        &s,
+        &bob,
+        json!({"uploads": [{"path": "b.bin", "size": 5 << 20}]}),
+    )
+    .await;
+    let bobs = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    let url = s.url.clone();
+    let cases = [
+        (
+            format!("/v1/uploads/{bobs}/parts/1"),
+            Some(alice.clone()),
+            "404",
+        ),
+        (format!("/v1/uploads/{bobs}/parts/1"), None, "401"),
+    ];
+    for (path, token, want) in cases {
+        let url = url.clone();
+        let line = tokio::task::spawn_blocking(move || put_5mib_raw(&url, &path, token.as_deref()))
+            .await
+            .unwrap();
+        let line = line.unwrap_or_else(|e| panic!("the client saw {e} instead of {want}"));
+        assert!(line.contains(want), "{line}");
+    }
+}

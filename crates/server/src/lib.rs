@@ -199,6 +199,9 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
         .merge(web::router())
         .merge(ops)
         .fallback(native::not_found)
+        // Early answers arrive: what a handler left of a body is drained
+        // (bounded) before the answer goes out.
+        .layer(axum::middleware::from_fn(ferry_http::drain_unread))
         .layer(axum::middleware::from_fn(ferry_http::track_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         // Outermost: every response, even a framework's, carries the id

@@ -106,8 +106,14 @@ impl IntoResponse for Problem {
         }
         set(hs, "content-type", "application/problem+json");
         set(hs, "upload-draft-interop-version", INTEROP);
-        r
+        ferry_http::rendered(r)
     }
+}
+
+/// A problem document for an answer the framework made.
+pub fn framework_error(status: StatusCode, message: String) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    Problem::new(status, None, title, message).into_response()
 }
 
 type DraftResult = Result<Response, Problem>;
