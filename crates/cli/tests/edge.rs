@@ -505,3 +505,82 @@ async fn an_early_answer_to_a_5_mib_put_reaches_a_client_still_sending() {
         assert!(line.contains(want), "{line}");
     }
 }
+
+/// Reads from `sock` until the peer closes it or sends a whole head;
+/// `Ok(None)` when it closed without answering.
+fn read_head(sock: &mut std::net::TcpStream) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => return Err(e),
+        }
+        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok((!got.is_empty()).then(|| String::from_utf8_lossy(&got).into_owned()))
+}
+
+#[test]
+fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use std::io::Write;
+    let s = Server::start_with(&[("FERRY_HEADER_READ_TIMEOUT", "1")]);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    // Generous: the bound is 1 s; this only fails if the server holds on.
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let head = read_head(&mut sock).expect("closed, not held open");
+    if let Some(h) = head {
+        assert!(h.starts_with("HTTP/1.1 408"), "{h}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_sends_nothing_is_ended_as_a_failed_body() {
+    let s = Server::start_with(&[("FERRY_BODY_IDLE_TIMEOUT", "1")]);
+    let alice = user(&s, "alice").await;
+    let v = create_session(
+        &s,
+        &alice,
+        json!({"uploads": [{"path": "a.bin", "size": 10}]}),
+    )
+    .await;
+    let upload = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let (token, id) = (alice.clone(), upload.clone());
+    let head = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            sock,
+            "PUT /v1/uploads/{upload} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nContent-Range: bytes 0-9/10\r\nContent-Length: 10\r\n\r\nabcd"
+        )
+        .unwrap();
+        // ... and then nothing: the server ends the body and answers.
+        read_head(&mut sock).expect("an answer, not a held connection")
+    })
+    .await
+    .unwrap()
+    .expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // The session is intact and the upload can be written again.
+    let (st, v) = put(
+        &s,
+        &format!("/v1/uploads/{id}"),
+        Some(&token),
+        &[("content-range", "bytes 0-9/10")],
+        b"abcdefghij".to_vec(),
+    )
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+}

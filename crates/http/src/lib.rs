@@ -5,6 +5,7 @@
 mod dialect;
 mod drain;
 pub mod headers;
+mod idle;
 mod request_id;
 
 use axum::body::Body;
@@ -17,6 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 pub use dialect::{Renderer, no_route, rendered, status_code_name, with_errors};
 pub use drain::drain_unread;
 pub use headers::*;
+pub use idle::body_idle_timeout;
 pub use request_id::{
     REQUEST_ID, chain, internal_message, is_internal, public_message, request_id, with_request_id,
 };
