@@ -584,3 +584,94 @@ async fn a_body_that_sends_nothing_is_ended_as_a_failed_body() {
     .await;
     assert!(st.is_success(), "{st} {v}");
 }
+
+/// `Threads` and `VmRSS` (KiB) of a process, from /proc.
+fn threads_and_rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+    };
+    (field("Threads:"), field("VmRSS:"))
+}
+
+#[tokio::test]
+async fn a_thousand_slow_uploads_hold_no_thread_each_and_control_requests_answer() {
+    const SLOW: usize = 1000;
+    const SIZE: u64 = 1 << 20;
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let uploads: Vec<_> = (0..SLOW)
+        .map(|i| json!({"path": format!("slow/{i}.bin"), "size": SIZE}))
+        .collect();
+    let v = create_session(&s, &alice, json!({ "uploads": uploads })).await;
+    let ids: Vec<String> = v["uploads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect();
+    // A thousand uploads that sent their headers and 1 KiB, then stall.
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let token = alice.clone();
+    let socks = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        ids.iter()
+            .map(|id| {
+                let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+                write!(
+                    sock,
+                    "PUT /v1/uploads/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Range: bytes 0-{}/{SIZE}\r\nContent-Length: {SIZE}\r\n\r\n",
+                    SIZE - 1
+                )
+                .unwrap();
+                sock.write_all(&[1u8; 1024]).unwrap();
+                sock
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    // Control requests answer while they stall (latencies are reported,
+    // not asserted: this VM is shared).
+    let mut ready = Vec::new();
+    let mut create = Vec::new();
+    for i in 0..20 {
+        let t = std::time::Instant::now();
+        let r = http().get(s.url_of("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        ready.push(t.elapsed());
+        let t = std::time::Instant::now();
+        let (st, v) = call(
+            &s,
+            Method::POST,
+            "/v1/sessions",
+            Some(&alice),
+            Some(json!({"uploads": [{"path": format!("c/{i}.bin"), "size": 1}]})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        create.push(t.elapsed());
+    }
+    let (threads, rss_kib) = threads_and_rss(s.pid());
+    ready.sort();
+    create.sort();
+    eprintln!(
+        "{SLOW} slow uploads: {threads} threads, RSS {} MiB; /readyz max {:?}, median {:?}; session creation max {:?}, median {:?}",
+        rss_kib / 1024,
+        ready[ready.len() - 1],
+        ready[ready.len() / 2],
+        create[create.len() - 1],
+        create[create.len() / 2],
+    );
+    // The bounds: threads < 100 (was 517), RSS < 200 MiB.
+    assert!(threads < 100, "{threads} threads");
+    assert!(rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
+    drop(socks);
+}

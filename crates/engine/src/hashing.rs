@@ -293,10 +293,24 @@ pub(crate) fn tap(mut hashes: WriteHashes, len: u64) -> (Feeder, Finisher) {
     for lane in std::iter::once(hashes).chain(rest) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUE);
         senders.push(tx);
-        threads.push(tokio::task::spawn_blocking(move || {
+        // Each batch of queued chunks is hashed on a blocking thread that
+        // goes back to the pool when the queue is empty: a write waiting
+        // for a slow client's bytes holds no thread.
+        threads.push(tokio::spawn(async move {
             let mut lane = lane;
-            while let Some(chunk) = rx.blocking_recv() {
-                lane.update(&chunk);
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                lane = tokio::task::spawn_blocking(move || {
+                    for chunk in &batch {
+                        lane.update(chunk);
+                    }
+                    lane
+                })
+                .await
+                .expect("the hashing thread does not panic");
             }
             lane
         }));
