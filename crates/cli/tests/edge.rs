@@ -38,7 +38,8 @@ async fn an_internal_error_answers_the_request_id_and_reveals_no_path_or_os_erro
     std::fs::remove_dir_all(s.data.join("staging")).unwrap();
     let auth = format!("Bearer {alice}");
     let native = json!({"uploads": [{"path": "a.bin", "size": 5}]}).to_string();
-    let cases: [(&str, Method, &str, Vec<(&str, &str)>, Vec<u8>); 3] = [
+    type Case<'a> = (&'a str, Method, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>);
+    let cases: [Case; 3] = [
         (
             "native",
             Method::POST,
@@ -674,4 +675,23 @@ async fn a_thousand_slow_uploads_hold_no_thread_each_and_control_requests_answer
     assert!(threads < 100, "{threads} threads");
     assert!(rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
     drop(socks);
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_connection_waits_until_one_closes() {
+    let s = Server::start_with(&[("FERRY_MAX_CONNECTIONS", "1")]);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    // The one connection allowed, open and silent.
+    let held = std::net::TcpStream::connect(&addr).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let url = s.url_of("/healthz");
+    let waiting = tokio::spawn(async move { http().get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "answered past the cap");
+    drop(held);
+    let status = waiting
+        .await
+        .unwrap()
+        .expect("answered once a slot is free");
+    assert_eq!(status, StatusCode::OK);
 }

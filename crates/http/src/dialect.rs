@@ -167,6 +167,13 @@ async fn strict_utf8(
     Ok(axum::extract::Request::from_parts(parts, Body::from(bytes)))
 }
 
+/// A dialect's answer for a path under its prefix that names no route.
+pub async fn no_route() -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,11 +185,4 @@ mod tests {
         assert!(!decodes_to_utf8(b"path=a%FFb"));
         assert!(!decodes_to_utf8(b"path=%E2%9C"));
     }
-}
-
-/// A dialect's answer for a path under its prefix that names no route.
-pub async fn no_route() -> Response {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::NOT_FOUND;
-    r
 }

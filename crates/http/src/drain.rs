@@ -100,7 +100,7 @@ pub async fn drain_unread(req: Request, next: Next) -> Response {
     let resp = next.run(Request::from_parts(parts, body)).await;
     let left = leftover.body.lock().unwrap().take();
     if let Some(body) = left
-        && !(expects_continue && !leftover.polled.load(Ordering::Relaxed))
+        && (!expects_continue || leftover.polled.load(Ordering::Relaxed))
     {
         let _ = tokio::time::timeout(DRAIN_TIME, drain(body)).await;
     }

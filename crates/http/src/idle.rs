@@ -1,8 +1,8 @@
 //! The idle-body timeout: a request body that sends nothing for the
 //! configured time is ended as a failed body (the bytes that arrived are
 //! kept, as for any body that breaks), so a stalled client holds no
-//! upload, claim or buffer forever. The clock runs only while the body
-//! is being read.
+//! upload, claim or buffer forever. The clock runs only while the reader
+//! waits for the next frame.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -19,7 +19,9 @@ struct IdleBody {
     inner: Body,
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
-    armed: bool,
+    /// Whether the last poll returned `Pending`: the wait for the next
+    /// frame goes on, and so does its clock.
+    waiting: bool,
     timed_out: bool,
 }
 
@@ -35,18 +37,16 @@ impl HttpBody for IdleBody {
         if this.timed_out {
             return Poll::Ready(None);
         }
-        if !this.armed {
-            // The clock starts when the body is first read.
+        if !this.waiting {
+            // A new wait for a frame: its clock starts now (time the reader
+            // spent elsewhere, e.g. on a slow disk, is not the client's).
             this.timer
                 .as_mut()
                 .reset(tokio::time::Instant::now() + this.idle);
-            this.armed = true;
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + this.idle);
+                this.waiting = false;
                 Poll::Ready(frame)
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {
@@ -57,7 +57,10 @@ impl HttpBody for IdleBody {
                         format!("the body sent nothing for {} s", this.idle.as_secs()),
                     )))))
                 }
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    this.waiting = true;
+                    Poll::Pending
+                }
             },
         }
     }
@@ -78,7 +81,7 @@ pub async fn body_idle_timeout(State(idle): State<Duration>, req: Request, next:
         inner,
         idle,
         timer: Box::pin(tokio::time::sleep(idle)),
-        armed: false,
+        waiting: false,
         timed_out: false,
     });
     next.run(Request::from_parts(parts, body)).await

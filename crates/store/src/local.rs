@@ -374,6 +374,25 @@ impl WriteState {
     }
 }
 
+/// Batches of write data on blocking threads at a time, across all writes:
+/// what data work may take of the blocking pool (its threads, once made,
+/// linger), so that a burst of a thousand writes cannot grow it past what
+/// metadata and control requests need.
+static WRITE_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
+
+/// Runs `f` on a blocking thread once `WRITE_JOBS` lets it.
+async fn write_job<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StoreError> {
+    let permit = WRITE_JOBS.acquire().await.expect("never closed");
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|e| StoreError::io("<blocking task>", io::Error::other(e)))
+}
+
 /// Drives one write: each batch of queued chunks is written on a blocking
 /// thread, which goes back to the pool when the queue is empty. A write
 /// waiting for a slow client's next bytes holds no thread, so a thousand
@@ -386,12 +405,11 @@ async fn write_driver(
     offset: u64,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
 ) -> (u64, Result<(), StoreError>) {
-    let joined = |e: tokio::task::JoinError| StoreError::io("<blocking task>", io::Error::other(e));
     let open = {
         let (inner, path) = (inner.clone(), path.clone());
-        tokio::task::spawn_blocking(move || WriteState::open(inner, path, offset)).await
+        write_job(move || WriteState::open(inner, path, offset)).await
     };
-    let mut state = match open.map_err(joined).and_then(|r| r) {
+    let mut state = match open.and_then(|r| r) {
         Ok(s) => s,
         Err(e) => return (0, Err(e)),
     };
@@ -401,7 +419,7 @@ async fn write_driver(
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let job = tokio::task::spawn_blocking(move || {
+        let job = write_job(move || {
             let r = batch.iter().try_for_each(|b| state.take(b));
             (state, r)
         });
@@ -413,12 +431,12 @@ async fn write_driver(
                     break;
                 }
             }
-            Err(e) => return (0, Err(joined(e))),
+            Err(e) => return (0, Err(e)),
         }
     }
-    tokio::task::spawn_blocking(move || state.finish(result))
+    write_job(move || state.finish(result))
         .await
-        .unwrap_or_else(|e| (0, Err(joined(e))))
+        .unwrap_or_else(|e| (0, Err(e)))
 }
 
 #[async_trait::async_trait]
