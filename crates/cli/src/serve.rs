@@ -24,6 +24,15 @@ pub struct ServeArgs {
     /// Seconds between sweeps for expired sessions [default: 60].
     #[arg(long, env = "FERRY_REAP_INTERVAL")]
     reap_interval: Option<u64>,
+    /// Seconds a request body may send nothing before it fails [default: 60].
+    #[arg(long, env = "FERRY_BODY_IDLE_TIMEOUT")]
+    body_idle_timeout: Option<u64>,
+    /// Seconds a connection gets to send a request's headers [default: 30].
+    #[arg(long, env = "FERRY_HEADER_READ_TIMEOUT")]
+    header_read_timeout: Option<u64>,
+    /// Connections open at a time; more wait to be accepted [default: 10000].
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Largest accepted file, bytes [default: 5 TiB].
     #[arg(long, env = "FERRY_MAX_FILE_SIZE")]
     max_file_size: Option<u64>,
@@ -79,6 +88,9 @@ impl ServeArgs {
             c.listen => self.listen,
             c.log_format => self.log_format,
             c.reap_interval_secs => self.reap_interval,
+            c.body_idle_timeout_secs => self.body_idle_timeout,
+            c.header_read_timeout_secs => self.header_read_timeout,
+            c.max_connections => self.max_connections,
             c.limits.max_file_size => self.max_file_size,
             c.limits.max_open_sessions => self.max_open_sessions,
             c.limits.max_uploads_per_session => self.max_uploads_per_session,

@@ -58,11 +58,26 @@ pub fn router(state: BoxState) -> Router {
         .route("/files/{id}/content", get(file_content))
         .route("/folders", post(create_folder))
         .route("/folders/{id}", get(folder_info))
-        .route("/folders/{id}/items", get(folder_items));
-    Router::new()
+        .route("/folders/{id}/items", get(folder_items))
+        .route("/{*rest}", axum::routing::any(ferry_http::no_route));
+    let routes = Router::new()
         .nest("/2.0", routes.clone())
         .nest("/api/2.0", routes)
-        .with_state(state)
+        .with_state(state);
+    ferry_http::with_errors(routes, render_error)
+}
+
+/// Box's `ClientError` for an answer the framework made.
+fn render_error(_: &HeaderMap, status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::PAYLOAD_TOO_LARGE => "request_entity_too_large",
+        s if s.is_server_error() => "internal_server_error",
+        _ => "bad_request",
+    };
+    err(status, code, message).into_response()
 }
 
 /// Box's `ClientError`: `{"type":"error","status","code","message","request_id"}`.
@@ -119,12 +134,9 @@ impl From<EngineError> for BoxError {
             EngineError::Invalid { .. } | EngineError::BodyFailed { .. } => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
-            _ => {
-                tracing::error!(error = %e, "box request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal_server_error")
-            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal_server_error"),
         };
-        err(status, code, e.to_string())
+        err(status, code, ferry_http::public_message(&e))
     }
 }
 
@@ -135,12 +147,12 @@ impl IntoResponse for BoxError {
             "status": self.status.as_u16(),
             "code": self.code,
             "message": self.message,
-            "request_id": ferry_engine::auth::random_hex(8),
+            "request_id": ferry_http::request_id(),
         });
         if let Some(c) = self.context {
             body["context_info"] = c;
         }
-        (self.status, axum::Json(body)).into_response()
+        ferry_http::rendered((self.status, axum::Json(body)).into_response())
     }
 }
 
@@ -534,7 +546,7 @@ fn sha1_digest(headers: &HeaderMap, name: &str) -> Result<Digest, BoxError> {
     let value = v
         .split(',')
         .filter_map(|item| item.trim().split_once('='))
-        .find(|(algo, _)| matches!(algo.to_ascii_lowercase().as_str(), "sha" | "sha-1" | "sha1"))
+        .find(|(algo, _)| algo.trim().eq_ignore_ascii_case("sha"))
         .map(|(_, value)| value)
         .ok_or_else(|| {
             bad(
@@ -646,7 +658,7 @@ async fn upload_part(
         Ok::<_, BoxError>((caller, number, digest))
     }
     .await;
-    let ((caller, number, digest), body) = ferry_http::or_drain(checked, body).await?;
+    let (caller, number, digest) = checked?;
     let w = st
         .engine
         .write(
@@ -841,7 +853,7 @@ async fn commit(
             err(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_server_error",
-                e.to_string(),
+                ferry_http::internal_message(&e),
             )
         })??,
     };

@@ -63,7 +63,7 @@ const PURPOSE: &str = "deepsetpolicy";
 const TOO_MANY_SESSIONS: &str = "You can't upload files because you've reached the maximum number of upload sessions allowed per user. Close existing sessions using the Close Session endpoint before starting a new one.";
 
 pub fn router(state: DeepsetState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route(
             "/api/v1/workspaces/{workspace}/upload_sessions",
             post(create).get(list),
@@ -76,8 +76,39 @@ pub fn router(state: DeepsetState) -> Router {
             "/api/v1/workspaces/{workspace}/upload_sessions/{id}/files",
             get(files),
         )
+        .route(
+            "/api/v1/workspaces/{workspace}/upload_sessions/{id}/{*rest}",
+            axum::routing::any(ferry_http::no_route),
+        )
+        .with_state(state.clone());
+    let form = Router::new()
         .route(POST_PATH, post(post_object))
-        .with_state(state)
+        .route("/deepset/{*rest}", axum::routing::any(ferry_http::no_route))
+        .with_state(state);
+    ferry_http::with_errors(api, render_error).merge(ferry_http::with_errors(form, render_s3_error))
+}
+
+/// FastAPI's `{"detail"}` for an answer the framework made.
+fn render_error(_: &HeaderMap, status: StatusCode, message: String) -> Response {
+    let detail = match status {
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+            status.canonical_reason().unwrap_or("Error").to_owned()
+        }
+        _ => message,
+    };
+    ds(status, detail).into_response()
+}
+
+/// S3's XML error for an answer the framework made at the POST form.
+fn render_s3_error(_: &HeaderMap, status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::NOT_FOUND => "NoSuchKey",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "EntityTooLarge",
+        s if s.is_server_error() => "InternalError",
+        _ => "InvalidArgument",
+    };
+    s3(status, code, message).into_response()
 }
 
 // ------------------------------------------------------------ errors
@@ -134,22 +165,21 @@ impl From<EngineError> for DsError {
                 return unprocessable(vec![invalid(
                     json!(["body"]),
                     "value_error",
-                    e.to_string(),
+                    ferry_http::public_message(&e),
                     None,
                 )]);
             }
-            _ => {
-                tracing::error!(error = %e, "deepset request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ds(status, e.to_string())
+        ds(status, ferry_http::public_message(&e))
     }
 }
 
 impl IntoResponse for DsError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({"detail": self.detail}))).into_response()
+        ferry_http::rendered(
+            (self.status, axum::Json(json!({"detail": self.detail}))).into_response(),
+        )
     }
 }
 
@@ -188,20 +218,22 @@ impl IntoResponse for S3Error {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>{}</RequestId></Error>",
             self.code,
             xml_escape(&self.message),
-            ferry_engine::auth::random_hex(8)
+            ferry_http::request_id()
         );
-        (
-            self.status,
-            [(header::CONTENT_TYPE, "application/xml")],
-            body,
+        ferry_http::rendered(
+            (
+                self.status,
+                [(header::CONTENT_TYPE, "application/xml")],
+                body,
+            )
+                .into_response(),
         )
-            .into_response()
     }
 }
 
 impl From<EngineError> for S3Error {
     fn from(e: EngineError) -> Self {
-        let m = e.to_string();
+        let m = ferry_http::public_message(&e);
         match &e {
             EngineError::Gone(_) => denied(format!("the upload session is closed: {m}")),
             EngineError::NotFound(_) | EngineError::Unauthenticated(_) => denied(m),
@@ -213,10 +245,7 @@ impl From<EngineError> for S3Error {
                 s3(StatusCode::INSUFFICIENT_STORAGE, "QuotaExceeded", m)
             }
             EngineError::BodyFailed { .. } => s3(StatusCode::BAD_REQUEST, "IncompleteBody", m),
-            _ => {
-                tracing::error!(error = %e, "deepset POST failed");
-                s3(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
-            }
+            _ => s3(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m),
         }
     }
 }
@@ -947,8 +976,9 @@ fn verify_policy(
     })
 }
 
-/// `%XX` escapes decoded (aiohttp quotes form field values in headers).
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (aiohttp quotes form field values in headers);
+/// `None` when the result is not UTF-8 (never a name nobody sent).
+fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -965,7 +995,7 @@ fn percent_decode(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
 }
 
 // ------------------------------------------------------------ POST object
@@ -1026,7 +1056,11 @@ async fn post_object(
     };
 
     let grant = verify_policy(&st.engine, &fields, ferry_engine::now_ms())?;
-    let filename = file.file_name().map(percent_decode).unwrap_or_default();
+    let filename = match file.file_name() {
+        None => String::new(),
+        Some(f) => percent_decode(f)
+            .ok_or_else(|| malformed("the file's name is not UTF-8 once percent-decoded".into()))?,
+    };
     let key = fields
         .get("key")
         .map(|k| k.replace("${filename}", &filename))
@@ -1188,10 +1222,11 @@ mod tests {
 
     #[test]
     fn percent_escapes_decode() {
-        assert_eq!(percent_decode("a%20b.txt"), "a b.txt");
-        assert_eq!(percent_decode("%E2%9C%93.txt"), "✓.txt");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("x%zz"), "x%zz");
+        assert_eq!(percent_decode("a%20b.txt").unwrap(), "a b.txt");
+        assert_eq!(percent_decode("%E2%9C%93.txt").unwrap(), "✓.txt");
+        assert_eq!(percent_decode("100%").unwrap(), "100%");
+        assert_eq!(percent_decode("x%zz").unwrap(), "x%zz");
+        assert_eq!(percent_decode("x%FF.txt"), None);
     }
 
     fn check_create(body: &str, expect: Result<(WriteMode, u64), &[&str]>) {

@@ -24,13 +24,26 @@ pub struct GraphState {
 }
 
 pub fn router(state: GraphState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(
             "/v1.0/uploadSessions/{uid}",
             put(write).get(status).delete(cancel).post(commit),
         )
         .route("/v1.0/{*rest}", post(create))
-        .with_state(state)
+        .with_state(state);
+    ferry_http::with_errors(routes, render_error)
+}
+
+/// Graph's format for an answer the framework made.
+fn render_error(_: &HeaderMap, status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::NOT_FOUND => "itemNotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "notSupported",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        s if s.is_server_error() => "generalException",
+        _ => "invalidRequest",
+    };
+    GraphError(status, code, message).into_response()
 }
 
 /// Graph's error body, `{"error":{"code","message"}}`, with Graph's codes.
@@ -46,7 +59,11 @@ impl From<EngineError> for GraphError {
             // Graph answers 404 for a session that is gone (expired,
             // cancelled, or completed): start over, or look at the file.
             EngineError::Gone(_) => {
-                return GraphError(StatusCode::NOT_FOUND, "itemNotFound", e.to_string());
+                return GraphError(
+                    StatusCode::NOT_FOUND,
+                    "itemNotFound",
+                    ferry_http::public_message(&e),
+                );
             }
             EngineError::AlreadyExists { .. } => "nameAlreadyExists",
             EngineError::RangeNotSatisfiable(_) | EngineError::OffsetMismatch { .. } => {
@@ -54,20 +71,17 @@ impl From<EngineError> for GraphError {
             }
             EngineError::TooManySessions { .. } => "activityLimitReached",
             EngineError::InsufficientStorage(_) => "quotaLimitReached",
-            EngineError::Meta(_) | EngineError::Store(_) => {
-                tracing::error!(error = %e, "graph request failed");
-                "generalException"
-            }
+            e if ferry_http::is_internal(e) => "generalException",
             _ => "invalidRequest",
         };
-        GraphError(status, code, e.to_string())
+        GraphError(status, code, ferry_http::public_message(&e))
     }
 }
 
 impl IntoResponse for GraphError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.1, "message": self.2}});
-        (self.0, axum::Json(body)).into_response()
+        ferry_http::rendered((self.0, axum::Json(body)).into_response())
     }
 }
 
@@ -406,7 +420,7 @@ async fn write(
         Ok::<_, GraphError>((caller, cr, session))
     }
     .await;
-    let ((caller, cr, session), body) = ferry_http::or_drain(checked, body).await?;
+    let (caller, cr, session) = checked?;
     let w = st
         .engine
         .write(

@@ -58,7 +58,7 @@ pub struct VeevaState {
 
 pub fn router(state: VeevaState) -> Router {
     const UPLOAD: &str = "/api/{version}/services/file_staging/upload";
-    Router::new()
+    let routes = Router::new()
         .route(UPLOAD, get(list).post(create))
         .route(
             &format!("{UPLOAD}/{{id}}"),
@@ -74,7 +74,21 @@ pub fn router(state: VeevaState) -> Router {
         .route("/api", any(no_route))
         .method_not_allowed_fallback(method_not_supported)
         .route_layer(axum::middleware::from_fn(check_version))
-        .with_state(state)
+        .with_state(state);
+    ferry_http::with_errors(routes, render_error)
+}
+
+/// Vault's format for an answer the framework made.
+fn render_error(_: &HeaderMap, status: StatusCode, message: String) -> Response {
+    let kind = match status {
+        StatusCode::NOT_FOUND => kind::MALFORMED_URL,
+        StatusCode::METHOD_NOT_ALLOWED => kind::METHOD_NOT_SUPPORTED,
+        StatusCode::UNAUTHORIZED => kind::INVALID_SESSION_ID,
+        StatusCode::PAYLOAD_TOO_LARGE => kind::EXCEEDS_FILE_MAX_SIZE,
+        s if s.is_server_error() => kind::UNEXPECTED_ERROR,
+        _ => kind::INVALID_DATA,
+    };
+    VeevaError::new(status, kind, message).into_response()
 }
 
 // ------------------------------------------------------------------ errors
@@ -158,16 +172,13 @@ impl From<EngineError> for VeevaError {
             EngineError::InsufficientStorage(_) => {
                 (S::INSUFFICIENT_STORAGE, kind::OPERATION_NOT_ALLOWED)
             }
-            _ => {
-                tracing::error!(error = %e, "veeva request failed");
-                (S::INTERNAL_SERVER_ERROR, kind::UNEXPECTED_ERROR)
-            }
+            _ => (S::INTERNAL_SERVER_ERROR, kind::UNEXPECTED_ERROR),
         };
         let message = match &e {
             EngineError::Gone(StateError::Expired) => {
                 "the upload session has expired; its parts were purged".to_owned()
             }
-            _ => e.to_string(),
+            _ => ferry_http::public_message(&e),
         };
         VeevaError::new(status, kind, message)
     }
@@ -179,7 +190,7 @@ impl IntoResponse for VeevaError {
             "responseStatus": "FAILURE",
             "errors": [{"type": self.kind, "message": self.message}],
         });
-        (self.status, axum::Json(body)).into_response()
+        ferry_http::rendered((self.status, axum::Json(body)).into_response())
     }
 }
 
@@ -670,7 +681,7 @@ async fn write(
         Ok::<_, VeevaError>((caller, part, range))
     }
     .await;
-    let ((caller, part, range), body) = ferry_http::or_drain(checked, body).await?;
+    let (caller, part, range) = checked?;
     let w = st
         .engine
         .write(

@@ -265,6 +265,11 @@ const THREAD_MIN: u64 = 1 << 20;
 /// holds at most 4 MiB here.
 const QUEUE: usize = 8;
 
+/// Batches hashed on blocking threads at a time, across all writes (see
+/// the store's `WRITE_JOBS`): a burst of writes cannot grow the blocking
+/// pool past what control requests need.
+static HASH_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+
 /// Feeds a write's chunks to its hashers: inline for small writes, on a
 /// blocking thread for large ones, so that hashing (SHA-256 runs at about
 /// 1.2 GiB/s per core, the costliest step of the data path) overlaps
@@ -293,10 +298,26 @@ pub(crate) fn tap(mut hashes: WriteHashes, len: u64) -> (Feeder, Finisher) {
     for lane in std::iter::once(hashes).chain(rest) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUE);
         senders.push(tx);
-        threads.push(tokio::task::spawn_blocking(move || {
+        // Each batch of queued chunks is hashed on a blocking thread that
+        // goes back to the pool when the queue is empty: a write waiting
+        // for a slow client's bytes holds no thread.
+        threads.push(tokio::spawn(async move {
             let mut lane = lane;
-            while let Some(chunk) = rx.blocking_recv() {
-                lane.update(&chunk);
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                let permit = HASH_JOBS.acquire().await.expect("never closed");
+                lane = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    for chunk in &batch {
+                        lane.update(chunk);
+                    }
+                    lane
+                })
+                .await
+                .expect("the hashing thread does not panic");
             }
             lane
         }));

@@ -2,7 +2,11 @@
 //! inputs (credentials, streamed bodies, parsed headers) and engine errors
 //! into status codes. No dialect-specific shapes live here.
 
+mod dialect;
+mod drain;
 pub mod headers;
+mod idle;
+mod request_id;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -11,7 +15,13 @@ use ferry_engine::{Caller, Engine, EngineError};
 use ferry_store::ByteStream;
 use futures::{StreamExt, TryStreamExt};
 
+pub use dialect::{Renderer, no_route, rendered, status_code_name, with_errors};
+pub use drain::drain_unread;
 pub use headers::*;
+pub use idle::body_idle_timeout;
+pub use request_id::{
+    REQUEST_ID, chain, internal_message, is_internal, public_message, request_id, with_request_id,
+};
 
 /// The default status of an engine error (dialects may refine it).
 pub fn status_of(e: &EngineError) -> StatusCode {
@@ -35,35 +45,6 @@ pub fn status_of(e: &EngineError) -> StatusCode {
         EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         EngineError::BodyFailed { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// Most bytes read and dropped from a refused request body.
-const DRAIN_LIMIT: u64 = 64 << 20;
-
-/// Reads a refused request's body to its end (up to 64 MiB), so that a
-/// client still sending reads the error instead of a reset connection.
-pub async fn drain(body: Body) {
-    let mut stream = body.into_data_stream();
-    let mut seen = 0u64;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len() as u64;
-        if seen > DRAIN_LIMIT {
-            break;
-        }
-    }
-}
-
-/// The outcome of the checks a request passes before its body is read:
-/// on failure the body is drained first, so that a client still sending
-/// reads the error; on success the body comes back for the write.
-pub async fn or_drain<T, E>(checked: Result<T, E>, body: Body) -> Result<(T, Body), E> {
-    match checked {
-        Ok(t) => Ok((t, body)),
-        Err(e) => {
-            drain(body).await;
-            Err(e)
-        }
     }
 }
 

@@ -184,13 +184,18 @@ impl Sqlite {
         rx.await.map_err(|_| MetaError::Closed)?
     }
 
+    /// Runs a read on a blocking thread with a pooled connection; at most
+    /// `READS` at a time, so that a burst of requests neither grows the
+    /// blocking pool nor opens a connection each.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let pool = self.readers.clone();
         let path = self.path.clone();
+        let permit = READS.acquire().await.expect("never closed");
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = pool.lock().unwrap().pop();
             let conn = match conn {
                 Some(c) => c,
@@ -207,6 +212,9 @@ impl Sqlite {
         .map_err(MetaError::backend)?
     }
 }
+
+/// Reads running at a time (each on a blocking thread).
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
 
 /// Copies the WAL back into the database every half second (PASSIVE: never
 /// blocks the writer or readers), until the store is dropped.

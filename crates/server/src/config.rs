@@ -22,6 +22,13 @@ pub struct Config {
     pub reap_interval_secs: u64,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
+    /// Seconds a request body may send nothing before it is ended as a
+    /// failed body (what arrived is kept).
+    pub body_idle_timeout_secs: u64,
+    /// Seconds a connection gets to send a request's headers.
+    pub header_read_timeout_secs: u64,
+    /// Connections open at a time; beyond it new ones wait to be accepted.
+    pub max_connections: usize,
     /// Origins allowed to call the API from a browser on another origin
     /// (`["*"]` for any); empty: no CORS headers (the page at `/` is
     /// same-origin and needs none).
@@ -102,6 +109,9 @@ impl Default for Config {
             log_format: "text".into(),
             reap_interval_secs: 60,
             shutdown_grace_secs: 30,
+            body_idle_timeout_secs: 60,
+            header_read_timeout_secs: 30,
+            max_connections: 10_000,
             cors_origins: Vec::new(),
             limits: LimitsConfig::default(),
             tus: TusConfig::default(),

@@ -127,7 +127,10 @@ async fn healthz() -> &'static str {
 async fn readyz(State(st): State<OpsState>) -> impl IntoResponse {
     match st.engine.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", ferry_http::public_message(&e)),
+        ),
     }
 }
 
@@ -215,8 +218,19 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
         .merge(web::router())
         .merge(ops)
         .fallback(native::not_found)
+        // Early answers arrive: what a handler left of a body is drained
+        // (bounded) before the answer goes out.
+        .layer(axum::middleware::from_fn(ferry_http::drain_unread))
+        // Outside the drain: a silent body stops the drain too.
+        .layer(axum::middleware::from_fn_with_state(
+            Duration::from_secs(config.body_idle_timeout_secs.max(1)),
+            ferry_http::body_idle_timeout,
+        ))
         .layer(axum::middleware::from_fn(ferry_http::track_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Outermost: every response, even a framework's, carries the id
+        // that the log lines of its request carry.
+        .layer(axum::middleware::from_fn(ferry_http::with_request_id))
         // Control bodies (JSON) may list 10,000 uploads; data bodies stream
         // and are bounded by the engine, not by this limit.
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024));
@@ -388,7 +402,11 @@ impl Bound {
         });
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         let app = app(self.engine, self.public_url, &self.config)?;
-        serve_connections(self.listener, app, shutdown, grace).await;
+        let limits = ConnectionLimits {
+            header_read: Duration::from_secs(self.config.header_read_timeout_secs.max(1)),
+            max_connections: self.config.max_connections.max(1),
+        };
+        serve_connections(self.listener, app, shutdown, grace, limits).await;
         reaper.abort();
         Ok(())
     }
@@ -406,23 +424,46 @@ const SMALL_CONNECTION_BUFFER: usize = 64 * 1024;
 const LARGE_CONNECTION_BUFFER: usize = 512 * 1024;
 const LARGE_BUFFER_CONNECTIONS: usize = 8;
 
+/// What the accept loop allows a connection.
+struct ConnectionLimits {
+    /// Time to send a request's headers; then the connection is closed.
+    header_read: Duration,
+    /// Connections open at a time; the next waits to be accepted (it sits
+    /// in the kernel's backlog, or is refused by the kernel when that is
+    /// full) until one closes.
+    max_connections: usize,
+}
+
+/// Longest pause after a failed `accept` (descriptors exhausted: EMFILE,
+/// ENFILE); the pause doubles from 10 ms while failures repeat.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// The accept loop: hyper with a bounded read buffer per connection (see
-/// `LARGE_BUFFER_CONNECTIONS`), and a graceful shutdown that stops
-/// accepting, lets requests in flight finish, and gives up after `grace`.
+/// `LARGE_BUFFER_CONNECTIONS`), a header-read timeout, a cap on open
+/// connections, a backoff when `accept` fails (descriptors exhausted), and
+/// a graceful shutdown that stops accepting, lets requests in flight
+/// finish, and gives up after `grace`.
 async fn serve_connections(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    limits: ConnectionLimits,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
     let builder = |buffer| {
         let mut b = Builder::new(TokioExecutor::new());
-        b.http1().max_buf_size(buffer);
+        b.http1()
+            .max_buf_size(buffer)
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read);
+        b.http2().timer(TokioTimer::new());
         b
     };
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut backoff = Duration::from_millis(10);
     let (small, large) = (
         builder(SMALL_CONNECTION_BUFFER),
         builder(LARGE_CONNECTION_BUFFER),
@@ -432,12 +473,24 @@ async fn serve_connections(
     let service = hyper_util::service::TowerToHyperService::new(app);
     tokio::pin!(shutdown);
     loop {
+        // A connection slot first: past the cap, connections wait in the
+        // backlog instead of being accepted.
+        let permit = tokio::select! {
+            p = open.clone().acquire_owned() => p.expect("never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    backoff = Duration::from_millis(10);
+                    conn
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // EMFILE/ENFILE and the like: pause, then retry;
+                    // never spin, never stop accepting.
+                    tracing::warn!(error = %e, pause_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
@@ -457,6 +510,7 @@ async fn serve_connections(
         let conn = graceful.watch(conn);
         let large_open = large_open.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

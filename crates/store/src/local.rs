@@ -261,43 +261,71 @@ impl Aligned {
 /// page cache): large uploads then cost the disk's speed, not the page
 /// cache's, which on memory-ballooned VMs is far slower. Returns the bytes
 /// written and the first error.
-fn write_worker(
-    inner: &Inner,
-    path: &Path,
+/// One write's state between batches: the staged file, the direct-I/O
+/// handle once a full block was written, the pooled block being filled.
+struct WriteState {
+    inner: Arc<Inner>,
+    path: PathBuf,
     offset: u64,
-    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-) -> (u64, Result<(), StoreError>) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = match OpenOptions::new().write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            let what = format!("staged upload at {}", path.display());
-            return (0, Err(StoreError::NotFound(what)));
-        }
-        Err(e) => return (0, Err(StoreError::io(path, e))),
-    };
-    let mut written = 0u64;
-    let mut result = Ok(());
-    let put = |f: &File, data: &[u8], written: &mut u64| -> Result<(), StoreError> {
-        f.write_all_at(data, offset + *written)
-            .map_err(|e| StoreError::io(path, e))?;
-        *written += data.len() as u64;
+    file: File,
+    /// Full blocks go through O_DIRECT when the write started aligned
+    /// (every block then stays aligned), else through the page cache. The
+    /// direct handle is opened at the first full block: a small write is
+    /// cheaper as one buffered write and one fdatasync.
+    direct: Option<Option<File>>,
+    aligned: bool,
+    block: Aligned,
+    written: u64,
+}
+
+impl WriteState {
+    fn open(inner: Arc<Inner>, path: PathBuf, offset: u64) -> Result<WriteState, StoreError> {
+        let file = match OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let what = format!("staged upload at {}", path.display());
+                return Err(StoreError::NotFound(what));
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let block = inner.take_buffer();
+        Ok(WriteState {
+            aligned: offset.is_multiple_of(ALIGN as u64),
+            inner,
+            path,
+            offset,
+            file,
+            direct: None,
+            block,
+            written: 0,
+        })
+    }
+
+    /// Writes `range` of the block (through the direct handle if asked
+    /// and open) where the write has got to.
+    fn put(&mut self, direct: bool, range: std::ops::Range<usize>) -> Result<(), StoreError> {
+        let f = match (&self.direct, direct) {
+            (Some(Some(d)), true) => d,
+            _ => &self.file,
+        };
+        let data = &self.block.filled()[range];
+        let len = data.len();
+        f.write_all_at(data, self.offset + self.written)
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        self.written += len as u64;
         Ok(())
-    };
-    // Full blocks go through O_DIRECT when the write started aligned (every
-    // block then stays aligned), else through the page cache. The direct
-    // handle is opened at the first full block: a small write is cheaper
-    // as one buffered write and one fdatasync.
-    let mut direct: Option<Option<File>> = None;
-    let aligned = offset.is_multiple_of(ALIGN as u64);
-    let mut block = inner.take_buffer();
-    'recv: while let Some(buf) = rx.blocking_recv() {
-        let mut rest = &buf[..];
+    }
+
+    /// Takes a chunk: fills the block, writing each full one.
+    fn take(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut rest = buf;
         while !rest.is_empty() {
-            let n = block.push(rest);
+            let n = self.block.push(rest);
             rest = &rest[n..];
-            if block.len == DIRECT_CHUNK {
-                let d = direct.get_or_insert_with(|| {
+            if self.block.len == DIRECT_CHUNK {
+                let (aligned, path) = (self.aligned, &self.path);
+                self.direct.get_or_insert_with(|| {
                     aligned
                         .then(|| {
                             OpenOptions::new()
@@ -308,31 +336,107 @@ fn write_worker(
                         })
                         .flatten()
                 });
-                if let Err(e) = put(d.as_ref().unwrap_or(&file), block.filled(), &mut written) {
+                self.put(true, 0..DIRECT_CHUNK)?;
+                self.block.len = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the tail (if the write went well so far), syncs whatever was
+    /// written even after a failure, so that the bytes reported durable
+    /// are, and gives the block back to the pool.
+    fn finish(mut self, mut result: Result<(), StoreError>) -> (u64, Result<(), StoreError>) {
+        if result.is_ok() {
+            let len = self.block.len;
+            result = if matches!(self.direct, Some(Some(_))) {
+                // Whole aligned blocks direct, the tail through the cache.
+                let whole = len / ALIGN * ALIGN;
+                self.put(true, 0..whole)
+                    .and_then(|()| self.put(false, whole..len))
+            } else {
+                self.put(false, 0..len)
+            };
+        }
+        let synced = self.file.sync_data();
+        let WriteState {
+            inner,
+            block,
+            path,
+            written,
+            ..
+        } = self;
+        inner.give_buffer(block);
+        match synced {
+            Err(e) => (0, Err(StoreError::io(&path, e))),
+            Ok(()) => (written, result),
+        }
+    }
+}
+
+/// Batches of write data on blocking threads at a time, across all writes:
+/// what data work may take of the blocking pool (its threads, once made,
+/// linger), so that a burst of a thousand writes cannot grow it past what
+/// metadata and control requests need.
+static WRITE_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
+
+/// Runs `f` on a blocking thread once `WRITE_JOBS` lets it.
+async fn write_job<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StoreError> {
+    let permit = WRITE_JOBS.acquire().await.expect("never closed");
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|e| StoreError::io("<blocking task>", io::Error::other(e)))
+}
+
+/// Drives one write: each batch of queued chunks is written on a blocking
+/// thread, which goes back to the pool when the queue is empty. A write
+/// waiting for a slow client's next bytes holds no thread, so a thousand
+/// slow uploads do not exhaust the blocking pool that control requests
+/// need; a fast one still overlaps disk and network (the next chunk is
+/// received while a batch is written).
+async fn write_driver(
+    inner: Arc<Inner>,
+    path: PathBuf,
+    offset: u64,
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> (u64, Result<(), StoreError>) {
+    let open = {
+        let (inner, path) = (inner.clone(), path.clone());
+        write_job(move || WriteState::open(inner, path, offset)).await
+    };
+    let mut state = match open.and_then(|r| r) {
+        Ok(s) => s,
+        Err(e) => return (0, Err(e)),
+    };
+    let mut result = Ok(());
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let job = write_job(move || {
+            let r = batch.iter().try_for_each(|b| state.take(b));
+            (state, r)
+        });
+        match job.await {
+            Ok((s, r)) => {
+                state = s;
+                if let Err(e) = r {
                     result = Err(e);
-                    break 'recv;
+                    break;
                 }
-                block.len = 0;
             }
+            Err(e) => return (0, Err(e)),
         }
     }
-    if result.is_ok() {
-        match direct.flatten() {
-            Some(d) => {
-                let whole = block.len / ALIGN * ALIGN;
-                let (head, tail) = block.filled().split_at(whole);
-                result = put(&d, head, &mut written).and_then(|()| put(&file, tail, &mut written));
-            }
-            None => result = put(&file, block.filled(), &mut written),
-        }
-    }
-    inner.give_buffer(block);
-    // Sync whatever was written, even after a failure, so that the bytes
-    // we report as durable are.
-    if let Err(e) = file.sync_data() {
-        return (0, Err(StoreError::io(path, e)));
-    }
-    (written, result)
+    write_job(move || state.finish(result))
+        .await
+        .unwrap_or_else(|e| (0, Err(e)))
 }
 
 #[async_trait::async_trait]
@@ -373,11 +477,10 @@ impl Store for LocalStore {
         // A few chunks in flight at most: memory per write stays bounded.
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
         let worker_path = path.clone();
-        // One blocking thread per write: it does the pwrites while this task
+        // The driver does the pwrites on blocking threads while this task
         // keeps reading the socket, so disk and network overlap.
         let inner = self.inner.clone();
-        let worker =
-            tokio::task::spawn_blocking(move || write_worker(&inner, &worker_path, offset, rx));
+        let worker = tokio::spawn(write_driver(inner, worker_path, offset, rx));
         let mut body_error = None;
         while let Some(item) = body.next().await {
             match item {

@@ -25,7 +25,7 @@ pub struct NativeState {
 
 /// The `/v1` routes.
 pub fn router(state: NativeState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/me", get(users::me))
         .route("/v1/admin/users", post(users::create_user))
         .route("/v1/admin/users/{name}/tokens", post(users::create_token))
@@ -55,7 +55,19 @@ pub fn router(state: NativeState) -> Router {
         .route("/v1/spaces/{space}/list/{*prefix}", get(files::list))
         .route("/v1/openapi.json", get(openapi::serve))
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    ferry_http::with_errors(routes, render_error)
+}
+
+/// The native format for an answer the framework made (a bad path
+/// segment or query, a body over the limit, …).
+fn render_error(
+    _: &axum::http::HeaderMap,
+    status: axum::http::StatusCode,
+    message: String,
+) -> Response {
+    let body = json!({"error": {"code": ferry_http::status_code_name(status), "message": message}});
+    ferry_http::rendered((status, axum::Json(body)).into_response())
 }
 
 /// Unknown routes answer in the native error format too.
@@ -69,7 +81,9 @@ pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiE
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let body = json!({"error": {"code": "method_not_allowed",
         "message": format!("{method} is not allowed on {}", uri.path())}});
-    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+    ferry_http::rendered(
+        (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response(),
+    )
 }
 
 /// An engine error rendered as `{"error":{"code","message",…details}}`.
@@ -91,11 +105,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = self.0;
         let status = ferry_http::status_of(&e);
-        let internal = e.code() == "internal";
-        if internal {
-            tracing::error!(error = %e, "request failed");
-        }
-        let mut body = json!({"code": e.code(), "message": e.to_string()});
+        let mut body = json!({"code": e.code(), "message": ferry_http::public_message(&e)});
         match &e {
             EngineError::AlreadyExists { path } => body["path"] = json!(path),
             EngineError::Incomplete { missing } => {
@@ -115,10 +125,7 @@ impl IntoResponse for ApiError {
             EngineError::BodyFailed { durable, .. } => body["durable_bytes"] = json!(durable),
             _ => {}
         }
-        if internal {
-            body["message"] = json!(format!("internal error: {e}"));
-        }
-        (status, axum::Json(json!({ "error": body }))).into_response()
+        ferry_http::rendered((status, axum::Json(json!({ "error": body }))).into_response())
     }
 }
 

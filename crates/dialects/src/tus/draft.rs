@@ -53,7 +53,7 @@ impl Problem {
 
 impl From<EngineError> for Problem {
     fn from(e: EngineError) -> Self {
-        let detail = e.to_string();
+        let detail = ferry_http::public_message(&e);
         match e {
             EngineError::OffsetMismatch { expected, provided } => {
                 let mut p = Problem::new(
@@ -77,9 +77,6 @@ impl From<EngineError> for Problem {
             }
             e => {
                 let status = ferry_http::status_of(&e);
-                if status == StatusCode::INTERNAL_SERVER_ERROR {
-                    tracing::error!(error = %e, "draft request failed");
-                }
                 let mut p = Problem::new(
                     status,
                     None,
@@ -106,8 +103,14 @@ impl IntoResponse for Problem {
         }
         set(hs, "content-type", "application/problem+json");
         set(hs, "upload-draft-interop-version", INTEROP);
-        r
+        ferry_http::rendered(r)
     }
+}
+
+/// A problem document for an answer the framework made.
+pub fn framework_error(status: StatusCode, message: String) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    Problem::new(status, None, title, message).into_response()
 }
 
 type DraftResult = Result<Response, Problem>;

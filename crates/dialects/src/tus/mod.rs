@@ -44,11 +44,26 @@ impl TusState {
 /// The routes: `{mount}/` creates, `{mount}/{id}` is an upload.
 pub fn router(state: TusState) -> Router {
     let mount = state.mount.clone();
-    Router::new()
+    let routes = Router::new()
         .route(&format!("{mount}/"), any(collection))
         .route(&mount, any(collection))
         .route(&format!("{mount}/{{id}}"), any(resource))
-        .with_state(state)
+        .route(
+            &format!("{mount}/{{id}}/{{*rest}}"),
+            any(ferry_http::no_route),
+        )
+        .with_state(state);
+    ferry_http::with_errors(routes, render_error)
+}
+
+/// The format of the protocol a request speaks, for an answer the
+/// framework made (a bad path segment, a route that is not there).
+fn render_error(headers: &HeaderMap, status: axum::http::StatusCode, message: String) -> Response {
+    if is_draft(headers) {
+        draft::framework_error(status, message)
+    } else {
+        v1::framework_error(status, message)
+    }
 }
 
 /// The method a request stands for: `X-HTTP-Method-Override` on a `POST`

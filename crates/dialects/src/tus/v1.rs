@@ -33,10 +33,7 @@ impl From<EngineError> for TusError {
             } => StatusCode::FORBIDDEN,
             e => ferry_http::status_of(e),
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %e, "tus request failed");
-        }
-        TusError(status, e.to_string())
+        TusError(status, ferry_http::public_message(&e))
     }
 }
 
@@ -47,8 +44,21 @@ impl IntoResponse for TusError {
         if self.0 == StatusCode::PRECONDITION_FAILED {
             set(r.headers_mut(), "tus-version", VERSION);
         }
-        r
+        ferry_http::rendered(r)
     }
+}
+
+/// tus's text for an answer the framework made.
+pub fn framework_error(status: StatusCode, message: String) -> Response {
+    TusError(status, message).into_response()
+}
+
+/// Whether the body is `application/offset+octet-stream`: that media type
+/// exactly (any case), with or without parameters (RFC 9110 §8.3.1).
+fn is_octets(headers: &HeaderMap) -> bool {
+    header(headers, "content-type")
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(OCTETS))
 }
 
 fn bad(message: impl Into<String>) -> TusError {
@@ -239,7 +249,7 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
     expires_header(&mut hs, session.expires_at);
 
     // creation-with-upload: the body carries the first bytes.
-    let with_body = header(headers, "content-type").is_some_and(|t| t.starts_with(OCTETS));
+    let with_body = is_octets(headers);
     if with_body {
         let (stream, trailers) = ferry_http::body_stream_with_trailers(body);
         let checks = checks(headers, trailers)?;
@@ -374,7 +384,7 @@ async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> TusResult {
 
 async fn patch(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> TusResult {
     let caller = caller(st, headers).await?;
-    if !header(headers, "content-type").is_some_and(|t| t.starts_with(OCTETS)) {
+    if !is_octets(headers) {
         return Err(TusError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("a PATCH body must be sent as Content-Type: {OCTETS}"),

@@ -49,12 +49,32 @@ pub struct UcloudState {
 }
 
 pub fn router(state: UcloudState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/files/upload", post(create))
+        .route(
+            "/api/files/{*rest}",
+            axum::routing::any(ferry_http::no_route),
+        )
         .route("/ucloud/chunked", post(chunk))
         .route("/ucloud/file", get(ws_file::upgrade))
         .route("/ucloud/folder", get(ws_folder::upgrade))
-        .with_state(state)
+        .route("/ucloud/{*rest}", axum::routing::any(ferry_http::no_route))
+        .with_state(state);
+    ferry_http::with_errors(routes, render_error)
+}
+
+/// UCloud's format for an answer the framework made (a refused
+/// WebSocket upgrade, a bad query, a route that is not there).
+fn render_error(_: &HeaderMap, status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+        StatusCode::PAYLOAD_TOO_LARGE => "TOO_LARGE",
+        s if s.is_server_error() => "INTERNAL_ERROR",
+        _ => "BAD_REQUEST",
+    };
+    UcloudError::new(status, code, message).into_response()
 }
 
 /// UCloud's `CommonErrorMessage`: `{"why","errorCode"}`.
@@ -78,9 +98,24 @@ impl UcloudError {
         UcloudError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", why)
     }
 
-    /// The WebSocket close code of this error: 4000 + the HTTP status.
+    /// A WebSocket that broke the WebSocket protocol itself (a frame
+    /// over the size limit, a malformed frame): closed with 1008.
+    fn violation(why: impl std::fmt::Display) -> UcloudError {
+        UcloudError::new(
+            StatusCode::BAD_REQUEST,
+            "PROTOCOL_VIOLATION",
+            format!("the WebSocket broke the protocol: {why}"),
+        )
+    }
+
+    /// The WebSocket close code of this error: 1008 (policy violation)
+    /// for a broken WebSocket protocol, else 4000 + the HTTP status.
     fn close_code(&self) -> u16 {
-        4000 + self.status.as_u16()
+        if self.code == "PROTOCOL_VIOLATION" {
+            1008
+        } else {
+            4000 + self.status.as_u16()
+        }
     }
 }
 
@@ -106,20 +141,17 @@ impl From<EngineError> for UcloudError {
             EngineError::TooLarge { .. } => (status, "TOO_LARGE"),
             EngineError::TooManySessions { .. } => (status, "TOO_MANY_SESSIONS"),
             EngineError::InsufficientStorage(_) => (status, "QUOTA_EXCEEDED"),
-            EngineError::Meta(_) | EngineError::Store(_) => {
-                tracing::error!(error = %e, "ucloud request failed");
-                (status, "INTERNAL_ERROR")
-            }
+            e if ferry_http::is_internal(e) => (status, "INTERNAL_ERROR"),
             _ => (status, "BAD_REQUEST"),
         };
-        UcloudError::new(status, code, e.to_string())
+        UcloudError::new(status, code, ferry_http::public_message(&e))
     }
 }
 
 impl IntoResponse for UcloudError {
     fn into_response(self) -> Response {
         let body = json!({"why": self.why, "errorCode": self.code});
-        (self.status, axum::Json(body)).into_response()
+        ferry_http::rendered((self.status, axum::Json(body)).into_response())
     }
 }
 
@@ -588,7 +620,7 @@ async fn chunk(State(st): State<UcloudState>, headers: HeaderMap, body: Body) ->
         Ok::<_, UcloudError>((upload, caller, at, view))
     }
     .await;
-    let ((upload, caller, at, view), body) = ferry_http::or_drain(checked, body).await?;
+    let (upload, caller, at, view) = checked?;
     match at {
         // Only the length was new (or nothing): no bytes to write. An
         // upload that holds every byte is committed if it was not yet.

@@ -118,12 +118,22 @@ async fn run(st: UcloudState, caller: Caller, upload: String, socket: WebSocket)
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<String, UcloudError>>();
     let (data_tx, data_rx) = mpsc::channel::<Bytes>(16);
     let reader_done = Arc::new(AtomicBool::new(false));
+    // A protocol error the reader met: it ends the upload with an error.
+    let broken = Arc::new(std::sync::Mutex::new(None::<UcloudError>));
     let reader = {
+        let broken = broken.clone();
         let out = out.clone();
         let done = reader_done.clone();
         tokio::spawn(async move {
             let mut first_tx = Some(first_tx);
-            while let Some(Ok(m)) = stream.next().await {
+            while let Some(m) = stream.next().await {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        *broken.lock().unwrap() = Some(UcloudError::violation(e));
+                        break;
+                    }
+                };
                 match m {
                     Message::Text(t) if t.as_str() == "ping" => {
                         let _ = out.send(Message::Text("pong".into())).await;
@@ -132,7 +142,12 @@ async fn run(st: UcloudState, caller: Caller, upload: String, socket: WebSocket)
                         Some(tx) => {
                             let _ = tx.send(Ok(t.as_str().to_owned()));
                         }
-                        None => break,
+                        None => {
+                            *broken.lock().unwrap() = Some(UcloudError::bad(
+                                "after the first frame, only \"ping\" and binary data may be sent",
+                            ));
+                            break;
+                        }
                     },
                     Message::Binary(b) => {
                         if let Some(tx) = first_tx.take() {
@@ -169,6 +184,10 @@ async fn run(st: UcloudState, caller: Caller, upload: String, socket: WebSocket)
             )
             .await
         }
+    };
+    let result = match broken.lock().unwrap().take() {
+        Some(e) => Err(e),
+        None => result,
     };
     if let Err(e) = &result {
         tracing::debug!(upload = %upload, error = %e.why, "ucloud websocket upload ended with an error");

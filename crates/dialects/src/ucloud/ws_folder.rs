@@ -254,7 +254,8 @@ async fn run(st: UcloudState, mut setup: Setup, socket: WebSocket) {
             }
         };
         let frame = match m {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Ok(()),
+            None | Some(Ok(Message::Close(_))) => break Ok(()),
+            Some(Err(e)) => break Err(UcloudError::violation(e)),
             Some(Ok(Message::Text(t))) => {
                 if t.as_str() == "ping" {
                     let _ = conn.out.send(Message::Text("pong".into())).await;
@@ -386,7 +387,9 @@ fn fatal(e: &EngineError) -> bool {
 /// Where a listed file goes in the session's space.
 fn destination(folder: &str, rel: &str) -> Result<String, UcloudError> {
     let rel = rel.trim_start_matches('/');
-    if rel.is_empty() || rel.ends_with('/') {
+    // `.`, `..` or an empty segment would name the folder itself or
+    // something outside it once normalized: refused, never rewritten.
+    if rel.is_empty() || rel.split('/').any(|seg| matches!(seg, "" | "." | "..")) {
         return Err(UcloudError::bad(format!(
             "listed path {rel:?} names no file in the folder"
         )));
