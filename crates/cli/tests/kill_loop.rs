@@ -1,5 +1,5 @@
 //! Kill-loop campaign (issue 11, G): mixed traffic over native parts, tus
-//! PATCH and Graph ranges while `ferry serve` is SIGKILLed at random
+//! PATCH, Graph ranges and Box parts while `ferry serve` is SIGKILLed at random
 //! moments. After every restart: the server started, every acknowledged
 //! byte is held, every acknowledged commit is a whole file with its
 //! SHA-256, no partial file is visible, and no session is stuck.
@@ -26,6 +26,7 @@ enum Dialect {
     Native,
     Tus,
     Graph,
+    Box,
 }
 
 /// One file being uploaded, and what the server acknowledged of it.
@@ -36,6 +37,8 @@ struct Job {
     data: Vec<u8>,
     /// native: (session id, upload id); tus: upload path; graph: uploadUrl path.
     handle: Vec<String>,
+    /// Box: the part record the server answered (the whole file is one part).
+    box_part: Option<Value>,
     /// Native: parts acknowledged.
     acked_parts: Vec<u64>,
     /// tus/Graph: bytes acknowledged from the start.
@@ -98,9 +101,14 @@ async fn start_job(base: &str, tok: &str, n: u64, dialect: Dialect, stats: &Stat
     let c = http();
     let size = match dialect {
         Dialect::Graph => 2 * GRAPH_FRAGMENT + 1000,
+        Dialect::Box => 5 * P + 7,
         _ => 3 * P + 1000,
     };
-    let path = format!("k/{dialect:?}-{n}.bin").to_lowercase();
+    // Box uploads go to the root folder.
+    let path = match dialect {
+        Dialect::Box => format!("box-{n}.bin"),
+        _ => format!("k/{dialect:?}-{n}.bin").to_lowercase(),
+    };
     let data = random_bytes(size as usize, n + 1);
     let handle = match dialect {
         Dialect::Native => {
@@ -143,12 +151,22 @@ async fn start_job(base: &str, tok: &str, n: u64, dialect: Dialect, stats: &Stat
             }
             vec![strip_base(v["uploadUrl"].as_str()?)]
         }
+        Dialect::Box => {
+            let body = json!({"folder_id": "0", "file_name": path, "file_size": size});
+            let url = format!("{base}/api/2.0/files/upload_sessions");
+            let (st, _, v) = send(stats, c.post(url).bearer_auth(tok).json(&body)).await?;
+            if st != StatusCode::CREATED {
+                return None;
+            }
+            vec![v["id"].as_str()?.to_owned()]
+        }
     };
     Some(Job {
         dialect,
         path,
         data,
         handle,
+        box_part: None,
         acked_parts: vec![],
         acked_offset: 0,
         committed: false,
@@ -165,7 +183,7 @@ async fn step(
     stats: &Stats,
 ) {
     let c = http();
-    let (dialect, handle, data, acked_parts, path, committed) = {
+    let (dialect, handle, data, acked_parts, path, committed, box_part) = {
         let j = &jobs.lock().unwrap()[i];
         (
             j.dialect,
@@ -174,6 +192,7 @@ async fn step(
             j.acked_parts.clone(),
             j.path.clone(),
             j.committed,
+            j.box_part.clone(),
         )
     };
     if committed {
@@ -181,6 +200,43 @@ async fn step(
     }
     let size = data.len() as u64;
     match dialect {
+        Dialect::Box => {
+            let url = format!("{base}/api/2.0/files/upload_sessions/{}", handle[0]);
+            let sha = |d: &[u8]| {
+                use sha1::Digest as _;
+                format!(
+                    "sha={}",
+                    base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(d))
+                )
+            };
+            match box_part {
+                None => {
+                    let rb = c
+                        .put(&url)
+                        .bearer_auth(tok)
+                        .header("content-range", format!("bytes 0-{}/{size}", size - 1))
+                        .header("digest", sha(&data))
+                        .body(data.clone());
+                    if let Some((st, _, v)) = send(stats, rb).await
+                        && st == StatusCode::OK
+                    {
+                        jobs.lock().unwrap()[i].box_part = Some(v["part"].clone());
+                    }
+                }
+                Some(p) => {
+                    let rb = c
+                        .post(format!("{url}/commit"))
+                        .bearer_auth(tok)
+                        .header("digest", sha(&data))
+                        .json(&json!({"parts": [p]}));
+                    if let Some((st, _, _)) = send(stats, rb).await
+                        && st == StatusCode::CREATED
+                    {
+                        jobs.lock().unwrap()[i].committed = true;
+                    }
+                }
+            }
+        }
         Dialect::Native => {
             let parts = size.div_ceil(P);
             let missing: Vec<u64> = (1..=parts).filter(|n| !acked_parts.contains(n)).collect();
@@ -306,6 +362,7 @@ async fn check(base: &str, tok: &str, jobs: &Jobs, stats: &Stats) -> Vec<String>
             path,
             data,
             handle,
+            box_part,
             acked_parts: parts,
             acked_offset: offset,
             committed,
@@ -335,6 +392,25 @@ async fn check(base: &str, tok: &str, jobs: &Jobs, stats: &Stats) -> Vec<String>
         }
         // Not committed: every acknowledged byte is held.
         match dialect {
+            Dialect::Box => {
+                let url = format!("{base}/api/2.0/files/upload_sessions/{}/parts", handle[0]);
+                let v: Value = c
+                    .get(url)
+                    .bearer_auth(tok)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap_or(Value::Null);
+                let held = v["total_count"].as_u64().unwrap_or(0);
+                if box_part.is_some() {
+                    stats.lock().unwrap().acked_bytes_checked += data.len() as u64;
+                    if held < 1 {
+                        bad.push(format!("{path}: an acknowledged Box part is gone: {v}"));
+                    }
+                }
+            }
             Dialect::Native => {
                 let url = format!("{base}/v1/uploads/{}", handle[1]);
                 let v: Value = c
@@ -487,7 +563,8 @@ async fn acknowledged_bytes_and_commits_survive_random_sigkills_in_mixed_traffic
         // Keep about a dozen uploads going.
         let open = jobs.lock().unwrap().iter().filter(|j| !j.committed).count();
         for _ in open..12 {
-            let dialect = [Dialect::Native, Dialect::Tus, Dialect::Graph][(next_job % 3) as usize];
+            let dialect = [Dialect::Native, Dialect::Tus, Dialect::Graph, Dialect::Box]
+                [(next_job % 4) as usize];
             next_job += 1;
             if let Some(j) = start_job(&base, &tok, next_job, dialect, &stats).await {
                 jobs.lock().unwrap().push(j);
