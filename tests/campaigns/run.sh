@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export FERRY_KILLS="${FERRY_KILLS:-30}"
 if [ "$(id -u)" = 0 ]; then export FERRY_REQUIRE_DISK_FULL=1; fi
-# Fuzzing: proptest properties of every parser.
+# Fuzzing: proptest properties of every parser, then cargo-fuzz when installed.
 cargo test -p ferry-http --test parser_properties
 cargo test -p ferry-dialects -p ferry-engine --lib properties
+if cargo fuzz --version >/dev/null 2>&1; then tests/fuzz/run.sh; fi
 # Torn reads, disk full, kill loop (ignored tests included: they fail until
 # the fixes of other branches are merged, then the ignores come off).
 cargo test -p ferry-cli --test torn_reads -- --nocapture
