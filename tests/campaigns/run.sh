@@ -13,6 +13,8 @@ if cargo fuzz --version >/dev/null 2>&1; then tests/fuzz/run.sh; fi
 # Torn reads, disk full, kill loop (ignored tests included: they fail until
 # the fixes of other branches are merged, then the ignores come off).
 cargo test -p ferry-cli --test torn_reads -- --nocapture
-cargo test -p ferry-cli --test isolation_matrix --test bad_input_tables -- --nocapture --include-ignored
-cargo test -p ferry-cli --test disk_full -- --nocapture --include-ignored --test-threads 1
-cargo test -p ferry-cli --test kill_loop -- --nocapture --include-ignored
+failed=0
+cargo test -p ferry-cli --test isolation_matrix --test bad_input_tables -- --nocapture --include-ignored || failed=1
+cargo test -p ferry-cli --test disk_full -- --nocapture --include-ignored --test-threads 1 || failed=1
+cargo test -p ferry-cli --test kill_loop -- --nocapture --include-ignored || failed=1
+exit "$failed"
