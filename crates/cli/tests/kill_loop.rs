@@ -275,6 +275,13 @@ async fn step(
                 return;
             };
             if st != StatusCode::OK {
+                // The answer that completed it was lost to a kill: a client
+                // finds the file (check() verifies it is whole).
+                if st == StatusCode::NOT_FOUND
+                    && stat_file(base, tok, &path, stats).await == Some(true)
+                {
+                    jobs.lock().unwrap()[i].committed = true;
+                }
                 return;
             }
             let Some(at) = hs
@@ -320,6 +327,13 @@ async fn step(
                 return;
             };
             if st != StatusCode::OK {
+                // The answer that completed it was lost to a kill: a client
+                // finds the file (check() verifies it is whole).
+                if st == StatusCode::NOT_FOUND
+                    && stat_file(base, tok, &path, stats).await == Some(true)
+                {
+                    jobs.lock().unwrap()[i].committed = true;
+                }
                 return;
             }
             let next = v["nextExpectedRanges"][0].as_str().unwrap_or("");
@@ -570,14 +584,26 @@ async fn acknowledged_bytes_and_commits_survive_random_sigkills_in_mixed_traffic
                 jobs.lock().unwrap().push(j);
             }
         }
-        let n = jobs.lock().unwrap().len();
+        // Workers pick among the uploads still going.
+        let live: Vec<usize> = jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| !j.committed)
+            .map(|(i, _)| i)
+            .collect();
         let mut workers = Vec::new();
         for w in 0..4u64 {
             let (base, tok, jobs, stats) = (base.clone(), tok.clone(), jobs.clone(), stats.clone());
+            let live = live.clone();
             let mut wrng = rand::rngs::StdRng::seed_from_u64(seed ^ (round << 8) ^ w);
             workers.push(tokio::spawn(async move {
                 for _ in 0..40 {
-                    let i = wrng.random_range(0..n);
+                    if live.is_empty() {
+                        break;
+                    }
+                    let i = live[wrng.random_range(0..live.len())];
                     step(&base, &tok, &jobs, i, &mut wrng, &stats).await;
                 }
             }));
