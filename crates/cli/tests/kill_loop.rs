@@ -75,22 +75,31 @@ async fn send(
     rb: reqwest::RequestBuilder,
 ) -> Option<(StatusCode, reqwest::header::HeaderMap, Value)> {
     stats.lock().unwrap().requests += 1;
-    match rb.send().await {
+    let req = rb.build().expect("a valid request");
+    // Errors are counted by dialect and method.
+    let route = match req.url().path() {
+        p if p.starts_with("/tus") => "tus",
+        p if p.starts_with("/v1.0") => "graph",
+        p if p.starts_with("/api/2.0") => "box",
+        _ => "native",
+    };
+    let route = format!("{route} {}", req.method());
+    match http().execute(req).await {
         Ok(r) => {
             let st = r.status();
             let hs = r.headers().clone();
             let Ok(text) = r.text().await else {
-                error(stats, "body cut");
+                error(stats, format!("{route} body cut"));
                 return None;
             };
             let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
             if !st.is_success() {
-                error(stats, format!("status {}", st.as_u16()));
+                error(stats, format!("{route} {}", st.as_u16()));
             }
             Some((st, hs, v))
         }
         Err(_) => {
-            error(stats, "connection");
+            error(stats, format!("{route} connection"));
             None
         }
     }
