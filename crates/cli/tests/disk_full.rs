@@ -108,6 +108,31 @@ async fn a_full_data_disk_answers_507_and_every_upload_commits_once_space_return
             v["uploads"][0]["id"].as_str().unwrap().to_owned(),
         ));
     }
+    // And a tus upload, appended in order.
+    let c = http();
+    let tus_data = random_bytes(3 * P as usize, 99);
+    let r = c
+        .post(format!("{}/tus/", s.url))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", tus_data.len().to_string())
+        .header("Upload-Metadata", "filename ZnVsbC90dXMuYmlu")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let tus_url = s.url_of(r.headers()["location"].to_str().unwrap());
+    let patch = |at: u64, body: Vec<u8>| {
+        c.patch(&tus_url)
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", at.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(body)
+            .send()
+    };
+    let r = patch(0, tus_data[..P as usize].to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // Part 1 of each goes in before the disk is full.
     for ((_, up), (_, data)) in sessions.iter().zip(&files) {
         assert_eq!(
@@ -135,6 +160,18 @@ async fn a_full_data_disk_answers_507_and_every_upload_commits_once_space_return
         }
     }
     assert!(refused > 0, "a full disk refused some part");
+    let r = patch(P, tus_data[P as usize..].to_vec()).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::INSUFFICIENT_STORAGE,
+        "tus on a full disk"
+    );
+    let ctype = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        ctype.starts_with("text/plain"),
+        "tus's error format: {ctype}"
+    );
+    refused += 1;
     // Acknowledged bytes are all still there.
     for (_, up) in &sessions {
         let v = status(&s, &tok, up).await;
@@ -164,8 +201,27 @@ async fn a_full_data_disk_answers_507_and_every_upload_commits_once_space_return
         assert_eq!(st, StatusCode::OK);
         assert_eq!(sha256_hex(&got), sha256_hex(data));
     }
+    // tus resumes from its offset and the last byte commits.
+    let head = c
+        .head(&tus_url)
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let at: u64 = head.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(at >= P, "the acknowledged megabyte is held");
+    let r = patch(at, tus_data[at as usize..].to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (st, got) = download(&s, &tok, "dora", "full/tus.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(sha256_hex(&got), sha256_hex(&tus_data));
     eprintln!(
-        "disk-full campaign: {refused} parts refused with 507, 3 sessions resumed and committed"
+        "disk-full campaign: {refused} writes refused with 507 (native parts, tus PATCH), 4 uploads resumed and committed"
     );
     drop(s);
 }
