@@ -901,7 +901,8 @@ async fn file_content(
     headers: HeaderMap,
 ) -> BoxResult {
     let caller = caller(&st, &headers).await?;
-    let file = st.engine.file_by_id(&caller, &id).await?;
+    let opened = st.engine.open_file_by_id(&caller, &id).await?;
+    let file = opened.file.clone();
     let range = ferry_http::parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         file.size,
@@ -917,7 +918,7 @@ async fn file_content(
             ));
         }
     };
-    let body = st.engine.read_file(&file, offset, len).await?;
+    let body = opened.read(offset, len);
     let mut resp = (status, Body::from_stream(body)).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));

@@ -5,13 +5,29 @@ use crate::auth::Caller;
 use crate::{Engine, EngineError, Result, now_ms};
 use ferry_core::{FileRecord, SpaceName, SpacePath};
 use ferry_meta::Entry;
-use ferry_store::ByteStream;
+use ferry_store::{ByteStream, OpenFile, StoreError};
+use std::time::Duration;
 
-/// A file opened for reading a byte range.
+/// A committed file opened for reading: its record, and a handle on the
+/// very version that record names (its size, SHA-256 and ETag), whatever
+/// happens to the path afterwards.
 pub struct FileRead {
     pub file: FileRecord,
-    pub body: ByteStream,
+    version: Box<dyn OpenFile>,
 }
+
+impl FileRead {
+    /// Streams `len` bytes of this version from `offset` (the caller has
+    /// checked the range against `file.size`).
+    pub fn read(self, offset: u64, len: u64) -> ByteStream {
+        metrics::counter!("ferry_bytes_sent_total").increment(len);
+        self.version.read(offset, len)
+    }
+}
+
+/// How often opening a file is retried while commits to its path keep
+/// landing between the open and the record (each wait doubles, to 20 ms).
+const OPEN_ATTEMPTS: u32 = 200;
 
 fn parse(space: &str, path: &str) -> Result<(SpaceName, SpacePath)> {
     let space =
@@ -50,15 +66,108 @@ impl Engine {
         Ok(file)
     }
 
-    /// Opens `len` bytes from `offset` of a file (the caller has checked
-    /// the range against `stat_file`).
+    /// Opens the file at `path` for reading: the record and the bytes of
+    /// one committed version, never the record of one and the bytes of
+    /// another (a download during a `replace` sees the old or the new
+    /// file whole).
+    pub async fn open_file(&self, caller: &Caller, space: &str, path: &str) -> Result<FileRead> {
+        let p = principal(caller)?;
+        let (space, path) = parse(space, path)?;
+        self.access(p, &space).await?;
+        self.open_version(&space, &path).await
+    }
+
+    /// Opens a file by its id, like [`Engine::open_file`]. Should the path
+    /// meanwhile hold another file (deleted, then created again), the id
+    /// is not found.
+    pub async fn open_file_by_id(&self, caller: &Caller, id: &str) -> Result<FileRead> {
+        let file = self.file_by_id(caller, id).await?;
+        let read = self.open_version(&file.space, &file.path).await?;
+        if read.file.id != id {
+            return Err(EngineError::NotFound(format!("no file with id {id:?}")));
+        }
+        Ok(read)
+    }
+
+    /// Reads `len` bytes from `offset` of exactly the version `file` names
+    /// (the caller has checked the range against it). If the path has
+    /// meanwhile been given another version, that is a `Conflict`: the
+    /// bytes `file` describes are gone. Prefer [`Engine::open_file`], which
+    /// answers whichever version it opened, with its record.
     pub async fn read_file(&self, file: &FileRecord, offset: u64, len: u64) -> Result<ByteStream> {
-        metrics::counter!("ferry_bytes_sent_total").increment(len);
-        Ok(self
-            .inner
-            .store
-            .read_file(&file.space, &file.path, offset, len)
-            .await?)
+        let read = self.open_version(&file.space, &file.path).await?;
+        let same = |a: &FileRecord, b: &FileRecord| {
+            a.id == b.id && a.sha256 == b.sha256 && a.size == b.size && a.created_at == b.created_at
+        };
+        if !same(&read.file, file) {
+            return Err(EngineError::Conflict(format!(
+                "{}/{} was replaced while it was being opened; retry",
+                file.space, file.path
+            )));
+        }
+        Ok(read.read(offset, len))
+    }
+
+    /// Opens the store's current version of `(space, path)` and matches it
+    /// with the file's record.
+    ///
+    /// Why this is exact: the store's handle pins one version. A commit
+    /// claims its path (`pending`) before it promotes and releases it only
+    /// once the file is recorded. So if, after opening, no commit claims the
+    /// path, the opened version's record was written before that check; if
+    /// then, after reading the record, the path still names the opened
+    /// version, no commit promoted anything there in between, and the
+    /// record read is the opened version's own. Otherwise a commit to the
+    /// path is landing: wait a little and open again.
+    async fn open_version(&self, space: &SpaceName, path: &SpacePath) -> Result<FileRead> {
+        let not_found = || EngineError::NotFound(format!("no file {space}/{path}"));
+        let mut wait = Duration::from_millis(1);
+        for _ in 0..OPEN_ATTEMPTS {
+            let version = match self.inner.store.open_file(space, path).await {
+                Ok(v) => Some(v),
+                Err(StoreError::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            if !self.claimed(space, path) {
+                let record = self
+                    .inner
+                    .meta
+                    .get_file(space, path)
+                    .await?
+                    .filter(|f| !f.is_expired_at(now_ms()));
+                match (version, record) {
+                    (None, None) => return Err(not_found()),
+                    (Some(v), None) => {
+                        // A delete removes the record first: the file goes.
+                        if v.is_current().await? {
+                            return Err(not_found());
+                        }
+                    }
+                    (Some(v), Some(file)) => {
+                        if v.is_current().await? && v.size() == file.size {
+                            return Ok(FileRead { file, version: v });
+                        }
+                    }
+                    // Recorded without bytes: a replace never leaves the
+                    // path empty (it renames over it), so they are lost.
+                    (None, Some(_)) => return Err(not_found()),
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(20));
+        }
+        Err(EngineError::Conflict(format!(
+            "{space}/{path} keeps changing; retry"
+        )))
+    }
+
+    /// Whether a commit in progress has claimed `(space, path)`.
+    fn claimed(&self, space: &SpaceName, path: &SpacePath) -> bool {
+        self.inner
+            .pending
+            .lock()
+            .unwrap()
+            .contains(&(space.to_string(), path.to_string()))
     }
 
     pub async fn list(&self, caller: &Caller, space: &str, prefix: &str) -> Result<Vec<Entry>> {

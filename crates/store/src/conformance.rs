@@ -47,6 +47,7 @@ pub async fn run_all(store: &dyn Store) {
     promote_creates_folders_and_refuses_file_as_folder(store).await;
     promote_is_idempotent(store).await;
     read_file_ranges(store).await;
+    an_opened_file_keeps_its_version_across_a_replace(store).await;
     copy_between_staged_objects(store).await;
     scan_feeds_every_byte_in_order(store).await;
     discard_and_delete_are_idempotent(store).await;
@@ -242,6 +243,33 @@ pub async fn read_file_ranges(store: &dyn Store) {
         .err()
         .unwrap();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+pub async fn an_opened_file_keeps_its_version_across_a_replace(store: &dyn Store) {
+    let (s, path) = (sp("conf"), p("pinned.bin"));
+    stage(store, "c10a", b"old version").await;
+    store
+        .promote("c10a", &s, &path, Promote::Replace)
+        .await
+        .unwrap();
+    let old = store.open_file(&s, &path).await.unwrap();
+    assert_eq!(old.size(), 11);
+    assert!(old.is_current().await.unwrap());
+    stage(store, "c10b", b"the new one").await;
+    store
+        .promote("c10b", &s, &path, Promote::Replace)
+        .await
+        .unwrap();
+    assert!(
+        !old.is_current().await.unwrap(),
+        "the path names another version now"
+    );
+    assert_eq!(collect(old.read(4, 7)).await, b"version");
+    let new = store.open_file(&s, &path).await.unwrap();
+    assert!(new.is_current().await.unwrap());
+    store.delete_file(&s, &path).await.unwrap();
+    assert!(!new.is_current().await.unwrap(), "deleted");
+    assert_eq!(collect(new.read(0, 11)).await, b"the new one");
 }
 
 pub async fn discard_and_delete_are_idempotent(store: &dyn Store) {

@@ -20,6 +20,10 @@
 //!   reader sees the old file (or none) or the whole new one. It is
 //!   idempotent across crashes: calling it again after it completed, or
 //!   after a crash half-way, finishes the job or reports that it is done.
+//! - `open_file` pins one version of a committed file: its bytes stay that
+//!   version's whatever later happens to the path, and
+//!   [`OpenFile::is_current`] says whether the path still names it, so a
+//!   reader can match the version it holds with the file's record.
 
 pub mod local;
 
@@ -83,6 +87,20 @@ pub trait Sink: Send + 'static {
     fn feed(&mut self, data: &[u8]);
     /// Recovers the concrete sink after a scan.
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+/// One version of a committed file, opened: a local file handle, an
+/// object version, an immutable blob. Its bytes never change, even when
+/// the path is replaced or deleted after it was opened.
+#[async_trait::async_trait]
+pub trait OpenFile: Send + Sync {
+    /// Size of this version in bytes.
+    fn size(&self) -> u64;
+    /// Whether `(space, path)` still names this version (`false` once it
+    /// was replaced or deleted).
+    async fn is_current(&self) -> Result<bool, StoreError>;
+    /// Streams `len` bytes of this version from `offset`.
+    fn read(self: Box<Self>, offset: u64, len: u64) -> ByteStream;
 }
 
 /// How `promote` treats an existing destination.
@@ -171,14 +189,25 @@ pub trait Store: Send + Sync + 'static {
         mode: Promote,
     ) -> Result<(), StoreError>;
 
-    /// Reads `len` bytes of a committed file from `offset`.
+    /// Opens the version of a committed file that `(space, path)` holds
+    /// now; see [`OpenFile`].
+    async fn open_file(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+    ) -> Result<Box<dyn OpenFile>, StoreError>;
+
+    /// Reads `len` bytes of a committed file from `offset`, whichever
+    /// version the path holds when it is opened.
     async fn read_file(
         &self,
         space: &SpaceName,
         path: &SpacePath,
         offset: u64,
         len: u64,
-    ) -> Result<ByteStream, StoreError>;
+    ) -> Result<ByteStream, StoreError> {
+        Ok(self.open_file(space, path).await?.read(offset, len))
+    }
 
     /// Whether a file (or a folder) occupies `(space, path)`.
     async fn file_exists(&self, space: &SpaceName, path: &SpacePath) -> Result<bool, StoreError>;

@@ -214,6 +214,44 @@ async fn open_at(path: &Path, offset: u64, what: String) -> Result<tokio::fs::Fi
     Ok(file)
 }
 
+/// A committed file held open: the handle pins its inode, so its bytes
+/// are this version's even after a `rename` replaced the path, and the
+/// inode cannot be reused while it is held, which makes `(dev, ino)` an
+/// exact identity for [`crate::OpenFile::is_current`].
+struct LocalFile {
+    file: File,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    size: u64,
+}
+
+#[async_trait::async_trait]
+impl crate::OpenFile for LocalFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn is_current(&self) -> Result<bool, StoreError> {
+        match tokio::fs::metadata(&self.path).await {
+            Ok(m) => Ok(m.dev() == self.dev && m.ino() == self.ino),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io(&self.path, e)),
+        }
+    }
+
+    fn read(self: Box<Self>, offset: u64, len: u64) -> ByteStream {
+        use futures::TryStreamExt;
+        let mut file = tokio::fs::File::from_std(self.file);
+        futures::stream::once(async move {
+            file.seek(io::SeekFrom::Start(offset)).await?;
+            Ok::<_, io::Error>(stream_file(file, len))
+        })
+        .try_flatten()
+        .boxed()
+    }
+}
+
 /// Alignment O_DIRECT needs for offsets, lengths and buffer addresses.
 const ALIGN: usize = 4096;
 /// Size of one write (and of the one buffer each write holds).
@@ -711,16 +749,31 @@ impl Store for LocalStore {
         .await
     }
 
-    async fn read_file(
+    async fn open_file(
         &self,
         space: &SpaceName,
         path: &SpacePath,
-        offset: u64,
-        len: u64,
-    ) -> Result<ByteStream, StoreError> {
+    ) -> Result<Box<dyn crate::OpenFile>, StoreError> {
         let dest = self.file_path(space, path);
-        let file = open_at(&dest, offset, format!("{space}/{path}")).await?;
-        Ok(stream_file(file, len))
+        let what = format!("{space}/{path}");
+        blocking(move || {
+            let file = File::open(&dest).map_err(|e| match e.kind() {
+                ErrorKind::NotFound => StoreError::NotFound(what.clone()),
+                _ => StoreError::io(&dest, e),
+            })?;
+            let meta = file.metadata().map_err(|e| StoreError::io(&dest, e))?;
+            if !meta.is_file() {
+                return Err(StoreError::NotFound(what));
+            }
+            Ok(Box::new(LocalFile {
+                file,
+                path: dest,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                size: meta.len(),
+            }) as Box<dyn crate::OpenFile>)
+        })
+        .await
     }
 
     async fn file_exists(&self, space: &SpaceName, path: &SpacePath) -> Result<bool, StoreError> {

@@ -50,6 +50,19 @@ impl Server {
         s
     }
 
+    /// Starts with its data in `data` (e.g. on a small filesystem).
+    pub fn start_in(data: PathBuf) -> Server {
+        let mut s = Server {
+            url: String::new(),
+            data,
+            child: None,
+            _tmp: None,
+            extra: Vec::new(),
+        };
+        s.spawn();
+        s
+    }
+
     fn spawn(&mut self) {
         let mut cmd = Command::new(ferry_bin());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

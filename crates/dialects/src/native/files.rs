@@ -23,7 +23,9 @@ pub async fn download(
     Path((space, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let f = st.engine.stat_file(&c, &space, &path).await?;
+    // The record and the bytes of one version: headers and body agree.
+    let opened = st.engine.open_file(&c, &space, &path).await?;
+    let f = opened.file.clone();
     let etag = format!("\"{}\"", f.sha256);
     let sha_b64 = b64(&hex_bytes(&f.sha256));
     let mut out = HeaderMap::new();
@@ -91,7 +93,7 @@ pub async fn download(
     if method == Method::HEAD {
         return Ok((status, out).into_response());
     }
-    let body = st.engine.read_file(&f, offset, len).await?;
+    let body = opened.read(offset, len);
     Ok((status, out, Body::from_stream(body)).into_response())
 }
 

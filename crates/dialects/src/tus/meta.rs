@@ -97,3 +97,43 @@ mod tests {
         assert!(parse_upload_metadata("").unwrap().is_empty());
     }
 }
+
+/// Fuzzing campaign (issue 11, G): `Upload-Metadata` never panics, and
+/// what a client encodes comes back.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn upload_metadata_never_panics(v in prop_oneof![any::<String>(), "([a-z]{0,5}( [A-Za-z0-9+/=]{0,12})?,? ?){0,4}"]) {
+            let _ = parse_upload_metadata(&v);
+        }
+
+        #[test]
+        fn upload_metadata_round_trips(pairs in proptest::collection::btree_map("[a-zA-Z0-9_.-]{1,12}", proptest::option::of(any::<String>()), 0..6)) {
+            let header = pairs
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k} {}", B64.encode(v)),
+                    None => k.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let parsed = parse_upload_metadata(&header).unwrap();
+            // An empty value encodes to nothing: the key comes back bare.
+            let want: BTreeMap<String, Option<String>> = pairs
+                .into_iter()
+                .map(|(k, v)| (k, v.filter(|v| !v.is_empty())))
+                .collect();
+            let got: BTreeMap<String, Option<String>> = parsed
+                .into_iter()
+                .map(|(k, v)| (k, v.filter(|v| !v.is_empty())))
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}

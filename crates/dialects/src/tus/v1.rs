@@ -417,3 +417,44 @@ async fn delete(st: &TusState, id: &str, headers: &HeaderMap) -> TusResult {
     st.engine.abort_upload(&caller, id).await?;
     Ok(respond(StatusCode::NO_CONTENT, HeaderMap::new()))
 }
+
+/// Fuzzing campaign (issue 11, G): tus request headers never panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn headerish() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "(sha1|sha256|md5|SHA1|crc32)? ?[A-Za-z0-9+/=]{0,48}",
+            "(partial|final;?)?( ?(/tus/)?[a-z0-9]{0,12}){0,3}",
+            "[-+ 0-9]{0,24}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn upload_checksum_never_panics_and_has_the_algorithms_length(v in headerish()) {
+            if let Ok(d) = parse_checksum(&v) {
+                prop_assert_eq!(d.bytes.len(), d.algo.output_len());
+            }
+        }
+
+        #[test]
+        fn upload_offset_concat_and_length_headers_never_panic(v in headerish()) {
+            let Ok(value) = axum::http::HeaderValue::from_str(&v) else {
+                return Ok(());
+            };
+            let mut hs = HeaderMap::new();
+            for name in ["upload-offset", "upload-length", "upload-concat", "upload-checksum", "upload-defer-length"] {
+                hs.insert(name, value.clone());
+            }
+            let _ = int_header(&hs, "upload-offset");
+            let _ = int_header(&hs, "upload-length");
+            let _ = checks(&hs, Default::default());
+        }
+    }
+}

@@ -184,3 +184,41 @@ mod tests {
         assert_eq!(&files_completed(3)[..], &[5, 0, 0, 0, 3]);
     }
 }
+
+/// Fuzzing campaign (issue 11, G): no frame a client sends panics the
+/// parser, and a frame that parses holds only what it carried.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn any_frame_parses_or_is_refused_without_panicking(frame in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(msgs) = parse(Bytes::from(frame.clone())) {
+                let carried: usize = msgs
+                    .iter()
+                    .map(|m| match m {
+                        Incoming::Chunk(_, b) => b.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                prop_assert!(carried <= frame.len());
+            }
+        }
+
+        /// Frames that start with a real opcode and carry huge counts or
+        /// lengths reach the deeper branches.
+        #[test]
+        fn frames_with_real_opcodes_never_panic(op in 0u8..8, counts in proptest::collection::vec(any::<u32>(), 0..4), tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut frame = vec![op];
+            for c in counts {
+                frame.extend_from_slice(&c.to_be_bytes());
+            }
+            frame.extend_from_slice(&tail);
+            let _ = parse(Bytes::from(frame));
+        }
+    }
+}
