@@ -563,7 +563,6 @@ async fn malformed_headers_ranges_digests_paths_and_bodies_answer_each_dialects_
 }
 
 #[tokio::test]
-#[ignore = "fixed on another branch of issue 11 (B): tus checks Content-Type by prefix and takes application/offset+octet-streamx"]
 async fn a_tus_patch_whose_content_type_only_starts_with_offset_octet_stream_answers_415() {
     let s = Server::start();
     let tok = user(&s, "ines").await;

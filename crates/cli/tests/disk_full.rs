@@ -227,7 +227,6 @@ async fn a_full_data_disk_answers_507_and_every_upload_commits_once_space_return
 }
 
 #[tokio::test]
-#[ignore = "fixed on branch lifecycle: a full metadata database answers 500 (create, commit), not 507 (issue 11, D)"]
 async fn a_full_metadata_disk_answers_507_and_a_refused_commit_succeeds_once_space_returns() {
     let Some(fs) = small_fs() else { return };
     let s = Server::start_in(fs.dir.join("data"));

@@ -355,7 +355,6 @@ async fn bob_reaches_nothing_of_alices_on_any_route_of_any_dialect() {
 }
 
 #[tokio::test]
-#[ignore = "fixed on branch rules: deepset lists the sessions of a workspace the caller may not write (200, empty) instead of 403 (issue 11, B)"]
 async fn bob_cannot_list_the_deepset_sessions_of_alices_workspace() {
     let s = Server::start();
     let alice = user(&s, "alice").await;

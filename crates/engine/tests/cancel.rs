@@ -164,14 +164,12 @@ impl Store for StallingStore {
         }
         self.inner.promote(u, s, p, m).await
     }
-    async fn read_file(
+    async fn open_file(
         &self,
         s: &SpaceName,
         p: &SpacePath,
-        o: u64,
-        l: u64,
-    ) -> Result<ByteStream, StoreError> {
-        self.inner.read_file(s, p, o, l).await
+    ) -> Result<Box<dyn ferry_store::OpenFile>, StoreError> {
+        self.inner.open_file(s, p).await
     }
     async fn file_exists(&self, s: &SpaceName, p: &SpacePath) -> Result<bool, StoreError> {
         self.inner.file_exists(s, p).await

@@ -161,12 +161,21 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(dir, e))
 }
 
+/// Other file-system calls (open, create, rename, fsync of a folder) on
+/// blocking threads at a time: a burst of a thousand requests opening
+/// their files waits here instead of growing the blocking pool.
+static FILE_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::io("<blocking task>", io::Error::other(e))))
+    let permit = FILE_JOBS.acquire().await.expect("never closed");
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .unwrap_or_else(|e| Err(StoreError::io("<blocking task>", io::Error::other(e))))
 }
 
 /// Creates each missing folder of `rel` under `root`, fsyncing the parent of
