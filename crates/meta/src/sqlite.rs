@@ -90,6 +90,37 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Data migrations, run once each in order: `PRAGMA user_version` counts
+/// those applied (a database created now starts at the last).
+const MIGRATIONS: &[&str] = &[
+    // 1. The commit mode moved from the dialects into `auto_commit`: open
+    // tus sessions (partial uploads aside) and Graph sessions without
+    // deferCommit, which their dialect used to commit itself, now commit
+    // on their last byte.
+    "UPDATE sessions SET auto_commit = 1 WHERE state = 'open' AND auto_commit = 0 AND (\
+       (dialect = 'tus' AND id NOT IN \
+          (SELECT session_id FROM uploads WHERE path LIKE '.tus-partial/%')) \
+       OR (dialect = 'graph' AND id IN (SELECT session_id FROM uploads \
+          WHERE json_valid(metadata) AND json_extract(metadata, '$.defer_commit') = 0)));",
+];
+
+fn migrate(conn: &Connection, fresh: bool) -> rusqlite::Result<()> {
+    let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if done >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    // A new database has nothing to migrate: it only records the version.
+    let todo = if fresh { &[][..] } else { &MIGRATIONS[done..] };
+    for m in todo {
+        conn.execute_batch(m)?;
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA user_version = {}; COMMIT",
+        MIGRATIONS.len()
+    ))
+}
+
 type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<()>) + Send> + Send>;
 
 /// SQLite-backed [`MetaStore`]; cheap to clone.
@@ -116,9 +147,15 @@ impl Sqlite {
     pub fn open(path: impl AsRef<Path>) -> Result<Sqlite> {
         let path = path.as_ref().to_path_buf();
         let conn = open_conn(&path)?;
+        let fresh: bool = conn.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sessions')",
+            [],
+            |r| r.get(0),
+        )?;
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn)?;
         conn.execute_batch(ADDED_INDEXES)?;
+        migrate(&conn, fresh)?;
         // Checkpoints run beside the writer, not inside a write batch: an
         // automatic checkpoint would stall every request waiting on that batch.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;

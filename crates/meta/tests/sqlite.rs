@@ -21,3 +21,69 @@ async fn acknowledged_writes_survive_reopen() {
     let u1 = db.get_upload("u1").await.unwrap().unwrap();
     assert_eq!(u1.received.len(), 10, "the state after forget() was kept");
 }
+
+/// A database from before the commit mode was stored with the session:
+/// open tus sessions (not partial uploads) and Graph sessions without
+/// deferCommit commit on their last byte once it is opened; the rest keep
+/// manual commits.
+#[tokio::test]
+async fn sessions_whose_dialect_committed_them_commit_on_their_last_byte_after_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    drop(Sqlite::open(&path).unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let rows = [
+            ("tus", "tus", "a.bin", "null", "open"),
+            ("partial", "tus", ".tus-partial/0a1b", "null", "open"),
+            (
+                "graph",
+                "graph",
+                "g.bin",
+                r#"'{"defer_commit":false}'"#,
+                "open",
+            ),
+            (
+                "deferred",
+                "graph",
+                "d.bin",
+                r#"'{"defer_commit":true}'"#,
+                "open",
+            ),
+            ("native", "native", "n.bin", "null", "open"),
+            ("done", "tus", "c.bin", "null", "committed"),
+        ];
+        for (id, dialect, p, meta, state) in rows {
+            c.execute_batch(&format!(
+                "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect) \
+                 VALUES ('{id}', 'alice', 'alice', 'fail', 0, '{state}', 0, 9999999999999, '{dialect}');
+                 INSERT INTO uploads (id, session_id, idx, path, length, part_size, state, metadata) \
+                 VALUES ('u-{id}', '{id}', 0, '{p}', 10, 10, 'open', {meta});"
+            ))
+            .unwrap();
+        }
+        c.execute_batch("PRAGMA user_version = 0").unwrap();
+    }
+    let db = Sqlite::open(&path).unwrap();
+    for (id, auto) in [
+        ("tus", true),
+        ("partial", false),
+        ("graph", true),
+        ("deferred", false),
+        ("native", false),
+        ("done", false),
+    ] {
+        let s = db.get_session(id).await.unwrap().unwrap();
+        assert_eq!(s.auto_commit, auto, "{id}");
+    }
+    // Once applied, a migration does not run again: a manual session made
+    // afterwards stays manual across a reopen.
+    drop(db);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("UPDATE sessions SET auto_commit = 0 WHERE id = 'tus'")
+            .unwrap();
+    }
+    let db = Sqlite::open(&path).unwrap();
+    assert!(!db.get_session("tus").await.unwrap().unwrap().auto_commit);
+}
