@@ -26,6 +26,8 @@
 //!   reader can match the version it holds with the file's record.
 
 pub mod local;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -52,6 +54,27 @@ pub enum StoreError {
     NotFound(String),
     #[error("the request body failed: {0}")]
     Body(#[source] io::Error),
+    /// The object store could not be reached, timed out or failed on its
+    /// side (5xx): worth retrying later.
+    #[error("the object store is unavailable ({what}): {source}")]
+    Unavailable {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The object store refused a request.
+    #[error("the object store refused {what}: {source}")]
+    Remote {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Bytes a completion needs are not staged.
+    #[error("incomplete: {0}")]
+    Incomplete(String),
+    /// The store is configured wrongly.
+    #[error("storage configuration: {0}")]
+    Config(String),
     #[error("storage I/O on {path}: {source}")]
     Io {
         path: PathBuf,

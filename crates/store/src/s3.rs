@@ -1,0 +1,784 @@
+//! Staged uploads in S3-compatible object storage.
+//!
+//! An upload is staged as one S3 multipart upload on its final object key,
+//! `<prefix>objects/<upload>`, over a fixed grid of *cells* of `cell_size`
+//! bytes: cell `k` is S3 part `k + 1`. Nothing is kept on a node: whatever a
+//! write reports durable is in the bucket, so any node can continue it.
+//!
+//! - A write that covers a whole cell streams it as that part (no buffer,
+//!   no temporary file).
+//! - A write that covers part of a cell is stored as a *piece*, a small
+//!   object `<prefix>pieces/<upload>/<cell>/<start>-<end>` (absolute
+//!   offsets). When a cell's pieces cover it, they are read back in order
+//!   and streamed into the cell's part, then deleted. Unaligned bytes thus
+//!   cost one extra write and one read in the bucket.
+//! - Sealing (commit) uploads the last cell from its pieces and completes
+//!   the multipart upload: the object then exists, but belongs to no path
+//!   until the metadata says so.
+//!
+//! Which multipart upload belongs to an upload is found with
+//! ListMultipartUploads on its key and cached; the bucket is the source of
+//! truth, so a node that never saw the upload finds it too.
+
+use crate::{ByteStream, StoreError, WriteFailure};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The smallest S3 part other than the last one.
+pub const MIN_PART: u64 = 5 * 1024 * 1024;
+/// The most parts of one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// Where the bucket is and how to address it.
+#[derive(Clone, Debug)]
+pub struct S3Config {
+    /// `None`: AWS's own endpoint for the region.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    /// Prepended to every key (`team/ferry/`); empty for the bucket's root.
+    pub prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which local S3
+    /// servers need.
+    pub path_style: bool,
+    /// Bytes per cell (S3 part) of a staged upload; at least [`MIN_PART`].
+    pub cell_size: u64,
+}
+
+impl S3Config {
+    pub fn new(bucket: impl Into<String>) -> S3Config {
+        S3Config {
+            endpoint: None,
+            bucket: bucket.into(),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            path_style: false,
+            cell_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Staged uploads in an S3 bucket; see the module docs.
+pub struct S3Staging {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    cell: u64,
+    /// upload → its multipart upload id, as found or created.
+    mpus: Mutex<HashMap<String, String>>,
+}
+
+/// One piece of a cell, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Piece {
+    key: String,
+    start: u64,
+    end: u64,
+}
+
+/// An SDK error, its whole chain in the text (the SDK's `Display` says
+/// only "service error"). No answer, a timeout or a 5xx is `Unavailable`.
+fn sdk<E>(
+    what: impl Into<String>,
+    e: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use aws_sdk_s3::error::SdkError;
+    let unavailable = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
+        SdkError::ServiceError(s) => s.raw().status().as_u16() >= 500,
+        _ => false,
+    };
+    let what = what.into();
+    let source = Box::new(std::io::Error::other(
+        aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+    ));
+    if unavailable {
+        StoreError::Unavailable { what, source }
+    } else {
+        StoreError::Remote { what, source }
+    }
+}
+
+/// A body of exactly `len` bytes for the SDK, streamed from `chunks`.
+fn s3_body(
+    chunks: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+) -> S3Body {
+    let frames = chunks.map_ok(http_body::Frame::data);
+    let body = http_body_util::StreamBody::new(sync_wrapper::SyncStream::new(frames));
+    S3Body::from_body_1_x(body)
+}
+
+impl S3Staging {
+    /// A client for `cfg` with credentials from the standard AWS chain
+    /// (environment, profile, instance role…).
+    pub async fn connect(cfg: &S3Config) -> Result<S3Staging, StoreError> {
+        if cfg.cell_size < MIN_PART {
+            return Err(StoreError::Config(format!(
+                "the S3 part size must be at least {MIN_PART} bytes"
+            )));
+        }
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(cfg.region.clone()))
+            .load()
+            .await;
+        let mut b = aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.path_style);
+        if let Some(e) = &cfg.endpoint {
+            b = b.endpoint_url(e);
+        }
+        Ok(S3Staging {
+            client: Client::from_conf(b.build()),
+            bucket: cfg.bucket.clone(),
+            prefix: cfg.prefix.clone(),
+            cell: cfg.cell_size,
+            mpus: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Bytes per cell.
+    pub fn cell_size(&self) -> u64 {
+        self.cell
+    }
+
+    fn object_key(&self, upload: &str) -> String {
+        format!("{}objects/{upload}", self.prefix)
+    }
+
+    fn pieces_prefix(&self, upload: &str, cell: u64) -> String {
+        format!("{}pieces/{upload}/{cell:010}/", self.prefix)
+    }
+
+    /// Checks that the bucket takes a write and a delete.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        // Some servers create a bucket on a first write: ask first.
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(s) if s.is_not_found() => StoreError::Config(format!(
+                    "the bucket {:?} does not exist (NoSuchBucket)",
+                    self.bucket
+                )),
+                _ => sdk(format!("reaching the bucket {:?}", self.bucket), e),
+            })?;
+        let key = format!("{}ready-check", self.prefix);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(S3Body::from_static(b"ok"))
+            .send()
+            .await
+            .map_err(|e| sdk("writing to the bucket", e))?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| sdk("deleting in the bucket", e))?;
+        Ok(())
+    }
+
+    /// Starts the multipart upload of `upload` (idempotent: an existing one
+    /// is kept).
+    pub async fn create(&self, upload: &str) -> Result<(), StoreError> {
+        if self.find_mpu(upload).await?.is_some() {
+            return Ok(());
+        }
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .send()
+            .await
+            .map_err(|e| sdk("starting a multipart upload", e))?;
+        let id = out
+            .upload_id
+            .ok_or_else(|| StoreError::Config("the S3 server gave no upload id".into()))?;
+        self.mpus.lock().unwrap().insert(upload.to_owned(), id);
+        Ok(())
+    }
+
+    /// The multipart upload id of `upload`, if it has one.
+    async fn find_mpu(&self, upload: &str) -> Result<Option<String>, StoreError> {
+        if let Some(id) = self.mpus.lock().unwrap().get(upload) {
+            return Ok(Some(id.clone()));
+        }
+        let key = self.object_key(upload);
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&key)
+            .send()
+            .await
+            .map_err(|e| sdk("listing multipart uploads", e))?;
+        let mut found: Vec<_> = out
+            .uploads()
+            .iter()
+            .filter(|u| u.key() == Some(key.as_str()))
+            .filter_map(|u| Some((u.initiated().copied(), u.upload_id()?.to_owned())))
+            .collect();
+        // Should a create have run twice, the oldest one is the upload's.
+        found.sort_by_key(|(at, _)| at.map(|t| (t.secs(), t.subsec_nanos())));
+        let id = found.into_iter().map(|(_, id)| id).next();
+        if let Some(id) = &id {
+            self.mpus
+                .lock()
+                .unwrap()
+                .insert(upload.to_owned(), id.clone());
+        }
+        Ok(id)
+    }
+
+    async fn mpu(&self, upload: &str) -> Result<String, StoreError> {
+        self.find_mpu(upload)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("staged upload {upload}")))
+    }
+
+    /// Writes `len` bytes of `body` at `offset`; returns what is durable
+    /// from `offset` (a body that ends early keeps the pieces it
+    /// completed and the bytes of the piece it was in).
+    pub async fn write_at(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+        body: ByteStream,
+    ) -> Result<u64, WriteFailure> {
+        let fail = |durable, error| WriteFailure { durable, error };
+        let mpu = self.mpu(upload).await.map_err(|e| fail(0, e))?;
+        let mut body = Chunks::new(body);
+        let mut at = offset;
+        let end = offset + len;
+        while at < end {
+            let cell = at / self.cell;
+            let cell_start = cell * self.cell;
+            let seg_end = end.min(cell_start + self.cell);
+            let seg = seg_end - at;
+            if at == cell_start && seg == self.cell {
+                // A whole cell: streamed as its part. A body that ends
+                // inside it keeps nothing of it.
+                let (tx, rx) = tokio::sync::mpsc::channel(2);
+                let part = futures::stream::poll_fn({
+                    let mut rx = rx;
+                    move |cx| rx.poll_recv(cx)
+                });
+                let (sent, fed) = tokio::join!(
+                    self.upload_part(upload, &mpu, cell, seg, part),
+                    body.feed(seg, tx)
+                );
+                match (sent, fed) {
+                    (Ok(()), Ok(())) => {}
+                    (_, Err(e)) | (Err(e), Ok(())) => return Err(fail(at - offset, e)),
+                }
+            } else {
+                // Part of a cell: a piece, gathered in memory (less than a
+                // cell), so a body that ends early still keeps what came.
+                let (data, err) = body.gather(seg).await;
+                if !data.is_empty() {
+                    let piece_end = at + data.len() as u64;
+                    if let Err(e) = self.put_piece(upload, cell, at, piece_end, data).await {
+                        return Err(fail(at - offset, e));
+                    }
+                    if let Err(e) = self.combine_if_full(upload, &mpu, cell).await {
+                        return Err(fail(piece_end - offset, e));
+                    }
+                    at = piece_end;
+                }
+                if let Some(e) = err {
+                    return Err(fail(at - offset, e));
+                }
+                continue;
+            }
+            at = seg_end;
+        }
+        Ok(len)
+    }
+
+    async fn upload_part(
+        &self,
+        upload: &str,
+        mpu: &str,
+        cell: u64,
+        len: u64,
+        body: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .upload_id(mpu)
+            .part_number(cell as i32 + 1)
+            .content_length(len as i64)
+            .body(s3_body(body))
+            .send()
+            .await
+            .map_err(|e| sdk(format!("uploading part {} of {upload}", cell + 1), e))?;
+        Ok(())
+    }
+
+    async fn put_piece(
+        &self,
+        upload: &str,
+        cell: u64,
+        start: u64,
+        end: u64,
+        data: Bytes,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}{start:020}-{end:020}", self.pieces_prefix(upload, cell));
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(S3Body::from(data))
+            .send()
+            .await
+            .map_err(|e| sdk(format!("storing bytes {start}..{end} of {upload}"), e))?;
+        Ok(())
+    }
+
+    async fn list_pieces(&self, upload: &str, cell: u64) -> Result<Vec<Piece>, StoreError> {
+        let prefix = self.pieces_prefix(upload, cell);
+        let mut pieces = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk("listing staged pieces", e))?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                let Some((a, b)) = key[prefix.len()..].split_once('-') else {
+                    continue;
+                };
+                if let (Ok(start), Ok(end)) = (a.parse(), b.parse()) {
+                    pieces.push(Piece {
+                        key: key.to_owned(),
+                        start,
+                        end,
+                    });
+                }
+            }
+        }
+        pieces.sort_by_key(|p| (p.start, std::cmp::Reverse(p.end)));
+        Ok(pieces)
+    }
+
+    /// The pieces (and the range of each to read) that cover
+    /// `start..end` in order, if they do.
+    fn cover(pieces: &[Piece], start: u64, end: u64) -> Option<Vec<(Piece, u64, u64)>> {
+        let mut at = start;
+        let mut out = Vec::new();
+        for p in pieces {
+            if at >= end {
+                break;
+            }
+            if p.start > at {
+                return None; // a hole
+            }
+            if p.end > at {
+                out.push((p.clone(), at, p.end.min(end)));
+                at = p.end.min(end);
+            }
+        }
+        (at >= end).then_some(out)
+    }
+
+    /// Uploads cell `cell` from its pieces if they cover `cell..cell_end`
+    /// (the whole cell, or up to the file's end for the last one), then
+    /// deletes them. Returns whether it did.
+    async fn combine(
+        &self,
+        upload: &str,
+        mpu: &str,
+        cell: u64,
+        cell_end: u64,
+    ) -> Result<bool, StoreError> {
+        let pieces = self.list_pieces(upload, cell).await?;
+        let Some(cover) = Self::cover(&pieces, cell * self.cell, cell_end) else {
+            return Ok(false);
+        };
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let reads = futures::stream::iter(cover)
+            .then(move |(p, a, b)| {
+                let (client, bucket) = (client.clone(), bucket.clone());
+                async move {
+                    let out = client
+                        .get_object()
+                        .bucket(bucket)
+                        .key(&p.key)
+                        .range(format!("bytes={}-{}", a - p.start, b - p.start - 1))
+                        .send()
+                        .await
+                        .map_err(|e| std::io::Error::other(e.into_service_error()))?;
+                    Ok::<_, std::io::Error>(object_stream(out.body))
+                }
+            })
+            .try_flatten();
+        self.upload_part(upload, mpu, cell, cell_end - cell * self.cell, reads)
+            .await?;
+        for p in pieces {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&p.key)
+                .send()
+                .await
+                .map_err(|e| sdk("deleting a staged piece", e))?;
+        }
+        Ok(true)
+    }
+
+    async fn combine_if_full(&self, upload: &str, mpu: &str, cell: u64) -> Result<(), StoreError> {
+        match self
+            .combine(upload, mpu, cell, (cell + 1) * self.cell)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Another writer combined the cell and deleted a piece this
+            // one was reading: the part is there.
+            Err(e) if self.part_sizes(upload, mpu).await?.get(&(cell + 1)) == Some(&self.cell) => {
+                tracing::debug!(upload, cell, error = %e, "cell combined by another writer");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Part number → (size, ETag) of the parts uploaded so far.
+    async fn parts(
+        &self,
+        upload: &str,
+        mpu: &str,
+    ) -> Result<HashMap<u64, (u64, String)>, StoreError> {
+        let mut parts = HashMap::new();
+        let mut pages = self
+            .client
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .upload_id(mpu)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk(format!("listing the parts of {upload}"), e))?;
+            for p in page.parts() {
+                if let (Some(n), Some(size), Some(etag)) = (p.part_number(), p.size(), p.e_tag()) {
+                    parts.insert(n as u64, (size as u64, etag.to_owned()));
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    async fn part_sizes(&self, upload: &str, mpu: &str) -> Result<HashMap<u64, u64>, StoreError> {
+        Ok(self
+            .parts(upload, mpu)
+            .await?
+            .into_iter()
+            .map(|(n, (size, _))| (n, size))
+            .collect())
+    }
+
+    /// Completes the upload of `size` bytes into its object: the cells
+    /// still in pieces are uploaded, then the parts joined. Idempotent: an
+    /// upload already sealed answers `Ok`.
+    pub async fn seal(&self, upload: &str, size: u64) -> Result<(), StoreError> {
+        let Some(mpu) = self.find_mpu(upload).await? else {
+            return match self.object_size(upload).await? {
+                Some(s) if s == size => Ok(()),
+                _ => Err(StoreError::NotFound(format!("staged upload {upload}"))),
+            };
+        };
+        let cells = size.div_ceil(self.cell).max(1);
+        let mut parts = self.parts(upload, &mpu).await?;
+        let mut changed = false;
+        for cell in 0..cells {
+            let want = (size - cell * self.cell).min(self.cell);
+            if parts.get(&(cell + 1)).map(|p| p.0) == Some(want) {
+                continue;
+            }
+            let end = cell * self.cell + want;
+            changed = true;
+            if want == 0 {
+                // An empty file: one empty part.
+                self.upload_part(upload, &mpu, 0, 0, futures::stream::empty())
+                    .await?;
+            } else if !self.combine(upload, &mpu, cell, end).await? {
+                return Err(StoreError::Incomplete(format!(
+                    "bytes {}..{end} of {upload} are missing",
+                    cell * self.cell
+                )));
+            }
+        }
+        if changed {
+            parts = self.parts(upload, &mpu).await?;
+        }
+        let mut done: Vec<_> = parts
+            .into_iter()
+            .filter(|(n, _)| *n <= cells)
+            .map(|(n, (_, etag))| {
+                CompletedPart::builder()
+                    .part_number(n as i32)
+                    .e_tag(etag)
+                    .build()
+            })
+            .collect();
+        done.sort_by_key(|p| p.part_number());
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .upload_id(&mpu)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk(format!("completing {upload}"), e))?;
+        self.mpus.lock().unwrap().remove(upload);
+        Ok(())
+    }
+
+    /// The size of `upload`'s sealed object, if it exists.
+    pub async fn object_size(&self, upload: &str) -> Result<Option<u64>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(o.content_length().unwrap_or(0) as u64)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(sdk("reading an object's size", e)),
+        }
+    }
+
+    /// Streams `len` bytes of the sealed object of `upload` from `offset`
+    /// (one ranged GET, read as it arrives).
+    pub async fn read_object(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, StoreError> {
+        if len == 0 {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .range(format!("bytes={offset}-{}", offset + len - 1))
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(s) if s.is_no_such_key() => StoreError::NotFound(format!("object {upload}")),
+                _ => sdk(format!("reading {upload}"), e),
+            })?;
+        Ok(object_stream(out.body).boxed())
+    }
+
+    /// Aborts the multipart upload, deletes its pieces and any sealed
+    /// object (idempotent).
+    pub async fn discard(&self, upload: &str) -> Result<(), StoreError> {
+        if let Some(mpu) = self.find_mpu(upload).await? {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(self.object_key(upload))
+                .upload_id(&mpu)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => {}
+                Err(e) => return Err(sdk(format!("aborting {upload}"), e)),
+            }
+            self.mpus.lock().unwrap().remove(upload);
+        }
+        let prefix = format!("{}pieces/{upload}/", self.prefix);
+        let keys = self.list_keys(&prefix).await?;
+        for key in keys.into_iter().chain([self.object_key(upload)]) {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| sdk(format!("deleting what {upload} staged"), e))?;
+        }
+        Ok(())
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk("listing objects", e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        Ok(keys)
+    }
+
+    /// Multipart uploads in progress under the prefix, as (upload, id):
+    /// what a sweep compares with the metadata.
+    pub async fn list_in_progress(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let prefix = format!("{}objects/", self.prefix);
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| sdk("listing multipart uploads", e))?;
+            for u in page.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    out.push((k[prefix.len()..].to_owned(), id.to_owned()));
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+        }
+    }
+}
+
+/// An S3 response body as a stream of chunks.
+fn object_stream(
+    body: S3Body,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::try_unfold(body, |mut b| async move {
+        match b.try_next().await {
+            Ok(Some(chunk)) => Ok(Some((chunk, b))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    })
+}
+
+/// A request body consumed in segments.
+struct Chunks {
+    body: ByteStream,
+    /// Bytes read from `body` but not yet handed out.
+    held: Option<Bytes>,
+}
+
+impl Chunks {
+    fn new(body: ByteStream) -> Chunks {
+        Chunks { body, held: None }
+    }
+
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        match self.held.take() {
+            Some(b) => Some(Ok(b)),
+            None => self.body.next().await,
+        }
+    }
+
+    /// Gathers up to `n` bytes; stops early at the body's end or error.
+    async fn gather(&mut self, n: u64) -> (Bytes, Option<StoreError>) {
+        let mut buf = BytesMut::new();
+        while (buf.len() as u64) < n {
+            match self.next().await {
+                Some(Ok(mut b)) => {
+                    let want = (n - buf.len() as u64) as usize;
+                    if b.len() > want {
+                        self.held = Some(b.split_off(want));
+                    }
+                    buf.extend_from_slice(&b);
+                }
+                Some(Err(e)) => return (buf.freeze(), Some(StoreError::Body(e))),
+                None => {
+                    let short = StoreError::Body(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the body ended early",
+                    ));
+                    return (buf.freeze(), Some(short));
+                }
+            }
+        }
+        (buf.freeze(), None)
+    }
+
+    /// Sends the next `n` bytes into `tx`, for one part upload; if the
+    /// body ends early or fails, the part's stream ends in an error, so
+    /// that the part is not stored short.
+    async fn feed(
+        &mut self,
+        n: u64,
+        tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ) -> Result<(), StoreError> {
+        let mut sent = 0u64;
+        while sent < n {
+            let chunk = match self.next().await {
+                Some(Ok(mut b)) => {
+                    let want = (n - sent) as usize;
+                    if b.len() > want {
+                        self.held = Some(b.split_off(want));
+                    }
+                    b
+                }
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(std::io::Error::other("the body failed"))).await;
+                    return Err(StoreError::Body(e));
+                }
+                None => {
+                    let _ = tx
+                        .send(Err(std::io::Error::other("the body ended early")))
+                        .await;
+                    return Err(StoreError::Body(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the body ended early",
+                    )));
+                }
+            };
+            sent += chunk.len() as u64;
+            if tx.send(Ok(chunk)).await.is_err() {
+                // The part upload stopped; its error is the answer.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
