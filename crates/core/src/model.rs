@@ -333,6 +333,11 @@ pub struct Upload {
     /// Where the commit put (or is putting) the file.
     pub final_path: Option<SpacePath>,
     pub file_id: Option<String>,
+    /// The id of a file this upload is a new version of: the commit puts
+    /// the new bytes at the upload's path and moves the file there (its
+    /// id kept, its old path gone), all in one step (Box's new version
+    /// under a new name).
+    pub replaces: Option<String>,
 }
 
 impl Upload {
@@ -439,6 +444,7 @@ mod tests {
             parts: BTreeMap::new(),
             final_path: None,
             file_id: None,
+            replaces: None,
         }
     }
 

@@ -32,8 +32,10 @@ struct Candidate {
 
 enum Decision {
     /// Promote to a path; when replacing a file, its id (a file keeps
-    /// its id across replacements at its path).
-    Promote(SpacePath, Promote, Option<String>),
+    /// its id across replacements at its path), and the path it moves
+    /// from when the upload is a new version under another name
+    /// (`Upload::replaces`).
+    Promote(SpacePath, Promote, Option<String>, Option<SpacePath>),
     Skip(Box<FileRecord>),
 }
 
@@ -317,9 +319,13 @@ impl Engine {
         {
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
-                let d = self.decide(session, &c.upload.path).await?;
-                if let Decision::Promote(p, _, _) = &d {
+                let d = self.decide(session, &c.upload).await?;
+                if let Decision::Promote(p, _, _, moved_from) = &d {
                     claims.claim(p);
+                    // The old path stays claimed until its bytes are gone.
+                    if let Some(old) = moved_from {
+                        claims.claim(old);
+                    }
                 }
                 decisions.push(d);
             }
@@ -379,7 +385,7 @@ impl Engine {
             .iter()
             .zip(&decisions)
             .filter_map(|(c, d)| match d {
-                Decision::Promote(p, _, _) => Some((c.upload.id.clone(), p.clone())),
+                Decision::Promote(p, ..) => Some((c.upload.id.clone(), p.clone())),
                 Decision::Skip(_) => None,
             })
             .collect();
@@ -393,11 +399,18 @@ impl Engine {
         // hundred fsyncs rather than 10,000. Results keep the upload order.
         let now = now_ms();
         let store = &self.inner.store;
+        let moved: Vec<SpacePath> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Promote(_, _, _, moved_from) => moved_from.clone(),
+                Decision::Skip(_) => None,
+            })
+            .collect();
         let done: Vec<Committed> = futures::stream::iter(candidates.into_iter().zip(decisions))
             .map(|(c, d)| async move {
                 let up = c.upload;
                 Ok::<_, EngineError>(match d {
-                    Decision::Promote(path, mode, keep_id) => {
+                    Decision::Promote(path, mode, keep_id, _) => {
                         store.promote(&up.id, &session.space, &path, mode).await?;
                         Committed {
                             file: FileRecord {
@@ -445,13 +458,63 @@ impl Engine {
         } else {
             SessionEnd::IfSettled(&session.id)
         };
+        // A file moved to a new path keeps its id, so recording it removes
+        // its record at the old path in the same transaction.
         let ended = meta.finish_commit(end, &done).await?;
         metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
+        for old in moved {
+            self.remove_moved(&session.space, &old).await;
+        }
         Ok((done, ended))
     }
 
+    /// Removes the bytes a moved file left at its old path (its record is
+    /// gone already): a failure leaves bytes nobody lists, logged.
+    async fn remove_moved(&self, space: &SpaceName, old: &SpacePath) {
+        match self.inner.store.delete_file(space, old).await {
+            Ok(()) | Err(ferry_store::StoreError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::error!(%space, path = %old, error = %e, "cannot remove the old path of a moved file")
+            }
+        }
+    }
+
+    /// The file an upload is a new version of, if it is still in the
+    /// session's space at another path than the upload's: it moves.
+    async fn moved_file(&self, session: &Session, upload: &Upload) -> Result<Option<FileRecord>> {
+        let Some(id) = &upload.replaces else {
+            return Ok(None);
+        };
+        Ok(self
+            .inner
+            .meta
+            .get_file_by_id(id)
+            .await?
+            .filter(|f| f.space == session.space && f.path != upload.path))
+    }
+
+    /// Where an upload goes under the session's policy.
+    async fn decide(&self, session: &Session, upload: &Upload) -> Result<Decision> {
+        let path = &upload.path;
+        if let Some(f) = self.moved_file(session, upload).await? {
+            if self.pending_occupant(&session.space, &f.path).is_some() {
+                return Err(EngineError::Conflict(format!(
+                    "another commit to {}/{} is in progress; retry in a moment",
+                    session.space, f.path
+                )));
+            }
+            return Ok(match self.decide_at(session, path).await? {
+                Decision::Promote(p, mode, _, _) => {
+                    Decision::Promote(p, mode, Some(f.id), Some(f.path))
+                }
+                skip => skip,
+            });
+        }
+        self.decide_at(session, path).await
+    }
+
     /// Where an upload for `path` goes under the session's policy.
-    async fn decide(&self, session: &Session, path: &SpacePath) -> Result<Decision> {
+    async fn decide_at(&self, session: &Session, path: &SpacePath) -> Result<Decision> {
         let pending = self.pending_occupant(&session.space, path);
         if pending.is_some() && session.conflict == ConflictPolicy::Replace {
             return Err(EngineError::Conflict(format!(
@@ -467,7 +530,7 @@ impl Engine {
             path: format!("{}/{}", session.space, path),
         };
         Ok(match (occupant, session.conflict) {
-            (None, _) => Decision::Promote(path.clone(), Promote::NoReplace, None),
+            (None, _) => Decision::Promote(path.clone(), Promote::NoReplace, None, None),
             (Some(Occupant::FileAncestor(a)), _) => {
                 return Err(EngineError::AlreadyExists {
                     path: format!("{}/{} (a file where a folder is needed)", session.space, a),
@@ -475,7 +538,7 @@ impl Engine {
             }
             (Some(_), ConflictPolicy::Fail) => return Err(exists()),
             (Some(Occupant::File(f)), ConflictPolicy::Replace) => {
-                Decision::Promote(path.clone(), Promote::Replace, Some(f.id))
+                Decision::Promote(path.clone(), Promote::Replace, Some(f.id), None)
             }
             (Some(Occupant::File(f)), ConflictPolicy::Skip) => Decision::Skip(f),
             (Some(_), ConflictPolicy::Rename | ConflictPolicy::MergeRename) => {
@@ -487,7 +550,7 @@ impl Engine {
                     if self.pending_occupant(&session.space, &candidate).is_none()
                         && self.occupant(&session.space, &candidate).await?.is_none()
                     {
-                        return Ok(Decision::Promote(candidate, Promote::NoReplace, None));
+                        return Ok(Decision::Promote(candidate, Promote::NoReplace, None, None));
                     }
                 }
                 return Err(exists());
@@ -748,9 +811,12 @@ impl Engine {
             }
             h.finish()
         };
-        // A replaced file keeps its id: its record is still the old one.
-        let id = match meta.get_file(&session.space, &path).await? {
-            Some(old) if mode == Promote::Replace => old.id,
+        // A replaced file keeps its id: its record is still the old one;
+        // so does a file moved here (a new version under a new name).
+        let moved = self.moved_file(&session, &up).await?;
+        let id = match (&moved, meta.get_file(&session.space, &path).await?) {
+            (Some(f), _) => f.id.clone(),
+            (None, Some(old)) if mode == Promote::Replace => old.id,
             _ => random_hex(16),
         };
         let done = Committed {
@@ -778,6 +844,9 @@ impl Engine {
         // (a whole-session commit's session is `committing`: left to step 2).
         meta.finish_commit(SessionEnd::IfSettled(&session.id), &[done])
             .await?;
+        if let Some(f) = moved {
+            self.remove_moved(&session.space, &f.path).await;
+        }
         Ok(Rolled::Forward)
     }
 }

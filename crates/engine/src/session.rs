@@ -21,6 +21,9 @@ pub struct NewUpload {
     pub metadata: Option<String>,
     /// Whole-file digests to keep besides SHA-256 (recorded with the file).
     pub whole_digests: Vec<DigestAlgo>,
+    /// The id of a file this upload is a new version of (`Upload::replaces`):
+    /// its commit moves that file to the upload's path, atomically.
+    pub replaces: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -287,6 +290,7 @@ impl Engine {
                 parts: BTreeMap::new(),
                 final_path: None,
                 file_id: None,
+                replaces: nu.replaces,
             });
         }
 

@@ -64,6 +64,7 @@ fn upload(id: &str, sid: &str, path: &str, length: Length) -> Upload {
         parts: BTreeMap::new(),
         final_path: None,
         file_id: None,
+        replaces: None,
     }
 }
 
@@ -363,6 +364,24 @@ pub async fn commit_is_one_transaction(m: &dyn MetaStore) {
             .unwrap()
             .id,
         "f6"
+    );
+    // A record keeps its id: recorded at another path (a new version
+    // under a new name), it leaves its old path in the same transaction.
+    m.finish_commit(
+        SessionEnd::Keep,
+        &[Committed {
+            upload_id: "u4".into(),
+            state: UploadState::Committed,
+            final_path: p("moved.txt"),
+            file: file("f6", "dan", "moved.txt", 9, "dan"),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(m.get_file(&sp("dan"), &p("x.txt")).await.unwrap(), None);
+    assert_eq!(
+        m.get_file_by_id("f6").await.unwrap().unwrap().path,
+        p("moved.txt")
     );
 }
 

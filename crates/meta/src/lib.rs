@@ -12,6 +12,9 @@
 //!   together with its upload's new state, or nothing changes.
 //! - A file path is unique within a space; `finish_commit` replaces the
 //!   record at a path (the engine has already applied the conflict policy).
+//! - A file id names one record: `finish_commit` of a file whose id is
+//!   recorded at another path moves it (the old path's record goes in the
+//!   same transaction: a new version under a new name).
 
 pub mod sqlite;
 

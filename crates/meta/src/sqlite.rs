@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id), idx INTEGER NOT NULL,
   path TEXT NOT NULL, length INTEGER, part_size INTEGER NOT NULL, state TEXT NOT NULL,
   expected_sha256 TEXT, content_type TEXT, metadata TEXT, final_path TEXT, file_id TEXT,
-  whole_digests TEXT);
+  whole_digests TEXT, replaces TEXT);
 CREATE INDEX IF NOT EXISTS uploads_session ON uploads(session_id, idx);
 CREATE INDEX IF NOT EXISTS uploads_session_path ON uploads(session_id, path);
 CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
@@ -70,6 +70,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "files_expire", "INTEGER"),
     ("files", "expires_at", "INTEGER"),
     ("sessions", "failure", "TEXT"),
+    ("uploads", "replaces", "TEXT"),
 ];
 
 /// Indexes on added columns, created once the columns exist.
@@ -102,6 +103,12 @@ const MIGRATIONS: &[&str] = &[
           (SELECT session_id FROM uploads WHERE path LIKE '.tus-partial/%')) \
        OR (dialect = 'graph' AND id IN (SELECT session_id FROM uploads \
           WHERE json_valid(metadata) AND json_extract(metadata, '$.defer_commit') = 0)));",
+    // 2. Box's new version under a new name moved from the dialect (which
+    // kept the old path in the upload's metadata and deleted it after the
+    // commit) into `replaces` (the file id the commit moves): unfinished
+    // Box uploads get it from their old path, and Box's bookkeeping leaves
+    // the user's metadata of Box uploads and of the files they made.
+    "UPDATE uploads SET replaces = (SELECT f.id FROM files f JOIN sessions s ON f.space = s.space         WHERE s.id = uploads.session_id AND f.path = json_extract(uploads.metadata, '$.renames'))        WHERE state IN ('open', 'committing') AND json_valid(metadata)        AND json_extract(metadata, '$.renames') IS NOT NULL        AND session_id IN (SELECT id FROM sessions WHERE dialect = 'box');      UPDATE files SET metadata = NULL WHERE json_valid(metadata)        AND (metadata = '{}' OR json_extract(metadata, '$.renames') IS NOT NULL)        AND id IN (SELECT u.file_id FROM uploads u JOIN sessions s ON s.id = u.session_id          WHERE s.dialect = 'box');      UPDATE uploads SET metadata = NULL        WHERE session_id IN (SELECT id FROM sessions WHERE dialect = 'box');",
 ];
 
 fn migrate(conn: &Connection, fresh: bool) -> rusqlite::Result<()> {
@@ -472,7 +479,7 @@ const USER_COLS: &str = "name, admin, quota_bytes, max_open_sessions, home_space
 /// Inserts uploads with indexes from `first`.
 fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Result<()> {
     let mut stmt = c.prepare_cached(&format!(
-        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
     ))?;
     for (k, up) in ups.iter().enumerate() {
         stmt.execute(params![
@@ -493,7 +500,8 @@ fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Resul
                 .iter()
                 .map(|a| a.name())
                 .collect::<Vec<_>>()
-                .join(","))
+                .join(",")),
+            up.replaces,
         ])?;
     }
     Ok(())
@@ -574,7 +582,7 @@ fn usage_of(c: &Connection, owner: &str) -> rusqlite::Result<Usage> {
 }
 
 const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expected_sha256, \
-    content_type, metadata, final_path, file_id, whole_digests";
+    content_type, metadata, final_path, file_id, whole_digests, replaces";
 fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     Ok(Upload {
         id: r.get(0)?,
@@ -600,6 +608,7 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
             .filter(|n| !n.is_empty())
             .map(|n| DigestAlgo::from_name(n).ok_or_else(|| corrupt("whole_digests", n)))
             .collect::<rusqlite::Result<_>>()?,
+        replaces: r.get(12)?,
     })
 }
 

@@ -87,3 +87,44 @@ async fn sessions_whose_dialect_committed_them_commit_on_their_last_byte_after_u
     let db = Sqlite::open(&path).unwrap();
     assert!(!db.get_session("tus").await.unwrap().unwrap().auto_commit);
 }
+
+/// A database from before Box's new version under a new name was an
+/// engine operation: an unfinished Box upload's old path (kept in its
+/// metadata) becomes the id of the file it `replaces`, and Box's
+/// bookkeeping leaves the user's metadata of Box uploads and their files;
+/// another dialect's metadata is left alone.
+#[tokio::test]
+async fn box_renames_kept_in_user_metadata_move_to_replaces_after_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    drop(Sqlite::open(&path).unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect) VALUES \
+               ('b1', 'alice', 'alice', 'replace', 0, 'open', 0, 9999999999999, 'box'), \
+               ('b0', 'alice', 'alice', 'fail', 0, 'committed', 0, 9999999999999, 'box'), \
+               ('n0', 'alice', 'alice', 'fail', 0, 'committed', 0, 9999999999999, 'native'); \
+             INSERT INTO uploads (id, session_id, idx, path, length, part_size, state, metadata, file_id) VALUES \
+               ('u-b1', 'b1', 0, 'new.txt', 10, 10, 'open', '{\"renames\":\"old.txt\"}', NULL), \
+               ('u-b0', 'b0', 0, 'old.txt', 10, 10, 'committed', '{}', 'f-old'), \
+               ('u-n0', 'n0', 0, 'n.txt', 10, 10, 'committed', '{}', 'f-n'); \
+             INSERT INTO files (id, space, path, size, sha256, owner, created_at, metadata) VALUES \
+               ('f-old', 'alice', 'old.txt', 10, 'x', 'alice', 0, '{}'), \
+               ('f-n', 'alice', 'n.txt', 10, 'x', 'alice', 0, '{}'); \
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let db = Sqlite::open(&path).unwrap();
+    let up = db.get_upload("u-b1").await.unwrap().unwrap();
+    assert_eq!((up.replaces.as_deref(), up.metadata), (Some("f-old"), None));
+    let old = db.get_file_by_id("f-old").await.unwrap().unwrap();
+    assert_eq!(old.metadata, None, "Box's bookkeeping is not user metadata");
+    let native = db.get_file_by_id("f-n").await.unwrap().unwrap();
+    assert_eq!(
+        native.metadata.as_deref(),
+        Some("{}"),
+        "a user's own `{{}}` stays"
+    );
+}
