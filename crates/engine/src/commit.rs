@@ -49,14 +49,17 @@ impl Engine {
     ) -> Result<SessionView> {
         let _guard = self.session_lock(session_id).lock().await;
         let s = self.load_session(caller, session_id).await?;
-        self.commit_loaded(s, expected).await
+        self.commit_loaded(s, expected, &[]).await
     }
 
-    /// [`Engine::commit_session`] of a session already loaded, under its lock.
+    /// [`Engine::commit_session`] of a session already loaded, under its
+    /// lock; the open uploads `drop` are aborted in the transaction that
+    /// records the commit's intent (they could not become files).
     pub(crate) async fn commit_loaded(
         &self,
         s: Session,
         expected: HashMap<String, Digest>,
+        drop: &[String],
     ) -> Result<SessionView> {
         let s = if s.state == SessionState::Committing {
             self.resume_interrupted(&s).await?
@@ -82,7 +85,7 @@ impl Engine {
         }
         let ids: Vec<String> = uploads
             .iter()
-            .filter(|u| u.state == UploadState::Open)
+            .filter(|u| u.state == UploadState::Open && !drop.contains(&u.id))
             .map(|u| u.id.clone())
             .collect();
         for key in expected.keys() {
@@ -93,10 +96,13 @@ impl Engine {
                 ));
             }
         }
-        let done = self.commit_locked(&s, &ids, &expected, true).await?;
+        let done = self.commit_locked(&s, &ids, &expected, true, drop).await?;
         // Answer from what the commit just recorded, without reading back.
         let mut views = Vec::with_capacity(uploads.len());
         for mut upload in uploads {
+            if drop.contains(&upload.id) {
+                upload.state = UploadState::Aborted;
+            }
             let file = match done.iter().find(|d| d.upload_id == upload.id) {
                 Some(d) => {
                     upload.state = d.state;
@@ -162,7 +168,7 @@ impl Engine {
             }
         }
         if !open.is_empty() {
-            self.commit_locked(&s, &open, &HashMap::new(), false)
+            self.commit_locked(&s, &open, &HashMap::new(), false, &[])
                 .await?;
         }
         Ok(open.len())
@@ -207,7 +213,7 @@ impl Engine {
                     .into_iter()
                     .map(|d| (upload_id.to_owned(), d))
                     .collect();
-                self.commit_locked(&s, &[upload_id.to_owned()], &expected, false)
+                self.commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[])
                     .await?;
             }
             UploadState::Committed | UploadState::Skipped => {}
@@ -226,7 +232,7 @@ impl Engine {
                         .into_iter()
                         .map(|d| (upload_id.to_owned(), d))
                         .collect();
-                    self.commit_locked(&s, &[upload_id.to_owned()], &expected, false)
+                    self.commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[])
                         .await?;
                 }
             }
@@ -261,6 +267,7 @@ impl Engine {
         ids: &[String],
         expected: &HashMap<String, Digest>,
         whole_session: bool,
+        drop: &[String],
     ) -> Result<Vec<Committed>> {
         // 1. Freeze each upload and verify it. The guard unfreezes them
         // however this ends (an error, or this future dropped because the
@@ -331,13 +338,27 @@ impl Engine {
             }
         }
         let (done, ended) = self
-            .promote_and_record(session, &mut frozen, candidates, decisions, whole_session)
+            .promote_and_record(
+                session,
+                &mut frozen,
+                candidates,
+                decisions,
+                whole_session,
+                drop,
+            )
             .await?;
-        drop(claims);
-        let states: Vec<(String, UploadState)> = done
+        std::mem::drop(claims);
+        let mut states: Vec<(String, UploadState)> = done
             .iter()
             .map(|d| (d.upload_id.clone(), d.state))
             .collect();
+        for id in drop {
+            states.push((id.clone(), UploadState::Aborted));
+            if let Err(e) = self.inner.store.discard_staged(id).await {
+                // Start-up recovery removes what no open upload owns.
+                tracing::warn!(upload = %id, error = %e, "cannot discard an aborted upload's bytes");
+            }
+        }
         for (slot, d) in std::mem::take(&mut frozen.slots).iter().zip(&done) {
             let mut live = slot.state.lock().await;
             live.upload.state = d.state;
@@ -379,6 +400,7 @@ impl Engine {
         candidates: Vec<Candidate>,
         decisions: Vec<Decision>,
         whole_session: bool,
+        drop: &[String],
     ) -> Result<(Vec<Committed>, Option<SessionState>)> {
         // 3. Record the intent.
         let plan: Vec<(String, SpacePath)> = candidates
@@ -390,7 +412,7 @@ impl Engine {
             })
             .collect();
         let meta = &self.inner.meta;
-        meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan)
+        meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan, drop)
             .await?;
         frozen.intent_recorded = plan.iter().map(|(id, _)| id.clone()).collect();
 

@@ -256,7 +256,11 @@ impl Engine {
 
     /// The records of new uploads of `session`, checked (paths, limits,
     /// no path twice in the batch), and the bytes they declare.
-    fn build_uploads(&self, session: &Session, new: Vec<NewUpload>) -> Result<(Vec<Upload>, u64)> {
+    pub(crate) fn build_uploads(
+        &self,
+        session: &Session,
+        new: Vec<NewUpload>,
+    ) -> Result<(Vec<Upload>, u64)> {
         let limits = &self.inner.limits;
         let mut seen = HashSet::new();
         let mut uploads = Vec::with_capacity(new.len());

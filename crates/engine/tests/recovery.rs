@@ -233,13 +233,17 @@ async fn recovery_repairs_every_intermediate_state() {
 
     // 1. An upload `committing` whose bytes were not promoted yet.
     let (s1, u1) = written(&engine, &admin, "one.bin", b"one").await;
-    meta.begin_commit(None, &[(u1.clone(), SpacePath::parse("one.bin").unwrap())])
-        .await
-        .unwrap();
+    meta.begin_commit(
+        None,
+        &[(u1.clone(), SpacePath::parse("one.bin").unwrap())],
+        &[],
+    )
+    .await
+    .unwrap();
     // 2. A whole-session commit recorded for its uploads, not its session.
     let (s2, u2) = written(&engine, &admin, "two.bin", b"two").await;
     let two = SpacePath::parse("two.bin").unwrap();
-    meta.begin_commit(Some(&s2), &[(u2.clone(), two.clone())])
+    meta.begin_commit(Some(&s2), &[(u2.clone(), two.clone())], &[])
         .await
         .unwrap();
     store
@@ -274,7 +278,7 @@ async fn recovery_repairs_every_intermediate_state() {
     // 3. A session left open after its last upload was committed.
     let (s3, u3) = written(&engine, &admin, "three.bin", b"333").await;
     let three = SpacePath::parse("three.bin").unwrap();
-    meta.begin_commit(None, &[(u3.clone(), three.clone())])
+    meta.begin_commit(None, &[(u3.clone(), three.clone())], &[])
         .await
         .unwrap();
     store

@@ -927,6 +927,47 @@ impl MetaStore for Sqlite {
         .await
     }
 
+    async fn add_upload_beside(
+        &self,
+        session_id: &str,
+        upload: &Upload,
+        beside: &[String],
+        abort: &[String],
+        limit: usize,
+    ) -> Result<()> {
+        let (sid, up) = (session_id.to_owned(), upload.clone());
+        let (beside, abort) = (beside.to_vec(), abort.to_vec());
+        self.write(move |c| {
+            for id in &abort {
+                check_upload(c, id, UploadState::Aborted)?;
+                c.prepare_cached("UPDATE uploads SET state = 'aborted' WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            let holders: Vec<String> = c
+                .prepare_cached(
+                    "SELECT id FROM uploads WHERE session_id = ?1 AND path = ?2 AND state != 'aborted'",
+                )?
+                .query_map(params![sid, up.path.as_str()], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if holders.iter().any(|h| !beside.contains(h)) {
+                return Err(MetaError::AlreadyExists(Record::UploadAt(up.path.clone())));
+            }
+            let (count, next): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FILTER (WHERE state != 'aborted'), COALESCE(MAX(idx) + 1, 0) \
+                     FROM uploads WHERE session_id = ?1",
+                )?
+                .query_row(params![sid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let total = count as usize - holders.len() + 1;
+            if total > limit {
+                return Err(MetaError::Full(total));
+            }
+            insert_uploads(c, next, std::slice::from_ref(&up))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {
         let id = id.to_owned();
         self.read(move |c| {
@@ -1116,10 +1157,16 @@ impl MetaStore for Sqlite {
         &self,
         session: Option<&str>,
         plan: &[(String, SpacePath)],
+        abort: &[String],
     ) -> Result<()> {
         let session = session.map(str::to_owned);
-        let plan = plan.to_vec();
+        let (plan, abort) = (plan.to_vec(), abort.to_vec());
         self.write(move |c| {
+            for id in &abort {
+                check_upload(c, id, UploadState::Aborted)?;
+                c.prepare_cached("UPDATE uploads SET state = 'aborted' WHERE id = ?1")?
+                    .execute([id])?;
+            }
             if let Some(sid) = session {
                 check_session(c, &sid, SessionState::Committing)?;
                 c.execute(
