@@ -326,8 +326,14 @@ pub struct Upload {
     /// arrive and recorded with the file), for dialects that report them.
     pub whole_digests: Vec<DigestAlgo>,
     pub content_type: Option<String>,
-    /// Free-form JSON text supplied by the client.
+    /// Free-form JSON text supplied by the client: the user's metadata,
+    /// which the file keeps and user-facing APIs show.
     pub metadata: Option<String>,
+    /// What the dialect that made the upload keeps between its requests
+    /// (JSON text of its own shape, e.g. tus's `Upload-Metadata` verbatim
+    /// and concatenation, Vault's path as sent): never shown as metadata,
+    /// not copied to the file.
+    pub dialect_state: Option<String>,
     pub received: RangeSet,
     pub parts: BTreeMap<u32, Part>,
     /// Where the commit put (or is putting) the file.
@@ -445,6 +451,7 @@ mod tests {
             final_path: None,
             file_id: None,
             replaces: None,
+            dialect_state: None,
         }
     }
 

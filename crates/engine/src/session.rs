@@ -24,6 +24,8 @@ pub struct NewUpload {
     /// The id of a file this upload is a new version of (`Upload::replaces`):
     /// its commit moves that file to the upload's path, atomically.
     pub replaces: Option<String>,
+    /// The dialect's own state for the upload (`Upload::dialect_state`).
+    pub dialect_state: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -295,6 +297,7 @@ impl Engine {
                 final_path: None,
                 file_id: None,
                 replaces: nu.replaces,
+                dialect_state: nu.dialect_state,
             });
         }
 

@@ -65,6 +65,7 @@ fn upload(id: &str, sid: &str, path: &str, length: Length) -> Upload {
         final_path: None,
         file_id: None,
         replaces: None,
+        dialect_state: Some("{\"d\":2}".into()),
     }
 }
 

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id), idx INTEGER NOT NULL,
   path TEXT NOT NULL, length INTEGER, part_size INTEGER NOT NULL, state TEXT NOT NULL,
   expected_sha256 TEXT, content_type TEXT, metadata TEXT, final_path TEXT, file_id TEXT,
-  whole_digests TEXT, replaces TEXT);
+  whole_digests TEXT, replaces TEXT, dialect_state TEXT);
 CREATE INDEX IF NOT EXISTS uploads_session ON uploads(session_id, idx);
 CREATE INDEX IF NOT EXISTS uploads_session_path ON uploads(session_id, path);
 CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
@@ -71,6 +71,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("files", "expires_at", "INTEGER"),
     ("sessions", "failure", "TEXT"),
     ("uploads", "replaces", "TEXT"),
+    ("uploads", "dialect_state", "TEXT"),
 ];
 
 /// Indexes on added columns, created once the columns exist.
@@ -109,6 +110,18 @@ const MIGRATIONS: &[&str] = &[
     // Box uploads get it from their old path, and Box's bookkeeping leaves
     // the user's metadata of Box uploads and of the files they made.
     "UPDATE uploads SET replaces = (SELECT f.id FROM files f JOIN sessions s ON f.space = s.space         WHERE s.id = uploads.session_id AND f.path = json_extract(uploads.metadata, '$.renames'))        WHERE state IN ('open', 'committing') AND json_valid(metadata)        AND json_extract(metadata, '$.renames') IS NOT NULL        AND session_id IN (SELECT id FROM sessions WHERE dialect = 'box');      UPDATE files SET metadata = NULL WHERE json_valid(metadata)        AND (metadata = '{}' OR json_extract(metadata, '$.renames') IS NOT NULL)        AND id IN (SELECT u.file_id FROM uploads u JOIN sessions s ON s.id = u.session_id          WHERE s.dialect = 'box');      UPDATE uploads SET metadata = NULL        WHERE session_id IN (SELECT id FROM sessions WHERE dialect = 'box');",
+    // 3. Dialect state left the user's metadata for `dialect_state`: tus's
+    // stored header and concatenation, the draft's empty object, Vault's
+    // path as sent and Graph's old deferCommit move out of the uploads'
+    // metadata; the files they made lose the copy of it (tus files keep
+    // theirs: it held the client's Upload-Metadata).
+    "UPDATE files SET metadata = NULL WHERE id IN (SELECT u.file_id FROM uploads u \
+        JOIN sessions s ON s.id = u.session_id WHERE s.dialect IN ('ietf-draft', 'veeva', 'graph') \
+        AND u.file_id IS NOT NULL AND u.metadata IS files.metadata); \
+     UPDATE uploads SET dialect_state = metadata, metadata = NULL \
+       WHERE session_id IN (SELECT id FROM sessions WHERE dialect IN ('tus', 'ietf-draft', 'veeva')); \
+     UPDATE uploads SET metadata = NULL \
+       WHERE session_id IN (SELECT id FROM sessions WHERE dialect = 'graph');",
 ];
 
 fn migrate(conn: &Connection, fresh: bool) -> rusqlite::Result<()> {
@@ -479,7 +492,7 @@ const USER_COLS: &str = "name, admin, quota_bytes, max_open_sessions, home_space
 /// Inserts uploads with indexes from `first`.
 fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Result<()> {
     let mut stmt = c.prepare_cached(&format!(
-        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
+        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
     ))?;
     for (k, up) in ups.iter().enumerate() {
         stmt.execute(params![
@@ -502,6 +515,7 @@ fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Resul
                 .collect::<Vec<_>>()
                 .join(",")),
             up.replaces,
+            up.dialect_state,
         ])?;
     }
     Ok(())
@@ -582,7 +596,7 @@ fn usage_of(c: &Connection, owner: &str) -> rusqlite::Result<Usage> {
 }
 
 const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expected_sha256, \
-    content_type, metadata, final_path, file_id, whole_digests, replaces";
+    content_type, metadata, final_path, file_id, whole_digests, replaces, dialect_state";
 fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     Ok(Upload {
         id: r.get(0)?,
@@ -609,6 +623,7 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
             .map(|n| DigestAlgo::from_name(n).ok_or_else(|| corrupt("whole_digests", n)))
             .collect::<rusqlite::Result<_>>()?,
         replaces: r.get(12)?,
+        dialect_state: r.get(13)?,
     })
 }
 

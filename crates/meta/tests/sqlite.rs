@@ -128,3 +128,83 @@ async fn box_renames_kept_in_user_metadata_move_to_replaces_after_upgrade() {
         "a user's own `{{}}` stays"
     );
 }
+
+/// A database from before `dialect_state`: what tus, the IETF draft and
+/// Vault kept between requests in the user's metadata moves out of it
+/// (HEAD and Vault read it from `dialect_state` now), Graph's old
+/// deferCommit goes, and the files those dialects made no longer show it
+/// as their metadata; a native upload's metadata stays.
+#[tokio::test]
+async fn dialect_state_kept_in_user_metadata_moves_to_its_own_column_after_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    drop(Sqlite::open(&path).unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let rows = [
+            (
+                "tus",
+                "tus",
+                r#"{"upload_metadata":"filename YQ=="}"#,
+                "open",
+                "",
+            ),
+            ("draft", "ietf-draft", "{}", "committed", "f-draft"),
+            (
+                "veeva",
+                "veeva",
+                r#"{"path":"/a/b.txt"}"#,
+                "committed",
+                "f-veeva",
+            ),
+            ("graph", "graph", r#"{"defer_commit":true}"#, "open", ""),
+            ("native", "native", r#"{"k":1}"#, "committed", "f-native"),
+        ];
+        for (id, dialect, meta, state, file) in rows {
+            c.execute(
+                "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, expires_at, dialect) \
+                 VALUES (?1, 'alice', 'alice', 'fail', 0, 'open', 0, 9999999999999, ?2)",
+                [id, dialect],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO uploads (id, session_id, idx, path, length, part_size, state, metadata, file_id) \
+                 VALUES (?1, ?1, 0, ?1, 10, 10, ?2, ?3, NULLIF(?4, ''))",
+                [id, state, meta, file],
+            )
+            .unwrap();
+            if !file.is_empty() {
+                c.execute(
+                    "INSERT INTO files (id, space, path, size, sha256, owner, created_at, metadata) \
+                     VALUES (?1, 'alice', ?1, 10, 'x', 'alice', 0, ?2)",
+                    [file, meta],
+                )
+                .unwrap();
+            }
+        }
+        c.execute_batch("PRAGMA user_version = 2").unwrap();
+    }
+    let db = Sqlite::open(&path).unwrap();
+    for (id, meta, state) in [
+        ("tus", None, Some(r#"{"upload_metadata":"filename YQ=="}"#)),
+        ("draft", None, Some("{}")),
+        ("veeva", None, Some(r#"{"path":"/a/b.txt"}"#)),
+        ("graph", None, None),
+        ("native", Some(r#"{"k":1}"#), None),
+    ] {
+        let up = db.get_upload(id).await.unwrap().unwrap();
+        assert_eq!(
+            (up.metadata.as_deref(), up.dialect_state.as_deref()),
+            (meta, state),
+            "{id}"
+        );
+    }
+    for (id, meta) in [
+        ("f-draft", None),
+        ("f-veeva", None),
+        ("f-native", Some(r#"{"k":1}"#)),
+    ] {
+        let f = db.get_file_by_id(id).await.unwrap().unwrap();
+        assert_eq!(f.metadata.as_deref(), meta, "{id}");
+    }
+}

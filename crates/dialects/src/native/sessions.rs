@@ -35,6 +35,7 @@ fn new_upload(b: NewUploadBody) -> ApiResult<NewUpload> {
         metadata: b.metadata.map(|m| m.to_string()),
         whole_digests: Vec::new(),
         replaces: None,
+        dialect_state: None,
     })
 }
 
