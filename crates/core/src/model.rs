@@ -331,8 +331,8 @@ pub struct Upload {
     pub metadata: Option<String>,
     /// What the dialect that made the upload keeps between its requests
     /// (JSON text of its own shape, e.g. tus's `Upload-Metadata` verbatim
-    /// and concatenation, Vault's path as sent): never shown as metadata,
-    /// not copied to the file.
+    /// and concatenation, Vault's path as sent, UCloud's `modifiedAt`):
+    /// never shown as metadata; the file keeps it (`FileRecord::dialect_state`).
     pub dialect_state: Option<String>,
     pub received: RangeSet,
     pub parts: BTreeMap<u32, Part>,
@@ -401,6 +401,10 @@ pub struct FileRecord {
     pub owner: String,
     pub created_at: Millis,
     pub metadata: Option<String>,
+    /// The dialect state of the upload that made the file
+    /// (`Upload::dialect_state`), e.g. what UCloud needs to recognise an
+    /// identical copy; never shown as metadata.
+    pub dialect_state: Option<String>,
     /// When the file is deleted (a file of a `files_expire` session);
     /// `None`: kept until deleted.
     pub expires_at: Option<Millis>,

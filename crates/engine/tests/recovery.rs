@@ -262,6 +262,7 @@ async fn recovery_repairs_every_intermediate_state() {
         owner: "admin".into(),
         created_at: 1,
         metadata: None,
+        dialect_state: None,
         expires_at: None,
     };
     meta.finish_commit(

@@ -82,6 +82,7 @@ fn file(id: &str, space: &str, path: &str, size: u64, owner: &str) -> FileRecord
         owner: owner.into(),
         created_at: 5,
         metadata: None,
+        dialect_state: Some("{\"d\":1}".into()),
         expires_at: None,
     }
 }

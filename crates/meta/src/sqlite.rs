@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS parts (
 CREATE TABLE IF NOT EXISTS files (
   id TEXT PRIMARY KEY, space TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
   sha256 TEXT NOT NULL, sha1 TEXT, md5 TEXT, content_type TEXT, owner TEXT NOT NULL,
-  created_at INTEGER NOT NULL, metadata TEXT, expires_at INTEGER, UNIQUE (space, path));
+  created_at INTEGER NOT NULL, metadata TEXT, expires_at INTEGER, dialect_state TEXT,
+  UNIQUE (space, path));
 CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
 "#;
 
@@ -72,6 +73,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "failure", "TEXT"),
     ("uploads", "replaces", "TEXT"),
     ("uploads", "dialect_state", "TEXT"),
+    ("files", "dialect_state", "TEXT"),
 ];
 
 /// Indexes on added columns, created once the columns exist.
@@ -122,6 +124,16 @@ const MIGRATIONS: &[&str] = &[
        WHERE session_id IN (SELECT id FROM sessions WHERE dialect IN ('tus', 'ietf-draft', 'veeva')); \
      UPDATE uploads SET metadata = NULL \
        WHERE session_id IN (SELECT id FROM sessions WHERE dialect = 'graph');",
+    // 4. UCloud's identity of a file (its modifiedAt and the path asked
+    // for, which decide SKIP) leaves the user's metadata of its uploads and
+    // files for their `dialect_state`.
+    "UPDATE files SET dialect_state = metadata, metadata = NULL \
+       WHERE json_valid(metadata) AND json_extract(metadata, '$.ucloud') IS NOT NULL \
+       AND id IN (SELECT u.file_id FROM uploads u JOIN sessions s ON s.id = u.session_id \
+         WHERE s.dialect = 'ucloud'); \
+     UPDATE uploads SET dialect_state = metadata, metadata = NULL \
+       WHERE json_valid(metadata) AND json_extract(metadata, '$.ucloud') IS NOT NULL \
+       AND session_id IN (SELECT id FROM sessions WHERE dialect = 'ucloud');",
 ];
 
 fn migrate(conn: &Connection, fresh: bool) -> rusqlite::Result<()> {
@@ -627,7 +639,7 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     })
 }
 
-const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at";
+const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at, dialect_state";
 fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         id: r.get(0)?,
@@ -642,6 +654,7 @@ fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
         created_at: r.get(9)?,
         metadata: r.get(10)?,
         expires_at: r.get(11)?,
+        dialect_state: r.get(12)?,
     })
 }
 
@@ -689,7 +702,7 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
     conn.prepare_cached("DELETE FROM files WHERE space = ?1 AND path = ?2")?
         .execute(params![f.space.as_str(), f.path.as_str()])?;
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
     ))?
     .execute(params![
         f.id,
@@ -703,7 +716,8 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
         f.owner,
         f.created_at,
         f.metadata,
-        f.expires_at
+        f.expires_at,
+        f.dialect_state,
     ])?;
     Ok(())
 }

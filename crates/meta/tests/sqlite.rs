@@ -129,8 +129,8 @@ async fn box_renames_kept_in_user_metadata_move_to_replaces_after_upgrade() {
     );
 }
 
-/// A database from before `dialect_state`: what tus, the IETF draft and
-/// Vault kept between requests in the user's metadata moves out of it
+/// A database from before `dialect_state`: what tus, the IETF draft,
+/// Vault and UCloud kept between requests in the user's metadata moves out of it
 /// (HEAD and Vault read it from `dialect_state` now), Graph's old
 /// deferCommit goes, and the files those dialects made no longer show it
 /// as their metadata; a native upload's metadata stays.
@@ -159,6 +159,13 @@ async fn dialect_state_kept_in_user_metadata_moves_to_its_own_column_after_upgra
             ),
             ("graph", "graph", r#"{"defer_commit":true}"#, "open", ""),
             ("native", "native", r#"{"k":1}"#, "committed", "f-native"),
+            (
+                "ucloud",
+                "ucloud",
+                r#"{"ucloud":{"modifiedAt":5,"path":"/alice/u"}}"#,
+                "committed",
+                "f-ucloud",
+            ),
         ];
         for (id, dialect, meta, state, file) in rows {
             c.execute(
@@ -191,6 +198,11 @@ async fn dialect_state_kept_in_user_metadata_moves_to_its_own_column_after_upgra
         ("veeva", None, Some(r#"{"path":"/a/b.txt"}"#)),
         ("graph", None, None),
         ("native", Some(r#"{"k":1}"#), None),
+        (
+            "ucloud",
+            None,
+            Some(r#"{"ucloud":{"modifiedAt":5,"path":"/alice/u"}}"#),
+        ),
     ] {
         let up = db.get_upload(id).await.unwrap().unwrap();
         assert_eq!(
@@ -207,4 +219,13 @@ async fn dialect_state_kept_in_user_metadata_moves_to_its_own_column_after_upgra
         let f = db.get_file_by_id(id).await.unwrap().unwrap();
         assert_eq!(f.metadata.as_deref(), meta, "{id}");
     }
+    let f = db.get_file_by_id("f-ucloud").await.unwrap().unwrap();
+    assert_eq!(
+        (f.metadata, f.dialect_state.as_deref()),
+        (
+            None,
+            Some(r#"{"ucloud":{"modifiedAt":5,"path":"/alice/u"}}"#)
+        ),
+        "UCloud's identity of the file stays with it"
+    );
 }
