@@ -343,6 +343,11 @@ async fn box_name_clash_is_409_and_new_versions_replace_by_file_id() {
     assert_eq!(st, StatusCode::CREATED, "{f}");
     assert_eq!(f["entries"][0]["name"], "v2.txt");
     assert_eq!(
+        f["entries"][0]["id"],
+        fid.as_str(),
+        "a renamed version keeps the file id"
+    );
+    assert_eq!(
         download(&s, &alice, "alice", "v2.txt").await,
         (StatusCode::OK, two)
     );
@@ -480,6 +485,93 @@ async fn box_commit_that_outlasts_the_wait_answers_202_retry_after_then_201() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(last, StatusCode::CREATED);
+}
+
+/// The names in folder `0`.
+async fn root_names(s: &Server, token: &str) -> Vec<String> {
+    let (st, v) = call(s, Method::GET, "/2.0/folders/0/items", Some(token), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn box_version_under_a_new_name_moves_the_file_in_the_commit_itself() {
+    // The commit answers 202 and finishes on its own: nothing after it in
+    // the request may be needed to remove the old name.
+    let s = Server::start_with(&[("FERRY_BOX_COMMIT_WAIT", "0")]);
+    let alice = user(&s, "alice").await;
+    let one = random_bytes(1000, 1);
+    let v = session(&s, &alice, "old.txt", one.len()).await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (_, p) = send_part(&s, &alice, &id, &one, 0, one.len(), &sha(&one)).await;
+    let mut fid = None;
+    for _ in 0..100 {
+        let (st, f) = commit(&s, &alice, &id, &json!([p["part"]]), &sha(&one)).await;
+        if st == StatusCode::CREATED {
+            fid = Some(f["entries"][0]["id"].as_str().unwrap().to_owned());
+            break;
+        }
+        assert_eq!(st, StatusCode::ACCEPTED, "{f}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let fid = fid.expect("the first version commits");
+
+    let two = random_bytes(3000, 2);
+    let (st, v) = call(
+        &s,
+        Method::POST,
+        &format!("/api/2.0/files/{fid}/upload_sessions"),
+        Some(&alice),
+        Some(json!({"file_size": two.len(), "file_name": "new.txt"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let idv = v["id"].as_str().unwrap().to_owned();
+    let (_, p) = send_part(&s, &alice, &idv, &two, 0, two.len(), &sha(&two)).await;
+    let r = http()
+        .post(s.url_of(&format!("/api/2.0/files/upload_sessions/{idv}/commit")))
+        .bearer_auth(&alice)
+        .header("digest", sha(&two))
+        .json(&json!({"parts": [p["part"]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Never both names, never neither: the old one until the move, then
+    // only the new one — without the client coming back for the commit.
+    let mut names = Vec::new();
+    for _ in 0..200 {
+        names = root_names(&s, &alice).await;
+        assert_eq!(names.len(), 1, "{names:?}");
+        if names == ["new.txt"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(names, ["new.txt"]);
+    let (st, f) = call(
+        &s,
+        Method::GET,
+        &format!("/2.0/files/{fid}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    assert_eq!(f["name"], "new.txt", "the file keeps its id: {f}");
+    assert_eq!(
+        download(&s, &alice, "alice", "new.txt").await,
+        (StatusCode::OK, two)
+    );
+    assert_eq!(
+        download(&s, &alice, "alice", "old.txt").await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

@@ -542,3 +542,127 @@ async fn deepset_listing_a_workspace_one_may_not_write_is_403() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["total"], 1, "{v}");
 }
+
+/// Sends the form for `filename` announcing `data` but only its first
+/// `sent` bytes, then drops the connection: a body that breaks off.
+async fn post_broken_off(session: &Value, filename: &str, data: &[u8], sent: usize) {
+    use tokio::io::AsyncWriteExt;
+    let cfg = &session["aws_prefixed_request_config"];
+    let boundary = "ferry-test-boundary-broken";
+    let mut body = Vec::new();
+    for (k, v) in cfg["fields"].as_object().unwrap() {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{}\r\n",
+                v.as_str().unwrap()
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: text/plain\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let head_len = body.len();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let url = reqwest::Url::parse(cfg["url"].as_str().unwrap()).unwrap();
+    let mut conn = tokio::net::TcpStream::connect((
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        url.path(),
+        url.host_str().unwrap(),
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body[..head_len + sent]).await.unwrap();
+    conn.flush().await.unwrap();
+    drop(conn);
+}
+
+/// Retries `op` while it answers 409: the server may still be settling
+/// a body that broke off (the write is "in flight" until it has recorded
+/// what arrived).
+async fn until_settled<F, Fut, T>(mut op: F) -> (StatusCode, T)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (StatusCode, T)>,
+{
+    for _ in 0..200 {
+        let (st, v) = op().await;
+        if st != StatusCode::CONFLICT {
+            return (st, v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("still 409 after 10 s");
+}
+
+#[tokio::test]
+async fn a_name_posted_again_whose_body_fails_midway_leaves_the_earlier_upload_intact_and_closable()
+{
+    let s = Server::start_with(&[("FERRY_MAX_FILE_SIZE", "100000")]);
+    let alice = user(&s, "alice").await;
+    let ses = create(&s, &alice, "alice", json!({})).await;
+    post(&ses, "a.txt.meta.json", br#"{"lang":"en"}"#).await;
+    post(&ses, "a.txt", b"the first body").await;
+    post(&ses, "b.txt", b"bravo").await;
+
+    // Sent again, over the policy's size: refused while streaming.
+    let (st, body) = post_with(&ses, &[], "a.txt", &[7u8; 100_001]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("EntityTooLarge"), "{body}");
+    // Sent again, and the connection breaks off halfway.
+    post_broken_off(&ses, "a.txt", &[8u8; 50_000], 20_000).await;
+    post_broken_off(&ses, "b.txt", &[9u8; 50_000], 20_000).await;
+
+    let path = format!("{}/{}/files", sessions("alice"), sid(&ses));
+    let (st, v) = until_settled(|| close(&s, &alice, "alice", &ses)).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    assert_eq!(
+        native(&s, &alice, "alice", "a.txt").await.0,
+        b"the first body"
+    );
+    assert_eq!(native(&s, &alice, "alice", "b.txt").await.0, b"bravo");
+    assert_eq!(
+        metadata_of(&s, &alice, &ses, "a.txt").await,
+        json!({"lang": "en"})
+    );
+    let done = status(&s, &alice, "alice", &ses).await;
+    assert_eq!(
+        done["ingestion_status"],
+        json!({"failed_files": 0, "finished_files": 2})
+    );
+    let (_, v) = call(&s, Method::GET, &path, Some(&alice), None).await;
+    assert_eq!(v["total"], 2, "{v}");
+    for f in v["data"].as_array().unwrap() {
+        assert_eq!(f["ingestion_status"], "FINISHED", "{v}");
+    }
+}
+
+#[tokio::test]
+async fn a_name_posted_again_replaces_the_earlier_body_once_complete() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let ses = create(&s, &alice, "alice", json!({})).await;
+    post(&ses, "a.txt", b"first").await;
+    post_broken_off(&ses, "a.txt", &[8u8; 50_000], 20_000).await;
+    let (st, body) = until_settled(|| post_with(&ses, &[], "a.txt", b"second")).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    post(&ses, "a.txt", b"third").await;
+    let (st, v) = close(&s, &alice, "alice", &ses).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    assert_eq!(native(&s, &alice, "alice", "a.txt").await.0, b"third");
+    let done = status(&s, &alice, "alice", &ses).await;
+    assert_eq!(
+        done["ingestion_status"],
+        json!({"failed_files": 0, "finished_files": 1})
+    );
+}

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::*;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha1::Digest as _;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -736,5 +736,40 @@ async fn draft_completing_append_sent_again_answers_the_same_200() {
     assert_eq!(
         download(&s, &alice, "alice", "draft/again.bin").await.1,
         b"abcdef"
+    );
+}
+
+/// The metadata of the file of the caller's newest session, as the native
+/// API shows it.
+async fn native_file_metadata(s: &Server, token: &str) -> Value {
+    let (st, v) = call(s, Method::GET, "/v1/sessions", Some(token), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let id = v["sessions"][0]["id"].as_str().unwrap().to_owned();
+    let (st, v) = call(
+        s,
+        Method::GET,
+        &format!("/v1/sessions/{id}"),
+        Some(token),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["uploads"][0]["file"]["metadata"].clone()
+}
+
+#[tokio::test]
+async fn tus_upload_metadata_is_the_files_metadata_and_tus_bookkeeping_is_not() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let raw = metadata(&[("filename", "a.txt"), ("note", "hi")]);
+    let url = create(&s, &alice, 2, &[("filename", "a.txt"), ("note", "hi")]).await;
+    let r = patch(&s, &alice, &url, 0, b"ab", &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    // HEAD still echoes the header verbatim.
+    let h = head(&s, &alice, &url).await;
+    assert_eq!(h.header("upload-metadata"), Some(raw.as_str()));
+    assert_eq!(
+        native_file_metadata(&s, &alice).await,
+        json!({"filename": "a.txt", "note": "hi"})
     );
 }

@@ -826,3 +826,39 @@ async fn veeva_part_sent_again_after_the_commit_answers_the_same_part() {
     let again = part_ok(&s, &alice, &sid, 1, &data).await;
     assert_eq!(again, first);
 }
+
+#[tokio::test]
+async fn veeva_keeps_the_path_as_sent_out_of_the_files_metadata() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let d = create(&s, &alice, "/veeva/m.bin", 10, false).await;
+    assert_eq!(d["path"], "/veeva/m.bin");
+    let sid = id(&d);
+    part_ok(&s, &alice, &sid, 1, b"0123456789").await;
+    let (st, v) = details(&s, &alice, &sid).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["path"], "/veeva/m.bin", "Vault still reads it");
+    let (st, v) = vault(
+        &s,
+        Method::POST,
+        &format!("{API}/upload/{sid}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = call(&s, Method::GET, "/v1/sessions", Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let nid = v["sessions"][0]["id"].as_str().unwrap().to_owned();
+    let (st, v) = call(
+        &s,
+        Method::GET,
+        &format!("/v1/sessions/{nid}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["uploads"][0]["file"]["path"], "veeva/m.bin", "{v}");
+    assert_eq!(v["uploads"][0]["file"]["metadata"], Value::Null, "{v}");
+}

@@ -326,13 +326,24 @@ pub struct Upload {
     /// arrive and recorded with the file), for dialects that report them.
     pub whole_digests: Vec<DigestAlgo>,
     pub content_type: Option<String>,
-    /// Free-form JSON text supplied by the client.
+    /// Free-form JSON text supplied by the client: the user's metadata,
+    /// which the file keeps and user-facing APIs show.
     pub metadata: Option<String>,
+    /// What the dialect that made the upload keeps between its requests
+    /// (JSON text of its own shape, e.g. tus's `Upload-Metadata` verbatim
+    /// and concatenation, Vault's path as sent, UCloud's `modifiedAt`):
+    /// never shown as metadata; the file keeps it (`FileRecord::dialect_state`).
+    pub dialect_state: Option<String>,
     pub received: RangeSet,
     pub parts: BTreeMap<u32, Part>,
     /// Where the commit put (or is putting) the file.
     pub final_path: Option<SpacePath>,
     pub file_id: Option<String>,
+    /// The id of a file this upload is a new version of: the commit puts
+    /// the new bytes at the upload's path and moves the file there (its
+    /// id kept, its old path gone), all in one step (Box's new version
+    /// under a new name).
+    pub replaces: Option<String>,
 }
 
 impl Upload {
@@ -390,6 +401,10 @@ pub struct FileRecord {
     pub owner: String,
     pub created_at: Millis,
     pub metadata: Option<String>,
+    /// The dialect state of the upload that made the file
+    /// (`Upload::dialect_state`), e.g. what UCloud needs to recognise an
+    /// identical copy; never shown as metadata.
+    pub dialect_state: Option<String>,
     /// When the file is deleted (a file of a `files_expire` session);
     /// `None`: kept until deleted.
     pub expires_at: Option<Millis>,
@@ -439,6 +454,8 @@ mod tests {
             parts: BTreeMap::new(),
             final_path: None,
             file_id: None,
+            replaces: None,
+            dialect_state: None,
         }
     }
 

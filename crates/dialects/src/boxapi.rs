@@ -328,14 +328,6 @@ fn items_json(
     })
 }
 
-/// What the upload keeps between requests.
-#[derive(Default, serde::Serialize, Deserialize)]
-struct Stored {
-    /// A new version under a new name: the old path, removed after commit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    renames: Option<String>,
-}
-
 fn session_json(st: &BoxState, s: &Session, u: &Upload) -> Value {
     let base = format!("{}/api/2.0/files/upload_sessions/{}", st.public_url, u.id);
     let size = u.length.known().unwrap_or(0);
@@ -395,7 +387,7 @@ async fn open(
     path: String,
     size: u64,
     conflict: ConflictPolicy,
-    stored: Stored,
+    replaces: Option<String>,
     precondition: ferry_engine::Precondition,
 ) -> BoxResult {
     let engine = &st.engine;
@@ -412,8 +404,8 @@ async fn open(
                     path,
                     size: Some(size),
                     part_size: Some(part_size_for(engine, size)),
-                    metadata: Some(serde_json::to_string(&stored).expect("serializable")),
                     whole_digests: vec![DigestAlgo::Sha1],
+                    replaces,
                     ..Default::default()
                 }],
                 dialect: "box".into(),
@@ -490,14 +482,15 @@ async fn create(State(st): State<BoxState>, headers: HeaderMap, body: Bytes) -> 
         path,
         size,
         ConflictPolicy::Fail,
-        Stored::default(),
+        None,
         ferry_engine::Precondition::Absent,
     )
     .await
 }
 
 /// `POST /files/{file_id}/upload_sessions`: a new version of a file,
-/// optionally under a new name.
+/// optionally under a new name. The upload `replaces` the file: its commit
+/// moves the file to the new name (same id) with the new bytes, in one step.
 async fn create_version(
     State(st): State<BoxState>,
     Path(file_id): Path<String>,
@@ -509,15 +502,13 @@ async fn create_version(
     let size = file_size(&v)?;
     let file = st.engine.file_by_id(&caller, &file_id).await?;
     let old = file.path.as_str().to_owned();
-    let (path, stored, precondition) = match v.get("file_name").and_then(Value::as_str) {
+    let (path, precondition) = match v.get("file_name").and_then(Value::as_str) {
         Some(name) if name != file.path.name() => {
             check_name(name)?;
             let dir = old.rsplit_once('/').map_or("", |(d, _)| d);
-            let path = join(dir, name);
-            let renames = Stored { renames: Some(old) };
-            (path, renames, ferry_engine::Precondition::Absent)
+            (join(dir, name), ferry_engine::Precondition::Absent)
         }
-        _ => (old, Stored::default(), ferry_engine::Precondition::None),
+        _ => (old, ferry_engine::Precondition::None),
     };
     open(
         &st,
@@ -526,7 +517,7 @@ async fn create_version(
         path,
         size,
         ConflictPolicy::Replace,
-        stored,
+        Some(file.id.clone()),
         precondition,
     )
     .await
@@ -864,18 +855,6 @@ async fn commit(
             "the file was skipped",
         )
     })?;
-    let stored: Stored =
-        serde_json::from_str(view.upload.metadata.as_deref().unwrap_or("{}")).unwrap_or_default();
-    if let Some(old) = stored.renames {
-        match st
-            .engine
-            .delete_file(&caller, file.space.as_str(), &old)
-            .await
-        {
-            Ok(()) | Err(EngineError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
     let home = home(&st, &caller).await?;
     Ok((
         StatusCode::CREATED,

@@ -368,9 +368,14 @@ fn file_states(view: &SessionView) -> Vec<(Ingestion, &ferry_engine::UploadView)
     let mut latest: HashMap<&str, &ferry_engine::UploadView> = HashMap::new();
     for u in &view.uploads {
         let name = u.upload.path.as_str();
-        if latest.insert(name, u).is_none() {
-            order.push(name);
+        // The newest upload of a name, unless an older one outlives it (a
+        // body sent again that broke off leaves the earlier one).
+        match latest.get(name) {
+            None => order.push(name),
+            Some(_) if u.upload.state == UploadState::Aborted => continue,
+            Some(_) => {}
         }
+        latest.insert(name, u);
     }
     order
         .into_iter()

@@ -302,7 +302,7 @@ struct Stored {
 }
 
 fn shown_path(u: &Upload) -> String {
-    serde_json::from_str::<Stored>(u.metadata.as_deref().unwrap_or("{}"))
+    serde_json::from_str::<Stored>(u.dialect_state.as_deref().unwrap_or("{}"))
         .ok()
         .map(|s| s.path)
         .filter(|p| !p.is_empty())
@@ -435,7 +435,7 @@ async fn create(
         uploads: vec![NewUpload {
             path,
             size: Some(req.size),
-            metadata: Some(
+            dialect_state: Some(
                 serde_json::to_string(&Stored {
                     path: req.shown.clone(),
                 })

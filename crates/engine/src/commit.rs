@@ -32,8 +32,10 @@ struct Candidate {
 
 enum Decision {
     /// Promote to a path; when replacing a file, its id (a file keeps
-    /// its id across replacements at its path).
-    Promote(SpacePath, Promote, Option<String>),
+    /// its id across replacements at its path), and the path it moves
+    /// from when the upload is a new version under another name
+    /// (`Upload::replaces`).
+    Promote(SpacePath, Promote, Option<String>, Option<SpacePath>),
     Skip(Box<FileRecord>),
 }
 
@@ -47,14 +49,17 @@ impl Engine {
     ) -> Result<SessionView> {
         let _guard = self.session_lock(session_id).lock().await;
         let s = self.load_session(caller, session_id).await?;
-        self.commit_loaded(s, expected).await
+        self.commit_loaded(s, expected, &[]).await
     }
 
-    /// [`Engine::commit_session`] of a session already loaded, under its lock.
+    /// [`Engine::commit_session`] of a session already loaded, under its
+    /// lock; the open uploads `drop` are aborted in the transaction that
+    /// records the commit's intent (they could not become files).
     pub(crate) async fn commit_loaded(
         &self,
         s: Session,
         expected: HashMap<String, Digest>,
+        drop: &[String],
     ) -> Result<SessionView> {
         let s = if s.state == SessionState::Committing {
             self.resume_interrupted(&s).await?
@@ -80,7 +85,7 @@ impl Engine {
         }
         let ids: Vec<String> = uploads
             .iter()
-            .filter(|u| u.state == UploadState::Open)
+            .filter(|u| u.state == UploadState::Open && !drop.contains(&u.id))
             .map(|u| u.id.clone())
             .collect();
         for key in expected.keys() {
@@ -91,10 +96,13 @@ impl Engine {
                 ));
             }
         }
-        let done = self.commit_locked(&s, &ids, &expected, true).await?;
+        let done = self.commit_locked(&s, &ids, &expected, true, drop).await?;
         // Answer from what the commit just recorded, without reading back.
         let mut views = Vec::with_capacity(uploads.len());
         for mut upload in uploads {
+            if drop.contains(&upload.id) {
+                upload.state = UploadState::Aborted;
+            }
             let file = match done.iter().find(|d| d.upload_id == upload.id) {
                 Some(d) => {
                     upload.state = d.state;
@@ -160,7 +168,7 @@ impl Engine {
             }
         }
         if !open.is_empty() {
-            self.commit_locked(&s, &open, &HashMap::new(), false)
+            self.commit_locked(&s, &open, &HashMap::new(), false, &[])
                 .await?;
         }
         Ok(open.len())
@@ -205,7 +213,7 @@ impl Engine {
                     .into_iter()
                     .map(|d| (upload_id.to_owned(), d))
                     .collect();
-                self.commit_locked(&s, &[upload_id.to_owned()], &expected, false)
+                self.commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[])
                     .await?;
             }
             UploadState::Committed | UploadState::Skipped => {}
@@ -224,7 +232,7 @@ impl Engine {
                         .into_iter()
                         .map(|d| (upload_id.to_owned(), d))
                         .collect();
-                    self.commit_locked(&s, &[upload_id.to_owned()], &expected, false)
+                    self.commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[])
                         .await?;
                 }
             }
@@ -259,6 +267,7 @@ impl Engine {
         ids: &[String],
         expected: &HashMap<String, Digest>,
         whole_session: bool,
+        drop: &[String],
     ) -> Result<Vec<Committed>> {
         // 1. Freeze each upload and verify it. The guard unfreezes them
         // however this ends (an error, or this future dropped because the
@@ -317,21 +326,39 @@ impl Engine {
         {
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
-                let d = self.decide(session, &c.upload.path).await?;
-                if let Decision::Promote(p, _, _) = &d {
+                let d = self.decide(session, &c.upload).await?;
+                if let Decision::Promote(p, _, _, moved_from) = &d {
                     claims.claim(p);
+                    // The old path stays claimed until its bytes are gone.
+                    if let Some(old) = moved_from {
+                        claims.claim(old);
+                    }
                 }
                 decisions.push(d);
             }
         }
         let (done, ended) = self
-            .promote_and_record(session, &mut frozen, candidates, decisions, whole_session)
+            .promote_and_record(
+                session,
+                &mut frozen,
+                candidates,
+                decisions,
+                whole_session,
+                drop,
+            )
             .await?;
-        drop(claims);
-        let states: Vec<(String, UploadState)> = done
+        std::mem::drop(claims);
+        let mut states: Vec<(String, UploadState)> = done
             .iter()
             .map(|d| (d.upload_id.clone(), d.state))
             .collect();
+        for id in drop {
+            states.push((id.clone(), UploadState::Aborted));
+            if let Err(e) = self.inner.store.discard_staged(id).await {
+                // Start-up recovery removes what no open upload owns.
+                tracing::warn!(upload = %id, error = %e, "cannot discard an aborted upload's bytes");
+            }
+        }
         for (slot, d) in std::mem::take(&mut frozen.slots).iter().zip(&done) {
             let mut live = slot.state.lock().await;
             live.upload.state = d.state;
@@ -373,18 +400,19 @@ impl Engine {
         candidates: Vec<Candidate>,
         decisions: Vec<Decision>,
         whole_session: bool,
+        drop: &[String],
     ) -> Result<(Vec<Committed>, Option<SessionState>)> {
         // 3. Record the intent.
         let plan: Vec<(String, SpacePath)> = candidates
             .iter()
             .zip(&decisions)
             .filter_map(|(c, d)| match d {
-                Decision::Promote(p, _, _) => Some((c.upload.id.clone(), p.clone())),
+                Decision::Promote(p, ..) => Some((c.upload.id.clone(), p.clone())),
                 Decision::Skip(_) => None,
             })
             .collect();
         let meta = &self.inner.meta;
-        meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan)
+        meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan, drop)
             .await?;
         frozen.intent_recorded = plan.iter().map(|(id, _)| id.clone()).collect();
 
@@ -393,11 +421,18 @@ impl Engine {
         // hundred fsyncs rather than 10,000. Results keep the upload order.
         let now = now_ms();
         let store = &self.inner.store;
+        let moved: Vec<SpacePath> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Promote(_, _, _, moved_from) => moved_from.clone(),
+                Decision::Skip(_) => None,
+            })
+            .collect();
         let done: Vec<Committed> = futures::stream::iter(candidates.into_iter().zip(decisions))
             .map(|(c, d)| async move {
                 let up = c.upload;
                 Ok::<_, EngineError>(match d {
-                    Decision::Promote(path, mode, keep_id) => {
+                    Decision::Promote(path, mode, keep_id, _) => {
                         store.promote(&up.id, &session.space, &path, mode).await?;
                         Committed {
                             file: FileRecord {
@@ -415,6 +450,7 @@ impl Engine {
                                 owner: session.owner.clone(),
                                 created_at: now,
                                 metadata: up.metadata.clone(),
+                                dialect_state: up.dialect_state.clone(),
                                 expires_at: session.files_expire.then_some(session.expires_at),
                             },
                             upload_id: up.id,
@@ -445,13 +481,63 @@ impl Engine {
         } else {
             SessionEnd::IfSettled(&session.id)
         };
+        // A file moved to a new path keeps its id, so recording it removes
+        // its record at the old path in the same transaction.
         let ended = meta.finish_commit(end, &done).await?;
         metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
+        for old in moved {
+            self.remove_moved(&session.space, &old).await;
+        }
         Ok((done, ended))
     }
 
+    /// Removes the bytes a moved file left at its old path (its record is
+    /// gone already): a failure leaves bytes nobody lists, logged.
+    async fn remove_moved(&self, space: &SpaceName, old: &SpacePath) {
+        match self.inner.store.delete_file(space, old).await {
+            Ok(()) | Err(ferry_store::StoreError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::error!(%space, path = %old, error = %e, "cannot remove the old path of a moved file")
+            }
+        }
+    }
+
+    /// The file an upload is a new version of, if it is still in the
+    /// session's space at another path than the upload's: it moves.
+    async fn moved_file(&self, session: &Session, upload: &Upload) -> Result<Option<FileRecord>> {
+        let Some(id) = &upload.replaces else {
+            return Ok(None);
+        };
+        Ok(self
+            .inner
+            .meta
+            .get_file_by_id(id)
+            .await?
+            .filter(|f| f.space == session.space && f.path != upload.path))
+    }
+
+    /// Where an upload goes under the session's policy.
+    async fn decide(&self, session: &Session, upload: &Upload) -> Result<Decision> {
+        let path = &upload.path;
+        if let Some(f) = self.moved_file(session, upload).await? {
+            if self.pending_occupant(&session.space, &f.path).is_some() {
+                return Err(EngineError::Conflict(format!(
+                    "another commit to {}/{} is in progress; retry in a moment",
+                    session.space, f.path
+                )));
+            }
+            return Ok(match self.decide_at(session, path).await? {
+                Decision::Promote(p, mode, _, _) => {
+                    Decision::Promote(p, mode, Some(f.id), Some(f.path))
+                }
+                skip => skip,
+            });
+        }
+        self.decide_at(session, path).await
+    }
+
     /// Where an upload for `path` goes under the session's policy.
-    async fn decide(&self, session: &Session, path: &SpacePath) -> Result<Decision> {
+    async fn decide_at(&self, session: &Session, path: &SpacePath) -> Result<Decision> {
         let pending = self.pending_occupant(&session.space, path);
         if pending.is_some() && session.conflict == ConflictPolicy::Replace {
             return Err(EngineError::Conflict(format!(
@@ -467,7 +553,7 @@ impl Engine {
             path: format!("{}/{}", session.space, path),
         };
         Ok(match (occupant, session.conflict) {
-            (None, _) => Decision::Promote(path.clone(), Promote::NoReplace, None),
+            (None, _) => Decision::Promote(path.clone(), Promote::NoReplace, None, None),
             (Some(Occupant::FileAncestor(a)), _) => {
                 return Err(EngineError::AlreadyExists {
                     path: format!("{}/{} (a file where a folder is needed)", session.space, a),
@@ -475,7 +561,7 @@ impl Engine {
             }
             (Some(_), ConflictPolicy::Fail) => return Err(exists()),
             (Some(Occupant::File(f)), ConflictPolicy::Replace) => {
-                Decision::Promote(path.clone(), Promote::Replace, Some(f.id))
+                Decision::Promote(path.clone(), Promote::Replace, Some(f.id), None)
             }
             (Some(Occupant::File(f)), ConflictPolicy::Skip) => Decision::Skip(f),
             (Some(_), ConflictPolicy::Rename | ConflictPolicy::MergeRename) => {
@@ -487,7 +573,7 @@ impl Engine {
                     if self.pending_occupant(&session.space, &candidate).is_none()
                         && self.occupant(&session.space, &candidate).await?.is_none()
                     {
-                        return Ok(Decision::Promote(candidate, Promote::NoReplace, None));
+                        return Ok(Decision::Promote(candidate, Promote::NoReplace, None, None));
                     }
                 }
                 return Err(exists());
@@ -748,9 +834,12 @@ impl Engine {
             }
             h.finish()
         };
-        // A replaced file keeps its id: its record is still the old one.
-        let id = match meta.get_file(&session.space, &path).await? {
-            Some(old) if mode == Promote::Replace => old.id,
+        // A replaced file keeps its id: its record is still the old one;
+        // so does a file moved here (a new version under a new name).
+        let moved = self.moved_file(&session, &up).await?;
+        let id = match (&moved, meta.get_file(&session.space, &path).await?) {
+            (Some(f), _) => f.id.clone(),
+            (None, Some(old)) if mode == Promote::Replace => old.id,
             _ => random_hex(16),
         };
         let done = Committed {
@@ -768,6 +857,7 @@ impl Engine {
                 owner: session.owner.clone(),
                 created_at: now_ms(),
                 metadata: up.metadata.clone(),
+                dialect_state: up.dialect_state.clone(),
                 expires_at: session.files_expire.then_some(session.expires_at),
             },
             upload_id: up.id.clone(),
@@ -778,6 +868,9 @@ impl Engine {
         // (a whole-session commit's session is `committing`: left to step 2).
         meta.finish_commit(SessionEnd::IfSettled(&session.id), &[done])
             .await?;
+        if let Some(f) = moved {
+            self.remove_moved(&session.space, &f.path).await;
+        }
         Ok(Rolled::Forward)
     }
 }

@@ -7,15 +7,20 @@
 use crate::auth::Caller;
 use crate::{Engine, EngineError, NewUpload, Result, SessionView, now_ms};
 use ferry_core::{Length, SessionState, SpacePath, StateError, Upload, UploadState};
+use ferry_meta::SessionEnd;
 use std::collections::HashMap;
 
 impl Engine {
     /// The session's upload at `new.path`, ready for a body from offset 0:
-    /// added when the session has none there; reused when it is open and
-    /// has received no bytes (it was made by [`Engine::set_upload_metadata`]);
-    /// replaced when it has bytes — the old one is aborted and the new one
-    /// keeps its metadata. `Conflict` while bytes are still streaming into
-    /// the old one.
+    /// added when the session has none there; reused when the newest one
+    /// is open and has received no bytes (it was made by
+    /// [`Engine::set_upload_metadata`]); otherwise a new upload is added
+    /// *beside* the newest complete one, which it replaces only once its
+    /// own bytes are complete (closing commits the newest complete upload
+    /// of each path): a body sent again that breaks off leaves the earlier
+    /// one intact. Earlier attempts that never completed are aborted in the
+    /// same transaction. `Conflict` while bytes are still streaming to the
+    /// path.
     pub async fn put_upload(
         &self,
         caller: &Caller,
@@ -23,28 +28,111 @@ impl Engine {
         new: NewUpload,
     ) -> Result<Upload> {
         let path = parse_path(&new.path)?;
-        let existing = self.open_upload_at(caller, session_id, &path).await?;
-        let Some(old) = existing else {
-            return Ok(self
-                .add_uploads(caller, session_id, vec![new])
-                .await?
-                .remove(0));
-        };
-        if old.received.is_empty() && old.length == Length::Deferred {
-            let slot = self.slot(caller, &old.id).await?;
-            if slot.state.lock().await.inflight.is_empty() {
-                return Ok(old);
+        let s = self.load_session(caller, session_id).await?;
+        s.state.check_writable().map_err(EngineError::Gone)?;
+        let (mut built, declared) = self.build_uploads(&s, vec![new])?;
+        let mut up = built.remove(0);
+        self.inner.store.create_staged(&up.id).await?;
+        let added = async {
+            // Under the lock: no commit, close, abort or expiry in between.
+            let _guard = self.session_lock(session_id).lock().await;
+            let s = self.load_session(caller, session_id).await?;
+            s.state.check_writable().map_err(EngineError::Gone)?;
+            if s.is_expired_at(now_ms()) {
+                return Err(EngineError::Gone(StateError::Expired));
+            }
+            let mut at = Vec::new(); // (upload, complete), oldest first
+            for u in self.inner.meta.session_uploads(&s.id).await? {
+                if u.path != path || u.state == UploadState::Aborted {
+                    continue;
+                }
+                if u.state != UploadState::Open {
+                    return Err(EngineError::Conflict(format!(
+                        "{path} is being committed; retry in a moment"
+                    )));
+                }
+                let slot = self.slot(caller, &u.id).await?;
+                // A write whose request went away settles first.
+                let live = slot.lock_settled().await;
+                if !live.inflight.is_empty() {
+                    return Err(EngineError::Conflict(format!(
+                        "{path} is being written by another request"
+                    )));
+                }
+                let complete = live.upload.is_complete();
+                at.push((live.upload.clone(), complete));
+            }
+            if let Some((last, _)) = at.last()
+                && last.received.is_empty()
+                && last.length == Length::Deferred
+            {
+                return Ok(Err(last.clone()));
+            }
+            up.metadata = up
+                .metadata
+                .take()
+                .or_else(|| at.last().and_then(|(u, _)| u.metadata.clone()));
+            let beside: Vec<String> = at
+                .iter()
+                .rev()
+                .find(|(_, complete)| *complete)
+                .map(|(u, _)| u.id.clone())
+                .into_iter()
+                .collect();
+            let abort: Vec<String> = at
+                .iter()
+                .map(|(u, _)| u.id.clone())
+                .filter(|id| !beside.contains(id))
+                .collect();
+            if declared > 0 {
+                let user = self.user(&s.owner).await?;
+                self.check_quota(&s.owner, user.and_then(|u| u.quota_bytes), declared)
+                    .await?;
+            }
+            let limit = self.inner.limits.max_uploads_per_session;
+            match self
+                .inner
+                .meta
+                .add_upload_beside(&s.id, &up, &beside, &abort, limit)
+                .await
+            {
+                Ok(()) => {}
+                Err(ferry_meta::MetaError::Full(n)) => {
+                    return Err(EngineError::TooLarge {
+                        message: format!(
+                            "the session would have {n} uploads; the limit is {limit}"
+                        ),
+                        limit: limit as u64,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let states: Vec<_> = abort
+                .iter()
+                .map(|id| (id.clone(), UploadState::Aborted))
+                .collect();
+            self.refresh_session(&s, &states).await;
+            self.seed_slots(&s, std::slice::from_ref(&up));
+            Ok(Ok(abort))
+        }
+        .await;
+        match added {
+            Ok(Ok(abort)) => {
+                for id in &abort {
+                    // Start-up recovery removes what no open upload owns.
+                    let _ = self.inner.store.discard_staged(id).await;
+                }
+                Ok(up)
+            }
+            Ok(Err(reused)) => {
+                let _ = self.inner.store.discard_staged(&up.id).await;
+                Ok(reused)
+            }
+            Err(e) => {
+                let _ = self.inner.store.discard_staged(&up.id).await;
+                Err(e)
             }
         }
-        self.retire(caller, &old).await?;
-        let new = NewUpload {
-            metadata: new.metadata.or(old.metadata),
-            ..new
-        };
-        Ok(self
-            .add_uploads(caller, session_id, vec![new])
-            .await?
-            .remove(0))
     }
 
     /// Sets the metadata of the session's upload at `path`; when there is
@@ -77,23 +165,33 @@ impl Engine {
                 .remove(0));
         };
         up.state.check_writable().map_err(EngineError::Gone)?;
-        self.inner
-            .meta
-            .set_upload_metadata(&up.id, Some(&metadata))
-            .await?;
-        // The live copy is what a commit records.
-        let slot = self.slot(caller, &up.id).await?;
-        slot.state.lock().await.upload.metadata = Some(metadata.clone());
+        // Every open upload at the path: a body sent again and the
+        // complete one it may replace alike.
+        for u in self.inner.meta.session_uploads(&s.id).await? {
+            if u.path != sp || u.state != UploadState::Open {
+                continue;
+            }
+            self.inner
+                .meta
+                .set_upload_metadata(&u.id, Some(&metadata))
+                .await?;
+            // The live copy is what a commit records.
+            let slot = self.slot(caller, &u.id).await?;
+            slot.state.lock().await.upload.metadata = Some(metadata.clone());
+        }
         up.metadata = Some(metadata);
         Ok(up)
     }
 
-    /// Closes an open-ended session: the uploads that are complete are
-    /// committed together, atomically, with the session's conflict policy;
-    /// open uploads that are not (a body that broke off, metadata whose
-    /// file never came) are aborted first, since they could not become
-    /// files. Closing happens once: a session that is no longer open is
-    /// `Gone`. `Conflict` while bytes are still streaming into the session.
+    /// Closes an open-ended session: the newest complete upload of each
+    /// path is committed, all together, atomically, with the session's
+    /// conflict policy; the other open uploads (a body that broke off,
+    /// metadata whose file never came, a body sent again since) are
+    /// aborted in the transaction that records the commit's intent — or,
+    /// with nothing to commit, in the one that closes the session. A close
+    /// that fails changes nothing. Closing happens once: a session that is
+    /// no longer open is `Gone`. `Conflict` while bytes are still streaming
+    /// into the session.
     pub async fn close_session(&self, caller: &Caller, session_id: &str) -> Result<SessionView> {
         let _guard = self.session_lock(session_id).lock().await;
         let s = self.load_session(caller, session_id).await?;
@@ -102,89 +200,50 @@ impl Engine {
             return Err(EngineError::Gone(StateError::Expired));
         }
         let uploads = self.inner.meta.session_uploads(&s.id).await?;
-        let mut changed = Vec::new();
+        // The newest complete upload of each path wins (uploads come
+        // oldest first).
+        let mut winners: HashMap<SpacePath, String> = HashMap::new();
+        let mut open = Vec::new();
         for up in uploads.iter().filter(|u| u.state == UploadState::Open) {
             let slot = self.slot(caller, &up.id).await?;
-            let live = slot.state.lock().await;
+            let live = slot.lock_settled().await;
             if !live.inflight.is_empty() {
                 return Err(EngineError::Conflict(format!(
                     "{}: bytes are still being written; close the session once every file is sent",
                     up.path
                 )));
             }
-            if !live.upload.is_complete() {
-                changed.push((up.id.clone(), UploadState::Aborted));
+            if live.upload.is_complete() {
+                winners.insert(up.path.clone(), up.id.clone());
             }
+            open.push(up.id.clone());
         }
-        for (id, _) in &changed {
-            self.inner
-                .meta
-                .set_upload_state(id, UploadState::Aborted)
-                .await?;
-            self.inner.store.discard_staged(id).await?;
+        let drop: Vec<String> = open
+            .into_iter()
+            .filter(|id| !winners.values().any(|w| w == id))
+            .collect();
+        if !winners.is_empty() {
+            return self.commit_loaded(s, HashMap::new(), &drop).await;
         }
-        let open = uploads
-            .iter()
-            .filter(|u| u.state == UploadState::Open)
-            .count();
-        if open == changed.len() {
-            // Nothing to commit: the session is closed with no files.
-            self.inner
-                .meta
-                .set_session_state(&s.id, SessionState::Committed, None)
-                .await?;
-            let s = ferry_core::Session {
-                state: SessionState::Committed,
-                ..s
-            };
-            self.refresh_session(&s, &changed).await;
-            return self.view(s).await;
-        }
-        self.refresh_session(&s, &changed).await;
-        self.commit_loaded(s, HashMap::new()).await
-    }
-
-    /// The session's upload at `path` that is not aborted, if the caller
-    /// may see the session.
-    async fn open_upload_at(
-        &self,
-        caller: &Caller,
-        session_id: &str,
-        path: &SpacePath,
-    ) -> Result<Option<Upload>> {
-        let s = self.load_session(caller, session_id).await?;
-        s.state.check_writable().map_err(EngineError::Gone)?;
-        Ok(self.inner.meta.upload_at(&s.id, path).await?)
-    }
-
-    /// Aborts an open upload that a newer one replaces; the session stays
-    /// open (unlike [`Engine::abort_upload`], which ends a session left
-    /// with nothing open).
-    async fn retire(&self, caller: &Caller, old: &Upload) -> Result<()> {
-        let slot = self.slot(caller, &old.id).await?;
-        let _guard = self.session_lock(&old.session_id).lock().await;
-        let session = {
-            let live = slot.state.lock().await;
-            if !live.inflight.is_empty() {
-                return Err(EngineError::Conflict(format!(
-                    "{} is being written by another request",
-                    old.path
-                )));
-            }
-            live.upload
-                .state
-                .check_writable()
-                .map_err(EngineError::Gone)?;
-            live.session.clone()
-        };
+        // Nothing to commit: the session is closed with no files.
         self.inner
             .meta
-            .set_upload_state(&old.id, UploadState::Aborted)
+            .abort_uploads(&drop, SessionEnd::To(&s.id, SessionState::Committed))
             .await?;
-        self.inner.store.discard_staged(&old.id).await?;
-        self.refresh_session(&session, &[(old.id.clone(), UploadState::Aborted)])
-            .await;
-        Ok(())
+        for id in &drop {
+            // Start-up recovery removes what no open upload owns.
+            let _ = self.inner.store.discard_staged(id).await;
+        }
+        let s = ferry_core::Session {
+            state: SessionState::Committed,
+            ..s
+        };
+        let states: Vec<_> = drop
+            .iter()
+            .map(|id| (id.clone(), UploadState::Aborted))
+            .collect();
+        self.refresh_session(&s, &states).await;
+        self.view(s).await
     }
 
     /// The folder path new files go into, chosen by `policy` under the

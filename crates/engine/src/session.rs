@@ -21,6 +21,11 @@ pub struct NewUpload {
     pub metadata: Option<String>,
     /// Whole-file digests to keep besides SHA-256 (recorded with the file).
     pub whole_digests: Vec<DigestAlgo>,
+    /// The id of a file this upload is a new version of (`Upload::replaces`):
+    /// its commit moves that file to the upload's path, atomically.
+    pub replaces: Option<String>,
+    /// The dialect's own state for the upload (`Upload::dialect_state`).
+    pub dialect_state: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -253,7 +258,11 @@ impl Engine {
 
     /// The records of new uploads of `session`, checked (paths, limits,
     /// no path twice in the batch), and the bytes they declare.
-    fn build_uploads(&self, session: &Session, new: Vec<NewUpload>) -> Result<(Vec<Upload>, u64)> {
+    pub(crate) fn build_uploads(
+        &self,
+        session: &Session,
+        new: Vec<NewUpload>,
+    ) -> Result<(Vec<Upload>, u64)> {
         let limits = &self.inner.limits;
         let mut seen = HashSet::new();
         let mut uploads = Vec::with_capacity(new.len());
@@ -287,6 +296,8 @@ impl Engine {
                 parts: BTreeMap::new(),
                 final_path: None,
                 file_id: None,
+                replaces: nu.replaces,
+                dialect_state: nu.dialect_state,
             });
         }
 

@@ -233,13 +233,17 @@ async fn recovery_repairs_every_intermediate_state() {
 
     // 1. An upload `committing` whose bytes were not promoted yet.
     let (s1, u1) = written(&engine, &admin, "one.bin", b"one").await;
-    meta.begin_commit(None, &[(u1.clone(), SpacePath::parse("one.bin").unwrap())])
-        .await
-        .unwrap();
+    meta.begin_commit(
+        None,
+        &[(u1.clone(), SpacePath::parse("one.bin").unwrap())],
+        &[],
+    )
+    .await
+    .unwrap();
     // 2. A whole-session commit recorded for its uploads, not its session.
     let (s2, u2) = written(&engine, &admin, "two.bin", b"two").await;
     let two = SpacePath::parse("two.bin").unwrap();
-    meta.begin_commit(Some(&s2), &[(u2.clone(), two.clone())])
+    meta.begin_commit(Some(&s2), &[(u2.clone(), two.clone())], &[])
         .await
         .unwrap();
     store
@@ -258,6 +262,7 @@ async fn recovery_repairs_every_intermediate_state() {
         owner: "admin".into(),
         created_at: 1,
         metadata: None,
+        dialect_state: None,
         expires_at: None,
     };
     meta.finish_commit(
@@ -274,7 +279,7 @@ async fn recovery_repairs_every_intermediate_state() {
     // 3. A session left open after its last upload was committed.
     let (s3, u3) = written(&engine, &admin, "three.bin", b"333").await;
     let three = SpacePath::parse("three.bin").unwrap();
-    meta.begin_commit(None, &[(u3.clone(), three.clone())])
+    meta.begin_commit(None, &[(u3.clone(), three.clone())], &[])
         .await
         .unwrap();
     store
@@ -482,4 +487,84 @@ async fn a_commit_that_failed_half_way_is_finished_by_the_next_commit_without_re
             d
         );
     }
+}
+
+/// A new version under a new name whose commit stopped after its bytes
+/// were promoted (a crash before the result was recorded) is finished by
+/// recovery as one move: the file keeps its id, stands at the new name
+/// with the new bytes, and its old name is gone from the records and the
+/// disk.
+#[tokio::test]
+async fn recovery_finishes_a_new_version_under_a_new_name_as_one_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Caller::User(Principal {
+        user: "admin".into(),
+        admin: true,
+    });
+    let meta = Arc::new(Sqlite::open(dir.path().join("ferry.db")).unwrap());
+    let store = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let engine = Engine::new(meta.clone(), store.clone(), Limits::default(), vec![1; 32]);
+    engine.bootstrap(Some("t")).await.unwrap();
+    let space = SpaceName::parse("admin").unwrap();
+    let (s0, _) = written(&engine, &admin, "old.txt", b"old").await;
+    let v = engine
+        .commit_session(&admin, &s0, HashMap::new())
+        .await
+        .unwrap();
+    let fid = v.uploads[0].file.as_ref().unwrap().id.clone();
+
+    let view = engine
+        .create_session(
+            &admin,
+            NewSession {
+                conflict: ferry_core::ConflictPolicy::Replace,
+                uploads: vec![NewUpload {
+                    path: "new.txt".into(),
+                    size: Some(3),
+                    replaces: Some(fid.clone()),
+                    ..Default::default()
+                }],
+                dialect: "box".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let uid = view.uploads[0].upload.id.clone();
+    engine
+        .write(
+            &admin,
+            &uid,
+            WriteAt::Part(1),
+            body(b"new"),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap();
+    let new = SpacePath::parse("new.txt").unwrap();
+    meta.begin_commit(None, &[(uid.clone(), new.clone())], &[])
+        .await
+        .unwrap();
+    store
+        .promote(&uid, &space, &new, Promote::Replace)
+        .await
+        .unwrap();
+    drop(engine);
+
+    let engine = Engine::new(meta.clone(), store.clone(), Limits::default(), vec![1; 32]);
+    let report = engine.recover().await.unwrap();
+    assert_eq!(report.rolled_forward, 1, "{report:?}");
+    let f = meta.get_file_by_id(&fid).await.unwrap().unwrap();
+    assert_eq!(f.path, new, "the file keeps its id at its new name");
+    assert_eq!(
+        meta.get_file(&space, &SpacePath::parse("old.txt").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("spaces/admin/new.txt")).unwrap(),
+        b"new"
+    );
+    assert!(!dir.path().join("spaces/admin/old.txt").exists());
 }

@@ -64,6 +64,8 @@ fn upload(id: &str, sid: &str, path: &str, length: Length) -> Upload {
         parts: BTreeMap::new(),
         final_path: None,
         file_id: None,
+        replaces: None,
+        dialect_state: Some("{\"d\":2}".into()),
     }
 }
 
@@ -80,6 +82,7 @@ fn file(id: &str, space: &str, path: &str, size: u64, owner: &str) -> FileRecord
         owner: owner.into(),
         created_at: 5,
         metadata: None,
+        dialect_state: Some("{\"d\":1}".into()),
         expires_at: None,
     }
 }
@@ -94,6 +97,7 @@ pub async fn run_all(m: &dyn MetaStore) {
     state_changes_end_the_session_in_the_same_transaction(m).await;
     failing_an_upload_fails_its_session_with_a_reason(m).await;
     illegal_state_changes_are_refused(m).await;
+    a_body_sent_again_waits_beside_the_one_it_replaces(m).await;
     m.ping().await.unwrap();
 }
 
@@ -295,6 +299,7 @@ pub async fn commit_is_one_transaction(m: &dyn MetaStore) {
     m.begin_commit(
         Some("s3"),
         &[("u4".into(), p("x.txt")), ("u5".into(), p("y (1).txt"))],
+        &[],
     )
     .await
     .unwrap();
@@ -363,6 +368,24 @@ pub async fn commit_is_one_transaction(m: &dyn MetaStore) {
             .unwrap()
             .id,
         "f6"
+    );
+    // A record keeps its id: recorded at another path (a new version
+    // under a new name), it leaves its old path in the same transaction.
+    m.finish_commit(
+        SessionEnd::Keep,
+        &[Committed {
+            upload_id: "u4".into(),
+            state: UploadState::Committed,
+            final_path: p("moved.txt"),
+            file: file("f6", "dan", "moved.txt", 9, "dan"),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(m.get_file(&sp("dan"), &p("x.txt")).await.unwrap(), None);
+    assert_eq!(
+        m.get_file_by_id("f6").await.unwrap().unwrap().path,
+        p("moved.txt")
     );
 }
 
@@ -544,7 +567,7 @@ pub async fn state_changes_end_the_session_in_the_same_transaction(m: &dyn MetaS
         file: file(f, "gus", path, 1, "gus"),
     };
     // One of two committed: the session stays open.
-    m.begin_commit(None, &[("g1a".into(), p("a"))])
+    m.begin_commit(None, &[("g1a".into(), p("a"))], &[])
         .await
         .unwrap();
     let ended = m
@@ -588,7 +611,7 @@ pub async fn state_changes_end_the_session_in_the_same_transaction(m: &dyn MetaS
     m.create_session(&s3, &[upload("g3a", "g3", "a", Length::Known(1))])
         .await
         .unwrap();
-    m.begin_commit(None, &[("g3a".into(), p("c"))])
+    m.begin_commit(None, &[("g3a".into(), p("c"))], &[])
         .await
         .unwrap();
     let ended = m
@@ -631,7 +654,7 @@ pub async fn failing_an_upload_fails_its_session_with_a_reason(m: &dyn MetaStore
     )
     .await
     .unwrap();
-    m.begin_commit(None, &[("h1a".into(), p("a"))])
+    m.begin_commit(None, &[("h1a".into(), p("a"))], &[])
         .await
         .unwrap();
     m.fail_upload("h1a", "its bytes are missing").await.unwrap();
@@ -680,7 +703,7 @@ pub async fn illegal_state_changes_are_refused(m: &dyn MetaStore) {
         .await
         .unwrap();
     let err = m
-        .begin_commit(None, &[("i1a".into(), p("a"))])
+        .begin_commit(None, &[("i1a".into(), p("a"))], &[])
         .await
         .unwrap_err();
     assert!(matches!(err, MetaError::IllegalTransition(_)), "{err:?}");
@@ -688,4 +711,45 @@ pub async fn illegal_state_changes_are_refused(m: &dyn MetaStore) {
         m.get_upload("i1a").await.unwrap().unwrap().state,
         UploadState::Aborted
     );
+}
+
+/// A body sent again is added beside the complete upload it replaces
+/// (aborting earlier attempts in the same transaction); closing aborts the
+/// losers with the commit's intent.
+pub async fn a_body_sent_again_waits_beside_the_one_it_replaces(m: &dyn MetaStore) {
+    m.create_user(&user("kim")).await.unwrap();
+    let s = Session {
+        open_ended: true,
+        ..session("k1", "kim", 10_000)
+    };
+    m.create_session(&s, &[upload("k1a", "k1", "a", Length::Known(1))])
+        .await
+        .unwrap();
+    m.add_uploads("k1", &[upload("k1b", "k1", "a", Length::Deferred)], 10)
+        .await
+        .unwrap_err();
+    let beside = |id: &str| upload(id, "k1", "a", Length::Deferred);
+    m.add_upload_beside("k1", &beside("k1b"), &["k1a".into()], &[], 10)
+        .await
+        .unwrap();
+    // Another holder of the path than those named: refused, nothing changed.
+    let err = m
+        .add_upload_beside("k1", &beside("k1c"), &["k1a".into()], &[], 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::AlreadyExists(_)), "{err:?}");
+    assert_eq!(m.get_upload("k1c").await.unwrap(), None);
+    // The attempt k1b broke off: the next one aborts it as it is added.
+    m.add_upload_beside("k1", &beside("k1c"), &["k1a".into()], &["k1b".into()], 10)
+        .await
+        .unwrap();
+    let state = |id: &'static str| async move { m.get_upload(id).await.unwrap().unwrap().state };
+    assert_eq!(state("k1b").await, UploadState::Aborted);
+    assert_eq!(state("k1a").await, UploadState::Open);
+    // Closing commits k1a and drops k1c in the intent's transaction.
+    m.begin_commit(Some("k1"), &[("k1a".into(), p("a"))], &["k1c".into()])
+        .await
+        .unwrap();
+    assert_eq!(state("k1a").await, UploadState::Committing);
+    assert_eq!(state("k1c").await, UploadState::Aborted);
 }

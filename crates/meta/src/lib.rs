@@ -12,6 +12,9 @@
 //!   together with its upload's new state, or nothing changes.
 //! - A file path is unique within a space; `finish_commit` replaces the
 //!   record at a path (the engine has already applied the conflict policy).
+//! - A file id names one record: `finish_commit` of a file whose id is
+//!   recorded at another path moves it (the old path's record goes in the
+//!   same transaction: a new version under a new name).
 
 pub mod sqlite;
 
@@ -204,6 +207,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// path is already one of its uploads, `Full` past `limit` uploads.
     /// Aborted uploads neither hold their path nor count.
     async fn add_uploads(&self, session_id: &str, uploads: &[Upload], limit: usize) -> Result<()>;
+    /// Adds `upload` to the session while the uploads `beside` keep its
+    /// path (a complete body that this one, sent again, replaces only once
+    /// it is complete itself), and aborts `abort`, in one transaction:
+    /// `AlreadyExists` if any other upload holds the path, `Full` past
+    /// `limit` uploads (counting the path once).
+    async fn add_upload_beside(
+        &self,
+        session_id: &str,
+        upload: &Upload,
+        beside: &[String],
+        abort: &[String],
+        limit: usize,
+    ) -> Result<()>;
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>>;
     /// The session's upload at `path` that is not aborted, if any.
     async fn upload_at(&self, session_id: &str, path: &SpacePath) -> Result<Option<Upload>>;
@@ -237,10 +253,15 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Moves an open session's expiry later (never earlier).
     async fn extend_session(&self, id: &str, expires_at: Millis) -> Result<()>;
     /// Marks uploads `committing` towards their final paths (and the session
-    /// `committing` when given) in one transaction: the intent that start-up
-    /// recovery rolls forward.
-    async fn begin_commit(&self, session: Option<&str>, plan: &[(String, SpacePath)])
-    -> Result<()>;
+    /// `committing` when given), and aborts the open uploads `abort` (those
+    /// closing a session drops: they cannot become files), in one
+    /// transaction: the intent that start-up recovery rolls forward.
+    async fn begin_commit(
+        &self,
+        session: Option<&str>,
+        plan: &[(String, SpacePath)],
+        abort: &[String],
+    ) -> Result<()>;
     /// Records every outcome and the session's end (see [`SessionEnd`]) in
     /// one transaction; returns the session's new state if it changed.
     async fn finish_commit(

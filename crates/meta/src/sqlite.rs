@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id), idx INTEGER NOT NULL,
   path TEXT NOT NULL, length INTEGER, part_size INTEGER NOT NULL, state TEXT NOT NULL,
   expected_sha256 TEXT, content_type TEXT, metadata TEXT, final_path TEXT, file_id TEXT,
-  whole_digests TEXT);
+  whole_digests TEXT, replaces TEXT, dialect_state TEXT);
 CREATE INDEX IF NOT EXISTS uploads_session ON uploads(session_id, idx);
 CREATE INDEX IF NOT EXISTS uploads_session_path ON uploads(session_id, path);
 CREATE INDEX IF NOT EXISTS uploads_state ON uploads(state);
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS parts (
 CREATE TABLE IF NOT EXISTS files (
   id TEXT PRIMARY KEY, space TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
   sha256 TEXT NOT NULL, sha1 TEXT, md5 TEXT, content_type TEXT, owner TEXT NOT NULL,
-  created_at INTEGER NOT NULL, metadata TEXT, expires_at INTEGER, UNIQUE (space, path));
+  created_at INTEGER NOT NULL, metadata TEXT, expires_at INTEGER, dialect_state TEXT,
+  UNIQUE (space, path));
 CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
 "#;
 
@@ -70,6 +71,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "files_expire", "INTEGER"),
     ("files", "expires_at", "INTEGER"),
     ("sessions", "failure", "TEXT"),
+    ("uploads", "replaces", "TEXT"),
+    ("uploads", "dialect_state", "TEXT"),
+    ("files", "dialect_state", "TEXT"),
 ];
 
 /// Indexes on added columns, created once the columns exist.
@@ -102,6 +106,34 @@ const MIGRATIONS: &[&str] = &[
           (SELECT session_id FROM uploads WHERE path LIKE '.tus-partial/%')) \
        OR (dialect = 'graph' AND id IN (SELECT session_id FROM uploads \
           WHERE json_valid(metadata) AND json_extract(metadata, '$.defer_commit') = 0)));",
+    // 2. Box's new version under a new name moved from the dialect (which
+    // kept the old path in the upload's metadata and deleted it after the
+    // commit) into `replaces` (the file id the commit moves): unfinished
+    // Box uploads get it from their old path, and Box's bookkeeping leaves
+    // the user's metadata of Box uploads and of the files they made.
+    "UPDATE uploads SET replaces = (SELECT f.id FROM files f JOIN sessions s ON f.space = s.space         WHERE s.id = uploads.session_id AND f.path = json_extract(uploads.metadata, '$.renames'))        WHERE state IN ('open', 'committing') AND json_valid(metadata)        AND json_extract(metadata, '$.renames') IS NOT NULL        AND session_id IN (SELECT id FROM sessions WHERE dialect = 'box');      UPDATE files SET metadata = NULL WHERE json_valid(metadata)        AND (metadata = '{}' OR json_extract(metadata, '$.renames') IS NOT NULL)        AND id IN (SELECT u.file_id FROM uploads u JOIN sessions s ON s.id = u.session_id          WHERE s.dialect = 'box');      UPDATE uploads SET metadata = NULL        WHERE session_id IN (SELECT id FROM sessions WHERE dialect = 'box');",
+    // 3. Dialect state left the user's metadata for `dialect_state`: tus's
+    // stored header and concatenation, the draft's empty object, Vault's
+    // path as sent and Graph's old deferCommit move out of the uploads'
+    // metadata; the files they made lose the copy of it (tus files keep
+    // theirs: it held the client's Upload-Metadata).
+    "UPDATE files SET metadata = NULL WHERE id IN (SELECT u.file_id FROM uploads u \
+        JOIN sessions s ON s.id = u.session_id WHERE s.dialect IN ('ietf-draft', 'veeva', 'graph') \
+        AND u.file_id IS NOT NULL AND u.metadata IS files.metadata); \
+     UPDATE uploads SET dialect_state = metadata, metadata = NULL \
+       WHERE session_id IN (SELECT id FROM sessions WHERE dialect IN ('tus', 'ietf-draft', 'veeva')); \
+     UPDATE uploads SET metadata = NULL \
+       WHERE session_id IN (SELECT id FROM sessions WHERE dialect = 'graph');",
+    // 4. UCloud's identity of a file (its modifiedAt and the path asked
+    // for, which decide SKIP) leaves the user's metadata of its uploads and
+    // files for their `dialect_state`.
+    "UPDATE files SET dialect_state = metadata, metadata = NULL \
+       WHERE json_valid(metadata) AND json_extract(metadata, '$.ucloud') IS NOT NULL \
+       AND id IN (SELECT u.file_id FROM uploads u JOIN sessions s ON s.id = u.session_id \
+         WHERE s.dialect = 'ucloud'); \
+     UPDATE uploads SET dialect_state = metadata, metadata = NULL \
+       WHERE json_valid(metadata) AND json_extract(metadata, '$.ucloud') IS NOT NULL \
+       AND session_id IN (SELECT id FROM sessions WHERE dialect = 'ucloud');",
 ];
 
 fn migrate(conn: &Connection, fresh: bool) -> rusqlite::Result<()> {
@@ -472,7 +504,7 @@ const USER_COLS: &str = "name, admin, quota_bytes, max_open_sessions, home_space
 /// Inserts uploads with indexes from `first`.
 fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Result<()> {
     let mut stmt = c.prepare_cached(&format!(
-        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
     ))?;
     for (k, up) in ups.iter().enumerate() {
         stmt.execute(params![
@@ -493,7 +525,9 @@ fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Resul
                 .iter()
                 .map(|a| a.name())
                 .collect::<Vec<_>>()
-                .join(","))
+                .join(",")),
+            up.replaces,
+            up.dialect_state,
         ])?;
     }
     Ok(())
@@ -574,7 +608,7 @@ fn usage_of(c: &Connection, owner: &str) -> rusqlite::Result<Usage> {
 }
 
 const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expected_sha256, \
-    content_type, metadata, final_path, file_id, whole_digests";
+    content_type, metadata, final_path, file_id, whole_digests, replaces, dialect_state";
 fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     Ok(Upload {
         id: r.get(0)?,
@@ -600,10 +634,12 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
             .filter(|n| !n.is_empty())
             .map(|n| DigestAlgo::from_name(n).ok_or_else(|| corrupt("whole_digests", n)))
             .collect::<rusqlite::Result<_>>()?,
+        replaces: r.get(12)?,
+        dialect_state: r.get(13)?,
     })
 }
 
-const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at";
+const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at, dialect_state";
 fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         id: r.get(0)?,
@@ -618,6 +654,7 @@ fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
         created_at: r.get(9)?,
         metadata: r.get(10)?,
         expires_at: r.get(11)?,
+        dialect_state: r.get(12)?,
     })
 }
 
@@ -665,7 +702,7 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
     conn.prepare_cached("DELETE FROM files WHERE space = ?1 AND path = ?2")?
         .execute(params![f.space.as_str(), f.path.as_str()])?;
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
     ))?
     .execute(params![
         f.id,
@@ -679,7 +716,8 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
         f.owner,
         f.created_at,
         f.metadata,
-        f.expires_at
+        f.expires_at,
+        f.dialect_state,
     ])?;
     Ok(())
 }
@@ -918,6 +956,47 @@ impl MetaStore for Sqlite {
         .await
     }
 
+    async fn add_upload_beside(
+        &self,
+        session_id: &str,
+        upload: &Upload,
+        beside: &[String],
+        abort: &[String],
+        limit: usize,
+    ) -> Result<()> {
+        let (sid, up) = (session_id.to_owned(), upload.clone());
+        let (beside, abort) = (beside.to_vec(), abort.to_vec());
+        self.write(move |c| {
+            for id in &abort {
+                check_upload(c, id, UploadState::Aborted)?;
+                c.prepare_cached("UPDATE uploads SET state = 'aborted' WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            let holders: Vec<String> = c
+                .prepare_cached(
+                    "SELECT id FROM uploads WHERE session_id = ?1 AND path = ?2 AND state != 'aborted'",
+                )?
+                .query_map(params![sid, up.path.as_str()], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if holders.iter().any(|h| !beside.contains(h)) {
+                return Err(MetaError::AlreadyExists(Record::UploadAt(up.path.clone())));
+            }
+            let (count, next): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FILTER (WHERE state != 'aborted'), COALESCE(MAX(idx) + 1, 0) \
+                     FROM uploads WHERE session_id = ?1",
+                )?
+                .query_row(params![sid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let total = count as usize - holders.len() + 1;
+            if total > limit {
+                return Err(MetaError::Full(total));
+            }
+            insert_uploads(c, next, std::slice::from_ref(&up))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {
         let id = id.to_owned();
         self.read(move |c| {
@@ -1107,10 +1186,16 @@ impl MetaStore for Sqlite {
         &self,
         session: Option<&str>,
         plan: &[(String, SpacePath)],
+        abort: &[String],
     ) -> Result<()> {
         let session = session.map(str::to_owned);
-        let plan = plan.to_vec();
+        let (plan, abort) = (plan.to_vec(), abort.to_vec());
         self.write(move |c| {
+            for id in &abort {
+                check_upload(c, id, UploadState::Aborted)?;
+                c.prepare_cached("UPDATE uploads SET state = 'aborted' WHERE id = ?1")?
+                    .execute([id])?;
+            }
             if let Some(sid) = session {
                 check_session(c, &sid, SessionState::Committing)?;
                 c.execute(

@@ -34,6 +34,8 @@ fn new_upload(b: NewUploadBody) -> ApiResult<NewUpload> {
         content_type: b.content_type,
         metadata: b.metadata.map(|m| m.to_string()),
         whole_digests: Vec::new(),
+        replaces: None,
+        dialect_state: None,
     })
 }
 

@@ -290,13 +290,14 @@ async fn create_upload(st: &TusState, uri: &Uri, headers: &HeaderMap, body: Body
         conflict,
         content_type: header(headers, "content-type").map(str::to_owned),
         sha256,
+        metadata: None,
     };
     let (view, session) = create(
         st,
         &caller,
         dest,
         total,
-        "{}".into(),
+        None,
         "ietf-draft",
         ferry_core::CommitMode::OnLastByte,
     )

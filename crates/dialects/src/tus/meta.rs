@@ -48,7 +48,7 @@ pub enum Concat {
     Final(String),
 }
 
-/// Stored in the upload's `metadata` column: what HEAD must echo.
+/// The upload's `dialect_state`: what HEAD must echo.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Stored {
     /// The client's `Upload-Metadata`, verbatim.
@@ -69,7 +69,7 @@ impl Stored {
 
     pub fn of(upload: &ferry_core::Upload) -> Stored {
         upload
-            .metadata
+            .dialect_state
             .as_deref()
             .and_then(|m| serde_json::from_str(m).ok())
             .unwrap_or_default()

@@ -151,13 +151,16 @@ struct Destination {
     content_type: Option<String>,
     /// The whole file's SHA-256, when the client announced it.
     sha256: Option<ferry_core::Digest>,
+    /// The user's metadata (tus: the `Upload-Metadata` pairs as a JSON
+    /// object).
+    metadata: Option<String>,
 }
 
 /// The one-upload session behind a tus or draft upload.
 fn new_session(
     dest: Destination,
     size: Option<u64>,
-    metadata: String,
+    state: Option<String>,
     dialect: &str,
     commit: ferry_core::CommitMode,
 ) -> NewSession {
@@ -176,7 +179,8 @@ fn new_session(
             size,
             content_type: dest.content_type,
             sha256: dest.sha256,
-            metadata: Some(metadata),
+            metadata: dest.metadata,
+            dialect_state: state,
             ..Default::default()
         }],
         dialect: dialect.into(),
@@ -194,13 +198,13 @@ async fn create(
     caller: &Caller,
     dest: Destination,
     size: Option<u64>,
-    metadata: String,
+    state: Option<String>,
     dialect: &str,
     commit: ferry_core::CommitMode,
 ) -> Result<(UploadView, Session), EngineError> {
     let view = st
         .engine
-        .create_session(caller, new_session(dest, size, metadata, dialect, commit))
+        .create_session(caller, new_session(dest, size, state, dialect, commit))
         .await?;
     let upload = view.uploads.into_iter().next().expect("one upload");
     Ok((upload, view.session))

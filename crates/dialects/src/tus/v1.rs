@@ -177,6 +177,7 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
         conflict,
         content_type: text("filetype").or_else(|| text("type")),
         sha256: None,
+        metadata: (!meta.is_empty()).then(|| serde_json::to_string(&meta).expect("serializable")),
     };
     let stored = Stored {
         upload_metadata: raw_meta,
@@ -197,7 +198,7 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
         let new = super::new_session(
             dest(),
             None,
-            stored.to_json(),
+            Some(stored.to_json()),
             "tus",
             CommitMode::OnLastByte,
         );
@@ -234,6 +235,7 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
             conflict: ConflictPolicy::Replace,
             content_type: None,
             sha256: None,
+            metadata: None,
         },
         _ => dest(),
     };
@@ -242,7 +244,8 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
         Concat::Partial => CommitMode::Manual,
         _ => CommitMode::OnLastByte,
     };
-    let (view, session) = create(st, &caller, d, size, stored.to_json(), "tus", commit).await?;
+    let (view, session) =
+        create(st, &caller, d, size, Some(stored.to_json()), "tus", commit).await?;
     let mut upload = view.upload;
     let mut hs = HeaderMap::new();
     set(&mut hs, "location", st.upload_url(&upload.id));

@@ -349,7 +349,7 @@ fn split_id(id: &str) -> Result<(String, String), UcloudError> {
     Ok((space.to_owned(), path.trim_end_matches('/').to_owned()))
 }
 
-/// What a file's upload keeps in its metadata (and so the committed
+/// What a file's upload keeps as its dialect state (and so the committed
 /// file too): the client's modification time and the path it meant, so
 /// that a resumed folder upload recognises the file (SKIP).
 #[derive(Debug, Default, serde::Serialize, Deserialize, PartialEq, Eq)]
@@ -492,7 +492,7 @@ async fn plan_one(
             let upload = NewUpload {
                 path,
                 size: None,
-                metadata: Some(stored.json()),
+                dialect_state: Some(stored.json()),
                 ..Default::default()
             };
             (new(vec![upload], false), Planned::File { protocol })

@@ -521,7 +521,7 @@ fn new_upload(full: &str, e: &Entry) -> NewUpload {
     NewUpload {
         path: full.to_owned(),
         size: Some(e.size),
-        metadata: Some(
+        dialect_state: Some(
             Stored {
                 modified_at: Some(e.modified_at),
                 path: full.to_owned(),
@@ -583,7 +583,7 @@ async fn identical(conn: &Conn, full: &str, e: &Entry) -> Result<bool, UcloudErr
     let s = &conn.setup;
     let same = |f: &ferry_core::FileRecord| {
         f.size == e.size
-            && Stored::of(f.metadata.as_deref())
+            && Stored::of(f.dialect_state.as_deref())
                 .is_some_and(|m| m.modified_at == Some(e.modified_at) && m.path == full)
     };
     match engine.session_file(&s.caller, &s.session, full).await? {
