@@ -272,6 +272,39 @@ async fn write_modes_keep_overwrite_fail_and_orphans_fail() {
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
+/// Issue 11, A: `KEEP` of a 255-byte name that is taken shortens the stem
+/// so that ` (1)` fits: the file is stored under exactly 255 bytes, and the
+/// server starts again over it.
+#[tokio::test]
+async fn a_255_byte_name_kept_on_conflict_fits_the_name_limit() {
+    let mut s = Server::start();
+    let alice = user(&s, "alice").await;
+    let stem = "k".repeat(251);
+    let name = format!("{stem}.txt");
+    assert_eq!(name.len(), 255);
+    let mut stored = Vec::new();
+    for data in [&b"old"[..], &b"new"[..]] {
+        let ses = create(&s, &alice, "alice", json!({"write_mode": "KEEP"})).await;
+        post(&ses, &name, data).await;
+        assert_eq!(
+            close(&s, &alice, "alice", &ses).await.0,
+            StatusCode::NO_CONTENT
+        );
+        let files = format!("{}/{}/files", sessions("alice"), sid(&ses));
+        let (st, v) = call(&s, Method::GET, &files, Some(&alice), None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["data"][0]["ingestion_status"], "FINISHED", "{v}");
+        stored.push(v["data"][0]["stored_as"].as_str().unwrap().to_owned());
+    }
+    let renamed = format!("{} (1).txt", &stem[..247]);
+    assert_eq!(renamed.len(), 255);
+    assert_eq!(stored, [name.clone(), renamed.clone()]);
+    assert_eq!(native(&s, &alice, "alice", &name).await.0, b"old");
+    assert_eq!(native(&s, &alice, "alice", &renamed).await.0, b"new");
+    s.restart();
+    assert_eq!(native(&s, &alice, "alice", &renamed).await.0, b"new");
+}
+
 #[tokio::test]
 async fn temporary_files_expire_with_their_session() {
     let s = Server::start_with(&[("FERRY_REAP_INTERVAL", "1")]);

@@ -860,3 +860,35 @@ async fn chunked_completing_chunk_sent_again_answers_the_same_success() {
     assert_eq!(again, first);
     assert_eq!(download(&s, &alice, "alice", "again.bin").await.1, data);
 }
+
+/// Issue 11, A: `RENAME` of a 255-byte name that is taken shortens the stem
+/// so that ` (1)` fits: the new name is exactly 255 bytes, and the server
+/// starts again over it.
+#[tokio::test]
+async fn a_255_byte_name_renamed_on_conflict_fits_the_name_limit() {
+    let mut s = Server::start();
+    let alice = user(&s, "alice").await;
+    let stem = "u".repeat(251);
+    let name = format!("{stem}.bin");
+    assert_eq!(name.len(), 255);
+    for data in [&b"one"[..], &b"two"[..]] {
+        let r = create_one(
+            &s,
+            &alice,
+            &format!("/alice/{name}"),
+            "FILE",
+            &["CHUNKED"],
+            "RENAME",
+        )
+        .await;
+        let t = r["token"].as_str().unwrap();
+        let (st, v) = chunk(&s, t, -1, Some(data.len()), data).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    let renamed = format!("{} (1).bin", &stem[..247]);
+    assert_eq!(renamed.len(), 255);
+    assert_eq!(download(&s, &alice, "alice", &name).await.1, b"one");
+    assert_eq!(download(&s, &alice, "alice", &renamed).await.1, b"two");
+    s.restart();
+    assert_eq!(download(&s, &alice, "alice", &renamed).await.1, b"two");
+}
