@@ -18,7 +18,7 @@
 //! batches as they finish. docs/UCLOUD.md is the contract.
 
 mod queue;
-mod wire;
+pub(crate) mod wire;
 mod ws_file;
 mod ws_folder;
 
@@ -254,7 +254,7 @@ fn check_cap(st: &UcloudState, created_at: ferry_core::Millis) -> Result<(), Ucl
 
 /// `{ "items": [ … ] }`.
 #[derive(Deserialize)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     items: Vec<CreateItem>,
 }
 
