@@ -88,6 +88,21 @@ pub fn tokens(data: &[u8]) {
         return;
     };
     let _ = crate::veeva::cursor_after(s);
+    match crate::ucloud::parse_token(s) {
+        Ok(crate::ucloud::Claim::File { upload, sig }) => {
+            assert_eq!(s.trim(), format!("u{upload}.{sig}"));
+        }
+        Ok(crate::ucloud::Claim::Folder {
+            session,
+            folder_hex,
+            folder,
+            sig,
+        }) => {
+            assert_eq!(s.trim(), format!("s{session}.{folder_hex}.{sig}"));
+            assert_eq!(hex::encode(folder), folder_hex.to_ascii_lowercase());
+        }
+        Err(_) => {}
+    }
     let signer = ferry_engine::auth::Signer::new(b"fuzz-key".to_vec());
     let (claim, sig) = s.rsplit_once('.').unwrap_or((s, ""));
     if signer.verify_for("upload", claim, sig) {
