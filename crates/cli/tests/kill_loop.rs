@@ -7,7 +7,9 @@
 //! SHA-256, no partial file is visible, and no session is stuck.
 //!
 //! `FERRY_KILLS` sets the number of kills (default 30; the campaign runs
-//! ≥ 100): `FERRY_KILLS=200 cargo test -p ferry-cli --test kill_loop -- --nocapture`.
+//! ≥ 100): `FERRY_KILLS=200 cargo test -p ferry-cli --test kill_loop -- --nocapture`;
+//! `FERRY_SEED` changes the random moments, `FERRY_KILL_DEBUG=1` prints every
+//! refusal (but 409s) with its body.
 
 mod common;
 
