@@ -666,3 +666,89 @@ async fn a_name_posted_again_replaces_the_earlier_body_once_complete() {
         json!({"failed_files": 0, "finished_files": 1})
     );
 }
+
+/// Issue 11, A: `KEEP` of a 255-byte name that is taken shortens the stem
+/// so that ` (1)` fits: the file is stored under exactly 255 bytes, and the
+/// server starts again over it.
+#[tokio::test]
+async fn a_255_byte_name_kept_on_conflict_fits_the_name_limit() {
+    let mut s = Server::start();
+    let alice = user(&s, "alice").await;
+    let stem = "k".repeat(251);
+    let name = format!("{stem}.txt");
+    assert_eq!(name.len(), 255);
+    let mut stored = Vec::new();
+    for data in [&b"old"[..], &b"new"[..]] {
+        let ses = create(&s, &alice, "alice", json!({"write_mode": "KEEP"})).await;
+        post(&ses, &name, data).await;
+        assert_eq!(
+            close(&s, &alice, "alice", &ses).await.0,
+            StatusCode::NO_CONTENT
+        );
+        let files = format!("{}/{}/files", sessions("alice"), sid(&ses));
+        let (st, v) = call(&s, Method::GET, &files, Some(&alice), None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["data"][0]["ingestion_status"], "FINISHED", "{v}");
+        stored.push(v["data"][0]["stored_as"].as_str().unwrap().to_owned());
+    }
+    let renamed = format!("{} (1).txt", &stem[..247]);
+    assert_eq!(renamed.len(), 255);
+    assert_eq!(stored, [name.clone(), renamed.clone()]);
+    assert_eq!(native(&s, &alice, "alice", &name).await.0, b"old");
+    assert_eq!(native(&s, &alice, "alice", &renamed).await.0, b"new");
+    s.restart();
+    assert_eq!(native(&s, &alice, "alice", &renamed).await.0, b"new");
+}
+
+/// The kill loop's finding: an object POSTed again whose body breaks off
+/// must not lose the first one, acknowledged with 204 (as S3, whose POST
+/// deepset's form is, keeps the earlier object when a later one fails).
+#[tokio::test]
+async fn a_resent_object_that_breaks_off_keeps_the_acknowledged_one() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let ses = create(&s, &alice, "alice", json!({})).await;
+    post(&ses, "r.txt", b"acknowledged").await;
+    // The same object again, its body cut after the first bytes.
+    let cfg = &ses["aws_prefixed_request_config"];
+    let boundary = "cut-boundary";
+    let mut body = Vec::new();
+    for (k, v) in cfg["fields"].as_object().unwrap() {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{}\r\n",
+                v.as_str().unwrap()
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r.txt\"\r\n\r\nthe start of a resend").as_bytes(),
+    );
+    let addr = s.url.strip_prefix("http://").unwrap().to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /deepset/objects HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len() + 100_000
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body).await.unwrap();
+    tcp.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(tcp);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    assert_eq!(
+        close(&s, &alice, "alice", &ses).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status(&s, &alice, "alice", &ses).await["ingestion_status"],
+        json!({"failed_files": 0, "finished_files": 1})
+    );
+    assert_eq!(
+        native(&s, &alice, "alice", "r.txt").await.0,
+        b"acknowledged"
+    );
+}

@@ -1,11 +1,15 @@
-//! Kill-loop campaign (issue 11, G): mixed traffic over native parts, tus
-//! PATCH, Graph ranges and Box parts while `ferry serve` is SIGKILLed at random
-//! moments. After every restart: the server started, every acknowledged
+//! Kill-loop campaign (issue 11, G): mixed traffic over every dialect —
+//! native parts, tus PATCH, the IETF draft's appends on the tus mount, Graph
+//! ranges, Box parts, Veeva parts, UCloud CHUNKED and deepset's POST form
+//! (an open-ended session, then its close) — while `ferry serve` is SIGKILLed
+//! at random moments. After every restart: the server started, every acknowledged
 //! byte is held, every acknowledged commit is a whole file with its
 //! SHA-256, no partial file is visible, and no session is stuck.
 //!
 //! `FERRY_KILLS` sets the number of kills (default 30; the campaign runs
-//! ≥ 100): `FERRY_KILLS=200 cargo test -p ferry-cli --test kill_loop -- --nocapture`.
+//! ≥ 100): `FERRY_KILLS=200 cargo test -p ferry-cli --test kill_loop -- --nocapture`;
+//! `FERRY_SEED` changes the random moments, `FERRY_KILL_DEBUG=1` prints every
+//! refusal (but 409s) with its body.
 
 mod common;
 
@@ -27,7 +31,25 @@ enum Dialect {
     Tus,
     Graph,
     Box,
+    Draft,
+    Veeva,
+    Ucloud,
+    Deepset,
 }
+
+const DIALECTS: [Dialect; 8] = [
+    Dialect::Native,
+    Dialect::Tus,
+    Dialect::Graph,
+    Dialect::Box,
+    Dialect::Draft,
+    Dialect::Veeva,
+    Dialect::Ucloud,
+    Dialect::Deepset,
+];
+const VEEVA: &str = "/api/v25.1/services/file_staging/upload";
+const DEEPSET: &str = "/api/v1/workspaces/kim/upload_sessions";
+const DRAFT_VERSION: &str = "8";
 
 /// One file being uploaded, and what the server acknowledged of it.
 #[derive(Clone, Debug)]
@@ -35,13 +57,23 @@ struct Job {
     dialect: Dialect,
     path: String,
     data: Vec<u8>,
-    /// native: (session id, upload id); tus: upload path; graph: uploadUrl path.
+    /// native: (session id, upload id); tus, draft: upload path; graph:
+    /// uploadUrl path; Box, Veeva: session id; UCloud: (upload token, upload
+    /// id); deepset: (session uuid, the session's JSON).
     handle: Vec<String>,
     /// Box: the part record the server answered (the whole file is one part).
     box_part: Option<Value>,
+    /// Veeva: the one part was acknowledged; deepset: the form POST was.
+    sent_whole: bool,
+    /// deepset: a POST of the file is on its way. The SDK posts a file once
+    /// and again only when it got no answer, never twice at once: a second
+    /// POST replaces the first, and when it breaks off the first is lost
+    /// too (pinned by deepset's
+    /// `a_resent_object_that_breaks_off_keeps_the_acknowledged_one`).
+    posting: bool,
     /// Native: parts acknowledged.
     acked_parts: Vec<u64>,
-    /// tus/Graph: bytes acknowledged from the start.
+    /// tus/draft/Graph/UCloud: bytes acknowledged from the start.
     acked_offset: u64,
     /// The commit (or the completing write) was acknowledged.
     committed: bool,
@@ -77,10 +109,15 @@ async fn send(
     stats.lock().unwrap().requests += 1;
     let req = rb.build().expect("a valid request");
     // Errors are counted by dialect and method.
+    let draft = req.headers().contains_key("upload-draft-interop-version");
     let route = match req.url().path() {
+        p if p.starts_with("/tus") && draft => "draft",
         p if p.starts_with("/tus") => "tus",
         p if p.starts_with("/v1.0") => "graph",
         p if p.starts_with("/api/2.0") => "box",
+        p if p.starts_with("/api/v25.1") => "veeva",
+        p if p.starts_with("/api/files") || p.starts_with("/ucloud") => "ucloud",
+        p if p.starts_with("/api/v1/workspaces") || p.starts_with("/deepset") => "deepset",
         _ => "native",
     };
     let route = format!("{route} {}", req.method());
@@ -95,6 +132,9 @@ async fn send(
             let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
             if !st.is_success() {
                 error(stats, format!("{route} {}", st.as_u16()));
+                if std::env::var("FERRY_KILL_DEBUG").is_ok() && st.as_u16() != 409 {
+                    eprintln!("{route} {st}: {v}");
+                }
             }
             Some((st, hs, v))
         }
@@ -110,12 +150,12 @@ async fn start_job(base: &str, tok: &str, n: u64, dialect: Dialect, stats: &Stat
     let c = http();
     let size = match dialect {
         Dialect::Graph => 2 * GRAPH_FRAGMENT + 1000,
-        Dialect::Box => 5 * P + 7,
+        Dialect::Box | Dialect::Veeva | Dialect::Deepset => 5 * P + 7,
         _ => 3 * P + 1000,
     };
-    // Box uploads go to the root folder.
+    // Box uploads go to the root folder, deepset's to the workspace root.
     let path = match dialect {
-        Dialect::Box => format!("box-{n}.bin"),
+        Dialect::Box | Dialect::Deepset => format!("{dialect:?}-{n}.bin").to_lowercase(),
         _ => format!("k/{dialect:?}-{n}.bin").to_lowercase(),
     };
     let data = random_bytes(size as usize, n + 1);
@@ -169,6 +209,63 @@ async fn start_job(base: &str, tok: &str, n: u64, dialect: Dialect, stats: &Stat
             }
             vec![v["id"].as_str()?.to_owned()]
         }
+        Dialect::Draft => {
+            let rb = c
+                .post(format!("{base}/tus/?path={path}"))
+                .bearer_auth(tok)
+                .header("Upload-Draft-Interop-Version", DRAFT_VERSION)
+                .header("Upload-Complete", "?0")
+                .header("Upload-Length", size.to_string())
+                .header("Content-Type", "application/partial-upload")
+                .body(Vec::new());
+            let (st, hs, _) = send(stats, rb).await?;
+            if st != StatusCode::CREATED {
+                return None;
+            }
+            vec![strip_base(hs.get("location")?.to_str().ok()?)]
+        }
+        Dialect::Veeva => {
+            let form = format!(
+                "path=%2F{}&size={size}&overwrite=false",
+                path.replace('/', "%2F")
+            );
+            let rb = c
+                .post(format!("{base}{VEEVA}"))
+                .header("Authorization", tok)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(form);
+            let (st, _, v) = send(stats, rb).await?;
+            if st != StatusCode::OK {
+                return None;
+            }
+            vec![v["data"]["id"].as_str()?.to_owned()]
+        }
+        Dialect::Ucloud => {
+            let item = json!({"id": format!("/kim/{path}"), "type": "FILE",
+                "supportedProtocols": ["CHUNKED"], "conflictPolicy": "REJECT"});
+            let url = format!("{base}/api/files/upload");
+            let rb = c.post(url).bearer_auth(tok).json(&json!({"items": [item]}));
+            let (st, _, v) = send(stats, rb).await?;
+            if st != StatusCode::OK {
+                return None;
+            }
+            let token = v["responses"][0]["token"].as_str()?.to_owned();
+            // A file token is `u<upload id>.<signature>`: the check reads the
+            // upload's bytes through the native API.
+            let upload = token.strip_prefix('u')?.split('.').next()?.to_owned();
+            vec![token, upload]
+        }
+        Dialect::Deepset => {
+            let rb = c
+                .post(format!("{base}{DEEPSET}"))
+                .bearer_auth(tok)
+                .json(&json!({}));
+            let (st, _, v) = send(stats, rb).await?;
+            if st != StatusCode::CREATED {
+                return None;
+            }
+            vec![v["session_id"].as_str()?.to_owned(), v.to_string()]
+        }
     };
     Some(Job {
         dialect,
@@ -176,6 +273,8 @@ async fn start_job(base: &str, tok: &str, n: u64, dialect: Dialect, stats: &Stat
         data,
         handle,
         box_part: None,
+        sent_whole: false,
+        posting: false,
         acked_parts: vec![],
         acked_offset: 0,
         committed: false,
@@ -192,7 +291,7 @@ async fn step(
     stats: &Stats,
 ) {
     let c = http();
-    let (dialect, handle, data, acked_parts, path, committed, box_part) = {
+    let (dialect, handle, data, acked_parts, path, committed, box_part, sent_whole, acked) = {
         let j = &jobs.lock().unwrap()[i];
         (
             j.dialect,
@@ -202,6 +301,8 @@ async fn step(
             j.path.clone(),
             j.committed,
             j.box_part.clone(),
+            j.sent_whole,
+            j.acked_offset,
         )
     };
     if committed {
@@ -243,6 +344,139 @@ async fn step(
                     {
                         jobs.lock().unwrap()[i].committed = true;
                     }
+                }
+            }
+        }
+        Dialect::Veeva => {
+            let url = format!("{base}{VEEVA}/{}", handle[0]);
+            if !sent_whole {
+                use md5::Digest as _;
+                let rb = c
+                    .put(&url)
+                    .header("Authorization", tok)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("X-VaultAPI-FilePartNumber", "1")
+                    .header("Content-MD5", hex::encode(md5::Md5::digest(&data)))
+                    .body(data.clone());
+                if let Some((st, _, _)) = send(stats, rb).await
+                    && st == StatusCode::OK
+                {
+                    jobs.lock().unwrap()[i].sent_whole = true;
+                }
+                return;
+            }
+            let rb = c.post(&url).header("Authorization", tok);
+            match send(stats, rb).await {
+                Some((StatusCode::OK, _, _)) => jobs.lock().unwrap()[i].committed = true,
+                // The answer to the commit was lost to a kill: the client
+                // finds the file (check() verifies it is whole).
+                Some(_) if stat_file(base, tok, &path, stats).await == Some(true) => {
+                    jobs.lock().unwrap()[i].committed = true;
+                }
+                _ => {}
+            }
+        }
+        Dialect::Ucloud => {
+            if acked >= size {
+                return;
+            }
+            // Resume from what was acknowledged; a chunk whose answer was
+            // lost is sent again at its offset, as UCloud's client does.
+            let end = (acked + P + rng.random_range(0..P)).min(size);
+            let rb = c
+                .post(format!("{base}/ucloud/chunked"))
+                .header("Chunked-Upload-Token", &handle[0])
+                .header("Chunked-Upload-Offset", acked.to_string())
+                .header("Chunked-Upload-Total-Size", size.to_string())
+                .body(data[acked as usize..end as usize].to_vec());
+            if let Some((st, _, _)) = send(stats, rb).await
+                && st == StatusCode::OK
+            {
+                let mut js = jobs.lock().unwrap();
+                js[i].acked_offset = js[i].acked_offset.max(end);
+                // The chunk that completes the file commits it.
+                if end == size {
+                    js[i].committed = true;
+                }
+            }
+        }
+        Dialect::Deepset => {
+            if !sent_whole {
+                {
+                    // Decided under the lock: another worker may have
+                    // posted it since this step read the job.
+                    let mut js = jobs.lock().unwrap();
+                    if js[i].sent_whole || js[i].posting {
+                        return;
+                    }
+                    js[i].posting = true;
+                }
+                let session: Value = serde_json::from_str(&handle[1]).unwrap();
+                let rb = deepset_form(base, &session, &path, &data);
+                let answer = send(stats, rb).await;
+                let mut js = jobs.lock().unwrap();
+                js[i].posting = false;
+                if let Some((StatusCode::NO_CONTENT, _, _)) = answer {
+                    js[i].sent_whole = true;
+                }
+                return;
+            }
+            let rb = c
+                .put(format!("{base}{DEEPSET}/{}", handle[0]))
+                .bearer_auth(tok)
+                .json(&json!({"status": "CLOSED"}));
+            match send(stats, rb).await {
+                Some((StatusCode::NO_CONTENT, _, _)) => jobs.lock().unwrap()[i].committed = true,
+                // The answer to the close was lost to a kill (409: already
+                // closed): the client finds the file.
+                Some(_) if stat_file(base, tok, &path, stats).await == Some(true) => {
+                    jobs.lock().unwrap()[i].committed = true;
+                }
+                _ => {}
+            }
+        }
+        Dialect::Draft => {
+            let url = format!("{base}{}", handle[0]);
+            let head = c
+                .head(&url)
+                .bearer_auth(tok)
+                .header("Upload-Draft-Interop-Version", DRAFT_VERSION);
+            let Some((st, hs, _)) = send(stats, head).await else {
+                return;
+            };
+            let complete = hs.get("upload-complete").and_then(|v| v.to_str().ok()) == Some("?1");
+            if !st.is_success() || complete {
+                // The answer that completed it was lost to a kill.
+                if stat_file(base, tok, &path, stats).await == Some(true) {
+                    jobs.lock().unwrap()[i].committed = true;
+                }
+                return;
+            }
+            let Some(at) = hs
+                .get("upload-offset")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            else {
+                error(stats, "draft HEAD without Upload-Offset");
+                return;
+            };
+            let end = (at + P + rng.random_range(0..P)).min(size);
+            let last = if end == size { "?1" } else { "?0" };
+            let rb = c
+                .patch(&url)
+                .bearer_auth(tok)
+                .header("Upload-Draft-Interop-Version", DRAFT_VERSION)
+                .header("Upload-Offset", at.to_string())
+                .header("Upload-Complete", last)
+                .header("Content-Type", "application/partial-upload")
+                .body(data[at as usize..end as usize].to_vec());
+            if let Some((st, _, _)) = send(stats, rb).await {
+                let mut js = jobs.lock().unwrap();
+                if st == StatusCode::NO_CONTENT || st == StatusCode::OK {
+                    js[i].acked_offset = js[i].acked_offset.max(end);
+                }
+                // The append that completes the upload commits it.
+                if st == StatusCode::OK {
+                    js[i].committed = true;
                 }
             }
         }
@@ -367,6 +601,47 @@ async fn step(
     }
 }
 
+/// A JSON answer (`Null` when it is not JSON).
+async fn get_json(rb: reqwest::RequestBuilder) -> Value {
+    let r = rb.send().await.expect("the restarted server answers");
+    r.json().await.unwrap_or(Value::Null)
+}
+
+/// deepset's POST form for `name`: the session's signed fields, then the
+/// file, as the SDK sends it (the form carries no token).
+fn deepset_form(base: &str, session: &Value, name: &str, data: &[u8]) -> reqwest::RequestBuilder {
+    let cfg = &session["aws_prefixed_request_config"];
+    let boundary = "ferry-kill-loop-boundary";
+    let mut body = Vec::new();
+    for (k, v) in cfg["fields"].as_object().into_iter().flatten() {
+        let v = v.as_str().unwrap_or_default();
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    http()
+        // The form's URL names the server of its session's day; the port
+        // changes with every restart.
+        .post(format!(
+            "{base}{}",
+            strip_base(cfg["url"].as_str().unwrap_or_default())
+        ))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+}
+
 /// Whether the file exists (`None`: no answer).
 async fn stat_file(base: &str, tok: &str, path: &str, stats: &Stats) -> Option<bool> {
     let url = format!("{base}/v1/spaces/kim/files/{path}");
@@ -386,6 +661,8 @@ async fn check(base: &str, tok: &str, jobs: &Jobs, stats: &Stats) -> Vec<String>
             data,
             handle,
             box_part,
+            sent_whole,
+            posting: _,
             acked_parts: parts,
             acked_offset: offset,
             committed,
@@ -407,7 +684,13 @@ async fn check(base: &str, tok: &str, jobs: &Jobs, stats: &Stats) -> Vec<String>
                 ));
             }
         } else if committed {
-            bad.push(format!("{path}: acknowledged commit, but {status}"));
+            let more = if dialect == Dialect::Deepset {
+                let url = format!("{base}{DEEPSET}/{}/files", handle[0]);
+                get_json(c.get(url).bearer_auth(tok)).await.to_string()
+            } else {
+                String::new()
+            };
+            bad.push(format!("{path}: acknowledged commit, but {status} {more}"));
         }
         if status == StatusCode::OK {
             stats.lock().unwrap().acked_bytes_checked += data.len() as u64;
@@ -432,6 +715,67 @@ async fn check(base: &str, tok: &str, jobs: &Jobs, stats: &Stats) -> Vec<String>
                     if held < 1 {
                         bad.push(format!("{path}: an acknowledged Box part is gone: {v}"));
                     }
+                }
+            }
+            Dialect::Veeva => {
+                if sent_whole {
+                    let url = format!("{base}{VEEVA}/{}", handle[0]);
+                    let v = get_json(c.get(url).header("Authorization", tok)).await;
+                    let held = v["data"]["uploaded"].as_u64().unwrap_or(0);
+                    stats.lock().unwrap().acked_bytes_checked += data.len() as u64;
+                    if held < data.len() as u64 {
+                        bad.push(format!("{path}: an acknowledged Veeva part is gone: {v}"));
+                    }
+                }
+            }
+            Dialect::Ucloud => {
+                let url = format!("{base}/v1/uploads/{}", handle[1]);
+                let v = get_json(c.get(url).bearer_auth(tok)).await;
+                let held = v["received_bytes"].as_u64().unwrap_or(0);
+                stats.lock().unwrap().acked_bytes_checked += offset;
+                if held < offset {
+                    bad.push(format!(
+                        "{path}: UCloud holds {held}, {offset} acknowledged: {v}"
+                    ));
+                }
+            }
+            Dialect::Deepset => {
+                if sent_whole {
+                    let url = format!("{base}/v1/sessions/{}", handle[0].replace('-', ""));
+                    let v = get_json(c.get(url).bearer_auth(tok)).await;
+                    let held = v["uploads"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|u| u["path"] == path.as_str())
+                        .filter_map(|u| u["received_bytes"].as_u64())
+                        .max()
+                        .unwrap_or(0);
+                    stats.lock().unwrap().acked_bytes_checked += data.len() as u64;
+                    if held < data.len() as u64 {
+                        bad.push(format!("{path}: an acknowledged deepset POST is gone: {v}"));
+                    }
+                }
+            }
+            Dialect::Draft => {
+                let r = c
+                    .head(format!("{base}{}", handle[0]))
+                    .bearer_auth(tok)
+                    .header("Upload-Draft-Interop-Version", DRAFT_VERSION)
+                    .send()
+                    .await
+                    .unwrap();
+                let held = r
+                    .headers()
+                    .get("upload-offset")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                stats.lock().unwrap().acked_bytes_checked += offset;
+                if held < offset {
+                    bad.push(format!(
+                        "{path}: draft offset {held} < acknowledged {offset} ({})",
+                        r.status()
+                    ));
                 }
             }
             Dialect::Native => {
@@ -591,8 +935,7 @@ async fn acknowledged_bytes_and_commits_survive_random_sigkills_in_mixed_traffic
         // Keep about a dozen uploads going.
         let open = jobs.lock().unwrap().iter().filter(|j| !j.committed).count();
         for _ in open..12 {
-            let dialect = [Dialect::Native, Dialect::Tus, Dialect::Graph, Dialect::Box]
-                [(next_job % 4) as usize];
+            let dialect = DIALECTS[(next_job % DIALECTS.len() as u64) as usize];
             next_job += 1;
             if let Some(j) = start_job(&base, &tok, next_job, dialect, &stats).await {
                 jobs.lock().unwrap().push(j);

@@ -860,3 +860,89 @@ async fn chunked_completing_chunk_sent_again_answers_the_same_success() {
     assert_eq!(again, first);
     assert_eq!(download(&s, &alice, "alice", "again.bin").await.1, data);
 }
+
+/// Issue 11, A: `RENAME` of a 255-byte name that is taken shortens the stem
+/// so that ` (1)` fits: the new name is exactly 255 bytes, and the server
+/// starts again over it.
+#[tokio::test]
+async fn a_255_byte_name_renamed_on_conflict_fits_the_name_limit() {
+    let mut s = Server::start();
+    let alice = user(&s, "alice").await;
+    let stem = "u".repeat(251);
+    let name = format!("{stem}.bin");
+    assert_eq!(name.len(), 255);
+    for data in [&b"one"[..], &b"two"[..]] {
+        let r = create_one(
+            &s,
+            &alice,
+            &format!("/alice/{name}"),
+            "FILE",
+            &["CHUNKED"],
+            "RENAME",
+        )
+        .await;
+        let t = r["token"].as_str().unwrap();
+        let (st, v) = chunk(&s, t, -1, Some(data.len()), data).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    let renamed = format!("{} (1).bin", &stem[..247]);
+    assert_eq!(renamed.len(), 255);
+    assert_eq!(download(&s, &alice, "alice", &name).await.1, b"one");
+    assert_eq!(download(&s, &alice, "alice", &renamed).await.1, b"two");
+    s.restart();
+    assert_eq!(download(&s, &alice, "alice", &renamed).await.1, b"two");
+}
+
+/// The kill loop's finding: a chunk re-sent below the received bytes (a
+/// range written aside) that a newer request on the upload stops answered
+/// `400 BAD_REQUEST` "the body ended after …", as if its client had cut
+/// it; it is `409`, the hand-over's answer, and the bytes are intact.
+#[tokio::test]
+async fn a_resent_chunk_stopped_by_a_newer_request_answers_409_not_a_cut_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let data = random_bytes(4000, 41);
+    let r = create_one(
+        &s,
+        &alice,
+        "/alice/stop.bin",
+        "FILE",
+        &["CHUNKED"],
+        "RENAME",
+    )
+    .await;
+    let t = r["token"].as_str().unwrap();
+    let (st, v) = chunk(&s, t, 0, Some(4000), &data[..2000]).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // The first 2,000 bytes again, only 100 of them sent for now.
+    let addr = s.url.strip_prefix("http://").unwrap().to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /ucloud/chunked HTTP/1.1\r\nHost: {addr}\r\nChunked-Upload-Token: {t}\r\nChunked-Upload-Offset: 0\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&data[..100]).await.unwrap();
+    tcp.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A newer request takes the upload over and completes it.
+    let (st, v) = chunk(&s, t, 2000, Some(4000), &data[2000..]).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // The answer, read up to the end of its JSON body (the server may keep
+    // the connection open to drain what the client still sends).
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !answer.ends_with(b"}") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(answer.contains("\"errorCode\""), "{answer}");
+    assert_eq!(download(&s, &alice, "alice", "stop.bin").await.1, data);
+}

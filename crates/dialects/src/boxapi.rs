@@ -358,7 +358,7 @@ fn part_size_for(engine: &Engine, size: u64) -> u64 {
 }
 
 /// Reads a JSON body into a value; an empty body is `{}`.
-fn json_body(body: &Bytes) -> Result<Value, BoxError> {
+pub(crate) fn json_body(body: &Bytes) -> Result<Value, BoxError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
@@ -366,7 +366,7 @@ fn json_body(body: &Bytes) -> Result<Value, BoxError> {
         .map_err(|e| bad("bad_request", format!("the body is not JSON: {e}")))
 }
 
-fn file_size(v: &Value) -> Result<u64, BoxError> {
+pub(crate) fn file_size(v: &Value) -> Result<u64, BoxError> {
     match v.get("file_size") {
         None | Some(Value::Null) => Err(bad("missing_file_size", "file_size is required")),
         Some(n) => n.as_u64().filter(|n| *n > 0).ok_or_else(|| {
@@ -524,7 +524,7 @@ async fn create_version(
 }
 
 /// `digest: sha=<base64 SHA-1>` (Box supports SHA-1 only).
-fn sha1_digest(headers: &HeaderMap, name: &str) -> Result<Digest, BoxError> {
+pub(crate) fn sha1_digest(headers: &HeaderMap, name: &str) -> Result<Digest, BoxError> {
     let v = headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -760,7 +760,7 @@ async fn list_parts(
 }
 
 #[derive(Deserialize)]
-struct CommitBody {
+pub(crate) struct CommitBody {
     parts: Option<Vec<CommitPart>>,
 }
 

@@ -54,8 +54,8 @@ const META_SUFFIX: &str = ".meta.json";
 /// Largest `.meta.json` companion: it is read into memory to become metadata.
 const MAX_META: usize = 1 << 20;
 /// Largest text field of the form, and most fields.
-const MAX_FIELD: usize = 64 << 10;
-const MAX_FIELDS: usize = 32;
+pub(crate) const MAX_FIELD: usize = 64 << 10;
+pub(crate) const MAX_FIELDS: usize = 32;
 /// What `x-amz-algorithm` says: this is Ferry's HMAC, not AWS SigV4.
 const ALGORITHM: &str = "FERRY-HMAC-SHA256";
 /// The signing purpose of policies (see [`Engine::sign`]).
@@ -1005,26 +1005,14 @@ fn percent_decode(s: &str) -> Option<String> {
 
 // ------------------------------------------------------------ POST object
 
-/// `POST /deepset/objects`: S3 POST-object semantics. Form fields first,
-/// `file` last; the file streams to storage as it arrives.
-async fn post_object(
-    State(st): State<DeepsetState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, S3Error> {
+/// Reads the form's fields up to the `file` part, which it returns
+/// unread (S3: every field comes before the file).
+pub(crate) async fn read_fields<'r>(
+    form: &mut multer::Multipart<'r>,
+) -> Result<(BTreeMap<String, String>, multer::Field<'r>), S3Error> {
     let malformed = |m: String| s3(StatusCode::BAD_REQUEST, "MalformedPOSTRequest", m);
-    let boundary = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or_else(|| {
-            malformed(
-                "The body of your POST request is not well-formed multipart/form-data.".into(),
-            )
-        })?;
-    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
     let mut fields: BTreeMap<String, String> = BTreeMap::new();
-    let file = loop {
+    loop {
         let field = form.next_field().await.map_err(|e| {
             malformed(format!(
                 "The body of your POST request is not well-formed multipart/form-data: {e}"
@@ -1039,7 +1027,7 @@ async fn post_object(
         };
         let name = field.name().unwrap_or_default().to_ascii_lowercase();
         if name == "file" {
-            break field;
+            return Ok((fields, field));
         }
         if fields.len() >= MAX_FIELDS {
             return Err(malformed("too many form fields".into()));
@@ -1058,8 +1046,28 @@ async fn post_object(
         let value = String::from_utf8(value)
             .map_err(|_| malformed(format!("form field {name} is not UTF-8")))?;
         fields.insert(name, value);
-    };
+    }
+}
 
+/// `POST /deepset/objects`: S3 POST-object semantics. Form fields first,
+/// `file` last; the file streams to storage as it arrives.
+async fn post_object(
+    State(st): State<DeepsetState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, S3Error> {
+    let malformed = |m: String| s3(StatusCode::BAD_REQUEST, "MalformedPOSTRequest", m);
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| {
+            malformed(
+                "The body of your POST request is not well-formed multipart/form-data.".into(),
+            )
+        })?;
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    let (fields, file) = read_fields(&mut form).await?;
     let grant = verify_policy(&st.engine, &fields, ferry_engine::now_ms())?;
     let filename = match file.file_name() {
         None => String::new(),

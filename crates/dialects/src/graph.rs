@@ -94,7 +94,7 @@ type GraphResult = Result<Response, GraphError>;
 /// `{ "item": {…}, "deferCommit": … }`, every field optional.
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateBody {
+pub(crate) struct CreateBody {
     #[serde(default)]
     item: Item,
     #[serde(default)]

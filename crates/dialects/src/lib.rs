@@ -12,6 +12,8 @@
 pub mod boxapi;
 pub mod deepset;
 pub mod folder_id;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod native;
 pub mod tus;

@@ -330,7 +330,7 @@ fn session_json(s: &Session, u: &Upload) -> Value {
 /// The create form; every field is checked by hand so that a missing one
 /// answers `PARAMETER_REQUIRED`.
 #[derive(Default, Deserialize)]
-struct CreateForm {
+pub(crate) struct CreateForm {
     path: Option<String>,
     size: Option<String>,
     overwrite: Option<String>,
@@ -576,7 +576,7 @@ fn part_headers(headers: &HeaderMap) -> Result<PartHeaders, VeevaError> {
 }
 
 /// `Content-MD5`: hex as Vault writes it, or base64 as RFC 1864 does.
-fn parse_md5(v: &str) -> Result<Digest, VeevaError> {
+pub(crate) fn parse_md5(v: &str) -> Result<Digest, VeevaError> {
     Digest::from_hex(DigestAlgo::Md5, v)
         .map_or_else(
             || ferry_http::decode_digest(DigestAlgo::Md5, v, "Content-MD5"),
@@ -723,7 +723,7 @@ fn cursor_of(after: u32) -> String {
     URL_SAFE_NO_PAD.encode(format!("after:{after}"))
 }
 
-fn cursor_after(cursor: &str) -> Option<u32> {
+pub(crate) fn cursor_after(cursor: &str) -> Option<u32> {
     let raw = URL_SAFE_NO_PAD.decode(cursor.trim()).ok()?;
     String::from_utf8(raw)
         .ok()?

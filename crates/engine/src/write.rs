@@ -436,6 +436,9 @@ impl Engine {
                 n,
                 if seen.overflow {
                     too_long(limit)
+                } else if stopped {
+                    // Cut short by a newer request, not by its client.
+                    superseded()
                 } else {
                     EngineError::invalid(
                         "invalid_body",

@@ -1,7 +1,7 @@
 //! Ferry's own API, `/v1/…` (see NATIVE-API.md for the contract).
 
 mod files;
-mod model;
+pub(crate) mod model;
 pub mod openapi;
 mod sessions;
 mod users;

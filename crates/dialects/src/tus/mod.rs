@@ -10,8 +10,8 @@
 //! tus.
 
 mod draft;
-mod meta;
-mod v1;
+pub(crate) mod meta;
+pub(crate) mod v1;
 
 use axum::Router;
 use axum::body::Body;
@@ -120,7 +120,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// A non-negative integer header; `Ok(None)` when absent.
-fn int_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, EngineError> {
+pub(crate) fn int_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, EngineError> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v

@@ -16,7 +16,7 @@ const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,ex
 const OCTETS: &str = "application/offset+octet-stream";
 
 /// A tus error: status, `text/plain` message, `Tus-Resumable`.
-struct TusError(StatusCode, String);
+pub(crate) struct TusError(StatusCode, String);
 
 impl From<EngineError> for TusError {
     fn from(e: EngineError) -> Self {
@@ -148,16 +148,7 @@ fn expires_header(hs: &mut HeaderMap, expires_at: i64) {
 
 async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
     let caller = caller(st, headers).await?;
-    let concat = match header(headers, "upload-concat") {
-        None => Concat::None,
-        Some("partial") => Concat::Partial,
-        Some(v) if v.starts_with("final;") => Concat::Final(v["final;".len()..].trim().to_owned()),
-        Some(v) => {
-            return Err(bad(format!(
-                "Upload-Concat must be 'partial' or 'final;<url> <url> …'; got {v:?}"
-            )));
-        }
-    };
+    let concat = parse_concat(header(headers, "upload-concat"))?;
     let raw_meta = header(headers, "upload-metadata").map(str::to_owned);
     let meta = parse_upload_metadata(raw_meta.as_deref().unwrap_or_default())?;
     let text = |k: &str| meta.get(k).cloned().flatten().filter(|v| !v.is_empty());
@@ -315,7 +306,21 @@ fn checks(headers: &HeaderMap, trailers: ferry_http::Trailers) -> Result<PartChe
     Ok(checks)
 }
 
-fn parse_checksum(v: &str) -> Result<Digest, EngineError> {
+/// `Upload-Concat`: absent, `partial`, or `final;<url> <url> …`.
+pub(crate) fn parse_concat(v: Option<&str>) -> Result<Concat, TusError> {
+    Ok(match v {
+        None => Concat::None,
+        Some("partial") => Concat::Partial,
+        Some(v) if v.starts_with("final;") => Concat::Final(v["final;".len()..].trim().to_owned()),
+        Some(v) => {
+            return Err(bad(format!(
+                "Upload-Concat must be 'partial' or 'final;<url> <url> …'; got {v:?}"
+            )));
+        }
+    })
+}
+
+pub(crate) fn parse_checksum(v: &str) -> Result<Digest, EngineError> {
     let (algo, b64) = v.trim().split_once(' ').ok_or_else(|| {
         EngineError::invalid(
             "invalid_checksum",

@@ -18,7 +18,7 @@
 //! batches as they finish. docs/UCLOUD.md is the contract.
 
 mod queue;
-mod wire;
+pub(crate) mod wire;
 mod ws_file;
 mod ws_folder;
 
@@ -185,11 +185,23 @@ fn folder_token(engine: &Engine, session: &str, folder: &str) -> String {
     format!("s{session}.{folder_hex}.{sig}")
 }
 
-/// Checks a data token: `u<upload>.<sig>`, or `s<session>.<folder>.<sig>`
-/// (the folder hex-encoded, signed with the session). A token of the
-/// right shape whose signature does not match names nothing of yours:
-/// `404`.
-fn grant(engine: &Engine, token: &str) -> Result<Grant, UcloudError> {
+/// A data token's claim, read before its signature is checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim<'a> {
+    /// `u<upload>.<sig>`.
+    File { upload: &'a str, sig: &'a str },
+    /// `s<session>.<folder hex>.<sig>`.
+    Folder {
+        session: &'a str,
+        folder_hex: &'a str,
+        folder: String,
+        sig: &'a str,
+    },
+}
+
+/// Reads a data token: `u<upload>.<sig>`, or `s<session>.<folder>.<sig>`
+/// (the folder hex-encoded UTF-8).
+pub(crate) fn parse_token(token: &str) -> Result<Claim<'_>, UcloudError> {
     let malformed = || {
         UcloudError::new(
             StatusCode::BAD_REQUEST,
@@ -198,6 +210,32 @@ fn grant(engine: &Engine, token: &str) -> Result<Grant, UcloudError> {
         )
     };
     let (head, sig) = token.trim().rsplit_once('.').ok_or_else(malformed)?;
+    match head.split_at_checked(1) {
+        Some(("u", upload)) if !upload.is_empty() => Ok(Claim::File { upload, sig }),
+        Some(("s", rest)) => {
+            let (session, folder_hex) = rest.split_once('.').ok_or_else(malformed)?;
+            let folder = hex::decode(folder_hex)
+                .ok()
+                .and_then(|f| String::from_utf8(f).ok())
+                .ok_or_else(malformed)?;
+            if session.is_empty() {
+                return Err(malformed());
+            }
+            Ok(Claim::Folder {
+                session,
+                folder_hex,
+                folder,
+                sig,
+            })
+        }
+        _ => Err(malformed()),
+    }
+}
+
+/// Checks a data token (see [`parse_token`]; the folder is signed with
+/// the session). A token of the right shape whose signature does not
+/// match names nothing of yours: `404`.
+fn grant(engine: &Engine, token: &str) -> Result<Grant, UcloudError> {
     let unknown = |_| {
         UcloudError::new(
             StatusCode::NOT_FOUND,
@@ -205,30 +243,26 @@ fn grant(engine: &Engine, token: &str) -> Result<Grant, UcloudError> {
             "no upload session for this token",
         )
     };
-    match head.split_at_checked(1) {
-        Some(("u", id)) if !id.is_empty() => Ok(Grant::File {
-            upload: id.to_owned(),
-            caller: engine.verify_upload_sig(id, sig).map_err(unknown)?,
+    match parse_token(token)? {
+        Claim::File { upload, sig } => Ok(Grant::File {
+            upload: upload.to_owned(),
+            caller: engine.verify_upload_sig(upload, sig).map_err(unknown)?,
         }),
-        Some(("s", rest)) => {
-            let (id, folder_hex) = rest.split_once('.').ok_or_else(malformed)?;
-            let folder = hex::decode(folder_hex)
-                .ok()
-                .and_then(|f| String::from_utf8(f).ok())
-                .ok_or_else(malformed)?;
-            if id.is_empty() {
-                return Err(malformed());
-            }
+        Claim::Folder {
+            session,
+            folder_hex,
+            folder,
+            sig,
+        } => {
             engine
-                .verify_session_sig(&folder_claim(id, folder_hex), sig)
+                .verify_session_sig(&folder_claim(session, folder_hex), sig)
                 .map_err(unknown)?;
             Ok(Grant::Folder {
-                session: id.to_owned(),
+                session: session.to_owned(),
                 folder,
-                caller: Caller::Session(id.to_owned()),
+                caller: Caller::Session(session.to_owned()),
             })
         }
-        _ => Err(malformed()),
     }
 }
 
@@ -254,7 +288,7 @@ fn check_cap(st: &UcloudState, created_at: ferry_core::Millis) -> Result<(), Ucl
 
 /// `{ "items": [ … ] }`.
 #[derive(Deserialize)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     items: Vec<CreateItem>,
 }
 
