@@ -725,6 +725,49 @@ async fn the_folder_websocket_skips_what_is_there_and_resumes_files_and_folders(
     assert_eq!(st, StatusCode::NOT_FOUND, "the renamed copy was recognised");
 }
 
+/// A connection that stalls halfway through a file while a newer one on
+/// the same token sends it: the newer write wins and commits the file, and
+/// the stalled connection is never told the file completed — it closes
+/// with the file's CONFLICT error.
+#[tokio::test]
+async fn a_file_taken_over_by_a_newer_folder_connection_is_not_counted_on_the_old_one() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let r = create_one(
+        &s,
+        &alice,
+        "/alice/race",
+        "FOLDER",
+        &["WEBSOCKET"],
+        "RENAME",
+    )
+    .await;
+    let endpoint = r["endpoint"].as_str().unwrap().to_owned();
+    let b = random_bytes(200_000, 3);
+
+    // The first connection sends half of b.bin and then stalls, open.
+    let mut old = FolderClient::open(&endpoint).await;
+    old.list(&[(1, "b.bin", &b, 6)]).await;
+    old.read_until(|c| c.ok.len() == 1).await.unwrap();
+    old.chunk(1, &b[..100_000]).await;
+
+    // A newer connection on the same token sends the whole file.
+    let mut new = FolderClient::open(&endpoint).await;
+    new.list(&[(7, "b.bin", &b, 6)]).await;
+    new.read_until(|c| c.ok.len() == 1).await.unwrap();
+    for piece in b.chunks(64 * 1024) {
+        new.chunk(7, piece).await;
+    }
+    new.read_until(|c| c.completed == 1).await.unwrap();
+    new.close().await;
+    assert_eq!(download(&s, &alice, "alice", "race/b.bin").await.1, b);
+
+    // The stalled connection's write was taken over: not counted, and the
+    // connection ends with that file's error.
+    let code = old.read_until(|_| false).await.unwrap_err();
+    assert_eq!((code, old.completed), (4409, 0));
+}
+
 #[tokio::test]
 async fn the_folder_websocket_resumes_on_the_same_token_and_refuses_protocol_errors() {
     let s = Server::start();

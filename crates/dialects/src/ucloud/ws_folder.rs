@@ -47,6 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// Files in flight per connection.
 const OPEN_FILES: usize = 64;
@@ -147,6 +148,10 @@ struct Conn {
     /// LISTINGs not yet fully answered.
     pending_listings: AtomicUsize,
     closing: AtomicBool,
+    /// Cancelled when the connection is gone (dropped, failed, or done):
+    /// its writers end with it, so no write of a dead connection starts
+    /// or takes an upload over from a newer connection.
+    gone: CancellationToken,
     failure: Mutex<Option<UcloudError>>,
     failed: Notify,
 }
@@ -185,9 +190,12 @@ async fn run(st: UcloudState, mut setup: Setup, socket: WebSocket) {
         commits,
         pending_listings: AtomicUsize::new(0),
         closing: AtomicBool::new(false),
+        gone: CancellationToken::new(),
         failure: Mutex::new(None),
         failed: Notify::new(),
     });
+    // However `run` ends (its future dropped included), the writers end.
+    let _gone = conn.gone.clone().drop_guard();
 
     tokio::spawn(committer(
         Arc::downgrade(&conn),
@@ -342,8 +350,18 @@ async fn run(st: UcloudState, mut setup: Setup, socket: WebSocket) {
             let _ = tokio::time::timeout(Duration::from_secs(60), done).await;
         }
     } else {
+        // Dropped or failed: the writers stop now; each in-flight write
+        // keeps its durable prefix, so the files resume on a new
+        // connection.
+        conn.gone.cancel();
         admitter.abort();
     }
+    // A file that failed while the connection wound down ends it with
+    // its error, not a clean close.
+    let result = match conn.failure.lock().unwrap().take() {
+        Some(e) => Err(e),
+        None => result,
+    };
     if let Err(e) = &result {
         tracing::debug!(session = %conn.setup.session, error = %e.why, "ucloud folder connection ended with an error");
     }
@@ -624,7 +642,7 @@ async fn writer(
 ) {
     let engine = &conn.st.engine;
     let caller = &conn.setup.caller;
-    let result = async {
+    let work = async {
         if e.size == received {
             // An empty file (or every byte here already): nothing will come.
             drop(rx);
@@ -666,15 +684,24 @@ async fn writer(
                 return Ok(true);
             }
             let now = w.upload.received.prefix_len();
-            if now <= offset {
-                // The client skipped the file or went away.
+            if now < offset + cap {
+                // The body ended early: the client skipped the file or the
+                // connection is winding down. No further append: the file
+                // stays resumable as it is.
                 return Ok(false);
             }
             offset = now;
         }
         Ok::<_, EngineError>(true)
-    }
-    .await;
+    };
+    // A connection that is gone stops its writer, an append in flight
+    // included (dropping it cancels it; it keeps its durable prefix).
+    let gone = conn.gone.clone();
+    let result = tokio::select! {
+        biased;
+        _ = gone.cancelled() => return,
+        r = work => r,
+    };
     {
         let mut files = conn.files.lock().unwrap();
         if files.get(&e.id).is_some_and(|q| q.is_closed()) {
@@ -685,15 +712,31 @@ async fn writer(
         // Counted once committed.
         Ok(true) => {
             let _ = conn.commits.send(Commit::Upload(upload));
-            return;
         }
-        Ok(false) => {}
-        Err(err) if fatal(&err) => conn.fail(err.into()),
+        // The client SKIPped the file: done with it, as far as it is
+        // concerned. A file cut short by the connection's end is not done.
+        Ok(false) => {
+            if !conn.closing.load(Ordering::SeqCst) {
+                conn.completed.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        // Another connection finished the file meanwhile.
+        Err(EngineError::Gone(
+            ferry_core::StateError::Committed | ferry_core::StateError::Committing,
+        )) => {
+            conn.completed.fetch_add(1, Ordering::SeqCst);
+        }
+        // A write that failed or was taken over (a newer connection
+        // writes the file) is never counted as done: the protocol has no
+        // per-file error, so the connection ends with this one, naming the
+        // file; the upload keeps what is durable and resumes.
         Err(err) => {
-            tracing::warn!(path = %e.path, error = %err, "ucloud folder upload: file not written");
+            tracing::debug!(path = %e.path, error = %err, "ucloud folder upload: file not written");
+            let mut err = UcloudError::from(err);
+            err.why = format!("{}: {}", e.path, err.why);
+            conn.fail(err);
         }
     }
-    conn.completed.fetch_add(1, Ordering::SeqCst);
 }
 
 /// What the committer is asked.
