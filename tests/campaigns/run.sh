@@ -15,8 +15,10 @@ run() {
 }
 # Fuzzing: proptest properties of every parser, then cargo-fuzz when
 # installed (tests/fuzz/run.sh says how).
-run "parser properties" cargo test -p ferry-http --test parser_properties
-run "dialect and token properties" cargo test -p ferry-dialects -p ferry-engine --lib properties
+# `--workspace` everywhere: the same features as README's test command, so
+# nothing is built a second time with other features.
+run "parser properties" cargo test --workspace --test parser_properties
+run "dialect and token properties" cargo test --workspace --lib properties
 # cargo-fuzz builds in ~6 min on 2 cores; installed once, when missing.
 # FERRY_NO_FUZZ=1 skips it (e.g. offline).
 if [ -z "${FERRY_NO_FUZZ:-}" ] && ! cargo fuzz --version >/dev/null 2>&1; then
@@ -28,8 +30,8 @@ if [ -z "${FERRY_NO_FUZZ:-}" ] && cargo fuzz --version >/dev/null 2>&1; then
 else
     echo "== campaign: cargo-fuzz not installed (cargo install cargo-fuzz --locked), skipped"
 fi
-run "torn reads" cargo test -p ferry-cli --test torn_reads -- --nocapture
-run "isolation and bad input" cargo test -p ferry-cli --test isolation_matrix --test bad_input_tables -- --nocapture
-run "disk full" cargo test -p ferry-cli --test disk_full -- --nocapture --test-threads 1
-run "kill loop ($FERRY_KILLS kills)" cargo test -p ferry-cli --test kill_loop -- --nocapture
+run "torn reads" cargo test --workspace --test torn_reads -- --nocapture
+run "isolation and bad input" cargo test --workspace --test isolation_matrix --test bad_input_tables -- --nocapture
+run "disk full" cargo test --workspace --test disk_full -- --nocapture --test-threads 1
+run "kill loop ($FERRY_KILLS kills)" cargo test --workspace --test kill_loop -- --nocapture
 exit "$failed"

@@ -5,6 +5,7 @@
 #
 #   tests/clients/run.sh                  # builds target/debug/ferry first
 #   FERRY_BIN=path/to/ferry tests/clients/run.sh
+#   tests/clients/run.sh -k hand_over     # only pytest, with these arguments
 #
 # Installs what it needs: a venv in tests/clients/.venv (pip), node_modules
 # (npm ci) and, as root, Debian's chromium when /usr/bin/chromium is missing.
@@ -237,12 +238,15 @@ run() {
 }
 
 run pytest 1500 "$VENV/bin/python" -m pytest -q tests/clients/python \
-    --junitxml="$ARTIFACTS/pytest.xml"
+    --junitxml="$ARTIFACTS/pytest.xml" "$@"
 count_pytest "$ARTIFACTS/pytest.log" "$RC"
 
-run node 900 node --test --test-reporter=spec --test-reporter-destination=stdout \
+# Arguments select pytest cases: the other runners are left out.
+if [ $# != 0 ]; then RUN_NODE=0 RUN_WEB=0 WEB_SKIPPED=0; else RUN_NODE=1; fi
+
+[ "$RUN_NODE" = 1 ] && run node 900 node --test --test-reporter=spec --test-reporter-destination=stdout \
     --test-reporter=junit --test-reporter-destination="$ARTIFACTS/node.xml" tests/clients/node/
-count_node "$ARTIFACTS/node.log" "$RC"
+[ "$RUN_NODE" = 1 ] && count_node "$ARTIFACTS/node.log" "$RC"
 
 if [ "$RUN_WEB" = 1 ]; then
     run web 900 node tests/clients/web/page.test.mjs

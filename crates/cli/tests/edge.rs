@@ -527,6 +527,69 @@ fn read_head(sock: &mut std::net::TcpStream) -> std::io::Result<Option<String>> 
     Ok((!got.is_empty()).then(|| String::from_utf8_lossy(&got).into_owned()))
 }
 
+#[tokio::test]
+async fn a_write_taken_over_while_its_body_stalls_answers_409_at_once() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let created = http()
+        .post(s.url_of("/tus/"))
+        .bearer_auth(&alice)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let (tok, path) = (alice.clone(), format!("/tus/{id}"));
+    // A PATCH that sends 10 bytes of its chunked body, then nothing; it
+    // keeps its connection open and waits for an answer.
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let stalled = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            sock,
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n"
+        )
+        .unwrap();
+        sent_tx.send(()).unwrap();
+        let head = read_head(&mut sock);
+        (head, std::time::Instant::now())
+    });
+    sent_rx.await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A HEAD takes the upload over (tus clients resume this way).
+    let head = http()
+        .head(s.url_of(&format!("/tus/{id}")))
+        .bearer_auth(&alice)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let taken = std::time::Instant::now();
+    assert_eq!(head.status(), StatusCode::OK);
+    let (answer, at) = stalled.await.unwrap();
+    let answer = answer.unwrap().expect("an answer, not a closed connection");
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    // The answer does not wait for the stalled body (the drain of a body
+    // left unread runs beside the answer, for up to 10 s).
+    let late = at.saturating_duration_since(taken);
+    assert!(
+        late < std::time::Duration::from_secs(5),
+        "the 409 came {late:?} after the hand-over"
+    );
+}
+
 #[test]
 fn a_connection_that_never_finishes_its_headers_is_closed() {
     use std::io::Write;

@@ -109,8 +109,13 @@ impl Signer {
         hex::encode(self.mac(purpose, data).finalize().into_bytes())
     }
 
-    /// Checks `sig` in constant time.
+    /// Checks `sig` in constant time. Only the lowercase hex that
+    /// `sign_for` issues is accepted: a signature has one spelling, so a
+    /// URL with its case changed names no session.
     pub fn verify_for(&self, purpose: &str, data: &str, sig: &str) -> bool {
+        if sig.bytes().any(|b| b.is_ascii_uppercase()) {
+            return false;
+        }
         match hex::decode(sig) {
             Ok(raw) => self.mac(purpose, data).verify_slice(&raw).is_ok(),
             Err(_) => false,
@@ -144,6 +149,23 @@ mod tests {
         assert!(!s.verify("u1", &bad));
         assert!(!s.verify("u1", "zz"));
         assert!(!Signer::new(b"other".to_vec()).verify("u1", &sig));
+    }
+
+    #[test]
+    fn a_signature_in_uppercase_hex_is_not_the_issued_signature() {
+        let s = Signer::new(b"k".to_vec());
+        // Hex is case-insensitive; the URL the server issued is not.
+        let sig = (0..)
+            .map(|i| (format!("u{i}"), s.sign(&format!("u{i}"))))
+            .find(|(_, sig)| sig.ends_with(|c: char| c.is_ascii_alphabetic()))
+            .unwrap();
+        let (upload, sig) = sig;
+        assert!(s.verify(&upload, &sig));
+        assert!(!s.verify(&upload, &sig.to_ascii_uppercase()));
+        let mut one = sig.clone();
+        let last = one.pop().unwrap();
+        one.push(last.to_ascii_uppercase());
+        assert!(!s.verify(&upload, &one));
     }
 
     #[test]

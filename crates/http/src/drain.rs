@@ -1,10 +1,13 @@
 //! Early answers that arrive. A request answered before its body was read
 //! (401, 403, 404, 413, 422…) would otherwise end with the connection
 //! closed while the client is still sending: it reads a broken pipe, not
-//! the answer. [`drain_unread`] wraps every request body; when the answer
-//! is ready and the handler dropped the body unread, the rest is read and
-//! dropped first — at most `DRAIN_BYTES` and `DRAIN_TIME`, so a hostile
-//! client cannot hold the server; past either, the connection closes.
+//! the answer. [`drain_unread`] wraps every request body; when the handler
+//! dropped the body unread, the answer goes out at once and the rest of
+//! the body is read and dropped beside it — at most `DRAIN_BYTES` and
+//! `DRAIN_TIME`, so a hostile client cannot hold the server; past either,
+//! the connection closes. The answer never waits for the drain: a client
+//! whose body stalled (a write taken over by a newer request) reads its
+//! 409 at once.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -102,7 +105,9 @@ pub async fn drain_unread(req: Request, next: Next) -> Response {
     if let Some(body) = left
         && (!expects_continue || leftover.polled.load(Ordering::Relaxed))
     {
-        let _ = tokio::time::timeout(DRAIN_TIME, drain(body)).await;
+        // The connection keeps feeding the body while it writes the
+        // answer; it closes once the drain drops the body.
+        tokio::spawn(tokio::time::timeout(DRAIN_TIME, drain(body)));
     }
     resp
 }
