@@ -72,6 +72,24 @@ pub struct ServeArgs {
     /// Browser origins allowed to call the API (CORS), comma-separated; `*` for any.
     #[arg(long, env = "FERRY_CORS_ORIGINS", value_delimiter = ',')]
     cors_origin: Option<Vec<String>>,
+    /// Where the bytes go: `local` (the data directory, default) or `s3`.
+    #[arg(long, env = "FERRY_STORE", value_name = "local|s3")]
+    store: Option<ferry_server::StoreKind>,
+    /// S3 endpoint URL (default: AWS's for the region).
+    #[arg(long, env = "FERRY_S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 bucket (required with `--store s3`).
+    #[arg(long, env = "FERRY_S3_BUCKET", value_name = "NAME")]
+    s3_bucket: Option<String>,
+    /// S3 region (default us-east-1).
+    #[arg(long, env = "FERRY_S3_REGION", value_name = "R")]
+    s3_region: Option<String>,
+    /// Prefix of every key Ferry writes in the bucket (default empty).
+    #[arg(long, env = "FERRY_S3_PREFIX", value_name = "P")]
+    s3_prefix: Option<String>,
+    /// Path-style S3 addressing (default: on when an endpoint is given).
+    #[arg(long, env = "FERRY_S3_PATH_STYLE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    s3_path_style: Option<bool>,
 }
 
 impl ServeArgs {
@@ -102,7 +120,19 @@ impl ServeArgs {
             c.box_api.commit_wait_secs => self.box_commit_wait,
             c.ucloud.idle_secs => self.ucloud_idle,
             c.ucloud.max_lifetime_secs => self.ucloud_max_lifetime,
+            c.store.kind => self.store,
+            c.store.s3.region => self.s3_region,
+            c.store.s3.prefix => self.s3_prefix,
         );
+        if self.s3_endpoint.is_some() {
+            c.store.s3.endpoint = self.s3_endpoint;
+        }
+        if self.s3_bucket.is_some() {
+            c.store.s3.bucket = self.s3_bucket;
+        }
+        if self.s3_path_style.is_some() {
+            c.store.s3.path_style = self.s3_path_style;
+        }
         if self.public_url.is_some() {
             c.public_url = self.public_url;
         }

@@ -408,6 +408,9 @@ pub struct FileRecord {
     /// When the file is deleted (a file of a `files_expire` session);
     /// `None`: kept until deleted.
     pub expires_at: Option<Millis>,
+    /// The object holding the bytes, on a store that names files by id
+    /// (object storage); `None` where the store keeps files at their paths.
+    pub object: Option<String>,
 }
 
 impl FileRecord {

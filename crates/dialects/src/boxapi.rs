@@ -128,6 +128,7 @@ impl From<EngineError> for BoxError {
             EngineError::InsufficientStorage(_) => {
                 (StatusCode::FORBIDDEN, "storage_limit_exceeded")
             }
+            EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             EngineError::TooManySessions { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded")
             }

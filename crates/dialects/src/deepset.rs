@@ -160,6 +160,7 @@ impl From<EngineError> for DsError {
             }
             EngineError::Conflict(_) | EngineError::AlreadyExists { .. } => StatusCode::CONFLICT,
             EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Invalid { .. } => {
                 return unprocessable(vec![invalid(
@@ -244,6 +245,7 @@ impl From<EngineError> for S3Error {
             EngineError::InsufficientStorage(_) => {
                 s3(StatusCode::INSUFFICIENT_STORAGE, "QuotaExceeded", m)
             }
+            EngineError::Unavailable(_) => s3(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", m),
             EngineError::BodyFailed { .. } => s3(StatusCode::BAD_REQUEST, "IncompleteBody", m),
             _ => s3(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m),
         }
@@ -1179,6 +1181,7 @@ async fn post_object(
             WriteAt::Append {
                 offset: 0,
                 total: None,
+                len: None,
             },
             stream,
             PartChecks::default(),
@@ -1207,6 +1210,7 @@ async fn post_object(
             WriteAt::Append {
                 offset: n,
                 total: Some(n),
+                len: Some(0),
             },
             futures::stream::empty().boxed(),
             PartChecks::default(),

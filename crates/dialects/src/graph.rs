@@ -71,6 +71,7 @@ impl From<EngineError> for GraphError {
             }
             EngineError::TooManySessions { .. } => "activityLimitReached",
             EngineError::InsufficientStorage(_) => "quotaLimitReached",
+            EngineError::Unavailable(_) => "serviceNotAvailable",
             e if ferry_http::is_internal(e) => "generalException",
             _ => "invalidRequest",
         };

@@ -172,6 +172,7 @@ impl From<EngineError> for VeevaError {
             EngineError::InsufficientStorage(_) => {
                 (S::INSUFFICIENT_STORAGE, kind::OPERATION_NOT_ALLOWED)
             }
+            EngineError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, kind::UNEXPECTED_ERROR),
             _ => (S::INTERNAL_SERVER_ERROR, kind::UNEXPECTED_ERROR),
         };
         let message = match &e {

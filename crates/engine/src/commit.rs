@@ -13,7 +13,7 @@
 
 use crate::auth::{Caller, random_hex};
 use crate::hashing::{Digests, Hashers, Want};
-use crate::{Engine, EngineError, Result, SessionView, UploadView, now_ms};
+use crate::{Engine, EngineError, Result, SessionView, UploadView, loc, now_ms};
 use ferry_core::conflict::renamed;
 use ferry_core::{
     ConflictPolicy, Digest, DigestAlgo, FileRecord, Session, SessionState, SpaceName, SpacePath,
@@ -433,7 +433,10 @@ impl Engine {
                 let up = c.upload;
                 Ok::<_, EngineError>(match d {
                     Decision::Promote(path, mode, keep_id, _) => {
-                        store.promote(&up.id, &session.space, &path, mode).await?;
+                        let size = up.length.known().unwrap_or(0);
+                        let object = store
+                            .promote(&up.id, size, &session.space, &path, mode)
+                            .await?;
                         Committed {
                             file: FileRecord {
                                 id: keep_id.unwrap_or_else(|| random_hex(16)),
@@ -452,6 +455,7 @@ impl Engine {
                                 metadata: up.metadata.clone(),
                                 dialect_state: up.dialect_state.clone(),
                                 expires_at: session.files_expire.then_some(session.expires_at),
+                                object,
                             },
                             upload_id: up.id,
                             state: UploadState::Committed,
@@ -473,6 +477,25 @@ impl Engine {
             .try_collect()
             .await?;
 
+        // On a store without paths, the objects of the files replaced or
+        // moved here leave the namespace with the next transaction: their
+        // bytes are retired after it. (The paths are claimed: no other
+        // commit changes these records meanwhile.)
+        let mut retired = Vec::new();
+        if !store.capabilities().paths {
+            let replaced = done
+                .iter()
+                .filter(|d| d.state == UploadState::Committed)
+                .map(|d| &d.final_path);
+            for path in replaced.chain(&moved) {
+                if let Some(old) = meta.get_file(&session.space, path).await?
+                    && old.object.is_some()
+                {
+                    retired.push(old);
+                }
+            }
+        }
+
         // 5. Record the result with the session's end, in one transaction:
         // a whole session ends committed; otherwise it ends when nothing in
         // it is left open (an open-ended session stays open).
@@ -485,16 +508,34 @@ impl Engine {
         // its record at the old path in the same transaction.
         let ended = meta.finish_commit(end, &done).await?;
         metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
-        for old in moved {
-            self.remove_moved(&session.space, &old).await;
+        if store.capabilities().paths {
+            for old in moved {
+                self.remove_moved(&session.space, &old).await;
+            }
+        }
+        for old in retired {
+            self.retire(&old).await;
         }
         Ok((done, ended))
+    }
+
+    /// Retires the object of a file no record names any more: a failure
+    /// leaves an object the orphan sweep removes, logged.
+    pub(crate) async fn retire(&self, old: &FileRecord) {
+        if let Err(e) = self.inner.store.retire_file(loc(old)).await {
+            tracing::error!(space = %old.space, path = %old.path, error = %e, "cannot retire a replaced file's object");
+        }
     }
 
     /// Removes the bytes a moved file left at its old path (its record is
     /// gone already): a failure leaves bytes nobody lists, logged.
     async fn remove_moved(&self, space: &SpaceName, old: &SpacePath) {
-        match self.inner.store.delete_file(space, old).await {
+        let at = ferry_store::FileLoc {
+            space,
+            path: old,
+            object: None,
+        };
+        match self.inner.store.delete_file(at).await {
             Ok(()) | Err(ferry_store::StoreError::NotFound(_)) => {}
             Err(e) => {
                 tracing::error!(%space, path = %old, error = %e, "cannot remove the old path of a moved file")
@@ -617,6 +658,11 @@ impl Engine {
         };
         if start < size {
             metrics::counter!("ferry_commit_rehash_bytes_total").increment(size - start);
+            // A store that reads only sealed bytes seals first: the object
+            // is read back once, before any record names it.
+            if !self.inner.store.capabilities().read_staged {
+                self.inner.store.seal(&upload.id, size).await?;
+            }
             hasher = hasher
                 .scan(self.inner.store.as_ref(), &upload.id, start, size - start)
                 .await?;
@@ -810,21 +856,34 @@ impl Engine {
         } else {
             Promote::NoReplace
         };
-        let digests = if store.staged_exists(&up.id).await? {
+        let (digests, object) = if store.staged_exists(&up.id).await? {
             let d = self
                 .whole_digests(&up, None, Want::whole(&up.whole_digests))
                 .await?;
-            if let Err(e) = store.promote(&up.id, &session.space, &path, mode).await {
-                tracing::error!(upload = %up.id, error = %e, "cannot finish an interrupted commit; reopening the upload");
-                meta.set_upload_state(&up.id, UploadState::Open).await?;
-                return Ok(Rolled::Reopened);
+            let size = up.length.known().unwrap_or(0);
+            match store
+                .promote(&up.id, size, &session.space, &path, mode)
+                .await
+            {
+                Ok(object) => (d, object),
+                Err(e) => {
+                    tracing::error!(upload = %up.id, error = %e, "cannot finish an interrupted commit; reopening the upload");
+                    meta.set_upload_state(&up.id, UploadState::Open).await?;
+                    return Ok(Rolled::Reopened);
+                }
             }
-            d
         } else {
-            // Promoted before the crash: hash the file where it landed.
+            // Promoted before the crash (a store with paths: a store of
+            // objects keeps a sealed object staged until it is recorded):
+            // hash the file where it landed.
             let size = up.length.known().unwrap_or(0);
             let mut h = Hashers::new(Want::whole(&up.whole_digests));
-            let mut s = store.read_file(&session.space, &path, 0, size).await?;
+            let at = ferry_store::FileLoc {
+                space: &session.space,
+                path: &path,
+                object: None,
+            };
+            let mut s = store.read_file(at, 0, size).await?;
             while let Some(chunk) = s
                 .try_next()
                 .await
@@ -832,14 +891,15 @@ impl Engine {
             {
                 h.update(&chunk);
             }
-            h.finish()
+            (h.finish(), None)
         };
         // A replaced file keeps its id: its record is still the old one;
         // so does a file moved here (a new version under a new name).
         let moved = self.moved_file(&session, &up).await?;
-        let id = match (&moved, meta.get_file(&session.space, &path).await?) {
+        let replaced = meta.get_file(&session.space, &path).await?;
+        let id = match (&moved, &replaced) {
             (Some(f), _) => f.id.clone(),
-            (None, Some(old)) if mode == Promote::Replace => old.id,
+            (None, Some(old)) if mode == Promote::Replace => old.id.clone(),
             _ => random_hex(16),
         };
         let done = Committed {
@@ -859,6 +919,7 @@ impl Engine {
                 metadata: up.metadata.clone(),
                 dialect_state: up.dialect_state.clone(),
                 expires_at: session.files_expire.then_some(session.expires_at),
+                object,
             },
             upload_id: up.id.clone(),
             state: UploadState::Committed,
@@ -866,10 +927,19 @@ impl Engine {
         };
         // The session ends with its last upload, in the same transaction
         // (a whole-session commit's session is `committing`: left to step 2).
+        let new_object = done.file.object.clone();
         meta.finish_commit(SessionEnd::IfSettled(&session.id), &[done])
             .await?;
-        if let Some(f) = moved {
-            self.remove_moved(&session.space, &f.path).await;
+        if store.capabilities().paths {
+            if let Some(f) = moved {
+                self.remove_moved(&session.space, &f.path).await;
+            }
+        } else {
+            for old in [moved, replaced].into_iter().flatten() {
+                if old.object.is_some() && old.object != new_object {
+                    self.retire(&old).await;
+                }
+            }
         }
         Ok(Rolled::Forward)
     }

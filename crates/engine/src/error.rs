@@ -46,6 +46,10 @@ pub enum EngineError {
     },
     #[error("{0}")]
     InsufficientStorage(String),
+    /// The storage backend cannot be reached now (object storage down,
+    /// slow or failing): retry later; nothing unacknowledged was kept.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the request body failed after {durable} durable bytes: {source}")]
     BodyFailed {
         durable: u64,
@@ -64,6 +68,16 @@ impl From<StoreError> for EngineError {
             StoreError::NoSpace => EngineError::InsufficientStorage(
                 "the storage device is full; bytes already acknowledged are kept".into(),
             ),
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %e, "storage unavailable");
+                EngineError::Unavailable(
+                    "the storage backend is unavailable; retry later (bytes already acknowledged are kept)"
+                        .into(),
+                )
+            }
+            StoreError::Unsupported(what) => EngineError::Conflict(format!(
+                "this server's storage backend does not support {what}"
+            )),
             other => EngineError::Store(other),
         }
     }
@@ -112,6 +126,7 @@ impl EngineError {
             EngineError::DigestMismatch { .. } => "digest_mismatch",
             EngineError::TooManySessions { .. } => "too_many_sessions",
             EngineError::InsufficientStorage(_) => "insufficient_storage",
+            EngineError::Unavailable(_) => "unavailable",
             EngineError::BodyFailed { .. } => "body_failed",
             EngineError::Meta(_) | EngineError::Store(_) => "internal",
         }

@@ -2,10 +2,10 @@
 
 use crate::admin::principal;
 use crate::auth::Caller;
-use crate::{Engine, EngineError, Result, now_ms};
+use crate::{Engine, EngineError, Result, loc, now_ms};
 use ferry_core::{FileRecord, SpaceName, SpacePath};
 use ferry_meta::Entry;
-use ferry_store::{ByteStream, OpenFile, StoreError};
+use ferry_store::{ByteStream, FileLoc, OpenFile, StoreError};
 use std::time::Duration;
 
 /// A committed file opened for reading: its record, and a handle on the
@@ -121,9 +121,17 @@ impl Engine {
     /// path is landing: wait a little and open again.
     async fn open_version(&self, space: &SpaceName, path: &SpacePath) -> Result<FileRead> {
         let not_found = || EngineError::NotFound(format!("no file {space}/{path}"));
+        if !self.inner.store.capabilities().paths {
+            return self.open_object(space, path).await;
+        }
+        let at = FileLoc {
+            space,
+            path,
+            object: None,
+        };
         let mut wait = Duration::from_millis(1);
         for _ in 0..OPEN_ATTEMPTS {
-            let version = match self.inner.store.open_file(space, path).await {
+            let version = match self.inner.store.open_file(at).await {
                 Ok(v) => Some(v),
                 Err(StoreError::NotFound(_)) => None,
                 Err(e) => return Err(e.into()),
@@ -161,6 +169,34 @@ impl Engine {
         )))
     }
 
+    /// On a store without paths the record names the object, which never
+    /// changes: the record read is the version opened. A replace or delete
+    /// after this point retires the object with a delay, so its bytes stay
+    /// readable for the download.
+    async fn open_object(&self, space: &SpaceName, path: &SpacePath) -> Result<FileRead> {
+        let not_found = || EngineError::NotFound(format!("no file {space}/{path}"));
+        let file = self
+            .inner
+            .meta
+            .get_file(space, path)
+            .await?
+            .filter(|f| !f.is_expired_at(now_ms()))
+            .ok_or_else(not_found)?;
+        let version = match self.inner.store.open_file(loc(&file)).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound(_)) => return Err(not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        if version.size() != file.size {
+            return Err(EngineError::Store(StoreError::Incomplete(format!(
+                "the object of {space}/{path} holds {} bytes, its record {}",
+                version.size(),
+                file.size
+            ))));
+        }
+        Ok(FileRead { file, version })
+    }
+
     /// Whether a commit in progress has claimed `(space, path)`.
     fn claimed(&self, space: &SpaceName, path: &SpacePath) -> bool {
         self.inner
@@ -192,10 +228,21 @@ impl Engine {
         let _guard = self.inner.namespace.lock().await;
         // The record goes first: a crash in between leaves bytes nobody
         // lists, never a listed file without bytes.
-        if self.inner.meta.delete_file(&space, &path).await?.is_none() {
+        let Some(gone) = self.inner.meta.delete_file(&space, &path).await? else {
             return Err(EngineError::NotFound(format!("no file {space}/{path}")));
+        };
+        self.remove_bytes(&gone).await
+    }
+
+    /// Removes the bytes of a file whose record is gone: at once from a
+    /// store with paths (an open handle keeps reading), after a while for
+    /// an object, which a download may be streaming.
+    pub(crate) async fn remove_bytes(&self, gone: &FileRecord) -> Result<()> {
+        if gone.object.is_some() {
+            self.inner.store.retire_file(loc(gone)).await?;
+        } else {
+            self.inner.store.delete_file(loc(gone)).await?;
         }
-        self.inner.store.delete_file(&space, &path).await?;
         Ok(())
     }
 }

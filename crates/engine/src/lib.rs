@@ -34,7 +34,7 @@ mod write;
 
 use ferry_core::{FileRecord, Limits, Millis, Session, Upload};
 use ferry_meta::MetaStore;
-use ferry_store::Store;
+use ferry_store::{FileLoc, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -185,5 +185,14 @@ impl Engine {
         self.inner.meta.ping().await?;
         self.inner.store.ready().await?;
         Ok(())
+    }
+}
+
+/// Where a file's bytes are in the store, from its record.
+pub(crate) fn loc(f: &FileRecord) -> FileLoc<'_> {
+    FileLoc {
+        space: &f.space,
+        path: &f.path,
+        object: f.object.as_deref(),
     }
 }

@@ -563,7 +563,7 @@ impl Engine {
             let current = self.inner.meta.get_file(&f.space, &f.path).await?;
             if current.is_some_and(|c| c.id == f.id && c.is_expired_at(now)) {
                 self.inner.meta.delete_file(&f.space, &f.path).await?;
-                self.inner.store.delete_file(&f.space, &f.path).await?;
+                self.remove_bytes(&f).await?;
                 metrics::counter!("ferry_files_expired_total").increment(1);
             }
         }

@@ -25,8 +25,14 @@ pub enum WriteAt {
     /// Bytes from `offset`, which must be where the received bytes end
     /// (uploads written strictly in order: tus, the IETF draft). The body
     /// may stop anywhere: what arrived is kept. A write still streaming on
-    /// the upload is stopped first, keeping its durable bytes.
-    Append { offset: u64, total: Option<u64> },
+    /// the upload is stopped first, keeping its durable bytes. `len` is
+    /// the body's length when the request announced it (Content-Length):
+    /// a store that writes in fixed parts then knows where it ends.
+    Append {
+        offset: u64,
+        total: Option<u64>,
+        len: Option<u64>,
+    },
 }
 
 /// Digests that arrive after the body (HTTP trailers), read once the body
@@ -179,7 +185,7 @@ impl Engine {
                 }
                 (Some(range), None)
             }
-            WriteAt::Append { offset, total } => {
+            WriteAt::Append { offset, total, .. } => {
                 if total.is_some_and(|t| t != len) {
                     return Err(refused());
                 }
@@ -340,7 +346,11 @@ impl Engine {
         // Bytes that replace bytes already received go to a side object
         // first, so a failed or mismatching resend leaves the earlier,
         // acknowledged bytes untouched.
-        let side = resend.then(|| format!("{upload_id}-r{write_id}"));
+        // (A store that cannot read staged bytes cannot copy them either:
+        // there the resend replaces them in place, part by part, each
+        // replacement atomic in the store.)
+        let side = (resend && self.inner.store.capabilities().read_staged)
+            .then(|| format!("{upload_id}-r{write_id}"));
         if let Some(side) = &side
             && let Err(e) = self.inner.store.create_staged(side).await
         {
@@ -386,11 +396,11 @@ impl Engine {
             })
             .boxed();
         let outcome = match &side {
-            Some(side) => self.inner.store.write_at(side, 0, body).await,
+            Some(side) => self.inner.store.write_at(side, 0, limit, body).await,
             None => {
                 self.inner
                     .store
-                    .write_at(upload_id, range.start, body)
+                    .write_at(upload_id, range.start, limit, body)
                     .await
             }
         };
@@ -609,7 +619,7 @@ impl Engine {
                 }
                 (range, None)
             }
-            WriteAt::Append { offset, total } => {
+            WriteAt::Append { offset, total, len } => {
                 if let Some(t) = total {
                     self.announce_length(live, t).await?;
                 }
@@ -621,9 +631,18 @@ impl Engine {
                         provided: offset,
                     });
                 }
+                if len == Some(0) {
+                    return Ok(None); // an empty body: nothing to stream
+                }
                 let end = match up.length {
                     Length::Known(n) => n.min(offset.saturating_add(limits.max_part_size)),
                     Length::Deferred => offset.saturating_add(limits.max_part_size),
+                };
+                // A body announced shorter than the room left ends there
+                // (one announced longer overflows, and is refused).
+                let end = match len {
+                    Some(l) => end.min(offset.saturating_add(l)),
+                    None => end,
                 };
                 match ByteRange::new(offset, end) {
                     Some(r) => (r, None),
@@ -806,12 +825,16 @@ impl Engine {
     /// Starts the hash follower if received bytes now extend past the
     /// cursor: it reads them back from storage and hashes them while the
     /// upload goes on, so that commit finds the whole-file digest ready
-    /// even when parts arrive out of order or in parallel.
+    /// even when parts arrive out of order or in parallel. Not on a store
+    /// that reads only sealed bytes: there commit reads the object once.
     pub(crate) fn follow_if_behind(
         &self,
         slot: &std::sync::Arc<crate::live::Slot>,
         live: &mut Live,
     ) {
+        if !self.inner.store.capabilities().read_staged {
+            return;
+        }
         let behind = live
             .cursor
             .as_ref()

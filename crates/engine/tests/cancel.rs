@@ -133,8 +133,8 @@ impl Store for StallingStore {
     async fn create_staged(&self, u: &str) -> Result<(), StoreError> {
         self.inner.create_staged(u).await
     }
-    async fn write_at(&self, u: &str, o: u64, b: ByteStream) -> Result<u64, WriteFailure> {
-        self.inner.write_at(u, o, b).await
+    async fn write_at(&self, u: &str, o: u64, n: u64, b: ByteStream) -> Result<u64, WriteFailure> {
+        self.inner.write_at(u, o, n, b).await
     }
     async fn read_staged(&self, u: &str, o: u64, l: u64) -> Result<ByteStream, StoreError> {
         self.inner.read_staged(u, o, l).await
@@ -154,28 +154,28 @@ impl Store for StallingStore {
     async fn promote(
         &self,
         u: &str,
+        n: u64,
         s: &SpaceName,
         p: &SpacePath,
         m: Promote,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         if self.stall.load(Ordering::SeqCst) {
             self.stalled.store(true, Ordering::SeqCst);
             futures::future::pending::<()>().await;
         }
-        self.inner.promote(u, s, p, m).await
+        self.inner.promote(u, n, s, p, m).await
     }
     async fn open_file(
         &self,
-        s: &SpaceName,
-        p: &SpacePath,
+        f: ferry_store::FileLoc<'_>,
     ) -> Result<Box<dyn ferry_store::OpenFile>, StoreError> {
-        self.inner.open_file(s, p).await
+        self.inner.open_file(f).await
     }
     async fn file_exists(&self, s: &SpaceName, p: &SpacePath) -> Result<bool, StoreError> {
         self.inner.file_exists(s, p).await
     }
-    async fn delete_file(&self, s: &SpaceName, p: &SpacePath) -> Result<(), StoreError> {
-        self.inner.delete_file(s, p).await
+    async fn delete_file(&self, f: ferry_store::FileLoc<'_>) -> Result<(), StoreError> {
+        self.inner.delete_file(f).await
     }
     async fn ready(&self) -> Result<(), StoreError> {
         self.inner.ready().await

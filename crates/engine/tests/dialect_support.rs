@@ -296,6 +296,7 @@ async fn a_session_token_reaches_its_own_session_only_and_an_open_ended_session_
             WriteAt::Append {
                 offset: 0,
                 total: None,
+                len: None,
             },
             body(b"aa"),
             PartChecks::default(),
@@ -534,6 +535,7 @@ async fn send_all(engine: &Engine, caller: &Caller, upload: &str, data: &[u8]) {
             WriteAt::Append {
                 offset: 0,
                 total: None,
+                len: None,
             },
             body(data),
             PartChecks::default(),
@@ -549,6 +551,7 @@ async fn send_all(engine: &Engine, caller: &Caller, upload: &str, data: &[u8]) {
             WriteAt::Append {
                 offset: n,
                 total: Some(n),
+                len: None,
             },
             body(b""),
             PartChecks::default(),
@@ -637,6 +640,7 @@ async fn posted_files_replace_by_name_take_metadata_either_way_and_close_commits
             WriteAt::Append {
                 offset: 0,
                 total: None,
+                len: None,
             },
             failing,
             PartChecks::default(),

@@ -25,8 +25,8 @@ impl Store for CrashingStore {
     async fn create_staged(&self, u: &str) -> Result<(), StoreError> {
         self.inner.create_staged(u).await
     }
-    async fn write_at(&self, u: &str, o: u64, b: ByteStream) -> Result<u64, WriteFailure> {
-        self.inner.write_at(u, o, b).await
+    async fn write_at(&self, u: &str, o: u64, n: u64, b: ByteStream) -> Result<u64, WriteFailure> {
+        self.inner.write_at(u, o, n, b).await
     }
     async fn read_staged(&self, u: &str, o: u64, l: u64) -> Result<ByteStream, StoreError> {
         self.inner.read_staged(u, o, l).await
@@ -46,10 +46,11 @@ impl Store for CrashingStore {
     async fn promote(
         &self,
         u: &str,
+        n: u64,
         s: &SpaceName,
         p: &SpacePath,
         m: Promote,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         if self
             .ok
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -60,20 +61,19 @@ impl Store for CrashingStore {
                 source: std::io::Error::other("simulated crash"),
             });
         }
-        self.inner.promote(u, s, p, m).await
+        self.inner.promote(u, n, s, p, m).await
     }
     async fn open_file(
         &self,
-        s: &SpaceName,
-        p: &SpacePath,
+        f: ferry_store::FileLoc<'_>,
     ) -> Result<Box<dyn ferry_store::OpenFile>, StoreError> {
-        self.inner.open_file(s, p).await
+        self.inner.open_file(f).await
     }
     async fn file_exists(&self, s: &SpaceName, p: &SpacePath) -> Result<bool, StoreError> {
         self.inner.file_exists(s, p).await
     }
-    async fn delete_file(&self, s: &SpaceName, p: &SpacePath) -> Result<(), StoreError> {
-        self.inner.delete_file(s, p).await
+    async fn delete_file(&self, f: ferry_store::FileLoc<'_>) -> Result<(), StoreError> {
+        self.inner.delete_file(f).await
     }
     async fn ready(&self) -> Result<(), StoreError> {
         self.inner.ready().await
@@ -247,7 +247,7 @@ async fn recovery_repairs_every_intermediate_state() {
         .await
         .unwrap();
     store
-        .promote(&u2, &space, &two, Promote::NoReplace)
+        .promote(&u2, 3, &space, &two, Promote::NoReplace)
         .await
         .unwrap();
     let file = ferry_core::FileRecord {
@@ -264,6 +264,7 @@ async fn recovery_repairs_every_intermediate_state() {
         metadata: None,
         dialect_state: None,
         expires_at: None,
+        object: None,
     };
     meta.finish_commit(
         SessionEnd::Keep,
@@ -283,7 +284,7 @@ async fn recovery_repairs_every_intermediate_state() {
         .await
         .unwrap();
     store
-        .promote(&u3, &space, &three, Promote::NoReplace)
+        .promote(&u3, 3, &space, &three, Promote::NoReplace)
         .await
         .unwrap();
     meta.finish_commit(
@@ -546,7 +547,7 @@ async fn recovery_finishes_a_new_version_under_a_new_name_as_one_move() {
         .await
         .unwrap();
     store
-        .promote(&uid, &space, &new, Promote::Replace)
+        .promote(&uid, 3, &space, &new, Promote::Replace)
         .await
         .unwrap();
     drop(engine);

@@ -43,9 +43,38 @@ pub fn status_of(e: &EngineError) -> StatusCode {
         EngineError::DigestMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         EngineError::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
         EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+        EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         EngineError::BodyFailed { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// The request's `Content-Length`, when it sent a valid one.
+pub fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Seconds a client is asked to wait before it retries a 503.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// Middleware: a 503 (the storage backend is unavailable) carries
+/// `Retry-After`, whatever dialect answered it, unless it has one.
+pub async fn retry_after_503(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .entry(axum::http::header::RETRY_AFTER)
+            .or_insert(axum::http::HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    resp
 }
 
 /// Streams a request body without collecting it.

@@ -84,6 +84,7 @@ fn file(id: &str, space: &str, path: &str, size: u64, owner: &str) -> FileRecord
         metadata: None,
         dialect_state: Some("{\"d\":1}".into()),
         expires_at: None,
+        object: Some(format!("obj-{id}")),
     }
 }
 
@@ -540,6 +541,7 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
     .unwrap();
     let f = m.get_file(&sp("fay"), &p("temp")).await.unwrap().unwrap();
     assert_eq!(f.expires_at, Some(900));
+    assert_eq!(f.object.as_deref(), Some("obj-h2"), "the object is kept");
     assert!(m.expired_files(899).await.unwrap().is_empty());
     let due = m.expired_files(900).await.unwrap();
     assert_eq!(

@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS files (
   id TEXT PRIMARY KEY, space TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
   sha256 TEXT NOT NULL, sha1 TEXT, md5 TEXT, content_type TEXT, owner TEXT NOT NULL,
   created_at INTEGER NOT NULL, metadata TEXT, expires_at INTEGER, dialect_state TEXT,
-  UNIQUE (space, path));
+  object TEXT, UNIQUE (space, path));
 CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
 "#;
 
@@ -74,6 +74,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("uploads", "replaces", "TEXT"),
     ("uploads", "dialect_state", "TEXT"),
     ("files", "dialect_state", "TEXT"),
+    ("files", "object", "TEXT"),
 ];
 
 /// Indexes on added columns, created once the columns exist.
@@ -639,7 +640,7 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     })
 }
 
-const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at, dialect_state";
+const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, created_at, metadata, expires_at, dialect_state, object";
 fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         id: r.get(0)?,
@@ -655,6 +656,7 @@ fn file_row(r: &Row) -> rusqlite::Result<FileRecord> {
         metadata: r.get(10)?,
         expires_at: r.get(11)?,
         dialect_state: r.get(12)?,
+        object: r.get(13)?,
     })
 }
 
@@ -702,7 +704,7 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
     conn.prepare_cached("DELETE FROM files WHERE space = ?1 AND path = ?2")?
         .execute(params![f.space.as_str(), f.path.as_str()])?;
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+        "INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
     ))?
     .execute(params![
         f.id,
@@ -718,6 +720,7 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
         f.metadata,
         f.expires_at,
         f.dialect_state,
+        f.object,
     ])?;
     Ok(())
 }

@@ -34,10 +34,75 @@ pub struct Config {
     /// same-origin and needs none).
     pub cors_origins: Vec<String>,
     pub limits: LimitsConfig,
+    pub store: StoreConfig,
     pub tus: TusConfig,
     #[serde(rename = "box")]
     pub box_api: BoxConfig,
     pub ucloud: UcloudConfig,
+}
+
+/// Where the bytes go: `[store]` in the TOML file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub s3: S3StoreConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The local disk, under `data_dir` (the default).
+    #[default]
+    Local,
+    /// An S3-compatible bucket.
+    S3,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(StoreKind::Local),
+            "s3" => Ok(StoreKind::S3),
+            other => Err(format!("unknown store {other:?}: use local or s3")),
+        }
+    }
+}
+
+/// `[store.s3]` in the TOML file. Credentials come from the standard AWS
+/// chain (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, profiles, roles).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3StoreConfig {
+    /// `None`: AWS's own endpoint for the region.
+    pub endpoint: Option<String>,
+    /// Required with `kind = "s3"`.
+    pub bucket: Option<String>,
+    pub region: String,
+    /// Prepended to every key Ferry writes (`team/ferry/`).
+    pub prefix: String,
+    /// Path-style addressing; `None`: on when an endpoint is given.
+    pub path_style: Option<bool>,
+    /// Bytes per S3 part of a staged upload (at least 5 MiB).
+    pub part_size: u64,
+    /// Seconds a replaced or deleted object stays readable, so that a
+    /// download streaming it can finish.
+    pub retire_after_secs: u64,
+}
+
+impl Default for S3StoreConfig {
+    fn default() -> Self {
+        S3StoreConfig {
+            endpoint: None,
+            bucket: None,
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            path_style: None,
+            part_size: 16 << 20,
+            retire_after_secs: 15 * 60,
+        }
+    }
 }
 
 /// `[ucloud]` in the TOML file.
@@ -114,6 +179,7 @@ impl Default for Config {
             max_connections: 10_000,
             cors_origins: Vec::new(),
             limits: LimitsConfig::default(),
+            store: StoreConfig::default(),
             tus: TusConfig::default(),
             box_api: BoxConfig::default(),
             ucloud: UcloudConfig::default(),

@@ -21,7 +21,7 @@ use ferry_dialects::ucloud::{self, UcloudState};
 use ferry_dialects::veeva::{self, VeevaState};
 use ferry_engine::Engine;
 use ferry_meta::Sqlite;
-use ferry_store::LocalStore;
+use ferry_store::{LocalStore, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::io::Write;
@@ -31,24 +31,62 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-pub use config::{Config, LimitsConfig, TusConfig};
+pub use config::{Config, LimitsConfig, S3StoreConfig, StoreConfig, StoreKind, TusConfig};
 
-/// Builds the engine on the embedded defaults: local disk + SQLite in
-/// `data_dir`. Creates the directory and the signing key if missing.
-pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
+/// Builds the engine: SQLite in `data_dir`, bytes on the local disk
+/// under it or in the configured bucket. Creates the directory and the
+/// signing key if missing. An S3 bucket must take a write and a delete
+/// now, or this fails with what went wrong.
+pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    check_root_room(dir)?;
-    let store = LocalStore::open(dir).context("cannot open local storage")?;
+    let store: Arc<dyn Store> = match config.store.kind {
+        StoreKind::Local => {
+            check_root_room(dir)?;
+            Arc::new(LocalStore::open(dir).context("cannot open local storage")?)
+        }
+        StoreKind::S3 => open_s3(&config.store.s3).await?,
+    };
     let meta = Sqlite::open(dir.join("ferry.db")).context("cannot open the SQLite database")?;
     let key = signing_key(dir)?;
     Ok(Engine::new(
         Arc::new(meta),
-        Arc::new(store),
+        store,
         config.limits.to_limits(),
         key,
     ))
+}
+
+#[cfg(feature = "s3")]
+async fn open_s3(c: &config::S3StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let bucket = c
+        .bucket
+        .clone()
+        .context("--store s3 needs a bucket: --s3-bucket, FERRY_S3_BUCKET or store.s3.bucket")?;
+    let mut s3 = ferry_store::s3::S3Config::new(&bucket);
+    s3.endpoint = c.endpoint.clone();
+    s3.region = c.region.clone();
+    s3.prefix = c.prefix.clone();
+    s3.path_style = c.path_style.unwrap_or(c.endpoint.is_some());
+    s3.cell_size = c.part_size;
+    let store = ferry_store::S3Store::connect(&s3)
+        .await
+        .map_err(|e| anyhow::anyhow!("S3 store: {e}"))?
+        .with_retire_after(Duration::from_secs(c.retire_after_secs));
+    let at = c.endpoint.as_deref().unwrap_or("AWS");
+    store.ready().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot use the bucket {bucket:?} at {at} (it must take a write and a delete; check the endpoint, the bucket and the AWS credentials): {e}"
+        )
+    })?;
+    tracing::info!(%bucket, endpoint = %at, prefix = %c.prefix, "bytes in S3");
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn open_s3(_: &config::S3StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!("this ferry was built without S3 support (the `s3` feature of ferry-cli)")
 }
 
 /// Refuses a data directory so long that a file at an accepted path could
@@ -219,8 +257,10 @@ pub fn app(engine: Engine, public_url: String, config: &Config) -> anyhow::Resul
         .merge(ops)
         .fallback(native::not_found)
         // Early answers arrive: what a handler left of a body is drained
-        // (bounded) before the answer goes out.
+        // (bounded) beside the answer.
         .layer(axum::middleware::from_fn(ferry_http::drain_unread))
+        // Every dialect's 503 (storage unavailable) says when to retry.
+        .layer(axum::middleware::from_fn(ferry_http::retry_after_503))
         // Outside the drain: a silent body stops the drain too.
         .layer(axum::middleware::from_fn_with_state(
             Duration::from_secs(config.body_idle_timeout_secs.max(1)),
@@ -346,7 +386,7 @@ pub struct Bound {
 /// Opens the stores, recovers interrupted commits, bootstraps the admin,
 /// and binds the listener.
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
-    let engine = open_engine(&config)?;
+    let engine = open_engine(&config).await?;
     // The recorder first, so that what recovery counts reaches /metrics.
     prometheus();
     let report = engine.recover().await.context("start-up recovery failed")?;

@@ -2,8 +2,10 @@
 //!
 //! Call [`run_all`] from a backend's tests with a fresh, empty store. Each
 //! check uses its own upload ids and paths, so they can share one store.
+//! Checks of what only some backends do (paths and folders in the store,
+//! reading staged bytes before sealing) follow [`Store::capabilities`].
 
-use crate::{ByteStream, Promote, Sink, Store, StoreError};
+use crate::{ByteStream, FileLoc, Promote, Sink, Store, StoreError};
 use bytes::Bytes;
 use ferry_core::{SpaceName, SpacePath};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -54,27 +56,42 @@ pub async fn run_all(store: &dyn Store) {
     store.ready().await.expect("ready");
 }
 
+async fn write(store: &dyn Store, id: &str, offset: u64, data: Vec<u8>) -> u64 {
+    let len = data.len() as u64;
+    store
+        .write_at(
+            id,
+            offset,
+            len,
+            stream::iter([Ok(Bytes::from(data))]).boxed(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Reads staged bytes back, sealing the upload (of `size` bytes) first on
+/// a backend that reads only sealed uploads.
+async fn read_back(store: &dyn Store, id: &str, size: u64, offset: u64, len: u64) -> Vec<u8> {
+    if !store.capabilities().read_staged {
+        store.seal(id, size).await.unwrap();
+    }
+    collect(store.read_staged(id, offset, len).await.unwrap()).await
+}
+
 pub async fn writes_land_at_their_offsets_in_any_order(store: &dyn Store) {
     let id = "c1";
     store.create_staged(id).await.unwrap();
     let data = pattern(1_000_000, 1);
-    let tail = Bytes::copy_from_slice(&data[600_000..]);
-    let head = Bytes::copy_from_slice(&data[..600_000]);
-    let n = store
-        .write_at(id, 600_000, stream::iter([Ok(tail)]).boxed())
-        .await
-        .unwrap();
-    assert_eq!(n, 400_000);
-    let n = store
-        .write_at(id, 0, stream::iter([Ok(head)]).boxed())
-        .await
-        .unwrap();
-    assert_eq!(n, 600_000);
-    let back = collect(store.read_staged(id, 0, 1_000_000).await.unwrap()).await;
+    assert_eq!(
+        write(store, id, 600_000, data[600_000..].to_vec()).await,
+        400_000
+    );
+    assert_eq!(write(store, id, 0, data[..600_000].to_vec()).await, 600_000);
+    assert!(store.list_staged().await.unwrap().contains(&id.to_owned()));
+    let back = read_back(store, id, 1_000_000, 0, 1_000_000).await;
     assert!(back == data, "staged bytes differ from what was written");
     let mid = collect(store.read_staged(id, 599_990, 20).await.unwrap()).await;
     assert_eq!(mid, &data[599_990..600_010]);
-    assert!(store.list_staged().await.unwrap().contains(&id.to_owned()));
     store.discard_staged(id).await.unwrap();
 }
 
@@ -90,12 +107,18 @@ pub async fn concurrent_disjoint_writes(store: &dyn Store) {
             Ok(chunk.slice(1..70_001)),
             Ok(chunk.slice(70_001..)),
         ];
-        store.write_at(id, (i * 300_000) as u64, stream::iter(parts).boxed())
+        store.write_at(
+            id,
+            (i * 300_000) as u64,
+            300_000,
+            stream::iter(parts).boxed(),
+        )
     });
     for r in futures::future::join_all(writes).await {
         assert_eq!(r.unwrap(), 300_000);
     }
-    let back = collect(store.read_staged(id, 0, data.len() as u64).await.unwrap()).await;
+    let n = data.len() as u64;
+    let back = read_back(store, id, n, 0, n).await;
     assert!(back == data, "concurrent writes corrupted each other");
     store.discard_staged(id).await.unwrap();
 }
@@ -103,6 +126,7 @@ pub async fn concurrent_disjoint_writes(store: &dyn Store) {
 pub async fn failed_body_keeps_durable_prefix(store: &dyn Store) {
     let id = "c3";
     store.create_staged(id).await.unwrap();
+    write(store, id, 0, vec![1u8; 10]).await;
     let chunks: Vec<Result<Bytes, io::Error>> = vec![
         Ok(Bytes::from(vec![7u8; 300_000])),
         Err(io::Error::new(
@@ -112,7 +136,7 @@ pub async fn failed_body_keeps_durable_prefix(store: &dyn Store) {
         Ok(Bytes::from_static(b"never")),
     ];
     let err = store
-        .write_at(id, 10, stream::iter(chunks).boxed())
+        .write_at(id, 10, 400_000, stream::iter(chunks).boxed())
         .await
         .unwrap_err();
     assert!(matches!(err.error, StoreError::Body(_)), "{err:?}");
@@ -120,44 +144,88 @@ pub async fn failed_body_keeps_durable_prefix(store: &dyn Store) {
         err.durable, 300_000,
         "every byte before the failure is kept"
     );
-    let back = collect(store.read_staged(id, 10, 300_000).await.unwrap()).await;
+    let back = read_back(store, id, 300_010, 10, 300_000).await;
     assert!(back.iter().all(|&b| b == 7));
     store.discard_staged(id).await.unwrap();
 }
 
 pub async fn write_to_unknown_upload_is_not_found(store: &dyn Store) {
     let err = store
-        .write_at("never-created", 0, body(vec![b"x"]))
+        .write_at("never-created", 0, 1, body(vec![b"x"]))
         .await
         .unwrap_err();
     assert!(matches!(err.error, StoreError::NotFound(_)), "{err:?}");
     assert!(!store.staged_exists("never-created").await.unwrap());
 }
 
-async fn stage(store: &dyn Store, id: &str, content: &'static [u8]) {
+async fn stage(store: &dyn Store, id: &str, content: &'static [u8]) -> u64 {
     store.create_staged(id).await.unwrap();
-    store.write_at(id, 0, body(vec![content])).await.unwrap();
+    let n = content.len() as u64;
+    store.write_at(id, 0, n, body(vec![content])).await.unwrap();
+    n
 }
 
-async fn read_all(store: &dyn Store, space: &SpaceName, path: &SpacePath, len: u64) -> Vec<u8> {
-    collect(store.read_file(space, path, 0, len).await.unwrap()).await
+/// A promoted file, as its record would keep it.
+struct Placed {
+    space: SpaceName,
+    path: SpacePath,
+    object: Option<String>,
+}
+
+impl Placed {
+    fn loc(&self) -> FileLoc<'_> {
+        FileLoc {
+            space: &self.space,
+            path: &self.path,
+            object: self.object.as_deref(),
+        }
+    }
+}
+
+/// Stages `content` as `id` and promotes it to `path`.
+async fn place(
+    store: &dyn Store,
+    id: &str,
+    path: &str,
+    content: &'static [u8],
+    mode: Promote,
+) -> Placed {
+    let size = stage(store, id, content).await;
+    let (space, path) = (sp("conf"), p(path));
+    let object = store.promote(id, size, &space, &path, mode).await.unwrap();
+    assert_eq!(
+        object.is_some(),
+        !store.capabilities().paths,
+        "a store without paths names its objects"
+    );
+    Placed {
+        space,
+        path,
+        object,
+    }
+}
+
+/// The whole file, as long as its opened version says.
+async fn read_all(store: &dyn Store, file: &Placed) -> Vec<u8> {
+    let open = store.open_file(file.loc()).await.unwrap();
+    let len = open.size();
+    collect(open.read(0, len)).await
 }
 
 pub async fn promote_no_replace_refuses_existing(store: &dyn Store) {
-    let (s, path) = (sp("conf"), p("nr/a.txt"));
-    stage(store, "c4a", b"first").await;
-    store
-        .promote("c4a", &s, &path, Promote::NoReplace)
-        .await
-        .unwrap();
-    assert!(!store.staged_exists("c4a").await.unwrap());
-    stage(store, "c4b", b"second").await;
+    let first = place(store, "c4a", "nr/a.txt", b"first", Promote::NoReplace).await;
+    assert!(!store.staged_exists("c4a").await.unwrap() || !store.capabilities().paths);
+    if !store.capabilities().paths {
+        // The metadata holds the namespace: `fail` is the engine's check.
+        return;
+    }
+    let size = stage(store, "c4b", b"second").await;
     let err = store
-        .promote("c4b", &s, &path, Promote::NoReplace)
+        .promote("c4b", size, &first.space, &first.path, Promote::NoReplace)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
-    assert_eq!(read_all(store, &s, &path, 100).await, b"first");
+    assert_eq!(read_all(store, &first).await, b"first");
     assert!(
         store.staged_exists("c4b").await.unwrap(),
         "the loser stays staged"
@@ -166,36 +234,34 @@ pub async fn promote_no_replace_refuses_existing(store: &dyn Store) {
 }
 
 pub async fn promote_replace_swaps_atomically(store: &dyn Store) {
-    let (s, path) = (sp("conf"), p("r/a.txt"));
-    stage(store, "c5a", b"old").await;
-    store
-        .promote("c5a", &s, &path, Promote::Replace)
-        .await
-        .unwrap();
-    stage(store, "c5b", b"new!").await;
-    store
-        .promote("c5b", &s, &path, Promote::Replace)
-        .await
-        .unwrap();
-    assert_eq!(read_all(store, &s, &path, 100).await, b"new!");
+    let old = place(store, "c5a", "r/a.txt", b"old", Promote::Replace).await;
+    let new = place(store, "c5b", "r/a.txt", b"new!", Promote::Replace).await;
+    assert_eq!(read_all(store, &new).await, b"new!");
+    if !store.capabilities().paths {
+        assert_ne!(old.object, new.object, "a new version is a new object");
+        assert_eq!(read_all(store, &old).await, b"old");
+    }
 }
 
 pub async fn promote_creates_folders_and_refuses_file_as_folder(store: &dyn Store) {
+    if !store.capabilities().paths {
+        return; // no folders in a store without paths
+    }
     let s = sp("conf");
-    stage(store, "c6a", b"deep").await;
+    let size = stage(store, "c6a", b"deep").await;
     store
-        .promote("c6a", &s, &p("f/g/h/i.bin"), Promote::NoReplace)
+        .promote("c6a", size, &s, &p("f/g/h/i.bin"), Promote::NoReplace)
         .await
         .unwrap();
     assert!(store.file_exists(&s, &p("f/g")).await.unwrap());
-    stage(store, "c6b", b"x").await;
+    let size = stage(store, "c6b", b"x").await;
     let err = store
-        .promote("c6b", &s, &p("f/g/h/i.bin/j"), Promote::Replace)
+        .promote("c6b", size, &s, &p("f/g/h/i.bin/j"), Promote::Replace)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
     let err = store
-        .promote("c6b", &s, &p("f/g"), Promote::Replace)
+        .promote("c6b", size, &s, &p("f/g"), Promote::Replace)
         .await
         .unwrap_err();
     assert!(
@@ -206,100 +272,108 @@ pub async fn promote_creates_folders_and_refuses_file_as_folder(store: &dyn Stor
 }
 
 pub async fn promote_is_idempotent(store: &dyn Store) {
-    let (s, path) = (sp("conf"), p("idem.bin"));
-    stage(store, "c7", b"once").await;
-    store
-        .promote("c7", &s, &path, Promote::NoReplace)
-        .await
-        .unwrap();
-    store
-        .promote("c7", &s, &path, Promote::NoReplace)
-        .await
-        .unwrap();
-    store
-        .promote("c7", &s, &path, Promote::Replace)
-        .await
-        .unwrap();
-    assert_eq!(read_all(store, &s, &path, 100).await, b"once");
+    let once = place(store, "c7", "idem.bin", b"once", Promote::NoReplace).await;
+    for mode in [Promote::NoReplace, Promote::Replace] {
+        let again = store
+            .promote("c7", 4, &once.space, &once.path, mode)
+            .await
+            .unwrap();
+        assert_eq!(again, once.object, "the same object");
+    }
+    assert_eq!(read_all(store, &once).await, b"once");
     let err = store
-        .promote("never", &s, &p("nothing.bin"), Promote::Replace)
+        .promote("never", 1, &once.space, &p("nothing.bin"), Promote::Replace)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
 pub async fn read_file_ranges(store: &dyn Store) {
-    let (s, path) = (sp("conf"), p("range.bin"));
-    stage(store, "c8", b"0123456789").await;
-    store
-        .promote("c8", &s, &path, Promote::NoReplace)
-        .await
-        .unwrap();
-    let part = collect(store.read_file(&s, &path, 3, 4).await.unwrap()).await;
+    let f = place(store, "c8", "range.bin", b"0123456789", Promote::NoReplace).await;
+    let part = collect(store.read_file(f.loc(), 3, 4).await.unwrap()).await;
     assert_eq!(part, b"3456");
-    let err = store
-        .read_file(&s, &p("missing.bin"), 0, 1)
-        .await
-        .err()
-        .unwrap();
+    let missing = Placed {
+        space: sp("conf"),
+        path: p("missing.bin"),
+        object: f.object.as_ref().map(|_| "no-such-object".to_owned()),
+    };
+    let err = store.read_file(missing.loc(), 0, 1).await.err().unwrap();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
 pub async fn an_opened_file_keeps_its_version_across_a_replace(store: &dyn Store) {
-    let (s, path) = (sp("conf"), p("pinned.bin"));
-    stage(store, "c10a", b"old version").await;
-    store
-        .promote("c10a", &s, &path, Promote::Replace)
-        .await
-        .unwrap();
-    let old = store.open_file(&s, &path).await.unwrap();
+    let first = place(
+        store,
+        "c10a",
+        "pinned.bin",
+        b"old version",
+        Promote::Replace,
+    )
+    .await;
+    let old = store.open_file(first.loc()).await.unwrap();
     assert_eq!(old.size(), 11);
     assert!(old.is_current().await.unwrap());
-    stage(store, "c10b", b"the new one").await;
-    store
-        .promote("c10b", &s, &path, Promote::Replace)
-        .await
-        .unwrap();
-    assert!(
-        !old.is_current().await.unwrap(),
-        "the path names another version now"
-    );
+    let second = place(
+        store,
+        "c10b",
+        "pinned.bin",
+        b"the new one",
+        Promote::Replace,
+    )
+    .await;
+    if store.capabilities().paths {
+        assert!(
+            !old.is_current().await.unwrap(),
+            "the path names another version now"
+        );
+    } else {
+        // The old object leaves the namespace; its bytes stay a while.
+        store.retire_file(first.loc()).await.unwrap();
+    }
     assert_eq!(collect(old.read(4, 7)).await, b"version");
-    let new = store.open_file(&s, &path).await.unwrap();
+    let new = store.open_file(second.loc()).await.unwrap();
     assert!(new.is_current().await.unwrap());
-    store.delete_file(&s, &path).await.unwrap();
-    assert!(!new.is_current().await.unwrap(), "deleted");
+    if store.capabilities().paths {
+        store.delete_file(second.loc()).await.unwrap();
+        assert!(!new.is_current().await.unwrap(), "deleted");
+    } else {
+        store.retire_file(second.loc()).await.unwrap();
+    }
     assert_eq!(collect(new.read(0, 11)).await, b"the new one");
 }
 
 pub async fn discard_and_delete_are_idempotent(store: &dyn Store) {
-    let (s, path) = (sp("conf"), p("del.bin"));
-    stage(store, "c9", b"bye").await;
-    store
-        .promote("c9", &s, &path, Promote::NoReplace)
-        .await
-        .unwrap();
-    store.delete_file(&s, &path).await.unwrap();
-    store.delete_file(&s, &path).await.unwrap();
-    assert!(!store.file_exists(&s, &path).await.unwrap());
+    let f = place(store, "c9", "del.bin", b"bye", Promote::NoReplace).await;
+    store.delete_file(f.loc()).await.unwrap();
+    store.delete_file(f.loc()).await.unwrap();
+    assert!(!store.file_exists(&f.space, &f.path).await.unwrap());
+    let err = store.read_file(f.loc(), 0, 3).await.err().expect("gone");
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
     store.discard_staged("c9").await.unwrap();
     store.discard_staged("c9").await.unwrap();
+    assert!(!store.staged_exists("c9").await.unwrap());
 }
 
 pub async fn copy_between_staged_objects(store: &dyn Store) {
     store.create_staged("c10").await.unwrap();
     store.create_staged("c10-side").await.unwrap();
-    store
-        .write_at("c10", 0, body(vec![b"aaaaaaaaaa"]))
-        .await
-        .unwrap();
-    store
-        .write_at("c10-side", 0, body(vec![b"XYZ"]))
-        .await
-        .unwrap();
-    store.copy_staged("c10-side", "c10", 4, 3).await.unwrap();
-    let back = collect(store.read_staged("c10", 0, 10).await.unwrap()).await;
-    assert_eq!(back, b"aaaaXYZaaa");
+    write(store, "c10", 0, b"aaaaaaaaaa".to_vec()).await;
+    write(store, "c10-side", 0, b"XYZ".to_vec()).await;
+    let copied = store.copy_staged("c10-side", "c10", 4, 3).await;
+    if store.capabilities().read_staged {
+        copied.unwrap();
+        let back = collect(store.read_staged("c10", 0, 10).await.unwrap()).await;
+        assert_eq!(back, b"aaaaXYZaaa");
+    } else {
+        let err = copied.unwrap_err();
+        assert!(matches!(err, StoreError::Unsupported(_)), "{err:?}");
+        let err = store
+            .read_staged("c10", 0, 10)
+            .await
+            .err()
+            .expect("not sealed");
+        assert!(matches!(err, StoreError::Incomplete(_)), "{err:?}");
+    }
     for id in ["c10", "c10-side"] {
         store.discard_staged(id).await.unwrap();
     }
@@ -321,10 +395,10 @@ pub async fn scan_feeds_every_byte_in_order(store: &dyn Store) {
     let id = "c11";
     store.create_staged(id).await.unwrap();
     let data = pattern(9 << 20, 11); // more than one read buffer
-    store
-        .write_at(id, 0, stream::iter([Ok(Bytes::from(data.clone()))]).boxed())
-        .await
-        .unwrap();
+    write(store, id, 0, data.clone()).await;
+    if !store.capabilities().read_staged {
+        store.seal(id, data.len() as u64).await.unwrap();
+    }
     for (offset, len) in [(0u64, data.len() as u64), (4096, 5_000_000), (12_345, 1000)] {
         let sink = store
             .scan_staged(id, offset, len, Box::new(Collect(Vec::new())))
@@ -341,6 +415,9 @@ pub async fn scan_feeds_every_byte_in_order(store: &dyn Store) {
         .await
         .err()
         .expect("reading past the end fails");
-    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Io { .. } | StoreError::Incomplete(_)),
+        "{err:?}"
+    );
     store.discard_staged(id).await.unwrap();
 }

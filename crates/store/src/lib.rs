@@ -24,10 +24,25 @@
 //!   version's whatever later happens to the path, and
 //!   [`OpenFile::is_current`] says whether the path still names it, so a
 //!   reader can match the version it holds with the file's record.
+//!
+//! Backends differ in two ways, which [`Store::capabilities`] tells the
+//! engine:
+//! - Where the namespace lives. The local disk keeps files at their paths
+//!   (other programs pick them up there); `promote` renames. An object
+//!   store keeps each file as an object named by id, and the metadata alone
+//!   maps paths to objects: `promote` seals the object and returns its id,
+//!   paths and conflict modes are the engine's business, and a replaced or
+//!   deleted object is *retired* (deleted once readers had time).
+//! - Whether staged bytes read back before they are sealed. An S3
+//!   multipart upload's parts cannot be read until it completes: the
+//!   engine then hashes as bytes stream, and otherwise reads the sealed
+//!   object once, before it is published.
 
 pub mod local;
 #[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(feature = "s3")]
+mod s3_store;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -39,6 +54,8 @@ use std::io;
 use std::path::PathBuf;
 
 pub use local::LocalStore;
+#[cfg(feature = "s3")]
+pub use s3_store::{RETIRE_AFTER, S3Store};
 
 /// A stream of body bytes, as the HTTP layer hands it over.
 pub type ByteStream = BoxStream<'static, Result<Bytes, io::Error>>;
@@ -72,6 +89,9 @@ pub enum StoreError {
     /// Bytes a completion needs are not staged.
     #[error("incomplete: {0}")]
     Incomplete(String),
+    /// This backend cannot do that.
+    #[error("not supported by this storage backend: {0}")]
+    Unsupported(String),
     /// The store is configured wrongly.
     #[error("storage configuration: {0}")]
     Config(String),
@@ -126,6 +146,34 @@ pub trait OpenFile: Send + Sync {
     fn read(self: Box<Self>, offset: u64, len: u64) -> ByteStream;
 }
 
+/// What a backend can do; see the crate docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Files live at their paths in the store: it holds the namespace as
+    /// well as the metadata does. When `false`, a file is an object named
+    /// by the id `promote` returns, and only the metadata knows its path.
+    pub paths: bool,
+    /// Staged bytes can be read (and copied) before `seal`.
+    pub read_staged: bool,
+}
+
+/// A committed file's address in the store, as its record keeps it.
+#[derive(Clone, Copy, Debug)]
+pub struct FileLoc<'a> {
+    pub space: &'a SpaceName,
+    pub path: &'a SpacePath,
+    /// The object holding the bytes on a store without paths
+    /// (`Capabilities::paths` false); `None` on one that keeps files at
+    /// their paths.
+    pub object: Option<&'a str>,
+}
+
+impl std::fmt::Display for FileLoc<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.space, self.path)
+    }
+}
+
 /// How `promote` treats an existing destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Promote {
@@ -138,6 +186,14 @@ pub enum Promote {
 /// The byte-storage contract; see the crate docs.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            paths: true,
+            read_staged: true,
+        }
+    }
+
     /// Creates an empty staged object for `upload` (idempotent), durably.
     async fn create_staged(&self, upload: &str) -> Result<(), StoreError>;
 
@@ -149,13 +205,24 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Writes `body` at `offset` of the staged object and makes it durable.
+    /// Writes `body`, `len` bytes announced, at `offset` of the staged
+    /// object and makes what arrived durable. A body that ends early is
+    /// not an error here: the count says how much landed.
     async fn write_at(
         &self,
         upload: &str,
         offset: u64,
+        len: u64,
         body: ByteStream,
     ) -> Result<u64, WriteFailure>;
+
+    /// Seals a staged upload of `size` bytes: no write follows, and its
+    /// bytes read back (`read_staged`) whatever the backend. Idempotent.
+    /// A backend that reads staged bytes anyway has nothing to do.
+    async fn seal(&self, upload: &str, size: u64) -> Result<(), StoreError> {
+        let _ = (upload, size);
+        Ok(())
+    }
 
     /// Feeds `len` bytes of the staged object from `offset` to `sink`, in
     /// order, and returns the sink. For consumers that only look at the
@@ -203,40 +270,49 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of every staged object, for garbage collection of orphans.
     async fn list_staged(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Moves the staged object to `(space, path)`; see the crate docs.
+    /// Makes the staged upload of `size` bytes a committed file at
+    /// `(space, path)`; see the crate docs. Returns the object that now
+    /// holds it on a store without paths (then `space`, `path` and `mode`
+    /// are the engine's to enforce), `None` on one with paths.
     async fn promote(
         &self,
         upload: &str,
+        size: u64,
         space: &SpaceName,
         path: &SpacePath,
         mode: Promote,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<String>, StoreError>;
 
-    /// Opens the version of a committed file that `(space, path)` holds
-    /// now; see [`OpenFile`].
-    async fn open_file(
-        &self,
-        space: &SpaceName,
-        path: &SpacePath,
-    ) -> Result<Box<dyn OpenFile>, StoreError>;
+    /// Opens the version of a committed file that `file` names now; see
+    /// [`OpenFile`].
+    async fn open_file(&self, file: FileLoc<'_>) -> Result<Box<dyn OpenFile>, StoreError>;
 
     /// Reads `len` bytes of a committed file from `offset`, whichever
     /// version the path holds when it is opened.
     async fn read_file(
         &self,
-        space: &SpaceName,
-        path: &SpacePath,
+        file: FileLoc<'_>,
         offset: u64,
         len: u64,
     ) -> Result<ByteStream, StoreError> {
-        Ok(self.open_file(space, path).await?.read(offset, len))
+        Ok(self.open_file(file).await?.read(offset, len))
     }
 
-    /// Whether a file (or a folder) occupies `(space, path)`.
+    /// Whether a file (or a folder) occupies `(space, path)` in the store
+    /// itself (always `false` on a store without paths).
     async fn file_exists(&self, space: &SpaceName, path: &SpacePath) -> Result<bool, StoreError>;
 
     /// Deletes a committed file (idempotent).
-    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<(), StoreError>;
+    async fn delete_file(&self, file: FileLoc<'_>) -> Result<(), StoreError>;
+
+    /// A committed object no record names any more (replaced or deleted):
+    /// its bytes go once a download already streaming them had time to
+    /// finish. Only for files held as objects (`FileLoc::object`): on a
+    /// store with paths a replace swaps the path's bytes itself (an open
+    /// handle keeps the old ones) and a delete is `delete_file`.
+    async fn retire_file(&self, file: FileLoc<'_>) -> Result<(), StoreError> {
+        self.delete_file(file).await
+    }
 
     /// Checks the backend is reachable and writable.
     async fn ready(&self) -> Result<(), StoreError>;

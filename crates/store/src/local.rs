@@ -10,7 +10,7 @@
 //! one filesystem, so it costs O(1) whatever the file size; every directory
 //! whose entries change is fsync'd before the call returns.
 
-use crate::{ByteStream, Promote, Store, StoreError, WriteFailure};
+use crate::{ByteStream, FileLoc, Promote, Store, StoreError, WriteFailure};
 use bytes::Bytes;
 use ferry_core::{SpaceName, SpacePath};
 use futures::StreamExt;
@@ -517,6 +517,7 @@ impl Store for LocalStore {
         &self,
         upload: &str,
         offset: u64,
+        _len: u64,
         mut body: ByteStream,
     ) -> Result<u64, WriteFailure> {
         let fail = |durable, error| WriteFailure { durable, error };
@@ -706,10 +707,11 @@ impl Store for LocalStore {
     async fn promote(
         &self,
         upload: &str,
+        _size: u64,
         space: &SpaceName,
         path: &SpacePath,
         mode: Promote,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         let staged = self.staged_path(upload)?;
         let root = self.space_root(space);
         let dest = self.file_path(space, path);
@@ -755,16 +757,13 @@ impl Store for LocalStore {
             // not be (recovery deletes a staged file whose upload is done).
             LocalStore::sync_dir_shared(&inner, dest.parent().expect("a file path has a parent"))
         })
-        .await
+        .await?;
+        Ok(None)
     }
 
-    async fn open_file(
-        &self,
-        space: &SpaceName,
-        path: &SpacePath,
-    ) -> Result<Box<dyn crate::OpenFile>, StoreError> {
-        let dest = self.file_path(space, path);
-        let what = format!("{space}/{path}");
+    async fn open_file(&self, file: FileLoc<'_>) -> Result<Box<dyn crate::OpenFile>, StoreError> {
+        let dest = self.file_path(file.space, file.path);
+        let what = file.to_string();
         blocking(move || {
             let file = File::open(&dest).map_err(|e| match e.kind() {
                 ErrorKind::NotFound => StoreError::NotFound(what.clone()),
@@ -790,8 +789,8 @@ impl Store for LocalStore {
         Ok(tokio::fs::symlink_metadata(&dest).await.is_ok())
     }
 
-    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<(), StoreError> {
-        let dest = self.file_path(space, path);
+    async fn delete_file(&self, file: FileLoc<'_>) -> Result<(), StoreError> {
+        let dest = self.file_path(file.space, file.path);
         let inner = self.inner.clone();
         blocking(move || {
             match fs::remove_file(&dest) {

@@ -285,9 +285,10 @@ impl S3Staging {
                     (_, Err(e)) | (Err(e), Ok(())) => return Err(fail(at - offset, e)),
                 }
             } else {
-                // Part of a cell: a piece, gathered in memory (less than a
-                // cell), so a body that ends early still keeps what came.
-                let (data, err) = body.gather(seg).await;
+                // Part of a cell: a piece, gathered in memory (at most
+                // `MIN_PART` at a time), so a body that ends early still
+                // keeps what came.
+                let (data, err) = body.gather(seg.min(MIN_PART)).await;
                 if !data.is_empty() {
                     let piece_end = at + data.len() as u64;
                     if let Err(e) = self.put_piece(upload, cell, at, piece_end, data).await {
@@ -298,8 +299,11 @@ impl S3Staging {
                     }
                     at = piece_end;
                 }
-                if let Some(e) = err {
-                    return Err(fail(at - offset, e));
+                match err {
+                    // A body shorter than announced: what came is kept.
+                    Some(Ended) => return Ok(at - offset),
+                    Some(Failed(e)) => return Err(fail(at - offset, e)),
+                    None => {}
                 }
                 continue;
             }
@@ -595,8 +599,19 @@ impl S3Staging {
             .await
             .map_err(|e| match e.as_service_error() {
                 Some(s) if s.is_no_such_key() => StoreError::NotFound(format!("object {upload}")),
+                _ if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                    StoreError::Incomplete(format!(
+                        "bytes from {offset} are past the end of {upload}"
+                    ))
+                }
                 _ => sdk(format!("reading {upload}"), e),
             })?;
+        // S3 clips a range to the object's end: fewer bytes is an error.
+        if out.content_length() != Some(len as i64) {
+            return Err(StoreError::Incomplete(format!(
+                "{upload} holds fewer than the {len} bytes read from {offset}"
+            )));
+        }
         Ok(object_stream(out.body).boxed())
     }
 
@@ -631,6 +646,23 @@ impl S3Staging {
                 .map_err(|e| sdk(format!("deleting what {upload} staged"), e))?;
         }
         Ok(())
+    }
+
+    /// Deletes the sealed object of `upload` (idempotent).
+    pub async fn delete_object(&self, upload: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .send()
+            .await
+            .map_err(|e| sdk(format!("deleting {upload}"), e))?;
+        Ok(())
+    }
+
+    /// Whether `upload` has a multipart upload in progress.
+    pub async fn in_progress(&self, upload: &str) -> Result<bool, StoreError> {
+        Ok(self.find_mpu(upload).await?.is_some())
     }
 
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
@@ -697,6 +729,14 @@ fn object_stream(
     })
 }
 
+/// Why a gather stopped short.
+enum Stop {
+    /// The body ended: what came is all there is.
+    Ended,
+    Failed(StoreError),
+}
+use Stop::{Ended, Failed};
+
 /// A request body consumed in segments.
 struct Chunks {
     body: ByteStream,
@@ -717,7 +757,7 @@ impl Chunks {
     }
 
     /// Gathers up to `n` bytes; stops early at the body's end or error.
-    async fn gather(&mut self, n: u64) -> (Bytes, Option<StoreError>) {
+    async fn gather(&mut self, n: u64) -> (Bytes, Option<Stop>) {
         let mut buf = BytesMut::new();
         while (buf.len() as u64) < n {
             match self.next().await {
@@ -728,14 +768,8 @@ impl Chunks {
                     }
                     buf.extend_from_slice(&b);
                 }
-                Some(Err(e)) => return (buf.freeze(), Some(StoreError::Body(e))),
-                None => {
-                    let short = StoreError::Body(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the body ended early",
-                    ));
-                    return (buf.freeze(), Some(short));
-                }
+                Some(Err(e)) => return (buf.freeze(), Some(Failed(StoreError::Body(e)))),
+                None => return (buf.freeze(), Some(Ended)),
             }
         }
         (buf.freeze(), None)

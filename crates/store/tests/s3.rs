@@ -215,3 +215,23 @@ async fn a_missing_bucket_is_a_clear_error_at_the_readiness_check() {
     let e = s.ready().await.unwrap_err();
     assert!(e.to_string().contains(&bucket), "{e}");
 }
+
+#[tokio::test]
+async fn s3_store_passes_conformance() {
+    let Some(endpoint) = endpoint() else { return };
+    let (_, cfg) = staging(&endpoint, "conf").await;
+    let store = ferry_store::S3Store::connect(&cfg)
+        .await
+        .unwrap()
+        .with_retire_after(std::time::Duration::from_secs(2));
+    ferry_store::conformance::run_all(&store).await;
+    // Retired objects go once their time is up.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for object in ["c10a", "c10b"] {
+        assert_eq!(
+            store.staging().object_size(object).await.unwrap(),
+            None,
+            "{object}"
+        );
+    }
+}

@@ -355,6 +355,7 @@ async fn write(
     body: Body,
     checks: PartChecks,
 ) -> Result<(Upload, Option<FileRecord>), EngineError> {
+    let len = axum::body::HttpBody::size_hint(&body).exact();
     let stream = ferry_http::body_stream(body);
     let mut w = st
         .engine
@@ -364,6 +365,7 @@ async fn write(
             WriteAt::Append {
                 offset: start,
                 total,
+                len,
             },
             stream,
             checks,
@@ -381,6 +383,7 @@ async fn write(
                 WriteAt::Append {
                     offset: end,
                     total: Some(end),
+                    len: Some(0),
                 },
                 Box::pin(futures::stream::empty()),
                 PartChecks::default(),

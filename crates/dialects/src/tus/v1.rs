@@ -255,6 +255,7 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
                 WriteAt::Append {
                     offset: 0,
                     total: None,
+                    len: ferry_http::content_length(headers),
                 },
                 stream,
                 checks,
@@ -407,7 +408,11 @@ async fn patch(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> TusR
         .write(
             &caller,
             id,
-            WriteAt::Append { offset: at, total },
+            WriteAt::Append {
+                offset: at,
+                total,
+                len: ferry_http::content_length(headers),
+            },
             stream,
             checks,
         )

@@ -734,6 +734,7 @@ fn target(
         return Ok(Some(WriteAt::Append {
             offset: start,
             total,
+            len: None,
         }));
     };
     if start > received {
@@ -761,6 +762,7 @@ fn target(
             (req.total.is_some() && known.is_none()).then_some(WriteAt::Append {
                 offset: received,
                 total: req.total,
+                len: Some(0),
             }),
         );
     }
@@ -769,6 +771,7 @@ fn target(
         WriteAt::Append {
             offset: start,
             total,
+            len: Some(len),
         }
     } else {
         WriteAt::Range {
@@ -793,18 +796,18 @@ mod tests {
 
     #[test]
     fn chunks_append_resend_or_are_refused() {
-        let append = |offset, total| Some(WriteAt::Append { offset, total });
+        let append = |offset, total, len| Some(WriteAt::Append { offset, total, len });
         assert_eq!(
             target(&req(None, None, 10), 0, None).unwrap(),
-            append(0, None)
+            append(0, None, Some(10))
         );
         assert_eq!(
             target(&req(Some(20), Some(50), 10), 20, None).unwrap(),
-            append(20, Some(50))
+            append(20, Some(50), Some(10))
         );
         assert_eq!(
             target(&req(None, None, 10), 20, Some(50)).unwrap(),
-            append(20, Some(50))
+            append(20, Some(50), Some(10))
         );
         assert_eq!(
             target(&req(Some(10), Some(50), 20), 20, Some(50)).unwrap(),
@@ -832,13 +835,16 @@ mod tests {
         assert_eq!(target(&req(None, None, 0), 5, None).unwrap(), None);
         assert_eq!(
             target(&req(None, Some(5), 0), 5, None).unwrap(),
-            append(5, Some(5))
+            append(5, Some(5), Some(0))
         );
         let unknown = |offset| ChunkRequest {
             len: None,
             ..req(offset, Some(9), 0)
         };
-        assert_eq!(target(&unknown(None), 5, None).unwrap(), append(5, Some(9)));
+        assert_eq!(
+            target(&unknown(None), 5, None).unwrap(),
+            append(5, Some(9), None)
+        );
         assert_eq!(
             target(&unknown(Some(3)), 5, None).unwrap_err().code,
             "LENGTH_REQUIRED"

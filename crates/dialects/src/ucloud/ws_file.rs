@@ -270,6 +270,7 @@ async fn receive(
                     WriteAt::Append {
                         offset,
                         total: Some(total),
+                        len: None,
                     },
                     body,
                     PartChecks::default(),

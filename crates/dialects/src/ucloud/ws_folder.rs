@@ -661,6 +661,7 @@ async fn writer(
             let at = WriteAt::Append {
                 offset,
                 total: Some(e.size),
+                len: None,
             };
             let w = match engine
                 .write(caller, &upload, at, body, PartChecks::default())

@@ -1,0 +1,223 @@
+//! [`Store`] on S3-compatible object storage: staged uploads are the
+//! multipart uploads of [`S3Staging`], a committed file is the object its
+//! upload sealed (`<prefix>objects/<upload>`), named by id. The namespace
+//! (space and path → object) is the metadata's alone: `promote` seals and
+//! returns the object's id, a replace or a commit under `fail` is a
+//! metadata transaction, and no byte is copied.
+//!
+//! Staged bytes cannot be read before they are sealed (S3 does not serve
+//! the parts of an incomplete multipart upload), and nothing can be copied
+//! between staged uploads: [`Capabilities::read_staged`] is `false`.
+
+use crate::s3::{S3Config, S3Staging};
+use crate::{
+    ByteStream, Capabilities, FileLoc, OpenFile, Promote, Store, StoreError, WriteFailure,
+};
+use ferry_core::{SpaceName, SpacePath};
+use futures::{StreamExt, TryStreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a replaced or deleted object stays readable by default: a
+/// download that opened it before has this long to finish.
+pub const RETIRE_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// See the module docs.
+pub struct S3Store {
+    staging: Arc<S3Staging>,
+    retire_after: Duration,
+}
+
+impl S3Store {
+    /// Connects to the bucket of `cfg` (credentials from the standard AWS
+    /// chain). Does not check that it is reachable: see [`Store::ready`].
+    pub async fn connect(cfg: &S3Config) -> Result<S3Store, StoreError> {
+        Ok(S3Store {
+            staging: Arc::new(S3Staging::connect(cfg).await?),
+            retire_after: RETIRE_AFTER,
+        })
+    }
+
+    /// How long a retired object stays readable.
+    pub fn with_retire_after(mut self, after: Duration) -> S3Store {
+        self.retire_after = after;
+        self
+    }
+
+    /// The staging layer, for tests and sweeps.
+    pub fn staging(&self) -> &S3Staging {
+        &self.staging
+    }
+}
+
+fn object_of(file: FileLoc<'_>) -> Result<&str, StoreError> {
+    file.object
+        .ok_or_else(|| StoreError::NotFound(format!("{file} has no object in this bucket")))
+}
+
+/// A sealed object, opened: objects never change, so it is its own
+/// version; whether a path still names it is the metadata's to say.
+struct S3File {
+    staging: Arc<S3Staging>,
+    object: String,
+    size: u64,
+}
+
+#[async_trait::async_trait]
+impl OpenFile for S3File {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn is_current(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn read(self: Box<Self>, offset: u64, len: u64) -> ByteStream {
+        futures::stream::once(async move {
+            self.staging
+                .read_object(&self.object, offset, len)
+                .await
+                .map_err(std::io::Error::other)
+        })
+        .try_flatten()
+        .boxed()
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for S3Store {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            paths: false,
+            read_staged: false,
+        }
+    }
+
+    async fn create_staged(&self, upload: &str) -> Result<(), StoreError> {
+        self.staging.create(upload).await
+    }
+
+    async fn create_staged_many(&self, uploads: &[String]) -> Result<(), StoreError> {
+        let staging = &self.staging;
+        futures::stream::iter(uploads.iter().cloned())
+            .map(|u| async move { staging.create(&u).await })
+            .buffer_unordered(16)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn write_at(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+        body: ByteStream,
+    ) -> Result<u64, WriteFailure> {
+        self.staging.write_at(upload, offset, len, body).await
+    }
+
+    async fn seal(&self, upload: &str, size: u64) -> Result<(), StoreError> {
+        self.staging.seal(upload, size).await
+    }
+
+    /// Reads a sealed upload only.
+    async fn read_staged(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, StoreError> {
+        if self.staging.in_progress(upload).await? {
+            return Err(StoreError::Incomplete(format!(
+                "{upload} is not sealed: S3 reads no part of a multipart upload in progress"
+            )));
+        }
+        self.staging.read_object(upload, offset, len).await
+    }
+
+    async fn copy_staged(
+        &self,
+        _from: &str,
+        _to: &str,
+        _offset: u64,
+        _len: u64,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(
+            "copying staged bytes (S3 reads no part of a multipart upload in progress)".into(),
+        ))
+    }
+
+    /// A multipart upload in progress, or sealed but not yet recorded.
+    async fn staged_exists(&self, upload: &str) -> Result<bool, StoreError> {
+        Ok(self.staging.in_progress(upload).await?
+            || self.staging.object_size(upload).await?.is_some())
+    }
+
+    async fn discard_staged(&self, upload: &str) -> Result<(), StoreError> {
+        self.staging.discard(upload).await
+    }
+
+    async fn list_staged(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
+            .staging
+            .list_in_progress()
+            .await?
+            .into_iter()
+            .map(|(upload, _)| upload)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    async fn promote(
+        &self,
+        upload: &str,
+        size: u64,
+        _space: &SpaceName,
+        _path: &SpacePath,
+        _mode: Promote,
+    ) -> Result<Option<String>, StoreError> {
+        self.staging.seal(upload, size).await?;
+        Ok(Some(upload.to_owned()))
+    }
+
+    async fn open_file(&self, file: FileLoc<'_>) -> Result<Box<dyn OpenFile>, StoreError> {
+        let object = object_of(file)?;
+        let size = self
+            .staging
+            .object_size(object)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(file.to_string()))?;
+        Ok(Box::new(S3File {
+            staging: self.staging.clone(),
+            object: object.to_owned(),
+            size,
+        }))
+    }
+
+    async fn file_exists(&self, _space: &SpaceName, _path: &SpacePath) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn delete_file(&self, file: FileLoc<'_>) -> Result<(), StoreError> {
+        self.staging.delete_object(object_of(file)?).await
+    }
+
+    async fn retire_file(&self, file: FileLoc<'_>) -> Result<(), StoreError> {
+        let object = object_of(file)?.to_owned();
+        let (staging, after) = (self.staging.clone(), self.retire_after);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Err(e) = staging.delete_object(&object).await {
+                tracing::warn!(%object, error = %e, "cannot delete a retired object; the sweep will");
+            }
+        });
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.staging.ready().await
+    }
+}
