@@ -227,6 +227,29 @@ async fn tus_patches_of_4_kib_land_and_survive_a_restart() {
     assert_eq!(created.status(), StatusCode::CREATED);
     let loc = created.headers()["location"].to_str().unwrap().to_owned();
     let id = loc.rsplit('/').next().unwrap().to_owned();
+    // No concatenation on S3 (staged bytes cannot be joined): not offered,
+    // and refused in tus's terms.
+    let opts = http()
+        .request(Method::OPTIONS, s.url_of("/tus/"))
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let ext = opts.headers()["tus-extension"].to_str().unwrap().to_owned();
+    assert!(
+        ext.contains("creation") && !ext.contains("concatenation"),
+        "{ext}"
+    );
+    let partial = http()
+        .post(s.url_of("/tus/"))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "10")
+        .header("Upload-Concat", "partial")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(partial.status(), StatusCode::BAD_REQUEST);
     let patch = |s: &Server, offset: usize, chunk: Vec<u8>| {
         http()
             .patch(s.url_of(&format!("/tus/{id}")))
@@ -314,4 +337,214 @@ fn serve_on_a_missing_bucket_exits_with_a_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--s3-bucket"), "{err}");
+}
+
+/// A TCP relay to the S3 server that can be cut: while down, it drops
+/// every connection it holds and every new one.
+struct Relay {
+    url: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Relay {
+    async fn start(target: &str) -> Relay {
+        use std::sync::atomic::Ordering;
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (d, c) = (down.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if d.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let (target, c) = (target.clone(), c.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = c.notified() => {}
+                    }
+                });
+            }
+        });
+        Relay { url, down, cut }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            self.cut.notify_waiters();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_bucket_answers_503_with_retry_after_and_the_upload_resumes_after() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "down").await;
+    let relay = Relay::start(&endpoint).await;
+    let s = Server::start_with(&on_s3(&relay.url, &b));
+    let tok = user(&s, "alice").await;
+    let data = random_bytes(3 * MIB, 11);
+    let v = create_session(
+        &s,
+        &tok,
+        json!({"uploads": [{"path": "d.bin", "size": data.len(), "part_size": MIB}]}),
+    )
+    .await;
+    let (sess, up) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["uploads"][0]["id"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(part(&s, &tok, &up, 1, &data[..MIB]).await.0, StatusCode::OK);
+
+    relay.set_down(true);
+    // The native API: 503, its JSON error, Retry-After.
+    let resp = http()
+        .put(s.url_of(&format!("/v1/uploads/{up}/parts/2")))
+        .bearer_auth(&tok)
+        .body(data[MIB..2 * MIB].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    let text = v.to_string();
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("/tmp"),
+        "{text}"
+    );
+    // tus: 503 in tus's plain text, Retry-After too.
+    let created = http()
+        .post(s.url_of("/tus/"))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(created.headers().contains_key("retry-after"));
+    assert!(created.headers().contains_key("tus-resumable"));
+    // /readyz says so.
+    let ready = http().get(s.url_of("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Back up: the part that failed is missing, nothing else; resume.
+    relay.set_down(false);
+    let st = status(&s, &tok, &up).await;
+    assert_eq!(st["parts_received"], json!(1), "{st}");
+    for n in 2..=3 {
+        let (code, v) = part(&s, &tok, &up, n, &data[(n - 1) * MIB..n * MIB]).await;
+        assert_eq!(code, StatusCode::OK, "part {n}: {v}");
+    }
+    let (code, v) = commit(&s, &tok, &sess).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    let (_, got) = download(&s, &tok, "alice", "d.bin").await;
+    assert!(got == data);
+}
+
+#[tokio::test]
+async fn nothing_is_left_behind_replaced_aborted_and_stray_objects_go() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "sweep").await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("ferry.toml");
+    std::fs::write(
+        &toml,
+        "[store.s3]\nretire_after_secs = 1\nsweep_interval_secs = 1\n",
+    )
+    .unwrap();
+    let mut env = on_s3(&endpoint, &b).to_vec();
+    let cfg = toml.to_str().unwrap().to_owned();
+    env.push(("FERRY_CONFIG", &cfg));
+    let s = Server::start_with(&env);
+    let tok = user(&s, "alice").await;
+
+    // A stray object under the prefix, as a crash between a replace and
+    // its delayed delete leaves one.
+    c.put_object()
+        .bucket(&b)
+        .key("ferry/objects/stray")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"lost"))
+        .send()
+        .await
+        .unwrap();
+    // A file, then its replacement: the first object is retired.
+    let mut ids = Vec::new();
+    for (conflict, data) in [
+        ("fail", b"first".to_vec()),
+        ("replace", b"second!".to_vec()),
+    ] {
+        let v = create_session(
+            &s,
+            &tok,
+            json!({"conflict": conflict, "uploads": [{"path": "f.txt", "size": data.len()}]}),
+        )
+        .await;
+        let (sess, up) = (
+            v["id"].as_str().unwrap().to_owned(),
+            v["uploads"][0]["id"].as_str().unwrap().to_owned(),
+        );
+        assert_eq!(part(&s, &tok, &up, 1, &data).await.0, StatusCode::OK);
+        assert_eq!(commit(&s, &tok, &sess).await.0, StatusCode::OK);
+        ids.push(up);
+    }
+    // An upload aborted half-way: its multipart upload and pieces go.
+    let v = create_session(
+        &s,
+        &tok,
+        json!({"uploads": [{"path": "g.bin", "size": 10}]}),
+    )
+    .await;
+    let (sess, up) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["uploads"][0]["id"].as_str().unwrap().to_owned(),
+    );
+    let (st, v) = put(
+        &s,
+        &format!("/v1/uploads/{up}"),
+        Some(&tok),
+        &[("content-range", "bytes 0-4/10")],
+        b"12345".to_vec(),
+    )
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+    let (st, v) = call(
+        &s,
+        Method::DELETE,
+        &format!("/v1/sessions/{sess}"),
+        Some(&tok),
+        None,
+    )
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+
+    // Past the grace, only the current file's object is left.
+    let want = vec![format!("ferry/objects/{}", ids[1])];
+    let mut left = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        left = keys(&c, &b).await;
+        if left == want {
+            break;
+        }
+    }
+    assert_eq!(left, want, "what is left in the bucket");
+    assert_eq!(open_mpus(&c, &b).await, 0, "no multipart upload left");
+    let (_, got) = download(&s, &tok, "alice", "f.txt").await;
+    assert_eq!(got, b"second!");
 }

@@ -234,6 +234,46 @@ impl Engine {
         self.remove_bytes(&gone).await
     }
 
+    /// Deletes the objects of a store without paths that nothing owns: no
+    /// file record names them and no upload in progress sealed them, and
+    /// they were written more than `grace` ago (a retired object is kept
+    /// that long for the downloads streaming it). Run at start-up and
+    /// periodically; returns how many went. A crash between a replace and
+    /// its delayed delete leaves such objects.
+    pub async fn sweep_orphans(&self, grace: Duration) -> Result<usize> {
+        let store = &self.inner.store;
+        if store.capabilities().paths {
+            return Ok(0);
+        }
+        let before = now_ms() - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let mut gone = 0;
+        for (object, written) in store.list_objects().await? {
+            if written > before {
+                continue;
+            }
+            let meta = &self.inner.meta;
+            if meta.get_file_by_object(&object).await?.is_some() {
+                continue;
+            }
+            // An upload sealed for its commit's read-back, not yet recorded.
+            let upload = meta.get_upload(&object).await?;
+            if upload.is_some_and(|u| {
+                matches!(
+                    u.state,
+                    ferry_core::UploadState::Open | ferry_core::UploadState::Committing
+                )
+            }) {
+                continue;
+            }
+            store.delete_object(&object).await?;
+            gone += 1;
+        }
+        if gone > 0 {
+            tracing::info!(objects = gone, "orphan objects removed");
+        }
+        Ok(gone)
+    }
+
     /// Removes the bytes of a file whose record is gone: at once from a
     /// store with paths (an open handle keeps reading), after a while for
     /// an object, which a download may be streaming.

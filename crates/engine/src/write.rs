@@ -44,6 +44,8 @@ pub type LateDigests = Arc<dyn Fn() -> Result<Vec<Digest>> + Send + Sync>;
 struct Streamed {
     slot: Arc<crate::live::Slot>,
     appending: bool,
+    /// The body's length is known (a range, a part, an announced append).
+    exact: bool,
     stop: tokio_util::sync::CancellationToken,
     range: ByteRange,
     part_no: Option<u32>,
@@ -257,6 +259,7 @@ impl Engine {
         checks: PartChecks,
     ) -> Result<WriteResult> {
         let appending = matches!(at, WriteAt::Append { .. });
+        let exact = !matches!(at, WriteAt::Append { len: None, .. });
         let stop = tokio_util::sync::CancellationToken::new();
 
         // 1. Under the lock: validate, reserve the range, pick up the cursor.
@@ -304,6 +307,7 @@ impl Engine {
             let streamed = Streamed {
                 slot,
                 appending,
+                exact,
                 stop,
                 range,
                 part_no,
@@ -335,6 +339,7 @@ impl Engine {
         let Streamed {
             slot,
             appending,
+            exact,
             stop,
             range,
             part_no,
@@ -368,6 +373,11 @@ impl Engine {
             overflow: false,
         }));
         let limit = range.len();
+        let body_len = if exact {
+            ferry_store::BodyLen::Exact(limit)
+        } else {
+            ferry_store::BodyLen::AtMost(limit)
+        };
         let (feeder, finisher) = crate::hashing::tap(
             WriteHashes {
                 part: Hashers::new(want),
@@ -396,11 +406,11 @@ impl Engine {
             })
             .boxed();
         let outcome = match &side {
-            Some(side) => self.inner.store.write_at(side, 0, limit, body).await,
+            Some(side) => self.inner.store.write_at(side, 0, body_len, body).await,
             None => {
                 self.inner
                     .store
-                    .write_at(upload_id, range.start, limit, body)
+                    .write_at(upload_id, range.start, body_len, body)
                     .await
             }
         };

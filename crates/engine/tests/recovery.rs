@@ -25,7 +25,13 @@ impl Store for CrashingStore {
     async fn create_staged(&self, u: &str) -> Result<(), StoreError> {
         self.inner.create_staged(u).await
     }
-    async fn write_at(&self, u: &str, o: u64, n: u64, b: ByteStream) -> Result<u64, WriteFailure> {
+    async fn write_at(
+        &self,
+        u: &str,
+        o: u64,
+        n: ferry_store::BodyLen,
+        b: ByteStream,
+    ) -> Result<u64, WriteFailure> {
         self.inner.write_at(u, o, n, b).await
     }
     async fn read_staged(&self, u: &str, o: u64, l: u64) -> Result<ByteStream, StoreError> {

@@ -542,6 +542,9 @@ pub async fn expiry_and_usage(m: &dyn MetaStore) {
     let f = m.get_file(&sp("fay"), &p("temp")).await.unwrap().unwrap();
     assert_eq!(f.expires_at, Some(900));
     assert_eq!(f.object.as_deref(), Some("obj-h2"), "the object is kept");
+    let by_object = m.get_file_by_object("obj-h2").await.unwrap().unwrap();
+    assert_eq!(by_object.id, "h2");
+    assert!(m.get_file_by_object("obj-none").await.unwrap().is_none());
     assert!(m.expired_files(899).await.unwrap().is_empty());
     let due = m.expired_files(900).await.unwrap();
     assert_eq!(

@@ -298,6 +298,8 @@ pub trait MetaStore: Send + Sync + 'static {
     // ---- files
     async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>>;
     async fn get_file_by_id(&self, id: &str) -> Result<Option<FileRecord>>;
+    /// The file whose bytes are `object` (a store without paths).
+    async fn get_file_by_object(&self, object: &str) -> Result<Option<FileRecord>>;
     async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>>;
     /// Immediate children of `prefix` (the root when `None`), folders first,
     /// each group sorted by name.

@@ -79,7 +79,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 
 /// Indexes on added columns, created once the columns exist.
 const ADDED_INDEXES: &str =
-    "CREATE INDEX IF NOT EXISTS files_expiry ON files(expires_at) WHERE expires_at IS NOT NULL;";
+    "CREATE INDEX IF NOT EXISTS files_expiry ON files(expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS files_object ON files(object) WHERE object IS NOT NULL;";
 
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     for (table, column, kind) in ADDED_COLUMNS {
@@ -1388,6 +1389,18 @@ impl MetaStore for Sqlite {
             Ok(
                 c.prepare_cached(&format!("SELECT {FILE_COLS} FROM files WHERE id = ?1"))?
                     .query_row(params![id], file_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn get_file_by_object(&self, object: &str) -> Result<Option<FileRecord>> {
+        let object = object.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached(&format!("SELECT {FILE_COLS} FROM files WHERE object = ?1"))?
+                    .query_row(params![object], file_row)
                     .optional()?,
             )
         })

@@ -87,8 +87,11 @@ pub struct S3StoreConfig {
     /// Bytes per S3 part of a staged upload (at least 5 MiB).
     pub part_size: u64,
     /// Seconds a replaced or deleted object stays readable, so that a
-    /// download streaming it can finish.
+    /// download streaming it can finish; also how old an object nothing
+    /// owns must be before the orphan sweep deletes it.
     pub retire_after_secs: u64,
+    /// Seconds between orphan sweeps (the first runs at start-up).
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for S3StoreConfig {
@@ -101,6 +104,7 @@ impl Default for S3StoreConfig {
             path_style: None,
             part_size: 16 << 20,
             retire_after_secs: 15 * 60,
+            sweep_interval_secs: 3600,
         }
     }
 }

@@ -429,14 +429,27 @@ impl Bound {
     ) -> anyhow::Result<()> {
         let engine = self.engine.clone();
         let every = Duration::from_secs(self.config.reap_interval_secs.max(1));
+        let s3 = &self.config.store.s3;
+        let (sweep_every, retired_for) = (
+            Duration::from_secs(s3.sweep_interval_secs.max(1)),
+            Duration::from_secs(s3.retire_after_secs),
+        );
         let reaper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            // The first sweep runs at start-up: what a crash left goes.
+            let mut sweep = tokio::time::interval(sweep_every);
             loop {
-                tick.tick().await;
-                match engine.reap_expired().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(sessions = n, "expired sessions reaped"),
-                    Err(e) => tracing::warn!(error = %e, "reaper failed"),
+                tokio::select! {
+                    _ = tick.tick() => match engine.reap_expired().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(sessions = n, "expired sessions reaped"),
+                        Err(e) => tracing::warn!(error = %e, "reaper failed"),
+                    },
+                    _ = sweep.tick() => {
+                        if let Err(e) = engine.sweep_orphans(retired_for).await {
+                            tracing::warn!(error = %e, "orphan sweep failed");
+                        }
+                    }
                 }
             }
         });

@@ -5,7 +5,7 @@
 //! Checks of what only some backends do (paths and folders in the store,
 //! reading staged bytes before sealing) follow [`Store::capabilities`].
 
-use crate::{ByteStream, FileLoc, Promote, Sink, Store, StoreError};
+use crate::{BodyLen, ByteStream, FileLoc, Promote, Sink, Store, StoreError};
 use bytes::Bytes;
 use ferry_core::{SpaceName, SpacePath};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -43,6 +43,7 @@ pub async fn run_all(store: &dyn Store) {
     writes_land_at_their_offsets_in_any_order(store).await;
     concurrent_disjoint_writes(store).await;
     failed_body_keeps_durable_prefix(store).await;
+    a_body_of_unknown_length_keeps_all_that_came(store).await;
     write_to_unknown_upload_is_not_found(store).await;
     promote_no_replace_refuses_existing(store).await;
     promote_replace_swaps_atomically(store).await;
@@ -62,7 +63,7 @@ async fn write(store: &dyn Store, id: &str, offset: u64, data: Vec<u8>) -> u64 {
         .write_at(
             id,
             offset,
-            len,
+            BodyLen::Exact(len),
             stream::iter([Ok(Bytes::from(data))]).boxed(),
         )
         .await
@@ -110,7 +111,7 @@ pub async fn concurrent_disjoint_writes(store: &dyn Store) {
         store.write_at(
             id,
             (i * 300_000) as u64,
-            300_000,
+            BodyLen::Exact(300_000),
             stream::iter(parts).boxed(),
         )
     });
@@ -136,7 +137,12 @@ pub async fn failed_body_keeps_durable_prefix(store: &dyn Store) {
         Ok(Bytes::from_static(b"never")),
     ];
     let err = store
-        .write_at(id, 10, 400_000, stream::iter(chunks).boxed())
+        .write_at(
+            id,
+            10,
+            BodyLen::Exact(400_000),
+            stream::iter(chunks).boxed(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err.error, StoreError::Body(_)), "{err:?}");
@@ -149,9 +155,34 @@ pub async fn failed_body_keeps_durable_prefix(store: &dyn Store) {
     store.discard_staged(id).await.unwrap();
 }
 
+pub async fn a_body_of_unknown_length_keeps_all_that_came(store: &dyn Store) {
+    let id = "c3u";
+    store.create_staged(id).await.unwrap();
+    // More than a cell of S3 (5 MiB at least), in uneven chunks, under a
+    // bound of 64 MiB that the body never reaches.
+    let data = pattern(12 << 20, 3);
+    let chunks: Vec<Result<Bytes, io::Error>> = data
+        .chunks(700_001)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let n = store
+        .write_at(
+            id,
+            0,
+            BodyLen::AtMost(64 << 20),
+            stream::iter(chunks).boxed(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64, "every byte that came is kept");
+    let back = read_back(store, id, n, 0, n).await;
+    assert!(back == data, "staged bytes differ");
+    store.discard_staged(id).await.unwrap();
+}
+
 pub async fn write_to_unknown_upload_is_not_found(store: &dyn Store) {
     let err = store
-        .write_at("never-created", 0, 1, body(vec![b"x"]))
+        .write_at("never-created", 0, BodyLen::Exact(1), body(vec![b"x"]))
         .await
         .unwrap_err();
     assert!(matches!(err.error, StoreError::NotFound(_)), "{err:?}");
@@ -161,7 +192,10 @@ pub async fn write_to_unknown_upload_is_not_found(store: &dyn Store) {
 async fn stage(store: &dyn Store, id: &str, content: &'static [u8]) -> u64 {
     store.create_staged(id).await.unwrap();
     let n = content.len() as u64;
-    store.write_at(id, 0, n, body(vec![content])).await.unwrap();
+    store
+        .write_at(id, 0, BodyLen::Exact(n), body(vec![content]))
+        .await
+        .unwrap();
     n
 }
 

@@ -146,6 +146,25 @@ pub trait OpenFile: Send + Sync {
     fn read(self: Box<Self>, offset: u64, len: u64) -> ByteStream;
 }
 
+/// How long a write's body is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyLen {
+    /// Announced (a byte range, a Content-Length): it should end there.
+    Exact(u64),
+    /// Unknown, but never more than this (a chunked body, a form field,
+    /// a stream of frames).
+    AtMost(u64),
+}
+
+impl BodyLen {
+    /// The most bytes the body may hold.
+    pub fn max(self) -> u64 {
+        match self {
+            BodyLen::Exact(n) | BodyLen::AtMost(n) => n,
+        }
+    }
+}
+
 /// What a backend can do; see the crate docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities {
@@ -205,14 +224,15 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Writes `body`, `len` bytes announced, at `offset` of the staged
-    /// object and makes what arrived durable. A body that ends early is
-    /// not an error here: the count says how much landed.
+    /// Writes `body` at `offset` of the staged object and makes what
+    /// arrived durable. A body that ends before `len` is not an error here:
+    /// the count says how much landed (a store that writes fixed parts may
+    /// keep less of a body announced `Exact` that ends early).
     async fn write_at(
         &self,
         upload: &str,
         offset: u64,
-        len: u64,
+        len: BodyLen,
         body: ByteStream,
     ) -> Result<u64, WriteFailure>;
 
@@ -312,6 +332,18 @@ pub trait Store: Send + Sync + 'static {
     /// handle keeps the old ones) and a delete is `delete_file`.
     async fn retire_file(&self, file: FileLoc<'_>) -> Result<(), StoreError> {
         self.delete_file(file).await
+    }
+
+    /// Committed objects in the store, with when each was written (ms
+    /// since the epoch), for the orphan sweep of a store without paths
+    /// (one with paths has none: its files are at their paths).
+    async fn list_objects(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Deletes an object that no record names (the orphan sweep).
+    async fn delete_object(&self, object: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(format!("deleting object {object}")))
     }
 
     /// Checks the backend is reachable and writable.

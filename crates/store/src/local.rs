@@ -10,7 +10,7 @@
 //! one filesystem, so it costs O(1) whatever the file size; every directory
 //! whose entries change is fsync'd before the call returns.
 
-use crate::{ByteStream, FileLoc, Promote, Store, StoreError, WriteFailure};
+use crate::{BodyLen, ByteStream, FileLoc, Promote, Store, StoreError, WriteFailure};
 use bytes::Bytes;
 use ferry_core::{SpaceName, SpacePath};
 use futures::StreamExt;
@@ -517,7 +517,7 @@ impl Store for LocalStore {
         &self,
         upload: &str,
         offset: u64,
-        _len: u64,
+        _len: BodyLen,
         mut body: ByteStream,
     ) -> Result<u64, WriteFailure> {
         let fail = |durable, error| WriteFailure { durable, error };

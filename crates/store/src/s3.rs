@@ -20,7 +20,7 @@
 //! ListMultipartUploads on its key and cached; the bucket is the source of
 //! truth, so a node that never saw the upload finds it too.
 
-use crate::{ByteStream, StoreError, WriteFailure};
+use crate::{BodyLen, ByteStream, StoreError, WriteFailure};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -129,7 +129,14 @@ impl S3Staging {
             .region(aws_config::Region::new(cfg.region.clone()))
             .load()
             .await;
-        let mut b = aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.path_style);
+        // An endpoint that does not answer fails fast (then `Unavailable`,
+        // 503 to the client) rather than holding requests.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build();
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(cfg.path_style)
+            .timeout_config(timeouts);
         if let Some(e) = &cfg.endpoint {
             b = b.endpoint_url(e);
         }
@@ -255,20 +262,24 @@ impl S3Staging {
         &self,
         upload: &str,
         offset: u64,
-        len: u64,
+        len: BodyLen,
         body: ByteStream,
     ) -> Result<u64, WriteFailure> {
         let fail = |durable, error| WriteFailure { durable, error };
         let mpu = self.mpu(upload).await.map_err(|e| fail(0, e))?;
         let mut body = Chunks::new(body);
         let mut at = offset;
-        let end = offset + len;
+        let end = offset + len.max();
+        // A whole cell streams as its part only when the body is known to
+        // fill it: S3 keeps nothing of a part cut short. A body of unknown
+        // length goes in pieces, whatever its alignment.
+        let exact = matches!(len, BodyLen::Exact(_));
         while at < end {
             let cell = at / self.cell;
             let cell_start = cell * self.cell;
             let seg_end = end.min(cell_start + self.cell);
             let seg = seg_end - at;
-            if at == cell_start && seg == self.cell {
+            if exact && at == cell_start && seg == self.cell {
                 // A whole cell: streamed as its part. A body that ends
                 // inside it keeps nothing of it.
                 let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -309,7 +320,7 @@ impl S3Staging {
             }
             at = seg_end;
         }
-        Ok(len)
+        Ok(at - offset)
     }
 
     async fn upload_part(
@@ -683,6 +694,33 @@ impl S3Staging {
             );
         }
         Ok(keys)
+    }
+
+    /// Sealed objects under the prefix, as (upload, last modified in ms
+    /// since the epoch).
+    pub async fn list_objects(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let prefix = format!("{}objects/", self.prefix);
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk("listing objects", e))?;
+            for o in page.contents() {
+                if let Some(key) = o.key() {
+                    let at = o
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or(0);
+                    out.push((key[prefix.len()..].to_owned(), at));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Multipart uploads in progress under the prefix, as (upload, id):

@@ -11,7 +11,7 @@
 
 use crate::s3::{S3Config, S3Staging};
 use crate::{
-    ByteStream, Capabilities, FileLoc, OpenFile, Promote, Store, StoreError, WriteFailure,
+    BodyLen, ByteStream, Capabilities, FileLoc, OpenFile, Promote, Store, StoreError, WriteFailure,
 };
 use ferry_core::{SpaceName, SpacePath};
 use futures::{StreamExt, TryStreamExt};
@@ -111,7 +111,7 @@ impl Store for S3Store {
         &self,
         upload: &str,
         offset: u64,
-        len: u64,
+        len: BodyLen,
         body: ByteStream,
     ) -> Result<u64, WriteFailure> {
         self.staging.write_at(upload, offset, len, body).await
@@ -215,6 +215,14 @@ impl Store for S3Store {
             }
         });
         Ok(())
+    }
+
+    async fn list_objects(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.staging.list_objects().await
+    }
+
+    async fn delete_object(&self, object: &str) -> Result<(), StoreError> {
+        self.staging.delete_object(object).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use ferry_store::s3::{MIN_PART, S3Config, S3Staging};
-use ferry_store::{ByteStream, StoreError};
+use ferry_store::{BodyLen, ByteStream, StoreError};
 use futures::{StreamExt, TryStreamExt, stream};
 
 const CELL: u64 = MIN_PART;
@@ -91,7 +91,12 @@ async fn read_all(s: &S3Staging, upload: &str, offset: u64, len: u64) -> Vec<u8>
 
 async fn write(s: &S3Staging, upload: &str, data: &[u8], a: u64, b: u64) {
     let n = s
-        .write_at(upload, a, b - a, body(&data[a as usize..b as usize]))
+        .write_at(
+            upload,
+            a,
+            BodyLen::Exact(b - a),
+            body(&data[a as usize..b as usize]),
+        )
         .await
         .unwrap();
     assert_eq!(n, b - a);
@@ -130,7 +135,12 @@ async fn a_body_cut_inside_a_piece_keeps_its_prefix_and_inside_a_whole_cell_keep
     s.create("u2").await.unwrap();
     // Unaligned start: a piece; the body fails after 1 MB.
     let e = s
-        .write_at("u2", 10, CELL, cut_body(&data[10..1_000_010]))
+        .write_at(
+            "u2",
+            10,
+            BodyLen::Exact(CELL),
+            cut_body(&data[10..1_000_010]),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.durable, 1_000_000);
@@ -140,7 +150,7 @@ async fn a_body_cut_inside_a_piece_keeps_its_prefix_and_inside_a_whole_cell_keep
         .write_at(
             "u2",
             CELL,
-            CELL,
+            BodyLen::Exact(CELL),
             cut_body(&data[CELL as usize..(CELL + CELL / 2) as usize]),
         )
         .await
