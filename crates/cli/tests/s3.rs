@@ -387,7 +387,9 @@ impl Relay {
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the relay must run while `Server::start_with` blocks on
+// the server's first line (its start-up check goes through the relay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_bucket_answers_503_with_retry_after_and_the_upload_resumes_after() {
     let Some(endpoint) = endpoint() else { return };
     let c = client(&endpoint).await;
