@@ -915,16 +915,58 @@ async fn check(base: &str, tok: &str, jobs: &Jobs, stats: &Stats) -> Vec<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_bytes_and_commits_survive_random_sigkills_in_mixed_traffic() {
-    let kills: u64 = std::env::var("FERRY_KILLS")
+    let kills = env_or("FERRY_KILLS", 30);
+    kill_loop(Server::start(), kills).await;
+}
+
+/// The same on `--store s3`, when an S3 server is at hand
+/// (`eval "$(scripts/s3-local.sh)"`: `FERRY_S3_ENDPOINT` and the bucket
+/// `FERRY_S3_BUCKET`); each run under a prefix of its own.
+/// `FERRY_S3_KILLS` sets the number of kills (default 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_s3_acknowledged_bytes_and_commits_survive_random_sigkills() {
+    let (Ok(endpoint), Ok(bucket)) = (
+        std::env::var("FERRY_S3_ENDPOINT"),
+        std::env::var("FERRY_S3_BUCKET"),
+    ) else {
+        assert!(
+            std::env::var("FERRY_REQUIRE_S3").is_err(),
+            "FERRY_REQUIRE_S3 is set but FERRY_S3_ENDPOINT or FERRY_S3_BUCKET is not"
+        );
+        eprintln!(
+            "SKIPPED: no FERRY_S3_ENDPOINT/FERRY_S3_BUCKET (eval \"$(scripts/s3-local.sh)\")"
+        );
+        return;
+    };
+    let prefix = format!(
+        "kill-{}/",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let s = Server::start_with(&[
+        ("FERRY_STORE", "s3"),
+        ("FERRY_S3_ENDPOINT", &endpoint),
+        ("FERRY_S3_BUCKET", &bucket),
+        ("FERRY_S3_PREFIX", &prefix),
+    ]);
+    kill_loop(s, env_or("FERRY_S3_KILLS", 20)).await;
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    let seed: u64 = std::env::var("FERRY_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(11);
+        .unwrap_or(default)
+}
+
+/// Mixed traffic over every dialect, SIGKILLed `kills` times at random
+/// moments; after each restart every acknowledged byte and committed file
+/// is checked.
+async fn kill_loop(mut s: Server, kills: u64) {
+    let seed = env_or("FERRY_SEED", 11);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut s = Server::start();
     let tok = user(&s, "kim").await;
     let jobs: Jobs = Arc::new(Mutex::new(Vec::new()));
     let stats: Stats = Arc::default();

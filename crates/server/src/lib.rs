@@ -46,7 +46,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
             check_root_room(dir)?;
             Arc::new(LocalStore::open(dir).context("cannot open local storage")?)
         }
-        StoreKind::S3 => open_s3(&config.store.s3).await?,
+        StoreKind::S3 => open_s3(&config.store.s3, config.limits.max_file_size).await?,
     };
     let meta = Sqlite::open(dir.join("ferry.db")).context("cannot open the SQLite database")?;
     let key = signing_key(dir)?;
@@ -59,7 +59,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
 }
 
 #[cfg(feature = "s3")]
-async fn open_s3(c: &config::S3StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_s3(c: &config::S3StoreConfig, max_size: u64) -> anyhow::Result<Arc<dyn Store>> {
     let bucket = c
         .bucket
         .clone()
@@ -70,6 +70,7 @@ async fn open_s3(c: &config::S3StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
     s3.prefix = c.prefix.clone();
     s3.path_style = c.path_style.unwrap_or(c.endpoint.is_some());
     s3.cell_size = c.part_size;
+    s3.max_size = max_size;
     let store = ferry_store::S3Store::connect(&s3)
         .await
         .map_err(|e| anyhow::anyhow!("S3 store: {e}"))?
@@ -85,7 +86,7 @@ async fn open_s3(c: &config::S3StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 #[cfg(not(feature = "s3"))]
-async fn open_s3(_: &config::S3StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_s3(_: &config::S3StoreConfig, _: u64) -> anyhow::Result<Arc<dyn Store>> {
     anyhow::bail!("this ferry was built without S3 support (the `s3` feature of ferry-cli)")
 }
 

@@ -1,7 +1,8 @@
 //! Staged uploads in S3-compatible object storage.
 //!
 //! An upload is staged as one S3 multipart upload on its final object key,
-//! `<prefix>objects/<upload>`, over a fixed grid of *cells* of `cell_size`
+//! `<prefix>objects/<upload>`, over a fixed grid of *cells* ([`Grid`]: of
+//! `cell_size` bytes, then larger so that the largest file fits)
 //! bytes: cell `k` is S3 part `k + 1`. Nothing is kept on a node: whatever a
 //! write reports durable is in the bucket, so any node can continue it.
 //!
@@ -34,6 +35,81 @@ pub const MIN_PART: u64 = 5 * 1024 * 1024;
 /// The most parts of one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
 
+/// The largest S3 part.
+pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Where each cell (S3 part) of a staged upload lies: the first
+/// `MAX_PARTS / 2` cells are `base` bytes (the configured part size, so
+/// parts of ordinary files stream whole), the rest `large`, chosen so that
+/// the largest allowed file fits in `MAX_PARTS` parts. Every node must
+/// compute the same grid: the same part size and largest file size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    base: u64,
+    small: u64,
+    large: u64,
+}
+
+impl Grid {
+    pub fn new(base: u64, max_size: u64) -> Result<Grid, StoreError> {
+        if !(MIN_PART..=MAX_PART).contains(&base) {
+            return Err(StoreError::Config(format!(
+                "the S3 part size must be {MIN_PART}..={MAX_PART} bytes"
+            )));
+        }
+        let small = MAX_PARTS / 2;
+        let rest = max_size.saturating_sub(small * base);
+        let large = rest
+            .div_ceil(MAX_PARTS - small)
+            .div_ceil(1 << 20)
+            .saturating_mul(1 << 20)
+            .max(base);
+        if large > MAX_PART {
+            return Err(StoreError::Config(format!(
+                "a file of {max_size} bytes does not fit in {MAX_PARTS} S3 parts"
+            )));
+        }
+        Ok(Grid { base, small, large })
+    }
+
+    /// Where cell `k` starts.
+    pub fn start(&self, k: u64) -> u64 {
+        if k <= self.small {
+            k * self.base
+        } else {
+            self.small * self.base + (k - self.small) * self.large
+        }
+    }
+
+    /// The bytes of cell `k`.
+    pub fn len(&self, k: u64) -> u64 {
+        if k < self.small {
+            self.base
+        } else {
+            self.large
+        }
+    }
+
+    /// The cell that holds byte `at`.
+    pub fn cell_of(&self, at: u64) -> u64 {
+        let edge = self.small * self.base;
+        if at < edge {
+            at / self.base
+        } else {
+            self.small + (at - edge) / self.large
+        }
+    }
+
+    /// How many cells a file of `size` bytes has (an empty file: one).
+    pub fn cells(&self, size: u64) -> u64 {
+        if size == 0 {
+            1
+        } else {
+            self.cell_of(size - 1) + 1
+        }
+    }
+}
+
 /// Where the bucket is and how to address it.
 #[derive(Clone, Debug)]
 pub struct S3Config {
@@ -48,6 +124,9 @@ pub struct S3Config {
     pub path_style: bool,
     /// Bytes per cell (S3 part) of a staged upload; at least [`MIN_PART`].
     pub cell_size: u64,
+    /// The largest file: later cells grow so that it fits in
+    /// [`MAX_PARTS`] parts (see [`Grid`]).
+    pub max_size: u64,
 }
 
 impl S3Config {
@@ -59,6 +138,7 @@ impl S3Config {
             prefix: String::new(),
             path_style: false,
             cell_size: 16 * 1024 * 1024,
+            max_size: 5 << 40,
         }
     }
 }
@@ -68,7 +148,7 @@ pub struct S3Staging {
     client: Client,
     bucket: String,
     prefix: String,
-    cell: u64,
+    grid: Grid,
     /// upload → its multipart upload id, as found or created.
     mpus: Mutex<HashMap<String, String>>,
 }
@@ -120,11 +200,7 @@ impl S3Staging {
     /// A client for `cfg` with credentials from the standard AWS chain
     /// (environment, profile, instance role…).
     pub async fn connect(cfg: &S3Config) -> Result<S3Staging, StoreError> {
-        if cfg.cell_size < MIN_PART {
-            return Err(StoreError::Config(format!(
-                "the S3 part size must be at least {MIN_PART} bytes"
-            )));
-        }
+        let grid = Grid::new(cfg.cell_size, cfg.max_size)?;
         let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(cfg.region.clone()))
             .load()
@@ -144,14 +220,14 @@ impl S3Staging {
             client: Client::from_conf(b.build()),
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.clone(),
-            cell: cfg.cell_size,
+            grid,
             mpus: Mutex::new(HashMap::new()),
         })
     }
 
     /// Bytes per cell.
-    pub fn cell_size(&self) -> u64 {
-        self.cell
+    pub fn grid(&self) -> Grid {
+        self.grid
     }
 
     fn object_key(&self, upload: &str) -> String {
@@ -275,11 +351,11 @@ impl S3Staging {
         // length goes in pieces, whatever its alignment.
         let exact = matches!(len, BodyLen::Exact(_));
         while at < end {
-            let cell = at / self.cell;
-            let cell_start = cell * self.cell;
-            let seg_end = end.min(cell_start + self.cell);
+            let cell = self.grid.cell_of(at);
+            let (cell_start, cell_len) = (self.grid.start(cell), self.grid.len(cell));
+            let seg_end = end.min(cell_start + cell_len);
             let seg = seg_end - at;
-            if exact && at == cell_start && seg == self.cell {
+            if exact && at == cell_start && seg == cell_len {
                 // A whole cell: streamed as its part. A body that ends
                 // inside it keeps nothing of it.
                 let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -426,7 +502,7 @@ impl S3Staging {
         cell_end: u64,
     ) -> Result<bool, StoreError> {
         let pieces = self.list_pieces(upload, cell).await?;
-        let Some(cover) = Self::cover(&pieces, cell * self.cell, cell_end) else {
+        let Some(cover) = Self::cover(&pieces, self.grid.start(cell), cell_end) else {
             return Ok(false);
         };
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
@@ -446,7 +522,7 @@ impl S3Staging {
                 }
             })
             .try_flatten();
-        self.upload_part(upload, mpu, cell, cell_end - cell * self.cell, reads)
+        self.upload_part(upload, mpu, cell, cell_end - self.grid.start(cell), reads)
             .await?;
         for p in pieces {
             self.client
@@ -462,13 +538,16 @@ impl S3Staging {
 
     async fn combine_if_full(&self, upload: &str, mpu: &str, cell: u64) -> Result<(), StoreError> {
         match self
-            .combine(upload, mpu, cell, (cell + 1) * self.cell)
+            .combine(upload, mpu, cell, self.grid.start(cell + 1))
             .await
         {
             Ok(_) => Ok(()),
             // Another writer combined the cell and deleted a piece this
             // one was reading: the part is there.
-            Err(e) if self.part_sizes(upload, mpu).await?.get(&(cell + 1)) == Some(&self.cell) => {
+            Err(e)
+                if self.part_sizes(upload, mpu).await?.get(&(cell + 1))
+                    == Some(&self.grid.len(cell)) =>
+            {
                 tracing::debug!(upload, cell, error = %e, "cell combined by another writer");
                 Ok(())
             }
@@ -521,15 +600,16 @@ impl S3Staging {
                 _ => Err(StoreError::NotFound(format!("staged upload {upload}"))),
             };
         };
-        let cells = size.div_ceil(self.cell).max(1);
+        let cells = self.grid.cells(size);
         let mut parts = self.parts(upload, &mpu).await?;
         let mut changed = false;
         for cell in 0..cells {
-            let want = (size - cell * self.cell).min(self.cell);
+            let start = self.grid.start(cell);
+            let want = size.saturating_sub(start).min(self.grid.len(cell));
             if parts.get(&(cell + 1)).map(|p| p.0) == Some(want) {
                 continue;
             }
-            let end = cell * self.cell + want;
+            let end = start + want;
             changed = true;
             if want == 0 {
                 // An empty file: one empty part.
@@ -537,8 +617,7 @@ impl S3Staging {
                     .await?;
             } else if !self.combine(upload, &mpu, cell, end).await? {
                 return Err(StoreError::Incomplete(format!(
-                    "bytes {}..{end} of {upload} are missing",
-                    cell * self.cell
+                    "bytes {start}..{end} of {upload} are missing"
                 )));
             }
         }
@@ -852,5 +931,37 @@ impl Chunks {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn the_largest_file_fits_in_10000_parts_and_cells_tile_the_file() {
+        for (base, max) in [
+            (16 * MIB, 5u64 << 40),
+            (5 * MIB, 5 * MIB * 100),
+            (16 * MIB, 1 << 30),
+        ] {
+            let g = Grid::new(base, max).unwrap();
+            assert!(g.cells(max) <= MAX_PARTS, "{base} {max}: {}", g.cells(max));
+            assert_eq!(g.len(0), base, "ordinary parts keep the configured size");
+            for k in [0, 1, 4_999, 5_000, 5_001, 9_998] {
+                assert_eq!(g.start(k) + g.len(k), g.start(k + 1), "cell {k}");
+                assert_eq!(g.cell_of(g.start(k)), k);
+                assert_eq!(g.cell_of(g.start(k + 1) - 1), k);
+                assert!(g.len(k) >= MIN_PART && g.len(k) <= MAX_PART);
+            }
+        }
+        assert_eq!(Grid::new(16 * MIB, 5 << 40).unwrap().cells(0), 1);
+        assert!(Grid::new(4 * MIB, 1 << 30).is_err(), "parts under 5 MiB");
+        assert!(
+            Grid::new(16 * MIB, 1 << 50).is_err(),
+            "a file that cannot fit"
+        );
     }
 }
