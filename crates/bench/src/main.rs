@@ -60,7 +60,8 @@ struct Args {
     /// `ucloud` (small files through the folder WebSocket next to native
     /// small uploads, and memory with 4 folder connections) or `deepset`
     /// (small files POSTed into one deepset session next to native small
-    /// uploads).
+    /// uploads) or `s3` (Ferry on `--store s3` next to a direct multipart
+    /// upload into the same S3 server; needs `eval "$(scripts/s3-local.sh)"`).
     #[arg(long, default_value = "all")]
     suite: String,
     /// Files of the UCloud folder run (and of its native comparison).
@@ -86,6 +87,7 @@ struct Args {
 mod boxapi;
 mod deepset;
 mod graph;
+mod s3;
 mod tus;
 mod ucloud;
 
@@ -98,12 +100,18 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, data: &Path) -> anyhow::Result<Server> {
+        Server::start_with(bin, data, &[])
+    }
+
+    /// With extra environment (`FERRY_STORE=s3`, …).
+    fn start_with(bin: &Path, data: &Path, env: &[(&str, String)]) -> anyhow::Result<Server> {
         let _ = std::fs::remove_dir_all(data);
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .env("FERRY_ADMIN_TOKEN", TOKEN)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
@@ -374,6 +382,11 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(256)
         .build()?;
     let suite = args.suite.as_str();
+    if suite == "s3" {
+        s3::suite(&args, &dir, &ferry, &src, &client).await?;
+        let _ = std::fs::remove_file(&src);
+        return Ok(());
+    }
     let (native_on, tus_on, graph_on, box_on, ucloud_on, deepset_on) = match suite {
         "all" => (true, true, true, true, true, true),
         "native" | "tus" | "graph" | "box" | "ucloud" | "deepset" => (
@@ -385,7 +398,9 @@ async fn main() -> anyhow::Result<()> {
             suite == "deepset",
         ),
         other => {
-            bail!("--suite must be all, native, tus, graph, box, ucloud or deepset; got {other:?}")
+            bail!(
+                "--suite must be all, native, tus, graph, box, ucloud, deepset or s3; got {other:?}"
+            )
         }
     };
     if native_on {
@@ -535,44 +550,7 @@ async fn native(
     // Memory with many concurrent large uploads (16 MiB each, streamed).
     eprintln!("{} concurrent uploads", args.rss_uploads);
     let server = Server::start(ferry, &data)?;
-    let each: u64 = 16 << 20;
-    let chunk = bytes::Bytes::from(vec![1u8; 1 << 20]);
-    let mut ups = Vec::new();
-    for i in 0..args.rss_uploads {
-        let s = api(
-            client,
-            reqwest::Method::POST,
-            format!("{}/v1/sessions", server.url),
-            Some(json!({"path": format!("many/{i}.bin"), "size": each, "part_size": each})),
-        )
-        .await?;
-        ups.push(s["uploads"][0]["id"].as_str().unwrap().to_owned());
-    }
-    let sampler = RssSampler::start(server.pid());
-    let t = Instant::now();
-    let url = server.url.clone();
-    futures::future::try_join_all(ups.iter().map(|up| {
-        let chunk = chunk.clone();
-        let body =
-            futures::stream::iter((0..16).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-        let client = client.clone();
-        let url = format!("{url}/v1/uploads/{up}/parts/1");
-        async move {
-            let r = client
-                .put(url)
-                .bearer_auth(TOKEN)
-                .body(reqwest::Body::wrap_stream(body))
-                .send()
-                .await?;
-            if !r.status().is_success() {
-                bail!("{}", r.status());
-            }
-            anyhow::Ok(())
-        }
-    }))
-    .await?;
-    let many_el = t.elapsed();
-    let many_rss = sampler.stop();
+    let (many_rss, many_el) = many_uploads(client, &server, args.rss_uploads).await?;
     drop(server);
 
     let r = raw.median();
@@ -628,6 +606,46 @@ async fn native(
     let _ = std::fs::remove_dir_all(&parts_dir);
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
+}
+
+/// Peak server RSS (MiB) and the time while `n` uploads of 16 MiB, each
+/// one streamed part, run at once.
+async fn many_uploads(
+    client: &reqwest::Client,
+    server: &Server,
+    n: usize,
+) -> anyhow::Result<(f64, Duration)> {
+    let each: u64 = 16 << 20;
+    let chunk = bytes::Bytes::from(vec![1u8; 1 << 20]);
+    let mut ups = Vec::new();
+    for i in 0..n {
+        let body = json!({"path": format!("many/{i}.bin"), "size": each, "part_size": each});
+        ups.push(native_session(client, &server.url, body).await?.1);
+    }
+    let sampler = RssSampler::start(server.pid());
+    let t = Instant::now();
+    futures::future::try_join_all(ups.iter().map(|up| {
+        let chunk = chunk.clone();
+        let body =
+            futures::stream::iter((0..16).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+        let client = client.clone();
+        let url = format!("{}/v1/uploads/{up}/parts/1", server.url);
+        async move {
+            let r = client
+                .put(url)
+                .bearer_auth(TOKEN)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("{}", r.status());
+            }
+            anyhow::Ok(())
+        }
+    }))
+    .await?;
+    let el = t.elapsed();
+    Ok((sampler.stop(), el))
 }
 
 /// Ferry's tus dialect next to @tus/server and rustus, same client, same
