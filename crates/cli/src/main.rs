@@ -56,10 +56,11 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Blocking work takes permits (store writes 32, file calls 16, hashing
-    // 16, SQLite reads 16); the cap keeps the pool bounded even when a
-    // burst outruns thread reuse, and leaves room for downloads' reads.
+    // 16, SQLite reads 16); the cap, their sum, keeps the pool bounded even
+    // when a burst outruns thread reuse on a loaded machine (other blocking
+    // work, such as downloads' reads, queues behind them).
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads(96)
+        .max_blocking_threads(80)
         .enable_all()
         .build()
         .expect("a tokio runtime");

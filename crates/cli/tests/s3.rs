@@ -550,3 +550,52 @@ async fn nothing_is_left_behind_replaced_aborted_and_stray_objects_go() {
     let (_, got) = download(&s, &tok, "alice", "f.txt").await;
     assert_eq!(got, b"second!");
 }
+
+#[tokio::test]
+async fn a_multipart_upload_aborted_behind_ferrys_back_fails_the_session_with_its_reason() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "aborted").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "alice").await;
+    let cell = 16 * MIB;
+    let data = random_bytes(2 * cell, 12);
+    let v = create_session(
+        &s,
+        &tok,
+        json!({"uploads": [{"path": "gone.bin", "size": data.len(), "part_size": cell}]}),
+    )
+    .await;
+    let (sess, up) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["uploads"][0]["id"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        part(&s, &tok, &up, 1, &data[..cell]).await.0,
+        StatusCode::OK
+    );
+    // Someone aborts it in the bucket.
+    let open = c.list_multipart_uploads().bucket(&b).send().await.unwrap();
+    let u = &open.uploads()[0];
+    c.abort_multipart_upload()
+        .bucket(&b)
+        .key(u.key().unwrap())
+        .upload_id(u.upload_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = part(&s, &tok, &up, 2, &data[cell..]).await;
+    assert_eq!(st, StatusCode::GONE, "{v}");
+    let (st, v) = call(
+        &s,
+        Method::GET,
+        &format!("/v1/sessions/{sess}"),
+        Some(&tok),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "failed", "{v}");
+    let why = v.to_string();
+    assert!(why.contains("gone from storage"), "{v}");
+}

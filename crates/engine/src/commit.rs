@@ -247,7 +247,7 @@ impl Engine {
         Ok(UploadView { upload, file })
     }
 
-    async fn fresh_session(&self, id: &str) -> Result<Session> {
+    pub(crate) async fn fresh_session(&self, id: &str) -> Result<Session> {
         let s = self
             .inner
             .meta

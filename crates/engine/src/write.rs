@@ -302,6 +302,7 @@ impl Engine {
         // as for a write a newer request took over.
         let abandon = stop.clone().drop_guard();
         let this = self.clone();
+        let id = upload_id.to_owned();
         let (slot, upload_id) = (slot.clone(), upload_id.to_owned());
         let task = tokio::spawn(async move {
             let streamed = Streamed {
@@ -325,7 +326,38 @@ impl Engine {
             Err(_) => Err(EngineError::Conflict("the write was stopped".into())),
         };
         abandon.disarm();
-        result
+        match result {
+            Err(EngineError::Store(ferry_store::StoreError::NotFound(what))) => {
+                Err(self.staged_bytes_lost(&id, &what).await)
+            }
+            other => other,
+        }
+    }
+
+    /// The store no longer has an open upload's staged bytes (its S3
+    /// multipart upload was aborted behind Ferry's back, its staged file
+    /// deleted): nothing acknowledged can be trusted any more, so the
+    /// upload fails, and its session with the reason, which the session
+    /// shows. Returns the error for the request that found out.
+    pub(crate) async fn staged_bytes_lost(&self, upload_id: &str, what: &str) -> EngineError {
+        tracing::error!(upload = %upload_id, %what, "staged bytes lost; the session fails");
+        let reason = "the upload's staged bytes are gone from storage (removed outside Ferry): start a new upload";
+        if let Err(e) = self.inner.meta.fail_upload(upload_id, reason).await {
+            return e.into();
+        }
+        let session = match self.inner.meta.get_upload(upload_id).await {
+            Ok(Some(up)) => self.fresh_session(&up.session_id).await,
+            Ok(None) => return EngineError::NotFound(format!("no upload {upload_id:?}")),
+            Err(e) => return e.into(),
+        };
+        match session {
+            Ok(s) => {
+                let aborted = [(upload_id.to_owned(), ferry_core::UploadState::Aborted)];
+                self.refresh_session(&s, &aborted).await;
+                EngineError::Gone(ferry_core::StateError::Failed)
+            }
+            Err(e) => e,
+        }
     }
 
     /// Steps 2 and 3 of [`Engine::write`], once the range is reserved.

@@ -417,7 +417,16 @@ impl S3Staging {
             .body(s3_body(body))
             .send()
             .await
-            .map_err(|e| sdk(format!("uploading part {} of {upload}", cell + 1), e))?;
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.meta().code() == Some("NoSuchUpload"))
+                {
+                    // Aborted behind Ferry's back: the upload's bytes are gone.
+                    self.mpus.lock().unwrap().remove(upload);
+                    return StoreError::NotFound(format!("the multipart upload of {upload}"));
+                }
+                sdk(format!("uploading part {} of {upload}", cell + 1), e)
+            })?;
         Ok(())
     }
 
