@@ -49,6 +49,9 @@ os.chmod(f"{root}/bin/weed", 0o755)
 PY
 fi
 stop
+# Every bucket is a collection with volumes of its own; the number of
+# volumes is otherwise derived from the free disk space, and the test
+# suites (a bucket each) run out of them on a full disk: -volume.max.
 rm -rf "$ROOT/data" "$ROOT/logs"
 mkdir -p "$ROOT/data" "$ROOT/logs"
 printf '{"identities":[{"name":"ferry","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
@@ -56,6 +59,7 @@ printf '{"identities":[{"name":"ferry","credentials":[{"accessKey":"%s","secretK
 nohup "$ROOT/bin/weed" -logdir="$ROOT/logs" mini -dir="$ROOT/data" \
     -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$PORT" -s3.config="$ROOT/s3.json" \
     -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    -volume.max=1000 \
     >"$ROOT/logs/weed.out" 2>&1 &
 echo $! >"$ROOT/weed.pid"
 for _ in $(seq 240); do

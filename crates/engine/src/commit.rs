@@ -778,7 +778,11 @@ impl Engine {
                     meta.abort_uploads(std::slice::from_ref(&id), SessionEnd::Keep)
                         .await?;
                     report.uploads_aborted += 1;
-                } else if !staged.contains(&id) {
+                } else if !staged.contains(&id)
+                    // Not listed as staged, yet there: an upload sealed for
+                    // its commit's read-back before the crash (S3).
+                    && !store.staged_exists(&id).await?
+                {
                     return Err(EngineError::Store(ferry_store::StoreError::NotFound(
                         format!("staged upload {id}"),
                     )));

@@ -75,6 +75,9 @@ impl From<StoreError> for EngineError {
                         .into(),
                 )
             }
+            StoreError::Sealed(what) => EngineError::Conflict(format!(
+                "the upload holds all its bytes and is being committed; {what}"
+            )),
             StoreError::Unsupported(what) => EngineError::Conflict(format!(
                 "this server's storage backend does not support {what}"
             )),

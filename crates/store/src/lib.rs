@@ -89,6 +89,10 @@ pub enum StoreError {
     /// Bytes a completion needs are not staged.
     #[error("incomplete: {0}")]
     Incomplete(String),
+    /// The staged upload is sealed for its commit: bytes sent again must
+    /// be the ones it holds.
+    #[error("sealed: {0}")]
+    Sealed(String),
     /// This backend cannot do that.
     #[error("not supported by this storage backend: {0}")]
     Unsupported(String),

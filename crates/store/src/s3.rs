@@ -325,12 +325,6 @@ impl S3Staging {
         Ok(id)
     }
 
-    async fn mpu(&self, upload: &str) -> Result<String, StoreError> {
-        self.find_mpu(upload)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("staged upload {upload}")))
-    }
-
     /// Writes `len` bytes of `body` at `offset`; returns what is durable
     /// from `offset` (a body that ends early keeps the pieces it
     /// completed and the bytes of the piece it was in).
@@ -342,7 +336,25 @@ impl S3Staging {
         body: ByteStream,
     ) -> Result<u64, WriteFailure> {
         let fail = |durable, error| WriteFailure { durable, error };
-        let mpu = self.mpu(upload).await.map_err(|e| fail(0, e))?;
+        let mpu = match self.find_mpu(upload).await.map_err(|e| fail(0, e))? {
+            Some(mpu) => mpu,
+            // Sealed for its commit (which a crash may have cut short):
+            // its bytes are all there, and a resend must match them.
+            None if self
+                .object_size(upload)
+                .await
+                .map_err(|e| fail(0, e))?
+                .is_some() =>
+            {
+                return self.compare_sealed(upload, offset, body).await;
+            }
+            None => {
+                return Err(fail(
+                    0,
+                    StoreError::NotFound(format!("staged upload {upload}")),
+                ));
+            }
+        };
         let mut body = Chunks::new(body);
         let mut at = offset;
         let end = offset + len.max();
@@ -397,6 +409,45 @@ impl S3Staging {
             at = seg_end;
         }
         Ok(at - offset)
+    }
+
+    /// A write to a sealed upload: its bytes are compared with the
+    /// object's (a resend of what the upload holds is answered as written;
+    /// different bytes are refused, and nothing changes).
+    async fn compare_sealed(
+        &self,
+        upload: &str,
+        offset: u64,
+        mut body: ByteStream,
+    ) -> Result<u64, WriteFailure> {
+        let fail = |durable, error| WriteFailure { durable, error };
+        let size = self
+            .object_size(upload)
+            .await
+            .map_err(|e| fail(0, e))?
+            .unwrap_or(0);
+        let len = size.saturating_sub(offset);
+        let mut stored = Chunks::new(
+            self.read_object(upload, offset, len)
+                .await
+                .map_err(|e| fail(0, e))?,
+        );
+        let mut seen = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| fail(0, StoreError::Body(e)))?;
+            let (have, stop) = stored.gather(chunk.len() as u64).await;
+            if have != chunk || matches!(stop, Some(Failed(_))) {
+                return Err(fail(
+                    0,
+                    StoreError::Sealed(format!(
+                        "bytes from {} differ from what {upload} holds, sealed for its commit",
+                        offset + seen
+                    )),
+                ));
+            }
+            seen += chunk.len() as u64;
+        }
+        Ok(seen)
     }
 
     async fn upload_part(
