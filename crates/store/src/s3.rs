@@ -504,27 +504,12 @@ impl S3Staging {
     async fn list_pieces(&self, upload: &str, cell: u64) -> Result<Vec<Piece>, StoreError> {
         let prefix = self.pieces_prefix(upload, cell);
         let mut pieces = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk("listing staged pieces", e))?;
-            for o in page.contents() {
-                let Some(key) = o.key() else { continue };
-                let Some((a, b)) = key[prefix.len()..].split_once('-') else {
-                    continue;
-                };
-                if let (Ok(start), Ok(end)) = (a.parse(), b.parse()) {
-                    pieces.push(Piece {
-                        key: key.to_owned(),
-                        start,
-                        end,
-                    });
-                }
+        for (key, _) in self.list(&prefix, "listing staged pieces").await? {
+            let Some((a, b)) = key[prefix.len()..].split_once('-') else {
+                continue;
+            };
+            if let (Ok(start), Ok(end)) = (a.parse(), b.parse()) {
+                pieces.push(Piece { key, start, end });
             }
         }
         pieces.sort_by_key(|p| (p.start, std::cmp::Reverse(p.end)));
@@ -785,8 +770,12 @@ impl S3Staging {
             self.mpus.lock().unwrap().remove(upload);
         }
         let prefix = format!("{}pieces/{upload}/", self.prefix);
-        let keys = self.list_keys(&prefix).await?;
-        for key in keys.into_iter().chain([self.object_key(upload)]) {
+        let keys = self.list(&prefix, "listing staged pieces").await?;
+        for key in keys
+            .into_iter()
+            .map(|(k, _)| k)
+            .chain([self.object_key(upload)])
+        {
             self.client
                 .delete_object()
                 .bucket(&self.bucket)
@@ -815,8 +804,10 @@ impl S3Staging {
         Ok(self.find_mpu(upload).await?.is_some())
     }
 
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut keys = Vec::new();
+    /// Every key under `prefix`, with when it was written (ms since the
+    /// epoch), all pages; `what` names the listing in errors.
+    async fn list(&self, prefix: &str, what: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut out = Vec::new();
         let mut pages = self
             .client
             .list_objects_v2()
@@ -825,41 +816,29 @@ impl S3Staging {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk("listing objects", e))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
-        }
-        Ok(keys)
-    }
-
-    /// Sealed objects under the prefix, as (upload, last modified in ms
-    /// since the epoch).
-    pub async fn list_objects(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let prefix = format!("{}objects/", self.prefix);
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk("listing objects", e))?;
+            let page = page.map_err(|e| sdk(what, e))?;
             for o in page.contents() {
                 if let Some(key) = o.key() {
                     let at = o
                         .last_modified()
                         .and_then(|t| t.to_millis().ok())
                         .unwrap_or(0);
-                    out.push((key[prefix.len()..].to_owned(), at));
+                    out.push((key.to_owned(), at));
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Sealed objects under the prefix, as (upload, last modified in ms
+    /// since the epoch).
+    pub async fn list_objects(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let prefix = format!("{}objects/", self.prefix);
+        let all = self.list(&prefix, "listing objects").await?;
+        Ok(all
+            .into_iter()
+            .map(|(key, at)| (key[prefix.len()..].to_owned(), at))
+            .collect())
     }
 
     /// Multipart uploads in progress under the prefix, as (upload, id):
