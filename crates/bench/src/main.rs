@@ -354,6 +354,24 @@ async fn small_upload(
     Ok(t.elapsed())
 }
 
+/// Small uploads numbered `ids`, `concurrency` at a time; the latency of
+/// each.
+async fn small_uploads(
+    client: &reqwest::Client,
+    url: &str,
+    ids: std::ops::Range<usize>,
+    payload: &bytes::Bytes,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    futures::stream::iter(ids)
+        .map(|i| small_upload(client, url, i, payload.clone()))
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -532,13 +550,8 @@ async fn native(
         let sampler = RssSampler::start(server.pid());
         let t = Instant::now();
         let url = server.url.clone();
-        let mut lat: Vec<Duration> = futures::stream::iter(0..args.small)
-            .map(|i| small_upload(client, &url, i, payload.clone()))
-            .buffer_unordered(args.concurrency)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<anyhow::Result<_>>()?;
+        let mut lat =
+            small_uploads(client, &url, 0..args.small, &payload, args.concurrency).await?;
         let el = t.elapsed();
         rss_small.push(sampler.stop());
         lat.sort();
@@ -918,13 +931,8 @@ async fn ucloud_suite(
         let url = server.url.clone();
         let native_run = async {
             let t = Instant::now();
-            futures::stream::iter(0..n)
-                .map(|i| small_upload(client, &url, i + run * n, payload.clone()))
-                .buffer_unordered(args.concurrency)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let ids = run * n..(run + 1) * n;
+            small_uploads(client, &url, ids, &payload, args.concurrency).await?;
             anyhow::Ok(n as f64 / t.elapsed().as_secs_f64())
         };
         let folder_run = async {
@@ -1008,13 +1016,7 @@ async fn deepset_suite(
         let url = server.url.clone();
         let native_run = || async {
             let t = Instant::now();
-            futures::stream::iter(0..n)
-                .map(|i| small_upload(client, &url, i, payload.clone()))
-                .buffer_unordered(args.concurrency)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            small_uploads(client, &url, 0..n, &payload, args.concurrency).await?;
             Ok::<_, anyhow::Error>(n as f64 / t.elapsed().as_secs_f64())
         };
         let deepset_run =

@@ -7,7 +7,7 @@
 //! `eval "$(scripts/s3-local.sh)"` sets them (`FERRY_S3_ENDPOINT`,
 //! `FERRY_S3_BUCKET`, `AWS_*`).
 
-use crate::{Args, Series, Server, TOKEN, native_commit, native_session, small_upload};
+use crate::{Args, Series, Server, TOKEN, native_commit, native_session};
 use anyhow::{Context, bail};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -235,13 +235,7 @@ pub async fn suite(
         let server = Server::start_with(ferry, &data, &env(&format!("small-{run}")))?;
         let t = Instant::now();
         let url = server.url.clone();
-        futures::stream::iter(0..n)
-            .map(|i| small_upload(client, &url, i, payload.clone()))
-            .buffer_unordered(args.concurrency)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        crate::small_uploads(client, &url, 0..n, &payload, args.concurrency).await?;
         small.push(n as f64 / t.elapsed().as_secs_f64());
     }
 
