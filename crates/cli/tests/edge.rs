@@ -531,22 +531,7 @@ fn read_head(sock: &mut std::net::TcpStream) -> std::io::Result<Option<String>> 
 async fn a_write_taken_over_while_its_body_stalls_answers_409_at_once() {
     let s = Server::start();
     let alice = user(&s, "alice").await;
-    let created = http()
-        .post(s.url_of("/tus/"))
-        .bearer_auth(&alice)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Length", "100")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let id = created.headers()["location"]
-        .to_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = create_tus(&s, &alice, 100).await;
     let addr = s.url.trim_start_matches("http://").to_owned();
     let (tok, path) = (alice.clone(), format!("/tus/{id}"));
     // A PATCH that sends 10 bytes of its chunked body, then nothing; it

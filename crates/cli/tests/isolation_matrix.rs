@@ -159,22 +159,7 @@ async fn bob_reaches_nothing_of_alices_on_any_route_of_any_dialect() {
         open["id"].as_str().unwrap().to_owned(),
         open["uploads"][0]["id"].as_str().unwrap().to_owned(),
     );
-    let tus = c
-        .post(format!("{}/tus/", s.url))
-        .bearer_auth(&alice)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Length", "10")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(tus.status(), StatusCode::CREATED);
-    let tus_id = tus.headers()["location"]
-        .to_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let tus_id = create_tus(&s, &alice, 10).await;
     let (st, bx) = call(
         &s,
         Method::POST,

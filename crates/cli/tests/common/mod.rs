@@ -275,3 +275,24 @@ pub fn cli(s: &Server, token: &str, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Creates a tus upload of `len` bytes (it must answer 201); its id.
+#[allow(dead_code)] // not every test binary creates tus uploads
+pub async fn create_tus(s: &Server, token: &str, len: u64) -> String {
+    let created = http()
+        .post(s.url_of("/tus/"))
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", len.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    created.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
