@@ -277,7 +277,6 @@ pub fn cli(s: &Server, token: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// Creates a tus upload of `len` bytes (it must answer 201); its id.
-#[allow(dead_code)] // not every test binary creates tus uploads
 pub async fn create_tus(s: &Server, token: &str, len: u64) -> String {
     let created = http()
         .post(s.url_of("/tus/"))
