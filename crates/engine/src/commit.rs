@@ -530,11 +530,7 @@ impl Engine {
     /// Removes the bytes a moved file left at its old path (its record is
     /// gone already): a failure leaves bytes nobody lists, logged.
     async fn remove_moved(&self, space: &SpaceName, old: &SpacePath) {
-        let at = ferry_store::FileLoc {
-            space,
-            path: old,
-            object: None,
-        };
+        let at = ferry_store::FileLoc::at_path(space, old);
         match self.inner.store.delete_file(at).await {
             Ok(()) | Err(ferry_store::StoreError::NotFound(_)) => {}
             Err(e) => {
@@ -882,11 +878,7 @@ impl Engine {
             // hash the file where it landed.
             let size = up.length.known().unwrap_or(0);
             let mut h = Hashers::new(Want::whole(&up.whole_digests));
-            let at = ferry_store::FileLoc {
-                space: &session.space,
-                path: &path,
-                object: None,
-            };
+            let at = ferry_store::FileLoc::at_path(&session.space, &path);
             let mut s = store.read_file(at, 0, size).await?;
             while let Some(chunk) = s
                 .try_next()

@@ -124,11 +124,7 @@ impl Engine {
         if !self.inner.store.capabilities().paths {
             return self.open_object(space, path).await;
         }
-        let at = FileLoc {
-            space,
-            path,
-            object: None,
-        };
+        let at = FileLoc::at_path(space, path);
         let mut wait = Duration::from_millis(1);
         for _ in 0..OPEN_ATTEMPTS {
             let version = match self.inner.store.open_file(at).await {

@@ -191,6 +191,17 @@ pub struct FileLoc<'a> {
     pub object: Option<&'a str>,
 }
 
+impl<'a> FileLoc<'a> {
+    /// A file at its path, on a store with paths.
+    pub fn at_path(space: &'a SpaceName, path: &'a SpacePath) -> FileLoc<'a> {
+        FileLoc {
+            space,
+            path,
+            object: None,
+        }
+    }
+}
+
 impl std::fmt::Display for FileLoc<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.space, self.path)
