@@ -39,6 +39,11 @@ pub struct UploadArgs {
     /// (the whole file is always checked before it becomes visible).
     #[arg(long)]
     part_digests: bool,
+    /// Send the parts straight to the server's object storage (presigned
+    /// URLs; the server must run on `--store s3`): the bytes bypass Ferry,
+    /// which checks the parts' sizes and the file's SHA-256 at commit.
+    #[arg(long)]
+    direct: bool,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -280,6 +285,7 @@ async fn upload_cmd(client: &Client, args: UploadArgs) -> anyhow::Result<()> {
         limit_rate: args.limit_rate,
         attempts: args.attempts.max(1),
         part_digests: args.part_digests,
+        direct: args.direct,
     };
     let bar = if args.quiet {
         ProgressBar::hidden()

@@ -599,3 +599,249 @@ async fn a_multipart_upload_aborted_behind_ferrys_back_fails_the_session_with_it
     let why = v.to_string();
     assert!(why.contains("gone from storage"), "{v}");
 }
+
+/// Asks for a presigned request for part `n`.
+async fn presign(s: &Server, tok: &str, up: &str, n: u32, body: Value) -> (StatusCode, Value) {
+    let path = format!("/v1/uploads/{up}/parts/{n}/presign");
+    call(s, Method::POST, &path, Some(tok), Some(body)).await
+}
+
+/// Sends `data` with a presigned request, as an HTTP client does (its
+/// own Content-Length); the store's status and body.
+async fn send_presigned(p: &Value, url: &str, data: &[u8]) -> (StatusCode, String) {
+    assert_eq!(p["method"], "PUT", "{p}");
+    let mut rb = http().put(url).body(data.to_vec());
+    for (k, v) in p["headers"].as_object().unwrap() {
+        if k != "content-length" {
+            rb = rb.header(k.as_str(), v.as_str().unwrap());
+        }
+    }
+    let resp = rb.send().await.unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn ferry_upload_direct_sends_the_parts_straight_to_the_bucket_and_commits_them_verified() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "direct").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(40 * MIB + 77, 21);
+    let file = write_file(dir.path(), "big.bin", &data);
+    let out = cli(
+        &s,
+        &tok,
+        &[
+            "upload",
+            "--direct",
+            "--part-digests",
+            "-q",
+            file.to_str().unwrap(),
+            "alice/direct/big.bin",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (st, got) = download(&s, &tok, "alice", "direct/big.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the download differs");
+    // The bytes never went through Ferry: its write path saw none.
+    let metrics = http()
+        .get(s.url_of("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let received: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ferry_bytes_received_total") && !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        received.is_empty(),
+        "bytes went through Ferry: {received:?}"
+    );
+    // It read the object back once to check the file's SHA-256.
+    assert!(
+        metrics.contains(&format!("ferry_commit_rehash_bytes_total {}", data.len())),
+        "{metrics}"
+    );
+    assert_eq!(open_mpus(&c, &b).await, 0, "the multipart upload completed");
+    assert_eq!(keys(&c, &b).await.len(), 1, "one object, nothing else");
+}
+
+#[tokio::test]
+async fn presigned_parts_are_checked_by_digest_and_signature_and_mix_with_parts_sent_through_ferry()
+{
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "presign").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "alice").await;
+    let cell = 16 * MIB;
+    let data = random_bytes(cell + 1000, 22);
+    let v = create_session(
+        &s,
+        &tok,
+        json!({"uploads": [{"path": "mixed.bin", "size": data.len()}], "expires_in": 600}),
+    )
+    .await;
+    let (sess, up) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["uploads"][0]["id"].as_str().unwrap().to_owned(),
+    );
+    let session_expiry = v["expires_at"].as_str().unwrap().to_owned();
+    let (st, p) = presign(
+        &s,
+        &tok,
+        &up,
+        1,
+        json!({"sha256": sha256_hex(&data[..cell])}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    assert_eq!(
+        (p["part"].as_u64(), p["offset"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(p["size"].as_u64(), Some(cell as u64));
+    let url = p["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&endpoint), "{url}");
+    assert!(
+        p["headers"]
+            .as_object()
+            .unwrap()
+            .contains_key("x-amz-checksum-sha256"),
+        "{p}"
+    );
+    // RFC 3339 in UTC: comparable as text. Never past the session.
+    assert!(
+        p["expires_at"].as_str().unwrap() <= session_expiry.as_str(),
+        "{p}"
+    );
+
+    // Other bytes than the digest names: the store refuses them.
+    let mut wrong = data[..cell].to_vec();
+    wrong[5] ^= 1;
+    let (st, body) = send_presigned(&p, &url, &wrong).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    // A tampered URL (another part number): the signature fails.
+    let tampered = url.replace("partNumber=1", "partNumber=2");
+    assert_ne!(tampered, url);
+    let (st, body) = send_presigned(&p, &tampered, &data[..cell]).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    // The part's size is signed too: a short body is refused.
+    let (st, body) = send_presigned(&p, &url, &data[..cell / 2]).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    // Nothing arrived yet: commit names what is missing.
+    let (st, v) = commit(&s, &tok, &sess).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+
+    let (st, body) = send_presigned(&p, &url, &data[..cell]).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    // The status learns the part from the bucket; part 2 goes through Ferry.
+    let v = status(&s, &tok, &up).await;
+    assert_eq!(v["received_bytes"].as_u64(), Some(cell as u64), "{v}");
+    let (st, v) = part(&s, &tok, &up, 2, &data[cell..]).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = commit(&s, &tok, &sess).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["uploads"][0]["file"]["sha256"],
+        json!(sha256_hex(&data)),
+        "{v}"
+    );
+    let (st, got) = download(&s, &tok, "alice", "mixed.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the download differs");
+    // A committed upload is presigned no more.
+    let (st, v) = presign(&s, &tok, &up, 1, json!({})).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "committed", "{v}");
+}
+
+#[tokio::test]
+async fn a_direct_part_of_the_wrong_size_or_a_lying_client_digest_fails_the_commit_by_name() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "direct-bad").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "alice").await;
+    let cell = 16 * MIB;
+    let data = random_bytes(2 * cell, 23);
+
+    // Parts of another size than the store's cannot be presigned.
+    let v = create_session(
+        &s,
+        &tok,
+        json!({"uploads": [{"path": "eight.bin", "size": data.len(), "part_size": 8 * MIB}]}),
+    )
+    .await;
+    let up8 = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    let (st, v) = presign(&s, &tok, &up8, 1, json!({})).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("16777216"), "{v}");
+    let (st, v) = presign(&s, &tok, &up8, 9, json!({})).await;
+    assert_eq!(st, StatusCode::RANGE_NOT_SATISFIABLE, "{v}");
+    let (st, v) = presign(&s, &tok, &up8, 1, json!({"sha256": "abc"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+
+    let v = create_session(
+        &s,
+        &tok,
+        json!({"uploads": [{"path": "short.bin", "size": data.len()}]}),
+    )
+    .await;
+    let (sess, up) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["uploads"][0]["id"].as_str().unwrap().to_owned(),
+    );
+    // Part 2 goes presigned; part 1 arrives short, put in the bucket by
+    // someone holding its credentials (a presigned request signs the size).
+    let (st, p) = presign(&s, &tok, &up, 1, json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    let url = p["url"].as_str().unwrap().to_owned();
+    let (st, p2) = presign(&s, &tok, &up, 2, json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{p2}");
+    let (st, body) = send_presigned(&p2, p2["url"].as_str().unwrap(), &data[cell..]).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let open = c.list_multipart_uploads().bucket(&b).send().await.unwrap();
+    let mpu = open
+        .uploads()
+        .iter()
+        .find(|u| u.key().is_some_and(|k| k.ends_with(&up)))
+        .unwrap();
+    c.upload_part()
+        .bucket(&b)
+        .key(mpu.key().unwrap())
+        .upload_id(mpu.upload_id().unwrap())
+        .part_number(1)
+        .body(data[..5 * MIB].to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = commit(&s, &tok, &sess).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("part 1"), "{v}");
+    // Sent again whole, it commits; a client promising another digest
+    // than the bytes' is refused.
+    let (st, body) = send_presigned(&p, &url, &data[..cell]).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let lie = json!({"uploads": {up.clone(): {"sha256": sha256_hex(b"other")}}});
+    let path = format!("/v1/sessions/{sess}/commit");
+    let (st, v) = call(&s, Method::POST, &path, Some(&tok), Some(lie)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (st, v) = commit(&s, &tok, &sess).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["uploads"][0]["file"]["sha256"],
+        json!(sha256_hex(&data)),
+        "{v}"
+    );
+}

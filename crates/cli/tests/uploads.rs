@@ -878,3 +878,28 @@ async fn auto_commit_part_sent_again_after_the_commit_answers_the_same_part() {
     let (st, v) = part(&s, &tok, uid, 1, b"01234").await;
     assert_ne!(st, StatusCode::OK, "{v}");
 }
+
+#[tokio::test]
+async fn presigning_a_part_on_the_local_store_answers_409_saying_it_needs_store_s3() {
+    let s = Server::start();
+    let tok = user(&s, "lena").await;
+    let v = create_session(&s, &tok, json!({"path": "p.bin", "size": 10})).await;
+    let up = v["uploads"][0]["id"].as_str().unwrap();
+    let path = format!("/v1/uploads/{up}/parts/1/presign");
+    let (st, v) = call(&s, Method::POST, &path, Some(&tok), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--store s3"),
+        "{v}"
+    );
+    // The part still goes through Ferry.
+    assert_eq!(part(&s, &tok, up, 1, b"0123456789").await.0, StatusCode::OK);
+    // Another user's upload is not found, not presigned.
+    let other = user(&s, "mila").await;
+    let (st, v) = call(&s, Method::POST, &path, Some(&other), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+}

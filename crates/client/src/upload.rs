@@ -61,6 +61,10 @@ pub struct Options {
     /// checks every part on arrival. The whole file is checked at commit
     /// either way; this finds a corrupt part sooner, for one more hash pass.
     pub part_digests: bool,
+    /// Send the parts straight to the server's object storage (presigned
+    /// requests): the bytes bypass Ferry, which learns the parts at
+    /// commit. Needs a server on `--store s3`.
+    pub direct: bool,
 }
 
 /// Receives progress; the CLI draws a bar with it.
@@ -158,8 +162,8 @@ struct Job {
     upload: String,
     number: u64,
     data: Bytes,
-    /// Base64 SHA-256 for `Content-Digest`, when part digests are on.
-    digest: Option<String>,
+    /// SHA-256 of the part, when part digests are on.
+    digest: Option<[u8; 32]>,
 }
 
 /// Reads every file once, in order: returns each file's SHA-256 and sends
@@ -182,9 +186,7 @@ fn read_parts(
             }
             whole.update(&buf);
             if need.contains(&number) {
-                let digest = part_digests.then(|| {
-                    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&buf))
-                });
+                let digest = part_digests.then(|| Sha256::digest(&buf).into());
                 let job = Job {
                     upload: upload.clone(),
                     number,
@@ -332,19 +334,31 @@ pub async fn run(
             let pacer = pacer.clone();
             let sent = sent.clone();
             let attempts = opts.attempts;
+            let direct = opts.direct;
             async move {
                 let job = job?;
                 let len = job.data.len() as u64;
                 pacer.wait(len).await;
-                retry(attempts, "sending a part", || {
-                    client.put_part(
-                        &job.upload,
-                        job.number,
-                        job.data.clone(),
-                        job.digest.as_deref(),
-                    )
-                })
-                .await?;
+                if direct {
+                    let hex = job.digest.map(hex::encode);
+                    retry(attempts, "sending a part to object storage", || {
+                        client.put_part_direct(
+                            &job.upload,
+                            job.number,
+                            job.data.clone(),
+                            hex.as_deref(),
+                        )
+                    })
+                    .await?;
+                } else {
+                    let b64 = job
+                        .digest
+                        .map(|d| base64::engine::general_purpose::STANDARD.encode(d));
+                    retry(attempts, "sending a part", || {
+                        client.put_part(&job.upload, job.number, job.data.clone(), b64.as_deref())
+                    })
+                    .await?;
+                }
                 sent.fetch_add(len, Ordering::Relaxed);
                 progress.advance(len);
                 Ok::<_, ClientError>(())

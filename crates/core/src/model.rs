@@ -344,6 +344,10 @@ pub struct Upload {
     /// id kept, its old path gone), all in one step (Box's new version
     /// under a new name).
     pub replaces: Option<String>,
+    /// Parts of this upload may have gone straight to the store (presigned
+    /// URLs), past Ferry: its bytes are verified by reading them back at
+    /// commit, never by a hash of what streamed through Ferry.
+    pub direct: bool,
 }
 
 impl Upload {
@@ -458,6 +462,7 @@ mod tests {
             final_path: None,
             file_id: None,
             replaces: None,
+            direct: false,
             dialect_state: None,
         }
     }

@@ -279,6 +279,7 @@ impl Engine {
         let mut candidates = Vec::new();
         for id in ids {
             let slot = self.slot(&Caller::Upload(id.clone()), id).await?;
+            self.learn_direct_parts(&slot, true).await?;
             let (upload, cursor) = {
                 let _follower_done = slot.hashing.lock().await;
                 let mut live = slot.lock_settled().await;
@@ -308,7 +309,14 @@ impl Engine {
                 .fold(Want::whole(&upload.whole_digests), |w, d| {
                     w.or(Want::algo(d.algo))
                 });
-            let digests = self.whole_digests(&upload, cursor, want).await?;
+            let digests = match self.whole_digests(&upload, cursor, want).await {
+                // The store lost the upload's bytes (an S3 multipart upload
+                // aborted behind Ferry's back): it fails, with its session.
+                Err(EngineError::Store(ferry_store::StoreError::NotFound(what))) => {
+                    return Err(self.staged_bytes_lost(&upload.id, &what).await);
+                }
+                other => other?,
+            };
             for d in &checks {
                 digests.check(d)?;
             }
@@ -652,13 +660,13 @@ impl Engine {
             Some(c) if c.hasher.want().covers(want) => (c.offset, c.hasher),
             _ => (0, Hashers::new(want)),
         };
+        // A store that reads only sealed bytes seals first: the object is
+        // read back, if at all, before any record names it.
+        if !self.inner.store.capabilities().read_staged {
+            self.inner.store.seal(&upload.id, size).await?;
+        }
         if start < size {
             metrics::counter!("ferry_commit_rehash_bytes_total").increment(size - start);
-            // A store that reads only sealed bytes seals first: the object
-            // is read back once, before any record names it.
-            if !self.inner.store.capabilities().read_staged {
-                self.inner.store.seal(&upload.id, size).await?;
-            }
             hasher = hasher
                 .scan(self.inner.store.as_ref(), &upload.id, start, size - start)
                 .await?;

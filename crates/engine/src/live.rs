@@ -101,7 +101,7 @@ impl Live {
 }
 
 fn new_slot(session: Session, upload: Upload) -> Slot {
-    let cursor = upload.received.is_empty().then(|| Cursor {
+    let cursor = (upload.received.is_empty() && !upload.direct).then(|| Cursor {
         offset: 0,
         hasher: Hashers::new(Want::whole(&upload.whole_digests)),
     });

@@ -297,6 +297,7 @@ impl Engine {
                 final_path: None,
                 file_id: None,
                 replaces: nu.replaces,
+                direct: false,
                 dialect_state: nu.dialect_state,
             });
         }
@@ -456,8 +457,14 @@ impl Engine {
     }
 
     pub async fn get_session(&self, caller: &Caller, id: &str) -> Result<SessionView> {
-        let s = self.load_session(caller, id).await?;
-        self.view(self.lazily_expired(s).await?).await
+        let s = self
+            .lazily_expired(self.load_session(caller, id).await?)
+            .await?;
+        if s.state == SessionState::Open && self.can_presign() {
+            let uploads = self.inner.meta.session_uploads(&s.id).await?;
+            self.learn_direct_in_session(&uploads).await?;
+        }
+        self.view(s).await
     }
 
     /// Marks a session expired if its time has passed and the reaper has
@@ -618,6 +625,7 @@ impl Engine {
         upload_id: &str,
     ) -> Result<(UploadView, Session)> {
         let slot = self.slot(caller, upload_id).await?;
+        self.learn_direct_parts(&slot, false).await?;
         let (session, upload) = {
             let live = slot.state.lock().await;
             (live.session.clone(), live.upload.clone())

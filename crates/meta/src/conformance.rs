@@ -65,6 +65,7 @@ fn upload(id: &str, sid: &str, path: &str, length: Length) -> Upload {
         final_path: None,
         file_id: None,
         replaces: None,
+        direct: false,
         dialect_state: Some("{\"d\":2}".into()),
     }
 }
@@ -252,6 +253,10 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
         .unwrap();
     let u1c = m.get_upload("u1c").await.unwrap().unwrap();
     assert_eq!(u1c.metadata.as_deref(), Some("{\"m\":2}"));
+    assert!(!u1c.direct);
+    m.mark_direct("u1c").await.unwrap();
+    m.mark_direct("u1c").await.unwrap();
+    assert!(m.get_upload("u1c").await.unwrap().unwrap().direct);
     m.set_upload_state("u1c", UploadState::Aborted)
         .await
         .unwrap();

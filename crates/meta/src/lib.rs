@@ -224,6 +224,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// The session's upload at `path` that is not aborted, if any.
     async fn upload_at(&self, session_id: &str, path: &SpacePath) -> Result<Option<Upload>>;
     async fn set_upload_metadata(&self, upload_id: &str, metadata: Option<&str>) -> Result<()>;
+    /// Records that parts of the upload may go straight to the store
+    /// ([`Upload::direct`]); never undone.
+    async fn mark_direct(&self, upload_id: &str) -> Result<()>;
     /// Records that `range` of the upload is durable, with the part it
     /// belongs to when the write was a part (replacing an earlier one).
     async fn record_write(

@@ -75,6 +75,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("uploads", "dialect_state", "TEXT"),
     ("files", "dialect_state", "TEXT"),
     ("files", "object", "TEXT"),
+    ("uploads", "direct", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Indexes on added columns, created once the columns exist.
@@ -506,7 +507,7 @@ const USER_COLS: &str = "name, admin, quota_bytes, max_open_sessions, home_space
 /// Inserts uploads with indexes from `first`.
 fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Result<()> {
     let mut stmt = c.prepare_cached(&format!(
-        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
+        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
     ))?;
     for (k, up) in ups.iter().enumerate() {
         stmt.execute(params![
@@ -530,6 +531,7 @@ fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Resul
                 .join(",")),
             up.replaces,
             up.dialect_state,
+            up.direct,
         ])?;
     }
     Ok(())
@@ -610,7 +612,7 @@ fn usage_of(c: &Connection, owner: &str) -> rusqlite::Result<Usage> {
 }
 
 const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expected_sha256, \
-    content_type, metadata, final_path, file_id, whole_digests, replaces, dialect_state";
+    content_type, metadata, final_path, file_id, whole_digests, replaces, dialect_state, direct";
 fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     Ok(Upload {
         id: r.get(0)?,
@@ -638,6 +640,7 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
             .collect::<rusqlite::Result<_>>()?,
         replaces: r.get(12)?,
         dialect_state: r.get(13)?,
+        direct: r.get(14)?,
     })
 }
 
@@ -1062,6 +1065,16 @@ impl MetaStore for Sqlite {
                 "UPDATE uploads SET metadata = ?2 WHERE id = ?1",
                 params![id, metadata],
             )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_direct(&self, upload_id: &str) -> Result<()> {
+        let id = upload_id.to_owned();
+        self.write(move |c| {
+            c.prepare_cached("UPDATE uploads SET direct = 1 WHERE id = ?1 AND direct = 0")?
+                .execute([id])?;
             Ok(())
         })
         .await

@@ -178,6 +178,31 @@ pub struct Capabilities {
     pub paths: bool,
     /// Staged bytes can be read (and copied) before `seal`.
     pub read_staged: bool,
+    /// A client can send parts straight to the store with a presigned
+    /// request ([`Store::presign_part`]), past Ferry.
+    pub presign: bool,
+}
+
+/// A request that sends one part of a staged upload straight to the
+/// store: the client sends the part's bytes as the body, with `headers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presigned {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A part the store holds for a staged upload, as the store lists it: the
+/// bytes `offset..offset + expected` are the part's, and it holds `size`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPart {
+    pub number: u32,
+    pub offset: u64,
+    pub expected: u64,
+    pub size: u64,
+    /// The SHA-256 (hex) the store checked the part's bytes against, when
+    /// the sender gave one and the store reports it.
+    pub sha256: Option<String>,
 }
 
 /// A committed file's address in the store, as its record keeps it.
@@ -225,6 +250,7 @@ pub trait Store: Send + Sync + 'static {
         Capabilities {
             paths: true,
             read_staged: true,
+            presign: false,
         }
     }
 
@@ -257,6 +283,35 @@ pub trait Store: Send + Sync + 'static {
     async fn seal(&self, upload: &str, size: u64) -> Result<(), StoreError> {
         let _ = (upload, size);
         Ok(())
+    }
+
+    /// A presigned request that stores bytes `offset..offset + len` of a
+    /// staged upload of `size` bytes as one part, valid for `expires_in`.
+    /// With `sha256` (the part's digest), the store refuses other bytes.
+    /// Only where `capabilities().presign`; a range that is not one of the
+    /// store's parts is refused (`Unsupported`, saying which sizes work).
+    async fn presign_part(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+        size: u64,
+        sha256: Option<&[u8]>,
+        expires_in: std::time::Duration,
+    ) -> Result<Presigned, StoreError> {
+        let _ = (upload, len, size, sha256, expires_in);
+        Err(StoreError::Unsupported(format!(
+            "presigned part uploads (bytes from {offset}); they need object storage"
+        )))
+    }
+
+    /// The parts a staged upload of `size` bytes holds in the store,
+    /// however they got there (presigned requests included), so that
+    /// bytes sent past Ferry are learnt at commit. Empty on a store that
+    /// takes bytes only through Ferry.
+    async fn stored_parts(&self, upload: &str, size: u64) -> Result<Vec<StoredPart>, StoreError> {
+        let _ = (upload, size);
+        Ok(Vec::new())
     }
 
     /// Feeds `len` bytes of the staged object from `offset` to `sink`, in

@@ -151,6 +151,28 @@ pub struct S3Staging {
     grid: Grid,
     /// upload → its multipart upload id, as found or created.
     mpus: Mutex<HashMap<String, String>>,
+    /// upload → size, of uploads this node sealed (a sealed object never
+    /// changes; a discard forgets it), so that sealing again is free.
+    sealed: Mutex<HashMap<String, u64>>,
+    /// upload → part number → the ETag of the version this node uploaded
+    /// last, to tell it from older ones a server lists too.
+    etags: Mutex<HashMap<String, HashMap<u64, String>>>,
+}
+
+/// One part of a multipart upload, as ListParts gives it.
+struct Listed {
+    size: u64,
+    etag: String,
+    /// Base64, as S3 sends it.
+    sha256: Option<String>,
+    modified: Option<(i64, u32)>,
+}
+
+/// A base64 SHA-256 as hex.
+fn b64_to_hex(b64: &str) -> Option<String> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (raw.len() == 32).then(|| raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// One piece of a cell, as listed.
@@ -222,6 +244,8 @@ impl S3Staging {
             prefix: cfg.prefix.clone(),
             grid,
             mpus: Mutex::new(HashMap::new()),
+            sealed: Mutex::new(HashMap::new()),
+            etags: Mutex::new(HashMap::new()),
         })
     }
 
@@ -450,6 +474,30 @@ impl S3Staging {
         Ok(seen)
     }
 
+    fn forget_etags(&self, upload: &str) {
+        self.etags.lock().unwrap().remove(upload);
+    }
+
+    /// An error of a request on `upload`'s multipart upload: one that is
+    /// gone (aborted behind Ferry's back) is `NotFound`, its bytes lost.
+    fn mpu_error<E>(
+        &self,
+        upload: &str,
+        what: String,
+        e: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
+    where
+        E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
+    {
+        if e.as_service_error()
+            .is_some_and(|s| s.code() == Some("NoSuchUpload"))
+        {
+            self.mpus.lock().unwrap().remove(upload);
+            return StoreError::NotFound(format!("the multipart upload of {upload}"));
+        }
+        sdk(what, e)
+    }
+
     async fn upload_part(
         &self,
         upload: &str,
@@ -458,7 +506,8 @@ impl S3Staging {
         len: u64,
         body: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     ) -> Result<(), StoreError> {
-        self.client
+        let out = self
+            .client
             .upload_part()
             .bucket(&self.bucket)
             .key(self.object_key(upload))
@@ -469,15 +518,19 @@ impl S3Staging {
             .send()
             .await
             .map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|s| s.meta().code() == Some("NoSuchUpload"))
-                {
-                    // Aborted behind Ferry's back: the upload's bytes are gone.
-                    self.mpus.lock().unwrap().remove(upload);
-                    return StoreError::NotFound(format!("the multipart upload of {upload}"));
-                }
-                sdk(format!("uploading part {} of {upload}", cell + 1), e)
+                self.mpu_error(
+                    upload,
+                    format!("uploading part {} of {upload}", cell + 1),
+                    e,
+                )
             })?;
+        if let Some(etag) = out.e_tag {
+            let mut etags = self.etags.lock().unwrap();
+            etags
+                .entry(upload.to_owned())
+                .or_default()
+                .insert(cell + 1, etag);
+        }
         Ok(())
     }
 
@@ -600,13 +653,23 @@ impl S3Staging {
         }
     }
 
-    /// Part number → (size, ETag) of the parts uploaded so far.
+    /// The parts uploaded so far, by part number, for a file of `size`
+    /// bytes (`None`: not known yet, every cell whole).
+    ///
+    /// A part sent twice should be listed once, as its latest version
+    /// (AWS); some servers (SeaweedFS) list every version, in no order,
+    /// and complete with whichever ETag they are given. Of several
+    /// versions this takes the one this node uploaded last, else one of
+    /// the cell's size, else the latest by `LastModified`: commit then
+    /// reads the object back, so a wrong pick fails the digest check
+    /// rather than passing unseen.
     async fn parts(
         &self,
         upload: &str,
         mpu: &str,
-    ) -> Result<HashMap<u64, (u64, String)>, StoreError> {
-        let mut parts = HashMap::new();
+        size: Option<u64>,
+    ) -> Result<HashMap<u64, Listed>, StoreError> {
+        let mut versions: HashMap<u64, Vec<Listed>> = HashMap::new();
         let mut pages = self
             .client
             .list_parts()
@@ -616,29 +679,156 @@ impl S3Staging {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk(format!("listing the parts of {upload}"), e))?;
+            let page = page
+                .map_err(|e| self.mpu_error(upload, format!("listing the parts of {upload}"), e))?;
             for p in page.parts() {
                 if let (Some(n), Some(size), Some(etag)) = (p.part_number(), p.size(), p.e_tag()) {
-                    parts.insert(n as u64, (size as u64, etag.to_owned()));
+                    versions.entry(n as u64).or_default().push(Listed {
+                        size: size as u64,
+                        etag: etag.to_owned(),
+                        sha256: p.checksum_sha256().map(str::to_owned),
+                        modified: p.last_modified().map(|t| (t.secs(), t.subsec_nanos())),
+                    });
                 }
             }
         }
-        Ok(parts)
+        let mine = self.etags.lock().unwrap();
+        Ok(versions
+            .into_iter()
+            .map(|(n, mut vs)| {
+                let cell = n - 1;
+                let want = match size {
+                    Some(size) => self.cell_bytes(cell, size),
+                    None => self.grid.len(cell),
+                };
+                let own = mine.get(upload).and_then(|m| m.get(&n));
+                let rank = |v: &Listed| (Some(&v.etag) == own, v.size == want, v.modified);
+                let mut best = 0;
+                for (i, v) in vs.iter().enumerate() {
+                    if rank(v) > rank(&vs[best]) {
+                        best = i;
+                    }
+                }
+                (n, vs.swap_remove(best))
+            })
+            .collect())
     }
 
     async fn part_sizes(&self, upload: &str, mpu: &str) -> Result<HashMap<u64, u64>, StoreError> {
         Ok(self
-            .parts(upload, mpu)
+            .parts(upload, mpu, None)
             .await?
             .into_iter()
-            .map(|(n, (size, _))| (n, size))
+            .map(|(n, p)| (n, p.size))
             .collect())
+    }
+
+    /// The bytes cell `cell` of a file of `size` bytes holds.
+    fn cell_bytes(&self, cell: u64, size: u64) -> u64 {
+        size.saturating_sub(self.grid.start(cell))
+            .min(self.grid.len(cell))
+    }
+
+    /// A presigned UploadPart for the cell that is exactly bytes
+    /// `offset..offset + len` of a file of `size` bytes; see
+    /// [`crate::Store::presign_part`].
+    pub async fn presign_part(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+        size: u64,
+        sha256: Option<&[u8]>,
+        expires_in: std::time::Duration,
+    ) -> Result<crate::Presigned, StoreError> {
+        let cell = self.grid.cell_of(offset);
+        if self.grid.start(cell) != offset || len != self.cell_bytes(cell, size) || len == 0 {
+            return Err(StoreError::Unsupported(format!(
+                "sending bytes {offset}..{} straight to the bucket: there, parts are the \
+                 store's own {} bytes (the last one shorter); make the upload's part size {}",
+                offset + len,
+                self.grid.len(cell),
+                self.grid.len(cell)
+            )));
+        }
+        let mpu = self
+            .find_mpu(upload)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("the multipart upload of {upload}")))?;
+        let mut req = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .upload_id(mpu)
+            .part_number(cell as i32 + 1)
+            .content_length(len as i64);
+        if let Some(d) = sha256 {
+            use base64::Engine as _;
+            req = req.checksum_sha256(base64::engine::general_purpose::STANDARD.encode(d));
+        }
+        // The client's bytes will be the part's latest version.
+        if let Some(mine) = self.etags.lock().unwrap().get_mut(upload) {
+            mine.remove(&(cell + 1));
+        }
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires_in)
+            .map_err(|e| StoreError::Config(format!("presigning for {expires_in:?}: {e}")))?;
+        let p = req
+            .presigned(cfg)
+            .await
+            .map_err(|e| sdk(format!("presigning part {} of {upload}", cell + 1), e))?;
+        Ok(crate::Presigned {
+            method: p.method().to_owned(),
+            url: p.uri().to_owned(),
+            headers: p
+                .headers()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        })
+    }
+
+    /// The parts of a file of `size` bytes that the multipart upload holds
+    /// (every cell once it is sealed); see [`crate::Store::stored_parts`].
+    pub async fn stored_parts(
+        &self,
+        upload: &str,
+        size: u64,
+    ) -> Result<Vec<crate::StoredPart>, StoreError> {
+        let cells = self.grid.cells(size);
+        let part = |cell: u64, size_held: u64, sha256: Option<String>| crate::StoredPart {
+            number: cell as u32 + 1,
+            offset: self.grid.start(cell),
+            expected: self.cell_bytes(cell, size),
+            size: size_held,
+            sha256,
+        };
+        let Some(mpu) = self.find_mpu(upload).await? else {
+            // Sealed: the object holds every cell.
+            return match self.object_size(upload).await? {
+                Some(s) if s == size => Ok((0..cells)
+                    .map(|c| part(c, self.cell_bytes(c, size), None))
+                    .collect()),
+                _ => Err(StoreError::NotFound(format!("staged upload {upload}"))),
+            };
+        };
+        let mut out: Vec<_> = self
+            .parts(upload, &mpu, Some(size))
+            .await?
+            .into_iter()
+            .filter(|(n, _)| (1..=cells).contains(n))
+            .map(|(n, p)| part(n - 1, p.size, p.sha256.as_deref().and_then(b64_to_hex)))
+            .collect();
+        out.sort_by_key(|p| p.number);
+        Ok(out)
     }
 
     /// Completes the upload of `size` bytes into its object: the cells
     /// still in pieces are uploaded, then the parts joined. Idempotent: an
     /// upload already sealed answers `Ok`.
     pub async fn seal(&self, upload: &str, size: u64) -> Result<(), StoreError> {
+        if self.sealed.lock().unwrap().get(upload) == Some(&size) {
+            return Ok(());
+        }
         let Some(mpu) = self.find_mpu(upload).await? else {
             return match self.object_size(upload).await? {
                 Some(s) if s == size => Ok(()),
@@ -646,12 +836,12 @@ impl S3Staging {
             };
         };
         let cells = self.grid.cells(size);
-        let mut parts = self.parts(upload, &mpu).await?;
+        let mut parts = self.parts(upload, &mpu, Some(size)).await?;
         let mut changed = false;
         for cell in 0..cells {
             let start = self.grid.start(cell);
             let want = size.saturating_sub(start).min(self.grid.len(cell));
-            if parts.get(&(cell + 1)).map(|p| p.0) == Some(want) {
+            if parts.get(&(cell + 1)).map(|p| p.size) == Some(want) {
                 continue;
             }
             let end = start + want;
@@ -667,15 +857,15 @@ impl S3Staging {
             }
         }
         if changed {
-            parts = self.parts(upload, &mpu).await?;
+            parts = self.parts(upload, &mpu, Some(size)).await?;
         }
         let mut done: Vec<_> = parts
             .into_iter()
             .filter(|(n, _)| *n <= cells)
-            .map(|(n, (_, etag))| {
+            .map(|(n, p)| {
                 CompletedPart::builder()
                     .part_number(n as i32)
-                    .e_tag(etag)
+                    .e_tag(p.etag)
                     .build()
             })
             .collect();
@@ -692,8 +882,10 @@ impl S3Staging {
             )
             .send()
             .await
-            .map_err(|e| sdk(format!("completing {upload}"), e))?;
+            .map_err(|e| self.mpu_error(upload, format!("completing {upload}"), e))?;
         self.mpus.lock().unwrap().remove(upload);
+        self.forget_etags(upload);
+        self.sealed.lock().unwrap().insert(upload.to_owned(), size);
         Ok(())
     }
 
@@ -753,6 +945,8 @@ impl S3Staging {
     /// Aborts the multipart upload, deletes its pieces and any sealed
     /// object (idempotent).
     pub async fn discard(&self, upload: &str) -> Result<(), StoreError> {
+        self.sealed.lock().unwrap().remove(upload);
+        self.forget_etags(upload);
         if let Some(mpu) = self.find_mpu(upload).await? {
             match self
                 .client
@@ -789,6 +983,7 @@ impl S3Staging {
 
     /// Deletes the sealed object of `upload` (idempotent).
     pub async fn delete_object(&self, upload: &str) -> Result<(), StoreError> {
+        self.sealed.lock().unwrap().remove(upload);
         self.client
             .delete_object()
             .bucket(&self.bucket)

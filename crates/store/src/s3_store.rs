@@ -91,6 +91,7 @@ impl Store for S3Store {
         Capabilities {
             paths: false,
             read_staged: false,
+            presign: true,
         }
     }
 
@@ -119,6 +120,28 @@ impl Store for S3Store {
 
     async fn seal(&self, upload: &str, size: u64) -> Result<(), StoreError> {
         self.staging.seal(upload, size).await
+    }
+
+    async fn presign_part(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: u64,
+        size: u64,
+        sha256: Option<&[u8]>,
+        expires_in: Duration,
+    ) -> Result<crate::Presigned, StoreError> {
+        self.staging
+            .presign_part(upload, offset, len, size, sha256, expires_in)
+            .await
+    }
+
+    async fn stored_parts(
+        &self,
+        upload: &str,
+        size: u64,
+    ) -> Result<Vec<crate::StoredPart>, StoreError> {
+        self.staging.stored_parts(upload, size).await
     }
 
     /// Reads a sealed upload only.

@@ -45,6 +45,10 @@ pub fn router(state: NativeState) -> Router {
         )
         .route("/v1/uploads/{uid}/parts", get(sessions::list_parts))
         .route("/v1/uploads/{uid}/parts/{n}", put(sessions::write_part))
+        .route(
+            "/v1/uploads/{uid}/parts/{n}/presign",
+            post(sessions::presign_part),
+        )
         .route("/v1/uploads/{uid}/commit", post(sessions::commit_upload))
         .route(
             "/v1/spaces/{space}/files/{*path}",

@@ -208,6 +208,21 @@ pub struct PartJson {
     pub md5: Option<String>,
 }
 
+/// A request that sends one part straight to object storage.
+#[derive(Serialize, ToSchema)]
+pub struct PresignJson {
+    pub part: u32,
+    pub offset: u64,
+    pub size: u64,
+    /// `PUT`.
+    pub method: String,
+    pub url: String,
+    /// Headers to send with the part, as given (a signed checksum among them).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// RFC 3339; never after the session's expiry.
+    pub expires_at: String,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct PartsJson {
     pub parts: Vec<PartJson>,

@@ -11,7 +11,7 @@ use utoipa::OpenApi;
     paths(
         users::me, users::create_user, users::create_token, users::revoke_token, users::create_space,
         sessions::create, sessions::list, sessions::get_session, sessions::commit_session,
-        sessions::abort_session, sessions::write_part, sessions::write_range, sessions::status,
+        sessions::abort_session, sessions::write_part, sessions::presign_part, sessions::write_range, sessions::status,
         sessions::list_parts, sessions::commit_upload, sessions::abort_upload,
         files::download, files::delete, files::list,
     ),

@@ -247,6 +247,43 @@ pub async fn write_part(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/uploads/{uid}/parts/{n}/presign", tag = "uploads",
+    params(("uid" = String, Path), ("n" = u32, Path, description = "1-based part number"),
+        ("sig" = Option<String>, Query, description = "signature of the upload's signed URL")),
+    request_body(content = Option<DigestBody>, description = "the part's SHA-256 (hex): the store then refuses other bytes"),
+    responses((status = 200, body = PresignJson), (status = 409, body = ErrorJson,
+        description = "the server stores bytes on its local disk, or the part is not one of the store's"),
+        (status = 416, body = ErrorJson)))]
+pub async fn presign_part(
+    State(st): State<NativeState>,
+    UploadAuth(c): UploadAuth,
+    Path((uid, n)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<PresignJson>> {
+    let n: u32 = n.parse().map_err(|_| {
+        ApiError::invalid(
+            "invalid_range",
+            format!("part number {n:?} is not a whole number from 1 to 10000"),
+        )
+    })?;
+    let b: DigestBody = json_body(&body)?;
+    let sha256 = b
+        .sha256
+        .as_deref()
+        .map(|h| sha256_hex(h, "sha256"))
+        .transpose()?;
+    let p = st.engine.presign_part(&c, &uid, n, sha256).await?;
+    Ok(Json(PresignJson {
+        part: p.part,
+        offset: p.offset,
+        size: p.size,
+        method: p.method,
+        url: p.url,
+        headers: p.headers.into_iter().collect(),
+        expires_at: ferry_http::rfc3339(p.expires_at),
+    }))
+}
+
 #[utoipa::path(put, path = "/v1/uploads/{uid}", tag = "uploads",
     params(("uid" = String, Path), ("sig" = Option<String>, Query),
         ("Content-Range" = String, Header, description = "bytes first-last/total (or /*)")),
