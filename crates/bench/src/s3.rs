@@ -206,6 +206,7 @@ pub async fn suite(
     let mib = |d: Duration| args.size_mib as f64 / d.as_secs_f64();
     let (mut base, mut parts, mut tus) = (Series::default(), Series::default(), Series::default());
     let (mut rss_parts, mut rss_tus) = (Series::default(), Series::default());
+    let (mut direct_cli, mut rss_direct) = (Series::default(), Series::default());
     for round in 1..=args.rounds {
         eprintln!("s3 round {round}/{}", args.rounds);
         base.push(mib(direct(&b, src, &format!("bench-direct/{round}")).await?));
@@ -222,6 +223,28 @@ pub async fn suite(
         let chunk = args.tus_chunk_mib << 20;
         tus.push(mib(crate::tus::upload(client, &endpoint, src, chunk).await?));
         rss_tus.push(sampler.stop());
+        drop(server);
+
+        // `ferry upload --direct`: the CLI sends the parts to the bucket.
+        let server = Server::start_with(ferry, &data, &env(&format!("direct-{round}")))?;
+        let sampler = crate::RssSampler::start(server.pid());
+        let t = Instant::now();
+        let st = std::process::Command::new(ferry)
+            .args(["upload", "--direct", "-q", "-j", &PARALLEL.to_string()])
+            .arg("--state-dir")
+            .arg(dir.join("state-direct"))
+            .arg(src)
+            .arg(format!("admin/direct-{round}.bin"))
+            .env("FERRY_URL", &server.url)
+            .env("FERRY_TOKEN", TOKEN)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        let el = t.elapsed();
+        rss_direct.push(sampler.stop());
+        if !st.success() {
+            bail!("ferry upload --direct failed");
+        }
+        direct_cli.push(mib(el));
         drop(server);
     }
 
@@ -270,7 +293,12 @@ pub async fn suite(
         tus.median() / d,
         rss_tus.show("MiB")
     );
-    println!("ferry upload --direct                  : not built yet");
+    println!(
+        "ferry upload --direct (presigned parts): {}  = {:.2}x direct; server peak RSS {}",
+        direct_cli.show("MiB/s"),
+        direct_cli.median() / d,
+        rss_direct.show("MiB")
+    );
     println!(
         "## {n} small uploads of {} B, concurrency {}",
         args.small_size, args.concurrency

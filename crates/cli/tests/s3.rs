@@ -845,3 +845,157 @@ async fn a_direct_part_of_the_wrong_size_or_a_lying_client_digest_fails_the_comm
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn a_part_whose_client_pauses_mid_body_still_lands_in_the_bucket() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "pause").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "alice").await;
+    // One whole 16 MiB cell: streamed into its S3 part as it arrives.
+    let data = random_bytes(16 * MIB, 31);
+    let v = create_session(
+        &s,
+        &tok,
+        json!({"path": "paused.bin", "size": data.len(), "auto_commit": true}),
+    )
+    .await;
+    let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let send = http()
+        .put(s.url_of(&format!("/v1/uploads/{up}/parts/1")))
+        .bearer_auth(&tok)
+        .header("content-length", data.len())
+        .body(body)
+        .send();
+    let feed = async {
+        tx.send(Ok(data[..1].to_vec())).await.unwrap();
+        // Longer than the S3 SDK's default stall grace (5 s).
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        tx.send(Ok(data[1..].to_vec())).await.unwrap();
+        drop(tx);
+    };
+    let (resp, ()) = tokio::join!(send, feed);
+    let (st, v) = decode(resp.unwrap()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, got) = download(&s, &tok, "alice", "paused.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the download differs");
+}
+
+/// Sends a deepset session's form with `file` last, as the SDK does, to
+/// wherever the form points; `over` replaces fields. Status and body.
+async fn post_form(
+    session: &Value,
+    over: &[(&str, &str)],
+    filename: &str,
+    data: &[u8],
+) -> (StatusCode, String) {
+    let cfg = &session["aws_prefixed_request_config"];
+    let boundary = "ferry-s3-boundary-0d9c1a";
+    let mut body = Vec::new();
+    for (k, v) in cfg["fields"].as_object().unwrap() {
+        let v = over
+            .iter()
+            .find(|(name, _)| name == k)
+            .map_or(v.as_str().unwrap(), |(_, v)| v);
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: text/plain\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let resp = http()
+        .post(cfg["url"].as_str().unwrap())
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn deepset_forms_post_straight_into_the_bucket_under_a_real_s3_policy_and_land_on_close() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "deepset").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "alice").await;
+    let sessions = "/api/v1/workspaces/alice/upload_sessions";
+    let (st, ses) = call(&s, Method::POST, sessions, Some(&tok), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{ses}");
+    let cfg = &ses["aws_prefixed_request_config"];
+    assert_eq!(cfg["url"], json!(format!("{endpoint}/{b}")), "{ses}");
+    assert_eq!(
+        cfg["fields"]["x-amz-algorithm"], "AWS4-HMAC-SHA256",
+        "{ses}"
+    );
+
+    let data = random_bytes(3 * MIB + 5, 41);
+    let (st, body) = post_form(&ses, &[], "report.pdf", &data).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    let (st, body) = post_form(&ses, &[], "report.pdf.meta.json", br#"{"lang":"en"}"#).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    // The bucket itself enforces the policy: a key outside the session's
+    // prefix, and a changed policy, are refused there.
+    let (st, body) = post_form(&ses, &[("key", "elsewhere/${filename}")], "x.txt", b"x").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    let forged = cfg["fields"]["policy"].as_str().unwrap().replace('A', "B");
+    let (st, body) = post_form(&ses, &[("policy", &forged)], "y.txt", b"y").await;
+    assert!(st.is_client_error(), "{st}: {body}");
+    // Nothing is visible before the session closes.
+    let (st, _) = download(&s, &tok, "alice", "report.pdf").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    let path = format!("{sessions}/{}", ses["session_id"].as_str().unwrap());
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        &path,
+        Some(&tok),
+        Some(json!({"status": "CLOSED"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let (st, v) = call(&s, Method::GET, &path, Some(&tok), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["ingestion_status"],
+        json!({"failed_files": 0, "finished_files": 1}),
+        "{v}"
+    );
+    let (st, got) = download(&s, &tok, "alice", "report.pdf").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the download differs");
+    let hex = ses["session_id"].as_str().unwrap().replace('-', "");
+    let (st, v) = call(
+        &s,
+        Method::GET,
+        &format!("/v1/sessions/{hex}"),
+        Some(&tok),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let file = &v["uploads"][0]["file"];
+    assert_eq!(file["sha256"], json!(sha256_hex(&data)), "{v}");
+    assert_eq!(file["metadata"], json!({"lang": "en"}), "{v}");
+    // The posted objects became the file's object: nothing else is left.
+    assert_eq!(keys(&c, &b).await.len(), 1, "{:?}", keys(&c, &b).await);
+    assert_eq!(open_mpus(&c, &b).await, 0);
+}

@@ -561,17 +561,29 @@ async fn create(
         )
         .await?;
     let s = &view.session;
-    let policy = policy_for(engine, s);
+    // On object storage, files go straight into the bucket with a real S3
+    // presigned POST policy; else to Ferry's own endpoint, which checks a
+    // policy of the same shape.
+    let (url, fields): (String, BTreeMap<String, String>) = match engine
+        .presign_post(&caller, &s.id, max_object(engine))
+        .await?
+    {
+        Some(form) => (form.url, form.fields.into_iter().collect()),
+        None => (
+            format!("{}{POST_PATH}", st.public_url),
+            policy_for(engine, s)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        ),
+    };
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
             "session_id": uuid_of(&s.id),
             "documentation_url": DOCS,
             "expires_at": ferry_http::rfc3339(s.expires_at),
-            "aws_prefixed_request_config": {
-                "url": format!("{}{POST_PATH}", st.public_url),
-                "fields": policy,
-            },
+            "aws_prefixed_request_config": {"url": url, "fields": fields},
         })),
     )
         .into_response())
@@ -627,8 +639,57 @@ async fn close(
         }
     }
     let view = session_in(&st, &caller, &workspace, &id).await?;
+    adopt_posted(&st.engine, &caller, &view.session.id).await?;
     st.engine.close_session(&caller, &view.session.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Files the session's form posted straight into object storage become
+/// its uploads (metadata companions their metadata), before it closes. A
+/// name the workspace cannot hold is left out, and said so in the log.
+async fn adopt_posted(engine: &Engine, caller: &Caller, session: &str) -> Result<(), DsError> {
+    let posted = engine.posted_files(caller, session).await?;
+    let (companions, files): (Vec<_>, Vec<_>) = posted
+        .into_iter()
+        .partition(|(name, _)| name.ends_with(META_SUFFIX) && name.len() > META_SUFFIX.len());
+    for (key, _) in files {
+        // As Ferry's own form endpoint does: the SDK's client quotes names.
+        let name = percent_decode(&key).unwrap_or_else(|| key.clone());
+        if name.contains('/') {
+            tracing::warn!(%session, %name, "a posted file's name holds '/': left out");
+            continue;
+        }
+        match engine
+            .adopt_posted(caller, session, &key, &name, None)
+            .await
+        {
+            Ok(_) => {}
+            Err(EngineError::Invalid { message, .. }) => {
+                tracing::warn!(%session, %name, %message, "a posted file's name is refused: left out");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for (name, size) in companions {
+        let decoded = percent_decode(&name).unwrap_or_else(|| name.clone());
+        let target = decoded.strip_suffix(META_SUFFIX).unwrap_or(&decoded);
+        if size > MAX_META as u64 || target.contains('/') {
+            tracing::warn!(%session, %name, "a posted metadata file is too large or misnamed: left out");
+            continue;
+        }
+        let raw = engine
+            .read_posted(caller, session, &name, MAX_META as u64)
+            .await?;
+        match serde_json::from_slice::<Value>(&raw) {
+            Ok(meta) if meta.is_object() => {
+                engine
+                    .set_upload_metadata(caller, session, target, meta.to_string())
+                    .await?;
+            }
+            _ => tracing::warn!(%session, %name, "posted metadata is not a JSON object: left out"),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

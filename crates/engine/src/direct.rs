@@ -198,3 +198,98 @@ impl Engine {
         Ok(())
     }
 }
+
+impl Engine {
+    /// A form that lets a client POST files straight into the store for
+    /// session `session_id`, each at most `max` bytes, valid until the
+    /// session expires; `None` on a store that takes bytes only through
+    /// Ferry. At close, [`Engine::adopt_posted`] makes each posted file an
+    /// upload of the session.
+    pub async fn presign_post(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        max: u64,
+    ) -> Result<Option<ferry_store::PostForm>> {
+        if !self.can_presign() {
+            return Ok(None);
+        }
+        let s = self.load_session(caller, session_id).await?;
+        let ttl = Duration::from_millis(s.expires_at.saturating_sub(now_ms()).max(1000) as u64);
+        Ok(Some(self.inner.store.presign_post(&s.id, max, ttl).await?))
+    }
+
+    /// The files POSTed into the store for a session: (name, size).
+    pub async fn posted_files(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+    ) -> Result<Vec<(String, u64)>> {
+        let s = self.load_session(caller, session_id).await?;
+        Ok(self.inner.store.posted(&s.id).await?)
+    }
+
+    /// A small posted file, whole (at most `max` bytes).
+    pub async fn read_posted(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        name: &str,
+        max: u64,
+    ) -> Result<bytes::Bytes> {
+        let s = self.load_session(caller, session_id).await?;
+        Ok(self.inner.store.read_posted(&s.id, name, max).await?)
+    }
+
+    /// Makes the posted file `posted` an upload of the session at `path`,
+    /// holding every byte (a direct upload: commit reads it back for its
+    /// SHA-256 before it becomes visible).
+    pub async fn adopt_posted(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        posted: &str,
+        path: &str,
+        content_type: Option<String>,
+    ) -> Result<ferry_core::Upload> {
+        let up = self
+            .put_upload(
+                caller,
+                session_id,
+                crate::NewUpload {
+                    path: path.to_owned(),
+                    content_type,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let size = self
+            .inner
+            .store
+            .adopt_posted(&up.session_id, posted, &up.id)
+            .await?;
+        let slot = self.slot(caller, &up.id).await?;
+        let mut live = slot.state.lock().await;
+        let meta = &self.inner.meta;
+        meta.mark_direct(&up.id).await?;
+        meta.set_length(&up.id, Length::Known(size)).await?;
+        if let Some(all) = ByteRange::new(0, size) {
+            meta.record_write(&up.id, all, None).await?;
+            live.upload.received.insert(all);
+        }
+        live.upload.length = Length::Known(size);
+        live.upload.direct = true;
+        live.drop_cursor();
+        Ok(live.upload.clone())
+    }
+
+    /// Deletes what was posted for a session and not adopted.
+    pub(crate) async fn discard_posted(&self, session_id: &str) {
+        if !self.can_presign() {
+            return;
+        }
+        if let Err(e) = self.inner.store.discard_posted(session_id).await {
+            tracing::warn!(session = %session_id, error = %e, "cannot delete posted files");
+        }
+    }
+}

@@ -193,6 +193,13 @@ impl Engine {
     /// no longer open is `Gone`. `Conflict` while bytes are still streaming
     /// into the session.
     pub async fn close_session(&self, caller: &Caller, session_id: &str) -> Result<SessionView> {
+        let view = self.close_locked(caller, session_id).await?;
+        // What a form posted into the store and no upload took.
+        self.discard_posted(&view.session.id).await;
+        Ok(view)
+    }
+
+    async fn close_locked(&self, caller: &Caller, session_id: &str) -> Result<SessionView> {
         let _guard = self.session_lock(session_id).lock().await;
         let s = self.load_session(caller, session_id).await?;
         s.state.check_writable().map_err(EngineError::Gone)?;

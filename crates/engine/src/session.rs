@@ -540,6 +540,10 @@ impl Engine {
             self.inner.store.discard_staged(&id).await?;
             changed.push((id, UploadState::Aborted));
         }
+        if s.open_ended {
+            // Files a form posted straight into the store, never adopted.
+            self.discard_posted(&s.id).await;
+        }
         let s = Session { state, ..s.clone() };
         self.refresh_session(&s, &changed).await;
         Ok(())

@@ -192,6 +192,14 @@ pub struct Presigned {
     pub headers: Vec<(String, String)>,
 }
 
+/// A form that lets a client POST files straight into the store (an S3
+/// presigned POST policy): the `fields`, then the file, sent to `url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostForm {
+    pub url: String,
+    pub fields: Vec<(String, String)>,
+}
+
 /// A part the store holds for a staged upload, as the store lists it: the
 /// bytes `offset..offset + expected` are the part's, and it holds `size`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,6 +320,51 @@ pub trait Store: Send + Sync + 'static {
     async fn stored_parts(&self, upload: &str, size: u64) -> Result<Vec<StoredPart>, StoreError> {
         let _ = (upload, size);
         Ok(Vec::new())
+    }
+
+    /// A form for POSTing files straight into the store's `folder` (an
+    /// opaque name: the engine uses a session's id), each at most `max`
+    /// bytes, valid for `expires_in`. Only where `capabilities().presign`.
+    async fn presign_post(
+        &self,
+        folder: &str,
+        max: u64,
+        expires_in: std::time::Duration,
+    ) -> Result<PostForm, StoreError> {
+        let _ = (max, expires_in);
+        Err(StoreError::Unsupported(format!(
+            "forms that post into {folder}; they need object storage"
+        )))
+    }
+
+    /// The files POSTed into `folder`: (name, size).
+    async fn posted(&self, folder: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let _ = folder;
+        Ok(Vec::new())
+    }
+
+    /// A posted file, whole, when it holds at most `max` bytes.
+    async fn read_posted(&self, folder: &str, name: &str, max: u64) -> Result<Bytes, StoreError> {
+        let _ = max;
+        Err(StoreError::NotFound(format!("{folder}/{name}")))
+    }
+
+    /// Makes the posted file `name` the staged upload `upload`, sealed
+    /// (its bytes are the file's; the posted file goes). Returns its size.
+    async fn adopt_posted(
+        &self,
+        folder: &str,
+        name: &str,
+        upload: &str,
+    ) -> Result<u64, StoreError> {
+        let _ = upload;
+        Err(StoreError::NotFound(format!("{folder}/{name}")))
+    }
+
+    /// Deletes what was posted into `folder` and not adopted.
+    async fn discard_posted(&self, folder: &str) -> Result<(), StoreError> {
+        let _ = folder;
+        Ok(())
     }
 
     /// Feeds `len` bytes of the staged object from `offset` to `sink`, in

@@ -149,6 +149,11 @@ pub struct S3Staging {
     bucket: String,
     prefix: String,
     grid: Grid,
+    /// Where a browser form POSTs objects: the bucket's URL.
+    bucket_url: String,
+    region: String,
+    /// Signs presigned POST policies (the SDK signs everything else).
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
     /// upload → its multipart upload id, as found or created.
     mpus: Mutex<HashMap<String, String>>,
     /// upload → size, of uploads this node sealed (a sealed object never
@@ -166,6 +171,30 @@ struct Listed {
     /// Base64, as S3 sends it.
     sha256: Option<String>,
     modified: Option<(i64, u32)>,
+}
+
+/// A key as CopyObject's source wants it: each byte outside the
+/// unreserved set (and `/`) percent-encoded.
+fn percent_encode_key(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `2026-12-03T12:00:00Z`: a policy's expiration, and (without `-` and
+/// `:`) its `x-amz-date`.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    aws_sdk_s3::primitives::DateTime::from_secs(secs as i64)
+        .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_default()
 }
 
 /// A base64 SHA-256 as hex.
@@ -209,6 +238,20 @@ where
     }
 }
 
+/// The bucket's own URL, where a presigned POST form is sent.
+fn bucket_url(cfg: &S3Config) -> String {
+    match &cfg.endpoint {
+        Some(e) if cfg.path_style => format!("{}/{}", e.trim_end_matches('/'), cfg.bucket),
+        Some(e) => match e.split_once("://") {
+            Some((scheme, host)) => format!("{scheme}://{}.{host}", cfg.bucket),
+            None => format!("{}.{e}", cfg.bucket),
+        }
+        .trim_end_matches('/')
+        .to_owned(),
+        None => format!("https://{}.s3.{}.amazonaws.com", cfg.bucket, cfg.region),
+    }
+}
+
 /// A body of exactly `len` bytes for the SDK, streamed from `chunks`.
 fn s3_body(
     chunks: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
@@ -232,9 +275,16 @@ impl S3Staging {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .build();
+        // A store that takes no byte of a part for 30 s is unavailable;
+        // the SDK's 5 s default failed parts of a busy but healthy server
+        // (100 concurrent 16 MiB parts into SeaweedFS on 2 cores).
+        let stalls = aws_sdk_s3::config::StalledStreamProtectionConfig::enabled()
+            .grace_period(std::time::Duration::from_secs(30))
+            .build();
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(cfg.path_style)
-            .timeout_config(timeouts);
+            .timeout_config(timeouts)
+            .stalled_stream_protection(stalls);
         if let Some(e) = &cfg.endpoint {
             b = b.endpoint_url(e);
         }
@@ -243,6 +293,9 @@ impl S3Staging {
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.clone(),
             grid,
+            bucket_url: bucket_url(cfg),
+            region: cfg.region.clone(),
+            credentials: shared.credentials_provider(),
             mpus: Mutex::new(HashMap::new()),
             sealed: Mutex::new(HashMap::new()),
             etags: Mutex::new(HashMap::new()),
@@ -942,6 +995,182 @@ impl S3Staging {
         Ok(object_stream(out.body).boxed())
     }
 
+    fn posted_prefix(&self, folder: &str) -> String {
+        format!("{}posted/{folder}/", self.prefix)
+    }
+
+    /// A presigned POST policy (SigV4) for objects `posted/<folder>/<name>`
+    /// of at most `max` bytes, valid for `expires_in`; see
+    /// [`crate::Store::presign_post`].
+    pub async fn presign_post(
+        &self,
+        folder: &str,
+        max: u64,
+        expires_in: std::time::Duration,
+    ) -> Result<crate::PostForm, StoreError> {
+        use aws_sdk_s3::config::ProvideCredentials;
+        use base64::Engine as _;
+        let creds = self
+            .credentials
+            .clone()
+            .ok_or_else(|| StoreError::Config("no S3 credentials to sign a form with".into()))?
+            .provide_credentials()
+            .await
+            .map_err(|e| StoreError::Config(format!("S3 credentials: {e}")))?;
+        let now = std::time::SystemTime::now();
+        let date: String = rfc3339(now)
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':'))
+            .collect();
+        let expiration = rfc3339(now + expires_in);
+        let credential = format!(
+            "{}/{}/{}/s3/aws4_request",
+            creds.access_key_id(),
+            &date[..8],
+            self.region
+        );
+        let prefix = self.posted_prefix(folder);
+        let mut conditions = vec![
+            serde_json::json!({"bucket": self.bucket}),
+            serde_json::json!(["starts-with", "$key", prefix]),
+            serde_json::json!({"x-amz-algorithm": "AWS4-HMAC-SHA256"}),
+            serde_json::json!({"x-amz-credential": credential}),
+            serde_json::json!({"x-amz-date": date}),
+            serde_json::json!(["content-length-range", 0, max]),
+        ];
+        if let Some(token) = creds.session_token() {
+            conditions.push(serde_json::json!({"x-amz-security-token": token}));
+        }
+        let doc = serde_json::json!({"expiration": expiration, "conditions": conditions});
+        let policy = base64::engine::general_purpose::STANDARD.encode(doc.to_string());
+        let key = aws_sigv4::sign::v4::generate_signing_key(
+            creds.secret_access_key(),
+            now,
+            &self.region,
+            "s3",
+        );
+        let signature = aws_sigv4::sign::v4::calculate_signature(key, policy.as_bytes());
+        let mut fields = vec![
+            ("key".to_owned(), format!("{prefix}${{filename}}")),
+            ("policy".to_owned(), policy),
+            ("x-amz-algorithm".to_owned(), "AWS4-HMAC-SHA256".to_owned()),
+            ("x-amz-credential".to_owned(), credential),
+            ("x-amz-date".to_owned(), date),
+            ("x-amz-signature".to_owned(), signature),
+        ];
+        if let Some(token) = creds.session_token() {
+            fields.push(("x-amz-security-token".to_owned(), token.to_owned()));
+        }
+        Ok(crate::PostForm {
+            url: self.bucket_url.clone(),
+            fields,
+        })
+    }
+
+    /// Objects POSTed into `folder`: (name, size).
+    pub async fn posted(&self, folder: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = self.posted_prefix(folder);
+        Ok(self
+            .list_sized(&prefix, "listing posted objects")
+            .await?
+            .into_iter()
+            .filter_map(|(key, _, size)| Some((key.strip_prefix(&prefix)?.to_owned(), size)))
+            .collect())
+    }
+
+    /// A posted object, whole, if it holds at most `max` bytes.
+    pub async fn read_posted(
+        &self,
+        folder: &str,
+        name: &str,
+        max: u64,
+    ) -> Result<Bytes, StoreError> {
+        let key = format!("{}{name}", self.posted_prefix(folder));
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(s) if s.is_no_such_key() => StoreError::NotFound(format!("posted {name}")),
+                _ => sdk(format!("reading posted {name}"), e),
+            })?;
+        if out.content_length().unwrap_or(0) as u64 > max {
+            return Err(StoreError::Incomplete(format!(
+                "{name} is over {max} bytes"
+            )));
+        }
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Body(std::io::Error::other(e)))?;
+        Ok(data.into_bytes())
+    }
+
+    /// Makes the posted object `name` the sealed upload `upload` (a copy
+    /// inside the bucket; the posted object and the upload's multipart
+    /// upload go); returns its size.
+    pub async fn adopt_posted(
+        &self,
+        folder: &str,
+        name: &str,
+        upload: &str,
+    ) -> Result<u64, StoreError> {
+        let key = format!("{}{name}", self.posted_prefix(folder));
+        let source = format!("{}/{}", self.bucket, percent_encode_key(&key));
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .copy_source(source)
+            .send()
+            .await
+            .map_err(|e| sdk(format!("adopting posted {name}"), e))?;
+        let size = self
+            .object_size(upload)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("posted {name}")))?;
+        if let Some(mpu) = self.find_mpu(upload).await? {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(self.object_key(upload))
+                .upload_id(&mpu)
+                .send()
+                .await
+                .map_err(|e| sdk(format!("aborting the multipart upload of {upload}"), e))?;
+            self.mpus.lock().unwrap().remove(upload);
+        }
+        self.sealed.lock().unwrap().insert(upload.to_owned(), size);
+        self.delete_key(&key).await?;
+        Ok(size)
+    }
+
+    /// Deletes every object posted into `folder`.
+    pub async fn discard_posted(&self, folder: &str) -> Result<(), StoreError> {
+        for (key, _) in self
+            .list(&self.posted_prefix(folder), "listing posted objects")
+            .await?
+        {
+            self.delete_key(&key).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| sdk("deleting an object", e))?;
+        Ok(())
+    }
+
     /// Aborts the multipart upload, deletes its pieces and any sealed
     /// object (idempotent).
     pub async fn discard(&self, upload: &str) -> Result<(), StoreError> {
@@ -1002,6 +1231,20 @@ impl S3Staging {
     /// Every key under `prefix`, with when it was written (ms since the
     /// epoch), all pages; `what` names the listing in errors.
     async fn list(&self, prefix: &str, what: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(self
+            .list_sized(prefix, what)
+            .await?
+            .into_iter()
+            .map(|(key, at, _)| (key, at))
+            .collect())
+    }
+
+    /// Keys under `prefix` with when each was written and its size.
+    async fn list_sized(
+        &self,
+        prefix: &str,
+        what: &str,
+    ) -> Result<Vec<(String, i64, u64)>, StoreError> {
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -1018,7 +1261,7 @@ impl S3Staging {
                         .last_modified()
                         .and_then(|t| t.to_millis().ok())
                         .unwrap_or(0);
-                    out.push((key.to_owned(), at));
+                    out.push((key.to_owned(), at, o.size().unwrap_or(0) as u64));
                 }
             }
         }

@@ -144,6 +144,41 @@ impl Store for S3Store {
         self.staging.stored_parts(upload, size).await
     }
 
+    async fn presign_post(
+        &self,
+        folder: &str,
+        max: u64,
+        expires_in: Duration,
+    ) -> Result<crate::PostForm, StoreError> {
+        self.staging.presign_post(folder, max, expires_in).await
+    }
+
+    async fn posted(&self, folder: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.staging.posted(folder).await
+    }
+
+    async fn read_posted(
+        &self,
+        folder: &str,
+        name: &str,
+        max: u64,
+    ) -> Result<bytes::Bytes, StoreError> {
+        self.staging.read_posted(folder, name, max).await
+    }
+
+    async fn adopt_posted(
+        &self,
+        folder: &str,
+        name: &str,
+        upload: &str,
+    ) -> Result<u64, StoreError> {
+        self.staging.adopt_posted(folder, name, upload).await
+    }
+
+    async fn discard_posted(&self, folder: &str) -> Result<(), StoreError> {
+        self.staging.discard_posted(folder).await
+    }
+
     /// Reads a sealed upload only.
     async fn read_staged(
         &self,
