@@ -999,3 +999,43 @@ async fn deepset_forms_post_straight_into_the_bucket_under_a_real_s3_policy_and_
     assert_eq!(keys(&c, &b).await.len(), 1, "{:?}", keys(&c, &b).await);
     assert_eq!(open_mpus(&c, &b).await, 0);
 }
+
+#[tokio::test]
+async fn a_multipart_upload_aborted_before_the_commit_fails_the_session_at_commit() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "gone-at-commit").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "alice").await;
+    let data = random_bytes(6 * MIB, 13);
+    let v = create_session(&s, &tok, json!({"path": "late.bin", "size": data.len()})).await;
+    let (sess, up) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["uploads"][0]["id"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(part(&s, &tok, &up, 1, &data).await.0, StatusCode::OK);
+    let open = c.list_multipart_uploads().bucket(&b).send().await.unwrap();
+    let u = &open.uploads()[0];
+    c.abort_multipart_upload()
+        .bucket(&b)
+        .key(u.key().unwrap())
+        .upload_id(u.upload_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = commit(&s, &tok, &sess).await;
+    assert_eq!(st, StatusCode::GONE, "{v}");
+    let (st, v) = call(
+        &s,
+        Method::GET,
+        &format!("/v1/sessions/{sess}"),
+        Some(&tok),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(v.to_string().contains("gone from storage"), "{v}");
+    let (st, _) = download(&s, &tok, "alice", "late.bin").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
