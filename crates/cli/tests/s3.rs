@@ -227,29 +227,6 @@ async fn tus_patches_of_4_kib_land_and_survive_a_restart() {
     assert_eq!(created.status(), StatusCode::CREATED);
     let loc = created.headers()["location"].to_str().unwrap().to_owned();
     let id = loc.rsplit('/').next().unwrap().to_owned();
-    // No concatenation on S3 (staged bytes cannot be joined): not offered,
-    // and refused in tus's terms.
-    let opts = http()
-        .request(Method::OPTIONS, s.url_of("/tus/"))
-        .header("Tus-Resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    let ext = opts.headers()["tus-extension"].to_str().unwrap().to_owned();
-    assert!(
-        ext.contains("creation") && !ext.contains("concatenation"),
-        "{ext}"
-    );
-    let partial = http()
-        .post(s.url_of("/tus/"))
-        .bearer_auth(&tok)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Length", "10")
-        .header("Upload-Concat", "partial")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(partial.status(), StatusCode::BAD_REQUEST);
     let patch = |s: &Server, offset: usize, chunk: Vec<u8>| {
         http()
             .patch(s.url_of(&format!("/tus/{id}")))
@@ -1038,4 +1015,66 @@ async fn a_multipart_upload_aborted_before_the_commit_fails_the_session_at_commi
     assert!(v.to_string().contains("gone from storage"), "{v}");
     let (st, _) = download(&s, &tok, "alice", "late.bin").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn tus_concatenation_joins_partials_on_s3_into_one_verified_file() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "concat").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "alice").await;
+    let opts = http()
+        .request(Method::OPTIONS, s.url_of("/tus/"))
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let ext = opts.headers()["tus-extension"].to_str().unwrap().to_owned();
+    assert!(ext.contains("concatenation"), "{ext}");
+    // Partials that cross cells at odd offsets: 5 MiB + 3, then 20 MiB.
+    let parts = [random_bytes(5 * MIB + 3, 51), random_bytes(20 * MIB, 52)];
+    let mut urls = Vec::new();
+    for p in &parts {
+        let created = http()
+            .post(s.url_of("/tus/"))
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", p.len().to_string())
+            .header("Upload-Concat", "partial")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let loc = created.headers()["location"].to_str().unwrap().to_owned();
+        let r = http()
+            .patch(s.url_of(&loc))
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(p.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        urls.push(loc);
+    }
+    let fin = http()
+        .post(s.url_of("/tus/"))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Concat", format!("final;{}", urls.join(" ")))
+        .header("Upload-Metadata", "filename ai5iaW4=") // j.bin
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fin.status(), StatusCode::CREATED, "{:?}", fin.text().await);
+    let (st, got) = download(&s, &tok, "alice", "j.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    let whole = parts.concat();
+    assert!(got == whole, "the joined file differs");
+    // The partials are gone; one object is left.
+    assert_eq!(open_mpus(&c, &b).await, 0);
+    assert_eq!(keys(&c, &b).await.len(), 1, "{:?}", keys(&c, &b).await);
 }

@@ -10,7 +10,8 @@ impl Engine {
     /// Creates a session whose one upload is the concatenation of `parts`
     /// (complete, open uploads of the caller, in order). The staged bytes
     /// are joined by the store (`copy_staged`: in-kernel, or shared blocks
-    /// where the file system has reflinks), the new upload's whole-file
+    /// where the file system has reflinks; on S3 each part is sealed and
+    /// its object streamed into the new upload), the new upload's whole-file
     /// digest is computed by the hash follower, and the parts are aborted,
     /// freeing their staged bytes. `new` must name exactly one upload;
     /// its size is the sum of the parts'.
@@ -56,8 +57,14 @@ impl Engine {
         let view = self.create_session(caller, new).await?;
         let id = view.uploads[0].upload.id.clone();
         let mut offset = 0;
+        let sealed_only = !self.inner.store.capabilities().read_staged;
         for (part, size) in parts.iter().zip(&sizes) {
             if *size > 0 {
+                // A store that reads only sealed bytes (S3) seals each
+                // part first: it is complete, and aborted once joined.
+                if sealed_only {
+                    self.inner.store.seal(part, *size).await?;
+                }
                 self.inner
                     .store
                     .copy_staged(part, &id, offset, *size)

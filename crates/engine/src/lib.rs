@@ -138,12 +138,6 @@ impl Engine {
         &self.inner.limits
     }
 
-    /// Whether uploads can be joined into one (tus concatenation): the
-    /// store must copy staged bytes, which S3 cannot before they are sealed.
-    pub fn can_concatenate(&self) -> bool {
-        self.inner.store.capabilities().read_staged
-    }
-
     /// The `sig` query value of an upload's signed URL.
     pub fn sign_upload(&self, upload: &str) -> String {
         self.inner.signer.sign(upload)

@@ -340,6 +340,13 @@ impl Engine {
     /// upload fails, and its session with the reason, which the session
     /// shows. Returns the error for the request that found out.
     pub(crate) async fn staged_bytes_lost(&self, upload_id: &str, what: &str) -> EngineError {
+        // Asked afresh: another node may have sealed it for a commit
+        // since this one last looked (then nothing is lost).
+        if let Ok(true) = self.inner.store.staged_exists(upload_id).await {
+            return EngineError::Conflict(format!(
+                "the upload changed in storage meanwhile ({what}); retry the request"
+            ));
+        }
         tracing::error!(upload = %upload_id, %what, "staged bytes lost; the session fails");
         let reason = "the upload's staged bytes are gone from storage (removed outside Ferry): start a new upload";
         if let Err(e) = self.inner.meta.fail_upload(upload_id, reason).await {

@@ -210,6 +210,9 @@ struct Piece {
     key: String,
     start: u64,
     end: u64,
+    /// When it was written (ns since the epoch): where pieces overlap,
+    /// the newest bytes are the upload's.
+    seq: u64,
 }
 
 /// An SDK error, its whole chain in the text (the SDK's `Display` says
@@ -595,7 +598,13 @@ impl S3Staging {
         end: u64,
         data: Bytes,
     ) -> Result<(), StoreError> {
-        let key = format!("{}{start:020}-{end:020}", self.pieces_prefix(upload, cell));
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let key = format!(
+            "{}{start:020}-{end:020}-{seq:020}",
+            self.pieces_prefix(upload, cell)
+        );
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -611,35 +620,62 @@ impl S3Staging {
         let prefix = self.pieces_prefix(upload, cell);
         let mut pieces = Vec::new();
         for (key, _) in self.list(&prefix, "listing staged pieces").await? {
-            let Some((a, b)) = key[prefix.len()..].split_once('-') else {
-                continue;
-            };
-            if let (Ok(start), Ok(end)) = (a.parse(), b.parse()) {
-                pieces.push(Piece { key, start, end });
+            let mut fields = key[prefix.len()..].split('-').map(str::parse::<u64>);
+            if let (Some(Ok(start)), Some(Ok(end))) = (fields.next(), fields.next()) {
+                let seq = fields.next().and_then(Result::ok).unwrap_or(0);
+                pieces.push(Piece {
+                    key,
+                    start,
+                    end,
+                    seq,
+                });
             }
         }
-        pieces.sort_by_key(|p| (p.start, std::cmp::Reverse(p.end)));
         Ok(pieces)
     }
 
     /// The pieces (and the range of each to read) that cover
-    /// `start..end` in order, if they do.
+    /// `start..end` in order, if they do; where pieces overlap, the newest
+    /// one's bytes are taken (a range written again).
     fn cover(pieces: &[Piece], start: u64, end: u64) -> Option<Vec<(Piece, u64, u64)>> {
-        let mut at = start;
-        let mut out = Vec::new();
-        for p in pieces {
-            if at >= end {
-                break;
+        let mut by_age: Vec<&Piece> = pieces.iter().collect();
+        by_age.sort_by_key(|p| p.seq);
+        // Disjoint (from, to, piece) segments, in order, newest painted last.
+        let mut segs: Vec<(u64, u64, &Piece)> = Vec::new();
+        for p in by_age {
+            let (a, b) = (p.start.max(start), p.end.min(end));
+            if a >= b {
+                continue;
             }
-            if p.start > at {
+            let mut next = Vec::with_capacity(segs.len() + 2);
+            for &(s, e, q) in &segs {
+                if e <= a || s >= b {
+                    next.push((s, e, q));
+                    continue;
+                }
+                if s < a {
+                    next.push((s, a, q));
+                }
+                if e > b {
+                    next.push((b, e, q));
+                }
+            }
+            next.push((a, b, p));
+            next.sort_by_key(|x| x.0);
+            segs = next;
+        }
+        let mut at = start;
+        for &(s, e, _) in &segs {
+            if s > at {
                 return None; // a hole
             }
-            if p.end > at {
-                out.push((p.clone(), at, p.end.min(end)));
-                at = p.end.min(end);
-            }
+            at = at.max(e);
         }
-        (at >= end).then_some(out)
+        (at >= end).then(|| {
+            segs.into_iter()
+                .map(|(s, e, p)| (p.clone(), s, e))
+                .collect()
+        })
     }
 
     /// Uploads cell `cell` from its pieces if they cover `cell..cell_end`
@@ -1416,6 +1452,36 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn where_pieces_overlap_the_newest_bytes_win_and_holes_do_not_cover() {
+        let p = |start, end, seq| Piece {
+            key: format!("{start}-{end}-{seq}"),
+            start,
+            end,
+            seq,
+        };
+        let got = |pieces: &[Piece], a, b| {
+            S3Staging::cover(pieces, a, b).map(|v| {
+                v.into_iter()
+                    .map(|(p, s, e)| (p.seq, s, e))
+                    .collect::<Vec<_>>()
+            })
+        };
+        // 0..10 written, then 4..7 again: the rewrite shows through.
+        let pieces = [p(0, 10, 1), p(4, 7, 2)];
+        assert_eq!(
+            got(&pieces, 0, 10),
+            Some(vec![(1, 0, 4), (2, 4, 7), (1, 7, 10)])
+        );
+        // An older piece under a newer one is hidden wholly.
+        let pieces = [p(4, 7, 1), p(0, 10, 2)];
+        assert_eq!(got(&pieces, 0, 10), Some(vec![(2, 0, 10)]));
+        // A hole is not covered; a partial range is.
+        let pieces = [p(0, 4, 1), p(5, 10, 2)];
+        assert_eq!(got(&pieces, 0, 10), None);
+        assert_eq!(got(&pieces, 5, 8), Some(vec![(2, 5, 8)]));
+    }
 
     #[test]
     fn the_largest_file_fits_in_10000_parts_and_cells_tile_the_file() {

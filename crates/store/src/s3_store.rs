@@ -6,8 +6,8 @@
 //! metadata transaction, and no byte is copied.
 //!
 //! Staged bytes cannot be read before they are sealed (S3 does not serve
-//! the parts of an incomplete multipart upload), and nothing can be copied
-//! between staged uploads: [`Capabilities::read_staged`] is `false`.
+//! the parts of an incomplete multipart upload), nor copied from before:
+//! [`Capabilities::read_staged`] is `false`.
 
 use crate::s3::{S3Config, S3Staging};
 use crate::{
@@ -194,16 +194,28 @@ impl Store for S3Store {
         self.staging.read_object(upload, offset, len).await
     }
 
+    /// Copies from a *sealed* upload (the engine seals the uploads it
+    /// joins): its object streams into `to` with ranged reads, as a write
+    /// at `offset` (whole cells become parts, the edges pieces).
     async fn copy_staged(
         &self,
-        _from: &str,
-        _to: &str,
-        _offset: u64,
-        _len: u64,
+        from: &str,
+        to: &str,
+        offset: u64,
+        len: u64,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unsupported(
-            "copying staged bytes (S3 reads no part of a multipart upload in progress)".into(),
-        ))
+        let body = self.read_staged(from, 0, len).await?;
+        let n = self
+            .staging
+            .write_at(to, offset, BodyLen::Exact(len), body)
+            .await
+            .map_err(|f| f.error)?;
+        if n != len {
+            return Err(StoreError::Incomplete(format!(
+                "copied {n} of {len} bytes of {from}"
+            )));
+        }
+        Ok(())
     }
 
     /// A multipart upload in progress, or sealed but not yet recorded.

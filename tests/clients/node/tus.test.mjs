@@ -74,9 +74,7 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true })
 })
 
-// On --store s3 the server offers no concatenation, which parallelUploads needs.
-const noConcat = process.env.FERRY_STORE === 's3' ? 'no tus concatenation on --store s3' : false
-test('parallelUploads: 4 partial uploads concatenated into one 24 MiB file (fs.ReadStream input)', { skip: skip || noConcat, timeout: 180_000 }, async () => {
+test('parallelUploads: 4 partial uploads concatenated into one 24 MiB file (fs.ReadStream input)', { skip, timeout: 180_000 }, async () => {
   const data = randomBytes(24 * MiB + 12345)
   const file = join(dir, 'parallel.bin')
   await writeFile(file, data)

@@ -32,12 +32,8 @@ EXTENSIONS = {
     "checksum",
     "checksum-trailer",
     "termination",
+    "concatenation",
 }
-# On --store s3 the server cannot join staged uploads: it does not offer
-# concatenation (and refuses Upload-Concat); on the local disk it must.
-ON_S3 = os.environ.get("FERRY_STORE") == "s3"
-if not ON_S3:
-    EXTENSIONS.add("concatenation")
 
 
 def gone(status):
@@ -167,8 +163,6 @@ def test_options_lists_version_extensions_max_size_and_checksum_algorithms():
     assert "1.0.0" in [v.strip() for v in r.headers["Tus-Version"].split(",")]
     ext = {v.strip() for v in r.headers["Tus-Extension"].split(",")}
     assert EXTENSIONS <= ext, f"missing extensions: {EXTENSIONS - ext}"
-    if ON_S3:
-        assert "concatenation" not in ext, ext
     algos = {v.strip() for v in r.headers["Tus-Checksum-Algorithm"].split(",")}
     assert {"sha1", "sha256", "md5"} <= algos
     assert int(r.headers["Tus-Max-Size"]) > 0
@@ -390,7 +384,6 @@ def test_upload_length_over_tus_max_size_is_413():
     assert r.status_code == 413, f"Upload-Length {max_size + 1}: {r.status_code}"
 
 
-@pytest.mark.skipif(ON_S3, reason="no concatenation on --store s3 (not offered)")
 def test_concatenation_final_is_one_file_and_refuses_patch():
     a, b = os.urandom(100 * KiB), os.urandom(77 * KiB)
     urls = []

@@ -14,7 +14,6 @@ use std::sync::Arc;
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation";
 /// Without concatenation: a store that cannot copy staged bytes (S3).
-const EXTENSIONS_NO_CONCAT: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination";
 const OCTETS: &str = "application/offset+octet-stream";
 
 /// A tus error: status, `text/plain` message, `Tus-Resumable`.
@@ -117,12 +116,7 @@ pub async fn resource(
 fn discovery(st: &TusState) -> Response {
     let mut hs = HeaderMap::new();
     set(&mut hs, "tus-version", VERSION);
-    let extensions = if st.engine.can_concatenate() {
-        EXTENSIONS
-    } else {
-        EXTENSIONS_NO_CONCAT
-    };
-    set(&mut hs, "tus-extension", extensions);
+    set(&mut hs, "tus-extension", EXTENSIONS);
     set(&mut hs, "tus-max-size", st.engine.limits().max_file_size);
     set(&mut hs, "tus-checksum-algorithm", "sha1,sha256,md5");
     respond(StatusCode::NO_CONTENT, hs)
@@ -156,12 +150,6 @@ fn expires_header(hs: &mut HeaderMap, expires_at: i64) {
 async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
     let caller = caller(st, headers).await?;
     let concat = parse_concat(header(headers, "upload-concat"))?;
-    if !matches!(concat, Concat::None) && !st.engine.can_concatenate() {
-        return Err(TusError(
-            StatusCode::BAD_REQUEST,
-            "this server does not offer the concatenation extension (its storage cannot join uploads); send the file as one upload".into(),
-        ));
-    }
     let raw_meta = header(headers, "upload-metadata").map(str::to_owned);
     let meta = parse_upload_metadata(raw_meta.as_deref().unwrap_or_default())?;
     let text = |k: &str| meta.get(k).cloned().flatten().filter(|v| !v.is_empty());
