@@ -35,6 +35,10 @@ pub const MIN_PART: u64 = 5 * 1024 * 1024;
 /// The most parts of one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
 
+/// Bytes per ranged GET of a long read, and how many run at once.
+pub const READ_RANGE: u64 = 16 * 1024 * 1024;
+pub const READ_AHEAD: usize = 4;
+
 /// The largest S3 part.
 pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -992,6 +996,38 @@ impl S3Staging {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(sdk("reading an object's size", e)),
         }
+    }
+
+    /// Streams `len` bytes of the sealed object of `upload` from `offset`,
+    /// in order, with up to [`READ_AHEAD`] ranged GETs of [`READ_RANGE`]
+    /// bytes in flight (one GET stream is slower than the store: a
+    /// commit's read-back and a large download run several). The GETs
+    /// ahead are flow-controlled by their connections: memory stays small.
+    pub async fn read_object_ahead(
+        self: &std::sync::Arc<Self>,
+        upload: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, StoreError> {
+        if len <= READ_RANGE {
+            return self.read_object(upload, offset, len).await;
+        }
+        let end = offset + len;
+        let (this, upload) = (self.clone(), upload.to_owned());
+        let mut gets = futures::stream::iter((offset..end).step_by(READ_RANGE as usize))
+            .map(move |at| {
+                let (this, upload) = (this.clone(), upload.clone());
+                async move {
+                    this.read_object(&upload, at, READ_RANGE.min(end - at))
+                        .await
+                }
+            })
+            .buffered(READ_AHEAD);
+        // The first answer says whether the object is there at all; the
+        // GETs after it are on their way meanwhile.
+        let first = gets.next().await.expect("at least one range")?;
+        let rest = gets.map_err(std::io::Error::other).try_flatten();
+        Ok(first.chain(rest).boxed())
     }
 
     /// Streams `len` bytes of the sealed object of `upload` from `offset`

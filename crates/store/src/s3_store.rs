@@ -76,7 +76,7 @@ impl OpenFile for S3File {
     fn read(self: Box<Self>, offset: u64, len: u64) -> ByteStream {
         futures::stream::once(async move {
             self.staging
-                .read_object(&self.object, offset, len)
+                .read_object_ahead(&self.object, offset, len)
                 .await
                 .map_err(std::io::Error::other)
         })
@@ -191,7 +191,7 @@ impl Store for S3Store {
                 "{upload} is not sealed: S3 reads no part of a multipart upload in progress"
             )));
         }
-        self.staging.read_object(upload, offset, len).await
+        self.staging.read_object_ahead(upload, offset, len).await
     }
 
     /// Copies from a *sealed* upload (the engine seals the uploads it
