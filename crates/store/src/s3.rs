@@ -454,7 +454,7 @@ impl S3Staging {
             if exact && at == cell_start && seg == cell_len {
                 // A whole cell: streamed as its part. A body that ends
                 // inside it keeps nothing of it.
-                let (tx, rx) = tokio::sync::mpsc::channel(2);
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
                 let part = futures::stream::poll_fn({
                     let mut rx = rx;
                     move |cx| rx.poll_recv(cx)
