@@ -346,14 +346,7 @@ impl S3Staging {
             .send()
             .await
             .map_err(|e| sdk("writing to the bucket", e))?;
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| sdk("deleting in the bucket", e))?;
-        Ok(())
+        self.delete_key(&key, "deleting in the bucket").await
     }
 
     /// Starts the multipart upload of `upload` (idempotent: an existing one
@@ -716,13 +709,7 @@ impl S3Staging {
         self.upload_part(upload, mpu, cell, cell_end - self.grid.start(cell), reads)
             .await?;
         for p in pieces {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(&p.key)
-                .send()
-                .await
-                .map_err(|e| sdk("deleting a staged piece", e))?;
+            self.delete_key(&p.key, "deleting a staged piece").await?;
         }
         Ok(true)
     }
@@ -1205,19 +1192,9 @@ impl S3Staging {
             .object_size(upload)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("posted {name}")))?;
-        if let Some(mpu) = self.find_mpu(upload).await? {
-            self.client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(self.object_key(upload))
-                .upload_id(&mpu)
-                .send()
-                .await
-                .map_err(|e| sdk(format!("aborting the multipart upload of {upload}"), e))?;
-            self.mpus.lock().unwrap().remove(upload);
-        }
+        self.abort_mpu(upload).await?;
         self.sealed.lock().unwrap().insert(upload.to_owned(), size);
-        self.delete_key(&key).await?;
+        self.delete_key(&key, "deleting a posted object").await?;
         Ok(size)
     }
 
@@ -1227,19 +1204,42 @@ impl S3Staging {
             .list(&self.posted_prefix(folder), "listing posted objects")
             .await?
         {
-            self.delete_key(&key).await?;
+            self.delete_key(&key, "deleting a posted object").await?;
         }
         Ok(())
     }
 
-    async fn delete_key(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete_key(&self, key: &str, what: impl Into<String>) -> Result<(), StoreError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| sdk("deleting an object", e))?;
+            .map_err(|e| sdk(what, e))?;
+        Ok(())
+    }
+
+    /// Aborts `upload`'s multipart upload, if it has one (one already gone
+    /// is fine); a sealed object stays.
+    async fn abort_mpu(&self, upload: &str) -> Result<(), StoreError> {
+        let Some(mpu) = self.find_mpu(upload).await? else {
+            return Ok(());
+        };
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .upload_id(&mpu)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => {}
+            Err(e) => return Err(sdk(format!("aborting {upload}"), e)),
+        }
+        self.mpus.lock().unwrap().remove(upload);
         Ok(())
     }
 
@@ -1248,22 +1248,7 @@ impl S3Staging {
     pub async fn discard(&self, upload: &str) -> Result<(), StoreError> {
         self.sealed.lock().unwrap().remove(upload);
         self.forget_etags(upload);
-        if let Some(mpu) = self.find_mpu(upload).await? {
-            match self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(self.object_key(upload))
-                .upload_id(&mpu)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => {}
-                Err(e) => return Err(sdk(format!("aborting {upload}"), e)),
-            }
-            self.mpus.lock().unwrap().remove(upload);
-        }
+        self.abort_mpu(upload).await?;
         let prefix = format!("{}pieces/{upload}/", self.prefix);
         let keys = self.list(&prefix, "listing staged pieces").await?;
         for key in keys
@@ -1271,13 +1256,8 @@ impl S3Staging {
             .map(|(k, _)| k)
             .chain([self.object_key(upload)])
         {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| sdk(format!("deleting what {upload} staged"), e))?;
+            self.delete_key(&key, format!("deleting what {upload} staged"))
+                .await?;
         }
         Ok(())
     }
@@ -1285,14 +1265,8 @@ impl S3Staging {
     /// Deletes the sealed object of `upload` (idempotent).
     pub async fn delete_object(&self, upload: &str) -> Result<(), StoreError> {
         self.sealed.lock().unwrap().remove(upload);
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(self.object_key(upload))
-            .send()
+        self.delete_key(&self.object_key(upload), format!("deleting {upload}"))
             .await
-            .map_err(|e| sdk(format!("deleting {upload}"), e))?;
-        Ok(())
     }
 
     /// Whether `upload` has a multipart upload in progress.
