@@ -20,58 +20,8 @@ async fn create(s: &Server, token: &str, ws: &str, body: Value) -> Value {
     v
 }
 
-/// Sends the session's form with `file` last, as the SDK does; extra
-/// fields (or replaced ones) come from `over`. Returns status and body.
-async fn post_with(
-    session: &Value,
-    over: &[(&str, &str)],
-    filename: &str,
-    data: &[u8],
-) -> (StatusCode, String) {
-    let cfg = &session["aws_prefixed_request_config"];
-    let mut fields: Vec<(String, String)> = cfg["fields"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
-    for (k, v) in over {
-        match fields.iter_mut().find(|(name, _)| name == k) {
-            Some(f) => f.1 = v.to_string(),
-            None => fields.push((k.to_string(), v.to_string())),
-        }
-    }
-    let boundary = "ferry-test-boundary-7MA4YWxkTrZu0gW";
-    let mut body = Vec::new();
-    for (k, v) in &fields {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: text/plain\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let resp = http()
-        .post(cfg["url"].as_str().unwrap())
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (resp.status(), resp.text().await.unwrap())
-}
-
 async fn post(session: &Value, filename: &str, data: &[u8]) {
-    let (st, body) = post_with(session, &[], filename, data).await;
+    let (st, body) = post_form(session, &[], filename, data).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{filename}: {body}");
 }
 
@@ -210,7 +160,7 @@ async fn posted_files_and_meta_companions_land_flat_and_together_on_close() {
         v["detail"].as_str().unwrap().contains("already closed"),
         "{v}"
     );
-    let (st, body) = post_with(&ses, &[], "late.txt", b"x").await;
+    let (st, body) = post_form(&ses, &[], "late.txt", b"x").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
 }
@@ -315,7 +265,7 @@ async fn the_form_is_verified_field_by_field() {
         .replace(",1000]", ",999999]");
     let forged = base64::engine::general_purpose::STANDARD.encode(doc);
     assert_ne!(forged, policy);
-    let (st, body) = post_with(&ses, &[("policy", forged.as_str())], "x.txt", b"x").await;
+    let (st, body) = post_form(&ses, &[("policy", forged.as_str())], "x.txt", b"x").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("SignatureDoesNotMatch"), "{body}");
 
@@ -330,20 +280,20 @@ async fn the_form_is_verified_field_by_field() {
         vec![("acl", "public-read")],
         vec![("x-amz-signature", "00")],
     ] {
-        let (st, body) = post_with(&ses, &over, "x.txt", b"x").await;
+        let (st, body) = post_form(&ses, &over, "x.txt", b"x").await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{over:?}: {body}");
         assert!(body.starts_with("<?xml"), "{body}");
     }
     // An x-ignore- field is allowed, as on S3.
-    let (st, body) = post_with(&ses, &[("x-ignore-note", "hi")], "ok.txt", b"ok").await;
+    let (st, body) = post_form(&ses, &[("x-ignore-note", "hi")], "ok.txt", b"ok").await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
 
     // Over the policy's content-length-range: refused while streaming.
-    let (st, body) = post_with(&ses, &[], "big.txt", &[7u8; 1001]).await;
+    let (st, body) = post_form(&ses, &[], "big.txt", &[7u8; 1001]).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("EntityTooLarge"), "{body}");
     // A workspace is flat.
-    let (st, body) = post_with(&ses, &[], "dir/x.txt", b"x").await;
+    let (st, body) = post_form(&ses, &[], "dir/x.txt", b"x").await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     // Not multipart at all.
     let resp = http()
@@ -373,7 +323,7 @@ async fn an_expired_form_and_an_expired_session() {
     let alice = user(&s, "alice").await;
     let ses = create(&s, &alice, "alice", json!({"expires_in_seconds": 1})).await;
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    let (st, body) = post_with(&ses, &[], "x.txt", b"x").await;
+    let (st, body) = post_form(&ses, &[], "x.txt", b"x").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("Policy expired"), "{body}");
     let (st, v) = close(&s, &alice, "alice", &ses).await;
@@ -522,7 +472,7 @@ async fn a_session_holds_at_most_its_limit_of_files() {
     post(&ses, "1.txt", b"1").await;
     post(&ses, "2.txt", b"2").await;
     post(&ses, "2.txt", b"again").await;
-    let (st, body) = post_with(&ses, &[], "3.txt", b"3").await;
+    let (st, body) = post_form(&ses, &[], "3.txt", b"3").await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("limit"), "{body}");
 }
@@ -616,7 +566,7 @@ async fn a_name_posted_again_whose_body_fails_midway_leaves_the_earlier_upload_i
     post(&ses, "b.txt", b"bravo").await;
 
     // Sent again, over the policy's size: refused while streaming.
-    let (st, body) = post_with(&ses, &[], "a.txt", &[7u8; 100_001]).await;
+    let (st, body) = post_form(&ses, &[], "a.txt", &[7u8; 100_001]).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("EntityTooLarge"), "{body}");
     // Sent again, and the connection breaks off halfway.
@@ -654,7 +604,7 @@ async fn a_name_posted_again_replaces_the_earlier_body_once_complete() {
     let ses = create(&s, &alice, "alice", json!({})).await;
     post(&ses, "a.txt", b"first").await;
     post_broken_off(&ses, "a.txt", &[8u8; 50_000], 20_000).await;
-    let (st, body) = until_settled(|| post_with(&ses, &[], "a.txt", b"second")).await;
+    let (st, body) = until_settled(|| post_form(&ses, &[], "a.txt", b"second")).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
     post(&ses, "a.txt", b"third").await;
     let (st, v) = close(&s, &alice, "alice", &ses).await;

@@ -864,48 +864,6 @@ async fn a_part_whose_client_pauses_mid_body_still_lands_in_the_bucket() {
     assert!(got == data, "the download differs");
 }
 
-/// Sends a deepset session's form with `file` last, as the SDK does, to
-/// wherever the form points; `over` replaces fields. Status and body.
-async fn post_form(
-    session: &Value,
-    over: &[(&str, &str)],
-    filename: &str,
-    data: &[u8],
-) -> (StatusCode, String) {
-    let cfg = &session["aws_prefixed_request_config"];
-    let boundary = "ferry-s3-boundary-0d9c1a";
-    let mut body = Vec::new();
-    for (k, v) in cfg["fields"].as_object().unwrap() {
-        let v = over
-            .iter()
-            .find(|(name, _)| name == k)
-            .map_or(v.as_str().unwrap(), |(_, v)| v);
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: text/plain\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let resp = http()
-        .post(cfg["url"].as_str().unwrap())
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (resp.status(), resp.text().await.unwrap())
-}
-
 #[tokio::test]
 async fn deepset_forms_post_straight_into_the_bucket_under_a_real_s3_policy_and_land_on_close() {
     let Some(endpoint) = endpoint() else { return };

@@ -295,3 +295,53 @@ pub async fn create_tus(s: &Server, token: &str, len: u64) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Sends a deepset session's form (to wherever it points) with `file` last, as the SDK does; extra
+/// fields (or replaced ones) come from `over`. Returns status and body.
+pub async fn post_form(
+    session: &Value,
+    over: &[(&str, &str)],
+    filename: &str,
+    data: &[u8],
+) -> (StatusCode, String) {
+    let cfg = &session["aws_prefixed_request_config"];
+    let mut fields: Vec<(String, String)> = cfg["fields"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    for (k, v) in over {
+        match fields.iter_mut().find(|(name, _)| name == k) {
+            Some(f) => f.1 = v.to_string(),
+            None => fields.push((k.to_string(), v.to_string())),
+        }
+    }
+    let boundary = "ferry-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (k, v) in &fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: text/plain\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let resp = http()
+        .post(cfg["url"].as_str().unwrap())
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
