@@ -72,6 +72,15 @@ pub struct ServeArgs {
     /// Browser origins allowed to call the API (CORS), comma-separated; `*` for any.
     #[arg(long, env = "FERRY_CORS_ORIGINS", value_delimiter = ',')]
     cors_origin: Option<Vec<String>>,
+    /// Metadata database: a `postgres://user:password@host:port/db` URL
+    /// (shared by every node of a cluster) [default: SQLite in the data directory].
+    #[arg(
+        long,
+        env = "FERRY_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
     /// Where the bytes go: `local` (the data directory, default) or `s3`.
     #[arg(long, env = "FERRY_STORE", value_name = "local|s3")]
     store: Option<ferry_server::StoreKind>,
@@ -124,6 +133,9 @@ impl ServeArgs {
             c.store.s3.region => self.s3_region,
             c.store.s3.prefix => self.s3_prefix,
         );
+        if self.database_url.is_some() {
+            c.database_url = self.database_url;
+        }
         if self.s3_endpoint.is_some() {
             c.store.s3.endpoint = self.s3_endpoint;
         }

@@ -153,8 +153,7 @@ fn b64(s: &str) -> String {
 /// Edits the stopped server's metadata the way a crash or an older
 /// version could have left it.
 fn plant(s: &Server, sql: &str, args: &[&str]) {
-    let db = rusqlite::Connection::open(s.data.join("ferry.db")).unwrap();
-    db.execute(sql, rusqlite::params_from_iter(args)).unwrap();
+    s.exec_sql(sql, args);
 }
 
 async fn session_json(s: &Server, tok: &str, id: &str) -> Value {

@@ -834,7 +834,14 @@ async fn commit(
         let (engine, caller, id) = (st.engine.clone(), caller.clone(), id.clone());
         tokio::spawn(async move { engine.commit_upload(&caller, &id, Some(digest)).await })
     };
-    let view = match tokio::time::timeout(st.commit_wait, task).await {
+    // A commit already done answers at once, however long it takes to
+    // say so (a retry after a 202 must find it done, not another 202).
+    let wait = if view.file.is_some() {
+        Duration::MAX
+    } else {
+        st.commit_wait
+    };
+    let view = match tokio::time::timeout(wait, task).await {
         Err(_) => {
             let mut resp = StatusCode::ACCEPTED.into_response();
             resp.headers_mut()

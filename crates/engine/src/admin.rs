@@ -85,16 +85,28 @@ impl Engine {
     /// belongs to `admin`.
     pub async fn bootstrap(&self, preset: Option<&str>) -> Result<Option<String>> {
         let meta = &self.inner.meta;
-        if meta.user_count().await? == 0 {
-            meta.create_user(&User {
-                name: "admin".into(),
-                admin: true,
-                quota_bytes: None,
-                max_open_sessions: None,
-                home_space: SpaceName::parse("admin").expect("valid"),
-                created_at: now_ms(),
-            })
-            .await?;
+        let created = if meta.user_count().await? == 0 {
+            // Several nodes starting on one empty database race here: one
+            // creates the admin, the others find it made.
+            match meta
+                .create_user(&User {
+                    name: "admin".into(),
+                    admin: true,
+                    quota_bytes: None,
+                    max_open_sessions: None,
+                    home_space: SpaceName::parse("admin").expect("valid"),
+                    created_at: now_ms(),
+                })
+                .await
+            {
+                Ok(()) => true,
+                Err(ferry_meta::MetaError::AlreadyExists(_)) => false,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            false
+        };
+        if created {
             let token = match preset {
                 Some(t) => t.to_owned(),
                 None => auth::new_token().1,
@@ -105,24 +117,21 @@ impl Engine {
         if let Some(t) = preset
             && meta.get_token(&auth::token_id(t)).await?.is_none()
         {
-            self.store_token("admin", t).await?;
+            let record = token_record("admin", t);
+            if let Err(e) = meta.insert_token(&record).await
+                // Unless another node stored it first.
+                && meta.get_token(&record.id).await?.is_none()
+            {
+                return Err(e.into());
+            }
         }
         Ok(None)
     }
 
     async fn store_token(&self, user: &str, token: &str) -> Result<String> {
-        let id = auth::token_id(token);
-        self.inner
-            .meta
-            .insert_token(&TokenRecord {
-                id: id.clone(),
-                user: user.to_owned(),
-                secret_hash: auth::token_hash(token),
-                created_at: now_ms(),
-                revoked: false,
-            })
-            .await?;
-        Ok(id)
+        let record = token_record(user, token);
+        self.inner.meta.insert_token(&record).await?;
+        Ok(record.id)
     }
 
     /// The caller's home space (a cached read; no usage is computed).
@@ -305,5 +314,16 @@ impl Engine {
                 space.as_str()
             ))),
         }
+    }
+}
+
+/// The stored form of `token` for `user`: its id and a hash of its secret.
+fn token_record(user: &str, token: &str) -> TokenRecord {
+    TokenRecord {
+        id: auth::token_id(token),
+        user: user.to_owned(),
+        secret_hash: auth::token_hash(token),
+        created_at: now_ms(),
+        revoked: false,
     }
 }

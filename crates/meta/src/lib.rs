@@ -1,9 +1,17 @@
 //! Metadata: users, tokens, spaces, sessions, uploads, files.
 //!
-//! [`MetaStore`] is the contract; [`Sqlite`] is the embedded backend (one
-//! file, WAL, `synchronous=FULL`). Every method that returns `Ok` after a
-//! write has made that write durable. The engine relies on three more
-//! rules, which [`conformance`] checks for every backend:
+//! [`MetaStore`] is the contract, with two backends:
+//!
+//! - [`Sqlite`], embedded (one file, WAL, `synchronous=FULL`), for one
+//!   server process;
+//! - [`Postgres`], a PostgreSQL database that several server processes
+//!   share: each read-then-write is one transaction that locks the rows it
+//!   checks, and its schema comes from versioned migrations
+//!   (`migrations/postgres/`) applied once, under an advisory lock.
+//!
+//! Every method that returns `Ok` after a write has made that write
+//! durable (committed). The engine relies on three more rules, which
+//! [`conformance`] checks for every backend:
 //!
 //! - `record_write` is insert-only (a received range or a part is added,
 //!   never rewritten from a snapshot), so concurrent writers to one upload
@@ -16,6 +24,7 @@
 //!   recorded at another path moves it (the old path's record goes in the
 //!   same transaction: a new version under a new name).
 
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(feature = "conformance")]
@@ -26,6 +35,7 @@ use ferry_core::{
     SpacePath, Upload, UploadState, User,
 };
 
+pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 
 /// The metadata layer's one error type. A backend's own errors stay

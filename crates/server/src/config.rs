@@ -14,6 +14,9 @@ pub struct Config {
     pub listen: String,
     /// Base of the absolute URLs Ferry hands out; default `http://<bound address>`.
     pub public_url: Option<String>,
+    /// Metadata database URL: `postgres://…` (several nodes share it);
+    /// none: embedded SQLite in `data_dir`.
+    pub database_url: Option<String>,
     /// Bootstrap admin token (else one is generated on first start).
     pub admin_token: Option<String>,
     /// `text` or `json` logs.
@@ -174,6 +177,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./ferry-data"),
             listen: "127.0.0.1:8080".into(),
             public_url: None,
+            database_url: None,
             admin_token: None,
             log_format: "text".into(),
             reap_interval_secs: 60,

@@ -33,7 +33,33 @@ use tokio::net::TcpListener;
 
 pub use config::{Config, LimitsConfig, S3StoreConfig, StoreConfig, StoreKind, TusConfig};
 
-/// Builds the engine: SQLite in `data_dir`, bytes on the local disk
+/// The metadata database: PostgreSQL at `database_url`, else SQLite in
+/// the data directory.
+async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn ferry_meta::MetaStore>> {
+    let Some(url) = config.database_url.as_deref().filter(|u| !u.is_empty()) else {
+        let path = config.data_dir.join("ferry.db");
+        let meta = Sqlite::open(path).context("cannot open the SQLite database")?;
+        return Ok(Arc::new(meta));
+    };
+    let Some(at) = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+    else {
+        anyhow::bail!(
+            "the database URL must be postgres://user:password@host:port/database (or unset for SQLite in the data directory)"
+        );
+    };
+    // Where, without the credentials.
+    let at = at.rsplit_once('@').map_or(at, |(_, host)| host);
+    let at = at.split_once('?').map_or(at, |(host, _)| host);
+    let meta = ferry_meta::Postgres::connect(url)
+        .await
+        .with_context(|| format!("cannot use the PostgreSQL database at {at}"))?;
+    tracing::info!(database = %at, "metadata in PostgreSQL");
+    Ok(Arc::new(meta))
+}
+
+/// Builds the engine: metadata in SQLite (or PostgreSQL), bytes on the local disk
 /// under it or in the configured bucket. Creates the directory and the
 /// signing key if missing. An S3 bucket must take a write and a delete
 /// now, or this fails with what went wrong.
@@ -48,14 +74,9 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
         }
         StoreKind::S3 => open_s3(&config.store.s3, config.limits.max_file_size).await?,
     };
-    let meta = Sqlite::open(dir.join("ferry.db")).context("cannot open the SQLite database")?;
+    let meta = open_meta(config).await?;
     let key = signing_key(dir)?;
-    Ok(Engine::new(
-        Arc::new(meta),
-        store,
-        config.limits.to_limits(),
-        key,
-    ))
+    Ok(Engine::new(meta, store, config.limits.to_limits(), key))
 }
 
 #[cfg(feature = "s3")]

@@ -24,6 +24,61 @@ pub struct Server {
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<(String, String)>,
+    /// Its own PostgreSQL database, when the suite runs on PostgreSQL.
+    database: Option<TestDatabase>,
+}
+
+/// A database of its own for one test server, when
+/// `FERRY_TEST_DATABASE_URL` names a PostgreSQL server (the CI stage that
+/// runs the black-box suites on PostgreSQL sets it): created with `psql`
+/// on first start, kept across restarts, dropped with the server.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    fn create() -> Option<TestDatabase> {
+        let admin_url = std::env::var("FERRY_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let name = format!("ferry_t_{}", hex::encode(rand::random::<[u8; 6]>()));
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Some(TestDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([&self.admin_url, "-qc"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("psql runs (FERRY_TEST_DATABASE_URL is set)");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Server {
@@ -45,6 +100,7 @@ impl Server {
             child: None,
             _tmp: Some(tmp),
             extra,
+            database: None,
         };
         s.spawn();
         s
@@ -58,6 +114,7 @@ impl Server {
             child: None,
             _tmp: None,
             extra: Vec::new(),
+            database: None,
         };
         s.spawn();
         s
@@ -71,6 +128,12 @@ impl Server {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if self.database.is_none() {
+            self.database = TestDatabase::create();
+        }
+        if let Some(db) = &self.database {
+            cmd.env("FERRY_DATABASE_URL", &db.url);
+        }
         for (k, v) in &self.extra {
             cmd.env(k, v);
         }
@@ -111,6 +174,25 @@ impl Server {
             path.to_owned()
         } else {
             format!("{}{path}", self.url)
+        }
+    }
+
+    /// Runs one statement on the server's metadata (SQLite in its data
+    /// directory, or its PostgreSQL database); `?1`, `?2`… take `args`.
+    pub fn exec_sql(&self, sql: &str, args: &[&str]) {
+        match &self.database {
+            None => {
+                let db = rusqlite::Connection::open(self.data.join("ferry.db")).unwrap();
+                db.execute(sql, rusqlite::params_from_iter(args)).unwrap();
+            }
+            Some(pg) => {
+                let mut sql = sql.to_owned();
+                for (k, a) in args.iter().enumerate().rev() {
+                    let literal = format!("'{}'", a.replace('\'', "''"));
+                    sql = sql.replace(&format!("?{}", k + 1), &literal);
+                }
+                psql(&pg.url, &sql);
+            }
         }
     }
 

@@ -1,0 +1,1881 @@
+//! PostgreSQL metadata, shared by several server processes.
+//!
+//! Every method is one statement (committed on its own) or one transaction
+//! (READ COMMITTED). Where SQLite's single writer made a read-then-write
+//! atomic, a transaction here first locks what it checks:
+//!
+//! - state changes lock the session row (`SELECT ... FOR UPDATE`), then
+//!   the upload rows in id order, always in that order (so two
+//!   transactions never wait on each other in a cycle), and check the
+//!   core's lifecycle on the states those locks read;
+//! - adding uploads locks the session row; creating sessions within the
+//!   owner's limits takes a per-owner advisory lock.
+//!
+//! Whatever else is read under a lock (counts, a session's other uploads)
+//! is read by a later statement, whose fresh snapshot holds what the
+//! lock's previous holder committed. Such a statement may also write
+//! (reading the tables as they were before its writes); a check that then
+//! fails rolls the transaction back. Paths stay unique by the table's
+//! `UNIQUE (space, path)`.
+//!
+//! The schema comes from the versioned files in `migrations/postgres/`,
+//! applied once each, in one transaction under an advisory lock, so nodes
+//! starting together do not race.
+
+use crate::{
+    Committed, CreateLimits, Entry, LimitRefusal, MetaError, MetaStore, Occupant, Record, Result,
+    SessionEnd, SpaceRecord, TokenRecord, Usage,
+};
+use ferry_core::{
+    Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
+    Session, SessionState, SpaceName, SpacePath, Upload, UploadState, User,
+};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, Executor, Postgres as Pg, Row};
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The schema's versions, in order: each applied once, recorded in
+/// `ferry_migrations`.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// The advisory lock (one 64-bit key) migrations run under.
+const MIGRATION_LOCK: i64 = 0x4665_7272_794d_6967; // "FerryMig"
+
+/// The first key of the per-owner advisory locks (two 32-bit keys, a key
+/// space apart from the migrations' 64-bit one); the second is the
+/// owner's `hashtext`.
+const OWNER_LOCK: i32 = 0x4f77_6e72; // "Ownr"
+
+/// Connections per process.
+const MAX_CONNECTIONS: u32 = 16;
+/// How long `connect` waits for the server to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a free connection once running.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// PostgreSQL-backed [`MetaStore`]; cheap to clone (a connection pool).
+#[derive(Clone)]
+pub struct Postgres {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres").finish_non_exhaustive()
+    }
+}
+
+impl Postgres {
+    /// Connects to the database at `url` (`postgres://user:pass@host:port/db`),
+    /// and brings its schema up to date. Fails within a few seconds when
+    /// the server does not answer; no error tells the URL's password.
+    pub async fn connect(url: &str) -> Result<Postgres> {
+        let target = Target::parse(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| target.error("the database URL does not parse", &e))?;
+        // The first connection, direct (a pool would retry a refused one
+        // until its timeout, hiding why), migrates the schema.
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(target.error("cannot connect", &e)),
+            Err(_) => {
+                return Err(target.error(
+                    "cannot connect",
+                    &format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                ));
+            }
+        };
+        migrate(&mut conn)
+            .await
+            .map_err(|e| target.error("cannot migrate the schema", &e))?;
+        conn.close().await.ok();
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A statement on a broken connection fails and the connection
+            // is dropped; a ping before each would cost a round trip.
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        Ok(Postgres { pool })
+    }
+}
+
+impl Postgres {
+    /// Closes the pool, once the calls under way have given their
+    /// connections back; later calls fail with [`MetaError::Closed`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Applies the missing migrations in one transaction, under an advisory
+/// lock: nodes starting together wait for each other, and each version
+/// is applied once.
+async fn migrate(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    apply_missing(&mut tx).await?;
+    tx.commit().await
+}
+
+async fn apply_missing(c: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *c)
+        .await?;
+    // Without arguments, a string goes by the simple query protocol,
+    // which runs several statements at once.
+    c.execute(
+        "CREATE TABLE IF NOT EXISTS ferry_migrations (
+           version INT PRIMARY KEY, applied_at TIMESTAMPTZ DEFAULT now())",
+    )
+    .await?;
+    let done: Vec<i32> = sqlx::query_scalar("SELECT version FROM ferry_migrations")
+        .fetch_all(&mut *c)
+        .await?;
+    for &(version, sql) in MIGRATIONS {
+        if done.contains(&version) {
+            continue;
+        }
+        tracing::info!(version, "applying a PostgreSQL migration");
+        c.execute(sql).await?;
+        sqlx::query("INSERT INTO ferry_migrations (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+// ---- errors
+
+/// A database URL as it may be shown, and the secrets it holds.
+struct Target {
+    /// The URL with its password replaced, or `None` when it does not
+    /// look like a URL (then it is not shown at all).
+    shown: Option<String>,
+    secrets: Vec<String>,
+}
+
+impl Target {
+    fn parse(url: &str) -> Target {
+        let mut secrets = Vec::new();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Target {
+                shown: None,
+                secrets,
+            };
+        };
+        let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(auth_end);
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, pass)) => {
+                    secrets.push(pass.to_owned());
+                    format!("{user}:***@{host}")
+                }
+                None => format!("{userinfo}@{host}"),
+            },
+            None => authority.to_owned(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let pairs: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, v)) if percent_decode(k).eq_ignore_ascii_case("password") => {
+                            secrets.push(v.to_owned());
+                            format!("{k}=***")
+                        }
+                        _ => pair.to_owned(),
+                    })
+                    .collect();
+                format!("{path}?{}", pairs.join("&"))
+            }
+            None => tail.to_owned(),
+        };
+        let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+        secrets.extend(decoded);
+        secrets.retain(|s| !s.is_empty());
+        // Longest first, so that no part of a longer one is left behind.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Target {
+            shown: Some(format!("{scheme}://{authority}{tail}")),
+            secrets,
+        }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for s in &self.secrets {
+            text = text.replace(s.as_str(), "***");
+        }
+        text
+    }
+
+    /// `what` went wrong with this database, because of `cause`.
+    fn error(&self, what: &str, cause: &dyn std::fmt::Display) -> MetaError {
+        let at = match &self.shown {
+            Some(url) => format!(" at {url}"),
+            None => String::new(),
+        };
+        MetaError::backend(ConnectError(
+            self.scrub(&format!("PostgreSQL{at}: {what}: {cause}")),
+        ))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut k = 0;
+    while k < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[k] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                b.get(k + 1).copied().and_then(hex),
+                b.get(k + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            k += 3;
+        } else {
+            out.push(b[k]);
+            k += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Why `connect` failed, already free of the URL's secrets.
+#[derive(Debug)]
+struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// PostgreSQL's errors, kept opaque; a full disk (SQLSTATE 53100) and a
+/// closed pool are told apart.
+fn db(e: sqlx::Error) -> MetaError {
+    match &e {
+        sqlx::Error::PoolClosed => MetaError::Closed,
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("53100") => MetaError::NoSpace,
+        _ => MetaError::backend(e),
+    }
+}
+
+/// Maps a unique violation to `exists`, anything else as [`db`] does.
+fn unique(exists: impl FnOnce() -> MetaError) -> impl FnOnce(sqlx::Error) -> MetaError {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => exists(),
+        _ => db(e),
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> MetaError {
+    MetaError::backend(format!("bad {what}: {e}"))
+}
+
+// ---- row mapping
+
+fn get<'r, T>(row: &'r PgRow, k: usize) -> Result<T>
+where
+    T: sqlx::Decode<'r, Pg> + sqlx::Type<Pg>,
+{
+    row.try_get(k).map_err(db)
+}
+
+fn parse<T: FromStr<Err = String>>(s: &str) -> Result<T> {
+    s.parse().map_err(|e: String| corrupt("enum", e))
+}
+
+fn space_name(s: &str) -> Result<SpaceName> {
+    SpaceName::parse(s).map_err(|e| corrupt("space name", e))
+}
+
+fn space_path(s: &str) -> Result<SpacePath> {
+    SpacePath::parse_stored(s).map_err(|e| corrupt("path", e))
+}
+
+fn u(v: i64) -> u64 {
+    v as u64
+}
+
+fn i(v: u64) -> i64 {
+    v as i64
+}
+
+const USER_COLS: &str = "name, admin, quota_bytes, max_open_sessions, home_space, created_at";
+fn user_row(r: &PgRow) -> Result<User> {
+    Ok(User {
+        name: get(r, 0)?,
+        admin: get(r, 1)?,
+        quota_bytes: get::<Option<i64>>(r, 2)?.map(u),
+        max_open_sessions: get::<Option<i64>>(r, 3)?
+            .map(|n| u32::try_from(n).map_err(|e| corrupt("max_open_sessions", e)))
+            .transpose()?,
+        home_space: space_name(get(r, 4)?)?,
+        created_at: get(r, 5)?,
+    })
+}
+
+const SESSION_COLS: &str = "id, owner, space, conflict, auto_commit, state, created_at, \
+     expires_at, dialect, extend_secs, open_ended, files_expire, failure";
+const SESSION_TYPES: &[&str] = &[
+    "text", "text", "text", "text", "boolean", "text", "bigint", "bigint", "text", "bigint",
+    "boolean", "boolean", "text",
+];
+fn session_row(r: &PgRow) -> Result<Session> {
+    Ok(Session {
+        id: get(r, 0)?,
+        owner: get(r, 1)?,
+        space: space_name(get(r, 2)?)?,
+        conflict: get::<&str>(r, 3)?
+            .parse::<ConflictPolicy>()
+            .map_err(|e| corrupt("conflict", e))?,
+        auto_commit: get(r, 4)?,
+        state: parse(get(r, 5)?)?,
+        created_at: get(r, 6)?,
+        expires_at: get(r, 7)?,
+        dialect: get(r, 8)?,
+        extend_secs: get::<Option<i64>>(r, 9)?.map(u),
+        open_ended: get(r, 10)?,
+        files_expire: get(r, 11)?,
+        failure: get(r, 12)?,
+    })
+}
+
+const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expected_sha256, \
+    content_type, metadata, final_path, file_id, whole_digests, replaces, dialect_state, direct";
+const UPLOAD_TYPES: &[&str] = &[
+    "bigint", "text", "text", "text", "bigint", "bigint", "text", "text", "text", "text", "text",
+    "text", "text", "text", "text", "boolean",
+];
+/// Uploads with their ranges and parts, in one query (`WHERE` follows).
+const UPLOAD_SELECT: &str = r#"SELECT u.id, u.session_id, u.path, u.length, u.part_size, u.state,
+  u.expected_sha256, u.content_type, u.metadata, u.final_path, u.file_id, u.whole_digests,
+  u.replaces, u.dialect_state, u.direct, r.starts, r.ends,
+  p.numbers, p.offsets, p.sizes, p.sha256s, p.sha1s, p.md5s
+FROM uploads u
+CROSS JOIN LATERAL (SELECT array_agg(start ORDER BY start, "end") AS starts,
+    array_agg("end" ORDER BY start, "end") AS ends
+  FROM ranges WHERE upload_id = u.id) r
+CROSS JOIN LATERAL (SELECT array_agg(number ORDER BY number) AS numbers,
+    array_agg("offset" ORDER BY number) AS offsets, array_agg(size ORDER BY number) AS sizes,
+    array_agg(sha256 ORDER BY number) AS sha256s, array_agg(sha1 ORDER BY number) AS sha1s,
+    array_agg(md5 ORDER BY number) AS md5s
+  FROM parts WHERE upload_id = u.id) p"#;
+fn upload_row(r: &PgRow) -> Result<Upload> {
+    let mut up = Upload {
+        id: get(r, 0)?,
+        session_id: get(r, 1)?,
+        path: space_path(get(r, 2)?)?,
+        length: match get::<Option<i64>>(r, 3)? {
+            Some(n) => Length::Known(u(n)),
+            None => Length::Deferred,
+        },
+        part_size: u(get(r, 4)?),
+        state: parse(get(r, 5)?)?,
+        expected_sha256: get(r, 6)?,
+        content_type: get(r, 7)?,
+        metadata: get(r, 8)?,
+        received: RangeSet::new(),
+        parts: BTreeMap::new(),
+        final_path: get::<Option<&str>>(r, 9)?.map(space_path).transpose()?,
+        file_id: get(r, 10)?,
+        whole_digests: get::<Option<&str>>(r, 11)?
+            .unwrap_or_default()
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|n| DigestAlgo::from_name(n).ok_or_else(|| corrupt("whole_digests", n)))
+            .collect::<Result<_>>()?,
+        replaces: get(r, 12)?,
+        dialect_state: get(r, 13)?,
+        direct: get(r, 14)?,
+    };
+    let starts = get::<Option<Vec<i64>>>(r, 15)?.unwrap_or_default();
+    let ends = get::<Option<Vec<i64>>>(r, 16)?.unwrap_or_default();
+    for (a, b) in starts.into_iter().zip(ends) {
+        if let Some(range) = ByteRange::new(u(a), u(b)) {
+            up.received.insert(range);
+        }
+    }
+    let numbers = get::<Option<Vec<i64>>>(r, 17)?.unwrap_or_default();
+    let offsets = get::<Option<Vec<i64>>>(r, 18)?.unwrap_or_default();
+    let sizes = get::<Option<Vec<i64>>>(r, 19)?.unwrap_or_default();
+    let sha256s = get::<Option<Vec<Option<String>>>>(r, 20)?.unwrap_or_default();
+    let sha1s = get::<Option<Vec<Option<String>>>>(r, 21)?.unwrap_or_default();
+    let md5s = get::<Option<Vec<Option<String>>>>(r, 22)?.unwrap_or_default();
+    if [
+        offsets.len(),
+        sizes.len(),
+        sha256s.len(),
+        sha1s.len(),
+        md5s.len(),
+    ]
+    .iter()
+    .any(|&n| n != numbers.len())
+    {
+        return Err(corrupt("parts", "columns of unequal length"));
+    }
+    for (k, number) in numbers.into_iter().enumerate() {
+        let number = u32::try_from(number).map_err(|e| corrupt("part number", e))?;
+        up.parts.insert(
+            number,
+            Part {
+                number,
+                offset: u(offsets[k]),
+                size: u(sizes[k]),
+                sha256: sha256s[k].clone(),
+                sha1: sha1s[k].clone(),
+                md5: md5s[k].clone(),
+            },
+        );
+    }
+    Ok(up)
+}
+
+const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, \
+    created_at, metadata, expires_at, dialect_state, object";
+const FILE_TYPES: &[&str] = &[
+    "text", "text", "text", "bigint", "text", "text", "text", "text", "text", "bigint", "text",
+    "bigint", "text", "text",
+];
+fn file_row(r: &PgRow) -> Result<FileRecord> {
+    Ok(FileRecord {
+        id: get(r, 0)?,
+        space: space_name(get(r, 1)?)?,
+        path: space_path(get(r, 2)?)?,
+        size: u(get(r, 3)?),
+        sha256: get(r, 4)?,
+        sha1: get(r, 5)?,
+        md5: get(r, 6)?,
+        content_type: get(r, 7)?,
+        owner: get(r, 8)?,
+        created_at: get(r, 9)?,
+        metadata: get(r, 10)?,
+        expires_at: get(r, 11)?,
+        dialect_state: get(r, 12)?,
+        object: get(r, 13)?,
+    })
+}
+
+// ---- batches of rows, bound as arrays
+
+type Query<'q> = sqlx::query::Query<'q, Pg, PgArguments>;
+
+/// `UNNEST($first::t0[], $first+1::t1[], ...)`.
+fn unnest(first: usize, types: &[&str]) -> String {
+    let args: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(k, t)| format!("${}::{t}[]", first + k))
+        .collect();
+    format!("UNNEST({})", args.join(", "))
+}
+
+#[derive(Default)]
+struct SessionCols {
+    id: Vec<String>,
+    owner: Vec<String>,
+    space: Vec<String>,
+    conflict: Vec<String>,
+    auto_commit: Vec<bool>,
+    state: Vec<String>,
+    created_at: Vec<i64>,
+    expires_at: Vec<i64>,
+    dialect: Vec<String>,
+    extend_secs: Vec<Option<i64>>,
+    open_ended: Vec<bool>,
+    files_expire: Vec<bool>,
+    failure: Vec<Option<String>>,
+}
+
+impl SessionCols {
+    fn push(&mut self, s: &Session) {
+        self.id.push(s.id.clone());
+        self.owner.push(s.owner.clone());
+        self.space.push(s.space.as_str().to_owned());
+        self.conflict.push(s.conflict.as_str().to_owned());
+        self.auto_commit.push(s.auto_commit);
+        self.state.push(s.state.as_str().to_owned());
+        self.created_at.push(s.created_at);
+        self.expires_at.push(s.expires_at);
+        self.dialect.push(s.dialect.clone());
+        self.extend_secs.push(s.extend_secs.map(i));
+        self.open_ended.push(s.open_ended);
+        self.files_expire.push(s.files_expire);
+        self.failure.push(s.failure.clone());
+    }
+
+    fn bind(self, q: Query<'_>) -> Query<'_> {
+        q.bind(self.id)
+            .bind(self.owner)
+            .bind(self.space)
+            .bind(self.conflict)
+            .bind(self.auto_commit)
+            .bind(self.state)
+            .bind(self.created_at)
+            .bind(self.expires_at)
+            .bind(self.dialect)
+            .bind(self.extend_secs)
+            .bind(self.open_ended)
+            .bind(self.files_expire)
+            .bind(self.failure)
+    }
+}
+
+#[derive(Default)]
+struct UploadCols {
+    idx: Vec<i64>,
+    id: Vec<String>,
+    session_id: Vec<String>,
+    path: Vec<String>,
+    length: Vec<Option<i64>>,
+    part_size: Vec<i64>,
+    state: Vec<String>,
+    expected_sha256: Vec<Option<String>>,
+    content_type: Vec<Option<String>>,
+    metadata: Vec<Option<String>>,
+    final_path: Vec<Option<String>>,
+    file_id: Vec<Option<String>>,
+    whole_digests: Vec<Option<String>>,
+    replaces: Vec<Option<String>>,
+    dialect_state: Vec<Option<String>>,
+    direct: Vec<bool>,
+}
+
+impl UploadCols {
+    /// The uploads with indexes from `first`.
+    fn of(first: i64, ups: &[Upload]) -> UploadCols {
+        let mut c = UploadCols::default();
+        for (k, up) in ups.iter().enumerate() {
+            c.push(first + k as i64, up);
+        }
+        c
+    }
+
+    fn push(&mut self, idx: i64, up: &Upload) {
+        self.idx.push(idx);
+        self.id.push(up.id.clone());
+        self.session_id.push(up.session_id.clone());
+        self.path.push(up.path.as_str().to_owned());
+        self.length.push(up.length.known().map(i));
+        self.part_size.push(i(up.part_size));
+        self.state.push(up.state.as_str().to_owned());
+        self.expected_sha256.push(up.expected_sha256.clone());
+        self.content_type.push(up.content_type.clone());
+        self.metadata.push(up.metadata.clone());
+        self.final_path
+            .push(up.final_path.as_ref().map(|p| p.as_str().to_owned()));
+        self.file_id.push(up.file_id.clone());
+        self.whole_digests
+            .push((!up.whole_digests.is_empty()).then(|| {
+                up.whole_digests
+                    .iter()
+                    .map(|a| a.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }));
+        self.replaces.push(up.replaces.clone());
+        self.dialect_state.push(up.dialect_state.clone());
+        self.direct.push(up.direct);
+    }
+
+    fn bind(self, q: Query<'_>) -> Query<'_> {
+        q.bind(self.idx)
+            .bind(self.id)
+            .bind(self.session_id)
+            .bind(self.path)
+            .bind(self.length)
+            .bind(self.part_size)
+            .bind(self.state)
+            .bind(self.expected_sha256)
+            .bind(self.content_type)
+            .bind(self.metadata)
+            .bind(self.final_path)
+            .bind(self.file_id)
+            .bind(self.whole_digests)
+            .bind(self.replaces)
+            .bind(self.dialect_state)
+            .bind(self.direct)
+    }
+}
+
+/// `INSERT INTO uploads` from the [`UploadCols`] bound from `$first`,
+/// their indexes counted from `base` (an SQL expression).
+fn insert_uploads_sql(first: usize, base: &str) -> String {
+    let cols: Vec<String> = (0..UPLOAD_TYPES.len()).map(|k| format!("c{k}")).collect();
+    format!(
+        "INSERT INTO uploads (idx, {UPLOAD_COLS}) SELECT {base} + x.{} FROM {} AS x({})",
+        cols.join(", x."),
+        unnest(first, UPLOAD_TYPES),
+        cols.join(", ")
+    )
+}
+
+/// The next index of the session `$1`'s uploads.
+const NEXT_IDX: &str = "(SELECT COALESCE(MAX(idx) + 1, 0) FROM uploads WHERE session_id = $1)";
+
+#[derive(Default)]
+struct FileCols {
+    id: Vec<String>,
+    space: Vec<String>,
+    path: Vec<String>,
+    size: Vec<i64>,
+    sha256: Vec<String>,
+    sha1: Vec<Option<String>>,
+    md5: Vec<Option<String>>,
+    content_type: Vec<Option<String>>,
+    owner: Vec<String>,
+    created_at: Vec<i64>,
+    metadata: Vec<Option<String>>,
+    expires_at: Vec<Option<i64>>,
+    dialect_state: Vec<Option<String>>,
+    object: Vec<Option<String>>,
+}
+
+impl FileCols {
+    fn push(&mut self, f: &FileRecord) {
+        self.id.push(f.id.clone());
+        self.space.push(f.space.as_str().to_owned());
+        self.path.push(f.path.as_str().to_owned());
+        self.size.push(i(f.size));
+        self.sha256.push(f.sha256.clone());
+        self.sha1.push(f.sha1.clone());
+        self.md5.push(f.md5.clone());
+        self.content_type.push(f.content_type.clone());
+        self.owner.push(f.owner.clone());
+        self.created_at.push(f.created_at);
+        self.metadata.push(f.metadata.clone());
+        self.expires_at.push(f.expires_at);
+        self.dialect_state.push(f.dialect_state.clone());
+        self.object.push(f.object.clone());
+    }
+
+    fn bind(self, q: Query<'_>) -> Query<'_> {
+        q.bind(self.id)
+            .bind(self.space)
+            .bind(self.path)
+            .bind(self.size)
+            .bind(self.sha256)
+            .bind(self.sha1)
+            .bind(self.md5)
+            .bind(self.content_type)
+            .bind(self.owner)
+            .bind(self.created_at)
+            .bind(self.metadata)
+            .bind(self.expires_at)
+            .bind(self.dialect_state)
+            .bind(self.object)
+    }
+}
+
+/// Inserts sessions and their uploads (indexes from 0) in one statement,
+/// whose result is `then`'s (a `SELECT`, which may read `$30`: `arg`).
+/// `then` reads the tables as they were before the inserts.
+async fn insert_sessions(
+    c: &mut PgConnection,
+    all: &[(Session, Vec<Upload>)],
+    then: &str,
+    arg: Option<&str>,
+) -> Result<PgRow> {
+    let mut sessions = SessionCols::default();
+    let mut uploads = UploadCols::default();
+    for (s, ups) in all {
+        sessions.push(s);
+        for (k, up) in ups.iter().enumerate() {
+            uploads.push(k as i64, up);
+        }
+    }
+    let first_upload = 1 + SESSION_TYPES.len();
+    debug_assert_eq!(first_upload + UPLOAD_TYPES.len(), 30);
+    let sql = format!(
+        "WITH s AS (INSERT INTO sessions ({SESSION_COLS}) SELECT * FROM {}), ins AS ({}) {then}",
+        unnest(1, SESSION_TYPES),
+        insert_uploads_sql(first_upload, "0")
+    );
+    uploads
+        .bind(sessions.bind(sqlx::query(&sql)))
+        .bind(arg)
+        .fetch_one(c)
+        .await
+        .map_err(db)
+}
+
+// ---- locks and the lifecycle
+
+/// The locked session of a transaction.
+struct LockedSession {
+    id: String,
+    state: SessionState,
+    open_ended: bool,
+}
+
+/// Locks the session (if given) and then the uploads, in id order, for
+/// the rest of the transaction, and reads their states. Uploads that do
+/// not exist are left out (as are sessions).
+async fn lock(
+    c: &mut PgConnection,
+    session: Option<&str>,
+    uploads: &[String],
+) -> Result<(Option<LockedSession>, HashMap<String, UploadState>)> {
+    let rows = sqlx::query(
+        "WITH s AS MATERIALIZED (SELECT id, state, open_ended FROM sessions WHERE id = $1 FOR UPDATE), \
+         u AS MATERIALIZED (SELECT id, state FROM uploads WHERE id = ANY($2) ORDER BY id FOR UPDATE) \
+         SELECT TRUE, id, state, open_ended FROM s \
+         UNION ALL SELECT FALSE, id, state, FALSE FROM u",
+    )
+    .bind(session)
+    .bind(uploads)
+    .fetch_all(c)
+    .await
+    .map_err(db)?;
+    let mut locked = None;
+    let mut states = HashMap::new();
+    for r in &rows {
+        let id: String = get(r, 1)?;
+        if get::<bool>(r, 0)? {
+            locked = Some(LockedSession {
+                id,
+                state: parse(get(r, 2)?)?,
+                open_ended: get(r, 3)?,
+            });
+        } else {
+            states.insert(id, parse::<UploadState>(get(r, 2)?)?);
+        }
+    }
+    Ok((locked, states))
+}
+
+/// Locks one session row for the rest of the transaction.
+async fn lock_session(c: &mut PgConnection, id: &str) -> Result<()> {
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(c)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Checks an upload's state change against the core's lifecycle and
+/// records it in `states`; an upload not there (none such) is let be.
+fn check_upload(
+    states: &mut HashMap<String, UploadState>,
+    id: &str,
+    to: UploadState,
+) -> Result<bool> {
+    match states.get_mut(id) {
+        Some(from) => {
+            *from = from.transition(to)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// How a transaction ends a session, decided once its rows are locked.
+enum EndPlan {
+    Keep,
+    /// Set this state (whether or not the session exists, as SQLite).
+    To(String, SessionState),
+    /// Decide from the session's uploads after the change.
+    IfSettled {
+        id: String,
+        open_ended: bool,
+    },
+}
+
+/// Checks `end` against the locked session ([`SessionState::transition`]).
+fn plan_end(end: SessionEnd<'_>, locked: Option<&LockedSession>) -> Result<EndPlan> {
+    Ok(match end {
+        SessionEnd::Keep => EndPlan::Keep,
+        SessionEnd::To(id, to) => {
+            if let Some(s) = locked {
+                s.state.transition(to)?;
+            }
+            EndPlan::To(id.to_owned(), to)
+        }
+        SessionEnd::IfSettled(_) => match locked {
+            Some(s) if s.state == SessionState::Open => EndPlan::IfSettled {
+                id: s.id.clone(),
+                open_ended: s.open_ended,
+            },
+            _ => EndPlan::Keep,
+        },
+    })
+}
+
+impl EndPlan {
+    /// The session a statement sets (`$a`) and the state (`$b`).
+    fn set(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            EndPlan::To(id, st) => (Some(id), Some(st.as_str())),
+            _ => (None, None),
+        }
+    }
+
+    /// The session whose uploads' states a statement reads back.
+    fn settle(&self) -> Option<&str> {
+        match self {
+            EndPlan::IfSettled { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Finishes the end: `rows` are the (id, state) of the session's
+    /// uploads read before this transaction's changes, `changed` the new
+    /// states this transaction gave. Ends a settled session.
+    async fn finish(
+        self,
+        c: &mut PgConnection,
+        rows: &[PgRow],
+        changed: &HashMap<String, UploadState>,
+    ) -> Result<Option<SessionState>> {
+        match self {
+            EndPlan::Keep => Ok(None),
+            EndPlan::To(_, st) => Ok(Some(st)),
+            EndPlan::IfSettled { id, open_ended } => {
+                let mut states = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let up: &str = get(r, 0)?;
+                    states.push(match changed.get(up) {
+                        Some(st) => *st,
+                        None => parse(get(r, 1)?)?,
+                    });
+                }
+                let Some(to) = SessionState::settled(open_ended, states) else {
+                    return Ok(None);
+                };
+                sqlx::query("UPDATE sessions SET state = $2 WHERE id = $1")
+                    .bind(&id)
+                    .bind(to.as_str())
+                    .execute(c)
+                    .await
+                    .map_err(db)?;
+                Ok(Some(to))
+            }
+        }
+    }
+}
+
+/// Upper bound for a range scan of everything below `prefix/`.
+fn below(prefix: &str) -> (String, String) {
+    (format!("{prefix}/"), format!("{prefix}0")) // '0' follows '/' in byte order
+}
+
+impl Postgres {
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, Pg>> {
+        self.pool.begin().await.map_err(db)
+    }
+
+    async fn uploads(&self, filter: &str, args: &[&str]) -> Result<Vec<Upload>> {
+        let sql = format!("{UPLOAD_SELECT} WHERE {filter}");
+        let mut q = sqlx::query(&sql);
+        for a in args {
+            q = q.bind(*a);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(upload_row).collect()
+    }
+
+    async fn one_file(&self, filter: &str, args: &[&str]) -> Result<Option<FileRecord>> {
+        let sql = format!("SELECT {FILE_COLS} FROM files WHERE {filter} LIMIT 1");
+        let mut q = sqlx::query(&sql);
+        for a in args {
+            q = q.bind(*a);
+        }
+        let row = q.fetch_optional(&self.pool).await.map_err(db)?;
+        row.as_ref().map(file_row).transpose()
+    }
+}
+
+#[async_trait::async_trait]
+impl MetaStore for Postgres {
+    async fn user_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(u(n))
+    }
+
+    async fn create_user(&self, user: &User) -> Result<()> {
+        sqlx::query(&format!(
+            "WITH u AS (INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6)) \
+             INSERT INTO spaces (name, owner, created_at) VALUES ($5, $1, $6)"
+        ))
+        .bind(&user.name)
+        .bind(user.admin)
+        .bind(user.quota_bytes.map(i))
+        .bind(user.max_open_sessions.map(i64::from))
+        .bind(user.home_space.as_str())
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unique(|| {
+            MetaError::AlreadyExists(Record::UserOrSpace(user.name.clone()))
+        }))?;
+        Ok(())
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<User>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            r#"INSERT INTO tokens (id, "user", hash, created_at, revoked) VALUES ($1, $2, $3, $4, $5)"#,
+        )
+        .bind(&token.id)
+        .bind(&token.user)
+        .bind(&token.secret_hash)
+        .bind(token.created_at)
+        .bind(token.revoked)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(
+            r#"SELECT id, "user", hash, created_at, revoked FROM tokens WHERE id = $1"#,
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(TokenRecord {
+                id: get(&r, 0)?,
+                user: get(&r, 1)?,
+                secret_hash: get(&r, 2)?,
+                created_at: get(&r, 3)?,
+                revoked: get(&r, 4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE tokens SET revoked = TRUE WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_space(&self, space: &SpaceRecord) -> Result<()> {
+        // A member named twice keeps the last access (as SQLite's INSERT OR
+        // REPLACE): one row each, or ON CONFLICT would meet a row twice.
+        let mut members: Vec<(&str, &str)> = Vec::new();
+        for (user, access) in &space.members {
+            members.retain(|(u, _)| u != user);
+            members.push((user, access.as_str()));
+        }
+        let (users, access): (Vec<&str>, Vec<&str>) = members.into_iter().unzip();
+        sqlx::query(
+            r#"WITH s AS (INSERT INTO spaces (name, owner, created_at) VALUES ($1, $2, $3) RETURNING name)
+               INSERT INTO grants (space, "user", access)
+               SELECT s.name, g.u, g.a FROM s, UNNEST($4::text[], $5::text[]) AS g(u, a)
+               ON CONFLICT (space, "user") DO UPDATE SET access = EXCLUDED.access"#,
+        )
+        .bind(space.name.as_str())
+        .bind(&space.owner)
+        .bind(space.created_at)
+        .bind(users)
+        .bind(access)
+        .execute(&self.pool)
+        .await
+        .map_err(unique(|| {
+            MetaError::AlreadyExists(Record::Space(space.name.clone()))
+        }))?;
+        Ok(())
+    }
+
+    async fn get_space(&self, name: &SpaceName) -> Result<Option<SpaceRecord>> {
+        let row = sqlx::query(
+            r#"SELECT s.owner, s.created_at,
+                 array_agg(g."user" ORDER BY g."user") FILTER (WHERE g."user" IS NOT NULL),
+                 array_agg(g.access ORDER BY g."user") FILTER (WHERE g."user" IS NOT NULL)
+               FROM spaces s LEFT JOIN grants g ON g.space = s.name
+               WHERE s.name = $1 GROUP BY s.name, s.owner, s.created_at"#,
+        )
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(r) = row else { return Ok(None) };
+        let users = get::<Option<Vec<String>>>(&r, 2)?.unwrap_or_default();
+        let access = get::<Option<Vec<String>>>(&r, 3)?.unwrap_or_default();
+        let members = users
+            .into_iter()
+            .zip(access)
+            .map(|(user, a)| Ok((user, parse::<Access>(&a)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(SpaceRecord {
+            name: name.clone(),
+            owner: get(&r, 0)?,
+            members,
+            created_at: get(&r, 1)?,
+        }))
+    }
+
+    async fn create_session(&self, session: &Session, uploads: &[Upload]) -> Result<()> {
+        // One statement: committed on its own.
+        let mut c = self.pool.acquire().await.map_err(db)?;
+        let all = [(session.clone(), uploads.to_vec())];
+        insert_sessions(&mut c, &all, "SELECT $30::text", None).await?;
+        Ok(())
+    }
+
+    async fn create_sessions_within(
+        &self,
+        sessions: &[(Session, Vec<Upload>)],
+        limits: CreateLimits,
+    ) -> Result<Option<LimitRefusal>> {
+        let Some(owner) = sessions.first().map(|(s, _)| s.owner.as_str()) else {
+            return Ok(None);
+        };
+        let mut tx = self.begin().await?;
+        // Creations for one owner take turns from here to the commit.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(OWNER_LOCK)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        // A new statement, so a new snapshot: it counts what the previous
+        // holder of the lock committed. It inserts too, and its counts
+        // leave its own rows out; a refusal rolls them back.
+        let count = if limits.quota_bytes.is_some() {
+            "SELECT (SELECT COUNT(*) FROM sessions WHERE owner = $30 \
+                AND state IN ('open', 'committing')), \
+              (SELECT COALESCE(SUM(size), 0)::bigint FROM files WHERE owner = $30), \
+              (SELECT COALESCE(SUM(u.length), 0)::bigint FROM uploads u \
+                JOIN sessions s ON s.id = u.session_id WHERE s.owner = $30 \
+                AND s.state IN ('open', 'committing') AND u.state IN ('open', 'committing'))"
+        } else {
+            "SELECT COUNT(*), 0::bigint, 0::bigint FROM sessions WHERE owner = $30 \
+             AND state IN ('open', 'committing')"
+        };
+        let row = insert_sessions(&mut tx, sessions, count, Some(owner)).await?;
+        let (open, committed, reserved): (i64, i64, i64) =
+            (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
+        if u(open).saturating_add(sessions.len() as u64) > limits.max_open_sessions {
+            return Ok(Some(LimitRefusal::TooManySessions { open: u(open) }));
+        }
+        if let Some(quota) = limits.quota_bytes {
+            let more: u64 = sessions
+                .iter()
+                .flat_map(|(_, ups)| ups.iter().filter_map(|u| u.length.known()))
+                .sum();
+            let used = u(committed) + u(reserved);
+            if used.saturating_add(more) > quota {
+                return Ok(Some(LimitRefusal::OverQuota { used, more }));
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(None)
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(session_row).transpose()
+    }
+
+    async fn list_sessions(
+        &self,
+        owner: Option<&str>,
+        state: Option<SessionState>,
+    ) -> Result<Vec<Session>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE ($1::text IS NULL OR owner = $1) \
+             AND ($2::text IS NULL OR state = $2) ORDER BY created_at DESC, id"
+        ))
+        .bind(owner)
+        .bind(state.map(|s| s.as_str()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(session_row).collect()
+    }
+
+    async fn session_uploads(&self, session_id: &str) -> Result<Vec<Upload>> {
+        self.uploads("u.session_id = $1 ORDER BY u.idx", &[session_id])
+            .await
+    }
+
+    async fn add_uploads(&self, session_id: &str, uploads: &[Upload], limit: usize) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // Adds to one session take turns; the next statement reads what
+        // the previous one committed.
+        lock_session(&mut tx, session_id).await?;
+        // Inserts, and counts what was there before (the statement's
+        // snapshot leaves out its own rows); a refusal rolls back. Aborted
+        // uploads (replaced ones) neither hold their path nor count.
+        let paths: Vec<&str> = uploads.iter().map(|u| u.path.as_str()).collect();
+        let sql = format!(
+            "WITH ins AS ({}) \
+             SELECT COUNT(*) FILTER (WHERE state <> 'aborted'), \
+               COALESCE(array_agg(DISTINCT path) FILTER (WHERE state <> 'aborted' \
+                 AND path = ANY($2)), '{{}}') \
+             FROM uploads WHERE session_id = $1",
+            insert_uploads_sql(3, NEXT_IDX)
+        );
+        let row = UploadCols::of(0, uploads)
+            .bind(sqlx::query(&sql).bind(session_id).bind(&paths))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let count: i64 = get(&row, 0)?;
+        let taken: Vec<String> = get(&row, 1)?;
+        let total = count as usize + uploads.len();
+        if total > limit {
+            return Err(MetaError::Full(total));
+        }
+        if let Some(up) = uploads
+            .iter()
+            .find(|up| taken.iter().any(|t| t == up.path.as_str()))
+        {
+            return Err(MetaError::AlreadyExists(Record::UploadAt(up.path.clone())));
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn add_upload_beside(
+        &self,
+        session_id: &str,
+        upload: &Upload,
+        beside: &[String],
+        abort: &[String],
+        limit: usize,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let (_, mut states) = lock(&mut tx, Some(session_id), abort).await?;
+        let mut aborted = Vec::new();
+        for id in abort {
+            if check_upload(&mut states, id, UploadState::Aborted)? {
+                aborted.push(id.as_str());
+            }
+        }
+        // Aborts and inserts, and reads the session as it was before
+        // (leaving the aborted ones out by hand); a refusal rolls back.
+        let sql = format!(
+            "WITH a AS (UPDATE uploads SET state = 'aborted' WHERE id = ANY($3)), ins AS ({}) \
+             SELECT COUNT(*) FILTER (WHERE state <> 'aborted' AND id <> ALL($3)), \
+               COALESCE(array_agg(id) FILTER (WHERE state <> 'aborted' AND path = $2 \
+                 AND id <> ALL($3)), '{{}}') \
+             FROM uploads WHERE session_id = $1",
+            insert_uploads_sql(4, NEXT_IDX)
+        );
+        let row = UploadCols::of(0, std::slice::from_ref(upload))
+            .bind(
+                sqlx::query(&sql)
+                    .bind(session_id)
+                    .bind(upload.path.as_str())
+                    .bind(&aborted),
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let count: i64 = get(&row, 0)?;
+        let holders: Vec<String> = get(&row, 1)?;
+        if holders.iter().any(|h| !beside.contains(h)) {
+            return Err(MetaError::AlreadyExists(Record::UploadAt(
+                upload.path.clone(),
+            )));
+        }
+        let total = count as usize - holders.len() + 1;
+        if total > limit {
+            return Err(MetaError::Full(total));
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
+        Ok(self.uploads("u.id = $1", &[id]).await?.pop())
+    }
+
+    async fn upload_at(&self, session_id: &str, path: &SpacePath) -> Result<Option<Upload>> {
+        Ok(self
+            .uploads(
+                "u.session_id = $1 AND u.path = $2 AND u.state <> 'aborted' \
+                 ORDER BY u.idx DESC LIMIT 1",
+                &[session_id, path.as_str()],
+            )
+            .await?
+            .pop())
+    }
+
+    async fn set_upload_metadata(&self, upload_id: &str, metadata: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE uploads SET metadata = $2 WHERE id = $1")
+            .bind(upload_id)
+            .bind(metadata)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn mark_direct(&self, upload_id: &str) -> Result<()> {
+        sqlx::query("UPDATE uploads SET direct = TRUE WHERE id = $1 AND NOT direct")
+            .bind(upload_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn record_write(
+        &self,
+        upload_id: &str,
+        range: ByteRange,
+        part: Option<&Part>,
+    ) -> Result<()> {
+        // Insert-only, one statement.
+        let range = |q: Query<'static>| {
+            q.bind(upload_id.to_owned())
+                .bind(i(range.start))
+                .bind(i(range.end))
+        };
+        let q = match part {
+            None => range(sqlx::query(
+                r#"INSERT INTO ranges (upload_id, start, "end") VALUES ($1, $2, $3)"#,
+            )),
+            Some(p) => range(sqlx::query(
+                r#"WITH r AS (INSERT INTO ranges (upload_id, start, "end") VALUES ($1, $2, $3))
+                   INSERT INTO parts (upload_id, number, "offset", size, sha256, sha1, md5)
+                   VALUES ($1, $4, $5, $6, $7, $8, $9)
+                   ON CONFLICT (upload_id, number) DO UPDATE SET "offset" = EXCLUDED."offset",
+                     size = EXCLUDED.size, sha256 = EXCLUDED.sha256, sha1 = EXCLUDED.sha1,
+                     md5 = EXCLUDED.md5"#,
+            ))
+            .bind(i64::from(p.number))
+            .bind(i(p.offset))
+            .bind(i(p.size))
+            .bind(p.sha256.clone())
+            .bind(p.sha1.clone())
+            .bind(p.md5.clone()),
+        };
+        q.execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn forget(
+        &self,
+        upload_id: &str,
+        received: &[ByteRange],
+        drop_part: Option<u32>,
+    ) -> Result<()> {
+        let starts: Vec<i64> = received.iter().map(|r| i(r.start)).collect();
+        let ends: Vec<i64> = received.iter().map(|r| i(r.end)).collect();
+        // One statement: its deletes do not see the rows it inserts.
+        sqlx::query(
+            r#"WITH d AS (DELETE FROM ranges WHERE upload_id = $1),
+                    p AS (DELETE FROM parts WHERE upload_id = $1 AND number = $4)
+               INSERT INTO ranges (upload_id, start, "end")
+               SELECT $1, s, e FROM UNNEST($2::bigint[], $3::bigint[]) AS r(s, e)"#,
+        )
+        .bind(upload_id)
+        .bind(starts)
+        .bind(ends)
+        .bind(drop_part.map(i64::from))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_length(&self, upload_id: &str, length: Length) -> Result<()> {
+        sqlx::query("UPDATE uploads SET length = $2 WHERE id = $1")
+            .bind(upload_id)
+            .bind(length.known().map(i))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_session_state(
+        &self,
+        id: &str,
+        state: SessionState,
+        expires_at: Option<Millis>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // Locks the row, changes it and answers its state before; an
+        // illegal change rolls back.
+        let from: Option<String> = sqlx::query_scalar(
+            "UPDATE sessions s SET state = $2, expires_at = COALESCE($3, s.expires_at) \
+             FROM (SELECT id, state FROM sessions WHERE id = $1 FOR UPDATE) old \
+             WHERE s.id = old.id RETURNING old.state",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(expires_at)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(from) = from else {
+            return Err(MetaError::NotFound(Record::Session(id.to_owned())));
+        };
+        parse::<SessionState>(&from)?.transition(state)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_upload_state(&self, upload_id: &str, state: UploadState) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let from: Option<String> = sqlx::query_scalar(
+            "UPDATE uploads u SET state = $2 \
+             FROM (SELECT id, state FROM uploads WHERE id = $1 FOR UPDATE) old \
+             WHERE u.id = old.id RETURNING old.state",
+        )
+        .bind(upload_id)
+        .bind(state.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(from) = from else {
+            return Err(MetaError::NotFound(Record::Upload(upload_id.to_owned())));
+        };
+        parse::<UploadState>(&from)?.transition(state)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn extend_session(&self, id: &str, expires_at: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE sessions SET expires_at = GREATEST(expires_at, $2) \
+             WHERE id = $1 AND state = 'open'",
+        )
+        .bind(id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn begin_commit(
+        &self,
+        session: Option<&str>,
+        plan: &[(String, SpacePath)],
+        abort: &[String],
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let ids: Vec<String> = abort
+            .iter()
+            .chain(plan.iter().map(|(id, _)| id))
+            .cloned()
+            .collect();
+        let (locked, mut states) = lock(&mut tx, session, &ids).await?;
+        // The checks in SQLite's order, each seeing the ones before.
+        let mut aborted = Vec::new();
+        for id in abort {
+            if check_upload(&mut states, id, UploadState::Aborted)? {
+                aborted.push(id.as_str());
+            }
+        }
+        if let Some(s) = &locked {
+            s.state.transition(SessionState::Committing)?;
+        }
+        let mut planned: HashMap<&str, &str> = HashMap::new();
+        for (id, path) in plan {
+            if check_upload(&mut states, id, UploadState::Committing)? {
+                planned.insert(id, path.as_str());
+            }
+        }
+        let (plan_ids, plan_paths): (Vec<&str>, Vec<&str>) = planned.into_iter().unzip();
+        sqlx::query(
+            "WITH a AS (UPDATE uploads SET state = 'aborted' WHERE id = ANY($1)), \
+                  s AS (UPDATE sessions SET state = 'committing' WHERE id = $2) \
+             UPDATE uploads SET state = 'committing', final_path = p.path \
+             FROM UNNEST($3::text[], $4::text[]) AS p(id, path) WHERE uploads.id = p.id",
+        )
+        .bind(&aborted)
+        .bind(locked.as_ref().map(|s| s.id.as_str()))
+        .bind(&plan_ids)
+        .bind(&plan_paths)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn finish_commit(
+        &self,
+        end: SessionEnd<'_>,
+        done: &[Committed],
+    ) -> Result<Option<SessionState>> {
+        let mut tx = self.begin().await?;
+        let session = match end {
+            SessionEnd::Keep => None,
+            SessionEnd::To(id, _) | SessionEnd::IfSettled(id) => Some(id),
+        };
+        let ids: Vec<String> = done.iter().map(|d| d.upload_id.clone()).collect();
+        let (locked, mut states) = lock(&mut tx, session, &ids).await?;
+        // Replays the outcomes in order, as SQLite applies them one by one:
+        // a file replaces the record at its path and the record of its id.
+        let mut files: Vec<&FileRecord> = Vec::new();
+        // What the batch removes: the records at every path it writes and
+        // of every id, even one a later outcome of the batch supersedes.
+        let (mut gone_ids, mut gone_spaces, mut gone_paths) = (Vec::new(), Vec::new(), Vec::new());
+        let mut updates: HashMap<&str, (&str, &str, &str)> = HashMap::new();
+        let mut changed = HashMap::new();
+        for d in done {
+            if check_upload(&mut states, &d.upload_id, d.state)? {
+                updates.insert(
+                    &d.upload_id,
+                    (d.state.as_str(), d.final_path.as_str(), d.file.id.as_str()),
+                );
+                changed.insert(d.upload_id.clone(), d.state);
+            }
+            if d.state == UploadState::Committed {
+                let f = &d.file;
+                gone_ids.push(f.id.as_str());
+                gone_spaces.push(f.space.as_str());
+                gone_paths.push(f.path.as_str());
+                files.retain(|g| g.id != f.id && (g.space != f.space || g.path != f.path));
+                files.push(f);
+            }
+        }
+        let end = plan_end(end, locked.as_ref())?;
+        let mut cols = FileCols::default();
+        for f in files {
+            cols.push(f);
+        }
+        let mut up_ids = Vec::new();
+        let mut up_states = Vec::new();
+        let mut up_paths = Vec::new();
+        let mut up_files = Vec::new();
+        for (id, (st, path, file)) in updates {
+            up_ids.push(id);
+            up_states.push(st);
+            up_paths.push(path);
+            up_files.push(file);
+        }
+        let (set_id, set_state) = end.set();
+        // The old records go first (the insert reads `d`), so that a file
+        // id moving to another path never meets itself. ON CONFLICT takes
+        // a record another node put at the path meanwhile.
+        let sql = format!(
+            "WITH d AS (DELETE FROM files WHERE id = ANY($23) \
+                OR (space, path) IN (SELECT * FROM UNNEST($24::text[], $25::text[])) RETURNING 1), \
+             ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
+                WHERE (SELECT COUNT(*) FROM d) >= 0 \
+                ON CONFLICT (space, path) DO UPDATE SET id = EXCLUDED.id, size = EXCLUDED.size, \
+                sha256 = EXCLUDED.sha256, sha1 = EXCLUDED.sha1, md5 = EXCLUDED.md5, \
+                content_type = EXCLUDED.content_type, owner = EXCLUDED.owner, \
+                created_at = EXCLUDED.created_at, metadata = EXCLUDED.metadata, \
+                expires_at = EXCLUDED.expires_at, dialect_state = EXCLUDED.dialect_state, \
+                object = EXCLUDED.object), \
+             up AS (UPDATE uploads SET state = x.state, final_path = x.final_path, \
+                file_id = x.file_id FROM UNNEST($18::text[], $19::text[], $20::text[], \
+                $21::text[]) AS x(id, state, final_path, file_id) WHERE uploads.id = x.id), \
+             r AS (DELETE FROM ranges WHERE upload_id = ANY($22)), \
+             s AS (UPDATE sessions SET state = $2 WHERE id = $1) \
+             SELECT id, state FROM uploads WHERE session_id = $3",
+            unnest(4, FILE_TYPES)
+        );
+        let q = sqlx::query(&sql)
+            .bind(set_id)
+            .bind(set_state)
+            .bind(end.settle());
+        let rows = cols
+            .bind(q)
+            .bind(&up_ids)
+            .bind(&up_states)
+            .bind(&up_paths)
+            .bind(&up_files)
+            .bind(&ids)
+            .bind(&gone_ids)
+            .bind(&gone_spaces)
+            .bind(&gone_paths)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let ended = end.finish(&mut tx, &rows, &changed).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(ended)
+    }
+
+    async fn abort_uploads(
+        &self,
+        ids: &[String],
+        end: SessionEnd<'_>,
+    ) -> Result<Option<SessionState>> {
+        let mut tx = self.begin().await?;
+        let session = match end {
+            SessionEnd::Keep => None,
+            SessionEnd::To(id, _) | SessionEnd::IfSettled(id) => Some(id),
+        };
+        let (locked, states) = lock(&mut tx, session, ids).await?;
+        // Only what may still be aborted: a finished upload stays.
+        let mut changed = HashMap::new();
+        for (id, s) in &states {
+            if *s != UploadState::Aborted && s.can_become(UploadState::Aborted) {
+                changed.insert(id.clone(), UploadState::Aborted);
+            }
+        }
+        let end = plan_end(end, locked.as_ref())?;
+        let aborted: Vec<&str> = changed.keys().map(String::as_str).collect();
+        let (set_id, set_state) = end.set();
+        let rows = sqlx::query(
+            "WITH a AS (UPDATE uploads SET state = 'aborted' WHERE id = ANY($4)), \
+                  s AS (UPDATE sessions SET state = $2 WHERE id = $1) \
+             SELECT id, state FROM uploads WHERE session_id = $3",
+        )
+        .bind(set_id)
+        .bind(set_state)
+        .bind(end.settle())
+        .bind(&aborted)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let ended = end.finish(&mut tx, &rows, &changed).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(ended)
+    }
+
+    async fn fail_upload(&self, upload_id: &str, reason: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let session: Option<(String, String)> = sqlx::query_as(
+            "SELECT s.id, s.state FROM sessions s JOIN uploads u ON u.session_id = s.id \
+             WHERE u.id = $1 FOR UPDATE OF s",
+        )
+        .bind(upload_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut fail = None;
+        if let Some((sid, state)) = session
+            && parse::<SessionState>(&state)?.can_become(SessionState::Failed)
+        {
+            fail = Some(sid);
+        }
+        sqlx::query(
+            "WITH s AS (UPDATE sessions SET state = 'failed', failure = $3 WHERE id = $2) \
+             UPDATE uploads SET state = 'aborted', final_path = NULL WHERE id = $1",
+        )
+        .bind(upload_id)
+        .bind(fail)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn open_session_count(&self, owner: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE owner = $1 AND state IN ('open', 'committing')",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(u(n))
+    }
+
+    async fn session_counts(&self) -> Result<Vec<(SessionState, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM sessions GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.into_iter()
+            .map(|(s, n)| Ok((parse(&s)?, u(n))))
+            .collect()
+    }
+
+    async fn usage(&self, owner: &str) -> Result<Usage> {
+        let (committed, reserved): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(SUM(size), 0)::bigint FROM files WHERE owner = $1), \
+               (SELECT COALESCE(SUM(u.length), 0)::bigint FROM uploads u \
+                 JOIN sessions s ON s.id = u.session_id WHERE s.owner = $1 \
+                 AND s.state IN ('open', 'committing') AND u.state IN ('open', 'committing'))",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(Usage {
+            committed: u(committed),
+            reserved: u(reserved),
+        })
+    }
+
+    async fn expired_sessions(&self, now: Millis) -> Result<Vec<Session>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE state = 'open' AND expires_at <= $1 \
+             ORDER BY expires_at, id"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(session_row).collect()
+    }
+
+    async fn expired_files(&self, now: Millis) -> Result<Vec<FileRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FILE_COLS} FROM files WHERE expires_at IS NOT NULL AND expires_at <= $1 \
+             ORDER BY expires_at, id"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(file_row).collect()
+    }
+
+    async fn upload_ids(&self, state: UploadState) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM uploads WHERE state = $1 ORDER BY id")
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn session_ids(&self, state: SessionState) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM sessions WHERE state = $1 ORDER BY id")
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {
+        self.one_file("space = $1 AND path = $2", &[space.as_str(), path.as_str()])
+            .await
+    }
+
+    async fn get_file_by_id(&self, id: &str) -> Result<Option<FileRecord>> {
+        self.one_file("id = $1", &[id]).await
+    }
+
+    async fn get_file_by_object(&self, object: &str) -> Result<Option<FileRecord>> {
+        self.one_file("object = $1", &[object]).await
+    }
+
+    async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>> {
+        // The path and its ancestors, and one file below it, in one query.
+        let mut exact: Vec<&str> = path.ancestors().collect();
+        exact.push(path.as_str());
+        let (lo, hi) = below(path.as_str());
+        let rows = sqlx::query(&format!(
+            "SELECT {FILE_COLS}, FALSE FROM files WHERE space = $1 AND path = ANY($2) \
+             UNION ALL (SELECT {FILE_COLS}, TRUE FROM files \
+               WHERE space = $1 AND path >= $3 AND path < $4 LIMIT 1)"
+        ))
+        .bind(space.as_str())
+        .bind(&exact)
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut found = Vec::new();
+        let mut folder = false;
+        for r in &rows {
+            if get::<bool>(r, 14)? {
+                folder = true;
+            } else {
+                found.push(file_row(r)?);
+            }
+        }
+        if let Some(k) = found.iter().position(|f| f.path == *path) {
+            return Ok(Some(Occupant::File(Box::new(found.swap_remove(k)))));
+        }
+        // The shortest ancestor that is a file.
+        if let Some(f) = found.into_iter().min_by_key(|f| f.path.as_str().len()) {
+            return Ok(Some(Occupant::FileAncestor(f.path)));
+        }
+        Ok(folder.then_some(Occupant::Folder))
+    }
+
+    async fn list(&self, space: &SpaceName, prefix: Option<&SpacePath>) -> Result<Vec<Entry>> {
+        let (rows, skip) = match prefix {
+            Some(p) => {
+                let (lo, hi) = below(p.as_str());
+                let rows = sqlx::query(&format!(
+                    "SELECT {FILE_COLS} FROM files WHERE space = $1 AND path >= $2 \
+                     AND path < $3 ORDER BY path"
+                ))
+                .bind(space.as_str())
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(&self.pool)
+                .await;
+                (rows, p.as_str().len() + 1)
+            }
+            None => {
+                let rows = sqlx::query(&format!(
+                    "SELECT {FILE_COLS} FROM files WHERE space = $1 ORDER BY path"
+                ))
+                .bind(space.as_str())
+                .fetch_all(&self.pool)
+                .await;
+                (rows, 0)
+            }
+        };
+        let mut folders = std::collections::BTreeSet::new();
+        let mut files = Vec::new();
+        for r in &rows.map_err(db)? {
+            let f = file_row(r)?;
+            let rest = &f.path.as_str()[skip..];
+            match rest.split_once('/') {
+                Some((folder, _)) => {
+                    folders.insert(folder.to_owned());
+                }
+                None => files.push(f),
+            }
+        }
+        files.sort_by(|a, b| a.path.name().cmp(b.path.name()));
+        Ok(folders
+            .into_iter()
+            .map(Entry::Folder)
+            .chain(files.into_iter().map(|f| Entry::File(Box::new(f))))
+            .collect())
+    }
+
+    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {
+        let row = sqlx::query(&format!(
+            "DELETE FROM files WHERE space = $1 AND path = $2 RETURNING {FILE_COLS}"
+        ))
+        .bind(space.as_str())
+        .bind(path.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(file_row).transpose()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        let t = Target::parse("postgres://ann:s%40cret@db.example:5432/ferry?sslmode=disable");
+        assert_eq!(
+            t.shown.as_deref(),
+            Some("postgres://ann:***@db.example:5432/ferry?sslmode=disable")
+        );
+        let e = t.error("cannot connect", &"ann:s@cret and s%40cret");
+        let text = format!("{e} {:?} {}", e, std::error::Error::source(&e).unwrap());
+        assert!(
+            !text.contains("s@cret") && !text.contains("s%40cret"),
+            "{text}"
+        );
+
+        let t = Target::parse("postgres://h/db?user=a&password=hunter2");
+        assert_eq!(
+            t.shown.as_deref(),
+            Some("postgres://h/db?user=a&password=***")
+        );
+        assert_eq!(t.scrub("x hunter2 y"), "x *** y");
+
+        let t = Target::parse("not a url with secret");
+        assert_eq!(t.shown, None);
+    }
+
+    /// A database error with just a SQLSTATE, as the server sends.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "test"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            match self.0 {
+                "23505" => sqlx::error::ErrorKind::UniqueViolation,
+                _ => sqlx::error::ErrorKind::Other,
+            }
+        }
+    }
+
+    fn server(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Sqlstate(code)))
+    }
+
+    #[test]
+    fn a_full_disk_and_a_closed_pool_are_told_apart_and_the_rest_is_opaque() {
+        assert!(matches!(db(server("53100")), MetaError::NoSpace));
+        assert!(matches!(db(sqlx::Error::PoolClosed), MetaError::Closed));
+        assert!(matches!(db(server("40P01")), MetaError::Backend(_)));
+        assert!(matches!(
+            db(sqlx::Error::PoolTimedOut),
+            MetaError::Backend(_)
+        ));
+        let exists = || MetaError::AlreadyExists(Record::Session("s".into()));
+        assert!(matches!(
+            unique(exists)(server("23505")),
+            MetaError::AlreadyExists(_)
+        ));
+        assert!(matches!(
+            unique(exists)(server("53100")),
+            MetaError::NoSpace
+        ));
+    }
+
+    #[test]
+    fn percent_decoding_keeps_what_is_not_an_escape() {
+        assert_eq!(percent_decode("a%41%zz%4"), "aA%zz%4");
+    }
+}

@@ -1,0 +1,637 @@
+//! The PostgreSQL backend passes the shared conformance suite, keeps its
+//! limits and its lifecycle when several nodes write at once, migrates
+//! once however many nodes start together, and fails fast, without
+//! telling a password, when the server is not there.
+//!
+//! Each test makes its own database on the server named by
+//! `FERRY_TEST_DATABASE_URL` (e.g.
+//! `postgres://postgres@127.0.0.1:55432/postgres`, see
+//! `scripts/pg-local.sh`) and drops it afterwards. Without that variable
+//! the tests that need a server are skipped, unless
+//! `FERRY_REQUIRE_POSTGRES=1` makes that a failure.
+
+use ferry_core::{
+    ConflictPolicy, FileRecord, Length, RangeSet, Session, SessionState, SpaceName, SpacePath,
+    Upload, UploadState, User,
+};
+use ferry_meta::{
+    Committed, CreateLimits, LimitRefusal, MetaError, MetaStore, Postgres, SessionEnd, conformance,
+};
+use sqlx::Connection;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The server's URL, or `None` (the test is skipped) when none is given.
+fn server_url() -> Option<String> {
+    match std::env::var("FERRY_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("FERRY_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!(
+                    "PostgreSQL is required (FERRY_REQUIRE_POSTGRES=1) but \
+                     FERRY_TEST_DATABASE_URL is not set"
+                );
+            }
+            println!("FERRY_TEST_DATABASE_URL is not set: skipped");
+            None
+        }
+    }
+}
+
+/// A fresh database, dropped (best effort) when this goes, even after a
+/// failed assertion.
+struct TestDb {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn create() -> Option<TestDb> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let server = server_url()?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "ferry_test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .expect("the test server answers");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.ok();
+        let url = with_database(&server, &name);
+        Some(TestDb { server, name, url })
+    }
+
+    async fn connect(&self) -> Postgres {
+        Postgres::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // A runtime of its own: this may run inside (or after) the test's.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&server).await {
+                    let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `url` naming the database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |k| k + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |k| scheme_end + k);
+    format!("{}/{name}{query}", &base[..host_end])
+}
+
+fn sp(s: &str) -> SpaceName {
+    SpaceName::parse(s).unwrap()
+}
+
+fn p(s: &str) -> SpacePath {
+    SpacePath::parse(s).unwrap()
+}
+
+fn user(name: &str) -> User {
+    User {
+        name: name.into(),
+        admin: false,
+        quota_bytes: None,
+        max_open_sessions: None,
+        home_space: sp(name),
+        created_at: 1,
+    }
+}
+
+fn session(id: &str, owner: &str) -> Session {
+    Session {
+        id: id.into(),
+        owner: owner.into(),
+        space: sp(owner),
+        conflict: ConflictPolicy::Rename,
+        auto_commit: false,
+        state: SessionState::Open,
+        created_at: 10,
+        expires_at: 1_000_000,
+        dialect: "native".into(),
+        extend_secs: None,
+        open_ended: false,
+        files_expire: false,
+        failure: None,
+    }
+}
+
+fn upload(id: &str, sid: &str, path: &str, length: u64) -> Upload {
+    Upload {
+        id: id.into(),
+        session_id: sid.into(),
+        path: p(path),
+        length: Length::Known(length),
+        part_size: 10,
+        state: UploadState::Open,
+        expected_sha256: None,
+        whole_digests: Vec::new(),
+        content_type: None,
+        metadata: None,
+        received: RangeSet::new(),
+        parts: BTreeMap::new(),
+        final_path: None,
+        file_id: None,
+        replaces: None,
+        direct: false,
+        dialect_state: None,
+    }
+}
+
+fn committed(upload_id: &str, owner: &str, path: &str, file_id: &str) -> Committed {
+    Committed {
+        upload_id: upload_id.into(),
+        state: UploadState::Committed,
+        final_path: p(path),
+        file: FileRecord {
+            id: file_id.into(),
+            space: sp(owner),
+            path: p(path),
+            size: 1,
+            sha256: "00".repeat(32),
+            sha1: None,
+            md5: None,
+            content_type: None,
+            owner: owner.into(),
+            created_at: 5,
+            metadata: None,
+            dialect_state: None,
+            expires_at: None,
+            object: None,
+        },
+    }
+}
+
+/// `n` stores on one database, each its own pool: as many nodes.
+async fn nodes(db: &TestDb, n: usize) -> Vec<Postgres> {
+    let mut all = Vec::new();
+    for _ in 0..n {
+        all.push(db.connect().await);
+    }
+    all
+}
+
+#[tokio::test]
+async fn postgres_passes_conformance() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    conformance::run_all(&db.connect().await).await;
+}
+
+#[tokio::test]
+async fn acknowledged_writes_are_read_by_another_connection() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    conformance::sessions_round_trip(&db.connect().await).await;
+    let other = db.connect().await;
+    let u1 = other.get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(u1.received.len(), 10, "the state after forget() was kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_for_one_owner_never_pass_max_open_sessions() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let nodes = nodes(&db, 4).await;
+    nodes[0].create_user(&user("ann")).await.unwrap();
+    let limits = CreateLimits {
+        max_open_sessions: 3,
+        quota_bytes: None,
+    };
+    let tasks: Vec<_> = (0..12)
+        .map(|k| {
+            let m = nodes[k % nodes.len()].clone();
+            tokio::spawn(async move {
+                let sid = format!("s{k}");
+                let ups = vec![upload(&format!("u{k}"), &sid, &format!("f{k}"), 1)];
+                m.create_sessions_within(&[(session(&sid, "ann"), ups)], limits)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            None => created += 1,
+            Some(LimitRefusal::TooManySessions { open }) => assert_eq!(open, 3),
+            Some(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, 3);
+    assert_eq!(nodes[0].open_session_count("ann").await.unwrap(), 3);
+    // A refused creation left nothing behind.
+    assert_eq!(
+        nodes[0]
+            .list_sessions(Some("ann"), None)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_for_one_owner_never_pass_the_quota() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let nodes = nodes(&db, 4).await;
+    nodes[0].create_user(&user("bob")).await.unwrap();
+    let limits = CreateLimits {
+        max_open_sessions: 100,
+        quota_bytes: Some(100),
+    };
+    let tasks: Vec<_> = (0..12)
+        .map(|k| {
+            let m = nodes[k % nodes.len()].clone();
+            tokio::spawn(async move {
+                let sid = format!("s{k}");
+                let ups = vec![upload(&format!("u{k}"), &sid, "f", 30)];
+                m.create_sessions_within(&[(session(&sid, "bob"), ups)], limits)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            None => created += 1,
+            Some(LimitRefusal::OverQuota { used, more }) => assert_eq!((used, more), (90, 30)),
+            Some(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, 3);
+    assert_eq!(nodes[0].usage("bob").await.unwrap().reserved, 90);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adds_to_one_session_never_pass_its_limit_or_share_a_path() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let nodes = nodes(&db, 4).await;
+    nodes[0].create_user(&user("cy")).await.unwrap();
+    nodes[0]
+        .create_session(&session("s", "cy"), &[upload("u0", "s", "first", 1)])
+        .await
+        .unwrap();
+    // Distinct paths, limit 4 with one there: three more fit.
+    let tasks: Vec<_> = (0..10)
+        .map(|k| {
+            let m = nodes[k % nodes.len()].clone();
+            tokio::spawn(async move {
+                let up = upload(&format!("a{k}"), "s", &format!("p{k}"), 1);
+                m.add_uploads("s", &[up], 4).await
+            })
+        })
+        .collect();
+    let mut added = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => added += 1,
+            Err(MetaError::Full(5)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(added, 3);
+    let ups = nodes[0].session_uploads("s").await.unwrap();
+    assert_eq!(ups.len(), 4);
+    // Indexes stay distinct and in order of the adds.
+    assert_eq!(ups[0].id, "u0");
+    // One path, many adds: one wins, the rest find it taken.
+    let tasks: Vec<_> = (0..8)
+        .map(|k| {
+            let m = nodes[k % nodes.len()].clone();
+            tokio::spawn(async move {
+                let up = upload(&format!("b{k}"), "s", "same", 1);
+                m.add_uploads("s", &[up], 100).await
+            })
+        })
+        .collect();
+    let mut added = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => added += 1,
+            Err(MetaError::AlreadyExists(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(added, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_ending_one_session_at_once_never_both_win() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let nodes = nodes(&db, 2).await;
+    let m = &nodes[0];
+    m.create_user(&user("dee")).await.unwrap();
+    for round in 0..10 {
+        let sid = format!("s{round}");
+        let uid = format!("u{round}");
+        m.create_session(&session(&sid, "dee"), &[upload(&uid, &sid, "x", 1)])
+            .await
+            .unwrap();
+        m.begin_commit(Some(&sid), &[(uid.clone(), p(&format!("x{round}")))], &[])
+            .await
+            .unwrap();
+        // One node commits the session, the other aborts it.
+        let (a, b) = (nodes[0].clone(), nodes[1].clone());
+        let (s1, u1, s2, u2) = (sid.clone(), uid.clone(), sid.clone(), uid.clone());
+        let commit = tokio::spawn(async move {
+            let done = committed(&u1, "dee", &format!("x{round}"), &format!("f{round}"));
+            a.finish_commit(SessionEnd::To(&s1, SessionState::Committed), &[done])
+                .await
+        });
+        let abort = tokio::spawn(async move {
+            b.abort_uploads(&[u2], SessionEnd::To(&s2, SessionState::Aborted))
+                .await
+        });
+        let (commit, abort) = (commit.await.unwrap(), abort.await.unwrap());
+        let state = m.get_session(&sid).await.unwrap().unwrap().state;
+        let file = m
+            .get_file(&sp("dee"), &p(&format!("x{round}")))
+            .await
+            .unwrap();
+        match (commit, abort) {
+            (Ok(Some(SessionState::Committed)), Err(MetaError::IllegalTransition(_))) => {
+                assert_eq!(state, SessionState::Committed);
+                assert!(file.is_some());
+            }
+            (Err(MetaError::IllegalTransition(_)), Ok(Some(SessionState::Aborted))) => {
+                assert_eq!(state, SessionState::Aborted);
+                assert!(file.is_none(), "the losing commit left no file");
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_final_states_of_one_session_let_exactly_one_win() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let nodes = nodes(&db, 4).await;
+    nodes[0].create_user(&user("eli")).await.unwrap();
+    let finals = [
+        SessionState::Aborted,
+        SessionState::Expired,
+        SessionState::Failed,
+        SessionState::Committed,
+    ];
+    for round in 0..10 {
+        let sid = format!("s{round}");
+        nodes[0]
+            .create_session(&session(&sid, "eli"), &[])
+            .await
+            .unwrap();
+        let tasks: Vec<_> = finals
+            .iter()
+            .zip(&nodes)
+            .map(|(st, m)| {
+                let (m, st, sid) = (m.clone(), *st, sid.clone());
+                tokio::spawn(async move { (st, m.set_session_state(&sid, st, None).await) })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (st, Ok(())) => winners.push(st),
+                (_, Err(MetaError::IllegalTransition(_))) => {}
+                (_, Err(e)) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let state = nodes[0].get_session(&sid).await.unwrap().unwrap().state;
+        assert_eq!(state, winners[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_of_two_concurrent_commits_settles_the_session() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let nodes = nodes(&db, 2).await;
+    let m = &nodes[0];
+    m.create_user(&user("fin")).await.unwrap();
+    for round in 0..10 {
+        let sid = format!("s{round}");
+        let (ua, ub) = (format!("a{round}"), format!("b{round}"));
+        m.create_session(
+            &session(&sid, "fin"),
+            &[upload(&ua, &sid, "a", 1), upload(&ub, &sid, "b", 1)],
+        )
+        .await
+        .unwrap();
+        let (pa, pb) = (format!("a{round}"), format!("b{round}"));
+        m.begin_commit(None, &[(ua.clone(), p(&pa)), (ub.clone(), p(&pb))], &[])
+            .await
+            .unwrap();
+        // Each node commits one upload and ends the session if it settled:
+        // whichever comes second sees the other's commit.
+        let tasks: Vec<_> = [(ua, pa), (ub, pb)]
+            .into_iter()
+            .zip(nodes.iter().cloned())
+            .map(|((up, path), m)| {
+                let sid = sid.clone();
+                tokio::spawn(async move {
+                    let done = committed(&up, "fin", &path, &format!("f-{up}"));
+                    m.finish_commit(SessionEnd::IfSettled(&sid), &[done])
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut ended = Vec::new();
+        for t in tasks {
+            ended.push(t.await.unwrap());
+        }
+        ended.sort_by_key(|e| e.is_some());
+        assert_eq!(
+            ended,
+            [None, Some(SessionState::Committed)],
+            "round {round}"
+        );
+        let state = m.get_session(&sid).await.unwrap().unwrap().state;
+        assert_eq!(state, SessionState::Committed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { Postgres::connect(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for t in tasks {
+        stores.push(t.await.unwrap().expect("every node connects"));
+    }
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let versions: Vec<i32> =
+        sqlx::query_scalar("SELECT version FROM ferry_migrations ORDER BY version")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1]);
+    c.close().await.ok();
+    // And each works on the one schema.
+    stores[1].create_user(&user("gil")).await.unwrap();
+    assert!(stores[2].get_user("gil").await.unwrap().is_some());
+    // A later start finds nothing to do.
+    let again = db.connect().await;
+    assert_eq!(again.user_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_fast_without_telling_the_password() {
+    let started = Instant::now();
+    let err = Postgres::connect("postgres://u:secretpw@127.0.0.1:1/x")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut text = format!("{err} | {err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        text.push_str(&format!(" | {s}"));
+        source = s.source();
+    }
+    assert!(!text.contains("secretpw"), "{text}");
+    assert!(text.contains("127.0.0.1:1"), "it says where: {text}");
+}
+
+#[tokio::test]
+async fn a_url_that_does_not_parse_is_refused_without_telling_the_password() {
+    for url in [
+        "postgres://u:secretpw@127.0.0.1:notaport/x",
+        "secretpw",
+        "postgres://u@127.0.0.1:1/x?sslmode=bogus&password=secretpw",
+    ] {
+        let err = Postgres::connect(url).await.expect_err(url);
+        let text = format!(
+            "{err} | {err:?} | {}",
+            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+        );
+        assert!(!text.contains("secretpw"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn calls_after_close_fail_as_closed() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let m = db.connect().await;
+    m.ping().await.unwrap();
+    m.close().await;
+    let err = m.ping().await.unwrap_err();
+    assert!(matches!(err, MetaError::Closed), "{err:?}");
+}
+
+/// A batch of outcomes is applied as SQLite applies it, one by one: a
+/// file replaces the record at its path and the record of its id, even
+/// an earlier one of the same batch.
+#[tokio::test]
+async fn a_commit_batch_ends_with_the_files_sqlite_ends_with() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lite = ferry_meta::Sqlite::open(dir.path().join("m.db")).unwrap();
+    let pg = db.connect().await;
+    let stores: [&dyn MetaStore; 2] = [&lite, &pg];
+    let mut outcomes = Vec::new();
+    for m in stores {
+        m.create_user(&user("hal")).await.unwrap();
+        m.finish_commit(
+            SessionEnd::Keep,
+            &[
+                committed("-", "hal", "p1", "X"),
+                committed("-", "hal", "p2", "Y"),
+            ],
+        )
+        .await
+        .unwrap();
+        m.finish_commit(
+            SessionEnd::Keep,
+            &[
+                // Z takes X's path; X moves on; Y moves onto where X went
+                // and then to its own; Z moves; two land on one path.
+                committed("-", "hal", "p1", "Z"),
+                committed("-", "hal", "p3", "X"),
+                committed("-", "hal", "p3", "Y"),
+                committed("-", "hal", "p4", "Y"),
+                committed("-", "hal", "p5", "Z"),
+                committed("-", "hal", "q", "A"),
+                committed("-", "hal", "q", "B"),
+            ],
+        )
+        .await
+        .unwrap();
+        let mut files = Vec::new();
+        for e in m.list(&sp("hal"), None).await.unwrap() {
+            if let ferry_meta::Entry::File(f) = e {
+                files.push((f.id, f.path.as_str().to_owned()));
+            }
+        }
+        outcomes.push(files);
+    }
+    assert_eq!(
+        outcomes[0],
+        [
+            ("Y".into(), "p4".into()),
+            ("Z".into(), "p5".into()),
+            ("B".into(), "q".into())
+        ]
+    );
+    assert_eq!(outcomes[0], outcomes[1]);
+}
