@@ -109,7 +109,8 @@ impl Engine {
         limits: Limits,
         signing_key: Vec<u8>,
     ) -> Engine {
-        Engine {
+        let changes = meta.changes();
+        let engine = Engine {
             inner: Arc::new(Inner {
                 meta,
                 store,
@@ -123,7 +124,11 @@ impl Engine {
                 users: Default::default(),
                 spaces: Default::default(),
             }),
+        };
+        if let Some(changes) = changes {
+            tokio::spawn(forget_changes(Arc::downgrade(&engine.inner), changes));
         }
+        engine
     }
 
     /// The lock stripe of a session.
@@ -187,6 +192,38 @@ impl Engine {
         self.inner.meta.ping().await?;
         self.inner.store.ready().await?;
         Ok(())
+    }
+}
+
+/// Makes the caches forget what other processes sharing the metadata
+/// change (a token revoked on another node stops working here as soon as
+/// its announcement arrives), until the engine is dropped.
+async fn forget_changes(
+    inner: std::sync::Weak<Inner>,
+    mut changes: tokio::sync::broadcast::Receiver<ferry_meta::Change>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = match changes.recv().await {
+            Ok(c) => c,
+            Err(RecvError::Lagged(_)) => ferry_meta::Change::Unknown,
+            Err(RecvError::Closed) => return,
+        };
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut tokens = inner.tokens.lock().unwrap();
+        tokens.1 += 1;
+        match change {
+            ferry_meta::Change::TokenRevoked(id) => {
+                tokens.0.remove(&id);
+            }
+            _ => {
+                tokens.0.clear();
+                inner.users.lock().unwrap().clear();
+                inner.spaces.lock().unwrap().clear();
+            }
+        }
     }
 }
 

@@ -100,7 +100,26 @@ pub async fn run_all(m: &dyn MetaStore) {
     failing_an_upload_fails_its_session_with_a_reason(m).await;
     illegal_state_changes_are_refused(m).await;
     a_body_sent_again_waits_beside_the_one_it_replaces(m).await;
+    the_first_shared_secret_stored_is_the_one_everyone_gets(m).await;
     m.ping().await.unwrap();
+}
+
+pub async fn the_first_shared_secret_stored_is_the_one_everyone_gets(m: &dyn MetaStore) {
+    let first = m
+        .shared_secret("signing", b"first-candidate")
+        .await
+        .unwrap();
+    assert_eq!(first, b"first-candidate");
+    let again = m
+        .shared_secret("signing", b"second-candidate")
+        .await
+        .unwrap();
+    assert_eq!(
+        again, b"first-candidate",
+        "a later candidate changes nothing"
+    );
+    let other = m.shared_secret("other", b"x").await.unwrap();
+    assert_eq!(other, b"x", "secrets are kept by name");
 }
 
 pub async fn users_tokens_and_spaces(m: &dyn MetaStore) {

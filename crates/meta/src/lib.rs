@@ -169,6 +169,17 @@ pub enum SessionEnd<'a> {
     IfSettled(&'a str),
 }
 
+/// A change another process made that a cache of the metadata must
+/// forget ([`MetaStore::changes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// This token was revoked.
+    TokenRevoked(String),
+    /// Changes may have been missed (the feed reconnected): forget all.
+    Unknown,
+}
+
 /// The outcome of committing one upload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
@@ -321,4 +332,16 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<()>;
+
+    // ---- what processes sharing the database share
+    /// The secret stored under `name`; `candidate` becomes it when there
+    /// is none yet (the first process to ask wins; every other one gets
+    /// the winner's).
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>>;
+    /// Changes other processes sharing the database make, as they commit
+    /// (this process's own included); `None` for a database only this
+    /// process uses.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 }

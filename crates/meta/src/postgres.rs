@@ -23,8 +23,8 @@
 //! starting together do not race.
 
 use crate::{
-    Committed, CreateLimits, Entry, LimitRefusal, MetaError, MetaStore, Occupant, Record, Result,
-    SessionEnd, SpaceRecord, TokenRecord, Usage,
+    Change, Committed, CreateLimits, Entry, LimitRefusal, MetaError, MetaStore, Occupant, Record,
+    Result, SessionEnd, SpaceRecord, TokenRecord, Usage,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -38,7 +38,14 @@ use std::time::Duration;
 
 /// The schema's versions, in order: each applied once, recorded in
 /// `ferry_migrations`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_secrets.sql")),
+];
+
+/// The channel changes are announced on (`NOTIFY`, in the transaction that
+/// makes them, so they are heard once committed).
+const CHANGES_CHANNEL: &str = "ferry_changes";
 
 /// The advisory lock (one 64-bit key) migrations run under.
 const MIGRATION_LOCK: i64 = 0x4665_7272_794d_6967; // "FerryMig"
@@ -59,6 +66,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Postgres {
     pool: PgPool,
+    /// What the listener hears on [`CHANGES_CHANNEL`].
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -98,7 +107,74 @@ impl Postgres {
             // is dropped; a ping before each would cost a round trip.
             .test_before_acquire(false)
             .connect_lazy_with(options);
-        Ok(Postgres { pool })
+        // Listening before `connect` returns: every change committed after
+        // it is heard.
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+            .await
+            .map_err(|e| target.error("cannot listen for changes", &e))?;
+        listener
+            .listen(CHANGES_CHANNEL)
+            .await
+            .map_err(|e| target.error("cannot listen for changes", &e))?;
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        tokio::spawn(listen(pool.clone(), listener, changes.clone()));
+        Ok(Postgres { pool, changes })
+    }
+}
+
+/// Relays what is announced on [`CHANGES_CHANNEL`] until the pool closes.
+/// After the connection was lost (changes may have been missed) it relays
+/// [`Change::Unknown`]; while the database is away it retries each second.
+async fn listen(
+    pool: PgPool,
+    listener: sqlx::postgres::PgListener,
+    changes: tokio::sync::broadcast::Sender<Change>,
+) {
+    let mut listener = Some(listener);
+    while !pool.is_closed() {
+        let l = match &mut listener {
+            Some(l) => l,
+            None => {
+                let l = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut l) => match l.listen(CHANGES_CHANNEL).await {
+                        // What was announced before is unknown.
+                        Ok(()) => {
+                            let _ = changes.send(Change::Unknown);
+                            l
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot listen for metadata changes");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    },
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                listener.insert(l)
+            }
+        };
+        match l.try_recv().await {
+            Ok(Some(n)) => {
+                let change = match n.payload().split_once(':') {
+                    Some(("token", id)) => Change::TokenRevoked(id.to_owned()),
+                    _ => Change::Unknown,
+                };
+                let _ = changes.send(change);
+            }
+            // The connection was lost; the listener reconnects on the next
+            // call, and whatever was announced meanwhile is unknown.
+            Ok(None) => {
+                let _ = changes.send(Change::Unknown);
+            }
+            Err(_) => {
+                listener = None;
+                let _ = changes.send(Change::Unknown);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 
@@ -970,12 +1046,17 @@ impl MetaStore for Postgres {
     }
 
     async fn revoke_token(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE tokens SET revoked = TRUE WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        // Announced with the change: every node's cache forgets the token.
+        let done = sqlx::query(
+            "WITH t AS (UPDATE tokens SET revoked = TRUE WHERE id = $1 RETURNING id)
+             SELECT pg_notify($2, 'token:' || id) FROM t",
+        )
+        .bind(id)
+        .bind(CHANGES_CHANNEL)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(!done.is_empty())
     }
 
     async fn create_space(&self, space: &SpaceRecord) -> Result<()> {
@@ -1782,6 +1863,32 @@ impl MetaStore for Postgres {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        // The insert's snapshot cannot see a row another node inserted
+        // concurrently (it then inserts nothing): that one is read after.
+        let inserted: Option<Vec<u8>> = sqlx::query_scalar(
+            "INSERT INTO secrets (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING RETURNING value",
+        )
+        .bind(name)
+        .bind(candidate)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        if let Some(v) = inserted {
+            return Ok(v);
+        }
+        sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
     }
 }
 

@@ -26,6 +26,7 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS users (
   name TEXT PRIMARY KEY, admin INTEGER NOT NULL, quota_bytes INTEGER,
   max_open_sessions INTEGER, home_space TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
   id TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name), hash BLOB NOT NULL,
   created_at INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
@@ -1511,6 +1512,22 @@ impl MetaStore for Sqlite {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await?;
         self.write(|_| Ok(())).await
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        let (name, candidate) = (name.to_owned(), candidate.to_vec());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, candidate],
+            )?;
+            Ok(
+                c.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
     }
 }
 

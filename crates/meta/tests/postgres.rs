@@ -15,7 +15,8 @@ use ferry_core::{
     Upload, UploadState, User,
 };
 use ferry_meta::{
-    Committed, CreateLimits, LimitRefusal, MetaError, MetaStore, Postgres, SessionEnd, conformance,
+    Change, Committed, CreateLimits, LimitRefusal, MetaError, MetaStore, Postgres, SessionEnd,
+    TokenRecord, conformance,
 };
 use sqlx::Connection;
 use std::collections::BTreeMap;
@@ -127,6 +128,16 @@ fn user(name: &str) -> User {
         max_open_sessions: None,
         home_space: sp(name),
         created_at: 1,
+    }
+}
+
+fn token(id: &str, owner: &str) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        user: owner.into(),
+        secret_hash: vec![7; 32],
+        created_at: 1,
+        revoked: false,
     }
 }
 
@@ -518,7 +529,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -634,4 +645,25 @@ async fn a_commit_batch_ends_with_the_files_sqlite_ends_with() {
         ]
     );
     assert_eq!(outcomes[0], outcomes[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_node_is_announced_to_every_node() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("hal")).await.unwrap();
+    n[0].insert_token(&token("t-hal", "hal")).await.unwrap();
+    let mut heard = n[1].changes().expect("PostgreSQL announces changes");
+    assert!(n[0].revoke_token("t-hal").await.unwrap());
+    let got = tokio::time::timeout(std::time::Duration::from_secs(1), heard.recv())
+        .await
+        .expect("announced within 1 s")
+        .unwrap();
+    assert_eq!(got, Change::TokenRevoked("t-hal".into()));
+    // Revoking a token that does not exist announces nothing.
+    assert!(!n[0].revoke_token("t-none").await.unwrap());
+    let none = tokio::time::timeout(std::time::Duration::from_millis(300), heard.recv()).await;
+    assert!(none.is_err(), "{none:?}");
 }

@@ -33,13 +33,13 @@ use tokio::net::TcpListener;
 
 pub use config::{Config, LimitsConfig, S3StoreConfig, StoreConfig, StoreKind, TusConfig};
 
-/// The metadata database: PostgreSQL at `database_url`, else SQLite in
-/// the data directory.
-async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn ferry_meta::MetaStore>> {
+/// The metadata database: PostgreSQL at `database_url` (which several
+/// nodes may share: `true`), else SQLite in the data directory.
+async fn open_meta(config: &Config) -> anyhow::Result<(Arc<dyn ferry_meta::MetaStore>, bool)> {
     let Some(url) = config.database_url.as_deref().filter(|u| !u.is_empty()) else {
         let path = config.data_dir.join("ferry.db");
         let meta = Sqlite::open(path).context("cannot open the SQLite database")?;
-        return Ok(Arc::new(meta));
+        return Ok((Arc::new(meta), false));
     };
     let Some(at) = ["postgres://", "postgresql://"]
         .iter()
@@ -56,7 +56,7 @@ async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn ferry_meta::MetaSt
         .await
         .with_context(|| format!("cannot use the PostgreSQL database at {at}"))?;
     tracing::info!(database = %at, "metadata in PostgreSQL");
-    Ok(Arc::new(meta))
+    Ok((Arc::new(meta), true))
 }
 
 /// Builds the engine: metadata in SQLite (or PostgreSQL), bytes on the local disk
@@ -74,8 +74,15 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
         }
         StoreKind::S3 => open_s3(&config.store.s3, config.limits.max_file_size).await?,
     };
-    let meta = open_meta(config).await?;
-    let key = signing_key(dir)?;
+    let (meta, shared) = open_meta(config).await?;
+    let mut key = signing_key(dir)?;
+    if shared {
+        // Every node signs and checks URLs with one key: the first node's.
+        key = meta
+            .shared_secret("signing_key", &key)
+            .await
+            .context("cannot read the shared signing key")?;
+    }
     Ok(Engine::new(meta, store, config.limits.to_limits(), key))
 }
 

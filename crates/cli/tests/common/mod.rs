@@ -128,7 +128,8 @@ impl Server {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if self.database.is_none() {
+        let shares = self.extra.iter().any(|(k, _)| k == "FERRY_DATABASE_URL");
+        if self.database.is_none() && !shares {
             self.database = TestDatabase::create();
         }
         if let Some(db) = &self.database {
@@ -175,6 +176,11 @@ impl Server {
         } else {
             format!("{}{path}", self.url)
         }
+    }
+
+    /// The PostgreSQL database this server made for itself, if any.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|d| d.url.as_str())
     }
 
     /// Runs one statement on the server's metadata (SQLite in its data
