@@ -10,20 +10,42 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// Two nodes on one fresh database, or `None` (skipped) without PostgreSQL.
-fn two_nodes() -> Option<(Server, Server)> {
-    if std::env::var("FERRY_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
-        let a = Server::start();
-        let url = a.database_url().expect("on PostgreSQL").to_owned();
-        let b = Server::start_with(&[("FERRY_DATABASE_URL", &url)]);
-        return Some((a, b));
+/// Whether PostgreSQL (and, with `s3`, a local S3 server) is there to
+/// run on; without, the test is skipped unless `FERRY_REQUIRE_POSTGRES=1`.
+fn available(s3: bool) -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+    if set("FERRY_TEST_DATABASE_URL") && (!s3 || set("FERRY_S3_ENDPOINT")) {
+        return true;
     }
     assert!(
         std::env::var("FERRY_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-        "FERRY_REQUIRE_POSTGRES=1 but FERRY_TEST_DATABASE_URL is not set"
+        "FERRY_REQUIRE_POSTGRES=1 but FERRY_TEST_DATABASE_URL{} is not set",
+        if s3 { " or FERRY_S3_ENDPOINT" } else { "" }
     );
-    eprintln!("FERRY_TEST_DATABASE_URL is not set: skipped");
-    None
+    eprintln!(
+        "SKIPPED: needs FERRY_TEST_DATABASE_URL (scripts/pg-local.sh) and FERRY_S3_ENDPOINT (scripts/s3-local.sh)"
+    );
+    false
+}
+
+/// Two nodes on one fresh database and one bucket (under a prefix of
+/// their own), or `None` (skipped).
+fn two_nodes() -> Option<(Server, Server)> {
+    if !available(true) {
+        return None;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("cluster-{nanos}/");
+    let on_s3 = [("FERRY_STORE", "s3"), ("FERRY_S3_PREFIX", prefix.as_str())];
+    let a = Server::start_with(&on_s3);
+    let url = a.database_url().expect("on PostgreSQL").to_owned();
+    let mut env = on_s3.to_vec();
+    env.push(("FERRY_DATABASE_URL", &url));
+    let b = Server::start_with(&env);
+    Some((a, b))
 }
 
 #[tokio::test]
@@ -125,4 +147,79 @@ async fn nodes_sharing_a_database_share_the_admin_and_its_token() {
     )
     .await;
     assert_eq!(st, StatusCode::CONFLICT, "a user is created once: {users}");
+}
+
+#[tokio::test]
+async fn a_second_node_on_the_local_store_is_refused_with_the_reason() {
+    if !available(false) {
+        return;
+    }
+    let a = Server::start();
+    let url = a.database_url().expect("on PostgreSQL");
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(ferry_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("FERRY_DATABASE_URL", url)
+        .env("FERRY_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the second node must not start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("local disk") && err.contains("--store s3"),
+        "{err}"
+    );
+    // The first node is untouched.
+    let (st, _) = call(&a, Method::GET, "/v1/me", Some(ADMIN), None).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn parts_of_one_upload_sent_to_two_nodes_commit_on_either_verified() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let part_size = 5 * 1024 * 1024;
+    let data = random_bytes(3 * part_size + 1000, 9);
+    let v = create_session(
+        &a,
+        &alice,
+        json!({"path": "rr.bin", "size": data.len(), "part_size": part_size}),
+    )
+    .await;
+    let (sid, up) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["uploads"][0]["id"].as_str().unwrap().to_owned(),
+    );
+    // Round-robin, out of order: 4, 1 on b; 2 on a; 3 on b.
+    for (node, n) in [(&b, 4), (&b, 1), (&a, 2), (&b, 3)] {
+        let start = (n - 1) * part_size;
+        let end = (start + part_size).min(data.len());
+        let (st, v) = part(node, &alice, &up, n, &data[start..end]).await;
+        assert_eq!(st, StatusCode::OK, "part {n}: {v}");
+    }
+    // Both nodes see every part.
+    for node in [&a, &b] {
+        let v = status(node, &alice, &up).await;
+        assert_eq!(v["received_bytes"], json!(data.len()), "{v}");
+    }
+    let (st, v) = call(
+        &a,
+        Method::POST,
+        &format!("/v1/sessions/{sid}/commit"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    for node in [&a, &b] {
+        let (st, got) = download(node, &alice, "alice", "rr.bin").await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(
+            got == data,
+            "the file read through each node is the file sent"
+        );
+    }
 }

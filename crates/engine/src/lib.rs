@@ -100,6 +100,8 @@ struct Inner {
     /// Users and spaces never change once created; found ones are cached.
     users: std::sync::Mutex<HashMap<String, ferry_core::User>>,
     spaces: std::sync::Mutex<HashMap<ferry_core::SpaceName, ferry_meta::SpaceRecord>>,
+    /// Other nodes serve the same uploads ([`Engine::join_cluster`]).
+    cluster: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -123,6 +125,7 @@ impl Engine {
                 tokens: Default::default(),
                 users: Default::default(),
                 spaces: Default::default(),
+                cluster: Default::default(),
             }),
         };
         if let Some(changes) = changes {
@@ -185,6 +188,27 @@ impl Engine {
     /// Checks a signature made by [`Engine::sign`] (constant time).
     pub fn verify_signed(&self, purpose: &str, data: &str, sig: &str) -> bool {
         self.inner.signer.verify_for(purpose, data, sig)
+    }
+
+    /// Tells the engine that other nodes serve the same uploads (shared
+    /// metadata and shared storage): it then keeps no upload state across
+    /// requests that another node could change.
+    pub fn join_cluster(&self) {
+        self.inner
+            .cluster
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.inner
+            .cluster
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes this node the only one doing `what` among the nodes sharing
+    /// the metadata, while the hold lives ([`MetaStore::try_exclusive`]).
+    pub async fn try_exclusive(&self, what: &str) -> Result<Option<ferry_meta::Exclusive>> {
+        Ok(self.inner.meta.try_exclusive(what).await?)
     }
 
     /// Whether metadata and storage answer.

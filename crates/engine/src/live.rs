@@ -100,8 +100,12 @@ impl Live {
     }
 }
 
-fn new_slot(session: Session, upload: Upload) -> Slot {
-    let cursor = (upload.received.is_empty() && !upload.direct).then(|| Cursor {
+/// A slot for an upload; `hash_in_order`: whether the bytes streaming
+/// through this node may be hashed as they come (not in a cluster, where
+/// other nodes write too).
+fn new_slot(session: Session, upload: Upload, hash_in_order: bool) -> Slot {
+    let fresh = upload.received.is_empty() && !upload.direct;
+    let cursor = (fresh && hash_in_order).then(|| Cursor {
         offset: 0,
         hasher: Hashers::new(Want::whole(&upload.whole_digests)),
     });
@@ -196,6 +200,9 @@ impl Engine {
             .slots
             .get(upload_id)
             .cloned();
+        if self.in_cluster() {
+            return self.fresh_slot(caller, upload_id, cached).await;
+        }
         let slot = match cached {
             Some(s) => s,
             None => {
@@ -214,7 +221,60 @@ impl Engine {
                 let cacheable =
                     session.state == SessionState::Open && upload.state == UploadState::Open;
                 let session_id = session.id.clone();
-                let slot = Arc::new(new_slot(session, upload));
+                let slot = Arc::new(new_slot(session, upload, true));
+                if !cacheable {
+                    return self.authorize(caller, upload_id, slot).await;
+                }
+                self.inner
+                    .live
+                    .lock()
+                    .unwrap()
+                    .insert(&session_id, upload_id, slot)
+            }
+        };
+        self.authorize(caller, upload_id, slot).await
+    }
+
+    /// In a cluster, other nodes write to the same uploads: the slot is
+    /// brought up to the metadata at every use (acknowledged ranges and
+    /// parts are recorded before they are acknowledged, so the metadata
+    /// holds all of them), keeping only what this node has in flight. No
+    /// in-order hash is kept: bytes written elsewhere may have replaced
+    /// some it covered; the commit reads the object back instead.
+    async fn fresh_slot(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+        cached: Option<Arc<Slot>>,
+    ) -> Result<Arc<Slot>> {
+        let not_found = || EngineError::NotFound(format!("no upload {upload_id:?}"));
+        let meta = &self.inner.meta;
+        let upload = meta.get_upload(upload_id).await?.ok_or_else(not_found)?;
+        let session = meta
+            .get_session(&upload.session_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let cacheable = session.state == SessionState::Open && upload.state == UploadState::Open;
+        let session_id = session.id.clone();
+        let slot = match cached {
+            Some(slot) => {
+                {
+                    let mut live = slot.state.lock().await;
+                    live.upload = upload;
+                    live.session = session;
+                    live.drop_cursor();
+                }
+                if !cacheable {
+                    self.inner
+                        .live
+                        .lock()
+                        .unwrap()
+                        .remove(&session_id, upload_id);
+                }
+                slot
+            }
+            None => {
+                let slot = Arc::new(new_slot(session, upload, false));
                 if !cacheable {
                     return self.authorize(caller, upload_id, slot).await;
                 }
@@ -254,7 +314,7 @@ impl Engine {
     pub(crate) fn seed_slots(&self, session: &Session, uploads: &[Upload]) {
         let mut map = self.inner.live.lock().unwrap();
         for up in uploads {
-            let slot = Arc::new(new_slot(session.clone(), up.clone()));
+            let slot = Arc::new(new_slot(session.clone(), up.clone(), !self.in_cluster()));
             map.insert(&session.id, &up.id, slot);
         }
     }

@@ -180,6 +180,24 @@ pub enum Change {
     Unknown,
 }
 
+/// Held by the one process that does something for every process sharing
+/// the metadata ([`MetaStore::try_exclusive`]); released when dropped, or
+/// when the process dies.
+pub struct Exclusive(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
+
+impl Exclusive {
+    /// A hold on whatever keeps it (a connection holding a lock).
+    pub fn new(holder: Box<dyn std::any::Any + Send>) -> Exclusive {
+        Exclusive(holder)
+    }
+}
+
+impl std::fmt::Debug for Exclusive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exclusive")
+    }
+}
+
 /// The outcome of committing one upload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
@@ -343,5 +361,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// process uses.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         None
+    }
+    /// Makes this process the only one doing `what` among the processes
+    /// sharing the database, until the returned hold is dropped or the
+    /// process dies; `None` while another process holds it. A database
+    /// only this process uses always grants it.
+    async fn try_exclusive(&self, what: &str) -> Result<Option<Exclusive>> {
+        let _ = what;
+        Ok(Some(Exclusive::new(Box::new(()))))
     }
 }

@@ -23,8 +23,8 @@
 //! starting together do not race.
 
 use crate::{
-    Change, Committed, CreateLimits, Entry, LimitRefusal, MetaError, MetaStore, Occupant, Record,
-    Result, SessionEnd, SpaceRecord, TokenRecord, Usage,
+    Change, Committed, CreateLimits, Entry, Exclusive, LimitRefusal, MetaError, MetaStore,
+    Occupant, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -54,6 +54,10 @@ const MIGRATION_LOCK: i64 = 0x4665_7272_794d_6967; // "FerryMig"
 /// space apart from the migrations' 64-bit one); the second is the
 /// owner's `hashtext`.
 const OWNER_LOCK: i32 = 0x4f77_6e72; // "Ownr"
+
+/// The first key of [`MetaStore::try_exclusive`]'s locks; the second is
+/// the `hashtext` of what is held.
+const EXCLUSIVE_LOCK: i32 = 0x4f6e_6c79; // "Only"
 
 /// Connections per process.
 const MAX_CONNECTIONS: u32 = 16;
@@ -1889,6 +1893,24 @@ impl MetaStore for Postgres {
 
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         Some(self.changes.subscribe())
+    }
+
+    async fn try_exclusive(&self, what: &str) -> Result<Option<Exclusive>> {
+        // A session-level advisory lock on a connection of its own (not
+        // the pool's): PostgreSQL releases it when that connection closes,
+        // be it by the hold's drop or by the process's death.
+        let mut conn = self.pool.connect_options().connect().await.map_err(db)?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(EXCLUSIVE_LOCK)
+            .bind(what)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db)?;
+        if held {
+            return Ok(Some(Exclusive::new(Box::new(conn))));
+        }
+        conn.close().await.ok();
+        Ok(None)
     }
 }
 

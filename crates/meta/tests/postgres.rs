@@ -667,3 +667,30 @@ async fn a_token_revoked_on_one_node_is_announced_to_every_node() {
     let none = tokio::time::timeout(std::time::Duration::from_millis(300), heard.recv()).await;
     assert!(none.is_err(), "{none:?}");
 }
+
+#[tokio::test]
+async fn one_node_at_a_time_holds_an_exclusive_and_the_next_gets_it_once_released() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    let held = n[0].try_exclusive("background").await.unwrap();
+    assert!(held.is_some(), "the first asker gets it");
+    assert!(n[1].try_exclusive("background").await.unwrap().is_none());
+    assert!(
+        n[0].try_exclusive("background").await.unwrap().is_none(),
+        "held means held, for its own process too"
+    );
+    let other = n[1].try_exclusive("local-store").await.unwrap();
+    assert!(other.is_some(), "holds are by name");
+    // Dropped (as by a process that dies): the next asker gets it.
+    drop(held);
+    let t = Instant::now();
+    loop {
+        if n[1].try_exclusive("background").await.unwrap().is_some() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "not released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -83,7 +83,12 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
             .await
             .context("cannot read the shared signing key")?;
     }
-    Ok(Engine::new(meta, store, config.limits.to_limits(), key))
+    let engine = Engine::new(meta, store, config.limits.to_limits(), key);
+    // Shared metadata and shared bytes: other nodes may serve any upload.
+    if shared && config.store.kind == StoreKind::S3 {
+        engine.join_cluster();
+    }
+    Ok(engine)
 }
 
 #[cfg(feature = "s3")]
@@ -410,17 +415,33 @@ pub struct Bound {
     /// The generated admin token, on first start without `admin_token`.
     pub new_admin_token: Option<String>,
     config: Config,
+    /// This node runs the background work while it holds this.
+    background: Option<ferry_meta::Exclusive>,
+    /// This node alone uses the local store while it holds this.
+    _local_store: Option<ferry_meta::Exclusive>,
 }
 
 /// Opens the stores, recovers interrupted commits, bootstraps the admin,
 /// and binds the listener.
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     let engine = open_engine(&config).await?;
+    // A local store is one node's: a second node on the same database
+    // would find none of the first one's bytes.
+    let local_store = match config.store.kind {
+        StoreKind::Local => Some(engine.try_exclusive("local-store").await?.context(
+            "another Ferry node on this database keeps its bytes on its local disk: nodes sharing a database must share their storage too (--store s3)",
+        )?),
+        StoreKind::S3 => None,
+    };
     // The recorder first, so that what recovery counts reaches /metrics.
     prometheus();
-    let report = engine.recover().await.context("start-up recovery failed")?;
-    if report != Default::default() {
-        tracing::info!(?report, "recovered after an unclean stop");
+    // Background work (recovery, the reaper, the orphan sweep) is one
+    // node's at a time; another takes it over when that one dies.
+    let background = engine.try_exclusive("background").await?;
+    if background.is_some() {
+        recover(&engine).await?;
+    } else {
+        tracing::info!("another node runs recovery, the reaper and the orphan sweep");
     }
     let new_admin_token = engine.bootstrap(config.admin_token.as_deref()).await?;
     if let Some(t) = &new_admin_token {
@@ -446,7 +467,19 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         public_url,
         new_admin_token,
         config,
+        background,
+        _local_store: local_store,
     })
+}
+
+/// Rolls interrupted commits forward (start-up, or a node taking over the
+/// background work of one that died).
+async fn recover(engine: &Engine) -> anyhow::Result<()> {
+    let report = engine.recover().await.context("recovery failed")?;
+    if report != Default::default() {
+        tracing::info!(?report, "recovered after an unclean stop");
+    }
+    Ok(())
 }
 
 impl Bound {
@@ -463,22 +496,45 @@ impl Bound {
             Duration::from_secs(s3.sweep_interval_secs.max(1)),
             Duration::from_secs(s3.retire_after_secs),
         );
+        let mut background = self.background;
         let reaper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             // The first sweep runs at start-up: what a crash left goes.
             let mut sweep = tokio::time::interval(sweep_every);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => match engine.reap_expired().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(sessions = n, "expired sessions reaped"),
-                        Err(e) => tracing::warn!(error = %e, "reaper failed"),
-                    },
+                    _ = tick.tick() => {}
                     _ = sweep.tick() => {
-                        if let Err(e) = engine.sweep_orphans(retired_for).await {
+                        if background.is_some()
+                            && let Err(e) = engine.sweep_orphans(retired_for).await
+                        {
                             tracing::warn!(error = %e, "orphan sweep failed");
                         }
+                        continue;
                     }
+                }
+                if background.is_none() {
+                    // The node that ran it is gone: this one takes over,
+                    // and first finishes what that one left.
+                    match engine.try_exclusive("background").await {
+                        Ok(Some(hold)) => {
+                            tracing::info!("this node now runs the background work");
+                            background = Some(hold);
+                            if let Err(e) = recover(&engine).await {
+                                tracing::warn!(error = %e, "recovery failed");
+                            }
+                        }
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot check who runs the background work");
+                            continue;
+                        }
+                    }
+                }
+                match engine.reap_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "expired sessions reaped"),
+                    Err(e) => tracing::warn!(error = %e, "reaper failed"),
                 }
             }
         });
