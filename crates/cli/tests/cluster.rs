@@ -31,6 +31,11 @@ fn available(s3: bool) -> bool {
 /// Two nodes on one fresh database and one bucket (under a prefix of
 /// their own), or `None` (skipped).
 fn two_nodes() -> Option<(Server, Server)> {
+    two_nodes_with(&[])
+}
+
+/// [`two_nodes`] with more environment for both.
+fn two_nodes_with(extra: &[(&str, &str)]) -> Option<(Server, Server)> {
     if !available(true) {
         return None;
     }
@@ -39,10 +44,11 @@ fn two_nodes() -> Option<(Server, Server)> {
         .unwrap()
         .as_nanos();
     let prefix = format!("cluster-{nanos}/");
-    let on_s3 = [("FERRY_STORE", "s3"), ("FERRY_S3_PREFIX", prefix.as_str())];
+    let mut on_s3 = vec![("FERRY_STORE", "s3"), ("FERRY_S3_PREFIX", prefix.as_str())];
+    on_s3.extend_from_slice(extra);
     let a = Server::start_with(&on_s3);
     let url = a.database_url().expect("on PostgreSQL").to_owned();
-    let mut env = on_s3.to_vec();
+    let mut env = on_s3.clone();
     env.push(("FERRY_DATABASE_URL", &url));
     let b = Server::start_with(&env);
     Some((a, b))
@@ -222,4 +228,87 @@ async fn parts_of_one_upload_sent_to_two_nodes_commit_on_either_verified() {
             "the file read through each node is the file sent"
         );
     }
+}
+
+#[tokio::test]
+async fn a_tus_patch_cut_by_the_death_of_its_node_resumes_on_another_node() {
+    let Some((mut a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let mib = 1024 * 1024;
+    let data = random_bytes(12 * mib + 77, 12);
+    let id = create_tus(&a, &alice, data.len() as u64).await;
+    let path = format!("/tus/{id}");
+    // A PATCH of the whole file that sends 7 MiB, then stalls; node a is
+    // SIGKILLed while it waits for the rest.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let patch = http()
+        .patch(a.url_of(&path))
+        .bearer_auth(&alice)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(body)
+        .send();
+    let patch = tokio::spawn(patch);
+    for chunk in data[..7 * mib].chunks(mib) {
+        tx.send(Ok(chunk.to_vec())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.kill9();
+    drop(tx);
+    let _ = patch.await;
+    // Node b answers at once with what is durable, and takes the rest.
+    let head = |n: &Server| {
+        http()
+            .head(n.url_of(&path))
+            .bearer_auth(&alice)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+    };
+    let r = head(&b).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let offset: usize = r.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        offset <= 7 * mib,
+        "more is durable ({offset}) than was sent"
+    );
+    let r = http()
+        .patch(b.url_of(&path))
+        .bearer_auth(&alice)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", offset.to_string())
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(data[offset..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    let r = head(&b).await.unwrap();
+    assert_eq!(
+        r.headers()["upload-offset"].to_str().unwrap(),
+        data.len().to_string()
+    );
+    // The file the tus upload made, read through node b, is the file sent.
+    let t = Instant::now();
+    let name = loop {
+        let (st, v) = call(&b, Method::GET, "/v1/spaces/alice/list", Some(&alice), None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        if let Some(e) = v["entries"].as_array().and_then(|e| e.first()) {
+            break e["name"].as_str().unwrap().to_owned();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no file: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (st, got) = download(&b, &alice, "alice", &name).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the file differs from what was sent");
 }
