@@ -312,3 +312,51 @@ async fn a_tus_patch_cut_by_the_death_of_its_node_resumes_on_another_node() {
     assert_eq!(st, StatusCode::OK);
     assert!(got == data, "the file differs from what was sent");
 }
+
+#[tokio::test]
+async fn fail_commits_of_one_path_raced_on_two_nodes_let_exactly_one_win() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    for round in 0..5 {
+        let path = format!("race-{round}.txt");
+        let mut ids = Vec::new();
+        for (node, byte) in [(&a, b'a'), (&b, b'b')] {
+            let v = create_session(
+                node,
+                &alice,
+                json!({"path": path, "size": 3, "conflict": "fail"}),
+            )
+            .await;
+            let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+            let (st, v) = part(node, &alice, &up, 1, [byte; 3]).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            ids.push(up);
+        }
+        // Commit both at once, each on its own node.
+        let (pa, pb) = (
+            format!("/v1/uploads/{}/commit", ids[0]),
+            format!("/v1/uploads/{}/commit", ids[1]),
+        );
+        let (ra, rb) = tokio::join!(
+            call(&a, Method::POST, &pa, Some(&alice), None),
+            call(&b, Method::POST, &pb, Some(&alice), None)
+        );
+        let won: Vec<bool> = [&ra, &rb].iter().map(|(st, _)| st.is_success()).collect();
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "exactly one commit wins: {ra:?} {rb:?}"
+        );
+        let loser = if won[0] { &rb } else { &ra };
+        assert_eq!(loser.0, StatusCode::CONFLICT, "{loser:?}");
+        // The file is the winner's bytes, on both nodes.
+        let want = if won[0] { b"aaa" } else { b"bbb" };
+        for n in [&a, &b] {
+            let (st, got) = download(n, &alice, "alice", &path).await;
+            assert_eq!(st, StatusCode::OK);
+            assert_eq!(got, want);
+        }
+    }
+}

@@ -331,6 +331,14 @@ impl Engine {
             paths: Vec::new(),
         };
         let mut decisions = Vec::new();
+        // In a cluster, other nodes choose paths in this space too: the
+        // space is theirs to wait for from the choice until the record.
+        let space_hold = if self.in_cluster() {
+            let what = format!("namespace:{}", session.space.as_str());
+            Some(self.inner.meta.exclusive(&what).await?)
+        } else {
+            None
+        };
         {
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
@@ -356,6 +364,7 @@ impl Engine {
             )
             .await?;
         std::mem::drop(claims);
+        std::mem::drop(space_hold);
         let mut states: Vec<(String, UploadState)> = done
             .iter()
             .map(|d| (d.upload_id.clone(), d.state))

@@ -370,4 +370,10 @@ pub trait MetaStore: Send + Sync + 'static {
         let _ = what;
         Ok(Some(Exclusive::new(Box::new(()))))
     }
+    /// [`MetaStore::try_exclusive`] that waits its turn (a while: a hold
+    /// kept too long is an error, not a hang).
+    async fn exclusive(&self, what: &str) -> Result<Exclusive> {
+        let _ = what;
+        Ok(Exclusive::new(Box::new(())))
+    }
 }
