@@ -47,8 +47,18 @@ fi
 stop 2>/dev/null || true
 mkdir -p "$ROOT"
 chmod 755 "$ROOT"
-eval "$(FERRY_PG_ROOT="$ROOT/pg" scripts/pg-local.sh)"
-eval "$(FERRY_S3_ROOT="$ROOT/s3" scripts/s3-local.sh)"
+# Whatever fails from here stops what was started.
+trap 'echo "cluster start failed; stopping what started" >&2; stop' ERR
+unset FERRY_DATABASE_URL FERRY_S3_ENDPOINT
+pgenv=$(FERRY_PG_ROOT="$ROOT/pg" scripts/pg-local.sh)
+eval "$pgenv"
+s3env=$(FERRY_S3_ROOT="$ROOT/s3" scripts/s3-local.sh)
+eval "$s3env"
+if [ -z "${FERRY_DATABASE_URL:-}" ] || [ -z "${FERRY_S3_ENDPOINT:-}" ]; then
+    echo "PostgreSQL or S3 did not start" >&2
+    stop
+    exit 1
+fi
 export FERRY_STORE=s3 FERRY_ADMIN_TOKEN="$TOKEN" FERRY_PUBLIC_URL="http://127.0.0.1:$PORT"
 
 upstream=""
@@ -66,6 +76,7 @@ for i in $(seq 1 "$NODES"); do
     curl -fsS "http://127.0.0.1:$node_port/readyz" >/dev/null || {
         echo "node $i did not start; see $ROOT/node-$i.log" >&2
         tail -5 "$ROOT/node-$i.log" >&2
+        stop
         exit 1
     }
 done

@@ -5,12 +5,13 @@
 #   scripts/pg-local.sh stop       # stop it
 # Installs `postgresql` with apt when it is missing (needs root). The
 # cluster lives in $FERRY_PG_ROOT (default /tmp/ferry-pg), listens on
-# $FERRY_PG_PORT (default 55432), trusts local connections and, being
+# $FERRY_PG_PORT (default 15432: below the kernel's ephemeral ports, which a
+# busy machine's outgoing connections may hold), trusts local connections and, being
 # throwaway, runs with fsync off. Creates the database `ferry` and prints
 # the environment Ferry and the tests read (FERRY_DATABASE_URL).
 set -euo pipefail
 ROOT="${FERRY_PG_ROOT:-/tmp/ferry-pg}"
-PORT="${FERRY_PG_PORT:-55432}"
+PORT="${FERRY_PG_PORT:-15432}"
 
 pgbin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 as_pg() {

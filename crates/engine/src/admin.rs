@@ -111,7 +111,13 @@ impl Engine {
                 Some(t) => t.to_owned(),
                 None => auth::new_token().1,
             };
-            self.store_token("admin", &token).await?;
+            let record = token_record("admin", &token);
+            if let Err(e) = meta.insert_token(&record).await
+                // A preset token another node stored first.
+                && meta.get_token(&record.id).await?.is_none()
+            {
+                return Err(e.into());
+            }
             return Ok(preset.is_none().then_some(token));
         }
         if let Some(t) = preset

@@ -211,6 +211,16 @@ impl Engine {
         Ok(self.inner.meta.try_exclusive(what).await?)
     }
 
+    /// Holds `what` shared with other nodes ([`MetaStore::shared`]).
+    pub async fn hold_shared(&self, what: &str) -> Result<ferry_meta::Exclusive> {
+        Ok(self.inner.meta.shared(what).await?)
+    }
+
+    /// Whether other nodes serve the same uploads.
+    pub fn is_in_cluster(&self) -> bool {
+        self.in_cluster()
+    }
+
     /// Whether metadata and storage answer.
     pub async fn ready(&self) -> Result<()> {
         self.inner.meta.ping().await?;

@@ -522,6 +522,18 @@ impl Engine {
         self.end_session(&s, SessionState::Aborted).await
     }
 
+    /// Whether an upload this node just asked to abort is aborted, so its
+    /// staged bytes may go. In a cluster another node may have committed
+    /// it first (the abort then left it alone, and its bytes are a file's
+    /// now); alone, this node's session lock rules that out.
+    async fn aborted_here(&self, upload_id: &str) -> Result<bool> {
+        if !self.in_cluster() {
+            return Ok(true);
+        }
+        let now = self.inner.meta.get_upload(upload_id).await?;
+        Ok(now.is_some_and(|u| u.state == UploadState::Aborted))
+    }
+
     /// Moves an open session to `state` (aborted or expired): its open
     /// uploads are aborted and their staged bytes deleted.
     async fn end_session(&self, s: &Session, state: SessionState) -> Result<()> {
@@ -537,7 +549,9 @@ impl Engine {
             .await?;
         let mut changed = Vec::new();
         for id in open {
-            self.inner.store.discard_staged(&id).await?;
+            if self.aborted_here(&id).await? {
+                self.inner.store.discard_staged(&id).await?;
+            }
             changed.push((id, UploadState::Aborted));
         }
         if s.open_ended {
@@ -607,7 +621,9 @@ impl Engine {
                 ferry_meta::SessionEnd::IfSettled(&session.id),
             )
             .await?;
-        self.inner.store.discard_staged(upload_id).await?;
+        if self.aborted_here(upload_id).await? {
+            self.inner.store.discard_staged(upload_id).await?;
+        }
         let mut session = session;
         if let Some(state) = ended {
             session.state = state;

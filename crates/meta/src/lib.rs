@@ -370,6 +370,13 @@ pub trait MetaStore: Send + Sync + 'static {
         let _ = what;
         Ok(Some(Exclusive::new(Box::new(()))))
     }
+    /// Holds `what` shared with the other processes that hold it shared,
+    /// so that [`MetaStore::try_exclusive`] of it fails while any does
+    /// (a node's presence: "am I alone?").
+    async fn shared(&self, what: &str) -> Result<Exclusive> {
+        let _ = what;
+        Ok(Exclusive::new(Box::new(())))
+    }
     /// [`MetaStore::try_exclusive`] that waits its turn (a while: a hold
     /// kept too long is an error, not a hang).
     async fn exclusive(&self, what: &str) -> Result<Exclusive> {

@@ -247,17 +247,23 @@ impl Target {
                 secrets,
             };
         };
+        // The user part ends at the last `@`, wherever it is: a password
+        // holding an unescaped `/`, `?` or `#` is still a password.
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, rest)) => (Some(userinfo), rest),
+            None => (None, rest),
+        };
         let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(auth_end);
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
+        let (host, tail) = rest.split_at(auth_end);
+        let authority = match userinfo {
+            Some(userinfo) => match userinfo.split_once(':') {
                 Some((user, pass)) => {
                     secrets.push(pass.to_owned());
                     format!("{user}:***@{host}")
                 }
                 None => format!("{userinfo}@{host}"),
             },
-            None => authority.to_owned(),
+            None => host.to_owned(),
         };
         let tail = match tail.split_once('?') {
             Some((path, query)) => {
@@ -1913,6 +1919,18 @@ impl MetaStore for Postgres {
         Ok(None)
     }
 
+    async fn shared(&self, what: &str) -> Result<Exclusive> {
+        let mut conn = self.pool.connect_options().connect().await.map_err(db)?;
+        conn.execute("SET lock_timeout = '30s'").await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_lock_shared($1, hashtext($2))")
+            .bind(EXCLUSIVE_LOCK)
+            .bind(what)
+            .execute(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(Exclusive::new(Box::new(conn)))
+    }
+
     async fn exclusive(&self, what: &str) -> Result<Exclusive> {
         let mut conn = self.pool.connect_options().connect().await.map_err(db)?;
         // A holder that keeps it longer than this (hung, not dead: a dead
@@ -1931,6 +1949,17 @@ impl MetaStore for Postgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_with_an_unescaped_slash_is_not_shown() {
+        let t = Target::parse("postgres://ann:se/cr?et@db.example:5432/ferry");
+        assert_eq!(
+            t.shown.as_deref(),
+            Some("postgres://ann:***@db.example:5432/ferry")
+        );
+        let e = t.error("the database URL does not parse", &"whatever");
+        assert!(!format!("{e}").contains("se/cr?et"), "{e}");
+    }
 
     #[test]
     fn a_url_is_shown_without_its_password() {

@@ -5,7 +5,7 @@
 //!
 //! Each test makes its own database on the server named by
 //! `FERRY_TEST_DATABASE_URL` (e.g.
-//! `postgres://postgres@127.0.0.1:55432/postgres`, see
+//! `postgres://postgres@127.0.0.1:15432/postgres`, see
 //! `scripts/pg-local.sh`) and drops it afterwards. Without that variable
 //! the tests that need a server are skipped, unless
 //! `FERRY_REQUIRE_POSTGRES=1` makes that a failure.

@@ -419,6 +419,8 @@ pub struct Bound {
     background: Option<ferry_meta::Exclusive>,
     /// This node alone uses the local store while it holds this.
     _local_store: Option<ferry_meta::Exclusive>,
+    /// Held shared by every node of a cluster while it runs.
+    _presence: Option<ferry_meta::Exclusive>,
 }
 
 /// Opens the stores, recovers interrupted commits, bootstraps the admin,
@@ -428,7 +430,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     // A local store is one node's: a second node on the same database
     // would find none of the first one's bytes.
     let local_store = match config.store.kind {
-        StoreKind::Local => Some(engine.try_exclusive("local-store").await?.context(
+        StoreKind::Local => Some(hold_soon(&engine, "local-store").await?.context(
             "another Ferry node on this database keeps its bytes on its local disk: nodes sharing a database must share their storage too (--store s3)",
         )?),
         StoreKind::S3 => None,
@@ -437,12 +439,35 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     prometheus();
     // Background work (recovery, the reaper, the orphan sweep) is one
     // node's at a time; another takes it over when that one dies.
-    let background = engine.try_exclusive("background").await?;
-    if background.is_some() {
+    // Recovery assumes no other node is at work: in a cluster it runs only
+    // on a node that starts alone (it would abort multipart uploads of
+    // sessions another node is creating, and roll forward its commits).
+    let cluster = engine.is_in_cluster();
+    let alone = if cluster {
+        hold_soon(&engine, "node").await?
+    } else {
+        None
+    };
+    let background = if !cluster || alone.is_some() {
+        hold_soon(&engine, "background").await?
+    } else {
+        engine.try_exclusive("background").await?
+    };
+    if background.is_some() && (!cluster || alone.is_some()) {
         recover(&engine).await?;
+    } else if background.is_some() {
+        tracing::info!("other nodes are at work: start-up recovery skipped");
     } else {
         tracing::info!("another node runs recovery, the reaper and the orphan sweep");
     }
+    drop(alone);
+    // This node's presence, which keeps later starters from thinking they
+    // are alone.
+    let presence = if cluster {
+        Some(engine.hold_shared("node").await?)
+    } else {
+        None
+    };
     let new_admin_token = engine.bootstrap(config.admin_token.as_deref()).await?;
     if let Some(t) = &new_admin_token {
         write_private(
@@ -469,7 +494,20 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         config,
         background,
         _local_store: local_store,
+        _presence: presence,
     })
+}
+
+/// [`Engine::try_exclusive`], retried for 2 s: a node killed a moment ago
+/// holds what it held until the database sees its connection close.
+async fn hold_soon(engine: &Engine, what: &str) -> anyhow::Result<Option<ferry_meta::Exclusive>> {
+    for _ in 0..20 {
+        if let Some(hold) = engine.try_exclusive(what).await? {
+            return Ok(Some(hold));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
 }
 
 /// Rolls interrupted commits forward (start-up, or a node taking over the
@@ -518,11 +556,12 @@ impl Bound {
                     // and first finishes what that one left.
                     match engine.try_exclusive("background").await {
                         Ok(Some(hold)) => {
+                            // Other nodes are at work: no recovery (see
+                            // `bind`); a dead node's interrupted commit
+                            // waits for a start-up alone.
                             tracing::info!("this node now runs the background work");
                             background = Some(hold);
-                            if let Err(e) = recover(&engine).await {
-                                tracing::warn!(error = %e, "recovery failed");
-                            }
+                            sweep.reset_immediately();
                         }
                         Ok(None) => continue,
                         Err(e) => {
