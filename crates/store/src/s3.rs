@@ -39,7 +39,7 @@ pub const MAX_PARTS: u64 = 10_000;
 pub const READ_RANGE: u64 = 16 * 1024 * 1024;
 pub const READ_AHEAD: usize = 4;
 
-/// Parts streaming to the store at once, per node; further parts wait
+/// Client bodies streaming to the store as parts at once, per node; further ones wait
 /// (their clients' bytes wait in the kernel). Each streaming part holds
 /// up to ~1 MiB of the SDK's aws-chunked copies (it re-frames the body to
 /// send its CRC32 as a trailer) queued in hyper's write buffer while the
@@ -464,6 +464,14 @@ impl S3Staging {
                     let mut rx = rx;
                     move |cx| rx.poll_recv(cx)
                 });
+                // A client's body, at the client's pace: one of the node's
+                // `STREAMING_PARTS` (combining pieces, which reads the
+                // bucket, takes none, so slow clients never hold up a seal).
+                let _streaming = self
+                    .streaming
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
                 let (sent, fed) = tokio::join!(
                     self.upload_part(upload, &mpu, cell, seg, part),
                     body.feed(seg, tx)
@@ -571,11 +579,6 @@ impl S3Staging {
         len: u64,
         body: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     ) -> Result<(), StoreError> {
-        let _streaming = self
-            .streaming
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
         let out = self
             .client
             .upload_part()
