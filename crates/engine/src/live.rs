@@ -200,54 +200,18 @@ impl Engine {
             .slots
             .get(upload_id)
             .cloned();
-        if self.in_cluster() {
-            return self.fresh_slot(caller, upload_id, cached).await;
+        // In a cluster, other nodes write to the same uploads: the slot is
+        // brought up to the metadata at every use (acknowledged ranges and
+        // parts are recorded before they are acknowledged, so the metadata
+        // holds all of them), keeping only what this node has in flight. No
+        // in-order hash is kept: bytes written elsewhere may have replaced
+        // some it covered; the commit reads the object back instead.
+        let cluster = self.in_cluster();
+        if let Some(slot) = &cached
+            && !cluster
+        {
+            return self.authorize(caller, upload_id, slot.clone()).await;
         }
-        let slot = match cached {
-            Some(s) => s,
-            None => {
-                let upload = self
-                    .inner
-                    .meta
-                    .get_upload(upload_id)
-                    .await?
-                    .ok_or_else(not_found)?;
-                let session = self
-                    .inner
-                    .meta
-                    .get_session(&upload.session_id)
-                    .await?
-                    .ok_or_else(not_found)?;
-                let cacheable =
-                    session.state == SessionState::Open && upload.state == UploadState::Open;
-                let session_id = session.id.clone();
-                let slot = Arc::new(new_slot(session, upload, true));
-                if !cacheable {
-                    return self.authorize(caller, upload_id, slot).await;
-                }
-                self.inner
-                    .live
-                    .lock()
-                    .unwrap()
-                    .insert(&session_id, upload_id, slot)
-            }
-        };
-        self.authorize(caller, upload_id, slot).await
-    }
-
-    /// In a cluster, other nodes write to the same uploads: the slot is
-    /// brought up to the metadata at every use (acknowledged ranges and
-    /// parts are recorded before they are acknowledged, so the metadata
-    /// holds all of them), keeping only what this node has in flight. No
-    /// in-order hash is kept: bytes written elsewhere may have replaced
-    /// some it covered; the commit reads the object back instead.
-    async fn fresh_slot(
-        &self,
-        caller: &Caller,
-        upload_id: &str,
-        cached: Option<Arc<Slot>>,
-    ) -> Result<Arc<Slot>> {
-        let not_found = || EngineError::NotFound(format!("no upload {upload_id:?}"));
         let meta = &self.inner.meta;
         let upload = meta.get_upload(upload_id).await?.ok_or_else(not_found)?;
         let session = meta
@@ -274,7 +238,7 @@ impl Engine {
                 slot
             }
             None => {
-                let slot = Arc::new(new_slot(session, upload, false));
+                let slot = Arc::new(new_slot(session, upload, !cluster));
                 if !cacheable {
                     return self.authorize(caller, upload_id, slot).await;
                 }

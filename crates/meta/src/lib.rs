@@ -122,6 +122,37 @@ pub enum Entry {
     Folder(String),
 }
 
+/// The bounds of the paths strictly below `prefix` (a folder), for a
+/// range scan in byte order: `[prefix/, prefix0)`.
+pub(crate) fn below(prefix: &str) -> (String, String) {
+    (format!("{prefix}/"), format!("{prefix}0")) // '0' follows '/' in byte order
+}
+
+/// A folder's listing from the files below it (`skip`: the bytes of its
+/// path and the `/` after it): its immediate subfolders first, then its
+/// own files, each group sorted by name.
+pub(crate) fn entries(
+    files_below: impl IntoIterator<Item = FileRecord>,
+    skip: usize,
+) -> Vec<Entry> {
+    let mut folders = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    for f in files_below {
+        match f.path.as_str()[skip..].split_once('/') {
+            Some((folder, _)) => {
+                folders.insert(folder.to_owned());
+            }
+            None => files.push(f),
+        }
+    }
+    files.sort_by(|a, b| a.path.name().cmp(b.path.name()));
+    folders
+        .into_iter()
+        .map(Entry::Folder)
+        .chain(files.into_iter().map(|f| Entry::File(Box::new(f))))
+        .collect()
+}
+
 /// What already occupies a path, as far as metadata knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Occupant {

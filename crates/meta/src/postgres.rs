@@ -24,7 +24,7 @@
 
 use crate::{
     Change, Committed, CreateLimits, Entry, Exclusive, LimitRefusal, MetaError, MetaStore,
-    Occupant, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage,
+    Occupant, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -951,11 +951,6 @@ impl EndPlan {
     }
 }
 
-/// Upper bound for a range scan of everything below `prefix/`.
-fn below(prefix: &str) -> (String, String) {
-    (format!("{prefix}/"), format!("{prefix}0")) // '0' follows '/' in byte order
-}
-
 impl Postgres {
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Pg>> {
         self.pool.begin().await.map_err(db)
@@ -1835,24 +1830,12 @@ impl MetaStore for Postgres {
                 (rows, 0)
             }
         };
-        let mut folders = std::collections::BTreeSet::new();
-        let mut files = Vec::new();
-        for r in &rows.map_err(db)? {
-            let f = file_row(r)?;
-            let rest = &f.path.as_str()[skip..];
-            match rest.split_once('/') {
-                Some((folder, _)) => {
-                    folders.insert(folder.to_owned());
-                }
-                None => files.push(f),
-            }
-        }
-        files.sort_by(|a, b| a.path.name().cmp(b.path.name()));
-        Ok(folders
-            .into_iter()
-            .map(Entry::Folder)
-            .chain(files.into_iter().map(|f| Entry::File(Box::new(f))))
-            .collect())
+        let files = rows
+            .map_err(db)?
+            .iter()
+            .map(file_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(entries(files, skip))
     }
 
     async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {

@@ -10,7 +10,7 @@
 
 use crate::{
     Committed, CreateLimits, Entry, LimitRefusal, MetaError, MetaStore, Occupant, Record, Result,
-    SessionEnd, SpaceRecord, TokenRecord, Usage,
+    SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -728,11 +728,6 @@ fn insert_file(conn: &Connection, f: &FileRecord) -> Result<()> {
         f.object,
     ])?;
     Ok(())
-}
-
-/// Upper bound for a range scan of everything below `prefix/`.
-fn below(prefix: &str) -> (String, String) {
-    (format!("{prefix}/"), format!("{prefix}0")) // '0' follows '/' in byte order
 }
 
 #[async_trait::async_trait]
@@ -1466,24 +1461,10 @@ impl MetaStore for Sqlite {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {FILE_COLS} FROM files WHERE space = ?1 AND path >= ?2 AND path < ?3 ORDER BY path"
             ))?;
-            let mut folders = std::collections::BTreeSet::new();
-            let mut files = Vec::new();
-            for f in stmt.query_map(params![space.as_str(), lo, hi], file_row)? {
-                let f = f?;
-                let rest = &f.path.as_str()[skip..];
-                match rest.split_once('/') {
-                    Some((folder, _)) => {
-                        folders.insert(folder.to_owned());
-                    }
-                    None => files.push(f),
-                }
-            }
-            files.sort_by(|a, b| a.path.name().cmp(b.path.name()));
-            Ok(folders
-                .into_iter()
-                .map(Entry::Folder)
-                .chain(files.into_iter().map(|f| Entry::File(Box::new(f))))
-                .collect())
+            let files = stmt
+                .query_map(params![space.as_str(), lo, hi], file_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(entries(files, skip))
         })
         .await
     }
