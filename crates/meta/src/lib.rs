@@ -209,6 +209,68 @@ pub enum Change {
     TokenRevoked(String),
     /// Changes may have been missed (the feed reconnected): forget all.
     Unknown,
+    /// Another process asks the holder of this lease to let it go
+    /// ([`MetaStore::ask_release`]).
+    ReleaseAsked(String),
+    /// A lease on this key was released ([`MetaStore::release`]).
+    Released(String),
+    /// This process's leases may have been taken from it (its presence
+    /// in the database lapsed): what it does under them must stop.
+    LeasesLost,
+}
+
+/// What a lease is for: it tells a process that finds it held whether to
+/// ask for it, wait for it, or give up ([`MetaStore::claim`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseKind {
+    /// Bytes appended in order (tus, the IETF draft): a newer append asks
+    /// the holder to let go.
+    Append,
+    /// A part or a byte range.
+    Write,
+    /// A commit verifying and promoting the upload.
+    Commit,
+    /// A turn at something short (a session's commit, a namespace's path
+    /// choice): others wait.
+    Turn,
+}
+
+impl LeaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseKind::Append => "append",
+            LeaseKind::Write => "write",
+            LeaseKind::Commit => "commit",
+            LeaseKind::Turn => "turn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LeaseKind> {
+        [
+            LeaseKind::Append,
+            LeaseKind::Write,
+            LeaseKind::Commit,
+            LeaseKind::Turn,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A lease another process holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub token: String,
+    pub kind: LeaseKind,
+}
+
+/// The answer to [`MetaStore::claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The lease is this process's, under this token, until released.
+    Granted(String),
+    /// Live processes hold leases that overlap it.
+    Busy(Vec<Held>),
 }
 
 /// Held by the one process that does something for every process sharing
@@ -407,6 +469,25 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn shared(&self, what: &str) -> Result<Exclusive> {
         let _ = what;
         Ok(Exclusive::new(Box::new(())))
+    }
+    /// Leases `[lo, hi)` of `key` to this process unless a live process
+    /// holds an overlapping one (a process that died holds none: its
+    /// leases are taken over). A database only this process uses grants
+    /// every claim; the caller keeps its own process's claims apart.
+    async fn claim(&self, key: &str, lo: u64, hi: u64, kind: LeaseKind) -> Result<Claim> {
+        let _ = (key, lo, hi, kind);
+        Ok(Claim::Granted(String::new()))
+    }
+    /// Ends the lease `token` names, and announces [`Change::Released`]
+    /// of its key.
+    async fn release(&self, token: &str) -> Result<()> {
+        let _ = token;
+        Ok(())
+    }
+    /// Asks the holders of these leases to let go ([`Change::ReleaseAsked`]).
+    async fn ask_release(&self, tokens: &[String]) -> Result<()> {
+        let _ = tokens;
+        Ok(())
     }
     /// [`MetaStore::try_exclusive`] that waits its turn (a while: a hold
     /// kept too long is an error, not a hang).

@@ -23,8 +23,9 @@
 //! starting together do not race.
 
 use crate::{
-    Change, Committed, CreateLimits, Entry, Exclusive, LimitRefusal, MetaError, MetaStore,
-    Occupant, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
+    Change, Claim, Committed, CreateLimits, Entry, Exclusive, Held, LeaseKind, LimitRefusal,
+    MetaError, MetaStore, Occupant, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage,
+    below, entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -41,6 +42,7 @@ use std::time::Duration;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_secrets.sql")),
+    (3, include_str!("../migrations/postgres/0003_leases.sql")),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -59,6 +61,13 @@ const OWNER_LOCK: i32 = 0x4f77_6e72; // "Ownr"
 /// the `hashtext` of what is held.
 const EXCLUSIVE_LOCK: i32 = 0x4f6e_6c79; // "Only"
 
+/// The first key of a node's presence lock; the second is the node's id
+/// (its leases are alive while it holds it: `ferry_node_alive`).
+const NODE_LOCK: i32 = 0x4e6f_6465; // "Node"
+
+/// How often a node checks that its presence lock's connection lives.
+const PRESENCE_CHECK: Duration = Duration::from_secs(1);
+
 /// Connections per process.
 const MAX_CONNECTIONS: u32 = 16;
 /// How long `connect` waits for the server to answer.
@@ -72,6 +81,9 @@ pub struct Postgres {
     pool: PgPool,
     /// What the listener hears on [`CHANGES_CHANNEL`].
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// This process's node id: its leases are alive while it holds the
+    /// presence lock [`NODE_LOCK`] of it (a new id after it lapsed).
+    node: std::sync::Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -120,9 +132,77 @@ impl Postgres {
             .listen(CHANGES_CHANNEL)
             .await
             .map_err(|e| target.error("cannot listen for changes", &e))?;
-        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        let (changes, _) = tokio::sync::broadcast::channel(4096);
         tokio::spawn(listen(pool.clone(), listener, changes.clone()));
-        Ok(Postgres { pool, changes })
+        let (conn, id) = present(&pool)
+            .await
+            .map_err(|e| target.error("cannot register the node", &e))?;
+        let node = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(id));
+        tokio::spawn(stay_present(
+            pool.clone(),
+            conn,
+            node.clone(),
+            changes.clone(),
+        ));
+        Ok(Postgres {
+            pool,
+            changes,
+            node,
+        })
+    }
+}
+
+/// A connection of its own holding the presence lock of a fresh node id.
+async fn present(pool: &PgPool) -> Result<(PgConnection, i32), sqlx::Error> {
+    let mut conn = pool.connect_options().connect().await?;
+    loop {
+        let id: i32 = sqlx::query_scalar("SELECT (random() * 2147483646)::int + 1")
+            .fetch_one(&mut conn)
+            .await?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(NODE_LOCK)
+            .bind(id)
+            .fetch_one(&mut conn)
+            .await?;
+        if held {
+            return Ok((conn, id));
+        }
+    }
+}
+
+/// Keeps the node present until the pool closes: checks its presence
+/// connection every [`PRESENCE_CHECK`]; once it is lost, the node's
+/// leases may be another's, so [`Change::LeasesLost`] is announced and
+/// the node comes back under a new id.
+async fn stay_present(
+    pool: PgPool,
+    mut conn: PgConnection,
+    node: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    changes: tokio::sync::broadcast::Sender<Change>,
+) {
+    while !pool.is_closed() {
+        tokio::time::sleep(PRESENCE_CHECK).await;
+        let alive = tokio::time::timeout(PRESENCE_CHECK, conn.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if alive {
+            continue;
+        }
+        let _ = changes.send(Change::LeasesLost);
+        tracing::warn!("this node's presence in the database lapsed; its leases are given up");
+        loop {
+            if pool.is_closed() {
+                return;
+            }
+            match present(&pool).await {
+                Ok((c, id)) => {
+                    conn = c;
+                    node.store(id, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(PRESENCE_CHECK).await,
+            }
+        }
     }
 }
 
@@ -164,6 +244,8 @@ async fn listen(
             Ok(Some(n)) => {
                 let change = match n.payload().split_once(':') {
                     Some(("token", id)) => Change::TokenRevoked(id.to_owned()),
+                    Some(("release", token)) => Change::ReleaseAsked(token.to_owned()),
+                    Some(("released", key)) => Change::Released(key.to_owned()),
                     _ => Change::Unknown,
                 };
                 let _ = changes.send(change);
@@ -1912,6 +1994,52 @@ impl MetaStore for Postgres {
             .await
             .map_err(db)?;
         Ok(Exclusive::new(Box::new(conn)))
+    }
+
+    async fn claim(&self, key: &str, lo: u64, hi: u64, kind: LeaseKind) -> Result<Claim> {
+        let rows = sqlx::query("SELECT granted, token, kind FROM ferry_claim($1, $2, $3, $4, $5)")
+            .bind(key)
+            .bind(lo.min(i64::MAX as u64) as i64)
+            .bind(hi.min(i64::MAX as u64) as i64)
+            .bind(kind.as_str())
+            .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut held = Vec::new();
+        for r in &rows {
+            let token: String = get(r, 1)?;
+            if get::<bool>(r, 0)? {
+                return Ok(Claim::Granted(token));
+            }
+            let kind: String = get(r, 2)?;
+            let kind = LeaseKind::parse(&kind).ok_or_else(|| corrupt("lease kind", &kind))?;
+            held.push(Held { token, kind });
+        }
+        Ok(Claim::Busy(held))
+    }
+
+    async fn release(&self, token: &str) -> Result<()> {
+        sqlx::query(
+            "WITH gone AS (DELETE FROM leases WHERE token = $1 RETURNING key)
+             SELECT pg_notify($2, 'released:' || key) FROM gone",
+        )
+        .bind(token)
+        .bind(CHANGES_CHANNEL)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn ask_release(&self, tokens: &[String]) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, 'release:' || t) FROM unnest($2::text[]) t")
+            .bind(CHANGES_CHANNEL)
+            .bind(tokens)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn exclusive(&self, what: &str) -> Result<Exclusive> {

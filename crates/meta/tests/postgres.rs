@@ -15,8 +15,8 @@ use ferry_core::{
     Upload, UploadState, User,
 };
 use ferry_meta::{
-    Change, Committed, CreateLimits, LimitRefusal, MetaError, MetaStore, Postgres, SessionEnd,
-    TokenRecord, conformance,
+    Change, Claim, Committed, CreateLimits, Held, LeaseKind, LimitRefusal, MetaError, MetaStore,
+    Postgres, SessionEnd, TokenRecord, conformance,
 };
 use sqlx::Connection;
 use std::collections::BTreeMap;
@@ -529,7 +529,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -715,4 +715,120 @@ async fn a_waiting_exclusive_is_granted_when_the_holder_lets_go() {
         .await
         .expect("granted once the holder let go");
     got.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_one_nodes_until_released_and_overlaps_are_told_with_their_holder() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    let mut heard_by_0 = n[0].changes().unwrap();
+    let mut heard_by_1 = n[1].changes().unwrap();
+    let Claim::Granted(t0) = n[0].claim("u1", 0, 100, LeaseKind::Append).await.unwrap() else {
+        panic!("a free key is granted");
+    };
+    // Overlapping: refused, naming the holder's lease and what it is for.
+    let busy = n[1].claim("u1", 50, 60, LeaseKind::Write).await.unwrap();
+    assert_eq!(
+        busy,
+        Claim::Busy(vec![Held {
+            token: t0.clone(),
+            kind: LeaseKind::Append
+        }])
+    );
+    // Disjoint ranges and other keys are granted beside it.
+    let Claim::Granted(t1) = n[1].claim("u1", 100, 200, LeaseKind::Write).await.unwrap() else {
+        panic!("a disjoint range is granted");
+    };
+    assert!(matches!(
+        n[1].claim("u2", 0, u64::MAX, LeaseKind::Commit)
+            .await
+            .unwrap(),
+        Claim::Granted(_)
+    ));
+    // Asking reaches the holder; releasing is announced to everyone.
+    n[1].ask_release(std::slice::from_ref(&t0)).await.unwrap();
+    hear(&mut heard_by_0, Change::ReleaseAsked(t0.clone())).await;
+    n[0].release(&t0).await.unwrap();
+    hear(&mut heard_by_1, Change::Released("u1".into())).await;
+    assert!(matches!(
+        n[1].claim("u1", 0, 100, LeaseKind::Append).await.unwrap(),
+        Claim::Granted(_)
+    ));
+    n[1].release(&t1).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leases_of_a_node_whose_connection_died_are_taken_over_at_once() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    let mut heard_by_0 = n[0].changes().unwrap();
+    let Claim::Granted(t0) = n[0]
+        .claim("u1", 0, u64::MAX, LeaseKind::Turn)
+        .await
+        .unwrap()
+    else {
+        panic!("a free key is granted");
+    };
+    assert!(matches!(
+        n[1].claim("u1", 0, 1, LeaseKind::Turn).await.unwrap(),
+        Claim::Busy(_)
+    ));
+    // Node 0's presence ends as a killed process's does: PostgreSQL drops
+    // the connection holding its presence lock.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
+         WHERE k.locktype = 'advisory' AND k.classid = 1315923045::oid AND k.granted
+           AND k.objid = (SELECT node FROM leases WHERE token = $1)::oid",
+    )
+    .bind(&t0)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, vec![true]);
+    let t = Instant::now();
+    loop {
+        if let Claim::Granted(_) = n[1].claim("u1", 0, 1, LeaseKind::Turn).await.unwrap() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "not taken over within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The node finds out, gives its leases up, and comes back present.
+    hear(&mut heard_by_0, Change::LeasesLost).await;
+    let t = Instant::now();
+    loop {
+        let Claim::Granted(mine) = n[0].claim("u3", 0, 1, LeaseKind::Turn).await.unwrap() else {
+            panic!("a free key is granted");
+        };
+        match n[1].claim("u3", 0, 1, LeaseKind::Turn).await.unwrap() {
+            Claim::Busy(_) => break,
+            // Claimed under the lapsed id: not alive yet.
+            Claim::Granted(theirs) => {
+                n[1].release(&theirs).await.unwrap();
+                n[0].release(&mine).await.unwrap();
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the node did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (3 s at most) until `want` is heard.
+async fn hear(heard: &mut tokio::sync::broadcast::Receiver<Change>, want: Change) {
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while heard.recv().await.unwrap() != want {}
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{want:?} not heard within 3 s"))
 }
