@@ -360,3 +360,203 @@ async fn fail_commits_of_one_path_raced_on_two_nodes_let_exactly_one_win() {
         }
     }
 }
+
+/// A request body fed by the test, chunk by chunk, that stays open until
+/// its sender is dropped (a client that stalls, or whose network died
+/// without a word).
+fn held_body() -> (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    reqwest::Body,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    (tx, body)
+}
+
+fn tus_head(n: &Server, path: &str, token: &str) -> reqwest::RequestBuilder {
+    http()
+        .head(n.url_of(path))
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0")
+}
+
+fn tus_patch(n: &Server, path: &str, token: &str, offset: usize) -> reqwest::RequestBuilder {
+    http()
+        .patch(n.url_of(path))
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", offset.to_string())
+        .header("Content-Type", "application/offset+octet-stream")
+}
+
+#[tokio::test]
+async fn a_tus_patch_stalled_on_one_node_is_taken_over_from_another_within_1_s() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let mib = 1024 * 1024;
+    let data = random_bytes(12 * mib + 5, 31);
+    let id = create_tus(&a, &alice, data.len() as u64).await;
+    let path = format!("/tus/{id}");
+    // A PATCH on node a sends 6 MiB and stalls, its connection open: a
+    // client whose network went away without a word, now back on node b.
+    let (tx, body) = held_body();
+    let stalled = tokio::spawn(tus_patch(&a, &path, &alice, 0).body(body).send());
+    for chunk in data[..6 * mib].chunks(mib) {
+        tx.send(Ok(chunk.to_vec())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    let r = tus_head(&b, &path, &alice).send().await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.status(), StatusCode::OK);
+    println!("HEAD on node b took the upload over in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let offset: usize = r.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        offset > 0 && offset <= 6 * mib,
+        "the stalled PATCH's durable bytes are kept: offset {offset}"
+    );
+    // The stalled request was told it was taken over; what it sends
+    // now goes nowhere.
+    let old = tokio::time::timeout(Duration::from_secs(5), stalled)
+        .await
+        .expect("the stalled PATCH was answered")
+        .unwrap();
+    if let Ok(old) = old {
+        assert_eq!(old.status(), StatusCode::CONFLICT);
+    }
+    drop(tx);
+    let r = tus_patch(&b, &path, &alice, offset)
+        .body(data[offset..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    let (st, got) = download(&a, &alice, "alice", &tus_file_name(&a, &alice).await).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the file differs from what was sent");
+}
+
+/// The name of alice's one file.
+async fn tus_file_name(n: &Server, alice: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let (st, v) = call(n, Method::GET, "/v1/spaces/alice/list", Some(alice), None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        if let Some(e) = v["entries"].as_array().and_then(|e| e.first()) {
+            return e["name"].as_str().unwrap().to_owned();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no file: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A native upload in three 5 MiB parts; (session, upload, bytes).
+async fn three_parts(n: &Server, alice: &str, seed: u64) -> (String, String, Vec<u8>) {
+    let part_size = 5 * 1024 * 1024;
+    let data = random_bytes(3 * part_size - 1000, seed);
+    let v = create_session(
+        n,
+        alice,
+        json!({"path": "p.bin", "size": data.len(), "part_size": part_size}),
+    )
+    .await;
+    let sid = v["id"].as_str().unwrap().to_owned();
+    let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    (sid, up, data)
+}
+
+fn nth_part(data: &[u8], n: usize) -> &[u8] {
+    let size = 5 * 1024 * 1024;
+    &data[(n - 1) * size..(n * size).min(data.len())]
+}
+
+#[tokio::test]
+async fn a_part_in_flight_on_one_node_refuses_the_same_part_and_a_commit_on_another() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let (sid, up, data) = three_parts(&a, &alice, 32).await;
+    let (tx, body) = held_body();
+    let held = tokio::spawn(
+        http()
+            .put(a.url_of(&format!("/v1/uploads/{up}/parts/1")))
+            .bearer_auth(&alice)
+            .body(body)
+            .send(),
+    );
+    let first = nth_part(&data, 1);
+    tx.send(Ok(first[..1000].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The same part on node b: refused while node a writes it.
+    let (st, v) = part(&b, &alice, &up, 1, first).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("overlap"), "{v}");
+    // Other parts go through on node b meanwhile.
+    for n in [2, 3] {
+        let (st, v) = part(&b, &alice, &up, n, nth_part(&data, n as usize)).await;
+        assert_eq!(st, StatusCode::OK, "part {n}: {v}");
+    }
+    // A commit cannot freeze bytes being written elsewhere.
+    let commit = format!("/v1/sessions/{sid}/commit");
+    let (st, v) = call(&b, Method::POST, &commit, Some(&alice), None).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    // The held part ends; then the commit on node b takes it all.
+    tx.send(Ok(first[1000..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let (st, v) = call(&b, Method::POST, &commit, Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, got) = download(&a, &alice, "alice", "p.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the file differs from what was sent");
+}
+
+#[tokio::test]
+async fn a_part_held_by_a_killed_node_is_taken_over_at_once() {
+    let Some((mut a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let (sid, up, data) = three_parts(&a, &alice, 33).await;
+    let (tx, body) = held_body();
+    let held = tokio::spawn(
+        http()
+            .put(a.url_of(&format!("/v1/uploads/{up}/parts/2")))
+            .bearer_auth(&alice)
+            .body(body)
+            .send(),
+    );
+    tx.send(Ok(nth_part(&data, 2)[..1000].to_vec()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill9();
+    let _ = held.await;
+    // Node b writes part 2 at once: a dead node holds nothing.
+    let t = Instant::now();
+    for n in [2, 1, 3] {
+        let (st, v) = part(&b, &alice, &up, n, nth_part(&data, n as usize)).await;
+        assert_eq!(st, StatusCode::OK, "part {n}: {v}");
+        if n == 2 {
+            println!("part 2 on node b after the kill: {:?}", t.elapsed());
+            assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        }
+    }
+    let commit = format!("/v1/sessions/{sid}/commit");
+    let (st, v) = call(&b, Method::POST, &commit, Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, got) = download(&b, &alice, "alice", "p.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the file differs from what was sent");
+}

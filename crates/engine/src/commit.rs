@@ -19,7 +19,7 @@ use ferry_core::{
     ConflictPolicy, Digest, DigestAlgo, FileRecord, Session, SessionState, SpaceName, SpacePath,
     StateError, Upload, UploadState,
 };
-use ferry_meta::{Committed, Occupant, SessionEnd};
+use ferry_meta::{Committed, LeaseKind, Occupant, SessionEnd};
 use ferry_store::Promote;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -47,7 +47,7 @@ impl Engine {
         session_id: &str,
         expected: HashMap<String, Digest>,
     ) -> Result<SessionView> {
-        let _guard = self.session_lock(session_id).lock().await;
+        let _guard = self.session_turn(session_id).await?;
         let s = self.load_session(caller, session_id).await?;
         self.commit_loaded(s, expected, &[]).await
     }
@@ -135,7 +135,7 @@ impl Engine {
         session_id: &str,
         ids: &[String],
     ) -> Result<usize> {
-        let _guard = self.session_lock(session_id).lock().await;
+        let _guard = self.session_turn(session_id).await?;
         let s = self.load_session(caller, session_id).await?;
         let s = self.fresh_session(&s.id).await?;
         if s.state != SessionState::Open {
@@ -196,7 +196,7 @@ impl Engine {
         expected: Option<Digest>,
     ) -> Result<UploadView> {
         let session_id = slot.state.lock().await.session.id.clone();
-        let _guard = self.session_lock(&session_id).lock().await;
+        let _guard = self.session_turn(&session_id).await?;
         let s = self.fresh_session(&session_id).await?;
         let upload = self
             .inner
@@ -275,9 +275,15 @@ impl Engine {
         let mut frozen = Frozen {
             slots: Vec::new(),
             intent_recorded: Vec::new(),
+            leases: Vec::new(),
         };
         let mut candidates = Vec::new();
         for id in ids {
+            // In a cluster, no other node writes to it from here on (what
+            // they wrote before is recorded, and read by `slot`).
+            frozen
+                .leases
+                .extend(self.lease(id, 0, u64::MAX, LeaseKind::Commit).await?);
             let slot = self.slot(&Caller::Upload(id.clone()), id).await?;
             self.learn_direct_parts(&slot, true).await?;
             let (upload, cursor) = {
@@ -333,12 +339,8 @@ impl Engine {
         let mut decisions = Vec::new();
         // In a cluster, other nodes choose paths in this space too: the
         // space is theirs to wait for from the choice until the record.
-        let space_hold = if self.in_cluster() {
-            let what = format!("namespace:{}", session.space.as_str());
-            Some(self.inner.meta.exclusive(&what).await?)
-        } else {
-            None
-        };
+        let what = format!("namespace:{}", session.space.as_str());
+        let space_hold = self.lease(&what, 0, u64::MAX, LeaseKind::Turn).await?;
         {
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
@@ -993,6 +995,9 @@ struct Frozen {
     slots: Vec<std::sync::Arc<crate::live::Slot>>,
     /// The uploads whose intent (`committing`) is recorded.
     intent_recorded: Vec<String>,
+    /// In a cluster: the uploads' commit leases (other nodes' writes are
+    /// refused until these go).
+    leases: Vec<crate::lease::Lease>,
 }
 
 impl Drop for Frozen {

@@ -28,6 +28,7 @@ mod direct;
 mod error;
 mod files;
 pub mod hashing;
+mod lease;
 mod live;
 mod objects;
 mod session;
@@ -102,6 +103,9 @@ struct Inner {
     spaces: std::sync::Mutex<HashMap<ferry_core::SpaceName, ferry_meta::SpaceRecord>>,
     /// Other nodes serve the same uploads ([`Engine::join_cluster`]).
     cluster: std::sync::atomic::AtomicBool,
+    /// The leases of writes in flight here, by token: what stops each
+    /// when another node asks for it ([`lease`]).
+    leased: std::sync::Mutex<HashMap<String, tokio_util::sync::CancellationToken>>,
 }
 
 impl Engine {
@@ -126,6 +130,7 @@ impl Engine {
                 users: Default::default(),
                 spaces: Default::default(),
                 cluster: Default::default(),
+                leased: Default::default(),
             }),
         };
         if let Some(changes) = changes {
@@ -246,10 +251,15 @@ async fn forget_changes(
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        use ferry_meta::Change;
+        if let Change::ReleaseAsked(_) | Change::Released(_) | Change::LeasesLost = change {
+            lease::heard(&inner, &change);
+            continue;
+        }
         let mut tokens = inner.tokens.lock().unwrap();
         tokens.1 += 1;
         match change {
-            ferry_meta::Change::TokenRevoked(id) => {
+            Change::TokenRevoked(id) => {
                 tokens.0.remove(&id);
             }
             _ => {

@@ -184,6 +184,18 @@ impl Engine {
     ) -> Result<(crate::UploadView, Session)> {
         let slot = self.slot(caller, upload_id).await?;
         drop(slot.take_over().await);
+        // And on other nodes: a write there stops and records what it made
+        // durable before this answers.
+        let lease = self
+            .lease(upload_id, 0, u64::MAX, ferry_meta::LeaseKind::Append)
+            .await;
+        match lease {
+            Ok(Some(lease)) => lease.release().await,
+            Ok(None) => {}
+            // Being committed: the status says so.
+            Err(EngineError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
         self.upload_and_session(caller, upload_id).await
     }
 

@@ -35,7 +35,7 @@ impl Engine {
         self.inner.store.create_staged(&up.id).await?;
         let added = async {
             // Under the lock: no commit, close, abort or expiry in between.
-            let _guard = self.session_lock(session_id).lock().await;
+            let _guard = self.session_turn(session_id).await?;
             let s = self.load_session(caller, session_id).await?;
             s.state.check_writable().map_err(EngineError::Gone)?;
             if s.is_expired_at(now_ms()) {
@@ -146,7 +146,7 @@ impl Engine {
         metadata: String,
     ) -> Result<Upload> {
         let sp = parse_path(path)?;
-        let _guard = self.session_lock(session_id).lock().await;
+        let _guard = self.session_turn(session_id).await?;
         let s = self.load_session(caller, session_id).await?;
         s.state.check_writable().map_err(EngineError::Gone)?;
         if s.is_expired_at(now_ms()) {
@@ -200,7 +200,7 @@ impl Engine {
     }
 
     async fn close_locked(&self, caller: &Caller, session_id: &str) -> Result<SessionView> {
-        let _guard = self.session_lock(session_id).lock().await;
+        let _guard = self.session_turn(session_id).await?;
         let s = self.load_session(caller, session_id).await?;
         s.state.check_writable().map_err(EngineError::Gone)?;
         if s.is_expired_at(now_ms()) {

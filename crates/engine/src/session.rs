@@ -326,7 +326,7 @@ impl Engine {
         let recorded = async {
             // Under the lock: no commit, abort or expiry of the session in
             // between the check and the record.
-            let _guard = self.session_lock(session_id).lock().await;
+            let _guard = self.session_turn(session_id).await?;
             let s = self.load_session(caller, session_id).await?;
             s.state.check_writable().map_err(EngineError::Gone)?;
             if s.is_expired_at(now_ms()) {
@@ -512,7 +512,7 @@ impl Engine {
 
     pub async fn abort_session(&self, caller: &Caller, id: &str) -> Result<()> {
         let s = self.load_session(caller, id).await?;
-        let _guard = self.session_lock(&s.id).lock().await;
+        let _guard = self.session_turn(&s.id).await?;
         let s = self.inner.meta.get_session(&s.id).await?.unwrap_or(s);
         match s.state {
             SessionState::Aborted => return Ok(()),
@@ -564,7 +564,7 @@ impl Engine {
     }
 
     async fn expire(&self, s: &Session) -> Result<()> {
-        let _guard = self.session_lock(&s.id).lock().await;
+        let _guard = self.session_turn(&s.id).await?;
         let fresh = self.inner.meta.get_session(&s.id).await?;
         if fresh.is_some_and(|f| f.state == SessionState::Open) {
             self.end_session(s, SessionState::Expired).await?;
@@ -598,7 +598,7 @@ impl Engine {
     pub async fn abort_upload(&self, caller: &Caller, upload_id: &str) -> Result<()> {
         let slot = self.slot(caller, upload_id).await?;
         let session_id = slot.state.lock().await.session.id.clone();
-        let _guard = self.session_lock(&session_id).lock().await;
+        let _guard = self.session_turn(&session_id).await?;
         let (session, upload) = {
             let live = slot.state.lock().await;
             (live.session.clone(), live.upload.clone())

@@ -5,6 +5,7 @@ use crate::hashing::{Digests, Hashers, Want, WriteHashes};
 use crate::live::Live;
 use crate::{Engine, EngineError, Result, UploadView, now_ms};
 use ferry_core::{ByteRange, Digest, FileRecord, Length, Part, SessionState, Upload};
+use ferry_meta::LeaseKind;
 use ferry_store::{ByteStream, StoreError};
 use futures::StreamExt;
 use std::sync::{Arc, Mutex};
@@ -96,12 +97,19 @@ impl Engine {
         body: ByteStream,
         checks: PartChecks,
     ) -> Result<WriteResult> {
-        let slot = self.slot(caller, upload_id).await?;
+        let mut slot = self.slot(caller, upload_id).await?;
         let done = slot.state.lock().await.upload.state.is_done();
         if done {
             return self.resent(&slot, at, body, checks).await;
         }
-        let mut w = self.write_bytes(&slot, upload_id, at, body, checks).await?;
+        let lease = self.write_lease(&slot, upload_id, at).await?;
+        if lease.is_some() && matches!(at, WriteAt::Append { .. }) {
+            // The append may have waited for another node's to settle.
+            slot = self.slot(caller, upload_id).await?;
+        }
+        let mut w = self
+            .write_bytes(&slot, upload_id, at, body, checks, lease)
+            .await?;
         if let Some(view) = self.commit_if_auto(caller, upload_id).await? {
             w.file = view.file;
             w.upload = view.upload;
@@ -249,6 +257,35 @@ impl Engine {
         })
     }
 
+    /// In a cluster, the lease of the bytes a write is about to stream
+    /// ([`crate::lease`]): an append takes the upload over from another
+    /// node's, a part or range is refused while another node writes
+    /// bytes it overlaps.
+    async fn write_lease(
+        &self,
+        slot: &crate::live::Slot,
+        upload_id: &str,
+        at: WriteAt,
+    ) -> Result<Option<crate::lease::Lease>> {
+        if !self.in_cluster() {
+            return Ok(None);
+        }
+        let everything = (0, u64::MAX);
+        let ((lo, hi), kind) = match at {
+            WriteAt::Append { .. } => (everything, LeaseKind::Append),
+            WriteAt::Range { range, .. } | WriteAt::PartAt { range, .. } => {
+                ((range.start, range.end), LeaseKind::Write)
+            }
+            WriteAt::Part(n) => {
+                let live = slot.state.lock().await;
+                let up = &live.upload;
+                let bounds = up.plan().part_range(n.into(), up.length);
+                (bounds.unwrap_or(everything), LeaseKind::Write)
+            }
+        };
+        self.lease(upload_id, lo, hi, kind).await
+    }
+
     /// The bytes of one write: streamed, made durable and recorded.
     async fn write_bytes(
         &self,
@@ -257,10 +294,14 @@ impl Engine {
         at: WriteAt,
         body: ByteStream,
         checks: PartChecks,
+        lease: Option<crate::lease::Lease>,
     ) -> Result<WriteResult> {
         let appending = matches!(at, WriteAt::Append { .. });
         let exact = !matches!(at, WriteAt::Append { len: None, .. });
         let stop = tokio_util::sync::CancellationToken::new();
+        if let Some(lease) = &lease {
+            lease.stops(&stop);
+        }
 
         // 1. Under the lock: validate, reserve the range, pick up the cursor.
         let (range, part_no, write_id, epoch, cursor, resend) = {
@@ -317,8 +358,15 @@ impl Engine {
                 cursor,
                 resend,
             };
-            this.stream_and_record(&upload_id, streamed, body, checks)
-                .await
+            let result = this
+                .stream_and_record(&upload_id, streamed, body, checks)
+                .await;
+            // Released before the answer: the client's next request finds
+            // the bytes free.
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
+            result
         });
         let result = match task.await {
             Ok(r) => r,

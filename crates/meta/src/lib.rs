@@ -489,10 +489,4 @@ pub trait MetaStore: Send + Sync + 'static {
         let _ = tokens;
         Ok(())
     }
-    /// [`MetaStore::try_exclusive`] that waits its turn (a while: a hold
-    /// kept too long is an error, not a hang).
-    async fn exclusive(&self, what: &str) -> Result<Exclusive> {
-        let _ = what;
-        Ok(Exclusive::new(Box::new(())))
-    }
 }

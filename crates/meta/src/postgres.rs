@@ -2041,20 +2041,6 @@ impl MetaStore for Postgres {
             .map_err(db)?;
         Ok(())
     }
-
-    async fn exclusive(&self, what: &str) -> Result<Exclusive> {
-        let mut conn = self.pool.connect_options().connect().await.map_err(db)?;
-        // A holder that keeps it longer than this (hung, not dead: a dead
-        // one's connection closes) fails the waiter instead of hanging it.
-        conn.execute("SET lock_timeout = '30s'").await.map_err(db)?;
-        sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
-            .bind(EXCLUSIVE_LOCK)
-            .bind(what)
-            .execute(&mut conn)
-            .await
-            .map_err(db)?;
-        Ok(Exclusive::new(Box::new(conn)))
-    }
 }
 
 #[cfg(test)]

@@ -696,28 +696,6 @@ async fn one_node_at_a_time_holds_an_exclusive_and_the_next_gets_it_once_release
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_exclusive_is_granted_when_the_holder_lets_go() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
-    let n = nodes(&db, 2).await;
-    let held = n[0].exclusive("namespace:alice").await.unwrap();
-    let waiter = {
-        let other = n[1].clone();
-        tokio::spawn(async move { other.exclusive("namespace:alice").await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiter.is_finished(), "the waiter waits while it is held");
-    // Another name is not in the way.
-    n[1].exclusive("namespace:bob").await.unwrap();
-    drop(held);
-    let got = tokio::time::timeout(Duration::from_secs(2), waiter)
-        .await
-        .expect("granted once the holder let go");
-    got.unwrap().unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_is_one_nodes_until_released_and_overlaps_are_told_with_their_holder() {
     let Some(db) = TestDb::create().await else {
         return;

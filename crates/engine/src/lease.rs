@@ -1,0 +1,219 @@
+//! Leases across nodes: what one node is doing to an upload or a session
+//! while it does it, so that the nodes sharing the metadata take turns
+//! where one node's locks would (PRODUCT.md, "several nodes").
+//!
+//! The metadata keeps the leases ([`MetaStore::claim`]); this module is
+//! the policy, one rule per kind of lease:
+//!
+//! - an **append** (tus, the IETF draft) held by another request asks it
+//!   to let go, as one node's take-over does: the holder's node stops that
+//!   write, which keeps its durable bytes, and releases; the newcomer gets
+//!   the upload within a second, never a 423 until a timeout;
+//! - a **write** (a part, a range) overlapping another one in flight is
+//!   refused as on one node ([`EngineError::Conflict`]);
+//! - a **commit** freezes the upload: writes are refused while it runs;
+//! - a **turn** (a session's commit, abort or expiry; a namespace's path
+//!   choice) is waited for.
+//!
+//! A dead node holds no lease (the metadata drops them with its
+//! connection), so a node killed mid-request is taken over at once.
+
+use crate::{Engine, EngineError, Result};
+use ferry_meta::{Change, Claim, LeaseKind};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How long an append waits for the holder it asked to let go (which
+/// settles its write first: records its durable bytes).
+const ASKED_WAIT: Duration = Duration::from_secs(10);
+/// How long a turn is waited for.
+const TURN_WAIT: Duration = Duration::from_secs(30);
+/// How often a waiter claims again when it hears nothing (a missed
+/// announcement costs this much, not a hang).
+const RECLAIM: Duration = Duration::from_millis(250);
+/// How often an append asks again (an asked holder may have been
+/// between claiming and registering).
+const REASK: Duration = Duration::from_secs(1);
+
+/// A lease this node holds; released when dropped.
+pub(crate) struct Lease {
+    engine: Engine,
+    token: String,
+}
+
+impl Lease {
+    /// Lets the holder's node stop this work when another node asks
+    /// ([`Change::ReleaseAsked`]) or when the node's leases lapse.
+    pub fn stops(&self, stop: &CancellationToken) {
+        self.engine
+            .inner
+            .leased
+            .lock()
+            .unwrap()
+            .insert(self.token.clone(), stop.clone());
+    }
+
+    /// Releases now, and waits until it is recorded (a drop releases in
+    /// the background).
+    pub async fn release(mut self) {
+        let token = self.forget();
+        if let Err(e) = self.engine.inner.meta.release(&token).await {
+            tracing::warn!(error = %e, "cannot release a lease; it ends with this node");
+        }
+    }
+
+    /// Takes the token out (once: then empty) and stops listening for it.
+    fn forget(&mut self) -> String {
+        let token = std::mem::take(&mut self.token);
+        self.engine.inner.leased.lock().unwrap().remove(&token);
+        token
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let token = self.forget();
+        if token.is_empty() {
+            return; // released already
+        }
+        let meta = self.engine.inner.meta.clone();
+        tokio::spawn(async move {
+            if let Err(e) = meta.release(&token).await {
+                tracing::warn!(error = %e, "cannot release a lease; it ends with this node");
+            }
+        });
+    }
+}
+
+impl Engine {
+    /// Leases `[lo, hi)` of `key` as `kind`, following the kind's rule
+    /// when another node holds an overlapping lease (see the module);
+    /// `None` on one node, where the in-process locks are enough.
+    pub(crate) async fn lease(
+        &self,
+        key: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+    ) -> Result<Option<Lease>> {
+        if !self.in_cluster() {
+            return Ok(None);
+        }
+        let meta = &self.inner.meta;
+        // Listening before the first claim: a release after it is heard.
+        let mut heard = meta.changes();
+        let started = Instant::now();
+        let mut asked: Option<Instant> = None;
+        loop {
+            let held = match meta.claim(key, lo, hi, kind).await? {
+                Claim::Granted(token) => {
+                    return Ok(Some(Lease {
+                        engine: self.clone(),
+                        token,
+                    }));
+                }
+                Claim::Busy(held) => held,
+            };
+            let committing = held.iter().any(|h| h.kind == LeaseKind::Commit);
+            let wait = match kind {
+                LeaseKind::Append if committing => {
+                    return Err(EngineError::Conflict(
+                        "the upload is being committed; no more bytes are accepted".into(),
+                    ));
+                }
+                LeaseKind::Append => ASKED_WAIT,
+                LeaseKind::Turn => TURN_WAIT,
+                LeaseKind::Write if committing => {
+                    return Err(EngineError::Conflict(
+                        "the upload is being committed; no more bytes are accepted".into(),
+                    ));
+                }
+                LeaseKind::Write => {
+                    return Err(EngineError::Conflict(format!(
+                        "bytes {lo}-{} overlap bytes that another request is writing now",
+                        hi.saturating_sub(1)
+                    )));
+                }
+                LeaseKind::Commit => {
+                    return Err(EngineError::Conflict(
+                        "bytes of the upload are still being written".into(),
+                    ));
+                }
+            };
+            if started.elapsed() >= wait {
+                return Err(EngineError::Conflict(format!(
+                    "another node kept this {} for {} s; retry",
+                    if kind == LeaseKind::Turn {
+                        "session or folder busy"
+                    } else {
+                        "upload"
+                    },
+                    wait.as_secs()
+                )));
+            }
+            if kind == LeaseKind::Append && asked.is_none_or(|t| t.elapsed() >= REASK) {
+                let tokens: Vec<String> = held.into_iter().map(|h| h.token).collect();
+                meta.ask_release(&tokens).await?;
+                asked = Some(Instant::now());
+            }
+            // Until a release of this key is heard, or a while.
+            let released = async {
+                match &mut heard {
+                    Some(rx) => loop {
+                        match rx.recv().await {
+                            Ok(Change::Released(k)) if k == key => return,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            Err(_) => std::future::pending::<()>().await,
+                        }
+                    },
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let _ = tokio::time::timeout(RECLAIM, released).await;
+        }
+    }
+
+    /// A session's turn: its commit, abort and expiry exclude each other,
+    /// on this node (a lock) and across nodes (a lease).
+    pub(crate) async fn session_turn(&self, session_id: &str) -> Result<SessionTurn<'_>> {
+        let local = self.session_lock(session_id).lock().await;
+        let lease = self
+            .lease(
+                &format!("session:{session_id}"),
+                0,
+                u64::MAX,
+                LeaseKind::Turn,
+            )
+            .await?;
+        Ok(SessionTurn {
+            _local: local,
+            _lease: lease,
+        })
+    }
+}
+
+/// Held while a session's commit, abort or expiry runs.
+pub(crate) struct SessionTurn<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    _lease: Option<Lease>,
+}
+
+/// What a node does with an announcement about its leases: a holder asked
+/// to let go stops the work it leased; leases that lapsed stop it all.
+pub(crate) fn heard(engine: &crate::Inner, change: &Change) {
+    let leased = engine.leased.lock().unwrap();
+    match change {
+        Change::ReleaseAsked(token) => {
+            if let Some(stop) = leased.get(token) {
+                stop.cancel();
+            }
+        }
+        Change::LeasesLost => {
+            for stop in leased.values() {
+                stop.cancel();
+            }
+        }
+        _ => {}
+    }
+}
