@@ -31,11 +31,14 @@ fn available(s3: bool) -> bool {
 /// Two nodes on one fresh database and one bucket (under a prefix of
 /// their own), or `None` (skipped).
 fn two_nodes() -> Option<(Server, Server)> {
-    two_nodes_with(&[])
+    let mut n = nodes_with(2, &[])?;
+    let b = n.pop().unwrap();
+    Some((n.pop().unwrap(), b))
 }
 
-/// [`two_nodes`] with more environment for both.
-fn two_nodes_with(extra: &[(&str, &str)]) -> Option<(Server, Server)> {
+/// `count` nodes on one fresh database and one bucket (under a prefix of
+/// their own), or `None` (skipped).
+fn nodes_with(count: usize, extra: &[(&str, &str)]) -> Option<Vec<Server>> {
     if !available(true) {
         return None;
     }
@@ -46,12 +49,13 @@ fn two_nodes_with(extra: &[(&str, &str)]) -> Option<(Server, Server)> {
     let prefix = format!("cluster-{nanos}/");
     let mut on_s3 = vec![("FERRY_STORE", "s3"), ("FERRY_S3_PREFIX", prefix.as_str())];
     on_s3.extend_from_slice(extra);
-    let a = Server::start_with(&on_s3);
-    let url = a.database_url().expect("on PostgreSQL").to_owned();
+    let first = Server::start_with(&on_s3);
+    let url = first.database_url().expect("on PostgreSQL").to_owned();
     let mut env = on_s3.clone();
     env.push(("FERRY_DATABASE_URL", &url));
-    let b = Server::start_with(&env);
-    Some((a, b))
+    let mut all = vec![first];
+    all.extend((1..count).map(|_| Server::start_with(&env)));
+    Some(all)
 }
 
 #[tokio::test]
@@ -182,15 +186,15 @@ async fn a_second_node_on_the_local_store_is_refused_with_the_reason() {
 }
 
 #[tokio::test]
-async fn parts_of_one_upload_sent_to_two_nodes_commit_on_either_verified() {
-    let Some((a, b)) = two_nodes() else {
+async fn parts_of_one_upload_sent_round_robin_to_three_nodes_commit_on_any_verified() {
+    let Some(n) = nodes_with(3, &[]) else {
         return;
     };
-    let alice = user(&a, "alice").await;
+    let alice = user(&n[0], "alice").await;
     let part_size = 5 * 1024 * 1024;
-    let data = random_bytes(3 * part_size + 1000, 9);
+    let data = random_bytes(5 * part_size + 1000, 9);
     let v = create_session(
-        &a,
+        &n[0],
         &alice,
         json!({"path": "rr.bin", "size": data.len(), "part_size": part_size}),
     )
@@ -199,20 +203,28 @@ async fn parts_of_one_upload_sent_to_two_nodes_commit_on_either_verified() {
         v["id"].as_str().unwrap().to_owned(),
         v["uploads"][0]["id"].as_str().unwrap().to_owned(),
     );
-    // Round-robin, out of order: 4, 1 on b; 2 on a; 3 on b.
-    for (node, n) in [(&b, 4), (&b, 1), (&a, 2), (&b, 3)] {
-        let start = (n - 1) * part_size;
-        let end = (start + part_size).min(data.len());
-        let (st, v) = part(node, &alice, &up, n, &data[start..end]).await;
-        assert_eq!(st, StatusCode::OK, "part {n}: {v}");
+    // Round-robin over the three nodes, out of order, two at a time.
+    let order = [6, 1, 4, 2, 5, 3];
+    for (i, pair) in order.chunks(2).enumerate() {
+        let sends = pair.iter().enumerate().map(|(j, &k)| {
+            let node = &n[(2 * i + j) % 3];
+            let start = (k - 1) * part_size;
+            let end = (start + part_size).min(data.len());
+            let (alice, up, bytes) = (&alice, &up, &data[start..end]);
+            async move { (k, part(node, alice, up, k, bytes).await) }
+        });
+        for (k, (st, v)) in futures::future::join_all(sends).await {
+            assert_eq!(st, StatusCode::OK, "part {k}: {v}");
+        }
     }
-    // Both nodes see every part.
-    for node in [&a, &b] {
+    // Every node sees every part.
+    for node in &n {
         let v = status(node, &alice, &up).await;
         assert_eq!(v["received_bytes"], json!(data.len()), "{v}");
     }
+    // The commit, a fourth request, on the node after the last part's.
     let (st, v) = call(
-        &a,
+        &n[1],
         Method::POST,
         &format!("/v1/sessions/{sid}/commit"),
         Some(&alice),
@@ -220,7 +232,7 @@ async fn parts_of_one_upload_sent_to_two_nodes_commit_on_either_verified() {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    for node in [&a, &b] {
+    for node in &n {
         let (st, got) = download(node, &alice, "alice", "rr.bin").await;
         assert_eq!(st, StatusCode::OK);
         assert!(
@@ -559,4 +571,211 @@ async fn a_part_held_by_a_killed_node_is_taken_over_at_once() {
     let (st, got) = download(&b, &alice, "alice", "p.bin").await;
     assert_eq!(st, StatusCode::OK);
     assert!(got == data, "the file differs from what was sent");
+}
+
+/// `url` (absolute, naming one node) sent to node `n` instead, as a load
+/// balancer would.
+fn via(n: &Server, url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    n.url_of(path)
+}
+
+#[tokio::test]
+async fn a_graph_range_cut_by_the_death_of_its_node_resumes_on_another_node() {
+    let Some((mut a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let fragment = 10 * 327_680;
+    let data = random_bytes(3 * fragment + 999, 34);
+    let total = data.len();
+    let r = http()
+        .post(a.url_of("/v1.0/me/drive/root:/g.bin:/createUploadSession"))
+        .bearer_auth(&alice)
+        .json(&json!({"item": {"fileSize": total}}))
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = decode(r).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let upload_url = v["uploadUrl"].as_str().unwrap().to_owned();
+    let put = |url: String, first: usize, body: reqwest::Body, len: usize| {
+        http()
+            .put(url)
+            .header(
+                "Content-Range",
+                format!("bytes {first}-{}/{total}", first + len - 1),
+            )
+            .header("Content-Length", len.to_string())
+            .body(body)
+            .send()
+    };
+    let (st, _) = decode(
+        put(
+            via(&a, &upload_url),
+            0,
+            data[..fragment].to_vec().into(),
+            fragment,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    // The second range stalls half-way on node a, which is SIGKILLed.
+    let (tx, body) = held_body();
+    let cut = tokio::spawn(put(via(&a, &upload_url), fragment, body, fragment));
+    tx.send(Ok(data[fragment..fragment + fragment / 2].to_vec()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill9();
+    let _ = cut.await;
+    // Node b tells what it still needs, and takes it at once.
+    let (st, v) = decode(http().get(via(&b, &upload_url)).send().await.unwrap()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let next = v["nextExpectedRanges"][0].as_str().unwrap().to_owned();
+    let start: usize = next.split('-').next().unwrap().parse().unwrap();
+    assert_eq!(start, fragment, "the acknowledged range is kept: {v}");
+    let mut at = start;
+    let mut last = (StatusCode::OK, json!(null));
+    while at < total {
+        let len = fragment.min(total - at);
+        let r = put(
+            via(&b, &upload_url),
+            at,
+            data[at..at + len].to_vec().into(),
+            len,
+        )
+        .await
+        .unwrap();
+        last = decode(r).await;
+        at += len;
+    }
+    assert_eq!(last.0, StatusCode::CREATED, "{}", last.1);
+    let (st, got) = download(&b, &alice, "alice", "g.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the file differs from what was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_mid_traffic_leaves_nothing_stuck_and_nothing_lost() {
+    let Some(n) = nodes_with(3, &[]) else {
+        return;
+    };
+    let alice = user(&n[0], "alice").await;
+    let urls: Vec<String> = n.iter().map(|s| s.url.clone()).collect();
+    let urls = std::sync::Arc::new(std::sync::RwLock::new(urls));
+    let nodes = std::sync::Arc::new(tokio::sync::Mutex::new(n));
+    // Four clients, each uploading files of three parts, every request to
+    // the next node; a request that fails is sent again to the next one.
+    let part_size = 5 * 1024 * 1024;
+    let client = |w: usize| {
+        let (urls, alice) = (urls.clone(), alice.clone());
+        async move {
+            let mut turn = w;
+            let mut next_url = move || {
+                turn += 1;
+                let u = urls.read().unwrap();
+                u[turn % u.len()].clone()
+            };
+            let mut files = Vec::new();
+            for f in 0..3 {
+                let path = format!("w{w}/f{f}.bin");
+                let data = random_bytes(2 * part_size + 1000 * (w + 1), (w * 10 + f) as u64);
+                let body = json!({"path": path, "size": data.len(), "part_size": part_size});
+                let v = retry(&mut next_url, |url| {
+                    http()
+                        .post(format!("{url}/v1/sessions"))
+                        .bearer_auth(&alice)
+                        .json(&body)
+                })
+                .await;
+                let sid = v["id"].as_str().unwrap().to_owned();
+                let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+                for k in 1..=3 {
+                    let bytes = data[(k - 1) * part_size..(k * part_size).min(data.len())].to_vec();
+                    retry(&mut next_url, |url| {
+                        http()
+                            .put(format!("{url}/v1/uploads/{up}/parts/{k}"))
+                            .bearer_auth(&alice)
+                            .body(bytes.clone())
+                    })
+                    .await;
+                }
+                retry(&mut next_url, |url| {
+                    http()
+                        .post(format!("{url}/v1/sessions/{sid}/commit"))
+                        .bearer_auth(&alice)
+                })
+                .await;
+                files.push((path, data));
+            }
+            files
+        }
+    };
+    let clients = tokio::spawn(futures::future::join_all((0..4).map(client)));
+    // Mid-traffic, node 1 is killed and starts again (on a new port).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    {
+        let mut n = nodes.lock().await;
+        n[1].restart();
+        urls.write().unwrap()[1] = n[1].url.clone();
+    }
+    let files = tokio::time::timeout(Duration::from_secs(120), clients)
+        .await
+        .expect("no client got stuck")
+        .unwrap();
+    let retried = RETRIED.load(std::sync::atomic::Ordering::Relaxed);
+    println!("requests sent again after the restart: {retried}");
+    assert!(retried > 0, "the restart did not happen mid-traffic");
+    let n = nodes.lock().await;
+    for (path, data) in files.into_iter().flatten() {
+        for node in n.iter() {
+            let (st, got) = download(node, &alice, "alice", &path).await;
+            assert_eq!(st, StatusCode::OK, "{path}");
+            assert!(got == data, "{path} differs from what was sent");
+        }
+    }
+    // No session is left half-way. (A creation whose answer the restart
+    // cut may have left an empty open one, which the client never saw.)
+    let (st, v) = call(&n[2], Method::GET, "/v1/sessions", Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let sessions = v["sessions"].as_array().unwrap();
+    assert!(sessions.len() >= 12, "{v}");
+    for s in sessions {
+        assert_ne!(s["state"], json!("committing"), "{s}");
+    }
+}
+
+/// Requests [`retry`] sent again.
+static RETRIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sends the request `make` builds for the next node until one answers
+/// 2xx (a node being restarted refuses connections or is cut mid-answer);
+/// its JSON body.
+async fn retry(
+    next_url: &mut impl FnMut() -> String,
+    make: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let url = next_url();
+        match make(&url).send().await {
+            Ok(r) if r.status().is_success() => return r.json().await.unwrap_or(json!(null)),
+            Ok(r) => {
+                let st = r.status();
+                let body = r.text().await.unwrap_or_default();
+                assert!(
+                    st.is_server_error() || st == StatusCode::CONFLICT,
+                    "{st}: {body}"
+                );
+            }
+            Err(_) => {}
+        }
+        RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(t.elapsed() < Duration::from_secs(60), "never answered 2xx");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
