@@ -779,3 +779,42 @@ async fn retry(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_commit_cut_by_the_death_of_its_node_is_finished_on_another_node() {
+    let Some((mut a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let part_size = 16 * 1024 * 1024;
+    let data = random_bytes(4 * part_size + 3, 35);
+    let v = create_session(
+        &a,
+        &alice,
+        json!({"path": "c.bin", "size": data.len(), "part_size": part_size}),
+    )
+    .await;
+    let sid = v["id"].as_str().unwrap().to_owned();
+    let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    // Out of order, so that the commit reads the object back (it takes a
+    // while: long enough to be cut).
+    for k in [5, 4, 3, 2, 1] {
+        let bytes = &data[(k - 1) * part_size..(k * part_size).min(data.len())];
+        let (st, v) = part(&b, &alice, &up, k, bytes).await;
+        assert_eq!(st, StatusCode::OK, "part {k}: {v}");
+    }
+    let commit = format!("/v1/sessions/{sid}/commit");
+    let cut = tokio::spawn(http().post(a.url_of(&commit)).bearer_auth(&alice).send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    a.kill9();
+    let _ = cut.await;
+    // Wherever the commit was cut, the next one, on node b, finishes it.
+    let t = Instant::now();
+    let (st, v) = call(&b, Method::POST, &commit, Some(&alice), None).await;
+    println!("the commit on node b took {:?}", t.elapsed());
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], json!("committed"), "{v}");
+    let (st, got) = download(&b, &alice, "alice", "c.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the file differs from what was sent");
+}

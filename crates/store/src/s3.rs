@@ -902,18 +902,24 @@ impl S3Staging {
             size: size_held,
             sha256,
         };
-        let Some(mpu) = self.find_mpu(upload).await? else {
-            // Sealed: the object holds every cell.
-            return match self.object_size(upload).await? {
+        // Sealed (by this node or, its cached id stale, another one): the
+        // object holds every cell.
+        let sealed = || async {
+            match self.object_size(upload).await? {
                 Some(s) if s == size => Ok((0..cells)
                     .map(|c| part(c, self.cell_bytes(c, size), None))
                     .collect()),
                 _ => Err(StoreError::NotFound(format!("staged upload {upload}"))),
-            };
+            }
         };
-        let mut out: Vec<_> = self
-            .parts(upload, &mpu, Some(size))
-            .await?
+        let Some(mpu) = self.find_mpu(upload).await? else {
+            return sealed().await;
+        };
+        let parts = match self.parts(upload, &mpu, Some(size)).await {
+            Err(StoreError::NotFound(_)) => return sealed().await,
+            other => other?,
+        };
+        let mut out: Vec<_> = parts
             .into_iter()
             .filter(|(n, _)| (1..=cells).contains(n))
             .map(|(n, p)| part(n - 1, p.size, p.sha256.as_deref().and_then(b64_to_hex)))
@@ -929,11 +935,20 @@ impl S3Staging {
         if self.sealed.lock().unwrap().get(upload) == Some(&size) {
             return Ok(());
         }
-        let Some(mpu) = self.find_mpu(upload).await? else {
-            return match self.object_size(upload).await? {
+        // The multipart upload may be gone because another node sealed it
+        // (this node's cached id is then stale): its object tells.
+        match self.seal_mpu(upload, size).await {
+            Err(StoreError::NotFound(what)) => match self.object_size(upload).await? {
                 Some(s) if s == size => Ok(()),
-                _ => Err(StoreError::NotFound(format!("staged upload {upload}"))),
-            };
+                _ => Err(StoreError::NotFound(what)),
+            },
+            other => other,
+        }
+    }
+
+    async fn seal_mpu(&self, upload: &str, size: u64) -> Result<(), StoreError> {
+        let Some(mpu) = self.find_mpu(upload).await? else {
+            return Err(StoreError::NotFound(format!("staged upload {upload}")));
         };
         let cells = self.grid.cells(size);
         let mut parts = self.parts(upload, &mpu, Some(size)).await?;
