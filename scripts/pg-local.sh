@@ -43,7 +43,7 @@ if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$ROOT"; fi
 chmod 700 "$ROOT"
 as_pg "$BIN/initdb" -D "$ROOT" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
 as_pg "$BIN/pg_ctl" -D "$ROOT" -l "$ROOT/server.log" -w -t 60 \
-    -o "-p $PORT -k $ROOT -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-p $PORT -k $ROOT -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_preload_libraries=pg_stat_statements" \
     start >/dev/null
 "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1 -qc "CREATE DATABASE ferry" >&2
 echo "export FERRY_DATABASE_URL=postgres://postgres@127.0.0.1:$PORT/ferry"

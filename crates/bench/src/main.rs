@@ -61,7 +61,10 @@ struct Args {
     /// small uploads, and memory with 4 folder connections) or `deepset`
     /// (small files POSTed into one deepset session next to native small
     /// uploads) or `s3` (Ferry on `--store s3` next to a direct multipart
-    /// upload into the same S3 server; needs `eval "$(scripts/s3-local.sh)"`).
+    /// upload into the same S3 server; needs `eval "$(scripts/s3-local.sh)"`)
+    /// or `cluster` (small and large uploads on one node with SQLite, one
+    /// node on PostgreSQL + S3, and three behind nginx; needs both local
+    /// servers and `FERRY_TEST_DATABASE_URL`).
     #[arg(long, default_value = "all")]
     suite: String,
     /// Files of the UCloud folder run (and of its native comparison).
@@ -85,6 +88,7 @@ struct Args {
 }
 
 mod boxapi;
+mod cluster;
 mod deepset;
 mod graph;
 mod s3;
@@ -400,8 +404,12 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(256)
         .build()?;
     let suite = args.suite.as_str();
-    if suite == "s3" {
-        s3::suite(&args, &dir, &ferry, &src, &client).await?;
+    if suite == "s3" || suite == "cluster" {
+        if suite == "s3" {
+            s3::suite(&args, &dir, &ferry, &src, &client).await?;
+        } else {
+            cluster::suite(&args, &dir, &ferry, &src, &client).await?;
+        }
         let _ = std::fs::remove_file(&src);
         return Ok(());
     }
@@ -417,7 +425,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         other => {
             bail!(
-                "--suite must be all, native, tus, graph, box, ucloud, deepset or s3; got {other:?}"
+                "--suite must be all, native, tus, graph, box, ucloud, deepset, s3 or cluster; got {other:?}"
             )
         }
     };

@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 const PART: u64 = 16 << 20;
 const PARALLEL: usize = 4;
 
-struct Bucket {
+pub(crate) struct Bucket {
     client: aws_sdk_s3::Client,
-    name: String,
-    endpoint: String,
+    pub name: String,
+    pub endpoint: String,
 }
 
-async fn bucket() -> anyhow::Result<Bucket> {
+pub(crate) async fn bucket() -> anyhow::Result<Bucket> {
     let endpoint = std::env::var("FERRY_S3_ENDPOINT")
         .context("FERRY_S3_ENDPOINT is not set: eval \"$(scripts/s3-local.sh)\"")?;
     let name = std::env::var("FERRY_S3_BUCKET").context("FERRY_S3_BUCKET is not set")?;
@@ -118,7 +118,7 @@ async fn direct(b: &Bucket, file: &Path, key: &str) -> anyhow::Result<Duration> 
 
 /// Ferry's native API: one session, `PART`-byte parts, `PARALLEL` at a
 /// time, each streamed from the file, then the commit.
-async fn native_parts(
+pub(crate) async fn native_parts(
     client: &reqwest::Client,
     url: &str,
     file: &Path,

@@ -339,8 +339,15 @@ impl Engine {
         let mut decisions = Vec::new();
         // In a cluster, other nodes choose paths in this space too: the
         // space is theirs to wait for from the choice until the record.
-        let what = format!("namespace:{}", session.space.as_str());
-        let space_hold = self.lease(&what, 0, u64::MAX, LeaseKind::Turn).await?;
+        // The turn lasts until the intent is recorded: from then on, other
+        // nodes see the chosen paths as taken (`committing_around`).
+        let space_hold = match self.in_cluster() {
+            true => {
+                let what = format!("namespace:{}", session.space.as_str());
+                Some(self.inner.meta.turn(&what).await?)
+            }
+            false => None,
+        };
         {
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
@@ -363,10 +370,10 @@ impl Engine {
                 decisions,
                 whole_session,
                 drop,
+                space_hold,
             )
             .await?;
         std::mem::drop(claims);
-        std::mem::drop(space_hold);
         let mut states: Vec<(String, UploadState)> = done
             .iter()
             .map(|d| (d.upload_id.clone(), d.state))
@@ -394,7 +401,23 @@ impl Engine {
         Ok(done)
     }
 
-    /// What a commit in progress has claimed at or around `path`.
+    /// What a commit in progress has claimed at or around `path`: on this
+    /// node, or in a cluster on any node (its intent recorded).
+    async fn claimed_anywhere(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+    ) -> Result<Option<Occupant>> {
+        if let Some(o) = self.pending_occupant(space, path) {
+            return Ok(Some(o));
+        }
+        if !self.in_cluster() {
+            return Ok(None);
+        }
+        Ok(self.inner.meta.committing_around(space, path).await?)
+    }
+
+    /// What a commit in progress on this node has claimed at or around `path`.
     fn pending_occupant(&self, space: &SpaceName, path: &SpacePath) -> Option<Occupant> {
         let space = space.to_string();
         let pending = self.inner.pending.lock().unwrap();
@@ -420,6 +443,7 @@ impl Engine {
         decisions: Vec<Decision>,
         whole_session: bool,
         drop: &[String],
+        space_hold: Option<ferry_meta::Exclusive>,
     ) -> Result<(Vec<Committed>, Option<SessionState>)> {
         // 3. Record the intent.
         let plan: Vec<(String, SpacePath)> = candidates
@@ -434,6 +458,7 @@ impl Engine {
         meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan, drop)
             .await?;
         frozen.intent_recorded = plan.iter().map(|(id, _)| id.clone()).collect();
+        std::mem::drop(space_hold);
 
         // 4. Promote, many at a time: directory fsyncs are shared between
         // concurrent promotions, so a 10,000-file session costs a few
@@ -576,7 +601,11 @@ impl Engine {
     async fn decide(&self, session: &Session, upload: &Upload) -> Result<Decision> {
         let path = &upload.path;
         if let Some(f) = self.moved_file(session, upload).await? {
-            if self.pending_occupant(&session.space, &f.path).is_some() {
+            if self
+                .claimed_anywhere(&session.space, &f.path)
+                .await?
+                .is_some()
+            {
                 return Err(EngineError::Conflict(format!(
                     "another commit to {}/{} is in progress; retry in a moment",
                     session.space, f.path
@@ -594,7 +623,7 @@ impl Engine {
 
     /// Where an upload for `path` goes under the session's policy.
     async fn decide_at(&self, session: &Session, path: &SpacePath) -> Result<Decision> {
-        let pending = self.pending_occupant(&session.space, path);
+        let pending = self.claimed_anywhere(&session.space, path).await?;
         if pending.is_some() && session.conflict == ConflictPolicy::Replace {
             return Err(EngineError::Conflict(format!(
                 "another commit to {}/{path} is in progress; retry in a moment",
@@ -626,7 +655,10 @@ impl Engine {
                     let Some(candidate) = renamed(path, n) else {
                         break;
                     };
-                    if self.pending_occupant(&session.space, &candidate).is_none()
+                    if self
+                        .claimed_anywhere(&session.space, &candidate)
+                        .await?
+                        .is_none()
                         && self.occupant(&session.space, &candidate).await?.is_none()
                     {
                         return Ok(Decision::Promote(candidate, Promote::NoReplace, None, None));
@@ -643,7 +675,7 @@ impl Engine {
     /// Whether anything is at `path` (a file, a folder, or a path another
     /// commit has claimed); the caller holds the namespace lock.
     pub(crate) async fn occupied(&self, space: &SpaceName, path: &SpacePath) -> Result<bool> {
-        Ok(self.pending_occupant(space, path).is_some()
+        Ok(self.claimed_anywhere(space, path).await?.is_some()
             || self.occupant(space, path).await?.is_some())
     }
 

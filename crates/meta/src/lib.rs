@@ -436,6 +436,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// The file whose bytes are `object` (a store without paths).
     async fn get_file_by_object(&self, object: &str) -> Result<Option<FileRecord>>;
     async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>>;
+    /// What uploads being committed (intent recorded, not yet finished:
+    /// `committing`) are heading for at or around `path` in `space`: one
+    /// at the path or below it is a `Folder` (taken), one at an ancestor a
+    /// `FileAncestor`. For processes sharing the database, whose commits
+    /// in progress are not in each other's memory.
+    async fn committing_around(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+    ) -> Result<Option<Occupant>> {
+        let _ = (space, path);
+        Ok(None)
+    }
     /// Immediate children of `prefix` (the root when `None`), folders first,
     /// each group sorted by name.
     async fn list(&self, space: &SpaceName, prefix: Option<&SpacePath>) -> Result<Vec<Entry>>;
@@ -467,6 +480,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// so that [`MetaStore::try_exclusive`] of it fails while any does
     /// (a node's presence: "am I alone?").
     async fn shared(&self, what: &str) -> Result<Exclusive> {
+        let _ = what;
+        Ok(Exclusive::new(Box::new(())))
+    }
+    /// Waits for this process's turn at `what` among the processes
+    /// sharing the database (first come, first served; at most a while),
+    /// held until the returned hold is dropped or the process dies. A
+    /// database only this process uses grants it at once.
+    async fn turn(&self, what: &str) -> Result<Exclusive> {
         let _ = what;
         Ok(Exclusive::new(Box::new(())))
     }

@@ -61,6 +61,27 @@ const OWNER_LOCK: i32 = 0x4f77_6e72; // "Ownr"
 /// the `hashtext` of what is held.
 const EXCLUSIVE_LOCK: i32 = 0x4f6e_6c79; // "Only"
 
+/// The first key of [`MetaStore::turn`]'s locks; the second is the
+/// `hashtext` of what is waited for.
+const TURN_LOCK: i32 = 0x5475_726e; // "Turn"
+
+/// Connections of the pool [`MetaStore::turn`] waits on, per process.
+const TURN_CONNECTIONS: u32 = 8;
+
+/// A turn held: its transaction, rolled back (the lock released) when the
+/// hold is dropped.
+struct TurnHold(Option<sqlx::Transaction<'static, Pg>>);
+
+impl Drop for TurnHold {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            tokio::spawn(async move {
+                let _ = tx.rollback().await;
+            });
+        }
+    }
+}
+
 /// The first key of a node's presence lock; the second is the node's id
 /// (its leases are alive while it holds it: `ferry_node_alive`).
 const NODE_LOCK: i32 = 0x4e6f_6465; // "Node"
@@ -84,6 +105,8 @@ pub struct Postgres {
     /// This process's node id: its leases are alive while it holds the
     /// presence lock [`NODE_LOCK`] of it (a new id after it lapsed).
     node: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    /// Connections that wait for turns ([`MetaStore::turn`]).
+    turns: PgPool,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -144,10 +167,16 @@ impl Postgres {
             node.clone(),
             changes.clone(),
         ));
+        let turns = PgPoolOptions::new()
+            .max_connections(TURN_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
         Ok(Postgres {
             pool,
             changes,
             node,
+            turns,
         })
     }
 }
@@ -268,6 +297,7 @@ impl Postgres {
     /// Closes the pool, once the calls under way have given their
     /// connections back; later calls fail with [`MetaError::Closed`].
     pub async fn close(&self) {
+        self.turns.close().await;
         self.pool.close().await;
     }
 }
@@ -1887,6 +1917,37 @@ impl MetaStore for Postgres {
         Ok(folder.then_some(Occupant::Folder))
     }
 
+    async fn committing_around(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+    ) -> Result<Option<Occupant>> {
+        let mut exact: Vec<&str> = path.ancestors().collect();
+        exact.push(path.as_str());
+        let (lo, hi) = below(path.as_str());
+        let heading: Vec<String> = sqlx::query_scalar(
+            "SELECT u.final_path FROM uploads u JOIN sessions s ON s.id = u.session_id
+             WHERE u.state = 'committing' AND s.space = $1
+               AND (u.final_path = ANY($2) OR (u.final_path >= $3 AND u.final_path < $4))",
+        )
+        .bind(space.as_str())
+        .bind(&exact)
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        // The shortest ancestor first, as `occupant` answers.
+        let ancestor = heading
+            .iter()
+            .filter(|p| p.len() < path.as_str().len() && exact.contains(&p.as_str()))
+            .min_by_key(|p| p.len());
+        Ok(match ancestor {
+            Some(a) => Some(Occupant::FileAncestor(space_path(a)?)),
+            None => (!heading.is_empty()).then_some(Occupant::Folder),
+        })
+    }
+
     async fn list(&self, space: &SpaceName, prefix: Option<&SpacePath>) -> Result<Vec<Entry>> {
         let (rows, skip) = match prefix {
             Some(p) => {
@@ -1994,6 +2055,26 @@ impl MetaStore for Postgres {
             .await
             .map_err(db)?;
         Ok(Exclusive::new(Box::new(conn)))
+    }
+
+    async fn turn(&self, what: &str) -> Result<Exclusive> {
+        // A transaction-level advisory lock on a connection of the turns'
+        // own pool: waiters queue in PostgreSQL (first come, first served),
+        // a holder needs nothing more from this pool (no waiter can starve
+        // it), and the lock goes with the transaction's end — the hold's
+        // drop, or the connection's close when the process dies.
+        let mut tx = self.turns.begin().await.map_err(db)?;
+        sqlx::query("SET LOCAL lock_timeout = '30s'")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(TURN_LOCK)
+            .bind(what)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        Ok(Exclusive::new(Box::new(TurnHold(Some(tx)))))
     }
 
     async fn claim(&self, key: &str, lo: u64, hi: u64, kind: LeaseKind) -> Result<Claim> {

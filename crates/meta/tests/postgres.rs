@@ -16,7 +16,7 @@ use ferry_core::{
 };
 use ferry_meta::{
     Change, Claim, Committed, CreateLimits, Held, LeaseKind, LimitRefusal, MetaError, MetaStore,
-    Postgres, SessionEnd, TokenRecord, conformance,
+    Occupant, Postgres, SessionEnd, TokenRecord, conformance,
 };
 use sqlx::Connection;
 use std::collections::BTreeMap;
@@ -809,4 +809,76 @@ async fn hear(heard: &mut tokio::sync::broadcast::Receiver<Change>, want: Change
     })
     .await
     .unwrap_or_else(|_| panic!("{want:?} not heard within 3 s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_are_waited_for_in_order_and_end_with_their_hold() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    let held = n[0].turn("namespace:alice").await.unwrap();
+    let waiter = {
+        let other = n[1].clone();
+        tokio::spawn(async move { other.turn("namespace:alice").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the waiter waits while it is held");
+    // Another name is not in the way, on either node.
+    drop(n[1].turn("namespace:bob").await.unwrap());
+    drop(n[0].turn("namespace:bob").await.unwrap());
+    drop(held);
+    let got = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("granted once the holder let go");
+    drop(got.unwrap().unwrap());
+}
+
+#[tokio::test]
+async fn an_upload_being_committed_takes_its_path_and_around_it_for_every_node() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("ivy")).await.unwrap();
+    n[0].create_session(&session("s1", "ivy"), &[upload("u1", "s1", "d/f.bin", 1)])
+        .await
+        .unwrap();
+    let space = sp("ivy");
+    let around = |path: &str| {
+        let (node, space, path) = (n[1].clone(), space.clone(), p(path));
+        async move { node.committing_around(&space, &path).await }
+    };
+    assert_eq!(
+        around("d/f.bin").await.unwrap(),
+        None,
+        "nothing committing yet"
+    );
+    n[0].begin_commit(None, &[("u1".into(), p("d/f.bin"))], &[])
+        .await
+        .unwrap();
+    assert_eq!(around("d/f.bin").await.unwrap(), Some(Occupant::Folder));
+    assert_eq!(around("d").await.unwrap(), Some(Occupant::Folder));
+    assert_eq!(
+        around("d/f.bin/x").await.unwrap(),
+        Some(Occupant::FileAncestor(p("d/f.bin")))
+    );
+    assert_eq!(around("d/g.bin").await.unwrap(), None);
+    assert_eq!(around("d/f.bin2").await.unwrap(), None);
+    // Another space's paths are not taken.
+    n[0].create_user(&user("jay")).await.unwrap();
+    assert_eq!(
+        n[1].committing_around(&sp("jay"), &p("d/f.bin"))
+            .await
+            .unwrap(),
+        None
+    );
+    // Once recorded, the file is the occupant, not the commit.
+    n[0].finish_commit(
+        SessionEnd::IfSettled("s1"),
+        &[committed("u1", "ivy", "d/f.bin", "f1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(around("d/f.bin").await.unwrap(), None);
 }

@@ -1,0 +1,336 @@
+//! `--suite cluster`: the same work on three setups, in one run —
+//! one node on SQLite and the local disk, one node on PostgreSQL and S3,
+//! and three nodes on PostgreSQL and S3 behind nginx (round-robin; the
+//! client takes turns itself when nginx is not installed). For each: small
+//! uploads (create + one part + commit) at two concurrencies with p50/p99,
+//! Ferry's CPU per upload (every node), PostgreSQL's CPU per upload (every
+//! `postgres` process) and PostgreSQL statements per upload (from
+//! `pg_stat_statements`, when the server preloads it, as
+//! `scripts/pg-local.sh` does); then one large upload in parallel parts.
+//!
+//! Needs `FERRY_TEST_DATABASE_URL` (a PostgreSQL server the bench may
+//! create databases on: `scripts/pg-local.sh`) and the S3 environment of
+//! `scripts/s3-local.sh`.
+
+use crate::{Args, Server, cpu_secs, percentile, small_uploads};
+use anyhow::{Context, bail};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one setup is: its nodes, where clients send requests, and the
+/// database it uses (none for SQLite).
+struct Setup {
+    name: &'static str,
+    nodes: Vec<Server>,
+    /// The load balancer's URL, or every node's (the client takes turns).
+    urls: Vec<String>,
+    database: Option<String>,
+    nginx: Option<Nginx>,
+}
+
+/// An nginx in front of the nodes, stopped when dropped.
+struct Nginx {
+    pid_file: std::path::PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+/// Runs `sql` on the database at `url` with `psql`; its output.
+fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql])
+        .stderr(Stdio::piped())
+        .output()
+        .context("psql not found (it comes with PostgreSQL)")?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A fresh database on the server at `server`; its URL.
+fn create_database(server: &str) -> anyhow::Result<String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let name = format!("ferry_bench_{nanos}");
+    psql(server, &format!("CREATE DATABASE {name}"))?;
+    let (base, _) = server.rsplit_once('/').context("a URL ending in /<db>")?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Statements the database has run (`pg_stat_statements`), if it counts.
+fn statements(db: &str) -> Option<u64> {
+    psql(
+        db,
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .ok()?
+    .parse()
+    .ok()
+}
+
+/// CPU seconds of every process named `postgres` on this machine.
+fn postgres_cpu() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_secs)
+        .sum()
+}
+
+fn start_nginx(dir: &Path, nodes: &[Server]) -> anyhow::Result<Option<(Nginx, String)>> {
+    if Command::new("nginx")
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("nginx is not installed: the client takes turns among the nodes itself");
+        return Ok(None);
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    drop(listener);
+    let root = dir.join("nginx");
+    std::fs::create_dir_all(&root)?;
+    let upstream: String = nodes
+        .iter()
+        .map(|n| format!("    server {};\n", n.url.trim_start_matches("http://")))
+        .collect();
+    let r = root.display();
+    let conf = format!(
+        "daemon on;\npid {r}/nginx.pid;\nerror_log {r}/error.log;\nworker_processes 1;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {r}/body;\n  proxy_temp_path {r}/proxy;\n\
+         \x20 upstream ferry {{\n{upstream}    keepalive 64;\n  }}\n\
+         \x20 server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
+         \x20   proxy_request_buffering off;\n    proxy_buffering off;\n    proxy_http_version 1.1;\n\
+         \x20   location / {{\n      proxy_pass http://ferry;\n      proxy_set_header Host $http_host;\n\
+         \x20     proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+    );
+    let path = root.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let st = Command::new("nginx")
+        .arg("-c")
+        .arg(&path)
+        .stderr(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("nginx did not start (see {r}/error.log)");
+    }
+    Ok(Some((
+        Nginx {
+            pid_file: root.join("nginx.pid"),
+        },
+        format!("http://127.0.0.1:{port}"),
+    )))
+}
+
+async fn setup(
+    name: &'static str,
+    dir: &Path,
+    ferry: &Path,
+    count: usize,
+    pg_server: Option<&str>,
+    s3: &crate::s3::Bucket,
+) -> anyhow::Result<Setup> {
+    let database = pg_server.map(create_database).transpose()?;
+    let mut env = Vec::new();
+    if let Some(db) = &database {
+        // Counting starts now (the server must preload the module).
+        let _ = psql(db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+        env.extend([
+            ("FERRY_DATABASE_URL", db.clone()),
+            ("FERRY_STORE", "s3".to_owned()),
+            ("FERRY_S3_ENDPOINT", s3.endpoint.clone()),
+            ("FERRY_S3_BUCKET", s3.name.clone()),
+            (
+                "FERRY_S3_PREFIX",
+                format!("bench-{name}-{}/", std::process::id()),
+            ),
+        ]);
+    }
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        nodes.push(Server::start_with(
+            ferry,
+            &dir.join(format!("{name}-{i}")),
+            &env,
+        )?);
+    }
+    let (nginx, urls) = match count {
+        1 => (None, vec![nodes[0].url.clone()]),
+        _ => match start_nginx(dir, &nodes)? {
+            Some((n, url)) => (Some(n), vec![url]),
+            None => (None, nodes.iter().map(|n| n.url.clone()).collect()),
+        },
+    };
+    Ok(Setup {
+        name,
+        nodes,
+        urls,
+        database,
+        nginx,
+    })
+}
+
+/// One row of the table.
+struct Row {
+    setup: &'static str,
+    concurrency: usize,
+    per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    ferry_ms: f64,
+    pg_ms: Option<f64>,
+    statements: Option<f64>,
+}
+
+async fn small_row(
+    s: &Setup,
+    client: &reqwest::Client,
+    args: &Args,
+    concurrency: usize,
+    first: usize,
+) -> anyhow::Result<Row> {
+    let payload = bytes::Bytes::from(vec![7u8; args.small_size]);
+    let n = args.small;
+    // Warm-up: connections, caches, the first transactions.
+    let per = 50usize.div_ceil(s.urls.len());
+    for (i, url) in s.urls.iter().enumerate() {
+        small_uploads(
+            client,
+            url,
+            first + i * per..first + (i + 1) * per,
+            &payload,
+            8,
+        )
+        .await?;
+    }
+    let first = first + 50 + s.urls.len();
+    let ferry_cpu = || s.nodes.iter().map(|n| cpu_secs(n.pid())).sum::<f64>();
+    let (f0, p0) = (ferry_cpu(), postgres_cpu());
+    let q0 = s.database.as_deref().and_then(statements);
+    let t = Instant::now();
+    // Each URL (the balancer, or each node in turn) gets its share.
+    let share = n.div_ceil(s.urls.len());
+    let runs = s.urls.iter().enumerate().map(|(i, url)| {
+        let ids = first + i * share..first + ((i + 1) * share).min(n);
+        small_uploads(
+            client,
+            url,
+            ids,
+            &payload,
+            concurrency.div_ceil(s.urls.len()),
+        )
+    });
+    let mut lat: Vec<Duration> = futures::future::try_join_all(runs)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let took = t.elapsed().as_secs_f64();
+    let (f1, p1) = (ferry_cpu(), postgres_cpu());
+    let q1 = s.database.as_deref().and_then(statements);
+    lat.sort();
+    let done = lat.len() as f64;
+    let pg = s.database.is_some();
+    Ok(Row {
+        setup: s.name,
+        concurrency,
+        per_s: done / took,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        ferry_ms: (f1 - f0) * 1000.0 / done,
+        pg_ms: pg.then(|| (p1 - p0) * 1000.0 / done),
+        statements: q0.zip(q1).map(|(a, b)| (b - a) as f64 / done),
+    })
+}
+
+pub async fn suite(
+    args: &Args,
+    dir: &Path,
+    ferry: &Path,
+    src: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let pg = std::env::var("FERRY_TEST_DATABASE_URL").context(
+        "FERRY_TEST_DATABASE_URL is not set: eval \"$(scripts/pg-local.sh)\" and set it to \
+         postgres://postgres@127.0.0.1:15432/postgres",
+    )?;
+    let s3 = crate::s3::bucket().await?;
+    let mut rows = Vec::new();
+    let mut large = Vec::new();
+    for (name, count, on_pg) in [
+        ("1 node, SQLite + disk", 1, false),
+        ("1 node, PostgreSQL + S3", 1, true),
+        ("3 nodes, PostgreSQL + S3", 3, true),
+    ] {
+        eprintln!("cluster suite: {name}");
+        let s = setup(name, dir, ferry, count, on_pg.then_some(pg.as_str()), &s3).await?;
+        if s.nginx.is_some() {
+            eprintln!("  behind nginx at {}", s.urls[0]);
+        }
+        for (i, c) in [16, 64].into_iter().enumerate() {
+            rows.push(small_row(&s, client, args, c, (i + 1) * 1_000_000).await?);
+        }
+        let t = crate::s3::native_parts(client, &s.urls[0], src, "big.bin").await?;
+        large.push((name, args.size_mib as f64 / t.as_secs_f64()));
+        drop(s);
+    }
+    println!(
+        "\n## Small uploads of {} B (create + part + commit), {} per run",
+        args.small_size, args.small
+    );
+    println!(
+        "| setup | c | uploads/s | p50 ms | p99 ms | Ferry CPU ms/upload | PostgreSQL CPU ms/upload | PostgreSQL statements/upload |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let opt = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.2}"));
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} |",
+            r.setup,
+            r.concurrency,
+            r.per_s,
+            r.p50.as_secs_f64() * 1000.0,
+            r.p99.as_secs_f64() * 1000.0,
+            r.ferry_ms,
+            opt(r.pg_ms),
+            opt(r.statements),
+        );
+    }
+    for c in [16, 64] {
+        let of = |name: &str| rows.iter().find(|r| r.setup == name && r.concurrency == c);
+        if let (Some(a), Some(b)) = (of("1 node, SQLite + disk"), of("1 node, PostgreSQL + S3")) {
+            println!(
+                "c={c}: one node on PostgreSQL + S3 takes {:.2}× the time per small upload of SQLite + disk (goal ≤ 2×)",
+                a.per_s / b.per_s
+            );
+        }
+    }
+    println!(
+        "\n## One {} MiB upload, parts of 16 MiB, 4 at a time",
+        args.size_mib
+    );
+    println!("| setup | MiB/s | × one node on SQLite + disk |");
+    println!("| --- | --- | --- |");
+    for (name, mib_s) in &large {
+        println!("| {name} | {mib_s:.0} | {:.2} |", mib_s / large[0].1);
+    }
+    Ok(())
+}
