@@ -276,6 +276,7 @@ impl Engine {
             slots: Vec::new(),
             intent_recorded: Vec::new(),
             leases: Vec::new(),
+            space_hold: None,
         };
         let mut candidates = Vec::new();
         for id in ids {
@@ -341,13 +342,10 @@ impl Engine {
         // space is theirs to wait for from the choice until the record.
         // The turn lasts until the intent is recorded: from then on, other
         // nodes see the chosen paths as taken (`committing_around`).
-        let space_hold = match self.in_cluster() {
-            true => {
-                let what = format!("namespace:{}", session.space.as_str());
-                Some(self.inner.meta.turn(&what).await?)
-            }
-            false => None,
-        };
+        if self.in_cluster() {
+            let what = format!("namespace:{}", session.space.as_str());
+            frozen.space_hold = Some(self.inner.meta.turn(&what).await?);
+        }
         {
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
@@ -370,7 +368,6 @@ impl Engine {
                 decisions,
                 whole_session,
                 drop,
-                space_hold,
             )
             .await?;
         std::mem::drop(claims);
@@ -443,7 +440,6 @@ impl Engine {
         decisions: Vec<Decision>,
         whole_session: bool,
         drop: &[String],
-        space_hold: Option<ferry_meta::Exclusive>,
     ) -> Result<(Vec<Committed>, Option<SessionState>)> {
         // 3. Record the intent.
         let plan: Vec<(String, SpacePath)> = candidates
@@ -458,7 +454,7 @@ impl Engine {
         meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan, drop)
             .await?;
         frozen.intent_recorded = plan.iter().map(|(id, _)| id.clone()).collect();
-        std::mem::drop(space_hold);
+        frozen.space_hold = None;
 
         // 4. Promote, many at a time: directory fsyncs are shared between
         // concurrent promotions, so a 10,000-file session costs a few
@@ -1030,6 +1026,9 @@ struct Frozen {
     /// In a cluster: the uploads' commit leases (other nodes' writes are
     /// refused until these go).
     leases: Vec<crate::lease::Lease>,
+    /// In a cluster: the space's namespace turn, from choosing final paths
+    /// until their intent is recorded.
+    space_hold: Option<ferry_meta::Exclusive>,
 }
 
 impl Drop for Frozen {
