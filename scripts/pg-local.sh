@@ -42,8 +42,14 @@ mkdir -p "$ROOT"
 if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$ROOT"; fi
 chmod 700 "$ROOT"
 as_pg "$BIN/initdb" -D "$ROOT" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+# pg_stat_statements (in the server package's contrib) counts the
+# statements ferry-bench reports per upload; preloaded when present.
+PRELOAD=""
+if [ -f "$("$BIN/pg_config" --pkglibdir 2>/dev/null || echo "$BIN/../lib")/pg_stat_statements.so" ]; then
+    PRELOAD="-c shared_preload_libraries=pg_stat_statements"
+fi
 as_pg "$BIN/pg_ctl" -D "$ROOT" -l "$ROOT/server.log" -w -t 60 \
-    -o "-p $PORT -k $ROOT -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_preload_libraries=pg_stat_statements" \
+    -o "-p $PORT -k $ROOT -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off $PRELOAD" \
     start >/dev/null
 "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1 -qc "CREATE DATABASE ferry" >&2
 echo "export FERRY_DATABASE_URL=postgres://postgres@127.0.0.1:$PORT/ferry"
