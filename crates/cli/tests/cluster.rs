@@ -818,3 +818,105 @@ async fn a_commit_cut_by_the_death_of_its_node_is_finished_on_another_node() {
     assert_eq!(st, StatusCode::OK);
     assert!(got == data, "the file differs from what was sent");
 }
+
+#[tokio::test]
+async fn a_box_session_from_one_node_takes_parts_and_its_commit_on_another() {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let mib = 1 << 20;
+    let data = random_bytes(8 * mib + 4321, 36);
+    let sha = |d: &[u8]| {
+        format!(
+            "sha={}",
+            base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(d))
+        )
+    };
+    let (st, v) = call(
+        &a,
+        Method::POST,
+        "/api/2.0/files/upload_sessions",
+        Some(&alice),
+        Some(json!({"folder_id": "0", "file_name": "box.bin", "file_size": data.len()})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let upload_part = v["session_endpoints"]["upload_part"].as_str().unwrap();
+    let commit_url = v["session_endpoints"]["commit"].as_str().unwrap();
+    // One part through each node, at the URLs node a handed out.
+    let mut parts = Vec::new();
+    for (node, lo, hi) in [(&b, 0, 8 * mib), (&a, 8 * mib, data.len())] {
+        let r = http()
+            .put(via(node, upload_part))
+            .bearer_auth(&alice)
+            .header(
+                "content-range",
+                format!("bytes {lo}-{}/{}", hi - 1, data.len()),
+            )
+            .header("digest", sha(&data[lo..hi]))
+            .body(data[lo..hi].to_vec())
+            .send()
+            .await
+            .unwrap();
+        let (st, v) = decode(r).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        parts.push(v["part"].clone());
+    }
+    let r = http()
+        .post(via(&b, commit_url))
+        .bearer_auth(&alice)
+        .header("digest", sha(&data))
+        .json(&json!({"parts": parts}))
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = decode(r).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, got) = download(&a, &alice, "alice", "box.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the file differs from what was sent");
+}
+
+#[tokio::test]
+async fn a_ucloud_upload_token_from_one_node_appends_on_every_node() {
+    let Some(n) = nodes_with(3, &[]) else {
+        return;
+    };
+    let alice = user(&n[0], "alice").await;
+    let mib = 1 << 20;
+    let data = random_bytes(5 * mib + 77, 37);
+    let (st, v) = call(
+        &n[0],
+        Method::POST,
+        "/api/files/upload",
+        Some(&alice),
+        Some(json!({"items": [{"id": "/alice/u.bin", "type": "FILE",
+            "supportedProtocols": ["CHUNKED"], "conflictPolicy": "REJECT"}]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let token = v["responses"][0]["token"].as_str().unwrap().to_owned();
+    // Chunks appended in turn through the three nodes; the last byte
+    // commits, wherever it lands.
+    for (i, piece) in data.chunks(mib).enumerate() {
+        let r = http()
+            .post(n[i % 3].url_of("/ucloud/chunked"))
+            .header("Chunked-Upload-Token", &token)
+            .header("Chunked-Upload-Offset", "-1")
+            .header("Chunked-Upload-Total-Size", data.len().to_string())
+            .body(piece.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let (st, v) = decode(r).await;
+        assert_eq!(st, StatusCode::OK, "chunk {i}: {v}");
+    }
+    for node in &n {
+        let (st, got) = download(node, &alice, "alice", "u.bin").await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(got == data, "the file differs from what was sent");
+    }
+}
