@@ -237,6 +237,12 @@ impl Engine {
     /// periodically; returns how many went. A crash between a replace and
     /// its delayed delete leaves such objects.
     pub async fn sweep_orphans(&self, grace: Duration) -> Result<usize> {
+        if self.in_cluster() {
+            let dead = self.inner.meta.forget_dead_leases().await?;
+            if dead > 0 {
+                tracing::info!(leases = dead, "leases of nodes that died removed");
+            }
+        }
         let store = &self.inner.store;
         if store.capabilities().paths {
             return Ok(0);

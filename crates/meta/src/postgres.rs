@@ -2113,6 +2113,21 @@ impl MetaStore for Postgres {
         Ok(())
     }
 
+    async fn forget_dead_leases(&self) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM leases WHERE node NOT IN (
+               SELECT k.objid::bigint FROM pg_locks k
+               WHERE k.locktype = 'advisory' AND k.classid = $1::oid AND k.objsubid = 2
+                 AND k.granted
+                 AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        )
+        .bind(NODE_LOCK)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     async fn ask_release(&self, tokens: &[String]) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, 'release:' || t) FROM unnest($2::text[]) t")
             .bind(CHANGES_CHANNEL)

@@ -752,6 +752,12 @@ async fn the_leases_of_a_node_whose_connection_died_are_taken_over_at_once() {
         panic!("a free key is granted");
     };
     assert!(matches!(
+        n[0].claim("never-again", 0, 1, LeaseKind::Turn)
+            .await
+            .unwrap(),
+        Claim::Granted(_)
+    ));
+    assert!(matches!(
         n[1].claim("u1", 0, 1, LeaseKind::Turn).await.unwrap(),
         Claim::Busy(_)
     ));
@@ -781,6 +787,14 @@ async fn the_leases_of_a_node_whose_connection_died_are_taken_over_at_once() {
     }
     // The node finds out, gives its leases up, and comes back present.
     hear(&mut heard_by_0, Change::LeasesLost).await;
+    // What the dead node held on a key nobody claims again is swept (its
+    // lease on "u1" was taken over above); live leases stay.
+    assert_eq!(n[1].forget_dead_leases().await.unwrap(), 1);
+    assert_eq!(n[1].forget_dead_leases().await.unwrap(), 0);
+    assert!(matches!(
+        n[1].claim("u1", 0, 1, LeaseKind::Turn).await.unwrap(),
+        Claim::Busy(_)
+    ));
     let t = Instant::now();
     loop {
         let Claim::Granted(mine) = n[0].claim("u3", 0, 1, LeaseKind::Turn).await.unwrap() else {
