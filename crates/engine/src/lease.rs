@@ -62,6 +62,17 @@ impl Lease {
         }
     }
 
+    /// Its token, for a metadata step that ends the lease itself
+    /// ([`ferry_meta::MetaStore::record_write_releasing`]).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Forgets a lease such a step ended.
+    pub fn ended(mut self) {
+        self.forget();
+    }
+
     /// Takes the token out (once: then empty) and stops listening for it.
     fn forget(&mut self) -> String {
         let token = std::mem::take(&mut self.token);

@@ -224,10 +224,10 @@ impl Engine {
         {
             return self.authorize(caller, upload_id, slot.clone()).await;
         }
-        let meta = &self.inner.meta;
-        let upload = meta.get_upload(upload_id).await?.ok_or_else(not_found)?;
-        let session = meta
-            .get_session(&upload.session_id)
+        let (upload, session) = self
+            .inner
+            .meta
+            .upload_and_session(upload_id)
             .await?
             .ok_or_else(not_found)?;
         let cacheable = session.state == SessionState::Open && upload.state == UploadState::Open;

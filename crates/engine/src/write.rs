@@ -358,11 +358,12 @@ impl Engine {
                 cursor,
                 resend,
             };
+            let mut lease = lease;
             let result = this
-                .stream_and_record(&upload_id, streamed, body, checks)
+                .stream_and_record(&upload_id, streamed, body, checks, &mut lease)
                 .await;
-            // Released before the answer: the client's next request finds
-            // the bytes free.
+            // Released before the answer (by the record, or here): the
+            // client's next request finds the bytes free.
             if let Some(lease) = lease {
                 lease.release().await;
             }
@@ -422,6 +423,7 @@ impl Engine {
         w: Streamed,
         body: ByteStream,
         checks: PartChecks,
+        lease: &mut Option<crate::lease::Lease>,
     ) -> Result<WriteResult> {
         let Streamed {
             slot,
@@ -619,10 +621,16 @@ impl Engine {
             sha1: digests.sha1.clone(),
             md5: digests.md5.clone(),
         });
-        self.inner
-            .meta
-            .record_write(upload_id, range, part.as_ref())
-            .await?;
+        let meta = &self.inner.meta;
+        match lease.take() {
+            // On an error the lease is dropped, which releases it.
+            Some(l) => {
+                meta.record_write_releasing(upload_id, range, part.as_ref(), l.token())
+                    .await?;
+                l.ended();
+            }
+            None => meta.record_write(upload_id, range, part.as_ref()).await?,
+        }
         live.upload.received.insert(range);
         if let Some(p) = &part {
             live.upload.parts.insert(p.number, p.clone());

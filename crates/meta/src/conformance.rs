@@ -202,6 +202,13 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
     let u1 = m.get_upload("u1").await.unwrap().unwrap();
     assert_eq!(u1.received.ranges(), &[ByteRange::new(0, 20).unwrap()]);
     assert_eq!(u1.parts.get(&2), Some(&part));
+    // The upload with its session, in one step, reads the same.
+    let session = m.get_session(&u1.session_id).await.unwrap().unwrap();
+    assert_eq!(
+        m.upload_and_session("u1").await.unwrap(),
+        Some((u1.clone(), session))
+    );
+    assert_eq!(m.upload_and_session("nope").await.unwrap(), None);
 
     m.forget("u1", &[ByteRange::new(0, 10).unwrap()], Some(2))
         .await

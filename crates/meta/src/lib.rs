@@ -353,6 +353,13 @@ pub trait MetaStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<()>;
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>>;
+    /// An upload with its session, in one step where the backend can.
+    async fn upload_and_session(&self, upload_id: &str) -> Result<Option<(Upload, Session)>> {
+        let Some(up) = self.get_upload(upload_id).await? else {
+            return Ok(None);
+        };
+        Ok(self.get_session(&up.session_id).await?.map(|s| (up, s)))
+    }
     /// The session's upload at `path` that is not aborted, if any.
     async fn upload_at(&self, session_id: &str, path: &SpacePath) -> Result<Option<Upload>>;
     async fn set_upload_metadata(&self, upload_id: &str, metadata: Option<&str>) -> Result<()>;
@@ -367,6 +374,18 @@ pub trait MetaStore: Send + Sync + 'static {
         range: ByteRange,
         part: Option<&Part>,
     ) -> Result<()>;
+    /// [`MetaStore::record_write`] that also ends the lease `lease` (as
+    /// [`MetaStore::release`]) in the same step.
+    async fn record_write_releasing(
+        &self,
+        upload_id: &str,
+        range: ByteRange,
+        part: Option<&Part>,
+        lease: &str,
+    ) -> Result<()> {
+        self.record_write(upload_id, range, part).await?;
+        self.release(lease).await
+    }
     /// Replaces the upload's received ranges with `received` and drops part
     /// `drop_part`, after a failed write clobbered bytes that had arrived.
     /// The caller serializes this with other writes to the upload.

@@ -530,22 +530,27 @@ const SESSION_TYPES: &[&str] = &[
     "boolean", "boolean", "text",
 ];
 fn session_row(r: &PgRow) -> Result<Session> {
+    session_row_at(r, 0)
+}
+
+/// A session from the columns of `r` from `o` on ([`SESSION_COLS`]).
+fn session_row_at(r: &PgRow, o: usize) -> Result<Session> {
     Ok(Session {
-        id: get(r, 0)?,
-        owner: get(r, 1)?,
-        space: space_name(get(r, 2)?)?,
-        conflict: get::<&str>(r, 3)?
+        id: get(r, o)?,
+        owner: get(r, o + 1)?,
+        space: space_name(get(r, o + 2)?)?,
+        conflict: get::<&str>(r, o + 3)?
             .parse::<ConflictPolicy>()
             .map_err(|e| corrupt("conflict", e))?,
-        auto_commit: get(r, 4)?,
-        state: parse(get(r, 5)?)?,
-        created_at: get(r, 6)?,
-        expires_at: get(r, 7)?,
-        dialect: get(r, 8)?,
-        extend_secs: get::<Option<i64>>(r, 9)?.map(u),
-        open_ended: get(r, 10)?,
-        files_expire: get(r, 11)?,
-        failure: get(r, 12)?,
+        auto_commit: get(r, o + 4)?,
+        state: parse(get(r, o + 5)?)?,
+        created_at: get(r, o + 6)?,
+        expires_at: get(r, o + 7)?,
+        dialect: get(r, o + 8)?,
+        extend_secs: get::<Option<i64>>(r, o + 9)?.map(u),
+        open_ended: get(r, o + 10)?,
+        files_expire: get(r, o + 11)?,
+        failure: get(r, o + 12)?,
     })
 }
 
@@ -555,6 +560,8 @@ const UPLOAD_TYPES: &[&str] = &[
     "bigint", "text", "text", "text", "bigint", "bigint", "text", "text", "text", "text", "text",
     "text", "text", "text", "text", "boolean",
 ];
+/// The columns [`UPLOAD_SELECT`] answers.
+const UPLOAD_COLUMNS: usize = 23;
 /// Uploads with their ranges and parts, in one query (`WHERE` follows).
 const UPLOAD_SELECT: &str = r#"SELECT u.id, u.session_id, u.path, u.length, u.part_size, u.state,
   u.expected_sha256, u.content_type, u.metadata, u.final_path, u.file_id, u.whole_digests,
@@ -1068,6 +1075,57 @@ impl Postgres {
         self.pool.begin().await.map_err(db)
     }
 
+    /// `record_write`, insert-only, in one statement; with `release`, the
+    /// statement also ends that lease and announces it.
+    async fn record(
+        &self,
+        upload_id: &str,
+        range: ByteRange,
+        part: Option<&Part>,
+        release: Option<&str>,
+    ) -> Result<()> {
+        let mut sql = String::from(
+            r#"WITH r AS (INSERT INTO ranges (upload_id, start, "end") VALUES ($1, $2, $3))"#,
+        );
+        let mut next = 4;
+        if part.is_some() {
+            sql.push_str(
+                r#", p AS (INSERT INTO parts (upload_id, number, "offset", size, sha256, sha1, md5)
+                   VALUES ($1, $4, $5, $6, $7, $8, $9)
+                   ON CONFLICT (upload_id, number) DO UPDATE SET "offset" = EXCLUDED."offset",
+                     size = EXCLUDED.size, sha256 = EXCLUDED.sha256, sha1 = EXCLUDED.sha1,
+                     md5 = EXCLUDED.md5)"#,
+            );
+            next = 10;
+        }
+        match release {
+            Some(_) => sql.push_str(&format!(
+                ", d AS (DELETE FROM leases WHERE token = ${next} RETURNING key)
+                 SELECT pg_notify(${}, 'released:' || key) FROM d",
+                next + 1
+            )),
+            None => sql.push_str(" SELECT 1"),
+        }
+        let mut q = sqlx::query(&sql)
+            .bind(upload_id)
+            .bind(i(range.start))
+            .bind(i(range.end));
+        if let Some(p) = part {
+            q = q
+                .bind(i64::from(p.number))
+                .bind(i(p.offset))
+                .bind(i(p.size))
+                .bind(p.sha256.as_deref())
+                .bind(p.sha1.as_deref())
+                .bind(p.md5.as_deref());
+        }
+        if let Some(token) = release {
+            q = q.bind(token).bind(CHANGES_CHANNEL);
+        }
+        q.execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
     async fn uploads(&self, filter: &str, args: &[&str]) -> Result<Vec<Upload>> {
         let sql = format!("{UPLOAD_SELECT} WHERE {filter}");
         let mut q = sqlx::query(&sql);
@@ -1412,6 +1470,28 @@ impl MetaStore for Postgres {
         Ok(())
     }
 
+    async fn upload_and_session(&self, upload_id: &str) -> Result<Option<(Upload, Session)>> {
+        let session_cols: Vec<String> = SESSION_COLS
+            .split(", ")
+            .map(|c| format!("s.{}", c.trim()))
+            .collect();
+        let sql = UPLOAD_SELECT.replacen(
+            "\nFROM uploads u",
+            &format!(
+                ", {}\nFROM uploads u JOIN sessions s ON s.id = u.session_id",
+                session_cols.join(", ")
+            ),
+            1,
+        ) + " WHERE u.id = $1";
+        let row = sqlx::query(&sql)
+            .bind(upload_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| Ok((upload_row(&r)?, session_row_at(&r, UPLOAD_COLUMNS)?)))
+            .transpose()
+    }
+
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
         Ok(self.uploads("u.id = $1", &[id]).await?.pop())
     }
@@ -1452,33 +1532,17 @@ impl MetaStore for Postgres {
         range: ByteRange,
         part: Option<&Part>,
     ) -> Result<()> {
-        // Insert-only, one statement.
-        let range = |q: Query<'static>| {
-            q.bind(upload_id.to_owned())
-                .bind(i(range.start))
-                .bind(i(range.end))
-        };
-        let q = match part {
-            None => range(sqlx::query(
-                r#"INSERT INTO ranges (upload_id, start, "end") VALUES ($1, $2, $3)"#,
-            )),
-            Some(p) => range(sqlx::query(
-                r#"WITH r AS (INSERT INTO ranges (upload_id, start, "end") VALUES ($1, $2, $3))
-                   INSERT INTO parts (upload_id, number, "offset", size, sha256, sha1, md5)
-                   VALUES ($1, $4, $5, $6, $7, $8, $9)
-                   ON CONFLICT (upload_id, number) DO UPDATE SET "offset" = EXCLUDED."offset",
-                     size = EXCLUDED.size, sha256 = EXCLUDED.sha256, sha1 = EXCLUDED.sha1,
-                     md5 = EXCLUDED.md5"#,
-            ))
-            .bind(i64::from(p.number))
-            .bind(i(p.offset))
-            .bind(i(p.size))
-            .bind(p.sha256.clone())
-            .bind(p.sha1.clone())
-            .bind(p.md5.clone()),
-        };
-        q.execute(&self.pool).await.map_err(db)?;
-        Ok(())
+        self.record(upload_id, range, part, None).await
+    }
+
+    async fn record_write_releasing(
+        &self,
+        upload_id: &str,
+        range: ByteRange,
+        part: Option<&Part>,
+        lease: &str,
+    ) -> Result<()> {
+        self.record(upload_id, range, part, Some(lease)).await
     }
 
     async fn forget(

@@ -896,3 +896,54 @@ async fn an_upload_being_committed_takes_its_path_and_around_it_for_every_node()
     .unwrap();
     assert_eq!(around("d/f.bin").await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_a_write_can_end_its_lease_in_the_same_step() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    n[0].create_session(&session("s1", "kim"), &[upload("u1", "s1", "a", 100)])
+        .await
+        .unwrap();
+    let mut heard = n[1].changes().unwrap();
+    let Claim::Granted(t) = n[0].claim("u1", 0, 50, LeaseKind::Write).await.unwrap() else {
+        panic!("a free key is granted");
+    };
+    let part = ferry_core::Part {
+        number: 1,
+        offset: 0,
+        size: 50,
+        sha256: Some("ab".repeat(32)),
+        sha1: None,
+        md5: None,
+    };
+    n[0].record_write_releasing(
+        "u1",
+        ferry_core::ByteRange::new(0, 50).unwrap(),
+        Some(&part),
+        &t,
+    )
+    .await
+    .unwrap();
+    let up = n[1].get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(
+        up.received.ranges(),
+        &[ferry_core::ByteRange::new(0, 50).unwrap()]
+    );
+    assert_eq!(up.parts.get(&1), Some(&part));
+    hear(&mut heard, Change::Released("u1".into())).await;
+    assert!(matches!(
+        n[1].claim("u1", 0, 50, LeaseKind::Write).await.unwrap(),
+        Claim::Granted(_)
+    ));
+    // Without a part, too.
+    let Claim::Granted(t) = n[0].claim("u1", 50, 60, LeaseKind::Write).await.unwrap() else {
+        panic!("a free range is granted");
+    };
+    n[0].record_write_releasing("u1", ferry_core::ByteRange::new(50, 60).unwrap(), None, &t)
+        .await
+        .unwrap();
+    hear(&mut heard, Change::Released("u1".into())).await;
+}
