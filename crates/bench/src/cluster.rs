@@ -4,7 +4,8 @@
 //! client takes turns itself when nginx is not installed). For each: small
 //! uploads (create + one part + commit) at two concurrencies with p50/p99,
 //! Ferry's CPU per upload (every node), PostgreSQL's CPU per upload (every
-//! `postgres` process) and PostgreSQL statements per upload (from
+//! `postgres` process), the S3 server's (`weed`, when it runs here) and
+//! PostgreSQL statements per upload (from
 //! `pg_stat_statements`, when the server preloads it, as
 //! `scripts/pg-local.sh` does); then one large upload in parallel parts.
 //!
@@ -78,8 +79,8 @@ fn statements(db: &str) -> Option<u64> {
     .ok()
 }
 
-/// CPU seconds of every process named `postgres` on this machine.
-fn postgres_cpu() -> f64 {
+/// CPU seconds of every process named `comm` on this machine.
+fn cpu_of(comm: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
@@ -197,6 +198,8 @@ struct Row {
     p99: Duration,
     ferry_ms: f64,
     pg_ms: Option<f64>,
+    /// CPU of the S3 server (SeaweedFS, `weed`) on this machine.
+    s3_ms: Option<f64>,
     statements: Option<f64>,
 }
 
@@ -223,7 +226,7 @@ async fn small_row(
     }
     let first = first + 50 + s.urls.len();
     let ferry_cpu = || s.nodes.iter().map(|n| cpu_secs(n.pid())).sum::<f64>();
-    let (f0, p0) = (ferry_cpu(), postgres_cpu());
+    let (f0, p0, w0) = (ferry_cpu(), cpu_of("postgres"), cpu_of("weed"));
     let q0 = s.database.as_deref().and_then(statements);
     let t = Instant::now();
     // Each URL (the balancer, or each node in turn) gets its share.
@@ -244,7 +247,7 @@ async fn small_row(
         .flatten()
         .collect();
     let took = t.elapsed().as_secs_f64();
-    let (f1, p1) = (ferry_cpu(), postgres_cpu());
+    let (f1, p1, w1) = (ferry_cpu(), cpu_of("postgres"), cpu_of("weed"));
     let q1 = s.database.as_deref().and_then(statements);
     lat.sort();
     let done = lat.len() as f64;
@@ -257,6 +260,7 @@ async fn small_row(
         p99: percentile(&lat, 0.99),
         ferry_ms: (f1 - f0) * 1000.0 / done,
         pg_ms: pg.then(|| (p1 - p0) * 1000.0 / done),
+        s3_ms: pg.then(|| (w1 - w0) * 1000.0 / done),
         statements: q0.zip(q1).map(|(a, b)| (b - a) as f64 / done),
     })
 }
@@ -297,13 +301,13 @@ pub async fn suite(
         args.small_size, args.small
     );
     println!(
-        "| setup | c | uploads/s | p50 ms | p99 ms | Ferry CPU ms/upload | PostgreSQL CPU ms/upload | PostgreSQL statements/upload |"
+        "| setup | c | uploads/s | p50 ms | p99 ms | Ferry CPU ms/upload | PostgreSQL CPU ms/upload | S3 server CPU ms/upload | PostgreSQL statements/upload |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let opt = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.2}"));
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} |",
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
             r.setup,
             r.concurrency,
             r.per_s,
@@ -311,6 +315,7 @@ pub async fn suite(
             r.p99.as_secs_f64() * 1000.0,
             r.ferry_ms,
             opt(r.pg_ms),
+            opt(r.s3_ms),
             opt(r.statements),
         );
     }

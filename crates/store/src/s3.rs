@@ -361,10 +361,13 @@ impl S3Staging {
         self.delete_key(&key, "deleting in the bucket").await
     }
 
-    /// Starts the multipart upload of `upload` (idempotent: an existing one
-    /// is kept).
+    /// Starts the multipart upload of `upload` (a second call in this
+    /// process keeps the first).
     pub async fn create(&self, upload: &str) -> Result<(), StoreError> {
-        if self.find_mpu(upload).await?.is_some() {
+        // Ids are fresh: no listing first (a request as costly as the
+        // create). Should one be created twice, `find_mpu` takes the
+        // oldest and the other is an orphan the sweep aborts.
+        if self.mpus.lock().unwrap().contains_key(upload) {
             return Ok(());
         }
         let out = self
