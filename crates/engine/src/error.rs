@@ -93,6 +93,10 @@ impl From<MetaError> for EngineError {
                 "the metadata storage is full; nothing was changed, retry once space is freed"
                     .into(),
             ),
+            MetaError::Busy => EngineError::Unavailable(
+                "the metadata database is busy (a lock or a connection stayed taken too long); nothing was changed, retry"
+                    .into(),
+            ),
             // A state change that raced another (the lifecycle refused it).
             MetaError::IllegalTransition(t) => EngineError::Conflict(t.to_string()),
             other => EngineError::Meta(other),

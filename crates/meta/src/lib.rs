@@ -56,6 +56,10 @@ pub enum MetaError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the metadata writer has stopped")]
     Closed,
+    /// A lock or a connection stayed taken past its time limit (another
+    /// process held it that long): nothing changed; retry later.
+    #[error("the metadata database is busy")]
+    Busy,
     /// A session would hold this many uploads, over the limit.
     #[error("{0} uploads would be over the session's limit")]
     Full(usize),

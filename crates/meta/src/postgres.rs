@@ -464,6 +464,10 @@ fn db(e: sqlx::Error) -> MetaError {
     match &e {
         sqlx::Error::PoolClosed => MetaError::Closed,
         sqlx::Error::Database(d) if d.code().as_deref() == Some("53100") => MetaError::NoSpace,
+        // lock_not_available (a `lock_timeout` ran out), or no free
+        // connection within the pool's wait.
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03") => MetaError::Busy,
+        sqlx::Error::PoolTimedOut => MetaError::Busy,
         _ => MetaError::backend(e),
     }
 }
@@ -2284,14 +2288,12 @@ mod tests {
     }
 
     #[test]
-    fn a_full_disk_and_a_closed_pool_are_told_apart_and_the_rest_is_opaque() {
+    fn a_full_disk_a_closed_pool_and_a_lock_kept_too_long_are_told_apart_and_the_rest_is_opaque() {
         assert!(matches!(db(server("53100")), MetaError::NoSpace));
         assert!(matches!(db(sqlx::Error::PoolClosed), MetaError::Closed));
         assert!(matches!(db(server("40P01")), MetaError::Backend(_)));
-        assert!(matches!(
-            db(sqlx::Error::PoolTimedOut),
-            MetaError::Backend(_)
-        ));
+        assert!(matches!(db(server("55P03")), MetaError::Busy));
+        assert!(matches!(db(sqlx::Error::PoolTimedOut), MetaError::Busy));
         let exists = || MetaError::AlreadyExists(Record::Session("s".into()));
         assert!(matches!(
             unique(exists)(server("23505")),
