@@ -233,12 +233,7 @@ async fn parts_of_one_upload_sent_round_robin_to_three_nodes_commit_on_any_verif
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     for node in &n {
-        let (st, got) = download(node, &alice, "alice", "rr.bin").await;
-        assert_eq!(st, StatusCode::OK);
-        assert!(
-            got == data,
-            "the file read through each node is the file sent"
-        );
+        assert_file(node, &alice, "rr.bin", &data).await;
     }
 }
 
@@ -320,9 +315,7 @@ async fn a_tus_patch_cut_by_the_death_of_its_node_resumes_on_another_node() {
         assert!(t.elapsed() < Duration::from_secs(10), "no file: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let (st, got) = download(&b, &alice, "alice", &name).await;
-    assert_eq!(st, StatusCode::OK);
-    assert!(got == data, "the file differs from what was sent");
+    assert_file(&b, &alice, &name, &data).await;
 }
 
 #[tokio::test]
@@ -366,9 +359,7 @@ async fn fail_commits_of_one_path_raced_on_two_nodes_let_exactly_one_win() {
         // The file is the winner's bytes, on both nodes.
         let want = if won[0] { b"aaa" } else { b"bbb" };
         for n in [&a, &b] {
-            let (st, got) = download(n, &alice, "alice", &path).await;
-            assert_eq!(st, StatusCode::OK);
-            assert_eq!(got, want);
+            assert_file(n, &alice, &path, want).await;
         }
     }
 }
@@ -452,9 +443,7 @@ async fn a_tus_patch_stalled_on_one_node_is_taken_over_from_another_within_1_s()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
-    let (st, got) = download(&a, &alice, "alice", &tus_file_name(&a, &alice).await).await;
-    assert_eq!(st, StatusCode::OK);
-    assert!(got == data, "the file differs from what was sent");
+    assert_file(&a, &alice, &tus_file_name(&a, &alice).await, &data).await;
 }
 
 /// The name of alice's one file.
@@ -529,9 +518,7 @@ async fn a_part_in_flight_on_one_node_refuses_the_same_part_and_a_commit_on_anot
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
     let (st, v) = call(&b, Method::POST, &commit, Some(&alice), None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let (st, got) = download(&a, &alice, "alice", "p.bin").await;
-    assert_eq!(st, StatusCode::OK);
-    assert!(got == data, "the file differs from what was sent");
+    assert_file(&a, &alice, "p.bin", &data).await;
 }
 
 #[tokio::test]
@@ -568,9 +555,18 @@ async fn a_part_held_by_a_killed_node_is_taken_over_at_once() {
     let commit = format!("/v1/sessions/{sid}/commit");
     let (st, v) = call(&b, Method::POST, &commit, Some(&alice), None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let (st, got) = download(&b, &alice, "alice", "p.bin").await;
-    assert_eq!(st, StatusCode::OK);
-    assert!(got == data, "the file differs from what was sent");
+    assert_file(&b, &alice, "p.bin", &data).await;
+}
+
+/// Asserts that `path` in alice's space, read through node `n`, is `data`.
+async fn assert_file(n: &Server, token: &str, path: &str, data: &[u8]) {
+    let (st, got) = download(n, token, "alice", path).await;
+    assert_eq!(st, StatusCode::OK, "{path} through {}", n.url);
+    assert!(
+        got == data,
+        "{path} read through {} differs from what was sent",
+        n.url
+    );
 }
 
 /// `url` (absolute, naming one node) sent to node `n` instead, as a load
@@ -654,9 +650,7 @@ async fn a_graph_range_cut_by_the_death_of_its_node_resumes_on_another_node() {
         at += len;
     }
     assert_eq!(last.0, StatusCode::CREATED, "{}", last.1);
-    let (st, got) = download(&b, &alice, "alice", "g.bin").await;
-    assert_eq!(st, StatusCode::OK);
-    assert!(got == data, "the file differs from what was sent");
+    assert_file(&b, &alice, "g.bin", &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,9 +727,7 @@ async fn a_node_restarted_mid_traffic_leaves_nothing_stuck_and_nothing_lost() {
     let n = nodes.lock().await;
     for (path, data) in files.into_iter().flatten() {
         for node in n.iter() {
-            let (st, got) = download(node, &alice, "alice", &path).await;
-            assert_eq!(st, StatusCode::OK, "{path}");
-            assert!(got == data, "{path} differs from what was sent");
+            assert_file(node, &alice, &path, &data).await;
         }
     }
     // No session is left half-way. (A creation whose answer the restart
@@ -814,9 +806,7 @@ async fn a_commit_cut_by_the_death_of_its_node_is_finished_on_another_node() {
     println!("the commit on node b took {:?}", t.elapsed());
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["state"], json!("committed"), "{v}");
-    let (st, got) = download(&b, &alice, "alice", "c.bin").await;
-    assert_eq!(st, StatusCode::OK);
-    assert!(got == data, "the file differs from what was sent");
+    assert_file(&b, &alice, "c.bin", &data).await;
 }
 
 #[tokio::test]
@@ -875,9 +865,7 @@ async fn a_box_session_from_one_node_takes_parts_and_its_commit_on_another() {
         .unwrap();
     let (st, v) = decode(r).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
-    let (st, got) = download(&a, &alice, "alice", "box.bin").await;
-    assert_eq!(st, StatusCode::OK);
-    assert!(got == data, "the file differs from what was sent");
+    assert_file(&a, &alice, "box.bin", &data).await;
 }
 
 #[tokio::test]
@@ -915,8 +903,6 @@ async fn a_ucloud_upload_token_from_one_node_appends_on_every_node() {
         assert_eq!(st, StatusCode::OK, "chunk {i}: {v}");
     }
     for node in &n {
-        let (st, got) = download(node, &alice, "alice", "u.bin").await;
-        assert_eq!(st, StatusCode::OK);
-        assert!(got == data, "the file differs from what was sent");
+        assert_file(node, &alice, "u.bin", &data).await;
     }
 }

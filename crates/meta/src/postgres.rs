@@ -472,6 +472,15 @@ fn db(e: sqlx::Error) -> MetaError {
     }
 }
 
+/// What is at or around `path` for a query: the path with its ancestors
+/// (exact matches), and the bounds of the paths below it.
+fn around(path: &SpacePath) -> (Vec<&str>, String, String) {
+    let mut exact: Vec<&str> = path.ancestors().collect();
+    exact.push(path.as_str());
+    let (lo, hi) = below(path.as_str());
+    (exact, lo, hi)
+}
+
 /// Maps a unique violation to `exists`, anything else as [`db`] does.
 fn unique(exists: impl FnOnce() -> MetaError) -> impl FnOnce(sqlx::Error) -> MetaError {
     move |e| match &e {
@@ -1951,9 +1960,7 @@ impl MetaStore for Postgres {
 
     async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>> {
         // The path and its ancestors, and one file below it, in one query.
-        let mut exact: Vec<&str> = path.ancestors().collect();
-        exact.push(path.as_str());
-        let (lo, hi) = below(path.as_str());
+        let (exact, lo, hi) = around(path);
         let rows = sqlx::query(&format!(
             "SELECT {FILE_COLS}, FALSE FROM files WHERE space = $1 AND path = ANY($2) \
              UNION ALL (SELECT {FILE_COLS}, TRUE FROM files \
@@ -1990,9 +1997,7 @@ impl MetaStore for Postgres {
         space: &SpaceName,
         path: &SpacePath,
     ) -> Result<Option<Occupant>> {
-        let mut exact: Vec<&str> = path.ancestors().collect();
-        exact.push(path.as_str());
-        let (lo, hi) = below(path.as_str());
+        let (exact, lo, hi) = around(path);
         let heading: Vec<String> = sqlx::query_scalar(
             "SELECT u.final_path FROM uploads u JOIN sessions s ON s.id = u.session_id
              WHERE u.state = 'committing' AND s.space = $1
