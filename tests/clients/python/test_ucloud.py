@@ -322,7 +322,7 @@ def test_folder_500_files_4_connections_interrupted_resumed_merge_rename():
     # then loses its network.
     r = create_one(folder, kind="FOLDER", protocols=["WEBSOCKET"], policy="MERGE_RENAME")
     assert r["protocol"] == "WEBSOCKET"
-    run_parallel(r["endpoint"], parts, interrupt_after=40)
+    whole = set(x for c in run_parallel(r["endpoint"], parts, interrupt_after=40) for x in c.sent_whole)
 
     def placed(i):
         # f0.bin met the folder's own file: MERGE_RENAME renamed ours.
@@ -338,7 +338,8 @@ def test_folder_500_files_4_connections_interrupted_resumed_merge_rename():
                 found.add(i)
         return found
 
-    # The server finishes writing what it received before the drop.
+    # The server finishes writing (and commits) every file whose bytes all
+    # arrived before the drop; the half-sent ones wait for the resume.
     present = committed()
     for _ in range(20):
         time.sleep(0.5)
@@ -346,7 +347,9 @@ def test_folder_500_files_4_connections_interrupted_resumed_merge_rename():
         if again == present:
             break
         present = again
-    assert 40 <= len(present) < 500, len(present)
+    assert len(whole) == 160
+    assert whole <= present, sorted(whole - present)[:20]
+    assert len(present) < 500, len(present)
     assert ft.download(f"{folder}/d0/f0.bin").content == own
 
     # Resume: a new createUpload, MERGE_RENAME into the (now fuller) folder.

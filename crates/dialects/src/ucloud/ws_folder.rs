@@ -43,7 +43,7 @@ use ferry_core::{SpacePath, UploadState};
 use ferry_engine::{Caller, EngineError, NewUpload, PartChecks, WriteAt};
 use futures::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -131,6 +131,14 @@ struct Setup {
 
 type Chunk = (Bytes, OwnedSemaphorePermit);
 
+/// A file's queue, and how many of its bytes the client sent on this
+/// connection (it sends each file from its start).
+#[derive(Clone)]
+struct Feed {
+    queue: mpsc::Sender<Chunk>,
+    arrived: Arc<AtomicU64>,
+}
+
 /// What the parts of one connection share.
 struct Conn {
     st: UcloudState,
@@ -138,7 +146,7 @@ struct Conn {
     existing: Mutex<HashMap<String, Existing>>,
     out: mpsc::Sender<Message>,
     /// Queues of the files being written, by the client's file id.
-    files: Mutex<HashMap<i32, mpsc::Sender<Chunk>>>,
+    files: Mutex<HashMap<i32, Feed>>,
     open: Arc<Semaphore>,
     queued: Arc<Semaphore>,
     /// Files done (committed, skipped, or given up) on this connection.
@@ -295,8 +303,8 @@ async fn run(st: UcloudState, mut setup: Setup, socket: WebSocket) {
                     if data.is_empty() {
                         continue;
                     }
-                    let queue = conn.files.lock().unwrap().get(&id).cloned();
-                    let Some(queue) = queue else {
+                    let feed = conn.files.lock().unwrap().get(&id).cloned();
+                    let Some(feed) = feed else {
                         if !known.contains(&id) {
                             error = Some(UcloudError::bad(format!(
                                 "a CHUNK for file id {id}, which was never listed"
@@ -310,8 +318,11 @@ async fn run(st: UcloudState, mut setup: Setup, socket: WebSocket) {
                     let Ok(permit) = conn.queued.clone().acquire_many_owned(weight).await else {
                         continue;
                     };
+                    let len = data.len() as u64;
                     // A writer that is done no longer listens: drop.
-                    let _ = queue.send((data, permit)).await;
+                    if feed.queue.send((data, permit)).await.is_ok() {
+                        feed.arrived.fetch_add(len, Ordering::SeqCst);
+                    }
                 }
                 Incoming::Skip(id) => {
                     // The client cannot read the file: its writer ends,
@@ -512,14 +523,21 @@ async fn admit(conn: &Arc<Conn>, entries: Vec<Entry>) -> Result<(), UcloudError>
         if conn.closing.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let (tx, rx) = mpsc::channel::<Chunk>(16);
-        conn.files.lock().unwrap().insert(e.id, tx);
+        let (queue, rx) = mpsc::channel::<Chunk>(16);
+        let arrived = Arc::new(AtomicU64::new(0));
+        conn.files.lock().unwrap().insert(
+            e.id,
+            Feed {
+                queue,
+                arrived: arrived.clone(),
+            },
+        );
         tokio::spawn(writer(
             conn.clone(),
             e.clone(),
             upload,
             received,
-            rx,
+            (rx, arrived),
             permit,
         ));
         wire::put_answer(&mut answers, wire::OK, e.id);
@@ -637,7 +655,7 @@ async fn writer(
     e: Entry,
     upload: String,
     received: u64,
-    rx: mpsc::Receiver<Chunk>,
+    (rx, arrived): (mpsc::Receiver<Chunk>, Arc<AtomicU64>),
     _open: OwnedSemaphorePermit,
 ) {
     let engine = &conn.st.engine;
@@ -696,16 +714,25 @@ async fn writer(
         Ok::<_, EngineError>(true)
     };
     // A connection that is gone stops its writer, an append in flight
-    // included (dropping it cancels it; it keeps its durable prefix).
+    // included (dropping it cancels it; it keeps its durable prefix),
+    // unless every byte of the file had arrived: that file is written and
+    // committed, so the client finds it in place when it resumes.
     let gone = conn.gone.clone();
-    let result = tokio::select! {
-        biased;
-        _ = gone.cancelled() => return,
-        r = work => r,
+    let result = {
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            r = &mut work => r,
+            _ = gone.cancelled() => {
+                if arrived.load(Ordering::SeqCst) < e.size {
+                    return;
+                }
+                work.await
+            }
+        }
     };
     {
         let mut files = conn.files.lock().unwrap();
-        if files.get(&e.id).is_some_and(|q| q.is_closed()) {
+        if files.get(&e.id).is_some_and(|f| f.queue.is_closed()) {
             files.remove(&e.id);
         }
     }
@@ -778,6 +805,7 @@ async fn committer(
         if !batch.is_empty() {
             let mut failure = None;
             if let Err(e) = engine.commit_uploads(&caller, &session, &batch).await {
+                tracing::debug!(%session, files = batch.len(), error = %e, "ucloud folder upload: batch not committed");
                 if fatal(&e) {
                     failure = Some(e);
                 } else {
