@@ -358,6 +358,43 @@ async fn small_upload(
     Ok(t.elapsed())
 }
 
+/// One small upload in one request: `PUT` of the whole file to its path.
+async fn small_put(
+    client: &reqwest::Client,
+    url: &str,
+    i: usize,
+    data: bytes::Bytes,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let r = client
+        .put(format!("{url}/v1/spaces/admin/files/small-put/{i}.bin"))
+        .bearer_auth(TOKEN)
+        .body(data)
+        .send()
+        .await?;
+    if r.status() != reqwest::StatusCode::CREATED {
+        bail!("put: {}", r.status());
+    }
+    Ok(t.elapsed())
+}
+
+/// One-request small uploads numbered `ids`, `concurrency` at a time.
+async fn small_puts(
+    client: &reqwest::Client,
+    url: &str,
+    ids: std::ops::Range<usize>,
+    payload: &bytes::Bytes,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    futures::stream::iter(ids)
+        .map(|i| small_put(client, url, i, payload.clone()))
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
 /// Small uploads numbered `ids`, `concurrency` at a time; the latency of
 /// each.
 async fn small_uploads(
@@ -547,9 +584,12 @@ async fn native(
         let _ = std::fs::remove_file(&out);
     }
 
-    // Small uploads.
+    // Small uploads: in three requests, and in one PUT, run after run
+    // (A/B on the same server build and disk).
     let mut rates = Series::default();
     let (mut p50s, mut p99s, mut rss_small) =
+        (Series::default(), Series::default(), Series::default());
+    let (mut put_rates, mut put_p50s, mut put_p99s) =
         (Series::default(), Series::default(), Series::default());
     let payload = bytes::Bytes::from(vec![42u8; args.small_size]);
     for run in 1..=args.small_runs {
@@ -566,6 +606,14 @@ async fn native(
         rates.push(args.small as f64 / el.as_secs_f64());
         p50s.push(percentile(&lat, 0.5).as_secs_f64() * 1000.0);
         p99s.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
+
+        let t = Instant::now();
+        let mut lat = small_puts(client, &url, 0..args.small, &payload, args.concurrency).await?;
+        let el = t.elapsed();
+        lat.sort();
+        put_rates.push(args.small as f64 / el.as_secs_f64());
+        put_p50s.push(percentile(&lat, 0.5).as_secs_f64() * 1000.0);
+        put_p99s.push(percentile(&lat, 0.99).as_secs_f64() * 1000.0);
     }
 
     // Memory with many concurrent large uploads (16 MiB each, streamed).
@@ -618,6 +666,23 @@ async fn native(
     println!(
         "server peak RSS                        : {}",
         rss_small.show("MiB")
+    );
+    println!(
+        "## {} small uploads of {} B in one request (PUT to the path), concurrency {}",
+        args.small, args.small_size, args.concurrency
+    );
+    println!(
+        "rate                                   : {}  = {:.2}× the three-request rate",
+        put_rates.show("uploads/s"),
+        put_rates.median() / rates.median()
+    );
+    println!(
+        "latency p50                            : {}",
+        put_p50s.show("ms")
+    );
+    println!(
+        "latency p99                            : {}",
+        put_p99s.show("ms")
     );
     println!("## {} concurrent uploads of 16 MiB", args.rss_uploads);
     println!(

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -902,4 +903,240 @@ async fn presigning_a_part_on_the_local_store_answers_409_saying_it_needs_store_
     let other = user(&s, "mila").await;
     let (st, v) = call(&s, Method::POST, &path, Some(&other), Some(json!({}))).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Open sessions of a user (a one-request upload leaves none behind).
+async fn open_sessions(s: &Server, tok: &str) -> usize {
+    let (st, v) = call(s, Method::GET, "/v1/sessions?state=open", Some(tok), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["sessions"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_whole_file_put_to_its_path_lands_in_one_request_and_replaces_by_default() {
+    let s = Server::start();
+    let tok = user(&s, "putter").await;
+    let a = random_bytes(3 * MIB + 17, 1);
+    let (st, v) = put(
+        &s,
+        "/v1/spaces/putter/files/one/a.bin",
+        Some(&tok),
+        &[],
+        a.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (v["path"].as_str(), v["size"].as_u64(), v["sha256"].as_str()),
+        (
+            Some("one/a.bin"),
+            Some(a.len() as u64),
+            Some(sha256_hex(&a).as_str())
+        )
+    );
+    assert_eq!(download(&s, &tok, "putter", "one/a.bin").await.1, a);
+
+    // PUT again: the file is replaced (HTTP's PUT), in one request.
+    let b = random_bytes(4096, 2);
+    let resp = http()
+        .put(s.url_of("/v1/spaces/putter/files/one/a.bin"))
+        .bearer_auth(&tok)
+        .header("content-type", "text/plain")
+        .body(b.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", sha256_hex(&b)));
+    let (st, got) = download(&s, &tok, "putter", "one/a.bin").await;
+    assert_eq!((st, got), (StatusCode::OK, b.clone()));
+
+    // ?conflict=rename keeps both.
+    let (st, v) = put(
+        &s,
+        "/v1/spaces/putter/files/one/a.bin?conflict=rename",
+        Some(&tok),
+        &[],
+        a.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["path"], "one/a (1).bin");
+    assert_eq!(download(&s, &tok, "putter", "one/a (1).bin").await.1, a);
+
+    // A body of unknown length (chunked) lands with the length it had.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        a.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+    let resp = http()
+        .put(s.url_of("/v1/spaces/putter/files/streamed.bin"))
+        .bearer_auth(&tok)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = decode(resp).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["size"].as_u64(), Some(a.len() as u64));
+    assert_eq!(download(&s, &tok, "putter", "streamed.bin").await.1, a);
+
+    // An empty file.
+    let (st, v) = put(&s, "/v1/spaces/putter/files/empty", Some(&tok), &[], vec![]).await;
+    assert_eq!(
+        (st, v["size"].as_u64()),
+        (StatusCode::CREATED, Some(0)),
+        "{v}"
+    );
+    assert_eq!(open_sessions(&s, &tok).await, 0);
+}
+
+#[tokio::test]
+async fn a_refused_or_cut_one_request_put_leaves_the_path_and_no_session_behind() {
+    let s = Server::start();
+    let tok = user(&s, "careful").await;
+    let old = random_bytes(1000, 3);
+    let (st, _) = put(
+        &s,
+        "/v1/spaces/careful/files/kept.bin",
+        Some(&tok),
+        &[],
+        old.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let new = random_bytes(5000, 4);
+
+    // If-None-Match: * on a path that exists: 412, nothing changes.
+    let (st, v) = put(
+        &s,
+        "/v1/spaces/careful/files/kept.bin",
+        Some(&tok),
+        &[("if-none-match", "*")],
+        new.clone(),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::PRECONDITION_FAILED, Some("precondition_failed")),
+        "{v}"
+    );
+    // ?conflict=fail: 409 in the native format.
+    let (st, v) = put(
+        &s,
+        "/v1/spaces/careful/files/kept.bin?conflict=fail",
+        Some(&tok),
+        &[],
+        new.clone(),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_exists")),
+        "{v}"
+    );
+
+    // A whole-file digest the bytes do not have: 422, the old file stays.
+    let wrong = format!("sha-256=:{}:", b64(&[0u8; 32]));
+    let (st, v) = put(
+        &s,
+        "/v1/spaces/careful/files/kept.bin",
+        Some(&tok),
+        &[("repr-digest", &wrong)],
+        new.clone(),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("digest_mismatch")),
+        "{v}"
+    );
+    // The same for the body's digest.
+    let (st, v) = put(
+        &s,
+        "/v1/spaces/careful/files/kept.bin",
+        Some(&tok),
+        &[("content-digest", &wrong)],
+        new.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    // The right digests are accepted.
+    let right = format!("sha-256=:{}:", b64(&sha2::Sha256::digest(&new)));
+    let (st, v) = put(
+        &s,
+        "/v1/spaces/careful/files/checked.bin",
+        Some(&tok),
+        &[("repr-digest", &right), ("content-digest", &right)],
+        new.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+
+    // Malformed headers and queries.
+    for (path, headers) in [
+        ("/v1/spaces/careful/files/x.bin?conflict=sideways", vec![]),
+        (
+            "/v1/spaces/careful/files/x.bin",
+            vec![("if-none-match", "\"abc\"")],
+        ),
+        (
+            "/v1/spaces/careful/files/x.bin",
+            vec![("repr-digest", "sha-256=:nope:")],
+        ),
+        (
+            "/v1/spaces/careful/files/x.bin",
+            vec![("repr-digest", "md5=:AAAAAAAAAAAAAAAAAAAAAA==:")],
+        ),
+    ] {
+        let (st, v) = put(&s, path, Some(&tok), &headers, new.clone()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path} {headers:?}: {v}");
+        assert!(v["error"]["code"].is_string(), "{v}");
+    }
+    // No token, another user's space.
+    let (st, _) = put(&s, "/v1/spaces/careful/files/x.bin", None, &[], new.clone()).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let bob = user(&s, "bob").await;
+    let (st, _) = put(
+        &s,
+        "/v1/spaces/careful/files/x.bin",
+        Some(&bob),
+        &[],
+        new.clone(),
+    )
+    .await;
+    assert!(
+        matches!(st, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND),
+        "{st}"
+    );
+
+    // A body cut short: nothing at the path, no session left open.
+    put_then_drop(
+        &s,
+        "/v1/spaces/careful/files/kept.bin",
+        &tok,
+        "",
+        100_000,
+        &new[..3000],
+    )
+    .await;
+    put_then_drop(
+        &s,
+        "/v1/spaces/careful/files/cut.bin",
+        &tok,
+        "",
+        100_000,
+        &new[..3000],
+    )
+    .await;
+    let (st, _) = download(&s, &tok, "careful", "cut.bin").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(download(&s, &tok, "careful", "kept.bin").await.1, old);
+    let (st, _) = download(&s, &tok, "careful", "x.bin").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(open_sessions(&s, &tok).await, 0);
 }

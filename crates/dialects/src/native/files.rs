@@ -4,11 +4,12 @@ use super::model::*;
 use super::{ApiError, ApiResult, Auth, NativeState};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ferry_engine::EngineError;
-use ferry_http::{RangeRequest, b64, http_date, parse_range};
+use ferry_core::{CommitMode, ConflictPolicy, DigestAlgo};
+use ferry_engine::{EngineError, NewSession, NewUpload, Precondition, WriteAt};
+use ferry_http::{RangeRequest, b64, http_date, parse_content_digest, parse_range};
 use ferry_meta::Entry;
 
 #[utoipa::path(get, path = "/v1/spaces/{space}/files/{path}", tag = "files",
@@ -95,6 +96,166 @@ pub async fn download(
     }
     let body = opened.read(offset, len);
     Ok((status, out, Body::from_stream(body)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct PutQuery {
+    conflict: Option<String>,
+}
+
+#[utoipa::path(put, path = "/v1/spaces/{space}/files/{path}", tag = "files",
+    params(("space" = String, Path), ("path" = String, Path),
+        ("conflict" = Option<String>, Query, description = "replace (the default), rename, fail, …"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: only if nothing is at the path (else 412)"),
+        ("Content-Digest" = Option<String>, Header, description = "sha-256=:<base64>: of the body"),
+        ("Repr-Digest" = Option<String>, Header, description = "sha-256=:<base64>: of the file"),
+        ("Content-MD5" = Option<String>, Header)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = FileJson), (status = 409, body = ErrorJson),
+        (status = 412, body = ErrorJson), (status = 413, body = ErrorJson), (status = 422, body = ErrorJson)))]
+/// A whole file in one request: a one-upload session created, written and
+/// committed. All or nothing: a body that fails leaves no session behind.
+pub async fn put(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+    Path((space, path)): Path<(String, String)>,
+    query: Result<Query<PutQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let absent_only = match headers.get(header::IF_NONE_MATCH).map(|v| v.to_str()) {
+        None => false,
+        Some(Ok("*")) => true,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_header",
+                "If-None-Match: only `*` is understood here (create, never replace)",
+            ));
+        }
+    };
+    let conflict = match (q.conflict.as_deref(), absent_only) {
+        (_, true) => ConflictPolicy::Fail,
+        (None, false) => ConflictPolicy::Replace,
+        (Some(s), false) => s
+            .parse()
+            .map_err(|e: String| ApiError::invalid("invalid_query", e))?,
+    };
+    let sha256 = match headers.get("repr-digest") {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| ApiError::invalid("invalid_header", "Repr-Digest is not ASCII"))?;
+            let digests =
+                parse_content_digest(v).map_err(|m| ApiError::invalid("invalid_header", m))?;
+            Some(
+                digests
+                    .into_iter()
+                    .find(|d| d.algo == DigestAlgo::Sha256)
+                    .ok_or_else(|| {
+                        ApiError::invalid("invalid_header", "Repr-Digest needs sha-256=:<base64>:")
+                    })?,
+            )
+        }
+    };
+    let checks = super::sessions::checks(&headers)?;
+    let size = ferry_http::content_length(&headers);
+    let new = NewSession {
+        space: Some(space),
+        conflict,
+        expires_in_secs: None,
+        commit: CommitMode::OnLastByte,
+        uploads: vec![NewUpload {
+            path,
+            size,
+            sha256,
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            ..Default::default()
+        }],
+        dialect: "native".into(),
+        extend_secs: None,
+        open_ended: false,
+        files_expire: false,
+        precondition: if conflict == ConflictPolicy::Fail {
+            Precondition::Absent
+        } else {
+            Precondition::None
+        },
+    };
+    let view = match st.engine.create_session(&c, new).await {
+        Err(e @ EngineError::AlreadyExists { .. }) if absent_only => {
+            return Ok(precondition_failed(e));
+        }
+        r => r?,
+    };
+    let session = view.session.id.clone();
+    let upload = &view.uploads[0].upload.id;
+    let written = async {
+        let at = WriteAt::Append {
+            offset: 0,
+            total: size,
+            len: size,
+        };
+        let w = st
+            .engine
+            .write(&c, upload, at, ferry_http::body_stream(body), checks)
+            .await?;
+        if let Some(f) = w.file {
+            return Ok(f);
+        }
+        // A body of unknown length: it ended here, which makes its length.
+        let end = w.upload.received.prefix_len();
+        let at = WriteAt::Append {
+            offset: end,
+            total: Some(end),
+            len: Some(0),
+        };
+        let w = st
+            .engine
+            .write(
+                &c,
+                upload,
+                at,
+                Box::pin(futures::stream::empty()),
+                Default::default(),
+            )
+            .await?;
+        w.file
+            .ok_or_else(|| EngineError::Conflict("the file was not committed".into()))
+    }
+    .await;
+    match written {
+        Ok(f) => {
+            let mut out = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", f.sha256)) {
+                out.insert(header::ETAG, v);
+            }
+            Ok((StatusCode::CREATED, out, Json(FileJson::from(&f))).into_response())
+        }
+        Err(e) => {
+            // All or nothing: the session goes (unless its commit already
+            // decided it, e.g. failed on a digest).
+            if let Err(abort) = st.engine.abort_session(&c, &session).await {
+                tracing::debug!(%session, error = %abort, "one-request upload: session not aborted");
+            }
+            Err(ApiError(e))
+        }
+    }
+}
+
+/// `If-None-Match: *` and something is at the path.
+fn precondition_failed(e: EngineError) -> Response {
+    let path = match &e {
+        EngineError::AlreadyExists { path } => path.clone(),
+        _ => String::new(),
+    };
+    let body = serde_json::json!({"error": {"code": "precondition_failed",
+        "message": format!("If-None-Match: * and {path:?} exists"), "path": path}});
+    ferry_http::rendered((StatusCode::PRECONDITION_FAILED, Json(body)).into_response())
 }
 
 fn hex_bytes(hex: &str) -> Vec<u8> {

@@ -52,7 +52,7 @@ pub fn router(state: NativeState) -> Router {
         .route("/v1/uploads/{uid}/commit", post(sessions::commit_upload))
         .route(
             "/v1/spaces/{space}/files/{*path}",
-            get(files::download).delete(files::delete),
+            get(files::download).put(files::put).delete(files::delete),
         )
         .route("/v1/spaces/{space}/list", get(files::list_root))
         .route("/v1/spaces/{space}/list/", get(files::list_root))

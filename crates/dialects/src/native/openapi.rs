@@ -13,7 +13,7 @@ use utoipa::OpenApi;
         sessions::create, sessions::list, sessions::get_session, sessions::commit_session,
         sessions::abort_session, sessions::write_part, sessions::presign_part, sessions::write_range, sessions::status,
         sessions::list_parts, sessions::commit_upload, sessions::abort_upload,
-        files::download, files::delete, files::list,
+        files::download, files::put, files::delete, files::list,
     ),
     components(schemas(ErrorJson, ErrorDetail)),
     modifiers(&BearerAuth),

@@ -179,7 +179,7 @@ pub async fn abort_session(
 }
 
 /// Digests a client may send with a part or range.
-fn checks(headers: &HeaderMap) -> ApiResult<PartChecks> {
+pub(super) fn checks(headers: &HeaderMap) -> ApiResult<PartChecks> {
     let mut out = PartChecks::default();
     let text = |name: &str| -> ApiResult<Option<String>> {
         headers
