@@ -54,6 +54,8 @@ struct Streamed {
     epoch: u64,
     cursor: Option<Hashers>,
     resend: bool,
+    /// The write is the whole file, and nothing came before it.
+    whole: bool,
 }
 
 /// Digests a client sent with the bytes, checked while they stream.
@@ -304,7 +306,7 @@ impl Engine {
         }
 
         // 1. Under the lock: validate, reserve the range, pick up the cursor.
-        let (range, part_no, write_id, epoch, cursor, resend) = {
+        let (range, part_no, write_id, epoch, cursor, (resend, whole)) = {
             let mut live = if appending {
                 slot.take_over().await
             } else {
@@ -334,7 +336,11 @@ impl Engine {
                 .filter(|c| c.offset == range.start && live.follow_end.is_none())
                 .map(|c| c.hasher.clone());
             let resend = live.upload.received.intersects(&range);
-            (range, part_no, id, live.cursor_gen, cursor, resend)
+            let whole = exact
+                && !resend
+                && range.start == 0
+                && live.upload.length.known() == Some(range.end);
+            (range, part_no, id, live.cursor_gen, cursor, (resend, whole))
         };
         // The rest runs as a task of its own, so that a request that goes
         // away (client gone, HTTP/2 reset) cannot leave its write in
@@ -357,6 +363,7 @@ impl Engine {
                 epoch,
                 cursor,
                 resend,
+                whole,
             };
             let mut lease = lease;
             let result = this
@@ -436,6 +443,7 @@ impl Engine {
             epoch,
             cursor,
             resend,
+            whole,
         } = w;
         // Bytes that replace bytes already received go to a side object
         // first, so a failed or mismatching resend leaves the earlier,
@@ -496,6 +504,12 @@ impl Engine {
             .boxed();
         let outcome = match &side {
             Some(side) => self.inner.store.write_at(side, 0, body_len, body).await,
+            None if whole => {
+                self.inner
+                    .store
+                    .write_whole(upload_id, range.len(), body)
+                    .await
+            }
             None => {
                 self.inner
                     .store

@@ -285,6 +285,18 @@ pub trait Store: Send + Sync + 'static {
         body: ByteStream,
     ) -> Result<u64, WriteFailure>;
 
+    /// Writes a whole file of `len` bytes into a staged upload that holds
+    /// nothing yet (same contract as [`Store::write_at`] from offset 0). A
+    /// store that keeps a small file in one request does so here.
+    async fn write_whole(
+        &self,
+        upload: &str,
+        len: u64,
+        body: ByteStream,
+    ) -> Result<u64, WriteFailure> {
+        self.write_at(upload, 0, BodyLen::Exact(len), body).await
+    }
+
     /// Seals a staged upload of `size` bytes: no write follows, and its
     /// bytes read back (`read_staged`) whatever the backend. Idempotent.
     /// A backend that reads staged bytes anyway has nothing to do.

@@ -118,6 +118,15 @@ impl Store for S3Store {
         self.staging.write_at(upload, offset, len, body).await
     }
 
+    async fn write_whole(
+        &self,
+        upload: &str,
+        len: u64,
+        body: ByteStream,
+    ) -> Result<u64, WriteFailure> {
+        self.staging.write_whole(upload, len, body).await
+    }
+
     async fn seal(&self, upload: &str, size: u64) -> Result<(), StoreError> {
         self.staging.seal(upload, size).await
     }

@@ -197,6 +197,54 @@ async fn sealing_with_bytes_missing_is_refused_and_discard_leaves_nothing_behind
 }
 
 #[tokio::test]
+async fn a_small_file_in_one_body_is_its_object_at_once_and_any_node_seals_and_reads_it() {
+    let Some(ep) = endpoint() else { return };
+    let (a, cfg) = staging(&ep, "whole").await;
+    let b = S3Staging::connect(&cfg).await.unwrap();
+    let data = pattern(4096, 5);
+    a.create("w1").await.unwrap();
+    let n = a.write_whole("w1", 4096, body(&data)).await.unwrap();
+    assert_eq!(n, 4096);
+    // The object exists and no multipart upload is left to complete over it.
+    assert_eq!(a.object_size("w1").await.unwrap(), Some(4096));
+    assert!(a.list_in_progress().await.unwrap().is_empty());
+    // Another node (which never saw the upload) seals it and lists it whole.
+    b.seal("w1", 4096).await.unwrap();
+    let parts = b.stored_parts("w1", 4096).await.unwrap();
+    assert_eq!((parts.len(), parts[0].size), (1, 4096));
+    assert!(read_all(&b, "w1", 0, 4096).await == data);
+    // The same bytes again are answered as written; other bytes are refused.
+    let again = b.write_at("w1", 0, BodyLen::Exact(4096), body(&data)).await;
+    assert_eq!(again.unwrap(), 4096);
+    let other = pattern(4096, 6);
+    let e = b
+        .write_at("w1", 0, BodyLen::Exact(4096), body(&other))
+        .await
+        .unwrap_err();
+    assert!(matches!(e.error, StoreError::Sealed(_)), "{e}");
+    assert!(read_all(&a, "w1", 0, 4096).await == data);
+}
+
+#[tokio::test]
+async fn a_small_file_whose_one_body_is_cut_keeps_what_came_and_completes_as_usual() {
+    let Some(ep) = endpoint() else { return };
+    let (s, _) = staging(&ep, "wholecut").await;
+    let data = pattern(300_000, 8);
+    s.create("w2").await.unwrap();
+    let e = s
+        .write_whole("w2", 300_000, cut_body(&data[..120_000]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.durable, 120_000);
+    // No object yet: the rest arrives and the seal combines the pieces.
+    assert_eq!(s.object_size("w2").await.unwrap(), None);
+    write(&s, "w2", &data, 120_000, 300_000).await;
+    s.seal("w2", 300_000).await.unwrap();
+    assert!(read_all(&s, "w2", 0, 300_000).await == data);
+    assert!(s.list_in_progress().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn an_empty_upload_seals_into_an_empty_object() {
     let Some(ep) = endpoint() else { return };
     let (s, _) = staging(&ep, "empty").await;
