@@ -4,17 +4,17 @@ use crate::Command;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use ferry_client::Client;
+use ferry_client::download;
 use ferry_client::upload::{self, Options, Progress, Source};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 #[derive(Args)]
 pub struct UploadArgs {
-    /// Files and folders to upload, then the destination `<space>/<path>`.
+    /// Files and folders to upload, then the destination `<space>/<path>`;
+    /// `-` alone reads standard input into the file `<space>/<path>`.
     #[arg(required = true, num_args = 2..)]
     paths: Vec<String>,
     /// Parts sent at once.
@@ -44,6 +44,29 @@ pub struct UploadArgs {
     /// which checks the parts' sizes and the file's SHA-256 at commit.
     #[arg(long)]
     direct: bool,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub struct DownloadArgs {
+    /// `<space>/<path>` of a file, or of a folder (everything under it).
+    remote: String,
+    /// Where to put it [default: the file's or folder's name, here].
+    local: Option<PathBuf>,
+    /// Ranges fetched at once.
+    #[arg(long, short = 'j', default_value_t = 4)]
+    parallel: usize,
+    /// Bytes per range (e.g. 8MiB).
+    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
+    chunk_size: u64,
+    /// Attempts per request before giving up.
+    #[arg(long, default_value_t = 8)]
+    attempts: u32,
+    /// Average download rate limit (e.g. 10MiB, per second).
+    #[arg(long, value_parser = parse_size)]
+    limit_rate: Option<u64>,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -165,7 +188,7 @@ pub async fn run(url: &str, token: Option<String>, cmd: Command) -> anyhow::Resu
     match cmd {
         Command::Serve(_) => unreachable!("handled by main"),
         Command::Upload(args) => upload_cmd(&client, args).await,
-        Command::Download { remote, local } => download(&client, &remote, local).await,
+        Command::Download(args) => download(&client, args).await,
         Command::Ls { remote } => ls(&client, &remote).await,
         Command::Rm { remote } => {
             let (space, path) = split_remote(&remote)?;
@@ -265,10 +288,35 @@ impl Progress for Bar {
     }
 }
 
+fn bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(0);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    b
+}
+
 async fn upload_cmd(client: &Client, args: UploadArgs) -> anyhow::Result<()> {
     let (locals, dest) = args.paths.split_at(args.paths.len() - 1);
     let (space, dest_path) = split_remote(&dest[0])?;
-    let sources = collect_sources(locals, &dest_path)?;
+    let stdin = locals.iter().any(|l| l == "-");
+    if stdin && locals.len() > 1 {
+        bail!("`-` (standard input) is uploaded alone");
+    }
+    if stdin && (dest_path.is_empty() || dest_path.ends_with('/')) {
+        bail!("standard input needs the file's path: <space>/<path>, not a folder");
+    }
+    let sources = if stdin {
+        Vec::new()
+    } else {
+        collect_sources(locals, &dest_path)?
+    };
     let state_dir = args.state_dir.unwrap_or_else(|| {
         std::env::var_os("XDG_STATE_HOME")
             .map(PathBuf::from)
@@ -287,20 +335,13 @@ async fn upload_cmd(client: &Client, args: UploadArgs) -> anyhow::Result<()> {
         part_digests: args.part_digests,
         direct: args.direct,
     };
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        b
-    };
+    let bar = bar(args.quiet);
     let progress = Arc::new(Bar(bar.clone()));
-    let outcome = upload::run(client, sources, &opts, progress).await;
+    let outcome = if stdin {
+        upload::run_stream(client, tokio::io::stdin(), &dest_path, &opts, progress).await
+    } else {
+        upload::run(client, sources, &opts, progress).await
+    };
     bar.finish_and_clear();
     let outcome = outcome?;
     for u in &outcome.session.uploads {
@@ -321,36 +362,76 @@ async fn upload_cmd(client: &Client, args: UploadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn download(client: &Client, remote: &str, local: Option<PathBuf>) -> anyhow::Result<()> {
-    let (space, path) = split_remote(remote)?;
-    let local =
-        local.unwrap_or_else(|| PathBuf::from(path.rsplit('/').next().unwrap_or("download")));
-    let resp = client.download(&space, &path).await?;
-    let expected = resp
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_matches('"').to_owned());
-    let tmp = local.with_extension("ferry-part");
-    let mut file = tokio::fs::File::create(&tmp).await?;
-    let mut hasher = Sha256::new();
-    let mut stream = resp.bytes_stream();
-    use futures::StreamExt;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        hasher.update(&chunk);
-        file.write_all(&chunk).await?;
+async fn download(client: &Client, args: DownloadArgs) -> anyhow::Result<()> {
+    let (space, path) = split_remote(&args.remote)?;
+    let opts = download::Options {
+        parallel: args.parallel,
+        chunk: args.chunk_size,
+        attempts: args.attempts.max(1),
+        limit_rate: args.limit_rate,
+    };
+    let base = |p: &str| PathBuf::from(p.trim_end_matches('/').rsplit('/').next().unwrap_or(""));
+    // A file, unless the path names a folder (or ends with `/`).
+    let single = if path.is_empty() || path.ends_with('/') {
+        false
+    } else {
+        match client.file_head(&space, &path).await {
+            Ok(_) => true,
+            Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => false,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let jobs: Vec<(String, PathBuf)> = if single {
+        let local = args.local.clone().unwrap_or_else(|| base(&path));
+        vec![(path.clone(), local)]
+    } else {
+        let files = download::files_under(client, &space, &path).await?;
+        if files.is_empty() {
+            bail!("{space}/{path}: no such file, and no files under it");
+        }
+        let root = args.local.clone().unwrap_or_else(|| match base(&path) {
+            p if p.as_os_str().is_empty() => PathBuf::from(&space),
+            p => p,
+        });
+        let prefix = path.trim_matches('/');
+        files
+            .into_iter()
+            .map(|f| {
+                let rel = f
+                    .strip_prefix(prefix)
+                    .unwrap_or(&f)
+                    .trim_start_matches('/')
+                    .to_owned();
+                let local = root.join(&rel);
+                (f, local)
+            })
+            .collect()
+    };
+    for (remote, local) in jobs {
+        // Remote names are the server's; never write outside the target.
+        if local
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            bail!("{space}/{remote}: refusing a path that leaves the target folder");
+        }
+        let bar = bar(args.quiet);
+        let progress = Arc::new(Bar(bar.clone()));
+        let got = download::file(client, &space, &remote, &local, &opts, progress).await;
+        bar.finish_and_clear();
+        let got = got?;
+        println!(
+            "{} {} bytes sha256 {}{}",
+            got.local.display(),
+            got.size,
+            got.sha256,
+            if got.resumed_bytes > 0 {
+                format!(" ({} resumed)", indicatif::HumanBytes(got.resumed_bytes))
+            } else {
+                String::new()
+            }
+        );
     }
-    file.sync_all().await?;
-    let actual = hex::encode(hasher.finalize());
-    if let Some(e) = expected
-        && e != actual
-    {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        bail!("download of {space}/{path} is corrupt: SHA-256 {actual}, server says {e}");
-    }
-    tokio::fs::rename(&tmp, &local).await?;
-    println!("{} sha256 {actual}", local.display());
     Ok(())
 }
 

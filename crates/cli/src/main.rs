@@ -5,8 +5,6 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
-use std::path::PathBuf;
-
 #[derive(Parser)]
 #[command(
     name = "ferry",
@@ -35,11 +33,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Upload files or folders: `ferry upload a.bin dir/ <space>/<dest>`.
     Upload(client_cmds::UploadArgs),
-    /// Download a file: `ferry download <space>/<path> [local]`.
-    Download {
-        remote: String,
-        local: Option<PathBuf>,
-    },
+    /// Download a file or a folder: `ferry download <space>/<path> [local]`
+    /// (parallel ranges; run it again to resume; the SHA-256 is checked).
+    Download(client_cmds::DownloadArgs),
     /// List a folder: `ferry ls <space>[/<folder>]`.
     Ls { remote: String },
     /// Delete a file: `ferry rm <space>/<path>`.

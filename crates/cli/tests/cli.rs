@@ -234,3 +234,248 @@ fn serve_logs_into_a_pipe_carry_no_colour_codes() {
         "colour codes in a piped log: {log:?}"
     );
 }
+
+/// Runs `ferry download` with `args`; its output.
+fn ferry_download(s: &Server, tok: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["download", "-q"];
+    all.extend_from_slice(args);
+    cli(s, tok, &all)
+}
+
+fn ok(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Starts `ferry download` slowed down and kills it once some ranges are
+/// on disk (its state file names them).
+async fn download_then_kill(s: &Server, tok: &str, remote: &str, local: &std::path::Path) {
+    let mut run = Command::new(ferry_bin())
+        .args(["download", "-q", remote])
+        .arg(local)
+        .args(["--chunk-size", "1MiB", "-j", "2", "--limit-rate", "4MiB"])
+        .env("FERRY_URL", &s.url)
+        .env("FERRY_TOKEN", tok)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = local.with_file_name(format!(
+        "{}.ferry-part.json",
+        local.file_name().unwrap().to_string_lossy()
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no range landed");
+        let done = std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["done"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if done >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(!local.exists(), "the file takes its name only when whole");
+}
+
+#[tokio::test]
+async fn cli_download_resumes_after_a_kill_and_checks_the_sha256() {
+    let s = Server::start();
+    let tok = user(&s, "dl").await;
+    let data = random_bytes(24 * MIB + 123, 5);
+    let (st, _) = put(
+        &s,
+        "/v1/spaces/dl/files/big.bin",
+        Some(&tok),
+        &[],
+        data.clone(),
+    )
+    .await;
+    assert_eq!(st, reqwest::StatusCode::CREATED);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("big.bin");
+
+    // Killed part-way; the same command again fetches only what is missing.
+    download_then_kill(&s, &tok, "dl/big.bin", &local).await;
+    let out = ok(&ferry_download(
+        &s,
+        &tok,
+        &[
+            "dl/big.bin",
+            local.to_str().unwrap(),
+            "--chunk-size",
+            "1MiB",
+        ],
+    ));
+    assert!(out.contains("resumed"), "{out}");
+    assert!(out.contains(&sha256_hex(&data)), "{out}");
+    assert!(std::fs::read(&local).unwrap() == data);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no part or state file left"
+    );
+
+    // Bytes damaged on disk between runs: the SHA-256 check refuses the
+    // file, and the next run starts over and gets it right.
+    let other = dir.path().join("again.bin");
+    download_then_kill(&s, &tok, "dl/big.bin", &other).await;
+    let part = dir.path().join("again.bin.ferry-part");
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&part, bytes).unwrap();
+    let out = ferry_download(
+        &s,
+        &tok,
+        &[
+            "dl/big.bin",
+            other.to_str().unwrap(),
+            "--chunk-size",
+            "1MiB",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("corrupt"),
+        "{out:?}"
+    );
+    assert!(!other.exists());
+    ok(&ferry_download(
+        &s,
+        &tok,
+        &["dl/big.bin", other.to_str().unwrap()],
+    ));
+    assert!(std::fs::read(&other).unwrap() == data);
+
+    // The file replaced on the server between runs: the old ranges are not
+    // trusted, the new file arrives whole.
+    let third = dir.path().join("third.bin");
+    download_then_kill(&s, &tok, "dl/big.bin", &third).await;
+    let newer = random_bytes(3 * MIB, 6);
+    let (st, _) = put(
+        &s,
+        "/v1/spaces/dl/files/big.bin",
+        Some(&tok),
+        &[],
+        newer.clone(),
+    )
+    .await;
+    assert_eq!(st, reqwest::StatusCode::CREATED);
+    let out = ok(&ferry_download(
+        &s,
+        &tok,
+        &["dl/big.bin", third.to_str().unwrap()],
+    ));
+    assert!(!out.contains("resumed"), "{out}");
+    assert!(std::fs::read(&third).unwrap() == newer);
+
+    // Errors: a missing file, no token.
+    let out = ferry_download(
+        &s,
+        &tok,
+        &["dl/nothing.bin", dir.path().join("n").to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such file"),
+        "{out:?}"
+    );
+    let out = ferry_download(
+        &s,
+        "wrong-token",
+        &["dl/big.bin", dir.path().join("n").to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn cli_downloads_a_folder_and_uploads_standard_input() {
+    let s = Server::start();
+    let tok = user(&s, "io").await;
+    let a = random_bytes(2 * MIB + 7, 1);
+    for (path, data) in [
+        ("tree/a.bin", &a[..]),
+        ("tree/sub/b.txt", b"bravo"),
+        ("tree/sub/deeper/c", b""),
+        ("elsewhere.txt", b"not in the tree"),
+    ] {
+        let (st, v) = put(
+            &s,
+            &format!("/v1/spaces/io/files/{path}"),
+            Some(&tok),
+            &[],
+            data.to_vec(),
+        )
+        .await;
+        assert_eq!(st, reqwest::StatusCode::CREATED, "{v}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("copy");
+    ok(&ferry_download(
+        &s,
+        &tok,
+        &[
+            "io/tree/",
+            target.to_str().unwrap(),
+            "--chunk-size",
+            "512KiB",
+        ],
+    ));
+    assert!(std::fs::read(target.join("a.bin")).unwrap() == a);
+    assert_eq!(std::fs::read(target.join("sub/b.txt")).unwrap(), b"bravo");
+    assert_eq!(std::fs::read(target.join("sub/deeper/c")).unwrap(), b"");
+    assert!(!target.join("elsewhere.txt").exists());
+
+    // `ferry upload -`: standard input of unknown length, in ranges.
+    let state = dir.path().join("state");
+    let upload_stdin = |data: Vec<u8>, dest: &str| {
+        let mut child = Command::new(ferry_bin())
+            .args(["upload", "-q", "--part-size", "1MiB", "--state-dir"])
+            .arg(&state)
+            .args(["-", dest])
+            .env("FERRY_URL", &s.url)
+            .env("FERRY_TOKEN", &tok)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            for c in data.chunks(100_000) {
+                stdin.write_all(c).unwrap();
+            }
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    };
+    for (name, data) in [
+        ("piped.bin", random_bytes(5 * MIB + 3, 9)),
+        ("exact.bin", random_bytes(2 * MIB, 10)),
+        ("small.txt", b"hello".to_vec()),
+        ("empty", Vec::new()),
+    ] {
+        let out = ok(&upload_stdin(data.clone(), &format!("io/in/{name}")));
+        assert!(out.contains(&sha256_hex(&data)), "{name}: {out}");
+        let (_, got) = download(&s, &tok, "io", &format!("in/{name}")).await;
+        assert!(got == data, "{name}");
+    }
+    // A folder destination, or `-` with other files, is refused.
+    let out = upload_stdin(b"x".to_vec(), "io/in/");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("file's path"),
+        "{out:?}"
+    );
+}

@@ -7,6 +7,7 @@
 //! with exponential backoff, and a whole-file SHA-256 that the server
 //! checks before the files become visible.
 
+pub mod download;
 pub mod upload;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -223,6 +224,28 @@ impl Client {
         Ok(Self::send(rb).await?.json().await?)
     }
 
+    /// Writes `data` at `start` of an upload (`Content-Range`), announcing
+    /// the file's total size with the last bytes (`None`: not known yet).
+    pub async fn put_range(
+        &self,
+        upload: &str,
+        start: u64,
+        data: bytes::Bytes,
+        total: Option<u64>,
+    ) -> Result<Value> {
+        let total = total.map_or("*".to_owned(), |t| t.to_string());
+        let range = if data.is_empty() {
+            format!("bytes */{total}")
+        } else {
+            format!("bytes {start}-{}/{total}", start + data.len() as u64 - 1)
+        };
+        let rb = self
+            .request(Method::PUT, &format!("/v1/uploads/{upload}"))
+            .header("content-range", range)
+            .body(data);
+        Ok(Self::send(rb).await?.json().await?)
+    }
+
     /// Sends part `n` straight to object storage: asks the server for a
     /// presigned request (with the part's SHA-256, the store checks the
     /// bytes), then sends the bytes there. The server learns the part at
@@ -302,6 +325,40 @@ impl Client {
 
     pub async fn download(&self, space: &str, path: &str) -> Result<Response> {
         Self::send(self.request(Method::GET, &format!("/v1/spaces/{space}/files/{path}"))).await
+    }
+
+    /// Bytes `start..end` of a file (a `206` answer), or all of it.
+    pub async fn download_range(
+        &self,
+        space: &str,
+        path: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Response> {
+        let rb = self
+            .request(Method::GET, &format!("/v1/spaces/{space}/files/{path}"))
+            .header("range", format!("bytes={start}-{}", end - 1));
+        Self::send(rb).await
+    }
+
+    /// A file's size and SHA-256 (hex, its ETag), without its bytes.
+    pub async fn file_head(&self, space: &str, path: &str) -> Result<(u64, String)> {
+        let resp =
+            Self::send(self.request(Method::HEAD, &format!("/v1/spaces/{space}/files/{path}")))
+                .await?;
+        let size = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ClientError::Other(format!("{space}/{path}: no Content-Length")))?;
+        let sha = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_owned())
+            .ok_or_else(|| ClientError::Other(format!("{space}/{path}: no ETag")))?;
+        Ok((size, sha))
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {

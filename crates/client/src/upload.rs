@@ -138,15 +138,23 @@ where
     unreachable!()
 }
 
-/// Keeps the average rate under a limit by sleeping before each send.
-struct Pacer {
+/// Keeps the average rate under a limit by sleeping before each transfer.
+pub(crate) struct Pacer {
     start: Instant,
     sent: AtomicU64,
     rate: Option<u64>,
 }
 
 impl Pacer {
-    async fn wait(&self, bytes: u64) {
+    pub(crate) fn new(rate: Option<u64>) -> Pacer {
+        Pacer {
+            start: Instant::now(),
+            sent: AtomicU64::new(0),
+            rate,
+        }
+    }
+
+    pub(crate) async fn wait(&self, bytes: u64) {
         let Some(rate) = self.rate else { return };
         let total = self.sent.fetch_add(bytes, Ordering::SeqCst);
         let due = Duration::from_secs_f64(total as f64 / rate as f64);
@@ -319,11 +327,7 @@ pub async fn run(
     let part_digests = opts.part_digests;
     let reader = tokio::task::spawn_blocking(move || read_parts(plan, part_digests, tx));
 
-    let pacer = Arc::new(Pacer {
-        start: Instant::now(),
-        sent: AtomicU64::new(0),
-        rate: opts.limit_rate,
-    });
+    let pacer = Arc::new(Pacer::new(opts.limit_rate));
     let sent = Arc::new(AtomicU64::new(0));
     let mut rx = rx;
     let jobs = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -400,6 +404,152 @@ pub async fn run(
     Ok(Outcome {
         session: done,
         resumed_bytes: resumed,
+        sent_bytes: sent.load(Ordering::Relaxed),
+    })
+}
+
+/// Reads up to `n` bytes (fewer only at the end of the stream).
+async fn read_chunk<R: tokio::io::AsyncRead + Unpin>(r: &mut R, n: usize) -> Result<Bytes> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(n);
+    while buf.len() < n {
+        let got = (&mut *r)
+            .take((n - buf.len()) as u64)
+            .read_to_end(&mut buf)
+            .await?;
+        if got == 0 {
+            break;
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Uploads a stream of unknown length (standard input) to `remote`: a
+/// deferred-length upload whose chunks go as byte ranges as they are read,
+/// `parallel` at a time, each retried from memory on a transient error;
+/// the last one announces the size, and the commit carries the SHA-256.
+/// Not resumable across runs (the stream cannot be read twice).
+pub async fn run_stream<R: tokio::io::AsyncRead + Unpin>(
+    client: &Client,
+    mut input: R,
+    remote: &str,
+    opts: &Options,
+    progress: Arc<dyn Progress>,
+) -> Result<Outcome> {
+    const DEFAULT_CHUNK: u64 = 8 << 20;
+    let chunk = opts.part_size.unwrap_or(DEFAULT_CHUNK).max(1) as usize;
+    // The first chunk is read before the session exists: a stream that
+    // ends inside it is a file of known size.
+    let first = read_chunk(&mut input, chunk).await?;
+    let known = (first.len() < chunk).then_some(first.len() as u64);
+    let mut body = json!({"conflict": opts.conflict, "path": remote});
+    if let Some(size) = known {
+        body["size"] = json!(size);
+    }
+    if let Some(space) = &opts.space {
+        body["space"] = json!(space);
+    }
+    let session = retry(opts.attempts, "creating the session", || {
+        client.create_session(&body)
+    })
+    .await?;
+    let upload = session
+        .uploads
+        .first()
+        .ok_or_else(|| ClientError::Other(format!("session {} has no upload", session.id)))?
+        .id
+        .clone();
+    progress.start(known.unwrap_or(0), 0);
+
+    // Chunks in order, each knowing whether it is the last (one read ahead).
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<(u64, Bytes, Option<u64>)>>(opts.parallel.max(1));
+    let reader = async move {
+        let mut hasher = Sha256::new();
+        let mut at = 0u64;
+        let mut current = first;
+        loop {
+            let next = if current.len() < chunk {
+                Bytes::new()
+            } else {
+                match read_chunk(&mut input, chunk).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return None;
+                    }
+                }
+            };
+            hasher.update(&current);
+            let last = next.is_empty();
+            let len = current.len() as u64;
+            let total = last.then_some(at + len);
+            if (len > 0 || (last && known.is_none()))
+                && tx.send(Ok((at, current, total))).await.is_err()
+            {
+                return None;
+            }
+            at += len;
+            if last {
+                return Some((hex::encode(hasher.finalize()), at));
+            }
+            current = next;
+        }
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let jobs = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let (sent, progress) = (sent.clone(), progress.clone());
+        let upload = upload.clone();
+        async move {
+            let mut results = jobs
+                .map(|job| {
+                    let (client, sent, progress, upload) = (
+                        client.clone(),
+                        sent.clone(),
+                        progress.clone(),
+                        upload.clone(),
+                    );
+                    async move {
+                        let (at, data, total) = job?;
+                        let len = data.len() as u64;
+                        retry(opts.attempts, "sending bytes", || {
+                            client.put_range(&upload, at, data.clone(), total)
+                        })
+                        .await?;
+                        sent.fetch_add(len, Ordering::Relaxed);
+                        progress.advance(len);
+                        Ok::<_, ClientError>(())
+                    }
+                })
+                .buffer_unordered(opts.parallel.max(1));
+            while let Some(r) = results.next().await {
+                r?;
+            }
+            Ok::<_, ClientError>(())
+        }
+    };
+    let (read, sending) = tokio::join!(reader, sender);
+    sending?;
+    let (sha256, size) =
+        read.ok_or_else(|| ClientError::Other("reading the input failed".into()))?;
+    progress.note("committing");
+    let commit = json!({"uploads": {upload.clone(): {"sha256": sha256}}});
+    let done = retry(opts.attempts, "committing", || {
+        client.commit_session(&session.id, &commit)
+    })
+    .await?;
+    if let Some(f) = done.uploads.first().and_then(|u| u.file.as_ref())
+        && (f.sha256 != sha256 || f.size != size)
+    {
+        return Err(ClientError::Other(format!(
+            "{}: the server has {} bytes with SHA-256 {}; {size} bytes with {sha256} were sent",
+            f.path, f.size, f.sha256
+        )));
+    }
+    Ok(Outcome {
+        session: done,
+        resumed_bytes: 0,
         sent_bytes: sent.load(Ordering::Relaxed),
     })
 }
