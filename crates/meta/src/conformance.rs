@@ -3,7 +3,8 @@
 //! Call [`run_all`] with a fresh, empty store.
 
 use crate::{
-    Committed, Entry, MetaError, MetaStore, Occupant, SessionEnd, SpaceRecord, TokenRecord,
+    Committed, CreateLimits, Entry, MetaError, MetaStore, Occupant, OutboxEvent, SessionEnd,
+    SpaceRecord, TokenRecord,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Part, RangeSet, Session,
@@ -101,7 +102,114 @@ pub async fn run_all(m: &dyn MetaStore) {
     illegal_state_changes_are_refused(m).await;
     a_body_sent_again_waits_beside_the_one_it_replaces(m).await;
     the_first_shared_secret_stored_is_the_one_everyone_gets(m).await;
+    hook_events_ride_with_their_change_and_leave_in_order_per_key(m).await;
     m.ping().await.unwrap();
+}
+
+fn event(id: &str, key: &str, at: i64) -> OutboxEvent {
+    OutboxEvent {
+        id: id.into(),
+        key: key.into(),
+        body: format!("{{\"id\":\"{id}\"}}"),
+        created_at: at,
+    }
+}
+
+pub async fn hook_events_ride_with_their_change_and_leave_in_order_per_key(m: &dyn MetaStore) {
+    m.create_user(&user("hooker")).await.unwrap();
+    let limits = CreateLimits {
+        max_open_sessions: 100,
+        quota_bytes: None,
+    };
+    let s = session("hk1", "hooker", 10_000);
+    let ups = vec![
+        upload("hk1a", "hk1", "a", Length::Known(1)),
+        upload("hk1b", "hk1", "b", Length::Known(1)),
+    ];
+    let refused = m
+        .create_sessions_reporting(
+            &[(s, ups)],
+            limits,
+            &[event("c-a", "hk1a", 100), event("c-b", "hk1b", 100)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, None);
+    // A refused creation writes no event.
+    let full = CreateLimits {
+        max_open_sessions: 0,
+        quota_bytes: None,
+    };
+    let refused = m
+        .create_sessions_reporting(
+            &[(session("hk2", "hooker", 10_000), vec![])],
+            full,
+            &[event("never", "hk2", 100)],
+        )
+        .await
+        .unwrap();
+    assert!(refused.is_some());
+    // Commit h1a with its event; abort both (only h1b is still abortable:
+    // its event goes in, h1a's does not).
+    m.begin_commit(None, &[("hk1a".into(), p("a"))], &[])
+        .await
+        .unwrap();
+    let done = Committed {
+        upload_id: "hk1a".into(),
+        state: UploadState::Committed,
+        final_path: p("a"),
+        file: file("hkf", "hooker", "a", 1, "hooker"),
+    };
+    m.finish_commit_reporting(SessionEnd::Keep, &[done], &[event("f-a", "hk1a", 101)])
+        .await
+        .unwrap();
+    m.abort_uploads_reporting(
+        &["hk1a".into(), "hk1b".into()],
+        SessionEnd::Keep,
+        &[event("t-a", "hk1a", 102), event("t-b", "hk1b", 102)],
+    )
+    .await
+    .unwrap();
+    // A deleted file reports; a path with no file does not.
+    m.delete_file_reporting(&sp("hooker"), &p("a"), &[event("d-a", "file:hkf", 103)])
+        .await
+        .unwrap();
+    m.delete_file_reporting(&sp("hooker"), &p("none"), &[event("never2", "file:x", 103)])
+        .await
+        .unwrap();
+    m.outbox_add(&[event("r-b", "hk1b", 104)]).await.unwrap();
+    assert_eq!(m.outbox_depth().await.unwrap(), 6);
+
+    // Only the oldest of each key is claimed, and claimed events are held.
+    let claimed = m.outbox_claim(200, 10_000, 100).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["c-a", "c-b", "d-a"]);
+    assert!(m.outbox_claim(200, 10_000, 100).await.unwrap().is_empty());
+    // Not yet due: nothing.
+    let early = m.outbox_claim(50, 10_000, 100).await;
+    assert!(early.unwrap().is_empty());
+    // Delivered ones leave; a failed one comes back when due, counted, and
+    // holds back its key's later events until then.
+    let seq = |id: &str| claimed.iter().find(|r| r.id == id).unwrap().seq;
+    m.outbox_done(seq("c-a")).await.unwrap();
+    m.outbox_done(seq("d-a")).await.unwrap();
+    m.outbox_retry(seq("c-b"), 20_000).await.unwrap();
+    let next = m.outbox_claim(15_000, 16_000, 100).await.unwrap();
+    let ids: Vec<&str> = next.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["f-a"]);
+    m.outbox_done(next[0].seq).await.unwrap();
+    let again = m.outbox_claim(20_000, 30_000, 100).await.unwrap();
+    let ids: Vec<(&str, u32)> = again.iter().map(|r| (r.id.as_str(), r.attempts)).collect();
+    assert_eq!(ids, [("c-b", 1)]);
+    m.outbox_done(again[0].seq).await.unwrap();
+    let rest = m.outbox_claim(40_000, 50_000, 100).await.unwrap();
+    assert_eq!(rest.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["t-b"]);
+    assert_eq!(rest[0].created_at, 102);
+    m.outbox_done(rest[0].seq).await.unwrap();
+    let last = m.outbox_claim(40_000, 50_000, 100).await.unwrap();
+    assert_eq!(last.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r-b"]);
+    m.outbox_done(last[0].seq).await.unwrap();
+    assert_eq!(m.outbox_depth().await.unwrap(), 0);
 }
 
 pub async fn the_first_shared_secret_stored_is_the_one_everyone_gets(m: &dyn MetaStore) {

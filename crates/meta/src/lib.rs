@@ -191,6 +191,33 @@ pub struct Usage {
     pub reserved: u64,
 }
 
+/// A hook notification for the outbox, written in the transaction of the
+/// change it reports (so a change is never recorded without its event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// The event's unique id (receivers drop duplicates by it).
+    pub id: String,
+    /// Events of one key are delivered in the order they were written
+    /// (an upload's id, or a file's).
+    pub key: String,
+    /// The JSON body as it will be sent.
+    pub body: String,
+    /// When it happened (and is first due).
+    pub created_at: Millis,
+}
+
+/// An outbox event claimed for delivery ([`MetaStore::outbox_claim`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub id: String,
+    pub key: String,
+    pub body: String,
+    /// Failed deliveries so far.
+    pub attempts: u32,
+    pub created_at: Millis,
+}
+
 /// What a state change does to the upload's session, in the same
 /// transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,6 +357,16 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         sessions: &[(Session, Vec<Upload>)],
         limits: CreateLimits,
+    ) -> Result<Option<LimitRefusal>> {
+        self.create_sessions_reporting(sessions, limits, &[]).await
+    }
+    /// [`MetaStore::create_sessions_within`] that also writes `events` to
+    /// the outbox when the sessions are created.
+    async fn create_sessions_reporting(
+        &self,
+        sessions: &[(Session, Vec<Upload>)],
+        limits: CreateLimits,
+        events: &[OutboxEvent],
     ) -> Result<Option<LimitRefusal>>;
     async fn get_session(&self, id: &str) -> Result<Option<Session>>;
     /// Sessions of `owner` (all owners when `None`), newest first.
@@ -426,6 +463,16 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         end: SessionEnd<'_>,
         done: &[Committed],
+    ) -> Result<Option<SessionState>> {
+        self.finish_commit_reporting(end, done, &[]).await
+    }
+    /// [`MetaStore::finish_commit`] that also writes `events` to the
+    /// outbox, in the same transaction.
+    async fn finish_commit_reporting(
+        &self,
+        end: SessionEnd<'_>,
+        done: &[Committed],
+        events: &[OutboxEvent],
     ) -> Result<Option<SessionState>>;
     /// Aborts those of `ids` that are open (or committing) and applies
     /// `end`, in one transaction; returns the session's new state if it
@@ -434,6 +481,17 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         ids: &[String],
         end: SessionEnd<'_>,
+    ) -> Result<Option<SessionState>> {
+        self.abort_uploads_reporting(ids, end, &[]).await
+    }
+    /// [`MetaStore::abort_uploads`] that also writes to the outbox, in the
+    /// same transaction, each of `events` whose key is an upload this call
+    /// aborted.
+    async fn abort_uploads_reporting(
+        &self,
+        ids: &[String],
+        end: SessionEnd<'_>,
+        events: &[OutboxEvent],
     ) -> Result<Option<SessionState>>;
     /// Marks the upload aborted and its session `failed` with `reason`, in
     /// one transaction, reading nothing but ids (the rows may not parse).
@@ -476,7 +534,36 @@ pub trait MetaStore: Send + Sync + 'static {
     /// each group sorted by name.
     async fn list(&self, space: &SpaceName, prefix: Option<&SpacePath>) -> Result<Vec<Entry>>;
     /// Removes the record; returns it if there was one.
-    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>>;
+    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {
+        self.delete_file_reporting(space, path, &[]).await
+    }
+    /// [`MetaStore::delete_file`] that also writes `events` to the outbox
+    /// when a record was removed, in the same transaction.
+    async fn delete_file_reporting(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+        events: &[OutboxEvent],
+    ) -> Result<Option<FileRecord>>;
+
+    // ---- the hooks' outbox
+    /// Writes events to the outbox (outside any other change).
+    async fn outbox_add(&self, events: &[OutboxEvent]) -> Result<()>;
+    /// Claims up to `limit` events due at `now` — of each key only the
+    /// oldest, so that a key's events go out in order — and holds them
+    /// until `hold_until` (another node or loop skips them meanwhile).
+    async fn outbox_claim(
+        &self,
+        now: Millis,
+        hold_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>>;
+    /// Removes a delivered event.
+    async fn outbox_done(&self, seq: i64) -> Result<()>;
+    /// Counts a failed delivery; the event is due again at `next_at`.
+    async fn outbox_retry(&self, seq: i64, next_at: Millis) -> Result<()>;
+    /// Events waiting in the outbox.
+    async fn outbox_depth(&self) -> Result<u64>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<()>;
 

@@ -23,7 +23,7 @@
 //! starting together do not race.
 
 use crate::{
-    Change, Claim, Committed, CreateLimits, Entry, Exclusive, Held, LeaseKind, LimitRefusal,
+    Change, Claim, OutboxEvent, OutboxRow, Committed, CreateLimits, Entry, Exclusive, Held, LeaseKind, LimitRefusal,
     MetaError, MetaStore, Occupant, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage,
     below, entries,
 };
@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_secrets.sql")),
     (3, include_str!("../migrations/postgres/0003_leases.sql")),
+    (4, include_str!("../migrations/postgres/0004_hook_outbox.sql")),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -494,6 +495,33 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> MetaError {
 }
 
 // ---- row mapping
+
+/// Writes hook events to the outbox in `tx`, due when they happened.
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'static, Pg>,
+    events: &[OutboxEvent],
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
+    let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
+    let at: Vec<i64> = events.iter().map(|e| e.created_at).collect();
+    sqlx::query(
+        "INSERT INTO hook_outbox (id, key, body, due_at, created_at) \
+         SELECT i, k, b, t, t FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
+         WITH ORDINALITY AS e(i, k, b, t, n) ORDER BY n",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&bodies)
+    .bind(&at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
 
 fn get<'r, T>(row: &'r PgRow, k: usize) -> Result<T>
 where
@@ -1311,10 +1339,11 @@ impl MetaStore for Postgres {
         Ok(())
     }
 
-    async fn create_sessions_within(
+    async fn create_sessions_reporting(
         &self,
         sessions: &[(Session, Vec<Upload>)],
         limits: CreateLimits,
+        events: &[OutboxEvent],
     ) -> Result<Option<LimitRefusal>> {
         let Some(owner) = sessions.first().map(|(s, _)| s.owner.as_str()) else {
             return Ok(None);
@@ -1357,6 +1386,7 @@ impl MetaStore for Postgres {
                 return Ok(Some(LimitRefusal::OverQuota { used, more }));
             }
         }
+        insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(db)?;
         Ok(None)
     }
@@ -1701,10 +1731,11 @@ impl MetaStore for Postgres {
         Ok(())
     }
 
-    async fn finish_commit(
+    async fn finish_commit_reporting(
         &self,
         end: SessionEnd<'_>,
         done: &[Committed],
+        events: &[OutboxEvent],
     ) -> Result<Option<SessionState>> {
         let mut tx = self.begin().await?;
         let session = match end {
@@ -1794,14 +1825,16 @@ impl MetaStore for Postgres {
             .await
             .map_err(db)?;
         let ended = end.finish(&mut tx, &rows, &changed).await?;
+        insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(db)?;
         Ok(ended)
     }
 
-    async fn abort_uploads(
+    async fn abort_uploads_reporting(
         &self,
         ids: &[String],
         end: SessionEnd<'_>,
+        events: &[OutboxEvent],
     ) -> Result<Option<SessionState>> {
         let mut tx = self.begin().await?;
         let session = match end {
@@ -1832,6 +1865,12 @@ impl MetaStore for Postgres {
         .await
         .map_err(db)?;
         let ended = end.finish(&mut tx, &rows, &changed).await?;
+        let reported: Vec<OutboxEvent> = events
+            .iter()
+            .filter(|e| changed.contains_key(&e.key))
+            .cloned()
+            .collect();
+        insert_events(&mut tx, &reported).await?;
         tx.commit().await.map_err(db)?;
         Ok(ended)
     }
@@ -2054,16 +2093,97 @@ impl MetaStore for Postgres {
         Ok(entries(files, skip))
     }
 
-    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {
+    async fn delete_file_reporting(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+        events: &[OutboxEvent],
+    ) -> Result<Option<FileRecord>> {
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "DELETE FROM files WHERE space = $1 AND path = $2 RETURNING {FILE_COLS}"
         ))
         .bind(space.as_str())
         .bind(path.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-        row.as_ref().map(file_row).transpose()
+        let found = row.as_ref().map(file_row).transpose()?;
+        if found.is_some() {
+            insert_events(&mut tx, events).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(found)
+    }
+
+    async fn outbox_add(&self, events: &[OutboxEvent]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn outbox_claim(
+        &self,
+        now: Millis,
+        hold_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
+        // Rows another node is claiming are skipped, not waited for.
+        let rows = sqlx::query(
+            "WITH c AS (SELECT o.seq FROM hook_outbox o WHERE o.due_at <= $1 \
+               AND o.seq = (SELECT MIN(seq) FROM hook_outbox WHERE key = o.key) \
+               ORDER BY o.seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE hook_outbox h SET due_at = $2 FROM c WHERE h.seq = c.seq \
+             RETURNING h.seq, h.id, h.key, h.body, h.attempts, h.created_at",
+        )
+        .bind(now)
+        .bind(hold_until)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out: Vec<OutboxRow> = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    seq: get(r, 0)?,
+                    id: get(r, 1)?,
+                    key: get(r, 2)?,
+                    body: get(r, 3)?,
+                    attempts: get::<i32>(r, 4)? as u32,
+                    created_at: get(r, 5)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        out.sort_by_key(|r| r.seq);
+        Ok(out)
+    }
+
+    async fn outbox_done(&self, seq: i64) -> Result<()> {
+        sqlx::query("DELETE FROM hook_outbox WHERE seq = $1")
+            .bind(seq)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn outbox_retry(&self, seq: i64, next_at: Millis) -> Result<()> {
+        sqlx::query("UPDATE hook_outbox SET attempts = attempts + 1, due_at = $2 WHERE seq = $1")
+            .bind(seq)
+            .bind(next_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn outbox_depth(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hook_outbox")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(n as u64)
     }
 
     async fn ping(&self) -> Result<()> {

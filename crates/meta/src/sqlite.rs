@@ -9,6 +9,7 @@
 //! the writer works.
 
 use crate::{
+    OutboxEvent, OutboxRow,
     Committed, CreateLimits, Entry, LimitRefusal, MetaError, MetaStore, Occupant, Record, Result,
     SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
 };
@@ -61,7 +62,26 @@ CREATE TABLE IF NOT EXISTS files (
   created_at INTEGER NOT NULL, metadata TEXT, expires_at INTEGER, dialect_state TEXT,
   object TEXT, UNIQUE (space, path));
 CREATE INDEX IF NOT EXISTS files_owner ON files(owner);
+CREATE TABLE IF NOT EXISTS hook_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS hook_outbox_key ON hook_outbox(key, seq);
+CREATE INDEX IF NOT EXISTS hook_outbox_due ON hook_outbox(due_at);
 "#;
+
+/// Writes hook events to the outbox, due now.
+fn insert_events<'a>(
+    c: &Connection,
+    events: impl IntoIterator<Item = &'a OutboxEvent>,
+) -> rusqlite::Result<()> {
+    let mut st = c.prepare_cached(
+        "INSERT INTO hook_outbox (id, key, body, due_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    )?;
+    for e in events {
+        st.execute(params![e.id, e.key, e.body, e.created_at])?;
+    }
+    Ok(())
+}
 
 /// Columns added after the first release: (table, column, type). A
 /// database created before them gets them on open.
@@ -889,12 +909,14 @@ impl MetaStore for Sqlite {
         .await
     }
 
-    async fn create_sessions_within(
+    async fn create_sessions_reporting(
         &self,
         sessions: &[(Session, Vec<Upload>)],
         limits: CreateLimits,
+        events: &[OutboxEvent],
     ) -> Result<Option<LimitRefusal>> {
         let all = sessions.to_vec();
+        let events = events.to_vec();
         let Some(owner) = all.first().map(|(s, _)| s.owner.clone()) else {
             return Ok(None);
         };
@@ -925,6 +947,7 @@ impl MetaStore for Sqlite {
                 insert_session(c, s)?;
                 insert_uploads(c, 0, ups)?;
             }
+            insert_events(c, &events)?;
             Ok(None)
         })
         .await
@@ -1228,13 +1251,15 @@ impl MetaStore for Sqlite {
         .await
     }
 
-    async fn finish_commit(
+    async fn finish_commit_reporting(
         &self,
         end: SessionEnd<'_>,
         done: &[Committed],
+        events: &[OutboxEvent],
     ) -> Result<Option<SessionState>> {
         let end = OwnedEnd::from(end);
         let done = done.to_vec();
+        let events = events.to_vec();
         self.write(move |c| {
             for d in &done {
                 check_upload(c, &d.upload_id, d.state)?;
@@ -1253,19 +1278,23 @@ impl MetaStore for Sqlite {
                 c.prepare_cached("DELETE FROM ranges WHERE upload_id = ?1")?
                     .execute([&d.upload_id])?;
             }
+            insert_events(c, &events)?;
             apply_end(c, &end)
         })
         .await
     }
 
-    async fn abort_uploads(
+    async fn abort_uploads_reporting(
         &self,
         ids: &[String],
         end: SessionEnd<'_>,
+        events: &[OutboxEvent],
     ) -> Result<Option<SessionState>> {
         let end = OwnedEnd::from(end);
         let ids = ids.to_vec();
+        let events = events.to_vec();
         self.write(move |c| {
+            let mut aborted = std::collections::HashSet::new();
             for id in &ids {
                 // Only what may still be aborted: a finished upload stays.
                 if upload_state(c, id)?.is_some_and(|s| {
@@ -1273,8 +1302,10 @@ impl MetaStore for Sqlite {
                 }) {
                     c.prepare_cached("UPDATE uploads SET state = 'aborted' WHERE id = ?1")?
                         .execute([id])?;
+                    aborted.insert(id.as_str());
                 }
             }
+            insert_events(c, events.iter().filter(|e| aborted.contains(e.key.as_str())))?;
             apply_end(c, &end)
         })
         .await
@@ -1469,8 +1500,14 @@ impl MetaStore for Sqlite {
         .await
     }
 
-    async fn delete_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {
+    async fn delete_file_reporting(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+        events: &[OutboxEvent],
+    ) -> Result<Option<FileRecord>> {
         let (space, path) = (space.clone(), path.clone());
+        let events = events.to_vec();
         self.write(move |c| {
             let found = c
                 .prepare_cached(&format!(
@@ -1483,8 +1520,73 @@ impl MetaStore for Sqlite {
                     "DELETE FROM files WHERE space = ?1 AND path = ?2",
                     params![space.as_str(), path.as_str()],
                 )?;
+                insert_events(c, &events)?;
             }
             Ok(found)
+        })
+        .await
+    }
+
+    async fn outbox_add(&self, events: &[OutboxEvent]) -> Result<()> {
+        let events = events.to_vec();
+        self.write(move |c| Ok(insert_events(c, &events)?)).await
+    }
+
+    async fn outbox_claim(
+        &self,
+        now: Millis,
+        hold_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
+        self.write(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "UPDATE hook_outbox SET due_at = ?2 WHERE seq IN \
+                       (SELECT o.seq FROM hook_outbox o WHERE o.due_at <= ?1 \
+                        AND o.seq = (SELECT MIN(seq) FROM hook_outbox WHERE key = o.key) \
+                        ORDER BY o.seq LIMIT ?3) \
+                     RETURNING seq, id, key, body, attempts, created_at",
+                )?
+                .query_map(params![now, hold_until, limit as i64], |r| {
+                    Ok(OutboxRow {
+                        seq: r.get(0)?,
+                        id: r.get(1)?,
+                        key: r.get(2)?,
+                        body: r.get(3)?,
+                        attempts: r.get::<_, i64>(4)? as u32,
+                        created_at: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn outbox_done(&self, seq: i64) -> Result<()> {
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM hook_outbox WHERE seq = ?1")?
+                .execute([seq])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_retry(&self, seq: i64, next_at: Millis) -> Result<()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE hook_outbox SET attempts = attempts + 1, due_at = ?2 WHERE seq = ?1",
+            )?
+            .execute(params![seq, next_at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_depth(&self) -> Result<u64> {
+        self.read(|c| {
+            let n: i64 = c.query_row("SELECT COUNT(*) FROM hook_outbox", [], |r| r.get(0))?;
+            Ok(n as u64)
         })
         .await
     }
