@@ -99,6 +99,34 @@ pub struct ServeArgs {
     /// Path-style S3 addressing (default: on when an endpoint is given).
     #[arg(long, env = "FERRY_S3_PATH_STYLE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     s3_path_style: Option<bool>,
+    /// Where hook events are POSTed (docs/HOOKS.md) [default: no hooks].
+    #[arg(long, env = "FERRY_HOOKS_URL", value_name = "URL")]
+    hooks_url: Option<String>,
+    /// Key of the events' Ferry-Signature (HMAC-SHA256) [default: unsigned].
+    #[arg(
+        long,
+        env = "FERRY_HOOKS_SECRET",
+        value_name = "S",
+        hide_env_values = true
+    )]
+    hooks_secret: Option<String>,
+    /// Events to send, comma-separated (pre-create, post-create,
+    /// post-receive, pre-finish, post-finish, post-terminate, post-expire)
+    /// [default: all].
+    #[arg(
+        long,
+        env = "FERRY_HOOKS_EVENTS",
+        value_delimiter = ',',
+        value_name = "LIST"
+    )]
+    hooks_events: Option<Vec<String>>,
+    /// Seconds a blocking hook (pre-create, pre-finish) may take [default: 5].
+    #[arg(long, env = "FERRY_HOOKS_TIMEOUT", value_name = "SECS")]
+    hooks_timeout: Option<u64>,
+    /// A blocking hook that gives no usable answer lets the request go on
+    /// [default: false: it is refused with 503].
+    #[arg(long, env = "FERRY_HOOKS_FAIL_OPEN", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    hooks_fail_open: Option<bool>,
 }
 
 impl ServeArgs {
@@ -132,7 +160,18 @@ impl ServeArgs {
             c.store.kind => self.store,
             c.store.s3.region => self.s3_region,
             c.store.s3.prefix => self.s3_prefix,
+            c.hooks.timeout_secs => self.hooks_timeout,
+            c.hooks.fail_open => self.hooks_fail_open,
         );
+        if self.hooks_url.is_some() {
+            c.hooks.url = self.hooks_url;
+        }
+        if self.hooks_secret.is_some() {
+            c.hooks.secret = self.hooks_secret;
+        }
+        if self.hooks_events.is_some() {
+            c.hooks.events = self.hooks_events;
+        }
         if self.database_url.is_some() {
             c.database_url = self.database_url;
         }

@@ -129,6 +129,7 @@ impl From<EngineError> for BoxError {
                 (StatusCode::FORBIDDEN, "storage_limit_exceeded")
             }
             EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            EngineError::Rejected { .. } => (ferry_http::status_of(&e), "access_denied"),
             EngineError::TooManySessions { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded")
             }

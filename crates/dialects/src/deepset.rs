@@ -161,6 +161,7 @@ impl From<EngineError> for DsError {
             EngineError::Conflict(_) | EngineError::AlreadyExists { .. } => StatusCode::CONFLICT,
             EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Rejected { .. } => ferry_http::status_of(&e),
             EngineError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Invalid { .. } => {
                 return unprocessable(vec![invalid(
@@ -246,6 +247,7 @@ impl From<EngineError> for S3Error {
                 s3(StatusCode::INSUFFICIENT_STORAGE, "QuotaExceeded", m)
             }
             EngineError::Unavailable(_) => s3(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", m),
+            EngineError::Rejected { .. } => s3(ferry_http::status_of(&e), "AccessDenied", m),
             EngineError::BodyFailed { .. } => s3(StatusCode::BAD_REQUEST, "IncompleteBody", m),
             _ => s3(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m),
         }

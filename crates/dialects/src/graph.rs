@@ -72,6 +72,7 @@ impl From<EngineError> for GraphError {
             EngineError::TooManySessions { .. } => "activityLimitReached",
             EngineError::InsufficientStorage(_) => "quotaLimitReached",
             EngineError::Unavailable(_) => "serviceNotAvailable",
+            EngineError::Rejected { status: 403, .. } => "accessDenied",
             e if ferry_http::is_internal(e) => "generalException",
             _ => "invalidRequest",
         };

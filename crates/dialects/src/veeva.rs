@@ -173,6 +173,9 @@ impl From<EngineError> for VeevaError {
                 (S::INSUFFICIENT_STORAGE, kind::OPERATION_NOT_ALLOWED)
             }
             EngineError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, kind::UNEXPECTED_ERROR),
+            EngineError::Rejected { .. } => {
+                (ferry_http::status_of(&e), kind::OPERATION_NOT_ALLOWED)
+            }
             _ => (S::INTERNAL_SERVER_ERROR, kind::UNEXPECTED_ERROR),
         };
         let message = match &e {

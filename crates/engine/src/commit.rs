@@ -13,6 +13,7 @@
 
 use crate::auth::{Caller, random_hex};
 use crate::hashing::{Digests, Hashers, Want};
+use crate::hooks::{HookData, HookKind, Verdict};
 use crate::{Engine, EngineError, Result, SessionView, UploadView, loc, now_ms};
 use ferry_core::conflict::renamed;
 use ferry_core::{
@@ -247,6 +248,30 @@ impl Engine {
         Ok(UploadView { upload, file })
     }
 
+    /// The pre-finish hook refused `upload`: the upload is aborted and
+    /// its session fails with the hook's message, and its bytes go.
+    /// Returns the error for the client.
+    async fn refused_at_finish(
+        &self,
+        session: &Session,
+        upload: &Upload,
+        status: u16,
+        message: String,
+    ) -> EngineError {
+        let reason = format!("refused by the pre-finish hook: {message}");
+        if let Err(e) = self.inner.meta.fail_upload(&upload.id, &reason).await {
+            return e.into();
+        }
+        if let Err(e) = self.inner.store.discard_staged(&upload.id).await {
+            tracing::warn!(upload = %upload.id, error = %e, "cannot discard a refused upload's bytes");
+        }
+        if let Ok(s) = self.fresh_session(&session.id).await {
+            let aborted = [(upload.id.clone(), UploadState::Aborted)];
+            self.refresh_session(&s, &aborted).await;
+        }
+        EngineError::Rejected { status, message }
+    }
+
     pub(crate) async fn fresh_session(&self, id: &str) -> Result<Session> {
         let s = self
             .inner
@@ -328,6 +353,19 @@ impl Engine {
                 digests.check(d)?;
             }
             candidates.push(Candidate { upload, digests });
+        }
+        // The bytes are complete and checked: the pre-finish hook may still
+        // refuse a file, which fails the session and discards its bytes.
+        for c in &candidates {
+            let mut data = HookData::upload(session, &c.upload);
+            data.sha256 = c.digests.sha256.clone();
+            if let Verdict::Reject { status, message } =
+                self.ask_hook(HookKind::PreFinish, &data).await?
+            {
+                return Err(self
+                    .refused_at_finish(session, &c.upload, status, message)
+                    .await);
+            }
         }
 
         // 2. Choose final paths, and claim them until they are recorded
@@ -545,8 +583,30 @@ impl Engine {
             SessionEnd::IfSettled(&session.id)
         };
         // A file moved to a new path keeps its id, so recording it removes
-        // its record at the old path in the same transaction.
-        let ended = meta.finish_commit(end, &done).await?;
+        // its record at the old path in the same transaction; the
+        // post-finish events are written with it.
+        let events = self.hook_events(
+            HookKind::PostFinish,
+            done.iter().map(|d| {
+                let data = HookData {
+                    session_id: Some(session.id.clone()),
+                    upload_id: Some(d.upload_id.clone()),
+                    space: Some(d.file.space.to_string()),
+                    path: Some(d.final_path.to_string()),
+                    size: Some(d.file.size),
+                    offset: Some(d.file.size),
+                    sha256: Some(d.file.sha256.clone()),
+                    user: Some(session.owner.clone()),
+                    dialect: Some(session.dialect.clone()),
+                    metadata: d.file.metadata.clone(),
+                };
+                (d.upload_id.as_str(), data)
+            }),
+        );
+        let ended = meta.finish_commit_reporting(end, &done, &events).await?;
+        if !events.is_empty() {
+            self.hooks_written();
+        }
         metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
         if store.capabilities().paths {
             for old in moved {

@@ -50,6 +50,10 @@ pub enum EngineError {
     /// slow or failing): retry later; nothing unacknowledged was kept.
     #[error("{0}")]
     Unavailable(String),
+    /// A hook refused the request: the client gets this status (4xx) and
+    /// message.
+    #[error("{message}")]
+    Rejected { status: u16, message: String },
     #[error("the request body failed after {durable} durable bytes: {source}")]
     BodyFailed {
         durable: u64,
@@ -134,6 +138,7 @@ impl EngineError {
             EngineError::TooManySessions { .. } => "too_many_sessions",
             EngineError::InsufficientStorage(_) => "insufficient_storage",
             EngineError::Unavailable(_) => "unavailable",
+            EngineError::Rejected { .. } => "rejected",
             EngineError::BodyFailed { .. } => "body_failed",
             EngineError::Meta(_) | EngineError::Store(_) => "internal",
         }

@@ -2,6 +2,7 @@
 
 use crate::admin::principal;
 use crate::auth::Caller;
+use crate::hooks::HookKind;
 use crate::{Engine, EngineError, Result, loc, now_ms};
 use ferry_core::{FileRecord, SpaceName, SpacePath};
 use ferry_meta::Entry;
@@ -224,9 +225,33 @@ impl Engine {
         let _guard = self.inner.namespace.lock().await;
         // The record goes first: a crash in between leaves bytes nobody
         // lists, never a listed file without bytes.
-        let Some(gone) = self.inner.meta.delete_file(&space, &path).await? else {
+        // The event says what was there; it is written only if it went.
+        let existing = if self.wants_hook(HookKind::PostTerminate) {
+            self.inner.meta.get_file(&space, &path).await?
+        } else {
+            None
+        };
+        let events = match &existing {
+            Some(f) => {
+                let key = format!("file:{}", f.id);
+                self.hook_events(
+                    HookKind::PostTerminate,
+                    [(key.as_str(), crate::session::file_data(f))],
+                )
+            }
+            None => Vec::new(),
+        };
+        let Some(gone) = self
+            .inner
+            .meta
+            .delete_file_reporting(&space, &path, &events)
+            .await?
+        else {
             return Err(EngineError::NotFound(format!("no file {space}/{path}")));
         };
+        if !events.is_empty() {
+            self.hooks_written();
+        }
         self.remove_bytes(&gone).await
     }
 

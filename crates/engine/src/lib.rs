@@ -28,6 +28,7 @@ mod direct;
 mod error;
 mod files;
 pub mod hashing;
+mod hooks;
 mod lease;
 mod live;
 mod objects;
@@ -47,6 +48,7 @@ pub use direct::{PRESIGN_TTL, PresignedPart};
 pub use error::{EngineError, Result};
 pub use files::FileRead;
 pub use hashing::{Digests, Want};
+pub use hooks::{HookData, HookKind, HookSink, Verdict, backoff};
 pub use session::{NewSession, NewUpload, Precondition};
 pub use write::{PartChecks, WriteAt, WriteResult};
 
@@ -106,6 +108,8 @@ struct Inner {
     /// The leases of writes in flight here, by token: what stops each
     /// when another node asks for it ([`lease`]).
     leased: std::sync::Mutex<HashMap<String, tokio_util::sync::CancellationToken>>,
+    /// Where hook events go, if anywhere ([`Engine::set_hooks`]).
+    hooks: hooks::HookState,
 }
 
 impl Engine {
@@ -131,6 +135,7 @@ impl Engine {
                 spaces: Default::default(),
                 cluster: Default::default(),
                 leased: Default::default(),
+                hooks: Default::default(),
             }),
         };
         if let Some(changes) = changes {

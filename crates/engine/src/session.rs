@@ -2,6 +2,7 @@
 
 use crate::admin::principal;
 use crate::auth::{Caller, random_hex};
+use crate::hooks::{HookData, HookKind, Verdict};
 use crate::{Engine, EngineError, Result, SessionView, UploadView, now_ms};
 use ferry_core::limits::LimitError;
 use ferry_core::{
@@ -112,9 +113,16 @@ impl Engine {
             max_open_sessions: max_open,
             quota_bytes: quota,
         };
+        let events = self.hook_events(
+            HookKind::PostCreate,
+            made.iter().flat_map(|(s, ups)| {
+                ups.iter()
+                    .map(move |u| (u.id.as_str(), HookData::upload(s, u)))
+            }),
+        );
         let (staged, recorded) = tokio::join!(
             self.inner.store.create_staged_many(&ids),
-            meta.create_sessions_within(&made, within)
+            meta.create_sessions_reporting(&made, within, &events)
         );
         let refused = match recorded {
             Ok(None) => None,
@@ -152,6 +160,9 @@ impl Engine {
                     .await;
             }
             return Err(e.into());
+        }
+        if !events.is_empty() {
+            self.hooks_written();
         }
         let mut views = Vec::with_capacity(made.len());
         for (session, uploads) in made {
@@ -241,7 +252,8 @@ impl Engine {
             files_expire: new.files_expire,
             failure: None,
         };
-        let (uploads, _) = self.build_uploads(&session, new.uploads)?;
+        let (mut uploads, _) = self.build_uploads(&session, new.uploads)?;
+        self.vet_new_uploads(&session, &mut uploads).await?;
 
         if new.precondition == Precondition::Absent {
             let _ns = self.inner.namespace.lock().await;
@@ -254,6 +266,40 @@ impl Engine {
             }
         }
         Ok((session, uploads))
+    }
+
+    /// Asks the pre-create hook about each new upload, and applies what it
+    /// changes (the destination, the metadata) before anything is stored.
+    async fn vet_new_uploads(&self, session: &Session, uploads: &mut [Upload]) -> Result<()> {
+        for u in uploads.iter_mut() {
+            let data = HookData::upload(session, u);
+            match self.ask_hook(HookKind::PreCreate, &data).await? {
+                Verdict::Allow => {}
+                Verdict::Reject { status, message } => {
+                    return Err(EngineError::Rejected { status, message });
+                }
+                Verdict::Change { path, metadata } => {
+                    if let Some(p) = path {
+                        u.path = SpacePath::parse(&p).map_err(|e| {
+                            EngineError::Unavailable(format!(
+                                "the pre-create hook answered an invalid path {p:?}: {e}"
+                            ))
+                        })?;
+                    }
+                    if metadata.is_some() {
+                        u.metadata = metadata;
+                    }
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        if let Some(u) = uploads.iter().find(|u| !seen.insert(u.path.clone())) {
+            return Err(EngineError::Conflict(format!(
+                "the pre-create hook sent two uploads of this session to {}",
+                u.path
+            )));
+        }
+        Ok(())
     }
 
     /// The records of new uploads of `session`, checked (paths, limits,
@@ -315,7 +361,8 @@ impl Engine {
         new: Vec<NewUpload>,
     ) -> Result<Vec<Upload>> {
         let s = self.load_session(caller, session_id).await?;
-        let (uploads, declared) = self.build_uploads(&s, new)?;
+        let (mut uploads, declared) = self.build_uploads(&s, new)?;
+        self.vet_new_uploads(&s, &mut uploads).await?;
         let limit = self.inner.limits.max_uploads_per_session;
         // Staged files first, outside the session lock, so that concurrent
         // additions share directory fsyncs: one without a record is removed
@@ -370,6 +417,20 @@ impl Engine {
                 });
             }
             Err(e) => return Err(e.into()),
+        }
+        // Reported after the record, not with it: a crash in between may
+        // lose these post-create events (never an upload).
+        let events = self.hook_events(
+            HookKind::PostCreate,
+            uploads
+                .iter()
+                .map(|u| (u.id.as_str(), HookData::upload(&s, u))),
+        );
+        if !events.is_empty() {
+            match self.inner.meta.outbox_add(&events).await {
+                Ok(()) => self.hooks_written(),
+                Err(e) => tracing::warn!(session = %s.id, error = %e, "post-create not recorded"),
+            }
         }
         self.seed_slots(&s, &uploads);
         Ok(uploads)
@@ -544,9 +605,25 @@ impl Engine {
             .filter(|u| u.state == UploadState::Open)
             .map(|u| u.id.clone())
             .collect();
-        // One transaction: the session and its open uploads end together.
-        meta.abort_uploads(&open, ferry_meta::SessionEnd::To(&s.id, state))
+        // One transaction: the session and its open uploads end together,
+        // with their events.
+        let kind = if state == SessionState::Expired {
+            HookKind::PostExpire
+        } else {
+            HookKind::PostTerminate
+        };
+        let events = self.hook_events(
+            kind,
+            uploads
+                .iter()
+                .filter(|u| u.state == UploadState::Open)
+                .map(|u| (u.id.as_str(), HookData::upload(s, u))),
+        );
+        meta.abort_uploads_reporting(&open, ferry_meta::SessionEnd::To(&s.id, state), &events)
             .await?;
+        if !events.is_empty() {
+            self.hooks_written();
+        }
         let mut changed = Vec::new();
         for id in open {
             if self.aborted_here(&id).await? {
@@ -587,7 +664,16 @@ impl Engine {
             // since it was listed. The record goes first, as in `delete_file`.
             let current = self.inner.meta.get_file(&f.space, &f.path).await?;
             if current.is_some_and(|c| c.id == f.id && c.is_expired_at(now)) {
-                self.inner.meta.delete_file(&f.space, &f.path).await?;
+                let key = format!("file:{}", f.id);
+                let events =
+                    self.hook_events(HookKind::PostExpire, [(key.as_str(), file_data(&f))]);
+                self.inner
+                    .meta
+                    .delete_file_reporting(&f.space, &f.path, &events)
+                    .await?;
+                if !events.is_empty() {
+                    self.hooks_written();
+                }
                 self.remove_bytes(&f).await?;
                 metrics::counter!("ferry_files_expired_total").increment(1);
             }
@@ -613,14 +699,22 @@ impl Engine {
         }
         // The session ends when nothing in it is left open, in the same
         // transaction as the upload.
+        let events = self.hook_events(
+            HookKind::PostTerminate,
+            [(upload_id, HookData::upload(&session, &upload))],
+        );
         let ended = self
             .inner
             .meta
-            .abort_uploads(
+            .abort_uploads_reporting(
                 &[upload_id.to_owned()],
                 ferry_meta::SessionEnd::IfSettled(&session.id),
+                &events,
             )
             .await?;
+        if !events.is_empty() {
+            self.hooks_written();
+        }
         if self.aborted_here(upload_id).await? {
             self.inner.store.discard_staged(upload_id).await?;
         }
@@ -660,5 +754,19 @@ impl Engine {
     /// Sessions per state, for metrics.
     pub async fn session_counts(&self) -> Result<Vec<(SessionState, u64)>> {
         Ok(self.inner.meta.session_counts().await?)
+    }
+}
+
+/// What a hook says of a file (no upload or session: it may outlive them).
+pub(crate) fn file_data(f: &ferry_core::FileRecord) -> HookData {
+    HookData {
+        space: Some(f.space.to_string()),
+        path: Some(f.path.to_string()),
+        size: Some(f.size),
+        offset: Some(f.size),
+        sha256: Some(f.sha256.clone()),
+        user: Some(f.owner.clone()),
+        metadata: f.metadata.clone(),
+        ..HookData::default()
     }
 }

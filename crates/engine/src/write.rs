@@ -655,7 +655,13 @@ impl Engine {
         let upload = live.upload.clone();
         let extend = self.extension(&live.session);
         let mut expires_at = live.session.expires_at;
+        let session = self
+            .wants_hook(crate::HookKind::PostReceive)
+            .then(|| live.session.clone());
         drop(live);
+        if let Some(session) = session {
+            self.note_received(&session, &upload).await;
+        }
         if let Some((session_id, until)) = extend {
             self.extend_session(&session_id, until).await?;
             expires_at = expires_at.max(until);

@@ -45,6 +45,9 @@ pub fn status_of(e: &EngineError) -> StatusCode {
         EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         EngineError::BodyFailed { .. } => StatusCode::BAD_REQUEST,
+        EngineError::Rejected { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -203,11 +203,17 @@ pub async fn hook_events_ride_with_their_change_and_leave_in_order_per_key(m: &d
     assert_eq!(ids, [("c-b", 1)]);
     m.outbox_done(again[0].seq).await.unwrap();
     let rest = m.outbox_claim(40_000, 50_000, 100).await.unwrap();
-    assert_eq!(rest.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["t-b"]);
+    assert_eq!(
+        rest.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["t-b"]
+    );
     assert_eq!(rest[0].created_at, 102);
     m.outbox_done(rest[0].seq).await.unwrap();
     let last = m.outbox_claim(40_000, 50_000, 100).await.unwrap();
-    assert_eq!(last.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r-b"]);
+    assert_eq!(
+        last.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["r-b"]
+    );
     m.outbox_done(last[0].seq).await.unwrap();
     assert_eq!(m.outbox_depth().await.unwrap(), 0);
 }

@@ -23,9 +23,9 @@
 //! starting together do not race.
 
 use crate::{
-    Change, Claim, OutboxEvent, OutboxRow, Committed, CreateLimits, Entry, Exclusive, Held, LeaseKind, LimitRefusal,
-    MetaError, MetaStore, Occupant, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage,
-    below, entries,
+    Change, Claim, Committed, CreateLimits, Entry, Exclusive, Held, LeaseKind, LimitRefusal,
+    MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow, Record, Result, SessionEnd,
+    SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -43,7 +43,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_secrets.sql")),
     (3, include_str!("../migrations/postgres/0003_leases.sql")),
-    (4, include_str!("../migrations/postgres/0004_hook_outbox.sql")),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_hook_outbox.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that

@@ -9,9 +9,8 @@
 //! the writer works.
 
 use crate::{
-    OutboxEvent, OutboxRow,
-    Committed, CreateLimits, Entry, LimitRefusal, MetaError, MetaStore, Occupant, Record, Result,
-    SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
+    Committed, CreateLimits, Entry, LimitRefusal, MetaError, MetaStore, Occupant, OutboxEvent,
+    OutboxRow, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
@@ -1305,7 +1304,10 @@ impl MetaStore for Sqlite {
                     aborted.insert(id.as_str());
                 }
             }
-            insert_events(c, events.iter().filter(|e| aborted.contains(e.key.as_str())))?;
+            insert_events(
+                c,
+                events.iter().filter(|e| aborted.contains(e.key.as_str())),
+            )?;
             apply_end(c, &end)
         })
         .await

@@ -42,6 +42,7 @@ pub struct Config {
     #[serde(rename = "box")]
     pub box_api: BoxConfig,
     pub ucloud: UcloudConfig,
+    pub hooks: HooksConfig,
 }
 
 /// Where the bytes go: `[store]` in the TOML file.
@@ -108,6 +109,35 @@ impl Default for S3StoreConfig {
             part_size: 16 << 20,
             retire_after_secs: 15 * 60,
             sweep_interval_secs: 3600,
+        }
+    }
+}
+
+/// `[hooks]` in the TOML file: where events go (docs/HOOKS.md).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// The receiver's URL; none: no hooks.
+    pub url: Option<String>,
+    /// Key of the `Ferry-Signature` HMAC; none: events are not signed.
+    pub secret: Option<String>,
+    /// Event names to send (`pre-create`, `post-finish`, …); none: all.
+    pub events: Option<Vec<String>>,
+    /// Seconds a blocking hook may take to answer.
+    pub timeout_secs: u64,
+    /// A blocking hook that gives no usable answer lets the request go on
+    /// instead of refusing it with 503.
+    pub fail_open: bool,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            url: None,
+            secret: None,
+            events: None,
+            timeout_secs: 5,
+            fail_open: false,
         }
     }
 }
@@ -191,6 +221,7 @@ impl Default for Config {
             tus: TusConfig::default(),
             box_api: BoxConfig::default(),
             ucloud: UcloudConfig::default(),
+            hooks: HooksConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! the bootstrap token, logs, metrics, graceful shutdown).
 
 pub mod config;
+pub mod hooks;
 mod web;
 
 use anyhow::Context;
@@ -31,7 +32,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-pub use config::{Config, LimitsConfig, S3StoreConfig, StoreConfig, StoreKind, TusConfig};
+pub use config::{
+    Config, HooksConfig, LimitsConfig, S3StoreConfig, StoreConfig, StoreKind, TusConfig,
+};
 
 /// The metadata database: PostgreSQL at `database_url` (which several
 /// nodes may share: `true`), else SQLite in the data directory.
@@ -84,6 +87,10 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
             .context("cannot read the shared signing key")?;
     }
     let engine = Engine::new(meta, store, config.limits.to_limits(), key);
+    if let Some(hooks) = hooks::HttpHooks::from_config(&config.hooks)? {
+        tracing::info!(url = %config.hooks.url.as_deref().unwrap_or_default(), "hooks on");
+        engine.set_hooks(Arc::new(hooks));
+    }
     // Shared metadata and shared bytes: other nodes may serve any upload.
     if shared && config.store.kind == StoreKind::S3 {
         engine.join_cluster();
@@ -577,6 +584,13 @@ impl Bound {
                 }
             }
         });
+        // Every node delivers the hooks' outbox (claims keep each event to
+        // one node at a time).
+        let stop_hooks = tokio_util::sync::CancellationToken::new();
+        let hooks = tokio::spawn({
+            let (engine, stop) = (self.engine.clone(), stop_hooks.clone());
+            async move { engine.deliver_hooks(stop).await }
+        });
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         let app = app(self.engine, self.public_url, &self.config)?;
         let limits = ConnectionLimits {
@@ -585,6 +599,8 @@ impl Bound {
         };
         serve_connections(self.listener, app, shutdown, grace, limits).await;
         reaper.abort();
+        stop_hooks.cancel();
+        let _ = hooks.await;
         Ok(())
     }
 }

@@ -141,6 +141,7 @@ impl From<EngineError> for UcloudError {
             EngineError::TooLarge { .. } => (status, "TOO_LARGE"),
             EngineError::TooManySessions { .. } => (status, "TOO_MANY_SESSIONS"),
             EngineError::InsufficientStorage(_) => (status, "QUOTA_EXCEEDED"),
+            EngineError::Rejected { .. } => (status, "PERMISSION_DENIED"),
             e if ferry_http::is_internal(e) => (status, "INTERNAL_ERROR"),
             _ => (status, "BAD_REQUEST"),
         };
