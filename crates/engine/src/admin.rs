@@ -14,6 +14,14 @@ pub struct Me {
     pub max_open_sessions: u64,
 }
 
+/// A user as admins see them.
+#[derive(Clone, Debug)]
+pub struct UserView {
+    pub user: User,
+    pub usage: Usage,
+    pub open_sessions: u64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct NewUser {
     pub name: String,
@@ -35,7 +43,7 @@ pub(crate) fn principal(caller: &Caller) -> Result<&Principal> {
     }
 }
 
-fn require_admin(caller: &Caller) -> Result<&Principal> {
+pub(crate) fn require_admin(caller: &Caller) -> Result<&Principal> {
     let p = principal(caller)?;
     if !p.admin {
         return Err(EngineError::Forbidden("this needs an admin token".into()));
@@ -261,9 +269,113 @@ impl Engine {
         Ok(rec)
     }
 
+    /// Every user with their usage and open sessions (admins only).
+    pub async fn list_users(&self, caller: &Caller) -> Result<Vec<UserView>> {
+        require_admin(caller)?;
+        let meta = &self.inner.meta;
+        let mut out = Vec::new();
+        for user in meta.list_users().await? {
+            out.push(UserView {
+                usage: meta.usage(&user.name).await?,
+                open_sessions: meta.open_session_count(&user.name).await?,
+                user,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Sets a user's quota and open-sessions limit (`None`: the server's
+    /// default); every node sees it at once.
+    pub async fn set_user_limits(
+        &self,
+        caller: &Caller,
+        name: &str,
+        quota_bytes: Option<u64>,
+        max_open_sessions: Option<u32>,
+    ) -> Result<UserView> {
+        require_admin(caller)?;
+        let meta = &self.inner.meta;
+        let found = meta
+            .set_user_limits(name, quota_bytes, max_open_sessions)
+            .await?;
+        self.inner.users.lock().unwrap().remove(name);
+        if !found {
+            return Err(EngineError::NotFound(format!("no user {name:?}")));
+        }
+        let user = meta
+            .get_user(name)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no user {name:?}")))?;
+        Ok(UserView {
+            usage: meta.usage(name).await?,
+            open_sessions: meta.open_session_count(name).await?,
+            user,
+        })
+    }
+
+    /// A user's tokens, oldest first (their secrets are never kept).
+    pub async fn list_tokens(&self, caller: &Caller, user: &str) -> Result<Vec<TokenRecord>> {
+        require_admin(caller)?;
+        if self.inner.meta.get_user(user).await?.is_none() {
+            return Err(EngineError::NotFound(format!("no user {user:?}")));
+        }
+        Ok(self.inner.meta.list_tokens(user).await?)
+    }
+
+    /// Every space with its members (admins only).
+    pub async fn list_spaces(&self, caller: &Caller) -> Result<Vec<SpaceRecord>> {
+        require_admin(caller)?;
+        Ok(self.inner.meta.list_spaces().await?)
+    }
+
+    /// The spaces the caller can reach, with the access it has to each.
+    pub async fn my_spaces(&self, caller: &Caller) -> Result<Vec<(SpaceRecord, Access)>> {
+        let p = principal(caller)?;
+        let mut out = Vec::new();
+        for space in self.inner.meta.list_spaces().await? {
+            let access = if p.admin || space.owner.as_deref() == Some(p.user.as_str()) {
+                Some(Access::Write)
+            } else {
+                space
+                    .members
+                    .iter()
+                    .find(|(u, _)| *u == p.user)
+                    .map(|(_, a)| *a)
+            };
+            if let Some(a) = access {
+                out.push((space, a));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Gives `user` `access` to `space`, or takes it away (`None`).
+    pub async fn set_member(
+        &self,
+        caller: &Caller,
+        space: &str,
+        user: &str,
+        access: Option<Access>,
+    ) -> Result<SpaceRecord> {
+        require_admin(caller)?;
+        let name = SpaceName::parse(space)
+            .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?;
+        let missing = || EngineError::NotFound(format!("no space {space:?}"));
+        if access.is_some() && self.inner.meta.get_user(user).await?.is_none() {
+            return Err(EngineError::NotFound(format!("no user {user:?}")));
+        }
+        let found = self.inner.meta.set_member(&name, user, access).await?;
+        self.inner.spaces.lock().unwrap().remove(&name);
+        if !found {
+            return Err(missing());
+        }
+        self.inner.meta.get_space(&name).await?.ok_or_else(missing)
+    }
+
     /// The access `p` has to `space`: `NotFound` for a space that does not
     /// exist, `Forbidden` when it exists but `p` is not a member.
-    /// A user record (cached: users do not change once created).
+    /// A user record (cached; a change of limits empties the caches of
+    /// every node).
     pub(crate) async fn user(&self, name: &str) -> Result<Option<User>> {
         if let Some(u) = self.inner.users.lock().unwrap().get(name) {
             return Ok(Some(u.clone()));

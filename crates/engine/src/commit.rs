@@ -608,6 +608,7 @@ impl Engine {
             self.hooks_written();
         }
         metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
+        self.inner.activity.committed(done.len() as u64);
         if store.capabilities().paths {
             for old in moved {
                 self.remove_moved(&session.space, &old).await;

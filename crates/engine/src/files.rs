@@ -304,6 +304,126 @@ impl Engine {
     /// Removes the bytes of a file whose record is gone: at once from a
     /// store with paths (an open handle keeps reading), after a while for
     /// an object, which a download may be streaming.
+    /// Renames a file, or a folder (every file below it, all or none), in
+    /// one space: `to` is the new path of `from`. Returns how many files
+    /// moved. A taken destination (a file, a folder, a file above it) is
+    /// `AlreadyExists`, and nothing moves.
+    pub async fn move_path(
+        &self,
+        caller: &Caller,
+        space: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<usize> {
+        let p = principal(caller)?;
+        let (space, from) = parse(space, from)?;
+        let to = SpacePath::parse(to)
+            .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?;
+        self.require_write(p, &space).await?;
+        if to == from || to.as_str().starts_with(&format!("{from}/")) {
+            return Err(EngineError::invalid(
+                "invalid_path",
+                format!("{from} cannot move to {to}, which is itself or below it"),
+            ));
+        }
+        let _guard = self.inner.namespace.lock().await;
+        let meta = &self.inner.meta;
+        let moves: Vec<(SpacePath, SpacePath)> = match meta.get_file(&space, &from).await? {
+            Some(_) => vec![(from.clone(), to.clone())],
+            None => {
+                // A folder takes a free name: it never merges into another.
+                if meta.occupant(&space, &to).await?.is_some() {
+                    return Err(EngineError::AlreadyExists {
+                        path: format!("{space}/{to}"),
+                    });
+                }
+                let mut moves = Vec::new();
+                for f in self.files_below(&space, &from).await? {
+                    let rest = &f.as_str()[from.as_str().len()..];
+                    let dest = SpacePath::parse(&format!("{to}{rest}"))
+                        .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?;
+                    moves.push((f, dest));
+                }
+                moves
+            }
+        };
+        if moves.is_empty() {
+            return Err(EngineError::NotFound(format!(
+                "no file or folder {space}/{from}"
+            )));
+        }
+        let taken = |to: &SpacePath| EngineError::AlreadyExists {
+            path: format!("{space}/{to}"),
+        };
+        // On a store with paths the bytes get their new names first, and
+        // lose the old ones after the record moved.
+        let paths = self.inner.store.capabilities().paths;
+        let store = &self.inner.store;
+        let mut linked: Vec<&SpacePath> = Vec::new();
+        let mut outcome = Ok(());
+        if paths {
+            for (f, t) in &moves {
+                match store
+                    .link_file(FileLoc::at_path(&space, f), &space, t)
+                    .await
+                {
+                    Ok(()) => linked.push(t),
+                    Err(StoreError::AlreadyExists(_)) => {
+                        outcome = Err(taken(t));
+                        break;
+                    }
+                    Err(e) => {
+                        outcome = Err(e.into());
+                        break;
+                    }
+                }
+            }
+        }
+        if outcome.is_ok() {
+            outcome = match meta.move_files(&space, &moves).await {
+                Ok(old) => {
+                    for f in &old {
+                        if paths {
+                            self.remove_bytes(f).await?;
+                        }
+                    }
+                    return Ok(old.len());
+                }
+                Err(ferry_meta::MetaError::AlreadyExists(ferry_meta::Record::File(t))) => {
+                    Err(taken(&t))
+                }
+                Err(ferry_meta::MetaError::NotFound(ferry_meta::Record::File(f))) => Err(
+                    EngineError::NotFound(format!("no file {space}/{f} (it went meanwhile)")),
+                ),
+                Err(e) => Err(e.into()),
+            };
+        }
+        for t in linked {
+            if let Err(e) = store.delete_file(FileLoc::at_path(&space, t)).await {
+                tracing::warn!(error = %e, "a new name of a file whose move failed stays");
+            }
+        }
+        outcome.map(|()| 0)
+    }
+
+    /// Every file below folder `prefix`, at any depth.
+    async fn files_below(&self, space: &SpaceName, prefix: &SpacePath) -> Result<Vec<SpacePath>> {
+        let mut out = Vec::new();
+        let mut folders = vec![prefix.clone()];
+        while let Some(folder) = folders.pop() {
+            for e in self.inner.meta.list(space, Some(&folder)).await? {
+                match e {
+                    Entry::File(f) => out.push(f.path),
+                    Entry::Folder(name) => folders.push(
+                        SpacePath::parse(&format!("{folder}/{name}"))
+                            .map_err(|e| EngineError::invalid("invalid_path", e.to_string()))?,
+                    ),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn remove_bytes(&self, gone: &FileRecord) -> Result<()> {
         if gone.object.is_some() {
             self.inner.store.retire_file(loc(gone)).await?;

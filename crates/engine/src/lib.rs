@@ -20,6 +20,7 @@
 //!   promote the bytes, record the result; start-up [`Engine::recover`]
 //!   rolls an interrupted commit forward.
 
+mod activity;
 mod admin;
 pub mod auth;
 mod commit;
@@ -41,7 +42,8 @@ use ferry_store::{FileLoc, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use admin::{Me, NewUser};
+pub use activity::Sample;
+pub use admin::{Me, NewUser, UserView};
 pub use auth::{Caller, Principal};
 pub use commit::RecoveryReport;
 pub use direct::{PRESIGN_TTL, PresignedPart};
@@ -100,7 +102,8 @@ struct Inner {
     /// metadata reads per request. Revocation removes the entry and bumps
     /// the epoch, so a lookup that raced with it does not re-insert it.
     tokens: std::sync::Mutex<TokenCache>,
-    /// Users and spaces never change once created; found ones are cached.
+    /// Found users and spaces, cached; emptied when limits or members
+    /// change (here, or on another node: [`ferry_meta::Change::Accounts`]).
     users: std::sync::Mutex<HashMap<String, ferry_core::User>>,
     spaces: std::sync::Mutex<HashMap<ferry_core::SpaceName, ferry_meta::SpaceRecord>>,
     /// Other nodes serve the same uploads ([`Engine::join_cluster`]).
@@ -110,6 +113,8 @@ struct Inner {
     leased: std::sync::Mutex<HashMap<String, tokio_util::sync::CancellationToken>>,
     /// Where hook events go, if anywhere ([`Engine::set_hooks`]).
     hooks: hooks::HookState,
+    /// This node's live figures ([`Engine::activity`]).
+    activity: activity::Activity,
 }
 
 impl Engine {
@@ -136,6 +141,7 @@ impl Engine {
                 cluster: Default::default(),
                 leased: Default::default(),
                 hooks: Default::default(),
+                activity: Default::default(),
             }),
         };
         if let Some(changes) = changes {
@@ -266,6 +272,10 @@ async fn forget_changes(
         match change {
             Change::TokenRevoked(id) => {
                 tokens.0.remove(&id);
+            }
+            Change::Accounts => {
+                inner.users.lock().unwrap().clear();
+                inner.spaces.lock().unwrap().clear();
             }
             _ => {
                 tokens.0.clear();

@@ -483,10 +483,12 @@ impl Engine {
             limit,
         );
         let tap = seen.clone();
+        let _flight = self.inner.activity.writing();
+        let engine = self.inner.clone();
         let body = body
             .take_until(stop.clone().cancelled_owned())
             .then(move |item| {
-                let (tap, feeder) = (tap.clone(), feeder.clone());
+                let (tap, feeder, engine) = (tap.clone(), feeder.clone(), engine.clone());
                 async move {
                     let chunk = item?;
                     {
@@ -497,6 +499,7 @@ impl Engine {
                         }
                         s.count += chunk.len() as u64;
                     }
+                    engine.activity.received(chunk.len() as u64);
                     feeder.feed(&chunk).await;
                     Ok(chunk)
                 }

@@ -3,8 +3,8 @@
 //! Call [`run_all`] with a fresh, empty store.
 
 use crate::{
-    Committed, CreateLimits, Entry, MetaError, MetaStore, Occupant, OutboxEvent, SessionEnd,
-    SpaceRecord, TokenRecord,
+    Committed, CreateLimits, Entry, MetaError, MetaStore, Occupant, OutboxEvent, Record,
+    SessionEnd, SpaceRecord, TokenRecord,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Part, RangeSet, Session,
@@ -103,6 +103,8 @@ pub async fn run_all(m: &dyn MetaStore) {
     a_body_sent_again_waits_beside_the_one_it_replaces(m).await;
     the_first_shared_secret_stored_is_the_one_everyone_gets(m).await;
     hook_events_ride_with_their_change_and_leave_in_order_per_key(m).await;
+    accounts_are_listed_and_changed(m).await;
+    moves_are_all_or_nothing_and_never_onto_a_taken_path(m).await;
     m.ping().await.unwrap();
 }
 
@@ -277,6 +279,172 @@ pub async fn users_tokens_and_spaces(m: &dyn MetaStore) {
         m.create_space(&shared).await,
         Err(MetaError::AlreadyExists(_))
     ));
+}
+
+pub async fn accounts_are_listed_and_changed(m: &dyn MetaStore) {
+    m.create_user(&user("acc-a")).await.unwrap();
+    m.create_user(&user("acc-b")).await.unwrap();
+    let names: Vec<String> = m
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "users come by name");
+    assert!(names.contains(&"acc-a".into()) && names.contains(&"acc-b".into()));
+
+    assert!(
+        m.set_user_limits("acc-a", Some(5_000), Some(3))
+            .await
+            .unwrap()
+    );
+    let a = m.get_user("acc-a").await.unwrap().unwrap();
+    assert_eq!((a.quota_bytes, a.max_open_sessions), (Some(5_000), Some(3)));
+    assert!(m.set_user_limits("acc-a", None, None).await.unwrap());
+    let a = m.get_user("acc-a").await.unwrap().unwrap();
+    assert_eq!((a.quota_bytes, a.max_open_sessions), (None, None));
+    assert!(
+        !m.set_user_limits("acc-nobody", Some(1), None)
+            .await
+            .unwrap()
+    );
+
+    for (id, at) in [("acc-t2", 20), ("acc-t1", 10)] {
+        m.insert_token(&TokenRecord {
+            id: id.into(),
+            user: "acc-b".into(),
+            secret_hash: vec![9],
+            created_at: at,
+            revoked: false,
+        })
+        .await
+        .unwrap();
+    }
+    m.revoke_token("acc-t2").await.unwrap();
+    let toks = m.list_tokens("acc-b").await.unwrap();
+    let ids: Vec<(&str, bool)> = toks.iter().map(|t| (t.id.as_str(), t.revoked)).collect();
+    assert_eq!(ids, [("acc-t1", false), ("acc-t2", true)], "oldest first");
+    assert!(m.list_tokens("acc-a").await.unwrap().is_empty());
+
+    assert!(
+        m.set_member(&sp("acc-a"), "acc-b", Some(Access::Read))
+            .await
+            .unwrap()
+    );
+    assert!(
+        m.set_member(&sp("acc-a"), "acc-b", Some(Access::Write))
+            .await
+            .unwrap()
+    );
+    let got = m.get_space(&sp("acc-a")).await.unwrap().unwrap();
+    assert_eq!(got.members, [("acc-b".to_owned(), Access::Write)]);
+    let listed = m.list_spaces().await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "spaces come by name");
+    assert_eq!(listed.iter().find(|s| s.name == sp("acc-a")), Some(&got));
+    assert_eq!(
+        listed
+            .iter()
+            .find(|s| s.name == sp("acc-b"))
+            .unwrap()
+            .members,
+        [],
+        "a space without members lists none"
+    );
+    assert!(m.set_member(&sp("acc-a"), "acc-b", None).await.unwrap());
+    assert!(
+        m.get_space(&sp("acc-a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .members
+            .is_empty()
+    );
+    assert!(
+        !m.set_member(&sp("acc-none"), "acc-b", Some(Access::Read))
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn moves_are_all_or_nothing_and_never_onto_a_taken_path(m: &dyn MetaStore) {
+    m.create_user(&user("mover")).await.unwrap();
+    m.create_session(&session("smv", "mover", 1000), &[])
+        .await
+        .unwrap();
+    let paths = ["a.txt", "dir/x.txt", "dir/sub/y.txt", "other/z.txt", "f"];
+    let done: Vec<_> = paths
+        .iter()
+        .enumerate()
+        .map(|(k, path)| Committed {
+            upload_id: format!("mv{k}"),
+            state: UploadState::Committed,
+            final_path: p(path),
+            file: file(&format!("mvf{k}"), "mover", path, 1, "mover"),
+        })
+        .collect();
+    m.finish_commit(SessionEnd::Keep, &done).await.unwrap();
+    let space = sp("mover");
+    let at = |path: &'static str| async move { m.get_file(&sp("mover"), &p(path)).await.unwrap() };
+
+    // A rename keeps the record (id and all) under its new path.
+    let old = m
+        .move_files(&space, &[(p("a.txt"), p("new/b.txt"))])
+        .await
+        .unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(
+        (old[0].id.as_str(), old[0].path.as_str()),
+        ("mvf0", "a.txt")
+    );
+    assert!(at("a.txt").await.is_none());
+    assert_eq!(at("new/b.txt").await.unwrap().id, "mvf0");
+
+    // Onto a file, a folder, or below a file: refused, nothing moved.
+    for to in ["other/z.txt", "other", "f/inside.txt"] {
+        let r = m
+            .move_files(
+                &space,
+                &[
+                    (p("dir/x.txt"), p("moved.txt")),
+                    (p("dir/sub/y.txt"), p(to)),
+                ],
+            )
+            .await;
+        assert!(
+            matches!(&r, Err(MetaError::AlreadyExists(Record::File(t))) if t.as_str() == to),
+            "{to}: {r:?}"
+        );
+        assert!(
+            at("dir/x.txt").await.is_some(),
+            "{to}: the first move was undone"
+        );
+        assert!(at("moved.txt").await.is_none(), "{to}");
+    }
+    // A source that is not a file.
+    let r = m.move_files(&space, &[(p("dir"), p("d2"))]).await;
+    assert!(
+        matches!(r, Err(MetaError::NotFound(Record::File(_)))),
+        "{r:?}"
+    );
+
+    // A folder, file by file in one call.
+    m.move_files(
+        &space,
+        &[
+            (p("dir/x.txt"), p("d2/x.txt")),
+            (p("dir/sub/y.txt"), p("d2/sub/y.txt")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(at("d2/sub/y.txt").await.unwrap().id, "mvf2");
+    assert!(m.list(&space, Some(&p("dir"))).await.unwrap().is_empty());
 }
 
 pub async fn sessions_round_trip(m: &dyn MetaStore) {

@@ -84,6 +84,8 @@ pub enum Record {
     Upload(String),
     /// A session's upload at a path.
     UploadAt(SpacePath),
+    /// A committed file at a path.
+    File(SpacePath),
 }
 
 impl std::fmt::Display for Record {
@@ -93,7 +95,7 @@ impl std::fmt::Display for Record {
             Record::Space(n) => write!(f, "space {:?}", n.as_str()),
             Record::Session(id) => write!(f, "session {id}"),
             Record::Upload(id) => write!(f, "upload {id}"),
-            Record::UploadAt(p) => write!(f, "{p}"),
+            Record::UploadAt(p) | Record::File(p) => write!(f, "{p}"),
         }
     }
 }
@@ -248,6 +250,9 @@ pub enum Change {
     /// This process's leases may have been taken from it (its presence
     /// in the database lapsed): what it does under them must stop.
     LeasesLost,
+    /// A user's limits or a space's members changed: cached users and
+    /// spaces are stale.
+    Accounts,
 }
 
 /// What a lease is for: it tells a process that finds it held whether to
@@ -345,6 +350,30 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn revoke_token(&self, id: &str) -> Result<bool>;
     async fn create_space(&self, space: &SpaceRecord) -> Result<()>;
     async fn get_space(&self, name: &SpaceName) -> Result<Option<SpaceRecord>>;
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// Sets a user's quota and open-sessions limit (`None`: the server's
+    /// default), announced to every process ([`Change::Accounts`]);
+    /// `false` when no such user exists.
+    async fn set_user_limits(
+        &self,
+        name: &str,
+        quota_bytes: Option<u64>,
+        max_open_sessions: Option<u32>,
+    ) -> Result<bool>;
+    /// A user's tokens, oldest first.
+    async fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>>;
+    /// Every space with its members, by name.
+    async fn list_spaces(&self) -> Result<Vec<SpaceRecord>>;
+    /// Gives `user` `access` to `space`, or takes it away (`None`),
+    /// announced like [`MetaStore::set_user_limits`]; `false` when no such
+    /// space exists.
+    async fn set_member(
+        &self,
+        space: &SpaceName,
+        user: &str,
+        access: Option<Access>,
+    ) -> Result<bool>;
 
     // ---- sessions and uploads
     async fn create_session(&self, session: &Session, uploads: &[Upload]) -> Result<()>;
@@ -545,6 +574,15 @@ pub trait MetaStore: Send + Sync + 'static {
         path: &SpacePath,
         events: &[OutboxEvent],
     ) -> Result<Option<FileRecord>>;
+    /// Renames committed files of one space, all or none: each `(from, to)`
+    /// in turn. Fails with `NotFound(File(from))` when a source is not a
+    /// file, and `AlreadyExists(File(to))` when a destination is a file,
+    /// a folder, or below a file. Returns the records as they were.
+    async fn move_files(
+        &self,
+        space: &SpaceName,
+        moves: &[(SpacePath, SpacePath)],
+    ) -> Result<Vec<FileRecord>>;
 
     // ---- the hooks' outbox
     /// Writes events to the outbox (outside any other change).

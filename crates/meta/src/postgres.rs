@@ -279,6 +279,7 @@ async fn listen(
                     Some(("token", id)) => Change::TokenRevoked(id.to_owned()),
                     Some(("release", token)) => Change::ReleaseAsked(token.to_owned()),
                     Some(("released", key)) => Change::Released(key.to_owned()),
+                    Some(("accounts", _)) => Change::Accounts,
                     _ => Change::Unknown,
                 };
                 let _ = changes.send(change);
@@ -564,6 +565,33 @@ fn user_row(r: &PgRow) -> Result<User> {
             .transpose()?,
         home_space: space_name(get(r, 4)?)?,
         created_at: get(r, 5)?,
+    })
+}
+
+/// A space from `owner, created_at, users[], accesses[]` at `at`.
+fn space_row(name: SpaceName, r: &PgRow, at: usize) -> Result<SpaceRecord> {
+    let users = get::<Option<Vec<String>>>(r, at + 2)?.unwrap_or_default();
+    let access = get::<Option<Vec<String>>>(r, at + 3)?.unwrap_or_default();
+    let members = users
+        .into_iter()
+        .zip(access)
+        .map(|(user, a)| Ok((user, parse::<Access>(&a)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SpaceRecord {
+        name,
+        owner: get(r, at)?,
+        members,
+        created_at: get(r, at + 1)?,
+    })
+}
+
+fn token_row(r: &PgRow) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: get(r, 0)?,
+        user: get(r, 1)?,
+        secret_hash: get(r, 2)?,
+        created_at: get(r, 3)?,
+        revoked: get(r, 4)?,
     })
 }
 
@@ -1252,16 +1280,7 @@ impl MetaStore for Postgres {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| {
-            Ok(TokenRecord {
-                id: get(&r, 0)?,
-                user: get(&r, 1)?,
-                secret_hash: get(&r, 2)?,
-                created_at: get(&r, 3)?,
-                revoked: get(&r, 4)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(token_row).transpose()
     }
 
     async fn revoke_token(&self, id: &str) -> Result<bool> {
@@ -1318,20 +1337,110 @@ impl MetaStore for Postgres {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        let Some(r) = row else { return Ok(None) };
-        let users = get::<Option<Vec<String>>>(&r, 2)?.unwrap_or_default();
-        let access = get::<Option<Vec<String>>>(&r, 3)?.unwrap_or_default();
-        let members = users
-            .into_iter()
-            .zip(access)
-            .map(|(user, a)| Ok((user, parse::<Access>(&a)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(SpaceRecord {
-            name: name.clone(),
-            owner: get(&r, 0)?,
-            members,
-            created_at: get(&r, 1)?,
-        }))
+        row.map(|r| space_row(name.clone(), &r, 0)).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        sqlx::query(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(user_row)
+            .collect()
+    }
+
+    async fn set_user_limits(
+        &self,
+        name: &str,
+        quota_bytes: Option<u64>,
+        max_open_sessions: Option<u32>,
+    ) -> Result<bool> {
+        // Announced with the change: every node's cache forgets its users.
+        let done = sqlx::query(
+            "WITH u AS (UPDATE users SET quota_bytes = $2, max_open_sessions = $3 \
+               WHERE name = $1 RETURNING name) \
+             SELECT pg_notify($4, 'accounts:' || name) FROM u",
+        )
+        .bind(name)
+        .bind(quota_bytes.map(i))
+        .bind(max_open_sessions.map(i64::from))
+        .bind(CHANGES_CHANNEL)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(!done.is_empty())
+    }
+
+    async fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>> {
+        sqlx::query(
+            r#"SELECT id, "user", hash, created_at, revoked FROM tokens WHERE "user" = $1
+               ORDER BY created_at, id"#,
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(token_row)
+        .collect()
+    }
+
+    async fn list_spaces(&self) -> Result<Vec<SpaceRecord>> {
+        let rows = sqlx::query(
+            r#"SELECT s.name, s.owner, s.created_at,
+                 array_agg(g."user" ORDER BY g."user") FILTER (WHERE g."user" IS NOT NULL),
+                 array_agg(g.access ORDER BY g."user") FILTER (WHERE g."user" IS NOT NULL)
+               FROM spaces s LEFT JOIN grants g ON g.space = s.name
+               GROUP BY s.name, s.owner, s.created_at ORDER BY s.name"#,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| space_row(space_name(get(r, 0)?)?, r, 1))
+            .collect()
+    }
+
+    async fn set_member(
+        &self,
+        space: &SpaceName,
+        user: &str,
+        access: Option<Access>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT name FROM spaces WHERE name = $1 FOR UPDATE")
+                .bind(space.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        if found.is_none() {
+            return Ok(false);
+        }
+        match access {
+            Some(a) => sqlx::query(
+                r#"INSERT INTO grants (space, "user", access) VALUES ($1, $2, $3)
+                   ON CONFLICT (space, "user") DO UPDATE SET access = EXCLUDED.access"#,
+            )
+            .bind(space.as_str())
+            .bind(user)
+            .bind(a.as_str()),
+            None => sqlx::query(r#"DELETE FROM grants WHERE space = $1 AND "user" = $2"#)
+                .bind(space.as_str())
+                .bind(user),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query("SELECT pg_notify($1, 'accounts:' || $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(space.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     async fn create_session(&self, session: &Session, uploads: &[Upload]) -> Result<()> {
@@ -2094,6 +2203,53 @@ impl MetaStore for Postgres {
             .map(file_row)
             .collect::<Result<Vec<_>>>()?;
         Ok(entries(files, skip))
+    }
+
+    async fn move_files(
+        &self,
+        space: &SpaceName,
+        moves: &[(SpacePath, SpacePath)],
+    ) -> Result<Vec<FileRecord>> {
+        let mut tx = self.begin().await?;
+        let mut moved = Vec::with_capacity(moves.len());
+        for (from, to) in moves {
+            let (exact, lo, hi) = around(to);
+            let taken: bool = sqlx::query_scalar(
+                "SELECT EXISTS(SELECT 1 FROM files WHERE space = $1 AND path = ANY($2)) \
+                   OR EXISTS(SELECT 1 FROM files WHERE space = $1 AND path >= $3 AND path < $4)",
+            )
+            .bind(space.as_str())
+            .bind(&exact)
+            .bind(lo)
+            .bind(hi)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            if taken {
+                return Err(MetaError::AlreadyExists(Record::File(to.clone())));
+            }
+            // The record as it was: the old path is set again in the row
+            // returned (UPDATE … RETURNING gives the new one).
+            let row = sqlx::query(&format!(
+                "UPDATE files SET path = $3 WHERE space = $1 AND path = $2 RETURNING {FILE_COLS}"
+            ))
+            .bind(space.as_str())
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unique(|| {
+                MetaError::AlreadyExists(Record::File(to.clone()))
+            }))?;
+            let Some(row) = row else {
+                return Err(MetaError::NotFound(Record::File(from.clone())));
+            };
+            let mut f = file_row(&row)?;
+            f.path = from.clone();
+            moved.push(f);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(moved)
     }
 
     async fn delete_file_reporting(

@@ -897,6 +897,117 @@ impl MetaStore for Sqlite {
         .await
     }
 
+    async fn list_users(&self) -> Result<Vec<User>> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))?
+                    .query_map([], user_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            )
+        })
+        .await
+    }
+
+    async fn set_user_limits(
+        &self,
+        name: &str,
+        quota_bytes: Option<u64>,
+        max_open_sessions: Option<u32>,
+    ) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE users SET quota_bytes = ?2, max_open_sessions = ?3 WHERE name = ?1",
+                params![name, quota_bytes.map(i), max_open_sessions],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>> {
+        let user = user.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, user, hash, created_at, revoked FROM tokens WHERE user = ?1 ORDER BY created_at, id",
+            )?
+            .query_map([user], |r| {
+                Ok(TokenRecord {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    secret_hash: r.get(2)?,
+                    created_at: r.get(3)?,
+                    revoked: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn list_spaces(&self) -> Result<Vec<SpaceRecord>> {
+        self.read(|c| {
+            let mut spaces = c
+                .prepare_cached("SELECT name, owner, created_at FROM spaces ORDER BY name")?
+                .query_map([], |r| {
+                    Ok(SpaceRecord {
+                        name: space_name(r.get(0)?)?,
+                        owner: r.get(1)?,
+                        members: Vec::new(),
+                        created_at: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut grants =
+                c.prepare_cached("SELECT space, user, access FROM grants ORDER BY space, user")?;
+            let grants = grants
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        parse::<Access>(r.get(2)?)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for (space, user, access) in grants {
+                if let Ok(k) = spaces.binary_search_by(|s| s.name.as_str().cmp(&space)) {
+                    spaces[k].members.push((user, access));
+                }
+            }
+            Ok(spaces)
+        })
+        .await
+    }
+
+    async fn set_member(
+        &self,
+        space: &SpaceName,
+        user: &str,
+        access: Option<Access>,
+    ) -> Result<bool> {
+        let (space, user) = (space.clone(), user.to_owned());
+        self.write(move |c| {
+            let exists: bool = c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM spaces WHERE name = ?1)",
+                [space.as_str()],
+                |r| r.get(0),
+            )?;
+            if exists {
+                match access {
+                    Some(a) => c.execute(
+                        "INSERT OR REPLACE INTO grants (space, user, access) VALUES (?1, ?2, ?3)",
+                        params![space.as_str(), user, a.as_str()],
+                    )?,
+                    None => c.execute(
+                        "DELETE FROM grants WHERE space = ?1 AND user = ?2",
+                        params![space.as_str(), user],
+                    )?,
+                };
+            }
+            Ok(exists)
+        })
+        .await
+    }
+
     async fn create_session(&self, session: &Session, uploads: &[Upload]) -> Result<()> {
         let s = session.clone();
         let ups = uploads.to_vec();
@@ -1498,6 +1609,52 @@ impl MetaStore for Sqlite {
                 .query_map(params![space.as_str(), lo, hi], file_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(entries(files, skip))
+        })
+        .await
+    }
+
+    async fn move_files(
+        &self,
+        space: &SpaceName,
+        moves: &[(SpacePath, SpacePath)],
+    ) -> Result<Vec<FileRecord>> {
+        let space = space.clone();
+        let moves = moves.to_vec();
+        self.write(move |c| {
+            let mut get = c.prepare_cached(&format!(
+                "SELECT {FILE_COLS} FROM files WHERE space = ?1 AND path = ?2"
+            ))?;
+            let mut below_any = c.prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM files WHERE space = ?1 AND path >= ?2 AND path < ?3)",
+            )?;
+            let mut moved = Vec::with_capacity(moves.len());
+            for (from, to) in &moves {
+                let Some(f) = get
+                    .query_row(params![space.as_str(), from.as_str()], file_row)
+                    .optional()?
+                else {
+                    return Err(MetaError::NotFound(Record::File(from.clone())));
+                };
+                let (lo, hi) = below(to.as_str());
+                let mut taken =
+                    below_any.query_row(params![space.as_str(), lo, hi], |r| r.get(0))?;
+                for at in to.ancestors().chain([to.as_str()]) {
+                    taken = taken
+                        || get
+                            .query_row(params![space.as_str(), at], |_| Ok(()))
+                            .optional()?
+                            .is_some();
+                }
+                if taken {
+                    return Err(MetaError::AlreadyExists(Record::File(to.clone())));
+                }
+                c.execute(
+                    "UPDATE files SET path = ?3 WHERE space = ?1 AND path = ?2",
+                    params![space.as_str(), from.as_str(), to.as_str()],
+                )?;
+                moved.push(f);
+            }
+            Ok(moved)
         })
         .await
     }

@@ -591,6 +591,11 @@ impl Bound {
             let (engine, stop) = (self.engine.clone(), stop_hooks.clone());
             async move { engine.deliver_hooks(stop).await }
         });
+        // The live figures the console draws.
+        tokio::spawn({
+            let (engine, stop) = (self.engine.clone(), stop_hooks.clone());
+            async move { engine.sample_activity(stop).await }
+        });
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         let app = app(self.engine, self.public_url, &self.config)?;
         let limits = ConnectionLimits {

@@ -460,6 +460,21 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a committed file (idempotent).
     async fn delete_file(&self, file: FileLoc<'_>) -> Result<(), StoreError>;
 
+    /// Gives a committed file a second name, durably, on a store with
+    /// paths (a rename is this, the record's change, then `delete_file` of
+    /// the old name: a crash leaves an extra name, never no name).
+    /// `AlreadyExists` when something else is at the new name; done
+    /// already when it names the same file. A store without paths has
+    /// nothing to do: its files are objects the metadata names.
+    async fn link_file(
+        &self,
+        _file: FileLoc<'_>,
+        _space: &SpaceName,
+        _path: &SpacePath,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// A committed object no record names any more (replaced or deleted):
     /// its bytes go once a download already streaming them had time to
     /// finish. Only for files held as objects (`FileLoc::object`): on a

@@ -803,6 +803,41 @@ impl Store for LocalStore {
         .await
     }
 
+    async fn link_file(
+        &self,
+        file: FileLoc<'_>,
+        space: &SpaceName,
+        path: &SpacePath,
+    ) -> Result<(), StoreError> {
+        let from = self.file_path(file.space, file.path);
+        let root = self.space_root(space);
+        let dest = self.file_path(space, path);
+        let parent_rel = path.parent();
+        let shown = format!("{space}/{path}");
+        let inner = self.inner.clone();
+        blocking(move || {
+            ensure_dirs(&root, parent_rel.as_ref().map(SpacePath::as_str))?;
+            match fs::hard_link(&from, &dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let same = match (fs::metadata(&from), fs::metadata(&dest)) {
+                        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                        _ => false,
+                    };
+                    if !same {
+                        return Err(StoreError::AlreadyExists(shown));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(StoreError::NotFound(shown));
+                }
+                Err(e) => return Err(StoreError::io(&dest, e)),
+            }
+            LocalStore::sync_dir_shared(&inner, dest.parent().expect("a file path has a parent"))
+        })
+        .await
+    }
+
     async fn ready(&self) -> Result<(), StoreError> {
         for dir in [&self.inner.staging, &self.inner.spaces] {
             let meta = tokio::fs::metadata(dir)

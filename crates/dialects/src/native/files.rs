@@ -276,6 +276,20 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/spaces/{space}/move", tag = "files", request_body = MoveBody,
+    params(("space" = String, Path)),
+    responses((status = 200, body = MovedJson), (status = 404, body = ErrorJson), (status = 409, body = ErrorJson)))]
+pub async fn move_path(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+    Path(space): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<MovedJson>> {
+    let b: MoveBody = super::json_body(&body)?;
+    let moved = st.engine.move_path(&c, &space, &b.from, &b.to).await?;
+    Ok(Json(MovedJson { moved }))
+}
+
 pub async fn list_root(
     st: State<NativeState>,
     auth: Auth,

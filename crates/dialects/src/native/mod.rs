@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use ferry_engine::{Caller, Engine, EngineError};
 use serde::Deserialize;
 use serde_json::json;
@@ -27,10 +27,25 @@ pub struct NativeState {
 pub fn router(state: NativeState) -> Router {
     let routes = Router::new()
         .route("/v1/me", get(users::me))
-        .route("/v1/admin/users", post(users::create_user))
-        .route("/v1/admin/users/{name}/tokens", post(users::create_token))
+        .route(
+            "/v1/admin/users",
+            post(users::create_user).get(users::list_users),
+        )
+        .route("/v1/admin/users/{name}", patch(users::set_user_limits))
+        .route(
+            "/v1/admin/users/{name}/tokens",
+            post(users::create_token).get(users::list_tokens),
+        )
         .route("/v1/admin/tokens/{id}", delete(users::revoke_token))
-        .route("/v1/admin/spaces", post(users::create_space))
+        .route(
+            "/v1/admin/spaces",
+            post(users::create_space).get(users::list_spaces),
+        )
+        .route(
+            "/v1/admin/spaces/{name}/members/{user}",
+            put(users::put_member).delete(users::delete_member),
+        )
+        .route("/v1/admin/activity", get(users::activity))
         .route("/v1/sessions", post(sessions::create).get(sessions::list))
         .route(
             "/v1/sessions/{sid}",
@@ -54,6 +69,7 @@ pub fn router(state: NativeState) -> Router {
             "/v1/spaces/{space}/files/{*path}",
             get(files::download).put(files::put).delete(files::delete),
         )
+        .route("/v1/spaces/{space}/move", post(files::move_path))
         .route("/v1/spaces/{space}/list", get(files::list_root))
         .route("/v1/spaces/{space}/list/", get(files::list_root))
         .route("/v1/spaces/{space}/list/{*prefix}", get(files::list))

@@ -260,6 +260,126 @@ pub struct MeJson {
     pub quota_bytes: Option<u64>,
     pub used_bytes: u64,
     pub max_open_sessions: u64,
+    /// Every space the caller can reach, with its access: `owner` (its
+    /// own, or any for an admin), `write` or `read`.
+    pub spaces: Vec<MySpaceJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MySpaceJson {
+    pub name: String,
+    pub access: String,
+}
+
+/// A user as admins see them.
+#[derive(Serialize, ToSchema)]
+pub struct UserJson {
+    pub name: String,
+    pub admin: bool,
+    pub home_space: String,
+    /// `null`: the server's default.
+    pub quota_bytes: Option<u64>,
+    /// `null`: the server's default.
+    pub max_open_sessions: Option<u32>,
+    pub used_bytes: u64,
+    pub open_sessions: u64,
+    pub created_at: String,
+}
+
+impl From<ferry_engine::UserView> for UserJson {
+    fn from(v: ferry_engine::UserView) -> UserJson {
+        UserJson {
+            name: v.user.name,
+            admin: v.user.admin,
+            home_space: v.user.home_space.to_string(),
+            quota_bytes: v.user.quota_bytes,
+            max_open_sessions: v.user.max_open_sessions,
+            used_bytes: v.usage.committed,
+            open_sessions: v.open_sessions,
+            created_at: rfc3339(v.user.created_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsersJson {
+    pub users: Vec<UserJson>,
+}
+
+/// A field that may be absent (left as it is) or `null` (back to the
+/// default): `None`, `Some(None)`, `Some(Some(v))`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserLimitsBody {
+    /// Bytes, or `null` for the server's default; absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub quota_bytes: Option<Option<u64>>,
+    /// Sessions, or `null` for the server's default; absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    pub max_open_sessions: Option<Option<u32>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenInfoJson {
+    pub id: String,
+    pub created_at: String,
+    pub revoked: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokensJson {
+    pub tokens: Vec<TokenInfoJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SpacesJson {
+    pub spaces: Vec<SpaceJson>,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct MemberBody {
+    /// "read" | "write"
+    pub access: String,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct MoveBody {
+    /// A file, or a folder (every file below it moves).
+    pub from: String,
+    /// Its new path.
+    pub to: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MovedJson {
+    /// How many files moved.
+    pub moved: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SampleJson {
+    /// When the second ended (ms since the epoch).
+    pub t: i64,
+    pub bytes_received: u64,
+    pub files_committed: u64,
+    pub uploads_in_flight: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ActivityJson {
+    pub interval_ms: u64,
+    /// Now, on this node (ms since the epoch).
+    pub now: i64,
+    /// The last ten minutes of this node, oldest first.
+    pub samples: Vec<SampleJson>,
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -294,7 +414,26 @@ pub struct NewSpaceBody {
 #[derive(Serialize, ToSchema)]
 pub struct SpaceJson {
     pub name: String,
+    /// user → "read" | "write"
     pub members: HashMap<String, String>,
+    /// The user whose home it is, if any.
+    pub owner: Option<String>,
+    pub created_at: String,
+}
+
+impl From<ferry_meta::SpaceRecord> for SpaceJson {
+    fn from(rec: ferry_meta::SpaceRecord) -> SpaceJson {
+        SpaceJson {
+            name: rec.name.to_string(),
+            members: rec
+                .members
+                .into_iter()
+                .map(|(u, a)| (u, a.to_string()))
+                .collect(),
+            owner: rec.owner,
+            created_at: rfc3339(rec.created_at),
+        }
+    }
 }
 
 /// The error body of every failed call.

@@ -10,10 +10,12 @@ use utoipa::OpenApi;
     info(title = "Ferry native API", version = "1", description = "Resumable upload sessions: create, send parts or ranges, commit atomically."),
     paths(
         users::me, users::create_user, users::create_token, users::revoke_token, users::create_space,
+        users::list_users, users::set_user_limits, users::list_tokens, users::list_spaces,
+        users::put_member, users::delete_member, users::activity,
         sessions::create, sessions::list, sessions::get_session, sessions::commit_session,
         sessions::abort_session, sessions::write_part, sessions::presign_part, sessions::write_range, sessions::status,
         sessions::list_parts, sessions::commit_upload, sessions::abort_upload,
-        files::download, files::put, files::delete, files::list,
+        files::download, files::put, files::delete, files::list, files::move_path,
     ),
     components(schemas(ErrorJson, ErrorDetail)),
     modifiers(&BearerAuth),

@@ -107,11 +107,13 @@ pub async fn create(
 pub struct ListQuery {
     state: Option<String>,
     all: Option<bool>,
+    uploads: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
     params(("state" = Option<String>, Query, description = "open, committed, aborted, expired…"),
-        ("all" = Option<bool>, Query, description = "admins: every user's sessions")),
+        ("all" = Option<bool>, Query, description = "admins: every user's sessions"),
+        ("uploads" = Option<bool>, Query, description = "each session with its uploads (progress, missing ranges)")),
     responses((status = 200, body = SessionsJson)))]
 pub async fn list(
     State(st): State<NativeState>,
@@ -130,9 +132,21 @@ pub async fn list(
         .engine
         .list_sessions(&c, state, q.all.unwrap_or(false))
         .await?;
-    Ok(Json(SessionsJson {
-        sessions: sessions.iter().map(|s| session_json(s, None)).collect(),
-    }))
+    if !q.uploads.unwrap_or(false) {
+        return Ok(Json(SessionsJson {
+            sessions: sessions.iter().map(|s| session_json(s, None)).collect(),
+        }));
+    }
+    let mut out = Vec::with_capacity(sessions.len());
+    for s in &sessions {
+        match st.engine.get_session(&c, &s.id).await {
+            Ok(v) => out.push(session_view_json(&st.engine, &st.public_url, &v)),
+            // Gone between the listing and now.
+            Err(ferry_engine::EngineError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Json(SessionsJson { sessions: out }))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{sid}", tag = "sessions", params(("sid" = String, Path)),

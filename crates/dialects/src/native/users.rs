@@ -13,6 +13,20 @@ use ferry_engine::NewUser;
     responses((status = 200, body = MeJson), (status = 401, body = ErrorJson)))]
 pub async fn me(State(st): State<NativeState>, Auth(c): Auth) -> ApiResult<Json<MeJson>> {
     let me = st.engine.me(&c).await?;
+    let spaces = st
+        .engine
+        .my_spaces(&c)
+        .await?
+        .into_iter()
+        .map(|(rec, access)| MySpaceJson {
+            access: if me.user.admin || rec.owner.as_deref() == Some(me.user.name.as_str()) {
+                "owner".into()
+            } else {
+                access.to_string()
+            },
+            name: rec.name.to_string(),
+        })
+        .collect();
     Ok(Json(MeJson {
         user: me.user.name,
         admin: me.user.admin,
@@ -20,6 +34,7 @@ pub async fn me(State(st): State<NativeState>, Auth(c): Auth) -> ApiResult<Json<
         quota_bytes: me.quota_bytes,
         used_bytes: me.usage.committed,
         max_open_sessions: me.max_open_sessions,
+        spaces,
     }))
 }
 
@@ -87,24 +102,144 @@ pub async fn create_space(
     let b: NewSpaceBody = json_body(&body)?;
     let mut members = Vec::new();
     for (user, access) in &b.members {
-        let a: Access = access.parse().map_err(|_| {
-            ApiError::invalid(
-                "invalid_body",
-                format!("member {user:?}: access must be \"read\" or \"write\", not {access:?}"),
-            )
-        })?;
-        members.push((user.clone(), a));
+        members.push((user.clone(), access_of(user, access)?));
     }
     let rec = st.engine.create_space(&c, &b.name, members).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(SpaceJson {
-            name: rec.name.to_string(),
-            members: rec
-                .members
-                .into_iter()
-                .map(|(u, a)| (u, a.to_string()))
-                .collect(),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(rec.into())))
+}
+
+fn access_of(user: &str, access: &str) -> ApiResult<Access> {
+    access.parse().map_err(|_| {
+        ApiError::invalid(
+            "invalid_body",
+            format!("member {user:?}: access must be \"read\" or \"write\", not {access:?}"),
+        )
+    })
+}
+
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin",
+    responses((status = 200, body = UsersJson), (status = 403, body = ErrorJson)))]
+pub async fn list_users(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+) -> ApiResult<Json<UsersJson>> {
+    let users = st.engine.list_users(&c).await?;
+    Ok(Json(UsersJson {
+        users: users.into_iter().map(UserJson::from).collect(),
+    }))
+}
+
+#[utoipa::path(patch, path = "/v1/admin/users/{name}", tag = "admin", request_body = UserLimitsBody,
+    params(("name" = String, Path)),
+    responses((status = 200, body = UserJson), (status = 404, body = ErrorJson)))]
+pub async fn set_user_limits(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<UserJson>> {
+    let b: UserLimitsBody = json_body(&body)?;
+    // Absent fields keep their value.
+    let now = st
+        .engine
+        .list_users(&c)
+        .await?
+        .into_iter()
+        .find(|u| u.user.name == name)
+        .ok_or_else(|| {
+            ApiError::from(ferry_engine::EngineError::NotFound(format!(
+                "no user {name:?}"
+            )))
+        })?;
+    let quota = b.quota_bytes.unwrap_or(now.user.quota_bytes);
+    let sessions = b.max_open_sessions.unwrap_or(now.user.max_open_sessions);
+    let user = st
+        .engine
+        .set_user_limits(&c, &name, quota, sessions)
+        .await?;
+    Ok(Json(user.into()))
+}
+
+#[utoipa::path(get, path = "/v1/admin/users/{name}/tokens", tag = "admin",
+    params(("name" = String, Path)),
+    responses((status = 200, body = TokensJson), (status = 404, body = ErrorJson)))]
+pub async fn list_tokens(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TokensJson>> {
+    let tokens = st.engine.list_tokens(&c, &name).await?;
+    Ok(Json(TokensJson {
+        tokens: tokens
+            .into_iter()
+            .map(|t| TokenInfoJson {
+                id: t.id,
+                created_at: ferry_http::rfc3339(t.created_at),
+                revoked: t.revoked,
+            })
+            .collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/admin/spaces", tag = "admin",
+    responses((status = 200, body = SpacesJson), (status = 403, body = ErrorJson)))]
+pub async fn list_spaces(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+) -> ApiResult<Json<SpacesJson>> {
+    let spaces = st.engine.list_spaces(&c).await?;
+    Ok(Json(SpacesJson {
+        spaces: spaces.into_iter().map(SpaceJson::from).collect(),
+    }))
+}
+
+#[utoipa::path(put, path = "/v1/admin/spaces/{name}/members/{user}", tag = "admin", request_body = MemberBody,
+    params(("name" = String, Path), ("user" = String, Path)),
+    responses((status = 200, body = SpaceJson), (status = 404, body = ErrorJson)))]
+pub async fn put_member(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+    Path((name, user)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<SpaceJson>> {
+    let b: MemberBody = json_body(&body)?;
+    let access = access_of(&user, &b.access)?;
+    let rec = st.engine.set_member(&c, &name, &user, Some(access)).await?;
+    Ok(Json(rec.into()))
+}
+
+#[utoipa::path(delete, path = "/v1/admin/spaces/{name}/members/{user}", tag = "admin",
+    params(("name" = String, Path), ("user" = String, Path)),
+    responses((status = 200, body = SpaceJson), (status = 404, body = ErrorJson)))]
+pub async fn delete_member(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+    Path((name, user)): Path<(String, String)>,
+) -> ApiResult<Json<SpaceJson>> {
+    let rec = st.engine.set_member(&c, &name, &user, None).await?;
+    Ok(Json(rec.into()))
+}
+
+#[utoipa::path(get, path = "/v1/admin/activity", tag = "admin",
+    responses((status = 200, body = ActivityJson), (status = 403, body = ErrorJson)))]
+pub async fn activity(
+    State(st): State<NativeState>,
+    Auth(c): Auth,
+) -> ApiResult<Json<ActivityJson>> {
+    let samples = st.engine.activity(&c)?;
+    Ok(Json(ActivityJson {
+        interval_ms: 1000,
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        samples: samples
+            .into_iter()
+            .map(|s| SampleJson {
+                t: s.at,
+                bytes_received: s.bytes_received,
+                files_committed: s.files_committed,
+                uploads_in_flight: s.writes_in_flight,
+            })
+            .collect(),
+    }))
 }
