@@ -556,6 +556,12 @@ impl Engine {
             }
             _ => (range, limit),
         };
+        // What the store now holds of this write (what it replaced, on a
+        // store that writes a resend in place), whether or not it counts.
+        let written = match &outcome {
+            Ok(n) => *n,
+            Err(f) => f.durable,
+        };
         let failure = match outcome {
             Ok(n) if n == limit && !seen.overflow => None,
             Ok(n) => Some((
@@ -620,7 +626,7 @@ impl Engine {
             // A part is all or nothing; a range keeps its durable prefix.
             let kept = if part_no.is_some() { 0 } else { durable };
             let hashed = hashes.cursor.filter(|_| kept == seen.count);
-            self.settle(&mut live, range, kept, part_no, epoch, hashed)
+            self.settle(&mut live, range, (kept, written), part_no, epoch, hashed)
                 .await?;
             return Err(err);
         }
@@ -871,20 +877,24 @@ impl Engine {
     }
 
     /// After a failed write: keep its durable prefix (`kept` bytes, range
-    /// writes only) and forget any bytes it clobbered that had counted as
-    /// received, so that status never claims bytes the disk no longer has.
+    /// writes only) and forget the bytes it clobbered that had counted as
+    /// received — those the store replaced (`written`) but that do not
+    /// count (a part's, or bytes that failed a digest) — so that status
+    /// never claims bytes the store no longer has. Bytes past `written`
+    /// were not touched: a store that writes a resend in place replaces
+    /// nothing it did not write (an S3 part or piece is all or nothing).
     async fn settle(
         &self,
         live: &mut Live,
         range: ByteRange,
-        kept: u64,
+        (kept, written): (u64, u64),
         part: Option<u32>,
         epoch: u64,
         hashed: Option<Hashers>,
     ) -> Result<()> {
         let id = live.upload.id.clone();
         let kept_range = ByteRange::new(range.start, range.start + kept);
-        let clobbered = ByteRange::new(range.start + kept, range.end)
+        let clobbered = ByteRange::new(range.start + kept, range.start + written.max(kept))
             .filter(|r| live.upload.received.intersects(r));
         if let Some(c) = clobbered {
             let mut rest = ferry_core::RangeSet::new();
