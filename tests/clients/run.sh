@@ -251,9 +251,12 @@ if [ $# != 0 ]; then RUN_NODE=0 RUN_WEB=0 WEB_SKIPPED=0; else RUN_NODE=1; fi
 if [ "$RUN_WEB" = 1 ]; then
     run web 900 node tests/clients/web/page.test.mjs
     count_node "$ARTIFACTS/web.log" "$RC"
+    # The console (Files, Sessions, Admin, Activity) as the admin.
+    run web-console 600 env FERRY_TOKEN="$ADMIN_TOKEN" node tests/clients/web/console.test.mjs
+    count_node "$ARTIFACTS/web-console.log" "$RC"
 elif [ "$WEB_SKIPPED" = 1 ]; then
-    loud "the BROWSER TEST WAS SKIPPED (no /usr/bin/chromium): sudo apt-get install -y chromium"
-    SKIPPED=$((SKIPPED + 1))
+    loud "the BROWSER TESTS WERE SKIPPED (no /usr/bin/chromium): sudo apt-get install -y chromium"
+    SKIPPED=$((SKIPPED + 2))
 fi
 
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then

@@ -1,7 +1,9 @@
-// Ferry's upload page: an API token, a destination (space + folder) and an
-// Uppy Dashboard that uploads over tus to this same origin. GoldenRetriever
-// keeps the selected files in IndexedDB so a reload (or a crash) picks the
-// uploads up again from the server's offset.
+// Ferry's page: an API token, then a console in tabs. "Upload" is the
+// uploader: a destination (space + folder) and an Uppy Dashboard that
+// uploads over tus to this same origin; GoldenRetriever keeps the selected
+// files in IndexedDB so a reload (or a crash) picks the uploads up again from
+// the server's offset. "Files", "Sessions" and, for admins, "Admin" and
+// "Activity" are in their own modules.
 import Uppy from '@uppy/core'
 import Dashboard from '@uppy/dashboard'
 import GoldenRetriever from '@uppy/golden-retriever'
@@ -11,11 +13,19 @@ import '@uppy/core/css/style.min.css'
 import '@uppy/dashboard/css/style.min.css'
 import './app.css'
 
+import { authHeaders, getToken, onUnauthorized, setToken } from './api.js'
+import { createActivityView } from './activity.js'
+import { createAdminView } from './admin.js'
+import { createFilesView } from './files.js'
+import { createSessionsView } from './sessions.js'
+import { formatBytes, joinPath } from './ui.js'
+
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
 const TOKEN_KEY = 'ferry.token'
 const DONE_KEY = 'ferry.done' // sessionStorage: survives a reload, not a closed tab
 const DEST_KEY = 'ferry.dest' // sessionStorage: the destination fields, for a reload
+const TAB_KEY = 'ferry.tab' // sessionStorage: the tab shown, for a reload
 const DONE_MAX = 500
 // Concurrent tus uploads: well under the browser's per-host connections and
 // under the user's max_open_sessions (lowered once /v1/me has answered).
@@ -41,6 +51,8 @@ const el = {
   doneCount: $('done-count'),
   doneEmpty: $('done-empty'),
   doneClear: $('done-clear'),
+  tabs: $('tabs'),
+  announce: $('announce'),
 }
 
 // ---------------------------------------------------------------- storage --
@@ -64,7 +76,7 @@ function load(kind, key) {
 
 // ------------------------------------------------------------------ token --
 
-let token = load(localStorage, TOKEN_KEY) || ''
+setToken(load(localStorage, TOKEN_KEY) || '')
 let me = null // the answer of GET /v1/me for `token`
 let pendingResume = false // golden retriever restored uploads that wait for a token
 
@@ -82,17 +94,13 @@ function takeTokenFromFragment() {
     location.pathname + location.search + (rest ? `#${rest}` : ''),
   )
   if (t.trim()) {
-    token = t.trim()
-    store(localStorage, TOKEN_KEY, token)
+    setToken(t.trim())
+    store(localStorage, TOKEN_KEY, getToken())
   }
 }
 
-function authHeaders() {
-  return token ? { Authorization: `Bearer ${token}` } : {}
-}
-
 function forgetToken(message) {
-  token = ''
+  setToken('')
   me = null
   store(localStorage, TOKEN_KEY, null)
   el.space.value = '' // another token may be another user: back to its home space
@@ -101,7 +109,7 @@ function forgetToken(message) {
 }
 
 async function signIn() {
-  if (!token) {
+  if (!getToken()) {
     showSignin('')
     return
   }
@@ -127,6 +135,7 @@ async function signIn() {
   }
   me = await res.json()
   showSignedIn()
+  enterConsole()
   if (!el.space.value.trim()) el.space.value = me.home_space
   updatePreview()
   const tus = uppy.getPlugin('Tus')
@@ -137,7 +146,7 @@ async function signIn() {
 }
 
 async function refreshMe() {
-  if (!token || !me) return
+  if (!getToken() || !me) return
   try {
     const res = await fetch('/v1/me', { headers: authHeaders(), cache: 'no-store', credentials: 'omit' })
     if (res.ok) {
@@ -150,18 +159,6 @@ async function refreshMe() {
 }
 
 // --------------------------------------------------------------------- UI --
-
-function formatBytes(n) {
-  if (n == null) return ''
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
-  let i = 0
-  let v = n
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024
-    i += 1
-  }
-  return `${i === 0 ? v : v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`
-}
 
 function setNotice(text, isError) {
   el.notice.textContent = text
@@ -178,6 +175,7 @@ function showSignin(message) {
   setDashboardDisabled(true)
   el.tokenInput.value = ''
   el.tokenInput.focus()
+  leaveConsole()
 }
 
 function showSignedIn() {
@@ -203,17 +201,6 @@ function showSignedIn() {
 function setDashboardDisabled(disabled) {
   const dash = uppy.getPlugin('Dashboard')
   if (dash && dash.opts.disabled !== disabled) dash.setOptions({ disabled })
-}
-
-// A folder field and a relative path become one clean path: no leading
-// slash, no empty or "." segments. Ferry itself refuses "..".
-function joinPath(...parts) {
-  return parts
-    .filter((p) => p != null && p !== '')
-    .join('/')
-    .split('/')
-    .filter((seg) => seg !== '' && seg !== '.')
-    .join('/')
 }
 
 function destination() {
@@ -297,7 +284,7 @@ const uppy = new Uppy({
   // Destination metadata is fixed when the upload starts, so a folder
   // change made before pressing Upload is honoured.
   onBeforeUpload(files) {
-    if (!token || !me) {
+    if (!getToken() || !me) {
       uppy.info('Enter your API token before uploading.', 'error', 5000)
       return false
     }
@@ -346,7 +333,7 @@ uppy
     hideRetryButton: false,
     hideCancelButton: false,
     proudlyDisplayPoweredByUppy: false,
-    disabled: !token,
+    disabled: !getToken(),
     note: 'Files and whole folders. Uploads resume after a reload or a dropped connection.',
   })
   .use(Tus, {
@@ -399,10 +386,105 @@ uppy.on('restored', () => {
 })
 
 function maybeResume() {
-  if (!pendingResume || !token || !me) return
+  if (!pendingResume || !getToken() || !me) return
   pendingResume = false
   uppy.emit('restore-confirmed')
 }
+
+// --------------------------------------------------------------- console --
+
+// Short confirmations of what an action did (a polite live region).
+let announceTimer = null
+function announce(text) {
+  el.announce.textContent = text
+  el.announce.hidden = !text
+  clearTimeout(announceTimer)
+  if (text) {
+    announceTimer = setTimeout(() => {
+      el.announce.hidden = true
+    }, 8000)
+  }
+}
+
+// "Upload here" in Files: the uploader's destination becomes that place.
+function uploadHere(space, folder) {
+  el.space.value = space
+  el.folder.value = folder
+  updatePreview()
+  saveDest()
+  selectTab('upload', { focus: true })
+  announce(`Uploads now go to ${space} / ${folder ? `${folder}/` : ''}`)
+}
+
+const TABS = ['upload', 'files', 'sessions', 'admin', 'activity']
+const ADMIN_TABS = new Set(['admin', 'activity'])
+const tabOf = (name) => $(`tab-${name}`)
+const panelOf = (name) => $(`view-${name}`)
+const getMe = () => me
+const views = {
+  upload: { show() {}, hide() {} },
+  files: createFilesView({ getMe, uploadHere, announce, refreshMe }),
+  sessions: createSessionsView({ getMe, announce }),
+  admin: createAdminView({ announce }),
+  activity: createActivityView(),
+}
+let currentTab = 'upload'
+let consoleOn = false
+
+const availableTabs = () => (me ? TABS.filter((t) => me.admin || !ADMIN_TABS.has(t)) : ['upload'])
+
+function selectTab(name, { focus = false } = {}) {
+  if (!availableTabs().includes(name)) name = 'upload'
+  if (name !== currentTab) views[currentTab].hide()
+  currentTab = name
+  for (const t of TABS) {
+    const on = t === name
+    tabOf(t).setAttribute('aria-selected', String(on))
+    tabOf(t).tabIndex = on ? 0 : -1
+    panelOf(t).hidden = !on
+  }
+  store(sessionStorage, TAB_KEY, name)
+  if (focus) tabOf(name).focus()
+  if (consoleOn) views[name].show()
+}
+
+// Signed in: the tabs appear (Admin and Activity for admins only) and the
+// tab of before a reload comes back.
+function enterConsole() {
+  consoleOn = true
+  el.tabs.hidden = false
+  for (const t of ADMIN_TABS) tabOf(t).hidden = !me.admin
+  selectTab(load(sessionStorage, TAB_KEY) || currentTab)
+}
+
+function leaveConsole() {
+  if (!consoleOn) return
+  views[currentTab].hide()
+  consoleOn = false
+  el.tabs.hidden = true
+  selectTab('upload')
+}
+
+// Tabs: click, or arrow keys / Home / End move and select (WAI-ARIA tabs
+// with automatic activation).
+el.tabs.addEventListener('click', (ev) => {
+  const tab = ev.target.closest('[role=tab]')
+  if (tab) selectTab(tab.id.replace(/^tab-/, ''))
+})
+el.tabs.addEventListener('keydown', (ev) => {
+  const list = availableTabs()
+  const i = list.indexOf(currentTab)
+  let next = null
+  if (ev.key === 'ArrowRight') next = list[(i + 1) % list.length]
+  else if (ev.key === 'ArrowLeft') next = list[(i - 1 + list.length) % list.length]
+  else if (ev.key === 'Home') next = list[0]
+  else if (ev.key === 'End') next = list[list.length - 1]
+  if (next == null) return
+  ev.preventDefault()
+  selectTab(next, { focus: true })
+})
+
+onUnauthorized(() => forgetToken('Ferry no longer accepts that token (401). Enter a valid token.'))
 
 // -------------------------------------------------------------- wiring --
 
@@ -414,8 +496,8 @@ el.tokenForm.addEventListener('submit', (ev) => {
     el.signinMsg.hidden = false
     return
   }
-  token = t
-  store(localStorage, TOKEN_KEY, token)
+  setToken(t)
+  store(localStorage, TOKEN_KEY, t)
   signIn()
 })
 
@@ -448,9 +530,9 @@ window.addEventListener('online', () => {
 })
 
 window.addEventListener('hashchange', () => {
-  const before = token
+  const before = getToken()
   takeTokenFromFragment()
-  if (token !== before) signIn()
+  if (getToken() !== before) signIn()
 })
 
 window.ferry = { uppy }
