@@ -557,6 +557,16 @@ fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Resul
     Ok(())
 }
 
+fn token_row(r: &Row) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        secret_hash: r.get(2)?,
+        created_at: r.get(3)?,
+        revoked: r.get(4)?,
+    })
+}
+
 fn user_row(r: &Row) -> rusqlite::Result<User> {
     Ok(User {
         name: r.get(0)?,
@@ -823,15 +833,7 @@ impl MetaStore for Sqlite {
             Ok(c.prepare_cached(
                 "SELECT id, user, hash, created_at, revoked FROM tokens WHERE id = ?1",
             )?
-            .query_row([id], |r| {
-                Ok(TokenRecord {
-                    id: r.get(0)?,
-                    user: r.get(1)?,
-                    secret_hash: r.get(2)?,
-                    created_at: r.get(3)?,
-                    revoked: r.get(4)?,
-                })
-            })
+            .query_row([id], token_row)
             .optional()?)
         })
         .await
@@ -930,15 +932,7 @@ impl MetaStore for Sqlite {
             Ok(c.prepare_cached(
                 "SELECT id, user, hash, created_at, revoked FROM tokens WHERE user = ?1 ORDER BY created_at, id",
             )?
-            .query_map([user], |r| {
-                Ok(TokenRecord {
-                    id: r.get(0)?,
-                    user: r.get(1)?,
-                    secret_hash: r.get(2)?,
-                    created_at: r.get(3)?,
-                    revoked: r.get(4)?,
-                })
-            })?
+            .query_map([user], token_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
