@@ -62,7 +62,9 @@ struct Args {
     /// (small files POSTed into one deepset session next to native small
     /// uploads) or `s3` (Ferry on `--store s3` next to a direct multipart
     /// upload into the same S3 server; needs `eval "$(scripts/s3-local.sh)"`)
-    /// or `cluster` (small and large uploads on one node with SQLite, one
+    /// or `small` (4 KiB uploads through tus in one and two requests and
+    /// the native API in three and one, next to rustus with and without
+    /// `--force-fsync`; `--json` writes the table) or `cluster` (small and large uploads on one node with SQLite, one
     /// node on PostgreSQL + S3, and three behind nginx; needs both local
     /// servers and `FERRY_TEST_DATABASE_URL`).
     #[arg(long, default_value = "all")]
@@ -85,6 +87,9 @@ struct Args {
     /// peers that are not installed are skipped (and say so).
     #[arg(long, default_value = "crates/bench/peers")]
     peers: PathBuf,
+    /// Also write the figures as JSON here (`--suite small`).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 mod boxapi;
@@ -92,6 +97,7 @@ mod cluster;
 mod deepset;
 mod graph;
 mod s3;
+mod small;
 mod tus;
 mod ucloud;
 
@@ -260,6 +266,18 @@ impl Series {
         } else {
             (v[m - 1] + v[m]) / 2.0
         }
+    }
+    /// `median (min–max)` with `decimals`.
+    fn range(&self, decimals: usize) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!(
+            "{:.d$} ({:.d$}–{:.d$})",
+            self.median(),
+            min,
+            max,
+            d = decimals
+        )
     }
     fn show(&self, unit: &str) -> String {
         let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
@@ -434,13 +452,16 @@ async fn main() -> anyhow::Result<()> {
         "# ferry-bench: {} MiB large upload, {} rounds; {} small uploads of {} B at concurrency {}",
         args.size_mib, args.rounds, args.small, args.small_size, args.concurrency
     );
-    if args.suite != "ucloud" {
+    if args.suite != "ucloud" && args.suite != "small" {
         sh(&format!("head -c {size} /dev/urandom > {}", src.display()))?;
     }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
     let suite = args.suite.as_str();
+    if suite == "small" {
+        return small::suite(&args, &dir, &ferry, &client).await;
+    }
     if suite == "s3" || suite == "cluster" {
         if suite == "s3" {
             s3::suite(&args, &dir, &ferry, &src, &client).await?;
@@ -462,7 +483,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         other => {
             bail!(
-                "--suite must be all, native, tus, graph, box, ucloud, deepset, s3 or cluster; got {other:?}"
+                "--suite must be all, native, small, tus, graph, box, ucloud, deepset, s3 or cluster; got {other:?}"
             )
         }
     };

@@ -70,6 +70,12 @@ pub fn start_node(script: &Path, store: &Path) -> anyhow::Result<Peer> {
 
 /// rustus with file storage, large bodies allowed.
 pub fn start_rustus(bin: &Path, store: &Path) -> anyhow::Result<Peer> {
+    start_rustus_with(bin, store, false)
+}
+
+/// rustus; with `fsync`, `--force-fsync true`: every write is synced
+/// before it is acknowledged, as Ferry does.
+pub fn start_rustus_with(bin: &Path, store: &Path, fsync: bool) -> anyhow::Result<Peer> {
     let _ = std::fs::remove_dir_all(store);
     std::fs::create_dir_all(store.join("data"))?;
     std::fs::create_dir_all(store.join("info"))?;
@@ -82,12 +88,17 @@ pub fn start_rustus(bin: &Path, store: &Path) -> anyhow::Result<Peer> {
         .arg(store.join("data"))
         .arg("--info-dir")
         .arg(store.join("info"))
+        .args(["--force-fsync", if fsync { "true" } else { "false" }])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("cannot start rustus")?;
     let peer = Peer {
-        name: "rustus",
+        name: if fsync {
+            "rustus --force-fsync"
+        } else {
+            "rustus"
+        },
         endpoint: format!("http://127.0.0.1:{port}/files"),
         pid: child.id(),
         _guard: Box::new(Killed(child)),

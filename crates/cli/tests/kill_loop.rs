@@ -49,7 +49,8 @@ const DIALECTS: [Dialect; 8] = [
 ];
 const VEEVA: &str = "/api/v25.1/services/file_staging/upload";
 const DEEPSET: &str = "/api/v1/workspaces/kim/upload_sessions";
-const DRAFT_VERSION: &str = "8";
+/// The newest interop version (draft -12); tests/clients covers 8 as well.
+const DRAFT_VERSION: &str = "9";
 
 /// One file being uploaded, and what the server acknowledged of it.
 #[derive(Clone, Debug)]

@@ -284,28 +284,32 @@ impl Engine {
         Ok(out)
     }
 
-    /// Sets a user's quota and open-sessions limit (`None`: the server's
-    /// default); every node sees it at once.
+    /// Changes a user's quota and open-sessions limit: `None` leaves one as
+    /// it is, `Some(None)` gives it the server's default; every node sees
+    /// the change at once.
     pub async fn set_user_limits(
         &self,
         caller: &Caller,
         name: &str,
-        quota_bytes: Option<u64>,
-        max_open_sessions: Option<u32>,
+        quota_bytes: Option<Option<u64>>,
+        max_open_sessions: Option<Option<u32>>,
     ) -> Result<UserView> {
         require_admin(caller)?;
         let meta = &self.inner.meta;
+        let not_found = || EngineError::NotFound(format!("no user {name:?}"));
+        let now = meta.get_user(name).await?.ok_or_else(not_found)?;
+        let user = ferry_core::User {
+            quota_bytes: quota_bytes.unwrap_or(now.quota_bytes),
+            max_open_sessions: max_open_sessions.unwrap_or(now.max_open_sessions),
+            ..now
+        };
         let found = meta
-            .set_user_limits(name, quota_bytes, max_open_sessions)
+            .set_user_limits(name, user.quota_bytes, user.max_open_sessions)
             .await?;
         self.inner.users.lock().unwrap().remove(name);
         if !found {
-            return Err(EngineError::NotFound(format!("no user {name:?}")));
+            return Err(not_found());
         }
-        let user = meta
-            .get_user(name)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("no user {name:?}")))?;
         Ok(UserView {
             usage: meta.usage(name).await?,
             open_sessions: meta.open_session_count(name).await?,

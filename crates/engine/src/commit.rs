@@ -198,13 +198,14 @@ impl Engine {
     ) -> Result<UploadView> {
         let session_id = slot.state.lock().await.session.id.clone();
         let _guard = self.session_turn(&session_id).await?;
-        let s = self.fresh_session(&session_id).await?;
-        let upload = self
+        // The upload and its session as recorded, read once under the turn.
+        let (upload, s) = self
             .inner
             .meta
-            .get_upload(upload_id)
+            .upload_and_session(upload_id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no upload {upload_id:?}")))?;
+        let s = unexpired(s)?;
         match upload.state {
             UploadState::Open => {
                 if s.state != SessionState::Open {
@@ -214,8 +215,17 @@ impl Engine {
                     .into_iter()
                     .map(|d| (upload_id.to_owned(), d))
                     .collect();
-                self.commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[])
+                let done = self
+                    .commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[])
                     .await?;
+                // What the commit recorded is the answer: no need to read
+                // it back.
+                if let [d] = done.as_slice() {
+                    return Ok(UploadView {
+                        upload: recorded(upload, d),
+                        file: Some(d.file.clone()),
+                    });
+                }
             }
             UploadState::Committed | UploadState::Skipped => {}
             UploadState::Aborted => return Err(EngineError::Gone(StateError::Aborted)),
@@ -279,10 +289,7 @@ impl Engine {
             .get_session(id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no session {id:?}")))?;
-        if s.state == SessionState::Open && s.is_expired_at(now_ms()) {
-            return Err(EngineError::Gone(StateError::Expired));
-        }
-        Ok(s)
+        unexpired(s)
     }
 
     /// Steps 1–5 for `ids`, under the commit lock.
@@ -1139,4 +1146,24 @@ pub struct RecoveryReport {
     /// Records recovery could not repair, marked failed.
     pub failed: usize,
     pub orphans_removed: usize,
+}
+
+/// An open session past its expiry is gone, whether or not the reaper
+/// has seen it yet.
+fn unexpired(s: Session) -> Result<Session> {
+    if s.state == SessionState::Open && s.is_expired_at(now_ms()) {
+        return Err(EngineError::Gone(StateError::Expired));
+    }
+    Ok(s)
+}
+
+/// `upload` as the commit `d` recorded it (`MetaStore::finish_commit`:
+/// the state, the final path and the file; a done upload keeps no
+/// received ranges).
+fn recorded(mut upload: Upload, d: &Committed) -> Upload {
+    upload.state = d.state;
+    upload.final_path = Some(d.final_path.clone());
+    upload.file_id = Some(d.file.id.clone());
+    upload.received = Default::default();
+    upload
 }

@@ -698,20 +698,32 @@ async fn auto_file(
         commit: ferry_core::CommitMode::OnLastByte,
         ..one_upload(path, data.len() as u64)
     };
+    let (_, w) = write_whole(engine, admin, new, data).await;
+    w.file.expect("the last byte commits")
+}
+
+/// Creates the one-upload session `new` and writes `data` as its whole
+/// upload in one write; the upload's id and the write's answer.
+async fn write_whole(
+    engine: &Engine,
+    admin: &Caller,
+    new: NewSession,
+    data: &[u8],
+) -> (String, ferry_engine::WriteResult) {
     let view = engine.create_session(admin, new).await.unwrap();
-    let id = &view.uploads[0].upload.id;
+    let id = view.uploads[0].upload.id.clone();
     let range = ByteRange::new(0, data.len() as u64).unwrap();
     let w = engine
         .write(
             admin,
-            id,
+            &id,
             WriteAt::Range { range, total: None },
             body(data),
             PartChecks::default(),
         )
         .await
         .unwrap();
-    w.file.expect("the last byte commits")
+    (id, w)
 }
 
 #[tokio::test]
@@ -788,4 +800,27 @@ async fn an_on_last_byte_commit_error_is_returned_by_the_write_and_resume_retrie
     engine.delete_file(&admin, "admin", "x.txt").await.unwrap();
     let (view, _) = engine.resume(&admin, id).await.unwrap();
     assert_eq!(view.file.expect("committed").size, 3);
+}
+
+/// The completing write of an `OnLastByte` upload answers from what its
+/// commit recorded, without reading it back: the answer must be exactly
+/// what a later status read shows (the file included), whether the commit
+/// made a new file or renamed around an existing one.
+#[tokio::test]
+async fn completing_write_answers_what_the_commit_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    auto_file(&engine, &admin, "taken.txt", b"first").await;
+    for path in ["fresh.txt", "taken.txt"] {
+        let new = NewSession {
+            commit: ferry_core::CommitMode::OnLastByte,
+            conflict: ferry_core::ConflictPolicy::Rename,
+            ..one_upload(path, 4)
+        };
+        let (id, w) = write_whole(&engine, &admin, new, b"abcd").await;
+        let read = engine.upload_status(&admin, &id).await.unwrap();
+        assert_eq!(w.upload, read.upload, "{path}: the upload answered");
+        assert_eq!(w.file, read.file, "{path}: the file answered");
+        assert!(w.file.is_some(), "{path}: committed");
+    }
 }

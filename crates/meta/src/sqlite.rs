@@ -724,6 +724,15 @@ fn complete_uploads(conn: &Connection, uploads: &mut [Upload]) -> Result<()> {
     Ok(())
 }
 
+/// The session `id`, if recorded.
+fn query_session(c: &Connection, id: &str) -> Result<Option<Session>> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
+    ))?
+    .query_row([id], session_row)
+    .optional()?)
+}
+
 fn query_uploads(conn: &Connection, filter: &str, arg: &str) -> Result<Vec<Upload>> {
     let sql = format!("SELECT {UPLOAD_COLS} FROM uploads WHERE {filter}");
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -1129,14 +1138,7 @@ impl MetaStore for Sqlite {
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {
         let id = id.to_owned();
-        self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
-            ))?
-            .query_row([id], session_row)
-            .optional()?)
-        })
-        .await
+        self.read(move |c| query_session(c, &id)).await
     }
 
     async fn list_sessions(
@@ -1207,6 +1209,18 @@ impl MetaStore for Sqlite {
         let id = id.to_owned();
         self.read(move |c| Ok(query_uploads(c, "id = ?1", &id)?.pop()))
             .await
+    }
+
+    /// Both in one read (one trip to a reader thread, one snapshot).
+    async fn upload_and_session(&self, upload_id: &str) -> Result<Option<(Upload, Session)>> {
+        let id = upload_id.to_owned();
+        self.read(move |c| {
+            let Some(up) = query_uploads(c, "id = ?1", &id)?.pop() else {
+                return Ok(None);
+            };
+            Ok(query_session(c, &up.session_id)?.map(|s| (up, s)))
+        })
+        .await
     }
 
     async fn record_write(

@@ -302,12 +302,12 @@ impl Aligned {
     }
 }
 
-/// The blocking side of `write_at`: positioned writes of everything `rx`
-/// delivers, then `fdatasync`. Writes that start on a 4 KiB boundary go
-/// through O_DIRECT in 1 MiB blocks (the unaligned tail, if any, through the
-/// page cache): large uploads then cost the disk's speed, not the page
-/// cache's, which on memory-ballooned VMs is far slower. Returns the bytes
-/// written and the first error.
+/// The blocking side of `write_at`: positioned writes of everything the
+/// driver delivers, then `fdatasync`. Writes that start on a 4 KiB boundary
+/// go through O_DIRECT in `DIRECT_CHUNK` blocks (the unaligned tail, if
+/// any, through the page cache): large uploads then cost the disk's speed,
+/// not the page cache's, which on memory-ballooned VMs is far slower.
+///
 /// One write's state between batches: the staged file, the direct-I/O
 /// handle once a full block was written, the pooled block being filled.
 struct WriteState {
@@ -452,38 +452,54 @@ async fn write_driver(
     offset: u64,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
 ) -> (u64, Result<(), StoreError>) {
-    let open = {
-        let (inner, path) = (inner.clone(), path.clone());
-        write_job(move || WriteState::open(inner, path, offset)).await
-    };
-    let mut state = match open.and_then(|r| r) {
-        Ok(s) => s,
-        Err(e) => return (0, Err(e)),
-    };
-    let mut result = Ok(());
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+    use tokio::sync::mpsc::error::TryRecvError;
+    // The file is opened by the first batch's job, and synced by the job of
+    // the batch after which the body ended: a body that arrives at once (a
+    // small upload) costs one trip to a blocking thread, not three.
+    let mut state: Option<WriteState> = None;
+    loop {
+        let mut batch = Vec::new();
+        let mut ended = false;
+        match rx.recv().await {
+            Some(first) => batch.push(first),
+            None => ended = true,
         }
-        let job = write_job(move || {
-            let r = batch.iter().try_for_each(|b| state.take(b));
-            (state, r)
-        });
-        match job.await {
-            Ok((s, r)) => {
-                state = s;
-                if let Err(e) = r {
-                    result = Err(e);
-                    break;
-                }
+        while !ended {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => ended = true,
             }
+        }
+        let (inner, path) = (inner.clone(), path.clone());
+        let open = state.take();
+        let job = write_job(move || {
+            let mut state = match open {
+                Some(s) => s,
+                None => WriteState::open(inner, path, offset)?,
+            };
+            let r = batch.iter().try_for_each(|b| state.take(b));
+            Ok(if ended || r.is_err() {
+                Step::Done(state.finish(r))
+            } else {
+                Step::More(state)
+            })
+        });
+        match job.await.and_then(|r| r) {
+            Ok(Step::More(s)) => state = Some(s),
+            Ok(Step::Done(outcome)) => return outcome,
+            // Not opened (or the job never ran): nothing was written.
             Err(e) => return (0, Err(e)),
         }
     }
-    write_job(move || state.finish(result))
-        .await
-        .unwrap_or_else(|e| (0, Err(e)))
+}
+
+/// Where a write stands after one batch.
+enum Step {
+    /// The body goes on.
+    More(WriteState),
+    /// Synced: the bytes written and the first error.
+    Done((u64, Result<(), StoreError>)),
 }
 
 #[async_trait::async_trait]

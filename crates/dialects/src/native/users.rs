@@ -139,23 +139,9 @@ pub async fn set_user_limits(
     body: Bytes,
 ) -> ApiResult<Json<UserJson>> {
     let b: UserLimitsBody = json_body(&body)?;
-    // Absent fields keep their value.
-    let now = st
-        .engine
-        .list_users(&c)
-        .await?
-        .into_iter()
-        .find(|u| u.user.name == name)
-        .ok_or_else(|| {
-            ApiError::from(ferry_engine::EngineError::NotFound(format!(
-                "no user {name:?}"
-            )))
-        })?;
-    let quota = b.quota_bytes.unwrap_or(now.user.quota_bytes);
-    let sessions = b.max_open_sessions.unwrap_or(now.user.max_open_sessions);
     let user = st
         .engine
-        .set_user_limits(&c, &name, quota, sessions)
+        .set_user_limits(&c, &name, b.quota_bytes, b.max_open_sessions)
         .await?;
     Ok(Json(user.into()))
 }

@@ -1,5 +1,13 @@
-//! The IETF "Resumable Uploads for HTTP" draft, interop version 8
-//! (draft-ietf-httpbis-resumable-upload-09 to -11).
+//! The IETF "Resumable Uploads for HTTP" draft: interop version 8
+//! (draft-ietf-httpbis-resumable-upload-09 to -11) and 9 (-12), chosen per
+//! request by its `Upload-Draft-Interop-Version`.
+//!
+//! The two differ in little: under 9 every creation and append answer says
+//! with `Upload-Complete` whether it comes from processing the whole
+//! representation (`?1`: the upload is over, do not resume) or from the
+//! upload protocol (`?0`), and an empty completing append to a completed
+//! upload replays the final answer (-11 answered `410` with the
+//! `completed-upload` problem type, which -12 removed).
 
 use super::{Destination, TusState, create, header, int_header, known_length, offset, set};
 use axum::body::Body;
@@ -10,7 +18,38 @@ use ferry_engine::{Caller, EngineError, PartChecks, WriteAt};
 use serde::Deserialize;
 use serde_json::json;
 
-const INTEROP: &str = "8";
+/// The draft's interop versions, as far as Ferry's answers differ.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Interop {
+    /// Interop 8 (-09 to -11); older numbers are served the same way.
+    V8,
+    /// Interop 9 (-12).
+    V9,
+}
+
+impl Interop {
+    /// `Upload-Draft-Interop-Version` (an RFC 8941 integer): up to 8 is
+    /// served as 8, 9 as 9; a newer or malformed one is refused, so that a
+    /// client of a later revision fails loudly instead of half-working.
+    pub(super) fn of(headers: &HeaderMap) -> Result<Interop, String> {
+        let raw = header(headers, "upload-draft-interop-version").unwrap_or("");
+        match raw.parse::<u32>() {
+            Ok(0..=8) => Ok(Interop::V8),
+            Ok(9) => Ok(Interop::V9),
+            _ => Err(format!(
+                "Upload-Draft-Interop-Version {raw:?} is not supported: \
+                 this server speaks interop versions 8 (drafts -09 to -11) and 9 (-12)"
+            )),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Interop::V8 => "8",
+            Interop::V9 => "9",
+        }
+    }
+}
 const PARTIAL: &str = "application/partial-upload";
 const PROBLEMS: &str = "https://iana.org/assignments/http-problem-types";
 
@@ -22,6 +61,10 @@ struct Problem {
     offset: Option<u64>,
     /// `Upload-Limit`, on answers caused by a limit.
     limit: Option<String>,
+    /// `Upload-Complete: ?1` when the answer comes from processing the
+    /// whole representation (a commit refused after the last byte), so the
+    /// client must not resume; creation and append answers default to `?0`.
+    processed: bool,
 }
 
 impl Problem {
@@ -34,6 +77,7 @@ impl Problem {
             body,
             offset: None,
             limit: None,
+            processed: false,
         }
     }
 
@@ -96,27 +140,47 @@ impl IntoResponse for Problem {
         let hs = r.headers_mut();
         if let Some(o) = self.offset {
             set(hs, "upload-offset", o);
-            set(hs, "upload-complete", "?0");
+        }
+        if self.processed {
+            set(hs, "upload-complete", "?1");
         }
         if let Some(l) = self.limit {
             set(hs, "upload-limit", l);
         }
         set(hs, "content-type", "application/problem+json");
-        set(hs, "upload-draft-interop-version", INTEROP);
         ferry_http::rendered(r)
     }
 }
 
 /// A problem document for an answer the framework made.
-pub fn framework_error(status: StatusCode, message: String) -> Response {
+pub fn framework_error(headers: &HeaderMap, status: StatusCode, message: String) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
-    Problem::new(status, None, title, message).into_response()
+    let v = Interop::of(headers).unwrap_or(Interop::V9);
+    stamp(
+        v,
+        Problem::new(status, None, title, message).into_response(),
+    )
+}
+
+/// What every draft answer carries: the interop version applied.
+fn stamp(v: Interop, mut r: Response) -> Response {
+    set(r.headers_mut(), "upload-draft-interop-version", v.as_str());
+    r
+}
+
+/// The answer to a creation or an append: `Upload-Complete` on every one,
+/// errors included (`?0` unless the answer says otherwise).
+fn creation_or_append(r: Response) -> Response {
+    let mut r = r;
+    if !r.headers().contains_key("upload-complete") {
+        set(r.headers_mut(), "upload-complete", "?0");
+    }
+    r
 }
 
 type DraftResult = Result<Response, Problem>;
 
 fn respond(status: StatusCode, mut hs: HeaderMap, body: Option<serde_json::Value>) -> Response {
-    set(&mut hs, "upload-draft-interop-version", INTEROP);
     match body {
         Some(b) => {
             set(&mut hs, "content-type", "application/json");
@@ -133,17 +197,24 @@ pub async fn collection(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let result = match method {
-        Method::OPTIONS => Ok(options(st)),
-        Method::POST | Method::PUT => create_upload(st, uri, headers, body).await,
-        m => Err(Problem::new(
+    let v = match Interop::of(headers) {
+        Ok(v) => v,
+        Err(m) => return framework_error(headers, StatusCode::BAD_REQUEST, m),
+    };
+    let r = match method {
+        Method::OPTIONS => options(st),
+        Method::POST | Method::PUT => {
+            creation_or_append(done(create_upload(st, uri, headers, body).await))
+        }
+        m => Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             None,
             "Method Not Allowed",
             format!("{m} is not allowed here: POST or PUT creates an upload"),
-        )),
+        )
+        .into_response(),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    stamp(v, r)
 }
 
 pub async fn resource(
@@ -153,19 +224,28 @@ pub async fn resource(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let result = match method {
-        Method::OPTIONS => Ok(options(st)),
-        Method::HEAD | Method::GET => head(st, id, headers).await,
-        Method::PATCH => append(st, id, headers, body).await,
-        Method::DELETE => cancel(st, id, headers).await,
-        m => Err(Problem::new(
+    let v = match Interop::of(headers) {
+        Ok(v) => v,
+        Err(m) => return framework_error(headers, StatusCode::BAD_REQUEST, m),
+    };
+    let r = match method {
+        Method::OPTIONS => options(st),
+        Method::HEAD | Method::GET => done(head(st, id, headers).await),
+        Method::PATCH => creation_or_append(done(append(st, v, id, headers, body).await)),
+        Method::DELETE => done(cancel(st, id, headers).await),
+        m => Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             None,
             "Method Not Allowed",
             format!("{m} is not allowed on an upload: use HEAD, PATCH or DELETE"),
-        )),
+        )
+        .into_response(),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    stamp(v, r)
+}
+
+fn done(r: DraftResult) -> Response {
+    r.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `Upload-Limit`: the file size and per-request limits, and the seconds
@@ -305,9 +385,14 @@ async fn create_upload(st: &TusState, uri: &Uri, headers: &HeaderMap, body: Body
     .map_err(|e| problem(st, e))?;
     let checks = content_digest(headers)?;
     let id = view.upload.id.clone();
-    let (upload, file) = write(st, &caller, &id, 0, total, complete, body, checks)
-        .await
-        .map_err(|e| problem(st, e))?;
+    let (upload, file) = match view.file {
+        // An empty upload is committed as it is created.
+        Some(f) => (view.upload, Some(f)),
+        None => match write(st, &caller, &id, 0, total, complete, body, checks).await {
+            Ok(w) => w,
+            Err(e) => return Err(failed(st, &caller, &id, complete, e).await),
+        },
+    };
     let mut hs = HeaderMap::new();
     set(&mut hs, "location", st.upload_url(&id));
     set(
@@ -371,6 +456,17 @@ async fn write(
             checks,
         )
         .await?;
+    // A completing request (chunked: its length was not known before) that
+    // ended short of the upload's length.
+    if complete
+        && w.file.is_none()
+        && let Some(n) = known_length(&w.upload).filter(|&n| offset(&w.upload) < n)
+    {
+        return Err(EngineError::RangeNotSatisfiable(format!(
+            "the upload is {n} bytes long, but this last request ended it at {}",
+            offset(&w.upload)
+        )));
+    }
     if complete && known_length(&w.upload).is_none() {
         // A last request of unknown length: the upload ends where it
         // stopped (and the engine commits it).
@@ -446,7 +542,13 @@ async fn head(st: &TusState, id: &str, headers: &HeaderMap) -> DraftResult {
     Ok(respond(StatusCode::NO_CONTENT, hs, None))
 }
 
-async fn append(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> DraftResult {
+async fn append(
+    st: &TusState,
+    v: Interop,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> DraftResult {
     let caller = caller(st, headers).await?;
     if !header(headers, "content-type").is_some_and(|t| t.starts_with(PARTIAL)) {
         return Err(Problem::new(
@@ -461,25 +563,36 @@ async fn append(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> Dra
         .ok_or_else(|| Problem::bad("an append needs the Upload-Offset header"))?;
     let total = implied_total(headers, start, complete)?;
     let checks = content_digest(headers)?;
+    let empty = int_header(headers, "content-length")? == Some(0);
     let written = write(st, &caller, id, start, total, complete, body, checks).await;
     let (upload, file) = match written {
-        // An empty append to a completed upload (-09 §4.4); with bytes, it
-        // is an inconsistent length (the From impl).
+        Ok(w) => w,
+        // An empty completing append to a completed upload: its final
+        // answer was lost. -12 lets the server replay it; -11 answered 410
+        // `completed-upload`. With bytes it is an inconsistent length (the
+        // From impl), in both.
         Err(
             e @ (EngineError::Invalid {
                 code: "upload_complete",
                 ..
             }
             | EngineError::Gone(StateError::Committed)),
-        ) if int_header(headers, "content-length")? == Some(0) => {
-            return Err(Problem::new(
-                StatusCode::GONE,
-                Some("completed-upload"),
-                "upload is already completed",
-                e.to_string(),
-            ));
+        ) if complete && empty => {
+            if v == Interop::V8 {
+                return Err(Problem::new(
+                    StatusCode::GONE,
+                    Some("completed-upload"),
+                    "upload is already completed",
+                    e.to_string(),
+                ));
+            }
+            let (view, _) = st.engine.resume(&caller, id).await?;
+            match view.file {
+                Some(f) => (view.upload, Some(f)),
+                None => return Err(problem(st, e)),
+            }
         }
-        other => other.map_err(|e| problem(st, e))?,
+        Err(e) => return Err(failed(st, &caller, id, complete, e).await),
     };
     Ok(answer(
         HeaderMap::new(),
@@ -487,6 +600,36 @@ async fn append(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> Dra
         file,
         StatusCode::NO_CONTENT,
     ))
+}
+
+/// A failed write as a problem. When a completing request failed because
+/// of what the whole representation turned out to be (the file exists, a
+/// pre-finish hook refused it, its digest is wrong), the answer is the
+/// upload's final one: `Upload-Complete: ?1`, and the client must not
+/// resume. A per-request digest that failed kept none of the request's
+/// bytes, so it is not.
+async fn failed(
+    st: &TusState,
+    caller: &Caller,
+    id: &str,
+    complete: bool,
+    e: EngineError,
+) -> Problem {
+    let processed = complete
+        && match &e {
+            EngineError::AlreadyExists { .. } | EngineError::Rejected { .. } => true,
+            EngineError::DigestMismatch { .. } => match st.engine.resume(caller, id).await {
+                Ok((view, _)) => {
+                    view.upload.state != UploadState::Open
+                        || known_length(&view.upload) == Some(offset(&view.upload))
+                }
+                Err(_) => true,
+            },
+            _ => false,
+        };
+    let mut p = problem(st, e);
+    p.processed = processed;
+    p
 }
 
 async fn cancel(st: &TusState, id: &str, headers: &HeaderMap) -> DraftResult {

@@ -60,7 +60,7 @@ pub fn router(state: TusState) -> Router {
 /// framework made (a bad path segment, a route that is not there).
 fn render_error(headers: &HeaderMap, status: axum::http::StatusCode, message: String) -> Response {
     if is_draft(headers) {
-        draft::framework_error(status, message)
+        draft::framework_error(headers, status, message)
     } else {
         v1::framework_error(status, message)
     }
