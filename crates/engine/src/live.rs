@@ -70,6 +70,9 @@ pub(crate) struct Live {
     pub committing: bool,
     /// While the follower hashes `cursor.offset..follow_end` from storage.
     pub follow_end: Option<u64>,
+    /// [`Engine::put_upload`] gave this upload to a request for its body:
+    /// it is never handed to another one, even before its first byte.
+    pub taken: bool,
 }
 
 impl Live {
@@ -119,6 +122,7 @@ fn new_slot(session: Session, upload: Upload, hash_in_order: bool) -> Slot {
             cursor_gen: 0,
             committing: false,
             follow_end: None,
+            taken: false,
         }),
         hashing: tokio::sync::Mutex::new(()),
         settled: tokio::sync::Notify::new(),

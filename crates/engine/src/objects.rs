@@ -41,7 +41,7 @@ impl Engine {
             if s.is_expired_at(now_ms()) {
                 return Err(EngineError::Gone(StateError::Expired));
             }
-            let mut at = Vec::new(); // (upload, complete), oldest first
+            let mut at = Vec::new(); // (upload, complete, taken), oldest first
             for u in self.inner.meta.session_uploads(&s.id).await? {
                 if u.path != path || u.state == UploadState::Aborted {
                     continue;
@@ -60,28 +60,35 @@ impl Engine {
                     )));
                 }
                 let complete = live.upload.is_complete();
-                at.push((live.upload.clone(), complete));
+                at.push((live.upload.clone(), complete, live.taken));
             }
-            if let Some((last, _)) = at.last()
+            // The newest is a placeholder `set_upload_metadata` made and no
+            // body was given yet: this body is its. (One another request
+            // took, even before its first byte, is never shared: two
+            // bodies would race for it. Across nodes the mark is not
+            // seen; there the later body may take the earlier one over.)
+            if let Some((last, _, false)) = at.last()
                 && last.received.is_empty()
                 && last.length == Length::Deferred
             {
+                let slot = self.slot(caller, &last.id).await?;
+                slot.state.lock().await.taken = true;
                 return Ok(Err(last.clone()));
             }
             up.metadata = up
                 .metadata
                 .take()
-                .or_else(|| at.last().and_then(|(u, _)| u.metadata.clone()));
+                .or_else(|| at.last().and_then(|(u, _, _)| u.metadata.clone()));
             let beside: Vec<String> = at
                 .iter()
                 .rev()
-                .find(|(_, complete)| *complete)
-                .map(|(u, _)| u.id.clone())
+                .find(|(_, complete, _)| *complete)
+                .map(|(u, _, _)| u.id.clone())
                 .into_iter()
                 .collect();
             let abort: Vec<String> = at
                 .iter()
-                .map(|(u, _)| u.id.clone())
+                .map(|(u, _, _)| u.id.clone())
                 .filter(|id| !beside.contains(id))
                 .collect();
             if declared > 0 {
@@ -113,6 +120,8 @@ impl Engine {
                 .collect();
             self.refresh_session(&s, &states).await;
             self.seed_slots(&s, std::slice::from_ref(&up));
+            let slot = self.slot(caller, &up.id).await?;
+            slot.state.lock().await.taken = true;
             Ok(Ok(abort))
         }
         .await;

@@ -9,7 +9,7 @@ use ferry_engine::{
 };
 use ferry_meta::Sqlite;
 use ferry_store::{ByteStream, LocalStore};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sha1::Digest as _;
 use std::sync::Arc;
 
@@ -684,6 +684,59 @@ async fn posted_files_replace_by_name_take_metadata_either_way_and_close_commits
     let home = engine.me(&admin).await.unwrap().user.home_space.to_string();
     assert!(engine.stat_file(&admin, &home, "orphan.txt").await.is_err());
     assert!(engine.stat_file(&admin, &home, "broken.txt").await.is_err());
+}
+
+/// A body posted while an earlier post of the same name has its upload
+/// but has not sent a byte yet gets an upload of its own: the earlier
+/// body, arriving late, cannot write into it (and leave a third post a
+/// 409 while it streams); the later body wins.
+#[tokio::test]
+async fn a_posted_body_never_shares_an_upload_another_post_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, admin) = engine(dir.path()).await;
+    let view = engine
+        .create_session(&admin, open_ended(false, None))
+        .await
+        .unwrap();
+    let sid = &view.session.id;
+    let early = engine
+        .put_upload(&admin, sid, deferred("a.txt"))
+        .await
+        .unwrap();
+    let late = engine
+        .put_upload(&admin, sid, deferred("a.txt"))
+        .await
+        .unwrap();
+    assert_ne!(late.id, early.id, "the upload of a body in progress");
+    send_all(&engine, &admin, &late.id, b"later").await;
+    let err = engine
+        .write(
+            &admin,
+            &early.id,
+            WriteAt::Append {
+                offset: 0,
+                total: None,
+                len: None,
+            },
+            body(b"earlier"),
+            PartChecks::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Gone(_)), "{err}");
+    let third = engine
+        .put_upload(&admin, sid, deferred("a.txt"))
+        .await
+        .unwrap();
+    send_all(&engine, &admin, &third.id, b"third").await;
+    let done = engine.close_session(&admin, sid).await.unwrap();
+    let files: Vec<_> = done.uploads.iter().filter_map(|u| u.file.clone()).collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].size, 5);
+    let home = engine.me(&admin).await.unwrap().user.home_space.to_string();
+    let read = engine.open_file(&admin, &home, "a.txt").await.unwrap();
+    let bytes: Vec<Bytes> = read.read(0, 5).try_collect().await.unwrap();
+    assert_eq!(bytes.concat(), b"third");
 }
 
 /// Commits `data` at `path` in the admin's home space through an
