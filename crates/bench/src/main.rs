@@ -64,7 +64,12 @@ struct Args {
     /// upload into the same S3 server; needs `eval "$(scripts/s3-local.sh)"`)
     /// or `small` (4 KiB uploads through tus in one and two requests and
     /// the native API in three and one, next to rustus with and without
-    /// `--force-fsync`; `--json` writes the table) or `cluster` (small and large uploads on one node with SQLite, one
+    /// `--force-fsync`; `--json` writes the table) or `goals` (the
+    /// performance goals in one run: the small ways, a large upload
+    /// through `ferry upload -j 4` and through one tus stream next to
+    /// O_DIRECT `dd`, memory with `--rss-uploads` uploads, commit time by
+    /// size; one table of figure, baseline, ratio and goal; `--json`)
+    /// or `cluster` (small and large uploads on one node with SQLite, one
     /// node on PostgreSQL + S3, and three behind nginx; needs both local
     /// servers and `FERRY_TEST_DATABASE_URL`).
     #[arg(long, default_value = "all")]
@@ -87,7 +92,7 @@ struct Args {
     /// peers that are not installed are skipped (and say so).
     #[arg(long, default_value = "crates/bench/peers")]
     peers: PathBuf,
-    /// Also write the figures as JSON here (`--suite small`).
+    /// Also write the figures as JSON here (`--suite small` and `goals`).
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -95,6 +100,7 @@ struct Args {
 mod boxapi;
 mod cluster;
 mod deepset;
+mod goals;
 mod graph;
 mod s3;
 mod small;
@@ -462,6 +468,11 @@ async fn main() -> anyhow::Result<()> {
     if suite == "small" {
         return small::suite(&args, &dir, &ferry, &client).await;
     }
+    if suite == "goals" {
+        goals::suite(&args, &dir, &ferry, &src, &client).await?;
+        let _ = std::fs::remove_file(&src);
+        return Ok(());
+    }
     if suite == "s3" || suite == "cluster" {
         if suite == "s3" {
             s3::suite(&args, &dir, &ferry, &src, &client).await?;
@@ -483,7 +494,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         other => {
             bail!(
-                "--suite must be all, native, small, tus, graph, box, ucloud, deepset, s3 or cluster; got {other:?}"
+                "--suite must be all, goals, native, small, tus, graph, box, ucloud, deepset, s3 or cluster; got {other:?}"
             )
         }
     };
@@ -548,21 +559,8 @@ async fn native(
         // ferry upload, 4 parallel parts.
         let server = Server::start(ferry, &data)?;
         let sampler = RssSampler::start(server.pid());
-        let t = Instant::now();
-        let st = Command::new(ferry)
-            .args(["upload", "-q", "-j", "4", "--state-dir"])
-            .arg(dir.join("state"))
-            .arg(src)
-            .arg("admin/big.bin")
-            .env("FERRY_URL", &server.url)
-            .env("FERRY_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .status()?;
-        let el = t.elapsed();
+        let el = cli_upload(ferry, dir, src, &server)?;
         rss_cli.push(sampler.stop());
-        if !st.success() {
-            bail!("ferry upload failed");
-        }
         via_cli.push(mib(el));
         drop(server);
 
@@ -713,6 +711,25 @@ async fn native(
     let _ = std::fs::remove_dir_all(&parts_dir);
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
+}
+
+/// `ferry upload -j 4` of `src` to `server`: the time it took.
+fn cli_upload(ferry: &Path, dir: &Path, src: &Path, server: &Server) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let st = Command::new(ferry)
+        .args(["upload", "-q", "-j", "4", "--state-dir"])
+        .arg(dir.join("state"))
+        .arg(src)
+        .arg("admin/big.bin")
+        .env("FERRY_URL", &server.url)
+        .env("FERRY_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .status()?;
+    let el = t.elapsed();
+    if !st.success() {
+        bail!("ferry upload failed");
+    }
+    Ok(el)
 }
 
 /// Peak server RSS (MiB) and the time while `n` uploads of 16 MiB, each

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// One way of sending a small file.
 #[derive(Clone, Copy, PartialEq)]
-enum Way {
+pub enum Way {
     /// tus creation-with-upload: `POST` with the bytes, one request.
     TusOne,
     /// tus `POST` then `PATCH`.
@@ -31,7 +31,7 @@ enum Way {
 }
 
 impl Way {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Way::TusOne => "tus creation-with-upload (1 request)",
             Way::TusTwo => "tus POST + PATCH (2 requests)",
@@ -51,11 +51,11 @@ impl Way {
 
 /// Figures of one server and way over all rounds.
 #[derive(Default)]
-struct Figures {
-    rate: Series,
-    p50: Series,
-    p99: Series,
-    cpu_ms: Series,
+pub struct Figures {
+    pub rate: Series,
+    pub p50: Series,
+    pub p99: Series,
+    pub cpu_ms: Series,
 }
 
 /// One tus small upload in one or two requests; its latency.
@@ -146,12 +146,48 @@ where
     ])
 }
 
+/// Every server and way measured, in the order first measured.
+pub type Table = Vec<(String, Way, Figures)>;
+
+/// The figures of `server` sending the `way`, if measured.
+pub fn figures<'a>(table: &'a Table, server: &str, way: Way) -> Option<&'a Figures> {
+    table
+        .iter()
+        .find(|(s, w, _)| s == server && *w == way)
+        .map(|(_, _, f)| f)
+}
+
 pub async fn suite(
     args: &Args,
     dir: &Path,
     ferry: &Path,
     client: &reqwest::Client,
 ) -> anyhow::Result<()> {
+    let table = run(args, dir, ferry, client).await?;
+    let rows = print(args, &table);
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "suite": "small",
+            "uploads": args.small,
+            "size": args.small_size,
+            "concurrency": args.concurrency,
+            "rounds": args.small_runs,
+            "rows": rows,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+        eprintln!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Runs every way on Ferry and the tus ways on rustus, `--small-runs`
+/// alternating rounds.
+pub async fn run(
+    args: &Args,
+    dir: &Path,
+    ferry: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<Table> {
     let rustus = args.peers.join("rustus/bin/rustus");
     let rustus = rustus.exists().then_some(rustus);
     if rustus.is_none() {
@@ -162,7 +198,7 @@ pub async fn suite(
     let payload = bytes::Bytes::from(vec![42u8; args.small_size]);
     let n = args.small;
     let c = args.concurrency;
-    let mut table: Vec<(String, Way, Figures)> = Vec::new();
+    let mut table: Table = Vec::new();
     let mut record = |server: &str, way: Way, f: [f64; 4]| {
         let i = match table.iter().position(|(s, w, _)| s == server && *w == way) {
             Some(i) => i,
@@ -231,13 +267,13 @@ pub async fn suite(
     }
     let _ = std::fs::remove_dir_all(dir.join("small-data"));
     let _ = std::fs::remove_dir_all(dir.join("rustus-small"));
+    Ok(table)
+}
 
-    let baseline = |way: Way| {
-        table
-            .iter()
-            .find(|(s, w, _)| s == "rustus --force-fsync" && *w == way)
-            .map(|(_, _, f)| f.rate.median())
-    };
+/// Prints the table; its rows as JSON.
+pub fn print(args: &Args, table: &Table) -> Vec<serde_json::Value> {
+    let (n, c) = (args.small, args.concurrency);
+    let baseline = |way: Way| figures(table, "rustus --force-fsync", way).map(|f| f.rate.median());
     println!(
         "## {n} small uploads of {} B, concurrency {c}, {} rounds (medians, min–max)",
         args.small_size, args.small_runs
@@ -247,7 +283,7 @@ pub async fn suite(
     );
     println!("|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
-    for (server, way, f) in &table {
+    for (server, way, f) in table {
         let vs = match way {
             Way::TusOne | Way::TusTwo => baseline(*way).map(|b| f.rate.median() / b),
             // The native ways against the peer's one-request tus upload.
@@ -272,17 +308,5 @@ pub async fn suite(
             "vs_rustus_force_fsync": vs,
         }));
     }
-    if let Some(path) = &args.json {
-        let doc = json!({
-            "suite": "small",
-            "uploads": n,
-            "size": args.small_size,
-            "concurrency": c,
-            "rounds": args.small_runs,
-            "rows": rows,
-        });
-        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
-        eprintln!("figures written to {}", path.display());
-    }
-    Ok(())
+    rows
 }
