@@ -290,13 +290,16 @@ impl Engine {
     }
 
     /// Caches fresh slots for a new session's uploads, so that their first
-    /// writes need no metadata read.
-    pub(crate) fn seed_slots(&self, session: &Session, uploads: &[Upload]) {
+    /// writes need no metadata read; the cached slots, in order.
+    pub(crate) fn seed_slots(&self, session: &Session, uploads: &[Upload]) -> Vec<Arc<Slot>> {
         let mut map = self.inner.live.lock().unwrap();
-        for up in uploads {
-            let slot = Arc::new(new_slot(session.clone(), up.clone(), !self.in_cluster()));
-            map.insert(&session.id, &up.id, slot);
-        }
+        uploads
+            .iter()
+            .map(|up| {
+                let slot = Arc::new(new_slot(session.clone(), up.clone(), !self.in_cluster()));
+                map.insert(&session.id, &up.id, slot)
+            })
+            .collect()
     }
 
     /// The live slots of a session's uploads, by upload id.

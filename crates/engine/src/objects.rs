@@ -41,7 +41,7 @@ impl Engine {
             if s.is_expired_at(now_ms()) {
                 return Err(EngineError::Gone(StateError::Expired));
             }
-            let mut at = Vec::new(); // (upload, complete, taken), oldest first
+            let mut at = Vec::new(); // (upload, complete, slot), oldest first
             for u in self.inner.meta.session_uploads(&s.id).await? {
                 if u.path != path || u.state == UploadState::Aborted {
                     continue;
@@ -60,20 +60,22 @@ impl Engine {
                     )));
                 }
                 let complete = live.upload.is_complete();
-                at.push((live.upload.clone(), complete, live.taken));
+                at.push((live.upload.clone(), complete, slot.clone()));
             }
             // The newest is a placeholder `set_upload_metadata` made and no
             // body was given yet: this body is its. (One another request
             // took, even before its first byte, is never shared: two
             // bodies would race for it. Across nodes the mark is not
             // seen; there the later body may take the earlier one over.)
-            if let Some((last, _, false)) = at.last()
+            if let Some((last, _, slot)) = at.last()
                 && last.received.is_empty()
                 && last.length == Length::Deferred
             {
-                let slot = self.slot(caller, &last.id).await?;
-                slot.state.lock().await.taken = true;
-                return Ok(Err(last.clone()));
+                let mut live = slot.state.lock().await;
+                if !live.taken {
+                    live.taken = true;
+                    return Ok(Err(last.clone()));
+                }
             }
             up.metadata = up
                 .metadata
@@ -119,9 +121,8 @@ impl Engine {
                 .map(|id| (id.clone(), UploadState::Aborted))
                 .collect();
             self.refresh_session(&s, &states).await;
-            self.seed_slots(&s, std::slice::from_ref(&up));
-            let slot = self.slot(caller, &up.id).await?;
-            slot.state.lock().await.taken = true;
+            let seeded = self.seed_slots(&s, std::slice::from_ref(&up));
+            seeded[0].state.lock().await.taken = true;
             Ok(Ok(abort))
         }
         .await;
