@@ -273,10 +273,14 @@ impl Series {
             (v[m - 1] + v[m]) / 2.0
         }
     }
-    /// `median (min–max)` with `decimals`.
-    fn range(&self, decimals: usize) -> String {
+    fn min_max(&self) -> (f64, f64) {
         let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
         let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (min, max)
+    }
+    /// `median (min–max)` with `decimals`.
+    fn range(&self, decimals: usize) -> String {
+        let (min, max) = self.min_max();
         format!(
             "{:.d$} ({:.d$}–{:.d$})",
             self.median(),
@@ -286,8 +290,7 @@ impl Series {
         )
     }
     fn show(&self, unit: &str) -> String {
-        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (min, max) = self.min_max();
         format!(
             "{:8.1} {unit} (min {:.1}, max {:.1}, n={})",
             self.median(),

@@ -170,8 +170,7 @@ fn stamp(v: Interop, mut r: Response) -> Response {
 
 /// The answer to a creation or an append: `Upload-Complete` on every one,
 /// errors included (`?0` unless the answer says otherwise).
-fn creation_or_append(r: Response) -> Response {
-    let mut r = r;
+fn creation_or_append(mut r: Response) -> Response {
     if !r.headers().contains_key("upload-complete") {
         set(r.headers_mut(), "upload-complete", "?0");
     }
