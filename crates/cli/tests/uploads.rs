@@ -995,6 +995,29 @@ async fn a_whole_file_put_to_its_path_lands_in_one_request_and_replaces_by_defau
     assert_eq!(open_sessions(&s, &tok).await, 0);
 }
 
+/// `curl --data-binary` labels any body `application/x-www-form-urlencoded`:
+/// a file's bytes under that label are stored as they are, whatever their
+/// size and whether or not they would decode as a form.
+#[tokio::test]
+async fn a_file_body_labelled_form_urlencoded_is_stored_as_its_bytes() {
+    let s = Server::start();
+    let tok = user(&s, "former").await;
+    let mut body = random_bytes(2 * MIB + 5, 7);
+    body[..6].copy_from_slice(b"a=%FF&");
+    let resp = http()
+        .put(s.url_of("/v1/spaces/former/files/form.bin"))
+        .bearer_auth(&tok)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = decode(resp).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["sha256"].as_str(), Some(sha256_hex(&body).as_str()));
+    assert_eq!(download(&s, &tok, "former", "form.bin").await.1, body);
+}
+
 #[tokio::test]
 async fn a_refused_or_cut_one_request_put_leaves_the_path_and_no_session_behind() {
     let s = Server::start();

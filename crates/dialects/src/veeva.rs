@@ -15,7 +15,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, Path, Query, Request, State};
+use axum::extract::{Form, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -404,13 +404,18 @@ impl Create {
     }
 }
 
-async fn create(
-    State(st): State<VeevaState>,
-    headers: HeaderMap,
-    form: Result<Form<CreateForm>, FormRejection>,
-) -> VeevaResult {
+async fn create(State(st): State<VeevaState>, req: axum::extract::Request) -> VeevaResult {
+    let headers = req.headers().clone();
+    let req = ferry_http::utf8_form(req)
+        .await
+        .map_err(|(status, message)| match status {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                VeevaError::new(status, kind::EXCEEDS_FILE_MAX_SIZE, message)
+            }
+            _ => invalid(message),
+        })?;
     let caller = authenticate(&st.engine, &headers).await?;
-    let form = match form {
+    let form = match Form::<CreateForm>::from_request(req, &()).await {
         Ok(Form(form)) => form,
         // No body at all: every parameter is missing.
         Err(FormRejection::InvalidFormContentType(_))

@@ -50,10 +50,9 @@ async fn rerender(
     next: axum::middleware::Next,
 ) -> Response {
     let headers = req.headers().clone();
-    let req = match strict_utf8(req).await {
-        Ok(req) => req,
-        Err((status, message)) => return rendered(render(&headers, status, message)),
-    };
+    if let Err((status, message)) = strict_utf8(req.uri()) {
+        return rendered(render(&headers, status, message));
+    }
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error())
@@ -122,11 +121,10 @@ pub fn decodes_to_utf8(s: &[u8]) -> bool {
 }
 
 /// Refuses, before any handler decodes it lossily (U+FFFD), a request
-/// whose path, query or form-urlencoded body is not UTF-8 once decoded.
-async fn strict_utf8(
-    req: axum::extract::Request,
-) -> Result<axum::extract::Request, (StatusCode, String)> {
-    let uri = req.uri();
+/// whose path or query is not UTF-8 once decoded. (A form body is checked
+/// by [`utf8_form`] in the handler that reads a form: elsewhere a body
+/// labelled form-urlencoded is a file's bytes.)
+fn strict_utf8(uri: &axum::http::Uri) -> Result<(), (StatusCode, String)> {
     if !decodes_to_utf8(uri.path().as_bytes()) {
         return Err((
             StatusCode::BAD_REQUEST,
@@ -139,6 +137,15 @@ async fn strict_utf8(
             "the query string is not UTF-8 once percent-decoded".into(),
         ));
     }
+    Ok(())
+}
+
+/// Refuses a form-urlencoded body that is not UTF-8 once percent-decoded,
+/// before a form extractor decodes it lossily; other bodies pass as they
+/// are. For the handlers that read a form (`axum::Form` from the result).
+pub async fn utf8_form(
+    req: axum::extract::Request,
+) -> Result<axum::extract::Request, (StatusCode, String)> {
     let form = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -15,7 +15,7 @@ use ferry_engine::{Caller, Engine, EngineError};
 use ferry_store::ByteStream;
 use futures::{StreamExt, TryStreamExt};
 
-pub use dialect::{Renderer, no_route, rendered, status_code_name, with_errors};
+pub use dialect::{Renderer, no_route, rendered, status_code_name, utf8_form, with_errors};
 pub use drain::drain_unread;
 pub use headers::*;
 pub use idle::body_idle_timeout;
