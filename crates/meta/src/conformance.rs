@@ -1029,6 +1029,25 @@ pub async fn illegal_state_changes_are_refused(m: &dyn MetaStore) {
         m.get_upload("i1a").await.unwrap().unwrap().state,
         UploadState::Aborted
     );
+    // A commit's intent in a session that has ended: refused whole, the
+    // upload left as it was (PostgreSQL's one-statement compare-and-set
+    // misses and its locking path says why).
+    m.create_session(
+        &session("i2", "ivy", 10_000),
+        &[upload("i2a", "i2", "a", Length::Known(1))],
+    )
+    .await
+    .unwrap();
+    m.set_session_state("i2", SessionState::Aborted, None)
+        .await
+        .unwrap();
+    let err = m
+        .begin_commit(Some("i2"), &[("i2a".into(), p("a"))], &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IllegalTransition(_)), "{err:?}");
+    let i2a = m.get_upload("i2a").await.unwrap().unwrap();
+    assert_eq!((i2a.state, i2a.final_path), (UploadState::Open, None));
 }
 
 /// A body sent again is added beside the complete upload it replaces

@@ -47,6 +47,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         include_str!("../migrations/postgres/0004_hook_outbox.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_one_statement.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -56,10 +60,9 @@ const CHANGES_CHANNEL: &str = "ferry_changes";
 /// The advisory lock (one 64-bit key) migrations run under.
 const MIGRATION_LOCK: i64 = 0x4665_7272_794d_6967; // "FerryMig"
 
-/// The first key of the per-owner advisory locks (two 32-bit keys, a key
-/// space apart from the migrations' 64-bit one); the second is the
-/// owner's `hashtext`.
-const OWNER_LOCK: i32 = 0x4f77_6e72; // "Ownr"
+// The per-owner advisory locks (two 32-bit keys: "Ownr" and the owner's
+// `hashtext`, a key space apart from the migrations' 64-bit one) are
+// taken in SQL: `ferry_owner_limits` (migration 5).
 
 /// The first key of [`MetaStore::try_exclusive`]'s locks; the second is
 /// the `hashtext` of what is held.
@@ -68,6 +71,10 @@ const EXCLUSIVE_LOCK: i32 = 0x4f6e_6c79; // "Only"
 /// The first key of [`MetaStore::turn`]'s locks; the second is the
 /// `hashtext` of what is waited for.
 const TURN_LOCK: i32 = 0x5475_726e; // "Turn"
+
+/// How long [`MetaStore::turn`] waits for a turn (`lock_timeout` of its
+/// pool's connections); then it fails as busy.
+const TURN_WAIT: &str = "30s";
 
 /// Connections of the pool [`MetaStore::turn`] waits on, per process.
 const TURN_CONNECTIONS: u32 = 8;
@@ -175,7 +182,12 @@ impl Postgres {
             .max_connections(TURN_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
-            .connect_lazy_with(pool.connect_options().as_ref().clone());
+            .connect_lazy_with(
+                pool.connect_options()
+                    .as_ref()
+                    .clone()
+                    .options([("lock_timeout", TURN_WAIT)]),
+            );
         Ok(Postgres {
             pool,
             changes,
@@ -477,6 +489,13 @@ fn db(e: sqlx::Error) -> MetaError {
     }
 }
 
+/// A one-statement state change found other states than it expected
+/// (`ferry_expect`), or was chosen to break a deadlock: nothing changed.
+fn changed_meanwhile(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if matches!(d.code().as_deref(), Some("FY001" | "40P01")))
+}
+
 /// What is at or around `path` for a query: the path with its ancestors
 /// (exact matches), and the bounds of the paths below it.
 fn around(path: &SpacePath) -> (Vec<&str>, String, String) {
@@ -500,7 +519,46 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> MetaError {
 
 // ---- row mapping
 
-/// Writes hook events to the outbox in `tx`, due when they happened.
+/// Hook events as columns, for a statement that writes them to the
+/// outbox (due when they happened) next to the change they report.
+struct EventCols<'a> {
+    ids: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    at: Vec<i64>,
+}
+
+impl<'a> EventCols<'a> {
+    fn new(events: &'a [OutboxEvent]) -> EventCols<'a> {
+        EventCols {
+            ids: events.iter().map(|e| e.id.as_str()).collect(),
+            keys: events.iter().map(|e| e.key.as_str()).collect(),
+            bodies: events.iter().map(|e| e.body.as_str()).collect(),
+            at: events.iter().map(|e| e.created_at).collect(),
+        }
+    }
+
+    /// The insert, its arguments numbered from `first` (four of them).
+    fn insert_sql(first: usize) -> String {
+        format!(
+            "INSERT INTO hook_outbox (id, key, body, due_at, created_at) \
+             SELECT i, k, b, t, t FROM UNNEST(${first}::text[], ${}::text[], ${}::text[], \
+             ${}::bigint[]) WITH ORDINALITY AS e(i, k, b, t, n) ORDER BY n",
+            first + 1,
+            first + 2,
+            first + 3
+        )
+    }
+
+    fn bind<'q>(&'q self, q: Query<'q>) -> Query<'q> {
+        q.bind(&self.ids)
+            .bind(&self.keys)
+            .bind(&self.bodies)
+            .bind(&self.at)
+    }
+}
+
+/// Writes hook events to the outbox in `tx`.
 async fn insert_events(
     tx: &mut sqlx::Transaction<'static, Pg>,
     events: &[OutboxEvent],
@@ -508,22 +566,11 @@ async fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
-    let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
-    let at: Vec<i64> = events.iter().map(|e| e.created_at).collect();
-    sqlx::query(
-        "INSERT INTO hook_outbox (id, key, body, due_at, created_at) \
-         SELECT i, k, b, t, t FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
-         WITH ORDINALITY AS e(i, k, b, t, n) ORDER BY n",
-    )
-    .bind(&ids)
-    .bind(&keys)
-    .bind(&bodies)
-    .bind(&at)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
+    let cols = EventCols::new(events);
+    cols.bind(sqlx::query(&EventCols::insert_sql(1)))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
     Ok(())
 }
 
@@ -552,6 +599,11 @@ fn u(v: i64) -> u64 {
 
 fn i(v: u64) -> i64 {
     v as i64
+}
+
+/// A limit or a sum for SQL arithmetic: past `i64::MAX` it is unlimited.
+fn saturated(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 const USER_COLS: &str = "name, admin, quota_bytes, max_open_sessions, home_space, created_at";
@@ -720,6 +772,13 @@ fn upload_row(r: &PgRow) -> Result<Upload> {
 
 const FILE_COLS: &str = "id, space, path, size, sha256, sha1, md5, content_type, owner, \
     created_at, metadata, expires_at, dialect_state, object";
+/// How a file record takes the path of one another node put there meanwhile.
+const FILE_UPSERT: &str = "ON CONFLICT (space, path) DO UPDATE SET id = EXCLUDED.id, \
+    size = EXCLUDED.size, sha256 = EXCLUDED.sha256, sha1 = EXCLUDED.sha1, md5 = EXCLUDED.md5, \
+    content_type = EXCLUDED.content_type, owner = EXCLUDED.owner, \
+    created_at = EXCLUDED.created_at, metadata = EXCLUDED.metadata, \
+    expires_at = EXCLUDED.expires_at, dialect_state = EXCLUDED.dialect_state, \
+    object = EXCLUDED.object";
 const FILE_TYPES: &[&str] = &[
     "text", "text", "text", "bigint", "text", "text", "text", "text", "text", "bigint", "text",
     "bigint", "text", "text",
@@ -954,15 +1013,15 @@ impl FileCols {
     }
 }
 
-/// Inserts sessions and their uploads (indexes from 0) in one statement,
-/// whose result is `then`'s (a `SELECT`, which may read `$30`: `arg`).
-/// `then` reads the tables as they were before the inserts.
+/// Inserts sessions, their uploads (indexes from 0) and `events` in one
+/// statement; with `limits`, the same statement takes the owner's turn and
+/// checks them (`ferry_owner_limits`), and a refusal undoes it all.
 async fn insert_sessions(
     c: &mut PgConnection,
     all: &[(Session, Vec<Upload>)],
-    then: &str,
-    arg: Option<&str>,
-) -> Result<PgRow> {
+    events: &[OutboxEvent],
+    limits: Option<CreateLimits>,
+) -> Result<Option<LimitRefusal>> {
     let mut sessions = SessionCols::default();
     let mut uploads = UploadCols::default();
     for (s, ups) in all {
@@ -973,17 +1032,47 @@ async fn insert_sessions(
     }
     let first_upload = 1 + SESSION_TYPES.len();
     debug_assert_eq!(first_upload + UPLOAD_TYPES.len(), 30);
+    let events = EventCols::new(events);
+    let then = match limits {
+        None => "SELECT TRUE",
+        Some(_) => "SELECT ferry_owner_limits($34, $35, $36, $37, $38, $39)",
+    };
     let sql = format!(
-        "WITH s AS (INSERT INTO sessions ({SESSION_COLS}) SELECT * FROM {}), ins AS ({}) {then}",
+        "WITH s AS (INSERT INTO sessions ({SESSION_COLS}) SELECT * FROM {}), ins AS ({}), \
+         ev AS ({}) {then}",
         unnest(1, SESSION_TYPES),
-        insert_uploads_sql(first_upload, "0")
+        insert_uploads_sql(first_upload, "0"),
+        EventCols::insert_sql(30),
     );
-    uploads
-        .bind(sessions.bind(sqlx::query(&sql)))
-        .bind(arg)
-        .fetch_one(c)
-        .await
-        .map_err(db)
+    let owner = all.first().map(|(s, _)| s.owner.as_str());
+    let ids: Vec<&str> = all.iter().map(|(s, _)| s.id.as_str()).collect();
+    let more: u64 = all
+        .iter()
+        .flat_map(|(_, ups)| ups.iter().filter_map(|u| u.length.known()))
+        .sum();
+    let mut q = events.bind(uploads.bind(sessions.bind(sqlx::query(&sql))));
+    if let Some(l) = limits {
+        q = q
+            .bind(owner)
+            .bind(&ids)
+            .bind(all.len() as i64)
+            .bind(saturated(l.max_open_sessions))
+            .bind(saturated(more))
+            .bind(l.quota_bytes.map(saturated));
+    }
+    match q.execute(c).await {
+        Ok(_) => Ok(None),
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("FY002") => {
+            // "sessions <open>" or "quota <used>" (ferry_owner_limits).
+            let (what, n) = d.message().split_once(' ').unwrap_or_default();
+            let n: u64 = n.parse().unwrap_or_default();
+            Ok(Some(match what {
+                "sessions" => LimitRefusal::TooManySessions { open: n },
+                _ => LimitRefusal::OverQuota { used: n, more },
+            }))
+        }
+        Err(e) => Err(db(e)),
+    }
 }
 
 // ---- locks and the lifecycle
@@ -1145,6 +1234,122 @@ impl EndPlan {
 impl Postgres {
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Pg>> {
         self.pool.begin().await.map_err(db)
+    }
+
+    /// `finish_commit` of one upload in one statement, a compare-and-set:
+    /// the upload is expected `committing`. The session's end, when the
+    /// change may settle it, is `ferry_settle`'s (which locks the session
+    /// first, as the locking path does). `None` when the upload was not
+    /// `committing` (nothing changed): the caller takes the locking path,
+    /// which says why.
+    async fn finish_commit_at_once(
+        &self,
+        end: SessionEnd<'_>,
+        done: &[Committed],
+        events: &[OutboxEvent],
+    ) -> Result<Option<Option<SessionState>>> {
+        let session = match end {
+            SessionEnd::Keep => None,
+            SessionEnd::IfSettled(id) => Some(id),
+            SessionEnd::To(..) => return Ok(None),
+        };
+        let [d] = done else { return Ok(None) };
+        if UploadState::Committing.transition(d.state).is_err() {
+            return Ok(None);
+        }
+        let mut cols = FileCols::default();
+        let mut gone: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+        if d.state == UploadState::Committed {
+            let f = &d.file;
+            cols.push(f);
+            gone = (
+                vec![f.id.as_str()],
+                vec![f.space.as_str()],
+                vec![f.path.as_str()],
+            );
+        }
+        let events = EventCols::new(events);
+        let sql = format!(
+            "WITH l AS (SELECT ferry_settle($1, ARRAY[$2::text], ARRAY[$3::text]) AS ended), \
+             up AS (UPDATE uploads SET state = $3, final_path = $4, file_id = $5 \
+                WHERE id = $2 AND state = 'committing' AND (SELECT COUNT(*) FROM l) >= 0 \
+                RETURNING 1), \
+             d AS (DELETE FROM files WHERE (SELECT COUNT(*) FROM up) >= 0 AND (id = ANY($24) \
+                OR (space, path) IN (SELECT * FROM UNNEST($25::text[], $26::text[]))) RETURNING 1), \
+             ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
+                WHERE (SELECT COUNT(*) FROM d) >= 0 {FILE_UPSERT}), \
+             r AS (DELETE FROM ranges WHERE upload_id = $2), \
+             ev AS ({}) \
+             SELECT ferry_expect((SELECT COUNT(*) FROM up) = 1), (SELECT ended FROM l)",
+            unnest(6, FILE_TYPES),
+            EventCols::insert_sql(20),
+        );
+        let q = sqlx::query(&sql)
+            .bind(session)
+            .bind(&d.upload_id)
+            .bind(d.state.as_str())
+            .bind(d.final_path.as_str())
+            .bind(d.file.id.as_str());
+        let row = events
+            .bind(cols.bind(q))
+            .bind(&gone.0)
+            .bind(&gone.1)
+            .bind(&gone.2)
+            .fetch_one(&self.pool)
+            .await;
+        match row {
+            Ok(row) => {
+                let ended: Option<String> = get(&row, 1)?;
+                Ok(Some(ended.map(|s| parse(&s)).transpose()?))
+            }
+            Err(e) if changed_meanwhile(&e) => Ok(None),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    /// `begin_commit` of one upload in one statement, a compare-and-set:
+    /// the session and the upload are expected `open` (the changes the
+    /// core allows from there), and the session's row is changed before
+    /// the upload's, in the locking path's order. `false` when they were
+    /// not (nothing changed): the caller takes the locking path, which
+    /// says why. Most commits are of one upload, in an open session.
+    async fn begin_commit_at_once(
+        &self,
+        session: Option<&str>,
+        plan: &[(String, SpacePath)],
+        abort: &[String],
+    ) -> Result<bool> {
+        let (id, path, to) = match (plan, abort) {
+            ([(id, path)], []) => (id, Some(path.as_str()), UploadState::Committing),
+            ([], [id]) => (id, None, UploadState::Aborted),
+            _ => return Ok(false),
+        };
+        let allowed = UploadState::Open.transition(to).is_ok()
+            && SessionState::Open
+                .transition(SessionState::Committing)
+                .is_ok();
+        if !allowed {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "WITH s AS (UPDATE sessions SET state = 'committing' \
+                WHERE id = $1 AND state = 'open' RETURNING 1), \
+             u AS (UPDATE uploads SET state = $3, final_path = COALESCE($4, final_path) \
+                WHERE id = $2 AND state = 'open' AND (SELECT COUNT(*) FROM s) >= 0 RETURNING 1) \
+             SELECT ferry_expect((SELECT COUNT(*) FROM s) = $5 AND (SELECT COUNT(*) FROM u) = 1)",
+        )
+        .bind(session)
+        .bind(id)
+        .bind(to.as_str())
+        .bind(path)
+        .bind(i64::from(session.is_some()))
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(_) => Ok(true),
+            Err(e) if changed_meanwhile(&e) => Ok(false),
+            Err(e) => Err(db(e)),
+        }
     }
 
     /// `record_write`, insert-only, in one statement; with `release`, the
@@ -1447,7 +1652,7 @@ impl MetaStore for Postgres {
         // One statement: committed on its own.
         let mut c = self.pool.acquire().await.map_err(db)?;
         let all = [(session.clone(), uploads.to_vec())];
-        insert_sessions(&mut c, &all, "SELECT $30::text", None).await?;
+        insert_sessions(&mut c, &all, &[], None).await?;
         Ok(())
     }
 
@@ -1457,50 +1662,13 @@ impl MetaStore for Postgres {
         limits: CreateLimits,
         events: &[OutboxEvent],
     ) -> Result<Option<LimitRefusal>> {
-        let Some(owner) = sessions.first().map(|(s, _)| s.owner.as_str()) else {
+        if sessions.is_empty() {
             return Ok(None);
-        };
-        let mut tx = self.begin().await?;
-        // Creations for one owner take turns from here to the commit.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(OWNER_LOCK)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        // A new statement, so a new snapshot: it counts what the previous
-        // holder of the lock committed. It inserts too, and its counts
-        // leave its own rows out; a refusal rolls them back.
-        let count = if limits.quota_bytes.is_some() {
-            "SELECT (SELECT COUNT(*) FROM sessions WHERE owner = $30 \
-                AND state IN ('open', 'committing')), \
-              (SELECT COALESCE(SUM(size), 0)::bigint FROM files WHERE owner = $30), \
-              (SELECT COALESCE(SUM(u.length), 0)::bigint FROM uploads u \
-                JOIN sessions s ON s.id = u.session_id WHERE s.owner = $30 \
-                AND s.state IN ('open', 'committing') AND u.state IN ('open', 'committing'))"
-        } else {
-            "SELECT COUNT(*), 0::bigint, 0::bigint FROM sessions WHERE owner = $30 \
-             AND state IN ('open', 'committing')"
-        };
-        let row = insert_sessions(&mut tx, sessions, count, Some(owner)).await?;
-        let (open, committed, reserved): (i64, i64, i64) =
-            (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
-        if u(open).saturating_add(sessions.len() as u64) > limits.max_open_sessions {
-            return Ok(Some(LimitRefusal::TooManySessions { open: u(open) }));
         }
-        if let Some(quota) = limits.quota_bytes {
-            let more: u64 = sessions
-                .iter()
-                .flat_map(|(_, ups)| ups.iter().filter_map(|u| u.length.known()))
-                .sum();
-            let used = u(committed) + u(reserved);
-            if used.saturating_add(more) > quota {
-                return Ok(Some(LimitRefusal::OverQuota { used, more }));
-            }
-        }
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(None)
+        // One statement, committed on its own: creations for one owner
+        // take turns in it, and it counts after its turn comes.
+        let mut c = self.pool.acquire().await.map_err(db)?;
+        insert_sessions(&mut c, sessions, events, Some(limits)).await
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {
@@ -1802,6 +1970,9 @@ impl MetaStore for Postgres {
         plan: &[(String, SpacePath)],
         abort: &[String],
     ) -> Result<()> {
+        if self.begin_commit_at_once(session, plan, abort).await? {
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
         let ids: Vec<String> = abort
             .iter()
@@ -1849,6 +2020,9 @@ impl MetaStore for Postgres {
         done: &[Committed],
         events: &[OutboxEvent],
     ) -> Result<Option<SessionState>> {
+        if let Some(ended) = self.finish_commit_at_once(end, done, events).await? {
+            return Ok(ended);
+        }
         let mut tx = self.begin().await?;
         let session = match end {
             SessionEnd::Keep => None,
@@ -1904,13 +2078,7 @@ impl MetaStore for Postgres {
             "WITH d AS (DELETE FROM files WHERE id = ANY($23) \
                 OR (space, path) IN (SELECT * FROM UNNEST($24::text[], $25::text[])) RETURNING 1), \
              ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
-                WHERE (SELECT COUNT(*) FROM d) >= 0 \
-                ON CONFLICT (space, path) DO UPDATE SET id = EXCLUDED.id, size = EXCLUDED.size, \
-                sha256 = EXCLUDED.sha256, sha1 = EXCLUDED.sha1, md5 = EXCLUDED.md5, \
-                content_type = EXCLUDED.content_type, owner = EXCLUDED.owner, \
-                created_at = EXCLUDED.created_at, metadata = EXCLUDED.metadata, \
-                expires_at = EXCLUDED.expires_at, dialect_state = EXCLUDED.dialect_state, \
-                object = EXCLUDED.object), \
+                WHERE (SELECT COUNT(*) FROM d) >= 0 {FILE_UPSERT}), \
              up AS (UPDATE uploads SET state = x.state, final_path = x.final_path, \
                 file_id = x.file_id FROM UNNEST($18::text[], $19::text[], $20::text[], \
                 $21::text[]) AS x(id, state, final_path, file_id) WHERE uploads.id = x.id), \
@@ -2415,11 +2583,24 @@ impl MetaStore for Postgres {
         // a holder needs nothing more from this pool (no waiter can starve
         // it), and the lock goes with the transaction's end — the hold's
         // drop, or the connection's close when the process dies.
+        // The pool's connections wait at most `lock_timeout` (its connect
+        // options). A plain name (a space's: letters, digits, `.:_-`) is
+        // written into the statement that begins the transaction: one
+        // round trip; anything else is bound, in a second one.
+        let plain = what
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b));
+        if plain {
+            let tx = self
+                .turns
+                .begin_with(format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({TURN_LOCK}, hashtext('{what}'))"
+                ))
+                .await
+                .map_err(db)?;
+            return Ok(Exclusive::new(Box::new(TurnHold(Some(tx)))));
+        }
         let mut tx = self.turns.begin().await.map_err(db)?;
-        sqlx::query("SET LOCAL lock_timeout = '30s'")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
             .bind(TURN_LOCK)
             .bind(what)

@@ -529,7 +529,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
