@@ -112,7 +112,9 @@ impl Engine {
         let mut w = self
             .write_bytes(&slot, upload_id, at, body, checks, lease)
             .await?;
-        if let Some(view) = self.commit_if_auto(caller, upload_id).await? {
+        // The slot as this write left it: the commit reads the upload
+        // afresh under its leases.
+        if let Some(view) = self.commit_if_due(&slot, upload_id).await? {
             w.file = view.file;
             w.upload = view.upload;
         }
@@ -128,6 +130,15 @@ impl Engine {
         upload_id: &str,
     ) -> Result<Option<UploadView>> {
         let slot = self.slot(caller, upload_id).await?;
+        self.commit_if_due(&slot, upload_id).await
+    }
+
+    /// [`Engine::commit_if_auto`] with the upload's slot at hand.
+    async fn commit_if_due(
+        &self,
+        slot: &std::sync::Arc<crate::live::Slot>,
+        upload_id: &str,
+    ) -> Result<Option<UploadView>> {
         let due = {
             let live = slot.state.lock().await;
             live.session.commit_mode().is_auto()
@@ -137,7 +148,7 @@ impl Engine {
         if !due {
             return Ok(None);
         }
-        self.commit_one(&slot, upload_id, None).await.map(Some)
+        self.commit_one(slot, upload_id, None).await.map(Some)
     }
 
     /// The status of an upload for a client that resumes it (tus and
