@@ -394,6 +394,67 @@ fn tus_patch(n: &Server, path: &str, token: &str, offset: usize) -> reqwest::Req
         .header("Content-Type", "application/offset+octet-stream")
 }
 
+/// A node keeps the uploads it created cached; an append there reads the
+/// upload afresh once its lease is granted: it continues from what another
+/// node wrote meanwhile, and a resend to an upload another node completed
+/// is answered as that node answers it.
+#[tokio::test]
+async fn an_append_on_the_node_that_made_the_upload_sees_what_another_node_wrote() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(64 * 1024 + 3, 31);
+    let half = data.len() / 2;
+    let id = create_tus(&a, &alice, data.len() as u64).await;
+    let path = format!("/tus/{id}");
+    let r = tus_patch(&b, &path, &alice, 0)
+        .body(data[..half].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // Node a made the upload when it was empty: it takes the rest at the
+    // offset b reached.
+    let r = tus_patch(&a, &path, &alice, half)
+        .body(data[half..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    assert_eq!(
+        r.headers()["upload-offset"],
+        data.len().to_string().as_str()
+    );
+
+    // Completed on b, then the whole body sent again to a and to b: the
+    // same answer from both, and the file as it was.
+    let id = create_tus(&a, &alice, data.len() as u64).await;
+    let path = format!("/tus/{id}");
+    let r = tus_patch(&b, &path, &alice, 0)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let mut answers = Vec::new();
+    for n in [&a, &b] {
+        let r = tus_patch(n, &path, &alice, 0)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        let offset = r.headers().get("upload-offset").cloned();
+        answers.push((r.status(), offset));
+    }
+    assert_eq!(answers[0], answers[1], "a and b answer a resend alike");
+    let r = tus_head(&a, &path, &alice).send().await.unwrap();
+    assert_eq!(
+        r.headers()["upload-offset"],
+        data.len().to_string().as_str()
+    );
+}
+
 #[tokio::test]
 async fn a_tus_patch_stalled_on_one_node_is_taken_over_from_another_within_1_s() {
     let Some((a, b)) = two_nodes() else {

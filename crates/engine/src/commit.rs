@@ -97,7 +97,9 @@ impl Engine {
                 ));
             }
         }
-        let done = self.commit_locked(&s, &ids, &expected, true, drop).await?;
+        let done = self
+            .commit_locked(&s, &ids, &expected, true, drop, None)
+            .await?;
         // Answer from what the commit just recorded, without reading back.
         let mut views = Vec::with_capacity(uploads.len());
         for mut upload in uploads {
@@ -169,7 +171,7 @@ impl Engine {
             }
         }
         if !open.is_empty() {
-            self.commit_locked(&s, &open, &HashMap::new(), false, &[])
+            self.commit_locked(&s, &open, &HashMap::new(), false, &[], None)
                 .await?;
         }
         Ok(open.len())
@@ -198,13 +200,35 @@ impl Engine {
     ) -> Result<UploadView> {
         let session_id = slot.state.lock().await.session.id.clone();
         let _guard = self.session_turn(&session_id).await?;
-        // The upload and its session as recorded, read once under the turn.
-        let (upload, s) = self
-            .inner
-            .meta
-            .upload_and_session(upload_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("no upload {upload_id:?}")))?;
+        // The upload and its session as recorded, read once under the turn
+        // — in a cluster once its commit lease is held too, so that the
+        // commit works from this read (`Held`).
+        let (upload, s, mut held) = if self.in_cluster() {
+            let lease = self
+                .lease(upload_id, 0, u64::MAX, LeaseKind::Commit)
+                .await?;
+            let slot = self
+                .slot(&Caller::Upload(upload_id.to_owned()), upload_id)
+                .await?;
+            let (upload, s) = {
+                let live = slot.state.lock().await;
+                (live.upload.clone(), live.session.clone())
+            };
+            let held = Held {
+                id: upload_id.to_owned(),
+                lease,
+                slot,
+            };
+            (upload, s, Some(held))
+        } else {
+            let (upload, s) = self
+                .inner
+                .meta
+                .upload_and_session(upload_id)
+                .await?
+                .ok_or_else(|| EngineError::NotFound(format!("no upload {upload_id:?}")))?;
+            (upload, s, None)
+        };
         let s = unexpired(s)?;
         match upload.state {
             UploadState::Open => {
@@ -216,7 +240,7 @@ impl Engine {
                     .map(|d| (upload_id.to_owned(), d))
                     .collect();
                 let done = self
-                    .commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[])
+                    .commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[], held)
                     .await?;
                 // What the commit recorded is the answer: no need to read
                 // it back.
@@ -233,6 +257,10 @@ impl Engine {
             // a failed promotion): we hold the session's lock, so no commit
             // is running; finish it now, with no restart.
             UploadState::Committing => {
+                // Its lease ends first: the commit below claims afresh.
+                if let Some(lease) = held.take().and_then(|h| h.lease) {
+                    lease.release().await;
+                }
                 let s = self.resume_interrupted(&s).await?;
                 let u = self.inner.meta.get_upload(upload_id).await?;
                 if u.is_some_and(|u| u.state == UploadState::Open) {
@@ -243,7 +271,7 @@ impl Engine {
                         .into_iter()
                         .map(|d| (upload_id.to_owned(), d))
                         .collect();
-                    self.commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[])
+                    self.commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[], None)
                         .await?;
                 }
             }
@@ -300,6 +328,7 @@ impl Engine {
         expected: &HashMap<String, Digest>,
         whole_session: bool,
         drop: &[String],
+        mut held: Option<Held>,
     ) -> Result<Vec<Committed>> {
         // 1. Freeze each upload and verify it. The guard unfreezes them
         // however this ends (an error, or this future dropped because the
@@ -314,10 +343,18 @@ impl Engine {
         for id in ids {
             // In a cluster, no other node writes to it from here on (what
             // they wrote before is recorded, and read by `slot`).
-            frozen
-                .leases
-                .extend(self.lease(id, 0, u64::MAX, LeaseKind::Commit).await?);
-            let slot = self.slot(&Caller::Upload(id.clone()), id).await?;
+            let slot = match held.take() {
+                Some(h) if h.id == *id => {
+                    frozen.leases.extend(h.lease);
+                    h.slot
+                }
+                _ => {
+                    frozen
+                        .leases
+                        .extend(self.lease(id, 0, u64::MAX, LeaseKind::Commit).await?);
+                    self.slot(&Caller::Upload(id.clone()), id).await?
+                }
+            };
             self.learn_direct_parts(&slot, true).await?;
             let (upload, cursor) = {
                 let _follower_done = slot.hashing.lock().await;
@@ -513,6 +550,14 @@ impl Engine {
                 Decision::Skip(_) => None,
             })
             .collect();
+        // Paths where a file is replaced (its record was found there).
+        let replaced: Vec<SpacePath> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Promote(path, Promote::Replace, ..) => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
         let done: Vec<Committed> = futures::stream::iter(candidates.into_iter().zip(decisions))
             .map(|(c, d)| async move {
                 let up = c.upload;
@@ -568,11 +613,7 @@ impl Engine {
         // commit changes these records meanwhile.)
         let mut retired = Vec::new();
         if !store.capabilities().paths {
-            let replaced = done
-                .iter()
-                .filter(|d| d.state == UploadState::Committed)
-                .map(|d| &d.final_path);
-            for path in replaced.chain(&moved) {
+            for path in replaced.iter().chain(&moved) {
                 if let Some(old) = meta.get_file(&session.space, path).await?
                     && old.object.is_some()
                 {
@@ -1087,6 +1128,15 @@ impl Drop for Claims<'_> {
 /// them (an error, or a dropped commit future, leaves none frozen).
 /// Once the intent is recorded they stay `committing` (as metadata says)
 /// until the next commit of the session finishes them.
+/// An upload whose commit lease a caller of `commit_locked` took before
+/// it read the upload (`slot`, read under the lease): the commit goes on
+/// from there instead of claiming and reading again.
+struct Held {
+    id: String,
+    lease: Option<crate::lease::Lease>,
+    slot: std::sync::Arc<crate::live::Slot>,
+}
+
 struct Frozen {
     slots: Vec<std::sync::Arc<crate::live::Slot>>,
     /// The uploads whose intent (`committing`) is recorded.

@@ -289,6 +289,29 @@ impl Engine {
         Ok(slot)
     }
 
+    /// For a write that reads the upload afresh once its lease is granted
+    /// (an append in a cluster): the cached slot when there is one,
+    /// authorized (whose an upload is never changes) but not brought up to
+    /// date, which would read the metadata twice; else [`Engine::slot`].
+    pub(crate) async fn slot_before_lease(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+    ) -> Result<Arc<Slot>> {
+        let cached = self
+            .inner
+            .live
+            .lock()
+            .unwrap()
+            .slots
+            .get(upload_id)
+            .cloned();
+        match cached {
+            Some(slot) => self.authorize(caller, upload_id, slot).await,
+            None => self.slot(caller, upload_id).await,
+        }
+    }
+
     /// Caches fresh slots for a new session's uploads, so that their first
     /// writes need no metadata read; the cached slots, in order.
     pub(crate) fn seed_slots(&self, session: &Session, uploads: &[Upload]) -> Vec<Arc<Slot>> {

@@ -99,15 +99,27 @@ impl Engine {
         body: ByteStream,
         checks: PartChecks,
     ) -> Result<WriteResult> {
-        let mut slot = self.slot(caller, upload_id).await?;
+        let append = matches!(at, WriteAt::Append { .. });
+        let mut slot = if append && self.in_cluster() {
+            // Read once its lease is granted, below.
+            self.slot_before_lease(caller, upload_id).await?
+        } else {
+            self.slot(caller, upload_id).await?
+        };
         let done = slot.state.lock().await.upload.state.is_done();
         if done {
             return self.resent(&slot, at, body, checks).await;
         }
         let lease = self.write_lease(&slot, upload_id, at).await?;
-        if lease.is_some() && matches!(at, WriteAt::Append { .. }) {
-            // The append may have waited for another node's to settle.
+        if lease.is_some() && append {
+            // Afresh: the append may have waited for another node's to
+            // settle, or the upload changed on another node since it was
+            // cached here.
             slot = self.slot(caller, upload_id).await?;
+            if slot.state.lock().await.upload.state.is_done() {
+                drop(lease);
+                return self.resent(&slot, at, body, checks).await;
+            }
         }
         let mut w = self
             .write_bytes(&slot, upload_id, at, body, checks, lease)
