@@ -20,7 +20,7 @@ use ferry_core::{
     ConflictPolicy, Digest, DigestAlgo, FileRecord, Session, SessionState, SpaceName, SpacePath,
     StateError, Upload, UploadState,
 };
-use ferry_meta::{Committed, LeaseKind, Occupant, SessionEnd};
+use ferry_meta::{Committed, LeaseKind, Occupant, PathTaken, SessionEnd};
 use ferry_store::Promote;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -728,16 +728,17 @@ impl Engine {
 
     /// Where an upload for `path` goes under the session's policy.
     async fn decide_at(&self, session: &Session, path: &SpacePath) -> Result<Decision> {
-        let pending = self.claimed_anywhere(&session.space, path).await?;
-        if pending.is_some() && session.conflict == ConflictPolicy::Replace {
+        let taken = self.taken(&session.space, path).await?;
+        if matches!(taken, PathTaken::Committing(_)) && session.conflict == ConflictPolicy::Replace
+        {
             return Err(EngineError::Conflict(format!(
                 "another commit to {}/{path} is in progress; retry in a moment",
                 session.space
             )));
         }
-        let occupant = match pending {
-            Some(o) => Some(o),
-            None => self.occupant(&session.space, path).await?,
+        let occupant = match taken {
+            PathTaken::Committing(o) | PathTaken::Occupied(o) => Some(o),
+            PathTaken::Free => None,
         };
         let exists = || EngineError::AlreadyExists {
             path: format!("{}/{}", session.space, path),
@@ -760,12 +761,7 @@ impl Engine {
                     let Some(candidate) = renamed(path, n) else {
                         break;
                     };
-                    if self
-                        .claimed_anywhere(&session.space, &candidate)
-                        .await?
-                        .is_none()
-                        && self.occupant(&session.space, &candidate).await?.is_none()
-                    {
+                    if self.taken(&session.space, &candidate).await? == PathTaken::Free {
                         return Ok(Decision::Promote(candidate, Promote::NoReplace, None, None));
                     }
                 }
@@ -775,23 +771,33 @@ impl Engine {
         })
     }
 
-    /// What occupies a path: metadata first, then the disk (a file some
-    /// other program put there counts as taken too).
     /// Whether anything is at `path` (a file, a folder, or a path another
     /// commit has claimed); the caller holds the namespace lock.
     pub(crate) async fn occupied(&self, space: &SpaceName, path: &SpacePath) -> Result<bool> {
-        Ok(self.claimed_anywhere(space, path).await?.is_some()
-            || self.occupant(space, path).await?.is_some())
+        Ok(self.taken(space, path).await? != PathTaken::Free)
     }
 
-    async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>> {
-        if let Some(o) = self.inner.meta.occupant(space, path).await? {
-            return Ok(Some(o));
+    /// What is at `path`: a commit in progress heading there or around it
+    /// (this node's; in a cluster, any node's), else what occupies it —
+    /// metadata first, then the disk (a file some other program put there
+    /// counts as taken too). In a cluster, one metadata read.
+    async fn taken(&self, space: &SpaceName, path: &SpacePath) -> Result<PathTaken> {
+        if let Some(o) = self.pending_occupant(space, path) {
+            return Ok(PathTaken::Committing(o));
         }
-        if self.inner.store.file_exists(space, path).await? {
-            return Ok(Some(Occupant::Folder));
+        let meta = &self.inner.meta;
+        let taken = if self.in_cluster() {
+            meta.path_taken(space, path).await?
+        } else {
+            match meta.occupant(space, path).await? {
+                Some(o) => PathTaken::Occupied(o),
+                None => PathTaken::Free,
+            }
+        };
+        if taken == PathTaken::Free && self.inner.store.file_exists(space, path).await? {
+            return Ok(PathTaken::Occupied(Occupant::Folder));
         }
-        Ok(None)
+        Ok(taken)
     }
 
     /// Whole-file digests: from the in-order cursor when it covers the file

@@ -159,6 +159,16 @@ pub(crate) fn entries(
         .collect()
 }
 
+/// What a commit finds at a path it chooses ([`MetaStore::path_taken`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathTaken {
+    /// A commit in progress heads for it, or around it.
+    Committing(Occupant),
+    /// A file or a folder is there (or a file is at an ancestor).
+    Occupied(Occupant),
+    Free,
+}
+
 /// What already occupies a path, as far as metadata knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Occupant {
@@ -551,6 +561,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// at the path or below it is a `Folder` (taken), one at an ancestor a
     /// `FileAncestor`. For processes sharing the database, whose commits
     /// in progress are not in each other's memory.
+    /// What a commit choosing `path` needs to know, in one read where the
+    /// backend can: what commits in progress head for at or around it
+    /// ([`MetaStore::committing_around`]) and, when none does, what occupies
+    /// it ([`MetaStore::occupant`]).
+    async fn path_taken(&self, space: &SpaceName, path: &SpacePath) -> Result<PathTaken> {
+        if let Some(o) = self.committing_around(space, path).await? {
+            return Ok(PathTaken::Committing(o));
+        }
+        Ok(match self.occupant(space, path).await? {
+            Some(o) => PathTaken::Occupied(o),
+            None => PathTaken::Free,
+        })
+    }
     async fn committing_around(
         &self,
         space: &SpaceName,

@@ -24,7 +24,7 @@
 
 use crate::{
     Change, Claim, Committed, CreateLimits, Entry, Exclusive, Held, LeaseKind, LimitRefusal,
-    MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow, Record, Result, SessionEnd,
+    MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow, PathTaken, Record, Result, SessionEnd,
     SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
@@ -503,6 +503,46 @@ fn around(path: &SpacePath) -> (Vec<&str>, String, String) {
     exact.push(path.as_str());
     let (lo, hi) = below(path.as_str());
     (exact, lo, hi)
+}
+
+/// The uploads being committed at or around a path (`$1` space, `$2`
+/// the path and its ancestors, `$3`..`$4` the paths below it), after
+/// `FROM uploads u JOIN sessions s ON s.id = u.session_id`.
+const HEADING: &str = "WHERE u.state = 'committing' AND s.space = $1 \
+    AND (u.final_path = ANY($2) OR (u.final_path >= $3 AND u.final_path < $4))";
+
+/// What occupies `path`, from [`Postgres::around_rows`]'s `f` and `b` rows.
+fn occupant_of(rows: &[PgRow], path: &SpacePath) -> Result<Option<Occupant>> {
+    let mut found = Vec::new();
+    let mut folder = false;
+    for r in rows {
+        match get::<&str>(r, 14)? {
+            "b" => folder = true,
+            "f" => found.push(file_row(r)?),
+            _ => {}
+        }
+    }
+    if let Some(k) = found.iter().position(|f| f.path == *path) {
+        return Ok(Some(Occupant::File(Box::new(found.swap_remove(k)))));
+    }
+    // The shortest ancestor that is a file.
+    if let Some(f) = found.into_iter().min_by_key(|f| f.path.as_str().len()) {
+        return Ok(Some(Occupant::FileAncestor(f.path)));
+    }
+    Ok(folder.then_some(Occupant::Folder))
+}
+
+/// What commits heading for `heading` (final paths at or around `path`)
+/// make of it: the shortest ancestor first, as `occupant` answers.
+fn heading_of(heading: &[String], path: &SpacePath) -> Result<Option<Occupant>> {
+    let ancestor = heading
+        .iter()
+        .filter(|p| p.len() < path.as_str().len() && path.ancestors().any(|a| a == p.as_str()))
+        .min_by_key(|p| p.len());
+    Ok(match ancestor {
+        Some(a) => Some(Occupant::FileAncestor(space_path(a)?)),
+        None => (!heading.is_empty()).then_some(Occupant::Folder),
+    })
 }
 
 /// Maps a unique violation to `exists`, anything else as [`db`] does.
@@ -1234,6 +1274,39 @@ impl EndPlan {
 impl Postgres {
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Pg>> {
         self.pool.begin().await.map_err(db)
+    }
+
+    /// In one query: the files at `path` and its ancestors (kind `f`) and
+    /// one below it (`b`); with `heading`, also the final paths of uploads
+    /// being committed at or around it (`c`, in the `path` column). The
+    /// kind is column 14, after [`FILE_COLS`].
+    async fn around_rows(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+        heading: bool,
+    ) -> Result<Vec<PgRow>> {
+        let (exact, lo, hi) = around(path);
+        let mut sql = format!(
+            "SELECT {FILE_COLS}, 'f' FROM files WHERE space = $1 AND path = ANY($2) \
+             UNION ALL (SELECT {FILE_COLS}, 'b' FROM files \
+               WHERE space = $1 AND path >= $3 AND path < $4 LIMIT 1)"
+        );
+        if heading {
+            sql.push_str(&format!(
+                " UNION ALL SELECT NULL, NULL, u.final_path, NULL, NULL, NULL, NULL, NULL, \
+                 NULL, NULL, NULL, NULL, NULL, NULL, 'c' \
+                 FROM uploads u JOIN sessions s ON s.id = u.session_id {HEADING}"
+            ));
+        }
+        sqlx::query(&sql)
+            .bind(space.as_str())
+            .bind(&exact)
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
     }
 
     /// `finish_commit` of one upload in one statement, a compare-and-set:
@@ -2278,37 +2351,8 @@ impl MetaStore for Postgres {
     }
 
     async fn occupant(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<Occupant>> {
-        // The path and its ancestors, and one file below it, in one query.
-        let (exact, lo, hi) = around(path);
-        let rows = sqlx::query(&format!(
-            "SELECT {FILE_COLS}, FALSE FROM files WHERE space = $1 AND path = ANY($2) \
-             UNION ALL (SELECT {FILE_COLS}, TRUE FROM files \
-               WHERE space = $1 AND path >= $3 AND path < $4 LIMIT 1)"
-        ))
-        .bind(space.as_str())
-        .bind(&exact)
-        .bind(lo)
-        .bind(hi)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        let mut found = Vec::new();
-        let mut folder = false;
-        for r in &rows {
-            if get::<bool>(r, 14)? {
-                folder = true;
-            } else {
-                found.push(file_row(r)?);
-            }
-        }
-        if let Some(k) = found.iter().position(|f| f.path == *path) {
-            return Ok(Some(Occupant::File(Box::new(found.swap_remove(k)))));
-        }
-        // The shortest ancestor that is a file.
-        if let Some(f) = found.into_iter().min_by_key(|f| f.path.as_str().len()) {
-            return Ok(Some(Occupant::FileAncestor(f.path)));
-        }
-        Ok(folder.then_some(Occupant::Folder))
+        let rows = self.around_rows(space, path, false).await?;
+        occupant_of(&rows, path)
     }
 
     async fn committing_around(
@@ -2317,11 +2361,9 @@ impl MetaStore for Postgres {
         path: &SpacePath,
     ) -> Result<Option<Occupant>> {
         let (exact, lo, hi) = around(path);
-        let heading: Vec<String> = sqlx::query_scalar(
-            "SELECT u.final_path FROM uploads u JOIN sessions s ON s.id = u.session_id
-             WHERE u.state = 'committing' AND s.space = $1
-               AND (u.final_path = ANY($2) OR (u.final_path >= $3 AND u.final_path < $4))",
-        )
+        let heading: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT u.final_path FROM uploads u JOIN sessions s ON s.id = u.session_id {HEADING}"
+        ))
         .bind(space.as_str())
         .bind(&exact)
         .bind(lo)
@@ -2329,14 +2371,23 @@ impl MetaStore for Postgres {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        // The shortest ancestor first, as `occupant` answers.
-        let ancestor = heading
-            .iter()
-            .filter(|p| p.len() < path.as_str().len() && exact.contains(&p.as_str()))
-            .min_by_key(|p| p.len());
-        Ok(match ancestor {
-            Some(a) => Some(Occupant::FileAncestor(space_path(a)?)),
-            None => (!heading.is_empty()).then_some(Occupant::Folder),
+        heading_of(&heading, path)
+    }
+
+    async fn path_taken(&self, space: &SpaceName, path: &SpacePath) -> Result<PathTaken> {
+        let rows = self.around_rows(space, path, true).await?;
+        let mut heading = Vec::new();
+        for r in &rows {
+            if get::<&str>(r, 14)? == "c" {
+                heading.push(get::<String>(r, 2)?);
+            }
+        }
+        if let Some(o) = heading_of(&heading, path)? {
+            return Ok(PathTaken::Committing(o));
+        }
+        Ok(match occupant_of(&rows, path)? {
+            Some(o) => PathTaken::Occupied(o),
+            None => PathTaken::Free,
         })
     }
 

@@ -16,7 +16,7 @@ use ferry_core::{
 };
 use ferry_meta::{
     Change, Claim, Committed, CreateLimits, Held, LeaseKind, LimitRefusal, MetaError, MetaStore,
-    Occupant, Postgres, SessionEnd, TokenRecord, conformance,
+    Occupant, PathTaken, Postgres, SessionEnd, TokenRecord, conformance,
 };
 use sqlx::Connection;
 use std::collections::BTreeMap;
@@ -879,6 +879,17 @@ async fn an_upload_being_committed_takes_its_path_and_around_it_for_every_node()
     );
     assert_eq!(around("d/g.bin").await.unwrap(), None);
     assert_eq!(around("d/f.bin2").await.unwrap(), None);
+    // `path_taken` says the same in one read: the commit first.
+    let taken = |path: &str| {
+        let (node, space, path) = (n[1].clone(), space.clone(), p(path));
+        async move { node.path_taken(&space, &path).await.unwrap() }
+    };
+    assert_eq!(taken("d").await, PathTaken::Committing(Occupant::Folder));
+    assert_eq!(
+        taken("d/f.bin/x").await,
+        PathTaken::Committing(Occupant::FileAncestor(p("d/f.bin")))
+    );
+    assert_eq!(taken("d/g.bin").await, PathTaken::Free);
     // Another space's paths are not taken.
     n[0].create_user(&user("jay")).await.unwrap();
     assert_eq!(
@@ -895,6 +906,16 @@ async fn an_upload_being_committed_takes_its_path_and_around_it_for_every_node()
     .await
     .unwrap();
     assert_eq!(around("d/f.bin").await.unwrap(), None);
+    let PathTaken::Occupied(Occupant::File(f)) = taken("d/f.bin").await else {
+        panic!("the file is the occupant");
+    };
+    assert_eq!(f.id, "f1");
+    assert_eq!(taken("d").await, PathTaken::Occupied(Occupant::Folder));
+    assert_eq!(
+        taken("d/f.bin/x").await,
+        PathTaken::Occupied(Occupant::FileAncestor(p("d/f.bin")))
+    );
+    assert_eq!(taken("e").await, PathTaken::Free);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
