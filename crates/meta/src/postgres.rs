@@ -1310,9 +1310,10 @@ impl Postgres {
     }
 
     /// `finish_commit` of one upload in one statement, a compare-and-set:
-    /// the upload is expected `committing`. The session's end, when the
-    /// change may settle it, is `ferry_settle`'s (which locks the session
-    /// first, as the locking path does). `None` when the upload was not
+    /// the upload is expected `committing`, and a session given its end
+    /// (a whole session's commit) `committing` too. The session's end,
+    /// when the change may settle it, is `ferry_settle`'s (which locks the
+    /// session first, as the locking path does). `None` when the upload was not
     /// `committing` (nothing changed): the caller takes the locking path,
     /// which says why.
     async fn finish_commit_at_once(
@@ -1321,10 +1322,16 @@ impl Postgres {
         done: &[Committed],
         events: &[OutboxEvent],
     ) -> Result<Option<Option<SessionState>>> {
-        let session = match end {
-            SessionEnd::Keep => None,
-            SessionEnd::IfSettled(id) => Some(id),
-            SessionEnd::To(..) => return Ok(None),
+        // The session settled by `ferry_settle`, or set from `committing`.
+        let (settle, set) = match end {
+            SessionEnd::Keep => (None, None),
+            SessionEnd::IfSettled(id) => (Some(id), None),
+            SessionEnd::To(id, to) => {
+                if SessionState::Committing.transition(to).is_err() {
+                    return Ok(None);
+                }
+                (None, Some((id, to)))
+            }
         };
         let [d] = done else { return Ok(None) };
         if UploadState::Committing.transition(d.state).is_err() {
@@ -1344,21 +1351,24 @@ impl Postgres {
         let events = EventCols::new(events);
         let sql = format!(
             "WITH l AS (SELECT ferry_settle($1, ARRAY[$2::text], ARRAY[$3::text]) AS ended), \
+             st AS (UPDATE sessions SET state = $28 WHERE id = $27 AND state = 'committing' \
+                RETURNING 1), \
              up AS (UPDATE uploads SET state = $3, final_path = $4, file_id = $5 \
                 WHERE id = $2 AND state = 'committing' AND (SELECT COUNT(*) FROM l) >= 0 \
-                RETURNING 1), \
+                AND (SELECT COUNT(*) FROM st) >= 0 RETURNING 1), \
              d AS (DELETE FROM files WHERE (SELECT COUNT(*) FROM up) >= 0 AND (id = ANY($24) \
                 OR (space, path) IN (SELECT * FROM UNNEST($25::text[], $26::text[]))) RETURNING 1), \
              ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
                 WHERE (SELECT COUNT(*) FROM d) >= 0 {FILE_UPSERT}), \
              r AS (DELETE FROM ranges WHERE upload_id = $2), \
              ev AS ({}) \
-             SELECT ferry_expect((SELECT COUNT(*) FROM up) = 1), (SELECT ended FROM l)",
+             SELECT ferry_expect((SELECT COUNT(*) FROM up) = 1 \
+                AND (SELECT COUNT(*) FROM st) = $29), (SELECT ended FROM l)",
             unnest(6, FILE_TYPES),
             EventCols::insert_sql(20),
         );
         let q = sqlx::query(&sql)
-            .bind(session)
+            .bind(settle)
             .bind(&d.upload_id)
             .bind(d.state.as_str())
             .bind(d.final_path.as_str())
@@ -1368,10 +1378,16 @@ impl Postgres {
             .bind(&gone.0)
             .bind(&gone.1)
             .bind(&gone.2)
+            .bind(set.map(|(id, _)| id))
+            .bind(set.map(|(_, to)| to.as_str()))
+            .bind(i64::from(set.is_some()))
             .fetch_one(&self.pool)
             .await;
         match row {
             Ok(row) => {
+                if let Some((_, to)) = set {
+                    return Ok(Some(Some(to)));
+                }
                 let ended: Option<String> = get(&row, 1)?;
                 Ok(Some(ended.map(|s| parse(&s)).transpose()?))
             }
