@@ -1036,3 +1036,103 @@ async fn tus_concatenation_joins_partials_on_s3_into_one_verified_file() {
     assert_eq!(open_mpus(&c, &b).await, 0);
     assert_eq!(keys(&c, &b).await.len(), 1, "{:?}", keys(&c, &b).await);
 }
+
+/// A whole file `PUT` to its path starts no multipart upload while its
+/// body streams (it is stored in one `PutObject`); a larger one starts one
+/// when it needs it; a body cut short leaves nothing in the bucket.
+#[tokio::test]
+async fn a_one_request_put_starts_no_multipart_upload_unless_it_needs_one() {
+    let Some(endpoint) = endpoint() else {
+        return;
+    };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "whole").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "wendy").await;
+    let small = random_bytes(300_000, 41);
+    // The body held half-way: the request has created its session.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let put = http()
+        .put(s.url_of("/v1/spaces/wendy/files/small.bin"))
+        .bearer_auth(&tok)
+        .header("content-length", small.len().to_string())
+        .body(body)
+        .send();
+    let put = tokio::spawn(put);
+    tx.send(Ok(small[..150_000].to_vec())).await.unwrap();
+    let mut open = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (_, v) = call(&s, Method::GET, "/v1/sessions?state=open", Some(&tok), None).await;
+        open = v["sessions"].as_array().map_or(0, Vec::len);
+        if open == 1 {
+            break;
+        }
+    }
+    assert_eq!(open, 1, "the PUT's session is open while its body streams");
+    assert_eq!(
+        open_mpus(&c, &b).await,
+        0,
+        "no multipart upload for a small whole body"
+    );
+    tx.send(Ok(small[150_000..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = put.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(download(&s, &tok, "wendy", "small.bin").await.1, small);
+    assert_eq!(open_mpus(&c, &b).await, 0);
+
+    // Past one part: a multipart upload carries it, completed at commit.
+    let large = random_bytes(6 * MIB + 5, 42);
+    let (st, v) = put_bytes(&s, &tok, "/v1/spaces/wendy/files/large.bin", large.clone()).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(download(&s, &tok, "wendy", "large.bin").await.1, large);
+    assert_eq!(open_mpus(&c, &b).await, 0);
+
+    // Cut short: refused, and nothing of it stays in the bucket.
+    let before = keys(&c, &b).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let put = http()
+        .put(s.url_of("/v1/spaces/wendy/files/cut.bin"))
+        .bearer_auth(&tok)
+        .header("content-length", "200000")
+        .body(body)
+        .send();
+    let put = tokio::spawn(put);
+    tx.send(Ok(vec![7u8; 1000])).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tx.send(Err(std::io::Error::other("cut"))).await.unwrap();
+    drop(tx);
+    let r = put.await.unwrap();
+    assert!(r.is_err() || !r.unwrap().status().is_success());
+    let mut left = (keys(&c, &b).await, open_mpus(&c, &b).await);
+    for _ in 0..40 {
+        if left == (before.clone(), 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = (keys(&c, &b).await, open_mpus(&c, &b).await);
+    }
+    assert_eq!(
+        left,
+        (before, 0),
+        "a cut PUT leaves no object, piece or multipart upload"
+    );
+}
+
+async fn put_bytes(s: &Server, tok: &str, path: &str, data: Vec<u8>) -> (StatusCode, Value) {
+    let r = http()
+        .put(s.url_of(path))
+        .bearer_auth(tok)
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    decode(r).await
+}

@@ -415,6 +415,7 @@ async fn open(
                 open_ended: false,
                 files_expire: false,
                 precondition,
+                whole_in_request: false,
             },
         )
         .await;

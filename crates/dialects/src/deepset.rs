@@ -559,6 +559,7 @@ async fn create(
                 open_ended: true,
                 files_expire,
                 precondition: ferry_engine::Precondition::None,
+                whole_in_request: false,
             },
         )
         .await?;

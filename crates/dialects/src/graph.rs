@@ -259,6 +259,7 @@ async fn create(
                 open_ended: false,
                 files_expire: false,
                 precondition: ferry_engine::Precondition::None,
+                whole_in_request: false,
             },
         )
         .await?;

@@ -457,6 +457,7 @@ async fn create(State(st): State<VeevaState>, req: axum::extract::Request) -> Ve
         open_ended: false,
         files_expire: false,
         precondition: ferry_engine::Precondition::None,
+        whole_in_request: false,
     };
     let home = || new(None, req.relative.clone());
     let view = match req.named_space().filter(|_| is_admin(&caller)) {

@@ -51,6 +51,11 @@ pub struct NewSession {
     /// What must hold at creation (checked by the engine under its
     /// namespace lock; the conflict policy decides again at commit).
     pub precondition: Precondition,
+    /// Its uploads arrive whole in the request that creates the session,
+    /// or the session is given up (a one-request upload): no other
+    /// request writes to them, so the store may leave out what resuming
+    /// would need ([`ferry_store::Store::create_staged_whole`]).
+    pub whole_in_request: bool,
 }
 
 /// A condition on the session's paths at creation.
@@ -94,7 +99,9 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::Unauthenticated("the user no longer exists".into()))?;
         let mut made = Vec::with_capacity(news.len());
+        let mut whole = Vec::new(); // per session: whole_in_request
         for new in news {
+            whole.push(new.whole_in_request);
             made.push(self.prepare_session(caller, &user, new).await?);
         }
         let max_open = u64::from(user.max_open_sessions.unwrap_or(limits.max_open_sessions));
@@ -106,6 +113,20 @@ impl Engine {
             .iter()
             .flat_map(|(_, ups)| ups.iter().map(|u| u.id.clone()))
             .collect();
+        let (whole_ids, other_ids): (Vec<String>, Vec<String>) = {
+            let (w, o): (Vec<_>, Vec<_>) = made.iter().zip(&whole).partition(|(_, w)| **w);
+            let ids = |v: Vec<(&(Session, Vec<Upload>), &bool)>| -> Vec<String> {
+                v.iter()
+                    .flat_map(|((_, ups), _)| ups.iter().map(|u| u.id.clone()))
+                    .collect()
+            };
+            (ids(w), ids(o))
+        };
+        let store = &self.inner.store;
+        let stage = async {
+            store.create_staged_many(&other_ids).await?;
+            store.create_staged_whole(&whole_ids).await
+        };
         // The open-session and quota limits are checked in the same
         // metadata transaction that records the sessions: concurrent
         // creations cannot pass them together.
@@ -121,7 +142,7 @@ impl Engine {
             }),
         );
         let (staged, recorded) = tokio::join!(
-            self.inner.store.create_staged_many(&ids),
+            stage,
             meta.create_sessions_reporting(&made, within, &events)
         );
         let refused = match recorded {

@@ -273,6 +273,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Stages uploads whose bytes arrive whole in the request that made
+    /// them, or not at all (a one-request upload, given up when its body
+    /// fails): no other request writes to them, so a store may leave out
+    /// what resuming them would need until a write on this node needs it
+    /// (S3: the multipart upload — a body stored in one `PutObject` then
+    /// never has one). By default, [`Store::create_staged_many`].
+    async fn create_staged_whole(&self, uploads: &[String]) -> Result<(), StoreError> {
+        self.create_staged_many(uploads).await
+    }
+
     /// Writes `body` at `offset` of the staged object and makes what
     /// arrived durable. A body that ends before `len` is not an error here:
     /// the count says how much landed (a store that writes fixed parts may

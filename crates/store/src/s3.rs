@@ -169,6 +169,10 @@ pub struct S3Staging {
     credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
     /// upload → its multipart upload id, as found or created.
     mpus: Mutex<HashMap<String, String>>,
+    /// Uploads staged on this node without a multipart upload yet
+    /// ([`S3Staging::defer`]): one is started by the first write that
+    /// needs it; none ever for a body stored whole.
+    deferred: Mutex<std::collections::HashSet<String>>,
     /// upload → size, of uploads this node sealed (a sealed object never
     /// changes; a discard forgets it), so that sealing again is free.
     sealed: Mutex<HashMap<String, u64>>,
@@ -315,6 +319,7 @@ impl S3Staging {
             region: cfg.region.clone(),
             credentials: shared.credentials_provider(),
             mpus: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(Default::default()),
             sealed: Mutex::new(HashMap::new()),
             etags: Mutex::new(HashMap::new()),
             streaming: tokio::sync::Semaphore::new(STREAMING_PARTS),
@@ -385,10 +390,32 @@ impl S3Staging {
         Ok(())
     }
 
+    /// Stages `upload` without a multipart upload: its one request writes
+    /// it (`Store::create_staged_whole`). `write_whole` stores it in one
+    /// `PutObject` with no multipart upload to abort; any other write
+    /// starts the multipart upload first.
+    pub fn defer(&self, upload: &str) {
+        self.deferred.lock().unwrap().insert(upload.to_owned());
+    }
+
+    /// Starts the multipart upload of a deferred `upload` before a write
+    /// that needs it; `false` for one that was not deferred.
+    async fn undefer(&self, upload: &str) -> Result<bool, StoreError> {
+        if !self.deferred.lock().unwrap().contains(upload) {
+            return Ok(false);
+        }
+        self.create(upload).await?;
+        self.deferred.lock().unwrap().remove(upload);
+        Ok(true)
+    }
+
     /// The multipart upload id of `upload`, if it has one.
     async fn find_mpu(&self, upload: &str) -> Result<Option<String>, StoreError> {
         if let Some(id) = self.mpus.lock().unwrap().get(upload) {
             return Ok(Some(id.clone()));
+        }
+        if self.deferred.lock().unwrap().contains(upload) {
+            return Ok(None);
         }
         let key = self.object_key(upload);
         let out = self
@@ -428,6 +455,7 @@ impl S3Staging {
         body: ByteStream,
     ) -> Result<u64, WriteFailure> {
         let fail = |durable, error| WriteFailure { durable, error };
+        self.undefer(upload).await.map_err(|e| fail(0, e))?;
         let mpu = match self.find_mpu(upload).await.map_err(|e| fail(0, e))? {
             Some(mpu) => mpu,
             // Sealed for its commit (which a crash may have cut short):
@@ -529,6 +557,9 @@ impl S3Staging {
         let (data, stop) = Chunks::new(body).gather(len).await;
         let got = data.len() as u64;
         if got < len || stop.is_some() {
+            // What came is kept for a resend: as pieces of the multipart
+            // upload, which a deferred upload starts now.
+            self.undefer(upload).await.map_err(|e| fail(0, e))?;
             if got > 0 {
                 self.put_piece(upload, 0, 0, got, data)
                     .await
@@ -550,8 +581,11 @@ impl S3Staging {
         // The object is the file only once no multipart upload can
         // complete over it: until the abort succeeds, nothing is durable
         // (a retry puts the object again; other writes go to the
-        // multipart upload, whose completion replaces the object).
-        self.abort_mpu(upload).await.map_err(|e| fail(0, e))?;
+        // multipart upload, whose completion replaces the object). A
+        // deferred upload has none.
+        if !self.deferred.lock().unwrap().remove(upload) {
+            self.abort_mpu(upload).await.map_err(|e| fail(0, e))?;
+        }
         self.sealed.lock().unwrap().insert(upload.to_owned(), len);
         Ok(len)
     }
@@ -1331,7 +1365,10 @@ impl S3Staging {
     pub async fn discard(&self, upload: &str) -> Result<(), StoreError> {
         self.sealed.lock().unwrap().remove(upload);
         self.forget_etags(upload);
-        self.abort_mpu(upload).await?;
+        // A deferred upload has no multipart upload to abort.
+        if !self.deferred.lock().unwrap().remove(upload) {
+            self.abort_mpu(upload).await?;
+        }
         let prefix = format!("{}pieces/{upload}/", self.prefix);
         let keys = self.list(&prefix, "listing staged pieces").await?;
         for key in keys

@@ -108,6 +108,13 @@ impl Store for S3Store {
             .await
     }
 
+    async fn create_staged_whole(&self, uploads: &[String]) -> Result<(), StoreError> {
+        for u in uploads {
+            self.staging.defer(u);
+        }
+        Ok(())
+    }
+
     async fn write_at(
         &self,
         upload: &str,

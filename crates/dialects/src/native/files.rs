@@ -185,6 +185,8 @@ pub async fn put(
         } else {
             Precondition::None
         },
+        // All or nothing: a body that fails aborts the session.
+        whole_in_request: true,
     };
     let view = match st.engine.create_session(&c, new).await {
         Err(e @ EngineError::AlreadyExists { .. }) if absent_only => {

@@ -95,6 +95,7 @@ pub async fn create(
         open_ended: false,
         files_expire: false,
         precondition: ferry_engine::Precondition::None,
+        whole_in_request: false,
     };
     let v = st.engine.create_session(&c, new).await?;
     Ok((

@@ -188,6 +188,7 @@ fn new_session(
         open_ended: false,
         files_expire: false,
         precondition,
+        whole_in_request: false,
     }
 }
 

@@ -511,6 +511,7 @@ async fn plan_one(
         } else {
             ferry_engine::Precondition::None
         },
+        whole_in_request: false,
     };
     Ok(match item.kind {
         Kind::File => {
