@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Counts the PostgreSQL statements one small upload costs, by kind: one
+# node on PostgreSQL + S3 takes N uploads of 4 KiB each way (a whole-file
+# PUT, a tus creation carrying the file, and create + part + commit), and
+# pg_stat_statements says what each statement ran, per upload
+# (docs/SCALE.md). Reads the environment of scripts/pg-local.sh (its
+# server preloads pg_stat_statements) and scripts/s3-local.sh:
+#   eval "$(scripts/pg-local.sh)"; eval "$(scripts/s3-local.sh)"
+#   scripts/scale-statements.sh [N]        # N = 50 by default
+# FERRY_BIN names the server binary (default target/release/ferry).
+set -euo pipefail
+N="${1:-50}"
+BIN="${FERRY_BIN:-target/release/ferry}"
+: "${FERRY_DATABASE_URL:?eval \"\$(scripts/pg-local.sh)\" first}"
+: "${FERRY_S3_ENDPOINT:?eval \"\$(scripts/s3-local.sh)\" first}"
+SERVER="${FERRY_DATABASE_URL%/*}"
+DB="ferry_statements_$(date +%s%N)"
+psql "$SERVER/postgres" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $DB"
+URL="$SERVER/$DB"
+psql "$URL" -v ON_ERROR_STOP=1 -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+DATA=$(mktemp -d)
+PORT=$((20000 + RANDOM % 20000))
+FERRY_STORE=s3 FERRY_S3_PREFIX="statements-$DB/" "$BIN" serve --data-dir "$DATA" \
+    --listen "127.0.0.1:$PORT" --database-url "$URL" >"$DATA/ferry.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
+BASE="http://127.0.0.1:$PORT"
+for _ in $(seq 100); do
+    [ -f "$DATA/admin.token" ] && curl -sf "$BASE/v1/health" >/dev/null && break
+    sleep 0.1
+done
+TOK=$(cat "$DATA/admin.token")
+FILE="$DATA/4k"
+head -c 4096 /dev/urandom >"$FILE"
+auth=(-H "Authorization: Bearer $TOK")
+put() { curl -sf -X PUT "${auth[@]}" -H "Content-Type: application/octet-stream" --data-binary @"$FILE" "$BASE$1" >/dev/null; }
+for i in 1 2 3; do put "/v1/spaces/admin/files/warm/$i"; done
+sleep 0.5
+count() {
+    psql "$URL" -At -F ' | ' -c "SELECT round(sum(calls)::numeric / $N, 2),
+        left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND query NOT LIKE '%pg_stat_statements%'
+        GROUP BY query ORDER BY 1 DESC, 2"
+    psql "$URL" -At -c "SELECT 'per upload: ' || round(sum(calls)::numeric / $N, 2) FROM pg_stat_statements
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND query NOT LIKE '%pg_stat_statements%'"
+}
+reset() { sleep 0.5; psql "$URL" -Atqc "SELECT pg_stat_statements_reset()" >/dev/null; }
+
+reset
+for i in $(seq "$N"); do put "/v1/spaces/admin/files/put/$i"; done
+sleep 0.5
+echo "== PUT of the whole file (1 request)"; count
+
+reset
+for i in $(seq "$N"); do
+    curl -sf -X POST "${auth[@]}" -H "Tus-Resumable: 1.0.0" -H "Upload-Length: 4096" \
+        -H "Content-Type: application/offset+octet-stream" \
+        -H "Upload-Metadata: filename $(printf 'tus/%s' "$i" | base64)" \
+        --data-binary @"$FILE" "$BASE/tus/" >/dev/null
+done
+sleep 0.5
+echo "== tus creation with the whole file (1 request)"; count
+
+reset
+for i in $(seq "$N"); do
+    s=$(curl -sf -X POST "${auth[@]}" -H "Content-Type: application/json" \
+        -d "{\"path\": \"three/$i\", \"size\": 4096}" "$BASE/v1/sessions")
+    sid=$(printf '%s' "$s" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+    up=$(printf '%s' "$s" | python3 -c 'import json, sys; print(json.load(sys.stdin)["uploads"][0]["id"])')
+    curl -sf -X PUT "${auth[@]}" --data-binary @"$FILE" "$BASE/v1/uploads/$up/parts/1" >/dev/null
+    curl -sf -X POST "${auth[@]}" "$BASE/v1/sessions/$sid/commit" >/dev/null
+done
+sleep 0.5
+echo "== create + part + commit (3 requests)"; count
+psql "$SERVER/postgres" -qc "DROP DATABASE $DB WITH (FORCE)" 2>/dev/null || true
