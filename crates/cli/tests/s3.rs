@@ -1055,13 +1055,13 @@ async fn a_one_request_put_starts_no_multipart_upload_unless_it_needs_one() {
     let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
         rx.recv().await.map(|item| (item, rx))
     }));
-    let put = http()
+    let sending = http()
         .put(s.url_of("/v1/spaces/wendy/files/small.bin"))
         .bearer_auth(&tok)
         .header("content-length", small.len().to_string())
         .body(body)
         .send();
-    let put = tokio::spawn(put);
+    let sending = tokio::spawn(sending);
     tx.send(Ok(small[..150_000].to_vec())).await.unwrap();
     let mut open = 0;
     for _ in 0..20 {
@@ -1080,14 +1080,21 @@ async fn a_one_request_put_starts_no_multipart_upload_unless_it_needs_one() {
     );
     tx.send(Ok(small[150_000..].to_vec())).await.unwrap();
     drop(tx);
-    let r = put.await.unwrap().unwrap();
+    let r = sending.await.unwrap().unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(download(&s, &tok, "wendy", "small.bin").await.1, small);
     assert_eq!(open_mpus(&c, &b).await, 0);
 
     // Past one part: a multipart upload carries it, completed at commit.
     let large = random_bytes(6 * MIB + 5, 42);
-    let (st, v) = put_bytes(&s, &tok, "/v1/spaces/wendy/files/large.bin", large.clone()).await;
+    let (st, v) = put(
+        &s,
+        "/v1/spaces/wendy/files/large.bin",
+        Some(&tok),
+        &[],
+        large.clone(),
+    )
+    .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     assert_eq!(download(&s, &tok, "wendy", "large.bin").await.1, large);
     assert_eq!(open_mpus(&c, &b).await, 0);
@@ -1098,18 +1105,18 @@ async fn a_one_request_put_starts_no_multipart_upload_unless_it_needs_one() {
     let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
         rx.recv().await.map(|item| (item, rx))
     }));
-    let put = http()
+    let sending = http()
         .put(s.url_of("/v1/spaces/wendy/files/cut.bin"))
         .bearer_auth(&tok)
         .header("content-length", "200000")
         .body(body)
         .send();
-    let put = tokio::spawn(put);
+    let sending = tokio::spawn(sending);
     tx.send(Ok(vec![7u8; 1000])).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     tx.send(Err(std::io::Error::other("cut"))).await.unwrap();
     drop(tx);
-    let r = put.await.unwrap();
+    let r = sending.await.unwrap();
     assert!(r.is_err() || !r.unwrap().status().is_success());
     let mut left = (keys(&c, &b).await, open_mpus(&c, &b).await);
     for _ in 0..40 {
@@ -1124,15 +1131,4 @@ async fn a_one_request_put_starts_no_multipart_upload_unless_it_needs_one() {
         (before, 0),
         "a cut PUT leaves no object, piece or multipart upload"
     );
-}
-
-async fn put_bytes(s: &Server, tok: &str, path: &str, data: Vec<u8>) -> (StatusCode, Value) {
-    let r = http()
-        .put(s.url_of(path))
-        .bearer_auth(tok)
-        .body(data)
-        .send()
-        .await
-        .unwrap();
-    decode(r).await
 }

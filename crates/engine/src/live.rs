@@ -208,14 +208,7 @@ impl Engine {
     /// so ids of other users' uploads leak nothing).
     pub(crate) async fn slot(&self, caller: &Caller, upload_id: &str) -> Result<Arc<Slot>> {
         let not_found = || EngineError::NotFound(format!("no upload {upload_id:?}"));
-        let cached = self
-            .inner
-            .live
-            .lock()
-            .unwrap()
-            .slots
-            .get(upload_id)
-            .cloned();
+        let cached = self.cached_slot(upload_id);
         // In a cluster, other nodes write to the same uploads: the slot is
         // brought up to the metadata at every use (acknowledged ranges and
         // parts are recorded before they are acknowledged, so the metadata
@@ -289,6 +282,17 @@ impl Engine {
         Ok(slot)
     }
 
+    /// The slot this node keeps for an upload, if any, as it is.
+    fn cached_slot(&self, upload_id: &str) -> Option<Arc<Slot>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap()
+            .slots
+            .get(upload_id)
+            .cloned()
+    }
+
     /// For a write that reads the upload afresh once its lease is granted
     /// (an append in a cluster): the cached slot when there is one,
     /// authorized (whose an upload is never changes) but not brought up to
@@ -298,15 +302,7 @@ impl Engine {
         caller: &Caller,
         upload_id: &str,
     ) -> Result<Arc<Slot>> {
-        let cached = self
-            .inner
-            .live
-            .lock()
-            .unwrap()
-            .slots
-            .get(upload_id)
-            .cloned();
-        match cached {
+        match self.cached_slot(upload_id) {
             Some(slot) => self.authorize(caller, upload_id, slot).await,
             None => self.slot(caller, upload_id).await,
         }

@@ -113,15 +113,15 @@ impl Engine {
             .iter()
             .flat_map(|(_, ups)| ups.iter().map(|u| u.id.clone()))
             .collect();
-        let (whole_ids, other_ids): (Vec<String>, Vec<String>) = {
-            let (w, o): (Vec<_>, Vec<_>) = made.iter().zip(&whole).partition(|(_, w)| **w);
-            let ids = |v: Vec<(&(Session, Vec<Upload>), &bool)>| -> Vec<String> {
-                v.iter()
-                    .flat_map(|((_, ups), _)| ups.iter().map(|u| u.id.clone()))
-                    .collect()
+        let (mut whole_ids, mut other_ids) = (Vec::new(), Vec::new());
+        for ((_, ups), whole) in made.iter().zip(&whole) {
+            let to = if *whole {
+                &mut whole_ids
+            } else {
+                &mut other_ids
             };
-            (ids(w), ids(o))
-        };
+            to.extend(ups.iter().map(|u| u.id.clone()));
+        }
         let store = &self.inner.store;
         let stage = async {
             store.create_staged_many(&other_ids).await?;

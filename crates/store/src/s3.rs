@@ -399,14 +399,13 @@ impl S3Staging {
     }
 
     /// Starts the multipart upload of a deferred `upload` before a write
-    /// that needs it; `false` for one that was not deferred.
-    async fn undefer(&self, upload: &str) -> Result<bool, StoreError> {
-        if !self.deferred.lock().unwrap().contains(upload) {
-            return Ok(false);
+    /// that needs it (nothing for one that was not deferred).
+    async fn undefer(&self, upload: &str) -> Result<(), StoreError> {
+        if self.deferred.lock().unwrap().contains(upload) {
+            self.create(upload).await?;
+            self.deferred.lock().unwrap().remove(upload);
         }
-        self.create(upload).await?;
-        self.deferred.lock().unwrap().remove(upload);
-        Ok(true)
+        Ok(())
     }
 
     /// The multipart upload id of `upload`, if it has one.
@@ -582,10 +581,9 @@ impl S3Staging {
         // complete over it: until the abort succeeds, nothing is durable
         // (a retry puts the object again; other writes go to the
         // multipart upload, whose completion replaces the object). A
-        // deferred upload has none.
-        if !self.deferred.lock().unwrap().remove(upload) {
-            self.abort_mpu(upload).await.map_err(|e| fail(0, e))?;
-        }
+        // deferred upload has none (`find_mpu` says so without asking).
+        self.abort_mpu(upload).await.map_err(|e| fail(0, e))?;
+        self.deferred.lock().unwrap().remove(upload);
         self.sealed.lock().unwrap().insert(upload.to_owned(), len);
         Ok(len)
     }
@@ -1365,10 +1363,8 @@ impl S3Staging {
     pub async fn discard(&self, upload: &str) -> Result<(), StoreError> {
         self.sealed.lock().unwrap().remove(upload);
         self.forget_etags(upload);
-        // A deferred upload has no multipart upload to abort.
-        if !self.deferred.lock().unwrap().remove(upload) {
-            self.abort_mpu(upload).await?;
-        }
+        self.abort_mpu(upload).await?;
+        self.deferred.lock().unwrap().remove(upload);
         let prefix = format!("{}pieces/{upload}/", self.prefix);
         let keys = self.list(&prefix, "listing staged pieces").await?;
         for key in keys
