@@ -425,7 +425,7 @@ impl Engine {
         // The turn lasts until the intent is recorded: from then on, other
         // nodes see the chosen paths as taken (`committing_around`).
         if self.in_cluster() {
-            let what = format!("namespace:{}", session.space.as_str());
+            let what = ferry_meta::namespace_turn(&session.space);
             frozen.space_hold = Some(self.inner.meta.turn(&what).await?);
         }
         {

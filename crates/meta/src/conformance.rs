@@ -105,6 +105,7 @@ pub async fn run_all(m: &dyn MetaStore) {
     hook_events_ride_with_their_change_and_leave_in_order_per_key(m).await;
     accounts_are_listed_and_changed(m).await;
     moves_are_all_or_nothing_and_never_onto_a_taken_path(m).await;
+    an_intent_if_free_claims_only_a_free_path_and_records_its_range(m).await;
     m.ping().await.unwrap();
 }
 
@@ -986,7 +987,7 @@ pub async fn failing_an_upload_fails_its_session_with_a_reason(m: &dyn MetaStore
 /// Every state change is held to the core's lifecycle: an illegal one is
 /// refused and changes nothing.
 pub async fn illegal_state_changes_are_refused(m: &dyn MetaStore) {
-    m.create_user(&user("ivy")).await.unwrap();
+    m.create_user(&user("ike")).await.unwrap();
     m.create_session(
         &session("i1", "ivy", 10_000),
         &[upload("i1a", "i1", "a", Length::Known(1))],
@@ -1089,4 +1090,102 @@ pub async fn a_body_sent_again_waits_beside_the_one_it_replaces(m: &dyn MetaStor
         .unwrap();
     assert_eq!(state("k1a").await, UploadState::Committing);
     assert_eq!(state("k1c").await, UploadState::Aborted);
+}
+
+/// [`MetaStore::begin_commit_if_free`] and the steps that go with it: a
+/// session created with its turn leased, an intent that claims only a
+/// free path (and records the write that left its record to it), and a
+/// result that ends leases.
+pub async fn an_intent_if_free_claims_only_a_free_path_and_records_its_range(m: &dyn MetaStore) {
+    m.create_user(&user("una")).await.unwrap();
+    let limits = CreateLimits {
+        max_open_sessions: 100,
+        quota_bytes: None,
+    };
+    let made = [(
+        session("fs1", "una", 10_000),
+        vec![
+            upload("fu1", "fs1", "a/b.txt", Length::Known(5)),
+            upload("fu2", "fs1", "a/b.txt", Length::Known(5)),
+            upload("fu3", "fs1", "a", Length::Known(5)),
+            upload("fu4", "fs1", "c.txt", Length::Known(5)),
+            upload("fu5", "fs1", "d.txt", Length::Known(5)),
+        ],
+    )];
+    let turns = m
+        .create_sessions_holding(&made, limits, &[], &["session:fs1".to_owned()])
+        .await
+        .unwrap()
+        .expect("within the limits");
+    assert_eq!(turns.len(), 1, "one token per turn asked for");
+    let (space, whole) = (sp("una"), ByteRange::new(0, 5));
+    assert!(
+        m.begin_commit_if_free("fu1", &space, &p("a/b.txt"), whole)
+            .await
+            .unwrap(),
+        "a free path is claimed"
+    );
+    let fu1 = m.get_upload("fu1").await.unwrap().unwrap();
+    assert_eq!(fu1.state, UploadState::Committing);
+    assert_eq!(fu1.final_path, Some(p("a/b.txt")));
+    assert!(fu1.is_complete(), "the range is recorded with the intent");
+    // Another upload heading for the same path, or for a file above it.
+    for (id, path) in [("fu2", "a/b.txt"), ("fu3", "a")] {
+        assert!(
+            !m.begin_commit_if_free(id, &space, &p(path), whole)
+                .await
+                .unwrap(),
+            "{path} is taken by a commit in progress"
+        );
+        let u = m.get_upload(id).await.unwrap().unwrap();
+        assert_eq!(u.state, UploadState::Open, "nothing changed for {id}");
+        assert!(u.received.is_empty(), "no range recorded for {id}");
+    }
+    m.finish_commit_releasing(
+        SessionEnd::Keep,
+        &[Committed {
+            upload_id: "fu1".into(),
+            state: UploadState::Committed,
+            final_path: p("a/b.txt"),
+            file: file("ff1", "una", "a/b.txt", 5, "una"),
+        }],
+        &[],
+        &turns,
+    )
+    .await
+    .unwrap();
+    // Now a file: the path, a file above it and a folder around it stay taken.
+    for (id, path) in [("fu2", "a/b.txt"), ("fu3", "a"), ("fu4", "a/b.txt/c")] {
+        assert!(
+            !m.begin_commit_if_free(id, &space, &p(path), None)
+                .await
+                .unwrap(),
+            "{path} is taken by a file"
+        );
+    }
+    // An upload that is no longer open is not claimed either.
+    m.abort_uploads(&["fu5".to_owned()], SessionEnd::Keep)
+        .await
+        .unwrap();
+    assert!(
+        !m.begin_commit_if_free("fu5", &space, &p("d.txt"), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        m.get_upload("fu5").await.unwrap().unwrap().state,
+        UploadState::Aborted
+    );
+    // Without a range, the one recorded before stands.
+    m.record_write("fu4", ByteRange::new(0, 5).unwrap(), None)
+        .await
+        .unwrap();
+    assert!(
+        m.begin_commit_if_free("fu4", &space, &p("c.txt"), None)
+            .await
+            .unwrap()
+    );
+    let fu4 = m.get_upload("fu4").await.unwrap().unwrap();
+    assert_eq!(fu4.state, UploadState::Committing);
+    assert!(fu4.is_complete());
 }

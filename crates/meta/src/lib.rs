@@ -130,6 +130,28 @@ pub enum Entry {
 
 /// The bounds of the paths strictly below `prefix` (a folder), for a
 /// range scan in byte order: `[prefix/, prefix0)`.
+/// The name of a space's path turn ([`MetaStore::turn`]): what a process
+/// holds from choosing final paths in the space until their intent is
+/// recorded ([`MetaStore::begin_commit_if_free`] takes it too).
+pub fn namespace_turn(space: &SpaceName) -> String {
+    format!("namespace:{space}")
+}
+
+/// What commits heading for `heading` (final paths at or around `path`)
+/// make of it: the shortest ancestor first, as `occupant` answers.
+pub(crate) fn heading_of(heading: &[String], path: &SpacePath) -> Result<Option<Occupant>> {
+    let ancestor = heading
+        .iter()
+        .filter(|p| p.len() < path.as_str().len() && path.ancestors().any(|a| a == p.as_str()))
+        .min_by_key(|p| p.len());
+    Ok(match ancestor {
+        Some(a) => Some(Occupant::FileAncestor(
+            SpacePath::parse(a).map_err(|e| MetaError::backend(format!("bad path: {e}")))?,
+        )),
+        None => (!heading.is_empty()).then_some(Occupant::Folder),
+    })
+}
+
 pub(crate) fn below(prefix: &str) -> (String, String) {
     (format!("{prefix}/"), format!("{prefix}0")) // '0' follows '/' in byte order
 }
@@ -407,6 +429,37 @@ pub trait MetaStore: Send + Sync + 'static {
         limits: CreateLimits,
         events: &[OutboxEvent],
     ) -> Result<Option<LimitRefusal>>;
+    /// [`MetaStore::create_sessions_reporting`] that also leases to this
+    /// process, as [`LeaseKind::Turn`] over the whole key, each of `turns`
+    /// (keys of the new sessions: nobody else can hold them yet), in the
+    /// same step. Answers the leases' tokens in the order of `turns`, or
+    /// what was refused (then nothing is created or leased).
+    async fn create_sessions_holding(
+        &self,
+        sessions: &[(Session, Vec<Upload>)],
+        limits: CreateLimits,
+        events: &[OutboxEvent],
+        turns: &[String],
+    ) -> Result<std::result::Result<Vec<String>, LimitRefusal>> {
+        if let Some(refused) = self
+            .create_sessions_reporting(sessions, limits, events)
+            .await?
+        {
+            return Ok(Err(refused));
+        }
+        let mut tokens = Vec::with_capacity(turns.len());
+        for key in turns {
+            match self.claim(key, 0, u64::MAX, LeaseKind::Turn).await? {
+                Claim::Granted(token) => tokens.push(token),
+                Claim::Busy(_) => {
+                    return Err(MetaError::backend(format!(
+                        "the new key {key:?} is leased already"
+                    )));
+                }
+            }
+        }
+        Ok(Ok(tokens))
+    }
     async fn get_session(&self, id: &str) -> Result<Option<Session>>;
     /// Sessions of `owner` (all owners when `None`), newest first.
     async fn list_sessions(
@@ -496,6 +549,39 @@ pub trait MetaStore: Send + Sync + 'static {
         plan: &[(String, SpacePath)],
         abort: &[String],
     ) -> Result<()>;
+    /// [`MetaStore::begin_commit`] of the one upload `upload_id` (no
+    /// session state changes) towards `path` in `space`, on condition
+    /// that the path is free ([`PathTaken::Free`]: no file at, above or
+    /// below it and no other upload being committed there), which is
+    /// checked and the intent recorded as one atomic step among the
+    /// processes sharing the database. `received`, when given, is recorded
+    /// with it ([`MetaStore::record_write`]): a write that completed the
+    /// upload and left its record to the intent. `false` when the path
+    /// was not free or the upload not open: nothing changed, and the
+    /// caller takes the path's turn and [`MetaStore::begin_commit`], which
+    /// say why. (The default serves a database only this process uses,
+    /// whose caller keeps its own commits' paths apart.)
+    async fn begin_commit_if_free(
+        &self,
+        upload_id: &str,
+        space: &SpaceName,
+        path: &SpacePath,
+        received: Option<ByteRange>,
+    ) -> Result<bool> {
+        if self.path_taken(space, path).await? != PathTaken::Free {
+            return Ok(false);
+        }
+        match self.get_upload(upload_id).await? {
+            Some(u) if u.state == UploadState::Open => {}
+            _ => return Ok(false),
+        }
+        if let Some(range) = received {
+            self.record_write(upload_id, range, None).await?;
+        }
+        let plan = [(upload_id.to_owned(), path.clone())];
+        self.begin_commit(None, &plan, &[]).await?;
+        Ok(true)
+    }
     /// Records every outcome and the session's end (see [`SessionEnd`]) in
     /// one transaction; returns the session's new state if it changed.
     async fn finish_commit(
@@ -513,6 +599,23 @@ pub trait MetaStore: Send + Sync + 'static {
         done: &[Committed],
         events: &[OutboxEvent],
     ) -> Result<Option<SessionState>>;
+    /// [`MetaStore::finish_commit_reporting`] that also ends the leases
+    /// `release` (as [`MetaStore::release`]) when the result is recorded.
+    async fn finish_commit_releasing(
+        &self,
+        end: SessionEnd<'_>,
+        done: &[Committed],
+        events: &[OutboxEvent],
+        release: &[String],
+    ) -> Result<Option<SessionState>> {
+        let ended = self.finish_commit_reporting(end, done, events).await?;
+        for token in release {
+            if let Err(e) = self.release(token).await {
+                tracing::warn!(error = %e, "cannot release a lease; it ends with this process");
+            }
+        }
+        Ok(ended)
+    }
     /// Aborts those of `ids` that are open (or committing) and applies
     /// `end`, in one transaction; returns the session's new state if it
     /// changed.

@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("../migrations/postgres/0005_one_statement.sql"),
     ),
+    (6, include_str!("../migrations/postgres/0006_path_free.sql")),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -530,19 +531,6 @@ fn occupant_of(rows: &[PgRow], path: &SpacePath) -> Result<Option<Occupant>> {
         return Ok(Some(Occupant::FileAncestor(f.path)));
     }
     Ok(folder.then_some(Occupant::Folder))
-}
-
-/// What commits heading for `heading` (final paths at or around `path`)
-/// make of it: the shortest ancestor first, as `occupant` answers.
-fn heading_of(heading: &[String], path: &SpacePath) -> Result<Option<Occupant>> {
-    let ancestor = heading
-        .iter()
-        .filter(|p| p.len() < path.as_str().len() && path.ancestors().any(|a| a == p.as_str()))
-        .min_by_key(|p| p.len());
-    Ok(match ancestor {
-        Some(a) => Some(Occupant::FileAncestor(space_path(a)?)),
-        None => (!heading.is_empty()).then_some(Occupant::Folder),
-    })
 }
 
 /// Maps a unique violation to `exists`, anything else as [`db`] does.
@@ -1061,7 +1049,8 @@ async fn insert_sessions(
     all: &[(Session, Vec<Upload>)],
     events: &[OutboxEvent],
     limits: Option<CreateLimits>,
-) -> Result<Option<LimitRefusal>> {
+    turns: Option<(&[String], i32)>,
+) -> Result<std::result::Result<Vec<String>, LimitRefusal>> {
     let mut sessions = SessionCols::default();
     let mut uploads = UploadCols::default();
     for (s, ups) in all {
@@ -1077,9 +1066,25 @@ async fn insert_sessions(
         None => "SELECT TRUE",
         Some(_) => "SELECT ferry_owner_limits($34, $35, $36, $37, $38, $39)",
     };
+    // The turns leased with the sessions (keys, this node: the parameters
+    // after the limits'), answered as "key token" (a key has no space).
+    let k = if limits.is_some() { 40 } else { 34 };
+    let (leases, leased) = match turns {
+        Some(_) => (
+            format!(
+                ", l AS (INSERT INTO leases (token, key, lo, hi, kind, node) \
+                 SELECT gen_random_uuid()::text, k, 0, {}, 'turn', ${} \
+                 FROM unnest(${k}::text[]) k RETURNING key || ' ' || token AS held)",
+                i64::MAX,
+                k + 1
+            ),
+            ", ARRAY(SELECT held FROM l)",
+        ),
+        None => (String::new(), ""),
+    };
     let sql = format!(
         "WITH s AS (INSERT INTO sessions ({SESSION_COLS}) SELECT * FROM {}), ins AS ({}), \
-         ev AS ({}) {then}",
+         ev AS ({}){leases} {then}{leased}",
         unnest(1, SESSION_TYPES),
         insert_uploads_sql(first_upload, "0"),
         EventCols::insert_sql(30),
@@ -1100,13 +1105,28 @@ async fn insert_sessions(
             .bind(saturated(more))
             .bind(l.quota_bytes.map(saturated));
     }
-    match q.execute(c).await {
-        Ok(_) => Ok(None),
+    if let Some((keys, node)) = turns {
+        q = q.bind(keys).bind(node);
+    }
+    match q.fetch_one(c).await {
+        Ok(row) if turns.is_some() => {
+            let held: Vec<String> = get(&row, 1)?;
+            let mut by_key: HashMap<&str, &str> =
+                held.iter().filter_map(|h| h.rsplit_once(' ')).collect();
+            let keys = turns.map(|(k, _)| k).unwrap_or_default();
+            let tokens = keys
+                .iter()
+                .map(|k| by_key.remove(k.as_str()).map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| corrupt("leases of new sessions", "a key missing"))?;
+            Ok(Ok(tokens))
+        }
+        Ok(_) => Ok(Ok(Vec::new())),
         Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("FY002") => {
             // "sessions <open>" or "quota <used>" (ferry_owner_limits).
             let (what, n) = d.message().split_once(' ').unwrap_or_default();
             let n: u64 = n.parse().unwrap_or_default();
-            Ok(Some(match what {
+            Ok(Err(match what {
                 "sessions" => LimitRefusal::TooManySessions { open: n },
                 _ => LimitRefusal::OverQuota { used: n, more },
             }))
@@ -1321,6 +1341,7 @@ impl Postgres {
         end: SessionEnd<'_>,
         done: &[Committed],
         events: &[OutboxEvent],
+        release: &[String],
     ) -> Result<Option<Option<SessionState>>> {
         // The session settled by `ferry_settle`, or set from `committing`.
         let (settle, set) = match end {
@@ -1361,9 +1382,11 @@ impl Postgres {
              ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
                 WHERE (SELECT COUNT(*) FROM d) >= 0 {FILE_UPSERT}), \
              r AS (DELETE FROM ranges WHERE upload_id = $2), \
-             ev AS ({}) \
+             ev AS ({}), \
+             rl AS (DELETE FROM leases WHERE token = ANY($30) RETURNING key) \
              SELECT ferry_expect((SELECT COUNT(*) FROM up) = 1 \
-                AND (SELECT COUNT(*) FROM st) = $29), (SELECT ended FROM l)",
+                AND (SELECT COUNT(*) FROM st) = $29), (SELECT ended FROM l), \
+                (SELECT COUNT(pg_notify($31, 'released:' || key)) FROM rl)",
             unnest(6, FILE_TYPES),
             EventCols::insert_sql(20),
         );
@@ -1381,6 +1404,8 @@ impl Postgres {
             .bind(set.map(|(id, _)| id))
             .bind(set.map(|(_, to)| to.as_str()))
             .bind(i64::from(set.is_some()))
+            .bind(release)
+            .bind(CHANGES_CHANNEL)
             .fetch_one(&self.pool)
             .await;
         match row {
@@ -1394,6 +1419,101 @@ impl Postgres {
             Err(e) if changed_meanwhile(&e) => Ok(None),
             Err(e) => Err(db(e)),
         }
+    }
+
+    /// `finish_commit` as a locking transaction: the rows' states read
+    /// and checked under their locks, so that what is wrong is said.
+    async fn finish_commit_locking(
+        &self,
+        end: SessionEnd<'_>,
+        done: &[Committed],
+        events: &[OutboxEvent],
+    ) -> Result<Option<SessionState>> {
+        let mut tx = self.begin().await?;
+        let session = match end {
+            SessionEnd::Keep => None,
+            SessionEnd::To(id, _) | SessionEnd::IfSettled(id) => Some(id),
+        };
+        let ids: Vec<String> = done.iter().map(|d| d.upload_id.clone()).collect();
+        let (locked, mut states) = lock(&mut tx, session, &ids).await?;
+        // Replays the outcomes in order, as SQLite applies them one by one:
+        // a file replaces the record at its path and the record of its id.
+        let mut files: Vec<&FileRecord> = Vec::new();
+        // What the batch removes: the records at every path it writes and
+        // of every id, even one a later outcome of the batch supersedes.
+        let (mut gone_ids, mut gone_spaces, mut gone_paths) = (Vec::new(), Vec::new(), Vec::new());
+        let mut updates: HashMap<&str, (&str, &str, &str)> = HashMap::new();
+        let mut changed = HashMap::new();
+        for d in done {
+            if check_upload(&mut states, &d.upload_id, d.state)? {
+                updates.insert(
+                    &d.upload_id,
+                    (d.state.as_str(), d.final_path.as_str(), d.file.id.as_str()),
+                );
+                changed.insert(d.upload_id.clone(), d.state);
+            }
+            if d.state == UploadState::Committed {
+                let f = &d.file;
+                gone_ids.push(f.id.as_str());
+                gone_spaces.push(f.space.as_str());
+                gone_paths.push(f.path.as_str());
+                files.retain(|g| g.id != f.id && (g.space != f.space || g.path != f.path));
+                files.push(f);
+            }
+        }
+        let end = plan_end(end, locked.as_ref())?;
+        let mut cols = FileCols::default();
+        for f in files {
+            cols.push(f);
+        }
+        let mut up_ids = Vec::new();
+        let mut up_states = Vec::new();
+        let mut up_paths = Vec::new();
+        let mut up_files = Vec::new();
+        for (id, (st, path, file)) in updates {
+            up_ids.push(id);
+            up_states.push(st);
+            up_paths.push(path);
+            up_files.push(file);
+        }
+        let (set_id, set_state) = end.set();
+        // The old records go first (the insert reads `d`), so that a file
+        // id moving to another path never meets itself. ON CONFLICT takes
+        // a record another node put at the path meanwhile.
+        let sql = format!(
+            "WITH d AS (DELETE FROM files WHERE id = ANY($23) \
+                OR (space, path) IN (SELECT * FROM UNNEST($24::text[], $25::text[])) RETURNING 1), \
+             ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
+                WHERE (SELECT COUNT(*) FROM d) >= 0 {FILE_UPSERT}), \
+             up AS (UPDATE uploads SET state = x.state, final_path = x.final_path, \
+                file_id = x.file_id FROM UNNEST($18::text[], $19::text[], $20::text[], \
+                $21::text[]) AS x(id, state, final_path, file_id) WHERE uploads.id = x.id), \
+             r AS (DELETE FROM ranges WHERE upload_id = ANY($22)), \
+             s AS (UPDATE sessions SET state = $2 WHERE id = $1) \
+             SELECT id, state FROM uploads WHERE session_id = $3",
+            unnest(4, FILE_TYPES)
+        );
+        let q = sqlx::query(&sql)
+            .bind(set_id)
+            .bind(set_state)
+            .bind(end.settle());
+        let rows = cols
+            .bind(q)
+            .bind(&up_ids)
+            .bind(&up_states)
+            .bind(&up_paths)
+            .bind(&up_files)
+            .bind(&ids)
+            .bind(&gone_ids)
+            .bind(&gone_spaces)
+            .bind(&gone_paths)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let ended = end.finish(&mut tx, &rows, &changed).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(ended)
     }
 
     /// `begin_commit` of one upload in one statement, a compare-and-set:
@@ -1432,6 +1552,51 @@ impl Postgres {
         .bind(to.as_str())
         .bind(path)
         .bind(i64::from(session.is_some()))
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(_) => Ok(true),
+            Err(e) if changed_meanwhile(&e) => Ok(false),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    /// `begin_commit_if_free` in one statement: the path checked under
+    /// the space's turn (`ferry_path_free`), the upload set `committing`
+    /// from `open` (a compare-and-set) and `received` recorded. `false`
+    /// when the path was taken or the upload not open (nothing changed).
+    async fn intent_if_free(
+        &self,
+        upload_id: &str,
+        space: &SpaceName,
+        path: &SpacePath,
+        received: Option<ByteRange>,
+    ) -> Result<bool> {
+        if UploadState::Open
+            .transition(UploadState::Committing)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        let (exact, lo, hi) = around(path);
+        let done = sqlx::query(
+            r#"WITH f AS (SELECT ferry_path_free($1, $2, $3, $4, $5, $6, $7) AS free),
+             u AS (UPDATE uploads SET state = 'committing', final_path = $8
+                WHERE id = $7 AND state = 'open' AND (SELECT free FROM f) RETURNING 1),
+             r AS (INSERT INTO ranges (upload_id, start, "end")
+                SELECT $7, $9, $10 WHERE $9 IS NOT NULL AND (SELECT COUNT(*) FROM u) = 1)
+             SELECT ferry_expect((SELECT COUNT(*) FROM u) = 1)"#,
+        )
+        .bind(TURN_LOCK)
+        .bind(crate::namespace_turn(space))
+        .bind(space.as_str())
+        .bind(&exact)
+        .bind(lo)
+        .bind(hi)
+        .bind(upload_id)
+        .bind(path.as_str())
+        .bind(received.map(|r| i(r.start)))
+        .bind(received.map(|r| i(r.end)))
         .execute(&self.pool)
         .await;
         match done {
@@ -1741,7 +1906,9 @@ impl MetaStore for Postgres {
         // One statement: committed on its own.
         let mut c = self.pool.acquire().await.map_err(db)?;
         let all = [(session.clone(), uploads.to_vec())];
-        insert_sessions(&mut c, &all, &[], None).await?;
+        insert_sessions(&mut c, &all, &[], None, None)
+            .await?
+            .map_err(|_| MetaError::backend("no limits were checked"))?;
         Ok(())
     }
 
@@ -1757,7 +1924,26 @@ impl MetaStore for Postgres {
         // One statement, committed on its own: creations for one owner
         // take turns in it, and it counts after its turn comes.
         let mut c = self.pool.acquire().await.map_err(db)?;
-        insert_sessions(&mut c, sessions, events, Some(limits)).await
+        Ok(
+            insert_sessions(&mut c, sessions, events, Some(limits), None)
+                .await?
+                .err(),
+        )
+    }
+
+    async fn create_sessions_holding(
+        &self,
+        sessions: &[(Session, Vec<Upload>)],
+        limits: CreateLimits,
+        events: &[OutboxEvent],
+        turns: &[String],
+    ) -> Result<std::result::Result<Vec<String>, LimitRefusal>> {
+        if sessions.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let node = self.node.load(std::sync::atomic::Ordering::Relaxed);
+        let mut c = self.pool.acquire().await.map_err(db)?;
+        insert_sessions(&mut c, sessions, events, Some(limits), Some((turns, node))).await
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {
@@ -2103,100 +2289,48 @@ impl MetaStore for Postgres {
         Ok(())
     }
 
+    async fn begin_commit_if_free(
+        &self,
+        upload_id: &str,
+        space: &SpaceName,
+        path: &SpacePath,
+        received: Option<ByteRange>,
+    ) -> Result<bool> {
+        self.intent_if_free(upload_id, space, path, received).await
+    }
+
+    async fn finish_commit_releasing(
+        &self,
+        end: SessionEnd<'_>,
+        done: &[Committed],
+        events: &[OutboxEvent],
+        release: &[String],
+    ) -> Result<Option<SessionState>> {
+        if let Some(ended) = self
+            .finish_commit_at_once(end, done, events, release)
+            .await?
+        {
+            return Ok(ended);
+        }
+        let ended = self.finish_commit_locking(end, done, events).await?;
+        for token in release {
+            if let Err(e) = self.release(token).await {
+                tracing::warn!(error = %e, "cannot release a lease; it ends with this node");
+            }
+        }
+        Ok(ended)
+    }
+
     async fn finish_commit_reporting(
         &self,
         end: SessionEnd<'_>,
         done: &[Committed],
         events: &[OutboxEvent],
     ) -> Result<Option<SessionState>> {
-        if let Some(ended) = self.finish_commit_at_once(end, done, events).await? {
+        if let Some(ended) = self.finish_commit_at_once(end, done, events, &[]).await? {
             return Ok(ended);
         }
-        let mut tx = self.begin().await?;
-        let session = match end {
-            SessionEnd::Keep => None,
-            SessionEnd::To(id, _) | SessionEnd::IfSettled(id) => Some(id),
-        };
-        let ids: Vec<String> = done.iter().map(|d| d.upload_id.clone()).collect();
-        let (locked, mut states) = lock(&mut tx, session, &ids).await?;
-        // Replays the outcomes in order, as SQLite applies them one by one:
-        // a file replaces the record at its path and the record of its id.
-        let mut files: Vec<&FileRecord> = Vec::new();
-        // What the batch removes: the records at every path it writes and
-        // of every id, even one a later outcome of the batch supersedes.
-        let (mut gone_ids, mut gone_spaces, mut gone_paths) = (Vec::new(), Vec::new(), Vec::new());
-        let mut updates: HashMap<&str, (&str, &str, &str)> = HashMap::new();
-        let mut changed = HashMap::new();
-        for d in done {
-            if check_upload(&mut states, &d.upload_id, d.state)? {
-                updates.insert(
-                    &d.upload_id,
-                    (d.state.as_str(), d.final_path.as_str(), d.file.id.as_str()),
-                );
-                changed.insert(d.upload_id.clone(), d.state);
-            }
-            if d.state == UploadState::Committed {
-                let f = &d.file;
-                gone_ids.push(f.id.as_str());
-                gone_spaces.push(f.space.as_str());
-                gone_paths.push(f.path.as_str());
-                files.retain(|g| g.id != f.id && (g.space != f.space || g.path != f.path));
-                files.push(f);
-            }
-        }
-        let end = plan_end(end, locked.as_ref())?;
-        let mut cols = FileCols::default();
-        for f in files {
-            cols.push(f);
-        }
-        let mut up_ids = Vec::new();
-        let mut up_states = Vec::new();
-        let mut up_paths = Vec::new();
-        let mut up_files = Vec::new();
-        for (id, (st, path, file)) in updates {
-            up_ids.push(id);
-            up_states.push(st);
-            up_paths.push(path);
-            up_files.push(file);
-        }
-        let (set_id, set_state) = end.set();
-        // The old records go first (the insert reads `d`), so that a file
-        // id moving to another path never meets itself. ON CONFLICT takes
-        // a record another node put at the path meanwhile.
-        let sql = format!(
-            "WITH d AS (DELETE FROM files WHERE id = ANY($23) \
-                OR (space, path) IN (SELECT * FROM UNNEST($24::text[], $25::text[])) RETURNING 1), \
-             ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
-                WHERE (SELECT COUNT(*) FROM d) >= 0 {FILE_UPSERT}), \
-             up AS (UPDATE uploads SET state = x.state, final_path = x.final_path, \
-                file_id = x.file_id FROM UNNEST($18::text[], $19::text[], $20::text[], \
-                $21::text[]) AS x(id, state, final_path, file_id) WHERE uploads.id = x.id), \
-             r AS (DELETE FROM ranges WHERE upload_id = ANY($22)), \
-             s AS (UPDATE sessions SET state = $2 WHERE id = $1) \
-             SELECT id, state FROM uploads WHERE session_id = $3",
-            unnest(4, FILE_TYPES)
-        );
-        let q = sqlx::query(&sql)
-            .bind(set_id)
-            .bind(set_state)
-            .bind(end.settle());
-        let rows = cols
-            .bind(q)
-            .bind(&up_ids)
-            .bind(&up_states)
-            .bind(&up_paths)
-            .bind(&up_files)
-            .bind(&ids)
-            .bind(&gone_ids)
-            .bind(&gone_spaces)
-            .bind(&gone_paths)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-        let ended = end.finish(&mut tx, &rows, &changed).await?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(ended)
+        self.finish_commit_locking(end, done, events).await
     }
 
     async fn abort_uploads_reporting(
@@ -2387,7 +2521,7 @@ impl MetaStore for Postgres {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        heading_of(&heading, path)
+        crate::heading_of(&heading, path)
     }
 
     async fn path_taken(&self, space: &SpaceName, path: &SpacePath) -> Result<PathTaken> {
@@ -2398,7 +2532,7 @@ impl MetaStore for Postgres {
                 heading.push(get::<String>(r, 2)?);
             }
         }
-        if let Some(o) = heading_of(&heading, path)? {
+        if let Some(o) = crate::heading_of(&heading, path)? {
             return Ok(PathTaken::Committing(o));
         }
         Ok(match occupant_of(&rows, path)? {

@@ -1599,6 +1599,38 @@ impl MetaStore for Sqlite {
         .await
     }
 
+    async fn committing_around(
+        &self,
+        space: &SpaceName,
+        path: &SpacePath,
+    ) -> Result<Option<Occupant>> {
+        let (space, at) = (space.clone(), path.clone());
+        let heading = self
+            .read(move |c| {
+                let (lo, hi) = below(at.as_str());
+                const HEADING: &str = "SELECT u.final_path FROM uploads u \
+                    JOIN sessions s ON s.id = u.session_id \
+                    WHERE u.state = 'committing' AND s.space = ?1";
+                let mut heading = Vec::new();
+                // At the path or one of its ancestors, then below it.
+                let mut exact = c.prepare_cached(&format!("{HEADING} AND u.final_path = ?2"))?;
+                for a in at.ancestors().chain([at.as_str()]) {
+                    for p in exact.query_map(params![space.as_str(), a], |r| r.get(0))? {
+                        heading.push(p?);
+                    }
+                }
+                let mut under = c.prepare_cached(&format!(
+                    "{HEADING} AND u.final_path >= ?2 AND u.final_path < ?3"
+                ))?;
+                for p in under.query_map(params![space.as_str(), lo, hi], |r| r.get(0))? {
+                    heading.push(p?);
+                }
+                Ok(heading)
+            })
+            .await?;
+        crate::heading_of(&heading, path)
+    }
+
     async fn list(&self, space: &SpaceName, prefix: Option<&SpacePath>) -> Result<Vec<Entry>> {
         let space = space.clone();
         let prefix = prefix.map(|p| p.as_str().to_owned());

@@ -529,7 +529,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -967,4 +967,88 @@ async fn recording_a_write_can_end_its_lease_in_the_same_step() {
         .await
         .unwrap();
     hear(&mut heard, Change::Released("u1".into())).await;
+}
+
+/// A session created with its turn leased holds it against every other
+/// node until the result that ends it; intents that claim their path in
+/// the statement that records them, raced on two nodes for one path,
+/// let exactly one through.
+#[tokio::test]
+async fn a_path_claimed_by_its_intent_is_one_nodes_and_a_born_turn_holds_until_the_result() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    let limits = CreateLimits {
+        max_open_sessions: 1000,
+        quota_bytes: None,
+    };
+    let made = [(
+        session("k1", "kim"),
+        vec![upload("ku1", "k1", "same.bin", 1)],
+    )];
+    let key = "session:k1".to_owned();
+    let tokens = n[0]
+        .create_sessions_holding(&made, limits, &[], std::slice::from_ref(&key))
+        .await
+        .unwrap()
+        .unwrap();
+    // The other node waits for the turn: it is the first node's.
+    let Claim::Busy(held) = n[1]
+        .claim(&key, 0, u64::MAX, LeaseKind::Turn)
+        .await
+        .unwrap()
+    else {
+        panic!("a born turn is held");
+    };
+    assert_eq!(held[0].token, tokens[0]);
+
+    // 20 rounds: two nodes, one path each round, their intents at once.
+    let space = sp("kim");
+    for round in 0..20 {
+        let (a, b) = (format!("ra{round}"), format!("rb{round}"));
+        let path = p(&format!("race/{round}.bin"));
+        for (node, id) in [(&n[0], &a), (&n[1], &b)] {
+            let sid = format!("s{id}");
+            node.create_session(&session(&sid, "kim"), &[upload(id, &sid, path.as_str(), 1)])
+                .await
+                .unwrap();
+        }
+        let one = ferry_core::ByteRange::new(0, 1);
+        let (x, y) = tokio::join!(
+            n[0].begin_commit_if_free(&a, &space, &path, one),
+            n[1].begin_commit_if_free(&b, &space, &path, one),
+        );
+        let won = [x.unwrap(), y.unwrap()];
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: exactly one intent claims the path ({won:?})"
+        );
+    }
+
+    // The result ends the born turn: the other node gets it at once.
+    n[0].begin_commit_if_free(
+        "ku1",
+        &space,
+        &p("same.bin"),
+        ferry_core::ByteRange::new(0, 1),
+    )
+    .await
+    .unwrap();
+    n[0].finish_commit_releasing(
+        SessionEnd::IfSettled("k1"),
+        &[committed("ku1", "kim", "same.bin", "kf1")],
+        &[],
+        &tokens,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        n[1].claim(&key, 0, u64::MAX, LeaseKind::Turn)
+            .await
+            .unwrap(),
+        Claim::Granted(_)
+    ));
 }
