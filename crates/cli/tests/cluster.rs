@@ -967,3 +967,184 @@ async fn a_ucloud_upload_token_from_one_node_appends_on_every_node() {
         assert_file(node, &alice, "u.bin", &data).await;
     }
 }
+
+/// One-request uploads (`PUT` of a whole file) claim their path in the
+/// step that records their intent, without taking the space's turn:
+/// raced on three nodes for one path, each policy still holds — `fail`
+/// (If-None-Match: *) lets exactly one through and answers 412 to the
+/// others, `rename` gives every body a path of its own, and `replace`
+/// leaves one whole body at the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_puts_of_one_path_raced_on_three_nodes_keep_the_conflict_policy() {
+    let Some(n) = nodes_with(3, &[]) else {
+        return;
+    };
+    let alice = user(&n[0], "alice").await;
+    let body = |k: usize, round: usize| vec![b'a' + k as u8; 4096 + round];
+    let race = |path: String, round: usize, headers: &'static [(&'static str, &'static str)]| {
+        let (n, alice) = (&n, &alice);
+        async move {
+            let puts = (0..3).map(|k| {
+                let path = path.clone();
+                async move {
+                    let url = format!("/v1/spaces/alice/files/{path}");
+                    put(&n[k], &url, Some(alice), headers, body(k, round)).await
+                }
+            });
+            futures::future::join_all(puts).await
+        }
+    };
+    for round in 0..4 {
+        // fail: one 201, two 412, the file is the winner's body.
+        let path = format!("fail/{round}.bin");
+        let got = race(path.clone(), round, &[("if-none-match", "*")]).await;
+        let won: Vec<usize> = (0..3)
+            .filter(|k| got[*k].0 == StatusCode::CREATED)
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: exactly one PUT wins: {got:?}");
+        for (k, (st, v)) in got.iter().enumerate() {
+            if k != won[0] {
+                assert_eq!(*st, StatusCode::PRECONDITION_FAILED, "round {round}: {v}");
+            }
+        }
+        assert_file(&n[(round + 1) % 3], &alice, &path, &body(won[0], round)).await;
+
+        // rename: three files, each body whole at its own path.
+        let url = format!("/v1/spaces/alice/files/rename/r{round}.bin?conflict=rename");
+        let puts = (0..3).map(|k| {
+            let (n, alice, url) = (&n, &alice, url.clone());
+            async move { put(&n[k], &url, Some(alice), &[], body(k, round)).await }
+        });
+        let got = futures::future::join_all(puts).await;
+        let mut paths = Vec::new();
+        for (k, (st, v)) in got.iter().enumerate() {
+            assert_eq!(*st, StatusCode::CREATED, "round {round}: {v}");
+            let p = v["path"].as_str().unwrap().to_owned();
+            assert_file(&n[(k + 1) % 3], &alice, &p, &body(k, round)).await;
+            paths.push(p);
+        }
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), 3, "round {round}: a path each: {paths:?}");
+
+        // replace (the default): one whole body stays, one that was
+        // answered 201; a body that met another's commit in progress is
+        // told to retry (409), never half-stored.
+        let path = format!("replace/{round}.bin");
+        let got = race(path.clone(), round, &[]).await;
+        for (st, v) in &got {
+            assert!(
+                *st == StatusCode::CREATED || *st == StatusCode::CONFLICT,
+                "round {round}: {v}"
+            );
+        }
+        let (st, stored) = download(&n[round % 3], &alice, "alice", &path).await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(
+            (0..3).any(|k| got[k].0 == StatusCode::CREATED && stored == body(k, round)),
+            "round {round}: the file at {path} is a body answered 201, whole"
+        );
+    }
+}
+
+/// A small one-request upload holds its session's turn from its creation
+/// to its result: the owner aborting that session from another node
+/// meanwhile waits for it and is told the session is committed, never
+/// leaves the upload half-committed. A larger one holds no turn while its
+/// body streams: the abort goes through at once, the upload fails, and
+/// its path stays free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_from_another_node_never_leaves_a_one_request_upload_half_committed() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    for (size, path) in [(4096usize, "small.bin"), (2 << 20, "large.bin")] {
+        let data = vec![b'z'; size];
+        let (tx, held) = held_body();
+        let url = a.url_of(&format!("/v1/spaces/alice/files/{path}"));
+        let sending = tokio::spawn(
+            http()
+                .put(url)
+                .bearer_auth(&alice)
+                .header("content-length", size.to_string())
+                .body(held)
+                .send(),
+        );
+        tx.send(Ok(data[..size / 2].to_vec())).await.unwrap();
+        // The session, as the owner sees it on the other node.
+        let sid = {
+            let started = Instant::now();
+            loop {
+                let (_, v) = call(
+                    &b,
+                    Method::GET,
+                    "/v1/sessions?state=open",
+                    Some(&alice),
+                    None,
+                )
+                .await;
+                if let Some(s) = v["sessions"].as_array().and_then(|s| s.first()) {
+                    break s["id"].as_str().unwrap().to_owned();
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no open session: {v}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let abort = {
+            let (b, alice, sid) = (b.url.clone(), alice.clone(), sid.clone());
+            tokio::spawn(async move {
+                let r = http()
+                    .delete(format!("{b}/v1/sessions/{sid}"))
+                    .bearer_auth(&alice)
+                    .send()
+                    .await
+                    .unwrap();
+                r.status()
+            })
+        };
+        if size <= 4096 {
+            // Let the abort reach the turn, then finish the body.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.send(Ok(data[size / 2..].to_vec())).await.unwrap();
+            drop(tx);
+            let put = sending.await.unwrap().unwrap();
+            assert_eq!(put.status(), StatusCode::CREATED, "the PUT commits");
+            let aborted = abort.await.unwrap();
+            assert!(
+                aborted == StatusCode::GONE || aborted == StatusCode::CONFLICT,
+                "the abort is told the session is committed: {aborted}"
+            );
+            assert_file(&b, &alice, path, &data).await;
+            let (_, s) = call(
+                &b,
+                Method::GET,
+                &format!("/v1/sessions/{sid}"),
+                Some(&alice),
+                None,
+            )
+            .await;
+            assert_eq!(s["state"], "committed", "{s}");
+        } else {
+            let aborted = abort.await.unwrap();
+            assert!(aborted.is_success(), "the abort goes through: {aborted}");
+            let _ = tx.send(Ok(data[size / 2..].to_vec())).await;
+            drop(tx);
+            if let Ok(r) = sending.await.unwrap() {
+                assert!(
+                    r.status().is_client_error(),
+                    "the PUT fails: {}",
+                    r.status()
+                );
+            }
+            let (st, _) = download(&b, &alice, "alice", path).await;
+            assert_eq!(st, StatusCode::NOT_FOUND, "nothing at {path}");
+            let url = format!("/v1/spaces/alice/files/{path}");
+            let (st, v) = put(&b, &url, Some(&alice), &[("if-none-match", "*")], data).await;
+            assert_eq!(st, StatusCode::CREATED, "the path is free: {v}");
+        }
+    }
+}

@@ -198,18 +198,26 @@ impl Engine {
         upload_id: &str,
         expected: Option<Digest>,
     ) -> Result<UploadView> {
-        let session_id = slot.state.lock().await.session.id.clone();
-        let _guard = self.session_turn(&session_id).await?;
+        let (session_id, private) = {
+            let live = slot.state.lock().await;
+            (live.session.id.clone(), live.private)
+        };
+        let mut guard = self.session_turn(&session_id).await?;
         // The upload and its session as recorded, read once under the turn
         // — in a cluster once its commit lease is held too, so that the
-        // commit works from this read (`Held`).
+        // commit works from this read (`Held`). A private upload needs
+        // neither: no other node writes it, and this node's slot is the
+        // truth. The result ends the turn's lease with the commit's.
         let (upload, s, mut held) = if self.in_cluster() {
-            let lease = self
-                .lease(upload_id, 0, u64::MAX, LeaseKind::Commit)
-                .await?;
-            let slot = self
-                .slot(&Caller::Upload(upload_id.to_owned()), upload_id)
-                .await?;
+            let (lease, slot) = if private {
+                (None, slot.clone())
+            } else {
+                let lease = self
+                    .lease(upload_id, 0, u64::MAX, LeaseKind::Commit)
+                    .await?;
+                let caller = Caller::Upload(upload_id.to_owned());
+                (lease, self.slot(&caller, upload_id).await?)
+            };
             let (upload, s) = {
                 let live = slot.state.lock().await;
                 (live.upload.clone(), live.session.clone())
@@ -217,6 +225,7 @@ impl Engine {
             let held = Held {
                 id: upload_id.to_owned(),
                 lease,
+                turn: guard.take_lease(),
                 slot,
             };
             (upload, s, Some(held))
@@ -258,8 +267,11 @@ impl Engine {
             // is running; finish it now, with no restart.
             UploadState::Committing => {
                 // Its lease ends first: the commit below claims afresh.
-                if let Some(lease) = held.take().and_then(|h| h.lease) {
-                    lease.release().await;
+                if let Some(h) = held.take() {
+                    guard.put_back(h.turn);
+                    if let Some(lease) = h.lease {
+                        lease.release().await;
+                    }
                 }
                 let s = self.resume_interrupted(&s).await?;
                 let u = self.inner.meta.get_upload(upload_id).await?;
@@ -340,12 +352,16 @@ impl Engine {
             space_hold: None,
         };
         let mut candidates = Vec::new();
+        // Whether every upload is private, and the ranges their last
+        // writes left to the intent.
+        let (mut private, mut unrecorded) = (true, Vec::new());
         for id in ids {
             // In a cluster, no other node writes to it from here on (what
             // they wrote before is recorded, and read by `slot`).
             let slot = match held.take() {
                 Some(h) if h.id == *id => {
                     frozen.leases.extend(h.lease);
+                    frozen.leases.extend(h.turn);
                     h.slot
                 }
                 _ => {
@@ -371,6 +387,10 @@ impl Engine {
                     });
                 }
                 live.committing = true;
+                private &= live.private;
+                if let Some(r) = live.unrecorded.take() {
+                    unrecorded.push((live.upload.id.clone(), r));
+                }
                 (live.upload.clone(), live.cursor.clone())
             };
             frozen.slots.push(slot);
@@ -420,15 +440,35 @@ impl Engine {
             paths: Vec::new(),
         };
         let mut decisions = Vec::new();
+        // A private upload heading for a free path: path and intent in one
+        // metadata step, no turn of the space (`claim_if_free`).
+        let claimed = match (private, candidates.as_slice(), unrecorded.as_slice()) {
+            (true, [c], [] | [_]) if self.in_cluster() && !whole_session && drop.is_empty() => {
+                let received = unrecorded.first().map(|(_, r)| *r);
+                self.claim_if_free(session, &c.upload, received, &mut claims)
+                    .await?
+            }
+            _ => None,
+        };
+        if let Some(d) = claimed {
+            decisions.push(d);
+            unrecorded.clear();
+            frozen.intent_recorded = ids.to_vec();
+        } else {
+            // What the writes left to an intent is recorded first.
+            for (id, range) in unrecorded.drain(..) {
+                self.inner.meta.record_write(&id, range, None).await?;
+            }
+        }
         // In a cluster, other nodes choose paths in this space too: the
         // space is theirs to wait for from the choice until the record.
         // The turn lasts until the intent is recorded: from then on, other
         // nodes see the chosen paths as taken (`committing_around`).
-        if self.in_cluster() {
+        if self.in_cluster() && decisions.is_empty() {
             let what = ferry_meta::namespace_turn(&session.space);
             frozen.space_hold = Some(self.inner.meta.turn(&what).await?);
         }
-        {
+        if decisions.is_empty() {
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
                 let d = self.decide(session, &c.upload).await?;
@@ -513,6 +553,50 @@ impl Engine {
         pending.range(lo..hi).next().map(|_| Occupant::Folder)
     }
 
+    /// For a commit of one private upload in a cluster: its path, when it
+    /// is free, is claimed with the intent in one metadata step
+    /// ([`ferry_meta::MetaStore::begin_commit_if_free`]), which checks it
+    /// under the space's turn: a promotion with nothing to replace.
+    /// `received` is what the upload's last write left to the intent.
+    /// `None` when the path is taken (here or on another node) or the
+    /// upload changed: nothing is recorded, and the caller takes the
+    /// space's turn and decides under the session's policy.
+    async fn claim_if_free(
+        &self,
+        session: &Session,
+        upload: &Upload,
+        received: Option<ferry_core::ByteRange>,
+        claims: &mut Claims<'_>,
+    ) -> Result<Option<Decision>> {
+        let (space, path) = (&session.space, &upload.path);
+        if upload.replaces.is_some() {
+            return Ok(None);
+        }
+        {
+            let _ns = self.inner.namespace.lock().await;
+            if self.pending_occupant(space, path).is_some()
+                || self.inner.store.file_exists(space, path).await?
+            {
+                return Ok(None);
+            }
+            claims.claim(path);
+        }
+        let meta = &self.inner.meta;
+        if meta
+            .begin_commit_if_free(&upload.id, space, path, received)
+            .await?
+        {
+            return Ok(Some(Decision::Promote(
+                path.clone(),
+                Promote::NoReplace,
+                None,
+                None,
+            )));
+        }
+        claims.unclaim(path);
+        Ok(None)
+    }
+
     /// Steps 3–5: record the intent, promote, record the result.
     async fn promote_and_record(
         &self,
@@ -533,9 +617,12 @@ impl Engine {
             })
             .collect();
         let meta = &self.inner.meta;
-        meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan, drop)
-            .await?;
-        frozen.intent_recorded = plan.iter().map(|(id, _)| id.clone()).collect();
+        // (Recorded already when the path was claimed with it.)
+        if frozen.intent_recorded.is_empty() {
+            meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan, drop)
+                .await?;
+            frozen.intent_recorded = plan.iter().map(|(id, _)| id.clone()).collect();
+        }
         frozen.space_hold = None;
 
         // 4. Promote, many at a time: directory fsyncs are shared between
@@ -651,7 +738,14 @@ impl Engine {
                 (d.upload_id.as_str(), data)
             }),
         );
-        let ended = meta.finish_commit_reporting(end, &done, &events).await?;
+        // The leases end with the result, in its step.
+        let tokens: Vec<String> = frozen.leases.iter().map(|l| l.token().to_owned()).collect();
+        let ended = meta
+            .finish_commit_releasing(end, &done, &events, &tokens)
+            .await?;
+        for lease in frozen.leases.drain(..) {
+            lease.ended();
+        }
         if !events.is_empty() {
             self.hooks_written();
         }
@@ -1118,6 +1212,12 @@ impl Claims<'_> {
         self.engine.inner.pending.lock().unwrap().insert(key);
         self.paths.push(path.to_string());
     }
+
+    fn unclaim(&mut self, path: &SpacePath) {
+        let key = (self.space.clone(), path.to_string());
+        self.engine.inner.pending.lock().unwrap().remove(&key);
+        self.paths.retain(|p| p != path.as_str());
+    }
 }
 
 impl Drop for Claims<'_> {
@@ -1140,6 +1240,8 @@ impl Drop for Claims<'_> {
 struct Held {
     id: String,
     lease: Option<crate::lease::Lease>,
+    /// The session's turn (its lease), ended by the commit's result.
+    turn: Option<crate::lease::Lease>,
     slot: std::sync::Arc<crate::live::Slot>,
 }
 
@@ -1148,7 +1250,8 @@ struct Frozen {
     /// The uploads whose intent (`committing`) is recorded.
     intent_recorded: Vec<String>,
     /// In a cluster: the uploads' commit leases (other nodes' writes are
-    /// refused until these go).
+    /// refused until these go), and the session's turn when the caller
+    /// gave it: the result's step ends them.
     leases: Vec<crate::lease::Lease>,
     /// In a cluster: the space's namespace turn, from choosing final paths
     /// until their intent is recorded.

@@ -73,6 +73,15 @@ impl Lease {
         self.forget();
     }
 
+    /// A lease the metadata granted in a step of its own (a new session's
+    /// turn, [`ferry_meta::MetaStore::create_sessions_holding`]).
+    pub fn granted(engine: &Engine, token: String) -> Lease {
+        Lease {
+            engine: engine.clone(),
+            token,
+        }
+    }
+
     /// Takes the token out (once: then empty) and stops listening for it.
     fn forget(&mut self) -> String {
         let token = std::mem::take(&mut self.token);
@@ -187,27 +196,67 @@ impl Engine {
 
     /// A session's turn: its commit, abort and expiry exclude each other,
     /// on this node (a lock) and across nodes (a lease).
+    /// A session this node made holding its turn (a one-request upload's)
+    /// uses that lease for its first turn here instead of claiming one.
     pub(crate) async fn session_turn(&self, session_id: &str) -> Result<SessionTurn<'_>> {
         let local = self.session_lock(session_id).lock().await;
-        let lease = self
-            .lease(
-                &format!("session:{session_id}"),
-                0,
-                u64::MAX,
-                LeaseKind::Turn,
-            )
-            .await?;
+        let born = self.inner.born_turns.lock().unwrap().remove(session_id);
+        let lease = match born {
+            Some(lease) => Some(lease),
+            None => {
+                self.lease(&session_key(session_id), 0, u64::MAX, LeaseKind::Turn)
+                    .await?
+            }
+        };
         Ok(SessionTurn {
             _local: local,
-            _lease: lease,
+            lease,
         })
     }
+
+    /// Keeps the turns of new sessions the metadata leased to this node
+    /// as it created them, until their first turn ([`Engine::session_turn`])
+    /// or [`Engine::forget_born_turn`].
+    pub(crate) fn keep_born_turns(&self, turns: impl IntoIterator<Item = (String, String)>) {
+        let mut born = self.inner.born_turns.lock().unwrap();
+        for (session_id, token) in turns {
+            born.insert(session_id, Lease::granted(self, token));
+        }
+    }
+
+    /// Releases a new session's turn no turn has taken (its request is
+    /// over).
+    pub(crate) fn forget_born_turn(&self, session_id: &str) {
+        let lease = self.inner.born_turns.lock().unwrap().remove(session_id);
+        drop(lease);
+    }
+}
+
+/// The lease key of a session's turn.
+pub(crate) fn session_key(session_id: &str) -> String {
+    format!("session:{session_id}")
 }
 
 /// Held while a session's commit, abort or expiry runs.
 pub(crate) struct SessionTurn<'a> {
     _local: tokio::sync::MutexGuard<'a, ()>,
-    _lease: Option<Lease>,
+    lease: Option<Lease>,
+}
+
+impl SessionTurn<'_> {
+    /// The turn's lease, for a step that ends it itself (a commit's
+    /// result); the turn goes on until this guard drops, and the lease
+    /// with whoever took it.
+    pub fn take_lease(&mut self) -> Option<Lease> {
+        self.lease.take()
+    }
+
+    /// Gives back a lease [`SessionTurn::take_lease`] took.
+    pub fn put_back(&mut self, lease: Option<Lease>) {
+        if lease.is_some() {
+            self.lease = lease;
+        }
+    }
 }
 
 /// What a node does with an announcement about its leases: a holder asked

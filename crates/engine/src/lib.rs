@@ -111,6 +111,9 @@ struct Inner {
     /// The leases of writes in flight here, by token: what stops each
     /// when another node asks for it ([`lease`]).
     leased: std::sync::Mutex<HashMap<String, tokio_util::sync::CancellationToken>>,
+    /// Turns of sessions this node made holding them, by session id,
+    /// until their first turn here ([`Engine::session_turn`]).
+    born_turns: std::sync::Mutex<HashMap<String, lease::Lease>>,
     /// Where hook events go, if anywhere ([`Engine::set_hooks`]).
     hooks: hooks::HookState,
     /// This node's live figures ([`Engine::activity`]).
@@ -140,6 +143,7 @@ impl Engine {
                 spaces: Default::default(),
                 cluster: Default::default(),
                 leased: Default::default(),
+                born_turns: Default::default(),
                 hooks: Default::default(),
                 activity: Default::default(),
             }),

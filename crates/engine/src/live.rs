@@ -73,6 +73,14 @@ pub(crate) struct Live {
     /// [`Engine::put_upload`] gave this upload to a request for its body:
     /// it is never handed to another one, even before its first byte.
     pub taken: bool,
+    /// The upload is known to no other request: a one-request upload made
+    /// on this node ([`crate::NewSession::whole_in_request`]), whose ids
+    /// nobody has until it answers. No other node writes or commits it;
+    /// its session's turn is this node's from its creation.
+    pub private: bool,
+    /// In a cluster, a private upload's last write left its record to the
+    /// commit that follows it (the intent records it).
+    pub unrecorded: Option<ByteRange>,
 }
 
 impl Live {
@@ -123,6 +131,8 @@ fn new_slot(session: Session, upload: Upload, hash_in_order: bool) -> Slot {
             committing: false,
             follow_end: None,
             taken: false,
+            private: false,
+            unrecorded: None,
         }),
         hashing: tokio::sync::Mutex::new(()),
         settled: tokio::sync::Notify::new(),

@@ -68,6 +68,9 @@ pub enum Precondition {
     Absent,
 }
 
+/// The largest one-request upload made holding its session's turn.
+const BORN_TURN_MAX: u64 = 1 << 20;
+
 fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
     let message = format!("{path}: {e}");
     match e {
@@ -141,13 +144,46 @@ impl Engine {
                     .map(move |u| (u.id.as_str(), HookData::upload(s, u)))
             }),
         );
-        let (staged, recorded) = tokio::join!(
-            stage,
-            meta.create_sessions_reporting(&made, within, &events)
-        );
+        // In a cluster, a small one-request upload's session is made
+        // holding its turn: its commit needs no turn of its own (see
+        // `Live::private`). Other nodes wait for the turn while the body
+        // streams, so a larger one claims it when it commits.
+        let born: Vec<&str> = made
+            .iter()
+            .zip(&whole)
+            .filter(|((_, ups), whole)| {
+                let size: Option<u64> = ups.iter().map(|u| u.length.known()).sum();
+                **whole && self.in_cluster() && size.is_some_and(|n| n <= BORN_TURN_MAX)
+            })
+            .map(|((s, _), _)| s.id.as_str())
+            .collect();
+        let record = async {
+            if born.is_empty() {
+                return Ok(
+                    match meta
+                        .create_sessions_reporting(&made, within, &events)
+                        .await?
+                    {
+                        Some(refused) => Err(refused),
+                        None => Ok(Vec::new()),
+                    },
+                );
+            }
+            let keys: Vec<String> = born
+                .iter()
+                .map(|id| crate::lease::session_key(id))
+                .collect();
+            meta.create_sessions_holding(&made, within, &events, &keys)
+                .await
+        };
+        let (staged, recorded) = tokio::join!(stage, record);
         let refused = match recorded {
-            Ok(None) => None,
-            Ok(Some(r)) => Some(Ok(r)),
+            Ok(Ok(tokens)) => {
+                let ids = born.iter().map(|id| id.to_string());
+                self.keep_born_turns(ids.zip(tokens));
+                None
+            }
+            Ok(Err(r)) => Some(Ok(r)),
             Err(e) => Some(Err(e)),
         };
         if let Some(refused) = refused {
@@ -176,6 +212,7 @@ impl Engine {
         if let Err(e) = staged {
             // Do not leave sessions behind that cannot take bytes.
             for (session, _) in &made {
+                self.forget_born_turn(&session.id);
                 let _ = meta
                     .set_session_state(&session.id, SessionState::Aborted, None)
                     .await;
@@ -186,9 +223,11 @@ impl Engine {
             self.hooks_written();
         }
         let mut views = Vec::with_capacity(made.len());
-        for (session, uploads) in made {
+        for ((session, uploads), whole) in made.into_iter().zip(whole) {
             metrics::counter!("ferry_sessions_created_total").increment(1);
-            self.seed_slots(&session, &uploads);
+            for slot in self.seed_slots(&session, &uploads) {
+                slot.state.lock().await.private = whole;
+            }
             let empty: Vec<String> = uploads
                 .iter()
                 .filter(|u| u.is_complete())
@@ -677,7 +716,11 @@ impl Engine {
         let now = now_ms();
         let due = self.inner.meta.expired_sessions(now).await?;
         for s in &due {
-            self.expire(s).await?;
+            // One that cannot end now (its turn kept busy on another node)
+            // does not hold up the rest: the next round tries it again.
+            if let Err(e) = self.expire(s).await {
+                tracing::warn!(session = %s.id, error = %e, "cannot expire a session now");
+            }
         }
         for f in self.inner.meta.expired_files(now).await? {
             let _ns = self.inner.namespace.lock().await;

@@ -106,11 +106,19 @@ impl Engine {
         } else {
             self.slot(caller, upload_id).await?
         };
-        let done = slot.state.lock().await.upload.state.is_done();
+        let (done, private) = {
+            let live = slot.state.lock().await;
+            (live.upload.state.is_done(), live.private)
+        };
         if done {
             return self.resent(&slot, at, body, checks).await;
         }
-        let lease = self.write_lease(&slot, upload_id, at).await?;
+        // No other request writes to a private upload: no lease, and the
+        // slot this node keeps is the truth.
+        let lease = match private {
+            true => None,
+            false => self.write_lease(&slot, upload_id, at).await?,
+        };
         if lease.is_some() && append {
             // Afresh: the append may have waited for another node's to
             // settle, or the upload changed on another node since it was
@@ -280,6 +288,74 @@ impl Engine {
             file,
             expires_at: session.expires_at,
         })
+    }
+
+    /// A whole file in one request: `new` (one upload, committed on its
+    /// last byte) is created, `body` written to it and committed; the
+    /// file is the answer. All or nothing: whatever fails aborts the
+    /// session (unless its commit already ended it), and the error is the
+    /// answer. Nobody else knows the session until this answers, so in a
+    /// cluster it is made holding its turn and committed without leases of
+    /// its own ([`crate::live::Live::private`]).
+    pub async fn upload_whole(
+        &self,
+        caller: &Caller,
+        mut new: crate::NewSession,
+        body: ByteStream,
+        checks: PartChecks,
+    ) -> Result<ferry_core::FileRecord> {
+        if new.uploads.len() != 1 {
+            return Err(EngineError::invalid(
+                "invalid_request",
+                "a one-request upload is one file",
+            ));
+        }
+        new.whole_in_request = true;
+        new.commit = ferry_core::CommitMode::OnLastByte;
+        let size = new.uploads[0].size;
+        let view = self.create_session(caller, new).await?;
+        let session = view.session.id.clone();
+        // However this ends (this future dropped too), the session's turn
+        // goes if its commit did not take it.
+        struct Born<'a>(&'a Engine, &'a str);
+        impl Drop for Born<'_> {
+            fn drop(&mut self) {
+                self.0.forget_born_turn(self.1);
+            }
+        }
+        let _born = Born(self, &session);
+        let upload = &view.uploads[0].upload.id;
+        let written = async {
+            let at = WriteAt::Append {
+                offset: 0,
+                total: size,
+                len: size,
+            };
+            let w = self.write(caller, upload, at, body, checks).await?;
+            if let Some(f) = w.file {
+                return Ok(f);
+            }
+            // A body of unknown length: it ended here, which makes its length.
+            let end = w.upload.received.prefix_len();
+            let at = WriteAt::Append {
+                offset: end,
+                total: Some(end),
+                len: Some(0),
+            };
+            let empty = Box::pin(futures::stream::empty());
+            let w = self
+                .write(caller, upload, at, empty, Default::default())
+                .await?;
+            w.file
+                .ok_or_else(|| EngineError::Conflict("the file was not committed".into()))
+        }
+        .await;
+        if written.is_err()
+            && let Err(abort) = self.abort_session(caller, &session).await
+        {
+            tracing::debug!(%session, error = %abort, "one-request upload: session not aborted");
+        }
+        written
     }
 
     /// In a cluster, the lease of the bytes a write is about to stream
@@ -668,7 +744,19 @@ impl Engine {
             md5: digests.md5.clone(),
         });
         let meta = &self.inner.meta;
+        // In a cluster, the write of a whole private upload that commits
+        // on its last byte leaves its record to the commit's intent: one
+        // metadata step fewer. (Its request answers only once committed;
+        // if the commit fails, the request fails and its session goes.)
+        let leave = live.private
+            && self.in_cluster()
+            && part.is_none()
+            && live.session.commit_mode().is_auto()
+            && live.upload.received.is_empty()
+            && range.start == 0
+            && live.upload.length.known() == Some(range.end);
         match lease.take() {
+            _ if leave => live.unrecorded = Some(range),
             // On an error the lease is dropped, which releases it.
             Some(l) => {
                 meta.record_write_releasing(upload_id, range, part.as_ref(), l.token())

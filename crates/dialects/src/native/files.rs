@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferry_core::{CommitMode, ConflictPolicy, DigestAlgo};
-use ferry_engine::{EngineError, NewSession, NewUpload, Precondition, WriteAt};
+use ferry_engine::{EngineError, NewSession, NewUpload, Precondition};
 use ferry_http::{RangeRequest, b64, http_date, parse_content_digest, parse_range};
 use ferry_meta::Entry;
 
@@ -188,48 +188,10 @@ pub async fn put(
         // All or nothing: a body that fails aborts the session.
         whole_in_request: true,
     };
-    let view = match st.engine.create_session(&c, new).await {
-        Err(e @ EngineError::AlreadyExists { .. }) if absent_only => {
-            return Ok(precondition_failed(e));
-        }
-        r => r?,
-    };
-    let session = view.session.id.clone();
-    let upload = &view.uploads[0].upload.id;
-    let written = async {
-        let at = WriteAt::Append {
-            offset: 0,
-            total: size,
-            len: size,
-        };
-        let w = st
-            .engine
-            .write(&c, upload, at, ferry_http::body_stream(body), checks)
-            .await?;
-        if let Some(f) = w.file {
-            return Ok(f);
-        }
-        // A body of unknown length: it ended here, which makes its length.
-        let end = w.upload.received.prefix_len();
-        let at = WriteAt::Append {
-            offset: end,
-            total: Some(end),
-            len: Some(0),
-        };
-        let w = st
-            .engine
-            .write(
-                &c,
-                upload,
-                at,
-                Box::pin(futures::stream::empty()),
-                Default::default(),
-            )
-            .await?;
-        w.file
-            .ok_or_else(|| EngineError::Conflict("the file was not committed".into()))
-    }
-    .await;
+    let written = st
+        .engine
+        .upload_whole(&c, new, ferry_http::body_stream(body), checks)
+        .await;
     match written {
         Ok(f) => {
             let mut out = HeaderMap::new();
@@ -238,14 +200,8 @@ pub async fn put(
             }
             Ok((StatusCode::CREATED, out, Json(FileJson::from(&f))).into_response())
         }
-        Err(e) => {
-            // All or nothing: the session goes (unless its commit already
-            // decided it, e.g. failed on a digest).
-            if let Err(abort) = st.engine.abort_session(&c, &session).await {
-                tracing::debug!(%session, error = %abort, "one-request upload: session not aborted");
-            }
-            Err(ApiError(e))
-        }
+        Err(e @ EngineError::AlreadyExists { .. }) if absent_only => Ok(precondition_failed(e)),
+        Err(e) => Err(ApiError(e)),
     }
 }
 
