@@ -689,7 +689,22 @@ async fn check(base: &str, tok: &str, jobs: &Jobs, stats: &Stats) -> Vec<String>
                 let url = format!("{base}{DEEPSET}/{}/files", handle[0]);
                 get_json(c.get(url).bearer_auth(tok)).await.to_string()
             } else {
-                String::new()
+                // What the server holds of uploads to that path.
+                let url = format!("{base}/v1/sessions?uploads=true");
+                let all = get_json(c.get(url).bearer_auth(tok)).await;
+                let mine: Vec<&Value> = all["sessions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| {
+                        s["uploads"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|u| u["path"] == path.as_str())
+                    })
+                    .collect();
+                format!("{mine:?}")
             };
             bad.push(format!("{path}: acknowledged commit, but {status} {more}"));
         }

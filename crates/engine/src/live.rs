@@ -231,22 +231,31 @@ impl Engine {
         {
             return self.authorize(caller, upload_id, slot.clone()).await;
         }
-        let (upload, session) = self
-            .inner
-            .meta
-            .upload_and_session(upload_id)
-            .await?
-            .ok_or_else(not_found)?;
-        let cacheable = session.state == SessionState::Open && upload.state == UploadState::Open;
-        let session_id = session.id.clone();
+        let read = || async {
+            self.inner
+                .meta
+                .upload_and_session(upload_id)
+                .await?
+                .ok_or_else(not_found)
+        };
         let slot = match cached {
             Some(slot) => {
-                {
+                let (cacheable, session_id) = {
+                    // Read under the slot's lock: a write here records its
+                    // range under it too, so the read sees every range this
+                    // node recorded, and the slot never goes back to an
+                    // older state (a write that completed the upload would
+                    // find it incomplete and not commit).
                     let mut live = slot.state.lock().await;
+                    let (upload, session) = read().await?;
+                    let cacheable =
+                        session.state == SessionState::Open && upload.state == UploadState::Open;
+                    let session_id = session.id.clone();
                     live.upload = upload;
                     live.session = session;
                     live.drop_cursor();
-                }
+                    (cacheable, session_id)
+                };
                 if !cacheable {
                     self.inner
                         .live
@@ -257,6 +266,10 @@ impl Engine {
                 slot
             }
             None => {
+                let (upload, session) = read().await?;
+                let cacheable =
+                    session.state == SessionState::Open && upload.state == UploadState::Open;
+                let session_id = session.id.clone();
                 let slot = Arc::new(new_slot(session, upload, !cluster));
                 if !cacheable {
                     return self.authorize(caller, upload_id, slot).await;

@@ -125,7 +125,12 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data)
             .env("FERRY_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "warn")
+            // FERRY_TEST_LOG: the servers' log filter (e.g. `info` to see
+            // what recovery did), `warn` by default.
+            .env(
+                "RUST_LOG",
+                std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let shares = self.extra.iter().any(|(k, _)| k == "FERRY_DATABASE_URL");
