@@ -610,6 +610,16 @@ async fn get_json(rb: reqwest::RequestBuilder) -> Value {
 
 /// deepset's POST form for `name`: the session's signed fields, then the
 /// file, as the SDK sends it (the form carries no token).
+/// Whether a deepset session's form posts straight into the bucket (on
+/// `--store s3`) rather than to Ferry.
+fn posts_to_bucket(session: &Value) -> bool {
+    let url = session["aws_prefixed_request_config"]["url"]
+        .as_str()
+        .unwrap_or_default();
+    std::env::var("FERRY_S3_ENDPOINT")
+        .is_ok_and(|e| !e.is_empty() && url.starts_with(e.trim_end_matches('/')))
+}
+
 fn deepset_form(base: &str, session: &Value, name: &str, data: &[u8]) -> reqwest::RequestBuilder {
     let cfg = &session["aws_prefixed_request_config"];
     let boundary = "ferry-kill-loop-boundary";
@@ -629,13 +639,17 @@ fn deepset_form(base: &str, session: &Value, name: &str, data: &[u8]) -> reqwest
     );
     body.extend_from_slice(data);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let url = cfg["url"].as_str().unwrap_or_default();
+    // A form posted to Ferry names the server of its session's day (the
+    // port changes with every restart); one posted straight into the
+    // bucket (`--store s3`) keeps its URL.
+    let url = if posts_to_bucket(session) {
+        url.to_owned()
+    } else {
+        format!("{base}{}", strip_base(url))
+    };
     http()
-        // The form's URL names the server of its session's day; the port
-        // changes with every restart.
-        .post(format!(
-            "{base}{}",
-            strip_base(cfg["url"].as_str().unwrap_or_default())
-        ))
+        .post(url)
         .header(
             "content-type",
             format!("multipart/form-data; boundary={boundary}"),
@@ -756,7 +770,10 @@ async fn check(base: &str, tok: &str, jobs: &Jobs, stats: &Stats) -> Vec<String>
                 }
             }
             Dialect::Deepset => {
-                if sent_whole {
+                // A body posted into the bucket is the bucket's until the
+                // close adopts it; the close's file is checked above.
+                let direct = serde_json::from_str(&handle[1]).is_ok_and(|s| posts_to_bucket(&s));
+                if sent_whole && !direct {
                     let url = format!("{base}/v1/sessions/{}", handle[0].replace('-', ""));
                     let v = get_json(c.get(url).bearer_auth(tok)).await;
                     let held = v["uploads"]

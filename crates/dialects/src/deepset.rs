@@ -670,6 +670,8 @@ async fn adopt_posted(engine: &Engine, caller: &Caller, session: &str) -> Result
             Err(EngineError::Invalid { message, .. }) => {
                 tracing::warn!(%session, %name, %message, "a posted file's name is refused: left out");
             }
+            // Adopted meanwhile by another request closing the session.
+            Err(EngineError::Store(ferry_store::StoreError::NotFound(_))) => {}
             Err(e) => return Err(e.into()),
         }
     }

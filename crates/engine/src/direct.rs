@@ -252,16 +252,18 @@ impl Engine {
         path: &str,
         content_type: Option<String>,
     ) -> Result<ferry_core::Upload> {
+        // The session's turn from choosing the upload until it holds its
+        // bytes: another request adopting or sending the same name (a
+        // close sent twice at once) waits, then finds this one complete,
+        // instead of aborting it as an attempt that never completed.
+        let turn = self.session_turn(session_id).await?;
+        let new = crate::NewUpload {
+            path: path.to_owned(),
+            content_type,
+            ..Default::default()
+        };
         let up = self
-            .put_upload(
-                caller,
-                session_id,
-                crate::NewUpload {
-                    path: path.to_owned(),
-                    content_type,
-                    ..Default::default()
-                },
-            )
+            .put_upload_in(caller, session_id, new, Some(&turn))
             .await?;
         let size = self
             .inner
@@ -280,7 +282,16 @@ impl Engine {
         live.upload.length = Length::Known(size);
         live.upload.direct = true;
         live.drop_cursor();
-        Ok(live.upload.clone())
+        let upload = live.upload.clone();
+        drop(live);
+        drop(turn);
+        // Recorded: the posted file may go (before this, a crash leaves it
+        // to be adopted again).
+        self.inner
+            .store
+            .forget_posted(&up.session_id, posted)
+            .await?;
+        Ok(upload)
     }
 
     /// Deletes what was posted for a session and not adopted.

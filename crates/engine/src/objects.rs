@@ -27,6 +27,18 @@ impl Engine {
         session_id: &str,
         new: NewUpload,
     ) -> Result<Upload> {
+        self.put_upload_in(caller, session_id, new, None).await
+    }
+
+    /// [`Engine::put_upload`], in the session's turn `turn` when the
+    /// caller holds it already (else it takes it).
+    pub(crate) async fn put_upload_in(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        new: NewUpload,
+        turn: Option<&crate::lease::SessionTurn<'_>>,
+    ) -> Result<Upload> {
         let path = parse_path(&new.path)?;
         let s = self.load_session(caller, session_id).await?;
         s.state.check_writable().map_err(EngineError::Gone)?;
@@ -35,7 +47,10 @@ impl Engine {
         self.inner.store.create_staged(&up.id).await?;
         let added = async {
             // Under the lock: no commit, close, abort or expiry in between.
-            let _guard = self.session_turn(session_id).await?;
+            let _guard = match turn {
+                Some(_) => None,
+                None => Some(self.session_turn(session_id).await?),
+            };
             let s = self.load_session(caller, session_id).await?;
             s.state.check_writable().map_err(EngineError::Gone)?;
             if s.is_expired_at(now_ms()) {

@@ -372,7 +372,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Makes the posted file `name` the staged upload `upload`, sealed
-    /// (its bytes are the file's; the posted file goes). Returns its size.
+    /// (its bytes are the file's), and returns its size. The posted file
+    /// stays until [`Store::forget_posted`]: a crash before the upload is
+    /// recorded leaves it to be adopted again. `NotFound` when it is gone.
     async fn adopt_posted(
         &self,
         folder: &str,
@@ -381,6 +383,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64, StoreError> {
         let _ = upload;
         Err(StoreError::NotFound(format!("{folder}/{name}")))
+    }
+
+    /// Deletes the posted file `name` once its upload is recorded
+    /// (idempotent).
+    async fn forget_posted(&self, folder: &str, name: &str) -> Result<(), StoreError> {
+        let _ = (folder, name);
+        Ok(())
     }
 
     /// Deletes what was posted into `folder` and not adopted.

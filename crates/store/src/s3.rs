@@ -1295,22 +1295,38 @@ impl S3Staging {
     ) -> Result<u64, StoreError> {
         let key = format!("{}{name}", self.posted_prefix(folder));
         let source = format!("{}/{}", self.bucket, percent_encode_key(&key));
-        self.client
+        let copied = self
+            .client
             .copy_object()
             .bucket(&self.bucket)
             .key(self.object_key(upload))
             .copy_source(source)
             .send()
-            .await
-            .map_err(|e| sdk(format!("adopting posted {name}"), e))?;
+            .await;
+        match copied {
+            Ok(_) => {}
+            // Gone meanwhile (another request adopted it).
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.meta().code() == Some("NoSuchKey")) =>
+            {
+                return Err(StoreError::NotFound(format!("posted {name}")));
+            }
+            Err(e) => return Err(sdk(format!("adopting posted {name}"), e)),
+        }
         let size = self
             .object_size(upload)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("posted {name}")))?;
         self.abort_mpu(upload).await?;
         self.sealed.lock().unwrap().insert(upload.to_owned(), size);
-        self.delete_key(&key, "deleting a posted object").await?;
         Ok(size)
+    }
+
+    /// Deletes the posted file `name` of `folder` (idempotent).
+    pub async fn forget_posted(&self, folder: &str, name: &str) -> Result<(), StoreError> {
+        let key = format!("{}{name}", self.posted_prefix(folder));
+        self.delete_key(&key, "deleting a posted object").await
     }
 
     /// Deletes every object posted into `folder`.

@@ -191,6 +191,10 @@ impl Store for S3Store {
         self.staging.adopt_posted(folder, name, upload).await
     }
 
+    async fn forget_posted(&self, folder: &str, name: &str) -> Result<(), StoreError> {
+        self.staging.forget_posted(folder, name).await
+    }
+
     async fn discard_posted(&self, folder: &str) -> Result<(), StoreError> {
         self.staging.discard_posted(folder).await
     }
