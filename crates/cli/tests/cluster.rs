@@ -364,20 +364,6 @@ async fn fail_commits_of_one_path_raced_on_two_nodes_let_exactly_one_win() {
     }
 }
 
-/// A request body fed by the test, chunk by chunk, that stays open until
-/// its sender is dropped (a client that stalls, or whose network died
-/// without a word).
-fn held_body() -> (
-    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-    reqwest::Body,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    (tx, body)
-}
-
 fn tus_head(n: &Server, path: &str, token: &str) -> reqwest::RequestBuilder {
     http()
         .head(n.url_of(path))

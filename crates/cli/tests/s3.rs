@@ -839,10 +839,7 @@ async fn a_part_whose_client_pauses_mid_body_still_lands_in_the_bucket() {
     )
     .await;
     let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    let (tx, body) = held_body();
     let send = http()
         .put(s.url_of(&format!("/v1/uploads/{up}/parts/1")))
         .bearer_auth(&tok)
@@ -1051,10 +1048,7 @@ async fn a_one_request_put_starts_no_multipart_upload_unless_it_needs_one() {
     let tok = user(&s, "wendy").await;
     let small = random_bytes(300_000, 41);
     // The body held half-way: the request has created its session.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    let (tx, body) = held_body();
     let sending = http()
         .put(s.url_of("/v1/spaces/wendy/files/small.bin"))
         .bearer_auth(&tok)
@@ -1101,10 +1095,7 @@ async fn a_one_request_put_starts_no_multipart_upload_unless_it_needs_one() {
 
     // Cut short: refused, and nothing of it stays in the bucket.
     let before = keys(&c, &b).await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    let (tx, body) = held_body();
     let sending = http()
         .put(s.url_of("/v1/spaces/wendy/files/cut.bin"))
         .bearer_auth(&tok)

@@ -452,23 +452,21 @@ impl Engine {
         };
         if let Some(d) = claimed {
             decisions.push(d);
-            unrecorded.clear();
             frozen.intent_recorded = ids.to_vec();
         } else {
             // What the writes left to an intent is recorded first.
-            for (id, range) in unrecorded.drain(..) {
+            for (id, range) in unrecorded {
                 self.inner.meta.record_write(&id, range, None).await?;
             }
-        }
-        // In a cluster, other nodes choose paths in this space too: the
-        // space is theirs to wait for from the choice until the record.
-        // The turn lasts until the intent is recorded: from then on, other
-        // nodes see the chosen paths as taken (`committing_around`).
-        if self.in_cluster() && decisions.is_empty() {
-            let what = ferry_meta::namespace_turn(&session.space);
-            frozen.space_hold = Some(self.inner.meta.turn(&what).await?);
-        }
-        if decisions.is_empty() {
+            // In a cluster, other nodes choose paths in this space too: the
+            // space is theirs to wait for from the choice until the record.
+            // The turn lasts until the intent is recorded: from then on,
+            // other nodes see the chosen paths as taken
+            // (`committing_around`).
+            if self.in_cluster() {
+                let what = ferry_meta::namespace_turn(&session.space);
+                frozen.space_hold = Some(self.inner.meta.turn(&what).await?);
+            }
             let _ns = self.inner.namespace.lock().await;
             for c in &candidates {
                 let d = self.decide(session, &c.upload).await?;

@@ -195,9 +195,9 @@ impl Engine {
     }
 
     /// A session's turn: its commit, abort and expiry exclude each other,
-    /// on this node (a lock) and across nodes (a lease).
-    /// A session this node made holding its turn (a one-request upload's)
-    /// uses that lease for its first turn here instead of claiming one.
+    /// on this node (a lock) and across nodes (a lease). A session this
+    /// node made holding its turn (a one-request upload's) uses that lease
+    /// for its first turn here instead of claiming one.
     pub(crate) async fn session_turn(&self, session_id: &str) -> Result<SessionTurn<'_>> {
         let local = self.session_lock(session_id).lock().await;
         let born = self.inner.born_turns.lock().unwrap().remove(session_id);

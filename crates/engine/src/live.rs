@@ -231,12 +231,18 @@ impl Engine {
         {
             return self.authorize(caller, upload_id, slot.clone()).await;
         }
+        // The upload and its session as recorded, and whether a slot of
+        // them stays cached (both open).
         let read = || async {
-            self.inner
+            let (upload, session) = self
+                .inner
                 .meta
                 .upload_and_session(upload_id)
                 .await?
-                .ok_or_else(not_found)
+                .ok_or_else(not_found)?;
+            let cacheable =
+                session.state == SessionState::Open && upload.state == UploadState::Open;
+            Ok::<_, EngineError>((upload, session, cacheable))
         };
         let slot = match cached {
             Some(slot) => {
@@ -247,9 +253,7 @@ impl Engine {
                     // older state (a write that completed the upload would
                     // find it incomplete and not commit).
                     let mut live = slot.state.lock().await;
-                    let (upload, session) = read().await?;
-                    let cacheable =
-                        session.state == SessionState::Open && upload.state == UploadState::Open;
+                    let (upload, session, cacheable) = read().await?;
                     let session_id = session.id.clone();
                     live.upload = upload;
                     live.session = session;
@@ -266,9 +270,7 @@ impl Engine {
                 slot
             }
             None => {
-                let (upload, session) = read().await?;
-                let cacheable =
-                    session.state == SessionState::Open && upload.state == UploadState::Open;
+                let (upload, session, cacheable) = read().await?;
                 let session_id = session.id.clone();
                 let slot = Arc::new(new_slot(session, upload, !cluster));
                 if !cacheable {

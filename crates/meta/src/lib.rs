@@ -130,6 +130,16 @@ pub enum Entry {
 
 /// The bounds of the paths strictly below `prefix` (a folder), for a
 /// range scan in byte order: `[prefix/, prefix0)`.
+/// Ends the leases `tokens` one by one, after a step that could not end
+/// them itself; a failure is logged (the lease ends with the process).
+pub(crate) async fn release_each<M: MetaStore + ?Sized>(store: &M, tokens: &[String]) {
+    for token in tokens {
+        if let Err(e) = store.release(token).await {
+            tracing::warn!(error = %e, "cannot release a lease; it ends with this process");
+        }
+    }
+}
+
 /// The name of a space's path turn ([`MetaStore::turn`]): what a process
 /// holds from choosing final paths in the space until their intent is
 /// recorded ([`MetaStore::begin_commit_if_free`] takes it too).
@@ -609,11 +619,7 @@ pub trait MetaStore: Send + Sync + 'static {
         release: &[String],
     ) -> Result<Option<SessionState>> {
         let ended = self.finish_commit_reporting(end, done, events).await?;
-        for token in release {
-            if let Err(e) = self.release(token).await {
-                tracing::warn!(error = %e, "cannot release a lease; it ends with this process");
-            }
-        }
+        release_each(self, release).await;
         Ok(ended)
     }
     /// Aborts those of `ids` that are open (or committing) and applies

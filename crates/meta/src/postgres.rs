@@ -2313,11 +2313,7 @@ impl MetaStore for Postgres {
             return Ok(ended);
         }
         let ended = self.finish_commit_locking(end, done, events).await?;
-        for token in release {
-            if let Err(e) = self.release(token).await {
-                tracing::warn!(error = %e, "cannot release a lease; it ends with this node");
-            }
-        }
+        crate::release_each(self, release).await;
         Ok(ended)
     }
 
@@ -2327,10 +2323,7 @@ impl MetaStore for Postgres {
         done: &[Committed],
         events: &[OutboxEvent],
     ) -> Result<Option<SessionState>> {
-        if let Some(ended) = self.finish_commit_at_once(end, done, events, &[]).await? {
-            return Ok(ended);
-        }
-        self.finish_commit_locking(end, done, events).await
+        self.finish_commit_releasing(end, done, events, &[]).await
     }
 
     async fn abort_uploads_reporting(

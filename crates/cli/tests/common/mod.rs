@@ -438,3 +438,17 @@ pub async fn post_form(
         .unwrap();
     (resp.status(), resp.text().await.unwrap())
 }
+
+/// A request body fed by the test, chunk by chunk, that stays open until
+/// its sender is dropped (a client that stalls, or whose network died
+/// without a word).
+pub fn held_body() -> (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    reqwest::Body,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    (tx, body)
+}
