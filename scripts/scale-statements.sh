@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Counts the PostgreSQL statements one small upload costs, by kind: one
 # node on PostgreSQL + S3 takes N uploads of 4 KiB each way (a whole-file
-# PUT, a tus creation carrying the file, and create + part + commit), and
+# PUT, a tus creation carrying the file, a tus creation then a PATCH, and
+# create + part + commit), and
 # pg_stat_statements says what each statement ran, per upload
 # (docs/SCALE.md). Reads the environment of scripts/pg-local.sh (its
 # server preloads pg_stat_statements) and scripts/s3-local.sh:
@@ -62,6 +63,16 @@ for i in $(seq "$N"); do
 done
 sleep 0.5
 echo "== tus creation with the whole file (1 request)"; count
+
+reset
+for i in $(seq "$N"); do
+    loc=$(curl -sf -o /dev/null -w '%header{location}' -X POST "${auth[@]}" -H "Tus-Resumable: 1.0.0" \
+        -H "Upload-Length: 4096" -H "Upload-Metadata: filename $(printf 'tus2/%s' "$i" | base64)" "$BASE/tus/")
+    curl -sf -X PATCH "${auth[@]}" -H "Tus-Resumable: 1.0.0" -H "Upload-Offset: 0" \
+        -H "Content-Type: application/offset+octet-stream" --data-binary @"$FILE" "$BASE${loc#"$BASE"}" >/dev/null
+done
+sleep 0.5
+echo "== tus creation, then the file in a PATCH (2 requests)"; count
 
 reset
 for i in $(seq "$N"); do

@@ -207,6 +207,60 @@ async fn tus_checksum_mismatch_is_460_and_the_offset_stays() {
     assert_eq!(download(&s, &alice, "alice", "c.txt").await.1, b"abcdefgh");
 }
 
+/// A creation that carries the whole file is one step: committed in its
+/// 201, or refused with nothing left behind (its client never learnt an
+/// address to resume).
+#[tokio::test]
+async fn tus_creation_with_the_whole_file_commits_at_once_or_leaves_nothing() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let meta = metadata(&[("filename", "whole.txt")]);
+    let sha1_of = |b: &[u8]| format!("sha1 {}", B64.encode(sha1::Sha1::digest(b)));
+    let (wrong, right) = (sha1_of(b"nope"), sha1_of(b"abcdef"));
+    let headers = |checksum| {
+        [
+            TUS,
+            OCTETS,
+            ("Upload-Length", "6"),
+            ("Upload-Metadata", meta.as_str()),
+            ("Upload-Checksum", checksum),
+        ]
+    };
+    let r = creation(&s, &alice, &headers(&wrong), b"abcdef".to_vec()).await;
+    assert_eq!(r.status.as_u16(), 460, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        None,
+        "no address for a refused creation"
+    );
+    let (st, v) = call(
+        &s,
+        Method::GET,
+        "/v1/sessions?state=open",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["sessions"].as_array().unwrap().len(),
+        0,
+        "nothing left open: {v}"
+    );
+
+    let r = creation(&s, &alice, &headers(&right), b"abcdef".to_vec()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.offset(), 6);
+    assert_eq!(
+        download(&s, &alice, "alice", "whole.txt").await.1,
+        b"abcdef"
+    );
+    // The address it gave answers for the committed upload.
+    let h = head(&s, &alice, &r.location()).await;
+    assert_eq!(h.offset(), 6);
+    assert_eq!(h.header("upload-length"), Some("6"));
+}
+
 /// Raw HTTP/1.1 over TCP, for what reqwest cannot send (trailers, a body
 /// that stalls).
 fn raw(s: &Server) -> std::net::TcpStream {
@@ -619,6 +673,54 @@ async fn draft_one_request_upload_and_cancel() {
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     let h = req(&s, Method::HEAD, &url, &alice, &[DRAFT], vec![]).await;
     assert_eq!(h.status, StatusCode::GONE);
+}
+
+/// A one-request draft upload whose digest does not match is refused as
+/// processed (`Upload-Complete: ?1`: not to be resumed), and leaves no
+/// session open.
+#[tokio::test]
+async fn draft_one_request_upload_with_a_wrong_digest_is_refused_and_leaves_nothing() {
+    let s = Server::start();
+    let alice = user(&s, "alice").await;
+    let wrong = format!(
+        "sha-256=:{}:",
+        B64.encode(sha2::Sha256::digest(b"something else"))
+    );
+    let r = req(
+        &s,
+        Method::POST,
+        "/tus/?path=refused.txt",
+        &alice,
+        &[DRAFT, ("Upload-Complete", "?1"), ("Content-Digest", &wrong)],
+        b"all at once".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 422, "{}", r.body);
+    assert_eq!(r.header("upload-complete"), Some("?1"));
+    assert_eq!(r.header("location"), None);
+    let (st, v) = call(
+        &s,
+        Method::GET,
+        "/v1/sessions?state=open",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["sessions"].as_array().unwrap().len(),
+        0,
+        "nothing left open: {v}"
+    );
+    let (st, _) = call(
+        &s,
+        Method::GET,
+        "/v1/spaces/alice/files/refused.txt",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -352,9 +352,8 @@ impl Engine {
             space_hold: None,
         };
         let mut candidates = Vec::new();
-        // Whether every upload is private, and the ranges their last
-        // writes left to the intent.
-        let (mut private, mut unrecorded) = (true, Vec::new());
+        // The ranges the uploads' last writes left to the intent.
+        let mut unrecorded = Vec::new();
         for id in ids {
             // In a cluster, no other node writes to it from here on (what
             // they wrote before is recorded, and read by `slot`).
@@ -387,7 +386,6 @@ impl Engine {
                     });
                 }
                 live.committing = true;
-                private &= live.private;
                 if let Some(r) = live.unrecorded.take() {
                     unrecorded.push((live.upload.id.clone(), r));
                 }
@@ -440,12 +438,12 @@ impl Engine {
             paths: Vec::new(),
         };
         let mut decisions = Vec::new();
-        // A private upload heading for a free path: path and intent in one
+        // One upload heading for a free path: path and intent in one
         // metadata step, no turn of the space (`claim_if_free`).
-        let claimed = match (private, candidates.as_slice(), unrecorded.as_slice()) {
-            (true, [c], [] | [_]) if self.in_cluster() && !whole_session && drop.is_empty() => {
+        let claimed = match (candidates.as_slice(), unrecorded.as_slice()) {
+            ([c], [] | [_]) if self.in_cluster() && drop.is_empty() => {
                 let received = unrecorded.first().map(|(_, r)| *r);
-                self.claim_if_free(session, &c.upload, received, &mut claims)
+                self.claim_if_free(session, whole_session, &c.upload, received, &mut claims)
                     .await?
             }
             _ => None,
@@ -551,8 +549,9 @@ impl Engine {
         pending.range(lo..hi).next().map(|_| Occupant::Folder)
     }
 
-    /// For a commit of one private upload in a cluster: its path, when it
-    /// is free, is claimed with the intent in one metadata step
+    /// For a commit of one upload in a cluster (with `whole_session`, of
+    /// its whole session): its path, when it is free, is claimed with the
+    /// intent in one metadata step
     /// ([`ferry_meta::MetaStore::begin_commit_if_free`]), which checks it
     /// under the space's turn: a promotion with nothing to replace.
     /// `received` is what the upload's last write left to the intent.
@@ -562,6 +561,7 @@ impl Engine {
     async fn claim_if_free(
         &self,
         session: &Session,
+        whole_session: bool,
         upload: &Upload,
         received: Option<ferry_core::ByteRange>,
         claims: &mut Claims<'_>,
@@ -581,7 +581,13 @@ impl Engine {
         }
         let meta = &self.inner.meta;
         if meta
-            .begin_commit_if_free(&upload.id, space, path, received)
+            .begin_commit_if_free(
+                whole_session.then_some(session.id.as_str()),
+                &upload.id,
+                space,
+                path,
+                received,
+            )
             .await?
         {
             return Ok(Some(Decision::Promote(

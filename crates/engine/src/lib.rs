@@ -52,7 +52,7 @@ pub use files::FileRead;
 pub use hashing::{Digests, Want};
 pub use hooks::{HookData, HookKind, HookSink, Verdict, backoff};
 pub use session::{NewSession, NewUpload, Precondition};
-pub use write::{PartChecks, WriteAt, WriteResult};
+pub use write::{PartChecks, WholeUpload, WriteAt, WriteResult};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> Millis {

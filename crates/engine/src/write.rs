@@ -79,6 +79,17 @@ pub struct WriteResult {
     pub expires_at: ferry_core::Millis,
 }
 
+/// A one-request upload, committed ([`Engine::upload_whole`]).
+#[derive(Clone, Debug)]
+pub struct WholeUpload {
+    pub file: FileRecord,
+    /// The upload, committed: its id is the address a resuming dialect
+    /// gives (tus `Location`).
+    pub upload: Upload,
+    /// Its session's expiry.
+    pub expires_at: ferry_core::Millis,
+}
+
 /// What the body adapter saw, shared with the write that owns it.
 struct Seen {
     count: u64,
@@ -290,20 +301,22 @@ impl Engine {
         })
     }
 
-    /// A whole file in one request: `new` (one upload, committed on its
-    /// last byte) is created, `body` written to it and committed; the
+    /// A whole file in one request (the native `PUT`, a tus or draft
+    /// creation that carries every byte): `new` (one upload, committed on
+    /// its last byte) is created, `body` written to it and committed; the
     /// file is the answer. All or nothing: whatever fails aborts the
     /// session (unless its commit already ended it), and the error is the
-    /// answer. Nobody else knows the session until this answers, so in a
-    /// cluster it is made holding its turn and committed without leases of
-    /// its own ([`crate::live::Live::private`]).
+    /// answer — its client never learnt the upload's address, so there is
+    /// nothing to resume. Nobody else knows the session until this
+    /// answers, so in a cluster it is made holding its turn and committed
+    /// without leases of its own ([`crate::live::Live::private`]).
     pub async fn upload_whole(
         &self,
         caller: &Caller,
         mut new: crate::NewSession,
         body: ByteStream,
         checks: PartChecks,
-    ) -> Result<ferry_core::FileRecord> {
+    ) -> Result<WholeUpload> {
         if new.uploads.len() != 1 {
             return Err(EngineError::invalid(
                 "invalid_request",
@@ -332,8 +345,12 @@ impl Engine {
                 len: size,
             };
             let w = self.write(caller, upload, at, body, checks).await?;
-            if let Some(f) = w.file {
-                return Ok(f);
+            if let Some(file) = w.file {
+                return Ok(WholeUpload {
+                    file,
+                    upload: w.upload,
+                    expires_at: w.expires_at,
+                });
             }
             // A body of unknown length: it ended here, which makes its length.
             let end = w.upload.received.prefix_len();
@@ -346,8 +363,14 @@ impl Engine {
             let w = self
                 .write(caller, upload, at, empty, Default::default())
                 .await?;
-            w.file
-                .ok_or_else(|| EngineError::Conflict("the file was not committed".into()))
+            let file = w
+                .file
+                .ok_or_else(|| EngineError::Conflict("the file was not committed".into()))?;
+            Ok(WholeUpload {
+                file,
+                upload: w.upload,
+                expires_at: w.expires_at,
+            })
         }
         .await;
         if written.is_err()

@@ -1120,7 +1120,7 @@ pub async fn an_intent_if_free_claims_only_a_free_path_and_records_its_range(m: 
     assert_eq!(turns.len(), 1, "one token per turn asked for");
     let (space, whole) = (sp("una"), ByteRange::new(0, 5));
     assert!(
-        m.begin_commit_if_free("fu1", &space, &p("a/b.txt"), whole)
+        m.begin_commit_if_free(None, "fu1", &space, &p("a/b.txt"), whole)
             .await
             .unwrap(),
         "a free path is claimed"
@@ -1132,7 +1132,7 @@ pub async fn an_intent_if_free_claims_only_a_free_path_and_records_its_range(m: 
     // Another upload heading for the same path, or for a file above it.
     for (id, path) in [("fu2", "a/b.txt"), ("fu3", "a")] {
         assert!(
-            !m.begin_commit_if_free(id, &space, &p(path), whole)
+            !m.begin_commit_if_free(None, id, &space, &p(path), whole)
                 .await
                 .unwrap(),
             "{path} is taken by a commit in progress"
@@ -1157,7 +1157,7 @@ pub async fn an_intent_if_free_claims_only_a_free_path_and_records_its_range(m: 
     // Now a file: the path, a file above it and a folder around it stay taken.
     for (id, path) in [("fu2", "a/b.txt"), ("fu3", "a"), ("fu4", "a/b.txt/c")] {
         assert!(
-            !m.begin_commit_if_free(id, &space, &p(path), None)
+            !m.begin_commit_if_free(None, id, &space, &p(path), None)
                 .await
                 .unwrap(),
             "{path} is taken by a file"
@@ -1168,7 +1168,7 @@ pub async fn an_intent_if_free_claims_only_a_free_path_and_records_its_range(m: 
         .await
         .unwrap();
     assert!(
-        !m.begin_commit_if_free("fu5", &space, &p("d.txt"), None)
+        !m.begin_commit_if_free(None, "fu5", &space, &p("d.txt"), None)
             .await
             .unwrap()
     );
@@ -1181,11 +1181,47 @@ pub async fn an_intent_if_free_claims_only_a_free_path_and_records_its_range(m: 
         .await
         .unwrap();
     assert!(
-        m.begin_commit_if_free("fu4", &space, &p("c.txt"), None)
+        m.begin_commit_if_free(None, "fu4", &space, &p("c.txt"), None)
             .await
             .unwrap()
     );
     let fu4 = m.get_upload("fu4").await.unwrap().unwrap();
     assert_eq!(fu4.state, UploadState::Committing);
     assert!(fu4.is_complete());
+
+    // The commit of a whole session of one upload: the session goes
+    // `committing` with the upload, only from `open`.
+    let made = [
+        (
+            session("fs2", "una", 10_000),
+            vec![upload("fu6", "fs2", "e.txt", Length::Known(5))],
+        ),
+        (
+            session("fs3", "una", 10_000),
+            vec![upload("fu7", "fs3", "f.txt", Length::Known(5))],
+        ),
+    ];
+    m.create_sessions_within(&made, limits).await.unwrap();
+    m.set_session_state("fs3", SessionState::Aborted, None)
+        .await
+        .unwrap();
+    assert!(
+        !m.begin_commit_if_free(Some("fs3"), "fu7", &space, &p("f.txt"), whole)
+            .await
+            .unwrap(),
+        "an ended session is not committed"
+    );
+    let fu7 = m.get_upload("fu7").await.unwrap().unwrap();
+    assert_eq!(fu7.state, UploadState::Open, "nothing changed for fu7");
+    assert!(fu7.received.is_empty(), "no range recorded for fu7");
+    assert!(
+        m.begin_commit_if_free(Some("fs2"), "fu6", &space, &p("e.txt"), whole)
+            .await
+            .unwrap()
+    );
+    let fs2 = m.get_session("fs2").await.unwrap().unwrap();
+    assert_eq!(fs2.state, SessionState::Committing);
+    let fu6 = m.get_upload("fu6").await.unwrap().unwrap();
+    assert_eq!(fu6.state, UploadState::Committing);
+    assert!(fu6.is_complete());
 }

@@ -559,20 +559,23 @@ pub trait MetaStore: Send + Sync + 'static {
         plan: &[(String, SpacePath)],
         abort: &[String],
     ) -> Result<()>;
-    /// [`MetaStore::begin_commit`] of the one upload `upload_id` (no
-    /// session state changes) towards `path` in `space`, on condition
+    /// [`MetaStore::begin_commit`] of the one upload `upload_id` (with
+    /// `session`, the commit of that whole session, which holds no other
+    /// open upload) towards `path` in `space`, on condition
     /// that the path is free ([`PathTaken::Free`]: no file at, above or
     /// below it and no other upload being committed there), which is
     /// checked and the intent recorded as one atomic step among the
     /// processes sharing the database. `received`, when given, is recorded
     /// with it ([`MetaStore::record_write`]): a write that completed the
     /// upload and left its record to the intent. `false` when the path
-    /// was not free or the upload not open: nothing changed, and the
+    /// was not free or the upload (or the session) not open: nothing
+    /// changed, and the
     /// caller takes the path's turn and [`MetaStore::begin_commit`], which
     /// say why. (The default serves a database only this process uses,
     /// whose caller keeps its own commits' paths apart.)
     async fn begin_commit_if_free(
         &self,
+        session: Option<&str>,
         upload_id: &str,
         space: &SpaceName,
         path: &SpacePath,
@@ -585,11 +588,17 @@ pub trait MetaStore: Send + Sync + 'static {
             Some(u) if u.state == UploadState::Open => {}
             _ => return Ok(false),
         }
+        if let Some(id) = session {
+            match self.get_session(id).await? {
+                Some(s) if s.state == SessionState::Open => {}
+                _ => return Ok(false),
+            }
+        }
         if let Some(range) = received {
             self.record_write(upload_id, range, None).await?;
         }
         let plan = [(upload_id.to_owned(), path.clone())];
-        self.begin_commit(None, &plan, &[]).await?;
+        self.begin_commit(session, &plan, &[]).await?;
         Ok(true)
     }
     /// Records every outcome and the session's end (see [`SessionEnd`]) in

@@ -1562,11 +1562,13 @@ impl Postgres {
     }
 
     /// `begin_commit_if_free` in one statement: the path checked under
-    /// the space's turn (`ferry_path_free`), the upload set `committing`
-    /// from `open` (a compare-and-set) and `received` recorded. `false`
-    /// when the path was taken or the upload not open (nothing changed).
+    /// the space's turn (`ferry_path_free`), the upload (and `session`,
+    /// when given) set `committing` from `open` (compare-and-sets) and
+    /// `received` recorded. `false` when the path was taken or the upload
+    /// or session not open (nothing changed).
     async fn intent_if_free(
         &self,
+        session: Option<&str>,
         upload_id: &str,
         space: &SpaceName,
         path: &SpacePath,
@@ -1584,8 +1586,11 @@ impl Postgres {
              u AS (UPDATE uploads SET state = 'committing', final_path = $8
                 WHERE id = $7 AND state = 'open' AND (SELECT free FROM f) RETURNING 1),
              r AS (INSERT INTO ranges (upload_id, start, "end")
-                SELECT $7, $9, $10 WHERE $9 IS NOT NULL AND (SELECT COUNT(*) FROM u) = 1)
-             SELECT ferry_expect((SELECT COUNT(*) FROM u) = 1)"#,
+                SELECT $7, $9, $10 WHERE $9 IS NOT NULL AND (SELECT COUNT(*) FROM u) = 1),
+             s AS (UPDATE sessions SET state = 'committing'
+                WHERE id = $11 AND state = 'open' AND (SELECT COUNT(*) FROM u) = 1 RETURNING 1)
+             SELECT ferry_expect((SELECT COUNT(*) FROM u) = 1
+                AND ($11::text IS NULL OR (SELECT COUNT(*) FROM s) = 1))"#,
         )
         .bind(TURN_LOCK)
         .bind(crate::namespace_turn(space))
@@ -1597,6 +1602,7 @@ impl Postgres {
         .bind(path.as_str())
         .bind(received.map(|r| i(r.start)))
         .bind(received.map(|r| i(r.end)))
+        .bind(session)
         .execute(&self.pool)
         .await;
         match done {
@@ -2291,12 +2297,14 @@ impl MetaStore for Postgres {
 
     async fn begin_commit_if_free(
         &self,
+        session: Option<&str>,
         upload_id: &str,
         space: &SpaceName,
         path: &SpacePath,
         received: Option<ByteRange>,
     ) -> Result<bool> {
-        self.intent_if_free(upload_id, space, path, received).await
+        self.intent_if_free(session, upload_id, space, path, received)
+            .await
     }
 
     async fn finish_commit_releasing(

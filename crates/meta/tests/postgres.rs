@@ -1017,8 +1017,8 @@ async fn a_path_claimed_by_its_intent_is_one_nodes_and_a_born_turn_holds_until_t
         }
         let one = ferry_core::ByteRange::new(0, 1);
         let (x, y) = tokio::join!(
-            n[0].begin_commit_if_free(&a, &space, &path, one),
-            n[1].begin_commit_if_free(&b, &space, &path, one),
+            n[0].begin_commit_if_free(None, &a, &space, &path, one),
+            n[1].begin_commit_if_free(None, &b, &space, &path, one),
         );
         let won = [x.unwrap(), y.unwrap()];
         assert_eq!(
@@ -1030,6 +1030,7 @@ async fn a_path_claimed_by_its_intent_is_one_nodes_and_a_born_turn_holds_until_t
 
     // The result ends the born turn: the other node gets it at once.
     n[0].begin_commit_if_free(
+        None,
         "ku1",
         &space,
         &p("same.bin"),

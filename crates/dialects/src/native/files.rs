@@ -193,7 +193,8 @@ pub async fn put(
         .upload_whole(&c, new, ferry_http::body_stream(body), checks)
         .await;
     match written {
-        Ok(f) => {
+        Ok(w) => {
+            let f = w.file;
             let mut out = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", f.sha256)) {
                 out.insert(header::ETAG, v);

@@ -371,6 +371,35 @@ async fn create_upload(st: &TusState, uri: &Uri, headers: &HeaderMap, body: Body
         sha256,
         metadata: None,
     };
+    // The whole file in the creation: made, written and committed as one,
+    // or not at all (see `Engine::upload_whole`).
+    let whole =
+        complete && total.is_some_and(|n| n > 0) && int_header(headers, "content-length")? == total;
+    if whole {
+        let commit = ferry_core::CommitMode::OnLastByte;
+        let new = super::new_session(dest, total, None, "ietf-draft", commit);
+        let checks = content_digest(headers)?;
+        let body = ferry_http::body_stream(body);
+        let w = match st.engine.upload_whole(&caller, new, body, checks).await {
+            Ok(w) => w,
+            Err(e) => {
+                // Refused once every byte was in: not to be resumed.
+                let processed = matches!(
+                    e,
+                    EngineError::AlreadyExists { .. }
+                        | EngineError::Rejected { .. }
+                        | EngineError::DigestMismatch { .. }
+                );
+                let mut p = problem(st, e);
+                p.processed = processed;
+                return Err(p);
+            }
+        };
+        let mut hs = HeaderMap::new();
+        set(&mut hs, "location", st.upload_url(&w.upload.id));
+        set(&mut hs, "upload-limit", limits(st, Some(w.expires_at)));
+        return Ok(answer(hs, &w.upload, Some(w.file), StatusCode::CREATED));
+    }
     let (view, session) = create(
         st,
         &caller,

@@ -236,6 +236,24 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
         Concat::Partial => CommitMode::Manual,
         _ => CommitMode::OnLastByte,
     };
+    let with_body = is_octets(headers);
+    // The whole file in the creation (the common small upload): made,
+    // written and committed as one, or not at all — a client that gets no
+    // 201 never learnt the address to resume.
+    let whole = with_body
+        && commit.is_auto()
+        && size.is_some_and(|n| n > 0 && ferry_http::content_length(headers) == Some(n));
+    if whole {
+        let new = super::new_session(d, size, Some(stored.to_json()), "tus", commit);
+        let (stream, trailers) = ferry_http::body_stream_with_trailers(body);
+        let checks = checks(headers, trailers)?;
+        let w = st.engine.upload_whole(&caller, new, stream, checks).await?;
+        let mut hs = HeaderMap::new();
+        set(&mut hs, "location", st.upload_url(&w.upload.id));
+        expires_header(&mut hs, w.expires_at);
+        set(&mut hs, "upload-offset", offset(&w.upload));
+        return Ok(respond(StatusCode::CREATED, hs));
+    }
     let (view, session) =
         create(st, &caller, d, size, Some(stored.to_json()), "tus", commit).await?;
     let mut upload = view.upload;
@@ -244,7 +262,6 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
     expires_header(&mut hs, session.expires_at);
 
     // creation-with-upload: the body carries the first bytes.
-    let with_body = is_octets(headers);
     if with_body {
         let (stream, trailers) = ferry_http::body_stream_with_trailers(body);
         let checks = checks(headers, trailers)?;
