@@ -422,7 +422,8 @@ async fn patch(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> TusR
     let total = int_header(headers, "upload-length")?;
     let (stream, trailers) = ferry_http::body_stream_with_trailers(body);
     let checks = checks(headers, trailers)?;
-    st.engine
+    let w = st
+        .engine
         .write(
             &caller,
             id,
@@ -435,10 +436,9 @@ async fn patch(st: &TusState, id: &str, headers: &HeaderMap, body: Body) -> TusR
             checks,
         )
         .await?;
-    let (view, session) = st.engine.upload_and_session(&caller, id).await?;
     let mut hs = HeaderMap::new();
-    set(&mut hs, "upload-offset", offset(&view.upload));
-    expires_header(&mut hs, session.expires_at);
+    set(&mut hs, "upload-offset", offset(&w.upload));
+    expires_header(&mut hs, w.expires_at);
     Ok(respond(StatusCode::NO_CONTENT, hs))
 }
 
