@@ -1134,3 +1134,83 @@ async fn an_abort_from_another_node_never_leaves_a_one_request_upload_half_commi
         }
     }
 }
+
+/// A completing append's commit goes on under the append's lease and
+/// records its last range with its intent. When that commit is refused
+/// (`fail`, and another node put a file at the path meanwhile), the range
+/// is recorded all the same and the lease ends with the answer: another
+/// node sees every byte at once, and commits the upload once the path is
+/// free again.
+#[tokio::test]
+async fn a_completing_append_whose_commit_is_refused_keeps_its_bytes_and_frees_the_upload() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(48 * 1024 + 5, 47);
+    let name = base64_of(b"taken.bin");
+    let fail = base64_of(b"fail");
+    let created = http()
+        .post(a.url_of("/tus/"))
+        .bearer_auth(&alice)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header(
+            "Upload-Metadata",
+            format!("filename {name},conflict {fail}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.headers()["location"].to_str().unwrap();
+    let path = format!("/tus/{}", id.rsplit('/').next().unwrap());
+    // The path is taken on the other node after the creation's check.
+    let (st, v) = put(
+        &b,
+        "/v1/spaces/alice/files/taken.bin",
+        Some(&alice),
+        &[],
+        b"first".to_vec(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let r = tus_patch(&a, &path, &alice, 0)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT, "{:?}", r.text().await);
+    // Every byte is recorded, and nothing holds the upload: the other
+    // node's resume tries the commit at once, and is refused alike.
+    let upload = path.rsplit('/').next().unwrap();
+    let v = status(&b, &alice, upload).await;
+    assert_eq!(v["received_bytes"], json!(data.len()), "{v}");
+    assert_eq!(v["state"], json!("open"), "{v}");
+    let started = Instant::now();
+    let r = tus_head(&b, &path, &alice).send().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the HEAD waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    // Once the path is free, a resume on the other node commits it.
+    let (st, _) = call(
+        &b,
+        Method::DELETE,
+        "/v1/spaces/alice/files/taken.bin",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let r = tus_head(&b, &path, &alice).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_file(&a, &alice, "taken.bin", &data).await;
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

@@ -198,18 +198,22 @@ impl Engine {
         upload_id: &str,
         expected: Option<Digest>,
     ) -> Result<UploadView> {
-        let (session_id, private) = {
-            let live = slot.state.lock().await;
-            (live.session.id.clone(), live.private)
-        };
+        let session_id = slot.state.lock().await.session.id.clone();
         let mut guard = self.session_turn(&session_id).await?;
         // The upload and its session as recorded, read once under the turn
         // — in a cluster once its commit lease is held too, so that the
         // commit works from this read (`Held`). A private upload needs
         // neither: no other node writes it, and this node's slot is the
-        // truth. The result ends the turn's lease with the commit's.
+        // truth; nor does one whose completing append left its lease to
+        // this commit (`Left`): no other node wrote it since it was read
+        // under that lease. The result ends the turn's lease with the
+        // commit's.
+        let held_already = {
+            let live = slot.state.lock().await;
+            live.private || live.left.as_ref().is_some_and(|l| l.lease.is_some())
+        };
         let (upload, s, mut held) = if self.in_cluster() {
-            let (lease, slot) = if private {
+            let (lease, slot) = if held_already {
                 (None, slot.clone())
             } else {
                 let lease = self
@@ -340,20 +344,50 @@ impl Engine {
         expected: &HashMap<String, Digest>,
         whole_session: bool,
         drop: &[String],
-        mut held: Option<Held>,
+        held: Option<Held>,
     ) -> Result<Vec<Committed>> {
-        // 1. Freeze each upload and verify it. The guard unfreezes them
-        // however this ends (an error, or this future dropped because the
-        // client went away).
+        // The guard unfreezes the uploads however this ends (an error, or
+        // this future dropped because the client went away).
         let mut frozen = Frozen {
             slots: Vec::new(),
             intent_recorded: Vec::new(),
             leases: Vec::new(),
             space_hold: None,
+            left: Vec::new(),
+            meta: self.inner.meta.clone(),
         };
+        let done = self
+            .commit_frozen(
+                &mut frozen,
+                session,
+                ids,
+                expected,
+                whole_session,
+                drop,
+                held,
+            )
+            .await;
+        if done.is_err() {
+            // Before the leases end: what the writes left is recorded.
+            frozen.record_left().await;
+        }
+        done
+    }
+
+    /// [`Engine::commit_locked`]'s steps, `frozen` its guard.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_frozen(
+        &self,
+        frozen: &mut Frozen,
+        session: &Session,
+        ids: &[String],
+        expected: &HashMap<String, Digest>,
+        whole_session: bool,
+        drop: &[String],
+        mut held: Option<Held>,
+    ) -> Result<Vec<Committed>> {
+        // 1. Freeze each upload and verify it.
         let mut candidates = Vec::new();
-        // The ranges the uploads' last writes left to the intent.
-        let mut unrecorded = Vec::new();
         for id in ids {
             // In a cluster, no other node writes to it from here on (what
             // they wrote before is recorded, and read by `slot`).
@@ -386,8 +420,9 @@ impl Engine {
                     });
                 }
                 live.committing = true;
-                if let Some(r) = live.unrecorded.take() {
-                    unrecorded.push((live.upload.id.clone(), r));
+                if let Some(left) = live.left.take() {
+                    frozen.left.push((live.upload.id.clone(), left.range));
+                    frozen.leases.extend(left.lease);
                 }
                 (live.upload.clone(), live.cursor.clone())
             };
@@ -440,9 +475,9 @@ impl Engine {
         let mut decisions = Vec::new();
         // One upload heading for a free path: path and intent in one
         // metadata step, no turn of the space (`claim_if_free`).
-        let claimed = match (candidates.as_slice(), unrecorded.as_slice()) {
+        let claimed = match (candidates.as_slice(), frozen.left.as_slice()) {
             ([c], [] | [_]) if self.in_cluster() && drop.is_empty() => {
-                let received = unrecorded.first().map(|(_, r)| *r);
+                let received = frozen.left.first().map(|(_, r)| *r);
                 self.claim_if_free(session, whole_session, &c.upload, received, &mut claims)
                     .await?
             }
@@ -451,11 +486,13 @@ impl Engine {
         if let Some(d) = claimed {
             decisions.push(d);
             frozen.intent_recorded = ids.to_vec();
+            frozen.left.clear();
         } else {
             // What the writes left to an intent is recorded first.
-            for (id, range) in unrecorded {
-                self.inner.meta.record_write(&id, range, None).await?;
+            for (id, range) in &frozen.left {
+                self.inner.meta.record_write(id, *range, None).await?;
             }
+            frozen.left.clear();
             // In a cluster, other nodes choose paths in this space too: the
             // space is theirs to wait for from the choice until the record.
             // The turn lasts until the intent is recorded: from then on,
@@ -479,14 +516,7 @@ impl Engine {
             }
         }
         let (done, ended) = self
-            .promote_and_record(
-                session,
-                &mut frozen,
-                candidates,
-                decisions,
-                whole_session,
-                drop,
-            )
+            .promote_and_record(session, frozen, candidates, decisions, whole_session, drop)
             .await?;
         std::mem::drop(claims);
         let mut states: Vec<(String, UploadState)> = done
@@ -1260,6 +1290,23 @@ struct Frozen {
     /// In a cluster: the space's namespace turn, from choosing final paths
     /// until their intent is recorded.
     space_hold: Option<ferry_meta::Exclusive>,
+    /// The ranges the uploads' completing writes left to the intent
+    /// (`Left`), until it records them: a commit that ends before records
+    /// them, then ends its leases.
+    left: Vec<(String, ferry_core::ByteRange)>,
+    meta: std::sync::Arc<dyn ferry_meta::MetaStore>,
+}
+
+impl Frozen {
+    /// Records the ranges the writes left to an intent that was not
+    /// recorded (the commit failed): the bytes stay the upload's.
+    async fn record_left(&mut self) {
+        for (id, range) in std::mem::take(&mut self.left) {
+            if let Err(e) = self.meta.record_write(&id, range, None).await {
+                tracing::warn!(upload = %id, error = %e, "cannot record a write's bytes; its client resends them");
+            }
+        }
+    }
 }
 
 impl Drop for Frozen {
@@ -1269,6 +1316,19 @@ impl Drop for Frozen {
             if recorded.contains(&live.upload.id) {
                 live.upload.state = UploadState::Committing;
             }
+        }
+        if !self.left.is_empty() {
+            // Dropped mid-commit: recorded in the background, then the
+            // leases end.
+            let mut rest = Frozen {
+                slots: Vec::new(),
+                intent_recorded: Vec::new(),
+                leases: std::mem::take(&mut self.leases),
+                space_hold: None,
+                left: std::mem::take(&mut self.left),
+                meta: self.meta.clone(),
+            };
+            tokio::spawn(async move { rest.record_left().await });
         }
         let recorded = std::sync::Arc::new(std::mem::take(&mut self.intent_recorded));
         for slot in self.slots.drain(..) {

@@ -78,9 +78,20 @@ pub(crate) struct Live {
     /// nobody has until it answers. No other node writes or commits it;
     /// its session's turn is this node's from its creation.
     pub private: bool,
-    /// In a cluster, a private upload's last write left its record to the
-    /// commit that follows it (the intent records it).
-    pub unrecorded: Option<ByteRange>,
+    /// In a cluster, what the write that completed the upload left to the
+    /// commit that follows it ([`Left`]).
+    pub left: Option<Left>,
+}
+
+/// What a write that completed an upload committed on its last byte
+/// leaves, in a cluster, to the commit that follows it: its range, which
+/// the commit's intent records (one metadata step fewer), and an append's
+/// lease, which the commit goes on holding as its own (no lease, no read).
+/// A commit that fails before it takes them records the range, then ends
+/// the lease.
+pub(crate) struct Left {
+    pub range: ByteRange,
+    pub lease: Option<crate::lease::Lease>,
 }
 
 impl Live {
@@ -132,7 +143,7 @@ fn new_slot(session: Session, upload: Upload, hash_in_order: bool) -> Slot {
             follow_end: None,
             taken: false,
             private: false,
-            unrecorded: None,
+            left: None,
         }),
         hashing: tokio::sync::Mutex::new(()),
         settled: tokio::sync::Notify::new(),

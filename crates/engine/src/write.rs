@@ -140,16 +140,58 @@ impl Engine {
                 return self.resent(&slot, at, body, checks).await;
             }
         }
+        // However this ends (this future dropped too), what the write left
+        // to a commit that did not take it is recorded.
+        struct RecordLeft(Engine, Arc<crate::live::Slot>);
+        impl Drop for RecordLeft {
+            fn drop(&mut self) {
+                if self
+                    .1
+                    .state
+                    .try_lock()
+                    .is_ok_and(|live| live.left.is_none())
+                {
+                    return;
+                }
+                let (engine, slot) = (self.0.clone(), self.1.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = engine.record_left(&slot).await {
+                        tracing::warn!(error = %e, "cannot record a write's bytes; the client resends them");
+                    }
+                });
+            }
+        }
+        let _left = RecordLeft(self.clone(), slot.clone());
         let mut w = self
             .write_bytes(&slot, upload_id, at, body, checks, lease)
             .await?;
-        // The slot as this write left it: the commit reads the upload
-        // afresh under its leases.
-        if let Some(view) = self.commit_if_due(&slot, upload_id).await? {
+        let committed = self.commit_if_due(&slot, upload_id).await;
+        self.record_left(&slot).await?;
+        if let Some(view) = committed? {
             w.file = view.file;
             w.upload = view.upload;
         }
         Ok(w)
+    }
+
+    /// Records the range a write left to a commit that did not take it
+    /// (one that failed before it froze the upload), then ends the lease
+    /// left with it.
+    async fn record_left(&self, slot: &crate::live::Slot) -> Result<()> {
+        let mut live = slot.state.lock().await;
+        let Some(crate::live::Left { range, lease }) = live.left.take() else {
+            return Ok(());
+        };
+        let (meta, id) = (&self.inner.meta, &live.upload.id);
+        match lease {
+            Some(l) => {
+                meta.record_write_releasing(id, range, None, l.token())
+                    .await?;
+                l.ended();
+            }
+            None => meta.record_write(id, range, None).await?,
+        }
+        Ok(())
     }
 
     /// With `CommitMode::OnLastByte`: commits the upload if it holds every
@@ -767,19 +809,22 @@ impl Engine {
             md5: digests.md5.clone(),
         });
         let meta = &self.inner.meta;
-        // In a cluster, the write of a whole private upload that commits
-        // on its last byte leaves its record to the commit's intent: one
-        // metadata step fewer. (Its request answers only once committed;
-        // if the commit fails, the request fails and its session goes.)
-        let leave = live.private
-            && self.in_cluster()
+        // In a cluster, a write that completes an upload committed on its
+        // last byte leaves its record to the commit that follows, and an
+        // append its lease (`Left`): a private upload's write has none, a
+        // part's or a range's covers only its bytes.
+        let completes = || {
+            let mut after = live.upload.received.clone();
+            after.insert(range);
+            live.upload.length.known() == Some(after.prefix_len())
+        };
+        let leave = self.in_cluster()
             && part.is_none()
             && live.session.commit_mode().is_auto()
-            && live.upload.received.is_empty()
-            && range.start == 0
-            && live.upload.length.known() == Some(range.end);
+            && (live.private || (appending && lease.is_some()))
+            && completes();
         match lease.take() {
-            _ if leave => live.unrecorded = Some(range),
+            lease if leave => live.left = Some(crate::live::Left { range, lease }),
             // On an error the lease is dropped, which releases it.
             Some(l) => {
                 meta.record_write_releasing(upload_id, range, part.as_ref(), l.token())
