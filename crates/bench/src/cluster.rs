@@ -2,7 +2,8 @@
 //! one node on SQLite and the local disk, one node on PostgreSQL and S3,
 //! and three nodes on PostgreSQL and S3 behind nginx (round-robin; the
 //! client takes turns itself when nginx is not installed). For each: small
-//! uploads (create + one part + commit) at two concurrencies with p50/p99,
+//! uploads three ways (native create + part + commit, native `PUT`, tus
+//! `POST` + `PATCH`) at two concurrencies with p50/p99,
 //! Ferry's CPU per upload (every node), PostgreSQL's CPU per upload (every
 //! `postgres` process), the S3 server's (`weed`, when it runs here) and
 //! PostgreSQL statements per upload (from
@@ -13,11 +14,23 @@
 //! create databases on: `scripts/pg-local.sh`) and the S3 environment of
 //! `scripts/s3-local.sh`.
 
+use crate::small::{Way, tus_upload};
 use crate::{Args, Server, cpu_secs, percentile, small_puts, small_uploads};
 use anyhow::{Context, bail};
+use futures::StreamExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The small-upload rows of each setup: concurrency and way.
+const WAYS: [(usize, Way); 6] = [
+    (16, Way::NativeThree),
+    (64, Way::NativeThree),
+    (16, Way::NativeOne),
+    (64, Way::NativeOne),
+    (16, Way::TusTwo),
+    (64, Way::TusTwo),
+];
 
 /// What one setup is: its nodes, where clients send requests, and the
 /// database it uses (none for SQLite).
@@ -192,8 +205,8 @@ async fn setup(
 struct Row {
     setup: &'static str,
     concurrency: usize,
-    /// In one request (PUT), not three.
-    one: bool,
+    /// How each file is sent.
+    way: Way,
     per_s: f64,
     p50: Duration,
     p99: Duration,
@@ -204,20 +217,29 @@ struct Row {
     statements: Option<f64>,
 }
 
-/// Small uploads in three requests (create, part, commit), or in one
-/// (`PUT` to the path).
+/// Small uploads numbered `ids`, each sent the `way`, `concurrency` at a
+/// time; the latency of each.
 async fn small_batch(
-    one: bool,
+    way: Way,
     client: &reqwest::Client,
     url: &str,
     ids: std::ops::Range<usize>,
     payload: &bytes::Bytes,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    if one {
-        small_puts(client, url, ids, payload, concurrency).await
-    } else {
-        small_uploads(client, url, ids, payload, concurrency).await
+    match way {
+        Way::NativeOne => small_puts(client, url, ids, payload, concurrency).await,
+        Way::NativeThree => small_uploads(client, url, ids, payload, concurrency).await,
+        Way::TusOne | Way::TusTwo => {
+            let endpoint = format!("{url}/tus/");
+            futures::stream::iter(ids)
+                .map(|i| tus_upload(client, &endpoint, i, payload.clone(), way == Way::TusTwo))
+                .buffer_unordered(concurrency)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect()
+        }
     }
 }
 
@@ -225,7 +247,7 @@ async fn small_row(
     s: &Setup,
     client: &reqwest::Client,
     args: &Args,
-    (concurrency, one): (usize, bool),
+    (concurrency, way): (usize, Way),
     first: usize,
 ) -> anyhow::Result<Row> {
     let payload = bytes::Bytes::from(vec![7u8; args.small_size]);
@@ -234,7 +256,7 @@ async fn small_row(
     let per = 50usize.div_ceil(s.urls.len());
     for (i, url) in s.urls.iter().enumerate() {
         small_batch(
-            one,
+            way,
             client,
             url,
             first + i * per..first + (i + 1) * per,
@@ -253,7 +275,7 @@ async fn small_row(
     let runs = s.urls.iter().enumerate().map(|(i, url)| {
         let ids = first + i * share..first + ((i + 1) * share).min(n);
         small_batch(
-            one,
+            way,
             client,
             url,
             ids,
@@ -274,7 +296,7 @@ async fn small_row(
     let pg = s.database.is_some();
     Ok(Row {
         setup: s.name,
-        one,
+        way,
         concurrency,
         per_s: done / took,
         p50: percentile(&lat, 0.5),
@@ -310,10 +332,7 @@ pub async fn suite(
         if s.nginx.is_some() {
             eprintln!("  behind nginx at {}", s.urls[0]);
         }
-        for (i, how) in [(16, false), (64, false), (16, true), (64, true)]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, how) in WAYS.into_iter().enumerate() {
             rows.push(small_row(&s, client, args, how, (i + 1) * 1_000_000).await?);
         }
         let t = crate::s3::native_parts(client, &s.urls[0], src, "big.bin").await?;
@@ -321,11 +340,11 @@ pub async fn suite(
         drop(s);
     }
     println!(
-        "\n## Small uploads of {} B, {} per run: in 3 requests (create + part + commit) or 1 (PUT to the path)",
+        "\n## Small uploads of {} B, {} per run: native create + part + commit (3 requests), native PUT to the path (1), tus POST + PATCH (2)",
         args.small_size, args.small
     );
     println!(
-        "| setup | requests | c | uploads/s | p50 ms | p99 ms | Ferry CPU ms/upload | PostgreSQL CPU ms/upload | S3 server CPU ms/upload | PostgreSQL statements/upload |"
+        "| setup | way | c | uploads/s | p50 ms | p99 ms | Ferry CPU ms/upload | PostgreSQL CPU ms/upload | S3 server CPU ms/upload | PostgreSQL statements/upload |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let opt = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.2}"));
@@ -333,7 +352,7 @@ pub async fn suite(
         println!(
             "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
             r.setup,
-            if r.one { 1 } else { 3 },
+            r.way.label(),
             r.concurrency,
             r.per_s,
             r.p50.as_secs_f64() * 1000.0,
@@ -344,15 +363,15 @@ pub async fn suite(
             opt(r.statements),
         );
     }
-    for (c, one) in [(16, false), (64, false), (16, true), (64, true)] {
+    for (c, way) in WAYS {
         let of = |name: &str| {
             rows.iter()
-                .find(|r| r.setup == name && r.concurrency == c && r.one == one)
+                .find(|r| r.setup == name && r.concurrency == c && r.way == way)
         };
         if let (Some(a), Some(b)) = (of("1 node, SQLite + disk"), of("1 node, PostgreSQL + S3")) {
             println!(
-                "c={c}, {} request(s): one node on PostgreSQL + S3 takes {:.2}× the time per small upload of SQLite + disk (goal ≤ 2×)",
-                if one { 1 } else { 3 },
+                "c={c}, {}: one node on PostgreSQL + S3 takes {:.2}× the time per small upload of SQLite + disk (goal ≤ 2×)",
+                way.label(),
                 a.per_s / b.per_s
             );
         }

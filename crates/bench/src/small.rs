@@ -59,7 +59,7 @@ pub struct Figures {
 }
 
 /// One tus small upload in one or two requests; its latency.
-async fn tus_upload(
+pub(crate) async fn tus_upload(
     client: &reqwest::Client,
     endpoint: &str,
     i: usize,
