@@ -320,6 +320,16 @@ pub async fn suite(
          postgres://postgres@127.0.0.1:15432/postgres",
     )?;
     let s3 = crate::s3::bucket().await?;
+    // The S3 server alone: small objects put straight into the bucket, the
+    // ceiling of a setup that keeps each small file as one object there.
+    eprintln!("cluster suite: PutObject straight into the bucket");
+    let mut direct = Vec::new();
+    for c in [16, 64] {
+        let w0 = cpu_of("weed");
+        let per_s = crate::s3::direct_small(&s3, args.small, args.small_size, c).await?;
+        let ms = (cpu_of("weed") - w0) * 1000.0 / args.small as f64;
+        direct.push((c, per_s, ms));
+    }
     let mut rows = Vec::new();
     let mut large = Vec::new();
     for (name, count, on_pg) in [
@@ -375,6 +385,19 @@ pub async fn suite(
                 a.per_s / b.per_s
             );
         }
+    }
+    println!(
+        "\nThe S3 server alone (PutObject of {} B straight into the bucket, no Ferry):",
+        args.small_size
+    );
+    for (c, per_s, ms) in &direct {
+        let put = rows.iter().find(|r| {
+            r.setup == "1 node, PostgreSQL + S3" && r.concurrency == *c && r.way == Way::NativeOne
+        });
+        let ratio = put.map_or("—".to_owned(), |r| format!("{:.2}", per_s / r.per_s));
+        println!(
+            "c={c}: {per_s:.0} objects/s, S3 server CPU {ms:.2} ms/object; one node on PostgreSQL + S3 takes {ratio}× its time per small upload (PUT)"
+        );
     }
     println!(
         "\n## One {} MiB upload, parts of 16 MiB, 4 at a time",

@@ -155,14 +155,20 @@ pub(crate) async fn native_parts(
     Ok(t.elapsed())
 }
 
-/// Direct small PUTs of `size` bytes, `concurrency` at a time: objects/s.
-async fn direct_small(
+/// Direct small PUTs of `size` bytes, `concurrency` at a time, each to a
+/// new key: objects/s.
+pub(crate) async fn direct_small(
     b: &Bucket,
     n: usize,
     size: usize,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
     let data = bytes::Bytes::from(vec![42u8; size]);
+    // New keys in one folder, as a server that stores uploads makes them
+    // (a key written again costs an S3 server less than a new one).
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
     let t = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -171,7 +177,7 @@ async fn direct_small(
                 b.client
                     .put_object()
                     .bucket(&b.name)
-                    .key(format!("bench-small/{i}"))
+                    .key(format!("bench-small/{run}-{i}"))
                     .body(ByteStream::from(data))
                     .send()
                     .await?;

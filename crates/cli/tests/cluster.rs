@@ -1214,3 +1214,68 @@ fn base64_of(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// What `ferry_commit_rehash_bytes_total` says on `n`: the bytes its
+/// commits read back from the store to hash them.
+async fn rehashed(n: &Server) -> u64 {
+    let text = http()
+        .get(n.url_of("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ferry_commit_rehash_bytes_total "))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// In a cluster, a file whose bytes one node took from first to last
+/// while it held the upload until the commit (a one-request `PUT`, a tus
+/// `PATCH` of the whole file) is hashed as it arrives: the commit reads
+/// nothing back from S3. A file written over several requests is read
+/// back once (another node may have rewritten bytes between them).
+#[tokio::test]
+async fn a_file_one_node_held_from_first_byte_to_commit_is_not_read_back() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(40_000, 53);
+    let (st, v) = put(
+        &a,
+        "/v1/spaces/alice/files/put.bin",
+        Some(&alice),
+        &[],
+        data.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["sha256"], json!(sha256_hex(&data)), "{v}");
+    let id = create_tus(&b, &alice, data.len() as u64).await;
+    let r = tus_patch(&a, &format!("/tus/{id}"), &alice, 0)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(rehashed(&a).await, 0, "nothing read back");
+    let v = status(&b, &alice, &id).await;
+    assert_eq!(v["file"]["sha256"], json!(sha256_hex(&data)), "{v}");
+
+    // Two PATCHes: the commit reads the file back to hash it.
+    let id = create_tus(&b, &alice, data.len() as u64).await;
+    let path = format!("/tus/{id}");
+    for (from, to) in [(0, 10_000), (10_000, data.len())] {
+        let r = tus_patch(&a, &path, &alice, from)
+            .body(data[from..to].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(rehashed(&a).await, data.len() as u64);
+    let v = status(&b, &alice, &id).await;
+    assert_eq!(v["file"]["sha256"], json!(sha256_hex(&data)), "{v}");
+}

@@ -424,7 +424,13 @@ impl Engine {
                     frozen.left.push((live.upload.id.clone(), left.range));
                     frozen.leases.extend(left.lease);
                 }
-                (live.upload.clone(), live.cursor.clone())
+                let cursor = live.cursor.clone();
+                // In a cluster the in-order hash serves this commit only:
+                // once its leases end, other nodes may write again.
+                if self.in_cluster() && !live.private {
+                    live.drop_cursor();
+                }
+                (live.upload.clone(), cursor)
             };
             frozen.slots.push(slot);
             let mut checks: Vec<Digest> = expected.get(id).cloned().into_iter().collect();

@@ -345,14 +345,24 @@ impl Engine {
     }
 
     /// Caches fresh slots for a new session's uploads, so that their first
-    /// writes need no metadata read; the cached slots, in order.
-    pub(crate) fn seed_slots(&self, session: &Session, uploads: &[Upload]) -> Vec<Arc<Slot>> {
+    /// writes need no metadata read; the cached slots, in order. `private`:
+    /// uploads no other request writes ([`Live::private`]), whose bytes
+    /// are hashed as they come even in a cluster (their commit reads
+    /// nothing back).
+    pub(crate) fn seed_slots(
+        &self,
+        session: &Session,
+        uploads: &[Upload],
+        private: bool,
+    ) -> Vec<Arc<Slot>> {
         let mut map = self.inner.live.lock().unwrap();
+        let hash_in_order = private || !self.in_cluster();
         uploads
             .iter()
             .map(|up| {
-                let slot = Arc::new(new_slot(session.clone(), up.clone(), !self.in_cluster()));
-                map.insert(&session.id, &up.id, slot)
+                let mut slot = new_slot(session.clone(), up.clone(), hash_in_order);
+                slot.state.get_mut().private = private;
+                map.insert(&session.id, &up.id, Arc::new(slot))
             })
             .collect()
     }

@@ -136,7 +136,7 @@ impl Engine {
                 .map(|id| (id.clone(), UploadState::Aborted))
                 .collect();
             self.refresh_session(&s, &states).await;
-            let seeded = self.seed_slots(&s, std::slice::from_ref(&up));
+            let seeded = self.seed_slots(&s, std::slice::from_ref(&up), false);
             seeded[0].state.lock().await.taken = true;
             Ok(Ok(abort))
         }

@@ -225,9 +225,7 @@ impl Engine {
         let mut views = Vec::with_capacity(made.len());
         for ((session, uploads), whole) in made.into_iter().zip(whole) {
             metrics::counter!("ferry_sessions_created_total").increment(1);
-            for slot in self.seed_slots(&session, &uploads) {
-                slot.state.lock().await.private = whole;
-            }
+            self.seed_slots(&session, &uploads, whole);
             let empty: Vec<String> = uploads
                 .iter()
                 .filter(|u| u.is_complete())
@@ -492,7 +490,7 @@ impl Engine {
                 Err(e) => tracing::warn!(session = %s.id, error = %e, "post-create not recorded"),
             }
         }
-        self.seed_slots(&s, &uploads);
+        self.seed_slots(&s, &uploads, false);
         Ok(uploads)
     }
 

@@ -182,6 +182,7 @@ impl Engine {
         let Some(crate::live::Left { range, lease }) = live.left.take() else {
             return Ok(());
         };
+        self.keep_cursor_if_held(&mut live, false);
         let (meta, id) = (&self.inner.meta, &live.upload.id);
         match lease {
             Some(l) => {
@@ -494,6 +495,28 @@ impl Engine {
                 range,
                 stop: stop.clone(),
             });
+            // In a cluster, bytes are hashed as they come only while this
+            // node holds the upload until its commit: a private upload's
+            // (`seed_slots`), or an append of the whole file, whose lease
+            // goes on to the commit (`Left`). Elsewhere, the commit reads
+            // the file back.
+            if self.in_cluster()
+                && live.cursor.is_none()
+                && appending
+                && exact
+                && lease.is_some()
+                && !live.upload.direct
+                && live.upload.received.is_empty()
+                && range.start == 0
+                && live.upload.length.known() == Some(range.end)
+                && live.session.commit_mode().is_auto()
+            {
+                live.cursor = Some(crate::hashing::Cursor {
+                    offset: 0,
+                    hasher: Hashers::new(Want::whole(&live.upload.whole_digests)),
+                });
+                live.cursor_gen += 1;
+            }
             let cursor = live
                 .cursor
                 .as_ref()
@@ -792,6 +815,7 @@ impl Engine {
             let hashed = hashes.cursor.filter(|_| kept == seen.count);
             self.settle(&mut live, range, (kept, written), part_no, epoch, hashed)
                 .await?;
+            self.keep_cursor_if_held(&mut live, false);
             return Err(err);
         }
         // The session may have ended while the bytes streamed.
@@ -838,6 +862,7 @@ impl Engine {
             live.upload.parts.insert(p.number, p.clone());
         }
         self.advance_cursor(&mut live, range, epoch, hashes.cursor);
+        self.keep_cursor_if_held(&mut live, leave);
         self.follow_if_behind(&slot, &mut live);
 
         let upload = live.upload.clone();
@@ -1115,6 +1140,16 @@ impl Engine {
 
     /// Moves the in-order hash past `range` when the write hashed it from
     /// the cursor; drops the cursor when a write rewrote hashed bytes.
+    /// In a cluster, an upload's in-order hash is kept only while this
+    /// node holds the upload until its commit (private, or `held`: the
+    /// write left its lease to the commit): once the lease ends, another
+    /// node may rewrite bytes below it.
+    fn keep_cursor_if_held(&self, live: &mut Live, held: bool) {
+        if self.in_cluster() && !live.private && !held && live.cursor.is_some() {
+            live.drop_cursor();
+        }
+    }
+
     fn advance_cursor(
         &self,
         live: &mut Live,
