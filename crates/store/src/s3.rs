@@ -1401,6 +1401,11 @@ impl S3Staging {
             .await
     }
 
+    /// Whether this node sealed `upload` (its object holds its bytes).
+    pub fn sealed_here(&self, upload: &str) -> bool {
+        self.sealed.lock().unwrap().contains_key(upload)
+    }
+
     /// Whether `upload` has a multipart upload in progress.
     pub async fn in_progress(&self, upload: &str) -> Result<bool, StoreError> {
         Ok(self.find_mpu(upload).await?.is_some())

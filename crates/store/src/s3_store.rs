@@ -206,7 +206,8 @@ impl Store for S3Store {
         offset: u64,
         len: u64,
     ) -> Result<ByteStream, StoreError> {
-        if self.staging.in_progress(upload).await? {
+        // Sealed here (a commit seals, then reads): no need to ask.
+        if !self.staging.sealed_here(upload) && self.staging.in_progress(upload).await? {
             return Err(StoreError::Incomplete(format!(
                 "{upload} is not sealed: S3 reads no part of a multipart upload in progress"
             )));
