@@ -1307,10 +1307,13 @@ impl Frozen {
     /// Records the ranges the writes left to an intent that was not
     /// recorded (the commit failed): the bytes stay the upload's.
     async fn record_left(&mut self) {
-        for (id, range) in std::mem::take(&mut self.left) {
+        // One at a time, each removed once done: if this is dropped
+        // mid-way, `Drop` records the rest.
+        while let Some((id, range)) = self.left.first().cloned() {
             if let Err(e) = self.meta.record_write(&id, range, None).await {
                 tracing::warn!(upload = %id, error = %e, "cannot record a write's bytes; its client resends them");
             }
+            self.left.remove(0);
         }
     }
 }

@@ -264,6 +264,13 @@ impl Engine {
                     // older state (a write that completed the upload would
                     // find it incomplete and not commit).
                     let mut live = slot.state.lock().await;
+                    // This node holds the upload until the commit that
+                    // follows its completing write (`Left`): the slot is
+                    // the truth, and its last range is not recorded yet.
+                    if live.left.is_some() {
+                        drop(live);
+                        return self.authorize(caller, upload_id, slot).await;
+                    }
                     let (upload, session, cacheable) = read().await?;
                     let session_id = session.id.clone();
                     live.upload = upload;

@@ -166,8 +166,10 @@ impl Engine {
             .write_bytes(&slot, upload_id, at, body, checks, lease)
             .await?;
         let committed = self.commit_if_due(&slot, upload_id).await;
-        self.record_left(&slot).await?;
-        if let Some(view) = committed? {
+        let recorded = self.record_left(&slot).await;
+        let committed = committed?;
+        recorded?;
+        if let Some(view) = committed {
             w.file = view.file;
             w.upload = view.upload;
         }
@@ -835,8 +837,10 @@ impl Engine {
         let meta = &self.inner.meta;
         // In a cluster, a write that completes an upload committed on its
         // last byte leaves its record to the commit that follows, and an
-        // append its lease (`Left`): a private upload's write has none, a
-        // part's or a range's covers only its bytes.
+        // append of the whole file its lease (`Left`): a private upload's
+        // write has none, a part's or a range's covers only its bytes, and
+        // the commit after a later append reads the file back (long: its
+        // lease would keep other nodes' resumes waiting).
         let completes = || {
             let mut after = live.upload.received.clone();
             after.insert(range);
@@ -845,7 +849,7 @@ impl Engine {
         let leave = self.in_cluster()
             && part.is_none()
             && live.session.commit_mode().is_auto()
-            && (live.private || (appending && lease.is_some()))
+            && (live.private || (appending && whole && lease.is_some()))
             && completes();
         match lease.take() {
             lease if leave => live.left = Some(crate::live::Left { range, lease }),
