@@ -39,6 +39,7 @@ for i in 1 2 3; do put "/v1/spaces/admin/files/warm/$i"; done
 sleep 0.5
 count() {
     psql "$URL" -At -F ' | ' -c "SELECT round(sum(calls)::numeric / $N, 2),
+        round((sum(total_exec_time) / sum(calls))::numeric, 3) || ' ms',
         left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
           AND query NOT LIKE '%pg_stat_statements%'

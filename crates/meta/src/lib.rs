@@ -287,7 +287,8 @@ pub enum Change {
     /// Another process asks the holder of this lease to let it go
     /// ([`MetaStore::ask_release`]).
     ReleaseAsked(String),
-    /// A lease on this key was released ([`MetaStore::release`]).
+    /// A lease on this key that a claim found in its way was released
+    /// ([`MetaStore::release`]; a lease no claim waited for ends quietly).
     Released(String),
     /// This process's leases may have been taken from it (its presence
     /// in the database lapsed): what it does under them must stop.
@@ -782,14 +783,16 @@ pub trait MetaStore: Send + Sync + 'static {
     }
     /// Leases `[lo, hi)` of `key` to this process unless a live process
     /// holds an overlapping one (a process that died holds none: its
-    /// leases are taken over). A database only this process uses grants
-    /// every claim; the caller keeps its own process's claims apart.
+    /// leases are taken over). A claim refused marks the leases in its
+    /// way as waited for: their release is announced. A database only
+    /// this process uses grants every claim; the caller keeps its own
+    /// process's claims apart.
     async fn claim(&self, key: &str, lo: u64, hi: u64, kind: LeaseKind) -> Result<Claim> {
         let _ = (key, lo, hi, kind);
         Ok(Claim::Granted(String::new()))
     }
     /// Ends the lease `token` names, and announces [`Change::Released`]
-    /// of its key.
+    /// of its key if a claim found the lease in its way meanwhile.
     async fn release(&self, token: &str) -> Result<()> {
         let _ = token;
         Ok(())

@@ -529,7 +529,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -735,6 +735,32 @@ async fn a_lease_is_one_nodes_until_released_and_overlaps_are_told_with_their_ho
         Claim::Granted(_)
     ));
     n[1].release(&t1).await.unwrap();
+
+    // A release is announced only when a claim found the lease in its
+    // way: the next announcement heard is the waited one's, not the
+    // unwaited one's released before it.
+    let Claim::Granted(quiet) = n[0].claim("u3", 0, 1, LeaseKind::Write).await.unwrap() else {
+        panic!("a free key is granted");
+    };
+    let Claim::Granted(waited) = n[0].claim("u4", 0, 1, LeaseKind::Write).await.unwrap() else {
+        panic!("a free key is granted");
+    };
+    assert!(matches!(
+        n[1].claim("u4", 0, 1, LeaseKind::Write).await.unwrap(),
+        Claim::Busy(_)
+    ));
+    n[0].release(&quiet).await.unwrap();
+    n[0].release(&waited).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Change::Released(k) = heard_by_1.recv().await.unwrap() {
+                return k;
+            }
+        }
+    })
+    .await
+    .expect("the waited release is announced");
+    assert_eq!(next, "u4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -932,6 +958,11 @@ async fn recording_a_write_can_end_its_lease_in_the_same_step() {
     let Claim::Granted(t) = n[0].claim("u1", 0, 50, LeaseKind::Write).await.unwrap() else {
         panic!("a free key is granted");
     };
+    // n[1] waits for it: its release is announced.
+    assert!(matches!(
+        n[1].claim("u1", 0, 50, LeaseKind::Write).await.unwrap(),
+        Claim::Busy(_)
+    ));
     let part = ferry_core::Part {
         number: 1,
         offset: 0,
@@ -963,6 +994,10 @@ async fn recording_a_write_can_end_its_lease_in_the_same_step() {
     let Claim::Granted(t) = n[0].claim("u1", 50, 60, LeaseKind::Write).await.unwrap() else {
         panic!("a free range is granted");
     };
+    assert!(matches!(
+        n[1].claim("u1", 55, 56, LeaseKind::Write).await.unwrap(),
+        Claim::Busy(_)
+    ));
     n[0].record_write_releasing("u1", ferry_core::ByteRange::new(50, 60).unwrap(), None, &t)
         .await
         .unwrap();
@@ -1052,4 +1087,143 @@ async fn a_path_claimed_by_its_intent_is_one_nodes_and_a_born_turn_holds_until_t
             .unwrap(),
         Claim::Granted(_)
     ));
+}
+
+/// An intent takes only the paths it meets: one held open (its statement's
+/// transaction not ended) keeps back the intents for its path's ancestors
+/// and for the paths below it, and none other in the space; a node holding
+/// the space's whole turn keeps back every intent in the space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_wait_only_for_the_paths_they_meet() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("lee")).await.unwrap();
+    let space = sp("lee");
+    for (id, path) in [
+        ("l1", "e/b.bin"),
+        ("l2", "d/c.bin"),
+        ("l3", "d/a.bin/x"),
+        ("l4", "d"),
+        ("l5", "f/g.bin"),
+    ] {
+        let sid = format!("s{id}");
+        n[0].create_session(&session(&sid, "lee"), &[upload(id, &sid, path, 1)])
+            .await
+            .unwrap();
+    }
+    let intent = |id: &'static str, path: &'static str| {
+        let (node, space) = (n[1].clone(), space.clone());
+        tokio::spawn(async move {
+            node.begin_commit_if_free(None, id, &space, &p(path), None)
+                .await
+                .unwrap()
+        })
+    };
+    // A choice of d/a.bin, its transaction left open.
+    let mut held = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut held).await.unwrap();
+    sqlx::query("SELECT ferry_path_free($1, $2, $3, $4, $5, $6, $7)")
+        .bind(0x5475_726e_i32)
+        .bind(ferry_meta::namespace_turn(&space))
+        .bind("lee")
+        .bind(vec!["d", "d/a.bin"])
+        .bind("d/a.bin/")
+        .bind("d/a.bin0")
+        .bind("none")
+        .execute(&mut held)
+        .await
+        .unwrap();
+    for (id, path) in [("l1", "e/b.bin"), ("l2", "d/c.bin")] {
+        let done = tokio::time::timeout(Duration::from_secs(5), intent(id, path))
+            .await
+            .unwrap_or_else(|_| panic!("{path} waited for d/a.bin"));
+        assert!(done.unwrap(), "{path} is free");
+    }
+    let below = intent("l3", "d/a.bin/x");
+    let above = intent("l4", "d");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!below.is_finished(), "a path below d/a.bin waits for it");
+    assert!(!above.is_finished(), "an ancestor of d/a.bin waits for it");
+    sqlx::query("ROLLBACK").execute(&mut held).await.unwrap();
+    let (below, above) = tokio::time::timeout(Duration::from_secs(5), async {
+        (below.await.unwrap(), above.await.unwrap())
+    })
+    .await
+    .expect("both go on once d/a.bin's choice ended");
+    assert!(
+        below ^ above,
+        "d/a.bin/x and d meet: one of them gets its path ({below}, {above})"
+    );
+
+    // The space's whole turn keeps back any intent in the space.
+    let whole = n[0]
+        .turn(&ferry_meta::namespace_turn(&space))
+        .await
+        .unwrap();
+    let other = intent("l5", "f/g.bin");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!other.is_finished(), "an intent waits for the whole turn");
+    drop(whole);
+    let got = tokio::time::timeout(Duration::from_secs(5), other)
+        .await
+        .expect("the intent goes on once the turn ended");
+    assert!(got.unwrap());
+}
+
+/// The keys that join an upload to its parts and ranges, and a session to
+/// its uploads, compare in byte order on both sides, so the joins use
+/// the indexes (with sequential scans ruled out, none is planned): an
+/// upload read by id once scanned every part in the database.
+#[tokio::test]
+async fn reads_by_id_and_path_use_the_indexes() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let _node = db.connect().await;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    for (what, sql) in [
+        (
+            "parts",
+            "SELECT 1 FROM uploads u JOIN parts p ON p.upload_id = u.id WHERE u.id = 'x'",
+        ),
+        (
+            "ranges",
+            "SELECT 1 FROM uploads u JOIN ranges r ON r.upload_id = u.id WHERE u.id = 'x'",
+        ),
+        (
+            "uploads",
+            "SELECT 1 FROM sessions s JOIN uploads u ON u.session_id = s.id WHERE s.id = 'x'",
+        ),
+        (
+            "files",
+            "SELECT 1 FROM UNNEST(ARRAY['a']::text[], ARRAY['b']::text[]) AS g(space, path) \
+             JOIN files f ON f.space = g.space AND f.path = g.path",
+        ),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains(&format!("Seq Scan on {what}")),
+            "{what} is scanned:\n{plan}"
+        );
+    }
+    // Paths being committed compare in byte order whatever the
+    // database's locale.
+    let collation: Option<String> = sqlx::query_scalar(
+        "SELECT collation_name FROM information_schema.columns \
+         WHERE table_name = 'uploads' AND column_name = 'final_path'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(collation.as_deref(), Some("C"));
 }
