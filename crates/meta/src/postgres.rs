@@ -146,13 +146,7 @@ impl Postgres {
     pub async fn connect(url: &str) -> Result<Postgres> {
         let target = Target::parse(url);
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| target.error("the database URL does not parse", &e))?
-            // Every statement planned for its values and the tables' size
-            // now: a plan kept from when a table was small (a new
-            // database) scans it whole as it grows (a path choice read
-            // every file: ~500 pages per upload at 12,000 files, against
-            // ~60 planned afresh; planning costs less than that).
-            .options([("plan_cache_mode", "force_custom_plan")]);
+            .map_err(|e| target.error("the database URL does not parse", &e))?;
         // The first connection, direct (a pool would retry a refused one
         // until its timeout, hiding why), migrates the schema.
         let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
@@ -1423,7 +1417,10 @@ impl Postgres {
             EventCols::insert_sql(20),
             old = old_files(24),
         );
+        // Planned for its values each time (an unnamed statement): a plan
+        // cached while `files` was small reads it whole as it grows.
         let q = sqlx::query(&sql)
+            .persistent(false)
             .bind(settle)
             .bind(&d.upload_id)
             .bind(d.state.as_str())

@@ -39,3 +39,8 @@ BEGIN
         AND (u.final_path = ANY(p_exact) OR (u.final_path >= p_lo AND u.final_path < p_hi)));
 END
 $$;
+
+-- Planned for its values at every call: a plan cached while the tables
+-- were small (a new database) reads every file and upload as they grow.
+ALTER FUNCTION ferry_path_free(INTEGER, TEXT, TEXT, TEXT[], TEXT, TEXT, TEXT)
+  SET plan_cache_mode = force_custom_plan;
