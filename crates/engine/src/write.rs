@@ -497,6 +497,11 @@ impl Engine {
                 range,
                 stop: stop.clone(),
             });
+            let resend = live.upload.received.intersects(&range);
+            let whole = exact
+                && !resend
+                && range.start == 0
+                && live.upload.length.known() == Some(range.end);
             // In a cluster, bytes are hashed as they come only while this
             // node holds the upload until its commit: a private upload's
             // (`seed_slots`), or an append of the whole file, whose lease
@@ -505,12 +510,9 @@ impl Engine {
             if self.in_cluster()
                 && live.cursor.is_none()
                 && appending
-                && exact
+                && whole
                 && lease.is_some()
                 && !live.upload.direct
-                && live.upload.received.is_empty()
-                && range.start == 0
-                && live.upload.length.known() == Some(range.end)
                 && live.session.commit_mode().is_auto()
             {
                 live.cursor = Some(crate::hashing::Cursor {
@@ -524,11 +526,6 @@ impl Engine {
                 .as_ref()
                 .filter(|c| c.offset == range.start && live.follow_end.is_none())
                 .map(|c| c.hasher.clone());
-            let resend = live.upload.received.intersects(&range);
-            let whole = exact
-                && !resend
-                && range.start == 0
-                && live.upload.length.known() == Some(range.end);
             (range, part_no, id, live.cursor_gen, cursor, (resend, whole))
         };
         // The rest runs as a task of its own, so that a request that goes
