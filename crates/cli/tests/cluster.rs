@@ -1218,14 +1218,7 @@ fn base64_of(b: &[u8]) -> String {
 /// What `ferry_commit_rehash_bytes_total` says on `n`: the bytes its
 /// commits read back from the store to hash them.
 async fn rehashed(n: &Server) -> u64 {
-    let text = http()
-        .get(n.url_of("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(n).await;
     text.lines()
         .find_map(|l| l.strip_prefix("ferry_commit_rehash_bytes_total "))
         .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)

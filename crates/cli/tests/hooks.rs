@@ -234,14 +234,7 @@ async fn notifications_arrive_signed_in_order_per_upload_with_every_field() {
     assert_eq!(ids.len(), n);
     // The outbox is empty, and /metrics says so.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = http()
-        .get(s.url_of("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s).await;
     assert!(metrics.contains("ferry_hooks_outbox_depth 0"), "{metrics}");
     assert!(metrics.contains("ferry_hooks_delivered_total"), "{metrics}");
 }

@@ -212,14 +212,7 @@ async fn unrecoverable_stored_state_is_marked_failed_and_the_server_starts() {
     let (st, v) = call(&s, Method::POST, &commit, Some(&tok), None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(download(&s, &tok, "rita", "fine.bin").await.1, b"abc");
-    let metrics = http()
-        .get(s.url_of("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s).await;
     assert!(
         metrics.contains("ferry_recovery_failed_total 2"),
         "{metrics}"

@@ -628,14 +628,7 @@ async fn ferry_upload_direct_sends_the_parts_straight_to_the_bucket_and_commits_
     assert_eq!(st, StatusCode::OK);
     assert!(got == data, "the download differs");
     // The bytes never went through Ferry: its write path saw none.
-    let metrics = http()
-        .get(s.url_of("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s).await;
     let received: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("ferry_bytes_received_total") && !l.ends_with(" 0"))

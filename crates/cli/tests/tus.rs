@@ -233,20 +233,7 @@ async fn tus_creation_with_the_whole_file_commits_at_once_or_leaves_nothing() {
         None,
         "no address for a refused creation"
     );
-    let (st, v) = call(
-        &s,
-        Method::GET,
-        "/v1/sessions?state=open",
-        Some(&alice),
-        None,
-    )
-    .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(
-        v["sessions"].as_array().unwrap().len(),
-        0,
-        "nothing left open: {v}"
-    );
+    assert_eq!(open_sessions(&s, &alice).await, 0, "nothing left open");
 
     let r = creation(&s, &alice, &headers(&right), b"abcdef".to_vec()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -698,20 +685,7 @@ async fn draft_one_request_upload_with_a_wrong_digest_is_refused_and_leaves_noth
     assert_eq!(r.status.as_u16(), 422, "{}", r.body);
     assert_eq!(r.header("upload-complete"), Some("?1"));
     assert_eq!(r.header("location"), None);
-    let (st, v) = call(
-        &s,
-        Method::GET,
-        "/v1/sessions?state=open",
-        Some(&alice),
-        None,
-    )
-    .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(
-        v["sessions"].as_array().unwrap().len(),
-        0,
-        "nothing left open: {v}"
-    );
+    assert_eq!(open_sessions(&s, &alice).await, 0, "nothing left open");
     let (st, _) = call(
         &s,
         Method::GET,

@@ -910,13 +910,6 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Open sessions of a user (a one-request upload leaves none behind).
-async fn open_sessions(s: &Server, tok: &str) -> usize {
-    let (st, v) = call(s, Method::GET, "/v1/sessions?state=open", Some(tok), None).await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    v["sessions"].as_array().unwrap().len()
-}
-
 #[tokio::test]
 async fn a_whole_file_put_to_its_path_lands_in_one_request_and_replaces_by_default() {
     let s = Server::start();

@@ -251,6 +251,25 @@ pub async fn call(
     decode(resp).await
 }
 
+/// The server's `/metrics` text.
+pub async fn metrics(s: &Server) -> String {
+    http()
+        .get(s.url_of("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Open sessions of a user (a one-request upload leaves none behind).
+pub async fn open_sessions(s: &Server, tok: &str) -> usize {
+    let (st, v) = call(s, Method::GET, "/v1/sessions?state=open", Some(tok), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["sessions"].as_array().unwrap().len()
+}
+
 pub async fn decode(resp: Response) -> (StatusCode, Value) {
     let status = resp.status();
     let text = resp.text().await.unwrap();
