@@ -64,6 +64,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         9,
         include_str!("../migrations/postgres/0009_byte_order_keys.sql"),
     ),
+    (
+        10,
+        include_str!("../migrations/postgres/0010_open_sessions.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that

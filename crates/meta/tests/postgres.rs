@@ -529,7 +529,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -1224,4 +1224,53 @@ async fn reads_by_id_and_path_use_the_indexes() {
     .await
     .unwrap();
     assert_eq!(collation.as_deref(), Some("C"));
+}
+
+/// The count of an owner's open sessions, which every creation makes
+/// under the owner's lock, reads the open sessions only, even with the
+/// plan PostgreSQL cached for it while the table was empty (a new
+/// database, before its statistics catch up): 3,000 ended sessions are
+/// not read one by one.
+#[tokio::test]
+async fn an_owners_open_sessions_are_counted_without_reading_its_ended_ones() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let _node = db.connect().await;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // The plan is made at the first call, on the empty table, and kept.
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let limits = "SELECT ferry_owner_limits('o', '{}', 1, 100, 0, NULL)";
+    sqlx::query(limits).execute(&mut c).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
+         expires_at, dialect, extend_secs) \
+         SELECT 's' || g, 'o', 'o', 'fail', TRUE, CASE WHEN g <= 5 THEN 'open' ELSE 'committed' END, \
+         0, 0, 'native', 0 FROM generate_series(1, 3000) g",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {limits}"))
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    // "Buffers: shared hit=2 read=1": the blocks the call read.
+    let buffers = plan
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("Buffers: shared "))
+        .unwrap_or_else(|| panic!("no buffers in {plan:?}"));
+    let blocks: u64 = buffers
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| matches!(*k, "hit" | "read"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        blocks <= 10,
+        "counting 5 open sessions among 3,000 read {blocks} blocks"
+    );
 }
