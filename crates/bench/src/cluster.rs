@@ -15,7 +15,9 @@
 //! `scripts/s3-local.sh`.
 
 use crate::small::{Way, tus_upload};
-use crate::{Args, Server, cpu_secs, percentile, small_puts, small_uploads};
+use crate::{
+    Args, Server, cpu_secs, cpu_secs_with_ended_children, percentile, small_puts, small_uploads,
+};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use std::path::Path;
@@ -92,7 +94,8 @@ fn statements(db: &str) -> Option<u64> {
     .ok()
 }
 
-/// CPU seconds of every process named `comm` on this machine.
+/// CPU seconds of every process named `comm` on this machine, with the
+/// children they have waited for (PostgreSQL's ended connections).
 fn cpu_of(comm: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
@@ -101,7 +104,7 @@ fn cpu_of(comm: &str) -> f64 {
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
         })
-        .map(cpu_secs)
+        .map(cpu_secs_with_ended_children)
         .sum()
 }
 

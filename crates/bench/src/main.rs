@@ -182,13 +182,25 @@ async fn native_commit(client: &reqwest::Client, base: &str, sid: &str) -> anyho
 
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_secs(pid: u32) -> f64 {
+    let t = cpu_ticks(pid);
+    (t[0] + t[1]) / 100.0
+}
+
+/// CPU seconds of `pid` and of the children it has waited for (a server
+/// whose per-connection processes come and go: their time stays counted
+/// once they end).
+fn cpu_secs_with_ended_children(pid: u32) -> f64 {
+    cpu_ticks(pid).iter().sum::<f64>() / 100.0
+}
+
+/// utime, stime, cutime and cstime of `pid` (fields 14 to 17 of its stat).
+fn cpu_ticks(pid: u32) -> [f64; 4] {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at ") ".
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ") ".
-    (ticks(11) + ticks(12)) / 100.0
+    [ticks(11), ticks(12), ticks(13), ticks(14)]
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -1389,14 +1389,16 @@ impl Postgres {
             return Ok(None);
         }
         let mut cols = FileCols::default();
-        let mut gone: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+        // The records the file replaces: the one with its id, the one at
+        // its path.
+        let mut gone: (Option<&str>, Option<&str>, Option<&str>) = Default::default();
         if d.state == UploadState::Committed {
             let f = &d.file;
             cols.push(f);
             gone = (
-                vec![f.id.as_str()],
-                vec![f.space.as_str()],
-                vec![f.path.as_str()],
+                Some(f.id.as_str()),
+                Some(f.space.as_str()),
+                Some(f.path.as_str()),
             );
         }
         let events = EventCols::new(events);
@@ -1407,10 +1409,13 @@ impl Postgres {
              up AS (UPDATE uploads SET state = $3, final_path = $4, file_id = $5 \
                 WHERE id = $2 AND state = 'committing' AND (SELECT COUNT(*) FROM l) >= 0 \
                 AND (SELECT COUNT(*) FROM st) >= 0 RETURNING 1), \
-             d AS (DELETE FROM files WHERE (SELECT COUNT(*) FROM up) >= 0 \
-                AND id IN ({old}) RETURNING 1), \
+             di AS (DELETE FROM files WHERE (SELECT COUNT(*) FROM up) >= 0 \
+                AND id = $24 RETURNING 1), \
+             dp AS (DELETE FROM files WHERE (SELECT COUNT(*) FROM up) >= 0 \
+                AND space = $25 AND path = $26 RETURNING 1), \
              ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
-                WHERE (SELECT COUNT(*) FROM d) >= 0 {FILE_UPSERT}), \
+                WHERE (SELECT COUNT(*) FROM di) + (SELECT COUNT(*) FROM dp) >= 0 \
+                {FILE_UPSERT}), \
              r AS (DELETE FROM ranges WHERE upload_id = $2), \
              ev AS ({}), \
              rl AS (DELETE FROM leases WHERE token = ANY($30) RETURNING key, waited) \
@@ -1419,12 +1424,11 @@ impl Postgres {
                 (SELECT COUNT(pg_notify($31, 'released:' || key)) FROM rl WHERE waited)",
             unnest(6, FILE_TYPES),
             EventCols::insert_sql(20),
-            old = old_files(24),
         );
-        // Planned for its values each time (an unnamed statement): a plan
-        // cached while `files` was small reads it whole as it grows.
+        // Every read in it is by key (the records it replaces by their
+        // id and by their path, not by a join PostgreSQL could plan as a
+        // scan of `files`): its plan is made once per connection.
         let q = sqlx::query(&sql)
-            .persistent(false)
             .bind(settle)
             .bind(&d.upload_id)
             .bind(d.state.as_str())
@@ -1432,9 +1436,9 @@ impl Postgres {
             .bind(d.file.id.as_str());
         let row = events
             .bind(cols.bind(q))
-            .bind(&gone.0)
-            .bind(&gone.1)
-            .bind(&gone.2)
+            .bind(gone.0)
+            .bind(gone.1)
+            .bind(gone.2)
             .bind(set.map(|(id, _)| id))
             .bind(set.map(|(_, to)| to.as_str()))
             .bind(i64::from(set.is_some()))
