@@ -513,11 +513,9 @@ fn changed_meanwhile(e: &sqlx::Error) -> bool {
         if matches!(d.code().as_deref(), Some("FY001" | "40P01")))
 }
 
-/// What is at or around `path` for a query: the path with its ancestors
-/// (exact matches), and the bounds of the paths below it.
-/// The ids of the file records a commit result replaces, as a subquery:
-/// the ids in `$first` and the records at the spaces and paths in
-/// `$first + 1` and `$first + 2`. Two index lookups (an `OR` of the two
+/// The ids of the file records a batch's commit result replaces, as a
+/// subquery: the ids in `$first` and the records at the spaces and paths
+/// in `$first + 1` and `$first + 2`. Two index lookups (an `OR` of the two
 /// would scan every file).
 fn old_files(first: usize) -> String {
     format!(
@@ -529,6 +527,8 @@ fn old_files(first: usize) -> String {
     )
 }
 
+/// What is at or around `path` for a query: the path with its ancestors
+/// (exact matches), and the bounds of the paths below it.
 fn around(path: &SpacePath) -> (Vec<&str>, String, String) {
     let mut exact: Vec<&str> = path.ancestors().collect();
     exact.push(path.as_str());
