@@ -17,10 +17,10 @@ use crate::hooks::{HookData, HookKind, Verdict};
 use crate::{Engine, EngineError, Result, SessionView, UploadView, loc, now_ms};
 use ferry_core::conflict::renamed;
 use ferry_core::{
-    ConflictPolicy, Digest, DigestAlgo, FileRecord, Session, SessionState, SpaceName, SpacePath,
-    StateError, Upload, UploadState,
+    ConflictPolicy, Digest, DigestAlgo, FileRecord, Millis, Session, SessionState, SpaceName,
+    SpacePath, StateError, Upload, UploadState,
 };
-use ferry_meta::{Committed, LeaseKind, Occupant, PathTaken, SessionEnd};
+use ferry_meta::{Committed, LeaseKind, Occupant, OutboxEvent, PathTaken, SessionEnd};
 use ferry_store::Promote;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -479,10 +479,23 @@ impl Engine {
             paths: Vec::new(),
         };
         let mut decisions = Vec::new();
-        // One upload heading for a free path: path and intent in one
-        // metadata step, no turn of the space (`claim_if_free`).
-        let claimed = match (candidates.as_slice(), frozen.left.as_slice()) {
-            ([c], [] | [_]) if self.in_cluster() && drop.is_empty() => {
+        // One upload heading for a free path, in a cluster: no turn of the
+        // space. On a store without paths, its object is sealed and the
+        // path, the intent and the result are one metadata step
+        // (`commit_if_free`); elsewhere the path and the intent are
+        // (`claim_if_free`).
+        let single =
+            self.in_cluster() && drop.is_empty() && candidates.len() == 1 && frozen.left.len() <= 1;
+        let at_once = single && !self.inner.store.capabilities().paths;
+        if at_once
+            && let Some(result) = self
+                .commit_if_free(session, whole_session, &candidates, frozen, &mut claims)
+                .await?
+        {
+            return Ok(self.committed_now(session, frozen, result, drop).await);
+        }
+        let claimed = match candidates.as_slice() {
+            [c] if single && !at_once => {
                 let received = frozen.left.first().map(|(_, r)| *r);
                 self.claim_if_free(session, whole_session, &c.upload, received, &mut claims)
                     .await?
@@ -521,10 +534,23 @@ impl Engine {
                 decisions.push(d);
             }
         }
-        let (done, ended) = self
+        let result = self
             .promote_and_record(session, frozen, candidates, decisions, whole_session, drop)
             .await?;
         std::mem::drop(claims);
+        Ok(self.committed_now(session, frozen, result, drop).await)
+    }
+
+    /// What follows a commit's recorded result: the dropped uploads'
+    /// bytes discarded, the slots and the session's cache brought up to
+    /// date.
+    async fn committed_now(
+        &self,
+        session: &Session,
+        frozen: &mut Frozen,
+        (done, ended): (Vec<Committed>, Option<SessionState>),
+        drop: &[String],
+    ) -> Vec<Committed> {
         let mut states: Vec<(String, UploadState)> = done
             .iter()
             .map(|d| (d.upload_id.clone(), d.state))
@@ -549,7 +575,68 @@ impl Engine {
             ..session.clone()
         };
         self.refresh_session(&s, &states).await;
-        Ok(done)
+        done
+    }
+
+    /// For one upload heading for its path on a store without paths, in a
+    /// cluster: its object is sealed (`promote`, which names nothing:
+    /// until a record does, the object is no file), then the path checked
+    /// and the intent and result recorded in one metadata step
+    /// ([`ferry_meta::MetaStore::commit_if_free`]), which also ends the
+    /// commit's leases. `None` when the path is taken (here or on another
+    /// node) or the upload changed: nothing is recorded, the object stays
+    /// sealed (a resend is compared with it, the next promotion finds it
+    /// done), and the caller takes the space's turn and decides under the
+    /// session's policy.
+    async fn commit_if_free(
+        &self,
+        session: &Session,
+        whole_session: bool,
+        candidates: &[Candidate],
+        frozen: &mut Frozen,
+        claims: &mut Claims<'_>,
+    ) -> Result<Option<(Vec<Committed>, Option<SessionState>)>> {
+        let [c] = candidates else {
+            return Ok(None);
+        };
+        let (space, path) = (&session.space, &c.upload.path);
+        if c.upload.replaces.is_some() {
+            return Ok(None);
+        }
+        {
+            let _ns = self.inner.namespace.lock().await;
+            if self.pending_occupant(space, path).is_some() {
+                return Ok(None);
+            }
+            claims.claim(path);
+        }
+        let size = c.upload.length.known().unwrap_or(0);
+        let object = self
+            .inner
+            .store
+            .promote(&c.upload.id, size, space, path, Promote::NoReplace)
+            .await?;
+        let done = committed(session, c, path.clone(), None, object, now_ms());
+        let end = if whole_session {
+            SessionEnd::To(&session.id, SessionState::Committed)
+        } else {
+            SessionEnd::IfSettled(&session.id)
+        };
+        let events = self.finish_events(session, std::slice::from_ref(&done));
+        let tokens: Vec<String> = frozen.leases.iter().map(|l| l.token().to_owned()).collect();
+        let Some(ended) = self
+            .inner
+            .meta
+            .commit_if_free(end, &done, &events, &tokens)
+            .await?
+        else {
+            claims.unclaim(path);
+            return Ok(None);
+        };
+        // The range its write left is the file's now.
+        frozen.left.clear();
+        self.recorded(frozen, &events, 1);
+        Ok(Some((vec![done], ended)))
     }
 
     /// What a commit in progress has claimed at or around `path`: on this
@@ -687,42 +774,18 @@ impl Engine {
             .collect();
         let done: Vec<Committed> = futures::stream::iter(candidates.into_iter().zip(decisions))
             .map(|(c, d)| async move {
-                let up = c.upload;
                 Ok::<_, EngineError>(match d {
                     Decision::Promote(path, mode, keep_id, _) => {
-                        let size = up.length.known().unwrap_or(0);
+                        let size = c.upload.length.known().unwrap_or(0);
                         let object = store
-                            .promote(&up.id, size, &session.space, &path, mode)
+                            .promote(&c.upload.id, size, &session.space, &path, mode)
                             .await?;
-                        Committed {
-                            file: FileRecord {
-                                id: keep_id.unwrap_or_else(|| random_hex(16)),
-                                space: session.space.clone(),
-                                path: path.clone(),
-                                size: up.length.known().unwrap_or(0),
-                                sha256: c
-                                    .digests
-                                    .sha256
-                                    .expect("whole-file SHA-256 is always computed"),
-                                sha1: c.digests.sha1,
-                                md5: c.digests.md5,
-                                content_type: up.content_type.clone(),
-                                owner: session.owner.clone(),
-                                created_at: now,
-                                metadata: up.metadata.clone(),
-                                dialect_state: up.dialect_state.clone(),
-                                expires_at: session.files_expire.then_some(session.expires_at),
-                                object,
-                            },
-                            upload_id: up.id,
-                            state: UploadState::Committed,
-                            final_path: path,
-                        }
+                        committed(session, &c, path, keep_id, object, now)
                     }
                     Decision::Skip(existing) => {
-                        store.discard_staged(&up.id).await?;
+                        store.discard_staged(&c.upload.id).await?;
                         Committed {
-                            upload_id: up.id,
+                            upload_id: c.upload.id,
                             state: UploadState::Skipped,
                             final_path: existing.path.clone(),
                             file: *existing,
@@ -760,7 +823,27 @@ impl Engine {
         // A file moved to a new path keeps its id, so recording it removes
         // its record at the old path in the same transaction; the
         // post-finish events are written with it.
-        let events = self.hook_events(
+        let events = self.finish_events(session, &done);
+        // The leases end with the result, in its step.
+        let tokens: Vec<String> = frozen.leases.iter().map(|l| l.token().to_owned()).collect();
+        let ended = meta
+            .finish_commit_releasing(end, &done, &events, &tokens)
+            .await?;
+        self.recorded(frozen, &events, done.len());
+        if store.capabilities().paths {
+            for old in moved {
+                self.remove_moved(&session.space, &old).await;
+            }
+        }
+        for old in retired {
+            self.retire(&old).await;
+        }
+        Ok((done, ended))
+    }
+
+    /// The post-finish events of `done`, written with the result.
+    fn finish_events(&self, session: &Session, done: &[Committed]) -> Vec<OutboxEvent> {
+        self.hook_events(
             HookKind::PostFinish,
             done.iter().map(|d| {
                 let data = HookData {
@@ -777,29 +860,20 @@ impl Engine {
                 };
                 (d.upload_id.as_str(), data)
             }),
-        );
-        // The leases end with the result, in its step.
-        let tokens: Vec<String> = frozen.leases.iter().map(|l| l.token().to_owned()).collect();
-        let ended = meta
-            .finish_commit_releasing(end, &done, &events, &tokens)
-            .await?;
+        )
+    }
+
+    /// Once a commit's result is recorded: its leases ended with it, its
+    /// events on their way, its files counted.
+    fn recorded(&self, frozen: &mut Frozen, events: &[OutboxEvent], files: usize) {
         for lease in frozen.leases.drain(..) {
             lease.ended();
         }
         if !events.is_empty() {
             self.hooks_written();
         }
-        metrics::counter!("ferry_files_committed_total").increment(done.len() as u64);
-        self.inner.activity.committed(done.len() as u64);
-        if store.capabilities().paths {
-            for old in moved {
-                self.remove_moved(&session.space, &old).await;
-            }
-        }
-        for old in retired {
-            self.retire(&old).await;
-        }
-        Ok((done, ended))
+        metrics::counter!("ferry_files_committed_total").increment(files as u64);
+        self.inner.activity.committed(files as u64);
     }
 
     /// Retires the object of a file no record names any more: a failure
@@ -1349,6 +1423,44 @@ impl Drop for Frozen {
             let recorded = recorded.clone();
             tokio::spawn(async move { thaw(&mut *slot.state.lock().await, &recorded) });
         }
+    }
+}
+
+/// The record of the file `c` becomes at `path` (with `keep_id`, the id
+/// of the file it replaces there), its bytes in `object`.
+fn committed(
+    session: &Session,
+    c: &Candidate,
+    path: SpacePath,
+    keep_id: Option<String>,
+    object: Option<String>,
+    now: Millis,
+) -> Committed {
+    let up = &c.upload;
+    Committed {
+        file: FileRecord {
+            id: keep_id.unwrap_or_else(|| random_hex(16)),
+            space: session.space.clone(),
+            path: path.clone(),
+            size: up.length.known().unwrap_or(0),
+            sha256: c
+                .digests
+                .sha256
+                .clone()
+                .expect("whole-file SHA-256 is always computed"),
+            sha1: c.digests.sha1.clone(),
+            md5: c.digests.md5.clone(),
+            content_type: up.content_type.clone(),
+            owner: session.owner.clone(),
+            created_at: now,
+            metadata: up.metadata.clone(),
+            dialect_state: up.dialect_state.clone(),
+            expires_at: session.files_expire.then_some(session.expires_at),
+            object,
+        },
+        upload_id: up.id.clone(),
+        state: UploadState::Committed,
+        final_path: path,
     }
 }
 

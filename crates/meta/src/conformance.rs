@@ -106,6 +106,7 @@ pub async fn run_all(m: &dyn MetaStore) {
     accounts_are_listed_and_changed(m).await;
     moves_are_all_or_nothing_and_never_onto_a_taken_path(m).await;
     an_intent_if_free_claims_only_a_free_path_and_records_its_range(m).await;
+    a_commit_if_free_records_a_file_at_a_free_path_in_one_step(m).await;
     m.ping().await.unwrap();
 }
 
@@ -1224,4 +1225,160 @@ pub async fn an_intent_if_free_claims_only_a_free_path_and_records_its_range(m: 
     let fu6 = m.get_upload("fu6").await.unwrap().unwrap();
     assert_eq!(fu6.state, UploadState::Committing);
     assert!(fu6.is_complete());
+}
+
+/// [`MetaStore::commit_if_free`]: an upload goes from `open` to a file at
+/// a free path with its session's end, its events and its leases in one
+/// step; at a taken path, or for an upload or session no longer open,
+/// nothing changes.
+pub async fn a_commit_if_free_records_a_file_at_a_free_path_in_one_step(m: &dyn MetaStore) {
+    m.create_user(&user("ola")).await.unwrap();
+    let limits = CreateLimits {
+        max_open_sessions: 100,
+        quota_bytes: None,
+    };
+    let made = [(
+        session("gs1", "ola", 10_000),
+        vec![
+            upload("ga1", "gs1", "g/x.txt", Length::Known(5)),
+            upload("ga2", "gs1", "g/x.txt", Length::Known(5)),
+            upload("ga3", "gs1", "g", Length::Known(5)),
+            upload("ga4", "gs1", "h.txt", Length::Known(5)),
+        ],
+    )];
+    let turns = m
+        .create_sessions_holding(&made, limits, &[], &["session:gs1".to_owned()])
+        .await
+        .unwrap()
+        .expect("within the limits");
+    for id in ["ga1", "ga2", "ga3", "ga4"] {
+        m.record_write(id, ByteRange::new(0, 5).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    let space = sp("ola");
+    let done = |id: &str, path: &str, file_id: &str| Committed {
+        upload_id: id.into(),
+        state: UploadState::Committed,
+        final_path: p(path),
+        file: file(file_id, "ola", path, 5, "ola"),
+    };
+    let depth = m.outbox_depth().await.unwrap();
+    let ended = m
+        .commit_if_free(
+            SessionEnd::IfSettled("gs1"),
+            &done("ga1", "g/x.txt", "gf1"),
+            &[event("g-1", "ga1", 100)],
+            &turns,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(None), "committed; the session has open uploads");
+    let ga1 = m.get_upload("ga1").await.unwrap().unwrap();
+    assert_eq!(ga1.state, UploadState::Committed);
+    assert_eq!(ga1.final_path, Some(p("g/x.txt")));
+    assert_eq!(ga1.file_id.as_deref(), Some("gf1"));
+    let f = m.get_file(&space, &p("g/x.txt")).await.unwrap().unwrap();
+    assert_eq!(
+        (f.id.as_str(), f.object.as_deref()),
+        ("gf1", Some("obj-gf1"))
+    );
+    assert_eq!(
+        m.outbox_depth().await.unwrap(),
+        depth + 1,
+        "its event is written"
+    );
+
+    // The same path, or a file's path below which it lies: taken.
+    for (id, path) in [("ga2", "g/x.txt"), ("ga3", "g")] {
+        let ended = m
+            .commit_if_free(
+                SessionEnd::IfSettled("gs1"),
+                &done(id, path, "never"),
+                &[event("never", id, 100)],
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(ended, None, "{path} is taken");
+        let u = m.get_upload(id).await.unwrap().unwrap();
+        assert_eq!(u.state, UploadState::Open, "nothing changed for {id}");
+        assert!(u.is_complete(), "{id} keeps its range");
+    }
+    let f = m.get_file(&space, &p("g/x.txt")).await.unwrap().unwrap();
+    assert_eq!(f.id, "gf1", "the file stays");
+    assert_eq!(m.outbox_depth().await.unwrap(), depth + 1, "no event");
+
+    // The last open upload's commit ends its session.
+    m.abort_uploads(&["ga2".to_owned(), "ga3".to_owned()], SessionEnd::Keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        m.commit_if_free(
+            SessionEnd::IfSettled("gs1"),
+            &done("ga2", "k.txt", "never"),
+            &[],
+            &[]
+        )
+        .await
+        .unwrap(),
+        None,
+        "an aborted upload is not committed"
+    );
+    assert_eq!(m.get_file(&space, &p("k.txt")).await.unwrap(), None);
+    let ended = m
+        .commit_if_free(
+            SessionEnd::IfSettled("gs1"),
+            &done("ga4", "h.txt", "gf4"),
+            &[],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(Some(SessionState::Committed)));
+    let gs1 = m.get_session("gs1").await.unwrap().unwrap();
+    assert_eq!(gs1.state, SessionState::Committed);
+
+    // The commit of a whole session, only from `open`.
+    let made = [
+        (
+            session("gs2", "ola", 10_000),
+            vec![upload("gb1", "gs2", "m.txt", Length::Known(5))],
+        ),
+        (
+            session("gs3", "ola", 10_000),
+            vec![upload("gc1", "gs3", "n.txt", Length::Known(5))],
+        ),
+    ];
+    m.create_sessions_within(&made, limits).await.unwrap();
+    m.set_session_state("gs3", SessionState::Aborted, None)
+        .await
+        .unwrap();
+    let whole = |id| SessionEnd::To(id, SessionState::Committed);
+    assert_eq!(
+        m.commit_if_free(whole("gs3"), &done("gc1", "n.txt", "never"), &[], &[])
+            .await
+            .unwrap(),
+        None,
+        "an ended session is not committed"
+    );
+    assert_eq!(
+        m.get_upload("gc1").await.unwrap().unwrap().state,
+        UploadState::Open
+    );
+    assert_eq!(m.get_file(&space, &p("n.txt")).await.unwrap(), None);
+    assert_eq!(
+        m.commit_if_free(whole("gs2"), &done("gb1", "m.txt", "gf5"), &[], &[])
+            .await
+            .unwrap(),
+        Some(Some(SessionState::Committed))
+    );
+    assert_eq!(
+        m.get_session("gs2").await.unwrap().unwrap().state,
+        SessionState::Committed
+    );
+    assert_eq!(
+        m.get_upload("gb1").await.unwrap().unwrap().state,
+        UploadState::Committed
+    );
 }

@@ -602,6 +602,41 @@ pub trait MetaStore: Send + Sync + 'static {
         self.begin_commit(session, &plan, &[]).await?;
         Ok(true)
     }
+    /// The commit of the one upload of `done` (a new file at a path, with
+    /// [`SessionEnd::To`] the commit of its whole session) as one atomic
+    /// step when its path is free: [`MetaStore::begin_commit_if_free`] and
+    /// [`MetaStore::finish_commit_releasing`] at once, for a store whose
+    /// promotion needs no intent before it (the file's object is sealed
+    /// first and no path names it until this records it). The upload goes
+    /// from `open` to `done.state`. `None` when the path was not free or
+    /// the upload (or the session) not open: nothing changed, and the
+    /// caller takes the usual way, which says why. (The default records
+    /// the two steps one after the other: it serves a database only this
+    /// process uses.)
+    async fn commit_if_free(
+        &self,
+        end: SessionEnd<'_>,
+        done: &Committed,
+        events: &[OutboxEvent],
+        release: &[String],
+    ) -> Result<Option<Option<SessionState>>> {
+        let session = match end {
+            SessionEnd::To(id, _) => Some(id),
+            SessionEnd::Keep | SessionEnd::IfSettled(_) => None,
+        };
+        let (upload, space, path) = (&done.upload_id, &done.file.space, &done.final_path);
+        if !self
+            .begin_commit_if_free(session, upload, space, path, None)
+            .await?
+        {
+            return Ok(None);
+        }
+        let done = std::slice::from_ref(done);
+        Ok(Some(
+            self.finish_commit_releasing(end, done, events, release)
+                .await?,
+        ))
+    }
     /// Records every outcome and the session's end (see [`SessionEnd`]) in
     /// one transaction; returns the session's new state if it changed.
     async fn finish_commit(

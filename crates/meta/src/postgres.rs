@@ -598,10 +598,15 @@ impl<'a> EventCols<'a> {
 
     /// The insert, its arguments numbered from `first` (four of them).
     fn insert_sql(first: usize) -> String {
+        Self::insert_sql_when(first, "TRUE")
+    }
+
+    /// [`EventCols::insert_sql`] of the events, if `cond` holds.
+    fn insert_sql_when(first: usize, cond: &str) -> String {
         format!(
             "INSERT INTO hook_outbox (id, key, body, due_at, created_at) \
              SELECT i, k, b, t, t FROM UNNEST(${first}::text[], ${}::text[], ${}::text[], \
-             ${}::bigint[]) WITH ORDINALITY AS e(i, k, b, t, n) ORDER BY n",
+             ${}::bigint[]) WITH ORDINALITY AS e(i, k, b, t, n) WHERE {cond} ORDER BY n",
             first + 1,
             first + 2,
             first + 3
@@ -1650,6 +1655,106 @@ impl Postgres {
         }
     }
 
+    /// `commit_if_free` in one statement: the path checked under its
+    /// locks (`ferry_path_free`, as `intent_if_free`), and when it is
+    /// free, the upload set from `open` to its outcome, the session ended
+    /// (from `open`: set, or settled by `ferry_settle`), the file
+    /// inserted, the upload's ranges gone, the events written and the
+    /// leases ended, each a compare-and-set. `None` when the path is taken
+    /// (nothing changes) or the upload or session changed meanwhile (the
+    /// statement fails and changes nothing).
+    async fn commit_at_once(
+        &self,
+        end: SessionEnd<'_>,
+        done: &Committed,
+        events: &[OutboxEvent],
+        release: &[String],
+    ) -> Result<Option<Option<SessionState>>> {
+        let (settle, set) = match end {
+            SessionEnd::Keep => (None, None),
+            SessionEnd::IfSettled(id) => (Some(id), None),
+            SessionEnd::To(id, to) => {
+                let through = SessionState::Open.transition(SessionState::Committing);
+                if through.and_then(|s| s.transition(to)).is_err() {
+                    return Ok(None);
+                }
+                (None, Some((id, to)))
+            }
+        };
+        // The intent's transition and the result's, in one step.
+        let through = UploadState::Open.transition(UploadState::Committing);
+        if done.state != UploadState::Committed
+            || through.and_then(|s| s.transition(done.state)).is_err()
+        {
+            return Ok(None);
+        }
+        let (space, path) = (&done.file.space, &done.final_path);
+        let (exact, lo, hi) = around(path);
+        let mut cols = FileCols::default();
+        cols.push(&done.file);
+        let events = EventCols::new(events);
+        // The path is free (no record at it, above or below it, checked
+        // under its locks) and the file's id new: a plain insert.
+        let sql = format!(
+            "WITH f AS (SELECT ferry_path_free($1, $2, $3, $4, $5, $6, $7) AS free), \
+             l AS (SELECT ferry_settle(CASE WHEN (SELECT free FROM f) THEN $8 END, \
+                ARRAY[$7::text], ARRAY[$9::text]) AS ended), \
+             st AS (UPDATE sessions SET state = $11 WHERE id = $10 AND state = 'open' \
+                AND (SELECT free FROM f) RETURNING 1), \
+             up AS (UPDATE uploads SET state = $9, final_path = $12, file_id = $13 \
+                WHERE id = $7 AND state = 'open' AND (SELECT free FROM f) \
+                AND (SELECT COUNT(*) FROM l) >= 0 AND (SELECT COUNT(*) FROM st) >= 0 \
+                RETURNING 1), \
+             ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
+                WHERE (SELECT COUNT(*) FROM up) = 1), \
+             r AS (DELETE FROM ranges WHERE upload_id = $7 AND (SELECT COUNT(*) FROM up) = 1), \
+             ev AS ({}), \
+             rl AS (DELETE FROM leases WHERE token = ANY($33) AND (SELECT COUNT(*) FROM up) = 1 \
+                RETURNING key, waited) \
+             SELECT (SELECT free FROM f), ferry_expect(NOT (SELECT free FROM f) \
+                OR ((SELECT COUNT(*) FROM up) = 1 AND (SELECT COUNT(*) FROM st) = $14)), \
+                (SELECT ended FROM l), \
+                (SELECT COUNT(pg_notify($34, 'released:' || key)) FROM rl WHERE waited)",
+            unnest(15, FILE_TYPES),
+            EventCols::insert_sql_when(29, "(SELECT COUNT(*) FROM up) = 1"),
+        );
+        let q = sqlx::query(&sql)
+            .bind(TURN_LOCK)
+            .bind(crate::namespace_turn(space))
+            .bind(space.as_str())
+            .bind(&exact)
+            .bind(lo)
+            .bind(hi)
+            .bind(&done.upload_id)
+            .bind(settle)
+            .bind(done.state.as_str())
+            .bind(set.map(|(id, _)| id))
+            .bind(set.map(|(_, to)| to.as_str()))
+            .bind(path.as_str())
+            .bind(done.file.id.as_str())
+            .bind(i64::from(set.is_some()));
+        let row = events
+            .bind(cols.bind(q))
+            .bind(release)
+            .bind(CHANGES_CHANNEL)
+            .fetch_one(&self.pool)
+            .await;
+        match row {
+            Ok(row) => {
+                if !get::<bool>(&row, 0)? {
+                    return Ok(None);
+                }
+                if let Some((_, to)) = set {
+                    return Ok(Some(Some(to)));
+                }
+                let ended: Option<String> = get(&row, 2)?;
+                Ok(Some(ended.map(|s| parse(&s)).transpose()?))
+            }
+            Err(e) if changed_meanwhile(&e) => Ok(None),
+            Err(e) => Err(db(e)),
+        }
+    }
+
     /// `record_write`, insert-only, in one statement; with `release`, the
     /// statement also ends that lease and announces it.
     async fn record(
@@ -2343,6 +2448,16 @@ impl MetaStore for Postgres {
     ) -> Result<bool> {
         self.intent_if_free(session, upload_id, space, path, received)
             .await
+    }
+
+    async fn commit_if_free(
+        &self,
+        end: SessionEnd<'_>,
+        done: &Committed,
+        events: &[OutboxEvent],
+        release: &[String],
+    ) -> Result<Option<Option<SessionState>>> {
+        self.commit_at_once(end, done, events, release).await
     }
 
     async fn finish_commit_releasing(
