@@ -10,6 +10,13 @@
 //!
 //! [`Engine::recover`] at start-up finds uploads left at step 3–4 and
 //! finishes steps 4–5 for them; promotion is idempotent.
+//!
+//! On a store without paths (S3), promotion seals the object and names
+//! nothing: no path leads to it until a record does. There, in a cluster,
+//! the commit of one upload to a free path promotes first and then
+//! records steps 3 and 5 as one metadata step (`commit_if_free`); a crash
+//! in between leaves an open upload whose object is sealed, which a resend
+//! is compared with and the next commit finds sealed.
 
 use crate::auth::{Caller, random_hex};
 use crate::hashing::{Digests, Hashers, Want};
