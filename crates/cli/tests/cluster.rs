@@ -361,6 +361,23 @@ async fn fail_commits_of_one_path_raced_on_two_nodes_let_exactly_one_win() {
         for n in [&a, &b] {
             assert_file(n, &alice, &path, want).await;
         }
+        // On S3 the loser's object was sealed before its path was found
+        // taken: it stays the loser's, and commits, on the other node,
+        // once the path is free.
+        let (loser_id, loser_bytes, other) = if won[0] {
+            (&ids[1], b"bbb", &a)
+        } else {
+            (&ids[0], b"aaa", &b)
+        };
+        let file = format!("/v1/spaces/alice/files/{path}");
+        let (st, v) = call(other, Method::DELETE, &file, Some(&alice), None).await;
+        assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+        let retry = format!("/v1/uploads/{loser_id}/commit");
+        let (st, v) = call(other, Method::POST, &retry, Some(&alice), None).await;
+        assert_eq!(st, StatusCode::OK, "the refused upload commits later: {v}");
+        for n in [&a, &b] {
+            assert_file(n, &alice, &path, loser_bytes).await;
+        }
     }
 }
 
