@@ -405,7 +405,22 @@ async fn an_unreachable_bucket_answers_503_with_retry_after_and_the_upload_resum
         !text.contains("127.0.0.1") && !text.contains("/tmp"),
         "{text}"
     );
-    // tus: 503 in tus's plain text, Retry-After too.
+    // tus: 503 in tus's plain text, Retry-After too (the creation of a
+    // large upload starts its multipart upload).
+    let created = http()
+        .post(s.url_of("/tus/"))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", (64 * MIB).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(created.headers().contains_key("retry-after"));
+    assert!(created.headers().contains_key("tus-resumable"));
+    // A small upload keeps nothing in the bucket until its bytes come: it
+    // is made, and its bytes get the 503, then land once the bucket is
+    // back.
     let created = http()
         .post(s.url_of("/tus/"))
         .bearer_auth(&tok)
@@ -414,15 +429,30 @@ async fn an_unreachable_bucket_answers_503_with_retry_after_and_the_upload_resum
         .send()
         .await
         .unwrap();
-    assert_eq!(created.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(created.headers().contains_key("retry-after"));
-    assert!(created.headers().contains_key("tus-resumable"));
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let loc = created.headers()["location"].to_str().unwrap().to_owned();
+    let small = s.url_of(&format!("/tus/{}", loc.rsplit('/').next().unwrap()));
+    let patch = || {
+        http()
+            .patch(&small)
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(&b"0123456789"[..])
+    };
+    let r = patch().send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.headers().contains_key("tus-resumable"));
     // /readyz says so.
     let ready = http().get(s.url_of("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     // Back up: the part that failed is missing, nothing else; resume.
     relay.set_down(false);
+    let r = patch().send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
     let st = status(&s, &tok, &up).await;
     assert_eq!(st["parts_received"], json!(1), "{st}");
     for n in 2..=3 {

@@ -1152,6 +1152,9 @@ impl Engine {
                         .await?;
                     report.uploads_aborted += 1;
                 } else if !staged.contains(&id)
+                    // A small upload keeps nothing in the store until its
+                    // bytes come, and no listing names it.
+                    && self.small(&up).is_none()
                     // Not listed as staged, yet there: an upload sealed for
                     // its commit's read-back before the crash (S3).
                     && !store.staged_exists(&id).await?
@@ -1233,7 +1236,10 @@ impl Engine {
         } else {
             Promote::NoReplace
         };
-        let (digests, object) = if store.staged_exists(&up.id).await? {
+        // (A small upload's pieces are staged too, though no listing of
+        // staged uploads names them: its seal makes them the object.)
+        let staged = self.small(&up).is_some() || store.staged_exists(&up.id).await?;
+        let (digests, object) = if staged {
             let d = self
                 .whole_digests(&up, None, Want::whole(&up.whole_digests))
                 .await?;

@@ -116,18 +116,23 @@ impl Engine {
             .iter()
             .flat_map(|(_, ups)| ups.iter().map(|u| u.id.clone()))
             .collect();
-        let (mut whole_ids, mut other_ids) = (Vec::new(), Vec::new());
+        let (mut whole_ids, mut small_ids, mut other_ids) = (Vec::new(), Vec::new(), Vec::new());
         for ((_, ups), whole) in made.iter().zip(&whole) {
-            let to = if *whole {
-                &mut whole_ids
-            } else {
-                &mut other_ids
-            };
-            to.extend(ups.iter().map(|u| u.id.clone()));
+            for u in ups {
+                let to = if *whole {
+                    &mut whole_ids
+                } else if self.small(u).is_some() {
+                    &mut small_ids
+                } else {
+                    &mut other_ids
+                };
+                to.push(u.id.clone());
+            }
         }
         let store = &self.inner.store;
         let stage = async {
             store.create_staged_many(&other_ids).await?;
+            store.create_staged_small(&small_ids).await?;
             store.create_staged_whole(&whole_ids).await
         };
         // The open-session and quota limits are checked in the same

@@ -56,6 +56,9 @@ struct Streamed {
     resend: bool,
     /// The write is the whole file, and nothing came before it.
     whole: bool,
+    /// The upload's size, when it is small for the store
+    /// ([`ferry_store::Store::write_small`]).
+    small: Option<u64>,
 }
 
 /// Digests a client sent with the bytes, checked while they stream.
@@ -473,7 +476,7 @@ impl Engine {
         }
 
         // 1. Under the lock: validate, reserve the range, pick up the cursor.
-        let (range, part_no, write_id, epoch, cursor, (resend, whole)) = {
+        let (range, part_no, write_id, epoch, cursor, (resend, whole, small)) = {
             let mut live = if appending {
                 slot.take_over().await
             } else {
@@ -526,7 +529,15 @@ impl Engine {
                 .as_ref()
                 .filter(|c| c.offset == range.start && live.follow_end.is_none())
                 .map(|c| c.hasher.clone());
-            (range, part_no, id, live.cursor_gen, cursor, (resend, whole))
+            let small = self.small(&live.upload);
+            (
+                range,
+                part_no,
+                id,
+                live.cursor_gen,
+                cursor,
+                (resend, whole, small),
+            )
         };
         // The rest runs as a task of its own, so that a request that goes
         // away (client gone, HTTP/2 reset) cannot leave its write in
@@ -550,6 +561,7 @@ impl Engine {
                 cursor,
                 resend,
                 whole,
+                small,
             };
             let mut lease = lease;
             let result = this
@@ -609,6 +621,18 @@ impl Engine {
         }
     }
 
+    /// The size of `upload` when the store keeps it as a small upload
+    /// ([`ferry_store::Store::write_small`]): known, at most the store's
+    /// small size, and no part of it sent straight to the store. Every
+    /// node says the same of one upload.
+    pub(crate) fn small(&self, upload: &Upload) -> Option<u64> {
+        let max = self.inner.store.small_size();
+        upload
+            .length
+            .known()
+            .filter(|&n| n <= max && !upload.direct)
+    }
+
     /// Steps 2 and 3 of [`Engine::write`], once the range is reserved.
     async fn stream_and_record(
         &self,
@@ -630,6 +654,7 @@ impl Engine {
             cursor,
             resend,
             whole,
+            small,
         } = w;
         // Bytes that replace bytes already received go to a side object
         // first, so a failed or mismatching resend leaves the earlier,
@@ -699,12 +724,20 @@ impl Engine {
                     .write_whole(upload_id, range.len(), body)
                     .await
             }
-            None => {
-                self.inner
-                    .store
-                    .write_at(upload_id, range.start, body_len, body)
-                    .await
-            }
+            None => match small {
+                Some(size) => {
+                    self.inner
+                        .store
+                        .write_small(upload_id, range.start, body_len, body, size)
+                        .await
+                }
+                None => {
+                    self.inner
+                        .store
+                        .write_at(upload_id, range.start, body_len, body)
+                        .await
+                }
+            },
         };
         let seen = Arc::try_unwrap(seen)
             .ok()

@@ -538,6 +538,50 @@ impl S3Staging {
         Ok(at - offset)
     }
 
+    /// The largest *small* upload: one that never needs a multipart
+    /// upload, since its bytes fit one `PutObject` and never fill a cell
+    /// (see [`S3Staging::write_small`]).
+    pub fn small_size(&self) -> u64 {
+        MIN_PART.min(self.grid.len(0) - 1)
+    }
+
+    /// Writes into a small upload (at most [`S3Staging::small_size`]
+    /// bytes, its length known when it was made, not sent straight to the
+    /// bucket), which has no multipart upload on any node: what comes is a
+    /// piece, and its pieces become the object when it is sealed (a body
+    /// carrying the whole file goes to [`S3Staging::write_whole`] and is
+    /// the object at once). Once sealed, a resend is compared with the
+    /// object.
+    pub async fn write_small(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: BodyLen,
+        body: ByteStream,
+    ) -> Result<u64, WriteFailure> {
+        let fail = |durable, error| WriteFailure { durable, error };
+        let sealed = self.sealed.lock().unwrap().contains_key(upload)
+            || self
+                .object_size(upload)
+                .await
+                .map_err(|e| fail(0, e))?
+                .is_some();
+        if sealed {
+            return self.compare_sealed(upload, offset, body).await;
+        }
+        let (data, stop) = Chunks::new(body).gather(len.max().min(MIN_PART)).await;
+        let got = data.len() as u64;
+        if got > 0 {
+            self.put_piece(upload, 0, offset, offset + got, data)
+                .await
+                .map_err(|e| fail(0, e))?;
+        }
+        match stop {
+            Some(Failed(e)) => Err(fail(got, e)),
+            _ => Ok(got),
+        }
+    }
+
     /// A whole file of at most [`MIN_PART`] bytes that arrives in one body
     /// before any other: gathered, then stored as the sealed object in one
     /// PutObject, and its multipart upload aborted. No piece, part,
@@ -556,9 +600,12 @@ impl S3Staging {
         let (data, stop) = Chunks::new(body).gather(len).await;
         let got = data.len() as u64;
         if got < len || stop.is_some() {
-            // What came is kept for a resend: as pieces of the multipart
-            // upload, which a deferred upload starts now.
-            self.undefer(upload).await.map_err(|e| fail(0, e))?;
+            // What came is kept for a resend: as pieces, which a small
+            // upload's seal makes the object; a larger one's multipart
+            // upload, which a deferred upload starts now, takes them.
+            if len > self.small_size() {
+                self.undefer(upload).await.map_err(|e| fail(0, e))?;
+            }
             if got > 0 {
                 self.put_piece(upload, 0, 0, got, data)
                     .await
@@ -775,22 +822,13 @@ impl S3Staging {
         })
     }
 
-    /// Uploads cell `cell` from its pieces if they cover `cell..cell_end`
-    /// (the whole cell, or up to the file's end for the last one), then
-    /// deletes them. Returns whether it did.
-    async fn combine(
+    /// The bytes of a [`S3Staging::cover`], read in order.
+    fn read_cover(
         &self,
-        upload: &str,
-        mpu: &str,
-        cell: u64,
-        cell_end: u64,
-    ) -> Result<bool, StoreError> {
-        let pieces = self.list_pieces(upload, cell).await?;
-        let Some(cover) = Self::cover(&pieces, self.grid.start(cell), cell_end) else {
-            return Ok(false);
-        };
+        cover: Vec<(Piece, u64, u64)>,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
-        let reads = futures::stream::iter(cover)
+        futures::stream::iter(cover)
             .then(move |(p, a, b)| {
                 let (client, bucket) = (client.clone(), bucket.clone());
                 async move {
@@ -805,7 +843,24 @@ impl S3Staging {
                     Ok::<_, std::io::Error>(object_stream(out.body))
                 }
             })
-            .try_flatten();
+            .try_flatten()
+    }
+
+    /// Uploads cell `cell` from its pieces if they cover `cell..cell_end`
+    /// (the whole cell, or up to the file's end for the last one), then
+    /// deletes them. Returns whether it did.
+    async fn combine(
+        &self,
+        upload: &str,
+        mpu: &str,
+        cell: u64,
+        cell_end: u64,
+    ) -> Result<bool, StoreError> {
+        let pieces = self.list_pieces(upload, cell).await?;
+        let Some(cover) = Self::cover(&pieces, self.grid.start(cell), cell_end) else {
+            return Ok(false);
+        };
+        let reads = self.read_cover(cover);
         self.upload_part(upload, mpu, cell, cell_end - self.grid.start(cell), reads)
             .await?;
         for p in pieces {
@@ -931,10 +986,23 @@ impl S3Staging {
                 self.grid.len(cell)
             )));
         }
-        let mpu = self
-            .find_mpu(upload)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("the multipart upload of {upload}")))?;
+        let mpu = match self.find_mpu(upload).await? {
+            Some(mpu) => mpu,
+            // A small upload has none until its parts go straight to the
+            // bucket (presigning marks it so on every node).
+            None if self.object_size(upload).await?.is_none() => {
+                self.deferred.lock().unwrap().insert(upload.to_owned());
+                self.undefer(upload).await?;
+                self.find_mpu(upload).await?.ok_or_else(|| {
+                    StoreError::NotFound(format!("the multipart upload of {upload}"))
+                })?
+            }
+            None => {
+                return Err(StoreError::Sealed(format!(
+                    "{upload} is sealed: its bytes can no longer change"
+                )));
+            }
+        };
         let mut req = self
             .client
             .upload_part()
@@ -1015,6 +1083,9 @@ impl S3Staging {
         if self.sealed.lock().unwrap().get(upload) == Some(&size) {
             return Ok(());
         }
+        if size <= self.small_size() {
+            return self.seal_small(upload, size).await;
+        }
         // The multipart upload may be gone because another node sealed it
         // (this node's cached id is then stale): its object tells.
         match self.seal_mpu(upload, size).await {
@@ -1024,6 +1095,58 @@ impl S3Staging {
             },
             other => other,
         }
+    }
+
+    /// Seals an upload of at most [`S3Staging::small_size`] bytes: its
+    /// object is there already (a write carried the whole file, or another
+    /// node sealed it), or it has a multipart upload (made before its
+    /// length was known, or for parts sent straight to the bucket), or its
+    /// pieces are read and stored as the object in one `PutObject`, then
+    /// deleted.
+    async fn seal_small(&self, upload: &str, size: u64) -> Result<(), StoreError> {
+        match self.object_size(upload).await? {
+            Some(s) if s == size => {
+                self.sealed.lock().unwrap().insert(upload.to_owned(), size);
+                return Ok(());
+            }
+            Some(s) => {
+                return Err(StoreError::Sealed(format!(
+                    "{upload} is sealed at {s} bytes, not {size}"
+                )));
+            }
+            None => {}
+        }
+        if self.find_mpu(upload).await?.is_some() {
+            return self.seal_mpu(upload, size).await;
+        }
+        let pieces = self.list_pieces(upload, 0).await?;
+        let Some(cover) = Self::cover(&pieces, 0, size) else {
+            // The metadata says every byte came: the pieces were removed
+            // behind Ferry's back.
+            return Err(StoreError::NotFound(format!("staged upload {upload}")));
+        };
+        let whole: BytesMut =
+            self.read_cover(cover)
+                .try_collect()
+                .await
+                .map_err(|e| StoreError::Unavailable {
+                    what: format!("reading the pieces of {upload}"),
+                    source: Box::new(e),
+                })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(upload))
+            .body(S3Body::from(whole.freeze()))
+            .send()
+            .await
+            .map_err(|e| sdk(format!("storing {upload}"), e))?;
+        self.deferred.lock().unwrap().remove(upload);
+        self.sealed.lock().unwrap().insert(upload.to_owned(), size);
+        for p in pieces {
+            self.delete_key(&p.key, "deleting a staged piece").await?;
+        }
+        Ok(())
     }
 
     async fn seal_mpu(&self, upload: &str, size: u64) -> Result<(), StoreError> {

@@ -115,6 +115,30 @@ impl Store for S3Store {
         Ok(())
     }
 
+    fn small_size(&self) -> u64 {
+        self.staging.small_size()
+    }
+
+    async fn create_staged_small(&self, uploads: &[String]) -> Result<(), StoreError> {
+        // Nothing in the bucket: every node knows a small upload has no
+        // multipart upload. (This node also skips looking for one.)
+        for u in uploads {
+            self.staging.defer(u);
+        }
+        Ok(())
+    }
+
+    async fn write_small(
+        &self,
+        upload: &str,
+        offset: u64,
+        len: BodyLen,
+        body: ByteStream,
+        _size: u64,
+    ) -> Result<u64, WriteFailure> {
+        self.staging.write_small(upload, offset, len, body).await
+    }
+
     async fn write_at(
         &self,
         upload: &str,

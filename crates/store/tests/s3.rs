@@ -244,6 +244,108 @@ async fn a_small_file_whose_one_body_is_cut_keeps_what_came_and_completes_as_usu
     assert!(s.list_in_progress().await.unwrap().is_empty());
 }
 
+/// Every key in the bucket of `cfg`.
+async fn keys(cfg: &S3Config) -> Vec<String> {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared)
+            .endpoint_url(cfg.endpoint.as_deref().unwrap())
+            .force_path_style(true)
+            .build(),
+    );
+    let out = client
+        .list_objects_v2()
+        .bucket(&cfg.bucket)
+        .send()
+        .await
+        .unwrap();
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_seals_it() {
+    let Some(ep) = endpoint() else { return };
+    let (a, cfg) = staging(&ep, "small").await;
+    let (b, c) = (
+        S3Staging::connect(&cfg).await.unwrap(),
+        S3Staging::connect(&cfg).await.unwrap(),
+    );
+    let size = 300_000;
+    assert!(size <= a.small_size());
+    let data = pattern(size, 3);
+    // Made on a (as `create_staged_small` does): nothing in the bucket.
+    a.defer("s1");
+    // b never saw it, and writes the first bytes; a writes the rest, cut
+    // once (what came is kept) and resumed.
+    let n = b
+        .write_small("s1", 0, BodyLen::Exact(100_000), body(&data[..100_000]))
+        .await
+        .unwrap();
+    assert_eq!(n, 100_000);
+    let e = a
+        .write_small(
+            "s1",
+            100_000,
+            BodyLen::Exact(200_000),
+            cut_body(&data[100_000..150_000]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.durable, 50_000);
+    let rest = &data[150_000..];
+    let n = a
+        .write_small("s1", 150_000, BodyLen::Exact(150_000), body(rest))
+        .await
+        .unwrap();
+    assert_eq!(n, 150_000);
+    assert!(a.list_in_progress().await.unwrap().is_empty());
+    // A third node seals it: the pieces become the object, and go.
+    c.seal("s1", size).await.unwrap();
+    assert!(read_all(&a, "s1", 0, size).await == data);
+    assert!(a.list_in_progress().await.unwrap().is_empty());
+    assert_eq!(keys(&cfg).await, ["pre/objects/s1"]);
+    // Sealed: the same bytes again are answered as written, others refused.
+    let again = b
+        .write_small("s1", 0, BodyLen::Exact(1000), body(&data[..1000]))
+        .await;
+    assert_eq!(again.unwrap(), 1000);
+    let e = b
+        .write_small("s1", 0, BodyLen::Exact(1000), body(&pattern(1000, 99)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e.error, StoreError::Sealed(_)), "{e}");
+    // A whole body on a node that did not make the upload: the object, in
+    // one PutObject, and still no multipart upload.
+    a.defer("s2");
+    let n = b
+        .write_whole("s2", 4096, body(&data[..4096]))
+        .await
+        .unwrap();
+    assert_eq!(n, 4096);
+    c.seal("s2", 4096).await.unwrap();
+    assert!(read_all(&c, "s2", 0, 4096).await == data[..4096]);
+    assert!(a.list_in_progress().await.unwrap().is_empty());
+    // Bytes the metadata counted that the bucket lost: not found.
+    a.defer("s3");
+    let n = a
+        .write_small("s3", 0, BodyLen::Exact(10), body(&data[..10]))
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+    let e = b.seal("s3", 20).await.unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e}");
+    // Discarded: nothing of it is left.
+    b.discard("s3").await.unwrap();
+    let left = keys(&cfg).await;
+    assert!(left.iter().all(|k| !k.contains("s3")), "{left:?}");
+}
+
 #[tokio::test]
 async fn an_empty_upload_seals_into_an_empty_object() {
     let Some(ep) = endpoint() else { return };
