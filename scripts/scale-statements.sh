@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Counts the PostgreSQL statements one small upload costs, by kind: one
-# node on PostgreSQL + S3 takes N uploads of 4 KiB each way (a whole-file
-# PUT, a tus creation carrying the file, a tus creation then a PATCH, and
-# create + part + commit), and
-# pg_stat_statements says what each statement ran, per upload
-# (docs/SCALE.md). Reads the environment of scripts/pg-local.sh (its
+# Counts the PostgreSQL statements and S3 requests one small upload
+# costs, by kind: one node on PostgreSQL + S3 takes N uploads of 4 KiB
+# each way (a whole-file PUT, a tus creation carrying the file, a tus
+# creation then a PATCH, create + part + commit, and a tus creation on
+# this node whose PATCH goes to a second node), pg_stat_statements says
+# what each statement ran, per upload, and the nodes' AWS SDK logs which
+# S3 requests they sent (docs/SCALE.md). Reads the environment of scripts/pg-local.sh (its
 # server preloads pg_stat_statements) and scripts/s3-local.sh:
 #   eval "$(scripts/pg-local.sh)"; eval "$(scripts/s3-local.sh)"
 #   scripts/scale-statements.sh [N]        # N = 50 by default
@@ -21,16 +22,30 @@ URL="$SERVER/$DB"
 psql "$URL" -v ON_ERROR_STOP=1 -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
 DATA=$(mktemp -d)
 PORT=$((20000 + RANDOM % 20000))
-FERRY_STORE=s3 FERRY_S3_PREFIX="statements-$DB/" "$BIN" serve --data-dir "$DATA" \
-    --listen "127.0.0.1:$PORT" --database-url "$URL" >"$DATA/ferry.log" 2>&1 &
+PORT2=$((PORT + 1))
+# The SDK logs each attempt of each S3 request, named by its operation.
+export RUST_LOG="warn,aws_sdk_s3=debug,aws_smithy_runtime::client::orchestrator=debug"
+node() { # node DIR PORT
+    mkdir -p "$1"
+    FERRY_STORE=s3 FERRY_S3_PREFIX="statements-$DB/" "$BIN" serve --data-dir "$1" \
+        --listen "127.0.0.1:$2" --database-url "$URL" >>"$1/ferry.log" 2>&1 &
+}
+node "$DATA/a" "$PORT"
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $PID $PID2 2>/dev/null; wait $PID $PID2 2>/dev/null; rm -rf "$DATA"' EXIT
 BASE="http://127.0.0.1:$PORT"
 for _ in $(seq 100); do
-    [ -f "$DATA/admin.token" ] && curl -sf "$BASE/v1/health" >/dev/null && break
+    [ -f "$DATA/a/admin.token" ] && curl -sf "$BASE/v1/health" >/dev/null && break
     sleep 0.1
 done
-TOK=$(cat "$DATA/admin.token")
+node "$DATA/b" "$PORT2"
+PID2=$!
+BASE2="http://127.0.0.1:$PORT2"
+for _ in $(seq 100); do
+    curl -sf "$BASE2/v1/health" >/dev/null && break
+    sleep 0.1
+done
+TOK=$(cat "$DATA/a/admin.token")
 FILE="$DATA/4k"
 head -c 4096 /dev/urandom >"$FILE"
 auth=(-H "Authorization: Bearer $TOK")
@@ -47,8 +62,16 @@ count() {
     psql "$URL" -At -c "SELECT 'per upload: ' || round(sum(calls)::numeric / $N, 2) FROM pg_stat_statements
         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
           AND query NOT LIKE '%pg_stat_statements%'"
+    cat "$DATA"/?/ferry.log | grep -o 'rpc.method="[A-Za-z]*".*beginning attempt' |
+        sed 's/rpc.method="\([A-Za-z]*\)".*/\1/' | sort | uniq -c |
+        awk -v n="$N" '{ printf "S3 %s: %.2f\n", $2, $1 / n; t += $1 } END { printf "S3 per upload: %.2f\n", t / n }'
 }
-reset() { sleep 0.5; psql "$URL" -Atqc "SELECT pg_stat_statements_reset()" >/dev/null; }
+reset() {
+    sleep 0.5
+    psql "$URL" -Atqc "SELECT pg_stat_statements_reset()" >/dev/null
+    # (The nodes append to their logs, so each can be emptied.)
+    for f in "$DATA"/?/ferry.log; do : >"$f"; done
+}
 
 reset
 for i in $(seq "$N"); do put "/v1/spaces/admin/files/put/$i"; done
@@ -86,4 +109,14 @@ for i in $(seq "$N"); do
 done
 sleep 0.5
 echo "== create + part + commit (3 requests)"; count
+
+reset
+for i in $(seq "$N"); do
+    loc=$(curl -sf -o /dev/null -w '%header{location}' -X POST "${auth[@]}" -H "Tus-Resumable: 1.0.0" \
+        -H "Upload-Length: 4096" -H "Upload-Metadata: filename $(printf 'tus3/%s' "$i" | base64)" "$BASE/tus/")
+    curl -sf -X PATCH "${auth[@]}" -H "Tus-Resumable: 1.0.0" -H "Upload-Offset: 0" \
+        -H "Content-Type: application/offset+octet-stream" --data-binary @"$FILE" "$BASE2${loc#"$BASE"}" >/dev/null
+done
+sleep 0.5
+echo "== tus creation on one node, the PATCH on another (2 requests)"; count
 psql "$SERVER/postgres" -qc "DROP DATABASE $DB WITH (FORCE)" 2>/dev/null || true

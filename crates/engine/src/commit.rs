@@ -1154,7 +1154,7 @@ impl Engine {
                 } else if !staged.contains(&id)
                     // A small upload keeps nothing in the store until its
                     // bytes come, and no listing names it.
-                    && self.small(&up).is_none()
+                    && !self.is_small(&up)
                     // Not listed as staged, yet there: an upload sealed for
                     // its commit's read-back before the crash (S3).
                     && !store.staged_exists(&id).await?
@@ -1238,7 +1238,7 @@ impl Engine {
         };
         // (A small upload's pieces are staged too, though no listing of
         // staged uploads names them: its seal makes them the object.)
-        let staged = self.small(&up).is_some() || store.staged_exists(&up.id).await?;
+        let staged = self.is_small(&up) || store.staged_exists(&up.id).await?;
         let (digests, object) = if staged {
             let d = self
                 .whole_digests(&up, None, Want::whole(&up.whole_digests))

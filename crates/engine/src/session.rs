@@ -121,7 +121,7 @@ impl Engine {
             for u in ups {
                 let to = if *whole {
                     &mut whole_ids
-                } else if self.small(u).is_some() {
+                } else if self.is_small(u) {
                     &mut small_ids
                 } else {
                     &mut other_ids

@@ -56,9 +56,9 @@ struct Streamed {
     resend: bool,
     /// The write is the whole file, and nothing came before it.
     whole: bool,
-    /// The upload's size, when it is small for the store
+    /// The upload is small for the store
     /// ([`ferry_store::Store::write_small`]).
-    small: Option<u64>,
+    small: bool,
 }
 
 /// Digests a client sent with the bytes, checked while they stream.
@@ -529,7 +529,7 @@ impl Engine {
                 .as_ref()
                 .filter(|c| c.offset == range.start && live.follow_end.is_none())
                 .map(|c| c.hasher.clone());
-            let small = self.small(&live.upload);
+            let small = self.is_small(&live.upload);
             (
                 range,
                 part_no,
@@ -621,16 +621,13 @@ impl Engine {
         }
     }
 
-    /// The size of `upload` when the store keeps it as a small upload
-    /// ([`ferry_store::Store::write_small`]): known, at most the store's
-    /// small size, and no part of it sent straight to the store. Every
-    /// node says the same of one upload.
-    pub(crate) fn small(&self, upload: &Upload) -> Option<u64> {
+    /// Whether the store keeps `upload` as a small upload
+    /// ([`ferry_store::Store::write_small`]): its length known and at most
+    /// the store's small size, and no part of it sent straight to the
+    /// store. Every node says the same of one upload.
+    pub(crate) fn is_small(&self, upload: &Upload) -> bool {
         let max = self.inner.store.small_size();
-        upload
-            .length
-            .known()
-            .filter(|&n| n <= max && !upload.direct)
+        max > 0 && !upload.direct && upload.length.known().is_some_and(|n| n <= max)
     }
 
     /// Steps 2 and 3 of [`Engine::write`], once the range is reserved.
@@ -718,26 +715,24 @@ impl Engine {
             .boxed();
         let outcome = match &side {
             Some(side) => self.inner.store.write_at(side, 0, body_len, body).await,
+            None if small => {
+                self.inner
+                    .store
+                    .write_small(upload_id, range.start, body_len, body, whole)
+                    .await
+            }
             None if whole => {
                 self.inner
                     .store
                     .write_whole(upload_id, range.len(), body)
                     .await
             }
-            None => match small {
-                Some(size) => {
-                    self.inner
-                        .store
-                        .write_small(upload_id, range.start, body_len, body, size)
-                        .await
-                }
-                None => {
-                    self.inner
-                        .store
-                        .write_at(upload_id, range.start, body_len, body)
-                        .await
-                }
-            },
+            None => {
+                self.inner
+                    .store
+                    .write_at(upload_id, range.start, body_len, body)
+                    .await
+            }
         };
         let seen = Arc::try_unwrap(seen)
             .ok()

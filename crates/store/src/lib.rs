@@ -283,35 +283,41 @@ pub trait Store: Send + Sync + 'static {
         self.create_staged_many(uploads).await
     }
 
-    /// The size up to which an upload whose length is known when it is
-    /// made is *small* ([`Store::create_staged_small`],
-    /// [`Store::write_small`]); 0 when the store makes no difference.
+    /// The size up to which an upload of a known length is *small*
+    /// ([`Store::create_staged_small`], [`Store::write_small`]); 0 when
+    /// the store makes no difference.
     fn small_size(&self) -> u64 {
         0
     }
 
-    /// Stages small uploads (of a known length up to
-    /// [`Store::small_size`]): a store may keep nothing for them until
-    /// their bytes come, on any node (S3: no multipart upload; a body
-    /// carrying the whole file is the object, pieces become it when it is
-    /// sealed). By default, [`Store::create_staged_many`].
+    /// Stages small uploads (their length known when they are made): a
+    /// store may keep nothing for them until their bytes come, on any node
+    /// (S3: no multipart upload; a body carrying the whole file is the
+    /// object, pieces become it when it is sealed). An upload whose length
+    /// comes later was staged as any other, and is small from then on. By
+    /// default, [`Store::create_staged_many`].
     async fn create_staged_small(&self, uploads: &[String]) -> Result<(), StoreError> {
         self.create_staged_many(uploads).await
     }
 
-    /// [`Store::write_at`] into a small upload, of `size` bytes, that is
-    /// not sent straight to the store ([`Store::presign_part`]): the
-    /// caller says which, on every node. By default, `write_at`.
+    /// [`Store::write_at`] into a small upload that is not sent straight
+    /// to the store ([`Store::presign_part`]): the caller says which
+    /// uploads are, alike on every node. `whole`: the body carries the
+    /// whole file, none of whose bytes were received before (as for
+    /// [`Store::write_whole`]). By default, `write_whole` or `write_at`.
     async fn write_small(
         &self,
         upload: &str,
         offset: u64,
         len: BodyLen,
         body: ByteStream,
-        size: u64,
+        whole: bool,
     ) -> Result<u64, WriteFailure> {
-        let _ = size;
-        self.write_at(upload, offset, len, body).await
+        if whole {
+            self.write_whole(upload, len.max(), body).await
+        } else {
+            self.write_at(upload, offset, len, body).await
+        }
     }
 
     /// Writes `body` at `offset` of the staged object and makes what

@@ -546,19 +546,30 @@ impl S3Staging {
     }
 
     /// Writes into a small upload (at most [`S3Staging::small_size`]
-    /// bytes, its length known when it was made, not sent straight to the
-    /// bucket), which has no multipart upload on any node: what comes is a
-    /// piece, and its pieces become the object when it is sealed (a body
-    /// carrying the whole file goes to [`S3Staging::write_whole`] and is
-    /// the object at once). Once sealed, a resend is compared with the
-    /// object.
+    /// bytes, not sent straight to the bucket), which needs no multipart
+    /// upload: a body carrying the whole file (`whole`) is stored as the
+    /// object by one `PutObject`; what other writes carry becomes pieces,
+    /// which become the object when it is sealed. Once an object is there,
+    /// a write is compared with it.
+    ///
+    /// Neither way looks for a multipart upload, so none is listed, made
+    /// or aborted. One made before the upload's length was known holds no
+    /// part (a part is a whole cell, larger than the file): the seal
+    /// completes it when it finds no object; when a whole body made the
+    /// object, it stays until the sweep aborts it, its upload ended.
     pub async fn write_small(
         &self,
         upload: &str,
         offset: u64,
         len: BodyLen,
         body: ByteStream,
+        whole: bool,
     ) -> Result<u64, WriteFailure> {
+        if whole {
+            // None of its bytes were received before: no object holds
+            // bytes a client was told of, so this one can replace any.
+            return self.put_whole(upload, len.max(), body, false).await;
+        }
         let fail = |durable, error| WriteFailure { durable, error };
         let sealed = self.sealed.lock().unwrap().contains_key(upload)
             || self
@@ -596,14 +607,27 @@ impl S3Staging {
         if len == 0 || len > MIN_PART {
             return self.write_at(upload, 0, BodyLen::Exact(len), body).await;
         }
+        self.put_whole(upload, len, body, true).await
+    }
+
+    /// [`S3Staging::write_whole`] of at most [`MIN_PART`] bytes; `mpu`:
+    /// the upload may have a multipart upload (not a small one), which is
+    /// aborted, and which takes what came of a body that ends early.
+    async fn put_whole(
+        &self,
+        upload: &str,
+        len: u64,
+        body: ByteStream,
+        mpu: bool,
+    ) -> Result<u64, WriteFailure> {
         let fail = |durable, error| WriteFailure { durable, error };
         let (data, stop) = Chunks::new(body).gather(len).await;
         let got = data.len() as u64;
         if got < len || stop.is_some() {
-            // What came is kept for a resend: as pieces, which a small
-            // upload's seal makes the object; a larger one's multipart
-            // upload, which a deferred upload starts now, takes them.
-            if len > self.small_size() {
+            // What came is kept for a resend, as pieces: a small upload's
+            // seal makes them the object; a larger one's multipart upload,
+            // which a deferred upload starts now, takes them.
+            if mpu {
                 self.undefer(upload).await.map_err(|e| fail(0, e))?;
             }
             if got > 0 {
@@ -628,8 +652,11 @@ impl S3Staging {
         // complete over it: until the abort succeeds, nothing is durable
         // (a retry puts the object again; other writes go to the
         // multipart upload, whose completion replaces the object). A
-        // deferred upload has none (`find_mpu` says so without asking).
-        self.abort_mpu(upload).await.map_err(|e| fail(0, e))?;
+        // deferred upload has none (`find_mpu` says so without asking);
+        // a small one's is never completed over an object.
+        if mpu {
+            self.abort_mpu(upload).await.map_err(|e| fail(0, e))?;
+        }
         self.deferred.lock().unwrap().remove(upload);
         self.sealed.lock().unwrap().insert(upload.to_owned(), len);
         Ok(len)

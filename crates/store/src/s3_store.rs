@@ -134,9 +134,11 @@ impl Store for S3Store {
         offset: u64,
         len: BodyLen,
         body: ByteStream,
-        _size: u64,
+        whole: bool,
     ) -> Result<u64, WriteFailure> {
-        self.staging.write_small(upload, offset, len, body).await
+        self.staging
+            .write_small(upload, offset, len, body, whole)
+            .await
     }
 
     async fn write_at(

@@ -284,7 +284,7 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
     // b never saw it, and writes the first bytes; a writes the rest, cut
     // once (what came is kept) and resumed.
     let n = b
-        .write_small("s1", 0, BodyLen::Exact(100_000), body(&data[..100_000]))
+        .write_small("s1", 0, BodyLen::Exact(100_000), body(&data[..100_000]), false)
         .await
         .unwrap();
     assert_eq!(n, 100_000);
@@ -294,13 +294,14 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
             100_000,
             BodyLen::Exact(200_000),
             cut_body(&data[100_000..150_000]),
+            false,
         )
         .await
         .unwrap_err();
     assert_eq!(e.durable, 50_000);
     let rest = &data[150_000..];
     let n = a
-        .write_small("s1", 150_000, BodyLen::Exact(150_000), body(rest))
+        .write_small("s1", 150_000, BodyLen::Exact(150_000), body(rest), false)
         .await
         .unwrap();
     assert_eq!(n, 150_000);
@@ -312,11 +313,11 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
     assert_eq!(keys(&cfg).await, ["pre/objects/s1"]);
     // Sealed: the same bytes again are answered as written, others refused.
     let again = b
-        .write_small("s1", 0, BodyLen::Exact(1000), body(&data[..1000]))
+        .write_small("s1", 0, BodyLen::Exact(1000), body(&data[..1000]), false)
         .await;
     assert_eq!(again.unwrap(), 1000);
     let e = b
-        .write_small("s1", 0, BodyLen::Exact(1000), body(&pattern(1000, 99)))
+        .write_small("s1", 0, BodyLen::Exact(1000), body(&pattern(1000, 99)), false)
         .await
         .unwrap_err();
     assert!(matches!(e.error, StoreError::Sealed(_)), "{e}");
@@ -324,17 +325,41 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
     // one PutObject, and still no multipart upload.
     a.defer("s2");
     let n = b
-        .write_whole("s2", 4096, body(&data[..4096]))
+        .write_small("s2", 0, BodyLen::Exact(4096), body(&data[..4096]), true)
         .await
         .unwrap();
     assert_eq!(n, 4096);
     c.seal("s2", 4096).await.unwrap();
     assert!(read_all(&c, "s2", 0, 4096).await == data[..4096]);
     assert!(a.list_in_progress().await.unwrap().is_empty());
+    // Made before its length was known (a multipart upload, no part):
+    // pieces written as a small upload's are completed into it by the
+    // seal, on any node.
+    a.create("s4").await.unwrap();
+    let n = b
+        .write_small("s4", 0, BodyLen::Exact(5000), body(&data[..5000]), false)
+        .await
+        .unwrap();
+    assert_eq!(n, 5000);
+    c.seal("s4", 5000).await.unwrap();
+    assert!(read_all(&a, "s4", 0, 5000).await == data[..5000]);
+    assert!(a.list_in_progress().await.unwrap().is_empty());
+    // ... and a whole body on another node is the object at once; the
+    // multipart upload is never completed over it (the sweep aborts it
+    // once its upload has ended).
+    a.create("s5").await.unwrap();
+    b.write_small("s5", 0, BodyLen::Exact(700), body(&data[..700]), true)
+        .await
+        .unwrap();
+    c.seal("s5", 700).await.unwrap();
+    assert!(read_all(&a, "s5", 0, 700).await == data[..700]);
+    let open: Vec<_> = a.list_in_progress().await.unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].0, "s5");
     // Bytes the metadata counted that the bucket lost: not found.
     a.defer("s3");
     let n = a
-        .write_small("s3", 0, BodyLen::Exact(10), body(&data[..10]))
+        .write_small("s3", 0, BodyLen::Exact(10), body(&data[..10]), false)
         .await
         .unwrap();
     assert_eq!(n, 10);
