@@ -281,6 +281,48 @@ async fn tus_patches_of_4_kib_land_and_survive_a_restart() {
     assert!(pieces.is_empty(), "pieces left: {pieces:?}");
 }
 
+#[tokio::test]
+async fn a_multipart_upload_that_outlived_its_committed_file_is_aborted_at_start_up_and_the_file_kept()
+ {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "outlived").await;
+    let mut s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "olga").await;
+    let data = random_bytes(4096, 51);
+    let (st, v) = put(
+        &s,
+        "/v1/spaces/olga/files/kept.bin",
+        Some(&tok),
+        &[],
+        data.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    // A multipart upload on the file's object key, as a create sent twice
+    // leaves (or one made before a small upload's length was known).
+    let objects: Vec<_> = keys(&c, &b)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("ferry/objects/"))
+        .collect();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    c.create_multipart_upload()
+        .bucket(&b)
+        .key(&objects[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open_mpus(&c, &b).await, 1);
+    // Start-up recovery finds it listed as staged, its upload committed:
+    // it goes, the file's object stays.
+    s.restart();
+    assert_eq!(open_mpus(&c, &b).await, 0);
+    let (st, got) = download(&s, &tok, "olga", "kept.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the file differs");
+}
+
 #[test]
 fn serve_on_a_missing_bucket_exits_with_a_clear_message() {
     let Some(endpoint) = endpoint() else { return };

@@ -1094,7 +1094,9 @@ impl Engine {
     ///    ([`SessionState::settled`]);
     /// 4. an upload `open` in a session that has ended → `aborted`;
     /// 5. an upload `open` whose staged file is missing → failed;
-    /// 6. a staged file no open upload owns → removed.
+    /// 6. a staged file no open or committing upload owns → removed (of
+    ///    a committed upload, what the store keeps besides its file's
+    ///    bytes: [`ferry_store::Store::discard_staged_of_file`]).
     pub async fn recover(&self) -> Result<RecoveryReport> {
         let meta = &self.inner.meta;
         let store = &self.inner.store;
@@ -1172,16 +1174,21 @@ impl Engine {
         }
         // 6.
         for id in staged {
-            let keep = match meta.get_upload(&id).await {
-                Ok(u) => u.is_some_and(|u| u.state == UploadState::Open),
+            let state = match meta.get_upload(&id).await {
+                Ok(u) => u.map(|u| u.state),
                 // A record that does not read keeps its bytes for an operator.
-                Err(_) => true,
+                Err(_) => Some(UploadState::Open),
             };
-            if !keep {
-                match store.discard_staged(&id).await {
-                    Ok(()) => report.orphans_removed += 1,
-                    Err(e) => recovery_failed("staged file", &id, &e.into(), &mut report),
-                }
+            // (Where the store names a file's bytes by its upload, they
+            // are the file's: only what outlived them goes.)
+            let discarded = match state {
+                Some(UploadState::Open | UploadState::Committing) => continue,
+                Some(UploadState::Committed) => store.discard_staged_of_file(&id).await,
+                _ => store.discard_staged(&id).await,
+            };
+            match discarded {
+                Ok(()) => report.orphans_removed += 1,
+                Err(e) => recovery_failed("staged file", &id, &e.into(), &mut report),
             }
         }
         Ok(report)

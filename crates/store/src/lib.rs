@@ -478,6 +478,14 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the staged object (idempotent).
     async fn discard_staged(&self, upload: &str) -> Result<(), StoreError>;
 
+    /// Deletes what a listing of staged objects ([`Store::list_staged`])
+    /// still shows of an upload whose file is recorded, keeping the
+    /// file's bytes (idempotent). By default [`Store::discard_staged`]:
+    /// a store that moves staged bytes into the file has none left there.
+    async fn discard_staged_of_file(&self, upload: &str) -> Result<(), StoreError> {
+        self.discard_staged(upload).await
+    }
+
     /// Ids of every staged object, for garbage collection of orphans.
     async fn list_staged(&self) -> Result<Vec<String>, StoreError>;
 

@@ -556,7 +556,8 @@ impl S3Staging {
     /// or aborted. One made before the upload's length was known holds no
     /// part (a part is a whole cell, larger than the file): the seal
     /// completes it when it finds no object; when a whole body made the
-    /// object, it stays until the sweep aborts it, its upload ended.
+    /// object, it stays until start-up recovery aborts it
+    /// ([`S3Staging::discard_unsealed`]).
     pub async fn write_small(
         &self,
         upload: &str,
@@ -1531,13 +1532,57 @@ impl S3Staging {
         self.forget_etags(upload);
         self.abort_mpu(upload).await?;
         self.deferred.lock().unwrap().remove(upload);
-        let prefix = format!("{}pieces/{upload}/", self.prefix);
-        let keys = self.list(&prefix, "listing staged pieces").await?;
-        for key in keys
-            .into_iter()
-            .map(|(k, _)| k)
-            .chain([self.object_key(upload)])
+        self.delete_pieces(upload).await?;
+        self.delete_key(
+            &self.object_key(upload),
+            format!("deleting what {upload} staged"),
+        )
+        .await
+    }
+
+    /// Aborts every multipart upload of `upload` and deletes its pieces,
+    /// keeping its object: for an upload whose file is recorded, yet which
+    /// a multipart upload outlived (a create sent twice; one made before a
+    /// small upload's length was known, when a whole body made the
+    /// object). Idempotent.
+    pub async fn discard_unsealed(&self, upload: &str) -> Result<(), StoreError> {
+        let key = self.object_key(upload);
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&key)
+            .send()
+            .await
+            .map_err(|e| sdk("listing multipart uploads", e))?;
+        for id in out
+            .uploads()
+            .iter()
+            .filter(|u| u.key() == Some(key.as_str()))
+            .filter_map(|u| u.upload_id())
         {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(id)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => {}
+                Err(e) => return Err(sdk(format!("aborting {upload}"), e)),
+            }
+        }
+        self.mpus.lock().unwrap().remove(upload);
+        self.forget_etags(upload);
+        self.delete_pieces(upload).await
+    }
+
+    async fn delete_pieces(&self, upload: &str) -> Result<(), StoreError> {
+        let prefix = format!("{}pieces/{upload}/", self.prefix);
+        for (key, _) in self.list(&prefix, "listing staged pieces").await? {
             self.delete_key(&key, format!("deleting what {upload} staged"))
                 .await?;
         }

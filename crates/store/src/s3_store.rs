@@ -275,6 +275,11 @@ impl Store for S3Store {
         self.staging.discard(upload).await
     }
 
+    /// The object is the file's: only what outlived it goes.
+    async fn discard_staged_of_file(&self, upload: &str) -> Result<(), StoreError> {
+        self.staging.discard_unsealed(upload).await
+    }
+
     async fn list_staged(&self) -> Result<Vec<String>, StoreError> {
         let mut ids: Vec<String> = self
             .staging

@@ -284,7 +284,13 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
     // b never saw it, and writes the first bytes; a writes the rest, cut
     // once (what came is kept) and resumed.
     let n = b
-        .write_small("s1", 0, BodyLen::Exact(100_000), body(&data[..100_000]), false)
+        .write_small(
+            "s1",
+            0,
+            BodyLen::Exact(100_000),
+            body(&data[..100_000]),
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(n, 100_000);
@@ -317,7 +323,13 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
         .await;
     assert_eq!(again.unwrap(), 1000);
     let e = b
-        .write_small("s1", 0, BodyLen::Exact(1000), body(&pattern(1000, 99)), false)
+        .write_small(
+            "s1",
+            0,
+            BodyLen::Exact(1000),
+            body(&pattern(1000, 99)),
+            false,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e.error, StoreError::Sealed(_)), "{e}");
@@ -345,8 +357,9 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
     assert!(read_all(&a, "s4", 0, 5000).await == data[..5000]);
     assert!(a.list_in_progress().await.unwrap().is_empty());
     // ... and a whole body on another node is the object at once; the
-    // multipart upload is never completed over it (the sweep aborts it
-    // once its upload has ended).
+    // multipart upload is never completed over it. Once the file is
+    // recorded, start-up recovery finds it listed and discards it, the
+    // object kept.
     a.create("s5").await.unwrap();
     b.write_small("s5", 0, BodyLen::Exact(700), body(&data[..700]), true)
         .await
@@ -356,6 +369,9 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
     let open: Vec<_> = a.list_in_progress().await.unwrap();
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0].0, "s5");
+    b.discard_unsealed("s5").await.unwrap();
+    assert!(a.list_in_progress().await.unwrap().is_empty());
+    assert!(read_all(&c, "s5", 0, 700).await == data[..700]);
     // Bytes the metadata counted that the bucket lost: not found.
     a.defer("s3");
     let n = a
