@@ -510,6 +510,73 @@ async fn a_tus_patch_stalled_on_one_node_is_taken_over_from_another_within_1_s()
     assert_file(&a, &alice, &tus_file_name(&a, &alice).await, &data).await;
 }
 
+/// A completing PATCH of a small file holds its session's turn for its
+/// commit from its first byte: stalled, it must not hold up an abort of
+/// its session from another node, which asks for the turn and gets it at
+/// once (a tus DELETE takes the upload over first; the native abort does
+/// not).
+#[tokio::test]
+async fn an_abort_on_another_node_is_not_held_up_by_a_stalled_completing_append() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(64 * 1024, 32);
+    let id = create_tus(&a, &alice, data.len() as u64).await;
+    let path = format!("/tus/{id}");
+    let (tx, body) = held_body();
+    let stalled = tokio::spawn(
+        tus_patch(&a, &path, &alice, 0)
+            .header("content-length", data.len().to_string())
+            .body(body)
+            .send(),
+    );
+    tx.send(Ok(data[..32 * 1024].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (st, v) = call(
+        &b,
+        Method::GET,
+        "/v1/sessions?state=open",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let sid = v["sessions"][0]["id"].as_str().unwrap().to_owned();
+    let t = Instant::now();
+    let (st, v) = call(
+        &b,
+        Method::DELETE,
+        &format!("/v1/sessions/{sid}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    let took = t.elapsed();
+    assert!(st.is_success(), "{st}: {v}");
+    println!("the abort on node b was answered in {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // The rest of the body comes: the upload is gone, nothing is committed.
+    tx.send(Ok(data[32 * 1024..].to_vec())).await.unwrap();
+    drop(tx);
+    let old = tokio::time::timeout(Duration::from_secs(10), stalled)
+        .await
+        .expect("the stalled PATCH was answered")
+        .unwrap();
+    if let Ok(old) = old {
+        assert!(!old.status().is_success(), "{}", old.status());
+    }
+    let r = tus_head(&a, &path, &alice).send().await.unwrap();
+    assert!(
+        matches!(r.status(), StatusCode::NOT_FOUND | StatusCode::GONE),
+        "{}",
+        r.status()
+    );
+    let (st, v) = call(&a, Method::GET, "/v1/spaces/alice/list", Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["entries"].as_array().map_or(0, Vec::len), 0, "{v}");
+}
+
 /// The name of alice's one file.
 async fn tus_file_name(n: &Server, alice: &str) -> String {
     let t = Instant::now();

@@ -13,7 +13,9 @@
 //!   refused as on one node ([`EngineError::Conflict`]);
 //! - a **commit** freezes the upload: writes are refused while it runs;
 //! - a **turn** (a session's commit, abort or expiry; a namespace's path
-//!   choice) is waited for.
+//!   choice) is waited for; a session's turn held ahead of its commit (by
+//!   a completing append, or by a new session) is asked for, and its holder
+//!   lets it go (the commit claims it again when it comes).
 //!
 //! A dead node holds no lease (the metadata drops them with its
 //! connection), so a node killed mid-request is taken over at once.
@@ -116,23 +118,45 @@ impl Engine {
         hi: u64,
         kind: LeaseKind,
     ) -> Result<Option<Lease>> {
+        Ok(self.lease_with_turn(key, lo, hi, kind, None).await?.0)
+    }
+
+    /// [`Engine::lease`], and with it the turn of session `turn` when no
+    /// other node holds it, in the same claim (it is not waited for:
+    /// `None` then, and the session's turn is claimed when it is needed).
+    pub(crate) async fn lease_with_turn(
+        &self,
+        key: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+        turn: Option<&str>,
+    ) -> Result<(Option<Lease>, Option<Lease>)> {
         if !self.in_cluster() {
-            return Ok(None);
+            return Ok((None, None));
         }
         let meta = &self.inner.meta;
+        let lease = |token| Lease {
+            engine: self.clone(),
+            token,
+        };
         // Listening before the first claim: a release after it is heard.
         let mut heard = meta.changes();
         let started = Instant::now();
         let mut asked: Option<Instant> = None;
         loop {
-            let held = match meta.claim(key, lo, hi, kind).await? {
-                Claim::Granted(token) => {
-                    return Ok(Some(Lease {
-                        engine: self.clone(),
-                        token,
-                    }));
+            let claimed = match turn {
+                Some(s) => {
+                    meta.claim_with_turn(key, lo, hi, kind, &session_key(s))
+                        .await?
                 }
-                Claim::Busy(held) => held,
+                None => (meta.claim(key, lo, hi, kind).await?, None),
+            };
+            let held = match claimed {
+                (Claim::Granted(token), turn) => {
+                    return Ok((Some(lease(token)), turn.map(lease)));
+                }
+                (Claim::Busy(held), _) => held,
             };
             let committing = held.iter().any(|h| h.kind == LeaseKind::Commit);
             let wait = match kind {
@@ -171,7 +195,11 @@ impl Engine {
                     wait.as_secs()
                 )));
             }
-            if kind == LeaseKind::Append && asked.is_none_or(|t| t.elapsed() >= REASK) {
+            // A session's turn held ahead of its commit (a completing
+            // append's, or a new session's) is let go when asked.
+            let asks = kind == LeaseKind::Append
+                || (kind == LeaseKind::Turn && key.starts_with(SESSION_KEY));
+            if asks && asked.is_none_or(|t| t.elapsed() >= REASK) {
                 let tokens: Vec<String> = held.into_iter().map(|h| h.token).collect();
                 meta.ask_release(&tokens).await?;
                 asked = Some(Instant::now());
@@ -224,6 +252,21 @@ impl Engine {
         }
     }
 
+    /// Keeps a session's turn this node leased ahead of its commit (with
+    /// a completing append's lease) for the session's next turn here;
+    /// released when the guard drops if no turn took it.
+    pub(crate) fn keep_turn_ahead(&self, session_id: &str, lease: Lease) -> TurnAhead {
+        self.inner
+            .born_turns
+            .lock()
+            .unwrap()
+            .insert(session_id.to_owned(), lease);
+        TurnAhead {
+            engine: self.clone(),
+            session_id: session_id.to_owned(),
+        }
+    }
+
     /// Releases a new session's turn no turn has taken (its request is
     /// over).
     pub(crate) fn forget_born_turn(&self, session_id: &str) {
@@ -232,10 +275,24 @@ impl Engine {
     }
 }
 
-/// The lease key of a session's turn.
-pub(crate) fn session_key(session_id: &str) -> String {
-    format!("session:{session_id}")
+/// A session's turn kept ahead of its commit ([`Engine::keep_turn_ahead`]).
+pub(crate) struct TurnAhead {
+    engine: Engine,
+    session_id: String,
 }
+
+impl Drop for TurnAhead {
+    fn drop(&mut self) {
+        self.engine.forget_born_turn(&self.session_id);
+    }
+}
+
+/// The lease key of a session's turn: [`SESSION_KEY`] and its id.
+pub(crate) fn session_key(session_id: &str) -> String {
+    format!("{SESSION_KEY}{session_id}")
+}
+
+const SESSION_KEY: &str = "session:";
 
 /// Held while a session's commit, abort or expiry runs.
 pub(crate) struct SessionTurn<'a> {
@@ -260,8 +317,22 @@ impl SessionTurn<'_> {
 }
 
 /// What a node does with an announcement about its leases: a holder asked
-/// to let go stops the work it leased; leases that lapsed stop it all.
+/// to let go stops the work it leased, or releases a session's turn it
+/// holds ahead of a commit (the commit claims it again); leases that
+/// lapsed stop it all.
 pub(crate) fn heard(engine: &crate::Inner, change: &Change) {
+    if let Change::ReleaseAsked(token) = change {
+        let ahead = {
+            let mut born = engine.born_turns.lock().unwrap();
+            let session = born
+                .iter()
+                .find(|(_, l)| &l.token == token)
+                .map(|(s, _)| s.clone());
+            session.and_then(|s| born.remove(&s))
+        };
+        // Dropped outside the map's lock: it releases in the background.
+        drop(ahead);
+    }
     let leased = engine.leased.lock().unwrap();
     match change {
         Change::ReleaseAsked(token) => {

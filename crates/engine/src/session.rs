@@ -68,8 +68,11 @@ pub enum Precondition {
     Absent,
 }
 
-/// The largest one-request upload made holding its session's turn.
-const BORN_TURN_MAX: u64 = 1 << 20;
+/// The largest one-request upload made holding its session's turn, and
+/// the largest completing append that leases the turn with its bytes: an
+/// abort from another node waits for the turn at most as long as such a
+/// body takes.
+pub(crate) const BORN_TURN_MAX: u64 = 1 << 20;
 
 fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
     let message = format!("{path}: {e}");

@@ -3,6 +3,7 @@
 use crate::auth::Caller;
 use crate::hashing::{Digests, Hashers, Want, WriteHashes};
 use crate::live::Live;
+use crate::session::BORN_TURN_MAX;
 use crate::{Engine, EngineError, Result, UploadView, now_ms};
 use ferry_core::{ByteRange, Digest, FileRecord, Length, Part, SessionState, Upload};
 use ferry_meta::LeaseKind;
@@ -129,8 +130,8 @@ impl Engine {
         }
         // No other request writes to a private upload: no lease, and the
         // slot this node keeps is the truth.
-        let lease = match private {
-            true => None,
+        let (lease, _turn_ahead) = match private {
+            true => (None, None),
             false => self.write_lease(&slot, upload_id, at).await?,
         };
         if lease.is_some() && append {
@@ -432,19 +433,39 @@ impl Engine {
     /// In a cluster, the lease of the bytes a write is about to stream
     /// ([`crate::lease`]): an append takes the upload over from another
     /// node's, a part or range is refused while another node writes
-    /// bytes it overlaps.
+    /// bytes it overlaps. An append of at most [`BORN_TURN_MAX`] bytes
+    /// that completes an upload its session commits on the last byte
+    /// also leases the session's turn for that commit in the same claim,
+    /// if no other node holds it (kept until the write is over).
     async fn write_lease(
         &self,
         slot: &crate::live::Slot,
         upload_id: &str,
         at: WriteAt,
-    ) -> Result<Option<crate::lease::Lease>> {
+    ) -> Result<(Option<crate::lease::Lease>, Option<crate::lease::TurnAhead>)> {
         if !self.in_cluster() {
-            return Ok(None);
+            return Ok((None, None));
         }
         let everything = (0, u64::MAX);
         let ((lo, hi), kind) = match at {
-            WriteAt::Append { .. } => (everything, LeaseKind::Append),
+            WriteAt::Append { offset, total, len } => {
+                let session = {
+                    let live = slot.state.lock().await;
+                    let end = total.or(live.upload.length.known());
+                    let completes =
+                        len.is_some_and(|n| n <= BORN_TURN_MAX && end == Some(offset + n));
+                    (completes && live.session.commit_mode().is_auto())
+                        .then(|| live.session.id.clone())
+                };
+                let (lo, hi) = everything;
+                let (lease, turn) = self
+                    .lease_with_turn(upload_id, lo, hi, LeaseKind::Append, session.as_deref())
+                    .await?;
+                let ahead = session
+                    .zip(turn)
+                    .map(|(s, turn)| self.keep_turn_ahead(&s, turn));
+                return Ok((lease, ahead));
+            }
             WriteAt::Range { range, .. } | WriteAt::PartAt { range, .. } => {
                 ((range.start, range.end), LeaseKind::Write)
             }
@@ -455,7 +476,7 @@ impl Engine {
                 (bounds.unwrap_or(everything), LeaseKind::Write)
             }
         };
-        self.lease(upload_id, lo, hi, kind).await
+        Ok((self.lease(upload_id, lo, hi, kind).await?, None))
     }
 
     /// The bytes of one write: streamed, made durable and recorded.

@@ -826,6 +826,28 @@ pub trait MetaStore: Send + Sync + 'static {
         let _ = (key, lo, hi, kind);
         Ok(Claim::Granted(String::new()))
     }
+    /// [`MetaStore::claim`], and once granted, the whole of `turn` as a
+    /// [`LeaseKind::Turn`] if no live process holds it: its token then
+    /// (a turn held elsewhere is marked waited for, as by a refused
+    /// claim, and is not waited for here).
+    async fn claim_with_turn(
+        &self,
+        key: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+        turn: &str,
+    ) -> Result<(Claim, Option<String>)> {
+        let claim = self.claim(key, lo, hi, kind).await?;
+        if !matches!(claim, Claim::Granted(_)) {
+            return Ok((claim, None));
+        }
+        let turn = match self.claim(turn, 0, u64::MAX, LeaseKind::Turn).await? {
+            Claim::Granted(token) => Some(token),
+            Claim::Busy(_) => None,
+        };
+        Ok((claim, turn))
+    }
     /// Ends the lease `token` names, and announces [`Change::Released`]
     /// of its key if a claim found the lease in its way meanwhile.
     async fn release(&self, token: &str) -> Result<()> {

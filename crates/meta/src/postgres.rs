@@ -492,6 +492,23 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
+/// A claim's answer from `ferry_claim`'s rows (granted, token, kind[,
+/// the turn's token]): granted, or the leases in its way.
+fn claim_of(rows: &[PgRow]) -> Result<(Claim, Option<String>)> {
+    let mut held = Vec::new();
+    for r in rows {
+        let token: String = get(r, 1)?;
+        if get::<bool>(r, 0)? {
+            let turn = if r.len() > 3 { get(r, 3)? } else { None };
+            return Ok((Claim::Granted(token), turn));
+        }
+        let kind: String = get(r, 2)?;
+        let kind = LeaseKind::parse(&kind).ok_or_else(|| corrupt("lease kind", &kind))?;
+        held.push(Held { token, kind });
+    }
+    Ok((Claim::Busy(held), None))
+}
+
 /// PostgreSQL's errors, kept opaque; a full disk (SQLSTATE 53100) and a
 /// closed pool are told apart.
 fn db(e: sqlx::Error) -> MetaError {
@@ -2975,17 +2992,37 @@ impl MetaStore for Postgres {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let mut held = Vec::new();
-        for r in &rows {
-            let token: String = get(r, 1)?;
-            if get::<bool>(r, 0)? {
-                return Ok(Claim::Granted(token));
-            }
-            let kind: String = get(r, 2)?;
-            let kind = LeaseKind::parse(&kind).ok_or_else(|| corrupt("lease kind", &kind))?;
-            held.push(Held { token, kind });
-        }
-        Ok(Claim::Busy(held))
+        Ok(claim_of(&rows)?.0)
+    }
+
+    /// One statement: the turn is claimed (by a subquery that runs only
+    /// when the first claim is granted) after the first claim, each by
+    /// `ferry_claim` under its key's lock and with a snapshot of its own.
+    async fn claim_with_turn(
+        &self,
+        key: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+        turn: &str,
+    ) -> Result<(Claim, Option<String>)> {
+        let rows = sqlx::query(
+            "SELECT c.granted, c.token, c.kind, CASE WHEN c.granted THEN
+                 (SELECT t.token FROM ferry_claim($6, 0, $7, 'turn', $5) t WHERE t.granted)
+             END
+             FROM ferry_claim($1, $2, $3, $4, $5) c",
+        )
+        .bind(key)
+        .bind(lo.min(i64::MAX as u64) as i64)
+        .bind(hi.min(i64::MAX as u64) as i64)
+        .bind(kind.as_str())
+        .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
+        .bind(turn)
+        .bind(i64::MAX)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        claim_of(&rows)
     }
 
     async fn release(&self, token: &str) -> Result<()> {

@@ -764,6 +764,54 @@ async fn a_lease_is_one_nodes_until_released_and_overlaps_are_told_with_their_ho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_with_a_turn_takes_the_turn_only_once_its_claim_is_granted() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    // Both free: both granted, in one statement.
+    let (claim, turn) = n[0]
+        .claim_with_turn("u1", 0, u64::MAX, LeaseKind::Append, "session:s1")
+        .await
+        .unwrap();
+    let Claim::Granted(append) = claim else {
+        panic!("a free key is granted");
+    };
+    let turn = turn.expect("a free turn is granted with it");
+    assert!(matches!(
+        n[1].claim("session:s1", 0, u64::MAX, LeaseKind::Turn)
+            .await
+            .unwrap(),
+        Claim::Busy(_)
+    ));
+    // The claim refused: the turn is not taken.
+    let (claim, turn2) = n[1]
+        .claim_with_turn("u1", 0, u64::MAX, LeaseKind::Append, "session:s2")
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Busy(_)), "{claim:?}");
+    assert_eq!(turn2, None);
+    assert!(matches!(
+        n[0].claim("session:s2", 0, u64::MAX, LeaseKind::Turn)
+            .await
+            .unwrap(),
+        Claim::Granted(_)
+    ));
+    // The turn held elsewhere: the claim is granted without it, and the
+    // turn's holder is told when it releases.
+    let mut heard_by_1 = n[1].changes().unwrap();
+    let (claim, turn3) = n[1]
+        .claim_with_turn("u2", 0, u64::MAX, LeaseKind::Append, "session:s1")
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Granted(_)), "{claim:?}");
+    assert_eq!(turn3, None);
+    n[0].release(&turn).await.unwrap();
+    hear(&mut heard_by_1, Change::Released("session:s1".into())).await;
+    n[0].release(&append).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leases_of_a_node_whose_connection_died_are_taken_over_at_once() {
     let Some(db) = TestDb::create().await else {
         return;
