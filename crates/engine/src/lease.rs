@@ -13,9 +13,11 @@
 //!   refused as on one node ([`EngineError::Conflict`]);
 //! - a **commit** freezes the upload: writes are refused while it runs;
 //! - a **turn** (a session's commit, abort or expiry; a namespace's path
-//!   choice) is waited for; a session's turn held ahead of its commit (by
-//!   a completing append, or by a new session) is asked for, and its holder
-//!   lets it go (the commit claims it again when it comes).
+//!   choice) is waited for; a session's turn held ahead of its commit by a
+//!   completing append is asked for, and its holder lets it go (the commit
+//!   claims it again when it comes). A small one-request upload's, held
+//!   from its session's creation, is waited for: that upload is all or
+//!   nothing, and short.
 //!
 //! A dead node holds no lease (the metadata drops them with its
 //! connection), so a node killed mid-request is taken over at once.
@@ -41,6 +43,9 @@ const REASK: Duration = Duration::from_secs(1);
 pub(crate) struct Lease {
     engine: Engine,
     token: String,
+    /// A session's turn held ahead of its commit by a completing append:
+    /// let go when another node asks for it ([`heard`]).
+    yields: bool,
 }
 
 impl Lease {
@@ -81,6 +86,7 @@ impl Lease {
         Lease {
             engine: engine.clone(),
             token,
+            yields: false,
         }
     }
 
@@ -139,6 +145,7 @@ impl Engine {
         let lease = |token| Lease {
             engine: self.clone(),
             token,
+            yields: false,
         };
         // Listening before the first claim: a release after it is heard.
         let mut heard = meta.changes();
@@ -195,8 +202,8 @@ impl Engine {
                     wait.as_secs()
                 )));
             }
-            // A session's turn held ahead of its commit (a completing
-            // append's, or a new session's) is let go when asked.
+            // A session's turn held ahead of its commit by a completing
+            // append is let go when asked.
             let asks = kind == LeaseKind::Append
                 || (kind == LeaseKind::Turn && key.starts_with(SESSION_KEY));
             if asks && asked.is_none_or(|t| t.elapsed() >= REASK) {
@@ -255,7 +262,8 @@ impl Engine {
     /// Keeps a session's turn this node leased ahead of its commit (with
     /// a completing append's lease) for the session's next turn here;
     /// released when the guard drops if no turn took it.
-    pub(crate) fn keep_turn_ahead(&self, session_id: &str, lease: Lease) -> TurnAhead {
+    pub(crate) fn keep_turn_ahead(&self, session_id: &str, mut lease: Lease) -> TurnAhead {
+        lease.yields = true;
         self.inner
             .born_turns
             .lock()
@@ -317,16 +325,16 @@ impl SessionTurn<'_> {
 }
 
 /// What a node does with an announcement about its leases: a holder asked
-/// to let go stops the work it leased, or releases a session's turn it
-/// holds ahead of a commit (the commit claims it again); leases that
-/// lapsed stop it all.
+/// to let go stops the work it leased, or releases a session's turn a
+/// completing append holds ahead of its commit (the commit claims it
+/// again); leases that lapsed stop it all.
 pub(crate) fn heard(engine: &crate::Inner, change: &Change) {
     if let Change::ReleaseAsked(token) = change {
         let ahead = {
             let mut born = engine.born_turns.lock().unwrap();
             let session = born
                 .iter()
-                .find(|(_, l)| &l.token == token)
+                .find(|(_, l)| l.yields && &l.token == token)
                 .map(|(s, _)| s.clone());
             session.and_then(|s| born.remove(&s))
         };
