@@ -577,6 +577,64 @@ async fn an_abort_on_another_node_is_not_held_up_by_a_stalled_completing_append(
     assert_eq!(v["entries"].as_array().map_or(0, Vec::len), 0, "{v}");
 }
 
+/// A small upload has no multipart upload on S3 until a part of it is
+/// presigned: presigned on another node than the one that made it, the
+/// part is found by the maker, whose status read and commit take it.
+#[tokio::test]
+async fn a_small_upload_made_on_one_node_commits_a_part_presigned_on_another() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(100_000, 33);
+    let v = create_session(
+        &a,
+        &alice,
+        json!({"path": "direct.bin", "size": data.len()}),
+    )
+    .await;
+    let sid = v["id"].as_str().unwrap().to_owned();
+    let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    let (st, p) = call(
+        &b,
+        Method::POST,
+        &format!("/v1/uploads/{up}/parts/1/presign"),
+        Some(&alice),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    assert_eq!(p["size"].as_u64(), Some(data.len() as u64), "{p}");
+    let mut rb = http().put(p["url"].as_str().unwrap()).body(data.clone());
+    for (k, v) in p["headers"].as_object().unwrap() {
+        if k != "content-length" {
+            rb = rb.header(k.as_str(), v.as_str().unwrap());
+        }
+    }
+    let sent = rb.send().await.unwrap();
+    assert!(sent.status().is_success(), "{:?}", sent.text().await);
+    let (st, v) = call(
+        &a,
+        Method::GET,
+        &format!("/v1/sessions/{sid}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "open", "{v}");
+    let (st, v) = call(
+        &a,
+        Method::POST,
+        &format!("/v1/sessions/{sid}/commit"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert!(st.is_success(), "{st}: {v}");
+    assert_file(&b, &alice, "direct.bin", &data).await;
+}
+
 /// The name of alice's one file.
 async fn tus_file_name(n: &Server, alice: &str) -> String {
     let t = Instant::now();

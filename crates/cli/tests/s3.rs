@@ -323,6 +323,58 @@ async fn a_multipart_upload_that_outlived_its_committed_file_is_aborted_at_start
     assert!(got == data, "the file differs");
 }
 
+/// A whole small file whose checksum does not match is refused (460), and
+/// nothing of it stays: the PATCHes that follow, in halves, are not
+/// compared with the refused bytes.
+#[tokio::test]
+async fn a_refused_whole_tus_patch_leaves_nothing_a_later_patch_is_compared_with() {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "refused").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "rita").await;
+    let data = random_bytes(8192, 61);
+    let created = http()
+        .post(s.url_of("/tus/"))
+        .bearer_auth(&tok)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header("Upload-Metadata", "filename ci5iaW4=") // r.bin
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let loc = created.headers()["location"].to_str().unwrap().to_owned();
+    let patch = |offset: usize, body: Vec<u8>| {
+        http()
+            .patch(s.url_of(&loc))
+            .bearer_auth(&tok)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", offset.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(body)
+    };
+    let r = patch(0, vec![0xEE; data.len()])
+        .header("Upload-Checksum", "sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 460, "{:?}", r.text().await);
+    for (offset, half) in [(0, &data[..4096]), (4096, &data[4096..])] {
+        let r = patch(offset, half.to_vec()).send().await.unwrap();
+        let st = r.status();
+        assert_eq!(
+            st,
+            StatusCode::NO_CONTENT,
+            "at {offset}: {:?}",
+            r.text().await
+        );
+    }
+    let (st, got) = download(&s, &tok, "rita", "r.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the file differs");
+}
+
 #[test]
 fn serve_on_a_missing_bucket_exits_with_a_clear_message() {
     let Some(endpoint) = endpoint() else { return };

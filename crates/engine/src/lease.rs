@@ -14,8 +14,8 @@
 //! - a **commit** freezes the upload: writes are refused while it runs;
 //! - a **turn** (a session's commit, abort or expiry; a namespace's path
 //!   choice) is waited for; a session's turn held ahead of its commit by a
-//!   completing append is asked for, and its holder lets it go (the commit
-//!   claims it again when it comes). A small one-request upload's, held
+//!   completing append is asked for after a second, and its holder lets
+//!   it go (the commit claims it again when it comes). A small one-request upload's, held
 //!   from its session's creation, is waited for: that upload is all or
 //!   nothing, and short.
 //!
@@ -203,9 +203,12 @@ impl Engine {
                 )));
             }
             // A session's turn held ahead of its commit by a completing
-            // append is let go when asked.
+            // append is let go when asked. Turns are short: asked only
+            // after a wait of `REASK` (a NOTIFY costs the server a lock).
             let asks = kind == LeaseKind::Append
-                || (kind == LeaseKind::Turn && key.starts_with(SESSION_KEY));
+                || (kind == LeaseKind::Turn
+                    && key.starts_with(SESSION_KEY)
+                    && started.elapsed() >= REASK);
             if asks && asked.is_none_or(|t| t.elapsed() >= REASK) {
                 let tokens: Vec<String> = held.into_iter().map(|h| h.token).collect();
                 meta.ask_release(&tokens).await?;
@@ -264,6 +267,7 @@ impl Engine {
     /// released when the guard drops if no turn took it.
     pub(crate) fn keep_turn_ahead(&self, session_id: &str, mut lease: Lease) -> TurnAhead {
         lease.yields = true;
+        let token = lease.token.clone();
         self.inner
             .born_turns
             .lock()
@@ -272,6 +276,7 @@ impl Engine {
         TurnAhead {
             engine: self.clone(),
             session_id: session_id.to_owned(),
+            token,
         }
     }
 
@@ -287,11 +292,22 @@ impl Engine {
 pub(crate) struct TurnAhead {
     engine: Engine,
     session_id: String,
+    token: String,
 }
 
 impl Drop for TurnAhead {
+    /// Releases the turn if no turn took it (and no other write's turn
+    /// replaced it since).
     fn drop(&mut self) {
-        self.engine.forget_born_turn(&self.session_id);
+        let mut born = self.engine.inner.born_turns.lock().unwrap();
+        let lease = born
+            .get(&self.session_id)
+            .filter(|l| l.token == self.token)
+            .is_some()
+            .then(|| born.remove(&self.session_id))
+            .flatten();
+        drop(born);
+        drop(lease);
     }
 }
 

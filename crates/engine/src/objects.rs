@@ -44,7 +44,7 @@ impl Engine {
         s.state.check_writable().map_err(EngineError::Gone)?;
         let (mut built, declared) = self.build_uploads(&s, vec![new])?;
         let mut up = built.remove(0);
-        self.inner.store.create_staged(&up.id).await?;
+        self.stage([&up]).await?;
         let added = async {
             // Under the lock: no commit, close, abort or expiry in between.
             let _guard = match turn {

@@ -119,23 +119,17 @@ impl Engine {
             .iter()
             .flat_map(|(_, ups)| ups.iter().map(|u| u.id.clone()))
             .collect();
-        let (mut whole_ids, mut small_ids, mut other_ids) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut whole_ids, mut rest) = (Vec::new(), Vec::new());
         for ((_, ups), whole) in made.iter().zip(&whole) {
-            for u in ups {
-                let to = if *whole {
-                    &mut whole_ids
-                } else if self.is_small(u) {
-                    &mut small_ids
-                } else {
-                    &mut other_ids
-                };
-                to.push(u.id.clone());
+            if *whole {
+                whole_ids.extend(ups.iter().map(|u| u.id.clone()));
+            } else {
+                rest.extend(ups.iter());
             }
         }
         let store = &self.inner.store;
         let stage = async {
-            store.create_staged_many(&other_ids).await?;
-            store.create_staged_small(&small_ids).await?;
+            self.stage(rest).await?;
             store.create_staged_whole(&whole_ids).await
         };
         // The open-session and quota limits are checked in the same
@@ -435,7 +429,7 @@ impl Engine {
         // at the next start; a record without its staged file could take
         // no bytes.
         let ids: Vec<String> = uploads.iter().map(|u| u.id.clone()).collect();
-        self.inner.store.create_staged_many(&ids).await?;
+        self.stage(&uploads).await?;
         let recorded = async {
             // Under the lock: no commit, abort or expiry of the session in
             // between the check and the record.
@@ -838,5 +832,22 @@ pub(crate) fn file_data(f: &ferry_core::FileRecord) -> HookData {
         user: Some(f.owner.clone()),
         metadata: f.metadata.clone(),
         ..HookData::default()
+    }
+}
+
+impl Engine {
+    /// Stages new uploads in the store: the small ones as such
+    /// ([`ferry_store::Store::create_staged_small`]), the others with
+    /// what their bytes will go into.
+    pub(crate) async fn stage<'a>(
+        &self,
+        uploads: impl IntoIterator<Item = &'a Upload>,
+    ) -> std::result::Result<(), ferry_store::StoreError> {
+        let (small, other): (Vec<&Upload>, Vec<&Upload>) =
+            uploads.into_iter().partition(|u| self.is_small(u));
+        let ids = |ups: Vec<&Upload>| ups.into_iter().map(|u| u.id.clone()).collect::<Vec<_>>();
+        let store = &self.inner.store;
+        store.create_staged_many(&ids(other)).await?;
+        store.create_staged_small(&ids(small)).await
     }
 }

@@ -860,6 +860,13 @@ impl Engine {
         if let Some((durable, err)) = failure {
             // A part is all or nothing; a range keeps its durable prefix.
             let kept = if part_no.is_some() { 0 } else { durable };
+            // A whole file refused (a digest that does not match): the
+            // store may hold it as the small upload's object already, which
+            // later writes would be compared with. Nothing came before it,
+            // so nothing staged counts: it all goes.
+            if small && whole && kept == 0 && written > 0 {
+                let _ = self.inner.store.discard_staged(upload_id).await;
+            }
             let hashed = hashes.cursor.filter(|_| kept == seen.count);
             self.settle(&mut live, range, (kept, written), part_no, epoch, hashed)
                 .await?;

@@ -1542,9 +1542,10 @@ impl S3Staging {
 
     /// Aborts every multipart upload of `upload` and deletes its pieces,
     /// keeping its object: for an upload whose file is recorded, yet which
-    /// a multipart upload outlived (a create sent twice; one made before a
-    /// small upload's length was known, when a whole body made the
-    /// object). Idempotent.
+    /// a multipart upload or pieces outlived (a create sent twice; one made
+    /// before a small upload's length was known, when a whole body made the
+    /// object; pieces whose delete a crash cut off after a seal, or of a
+    /// write never recorded). Idempotent.
     pub async fn discard_unsealed(&self, upload: &str) -> Result<(), StoreError> {
         let key = self.object_key(upload);
         let out = self
@@ -1578,6 +1579,22 @@ impl S3Staging {
         self.mpus.lock().unwrap().remove(upload);
         self.forget_etags(upload);
         self.delete_pieces(upload).await
+    }
+
+    /// The uploads that have pieces under the prefix.
+    pub async fn list_piece_owners(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{}pieces/", self.prefix);
+        let mut owners: Vec<String> = self
+            .list(&prefix, "listing staged pieces")
+            .await?
+            .into_iter()
+            .filter_map(|(key, _)| {
+                let rest = &key[prefix.len()..];
+                rest.split_once('/').map(|(upload, _)| upload.to_owned())
+            })
+            .collect();
+        owners.dedup();
+        Ok(owners)
     }
 
     async fn delete_pieces(&self, upload: &str) -> Result<(), StoreError> {

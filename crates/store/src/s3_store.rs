@@ -121,10 +121,9 @@ impl Store for S3Store {
 
     async fn create_staged_small(&self, uploads: &[String]) -> Result<(), StoreError> {
         // Nothing in the bucket: every node knows a small upload has no
-        // multipart upload. (This node also skips looking for one.)
-        for u in uploads {
-            self.staging.defer(u);
-        }
+        // multipart upload. (Not deferred either: presigning a part on
+        // another node starts one, which this node must then find.)
+        let _ = uploads;
         Ok(())
     }
 
@@ -280,6 +279,8 @@ impl Store for S3Store {
         self.staging.discard_unsealed(upload).await
     }
 
+    /// Uploads with a multipart upload in progress or pieces (a small
+    /// upload's, which has none).
     async fn list_staged(&self) -> Result<Vec<String>, StoreError> {
         let mut ids: Vec<String> = self
             .staging
@@ -287,6 +288,7 @@ impl Store for S3Store {
             .await?
             .into_iter()
             .map(|(upload, _)| upload)
+            .chain(self.staging.list_piece_owners().await?)
             .collect();
         ids.sort();
         ids.dedup();

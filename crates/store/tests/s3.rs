@@ -279,8 +279,8 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
     let size = 300_000;
     assert!(size <= a.small_size());
     let data = pattern(size, 3);
-    // Made on a (as `create_staged_small` does): nothing in the bucket.
-    a.defer("s1");
+    // Made on a, as `create_staged_small` makes it: nothing in the bucket,
+    // nothing on any node.
     // b never saw it, and writes the first bytes; a writes the rest, cut
     // once (what came is kept) and resumed.
     let n = b
@@ -335,7 +335,6 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
     assert!(matches!(e.error, StoreError::Sealed(_)), "{e}");
     // A whole body on a node that did not make the upload: the object, in
     // one PutObject, and still no multipart upload.
-    a.defer("s2");
     let n = b
         .write_small("s2", 0, BodyLen::Exact(4096), body(&data[..4096]), true)
         .await
@@ -373,7 +372,6 @@ async fn a_small_upload_never_has_a_multipart_upload_and_any_node_writes_and_sea
     assert!(a.list_in_progress().await.unwrap().is_empty());
     assert!(read_all(&c, "s5", 0, 700).await == data[..700]);
     // Bytes the metadata counted that the bucket lost: not found.
-    a.defer("s3");
     let n = a
         .write_small("s3", 0, BodyLen::Exact(10), body(&data[..10]), false)
         .await
