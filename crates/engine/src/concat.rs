@@ -58,6 +58,11 @@ impl Engine {
         let id = view.uploads[0].upload.id.clone();
         let mut offset = 0;
         let sealed_only = !self.inner.store.capabilities().read_staged;
+        // The parts are copied into it as writes at offsets (S3: into its
+        // multipart upload), which a small upload is made without.
+        if self.is_small(&view.uploads[0].upload) {
+            self.inner.store.create_staged(&id).await?;
+        }
         for (part, size) in parts.iter().zip(&sizes) {
             if *size > 0 {
                 // A store that reads only sealed bytes (S3) seals each

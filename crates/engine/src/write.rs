@@ -506,7 +506,13 @@ impl Engine {
             live.check_writable(now_ms())?;
             let Some((range, part_no)) = self.target(&mut live, at).await? else {
                 // An append that only fixed the length: nothing to stream.
-                return Self::unchanged(live);
+                // Its lease ends before the answer, and before the commit
+                // that may follow claims the upload.
+                let unchanged = Self::unchanged(live);
+                if let Some(lease) = lease {
+                    lease.release().await;
+                }
+                return unchanged;
             };
             if let Some(other) = live.inflight.iter().find(|w| w.range.overlaps(&range)) {
                 return Err(EngineError::Conflict(format!(
