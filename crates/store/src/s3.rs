@@ -416,6 +416,19 @@ impl S3Staging {
         if self.deferred.lock().unwrap().contains(upload) {
             return Ok(None);
         }
+        // Should a create have run twice, the oldest one is the upload's.
+        let id = self.list_mpus(upload).await?.into_iter().next();
+        if let Some(id) = &id {
+            self.mpus
+                .lock()
+                .unwrap()
+                .insert(upload.to_owned(), id.clone());
+        }
+        Ok(id)
+    }
+
+    /// The ids of `upload`'s multipart uploads in progress, oldest first.
+    async fn list_mpus(&self, upload: &str) -> Result<Vec<String>, StoreError> {
         let key = self.object_key(upload);
         let out = self
             .client
@@ -431,16 +444,8 @@ impl S3Staging {
             .filter(|u| u.key() == Some(key.as_str()))
             .filter_map(|u| Some((u.initiated().copied(), u.upload_id()?.to_owned())))
             .collect();
-        // Should a create have run twice, the oldest one is the upload's.
         found.sort_by_key(|(at, _)| at.map(|t| (t.secs(), t.subsec_nanos())));
-        let id = found.into_iter().map(|(_, id)| id).next();
-        if let Some(id) = &id {
-            self.mpus
-                .lock()
-                .unwrap()
-                .insert(upload.to_owned(), id.clone());
-        }
-        Ok(id)
+        Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
     /// Writes `len` bytes of `body` at `offset`; returns what is durable
@@ -1508,21 +1513,27 @@ impl S3Staging {
         let Some(mpu) = self.find_mpu(upload).await? else {
             return Ok(());
         };
+        self.abort_mpu_id(upload, &mpu).await?;
+        self.mpus.lock().unwrap().remove(upload);
+        Ok(())
+    }
+
+    /// Aborts multipart upload `mpu` of `upload` (one already gone is
+    /// aborted).
+    async fn abort_mpu_id(&self, upload: &str, mpu: &str) -> Result<(), StoreError> {
         match self
             .client
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(self.object_key(upload))
-            .upload_id(&mpu)
+            .upload_id(mpu)
             .send()
             .await
         {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => {}
-            Err(e) => return Err(sdk(format!("aborting {upload}"), e)),
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
+            Err(e) => Err(sdk(format!("aborting {upload}"), e)),
         }
-        self.mpus.lock().unwrap().remove(upload);
-        Ok(())
     }
 
     /// Aborts the multipart upload, deletes its pieces and any sealed
@@ -1547,34 +1558,8 @@ impl S3Staging {
     /// object; pieces whose delete a crash cut off after a seal, or of a
     /// write never recorded). Idempotent.
     pub async fn discard_unsealed(&self, upload: &str) -> Result<(), StoreError> {
-        let key = self.object_key(upload);
-        let out = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&key)
-            .send()
-            .await
-            .map_err(|e| sdk("listing multipart uploads", e))?;
-        for id in out
-            .uploads()
-            .iter()
-            .filter(|u| u.key() == Some(key.as_str()))
-            .filter_map(|u| u.upload_id())
-        {
-            match self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&key)
-                .upload_id(id)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => {}
-                Err(e) => return Err(sdk(format!("aborting {upload}"), e)),
-            }
+        for mpu in self.list_mpus(upload).await? {
+            self.abort_mpu_id(upload, &mpu).await?;
         }
         self.mpus.lock().unwrap().remove(upload);
         self.forget_etags(upload);
