@@ -509,6 +509,20 @@ fn claim_of(rows: &[PgRow]) -> Result<(Claim, Option<String>)> {
     Ok((Claim::Busy(held), None))
 }
 
+/// The session's state after a commit's result: the state it was set to
+/// (`set`), or the one `ferry_settle` ended it in (column `col`, if any).
+fn session_after(
+    row: &PgRow,
+    col: usize,
+    set: Option<(&str, SessionState)>,
+) -> Result<Option<SessionState>> {
+    if let Some((_, to)) = set {
+        return Ok(Some(to));
+    }
+    let ended: Option<String> = get(row, col)?;
+    ended.map(|s| parse(&s)).transpose()
+}
+
 /// PostgreSQL's errors, kept opaque; a full disk (SQLSTATE 53100) and a
 /// closed pool are told apart.
 fn db(e: sqlx::Error) -> MetaError {
@@ -1469,13 +1483,7 @@ impl Postgres {
             .fetch_one(&self.pool)
             .await;
         match row {
-            Ok(row) => {
-                if let Some((_, to)) = set {
-                    return Ok(Some(Some(to)));
-                }
-                let ended: Option<String> = get(&row, 1)?;
-                Ok(Some(ended.map(|s| parse(&s)).transpose()?))
-            }
+            Ok(row) => Ok(Some(session_after(&row, 1, set)?)),
             Err(e) if changed_meanwhile(&e) => Ok(None),
             Err(e) => Err(db(e)),
         }
@@ -1761,11 +1769,7 @@ impl Postgres {
                 if !get::<bool>(&row, 0)? {
                     return Ok(None);
                 }
-                if let Some((_, to)) = set {
-                    return Ok(Some(Some(to)));
-                }
-                let ended: Option<String> = get(&row, 2)?;
-                Ok(Some(ended.map(|s| parse(&s)).transpose()?))
+                Ok(Some(session_after(&row, 2, set)?))
             }
             Err(e) if changed_meanwhile(&e) => Ok(None),
             Err(e) => Err(db(e)),
