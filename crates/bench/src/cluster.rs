@@ -24,6 +24,33 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A setup `--cluster-setups` names.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SetupKind {
+    Sqlite,
+    Pg,
+    Pg3,
+}
+
+/// A way of sending small uploads `--cluster-ways` names.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WayKind {
+    Three,
+    Put,
+    Tus,
+}
+
+impl WayKind {
+    fn of(way: Way) -> Option<WayKind> {
+        match way {
+            Way::NativeThree => Some(WayKind::Three),
+            Way::NativeOne => Some(WayKind::Put),
+            Way::TusTwo => Some(WayKind::Tus),
+            Way::TusOne => None,
+        }
+    }
+}
+
 /// The small-upload rows of each setup: concurrency and way.
 const WAYS: [(usize, Way); 6] = [
     (16, Way::NativeThree),
@@ -335,21 +362,29 @@ pub async fn suite(
     }
     let mut rows = Vec::new();
     let mut large = Vec::new();
-    for (name, count, on_pg) in [
-        ("1 node, SQLite + disk", 1, false),
-        ("1 node, PostgreSQL + S3", 1, true),
-        ("3 nodes, PostgreSQL + S3", 3, true),
+    for (kind, name, count, on_pg) in [
+        (SetupKind::Sqlite, "1 node, SQLite + disk", 1, false),
+        (SetupKind::Pg, "1 node, PostgreSQL + S3", 1, true),
+        (SetupKind::Pg3, "3 nodes, PostgreSQL + S3", 3, true),
     ] {
+        if !args.cluster_setups.contains(&kind) {
+            continue;
+        }
         eprintln!("cluster suite: {name}");
         let s = setup(name, dir, ferry, count, on_pg.then_some(pg.as_str()), &s3).await?;
         if s.nginx.is_some() {
             eprintln!("  behind nginx at {}", s.urls[0]);
         }
         for (i, how) in WAYS.into_iter().enumerate() {
+            if !WayKind::of(how.1).is_some_and(|w| args.cluster_ways.contains(&w)) {
+                continue;
+            }
             rows.push(small_row(&s, client, args, how, (i + 1) * 1_000_000).await?);
         }
-        let t = crate::s3::native_parts(client, &s.urls[0], src, "big.bin").await?;
-        large.push((name, args.size_mib as f64 / t.as_secs_f64()));
+        if args.size_mib > 0 {
+            let t = crate::s3::native_parts(client, &s.urls[0], src, "big.bin").await?;
+            large.push((name, args.size_mib as f64 / t.as_secs_f64()));
+        }
         drop(s);
     }
     println!(
@@ -408,8 +443,10 @@ pub async fn suite(
     );
     println!("| setup | MiB/s | × one node on SQLite + disk |");
     println!("| --- | --- | --- |");
+    let base = large.iter().find(|(n, _)| *n == "1 node, SQLite + disk");
     for (name, mib_s) in &large {
-        println!("| {name} | {mib_s:.0} | {:.2} |", mib_s / large[0].1);
+        let ratio = base.map_or("—".to_owned(), |(_, b)| format!("{:.2}", mib_s / b));
+        println!("| {name} | {mib_s:.0} | {ratio} |");
     }
     Ok(())
 }

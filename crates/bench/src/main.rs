@@ -95,6 +95,16 @@ struct Args {
     /// Also write the figures as JSON here (`--suite small` and `goals`).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// `--suite cluster`: the setups to run, of `sqlite` (one node on
+    /// SQLite + disk), `pg` (one node on PostgreSQL + S3) and `pg3`
+    /// (three nodes); all by default.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,pg,pg3")]
+    cluster_setups: Vec<cluster::SetupKind>,
+    /// `--suite cluster`: the ways small uploads are sent, of `three`
+    /// (native create + part + commit), `put` (native `PUT`) and `tus`
+    /// (`POST` + `PATCH`); all by default.
+    #[arg(long, value_delimiter = ',', default_value = "three,put,tus")]
+    cluster_ways: Vec<cluster::WayKind>,
 }
 
 mod boxapi;

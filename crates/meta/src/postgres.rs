@@ -68,6 +68,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         10,
         include_str!("../migrations/postgres/0010_open_sessions.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_path_free_plans.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that

@@ -529,7 +529,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -1321,4 +1321,91 @@ async fn an_owners_open_sessions_are_counted_without_reading_its_ended_ones() {
         blocks <= 10,
         "counting 5 open sessions among 3,000 read {blocks} blocks"
     );
+}
+
+/// The blocks a call read, from the "Buffers: shared hit=2 read=1" line
+/// of its `EXPLAIN (ANALYZE, BUFFERS)`.
+async fn blocks_read(c: &mut sqlx::PgConnection, sql: &str) -> u64 {
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
+        .fetch_all(&mut *c)
+        .await
+        .unwrap();
+    let buffers = plan
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("Buffers: shared "))
+        .unwrap_or_else(|| panic!("no buffers in {plan:?}"));
+    buffers
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| matches!(*k, "hit" | "read"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// The path check every commit makes (`ferry_path_free`) reads only the
+/// keys around its path, even with the plans PostgreSQL cached for it
+/// while the tables were empty (a new database, before its statistics
+/// catch up): 5,000 files and 5,000 uploads being committed elsewhere in
+/// the space are not read one by one.
+#[tokio::test]
+async fn a_path_check_reads_only_the_keys_around_its_path_with_plans_made_on_empty_tables() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let _node = db.connect().await;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let check = "SELECT ferry_path_free(1, 't', 'o', ARRAY['x', 'x/y'], 'x/y/', 'x/y0', 'u0')";
+    let free: bool = sqlx::query_scalar(check).fetch_one(&mut c).await.unwrap();
+    assert!(free);
+    for sql in [
+        "INSERT INTO files (id, space, path, size, sha256, owner, created_at) \
+         SELECT 'f' || g, 'o', 'd/' || g, 1, 'h', 'o', 0 FROM generate_series(1, 5000) g",
+        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
+         expires_at, dialect, extend_secs) \
+         SELECT 's' || g, 'o', 'o', 'fail', TRUE, 'committing', 0, 0, 'native', 0 \
+         FROM generate_series(1, 5000) g",
+        "INSERT INTO uploads (id, session_id, idx, path, part_size, state, final_path) \
+         SELECT 'u' || g, 's' || g, 0, 'e/' || g, 1, 'committing', 'e/' || g \
+         FROM generate_series(1, 5000) g",
+    ] {
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+    let blocks = blocks_read(&mut c, check).await;
+    assert!(
+        blocks <= 30,
+        "checking one path among 5,000 files and 5,000 commits read {blocks} blocks"
+    );
+    // The same plans still find what is there: a file at the path, one
+    // below it, an upload being committed to it.
+    for (sql, undo) in [
+        (
+            "INSERT INTO files (id, space, path, size, sha256, owner, created_at) \
+             VALUES ('fx', 'o', 'x/y', 1, 'h', 'o', 0)",
+            "DELETE FROM files WHERE id = 'fx'",
+        ),
+        (
+            "INSERT INTO files (id, space, path, size, sha256, owner, created_at) \
+             VALUES ('fx', 'o', 'x/y/z', 1, 'h', 'o', 0)",
+            "DELETE FROM files WHERE id = 'fx'",
+        ),
+        (
+            "UPDATE uploads SET final_path = 'x/y' WHERE id = 'u7'",
+            "UPDATE uploads SET final_path = 'e/7' WHERE id = 'u7'",
+        ),
+        (
+            "UPDATE uploads SET final_path = 'x/y/z' WHERE id = 'u7'",
+            "UPDATE uploads SET final_path = 'e/7' WHERE id = 'u7'",
+        ),
+    ] {
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+        let free: bool = sqlx::query_scalar(check).fetch_one(&mut c).await.unwrap();
+        assert!(!free, "the path is free after {sql}");
+        sqlx::query(undo).execute(&mut c).await.unwrap();
+    }
+    let free: bool = sqlx::query_scalar(check).fetch_one(&mut c).await.unwrap();
+    assert!(free);
 }
