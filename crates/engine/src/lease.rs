@@ -113,6 +113,28 @@ impl Drop for Lease {
     }
 }
 
+/// What a granted claim brings ([`Engine::lease_upload`]): its lease, the
+/// session's turn taken with it, and the upload and its session as
+/// recorded once it was granted. All `None` on one node.
+#[derive(Default)]
+pub(crate) struct Leased {
+    pub lease: Option<Lease>,
+    pub turn: Option<Lease>,
+    pub read: Option<(ferry_core::Upload, ferry_core::Session)>,
+    /// The upload's and its session's states (a claim that reads only them).
+    pub states: Option<(ferry_core::UploadState, ferry_core::SessionState)>,
+}
+
+/// What a claim reads once granted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    Nothing,
+    /// The upload and its session, whole.
+    Whole,
+    /// Their states.
+    States,
+}
+
 impl Engine {
     /// Leases `[lo, hi)` of `key` as `kind`, following the kind's rule
     /// when another node holds an overlapping lease (see the module);
@@ -124,22 +146,40 @@ impl Engine {
         hi: u64,
         kind: LeaseKind,
     ) -> Result<Option<Lease>> {
-        Ok(self.lease_with_turn(key, lo, hi, kind, None).await?.0)
+        Ok(self
+            .lease_claiming(key, lo, hi, kind, None, Reading::Nothing)
+            .await?
+            .lease)
     }
 
-    /// [`Engine::lease`], and with it the turn of session `turn` when no
-    /// other node holds it, in the same claim (it is not waited for:
-    /// `None` then, and the session's turn is claimed when it is needed).
-    pub(crate) async fn lease_with_turn(
+    /// [`Engine::lease`] of an upload's bytes, and in the same claim the
+    /// turn of session `turn` when no other node holds it (it is not
+    /// waited for: `None` then, and the session's turn is claimed when it
+    /// is needed), and what `reading` asks of the upload and its session
+    /// as recorded once the lease is granted.
+    pub(crate) async fn lease_upload(
+        &self,
+        upload_id: &str,
+        (lo, hi): (u64, u64),
+        kind: LeaseKind,
+        turn: Option<&str>,
+        reading: Reading,
+    ) -> Result<Leased> {
+        self.lease_claiming(upload_id, lo, hi, kind, turn, reading)
+            .await
+    }
+
+    async fn lease_claiming(
         &self,
         key: &str,
         lo: u64,
         hi: u64,
         kind: LeaseKind,
         turn: Option<&str>,
-    ) -> Result<(Option<Lease>, Option<Lease>)> {
+        reading: Reading,
+    ) -> Result<Leased> {
         if !self.in_cluster() {
-            return Ok((None, None));
+            return Ok(Leased::default());
         }
         let meta = &self.inner.meta;
         let lease = |token| Lease {
@@ -151,19 +191,31 @@ impl Engine {
         let mut heard = meta.changes();
         let started = Instant::now();
         let mut asked: Option<Instant> = None;
+        let turn = turn.map(session_key);
         loop {
-            let claimed = match turn {
-                Some(s) => {
-                    meta.claim_with_turn(key, lo, hi, kind, &session_key(s))
-                        .await?
+            let claimed = match reading {
+                Reading::Whole => {
+                    let (c, t, read) = meta
+                        .claim_and_read(key, lo, hi, kind, turn.as_deref())
+                        .await?;
+                    (c, t, read, None)
                 }
-                None => (meta.claim(key, lo, hi, kind).await?, None),
+                Reading::States => {
+                    let (c, states) = meta.claim_and_states(key, lo, hi, kind).await?;
+                    (c, None, None, states)
+                }
+                Reading::Nothing => (meta.claim(key, lo, hi, kind).await?, None, None, None),
             };
             let held = match claimed {
-                (Claim::Granted(token), turn) => {
-                    return Ok((Some(lease(token)), turn.map(lease)));
+                (Claim::Granted(token), turn, read, states) => {
+                    return Ok(Leased {
+                        lease: Some(lease(token)),
+                        turn: turn.map(lease),
+                        read,
+                        states,
+                    });
                 }
-                (Claim::Busy(held), _) => held,
+                (Claim::Busy(held), ..) => held,
             };
             let committing = held.iter().any(|h| h.kind == LeaseKind::Commit);
             let wait = match kind {

@@ -228,6 +228,20 @@ impl Engine {
     /// that `caller` may touch it (others get `NotFound`, never `Forbidden`,
     /// so ids of other users' uploads leak nothing).
     pub(crate) async fn slot(&self, caller: &Caller, upload_id: &str) -> Result<Arc<Slot>> {
+        self.slot_as_read(caller, upload_id, None).await
+    }
+
+    /// [`Engine::slot`], brought up to `read` (the upload and its session
+    /// as the claim of a lease over all the upload's bytes read them once
+    /// granted: nothing is recorded for the upload on this node while
+    /// that lease is held, so the read, though taken before the slot's
+    /// lock, holds every range) rather than to the metadata read again.
+    pub(crate) async fn slot_as_read(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+        read: Option<(Upload, Session)>,
+    ) -> Result<Arc<Slot>> {
         let not_found = || EngineError::NotFound(format!("no upload {upload_id:?}"));
         let cached = self.cached_slot(upload_id);
         // In a cluster, other nodes write to the same uploads: the slot is
@@ -244,13 +258,16 @@ impl Engine {
         }
         // The upload and its session as recorded, and whether a slot of
         // them stays cached (both open).
-        let read = || async {
-            let (upload, session) = self
-                .inner
-                .meta
-                .upload_and_session(upload_id)
-                .await?
-                .ok_or_else(not_found)?;
+        let read = async {
+            let (upload, session) = match read {
+                Some(read) => read,
+                None => self
+                    .inner
+                    .meta
+                    .upload_and_session(upload_id)
+                    .await?
+                    .ok_or_else(not_found)?,
+            };
             let cacheable =
                 session.state == SessionState::Open && upload.state == UploadState::Open;
             Ok::<_, EngineError>((upload, session, cacheable))
@@ -258,7 +275,8 @@ impl Engine {
         let slot = match cached {
             Some(slot) => {
                 let (cacheable, session_id) = {
-                    // Read under the slot's lock: a write here records its
+                    // Read under the slot's lock (or, given, under a lease
+                    // of every byte): a write here records its
                     // range under it too, so the read sees every range this
                     // node recorded, and the slot never goes back to an
                     // older state (a write that completed the upload would
@@ -271,7 +289,7 @@ impl Engine {
                         drop(live);
                         return self.authorize(caller, upload_id, slot).await;
                     }
-                    let (upload, session, cacheable) = read().await?;
+                    let (upload, session, cacheable) = read.await?;
                     let session_id = session.id.clone();
                     live.upload = upload;
                     live.session = session;
@@ -288,7 +306,7 @@ impl Engine {
                 slot
             }
             None => {
-                let (upload, session, cacheable) = read().await?;
+                let (upload, session, cacheable) = read.await?;
                 let session_id = session.id.clone();
                 let slot = Arc::new(new_slot(session, upload, !cluster));
                 if !cacheable {

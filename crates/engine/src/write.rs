@@ -2,10 +2,11 @@
 
 use crate::auth::Caller;
 use crate::hashing::{Digests, Hashers, Want, WriteHashes};
+use crate::lease::Reading;
 use crate::live::Live;
 use crate::session::BORN_TURN_MAX;
 use crate::{Engine, EngineError, Result, UploadView, now_ms};
-use ferry_core::{ByteRange, Digest, FileRecord, Length, Part, SessionState, Upload};
+use ferry_core::{ByteRange, Digest, FileRecord, Length, Part, SessionState, Upload, UploadState};
 use ferry_meta::LeaseKind;
 use ferry_store::{ByteStream, StoreError};
 use futures::StreamExt;
@@ -100,6 +101,16 @@ struct Seen {
     overflow: bool,
 }
 
+/// A write's lease ([`Engine::write_lease`]), the session's turn taken
+/// with it, and what its claim read once granted: the upload and its
+/// session (an append), or their states (a part or range).
+type WriteLease = (
+    Option<crate::lease::Lease>,
+    Option<crate::lease::TurnAhead>,
+    Option<(Upload, ferry_core::Session)>,
+    Option<(UploadState, SessionState)>,
+);
+
 impl Engine {
     /// Writes bytes to an upload. With `CommitMode::OnLastByte`, the write
     /// that completes the upload commits it: its answer carries the file,
@@ -130,14 +141,27 @@ impl Engine {
         }
         // No other request writes to a private upload: no lease, and the
         // slot this node keeps is the truth.
-        let (lease, _turn_ahead) = match private {
-            true => (None, None),
+        let (lease, _turn_ahead, read, states) = match private {
+            true => (None, None, None, None),
             false => self.write_lease(&slot, upload_id, at).await?,
         };
         if lease.is_some() && append {
-            // Afresh: the append may have waited for another node's to
-            // settle, or the upload changed on another node since it was
-            // cached here.
+            // Afresh, as the claim read it: the append may have waited
+            // for another node's to settle, or the upload changed on
+            // another node since it was cached here.
+            slot = self.slot_as_read(caller, upload_id, read).await?;
+            if slot.state.lock().await.upload.state.is_done() {
+                drop(lease);
+                return self.resent(&slot, at, body, checks).await;
+            }
+        } else if let Some((up, session)) = states
+            && (up != UploadState::Open || session != SessionState::Open)
+        {
+            // Changed on another node between the read above and the
+            // lease (committed, aborted, failed): read again (under the
+            // slot's lock, as ranges this node's other writes record are),
+            // and a committed upload's write is a resend, never bytes
+            // over the file; `write_bytes` refuses the others.
             slot = self.slot(caller, upload_id).await?;
             if slot.state.lock().await.upload.state.is_done() {
                 drop(lease);
@@ -442,9 +466,9 @@ impl Engine {
         slot: &crate::live::Slot,
         upload_id: &str,
         at: WriteAt,
-    ) -> Result<(Option<crate::lease::Lease>, Option<crate::lease::TurnAhead>)> {
+    ) -> Result<WriteLease> {
         if !self.in_cluster() {
-            return Ok((None, None));
+            return Ok((None, None, None, None));
         }
         let everything = (0, u64::MAX);
         let ((lo, hi), kind) = match at {
@@ -458,13 +482,19 @@ impl Engine {
                         .then(|| live.session.id.clone())
                 };
                 let (lo, hi) = everything;
-                let (lease, turn) = self
-                    .lease_with_turn(upload_id, lo, hi, LeaseKind::Append, session.as_deref())
+                let leased = self
+                    .lease_upload(
+                        upload_id,
+                        (lo, hi),
+                        LeaseKind::Append,
+                        session.as_deref(),
+                        Reading::Whole,
+                    )
                     .await?;
                 let ahead = session
-                    .zip(turn)
+                    .zip(leased.turn)
                     .map(|(s, turn)| self.keep_turn_ahead(&s, turn));
-                return Ok((lease, ahead));
+                return Ok((leased.lease, ahead, leased.read, None));
             }
             WriteAt::Range { range, .. } | WriteAt::PartAt { range, .. } => {
                 ((range.start, range.end), LeaseKind::Write)
@@ -476,7 +506,10 @@ impl Engine {
                 (bounds.unwrap_or(everything), LeaseKind::Write)
             }
         };
-        Ok((self.lease(upload_id, lo, hi, kind).await?, None))
+        let leased = self
+            .lease_upload(upload_id, (lo, hi), kind, None, Reading::States)
+            .await?;
+        Ok((leased.lease, None, None, leased.states))
     }
 
     /// The bytes of one write: streamed, made durable and recorded.

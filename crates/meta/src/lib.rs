@@ -352,6 +352,28 @@ pub enum Claim {
     Busy(Vec<Held>),
 }
 
+/// `read`, or once the leases `claim` granted (and `turn`) are released,
+/// its error: a claim whose read failed leaves nothing held.
+pub async fn release_unless<M: MetaStore + ?Sized, T>(
+    meta: &M,
+    read: Result<T>,
+    claim: &Claim,
+    turn: Option<&str>,
+) -> Result<T> {
+    if read.is_err() {
+        let granted = match claim {
+            Claim::Granted(t) => Some(t.as_str()),
+            Claim::Busy(_) => None,
+        };
+        for token in granted.into_iter().chain(turn) {
+            if let Err(e) = meta.release(token).await {
+                tracing::warn!(error = %e, "cannot release a lease; it ends with this process");
+            }
+        }
+    }
+    read
+}
+
 /// Held by the one process that does something for every process sharing
 /// the metadata ([`MetaStore::try_exclusive`]); released when dropped, or
 /// when the process dies.
@@ -847,6 +869,52 @@ pub trait MetaStore: Send + Sync + 'static {
             Claim::Busy(_) => None,
         };
         Ok((claim, turn))
+    }
+    /// [`MetaStore::claim`] of `upload_id`'s bytes (with `turn`, as
+    /// [`MetaStore::claim_with_turn`]), and once granted, the upload and its
+    /// session as [`MetaStore::upload_and_session`] reads them after the
+    /// claim: what the lease's previous holder recorded before letting go
+    /// is in them. `None` for the read when the claim is refused or the
+    /// upload does not exist. A read that fails releases what was granted.
+    async fn claim_and_read(
+        &self,
+        upload_id: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+        turn: Option<&str>,
+    ) -> Result<(Claim, Option<String>, Option<(Upload, Session)>)> {
+        let (claim, turn) = match turn {
+            Some(t) => self.claim_with_turn(upload_id, lo, hi, kind, t).await?,
+            None => (self.claim(upload_id, lo, hi, kind).await?, None),
+        };
+        let read = match claim {
+            Claim::Granted(_) => self.upload_and_session(upload_id).await,
+            Claim::Busy(_) => Ok(None),
+        };
+        let read = release_unless(self, read, &claim, turn.as_deref()).await?;
+        Ok((claim, turn, read))
+    }
+    /// [`MetaStore::claim`] of `upload_id`'s bytes, and once granted, the
+    /// states of the upload and its session read after the claim (as
+    /// [`MetaStore::claim_and_read`], without the ranges and parts).
+    async fn claim_and_states(
+        &self,
+        upload_id: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+    ) -> Result<(Claim, Option<(UploadState, SessionState)>)> {
+        let claim = self.claim(upload_id, lo, hi, kind).await?;
+        let read = match claim {
+            Claim::Granted(_) => self
+                .upload_and_session(upload_id)
+                .await
+                .map(|r| r.map(|(u, s)| (u.state, s.state))),
+            Claim::Busy(_) => Ok(None),
+        };
+        let read = release_unless(self, read, &claim, None).await?;
+        Ok((claim, read))
     }
     /// Ends the lease `token` names, and announces [`Change::Released`]
     /// of its key if a claim found the lease in its way meanwhile.

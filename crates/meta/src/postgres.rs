@@ -72,6 +72,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         11,
         include_str!("../migrations/postgres/0011_path_free_plans.sql"),
     ),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_claim_and_read.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -513,6 +517,27 @@ fn claim_of(rows: &[PgRow]) -> Result<(Claim, Option<String>)> {
     Ok((Claim::Busy(held), None))
 }
 
+/// What a granted claim's statement read (`decode`d from its first row,
+/// whose column 4 on is the read; NULL there when there was nothing).
+fn read_granted<T>(
+    claim: &Claim,
+    rows: &[PgRow],
+    decode: impl Fn(&PgRow) -> Result<T>,
+) -> Result<Option<T>> {
+    match (claim, rows.first()) {
+        (Claim::Granted(_), Some(r)) if get::<Option<&str>>(r, 4)?.is_some() => {
+            Some(decode(r)).transpose()
+        }
+        _ => Ok(None),
+    }
+}
+
+/// An upload and its session from the columns of `r` from `o` on, as
+/// `ferry_upload_read` answers them.
+fn upload_and_session_at(r: &PgRow, o: usize) -> Result<(Upload, Session)> {
+    Ok((upload_row_at(r, o)?, session_row_at(r, o + UPLOAD_COLUMNS)?))
+}
+
 /// The session's state after a commit's result: the state it was set to
 /// (`set`), or the one `ferry_settle` ended it in (column `col`, if any).
 fn session_after(
@@ -799,46 +824,51 @@ CROSS JOIN LATERAL (SELECT array_agg(number ORDER BY number) AS numbers,
     array_agg(md5 ORDER BY number) AS md5s
   FROM parts WHERE upload_id = u.id) p"#;
 fn upload_row(r: &PgRow) -> Result<Upload> {
+    upload_row_at(r, 0)
+}
+
+/// An upload from the columns of `r` from `o` on ([`UPLOAD_SELECT`]'s).
+fn upload_row_at(r: &PgRow, o: usize) -> Result<Upload> {
     let mut up = Upload {
-        id: get(r, 0)?,
-        session_id: get(r, 1)?,
-        path: space_path(get(r, 2)?)?,
-        length: match get::<Option<i64>>(r, 3)? {
+        id: get(r, o)?,
+        session_id: get(r, o + 1)?,
+        path: space_path(get(r, o + 2)?)?,
+        length: match get::<Option<i64>>(r, o + 3)? {
             Some(n) => Length::Known(u(n)),
             None => Length::Deferred,
         },
-        part_size: u(get(r, 4)?),
-        state: parse(get(r, 5)?)?,
-        expected_sha256: get(r, 6)?,
-        content_type: get(r, 7)?,
-        metadata: get(r, 8)?,
+        part_size: u(get(r, o + 4)?),
+        state: parse(get(r, o + 5)?)?,
+        expected_sha256: get(r, o + 6)?,
+        content_type: get(r, o + 7)?,
+        metadata: get(r, o + 8)?,
         received: RangeSet::new(),
         parts: BTreeMap::new(),
-        final_path: get::<Option<&str>>(r, 9)?.map(space_path).transpose()?,
-        file_id: get(r, 10)?,
-        whole_digests: get::<Option<&str>>(r, 11)?
+        final_path: get::<Option<&str>>(r, o + 9)?.map(space_path).transpose()?,
+        file_id: get(r, o + 10)?,
+        whole_digests: get::<Option<&str>>(r, o + 11)?
             .unwrap_or_default()
             .split(',')
             .filter(|n| !n.is_empty())
             .map(|n| DigestAlgo::from_name(n).ok_or_else(|| corrupt("whole_digests", n)))
             .collect::<Result<_>>()?,
-        replaces: get(r, 12)?,
-        dialect_state: get(r, 13)?,
-        direct: get(r, 14)?,
+        replaces: get(r, o + 12)?,
+        dialect_state: get(r, o + 13)?,
+        direct: get(r, o + 14)?,
     };
-    let starts = get::<Option<Vec<i64>>>(r, 15)?.unwrap_or_default();
-    let ends = get::<Option<Vec<i64>>>(r, 16)?.unwrap_or_default();
+    let starts = get::<Option<Vec<i64>>>(r, o + 15)?.unwrap_or_default();
+    let ends = get::<Option<Vec<i64>>>(r, o + 16)?.unwrap_or_default();
     for (a, b) in starts.into_iter().zip(ends) {
         if let Some(range) = ByteRange::new(u(a), u(b)) {
             up.received.insert(range);
         }
     }
-    let numbers = get::<Option<Vec<i64>>>(r, 17)?.unwrap_or_default();
-    let offsets = get::<Option<Vec<i64>>>(r, 18)?.unwrap_or_default();
-    let sizes = get::<Option<Vec<i64>>>(r, 19)?.unwrap_or_default();
-    let sha256s = get::<Option<Vec<Option<String>>>>(r, 20)?.unwrap_or_default();
-    let sha1s = get::<Option<Vec<Option<String>>>>(r, 21)?.unwrap_or_default();
-    let md5s = get::<Option<Vec<Option<String>>>>(r, 22)?.unwrap_or_default();
+    let numbers = get::<Option<Vec<i64>>>(r, o + 17)?.unwrap_or_default();
+    let offsets = get::<Option<Vec<i64>>>(r, o + 18)?.unwrap_or_default();
+    let sizes = get::<Option<Vec<i64>>>(r, o + 19)?.unwrap_or_default();
+    let sha256s = get::<Option<Vec<Option<String>>>>(r, o + 20)?.unwrap_or_default();
+    let sha1s = get::<Option<Vec<Option<String>>>>(r, o + 21)?.unwrap_or_default();
+    let md5s = get::<Option<Vec<Option<String>>>>(r, o + 22)?.unwrap_or_default();
     if [
         offsets.len(),
         sizes.len(),
@@ -1362,6 +1392,39 @@ impl EndPlan {
 }
 
 impl Postgres {
+    /// The rows of a claim of `upload_id`'s bytes whose statement, once
+    /// it is granted, reads the upload through `read` (`ferry_upload_read`
+    /// or `ferry_upload_state`: VOLATILE, so with a snapshot taken after
+    /// the claim's) and then claims `turn` (as `claim_with_turn`): the
+    /// claim's three columns, the turn's token, then the read's.
+    async fn claim_reading(
+        &self,
+        read: &'static str,
+        upload_id: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+        turn: Option<&str>,
+    ) -> Result<Vec<PgRow>> {
+        sqlx::query(&format!(
+            "SELECT c.granted, c.token, c.kind, CASE WHEN c.granted AND $6::text IS NOT NULL THEN
+                 (SELECT t.token FROM ferry_claim($6, 0, $7, 'turn', $5) t WHERE t.granted)
+             END, r.*
+             FROM ferry_claim($1, $2, $3, $4, $5) c
+             LEFT JOIN LATERAL {read}(CASE WHEN c.granted THEN $1 END) r ON TRUE"
+        ))
+        .bind(upload_id)
+        .bind(lo.min(i64::MAX as u64) as i64)
+        .bind(hi.min(i64::MAX as u64) as i64)
+        .bind(kind.as_str())
+        .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
+        .bind(turn)
+        .bind(i64::MAX)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Pg>> {
         self.pool.begin().await.map_err(db)
     }
@@ -2243,25 +2306,12 @@ impl MetaStore for Postgres {
     }
 
     async fn upload_and_session(&self, upload_id: &str) -> Result<Option<(Upload, Session)>> {
-        let session_cols: Vec<String> = SESSION_COLS
-            .split(", ")
-            .map(|c| format!("s.{}", c.trim()))
-            .collect();
-        let sql = UPLOAD_SELECT.replacen(
-            "\nFROM uploads u",
-            &format!(
-                ", {}\nFROM uploads u JOIN sessions s ON s.id = u.session_id",
-                session_cols.join(", ")
-            ),
-            1,
-        ) + " WHERE u.id = $1";
-        let row = sqlx::query(&sql)
+        let row = sqlx::query("SELECT * FROM ferry_upload_read($1)")
             .bind(upload_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.map(|r| Ok((upload_row(&r)?, session_row_at(&r, UPLOAD_COLUMNS)?)))
-            .transpose()
+        row.map(|r| upload_and_session_at(&r, 0)).transpose()
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
@@ -3031,6 +3081,46 @@ impl MetaStore for Postgres {
         .await
         .map_err(db)?;
         claim_of(&rows)
+    }
+
+    /// One statement: the claim, then (once granted) the turn and the
+    /// upload read by `ferry_upload_read`, whose snapshot is taken after
+    /// the claim's.
+    async fn claim_and_read(
+        &self,
+        upload_id: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+        turn: Option<&str>,
+    ) -> Result<(Claim, Option<String>, Option<(Upload, Session)>)> {
+        let rows = self
+            .claim_reading("ferry_upload_read", upload_id, lo, hi, kind, turn)
+            .await?;
+        let (claim, turn) = claim_of(&rows)?;
+        let read = read_granted(&claim, &rows, |r| upload_and_session_at(r, 4));
+        let read = crate::release_unless(self, read, &claim, turn.as_deref()).await?;
+        Ok((claim, turn, read))
+    }
+
+    /// One statement, as [`Postgres::claim_and_read`], reading only the
+    /// states (`ferry_upload_state`).
+    async fn claim_and_states(
+        &self,
+        upload_id: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+    ) -> Result<(Claim, Option<(UploadState, SessionState)>)> {
+        let rows = self
+            .claim_reading("ferry_upload_state", upload_id, lo, hi, kind, None)
+            .await?;
+        let (claim, _) = claim_of(&rows)?;
+        let read = read_granted(&claim, &rows, |r| {
+            Ok((parse(get(r, 4)?)?, parse(get(r, 5)?)?))
+        });
+        let read = crate::release_unless(self, read, &claim, None).await?;
+        Ok((claim, read))
     }
 
     async fn release(&self, token: &str) -> Result<()> {

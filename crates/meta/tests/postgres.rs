@@ -529,7 +529,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(versions, (1..=12).collect::<Vec<i32>>());
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -809,6 +809,151 @@ async fn a_claim_with_a_turn_takes_the_turn_only_once_its_claim_is_granted() {
     n[0].release(&turn).await.unwrap();
     hear(&mut heard_by_1, Change::Released("session:s1".into())).await;
     n[0].release(&append).await.unwrap();
+}
+
+/// An append's claim reads the upload once it is granted, in the same
+/// statement (`claim_and_read`): what the lease's previous holder on
+/// another node recorded before letting go is in the read; a refused
+/// claim reads nothing; the turn is taken with it as by
+/// `claim_with_turn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_and_read_sees_what_the_previous_holder_recorded_before_letting_go() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_session(&session("s1", "ivy"), &[upload("u1", "s1", "d/f.bin", 8)])
+        .await
+        .unwrap();
+    let (claim, turn, read) = n[0]
+        .claim_and_read("u1", 0, u64::MAX, LeaseKind::Append, None)
+        .await
+        .unwrap();
+    let Claim::Granted(first) = claim else {
+        panic!("a free upload is granted: {claim:?}");
+    };
+    assert_eq!(turn, None);
+    let (up, s) = read.expect("granted: the upload is read");
+    assert_eq!((up.id.as_str(), s.id.as_str()), ("u1", "s1"));
+    assert!(up.received.is_empty());
+    // Held: the other node's claim is refused and reads nothing.
+    let (claim, _, read) = n[1]
+        .claim_and_read("u1", 0, u64::MAX, LeaseKind::Append, Some("session:s1"))
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Busy(_)), "{claim:?}");
+    assert!(read.is_none());
+    // The holder records 0..5 as it lets go; the next claim reads it.
+    n[0].record_write_releasing(
+        "u1",
+        ferry_core::ByteRange::new(0, 5).unwrap(),
+        None,
+        &first,
+    )
+    .await
+    .unwrap();
+    let (claim, turn, read) = n[1]
+        .claim_and_read("u1", 0, u64::MAX, LeaseKind::Append, Some("session:s1"))
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Granted(_)), "{claim:?}");
+    assert!(turn.is_some(), "the free turn is taken with the claim");
+    let (up, s) = read.expect("granted: the upload is read");
+    assert_eq!(up.received.prefix_len(), 5);
+    assert_eq!(s.state, SessionState::Open);
+    assert_eq!(
+        (Some(up), Some(s)),
+        (
+            n[0].get_upload("u1").await.unwrap(),
+            n[0].get_session("s1").await.unwrap()
+        ),
+        "the claim reads the upload and session as recorded"
+    );
+    // An upload that does not exist: granted, nothing read.
+    let (claim, _, read) = n[0]
+        .claim_and_read("nope", 0, u64::MAX, LeaseKind::Append, None)
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Granted(_)), "{claim:?}");
+    assert!(read.is_none());
+}
+
+/// The read of `claim_and_read` is taken after its claim, not with the
+/// statement's snapshot: a holder whose release (its last range recorded
+/// in the same transaction) commits while the claim waits for it is
+/// read with that range. And a claim that reads only the states
+/// (`claim_and_states`) sees the upload committed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_reads_what_a_release_it_waited_for_recorded() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_session(&session("s1", "ivy"), &[upload("u1", "s1", "d/f.bin", 8)])
+        .await
+        .unwrap();
+    let Claim::Granted(first) = n[0]
+        .claim("u1", 0, u64::MAX, LeaseKind::Append)
+        .await
+        .unwrap()
+    else {
+        panic!("a free upload is granted");
+    };
+    // The holder records 0..3 and ends its lease in a transaction that
+    // stays open: the claim below waits on the lease's row.
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        "BEGIN",
+        "INSERT INTO ranges (upload_id, start, \"end\") VALUES ('u1', 0, 3)",
+    ] {
+        sqlx::query(sql).execute(&mut holder).await.unwrap();
+    }
+    sqlx::query("DELETE FROM leases WHERE token = $1")
+        .bind(&first)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let claimer = n[1].clone();
+    let claim = tokio::spawn(async move {
+        claimer
+            .claim_and_read("u1", 0, u64::MAX, LeaseKind::Append, None)
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !claim.is_finished(),
+        "the claim waits for the holder's release"
+    );
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    let (claim, _, read) = claim.await.unwrap();
+    let Claim::Granted(second) = claim else {
+        panic!("released: granted, {claim:?}");
+    };
+    let (up, _) = read.expect("granted: the upload is read");
+    assert_eq!(
+        up.received.prefix_len(),
+        3,
+        "the range recorded with the release"
+    );
+    // The upload committed elsewhere: a later claim's states say so.
+    sqlx::query("UPDATE uploads SET state = 'committed' WHERE id = 'u1'")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    n[1].release(&second).await.unwrap();
+    let (claim, states) = n[0]
+        .claim_and_states("u1", 0, 4, LeaseKind::Write)
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Granted(_)), "{claim:?}");
+    assert_eq!(states, Some((UploadState::Committed, SessionState::Open)));
+    let (claim, states) = n[1]
+        .claim_and_states("u1", 2, 6, LeaseKind::Write)
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Busy(_)), "{claim:?}");
+    assert_eq!(states, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
