@@ -21,6 +21,7 @@
 use crate::auth::{Caller, random_hex};
 use crate::hashing::{Digests, Hashers, Want};
 use crate::hooks::{HookData, HookKind, Verdict};
+use crate::lease::Reading;
 use crate::{Engine, EngineError, Result, SessionView, UploadView, loc, now_ms};
 use ferry_core::conflict::renamed;
 use ferry_core::{
@@ -55,19 +56,23 @@ impl Engine {
         session_id: &str,
         expected: HashMap<String, Digest>,
     ) -> Result<SessionView> {
-        let _guard = self.session_turn(session_id).await?;
+        let mut guard = self.session_turn(session_id).await?;
         let s = self.load_session(caller, session_id).await?;
-        self.commit_loaded(s, expected, &[]).await
+        self.commit_loaded(s, expected, &[], guard.take_lease())
+            .await
     }
 
     /// [`Engine::commit_session`] of a session already loaded, under its
     /// lock; the open uploads `drop` are aborted in the transaction that
-    /// records the commit's intent (they could not become files).
+    /// records the commit's intent (they could not become files). `turn`,
+    /// the lease of the session's turn, is ended by the commit's result
+    /// (or when this ends without one).
     pub(crate) async fn commit_loaded(
         &self,
         s: Session,
         expected: HashMap<String, Digest>,
         drop: &[String],
+        turn: Option<crate::lease::Lease>,
     ) -> Result<SessionView> {
         let s = if s.state == SessionState::Committing {
             self.resume_interrupted(&s).await?
@@ -105,7 +110,7 @@ impl Engine {
             }
         }
         let done = self
-            .commit_locked(&s, &ids, &expected, true, drop, None)
+            .commit_locked(&s, &ids, &expected, true, drop, None, turn)
             .await?;
         // Answer from what the commit just recorded, without reading back.
         let mut views = Vec::with_capacity(uploads.len());
@@ -178,7 +183,7 @@ impl Engine {
             }
         }
         if !open.is_empty() {
-            self.commit_locked(&s, &open, &HashMap::new(), false, &[], None)
+            self.commit_locked(&s, &open, &HashMap::new(), false, &[], None, None)
                 .await?;
         }
         Ok(open.len())
@@ -223,11 +228,18 @@ impl Engine {
             let (lease, slot) = if held_already {
                 (None, slot.clone())
             } else {
-                let lease = self
-                    .lease(upload_id, 0, u64::MAX, LeaseKind::Commit)
+                let leased = self
+                    .lease_upload(
+                        upload_id,
+                        (0, u64::MAX),
+                        LeaseKind::Commit,
+                        None,
+                        Reading::Whole,
+                    )
                     .await?;
                 let caller = Caller::Upload(upload_id.to_owned());
-                (lease, self.slot(&caller, upload_id).await?)
+                let slot = self.slot_as_read(&caller, upload_id, leased.read).await?;
+                (leased.lease, slot)
             };
             let (upload, s) = {
                 let live = slot.state.lock().await;
@@ -260,7 +272,15 @@ impl Engine {
                     .map(|d| (upload_id.to_owned(), d))
                     .collect();
                 let done = self
-                    .commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[], held)
+                    .commit_locked(
+                        &s,
+                        &[upload_id.to_owned()],
+                        &expected,
+                        false,
+                        &[],
+                        held,
+                        None,
+                    )
                     .await?;
                 // What the commit recorded is the answer: no need to read
                 // it back.
@@ -294,8 +314,16 @@ impl Engine {
                         .into_iter()
                         .map(|d| (upload_id.to_owned(), d))
                         .collect();
-                    self.commit_locked(&s, &[upload_id.to_owned()], &expected, false, &[], None)
-                        .await?;
+                    self.commit_locked(
+                        &s,
+                        &[upload_id.to_owned()],
+                        &expected,
+                        false,
+                        &[],
+                        None,
+                        None,
+                    )
+                    .await?;
                 }
             }
         }
@@ -344,6 +372,7 @@ impl Engine {
     }
 
     /// Steps 1–5 for `ids`, under the commit lock.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_locked(
         &self,
         session: &Session,
@@ -352,13 +381,14 @@ impl Engine {
         whole_session: bool,
         drop: &[String],
         held: Option<Held>,
+        turn: Option<crate::lease::Lease>,
     ) -> Result<Vec<Committed>> {
         // The guard unfreezes the uploads however this ends (an error, or
         // this future dropped because the client went away).
         let mut frozen = Frozen {
             slots: Vec::new(),
             intent_recorded: Vec::new(),
-            leases: Vec::new(),
+            leases: turn.into_iter().collect(),
             space_hold: None,
             left: Vec::new(),
             meta: self.inner.meta.clone(),
@@ -405,10 +435,12 @@ impl Engine {
                     h.slot
                 }
                 _ => {
-                    frozen
-                        .leases
-                        .extend(self.lease(id, 0, u64::MAX, LeaseKind::Commit).await?);
-                    self.slot(&Caller::Upload(id.clone()), id).await?
+                    let leased = self
+                        .lease_upload(id, (0, u64::MAX), LeaseKind::Commit, None, Reading::Whole)
+                        .await?;
+                    frozen.leases.extend(leased.lease);
+                    self.slot_as_read(&Caller::Upload(id.clone()), id, leased.read)
+                        .await?
                 }
             };
             self.learn_direct_parts(&slot, true).await?;

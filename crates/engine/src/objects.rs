@@ -225,7 +225,7 @@ impl Engine {
     }
 
     async fn close_locked(&self, caller: &Caller, session_id: &str) -> Result<SessionView> {
-        let _guard = self.session_turn(session_id).await?;
+        let mut guard = self.session_turn(session_id).await?;
         let s = self.load_session(caller, session_id).await?;
         s.state.check_writable().map_err(EngineError::Gone)?;
         if s.is_expired_at(now_ms()) {
@@ -255,7 +255,9 @@ impl Engine {
             .filter(|id| !winners.values().any(|w| w == id))
             .collect();
         if !winners.is_empty() {
-            return self.commit_loaded(s, HashMap::new(), &drop).await;
+            return self
+                .commit_loaded(s, HashMap::new(), &drop, guard.take_lease())
+                .await;
         }
         // Nothing to commit: the session is closed with no files.
         self.inner

@@ -1554,3 +1554,43 @@ async fn a_path_check_reads_only_the_keys_around_its_path_with_plans_made_on_emp
     let free: bool = sqlx::query_scalar(check).fetch_one(&mut c).await.unwrap();
     assert!(free);
 }
+
+/// The read of an upload by its claim (`ferry_upload_read`) reads only
+/// that upload's rows, even with the plan PostgreSQL cached for it while
+/// the tables were empty: 5,000 other uploads, their ranges and parts
+/// are not read one by one.
+#[tokio::test]
+async fn an_upload_read_after_a_claim_reads_only_its_rows_with_plans_made_on_empty_tables() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let _node = db.connect().await;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let read = "SELECT * FROM ferry_upload_read('u7')";
+    sqlx::query(read).execute(&mut c).await.unwrap();
+    for sql in [
+        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
+         expires_at, dialect, extend_secs) \
+         SELECT 's' || g, 'o', 'o', 'fail', TRUE, 'open', 0, 0, 'native', 0 \
+         FROM generate_series(1, 5000) g",
+        "INSERT INTO uploads (id, session_id, idx, path, part_size, state) \
+         SELECT 'u' || g, 's' || g, 0, 'e/' || g, 1, 'open' FROM generate_series(1, 5000) g",
+        "INSERT INTO ranges (upload_id, start, \"end\") \
+         SELECT 'u' || g, 0, 4 FROM generate_series(1, 5000) g",
+        "INSERT INTO parts (upload_id, number, \"offset\", size) \
+         SELECT 'u' || g, 1, 0, 4 FROM generate_series(1, 5000) g",
+    ] {
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+    let blocks = blocks_read(&mut c, read).await;
+    assert!(
+        blocks <= 30,
+        "reading one upload among 5,000 read {blocks} blocks"
+    );
+    let rows = sqlx::query(read).fetch_all(&mut c).await.unwrap();
+    assert_eq!(rows.len(), 1);
+}
