@@ -56,9 +56,16 @@ impl Engine {
         session_id: &str,
         expected: HashMap<String, Digest>,
     ) -> Result<SessionView> {
-        let mut guard = self.session_turn(session_id).await?;
-        let s = self.load_session(caller, session_id).await?;
-        self.commit_loaded(s, expected, &[], guard.take_lease())
+        // The session and its uploads as the turn's claim read them.
+        let (mut guard, read) = self.session_turn_reading(session_id).await?;
+        let (s, uploads) = match read {
+            Some((s, uploads)) => {
+                crate::session::may_see_session(caller, &s)?;
+                (s, Some(uploads))
+            }
+            None => (self.load_session(caller, session_id).await?, None),
+        };
+        self.commit_loaded(s, expected, &[], guard.take_lease(), uploads)
             .await
     }
 
@@ -66,14 +73,19 @@ impl Engine {
     /// lock; the open uploads `drop` are aborted in the transaction that
     /// records the commit's intent (they could not become files). `turn`,
     /// the lease of the session's turn, is ended by the commit's result
-    /// (or when this ends without one).
+    /// (or when this ends without one); `uploads`, the session's as read
+    /// with it under the turn, if they were.
     pub(crate) async fn commit_loaded(
         &self,
         s: Session,
         expected: HashMap<String, Digest>,
         drop: &[String],
         turn: Option<crate::lease::Lease>,
+        uploads: Option<Vec<Upload>>,
     ) -> Result<SessionView> {
+        // Uploads read with the session, if it is open as read (an
+        // interrupted commit's resumption reads them again).
+        let read = uploads.filter(|_| s.state == SessionState::Open);
         let s = if s.state == SessionState::Committing {
             self.resume_interrupted(&s).await?
         } else {
@@ -88,7 +100,10 @@ impl Engine {
         if s.state != SessionState::Open {
             return Err(EngineError::Gone(s.state.check_writable().unwrap_err()));
         }
-        let mut uploads = self.inner.meta.session_uploads(&s.id).await?;
+        let mut uploads = match read {
+            Some(uploads) => uploads,
+            None => self.inner.meta.session_uploads(&s.id).await?,
+        };
         if uploads.iter().any(|u| u.state == UploadState::Committing) {
             let s = self.resume_interrupted(&s).await?;
             if s.state != SessionState::Open {

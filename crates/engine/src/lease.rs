@@ -123,16 +123,20 @@ pub(crate) struct Leased {
     pub read: Option<(ferry_core::Upload, ferry_core::Session)>,
     /// The upload's and its session's states (a claim that reads only them).
     pub states: Option<(ferry_core::UploadState, ferry_core::SessionState)>,
+    /// A session and its uploads (the claim of its turn).
+    pub session: Option<(ferry_core::Session, Vec<ferry_core::Upload>)>,
 }
 
 /// What a claim reads once granted.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reading {
+pub(crate) enum Reading<'a> {
     Nothing,
-    /// The upload and its session, whole.
+    /// The upload (the key) and its session, whole.
     Whole,
     /// Their states.
     States,
+    /// This session and its uploads.
+    Session(&'a str),
 }
 
 impl Engine {
@@ -163,7 +167,7 @@ impl Engine {
         (lo, hi): (u64, u64),
         kind: LeaseKind,
         turn: Option<&str>,
-        reading: Reading,
+        reading: Reading<'_>,
     ) -> Result<Leased> {
         self.lease_claiming(upload_id, lo, hi, kind, turn, reading)
             .await
@@ -176,7 +180,7 @@ impl Engine {
         hi: u64,
         kind: LeaseKind,
         turn: Option<&str>,
-        reading: Reading,
+        reading: Reading<'_>,
     ) -> Result<Leased> {
         if !self.in_cluster() {
             return Ok(Leased::default());
@@ -198,21 +202,26 @@ impl Engine {
                     let (c, t, read) = meta
                         .claim_and_read(key, lo, hi, kind, turn.as_deref())
                         .await?;
-                    (c, t, read, None)
+                    (c, t, read, None, None)
                 }
                 Reading::States => {
                     let (c, states) = meta.claim_and_states(key, lo, hi, kind).await?;
-                    (c, None, None, states)
+                    (c, None, None, states, None)
                 }
-                Reading::Nothing => (meta.claim(key, lo, hi, kind).await?, None, None, None),
+                Reading::Session(id) => {
+                    let (c, session) = meta.claim_turn_and_read(key, id).await?;
+                    (c, None, None, None, session)
+                }
+                Reading::Nothing => (meta.claim(key, lo, hi, kind).await?, None, None, None, None),
             };
             let held = match claimed {
-                (Claim::Granted(token), turn, read, states) => {
+                (Claim::Granted(token), turn, read, states, session) => {
                     return Ok(Leased {
                         lease: Some(lease(token)),
                         turn: turn.map(lease),
                         read,
                         states,
+                        session,
                     });
                 }
                 (Claim::Busy(held), ..) => held,
@@ -289,19 +298,51 @@ impl Engine {
     /// node made holding its turn (a one-request upload's) uses that lease
     /// for its first turn here instead of claiming one.
     pub(crate) async fn session_turn(&self, session_id: &str) -> Result<SessionTurn<'_>> {
+        Ok(self.session_turn_claiming(session_id, false).await?.0)
+    }
+
+    /// [`Engine::session_turn`], and the session and its uploads as
+    /// recorded once it is held, read by the turn's claim when there is
+    /// one (`None`: the caller reads them).
+    pub(crate) async fn session_turn_reading(
+        &self,
+        session_id: &str,
+    ) -> Result<(
+        SessionTurn<'_>,
+        Option<(ferry_core::Session, Vec<ferry_core::Upload>)>,
+    )> {
+        self.session_turn_claiming(session_id, true).await
+    }
+
+    async fn session_turn_claiming(
+        &self,
+        session_id: &str,
+        read: bool,
+    ) -> Result<(
+        SessionTurn<'_>,
+        Option<(ferry_core::Session, Vec<ferry_core::Upload>)>,
+    )> {
         let local = self.session_lock(session_id).lock().await;
         let born = self.inner.born_turns.lock().unwrap().remove(session_id);
-        let lease = match born {
-            Some(lease) => Some(lease),
+        let (lease, session) = match born {
+            Some(lease) => (Some(lease), None),
             None => {
-                self.lease(&session_key(session_id), 0, u64::MAX, LeaseKind::Turn)
-                    .await?
+                let reading = match read {
+                    true => Reading::Session(session_id),
+                    false => Reading::Nothing,
+                };
+                let key = session_key(session_id);
+                let leased = self
+                    .lease_claiming(&key, 0, u64::MAX, LeaseKind::Turn, None, reading)
+                    .await?;
+                (leased.lease, leased.session)
             }
         };
-        Ok(SessionTurn {
+        let turn = SessionTurn {
             _local: local,
             lease,
-        })
+        };
+        Ok((turn, session))
     }
 
     /// Keeps the turns of new sessions the metadata leased to this node

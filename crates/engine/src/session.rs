@@ -83,6 +83,22 @@ fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
     }
 }
 
+/// Whether `caller` may see session `s` (others get `NotFound`: ids of
+/// other users' sessions leak nothing).
+pub(crate) fn may_see_session(caller: &Caller, s: &Session) -> Result<()> {
+    let allowed = match caller {
+        Caller::Session(own) => *own == s.id,
+        _ => {
+            let p = principal(caller)?;
+            p.admin || s.owner == p.user
+        }
+    };
+    match allowed {
+        true => Ok(()),
+        false => Err(EngineError::NotFound(format!("no session {:?}", s.id))),
+    }
+}
+
 impl Engine {
     pub async fn create_session(&self, caller: &Caller, new: NewSession) -> Result<SessionView> {
         let mut views = self.create_sessions(caller, vec![new]).await?;
@@ -514,22 +530,18 @@ impl Engine {
     /// Loads a session the caller may see (`NotFound` otherwise).
     pub(crate) async fn load_session(&self, caller: &Caller, id: &str) -> Result<Session> {
         let not_found = || EngineError::NotFound(format!("no session {id:?}"));
-        if let Caller::Session(own) = caller {
-            if own != id {
-                return Err(not_found());
-            }
-            return self.inner.meta.get_session(id).await?.ok_or_else(not_found);
+        if let Caller::Session(own) = caller
+            && own != id
+        {
+            return Err(not_found());
         }
-        let p = principal(caller)?;
         let s = self
             .inner
             .meta
             .get_session(id)
             .await?
             .ok_or_else(not_found)?;
-        if !p.admin && s.owner != p.user {
-            return Err(not_found());
-        }
+        may_see_session(caller, &s)?;
         Ok(s)
     }
 

@@ -916,6 +916,28 @@ pub trait MetaStore: Send + Sync + 'static {
         let read = release_unless(self, read, &claim, None).await?;
         Ok((claim, read))
     }
+    /// [`MetaStore::claim`] of the whole of the turn `key` (a session's,
+    /// as [`LeaseKind::Turn`]), and once granted, session `session_id` and
+    /// its uploads (as [`MetaStore::session_uploads`] orders them) read
+    /// after the claim. `None` for the read when the claim is refused or
+    /// the session does not exist. A read that fails releases the turn.
+    async fn claim_turn_and_read(
+        &self,
+        key: &str,
+        session_id: &str,
+    ) -> Result<(Claim, Option<(Session, Vec<Upload>)>)> {
+        let claim = self.claim(key, 0, u64::MAX, LeaseKind::Turn).await?;
+        let read = match claim {
+            Claim::Granted(_) => match self.get_session(session_id).await {
+                Ok(Some(s)) => self.session_uploads(session_id).await.map(|u| Some((s, u))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            },
+            Claim::Busy(_) => Ok(None),
+        };
+        let read = release_unless(self, read, &claim, None).await?;
+        Ok((claim, read))
+    }
     /// Ends the lease `token` names, and announces [`Change::Released`]
     /// of its key if a claim found the lease in its way meanwhile.
     async fn release(&self, token: &str) -> Result<()> {

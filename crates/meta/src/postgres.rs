@@ -781,6 +781,9 @@ fn session_row(r: &PgRow) -> Result<Session> {
 }
 
 /// A session from the columns of `r` from `o` on ([`SESSION_COLS`]).
+/// The columns [`session_row_at`] reads ([`SESSION_COLS`]).
+const SESSION_COLUMNS: usize = 13;
+
 fn session_row_at(r: &PgRow, o: usize) -> Result<Session> {
     Ok(Session {
         id: get(r, o)?,
@@ -1392,15 +1395,17 @@ impl EndPlan {
 }
 
 impl Postgres {
-    /// The rows of a claim of `upload_id`'s bytes whose statement, once
-    /// it is granted, reads the upload through `read` (`ferry_upload_read`
-    /// or `ferry_upload_state`: VOLATILE, so with a snapshot taken after
-    /// the claim's) and then claims `turn` (as `claim_with_turn`): the
-    /// claim's three columns, the turn's token, then the read's.
+    /// The rows of a claim of `key` whose statement, once it is granted,
+    /// reads `of` through the function `read` (`ferry_upload_read`,
+    /// `ferry_upload_state` or `ferry_session_read`: VOLATILE, so with a
+    /// snapshot taken after the claim's) and then claims `turn` (as
+    /// `claim_with_turn`): the claim's three columns, the turn's token,
+    /// then the read's.
+    #[allow(clippy::too_many_arguments)]
     async fn claim_reading(
         &self,
-        read: &'static str,
-        upload_id: &str,
+        (read, of): (&'static str, &str),
+        key: &str,
         lo: u64,
         hi: u64,
         kind: LeaseKind,
@@ -1411,15 +1416,16 @@ impl Postgres {
                  (SELECT t.token FROM ferry_claim($6, 0, $7, 'turn', $5) t WHERE t.granted)
              END, r.*
              FROM ferry_claim($1, $2, $3, $4, $5) c
-             LEFT JOIN LATERAL {read}(CASE WHEN c.granted THEN $1 END) r ON TRUE"
+             LEFT JOIN LATERAL {read}(CASE WHEN c.granted THEN $8 END) r ON TRUE"
         ))
-        .bind(upload_id)
+        .bind(key)
         .bind(lo.min(i64::MAX as u64) as i64)
         .bind(hi.min(i64::MAX as u64) as i64)
         .bind(kind.as_str())
         .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
         .bind(turn)
         .bind(i64::MAX)
+        .bind(of)
         .fetch_all(&self.pool)
         .await
         .map_err(db)
@@ -3095,7 +3101,14 @@ impl MetaStore for Postgres {
         turn: Option<&str>,
     ) -> Result<(Claim, Option<String>, Option<(Upload, Session)>)> {
         let rows = self
-            .claim_reading("ferry_upload_read", upload_id, lo, hi, kind, turn)
+            .claim_reading(
+                ("ferry_upload_read", upload_id),
+                upload_id,
+                lo,
+                hi,
+                kind,
+                turn,
+            )
             .await?;
         let (claim, turn) = claim_of(&rows)?;
         let read = read_granted(&claim, &rows, |r| upload_and_session_at(r, 4));
@@ -3113,11 +3126,51 @@ impl MetaStore for Postgres {
         kind: LeaseKind,
     ) -> Result<(Claim, Option<(UploadState, SessionState)>)> {
         let rows = self
-            .claim_reading("ferry_upload_state", upload_id, lo, hi, kind, None)
+            .claim_reading(
+                ("ferry_upload_state", upload_id),
+                upload_id,
+                lo,
+                hi,
+                kind,
+                None,
+            )
             .await?;
         let (claim, _) = claim_of(&rows)?;
         let read = read_granted(&claim, &rows, |r| {
             Ok((parse(get(r, 4)?)?, parse(get(r, 5)?)?))
+        });
+        let read = crate::release_unless(self, read, &claim, None).await?;
+        Ok((claim, read))
+    }
+
+    /// One statement, as [`Postgres::claim_and_read`]: the turn, then the
+    /// session and its uploads read by `ferry_session_read`.
+    async fn claim_turn_and_read(
+        &self,
+        key: &str,
+        session_id: &str,
+    ) -> Result<(Claim, Option<(Session, Vec<Upload>)>)> {
+        let rows = self
+            .claim_reading(
+                ("ferry_session_read", session_id),
+                key,
+                0,
+                u64::MAX,
+                LeaseKind::Turn,
+                None,
+            )
+            .await?;
+        let (claim, _) = claim_of(&rows)?;
+        let read = read_granted(&claim, &rows, |first| {
+            let session = session_row_at(first, 4)?;
+            let o = 4 + SESSION_COLUMNS;
+            let mut uploads = Vec::new();
+            for r in &rows {
+                if get::<Option<&str>>(r, o)?.is_some() {
+                    uploads.push(upload_row_at(r, o)?);
+                }
+            }
+            Ok((session, uploads))
         });
         let read = crate::release_unless(self, read, &claim, None).await?;
         Ok((claim, read))

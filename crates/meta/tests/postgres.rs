@@ -956,6 +956,51 @@ async fn a_claim_reads_what_a_release_it_waited_for_recorded() {
     assert_eq!(states, None);
 }
 
+/// The claim of a session's turn reads the session and its uploads,
+/// oldest first, once granted (`claim_turn_and_read`), as
+/// `get_session` and `session_uploads` read them; a session without
+/// uploads reads none; a refused claim reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turns_claim_reads_the_session_with_its_uploads() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_session(
+        &session("s1", "ivy"),
+        &[upload("u2", "s1", "b", 3), upload("u1", "s1", "a", 8)],
+    )
+    .await
+    .unwrap();
+    n[0].record_write("u1", ferry_core::ByteRange::new(0, 4).unwrap(), None)
+        .await
+        .unwrap();
+    n[0].create_session(&session("s2", "ivy"), &[])
+        .await
+        .unwrap();
+    let (claim, read) = n[0].claim_turn_and_read("session:s1", "s1").await.unwrap();
+    let Claim::Granted(token) = claim else {
+        panic!("a free turn is granted: {claim:?}");
+    };
+    let (s, uploads) = read.expect("granted: the session is read");
+    assert_eq!(Some(s), n[1].get_session("s1").await.unwrap());
+    assert_eq!(uploads, n[1].session_uploads("s1").await.unwrap());
+    assert_eq!(uploads.len(), 2);
+    let (claim, read) = n[1].claim_turn_and_read("session:s1", "s1").await.unwrap();
+    assert!(matches!(claim, Claim::Busy(_)), "{claim:?}");
+    assert!(read.is_none());
+    n[0].release(&token).await.unwrap();
+    let (claim, read) = n[1].claim_turn_and_read("session:s2", "s2").await.unwrap();
+    assert!(matches!(claim, Claim::Granted(_)), "{claim:?}");
+    let (s, uploads) = read.expect("granted: the session is read");
+    assert_eq!((s.id.as_str(), uploads.len()), ("s2", 0));
+    let (_, read) = n[1]
+        .claim_turn_and_read("session:nope", "nope")
+        .await
+        .unwrap();
+    assert!(read.is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leases_of_a_node_whose_connection_died_are_taken_over_at_once() {
     let Some(db) = TestDb::create().await else {

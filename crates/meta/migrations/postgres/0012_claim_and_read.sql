@@ -55,3 +55,44 @@ BEGIN
     WHERE u.id = p_id;
 END
 $$;
+
+-- A session with its uploads (oldest first), read as `ferry_upload_read`
+-- reads (after the claim of the session's turn, in its statement): the
+-- session's columns (`SESSION_COLS`), then each upload's (as
+-- `UPLOAD_SELECT` answers them; NULL in the one row of a session without
+-- uploads). No rows for a session that does not exist.
+CREATE FUNCTION ferry_session_read(p_id TEXT)
+RETURNS TABLE (
+  s_id TEXT, s_owner TEXT, s_space TEXT, s_conflict TEXT, s_auto_commit BOOLEAN,
+  s_state TEXT, s_created_at BIGINT, s_expires_at BIGINT, s_dialect TEXT,
+  s_extend_secs BIGINT, s_open_ended BOOLEAN, s_files_expire BOOLEAN, s_failure TEXT,
+  id TEXT, session_id TEXT, path TEXT, length BIGINT, part_size BIGINT, state TEXT,
+  expected_sha256 TEXT, content_type TEXT, metadata TEXT, final_path TEXT, file_id TEXT,
+  whole_digests TEXT, replaces TEXT, dialect_state TEXT, direct BOOLEAN,
+  starts BIGINT[], ends BIGINT[], numbers BIGINT[], offsets BIGINT[], sizes BIGINT[],
+  sha256s TEXT[], sha1s TEXT[], md5s TEXT[])
+LANGUAGE plpgsql VOLATILE STRICT AS $$
+BEGIN
+  RETURN QUERY
+    SELECT s.id, s.owner, s.space, s.conflict, s.auto_commit, s.state, s.created_at,
+      s.expires_at, s.dialect, s.extend_secs, s.open_ended, s.files_expire, s.failure,
+      u.id, u.session_id, u.path, u.length, u.part_size, u.state,
+      u.expected_sha256, u.content_type, u.metadata, u.final_path, u.file_id, u.whole_digests,
+      u.replaces, u.dialect_state, u.direct, r.starts, r.ends,
+      p.numbers, p.offsets, p.sizes, p.sha256s, p.sha1s, p.md5s
+    FROM sessions s
+    LEFT JOIN uploads u ON u.session_id = s.id
+    LEFT JOIN LATERAL (SELECT array_agg(g.start ORDER BY g.start, g."end") AS starts,
+        array_agg(g."end" ORDER BY g.start, g."end") AS ends
+      FROM ranges g WHERE g.upload_id = u.id) r ON TRUE
+    LEFT JOIN LATERAL (SELECT array_agg(t.number ORDER BY t.number) AS numbers,
+        array_agg(t."offset" ORDER BY t.number) AS offsets,
+        array_agg(t.size ORDER BY t.number) AS sizes,
+        array_agg(t.sha256 ORDER BY t.number) AS sha256s,
+        array_agg(t.sha1 ORDER BY t.number) AS sha1s,
+        array_agg(t.md5 ORDER BY t.number) AS md5s
+      FROM parts t WHERE t.upload_id = u.id) p ON TRUE
+    WHERE s.id = p_id
+    ORDER BY u.idx;
+END
+$$;
