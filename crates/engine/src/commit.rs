@@ -57,6 +57,7 @@ impl Engine {
         expected: HashMap<String, Digest>,
     ) -> Result<SessionView> {
         // The session and its uploads as the turn's claim read them.
+        crate::session::may_ask_for_session(caller, session_id)?;
         let (mut guard, read) = self.session_turn_reading(session_id).await?;
         let (s, uploads) = match read {
             Some((s, uploads)) => {

@@ -233,9 +233,10 @@ impl Engine {
 
     /// [`Engine::slot`], brought up to `read` (the upload and its session
     /// as the claim of a lease over all the upload's bytes read them once
-    /// granted: nothing is recorded for the upload on this node while
-    /// that lease is held, so the read, though taken before the slot's
-    /// lock, holds every range) rather than to the metadata read again.
+    /// granted: no write records a range of the upload while that lease
+    /// is held, so the read, though taken before the slot's lock, holds
+    /// every range written; parts sent straight to the store are learnt
+    /// apart, `learn_direct_parts`) rather than to the metadata read again.
     pub(crate) async fn slot_as_read(
         &self,
         caller: &Caller,

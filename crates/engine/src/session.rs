@@ -83,6 +83,18 @@ fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
     }
 }
 
+/// Whether `caller` may ask for session `id` at all, before anything is
+/// read: a session token for its own session only, no signed upload URL.
+pub(crate) fn may_ask_for_session(caller: &Caller, id: &str) -> Result<()> {
+    match caller {
+        Caller::Session(own) if own != id => {
+            Err(EngineError::NotFound(format!("no session {id:?}")))
+        }
+        Caller::Session(_) => Ok(()),
+        _ => principal(caller).map(|_| ()),
+    }
+}
+
 /// Whether `caller` may see session `s` (others get `NotFound`: ids of
 /// other users' sessions leak nothing).
 pub(crate) fn may_see_session(caller: &Caller, s: &Session) -> Result<()> {
@@ -530,11 +542,7 @@ impl Engine {
     /// Loads a session the caller may see (`NotFound` otherwise).
     pub(crate) async fn load_session(&self, caller: &Caller, id: &str) -> Result<Session> {
         let not_found = || EngineError::NotFound(format!("no session {id:?}"));
-        if let Caller::Session(own) = caller
-            && own != id
-        {
-            return Err(not_found());
-        }
+        may_ask_for_session(caller, id)?;
         let s = self
             .inner
             .meta

@@ -157,8 +157,13 @@ impl Postgres {
     /// the server does not answer; no error tells the URL's password.
     pub async fn connect(url: &str) -> Result<Postgres> {
         let target = Target::parse(url);
+        // No JIT compilation: Ferry's statements are short, and a plan
+        // whose estimate passes `jit_above_cost` (functions the planner
+        // cannot see into are guessed at 1,000 rows each) spent ~1 s
+        // compiling itself at every execution.
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| target.error("the database URL does not parse", &e))?;
+            .map_err(|e| target.error("the database URL does not parse", &e))?
+            .options([("jit", "off")]);
         // The first connection, direct (a pool would retry a refused one
         // until its timeout, hiding why), migrates the schema.
         let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
@@ -780,10 +785,10 @@ fn session_row(r: &PgRow) -> Result<Session> {
     session_row_at(r, 0)
 }
 
-/// A session from the columns of `r` from `o` on ([`SESSION_COLS`]).
 /// The columns [`session_row_at`] reads ([`SESSION_COLS`]).
 const SESSION_COLUMNS: usize = 13;
 
+/// A session from the columns of `r` from `o` on ([`SESSION_COLS`]).
 fn session_row_at(r: &PgRow, o: usize) -> Result<Session> {
     Ok(Session {
         id: get(r, o)?,
@@ -1400,7 +1405,8 @@ impl Postgres {
     /// `ferry_upload_state` or `ferry_session_read`: VOLATILE, so with a
     /// snapshot taken after the claim's) and then claims `turn` (as
     /// `claim_with_turn`): the claim's three columns, the turn's token,
-    /// then the read's.
+    /// then the read's (in the order `read` answers them) and its row's
+    /// number.
     #[allow(clippy::too_many_arguments)]
     async fn claim_reading(
         &self,
@@ -1416,7 +1422,8 @@ impl Postgres {
                  (SELECT t.token FROM ferry_claim($6, 0, $7, 'turn', $5) t WHERE t.granted)
              END, r.*
              FROM ferry_claim($1, $2, $3, $4, $5) c
-             LEFT JOIN LATERAL {read}(CASE WHEN c.granted THEN $8 END) r ON TRUE"
+             LEFT JOIN LATERAL {read}(CASE WHEN c.granted THEN $8 END) WITH ORDINALITY r ON TRUE
+             ORDER BY r.ordinality"
         ))
         .bind(key)
         .bind(lo.min(i64::MAX as u64) as i64)
