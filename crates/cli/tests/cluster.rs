@@ -1414,3 +1414,63 @@ async fn a_file_one_node_held_from_first_byte_to_commit_is_not_read_back() {
     let v = status(&b, &alice, &id).await;
     assert_eq!(v["file"]["sha256"], json!(sha256_hex(&data)), "{v}");
 }
+
+/// A native session of one upload of `size` bytes at `path`: (session, upload).
+async fn one_upload(n: &Server, token: &str, path: &str, size: usize) -> (String, String) {
+    let v = create_session(n, token, json!({"path": path, "size": size})).await;
+    let id = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+    (id(&v["id"]), id(&v["uploads"][0]["id"]))
+}
+
+/// A session's commit that expects `sha256` for `up`.
+async fn commit_expecting(
+    n: &Server,
+    token: &str,
+    sid: &str,
+    up: &str,
+    sha256: &str,
+) -> (StatusCode, serde_json::Value) {
+    let body = json!({"uploads": {up: {"sha256": sha256}}});
+    let path = format!("/v1/sessions/{sid}/commit");
+    call(n, Method::POST, &path, Some(token), Some(body)).await
+}
+
+/// A small file stored whole by one request (a native part of the whole
+/// file) is its final object: the digests hashed as it came are recorded
+/// with it, and a commit on another node takes them and reads nothing
+/// back. The object never changes (a resend of other bytes is refused),
+/// and an expected SHA-256 given at commit is checked against the
+/// recorded digest (a wrong one is refused with both values).
+#[tokio::test]
+async fn a_small_file_stored_whole_commits_on_another_node_without_being_read_back() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(40_000, 61);
+    let (sid, up) = one_upload(&a, &alice, "whole.bin", data.len()).await;
+    let (st, v) = part(&b, &alice, &up, 1, &data).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let mut other = data.clone();
+    other[7] ^= 1;
+    let (st, v) = part(&a, &alice, &up, 1, &other).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    let (st, v) = commit_expecting(&a, &alice, &sid, &up, &sha256_hex(&data)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        rehashed(&a).await + rehashed(&b).await,
+        0,
+        "nothing read back"
+    );
+    assert_file(&b, &alice, "whole.bin", &data).await;
+
+    let (sid, up) = one_upload(&a, &alice, "wrong.bin", data.len()).await;
+    let (st, v) = part(&a, &alice, &up, 1, &data).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let wrong = sha256_hex(&other);
+    let (st, v) = commit_expecting(&b, &alice, &sid, &up, &wrong).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["expected"], json!(wrong), "{v}");
+    assert_eq!(v["error"]["actual"], json!(sha256_hex(&data)), "{v}");
+    assert_eq!(rehashed(&b).await, 0, "nothing read back");
+}

@@ -68,6 +68,28 @@ impl Digest {
     }
 }
 
+/// Digests as metadata keeps them in one text field: `name:hex` each
+/// ([`DigestAlgo::name`]), separated by spaces; `None` for none.
+pub fn join_tagged(digests: &[Digest]) -> Option<String> {
+    (!digests.is_empty()).then(|| {
+        digests
+            .iter()
+            .map(|d| format!("{}:{}", d.algo.name(), d.hex()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
+/// The digests [`join_tagged`] wrote; `None` when one does not parse.
+pub fn split_tagged(text: &str) -> Option<Vec<Digest>> {
+    text.split_whitespace()
+        .map(|t| {
+            let (name, hex) = t.split_once(':')?;
+            Digest::from_hex(DigestAlgo::from_name(name)?, hex)
+        })
+        .collect()
+}
+
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.algo.name(), self.hex())
@@ -83,6 +105,30 @@ impl fmt::Display for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tagged_digests_round_trip_and_refuse_what_does_not_parse() {
+        let ds = vec![
+            Digest::new(DigestAlgo::Sha256, vec![7; 32]).unwrap(),
+            Digest::new(DigestAlgo::Md5, vec![1; 16]).unwrap(),
+        ];
+        let text = join_tagged(&ds).unwrap();
+        assert_eq!(
+            text,
+            format!("sha-256:{} md5:{}", "07".repeat(32), "01".repeat(16))
+        );
+        assert_eq!(split_tagged(&text), Some(ds));
+        assert_eq!(join_tagged(&[]), None);
+        assert_eq!(split_tagged(""), Some(Vec::new()));
+        for bad in [
+            "sha-256",
+            "sha-3:00",
+            "md5:0102",
+            "md5:zz010101010101010101010101010101",
+        ] {
+            assert_eq!(split_tagged(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn hex_round_trip_and_length_check() {

@@ -17,7 +17,7 @@ pub mod path;
 pub mod range;
 
 pub use conflict::ConflictPolicy;
-pub use digest::{Digest, DigestAlgo};
+pub use digest::{Digest, DigestAlgo, join_tagged, split_tagged};
 pub use limits::{Limits, PartPlan};
 pub use model::*;
 pub use path::{PathError, SpaceName, SpacePath};

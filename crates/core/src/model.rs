@@ -3,7 +3,7 @@
 //! Times are milliseconds since the Unix epoch, passed in by the caller.
 
 use crate::conflict::ConflictPolicy;
-use crate::digest::DigestAlgo;
+use crate::digest::{Digest, DigestAlgo};
 use crate::limits::PartPlan;
 use crate::path::{SpaceName, SpacePath};
 use crate::range::{ByteRange, RangeSet};
@@ -348,6 +348,12 @@ pub struct Upload {
     /// URLs), past Ferry: its bytes are verified by reading them back at
     /// commit, never by a hash of what streamed through Ferry.
     pub direct: bool,
+    /// The whole file's digests, recorded by the write that stored it
+    /// whole as its final object (a small upload on a store whose whole
+    /// writes are final: later writes are compared with it, never change
+    /// it). A commit on any node takes them instead of reading the file
+    /// back. Empty for every other upload; cleared when bytes are forgotten.
+    pub sealed: Vec<Digest>,
 }
 
 impl Upload {
@@ -464,6 +470,7 @@ mod tests {
             replaces: None,
             direct: false,
             dialect_state: None,
+            sealed: Vec::new(),
         }
     }
 

@@ -564,7 +564,7 @@ impl Engine {
         } else {
             // What the writes left to an intent is recorded first.
             for (id, range) in &frozen.left {
-                self.inner.meta.record_write(id, *range, None).await?;
+                self.inner.meta.record_write(id, *range, None, &[]).await?;
             }
             frozen.left.clear();
             // In a cluster, other nodes choose paths in this space too: the
@@ -1063,9 +1063,10 @@ impl Engine {
         Ok(taken)
     }
 
-    /// Whole-file digests: from the in-order cursor when it covers the file
-    /// and only SHA-256 is needed, else by reading the staged bytes (only
-    /// the part past the cursor, when the cursor can be extended).
+    /// Whole-file digests: from the in-order cursor when it computes those
+    /// wanted, or those recorded with the file's final object
+    /// (`Upload::sealed`), else by reading the staged bytes (only the part
+    /// past the cursor, when the cursor can be extended).
     async fn whole_digests(
         &self,
         upload: &Upload,
@@ -1073,8 +1074,10 @@ impl Engine {
         want: Want,
     ) -> Result<Digests> {
         let size = upload.length.known().unwrap_or(0);
+        let sealed = Digests::from_list(&upload.sealed);
         let (start, mut hasher) = match cursor {
             Some(c) if c.hasher.want().covers(want) => (c.offset, c.hasher),
+            _ if !upload.direct && sealed.want().covers(want) => return Ok(sealed),
             _ => (0, Hashers::new(want)),
         };
         // A store that reads only sealed bytes seals first: the object is
@@ -1452,7 +1455,7 @@ impl Frozen {
         // One at a time, each removed once done: if this is dropped
         // mid-way, `Drop` records the rest.
         while let Some((id, range)) = self.left.first().cloned() {
-            if let Err(e) = self.meta.record_write(&id, range, None).await {
+            if let Err(e) = self.meta.record_write(&id, range, None, &[]).await {
                 tracing::warn!(upload = %id, error = %e, "cannot record a write's bytes; its client resends them");
             }
             self.left.remove(0);

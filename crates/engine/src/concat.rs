@@ -80,7 +80,7 @@ impl Engine {
         if let Some(all) = ByteRange::new(0, total) {
             let slot = self.slot(caller, &id).await?;
             let mut live = slot.state.lock().await;
-            self.inner.meta.record_write(&id, all, None).await?;
+            self.inner.meta.record_write(&id, all, None, &[]).await?;
             live.upload.received.insert(all);
             self.follow_if_behind(&slot, &mut live);
         }

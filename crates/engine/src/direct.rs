@@ -171,7 +171,7 @@ impl Engine {
             });
             self.inner
                 .meta
-                .record_write(&id, range, part.as_ref())
+                .record_write(&id, range, part.as_ref(), &[])
                 .await?;
             live.upload.received.insert(range);
             if let Some(part) = part {
@@ -276,7 +276,7 @@ impl Engine {
         meta.mark_direct(&up.id).await?;
         meta.set_length(&up.id, Length::Known(size)).await?;
         if let Some(all) = ByteRange::new(0, size) {
-            meta.record_write(&up.id, all, None).await?;
+            meta.record_write(&up.id, all, None, &[]).await?;
             live.upload.received.insert(all);
         }
         live.upload.length = Length::Known(size);

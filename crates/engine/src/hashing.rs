@@ -72,6 +72,33 @@ impl Digests {
         }
     }
 
+    /// The digests computed, as values ([`Digest`]).
+    pub fn to_list(&self) -> Vec<Digest> {
+        [DigestAlgo::Sha256, DigestAlgo::Sha1, DigestAlgo::Md5]
+            .into_iter()
+            .filter_map(|a| Digest::from_hex(a, self.get(a)?))
+            .collect()
+    }
+
+    /// Digests from values; the last of an algorithm counts.
+    pub fn from_list(list: &[Digest]) -> Digests {
+        let of = |algo| list.iter().rfind(|d| d.algo == algo).map(Digest::hex);
+        Digests {
+            sha256: of(DigestAlgo::Sha256),
+            sha1: of(DigestAlgo::Sha1),
+            md5: of(DigestAlgo::Md5),
+        }
+    }
+
+    /// Which digests these are.
+    pub fn want(&self) -> Want {
+        Want {
+            sha256: self.sha256.is_some(),
+            sha1: self.sha1.is_some(),
+            md5: self.md5.is_some(),
+        }
+    }
+
     /// Compares against an expected digest; the error names both values.
     pub fn check(&self, expected: &Digest) -> crate::Result<()> {
         let actual = self.get(expected.algo).unwrap_or_default();

@@ -432,6 +432,7 @@ impl Engine {
                 file_id: None,
                 replaces: nu.replaces,
                 direct: false,
+                sealed: Vec::new(),
                 dialect_state: nu.dialect_state,
             });
         }

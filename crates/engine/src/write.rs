@@ -216,11 +216,11 @@ impl Engine {
         let (meta, id) = (&self.inner.meta, &live.upload.id);
         match lease {
             Some(l) => {
-                meta.record_write_releasing(id, range, None, l.token())
+                meta.record_write_releasing(id, range, None, &[], l.token())
                     .await?;
                 l.ended();
             }
-            None => meta.record_write(id, range, None).await?,
+            None => meta.record_write(id, range, None, &[]).await?,
         }
         Ok(())
     }
@@ -565,18 +565,21 @@ impl Engine {
                 && !resend
                 && range.start == 0
                 && live.upload.length.known() == Some(range.end);
+            let small = self.is_small(&live.upload);
             // In a cluster, bytes are hashed as they come only while this
             // node holds the upload until its commit: a private upload's
             // (`seed_slots`), or an append of the whole file, whose lease
-            // goes on to the commit (`Left`). Elsewhere, the commit reads
-            // the file back.
-            if self.in_cluster()
-                && live.cursor.is_none()
+            // goes on to the commit (`Left`). Or when the whole file
+            // becomes its final object: the digests are recorded with it
+            // (`Upload::sealed`). Elsewhere, the commit reads the file back.
+            let held_to_commit = self.in_cluster()
                 && appending
-                && whole
                 && lease.is_some()
+                && live.session.commit_mode().is_auto();
+            if live.cursor.is_none()
+                && whole
                 && !live.upload.direct
-                && live.session.commit_mode().is_auto()
+                && (held_to_commit || self.seals(small, whole))
             {
                 live.cursor = Some(crate::hashing::Cursor {
                     offset: 0,
@@ -589,7 +592,6 @@ impl Engine {
                 .as_ref()
                 .filter(|c| c.offset == range.start && live.follow_end.is_none())
                 .map(|c| c.hasher.clone());
-            let small = self.is_small(&live.upload);
             (
                 range,
                 part_no,
@@ -688,6 +690,13 @@ impl Engine {
     pub(crate) fn is_small(&self, upload: &Upload) -> bool {
         let max = self.inner.store.small_size();
         max > 0 && !upload.direct && upload.length.known().is_some_and(|n| n <= max)
+    }
+
+    /// Whether a write stores the whole file as its final object
+    /// ([`ferry_store::Capabilities::whole_is_final`]), whose digests are
+    /// then recorded with it.
+    fn seals(&self, small: bool, whole: bool) -> bool {
+        small && whole && self.inner.store.capabilities().whole_is_final
     }
 
     /// Steps 2 and 3 of [`Engine::write`], once the range is reserved.
@@ -926,6 +935,18 @@ impl Engine {
             sha1: digests.sha1.clone(),
             md5: digests.md5.clone(),
         });
+        // The whole file, stored as its final object, hashed from its first
+        // byte as it came: its digests are the file's.
+        let sealed = match &hashes.cursor {
+            Some(h)
+                if self.seals(small, whole)
+                    && range.start == 0
+                    && live.upload.length.known() == Some(range.end) =>
+            {
+                h.clone().finish().to_list()
+            }
+            _ => Vec::new(),
+        };
         let meta = &self.inner.meta;
         // In a cluster, a write that completes an upload committed on its
         // last byte leaves its record to the commit that follows, and an
@@ -947,11 +968,17 @@ impl Engine {
             lease if leave => live.left = Some(crate::live::Left { range, lease }),
             // On an error the lease is dropped, which releases it.
             Some(l) => {
-                meta.record_write_releasing(upload_id, range, part.as_ref(), l.token())
+                meta.record_write_releasing(upload_id, range, part.as_ref(), &sealed, l.token())
                     .await?;
                 l.ended();
             }
-            None => meta.record_write(upload_id, range, part.as_ref()).await?,
+            None => {
+                meta.record_write(upload_id, range, part.as_ref(), &sealed)
+                    .await?
+            }
+        }
+        if !sealed.is_empty() {
+            live.upload.sealed = sealed;
         }
         live.upload.received.insert(range);
         if let Some(p) = &part {
@@ -1225,7 +1252,7 @@ impl Engine {
                 live.drop_cursor();
             }
         } else if let Some(k) = kept_range {
-            self.inner.meta.record_write(&id, k, None).await?;
+            self.inner.meta.record_write(&id, k, None, &[]).await?;
             live.upload.received.insert(k);
         }
         if let Some(k) = kept_range {

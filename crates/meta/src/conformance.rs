@@ -3,12 +3,12 @@
 //! Call [`run_all`] with a fresh, empty store.
 
 use crate::{
-    Committed, CreateLimits, Entry, MetaError, MetaStore, Occupant, OutboxEvent, Record,
-    SessionEnd, SpaceRecord, TokenRecord,
+    Claim, Committed, CreateLimits, Entry, LeaseKind, MetaError, MetaStore, Occupant, OutboxEvent,
+    Record, SessionEnd, SpaceRecord, TokenRecord,
 };
 use ferry_core::{
-    Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Part, RangeSet, Session,
-    SessionState, SpaceName, SpacePath, Upload, UploadState, User,
+    Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Part, RangeSet,
+    Session, SessionState, SpaceName, SpacePath, Upload, UploadState, User,
 };
 use std::collections::BTreeMap;
 
@@ -67,6 +67,7 @@ fn upload(id: &str, sid: &str, path: &str, length: Length) -> Upload {
         file_id: None,
         replaces: None,
         direct: false,
+        sealed: Vec::new(),
         dialect_state: Some("{\"d\":2}".into()),
     }
 }
@@ -107,6 +108,7 @@ pub async fn run_all(m: &dyn MetaStore) {
     moves_are_all_or_nothing_and_never_onto_a_taken_path(m).await;
     an_intent_if_free_claims_only_a_free_path_and_records_its_range(m).await;
     a_commit_if_free_records_a_file_at_a_free_path_in_one_step(m).await;
+    a_whole_files_digests_are_kept_with_its_write_until_its_bytes_are_forgotten(m).await;
     m.ping().await.unwrap();
 }
 
@@ -477,10 +479,10 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
         sha1: None,
         md5: Some("cd".repeat(16)),
     };
-    m.record_write("u1", ByteRange::new(10, 20).unwrap(), Some(&part))
+    m.record_write("u1", ByteRange::new(10, 20).unwrap(), Some(&part), &[])
         .await
         .unwrap();
-    m.record_write("u1", ByteRange::new(0, 10).unwrap(), None)
+    m.record_write("u1", ByteRange::new(0, 10).unwrap(), None, &[])
         .await
         .unwrap();
     let u1 = m.get_upload("u1").await.unwrap().unwrap();
@@ -592,8 +594,14 @@ pub async fn concurrent_writes_are_all_recorded(m: &dyn MetaStore) {
     )
     .await
     .unwrap();
-    let writes =
-        (0..100).map(|k| m.record_write("u3", ByteRange::new(k * 10, k * 10 + 10).unwrap(), None));
+    let writes = (0..100).map(|k| {
+        m.record_write(
+            "u3",
+            ByteRange::new(k * 10, k * 10 + 10).unwrap(),
+            None,
+            &[],
+        )
+    });
     for r in futures::future::join_all(writes).await {
         r.unwrap();
     }
@@ -1178,7 +1186,7 @@ pub async fn an_intent_if_free_claims_only_a_free_path_and_records_its_range(m: 
         UploadState::Aborted
     );
     // Without a range, the one recorded before stands.
-    m.record_write("fu4", ByteRange::new(0, 5).unwrap(), None)
+    m.record_write("fu4", ByteRange::new(0, 5).unwrap(), None, &[])
         .await
         .unwrap();
     assert!(
@@ -1252,7 +1260,7 @@ pub async fn a_commit_if_free_records_a_file_at_a_free_path_in_one_step(m: &dyn 
         .unwrap()
         .expect("within the limits");
     for id in ["ga1", "ga2", "ga3", "ga4"] {
-        m.record_write(id, ByteRange::new(0, 5).unwrap(), None)
+        m.record_write(id, ByteRange::new(0, 5).unwrap(), None, &[])
             .await
             .unwrap();
     }
@@ -1381,4 +1389,77 @@ pub async fn a_commit_if_free_records_a_file_at_a_free_path_in_one_step(m: &dyn 
         m.get_upload("gb1").await.unwrap().unwrap().state,
         UploadState::Committed
     );
+}
+
+/// `Upload::sealed`: recorded with the write that stored the whole file
+/// (alone or ending its lease), read by every way an upload is read (with
+/// its session, under a claim, with its session's uploads under the turn),
+/// left alone by a write that carries none, and cleared by `forget`.
+pub async fn a_whole_files_digests_are_kept_with_its_write_until_its_bytes_are_forgotten(
+    m: &dyn MetaStore,
+) {
+    m.create_user(&user("wes")).await.unwrap();
+    let ups = vec![
+        upload("sw1", "sw", "w1.bin", Length::Known(4)),
+        upload("sw2", "sw", "w2.bin", Length::Known(4)),
+    ];
+    m.create_session(&session("sw", "wes", 1000), &ups)
+        .await
+        .unwrap();
+    let digests = vec![
+        Digest::new(DigestAlgo::Sha256, vec![0x5a; 32]).unwrap(),
+        Digest::new(DigestAlgo::Sha1, vec![0x1f; 20]).unwrap(),
+    ];
+    let whole = ByteRange::new(0, 4).unwrap();
+    let part = Part {
+        number: 1,
+        offset: 0,
+        size: 4,
+        sha256: Some("5a".repeat(32)),
+        sha1: None,
+        md5: None,
+    };
+    m.record_write("sw1", whole, Some(&part), &digests)
+        .await
+        .unwrap();
+    let Claim::Granted(lease) = m.claim("sw2", 0, 4, LeaseKind::Write).await.unwrap() else {
+        panic!("the claim of a free range is granted");
+    };
+    m.record_write_releasing("sw2", whole, None, &digests[..1], &lease)
+        .await
+        .unwrap();
+
+    let u1 = m.get_upload("sw1").await.unwrap().unwrap();
+    assert_eq!(u1.sealed, digests);
+    assert_eq!(u1.parts.get(&1), Some(&part));
+    assert_eq!(
+        m.get_upload("sw2").await.unwrap().unwrap().sealed,
+        &digests[..1]
+    );
+    let (read, _) = m.upload_and_session("sw1").await.unwrap().unwrap();
+    assert_eq!(read, u1);
+    let (claim, _, read) = m
+        .claim_and_read("sw1", 0, u64::MAX, LeaseKind::Commit, None)
+        .await
+        .unwrap();
+    assert_eq!(read.map(|(u, _)| u), Some(u1.clone()));
+    if let Claim::Granted(t) = claim {
+        m.release(&t).await.unwrap();
+    }
+    let (claim, read) = m.claim_turn_and_read("sw turn", "sw").await.unwrap();
+    let (_, uploads) = read.expect("the turn is granted and the session read");
+    assert_eq!(uploads[0], u1);
+    if let Claim::Granted(t) = claim {
+        m.release(&t).await.unwrap();
+    }
+
+    // A resend compared with the object records no digests: they stay.
+    m.record_write("sw1", whole, Some(&part), &[])
+        .await
+        .unwrap();
+    assert_eq!(m.get_upload("sw1").await.unwrap().unwrap().sealed, digests);
+    // Bytes forgotten: the digests go with them.
+    m.forget("sw1", &[], Some(1)).await.unwrap();
+    let u1 = m.get_upload("sw1").await.unwrap().unwrap();
+    assert!(u1.sealed.is_empty() && u1.received.is_empty() && u1.parts.is_empty());
 }

@@ -31,7 +31,7 @@ pub mod sqlite;
 pub mod conformance;
 
 use ferry_core::{
-    Access, ByteRange, FileRecord, Length, Millis, Part, Session, SessionState, SpaceName,
+    Access, ByteRange, Digest, FileRecord, Length, Millis, Part, Session, SessionState, SpaceName,
     SpacePath, Upload, UploadState, User,
 };
 
@@ -533,12 +533,15 @@ pub trait MetaStore: Send + Sync + 'static {
     /// ([`Upload::direct`]); never undone.
     async fn mark_direct(&self, upload_id: &str) -> Result<()>;
     /// Records that `range` of the upload is durable, with the part it
-    /// belongs to when the write was a part (replacing an earlier one).
+    /// belongs to when the write was a part (replacing an earlier one),
+    /// and, when the write stored the whole file as its final object, the
+    /// file's digests (`sealed`, [`Upload::sealed`]; empty: unchanged).
     async fn record_write(
         &self,
         upload_id: &str,
         range: ByteRange,
         part: Option<&Part>,
+        sealed: &[Digest],
     ) -> Result<()>;
     /// [`MetaStore::record_write`] that also ends the lease `lease` (as
     /// [`MetaStore::release`]) in the same step.
@@ -547,13 +550,15 @@ pub trait MetaStore: Send + Sync + 'static {
         upload_id: &str,
         range: ByteRange,
         part: Option<&Part>,
+        sealed: &[Digest],
         lease: &str,
     ) -> Result<()> {
-        self.record_write(upload_id, range, part).await?;
+        self.record_write(upload_id, range, part, sealed).await?;
         self.release(lease).await
     }
     /// Replaces the upload's received ranges with `received` and drops part
-    /// `drop_part`, after a failed write clobbered bytes that had arrived.
+    /// `drop_part`, after a failed write clobbered bytes that had arrived,
+    /// and forgets its [`Upload::sealed`] digests.
     /// The caller serializes this with other writes to the upload.
     async fn forget(
         &self,
@@ -618,7 +623,7 @@ pub trait MetaStore: Send + Sync + 'static {
             }
         }
         if let Some(range) = received {
-            self.record_write(upload_id, range, None).await?;
+            self.record_write(upload_id, range, None, &[]).await?;
         }
         let plan = [(upload_id.to_owned(), path.clone())];
         self.begin_commit(session, &plan, &[]).await?;

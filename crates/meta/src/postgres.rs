@@ -28,8 +28,9 @@ use crate::{
     SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
-    Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
-    Session, SessionState, SpaceName, SpacePath, Upload, UploadState, User,
+    Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Millis, Part,
+    RangeSet, Session, SessionState, SpaceName, SpacePath, Upload, UploadState, User, join_tagged,
+    split_tagged,
 };
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Executor, Postgres as Pg, Row};
@@ -76,6 +77,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         12,
         include_str!("../migrations/postgres/0012_claim_and_read.sql"),
     ),
+    (13, include_str!("../migrations/postgres/0013_sealed.sql")),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -815,22 +817,12 @@ const UPLOAD_TYPES: &[&str] = &[
     "bigint", "text", "text", "text", "bigint", "bigint", "text", "text", "text", "text", "text",
     "text", "text", "text", "text", "boolean",
 ];
-/// The columns [`UPLOAD_SELECT`] answers.
-const UPLOAD_COLUMNS: usize = 23;
+/// The columns [`UPLOAD_SELECT`] answers: the view `upload_rows`
+/// (migration 13), an upload with its ranges, parts and `sealed` (then
+/// `idx`, not read).
+const UPLOAD_COLUMNS: usize = 25;
 /// Uploads with their ranges and parts, in one query (`WHERE` follows).
-const UPLOAD_SELECT: &str = r#"SELECT u.id, u.session_id, u.path, u.length, u.part_size, u.state,
-  u.expected_sha256, u.content_type, u.metadata, u.final_path, u.file_id, u.whole_digests,
-  u.replaces, u.dialect_state, u.direct, r.starts, r.ends,
-  p.numbers, p.offsets, p.sizes, p.sha256s, p.sha1s, p.md5s
-FROM uploads u
-CROSS JOIN LATERAL (SELECT array_agg(start ORDER BY start, "end") AS starts,
-    array_agg("end" ORDER BY start, "end") AS ends
-  FROM ranges WHERE upload_id = u.id) r
-CROSS JOIN LATERAL (SELECT array_agg(number ORDER BY number) AS numbers,
-    array_agg("offset" ORDER BY number) AS offsets, array_agg(size ORDER BY number) AS sizes,
-    array_agg(sha256 ORDER BY number) AS sha256s, array_agg(sha1 ORDER BY number) AS sha1s,
-    array_agg(md5 ORDER BY number) AS md5s
-  FROM parts WHERE upload_id = u.id) p"#;
+const UPLOAD_SELECT: &str = "SELECT * FROM upload_rows u";
 fn upload_row(r: &PgRow) -> Result<Upload> {
     upload_row_at(r, 0)
 }
@@ -863,6 +855,10 @@ fn upload_row_at(r: &PgRow, o: usize) -> Result<Upload> {
         replaces: get(r, o + 12)?,
         dialect_state: get(r, o + 13)?,
         direct: get(r, o + 14)?,
+        sealed: match get::<Option<&str>>(r, o + 23)? {
+            Some(t) => split_tagged(t).ok_or_else(|| corrupt("sealed", t))?,
+            None => Vec::new(),
+        },
     };
     let starts = get::<Option<Vec<i64>>>(r, o + 15)?.unwrap_or_default();
     let ends = get::<Option<Vec<i64>>>(r, o + 16)?.unwrap_or_default();
@@ -1863,6 +1859,7 @@ impl Postgres {
         upload_id: &str,
         range: ByteRange,
         part: Option<&Part>,
+        sealed: &[Digest],
         release: Option<&str>,
     ) -> Result<()> {
         let mut sql = String::from(
@@ -1878,6 +1875,13 @@ impl Postgres {
                      md5 = EXCLUDED.md5)"#,
             );
             next = 10;
+        }
+        let sealed = join_tagged(sealed);
+        if sealed.is_some() {
+            sql.push_str(&format!(
+                ", z AS (UPDATE uploads SET sealed = ${next} WHERE id = $1)"
+            ));
+            next += 1;
         }
         match release {
             Some(_) => sql.push_str(&format!(
@@ -1899,6 +1903,9 @@ impl Postgres {
                 .bind(p.sha256.as_deref())
                 .bind(p.sha1.as_deref())
                 .bind(p.md5.as_deref());
+        }
+        if let Some(z) = &sealed {
+            q = q.bind(z);
         }
         if let Some(token) = release {
             q = q.bind(token).bind(CHANGES_CHANNEL);
@@ -2366,8 +2373,9 @@ impl MetaStore for Postgres {
         upload_id: &str,
         range: ByteRange,
         part: Option<&Part>,
+        sealed: &[Digest],
     ) -> Result<()> {
-        self.record(upload_id, range, part, None).await
+        self.record(upload_id, range, part, sealed, None).await
     }
 
     async fn record_write_releasing(
@@ -2375,9 +2383,11 @@ impl MetaStore for Postgres {
         upload_id: &str,
         range: ByteRange,
         part: Option<&Part>,
+        sealed: &[Digest],
         lease: &str,
     ) -> Result<()> {
-        self.record(upload_id, range, part, Some(lease)).await
+        self.record(upload_id, range, part, sealed, Some(lease))
+            .await
     }
 
     async fn forget(
@@ -2391,7 +2401,8 @@ impl MetaStore for Postgres {
         // One statement: its deletes do not see the rows it inserts.
         sqlx::query(
             r#"WITH d AS (DELETE FROM ranges WHERE upload_id = $1),
-                    p AS (DELETE FROM parts WHERE upload_id = $1 AND number = $4)
+                    p AS (DELETE FROM parts WHERE upload_id = $1 AND number = $4),
+                    z AS (UPDATE uploads SET sealed = NULL WHERE id = $1 AND sealed IS NOT NULL)
                INSERT INTO ranges (upload_id, start, "end")
                SELECT $1, s, e FROM UNNEST($2::bigint[], $3::bigint[]) AS r(s, e)"#,
         )

@@ -13,8 +13,9 @@ use crate::{
     OutboxRow, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
-    Access, ByteRange, ConflictPolicy, DigestAlgo, FileRecord, Length, Millis, Part, RangeSet,
-    Session, SessionState, SpaceName, SpacePath, Upload, UploadState, User,
+    Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Millis, Part,
+    RangeSet, Session, SessionState, SpaceName, SpacePath, Upload, UploadState, User, join_tagged,
+    split_tagged,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::BTreeMap;
@@ -96,6 +97,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("files", "dialect_state", "TEXT"),
     ("files", "object", "TEXT"),
     ("uploads", "direct", "INTEGER NOT NULL DEFAULT 0"),
+    ("uploads", "sealed", "TEXT"),
 ];
 
 /// Indexes on added columns, created once the columns exist.
@@ -527,7 +529,7 @@ const USER_COLS: &str = "name, admin, quota_bytes, max_open_sessions, home_space
 /// Inserts uploads with indexes from `first`.
 fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Result<()> {
     let mut stmt = c.prepare_cached(&format!(
-        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+        "INSERT INTO uploads (idx, {UPLOAD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"
     ))?;
     for (k, up) in ups.iter().enumerate() {
         stmt.execute(params![
@@ -552,6 +554,7 @@ fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Resul
             up.replaces,
             up.dialect_state,
             up.direct,
+            join_tagged(&up.sealed),
         ])?;
     }
     Ok(())
@@ -642,7 +645,8 @@ fn usage_of(c: &Connection, owner: &str) -> rusqlite::Result<Usage> {
 }
 
 const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expected_sha256, \
-    content_type, metadata, final_path, file_id, whole_digests, replaces, dialect_state, direct";
+    content_type, metadata, final_path, file_id, whole_digests, replaces, dialect_state, direct, \
+    sealed";
 fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
     Ok(Upload {
         id: r.get(0)?,
@@ -671,6 +675,10 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
         replaces: r.get(12)?,
         dialect_state: r.get(13)?,
         direct: r.get(14)?,
+        sealed: match r.get::<_, Option<String>>(15)? {
+            Some(t) => split_tagged(&t).ok_or_else(|| corrupt("sealed", t))?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -1228,12 +1236,18 @@ impl MetaStore for Sqlite {
         upload_id: &str,
         range: ByteRange,
         part: Option<&Part>,
+        sealed: &[Digest],
     ) -> Result<()> {
         let id = upload_id.to_owned();
         let part = part.cloned();
+        let sealed = join_tagged(sealed);
         self.write(move |c| {
             c.prepare_cached("INSERT INTO ranges (upload_id, start, end) VALUES (?1, ?2, ?3)")?
                 .execute(params![id, i(range.start), i(range.end)])?;
+            if sealed.is_some() {
+                c.prepare_cached("UPDATE uploads SET sealed = ?2 WHERE id = ?1")?
+                    .execute(params![id, sealed])?;
+            }
             if let Some(p) = part {
                 c.prepare_cached(
                     "INSERT OR REPLACE INTO parts (upload_id, number, offset, size, sha256, sha1, md5) \
@@ -1256,6 +1270,8 @@ impl MetaStore for Sqlite {
         let received = received.to_vec();
         self.write(move |c| {
             c.prepare_cached("DELETE FROM ranges WHERE upload_id = ?1")?
+                .execute([&id])?;
+            c.prepare_cached("UPDATE uploads SET sealed = NULL WHERE id = ?1")?
                 .execute([&id])?;
             let mut ins =
                 c.prepare_cached("INSERT INTO ranges (upload_id, start, end) VALUES (?1, ?2, ?3)")?;

@@ -177,6 +177,7 @@ fn upload(id: &str, sid: &str, path: &str, length: u64) -> Upload {
         file_id: None,
         replaces: None,
         direct: false,
+        sealed: Vec::new(),
         dialect_state: None,
     }
 }
@@ -529,7 +530,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, (1..=12).collect::<Vec<i32>>());
+    assert_eq!(versions, (1..=13).collect::<Vec<i32>>());
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -848,6 +849,7 @@ async fn a_claim_and_read_sees_what_the_previous_holder_recorded_before_letting_
         "u1",
         ferry_core::ByteRange::new(0, 5).unwrap(),
         None,
+        &[],
         &first,
     )
     .await
@@ -972,7 +974,7 @@ async fn a_turns_claim_reads_the_session_with_its_uploads() {
     )
     .await
     .unwrap();
-    n[0].record_write("u1", ferry_core::ByteRange::new(0, 4).unwrap(), None)
+    n[0].record_write("u1", ferry_core::ByteRange::new(0, 4).unwrap(), None, &[])
         .await
         .unwrap();
     n[0].create_session(&session("s2", "ivy"), &[])
@@ -1213,6 +1215,7 @@ async fn recording_a_write_can_end_its_lease_in_the_same_step() {
         "u1",
         ferry_core::ByteRange::new(0, 50).unwrap(),
         Some(&part),
+        &[],
         &t,
     )
     .await
@@ -1236,9 +1239,15 @@ async fn recording_a_write_can_end_its_lease_in_the_same_step() {
         n[1].claim("u1", 55, 56, LeaseKind::Write).await.unwrap(),
         Claim::Busy(_)
     ));
-    n[0].record_write_releasing("u1", ferry_core::ByteRange::new(50, 60).unwrap(), None, &t)
-        .await
-        .unwrap();
+    n[0].record_write_releasing(
+        "u1",
+        ferry_core::ByteRange::new(50, 60).unwrap(),
+        None,
+        &[],
+        &t,
+    )
+    .await
+    .unwrap();
     hear(&mut heard, Change::Released("u1".into())).await;
 }
 

@@ -181,6 +181,11 @@ pub struct Capabilities {
     /// A client can send parts straight to the store with a presigned
     /// request ([`Store::presign_part`]), past Ferry.
     pub presign: bool,
+    /// A small upload's write of the whole file ([`Store::write_small`]
+    /// with `whole`, all its bytes stored) makes its final object, which
+    /// later writes are compared with and never change: the digests of
+    /// what streamed are the file's, whichever node commits it.
+    pub whole_is_final: bool,
 }
 
 /// A request that sends one part of a staged upload straight to the
@@ -259,6 +264,7 @@ pub trait Store: Send + Sync + 'static {
             paths: true,
             read_staged: true,
             presign: false,
+            whole_is_final: false,
         }
     }
 

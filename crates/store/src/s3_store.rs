@@ -92,6 +92,7 @@ impl Store for S3Store {
             paths: false,
             read_staged: false,
             presign: true,
+            whole_is_final: true,
         }
     }
 
