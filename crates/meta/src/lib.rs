@@ -374,6 +374,21 @@ pub async fn release_unless<M: MetaStore + ?Sized, T>(
     read
 }
 
+/// `read`, run once `claim` is granted (`None` when it was refused); a
+/// read that fails releases what was granted (the claim and `turn`).
+async fn read_if_granted<M: MetaStore + ?Sized, T>(
+    meta: &M,
+    claim: &Claim,
+    turn: Option<&str>,
+    read: impl std::future::Future<Output = Result<Option<T>>>,
+) -> Result<Option<T>> {
+    let read = match claim {
+        Claim::Granted(_) => read.await,
+        Claim::Busy(_) => Ok(None),
+    };
+    release_unless(meta, read, claim, turn).await
+}
+
 /// Held by the one process that does something for every process sharing
 /// the metadata ([`MetaStore::try_exclusive`]); released when dropped, or
 /// when the process dies.
@@ -893,11 +908,8 @@ pub trait MetaStore: Send + Sync + 'static {
             Some(t) => self.claim_with_turn(upload_id, lo, hi, kind, t).await?,
             None => (self.claim(upload_id, lo, hi, kind).await?, None),
         };
-        let read = match claim {
-            Claim::Granted(_) => self.upload_and_session(upload_id).await,
-            Claim::Busy(_) => Ok(None),
-        };
-        let read = release_unless(self, read, &claim, turn.as_deref()).await?;
+        let read = self.upload_and_session(upload_id);
+        let read = read_if_granted(self, &claim, turn.as_deref(), read).await?;
         Ok((claim, turn, read))
     }
     /// [`MetaStore::claim`] of `upload_id`'s bytes, and once granted, the
@@ -911,14 +923,11 @@ pub trait MetaStore: Send + Sync + 'static {
         kind: LeaseKind,
     ) -> Result<(Claim, Option<(UploadState, SessionState)>)> {
         let claim = self.claim(upload_id, lo, hi, kind).await?;
-        let read = match claim {
-            Claim::Granted(_) => self
-                .upload_and_session(upload_id)
-                .await
-                .map(|r| r.map(|(u, s)| (u.state, s.state))),
-            Claim::Busy(_) => Ok(None),
+        let read = async {
+            let read = self.upload_and_session(upload_id).await?;
+            Ok(read.map(|(u, s)| (u.state, s.state)))
         };
-        let read = release_unless(self, read, &claim, None).await?;
+        let read = read_if_granted(self, &claim, None, read).await?;
         Ok((claim, read))
     }
     /// [`MetaStore::claim`] of the whole of the turn `key` (a session's,
@@ -932,15 +941,13 @@ pub trait MetaStore: Send + Sync + 'static {
         session_id: &str,
     ) -> Result<(Claim, Option<(Session, Vec<Upload>)>)> {
         let claim = self.claim(key, 0, u64::MAX, LeaseKind::Turn).await?;
-        let read = match claim {
-            Claim::Granted(_) => match self.get_session(session_id).await {
-                Ok(Some(s)) => self.session_uploads(session_id).await.map(|u| Some((s, u))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            },
-            Claim::Busy(_) => Ok(None),
+        let read = async {
+            match self.get_session(session_id).await? {
+                Some(s) => Ok(Some((s, self.session_uploads(session_id).await?))),
+                None => Ok(None),
+            }
         };
-        let read = release_unless(self, read, &claim, None).await?;
+        let read = read_if_granted(self, &claim, None, read).await?;
         Ok((claim, read))
     }
     /// Ends the lease `token` names, and announces [`Change::Released`]

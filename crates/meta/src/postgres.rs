@@ -1396,42 +1396,49 @@ impl EndPlan {
 }
 
 impl Postgres {
-    /// The rows of a claim of `key` whose statement, once it is granted,
-    /// reads `of` through the function `read` (`ferry_upload_read`,
-    /// `ferry_upload_state` or `ferry_session_read`: VOLATILE, so with a
-    /// snapshot taken after the claim's) and then claims `turn` (as
-    /// `claim_with_turn`): the claim's three columns, the turn's token,
-    /// then the read's (in the order `read` answers them) and its row's
-    /// number.
+    /// The rows of a claim of `key`, by `ferry_claim` under the key's lock
+    /// and with a snapshot of its own, whose statement, once it is
+    /// granted, claims `turn` (a subquery that runs only then, a claim
+    /// of its own) and reads `of` through the function `read`
+    /// (`ferry_upload_read`, `ferry_upload_state` or `ferry_session_read`:
+    /// VOLATILE, so with a snapshot taken after the claim's): the claim's
+    /// three columns, the turn's token, then the read's (in the order
+    /// `read` answers them) and its row's number.
     #[allow(clippy::too_many_arguments)]
     async fn claim_reading(
         &self,
-        (read, of): (&'static str, &str),
+        read: Option<(&'static str, &str)>,
         key: &str,
         lo: u64,
         hi: u64,
         kind: LeaseKind,
         turn: Option<&str>,
     ) -> Result<Vec<PgRow>> {
-        sqlx::query(&format!(
+        let reading = match read {
+            Some((read, _)) => format!(
+                ", r.* FROM ferry_claim($1, $2, $3, $4, $5) c
+                 LEFT JOIN LATERAL {read}(CASE WHEN c.granted THEN $8 END) WITH ORDINALITY r ON TRUE
+                 ORDER BY r.ordinality"
+            ),
+            None => " FROM ferry_claim($1, $2, $3, $4, $5) c".to_owned(),
+        };
+        let sql = format!(
             "SELECT c.granted, c.token, c.kind, CASE WHEN c.granted AND $6::text IS NOT NULL THEN
                  (SELECT t.token FROM ferry_claim($6, 0, $7, 'turn', $5) t WHERE t.granted)
-             END, r.*
-             FROM ferry_claim($1, $2, $3, $4, $5) c
-             LEFT JOIN LATERAL {read}(CASE WHEN c.granted THEN $8 END) WITH ORDINALITY r ON TRUE
-             ORDER BY r.ordinality"
-        ))
-        .bind(key)
-        .bind(lo.min(i64::MAX as u64) as i64)
-        .bind(hi.min(i64::MAX as u64) as i64)
-        .bind(kind.as_str())
-        .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
-        .bind(turn)
-        .bind(i64::MAX)
-        .bind(of)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)
+             END{reading}"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(key)
+            .bind(lo.min(i64::MAX as u64) as i64)
+            .bind(hi.min(i64::MAX as u64) as i64)
+            .bind(kind.as_str())
+            .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
+            .bind(turn)
+            .bind(i64::MAX);
+        if let Some((_, of)) = read {
+            q = q.bind(of);
+        }
+        q.fetch_all(&self.pool).await.map_err(db)
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Pg>> {
@@ -3077,9 +3084,7 @@ impl MetaStore for Postgres {
         Ok(claim_of(&rows)?.0)
     }
 
-    /// One statement: the turn is claimed (by a subquery that runs only
-    /// when the first claim is granted) after the first claim, each by
-    /// `ferry_claim` under its key's lock and with a snapshot of its own.
+    /// One statement ([`Postgres::claim_reading`] reading nothing).
     async fn claim_with_turn(
         &self,
         key: &str,
@@ -3088,22 +3093,9 @@ impl MetaStore for Postgres {
         kind: LeaseKind,
         turn: &str,
     ) -> Result<(Claim, Option<String>)> {
-        let rows = sqlx::query(
-            "SELECT c.granted, c.token, c.kind, CASE WHEN c.granted THEN
-                 (SELECT t.token FROM ferry_claim($6, 0, $7, 'turn', $5) t WHERE t.granted)
-             END
-             FROM ferry_claim($1, $2, $3, $4, $5) c",
-        )
-        .bind(key)
-        .bind(lo.min(i64::MAX as u64) as i64)
-        .bind(hi.min(i64::MAX as u64) as i64)
-        .bind(kind.as_str())
-        .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
-        .bind(turn)
-        .bind(i64::MAX)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = self
+            .claim_reading(None, key, lo, hi, kind, Some(turn))
+            .await?;
         claim_of(&rows)
     }
 
@@ -3120,7 +3112,7 @@ impl MetaStore for Postgres {
     ) -> Result<(Claim, Option<String>, Option<(Upload, Session)>)> {
         let rows = self
             .claim_reading(
-                ("ferry_upload_read", upload_id),
+                Some(("ferry_upload_read", upload_id)),
                 upload_id,
                 lo,
                 hi,
@@ -3145,7 +3137,7 @@ impl MetaStore for Postgres {
     ) -> Result<(Claim, Option<(UploadState, SessionState)>)> {
         let rows = self
             .claim_reading(
-                ("ferry_upload_state", upload_id),
+                Some(("ferry_upload_state", upload_id)),
                 upload_id,
                 lo,
                 hi,
@@ -3170,7 +3162,7 @@ impl MetaStore for Postgres {
     ) -> Result<(Claim, Option<(Session, Vec<Upload>)>)> {
         let rows = self
             .claim_reading(
-                ("ferry_session_read", session_id),
+                Some(("ferry_session_read", session_id)),
                 key,
                 0,
                 u64::MAX,
