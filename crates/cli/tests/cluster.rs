@@ -1474,3 +1474,42 @@ async fn a_small_file_stored_whole_commits_on_another_node_without_being_read_ba
     assert_eq!(v["error"]["actual"], json!(sha256_hex(&data)), "{v}");
     assert_eq!(rehashed(&b).await, 0, "nothing read back");
 }
+
+/// Parts sent all at once to the node that made the upload (whose slot
+/// it keeps): each part's claim reads the upload, and a read taken before
+/// another of these parts recorded itself never takes the slot back (the
+/// slot is read again). Every part lands, every node sees them all, and
+/// the file commits verified.
+#[tokio::test]
+async fn parts_sent_at_once_to_the_node_that_made_the_upload_all_land_and_commit_verified() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let part_size = 5 * 1024 * 1024;
+    let data = random_bytes(4 * part_size - 300, 71);
+    let v = create_session(
+        &a,
+        &alice,
+        json!({"path": "at-once.bin", "size": data.len(), "part_size": part_size}),
+    )
+    .await;
+    let id = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+    let (sid, up) = (id(&v["id"]), id(&v["uploads"][0]["id"]));
+    let sends = (1..=4).map(|k| {
+        let bytes = &data[(k - 1) * part_size..(k * part_size).min(data.len())];
+        let (a, alice, up) = (&a, &alice, &up);
+        async move { (k, part(a, alice, up, k, bytes).await) }
+    });
+    for (k, (st, v)) in futures::future::join_all(sends).await {
+        assert_eq!(st, StatusCode::OK, "part {k}: {v}");
+    }
+    for n in [&a, &b] {
+        let v = status(n, &alice, &up).await;
+        assert_eq!(v["received_bytes"], json!(data.len()), "{v}");
+    }
+    let commit = format!("/v1/sessions/{sid}/commit");
+    let (st, v) = call(&a, Method::POST, &commit, Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_file(&b, &alice, "at-once.bin", &data).await;
+}

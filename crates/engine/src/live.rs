@@ -122,6 +122,15 @@ impl Live {
     }
 }
 
+/// Whether `read` holds every range and part `slot` does (as they are).
+fn has_all_of(read: &Upload, slot: &Upload) -> bool {
+    slot.received
+        .ranges()
+        .iter()
+        .all(|r| read.received.covers(r))
+        && slot.parts.iter().all(|(n, p)| read.parts.get(n) == Some(p))
+}
+
 /// A slot for an upload; `hash_in_order`: whether the bytes streaming
 /// through this node may be hashed as they come (not in a cluster, where
 /// other nodes write too).
@@ -258,9 +267,13 @@ impl Engine {
             return self.authorize(caller, upload_id, slot.clone()).await;
         }
         // The upload and its session as recorded, and whether a slot of
-        // them stays cached (both open).
-        let read = async {
-            let (upload, session) = match read {
+        // them stays cached (both open). A read given that lacks a range
+        // or part the slot holds is older than the slot (a write of this
+        // node to other bytes recorded it since): the metadata is read
+        // again, under the slot's lock.
+        let read = async |holds: Option<&Upload>| {
+            let given = read.filter(|(up, _)| holds.is_none_or(|h| has_all_of(up, h)));
+            let (upload, session) = match given {
                 Some(read) => read,
                 None => self
                     .inner
@@ -290,7 +303,7 @@ impl Engine {
                         drop(live);
                         return self.authorize(caller, upload_id, slot).await;
                     }
-                    let (upload, session, cacheable) = read.await?;
+                    let (upload, session, cacheable) = read(Some(&live.upload)).await?;
                     let session_id = session.id.clone();
                     live.upload = upload;
                     live.session = session;
@@ -307,7 +320,7 @@ impl Engine {
                 slot
             }
             None => {
-                let (upload, session, cacheable) = read.await?;
+                let (upload, session, cacheable) = read(None).await?;
                 let session_id = session.id.clone();
                 let slot = Arc::new(new_slot(session, upload, !cluster));
                 if !cacheable {
@@ -345,7 +358,7 @@ impl Engine {
     }
 
     /// The slot this node keeps for an upload, if any, as it is.
-    fn cached_slot(&self, upload_id: &str) -> Option<Arc<Slot>> {
+    pub(crate) fn cached_slot(&self, upload_id: &str) -> Option<Arc<Slot>> {
         self.inner
             .live
             .lock()

@@ -126,8 +126,12 @@ impl Engine {
         checks: PartChecks,
     ) -> Result<WriteResult> {
         let append = matches!(at, WriteAt::Append { .. });
-        let mut slot = if append && self.in_cluster() {
-            // Read once its lease is granted, below.
+        // In a cluster, an append, and a write to an upload this node
+        // keeps a slot of, read the upload once their lease is granted,
+        // in its claim (below); others read it first and claim reading
+        // only the states.
+        let read_in_claim = self.in_cluster() && (append || self.cached_slot(upload_id).is_some());
+        let mut slot = if read_in_claim {
             self.slot_before_lease(caller, upload_id).await?
         } else {
             self.slot(caller, upload_id).await?
@@ -143,9 +147,12 @@ impl Engine {
         // slot this node keeps is the truth.
         let (lease, _turn_ahead, read, states) = match private {
             true => (None, None, None, None),
-            false => self.write_lease(&slot, upload_id, at).await?,
+            false => {
+                self.write_lease(&slot, upload_id, at, read_in_claim)
+                    .await?
+            }
         };
-        if lease.is_some() && append {
+        if lease.is_some() && read_in_claim {
             // Afresh, as the claim read it: the append may have waited
             // for another node's to settle, or the upload changed on
             // another node since it was cached here.
@@ -460,12 +467,15 @@ impl Engine {
     /// bytes it overlaps. An append of at most [`BORN_TURN_MAX`] bytes
     /// that completes an upload its session commits on the last byte
     /// also leases the session's turn for that commit in the same claim,
-    /// if no other node holds it (kept until the write is over).
+    /// if no other node holds it (kept until the write is over). The
+    /// claim reads the upload once granted when `read_in_claim` (an
+    /// append's always), else only its states.
     async fn write_lease(
         &self,
         slot: &crate::live::Slot,
         upload_id: &str,
         at: WriteAt,
+        read_in_claim: bool,
     ) -> Result<WriteLease> {
         if !self.in_cluster() {
             return Ok((None, None, None, None));
@@ -506,10 +516,14 @@ impl Engine {
                 (bounds.unwrap_or(everything), LeaseKind::Write)
             }
         };
+        let reading = match read_in_claim {
+            true => Reading::Whole,
+            false => Reading::States,
+        };
         let leased = self
-            .lease_upload(upload_id, (lo, hi), kind, None, Reading::States)
+            .lease_upload(upload_id, (lo, hi), kind, None, reading)
             .await?;
-        Ok((leased.lease, None, None, leased.states))
+        Ok((leased.lease, None, leased.read, leased.states))
     }
 
     /// The bytes of one write: streamed, made durable and recorded.
