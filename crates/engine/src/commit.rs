@@ -136,9 +136,7 @@ impl Engine {
             }
             let file = match done.iter().find(|d| d.upload_id == upload.id) {
                 Some(d) => {
-                    upload.state = d.state;
-                    upload.final_path = Some(d.final_path.clone());
-                    upload.file_id = Some(d.file.id.clone());
+                    upload = recorded(upload, d);
                     Some(d.file.clone())
                 }
                 None => self.file_of(&s, &upload).await?,
@@ -1074,16 +1072,19 @@ impl Engine {
         want: Want,
     ) -> Result<Digests> {
         let size = upload.length.known().unwrap_or(0);
-        let sealed = Digests::from_list(&upload.sealed);
         let (start, mut hasher) = match cursor {
             Some(c) if c.hasher.want().covers(want) => (c.offset, c.hasher),
-            _ if !upload.direct && sealed.want().covers(want) => return Ok(sealed),
             _ => (0, Hashers::new(want)),
         };
         // A store that reads only sealed bytes seals first: the object is
-        // read back, if at all, before any record names it.
+        // read back, if at all, before any record names it (and one that
+        // is gone is found missing here, whatever digests were kept).
         if !self.inner.store.capabilities().read_staged {
             self.inner.store.seal(&upload.id, size).await?;
+        }
+        let sealed = Digests::from_list(&upload.sealed);
+        if start < size && !upload.direct && sealed.want().covers(want) {
+            return Ok(sealed);
         }
         if start < size {
             metrics::counter!("ferry_commit_rehash_bytes_total").increment(size - start);

@@ -122,15 +122,6 @@ impl Live {
     }
 }
 
-/// Whether `read` holds every range and part `slot` does (as they are).
-fn has_all_of(read: &Upload, slot: &Upload) -> bool {
-    slot.received
-        .ranges()
-        .iter()
-        .all(|r| read.received.covers(r))
-        && slot.parts.iter().all(|(n, p)| read.parts.get(n) == Some(p))
-}
-
 /// A slot for an upload; `hash_in_order`: whether the bytes streaming
 /// through this node may be hashed as they come (not in a cluster, where
 /// other nodes write too).
@@ -252,6 +243,22 @@ impl Engine {
         upload_id: &str,
         read: Option<(Upload, Session)>,
     ) -> Result<Arc<Slot>> {
+        self.slot_as_read_since(caller, upload_id, read, None).await
+    }
+
+    /// [`Engine::slot_as_read`] for a read under a lease over some of the
+    /// upload's bytes, whose claim was sent when the slot held `since`:
+    /// other writes of this node may have changed the slot meanwhile
+    /// (recorded or forgotten bytes), and then the read, older than the
+    /// slot, is not applied: the metadata is read again, under the slot's
+    /// lock.
+    pub(crate) async fn slot_as_read_since(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+        read: Option<(Upload, Session)>,
+        since: Option<Upload>,
+    ) -> Result<Arc<Slot>> {
         let not_found = || EngineError::NotFound(format!("no upload {upload_id:?}"));
         let cached = self.cached_slot(upload_id);
         // In a cluster, other nodes write to the same uploads: the slot is
@@ -267,13 +274,12 @@ impl Engine {
             return self.authorize(caller, upload_id, slot.clone()).await;
         }
         // The upload and its session as recorded, and whether a slot of
-        // them stays cached (both open). A read given that lacks a range
-        // or part the slot holds is older than the slot (a write of this
-        // node to other bytes recorded it since): the metadata is read
-        // again, under the slot's lock.
-        let read = async |holds: Option<&Upload>| {
-            let given = read.filter(|(up, _)| holds.is_none_or(|h| has_all_of(up, h)));
-            let (upload, session) = match given {
+        // them stays cached (both open). A read given when the slot has
+        // changed `since` its claim is older than the slot: the metadata
+        // is read again, under the slot's lock.
+        let read = async |now: Option<&Upload>| {
+            let changed = since.is_some() && now.is_some() && since.as_ref() != now;
+            let (upload, session) = match read.filter(|_| !changed) {
                 Some(read) => read,
                 None => self
                     .inner
@@ -449,5 +455,84 @@ impl Engine {
         for id in gone {
             map.remove(&session.id, &id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Caller, Engine, NewSession, NewUpload, PartChecks, Principal, WriteAt};
+    use bytes::Bytes;
+    use ferry_core::{ByteRange, Limits};
+    use futures::StreamExt;
+    use std::sync::Arc;
+
+    /// A part's claim reads the upload under a lease of the part's bytes
+    /// only: a read taken before another write of this node changed the
+    /// slot is older than the slot, and is not applied (the metadata is
+    /// read again); a read taken when the slot was as it is, is.
+    #[tokio::test]
+    async fn a_claims_read_older_than_the_slot_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(ferry_meta::Sqlite::open(dir.path().join("ferry.db")).unwrap());
+        let store = Arc::new(ferry_store::LocalStore::open(dir.path()).unwrap());
+        let engine = Engine::new(meta.clone(), store, Limits::default(), vec![1; 32]);
+        engine.bootstrap(Some("t")).await.unwrap();
+        engine.join_cluster();
+        let admin = Caller::User(Principal {
+            user: "admin".into(),
+            admin: true,
+        });
+        let new = NewSession {
+            uploads: vec![NewUpload {
+                path: "p.bin".into(),
+                size: Some(20),
+                ..Default::default()
+            }],
+            dialect: "test".into(),
+            ..Default::default()
+        };
+        let view = engine.create_session(&admin, new).await.unwrap();
+        let id = view.uploads[0].upload.id.clone();
+        let part = |n: u32, a: u64, b: u64| {
+            let at = WriteAt::PartAt {
+                number: n,
+                range: ByteRange::new(a, b).unwrap(),
+            };
+            let body = futures::stream::iter([Ok(Bytes::from(vec![n as u8; (b - a) as usize]))]);
+            (at, body.boxed())
+        };
+        let (at, body) = part(1, 0, 10);
+        let checks = PartChecks::default;
+        engine.write(&admin, &id, at, body, checks()).await.unwrap();
+        let slot = engine.cached_slot(&id).expect("the slot is kept");
+        let holds = || async { slot.state.lock().await.upload.clone() };
+        let (old, since) = (meta_read(&*meta, &id).await, holds().await);
+        let (at, body) = part(2, 10, 20);
+        engine.write(&admin, &id, at, body, checks()).await.unwrap();
+
+        // Older than the slot: read again, both parts kept.
+        engine
+            .slot_as_read_since(&admin, &id, Some(old.clone()), Some(since))
+            .await
+            .unwrap();
+        let now = holds().await;
+        assert!(
+            now.received.covers(&ByteRange::new(0, 20).unwrap()),
+            "{now:?}"
+        );
+        assert_eq!(now.parts.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        // Taken when the slot was as it is: applied as read.
+        engine
+            .slot_as_read_since(&admin, &id, Some(old), Some(now))
+            .await
+            .unwrap();
+        assert_eq!(holds().await.parts.keys().copied().collect::<Vec<_>>(), [1]);
+    }
+
+    async fn meta_read(
+        meta: &dyn ferry_meta::MetaStore,
+        id: &str,
+    ) -> (ferry_core::Upload, ferry_core::Session) {
+        meta.upload_and_session(id).await.unwrap().unwrap()
     }
 }

@@ -136,6 +136,13 @@ impl Engine {
         } else {
             self.slot(caller, upload_id).await?
         };
+        // What the slot holds as the claim goes out: a part's or range's
+        // lease leaves other bytes to this node's other writes, whose
+        // changes the claim's read may predate.
+        let since = match read_in_claim && !append {
+            true => Some(slot.state.lock().await.upload.clone()),
+            false => None,
+        };
         let (done, private) = {
             let live = slot.state.lock().await;
             (live.upload.state.is_done(), live.private)
@@ -156,7 +163,9 @@ impl Engine {
             // Afresh, as the claim read it: the append may have waited
             // for another node's to settle, or the upload changed on
             // another node since it was cached here.
-            slot = self.slot_as_read(caller, upload_id, read).await?;
+            slot = self
+                .slot_as_read_since(caller, upload_id, read, since)
+                .await?;
             if slot.state.lock().await.upload.state.is_done() {
                 drop(lease);
                 return self.resent(&slot, at, body, checks).await;
@@ -928,6 +937,7 @@ impl Engine {
             // so nothing staged counts: it all goes.
             if small && whole && kept == 0 && written > 0 {
                 let _ = self.inner.store.discard_staged(upload_id).await;
+                live.upload.sealed.clear();
             }
             let hashed = hashes.cursor.filter(|_| kept == seen.count);
             self.settle(&mut live, range, (kept, written), part_no, epoch, hashed)
@@ -1259,6 +1269,7 @@ impl Engine {
                 .forget(&id, rest.ranges(), drop_part)
                 .await?;
             live.upload.received = rest;
+            live.upload.sealed.clear(); // as `forget` does
             if let Some(n) = drop_part {
                 live.upload.parts.remove(&n);
             }
