@@ -360,79 +360,130 @@ pub async fn suite(
         let ms = (cpu_of("weed") - w0) * 1000.0 / args.small as f64;
         direct.push((c, per_s, ms));
     }
-    let mut rows = Vec::new();
+    // Rounds (`--small-runs`): every setup once per round, in turn, so a
+    // drift of the machine falls on all of them alike; each figure is the
+    // median of its rounds, and each ratio the median of the rounds'.
+    let rounds = args.small_runs.max(1);
+    let mut rows: Vec<(usize, Row)> = Vec::new();
     let mut large = Vec::new();
-    for (kind, name, count, on_pg) in [
-        (SetupKind::Sqlite, "1 node, SQLite + disk", 1, false),
-        (SetupKind::Pg, "1 node, PostgreSQL + S3", 1, true),
-        (SetupKind::Pg3, "3 nodes, PostgreSQL + S3", 3, true),
-    ] {
-        if !args.cluster_setups.contains(&kind) {
-            continue;
-        }
-        eprintln!("cluster suite: {name}");
-        let s = setup(name, dir, ferry, count, on_pg.then_some(pg.as_str()), &s3).await?;
-        if s.nginx.is_some() {
-            eprintln!("  behind nginx at {}", s.urls[0]);
-        }
-        for (i, how) in WAYS.into_iter().enumerate() {
-            if !WayKind::of(how.1).is_some_and(|w| args.cluster_ways.contains(&w)) {
+    for round in 0..rounds {
+        for (kind, name, count, on_pg) in [
+            (SetupKind::Sqlite, "1 node, SQLite + disk", 1, false),
+            (SetupKind::Pg, "1 node, PostgreSQL + S3", 1, true),
+            (SetupKind::Pg3, "3 nodes, PostgreSQL + S3", 3, true),
+        ] {
+            if !args.cluster_setups.contains(&kind) {
                 continue;
             }
-            rows.push(small_row(&s, client, args, how, (i + 1) * 1_000_000).await?);
+            eprintln!("cluster suite: {name}, round {}/{rounds}", round + 1);
+            let s = setup(name, dir, ferry, count, on_pg.then_some(pg.as_str()), &s3).await?;
+            if s.nginx.is_some() {
+                eprintln!("  behind nginx at {}", s.urls[0]);
+            }
+            for (i, how) in WAYS.into_iter().enumerate() {
+                if !WayKind::of(how.1).is_some_and(|w| args.cluster_ways.contains(&w)) {
+                    continue;
+                }
+                let first = (round * WAYS.len() + i + 1) * 1_000_000;
+                rows.push((round, small_row(&s, client, args, how, first).await?));
+            }
+            if round == 0 && args.size_mib > 0 {
+                let t = crate::s3::native_parts(client, &s.urls[0], src, "big.bin").await?;
+                large.push((name, args.size_mib as f64 / t.as_secs_f64()));
+            }
+            drop(s);
         }
-        if args.size_mib > 0 {
-            let t = crate::s3::native_parts(client, &s.urls[0], src, "big.bin").await?;
-            large.push((name, args.size_mib as f64 / t.as_secs_f64()));
-        }
-        drop(s);
     }
     println!(
-        "\n## Small uploads of {} B, {} per run: native create + part + commit (3 requests), native PUT to the path (1), tus POST + PATCH (2)",
+        "\n## Small uploads of {} B, {} per run, {rounds} round(s), medians (min–max of uploads/s): native create + part + commit (3 requests), native PUT to the path (1), tus POST + PATCH (2)",
         args.small_size, args.small
     );
     println!(
         "| setup | way | c | uploads/s | p50 ms | p99 ms | Ferry CPU ms/upload | PostgreSQL CPU ms/upload | S3 server CPU ms/upload | PostgreSQL statements/upload |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let opt = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.2}"));
-    for r in &rows {
+    // The rows of one setup, way and concurrency, over the rounds.
+    let of = |name: &'static str, c: usize, way: Way| {
+        rows.iter()
+            .filter(move |(_, r)| r.setup == name && r.concurrency == c && r.way == way)
+    };
+    let median = |v: &mut dyn Iterator<Item = f64>| {
+        let mut s = crate::Series::default();
+        v.for_each(|x| s.push(x));
+        s
+    };
+    let opt = |s: crate::Series| {
+        let m = s.median();
+        if m.is_nan() {
+            "—".to_owned()
+        } else {
+            format!("{m:.2}")
+        }
+    };
+    let mut seen = Vec::new();
+    for (_, r) in &rows {
+        let key = (r.setup, r.concurrency, r.way);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let all: Vec<&Row> = of(r.setup, r.concurrency, r.way).map(|(_, r)| r).collect();
+        let per_s = median(&mut all.iter().map(|r| r.per_s));
+        let (lo, hi) = per_s.min_max();
+        let spread = if all.len() > 1 {
+            format!(" ({lo:.0}–{hi:.0})")
+        } else {
+            String::new()
+        };
+        let ms =
+            |f: &dyn Fn(&Row) -> Option<f64>| opt(median(&mut all.iter().filter_map(|r| f(r))));
         println!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0}{spread} | {:.1} | {:.1} | {} | {} | {} | {} |",
             r.setup,
             r.way.label(),
             r.concurrency,
-            r.per_s,
-            r.p50.as_secs_f64() * 1000.0,
-            r.p99.as_secs_f64() * 1000.0,
-            r.ferry_ms,
-            opt(r.pg_ms),
-            opt(r.s3_ms),
-            opt(r.statements),
+            per_s.median(),
+            median(&mut all.iter().map(|r| r.p50.as_secs_f64() * 1000.0)).median(),
+            median(&mut all.iter().map(|r| r.p99.as_secs_f64() * 1000.0)).median(),
+            ms(&|r| Some(r.ferry_ms)),
+            ms(&|r| r.pg_ms),
+            ms(&|r| r.s3_ms),
+            ms(&|r| r.statements),
         );
     }
     for (c, way) in WAYS {
-        let of = |name: &str| {
-            rows.iter()
-                .find(|r| r.setup == name && r.concurrency == c && r.way == way)
-        };
-        if let (Some(a), Some(b)) = (of("1 node, SQLite + disk"), of("1 node, PostgreSQL + S3")) {
-            println!(
-                "c={c}, {}: one node on PostgreSQL + S3 takes {:.2}× the time per small upload of SQLite + disk (goal ≤ 2×)",
-                way.label(),
-                a.per_s / b.per_s
+        // Each round's ratio, from the two setups measured in that round.
+        let ratios = median(&mut (0..rounds).filter_map(|round| {
+            let in_round = |name| of(name, c, way).find(|(k, _)| *k == round).map(|(_, r)| r);
+            let (a, b) = (
+                in_round("1 node, SQLite + disk")?,
+                in_round("1 node, PostgreSQL + S3")?,
             );
+            Some(a.per_s / b.per_s)
+        }));
+        if ratios.0.is_empty() {
+            continue;
         }
+        let (lo, hi) = ratios.min_max();
+        println!(
+            "c={c}, {}: one node on PostgreSQL + S3 takes {:.2}× the time per small upload of SQLite + disk (goal ≤ 2×; {lo:.2}–{hi:.2} over {} round(s))",
+            way.label(),
+            ratios.median(),
+            ratios.0.len(),
+        );
     }
     println!(
         "\nThe S3 server alone (PutObject of {} B straight into the bucket, no Ferry):",
         args.small_size
     );
     for (c, per_s, ms) in &direct {
-        let put = rows.iter().find(|r| {
-            r.setup == "1 node, PostgreSQL + S3" && r.concurrency == *c && r.way == Way::NativeOne
-        });
-        let ratio = put.map_or("—".to_owned(), |r| format!("{:.2}", per_s / r.per_s));
+        let put =
+            median(&mut of("1 node, PostgreSQL + S3", *c, Way::NativeOne).map(|(_, r)| r.per_s))
+                .median();
+        let ratio = match put.is_nan() {
+            true => "—".to_owned(),
+            false => format!("{:.2}", per_s / put),
+        };
         println!(
             "c={c}: {per_s:.0} objects/s, S3 server CPU {ms:.2} ms/object; one node on PostgreSQL + S3 takes {ratio}× its time per small upload (PUT)"
         );
