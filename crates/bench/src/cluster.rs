@@ -407,7 +407,7 @@ pub async fn suite(
         rows.iter()
             .filter(move |(_, r)| r.setup == name && r.concurrency == c && r.way == way)
     };
-    let median = |v: &mut dyn Iterator<Item = f64>| {
+    let series = |v: &mut dyn Iterator<Item = f64>| {
         let mut s = crate::Series::default();
         v.for_each(|x| s.push(x));
         s
@@ -428,7 +428,7 @@ pub async fn suite(
         }
         seen.push(key);
         let all: Vec<&Row> = of(r.setup, r.concurrency, r.way).map(|(_, r)| r).collect();
-        let per_s = median(&mut all.iter().map(|r| r.per_s));
+        let per_s = series(&mut all.iter().map(|r| r.per_s));
         let (lo, hi) = per_s.min_max();
         let spread = if all.len() > 1 {
             format!(" ({lo:.0}–{hi:.0})")
@@ -436,15 +436,15 @@ pub async fn suite(
             String::new()
         };
         let ms =
-            |f: &dyn Fn(&Row) -> Option<f64>| opt(median(&mut all.iter().filter_map(|r| f(r))));
+            |f: &dyn Fn(&Row) -> Option<f64>| opt(series(&mut all.iter().filter_map(|r| f(r))));
         println!(
             "| {} | {} | {} | {:.0}{spread} | {:.1} | {:.1} | {} | {} | {} | {} |",
             r.setup,
             r.way.label(),
             r.concurrency,
             per_s.median(),
-            median(&mut all.iter().map(|r| r.p50.as_secs_f64() * 1000.0)).median(),
-            median(&mut all.iter().map(|r| r.p99.as_secs_f64() * 1000.0)).median(),
+            series(&mut all.iter().map(|r| r.p50.as_secs_f64() * 1000.0)).median(),
+            series(&mut all.iter().map(|r| r.p99.as_secs_f64() * 1000.0)).median(),
             ms(&|r| Some(r.ferry_ms)),
             ms(&|r| r.pg_ms),
             ms(&|r| r.s3_ms),
@@ -453,7 +453,7 @@ pub async fn suite(
     }
     for (c, way) in WAYS {
         // Each round's ratio, from the two setups measured in that round.
-        let ratios = median(&mut (0..rounds).filter_map(|round| {
+        let ratios = series(&mut (0..rounds).filter_map(|round| {
             let in_round = |name| of(name, c, way).find(|(k, _)| *k == round).map(|(_, r)| r);
             let (a, b) = (
                 in_round("1 node, SQLite + disk")?,
@@ -478,7 +478,7 @@ pub async fn suite(
     );
     for (c, per_s, ms) in &direct {
         let put =
-            median(&mut of("1 node, PostgreSQL + S3", *c, Way::NativeOne).map(|(_, r)| r.per_s))
+            series(&mut of("1 node, PostgreSQL + S3", *c, Way::NativeOne).map(|(_, r)| r.per_s))
                 .median();
         let ratio = match put.is_nan() {
             true => "—".to_owned(),

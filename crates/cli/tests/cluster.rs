@@ -653,14 +653,8 @@ async fn tus_file_name(n: &Server, alice: &str) -> String {
 async fn three_parts(n: &Server, alice: &str, seed: u64) -> (String, String, Vec<u8>) {
     let part_size = 5 * 1024 * 1024;
     let data = random_bytes(3 * part_size - 1000, seed);
-    let v = create_session(
-        n,
-        alice,
-        json!({"path": "p.bin", "size": data.len(), "part_size": part_size}),
-    )
-    .await;
-    let sid = v["id"].as_str().unwrap().to_owned();
-    let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    let body = json!({"path": "p.bin", "size": data.len(), "part_size": part_size});
+    let (sid, up) = one_upload(n, alice, body).await;
     (sid, up, data)
 }
 
@@ -1415,9 +1409,9 @@ async fn a_file_one_node_held_from_first_byte_to_commit_is_not_read_back() {
     assert_eq!(v["file"]["sha256"], json!(sha256_hex(&data)), "{v}");
 }
 
-/// A native session of one upload of `size` bytes at `path`: (session, upload).
-async fn one_upload(n: &Server, token: &str, path: &str, size: usize) -> (String, String) {
-    let v = create_session(n, token, json!({"path": path, "size": size})).await;
+/// A native session of one upload made from `body`: (session, upload).
+async fn one_upload(n: &Server, token: &str, body: serde_json::Value) -> (String, String) {
+    let v = create_session(n, token, body).await;
     let id = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
     (id(&v["id"]), id(&v["uploads"][0]["id"]))
 }
@@ -1448,7 +1442,7 @@ async fn a_small_file_stored_whole_commits_on_another_node_without_being_read_ba
     };
     let alice = user(&a, "alice").await;
     let data = random_bytes(40_000, 61);
-    let (sid, up) = one_upload(&a, &alice, "whole.bin", data.len()).await;
+    let (sid, up) = one_upload(&a, &alice, json!({"path": "whole.bin", "size": data.len()})).await;
     let (st, v) = part(&b, &alice, &up, 1, &data).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let mut other = data.clone();
@@ -1464,7 +1458,7 @@ async fn a_small_file_stored_whole_commits_on_another_node_without_being_read_ba
     );
     assert_file(&b, &alice, "whole.bin", &data).await;
 
-    let (sid, up) = one_upload(&a, &alice, "wrong.bin", data.len()).await;
+    let (sid, up) = one_upload(&a, &alice, json!({"path": "wrong.bin", "size": data.len()})).await;
     let (st, v) = part(&a, &alice, &up, 1, &data).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let wrong = sha256_hex(&other);
@@ -1488,14 +1482,8 @@ async fn parts_sent_at_once_to_the_node_that_made_the_upload_all_land_and_commit
     let alice = user(&a, "alice").await;
     let part_size = 5 * 1024 * 1024;
     let data = random_bytes(4 * part_size - 300, 71);
-    let v = create_session(
-        &a,
-        &alice,
-        json!({"path": "at-once.bin", "size": data.len(), "part_size": part_size}),
-    )
-    .await;
-    let id = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
-    let (sid, up) = (id(&v["id"]), id(&v["uploads"][0]["id"]));
+    let body = json!({"path": "at-once.bin", "size": data.len(), "part_size": part_size});
+    let (sid, up) = one_upload(&a, &alice, body).await;
     let sends = (1..=4).map(|k| {
         let bytes = &data[(k - 1) * part_size..(k * part_size).min(data.len())];
         let (a, alice, up) = (&a, &alice, &up);

@@ -1082,11 +1082,11 @@ impl Engine {
         if !self.inner.store.capabilities().read_staged {
             self.inner.store.seal(&upload.id, size).await?;
         }
-        let sealed = Digests::from_list(&upload.sealed);
-        if start < size && !upload.direct && sealed.want().covers(want) {
-            return Ok(sealed);
-        }
         if start < size {
+            let sealed = Digests::from_list(&upload.sealed);
+            if !upload.direct && sealed.want().covers(want) {
+                return Ok(sealed);
+            }
             metrics::counter!("ferry_commit_rehash_bytes_total").increment(size - start);
             hasher = hasher
                 .scan(self.inner.store.as_ref(), &upload.id, start, size - start)

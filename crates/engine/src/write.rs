@@ -136,16 +136,13 @@ impl Engine {
         } else {
             self.slot(caller, upload_id).await?
         };
-        // What the slot holds as the claim goes out: a part's or range's
-        // lease leaves other bytes to this node's other writes, whose
-        // changes the claim's read may predate.
-        let since = match read_in_claim && !append {
-            true => Some(slot.state.lock().await.upload.clone()),
-            false => None,
-        };
-        let (done, private) = {
+        // `since`: what the slot holds as the claim goes out (a part's or
+        // range's lease leaves other bytes to this node's other writes,
+        // whose changes the claim's read may predate).
+        let (done, private, since) = {
             let live = slot.state.lock().await;
-            (live.upload.state.is_done(), live.private)
+            let since = (read_in_claim && !append).then(|| live.upload.clone());
+            (live.upload.state.is_done(), live.private, since)
         };
         if done {
             return self.resent(&slot, at, body, checks).await;
