@@ -1501,3 +1501,50 @@ async fn parts_sent_at_once_to_the_node_that_made_the_upload_all_land_and_commit
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_file(&b, &alice, "at-once.bin", &data).await;
 }
+
+/// A session's commit claims its turn and its uploads' commit leases in
+/// one step. One refused (a file still missing, a wrong expected digest)
+/// ends them before it answers: the part sent next lands, and the commit
+/// sent next is not told that bytes are still being written.
+#[tokio::test]
+async fn a_refused_commit_ends_its_leases_before_it_answers() {
+    let Some((a, _b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    for i in 0..8u64 {
+        let (one, two) = (random_bytes(3000, 70 + i), random_bytes(2000, 90 + i));
+        let body = json!({"uploads": [
+            {"path": format!("r{i}/one.bin"), "size": one.len()},
+            {"path": format!("r{i}/two.bin"), "size": two.len()},
+        ]});
+        let v = create_session(&a, &alice, body).await;
+        let sid = v["id"].as_str().unwrap().to_owned();
+        let up = |n: usize| v["uploads"][n]["id"].as_str().unwrap().to_owned();
+        let (st, v) = part(&a, &alice, &up(0), 1, &one).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let commit_path = format!("/v1/sessions/{sid}/commit");
+        let (st, v) = call(&a, Method::POST, &commit_path, Some(&alice), None).await;
+        assert_eq!(
+            st,
+            StatusCode::CONFLICT,
+            "round {i}: two.bin is missing: {v}"
+        );
+        assert!(!v.to_string().contains("being written"), "round {i}: {v}");
+        let (st, v) = part(&a, &alice, &up(1), 1, &two).await;
+        assert_eq!(
+            st,
+            StatusCode::OK,
+            "round {i}: the part after a refused commit: {v}"
+        );
+        let (st, v) = commit_expecting(&a, &alice, &sid, &up(1), &sha256_hex(b"other")).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "round {i}: {v}");
+        let (st, v) = call(&a, Method::POST, &commit_path, Some(&alice), None).await;
+        assert_eq!(
+            st,
+            StatusCode::OK,
+            "round {i}: the commit after a refused one: {v}"
+        );
+        assert_file(&a, &alice, &format!("r{i}/two.bin"), &two).await;
+    }
+}

@@ -56,17 +56,40 @@ impl Engine {
         session_id: &str,
         expected: HashMap<String, Digest>,
     ) -> Result<SessionView> {
-        // The session and its uploads as the turn's claim read them.
+        // The session and its uploads as the turn's claim read them, in
+        // a cluster under the commit leases of its open uploads it took
+        // (when no other node held one): the commit goes on from that
+        // read, as from one under each upload's own claim.
         crate::session::may_ask_for_session(caller, session_id)?;
-        let (mut guard, read) = self.session_turn_reading(session_id).await?;
-        let (s, uploads) = match read {
-            Some((s, uploads)) => {
-                crate::session::may_see_session(caller, &s)?;
-                (s, Some(uploads))
+        let (mut guard, read) = self.session_commit_turn(session_id).await?;
+        let (s, uploads, held) = match read {
+            Some(read) => {
+                crate::session::may_see_session(caller, &read.session)?;
+                let mut held = Vec::with_capacity(read.commits.len());
+                for (id, lease) in read.commits {
+                    let Some(u) = read.uploads.iter().find(|u| u.id == id) else {
+                        continue; // (its lease goes with it)
+                    };
+                    let read = Some((u.clone(), read.session.clone()));
+                    let slot = self
+                        .slot_as_read(&Caller::Upload(id.clone()), &id, read)
+                        .await?;
+                    held.push(Held {
+                        id,
+                        lease: Some(lease),
+                        turn: None,
+                        slot,
+                    });
+                }
+                (read.session, Some(read.uploads), held)
             }
-            None => (self.load_session(caller, session_id).await?, None),
+            None => (
+                self.load_session(caller, session_id).await?,
+                None,
+                Vec::new(),
+            ),
         };
-        self.commit_loaded(s, expected, &[], guard.take_lease(), uploads)
+        self.commit_loaded(s, expected, &[], guard.take_lease(), uploads, held)
             .await
     }
 
@@ -75,7 +98,8 @@ impl Engine {
     /// records the commit's intent (they could not become files). `turn`,
     /// the lease of the session's turn, is ended by the commit's result
     /// (or when this ends without one); `uploads`, the session's as read
-    /// with it under the turn, if they were.
+    /// with it under the turn, if they were; `held`, those of them whose
+    /// commit leases were taken before that read.
     pub(crate) async fn commit_loaded(
         &self,
         s: Session,
@@ -83,6 +107,30 @@ impl Engine {
         drop: &[String],
         turn: Option<crate::lease::Lease>,
         uploads: Option<Vec<Upload>>,
+        mut held: Vec<Held>,
+    ) -> Result<SessionView> {
+        let done = self
+            .commit_loaded_holding(s, expected, drop, turn, uploads, &mut held)
+            .await;
+        // A commit refused before it began ends the commit leases it was
+        // given before it answers: a write sent next is not refused by them.
+        for h in held {
+            if let Some(lease) = h.lease {
+                lease.release().await;
+            }
+        }
+        done
+    }
+
+    /// [`Engine::commit_loaded`]; the commit takes `held` when it begins.
+    async fn commit_loaded_holding(
+        &self,
+        s: Session,
+        expected: HashMap<String, Digest>,
+        drop: &[String],
+        turn: Option<crate::lease::Lease>,
+        uploads: Option<Vec<Upload>>,
+        held: &mut Vec<Held>,
     ) -> Result<SessionView> {
         // Uploads read with the session, if it is open as read (an
         // interrupted commit's resumption reads them again).
@@ -125,8 +173,9 @@ impl Engine {
                 ));
             }
         }
+        let held = std::mem::take(held);
         let done = self
-            .commit_locked(&s, &ids, &expected, true, drop, None, turn)
+            .commit_locked(&s, &ids, &expected, true, drop, held, turn)
             .await?;
         // Answer from what the commit just recorded, without reading back.
         let mut views = Vec::with_capacity(uploads.len());
@@ -197,7 +246,7 @@ impl Engine {
             }
         }
         if !open.is_empty() {
-            self.commit_locked(&s, &open, &HashMap::new(), false, &[], None, None)
+            self.commit_locked(&s, &open, &HashMap::new(), false, &[], Vec::new(), None)
                 .await?;
         }
         Ok(open.len())
@@ -265,7 +314,7 @@ impl Engine {
                 turn: guard.take_lease(),
                 slot,
             };
-            (upload, s, Some(held))
+            (upload, s, vec![held])
         } else {
             let (upload, s) = self
                 .inner
@@ -273,7 +322,7 @@ impl Engine {
                 .upload_and_session(upload_id)
                 .await?
                 .ok_or_else(|| EngineError::NotFound(format!("no upload {upload_id:?}")))?;
-            (upload, s, None)
+            (upload, s, Vec::new())
         };
         let s = unexpired(s)?;
         match upload.state {
@@ -312,7 +361,7 @@ impl Engine {
             // is running; finish it now, with no restart.
             UploadState::Committing => {
                 // Its lease ends first: the commit below claims afresh.
-                if let Some(h) = held.take() {
+                if let Some(h) = held.pop() {
                     guard.put_back(h.turn);
                     if let Some(lease) = h.lease {
                         lease.release().await;
@@ -334,7 +383,7 @@ impl Engine {
                         &expected,
                         false,
                         &[],
-                        None,
+                        Vec::new(),
                         None,
                     )
                     .await?;
@@ -394,7 +443,7 @@ impl Engine {
         expected: &HashMap<String, Digest>,
         whole_session: bool,
         drop: &[String],
-        held: Option<Held>,
+        held: Vec<Held>,
         turn: Option<crate::lease::Lease>,
     ) -> Result<Vec<Committed>> {
         // The guard unfreezes the uploads however this ends (an error, or
@@ -421,6 +470,11 @@ impl Engine {
         if done.is_err() {
             // Before the leases end: what the writes left is recorded.
             frozen.record_left().await;
+            // They end before the answer: a write or a commit sent next
+            // is not refused by them.
+            for lease in std::mem::take(&mut frozen.leases) {
+                lease.release().await;
+            }
         }
         done
     }
@@ -435,20 +489,21 @@ impl Engine {
         expected: &HashMap<String, Digest>,
         whole_session: bool,
         drop: &[String],
-        mut held: Option<Held>,
+        mut held: Vec<Held>,
     ) -> Result<Vec<Committed>> {
         // 1. Freeze each upload and verify it.
         let mut candidates = Vec::new();
         for id in ids {
             // In a cluster, no other node writes to it from here on (what
             // they wrote before is recorded, and read by `slot`).
-            let slot = match held.take() {
-                Some(h) if h.id == *id => {
+            let slot = match held.iter().position(|h| h.id == *id) {
+                Some(i) => {
+                    let h = held.swap_remove(i);
                     frozen.leases.extend(h.lease);
                     frozen.leases.extend(h.turn);
                     h.slot
                 }
-                _ => {
+                None => {
                     let leased = self
                         .lease_upload(id, (0, u64::MAX), LeaseKind::Commit, None, Reading::Whole)
                         .await?;
@@ -1423,7 +1478,7 @@ impl Drop for Claims<'_> {
 /// An upload whose commit lease a caller of `commit_locked` took before
 /// it read the upload (`slot`, read under the lease): the commit goes on
 /// from there instead of claiming and reading again.
-struct Held {
+pub(crate) struct Held {
     id: String,
     lease: Option<crate::lease::Lease>,
     /// The session's turn (its lease), ended by the commit's result.

@@ -123,8 +123,11 @@ pub(crate) struct Leased {
     pub read: Option<(ferry_core::Upload, ferry_core::Session)>,
     /// The upload's and its session's states (a claim that reads only them).
     pub states: Option<(ferry_core::UploadState, ferry_core::SessionState)>,
-    /// A session and its uploads (the claim of its turn).
+    /// A session and its uploads (the claim of its commit's turn).
     pub session: Option<(ferry_core::Session, Vec<ferry_core::Upload>)>,
+    /// The commit leases of the session's open uploads granted with its
+    /// turn, by upload.
+    pub commits: Vec<(String, Lease)>,
 }
 
 /// What a claim reads once granted.
@@ -135,8 +138,9 @@ pub(crate) enum Reading<'a> {
     Whole,
     /// Their states.
     States,
-    /// This session and its uploads.
-    Session(&'a str),
+    /// This session and its uploads, under the commit leases of its open
+    /// uploads when they are free (the claim of its commit's turn).
+    Commit(&'a str),
 }
 
 impl Engine {
@@ -202,29 +206,45 @@ impl Engine {
                     let (c, t, read) = meta
                         .claim_and_read(key, lo, hi, kind, turn.as_deref())
                         .await?;
-                    (c, t, read, None, None)
+                    (
+                        c,
+                        Leased {
+                            turn: t.map(lease),
+                            read,
+                            ..Leased::default()
+                        },
+                    )
                 }
                 Reading::States => {
                     let (c, states) = meta.claim_and_states(key, lo, hi, kind).await?;
-                    (c, None, None, states, None)
+                    (
+                        c,
+                        Leased {
+                            states,
+                            ..Leased::default()
+                        },
+                    )
                 }
-                Reading::Session(id) => {
-                    let (c, session) = meta.claim_turn_and_read(key, id).await?;
-                    (c, None, None, None, session)
+                Reading::Commit(id) => {
+                    let t = meta.claim_commit_turn(key, id).await?;
+                    let commits = t.commits.into_iter().map(|(id, tk)| (id, lease(tk)));
+                    let leased = Leased {
+                        session: t.read,
+                        commits: commits.collect(),
+                        ..Leased::default()
+                    };
+                    (t.claim, leased)
                 }
-                Reading::Nothing => (meta.claim(key, lo, hi, kind).await?, None, None, None, None),
+                Reading::Nothing => (meta.claim(key, lo, hi, kind).await?, Leased::default()),
             };
             let held = match claimed {
-                (Claim::Granted(token), turn, read, states, session) => {
+                (Claim::Granted(token), leased) => {
                     return Ok(Leased {
                         lease: Some(lease(token)),
-                        turn: turn.map(lease),
-                        read,
-                        states,
-                        session,
+                        ..leased
                     });
                 }
-                (Claim::Busy(held), ..) => held,
+                (Claim::Busy(held), _) => held,
             };
             let committing = held.iter().any(|h| h.kind == LeaseKind::Commit);
             let wait = match kind {
@@ -301,48 +321,49 @@ impl Engine {
         Ok(self.session_turn_claiming(session_id, false).await?.0)
     }
 
-    /// [`Engine::session_turn`], and the session and its uploads as
-    /// recorded once it is held, read by the turn's claim when there is
-    /// one (`None`: the caller reads them).
-    pub(crate) async fn session_turn_reading(
+    /// [`Engine::session_turn`] for the session's commit: with the turn's
+    /// claim, when there is one, the commit leases of the session's open
+    /// uploads if none is held elsewhere, and the session and its uploads
+    /// as recorded once they are held (`None`: the caller reads them).
+    pub(crate) async fn session_commit_turn(
         &self,
         session_id: &str,
-    ) -> Result<(
-        SessionTurn<'_>,
-        Option<(ferry_core::Session, Vec<ferry_core::Upload>)>,
-    )> {
+    ) -> Result<(SessionTurn<'_>, Option<CommitRead>)> {
         self.session_turn_claiming(session_id, true).await
     }
 
     async fn session_turn_claiming(
         &self,
         session_id: &str,
-        read: bool,
-    ) -> Result<(
-        SessionTurn<'_>,
-        Option<(ferry_core::Session, Vec<ferry_core::Upload>)>,
-    )> {
+        commit: bool,
+    ) -> Result<(SessionTurn<'_>, Option<CommitRead>)> {
         let local = self.session_lock(session_id).lock().await;
         let born = self.inner.born_turns.lock().unwrap().remove(session_id);
-        let (lease, session) = match born {
+        let (lease, read) = match born {
             Some(lease) => (Some(lease), None),
             None => {
-                let reading = match read {
-                    true => Reading::Session(session_id),
+                let reading = match commit {
+                    true => Reading::Commit(session_id),
                     false => Reading::Nothing,
                 };
                 let key = session_key(session_id);
                 let leased = self
                     .lease_claiming(&key, 0, u64::MAX, LeaseKind::Turn, None, reading)
                     .await?;
-                (leased.lease, leased.session)
+                let commits = leased.commits;
+                let read = leased.session.map(|(session, uploads)| CommitRead {
+                    session,
+                    uploads,
+                    commits,
+                });
+                (leased.lease, read)
             }
         };
         let turn = SessionTurn {
             _local: local,
             lease,
         };
-        Ok((turn, session))
+        Ok((turn, read))
     }
 
     /// Keeps the turns of new sessions the metadata leased to this node
@@ -379,6 +400,16 @@ impl Engine {
         let lease = self.inner.born_turns.lock().unwrap().remove(session_id);
         drop(lease);
     }
+}
+
+/// What the claim of a session's commit turn read and took
+/// ([`Engine::session_commit_turn`]).
+pub(crate) struct CommitRead {
+    pub session: ferry_core::Session,
+    pub uploads: Vec<ferry_core::Upload>,
+    /// The commit leases of its open uploads, by upload: all of them, or
+    /// none when one was held elsewhere.
+    pub commits: Vec<(String, Lease)>,
 }
 
 /// A session's turn kept ahead of its commit ([`Engine::keep_turn_ahead`]).

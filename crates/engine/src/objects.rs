@@ -256,7 +256,14 @@ impl Engine {
             .collect();
         if !winners.is_empty() {
             return self
-                .commit_loaded(s, HashMap::new(), &drop, guard.take_lease(), Some(uploads))
+                .commit_loaded(
+                    s,
+                    HashMap::new(),
+                    &drop,
+                    guard.take_lease(),
+                    Some(uploads),
+                    Vec::new(),
+                )
                 .await;
         }
         // Nothing to commit: the session is closed with no files.

@@ -1446,10 +1446,15 @@ pub async fn a_whole_files_digests_are_kept_with_its_write_until_its_bytes_are_f
     if let Claim::Granted(t) = claim {
         m.release(&t).await.unwrap();
     }
-    let (claim, read) = m.claim_turn_and_read("sw turn", "sw").await.unwrap();
-    let (_, uploads) = read.expect("the turn is granted and the session read");
+    let turn = m.claim_commit_turn("sw turn", "sw").await.unwrap();
+    let (_, uploads) = turn.read.expect("the turn is granted and the session read");
     assert_eq!(uploads[0], u1);
-    if let Claim::Granted(t) = claim {
+    let ids: Vec<&str> = turn.commits.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["sw1", "sw2"], "a commit lease of each open upload");
+    for (_, t) in &turn.commits {
+        m.release(t).await.unwrap();
+    }
+    if let Claim::Granted(t) = turn.claim {
         m.release(&t).await.unwrap();
     }
 

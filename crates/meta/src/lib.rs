@@ -352,26 +352,38 @@ pub enum Claim {
     Busy(Vec<Held>),
 }
 
-/// `read`, or once the leases `claim` granted (and `turn`) are released,
-/// its error: a claim whose read failed leaves nothing held.
+/// `read`, or once the leases `claim` granted (and `others`, granted
+/// with it) are released, its error: a claim whose read failed leaves
+/// nothing held.
 pub async fn release_unless<M: MetaStore + ?Sized, T>(
     meta: &M,
     read: Result<T>,
     claim: &Claim,
-    turn: Option<&str>,
+    others: &[&str],
 ) -> Result<T> {
     if read.is_err() {
         let granted = match claim {
             Claim::Granted(t) => Some(t.as_str()),
             Claim::Busy(_) => None,
         };
-        for token in granted.into_iter().chain(turn) {
+        for token in granted.into_iter().chain(others.iter().copied()) {
             if let Err(e) = meta.release(token).await {
                 tracing::warn!(error = %e, "cannot release a lease; it ends with this process");
             }
         }
     }
     read
+}
+
+/// What [`MetaStore::claim_commit_turn`] answers.
+#[derive(Debug)]
+pub struct CommitTurn {
+    /// The session's turn.
+    pub claim: Claim,
+    /// The commit leases granted with the turn: the upload, the token.
+    pub commits: Vec<(String, String)>,
+    /// The session and its uploads, read once the turn was granted.
+    pub read: Option<(Session, Vec<Upload>)>,
 }
 
 /// `read`, run once `claim` is granted (`None` when it was refused); a
@@ -386,7 +398,7 @@ async fn read_if_granted<M: MetaStore + ?Sized, T>(
         Claim::Granted(_) => read.await,
         Claim::Busy(_) => Ok(None),
     };
-    release_unless(meta, read, claim, turn).await
+    release_unless(meta, read, claim, turn.as_slice()).await
 }
 
 /// Held by the one process that does something for every process sharing
@@ -930,25 +942,55 @@ pub trait MetaStore: Send + Sync + 'static {
         let read = read_if_granted(self, &claim, None, read).await?;
         Ok((claim, read))
     }
-    /// [`MetaStore::claim`] of the whole of the turn `key` (a session's,
-    /// as [`LeaseKind::Turn`]), and once granted, session `session_id` and
-    /// its uploads (as [`MetaStore::session_uploads`] orders them) read
-    /// after the claim. `None` for the read when the claim is refused or
-    /// the session does not exist. A read that fails releases the turn.
-    async fn claim_turn_and_read(
-        &self,
-        key: &str,
-        session_id: &str,
-    ) -> Result<(Claim, Option<(Session, Vec<Upload>)>)> {
+    /// The claim of session `session_id`'s commit: the whole of the turn
+    /// `key` (the session's, as [`LeaseKind::Turn`]), with a
+    /// [`LeaseKind::Commit`] lease of each of its open uploads taken
+    /// before it, all or none (one that another lease overlaps, a write
+    /// in flight, leaves none: the commit claims them one by one, and is
+    /// told why); and once the turn is granted, the session and its
+    /// uploads (as [`MetaStore::session_uploads`] orders them) read after
+    /// the claim. A refused turn holds no commit lease. No read when the
+    /// turn is refused or the session does not exist; a read that fails
+    /// releases all that was granted.
+    async fn claim_commit_turn(&self, key: &str, session_id: &str) -> Result<CommitTurn> {
+        let mut commits = Vec::new();
+        for u in self.session_uploads(session_id).await? {
+            if u.state != UploadState::Open {
+                continue;
+            }
+            match self.claim(&u.id, 0, u64::MAX, LeaseKind::Commit).await? {
+                Claim::Granted(token) => commits.push((u.id, token)),
+                Claim::Busy(_) => {
+                    for (_, token) in commits.drain(..) {
+                        self.release(&token).await?;
+                    }
+                    break;
+                }
+            }
+        }
         let claim = self.claim(key, 0, u64::MAX, LeaseKind::Turn).await?;
+        if !matches!(claim, Claim::Granted(_)) {
+            for (_, token) in commits.drain(..) {
+                self.release(&token).await?;
+            }
+        }
         let read = async {
             match self.get_session(session_id).await? {
                 Some(s) => Ok(Some((s, self.session_uploads(session_id).await?))),
                 None => Ok(None),
             }
         };
-        let read = read_if_granted(self, &claim, None, read).await?;
-        Ok((claim, read))
+        let tokens: Vec<&str> = commits.iter().map(|(_, t)| t.as_str()).collect();
+        let read = match claim {
+            Claim::Granted(_) => read.await,
+            Claim::Busy(_) => Ok(None),
+        };
+        let read = release_unless(self, read, &claim, &tokens).await?;
+        Ok(CommitTurn {
+            claim,
+            commits,
+            read,
+        })
     }
     /// Ends the lease `token` names, and announces [`Change::Released`]
     /// of its key if a claim found the lease in its way meanwhile.

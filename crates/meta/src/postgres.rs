@@ -23,9 +23,9 @@
 //! starting together do not race.
 
 use crate::{
-    Change, Claim, Committed, CreateLimits, Entry, Exclusive, Held, LeaseKind, LimitRefusal,
-    MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow, PathTaken, Record, Result, SessionEnd,
-    SpaceRecord, TokenRecord, Usage, below, entries,
+    Change, Claim, CommitTurn, Committed, CreateLimits, Entry, Exclusive, Held, LeaseKind,
+    LimitRefusal, MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow, PathTaken, Record,
+    Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Millis, Part,
@@ -78,6 +78,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../migrations/postgres/0012_claim_and_read.sql"),
     ),
     (13, include_str!("../migrations/postgres/0013_sealed.sql")),
+    (
+        14,
+        include_str!("../migrations/postgres/0014_commit_turn.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -3122,7 +3126,7 @@ impl MetaStore for Postgres {
             .await?;
         let (claim, turn) = claim_of(&rows)?;
         let read = read_granted(&claim, &rows, |r| upload_and_session_at(r, 4));
-        let read = crate::release_unless(self, read, &claim, turn.as_deref()).await?;
+        let read = crate::release_unless(self, read, &claim, turn.as_deref().as_slice()).await?;
         Ok((claim, turn, read))
     }
 
@@ -3149,28 +3153,37 @@ impl MetaStore for Postgres {
         let read = read_granted(&claim, &rows, |r| {
             Ok((parse(get(r, 4)?)?, parse(get(r, 5)?)?))
         });
-        let read = crate::release_unless(self, read, &claim, None).await?;
+        let read = crate::release_unless(self, read, &claim, &[]).await?;
         Ok((claim, read))
     }
 
-    /// One statement, as [`Postgres::claim_and_read`]: the turn, then the
-    /// session and its uploads read by `ferry_session_read`.
-    async fn claim_turn_and_read(
-        &self,
-        key: &str,
-        session_id: &str,
-    ) -> Result<(Claim, Option<(Session, Vec<Upload>)>)> {
-        let rows = self
-            .claim_reading(
-                Some(("ferry_session_read", session_id)),
-                key,
-                0,
-                u64::MAX,
-                LeaseKind::Turn,
-                None,
-            )
-            .await?;
+    /// One statement, as [`Postgres::claim_and_read`]: the commit leases
+    /// and the turn (`ferry_claim_commit_turn`), then the session and its
+    /// uploads read by `ferry_session_read`.
+    async fn claim_commit_turn(&self, key: &str, session_id: &str) -> Result<CommitTurn> {
+        let rows = sqlx::query(
+            "SELECT c.granted, c.token, c.kind, NULL::text, r.*, c.commit_ids, c.commit_tokens
+             FROM ferry_claim_commit_turn($1, $2, $3) c
+             LEFT JOIN LATERAL ferry_session_read(CASE WHEN c.granted THEN $2 END)
+               WITH ORDINALITY r ON TRUE
+             ORDER BY r.ordinality",
+        )
+        .bind(key)
+        .bind(session_id)
+        .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         let (claim, _) = claim_of(&rows)?;
+        // The commit leases, in the granted turn's row's last two columns.
+        let commits: Vec<(String, String)> = match (&claim, rows.first()) {
+            (Claim::Granted(_), Some(r)) => {
+                let ids: Vec<String> = get(r, r.len() - 2)?;
+                let tokens: Vec<String> = get(r, r.len() - 1)?;
+                ids.into_iter().zip(tokens).collect()
+            }
+            _ => Vec::new(),
+        };
         let read = read_granted(&claim, &rows, |first| {
             let session = session_row_at(first, 4)?;
             let o = 4 + SESSION_COLUMNS;
@@ -3182,8 +3195,13 @@ impl MetaStore for Postgres {
             }
             Ok((session, uploads))
         });
-        let read = crate::release_unless(self, read, &claim, None).await?;
-        Ok((claim, read))
+        let tokens: Vec<&str> = commits.iter().map(|(_, t)| t.as_str()).collect();
+        let read = crate::release_unless(self, read, &claim, &tokens).await?;
+        Ok(CommitTurn {
+            claim,
+            commits,
+            read,
+        })
     }
 
     async fn release(&self, token: &str) -> Result<()> {

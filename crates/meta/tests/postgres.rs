@@ -530,7 +530,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, (1..=13).collect::<Vec<i32>>());
+    assert_eq!(versions, (1..=14).collect::<Vec<i32>>());
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -963,7 +963,7 @@ async fn a_claim_reads_what_a_release_it_waited_for_recorded() {
 /// `get_session` and `session_uploads` read them; a session without
 /// uploads reads none; a refused claim reads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turns_claim_reads_the_session_with_its_uploads() {
+async fn a_commits_claim_takes_the_turn_and_its_uploads_commit_leases_all_or_none() {
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -980,27 +980,73 @@ async fn a_turns_claim_reads_the_session_with_its_uploads() {
     n[0].create_session(&session("s2", "ivy"), &[])
         .await
         .unwrap();
-    let (claim, read) = n[0].claim_turn_and_read("session:s1", "s1").await.unwrap();
-    let Claim::Granted(token) = claim else {
-        panic!("a free turn is granted: {claim:?}");
+    let turn = n[0].claim_commit_turn("session:s1", "s1").await.unwrap();
+    let Claim::Granted(token) = turn.claim else {
+        panic!("a free turn is granted: {:?}", turn.claim);
     };
-    let (s, uploads) = read.expect("granted: the session is read");
+    let (s, uploads) = turn.read.expect("granted: the session is read");
     assert_eq!(Some(s), n[1].get_session("s1").await.unwrap());
     assert_eq!(uploads, n[1].session_uploads("s1").await.unwrap());
     assert_eq!(uploads.len(), 2);
-    let (claim, read) = n[1].claim_turn_and_read("session:s1", "s1").await.unwrap();
-    assert!(matches!(claim, Claim::Busy(_)), "{claim:?}");
-    assert!(read.is_none());
+    let ids: Vec<&str> = turn.commits.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["u2", "u1"],
+        "each open upload's commit lease, in order"
+    );
+    // Held: another node's write and commit claim are refused.
+    let write = n[1].claim("u1", 0, 4, LeaseKind::Write).await.unwrap();
+    assert!(matches!(write, Claim::Busy(_)), "{write:?}");
+    let other = n[1].claim_commit_turn("session:s1", "s1").await.unwrap();
+    assert!(matches!(other.claim, Claim::Busy(_)), "{:?}", other.claim);
+    assert!(other.read.is_none() && other.commits.is_empty());
     n[0].release(&token).await.unwrap();
-    let (claim, read) = n[1].claim_turn_and_read("session:s2", "s2").await.unwrap();
-    assert!(matches!(claim, Claim::Granted(_)), "{claim:?}");
-    let (s, uploads) = read.expect("granted: the session is read");
+    for (_, t) in &turn.commits {
+        n[0].release(t).await.unwrap();
+    }
+
+    // A write in flight on u1: the turn is granted, no commit lease is
+    // (u2's, taken before u1's, is not left behind).
+    let Claim::Granted(write) = n[1].claim("u1", 4, 8, LeaseKind::Write).await.unwrap() else {
+        panic!("a free range is granted");
+    };
+    let turn = n[0].claim_commit_turn("session:s1", "s1").await.unwrap();
+    let Claim::Granted(token) = turn.claim else {
+        panic!("the turn is free: {:?}", turn.claim);
+    };
+    assert!(turn.commits.is_empty(), "{:?}", turn.commits);
+    assert!(turn.read.is_some());
+    let Claim::Granted(w2) = n[1].claim("u2", 0, 3, LeaseKind::Write).await.unwrap() else {
+        panic!("no commit lease of u2 is left behind");
+    };
+    n[0].release(&token).await.unwrap();
+    n[1].release(&w2).await.unwrap();
+    n[1].release(&write).await.unwrap();
+
+    // The turn held elsewhere: refused, and no commit lease is left.
+    let Claim::Granted(held) = n[1]
+        .claim("session:s1", 0, u64::MAX, LeaseKind::Turn)
+        .await
+        .unwrap()
+    else {
+        panic!("a free turn is granted");
+    };
+    let turn = n[0].claim_commit_turn("session:s1", "s1").await.unwrap();
+    assert!(matches!(turn.claim, Claim::Busy(_)), "{:?}", turn.claim);
+    assert!(turn.commits.is_empty() && turn.read.is_none());
+    let write = n[1].claim("u1", 0, 4, LeaseKind::Write).await.unwrap();
+    assert!(matches!(write, Claim::Granted(_)), "{write:?}");
+    n[1].release(&held).await.unwrap();
+
+    let turn = n[1].claim_commit_turn("session:s2", "s2").await.unwrap();
+    assert!(matches!(turn.claim, Claim::Granted(_)), "{:?}", turn.claim);
+    let (s, uploads) = turn.read.expect("granted: the session is read");
     assert_eq!((s.id.as_str(), uploads.len()), ("s2", 0));
-    let (_, read) = n[1]
-        .claim_turn_and_read("session:nope", "nope")
+    let turn = n[1]
+        .claim_commit_turn("session:nope", "nope")
         .await
         .unwrap();
-    assert!(read.is_none());
+    assert!(turn.read.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
