@@ -81,6 +81,11 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// Connections each node keeps to PostgreSQL for its statements (about
+    /// twice the database server's cores serve best) [default: 8].
+    #[arg(long, env = "FERRY_DATABASE_POOL", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    database_pool: Option<u32>,
     /// Where the bytes go: `local` (the data directory, default) or `s3`.
     #[arg(long, env = "FERRY_STORE", value_name = "local|s3")]
     store: Option<ferry_server::StoreKind>,
@@ -146,6 +151,7 @@ impl ServeArgs {
             c.body_idle_timeout_secs => self.body_idle_timeout,
             c.header_read_timeout_secs => self.header_read_timeout,
             c.max_connections => self.max_connections,
+            c.database_pool => self.database_pool,
             c.limits.max_file_size => self.max_file_size,
             c.limits.max_open_sessions => self.max_open_sessions,
             c.limits.max_uploads_per_session => self.max_uploads_per_session,

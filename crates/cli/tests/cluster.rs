@@ -1548,3 +1548,76 @@ async fn a_refused_commit_ends_its_leases_before_it_answers() {
         assert_file(&a, &alice, &format!("r{i}/two.bin"), &two).await;
     }
 }
+
+/// `--database-pool 1`: a node with one connection for its statements
+/// serves uploads of every way at once, each to the end. No step holds
+/// its connection while it waits for another (which would wait out the
+/// pool's timeout, then fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_one_database_connection_serves_every_way_at_once() {
+    let Some(n) = nodes_with(1, &[("FERRY_DATABASE_POOL", "1")]) else {
+        return;
+    };
+    let (a, alice) = (&n[0], &user(&n[0], "alice").await);
+    let started = Instant::now();
+    let uploads = (0..8u64).map(|i| async move {
+        let data = random_bytes(5000, 200 + i);
+        // create + part + commit
+        let (sid, up) = one_upload(
+            a,
+            alice,
+            json!({"path": format!("three/{i}"), "size": data.len()}),
+        )
+        .await;
+        let (st, v) = part(a, alice, &up, 1, &data).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let commit = format!("/v1/sessions/{sid}/commit");
+        let (st, v) = call(a, Method::POST, &commit, Some(alice), None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        // PUT
+        let (st, v) = put(
+            a,
+            &format!("/v1/spaces/alice/files/put/{i}"),
+            Some(alice),
+            &[],
+            data.clone(),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        // tus POST + PATCH
+        let name = base64_of(format!("tus/{i}").as_bytes());
+        let r = http()
+            .post(a.url_of("/tus/"))
+            .bearer_auth(alice)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", data.len().to_string())
+            .header("Upload-Metadata", format!("filename {name}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let at = r.headers()["location"].to_str().unwrap();
+        let path = at.split_once("://").map_or(at, |(_, rest)| rest);
+        let path = &path[path.find('/').unwrap()..];
+        let r = tus_patch(a, path, alice, 0)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        data
+    });
+    let sent = futures::future::join_all(uploads).await;
+    for (i, data) in sent.iter().enumerate() {
+        for path in [format!("three/{i}"), format!("put/{i}"), format!("tus/{i}")] {
+            assert_file(a, alice, &path, data).await;
+        }
+    }
+    // Far inside the pool's timeout: nothing waited for a connection a
+    // step of its own held.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -131,8 +131,11 @@ const NODE_LOCK: i32 = 0x4e6f_6465; // "Node"
 /// How often a node checks that its presence lock's connection lives.
 const PRESENCE_CHECK: Duration = Duration::from_secs(1);
 
-/// Connections per process.
-const MAX_CONNECTIONS: u32 = 16;
+/// Connections a process keeps for its statements, unless told otherwise
+/// ([`Postgres::connect_pooled`]). More than the database server's cores
+/// cost CPU: on 2 cores, 16 connections took 10–30% more of PostgreSQL's
+/// CPU per small upload than 8 did (docs/SCALE.md).
+pub const DEFAULT_POOL: u32 = 8;
 /// How long `connect` waits for the server to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call waits for a free connection once running.
@@ -162,6 +165,13 @@ impl Postgres {
     /// and brings its schema up to date. Fails within a few seconds when
     /// the server does not answer; no error tells the URL's password.
     pub async fn connect(url: &str) -> Result<Postgres> {
+        Postgres::connect_pooled(url, DEFAULT_POOL).await
+    }
+
+    /// [`Postgres::connect`] with `connections` for statements (at least
+    /// one; besides them, one listens for changes, one holds the node's
+    /// presence, and up to 8 wait for turns).
+    pub async fn connect_pooled(url: &str, connections: u32) -> Result<Postgres> {
         let target = Target::parse(url);
         // No JIT compilation: Ferry's statements are short, and a plan
         // whose estimate passes `jit_above_cost` (functions the planner
@@ -187,15 +197,19 @@ impl Postgres {
             .map_err(|e| target.error("cannot migrate the schema", &e))?;
         conn.close().await.ok();
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             // A statement on a broken connection fails and the connection
             // is dropped; a ping before each would cost a round trip.
             .test_before_acquire(false)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         // Listening before `connect` returns: every change committed after
-        // it is heard.
-        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        // it is heard. On a connection of its own, outside the pool.
+        let listening = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        let mut listener = sqlx::postgres::PgListener::connect_with(&listening)
             .await
             .map_err(|e| target.error("cannot listen for changes", &e))?;
         listener
@@ -203,7 +217,7 @@ impl Postgres {
             .await
             .map_err(|e| target.error("cannot listen for changes", &e))?;
         let (changes, _) = tokio::sync::broadcast::channel(4096);
-        tokio::spawn(listen(pool.clone(), listener, changes.clone()));
+        tokio::spawn(listen(pool.clone(), listening, listener, changes.clone()));
         let (conn, id) = present(&pool)
             .await
             .map_err(|e| target.error("cannot register the node", &e))?;
@@ -289,9 +303,11 @@ async fn stay_present(
 
 /// Relays what is announced on [`CHANGES_CHANNEL`] until the pool closes.
 /// After the connection was lost (changes may have been missed) it relays
-/// [`Change::Unknown`]; while the database is away it retries each second.
+/// [`Change::Unknown`]; while the database is away it retries each second,
+/// connecting through `listening`.
 async fn listen(
     pool: PgPool,
+    listening: PgPool,
     listener: sqlx::postgres::PgListener,
     changes: tokio::sync::broadcast::Sender<Change>,
 ) {
@@ -300,7 +316,7 @@ async fn listen(
         let l = match &mut listener {
             Some(l) => l,
             None => {
-                let l = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                let l = match sqlx::postgres::PgListener::connect_with(&listening).await {
                     Ok(mut l) => match l.listen(CHANGES_CHANNEL).await {
                         // What was announced before is unknown.
                         Ok(()) => {

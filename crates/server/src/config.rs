@@ -17,6 +17,9 @@ pub struct Config {
     /// Metadata database URL: `postgres://…` (several nodes share it);
     /// none: embedded SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// Connections a node keeps to PostgreSQL for its statements (about
+    /// twice the database server's cores serve best; more cost it CPU).
+    pub database_pool: u32,
     /// Bootstrap admin token (else one is generated on first start).
     pub admin_token: Option<String>,
     /// `text` or `json` logs.
@@ -208,6 +211,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             public_url: None,
             database_url: None,
+            database_pool: ferry_meta::postgres::DEFAULT_POOL,
             admin_token: None,
             log_format: "text".into(),
             reap_interval_secs: 60,

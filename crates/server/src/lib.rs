@@ -55,7 +55,10 @@ async fn open_meta(config: &Config) -> anyhow::Result<(Arc<dyn ferry_meta::MetaS
     // Where, without the credentials.
     let at = at.rsplit_once('@').map_or(at, |(_, host)| host);
     let at = at.split_once('?').map_or(at, |(host, _)| host);
-    let meta = ferry_meta::Postgres::connect(url)
+    if config.database_pool == 0 {
+        anyhow::bail!("database_pool must be at least 1 (connections to PostgreSQL per node)");
+    }
+    let meta = ferry_meta::Postgres::connect_pooled(url, config.database_pool)
         .await
         .with_context(|| format!("cannot use the PostgreSQL database at {at}"))?;
     tracing::info!(database = %at, "metadata in PostgreSQL");
