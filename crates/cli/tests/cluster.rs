@@ -1503,9 +1503,10 @@ async fn parts_sent_at_once_to_the_node_that_made_the_upload_all_land_and_commit
 }
 
 /// A session's commit claims its turn and its uploads' commit leases in
-/// one step. One refused (a file still missing, a wrong expected digest)
-/// ends them before it answers: the part sent next lands, and the commit
-/// sent next is not told that bytes are still being written.
+/// one step. One refused (a file still missing, the first or the last, or
+/// a wrong expected digest) ends them all before it answers: the part sent
+/// next lands, and the commit sent next is not told that bytes are still
+/// being written.
 #[tokio::test]
 async fn a_refused_commit_ends_its_leases_before_it_answers() {
     let Some((a, _b)) = two_nodes() else {
@@ -1513,31 +1514,34 @@ async fn a_refused_commit_ends_its_leases_before_it_answers() {
     };
     let alice = user(&a, "alice").await;
     for i in 0..8u64 {
-        let (one, two) = (random_bytes(3000, 70 + i), random_bytes(2000, 90 + i));
+        let files = [random_bytes(3000, 70 + i), random_bytes(2000, 90 + i)];
         let body = json!({"uploads": [
-            {"path": format!("r{i}/one.bin"), "size": one.len()},
-            {"path": format!("r{i}/two.bin"), "size": two.len()},
+            {"path": format!("r{i}/0.bin"), "size": files[0].len()},
+            {"path": format!("r{i}/1.bin"), "size": files[1].len()},
         ]});
         let v = create_session(&a, &alice, body).await;
         let sid = v["id"].as_str().unwrap().to_owned();
         let up = |n: usize| v["uploads"][n]["id"].as_str().unwrap().to_owned();
-        let (st, v) = part(&a, &alice, &up(0), 1, &one).await;
+        // Even rounds miss the last file, odd ones the first.
+        let (sent, missing) = if i % 2 == 0 { (0, 1) } else { (1, 0) };
+        let (st, v) = part(&a, &alice, &up(sent), 1, &files[sent]).await;
         assert_eq!(st, StatusCode::OK, "{v}");
         let commit_path = format!("/v1/sessions/{sid}/commit");
         let (st, v) = call(&a, Method::POST, &commit_path, Some(&alice), None).await;
         assert_eq!(
             st,
             StatusCode::CONFLICT,
-            "round {i}: two.bin is missing: {v}"
+            "round {i}: a file is missing: {v}"
         );
         assert!(!v.to_string().contains("being written"), "round {i}: {v}");
-        let (st, v) = part(&a, &alice, &up(1), 1, &two).await;
+        let (st, v) = part(&a, &alice, &up(missing), 1, &files[missing]).await;
         assert_eq!(
             st,
             StatusCode::OK,
             "round {i}: the part after a refused commit: {v}"
         );
-        let (st, v) = commit_expecting(&a, &alice, &sid, &up(1), &sha256_hex(b"other")).await;
+        let wrong = sha256_hex(b"other");
+        let (st, v) = commit_expecting(&a, &alice, &sid, &up(missing), &wrong).await;
         assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "round {i}: {v}");
         let (st, v) = call(&a, Method::POST, &commit_path, Some(&alice), None).await;
         assert_eq!(
@@ -1545,7 +1549,9 @@ async fn a_refused_commit_ends_its_leases_before_it_answers() {
             StatusCode::OK,
             "round {i}: the commit after a refused one: {v}"
         );
-        assert_file(&a, &alice, &format!("r{i}/two.bin"), &two).await;
+        for (n, data) in files.iter().enumerate() {
+            assert_file(&a, &alice, &format!("r{i}/{n}.bin"), data).await;
+        }
     }
 }
 

@@ -62,35 +62,56 @@ impl Engine {
         // read, as from one under each upload's own claim.
         crate::session::may_ask_for_session(caller, session_id)?;
         let (mut guard, read) = self.session_commit_turn(session_id).await?;
-        let (s, uploads, held) = match read {
-            Some(read) => {
-                crate::session::may_see_session(caller, &read.session)?;
-                let mut held = Vec::with_capacity(read.commits.len());
-                for (id, lease) in read.commits {
-                    let Some(u) = read.uploads.iter().find(|u| u.id == id) else {
-                        continue; // (its lease goes with it)
-                    };
-                    let read = Some((u.clone(), read.session.clone()));
-                    let slot = self
-                        .slot_as_read(&Caller::Upload(id.clone()), &id, read)
-                        .await?;
-                    held.push(Held {
-                        id,
-                        lease: Some(lease),
-                        turn: None,
-                        slot,
-                    });
-                }
-                (read.session, Some(read.uploads), held)
-            }
-            None => (
-                self.load_session(caller, session_id).await?,
-                None,
-                Vec::new(),
-            ),
+        let Some(read) = read else {
+            let s = self.load_session(caller, session_id).await?;
+            return self
+                .commit_loaded(s, expected, &[], guard.take_lease(), None, Vec::new())
+                .await;
         };
-        self.commit_loaded(s, expected, &[], guard.take_lease(), uploads, held)
+        let turn = guard.take_lease();
+        let slots = match self.slots_as_read(caller, &read).await {
+            Ok(slots) => slots,
+            Err(e) => {
+                // Refused before the commit began: its leases end first.
+                let leases = read.commits.into_iter().map(|(_, l)| l);
+                self.release_leases(leases.chain(turn)).await;
+                return Err(e);
+            }
+        };
+        let held = read
+            .commits
+            .into_iter()
+            .zip(slots)
+            .map(|((id, lease), slot)| Held {
+                id,
+                lease: Some(lease),
+                turn: None,
+                slot,
+            })
+            .collect();
+        self.commit_loaded(read.session, expected, &[], turn, Some(read.uploads), held)
             .await
+    }
+
+    /// The slots of the uploads whose commit leases `read` holds, brought
+    /// up to it, in the order of its leases; the caller must see the
+    /// session.
+    async fn slots_as_read(
+        &self,
+        caller: &Caller,
+        read: &crate::lease::CommitRead,
+    ) -> Result<Vec<std::sync::Arc<crate::live::Slot>>> {
+        crate::session::may_see_session(caller, &read.session)?;
+        let mut slots = Vec::with_capacity(read.commits.len());
+        for (id, _) in &read.commits {
+            let u = read.uploads.iter().find(|u| u.id == *id).ok_or_else(|| {
+                EngineError::Conflict(format!("upload {id:?} changed while it was read"))
+            })?;
+            let read = Some((u.clone(), read.session.clone()));
+            let caller = Caller::Upload(id.clone());
+            slots.push(self.slot_as_read(&caller, id, read).await?);
+        }
+        Ok(slots)
     }
 
     /// [`Engine::commit_session`] of a session already loaded, under its
@@ -109,16 +130,17 @@ impl Engine {
         uploads: Option<Vec<Upload>>,
         mut held: Vec<Held>,
     ) -> Result<SessionView> {
+        let mut turn = turn;
         let done = self
-            .commit_loaded_holding(s, expected, drop, turn, uploads, &mut held)
+            .commit_loaded_holding(s, expected, drop, &mut turn, uploads, &mut held)
             .await;
-        // A commit refused before it began ends the commit leases it was
-        // given before it answers: a write sent next is not refused by them.
-        for h in held {
-            if let Some(lease) = h.lease {
-                lease.release().await;
-            }
-        }
+        // A commit refused before it began ends the leases it was given
+        // (all at once) before it answers: a write sent next is not
+        // refused by them.
+        let leases = held
+            .into_iter()
+            .flat_map(|h| h.lease.into_iter().chain(h.turn));
+        self.release_leases(leases.chain(turn)).await;
         done
     }
 
@@ -128,7 +150,7 @@ impl Engine {
         s: Session,
         expected: HashMap<String, Digest>,
         drop: &[String],
-        turn: Option<crate::lease::Lease>,
+        turn: &mut Option<crate::lease::Lease>,
         uploads: Option<Vec<Upload>>,
         held: &mut Vec<Held>,
     ) -> Result<SessionView> {
@@ -173,7 +195,7 @@ impl Engine {
                 ));
             }
         }
-        let held = std::mem::take(held);
+        let (held, turn) = (std::mem::take(held), turn.take());
         let done = self
             .commit_locked(&s, &ids, &expected, true, drop, held, turn)
             .await?;
@@ -470,11 +492,10 @@ impl Engine {
         if done.is_err() {
             // Before the leases end: what the writes left is recorded.
             frozen.record_left().await;
-            // They end before the answer: a write or a commit sent next
-            // is not refused by them.
-            for lease in std::mem::take(&mut frozen.leases) {
-                lease.release().await;
-            }
+            // They end, all at once, before the answer: a write or a
+            // commit sent next is not refused by them.
+            self.release_leases(std::mem::take(&mut frozen.leases))
+                .await;
         }
         done
     }
@@ -491,18 +512,19 @@ impl Engine {
         drop: &[String],
         mut held: Vec<Held>,
     ) -> Result<Vec<Committed>> {
+        // The leases given are the commit's from here on (its result, or
+        // its failure, ends them).
+        for h in &mut held {
+            frozen.leases.extend(h.lease.take());
+            frozen.leases.extend(h.turn.take());
+        }
         // 1. Freeze each upload and verify it.
         let mut candidates = Vec::new();
         for id in ids {
             // In a cluster, no other node writes to it from here on (what
             // they wrote before is recorded, and read by `slot`).
             let slot = match held.iter().position(|h| h.id == *id) {
-                Some(i) => {
-                    let h = held.swap_remove(i);
-                    frozen.leases.extend(h.lease);
-                    frozen.leases.extend(h.turn);
-                    h.slot
-                }
+                Some(i) => held.swap_remove(i).slot,
                 None => {
                     let leased = self
                         .lease_upload(id, (0, u64::MAX), LeaseKind::Commit, None, Reading::Whole)

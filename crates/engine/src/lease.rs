@@ -144,6 +144,20 @@ pub(crate) enum Reading<'a> {
 }
 
 impl Engine {
+    /// Ends `leases` in one step, and waits until it is recorded: none
+    /// outlives another (a waiter woken by one finds the others gone too),
+    /// and a request answered after this is not refused by them.
+    pub(crate) async fn release_leases(&self, leases: impl IntoIterator<Item = Lease>) {
+        let tokens: Vec<String> = leases.into_iter().map(|mut l| l.forget()).collect();
+        let tokens: Vec<String> = tokens.into_iter().filter(|t| !t.is_empty()).collect();
+        if tokens.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inner.meta.release_all(&tokens).await {
+            tracing::warn!(error = %e, "cannot release leases; they end with this node");
+        }
+    }
+
     /// Leases `[lo, hi)` of `key` as `kind`, following the kind's rule
     /// when another node holds an overlapping lease (see the module);
     /// `None` on one node, where the in-process locks are enough.

@@ -998,6 +998,14 @@ pub trait MetaStore: Send + Sync + 'static {
         let _ = token;
         Ok(())
     }
+    /// [`MetaStore::release`] of every lease of `tokens`, at once: none
+    /// outlives another (a waiter woken by one finds the others gone).
+    async fn release_all(&self, tokens: &[String]) -> Result<()> {
+        for token in tokens {
+            self.release(token).await?;
+        }
+        Ok(())
+    }
     /// Removes the leases of processes that died (a claim of their key
     /// would take them over anyway; this keeps keys nobody claims again
     /// from piling up). Returns how many went.

@@ -152,6 +152,8 @@ pub struct Postgres {
     node: std::sync::Arc<std::sync::atomic::AtomicI32>,
     /// Connections that wait for turns ([`MetaStore::turn`]).
     turns: PgPool,
+    /// The connection that listens for changes.
+    listening: PgPool,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -217,7 +219,12 @@ impl Postgres {
             .await
             .map_err(|e| target.error("cannot listen for changes", &e))?;
         let (changes, _) = tokio::sync::broadcast::channel(4096);
-        tokio::spawn(listen(pool.clone(), listening, listener, changes.clone()));
+        tokio::spawn(listen(
+            pool.clone(),
+            listening.clone(),
+            listener,
+            changes.clone(),
+        ));
         let (conn, id) = present(&pool)
             .await
             .map_err(|e| target.error("cannot register the node", &e))?;
@@ -243,6 +250,7 @@ impl Postgres {
             changes,
             node,
             turns,
+            listening,
         })
     }
 }
@@ -368,6 +376,8 @@ impl Postgres {
     pub async fn close(&self) {
         self.turns.close().await;
         self.pool.close().await;
+        // Its close ends the listener's wait (then the relay stops).
+        self.listening.close().await;
     }
 }
 
@@ -3191,12 +3201,19 @@ impl MetaStore for Postgres {
         .await
         .map_err(db)?;
         let (claim, _) = claim_of(&rows)?;
-        // The commit leases, in the granted turn's row's last two columns.
+        // The commit leases, in the granted turn's row's last two columns
+        // (ids and tokens: decoded together, or neither).
         let commits: Vec<(String, String)> = match (&claim, rows.first()) {
             (Claim::Granted(_), Some(r)) => {
-                let ids: Vec<String> = get(r, r.len() - 2)?;
-                let tokens: Vec<String> = get(r, r.len() - 1)?;
-                ids.into_iter().zip(tokens).collect()
+                let pair = get::<Vec<String>>(r, r.len() - 2)
+                    .and_then(|ids| Ok((ids, get::<Vec<String>>(r, r.len() - 1)?)));
+                match pair {
+                    Ok((ids, tokens)) => ids.into_iter().zip(tokens).collect(),
+                    Err(e) => {
+                        let read = Err(e);
+                        return crate::release_unless(self, read, &claim, &[]).await;
+                    }
+                }
             }
             _ => Vec::new(),
         };
@@ -3221,11 +3238,15 @@ impl MetaStore for Postgres {
     }
 
     async fn release(&self, token: &str) -> Result<()> {
+        self.release_all(&[token.to_owned()]).await
+    }
+
+    async fn release_all(&self, tokens: &[String]) -> Result<()> {
         sqlx::query(
-            "WITH gone AS (DELETE FROM leases WHERE token = $1 RETURNING key, waited)
+            "WITH gone AS (DELETE FROM leases WHERE token = ANY($1) RETURNING key, waited)
              SELECT pg_notify($2, 'released:' || key) FROM gone WHERE waited",
         )
-        .bind(token)
+        .bind(tokens)
         .bind(CHANGES_CHANNEL)
         .execute(&self.pool)
         .await

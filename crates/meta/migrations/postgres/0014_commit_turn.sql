@@ -1,7 +1,7 @@
 -- The claim of a session's commit (`claim_commit_turn`, one statement
 -- with the read that follows it): the commit leases of the session's open
--- uploads, all or none (one held elsewhere, a write in flight, leaves
--- none taken: the commit then claims them one by one and is told why),
+-- uploads, all or none (any lease of one, a write in flight, leaves none
+-- taken: the commit then claims them one by one and is told why),
 -- then the session's turn `p_key`. A refused turn takes no commit lease.
 -- The uploads' keys are locked before the session's, as every claim that
 -- takes both does (`claim_with_turn`), so that no two claims wait on each
@@ -22,15 +22,22 @@ BEGIN
   FOR v_id IN
     SELECT u.id FROM uploads u WHERE u.session_id = p_session AND u.state = 'open' ORDER BY u.idx
   LOOP
-    v_token := NULL;
-    SELECT c.token INTO v_token
-    FROM ferry_claim(v_id, 0, 9223372036854775807, 'commit', p_node) c WHERE c.granted;
-    IF v_token IS NULL THEN
+    -- As `ferry_claim`, except that a lease in the way is left unmarked
+    -- (not waited for: the commit claims it alone if it must, and says
+    -- why). Marking it would lock its row before the turn's: a holder
+    -- ending both in one statement could wait for this one, and this one
+    -- for it.
+    PERFORM pg_advisory_xact_lock(1281712499, hashtext(v_id));
+    DELETE FROM leases l WHERE l.key = v_id AND NOT ferry_node_alive(l.node);
+    IF EXISTS (SELECT 1 FROM leases l WHERE l.key = v_id) THEN
       DELETE FROM leases l WHERE l.token = ANY(v_tokens);
       v_ids := '{}';
       v_tokens := '{}';
       EXIT;
     END IF;
+    v_token := gen_random_uuid()::text;
+    INSERT INTO leases (token, key, lo, hi, kind, node)
+    VALUES (v_token, v_id, 0, 9223372036854775807, 'commit', p_node);
     v_ids := v_ids || v_id;
     v_tokens := v_tokens || v_token;
   END LOOP;
