@@ -1627,3 +1627,70 @@ async fn a_node_with_one_database_connection_serves_every_way_at_once() {
         started.elapsed()
     );
 }
+
+/// A session's commit on the node whose write stored its small file
+/// whole claims nothing: its one step checks that the records still say
+/// what the node knows. When they do not, it commits the usual way, which
+/// answers from the records: a write in flight on another node makes it
+/// wait (409), an abort there makes it `Gone`.
+#[tokio::test]
+async fn a_commit_from_what_its_node_knows_answers_from_the_records_when_they_changed() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(40_000, 81);
+    let commit = |sid: &str| format!("/v1/sessions/{sid}/commit");
+
+    // A resend of the part in flight on node b.
+    let (sid, up) = one_upload(
+        &a,
+        &alice,
+        json!({"path": "k/held.bin", "size": data.len()}),
+    )
+    .await;
+    let (st, v) = part(&a, &alice, &up, 1, &data).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (tx, body) = held_body();
+    let held = tokio::spawn(
+        http()
+            .put(b.url_of(&format!("/v1/uploads/{up}/parts/1")))
+            .bearer_auth(&alice)
+            .body(body)
+            .send(),
+    );
+    tx.send(Ok(data[..1000].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, v) = call(&a, Method::POST, &commit(&sid), Some(&alice), None).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    tx.send(Ok(data[1000..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let (st, v) = call(&a, Method::POST, &commit(&sid), Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_file(&b, &alice, "k/held.bin", &data).await;
+
+    // Aborted on node b.
+    let (sid, up) = one_upload(
+        &a,
+        &alice,
+        json!({"path": "k/gone.bin", "size": data.len()}),
+    )
+    .await;
+    let (st, v) = part(&a, &alice, &up, 1, &data).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = call(
+        &b,
+        Method::DELETE,
+        &format!("/v1/sessions/{sid}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+    let (st, v) = call(&a, Method::POST, &commit(&sid), Some(&alice), None).await;
+    assert_eq!(st, StatusCode::GONE, "{v}");
+    let (st, _) = download(&a, &alice, "alice", "k/gone.bin").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}

@@ -61,6 +61,9 @@ impl Engine {
         // (when no other node held one): the commit goes on from that
         // read, as from one under each upload's own claim.
         crate::session::may_ask_for_session(caller, session_id)?;
+        if let Some(view) = self.commit_unclaimed(caller, session_id, &expected).await? {
+            return Ok(view);
+        }
         let (mut guard, read) = self.session_commit_turn(session_id).await?;
         let Some(read) = read else {
             let s = self.load_session(caller, session_id).await?;
@@ -91,6 +94,112 @@ impl Engine {
             .collect();
         self.commit_loaded(read.session, expected, &[], turn, Some(read.uploads), held)
             .await
+    }
+
+    /// A session's commit in one metadata step, in a cluster, when this
+    /// node knows all it needs: the session's one upload, in the slot its
+    /// write left, holds a small file stored whole whose digests it
+    /// sealed. No claim: the result's step checks that the records still
+    /// say what the slot says and that no lease is held on the upload or
+    /// the session's turn (`commit_if_free_unclaimed`). `None` when this
+    /// does not apply, or the records differ, or the path is taken:
+    /// nothing changed, and the commit claims as usual (which says why).
+    async fn commit_unclaimed(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        expected: &HashMap<String, Digest>,
+    ) -> Result<Option<SessionView>> {
+        let caps = self.inner.store.capabilities();
+        if !self.in_cluster()
+            || caps.paths
+            || !caps.whole_is_final
+            || self.wants_hook(HookKind::PreFinish)
+        {
+            return Ok(None);
+        }
+        let _local = self.session_lock(session_id).lock().await;
+        if self
+            .inner
+            .born_turns
+            .lock()
+            .unwrap()
+            .contains_key(session_id)
+        {
+            return Ok(None); // its turn is this node's: the usual way uses it
+        }
+        let Ok([(id, slot)]) = <[_; 1]>::try_from(self.session_slots_by_id(session_id)) else {
+            return Ok(None);
+        };
+        let (session, upload) = {
+            let live = slot.state.lock().await;
+            let u = &live.upload;
+            let checks = expected.values().map(|d| Want::algo(d.algo));
+            let want = checks.fold(Want::whole(&u.whole_digests), Want::or);
+            let want = match u.expected_sha256 {
+                Some(_) => want.or(Want::algo(DigestAlgo::Sha256)),
+                None => want,
+            };
+            let ready = live.session.state == SessionState::Open
+                && !live.session.is_expired_at(now_ms())
+                && u.state == UploadState::Open
+                && u.is_complete()
+                && !u.direct
+                && u.replaces.is_none()
+                && live.inflight.is_empty()
+                && live.left.is_none()
+                && !live.committing
+                && !live.private
+                && Digests::from_list(&u.sealed).want().covers(want);
+            // A digest the client expects that the sealed ones do not
+            // match is answered from the records, not from this slot.
+            let sealed = Digests::from_list(&u.sealed);
+            let from_creation = u.expected_sha256.as_deref();
+            let from_creation = from_creation.and_then(|h| Digest::from_hex(DigestAlgo::Sha256, h));
+            let agrees = expected
+                .values()
+                .chain(from_creation.as_ref())
+                .all(|d| sealed.check(d).is_ok());
+            if !ready || !agrees || expected.keys().any(|k| *k != id) {
+                return Ok(None);
+            }
+            (live.session.clone(), u.clone())
+        };
+        crate::session::may_see_session(caller, &session)?;
+        let gate = ferry_meta::CommitGate {
+            turn: crate::lease::session_key(session_id),
+            session_id: session.id.clone(),
+            upload_id: upload.id.clone(),
+            whole: true,
+            sealed: upload.sealed.clone(),
+            metadata: upload.metadata.clone(),
+            content_type: upload.content_type.clone(),
+            dialect_state: upload.dialect_state.clone(),
+            expires_at: session.expires_at,
+        };
+        let held = vec![Held {
+            id: upload.id.clone(),
+            lease: None,
+            turn: None,
+            slot,
+        }];
+        let ids = [upload.id.clone()];
+        let done = self
+            .commit_locked(&session, &ids, expected, true, &[], held, None, Some(gate))
+            .await?;
+        let [d] = done.as_slice() else {
+            return Ok(None);
+        };
+        Ok(Some(SessionView {
+            uploads: vec![UploadView {
+                file: Some(d.file.clone()),
+                upload: recorded(upload, d),
+            }],
+            session: Session {
+                state: SessionState::Committed,
+                ..session
+            },
+        }))
     }
 
     /// The slots of the uploads whose commit leases `read` holds, brought
@@ -197,7 +306,7 @@ impl Engine {
         }
         let (held, turn) = (std::mem::take(held), turn.take());
         let done = self
-            .commit_locked(&s, &ids, &expected, true, drop, held, turn)
+            .commit_locked(&s, &ids, &expected, true, drop, held, turn, None)
             .await?;
         // Answer from what the commit just recorded, without reading back.
         let mut views = Vec::with_capacity(uploads.len());
@@ -268,8 +377,17 @@ impl Engine {
             }
         }
         if !open.is_empty() {
-            self.commit_locked(&s, &open, &HashMap::new(), false, &[], Vec::new(), None)
-                .await?;
+            self.commit_locked(
+                &s,
+                &open,
+                &HashMap::new(),
+                false,
+                &[],
+                Vec::new(),
+                None,
+                None,
+            )
+            .await?;
         }
         Ok(open.len())
     }
@@ -365,6 +483,7 @@ impl Engine {
                         &[],
                         held,
                         None,
+                        None,
                     )
                     .await?;
                 // What the commit recorded is the answer: no need to read
@@ -406,6 +525,7 @@ impl Engine {
                         false,
                         &[],
                         Vec::new(),
+                        None,
                         None,
                     )
                     .await?;
@@ -467,6 +587,7 @@ impl Engine {
         drop: &[String],
         held: Vec<Held>,
         turn: Option<crate::lease::Lease>,
+        gate: Option<ferry_meta::CommitGate>,
     ) -> Result<Vec<Committed>> {
         // The guard unfreezes the uploads however this ends (an error, or
         // this future dropped because the client went away).
@@ -476,6 +597,7 @@ impl Engine {
             leases: turn.into_iter().collect(),
             space_hold: None,
             left: Vec::new(),
+            gate,
             meta: self.inner.meta.clone(),
         };
         let done = self
@@ -617,12 +739,18 @@ impl Engine {
         let single =
             self.in_cluster() && drop.is_empty() && candidates.len() == 1 && frozen.left.len() <= 1;
         let at_once = single && !self.inner.store.capabilities().paths;
+        if frozen.gate.is_some() && !at_once {
+            return Ok(Vec::new());
+        }
         if at_once
             && let Some(result) = self
                 .commit_if_free(session, whole_session, &candidates, frozen, &mut claims)
                 .await?
         {
             return Ok(self.committed_now(session, frozen, result, drop).await);
+        }
+        if frozen.gate.is_some() {
+            return Ok(Vec::new()); // the usual way, which claims
         }
         let claimed = match candidates.as_slice() {
             [c] if single && !at_once => {
@@ -754,12 +882,15 @@ impl Engine {
         };
         let events = self.finish_events(session, std::slice::from_ref(&done));
         let tokens: Vec<String> = frozen.leases.iter().map(|l| l.token().to_owned()).collect();
-        let Some(ended) = self
-            .inner
-            .meta
-            .commit_if_free(end, &done, &events, &tokens)
-            .await?
-        else {
+        let meta = &self.inner.meta;
+        let ended = match &frozen.gate {
+            Some(gate) => {
+                meta.commit_if_free_unclaimed(gate, end, &done, &events)
+                    .await?
+            }
+            None => meta.commit_if_free(end, &done, &events, &tokens).await?,
+        };
+        let Some(ended) = ended else {
             claims.unclaim(path);
             return Ok(None);
         };
@@ -1523,6 +1654,10 @@ struct Frozen {
     /// (`Left`), until it records them: a commit that ends before records
     /// them, then ends its leases.
     left: Vec<(String, ferry_core::ByteRange)>,
+    /// A commit that claimed nothing ([`Engine::commit_unclaimed`]): what
+    /// it worked from, which its one metadata step checks; it takes no
+    /// other way.
+    gate: Option<ferry_meta::CommitGate>,
     meta: std::sync::Arc<dyn ferry_meta::MetaStore>,
 }
 
@@ -1558,6 +1693,7 @@ impl Drop for Frozen {
                 leases: std::mem::take(&mut self.leases),
                 space_hold: None,
                 left: std::mem::take(&mut self.left),
+                gate: None,
                 meta: self.meta.clone(),
             };
             tokio::spawn(async move { rest.record_left().await });

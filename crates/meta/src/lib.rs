@@ -375,6 +375,25 @@ pub async fn release_unless<M: MetaStore + ?Sized, T>(
     read
 }
 
+/// What a commit that claimed nothing worked from
+/// ([`MetaStore::commit_if_free_unclaimed`]): the records must still say
+/// this.
+#[derive(Clone, Debug)]
+pub struct CommitGate {
+    /// The lease key of the session's turn (no lease may hold it).
+    pub turn: String,
+    pub session_id: String,
+    pub upload_id: String,
+    /// The commit of the whole session: the upload is its only one.
+    pub whole: bool,
+    /// The file's digests, as the write that stored it whole sealed them.
+    pub sealed: Vec<Digest>,
+    pub metadata: Option<String>,
+    pub content_type: Option<String>,
+    pub dialect_state: Option<String>,
+    pub expires_at: Millis,
+}
+
 /// What [`MetaStore::claim_commit_turn`] answers.
 #[derive(Debug)]
 pub struct CommitTurn {
@@ -655,6 +674,24 @@ pub trait MetaStore: Send + Sync + 'static {
         let plan = [(upload_id.to_owned(), path.clone())];
         self.begin_commit(session, &plan, &[]).await?;
         Ok(true)
+    }
+    /// [`MetaStore::commit_if_free`] for a commit that claimed nothing:
+    /// it worked from what this process last knew, which `gate` says, and
+    /// records its result only if the records still say the same and no
+    /// lease is held on the upload or the session's turn (checked in the
+    /// result's step, under the locks a claim takes). `None` when they do
+    /// not, or the path is not free: nothing changed, and the caller
+    /// commits the usual way. (The default never records: a database only
+    /// this process uses has its own locks for this.)
+    async fn commit_if_free_unclaimed(
+        &self,
+        gate: &CommitGate,
+        end: SessionEnd<'_>,
+        done: &Committed,
+        events: &[OutboxEvent],
+    ) -> Result<Option<Option<SessionState>>> {
+        let _ = (gate, end, done, events);
+        Ok(None)
     }
     /// The commit of the one upload of `done` (a new file at a path, with
     /// [`SessionEnd::To`] the commit of its whole session) as one atomic

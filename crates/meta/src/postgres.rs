@@ -23,9 +23,9 @@
 //! starting together do not race.
 
 use crate::{
-    Change, Claim, CommitTurn, Committed, CreateLimits, Entry, Exclusive, Held, LeaseKind,
-    LimitRefusal, MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow, PathTaken, Record,
-    Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
+    Change, Claim, CommitGate, CommitTurn, Committed, CreateLimits, Entry, Exclusive, Held,
+    LeaseKind, LimitRefusal, MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow, PathTaken,
+    Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Millis, Part,
@@ -1807,6 +1807,7 @@ impl Postgres {
         done: &Committed,
         events: &[OutboxEvent],
         release: &[String],
+        gate: Option<&CommitGate>,
     ) -> Result<Option<Option<SessionState>>> {
         let (settle, set) = match end {
             SessionEnd::Keep => (None, None),
@@ -1832,9 +1833,19 @@ impl Postgres {
         cols.push(&done.file);
         let events = EventCols::new(events);
         // The path is free (no record at it, above or below it, checked
-        // under its locks) and the file's id new: a plain insert.
+        // under its locks) and the file's id new: a plain insert. A commit
+        // that claimed nothing checks first that the records still say
+        // what it worked from (`ferry_commit_ready`); else the path is
+        // not even looked at, and nothing changes.
+        let free = match gate {
+            None => "ferry_path_free($1, $2, $3, $4, $5, $6, $7)",
+            Some(_) => {
+                "CASE WHEN ferry_commit_ready($35, $36, $7, $37, $38, $39, $40, $41, $42) \
+                 THEN ferry_path_free($1, $2, $3, $4, $5, $6, $7) ELSE false END"
+            }
+        };
         let sql = format!(
-            "WITH f AS (SELECT ferry_path_free($1, $2, $3, $4, $5, $6, $7) AS free), \
+            "WITH f AS (SELECT {free} AS free), \
              l AS (SELECT ferry_settle(CASE WHEN (SELECT free FROM f) THEN $8 END, \
                 ARRAY[$7::text], ARRAY[$9::text]) AS ended), \
              st AS (UPDATE sessions SET state = $11 WHERE id = $10 AND state = 'open' \
@@ -1871,12 +1882,22 @@ impl Postgres {
             .bind(path.as_str())
             .bind(done.file.id.as_str())
             .bind(i64::from(set.is_some()));
-        let row = events
+        let mut q = events
             .bind(cols.bind(q))
             .bind(release)
-            .bind(CHANGES_CHANNEL)
-            .fetch_one(&self.pool)
-            .await;
+            .bind(CHANGES_CHANNEL);
+        if let Some(g) = gate {
+            q = q
+                .bind(&g.turn)
+                .bind(&g.session_id)
+                .bind(g.whole)
+                .bind(join_tagged(&g.sealed))
+                .bind(&g.metadata)
+                .bind(&g.content_type)
+                .bind(&g.dialect_state)
+                .bind(g.expires_at);
+        }
+        let row = q.fetch_one(&self.pool).await;
         match row {
             Ok(row) => {
                 if !get::<bool>(&row, 0)? {
@@ -2593,7 +2614,21 @@ impl MetaStore for Postgres {
         events: &[OutboxEvent],
         release: &[String],
     ) -> Result<Option<Option<SessionState>>> {
-        self.commit_at_once(end, done, events, release).await
+        self.commit_at_once(end, done, events, release, None).await
+    }
+
+    async fn commit_if_free_unclaimed(
+        &self,
+        gate: &CommitGate,
+        end: SessionEnd<'_>,
+        done: &Committed,
+        events: &[OutboxEvent],
+    ) -> Result<Option<Option<SessionState>>> {
+        if done.upload_id != gate.upload_id {
+            return Ok(None);
+        }
+        self.commit_at_once(end, done, events, &[], Some(gate))
+            .await
     }
 
     async fn finish_commit_releasing(

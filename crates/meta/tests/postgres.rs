@@ -1049,6 +1049,122 @@ async fn a_commits_claim_takes_the_turn_and_its_uploads_commit_leases_all_or_non
     assert!(turn.read.is_none());
 }
 
+/// `commit_if_free_unclaimed`: a commit that claimed nothing records its
+/// result only when the records say what it worked from and no lease
+/// holds the upload or the session's turn; else nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_claimed_nothing_records_only_what_it_worked_from() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    let sealed =
+        vec![ferry_core::Digest::new(ferry_core::DigestAlgo::Sha256, vec![7; 32]).unwrap()];
+    let whole = ferry_core::ByteRange::new(0, 4).unwrap();
+    for (sid, uid) in [("g1", "gu1"), ("g2", "gu2")] {
+        n[0].create_session(&session(sid, "ivy"), &[upload(uid, sid, "f", 4)])
+            .await
+            .unwrap();
+        n[0].record_write(uid, whole, None, &sealed).await.unwrap();
+    }
+    n[0].add_uploads("g2", &[upload("gu3", "g2", "other", 4)], 10)
+        .await
+        .unwrap();
+    let gate = ferry_meta::CommitGate {
+        turn: "session:g1".into(),
+        session_id: "g1".into(),
+        upload_id: "gu1".into(),
+        whole: true,
+        sealed: sealed.clone(),
+        metadata: None,
+        content_type: None,
+        dialect_state: None,
+        expires_at: 1_000_000,
+    };
+    let done = committed("gu1", "ivy", "g/one", "gf1");
+    let end = SessionEnd::To("g1", SessionState::Committed);
+    let try_commit = |gate: ferry_meta::CommitGate| {
+        let (n, done) = (&n, &done);
+        async move {
+            n[1].commit_if_free_unclaimed(&gate, end, done, &[])
+                .await
+                .unwrap()
+        }
+    };
+    let open = || async { n[1].get_upload("gu1").await.unwrap().unwrap().state };
+
+    // Held elsewhere: a write of the upload, the session's turn.
+    for key in ["gu1", "session:g1"] {
+        let Claim::Granted(t) = n[0].claim(key, 0, 4, LeaseKind::Write).await.unwrap() else {
+            panic!("free");
+        };
+        assert_eq!(try_commit(gate.clone()).await, None, "{key} is leased");
+        assert_eq!(open().await, UploadState::Open);
+        n[0].release(&t).await.unwrap();
+    }
+    // What it worked from is not what the records say.
+    let other = ferry_core::Digest::new(ferry_core::DigestAlgo::Sha256, vec![8; 32]).unwrap();
+    let stale = [
+        ferry_meta::CommitGate {
+            sealed: vec![other],
+            ..gate.clone()
+        },
+        ferry_meta::CommitGate {
+            metadata: Some("m".into()),
+            ..gate.clone()
+        },
+        ferry_meta::CommitGate {
+            content_type: Some("text/plain".into()),
+            ..gate.clone()
+        },
+        ferry_meta::CommitGate {
+            dialect_state: Some("d".into()),
+            ..gate.clone()
+        },
+        ferry_meta::CommitGate {
+            expires_at: 999,
+            ..gate.clone()
+        },
+    ];
+    for g in stale {
+        assert_eq!(try_commit(g.clone()).await, None, "{g:?}");
+        assert_eq!(open().await, UploadState::Open);
+    }
+    // A whole session's commit of one upload of two.
+    let g2 = ferry_meta::CommitGate {
+        turn: "session:g2".into(),
+        session_id: "g2".into(),
+        upload_id: "gu2".into(),
+        ..gate.clone()
+    };
+    let done2 = committed("gu2", "ivy", "g/two", "gf2");
+    let end2 = SessionEnd::To("g2", SessionState::Committed);
+    let got = n[1]
+        .commit_if_free_unclaimed(&g2, end2, &done2, &[])
+        .await
+        .unwrap();
+    assert_eq!(got, None, "the session has another upload");
+    assert_eq!(
+        n[1].get_upload("gu2").await.unwrap().unwrap().state,
+        UploadState::Open
+    );
+
+    // As it worked from: recorded, the session committed with it.
+    assert_eq!(
+        try_commit(gate.clone()).await,
+        Some(Some(SessionState::Committed))
+    );
+    assert_eq!(open().await, UploadState::Committed);
+    assert!(
+        n[0].get_file(&sp("ivy"), &p("g/one"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Once only.
+    assert_eq!(try_commit(gate).await, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leases_of_a_node_whose_connection_died_are_taken_over_at_once() {
     let Some(db) = TestDb::create().await else {
