@@ -184,9 +184,18 @@ impl Engine {
             slot,
         }];
         let ids = [upload.id.clone()];
+        // Nothing changed when it did not commit, however it ended: the
+        // usual way answers.
         let done = self
             .commit_locked(&session, &ids, expected, true, &[], held, None, Some(gate))
-            .await?;
+            .await;
+        let done = match done {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::debug!(session = %session_id, error = %e, "a commit from this node's slot goes the usual way");
+                return Ok(None);
+            }
+        };
         let [d] = done.as_slice() else {
             return Ok(None);
         };
@@ -619,6 +628,11 @@ impl Engine {
             self.release_leases(std::mem::take(&mut frozen.leases))
                 .await;
         }
+        // A commit that claimed nothing and did not commit unfreezes its
+        // upload now, not later: the usual way's commit follows at once.
+        if frozen.gate.is_some() && !matches!(&done, Ok(d) if !d.is_empty()) {
+            frozen.thaw_now().await;
+        }
         done
     }
 
@@ -699,6 +713,13 @@ impl Engine {
             let digests = match self.whole_digests(&upload, cursor, want).await {
                 // The store lost the upload's bytes (an S3 multipart upload
                 // aborted behind Ferry's back): it fails, with its session.
+                // (A commit that claimed nothing leaves that to the usual
+                // way, which holds the upload's lease.)
+                Err(EngineError::Store(ferry_store::StoreError::NotFound(_)))
+                    if frozen.gate.is_some() =>
+                {
+                    return Ok(Vec::new());
+                }
                 Err(EngineError::Store(ferry_store::StoreError::NotFound(what))) => {
                     return Err(self.staged_bytes_lost(&upload.id, &what).await);
                 }
@@ -860,6 +881,16 @@ impl Engine {
         let (space, path) = (&session.space, &c.upload.path);
         if c.upload.replaces.is_some() {
             return Ok(None);
+        }
+        // The file record is the candidate's: it must be what the gate
+        // checks.
+        if let Some(g) = &frozen.gate {
+            let u = &c.upload;
+            if (&u.sealed, &u.metadata, &u.content_type, &u.dialect_state)
+                != (&g.sealed, &g.metadata, &g.content_type, &g.dialect_state)
+            {
+                return Ok(None);
+            }
         }
         {
             let _ns = self.inner.namespace.lock().await;
@@ -1662,6 +1693,18 @@ struct Frozen {
 }
 
 impl Frozen {
+    /// Unfreezes its uploads now, waiting for their slots (`Drop` may
+    /// leave a busy one to a task).
+    async fn thaw_now(&mut self) {
+        for slot in std::mem::take(&mut self.slots) {
+            let mut live = slot.state.lock().await;
+            live.committing = false;
+            if self.intent_recorded.contains(&live.upload.id) {
+                live.upload.state = UploadState::Committing;
+            }
+        }
+    }
+
     /// Records the ranges the writes left to an intent that was not
     /// recorded (the commit failed): the bytes stay the upload's.
     async fn record_left(&mut self) {

@@ -82,6 +82,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         14,
         include_str!("../migrations/postgres/0014_commit_turn.sql"),
     ),
+    (
+        15,
+        include_str!("../migrations/postgres/0015_commit_ready.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -1844,6 +1848,20 @@ impl Postgres {
                  THEN ferry_path_free($1, $2, $3, $4, $5, $6, $7) ELSE false END"
             }
         };
+        // (Its ranges, read afresh after those locks: a resend recorded
+        // since the statement began is gone too.)
+        // (A query that changes nothing runs when read: the answer reads
+        // it.)
+        let (forget, forgot) = match gate {
+            None => (
+                "DELETE FROM ranges WHERE upload_id = $7 AND (SELECT COUNT(*) FROM up) = 1",
+                "0",
+            ),
+            Some(_) => (
+                "SELECT ferry_delete_ranges($7) WHERE (SELECT COUNT(*) FROM up) = 1",
+                "(SELECT COUNT(*) FROM r)",
+            ),
+        };
         let sql = format!(
             "WITH f AS (SELECT {free} AS free), \
              l AS (SELECT ferry_settle(CASE WHEN (SELECT free FROM f) THEN $8 END, \
@@ -1856,14 +1874,15 @@ impl Postgres {
                 RETURNING 1), \
              ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
                 WHERE (SELECT COUNT(*) FROM up) = 1), \
-             r AS (DELETE FROM ranges WHERE upload_id = $7 AND (SELECT COUNT(*) FROM up) = 1), \
+             r AS ({forget}), \
              ev AS ({}), \
              rl AS (DELETE FROM leases WHERE token = ANY($33) AND (SELECT COUNT(*) FROM up) = 1 \
                 RETURNING key, waited) \
              SELECT (SELECT free FROM f), ferry_expect(NOT (SELECT free FROM f) \
                 OR ((SELECT COUNT(*) FROM up) = 1 AND (SELECT COUNT(*) FROM st) = $14)), \
                 (SELECT ended FROM l), \
-                (SELECT COUNT(pg_notify($34, 'released:' || key)) FROM rl WHERE waited)",
+                (SELECT COUNT(pg_notify($34, 'released:' || key)) FROM rl WHERE waited), \
+                {forgot}",
             unnest(15, FILE_TYPES),
             EventCols::insert_sql_when(29, "(SELECT COUNT(*) FROM up) = 1"),
         );

@@ -530,7 +530,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, (1..=14).collect::<Vec<i32>>());
+    assert_eq!(versions, (1..=15).collect::<Vec<i32>>());
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -1130,6 +1130,29 @@ async fn a_commit_that_claimed_nothing_records_only_what_it_worked_from() {
         assert_eq!(try_commit(g.clone()).await, None, "{g:?}");
         assert_eq!(open().await, UploadState::Open);
     }
+    // Written directly (a presigned part): its object is read back at
+    // commit, the usual way.
+    n[0].create_session(&session("g3", "ivy"), &[upload("gu4", "g3", "f", 4)])
+        .await
+        .unwrap();
+    n[0].record_write("gu4", whole, None, &sealed)
+        .await
+        .unwrap();
+    n[0].mark_direct("gu4").await.unwrap();
+    let g3 = ferry_meta::CommitGate {
+        turn: "session:g3".into(),
+        session_id: "g3".into(),
+        upload_id: "gu4".into(),
+        ..gate.clone()
+    };
+    let done3 = committed("gu4", "ivy", "g/three", "gf3");
+    let end3 = SessionEnd::To("g3", SessionState::Committed);
+    let got = n[1]
+        .commit_if_free_unclaimed(&g3, end3, &done3, &[])
+        .await
+        .unwrap();
+    assert_eq!(got, None, "written directly");
+
     // A whole session's commit of one upload of two.
     let g2 = ferry_meta::CommitGate {
         turn: "session:g2".into(),
@@ -1161,6 +1184,8 @@ async fn a_commit_that_claimed_nothing_records_only_what_it_worked_from() {
             .unwrap()
             .is_some()
     );
+    let committed = n[1].get_upload("gu1").await.unwrap().unwrap();
+    assert!(committed.received.is_empty(), "its ranges went with it");
     // Once only.
     assert_eq!(try_commit(gate).await, None);
 }
