@@ -10,6 +10,15 @@
 set -euo pipefail
 ROOT="${FERRY_S3_ROOT:-/tmp/ferry-s3}"
 PORT="${FERRY_S3_PORT:-8333}"
+# SeaweedFS's own master, volume and filer ports (and theirs + 10000 for
+# gRPC): its defaults on the default port, else derived from the S3 port,
+# so that two of these servers (a developer's and a test run's) can run
+# side by side.
+if [ "$PORT" = 8333 ]; then
+    MASTER=9333 VOLUME=8080 FILER=8888
+else
+    MASTER=$((PORT + 1000)) VOLUME=$((PORT + 2000)) FILER=$((PORT + 3000))
+fi
 ACCESS="${AWS_ACCESS_KEY_ID:-ferrytest}"
 SECRET="${AWS_SECRET_ACCESS_KEY:-ferrytestsecret}"
 BUCKET="${FERRY_S3_BUCKET:-ferry}"
@@ -49,6 +58,13 @@ os.chmod(f"{root}/bin/weed", 0o755)
 PY
 fi
 stop
+# Another server on one of these ports would answer in this one's place.
+for p in "$PORT" "$MASTER" "$VOLUME" "$FILER"; do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$p" 2>/dev/null; then
+        echo "port $p on 127.0.0.1 is in use: stop what listens there, or set FERRY_S3_PORT" >&2
+        exit 1
+    fi
+done
 # Every bucket is a collection with volumes of its own; the number of
 # volumes is otherwise derived from the free disk space, and the test
 # suites (a bucket each) run out of them on a full disk: -volume.max.
@@ -58,6 +74,7 @@ printf '{"identities":[{"name":"ferry","credentials":[{"accessKey":"%s","secretK
     "$ACCESS" "$SECRET" >"$ROOT/s3.json"
 nohup "$ROOT/bin/weed" -logdir="$ROOT/logs" mini -dir="$ROOT/data" \
     -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$PORT" -s3.config="$ROOT/s3.json" \
+    -master.port="$MASTER" -volume.port="$VOLUME" -filer.port="$FILER" \
     -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
     -volume.max=1000 \
     >"$ROOT/logs/weed.out" 2>&1 &
@@ -68,13 +85,18 @@ for _ in $(seq 240); do
         created=0
         for _ in $(seq 40); do
             if echo "s3.bucket.create -name $BUCKET" |
-                "$ROOT/bin/weed" shell -master=127.0.0.1:9333 2>&1 | grep -q "created bucket"; then
+                "$ROOT/bin/weed" shell -master="127.0.0.1:$MASTER" 2>&1 | grep -q "created bucket"; then
                 created=1
                 break
             fi
             sleep 0.25
         done
-        [ "$created" = 1 ] || { echo "could not create the bucket $BUCKET" >&2; exit 1; }
+        if [ "$created" != 1 ]; then
+            echo "could not create the bucket $BUCKET; the server's log:" >&2
+            tail -30 "$ROOT/logs/weed.out" >&2
+            stop
+            exit 1
+        fi
         cat <<ENV
 export FERRY_S3_BUCKET=$BUCKET
 export FERRY_S3_ENDPOINT=http://127.0.0.1:$PORT
@@ -89,4 +111,5 @@ ENV
 done
 echo "the S3 server did not start; its log:" >&2
 tail -30 "$ROOT/logs/weed.out" >&2
+stop
 exit 1
