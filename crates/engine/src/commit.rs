@@ -134,12 +134,8 @@ impl Engine {
         let (session, upload) = {
             let live = slot.state.lock().await;
             let u = &live.upload;
-            let checks = expected.values().map(|d| Want::algo(d.algo));
-            let want = checks.fold(Want::whole(&u.whole_digests), Want::or);
-            let want = match u.expected_sha256 {
-                Some(_) => want.or(Want::algo(DigestAlgo::Sha256)),
-                None => want,
-            };
+            let (checks, want) = commit_checks(u, expected.get(&id));
+            let sealed = Digests::from_list(&u.sealed);
             let ready = live.session.state == SessionState::Open
                 && !live.session.is_expired_at(now_ms())
                 && u.state == UploadState::Open
@@ -150,16 +146,10 @@ impl Engine {
                 && live.left.is_none()
                 && !live.committing
                 && !live.private
-                && Digests::from_list(&u.sealed).want().covers(want);
+                && sealed.want().covers(want);
             // A digest the client expects that the sealed ones do not
             // match is answered from the records, not from this slot.
-            let sealed = Digests::from_list(&u.sealed);
-            let from_creation = u.expected_sha256.as_deref();
-            let from_creation = from_creation.and_then(|h| Digest::from_hex(DigestAlgo::Sha256, h));
-            let agrees = expected
-                .values()
-                .chain(from_creation.as_ref())
-                .all(|d| sealed.check(d).is_ok());
+            let agrees = checks.iter().all(|d| sealed.check(d).is_ok());
             if !ready || !agrees || expected.keys().any(|k| *k != id) {
                 return Ok(None);
             }
@@ -244,11 +234,10 @@ impl Engine {
         s: Session,
         expected: HashMap<String, Digest>,
         drop: &[String],
-        turn: Option<crate::lease::Lease>,
+        mut turn: Option<crate::lease::Lease>,
         uploads: Option<Vec<Upload>>,
         mut held: Vec<Held>,
     ) -> Result<SessionView> {
-        let mut turn = turn;
         let done = self
             .commit_loaded_holding(s, expected, drop, &mut turn, uploads, &mut held)
             .await;
@@ -699,17 +688,7 @@ impl Engine {
                 (live.upload.clone(), cursor)
             };
             frozen.slots.push(slot);
-            let mut checks: Vec<Digest> = expected.get(id).cloned().into_iter().collect();
-            if let Some(hex) = &upload.expected_sha256
-                && let Some(d) = Digest::from_hex(DigestAlgo::Sha256, hex)
-            {
-                checks.push(d);
-            }
-            let want = checks
-                .iter()
-                .fold(Want::whole(&upload.whole_digests), |w, d| {
-                    w.or(Want::algo(d.algo))
-                });
+            let (checks, want) = commit_checks(&upload, expected.get(id));
             let digests = match self.whole_digests(&upload, cursor, want).await {
                 // The store lost the upload's bytes (an S3 multipart upload
                 // aborted behind Ferry's back): it fails, with its session.
@@ -1790,6 +1769,24 @@ fn committed(
         state: UploadState::Committed,
         final_path: path,
     }
+}
+
+/// The digests a commit of `upload` checks (the one its client expects
+/// now, the SHA-256 given at its creation), and what the commit must
+/// have hashed for them and for the digests the upload keeps.
+fn commit_checks(upload: &Upload, expected: Option<&Digest>) -> (Vec<Digest>, Want) {
+    let mut checks: Vec<Digest> = expected.cloned().into_iter().collect();
+    if let Some(hex) = &upload.expected_sha256
+        && let Some(d) = Digest::from_hex(DigestAlgo::Sha256, hex)
+    {
+        checks.push(d);
+    }
+    let want = checks
+        .iter()
+        .fold(Want::whole(&upload.whole_digests), |w, d| {
+            w.or(Want::algo(d.algo))
+        });
+    (checks, want)
 }
 
 /// What [`Engine::roll_forward`] did.

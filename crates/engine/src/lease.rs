@@ -148,8 +148,11 @@ impl Engine {
     /// outlives another (a waiter woken by one finds the others gone too),
     /// and a request answered after this is not refused by them.
     pub(crate) async fn release_leases(&self, leases: impl IntoIterator<Item = Lease>) {
-        let tokens: Vec<String> = leases.into_iter().map(|mut l| l.forget()).collect();
-        let tokens: Vec<String> = tokens.into_iter().filter(|t| !t.is_empty()).collect();
+        let tokens: Vec<String> = leases
+            .into_iter()
+            .map(|mut l| l.forget())
+            .filter(|t| !t.is_empty())
+            .collect();
         if tokens.is_empty() {
             return;
         }
