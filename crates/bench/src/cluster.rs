@@ -363,6 +363,11 @@ pub async fn suite(
     // Rounds (`--small-runs`): every setup once per round, in turn, so a
     // drift of the machine falls on all of them alike; each figure is the
     // median of its rounds, and each ratio the median of the rounds'.
+    // (Each setup runs alone. Running each way on every setup back to
+    // back, all of them started, made SQLite + disk the slower by a
+    // quarter to a third, its Ferry CPU per upload 1.1–1.3 → 1.3–2.1 ms,
+    // with the other setups' servers at work in the background: a
+    // baseline that flattered the others.)
     let rounds = args.small_runs.max(1);
     let mut rows: Vec<(usize, Row)> = Vec::new();
     let mut large = Vec::new();
@@ -471,6 +476,33 @@ pub async fn suite(
             ratios.median(),
             ratios.0.len(),
         );
+        // Where that time goes: each round's CPU per upload of the
+        // processes of one node on PostgreSQL + S3, over the Ferry process
+        // of SQLite + disk (which holds SQLite): all of them; without the
+        // S3 server (a bucket elsewhere, as in production); and without
+        // PostgreSQL (what this machine's S3 server and Ferry alone cost).
+        let cpu = |parts: fn(&Row) -> Option<f64>| {
+            series(&mut (0..rounds).filter_map(|round| {
+                let in_round = |name| of(name, c, way).find(|(k, _)| *k == round).map(|(_, r)| r);
+                let base = in_round("1 node, SQLite + disk")?.ferry_ms;
+                Some(parts(in_round("1 node, PostgreSQL + S3")?)? / base)
+            }))
+        };
+        let all = cpu(|r| Some(r.ferry_ms + r.pg_ms? + r.s3_ms?));
+        let no_s3 = cpu(|r| Some(r.ferry_ms + r.pg_ms?));
+        let no_pg = cpu(|r| Some(r.ferry_ms + r.s3_ms?));
+        if !all.0.is_empty() {
+            let show = |s: &crate::Series| {
+                let (lo, hi) = s.min_max();
+                format!("{:.2}× ({lo:.2}–{hi:.2})", s.median())
+            };
+            println!(
+                "  CPU per upload over SQLite + disk's: all three processes {}; Ferry + PostgreSQL (the S3 server elsewhere) {}; Ferry + the S3 server (no PostgreSQL) {}",
+                show(&all),
+                show(&no_s3),
+                show(&no_pg),
+            );
+        }
     }
     println!(
         "\nThe S3 server alone (PutObject of {} B straight into the bucket, no Ferry):",
