@@ -177,7 +177,14 @@ impl Engine {
         // Nothing changed when it did not commit, however it ended: the
         // usual way answers.
         let done = self
-            .commit_locked(&session, &ids, expected, true, &[], held, None, Some(gate))
+            .commit_locked(
+                CommitOf::session(&session, &ids, expected, &[]),
+                InHand {
+                    held,
+                    turn: None,
+                    gate: Some(gate),
+                },
+            )
             .await;
         let done = match done {
             Ok(done) => done,
@@ -304,7 +311,14 @@ impl Engine {
         }
         let (held, turn) = (std::mem::take(held), turn.take());
         let done = self
-            .commit_locked(&s, &ids, &expected, true, drop, held, turn, None)
+            .commit_locked(
+                CommitOf::session(&s, &ids, &expected, drop),
+                InHand {
+                    held,
+                    turn,
+                    gate: None,
+                },
+            )
             .await?;
         // Answer from what the commit just recorded, without reading back.
         let mut views = Vec::with_capacity(uploads.len());
@@ -376,14 +390,8 @@ impl Engine {
         }
         if !open.is_empty() {
             self.commit_locked(
-                &s,
-                &open,
-                &HashMap::new(),
-                false,
-                &[],
-                Vec::new(),
-                None,
-                None,
+                CommitOf::uploads(&s, &open, &HashMap::new()),
+                InHand::default(),
             )
             .await?;
         }
@@ -474,14 +482,11 @@ impl Engine {
                     .collect();
                 let done = self
                     .commit_locked(
-                        &s,
-                        &[upload_id.to_owned()],
-                        &expected,
-                        false,
-                        &[],
-                        held,
-                        None,
-                        None,
+                        CommitOf::uploads(&s, &[upload_id.to_owned()], &expected),
+                        InHand {
+                            held,
+                            ..InHand::default()
+                        },
                     )
                     .await?;
                 // What the commit recorded is the answer: no need to read
@@ -517,14 +522,8 @@ impl Engine {
                         .map(|d| (upload_id.to_owned(), d))
                         .collect();
                     self.commit_locked(
-                        &s,
-                        &[upload_id.to_owned()],
-                        &expected,
-                        false,
-                        &[],
-                        Vec::new(),
-                        None,
-                        None,
+                        CommitOf::uploads(&s, &[upload_id.to_owned()], &expected),
+                        InHand::default(),
                     )
                     .await?;
                 }
@@ -574,19 +573,9 @@ impl Engine {
         unexpired(s)
     }
 
-    /// Steps 1–5 for `ids`, under the commit lock.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit_locked(
-        &self,
-        session: &Session,
-        ids: &[String],
-        expected: &HashMap<String, Digest>,
-        whole_session: bool,
-        drop: &[String],
-        held: Vec<Held>,
-        turn: Option<crate::lease::Lease>,
-        gate: Option<ferry_meta::CommitGate>,
-    ) -> Result<Vec<Committed>> {
+    /// Steps 1–5 for the uploads `of` names, under the commit lock.
+    async fn commit_locked(&self, of: CommitOf<'_>, hand: InHand) -> Result<Vec<Committed>> {
+        let InHand { held, turn, gate } = hand;
         // The guard unfreezes the uploads however this ends (an error, or
         // this future dropped because the client went away).
         let mut frozen = Frozen {
@@ -598,17 +587,7 @@ impl Engine {
             gate,
             meta: self.inner.meta.clone(),
         };
-        let done = self
-            .commit_frozen(
-                &mut frozen,
-                session,
-                ids,
-                expected,
-                whole_session,
-                drop,
-                held,
-            )
-            .await;
+        let done = self.commit_frozen(&mut frozen, of, held).await;
         if done.is_err() {
             // Before the leases end: what the writes left is recorded.
             frozen.record_left().await;
@@ -626,17 +605,19 @@ impl Engine {
     }
 
     /// [`Engine::commit_locked`]'s steps, `frozen` its guard.
-    #[allow(clippy::too_many_arguments)]
     async fn commit_frozen(
         &self,
         frozen: &mut Frozen,
-        session: &Session,
-        ids: &[String],
-        expected: &HashMap<String, Digest>,
-        whole_session: bool,
-        drop: &[String],
+        of: CommitOf<'_>,
         mut held: Vec<Held>,
     ) -> Result<Vec<Committed>> {
+        let CommitOf {
+            session,
+            ids,
+            expected,
+            whole_session,
+            drop,
+        } = of;
         // The leases given are the commit's from here on (its result, or
         // its failure, ends them).
         for h in &mut held {
@@ -1641,6 +1622,62 @@ impl Drop for Claims<'_> {
 /// An upload whose commit lease a caller of `commit_locked` took before
 /// it read the upload (`slot`, read under the lease): the commit goes on
 /// from there instead of claiming and reading again.
+/// Which uploads of a session a commit takes ([`Engine::commit_locked`]).
+#[derive(Clone, Copy)]
+struct CommitOf<'a> {
+    session: &'a Session,
+    ids: &'a [String],
+    /// The digests the client expects, by upload.
+    expected: &'a HashMap<String, Digest>,
+    /// The session's commit: its result ends the session.
+    whole_session: bool,
+    /// Open uploads of the session the commit aborts.
+    drop: &'a [String],
+}
+
+impl<'a> CommitOf<'a> {
+    /// The session's commit of `ids`, aborting `drop`.
+    fn session(
+        session: &'a Session,
+        ids: &'a [String],
+        expected: &'a HashMap<String, Digest>,
+        drop: &'a [String],
+    ) -> Self {
+        CommitOf {
+            session,
+            ids,
+            expected,
+            whole_session: true,
+            drop,
+        }
+    }
+
+    /// A commit of some uploads (`ids`), the session left open.
+    fn uploads(
+        session: &'a Session,
+        ids: &'a [String],
+        expected: &'a HashMap<String, Digest>,
+    ) -> Self {
+        CommitOf {
+            session,
+            ids,
+            expected,
+            whole_session: false,
+            drop: &[],
+        }
+    }
+}
+
+/// What a commit already holds as it begins ([`Engine::commit_locked`]):
+/// slots and leases of its uploads, the session's turn, and for a commit
+/// that claimed nothing, what its result's step checks instead.
+#[derive(Default)]
+struct InHand {
+    held: Vec<Held>,
+    turn: Option<crate::lease::Lease>,
+    gate: Option<ferry_meta::CommitGate>,
+}
+
 pub(crate) struct Held {
     id: String,
     lease: Option<crate::lease::Lease>,
