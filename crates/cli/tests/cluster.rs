@@ -1694,3 +1694,96 @@ async fn a_commit_from_what_its_node_knows_answers_from_the_records_when_they_ch
     let (st, _) = download(&a, &alice, "alice", "k/gone.bin").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
+
+/// A `psql` session of its own holding the advisory lock a claim of
+/// `key` takes (`ferry_claim`'s, "Leas" and the key's hash) until dropped.
+struct ClaimLockHeld(std::process::Child);
+
+impl ClaimLockHeld {
+    fn take(url: &str, key: &str) -> ClaimLockHeld {
+        use std::io::{BufRead, Write};
+        let mut psql = std::process::Command::new("psql")
+            .args([url, "-qAt", "-v", "ON_ERROR_STOP=1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("psql runs");
+        let sql = format!("SELECT 'held' FROM pg_advisory_lock(1281712499, hashtext('{key}'));\n");
+        psql.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(psql.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held");
+        ClaimLockHeld(psql)
+    }
+}
+
+impl Drop for ClaimLockHeld {
+    /// Ends the session (and its lock) and waits for it.
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_write_whose_client_left_while_its_claim_waited_leaves_no_lease() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let (sid, up, data) = three_parts(&a, &alice, 33).await;
+    let url = a.database_url().unwrap().to_owned();
+    // The part's claim waits behind this lock, in PostgreSQL...
+    let held = ClaimLockHeld::take(&url, &up);
+    // ... while its client gives up: the HTTP/2 stream is reset, and
+    // node a drops the request.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let sent = tokio::spawn(
+        h2.put(a.url_of(&format!("/v1/uploads/{up}/parts/1")))
+            .bearer_auth(&alice)
+            .body(nth_part(&data, 1).to_vec())
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !sent.is_finished(),
+        "the part was answered: {:?}",
+        sent.await
+    );
+    sent.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The claim then runs to its end in PostgreSQL; what it leased is
+    // released, not kept by a request that is gone: the part goes
+    // through on another node at once, not refused as being written.
+    drop(held);
+    let t = Instant::now();
+    loop {
+        let (st, v) = part(&b, &alice, &up, 1, nth_part(&data, 1)).await;
+        if st == StatusCode::OK {
+            break;
+        }
+        assert_eq!(st, StatusCode::CONFLICT, "{v}");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "part 1 still refused after 3 s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in [2, 3] {
+        let (st, v) = part(&b, &alice, &up, n, nth_part(&data, n as usize)).await;
+        assert_eq!(st, StatusCode::OK, "part {n}: {v}");
+    }
+    let commit = format!("/v1/sessions/{sid}/commit");
+    let (st, v) = call(&a, Method::POST, &commit, Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_file(&b, &alice, "p.bin", &data).await;
+}

@@ -1614,14 +1614,6 @@ impl Drop for Claims<'_> {
     }
 }
 
-/// Uploads a commit has frozen (`committing`: no new writes) while it
-/// verifies and promotes them; unfrozen on drop unless the commit took
-/// them (an error, or a dropped commit future, leaves none frozen).
-/// Once the intent is recorded they stay `committing` (as metadata says)
-/// until the next commit of the session finishes them.
-/// An upload whose commit lease a caller of `commit_locked` took before
-/// it read the upload (`slot`, read under the lease): the commit goes on
-/// from there instead of claiming and reading again.
 /// Which uploads of a session a commit takes ([`Engine::commit_locked`]).
 #[derive(Clone, Copy)]
 struct CommitOf<'a> {
@@ -1678,6 +1670,9 @@ struct InHand {
     gate: Option<ferry_meta::CommitGate>,
 }
 
+/// An upload whose commit lease a caller of `commit_locked` took before
+/// it read the upload (`slot`, read under the lease): the commit goes on
+/// from there instead of claiming and reading again.
 pub(crate) struct Held {
     id: String,
     lease: Option<crate::lease::Lease>,
@@ -1686,6 +1681,11 @@ pub(crate) struct Held {
     slot: std::sync::Arc<crate::live::Slot>,
 }
 
+/// Uploads a commit has frozen (`committing`: no new writes) while it
+/// verifies and promotes them; unfrozen on drop unless the commit took
+/// them (an error, or a dropped commit future, leaves none frozen).
+/// Once the intent is recorded they stay `committing` (as metadata says)
+/// until the next commit of the session finishes them.
 struct Frozen {
     slots: Vec<std::sync::Arc<crate::live::Slot>>,
     /// The uploads whose intent (`committing`) is recorded.

@@ -64,8 +64,8 @@ impl Lease {
     /// the background).
     pub async fn release(mut self) {
         let token = self.forget();
-        if let Err(e) = self.engine.inner.meta.release(&token).await {
-            tracing::warn!(error = %e, "cannot release a lease; it ends with this node");
+        if !token.is_empty() {
+            release_tokens(&self.engine.inner.meta, vec![token]).await;
         }
     }
 
@@ -104,12 +104,49 @@ impl Drop for Lease {
         if token.is_empty() {
             return; // released already
         }
-        let meta = self.engine.inner.meta.clone();
-        tokio::spawn(async move {
-            if let Err(e) = meta.release(&token).await {
-                tracing::warn!(error = %e, "cannot release a lease; it ends with this node");
+        // (Outside a runtime, at the end of a process, the lease ends
+        // with the node.)
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let meta = self.engine.inner.meta.clone();
+            rt.spawn(async move { release_now(&meta, &[token]).await });
+        }
+    }
+}
+
+/// Ends the leases of `tokens` in one step, in a task of its own, and
+/// waits until it is done: a request that goes away meanwhile (its future
+/// dropped) does not leave them behind, and a lease is never forgotten
+/// before its end is recorded.
+async fn release_tokens(meta: &std::sync::Arc<dyn ferry_meta::MetaStore>, tokens: Vec<String>) {
+    let meta = meta.clone();
+    let task = tokio::spawn(async move { release_now(&meta, &tokens).await });
+    if let Err(e) = task.await
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// [`ferry_meta::MetaStore::release_all`], tried again a few times over
+/// ~6 s when the metadata does not answer (a pool that is busy, a
+/// connection that broke): a lease this node holds has no expiry while
+/// the node lives, so one whose release failed would keep its upload or
+/// session from every other request.
+async fn release_now(meta: &std::sync::Arc<dyn ferry_meta::MetaStore>, tokens: &[String]) {
+    let mut pause = Duration::from_millis(200);
+    for attempt in 1.. {
+        match meta.release_all(tokens).await {
+            Ok(()) => return,
+            Err(e) if attempt >= 6 => {
+                tracing::warn!(error = %e, "cannot release leases; they end with this node");
+                return;
             }
-        });
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "a release failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
     }
 }
 
@@ -143,6 +180,34 @@ pub(crate) enum Reading<'a> {
     Commit(&'a str),
 }
 
+impl Reading<'_> {
+    fn owned(self) -> Read {
+        match self {
+            Reading::Nothing => Read::Nothing,
+            Reading::Whole => Read::Whole,
+            Reading::States => Read::States,
+            Reading::Commit(session) => Read::Commit(session.to_owned()),
+        }
+    }
+}
+
+/// [`Reading`], owned by the task that claims ([`Engine::claim_once`]).
+#[derive(Clone)]
+enum Read {
+    Nothing,
+    Whole,
+    States,
+    Commit(String),
+}
+
+/// One claim's answer ([`Engine::claim_once`]).
+enum Claimed {
+    /// What it leased and read.
+    Granted(Box<Leased>),
+    /// Live leases of other requests in its way.
+    Busy(Vec<ferry_meta::Held>),
+}
+
 impl Engine {
     /// Ends `leases` in one step, and waits until it is recorded: none
     /// outlives another (a waiter woken by one finds the others gone too),
@@ -153,11 +218,8 @@ impl Engine {
             .map(|mut l| l.forget())
             .filter(|t| !t.is_empty())
             .collect();
-        if tokens.is_empty() {
-            return;
-        }
-        if let Err(e) = self.inner.meta.release_all(&tokens).await {
-            tracing::warn!(error = %e, "cannot release leases; they end with this node");
+        if !tokens.is_empty() {
+            release_tokens(&self.inner.meta, tokens).await;
         }
     }
 
@@ -207,61 +269,19 @@ impl Engine {
             return Ok(Leased::default());
         }
         let meta = &self.inner.meta;
-        let lease = |token| Lease {
-            engine: self.clone(),
-            token,
-            yields: false,
-        };
         // Listening before the first claim: a release after it is heard.
         let mut heard = meta.changes();
         let started = Instant::now();
         let mut asked: Option<Instant> = None;
         let turn = turn.map(session_key);
+        let reading = reading.owned();
         loop {
-            let claimed = match reading {
-                Reading::Whole => {
-                    let (c, t, read) = meta
-                        .claim_and_read(key, lo, hi, kind, turn.as_deref())
-                        .await?;
-                    (
-                        c,
-                        Leased {
-                            turn: t.map(lease),
-                            read,
-                            ..Leased::default()
-                        },
-                    )
-                }
-                Reading::States => {
-                    let (c, states) = meta.claim_and_states(key, lo, hi, kind).await?;
-                    (
-                        c,
-                        Leased {
-                            states,
-                            ..Leased::default()
-                        },
-                    )
-                }
-                Reading::Commit(id) => {
-                    let t = meta.claim_commit_turn(key, id).await?;
-                    let commits = t.commits.into_iter().map(|(id, tk)| (id, lease(tk)));
-                    let leased = Leased {
-                        session: t.read,
-                        commits: commits.collect(),
-                        ..Leased::default()
-                    };
-                    (t.claim, leased)
-                }
-                Reading::Nothing => (meta.claim(key, lo, hi, kind).await?, Leased::default()),
-            };
+            let claimed = self
+                .claim_once(key, lo, hi, kind, turn.as_deref(), &reading)
+                .await?;
             let held = match claimed {
-                (Claim::Granted(token), leased) => {
-                    return Ok(Leased {
-                        lease: Some(lease(token)),
-                        ..leased
-                    });
-                }
-                (Claim::Busy(held), _) => held,
+                Claimed::Granted(leased) => return Ok(*leased),
+                Claimed::Busy(held) => held,
             };
             let committing = held.iter().any(|h| h.kind == LeaseKind::Commit);
             let wait = match kind {
@@ -330,6 +350,78 @@ impl Engine {
         }
     }
 
+    /// One claim statement, in a task of its own which makes the guards of
+    /// what it leased: a request that goes away while its claim is under
+    /// way (its future dropped; the statement still runs to its end in the
+    /// metadata) leaves no lease behind, as the guards then drop with the
+    /// task's answer and release.
+    async fn claim_once(
+        &self,
+        key: &str,
+        lo: u64,
+        hi: u64,
+        kind: LeaseKind,
+        turn: Option<&str>,
+        reading: &Read,
+    ) -> Result<Claimed> {
+        let engine = self.clone();
+        let (key, turn) = (key.to_owned(), turn.map(str::to_owned));
+        let reading = reading.clone();
+        let task = tokio::spawn(async move {
+            let meta = &engine.inner.meta;
+            let lease = |token| Lease {
+                engine: engine.clone(),
+                token,
+                yields: false,
+            };
+            let (claim, leased) = match reading {
+                Read::Whole => {
+                    let (c, t, read) = meta
+                        .claim_and_read(&key, lo, hi, kind, turn.as_deref())
+                        .await?;
+                    let leased = Leased {
+                        turn: t.map(lease),
+                        read,
+                        ..Leased::default()
+                    };
+                    (c, leased)
+                }
+                Read::States => {
+                    let (c, states) = meta.claim_and_states(&key, lo, hi, kind).await?;
+                    let leased = Leased {
+                        states,
+                        ..Leased::default()
+                    };
+                    (c, leased)
+                }
+                Read::Commit(id) => {
+                    let t = meta.claim_commit_turn(&key, &id).await?;
+                    let commits = t.commits.into_iter().map(|(id, tk)| (id, lease(tk)));
+                    let leased = Leased {
+                        session: t.read,
+                        commits: commits.collect(),
+                        ..Leased::default()
+                    };
+                    (t.claim, leased)
+                }
+                Read::Nothing => (meta.claim(&key, lo, hi, kind).await?, Leased::default()),
+            };
+            Ok(match claim {
+                Claim::Granted(token) => Claimed::Granted(Box::new(Leased {
+                    lease: Some(lease(token)),
+                    ..leased
+                })),
+                // (Anything granted with a busy claim is released here.)
+                Claim::Busy(held) => Claimed::Busy(held),
+            })
+        });
+        match task.await {
+            Ok(claimed) => claimed,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(EngineError::Conflict("the claim was stopped".into())),
+        }
+    }
+
     /// A session's turn: its commit, abort and expiry exclude each other,
     /// on this node (a lock) and across nodes (a lease). A session this
     /// node made holding its turn (a one-request upload's) uses that lease
@@ -386,10 +478,42 @@ impl Engine {
     /// Keeps the turns of new sessions the metadata leased to this node
     /// as it created them, until their first turn ([`Engine::session_turn`])
     /// or [`Engine::forget_born_turn`].
-    pub(crate) fn keep_born_turns(&self, turns: impl IntoIterator<Item = (String, String)>) {
+    pub(crate) fn keep_born_turns(&self, turns: impl IntoIterator<Item = (String, Lease)>) {
         let mut born = self.inner.born_turns.lock().unwrap();
-        for (session_id, token) in turns {
-            born.insert(session_id, Lease::granted(self, token));
+        for (session_id, lease) in turns {
+            born.insert(session_id, lease);
+        }
+    }
+
+    /// [`ferry_meta::MetaStore::create_sessions_holding`] in a task of its
+    /// own which makes the turns' guards, as [`Engine::claim_once`] does:
+    /// a creation whose request goes away leaves no turn behind.
+    pub(crate) async fn create_holding(
+        &self,
+        sessions: &[(ferry_core::Session, Vec<ferry_core::Upload>)],
+        limits: ferry_meta::CreateLimits,
+        events: &[ferry_meta::OutboxEvent],
+        turns: Vec<String>,
+    ) -> Result<std::result::Result<Vec<Lease>, ferry_meta::LimitRefusal>> {
+        let engine = self.clone();
+        let (sessions, events) = (sessions.to_vec(), events.to_vec());
+        let task = tokio::spawn(async move {
+            let made = engine
+                .inner
+                .meta
+                .create_sessions_holding(&sessions, limits, &events, &turns)
+                .await?;
+            Ok(made.map(|tokens| {
+                tokens
+                    .into_iter()
+                    .map(|t| Lease::granted(&engine, t))
+                    .collect()
+            }))
+        });
+        match task.await {
+            Ok(made) => made,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(EngineError::Conflict("the creation was stopped".into())),
         }
     }
 

@@ -203,14 +203,13 @@ impl Engine {
                 .iter()
                 .map(|id| crate::lease::session_key(id))
                 .collect();
-            meta.create_sessions_holding(&made, within, &events, &keys)
-                .await
+            self.create_holding(&made, within, &events, keys).await
         };
         let (staged, recorded) = tokio::join!(stage, record);
         let refused = match recorded {
-            Ok(Ok(tokens)) => {
+            Ok(Ok(turns)) => {
                 let ids = born.iter().map(|id| id.to_string());
-                self.keep_born_turns(ids.zip(tokens));
+                self.keep_born_turns(ids.zip(turns));
                 None
             }
             Ok(Err(r)) => Some(Ok(r)),

@@ -136,6 +136,17 @@ impl Engine {
         } else {
             self.slot(caller, upload_id).await?
         };
+        // And a small upload the store keeps whole as its final object:
+        // its write takes the object over when nothing was received, so
+        // what was received is read once the lease is held (a write
+        // recorded by another node between the read above and the claim
+        // would else be written over, or its object removed if this
+        // write's body broke).
+        let read_in_claim = read_in_claim
+            || (self.in_cluster() && {
+                let live = slot.state.lock().await;
+                self.seals(self.is_small(&live.upload), true)
+            });
         // `since`: what the slot holds as the claim goes out (a part's or
         // range's lease leaves other bytes to this node's other writes,
         // whose changes the claim's read may predate).

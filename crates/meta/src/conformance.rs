@@ -991,6 +991,35 @@ pub async fn failing_an_upload_fails_its_session_with_a_reason(m: &dyn MetaStore
     assert_eq!(s.failure.as_deref(), Some("its bytes are missing"));
     let u = m.get_upload("h1a").await.unwrap().unwrap();
     assert_eq!((u.state, u.final_path), (UploadState::Aborted, None));
+
+    // An upload committed meanwhile (its bytes found missing by a write
+    // that ran before its commit) stays committed, and its session too.
+    m.create_session(
+        &session("h2", "hal", 10_000),
+        &[upload("h2a", "h2", "b", Length::Known(1))],
+    )
+    .await
+    .unwrap();
+    m.begin_commit(Some("h2"), &[("h2a".into(), p("b"))], &[])
+        .await
+        .unwrap();
+    let done = [Committed {
+        upload_id: "h2a".into(),
+        state: UploadState::Committed,
+        final_path: p("b"),
+        file: file("h2f", "hal", "b", 1, "hal"),
+    }];
+    m.finish_commit(SessionEnd::To("h2", SessionState::Committed), &done)
+        .await
+        .unwrap();
+    m.fail_upload("h2a", "its bytes are missing").await.unwrap();
+    let u = m.get_upload("h2a").await.unwrap().unwrap();
+    assert_eq!(
+        (u.state, u.final_path),
+        (UploadState::Committed, Some(p("b")))
+    );
+    let s = m.get_session("h2").await.unwrap().unwrap();
+    assert_eq!((s.state, s.failure), (SessionState::Committed, None));
 }
 
 /// Every state change is held to the core's lifecycle: an illegal one is

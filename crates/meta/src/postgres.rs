@@ -1838,14 +1838,16 @@ impl Postgres {
         let events = EventCols::new(events);
         // The path is free (no record at it, above or below it, checked
         // under its locks) and the file's id new: a plain insert. A commit
-        // that claimed nothing checks first that the records still say
-        // what it worked from (`ferry_commit_ready`); else the path is
-        // not even looked at, and nothing changes.
+        // that claimed nothing then checks that the records still say what
+        // it worked from (`ferry_commit_ready`); else nothing changes. In
+        // that order: the path's locks may be waited for (another commit
+        // choosing its paths), the upload's and session's only tried, so
+        // no claim of theirs waits behind this one's wait.
         let free = match gate {
             None => "ferry_path_free($1, $2, $3, $4, $5, $6, $7)",
             Some(_) => {
-                "CASE WHEN ferry_commit_ready($35, $36, $7, $37, $38, $39, $40, $41, $42) \
-                 THEN ferry_path_free($1, $2, $3, $4, $5, $6, $7) ELSE false END"
+                "CASE WHEN ferry_path_free($1, $2, $3, $4, $5, $6, $7) \
+                 THEN ferry_commit_ready($35, $36, $7, $37, $38, $39, $40, $41, $42) ELSE false END"
             }
         };
         // (Its ranges, read afresh after those locks: a resend recorded
@@ -2664,7 +2666,10 @@ impl MetaStore for Postgres {
             return Ok(ended);
         }
         let ended = self.finish_commit_locking(end, done, events).await?;
-        crate::release_each(self, release).await;
+        // All at once: none outlives another.
+        if let Err(e) = self.release_all(release).await {
+            tracing::warn!(error = %e, "cannot release leases; they end with this process");
+        }
         Ok(ended)
     }
 
@@ -2739,8 +2744,10 @@ impl MetaStore for Postgres {
             fail = Some(sid);
         }
         sqlx::query(
+            // (An upload committed meanwhile stays so.)
             "WITH s AS (UPDATE sessions SET state = 'failed', failure = $3 WHERE id = $2) \
-             UPDATE uploads SET state = 'aborted', final_path = NULL WHERE id = $1",
+             UPDATE uploads SET state = 'aborted', final_path = NULL \
+             WHERE id = $1 AND state NOT IN ('committed', 'skipped')",
         )
         .bind(upload_id)
         .bind(fail)
@@ -3310,11 +3317,17 @@ impl MetaStore for Postgres {
 
     async fn forget_dead_leases(&self) -> Result<u64> {
         let done = sqlx::query(
-            "DELETE FROM leases WHERE node NOT IN (
-               SELECT k.objid::bigint FROM pg_locks k
-               WHERE k.locktype = 'advisory' AND k.classid = $1::oid AND k.objsubid = 2
-                 AND k.granted
-                 AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+            // Rows a claim is removing meanwhile are left to it (SKIP
+            // LOCKED): locking them in another order than the claims', which
+            // go key by key, could deadlock with a claim of several keys (a
+            // commit's uploads), which would then fail.
+            "DELETE FROM leases WHERE token IN (
+               SELECT token FROM leases WHERE node NOT IN (
+                 SELECT k.objid::bigint FROM pg_locks k
+                 WHERE k.locktype = 'advisory' AND k.classid = $1::oid AND k.objsubid = 2
+                   AND k.granted
+                   AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+               FOR UPDATE SKIP LOCKED)",
         )
         .bind(NODE_LOCK)
         .execute(&self.pool)

@@ -1467,8 +1467,10 @@ impl MetaStore for Sqlite {
                     params![sid, reason],
                 )?;
             }
+            // (An upload committed meanwhile stays so.)
             c.execute(
-                "UPDATE uploads SET state = 'aborted', final_path = NULL WHERE id = ?1",
+                "UPDATE uploads SET state = 'aborted', final_path = NULL \
+                 WHERE id = ?1 AND state NOT IN ('committed', 'skipped')",
                 [&id],
             )?;
             Ok(())
