@@ -108,23 +108,23 @@ impl Drop for Lease {
         // with the node.)
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let meta = self.engine.inner.meta.clone();
-            rt.spawn(async move { release_now(&meta, &[token]).await });
+            rt.spawn(async move { release_now(&meta, &[token], None).await });
         }
     }
 }
 
 /// Ends the leases of `tokens` in one step, in a task of its own, and
-/// waits until it is done: a request that goes away meanwhile (its future
-/// dropped) does not leave them behind, and a lease is never forgotten
-/// before its end is recorded.
+/// waits for its first attempt: a request that goes away meanwhile (its
+/// future dropped) does not leave them behind, the caller's next step
+/// comes after the release is recorded, and one that failed is tried
+/// again in the background.
 async fn release_tokens(meta: &std::sync::Arc<dyn ferry_meta::MetaStore>, tokens: Vec<String>) {
     let meta = meta.clone();
-    let task = tokio::spawn(async move { release_now(&meta, &tokens).await });
-    if let Err(e) = task.await
-        && e.is_panic()
-    {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    // The caller waits for the first attempt only: retries of a metadata
+    // that does not answer go on in the background.
+    let (first, tried) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move { release_now(&meta, &tokens, Some(first)).await });
+    let _ = tried.await;
 }
 
 /// [`ferry_meta::MetaStore::release_all`], tried again a few times over
@@ -132,10 +132,18 @@ async fn release_tokens(meta: &std::sync::Arc<dyn ferry_meta::MetaStore>, tokens
 /// connection that broke): a lease this node holds has no expiry while
 /// the node lives, so one whose release failed would keep its upload or
 /// session from every other request.
-async fn release_now(meta: &std::sync::Arc<dyn ferry_meta::MetaStore>, tokens: &[String]) {
+async fn release_now(
+    meta: &std::sync::Arc<dyn ferry_meta::MetaStore>,
+    tokens: &[String],
+    mut first: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     let mut pause = Duration::from_millis(200);
     for attempt in 1.. {
-        match meta.release_all(tokens).await {
+        let done = meta.release_all(tokens).await;
+        if let Some(first) = first.take() {
+            let _ = first.send(());
+        }
+        match done {
             Ok(()) => return,
             Err(e) if attempt >= 6 => {
                 tracing::warn!(error = %e, "cannot release leases; they end with this node");
@@ -418,7 +426,7 @@ impl Engine {
         match task.await {
             Ok(claimed) => claimed,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(EngineError::Conflict("the claim was stopped".into())),
+            Err(_) => Err(EngineError::Unavailable("the server is stopping".into())),
         }
     }
 
@@ -513,7 +521,7 @@ impl Engine {
         match task.await {
             Ok(made) => made,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(EngineError::Conflict("the creation was stopped".into())),
+            Err(_) => Err(EngineError::Unavailable("the server is stopping".into())),
         }
     }
 

@@ -142,18 +142,20 @@ impl Engine {
         // recorded by another node between the read above and the claim
         // would else be written over, or its object removed if this
         // write's body broke).
-        let read_in_claim = read_in_claim
-            || (self.in_cluster() && {
-                let live = slot.state.lock().await;
-                self.seals(self.is_small(&live.upload), true)
-            });
         // `since`: what the slot holds as the claim goes out (a part's or
         // range's lease leaves other bytes to this node's other writes,
         // whose changes the claim's read may predate).
-        let (done, private, since) = {
+        let (read_in_claim, done, private, since) = {
             let live = slot.state.lock().await;
+            let read_in_claim = read_in_claim
+                || (self.in_cluster() && self.seals(self.is_small(&live.upload), true));
             let since = (read_in_claim && !append).then(|| live.upload.clone());
-            (live.upload.state.is_done(), live.private, since)
+            (
+                read_in_claim,
+                live.upload.state.is_done(),
+                live.private,
+                since,
+            )
         };
         if done {
             return self.resent(&slot, at, body, checks).await;
@@ -689,10 +691,20 @@ impl Engine {
     pub(crate) async fn staged_bytes_lost(&self, upload_id: &str, what: &str) -> EngineError {
         // Asked afresh: another node may have sealed it for a commit
         // since this one last looked (then nothing is lost).
-        if let Ok(true) = self.inner.store.staged_exists(upload_id).await {
-            return EngineError::Conflict(format!(
+        let changed = || {
+            EngineError::Conflict(format!(
                 "the upload changed in storage meanwhile ({what}); retry the request"
-            ));
+            ))
+        };
+        if let Ok(true) = self.inner.store.staged_exists(upload_id).await {
+            return changed();
+        }
+        // Or committed, or being committed, on another node since: its
+        // bytes went with that commit, and nothing is failed.
+        if let Ok(Some(up)) = self.inner.meta.get_upload(upload_id).await
+            && up.state != ferry_core::UploadState::Open
+        {
+            return changed();
         }
         tracing::error!(upload = %upload_id, %what, "staged bytes lost; the session fails");
         let reason = "the upload's staged bytes are gone from storage (removed outside Ferry): start a new upload";

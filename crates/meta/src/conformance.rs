@@ -1020,6 +1020,35 @@ pub async fn failing_an_upload_fails_its_session_with_a_reason(m: &dyn MetaStore
     );
     let s = m.get_session("h2").await.unwrap().unwrap();
     assert_eq!((s.state, s.failure), (SessionState::Committed, None));
+
+    // Nor is a session still open for another upload failed for one of
+    // its uploads committed meanwhile.
+    m.create_session(
+        &session("h3", "hal", 10_000),
+        &[
+            upload("h3a", "h3", "c", Length::Known(1)),
+            upload("h3b", "h3", "d", Length::Known(1)),
+        ],
+    )
+    .await
+    .unwrap();
+    m.begin_commit(None, &[("h3a".into(), p("c"))], &[])
+        .await
+        .unwrap();
+    let done = [Committed {
+        upload_id: "h3a".into(),
+        state: UploadState::Committed,
+        final_path: p("c"),
+        file: file("h3f", "hal", "c", 1, "hal"),
+    }];
+    m.finish_commit(SessionEnd::IfSettled("h3"), &done)
+        .await
+        .unwrap();
+    m.fail_upload("h3a", "its bytes are missing").await.unwrap();
+    let s = m.get_session("h3").await.unwrap().unwrap();
+    assert_eq!((s.state, s.failure), (SessionState::Open, None));
+    let u = m.get_upload("h3b").await.unwrap().unwrap();
+    assert_eq!(u.state, UploadState::Open);
 }
 
 /// Every state change is held to the core's lifecycle: an illegal one is

@@ -2666,9 +2666,16 @@ impl MetaStore for Postgres {
             return Ok(ended);
         }
         let ended = self.finish_commit_locking(end, done, events).await?;
-        // All at once: none outlives another.
-        if let Err(e) = self.release_all(release).await {
-            tracing::warn!(error = %e, "cannot release leases; they end with this process");
+        // All at once (none outlives another), tried again a little: the
+        // engine has handed these over.
+        for pause in [200, 400, 0] {
+            match self.release_all(release).await {
+                Ok(()) => break,
+                Err(e) if pause == 0 => {
+                    tracing::warn!(error = %e, "cannot release leases; they end with this process");
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(pause)).await,
+            }
         }
         Ok(ended)
     }
@@ -2743,11 +2750,13 @@ impl MetaStore for Postgres {
         {
             fail = Some(sid);
         }
+        // An upload committed meanwhile stays so, and its session is not
+        // failed for it.
         sqlx::query(
-            // (An upload committed meanwhile stays so.)
-            "WITH s AS (UPDATE sessions SET state = 'failed', failure = $3 WHERE id = $2) \
-             UPDATE uploads SET state = 'aborted', final_path = NULL \
-             WHERE id = $1 AND state NOT IN ('committed', 'skipped')",
+            "WITH u AS (UPDATE uploads SET state = 'aborted', final_path = NULL \
+               WHERE id = $1 AND state NOT IN ('committed', 'skipped') RETURNING 1) \
+             UPDATE sessions SET state = 'failed', failure = $3 \
+             WHERE id = $2 AND EXISTS (SELECT 1 FROM u)",
         )
         .bind(upload_id)
         .bind(fail)

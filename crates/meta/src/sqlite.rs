@@ -1459,7 +1459,15 @@ impl MetaStore for Sqlite {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
+            // An upload committed meanwhile stays so, and its session is
+            // not failed for it.
+            let aborted = c.execute(
+                "UPDATE uploads SET state = 'aborted', final_path = NULL \
+                 WHERE id = ?1 AND state NOT IN ('committed', 'skipped')",
+                [&id],
+            )?;
             if let Some((sid, state)) = session
+                && aborted > 0
                 && parse::<SessionState>(state)?.can_become(SessionState::Failed)
             {
                 c.execute(
@@ -1467,12 +1475,6 @@ impl MetaStore for Sqlite {
                     params![sid, reason],
                 )?;
             }
-            // (An upload committed meanwhile stays so.)
-            c.execute(
-                "UPDATE uploads SET state = 'aborted', final_path = NULL \
-                 WHERE id = ?1 AND state NOT IN ('committed', 'skipped')",
-                [&id],
-            )?;
             Ok(())
         })
         .await
