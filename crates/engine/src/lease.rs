@@ -176,8 +176,8 @@ pub(crate) struct Leased {
 }
 
 /// What a claim reads once granted.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reading<'a> {
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Reading {
     Nothing,
     /// The upload (the key) and its session, whole.
     Whole,
@@ -185,26 +185,6 @@ pub(crate) enum Reading<'a> {
     States,
     /// This session and its uploads, under the commit leases of its open
     /// uploads when they are free (the claim of its commit's turn).
-    Commit(&'a str),
-}
-
-impl Reading<'_> {
-    fn owned(self) -> Read {
-        match self {
-            Reading::Nothing => Read::Nothing,
-            Reading::Whole => Read::Whole,
-            Reading::States => Read::States,
-            Reading::Commit(session) => Read::Commit(session.to_owned()),
-        }
-    }
-}
-
-/// [`Reading`], owned by the task that claims ([`Engine::claim_once`]).
-#[derive(Clone)]
-enum Read {
-    Nothing,
-    Whole,
-    States,
     Commit(String),
 }
 
@@ -258,7 +238,7 @@ impl Engine {
         (lo, hi): (u64, u64),
         kind: LeaseKind,
         turn: Option<&str>,
-        reading: Reading<'_>,
+        reading: Reading,
     ) -> Result<Leased> {
         self.lease_claiming(upload_id, lo, hi, kind, turn, reading)
             .await
@@ -271,7 +251,7 @@ impl Engine {
         hi: u64,
         kind: LeaseKind,
         turn: Option<&str>,
-        reading: Reading<'_>,
+        reading: Reading,
     ) -> Result<Leased> {
         if !self.in_cluster() {
             return Ok(Leased::default());
@@ -282,7 +262,6 @@ impl Engine {
         let started = Instant::now();
         let mut asked: Option<Instant> = None;
         let turn = turn.map(session_key);
-        let reading = reading.owned();
         loop {
             let claimed = self
                 .claim_once(key, lo, hi, kind, turn.as_deref(), &reading)
@@ -370,20 +349,16 @@ impl Engine {
         hi: u64,
         kind: LeaseKind,
         turn: Option<&str>,
-        reading: &Read,
+        reading: &Reading,
     ) -> Result<Claimed> {
         let engine = self.clone();
         let (key, turn) = (key.to_owned(), turn.map(str::to_owned));
         let reading = reading.clone();
         let task = tokio::spawn(async move {
             let meta = &engine.inner.meta;
-            let lease = |token| Lease {
-                engine: engine.clone(),
-                token,
-                yields: false,
-            };
+            let lease = |token| Lease::granted(&engine, token);
             let (claim, leased) = match reading {
-                Read::Whole => {
+                Reading::Whole => {
                     let (c, t, read) = meta
                         .claim_and_read(&key, lo, hi, kind, turn.as_deref())
                         .await?;
@@ -394,7 +369,7 @@ impl Engine {
                     };
                     (c, leased)
                 }
-                Read::States => {
+                Reading::States => {
                     let (c, states) = meta.claim_and_states(&key, lo, hi, kind).await?;
                     let leased = Leased {
                         states,
@@ -402,7 +377,7 @@ impl Engine {
                     };
                     (c, leased)
                 }
-                Read::Commit(id) => {
+                Reading::Commit(id) => {
                     let t = meta.claim_commit_turn(&key, &id).await?;
                     let commits = t.commits.into_iter().map(|(id, tk)| (id, lease(tk)));
                     let leased = Leased {
@@ -412,7 +387,7 @@ impl Engine {
                     };
                     (t.claim, leased)
                 }
-                Read::Nothing => (meta.claim(&key, lo, hi, kind).await?, Leased::default()),
+                Reading::Nothing => (meta.claim(&key, lo, hi, kind).await?, Leased::default()),
             };
             Ok(match claim {
                 Claim::Granted(token) => Claimed::Granted(Box::new(Leased {
@@ -423,11 +398,7 @@ impl Engine {
                 Claim::Busy(held) => Claimed::Busy(held),
             })
         });
-        match task.await {
-            Ok(claimed) => claimed,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(EngineError::Unavailable("the server is stopping".into())),
-        }
+        holding_task(task).await
     }
 
     /// A session's turn: its commit, abort and expiry exclude each other,
@@ -460,7 +431,7 @@ impl Engine {
             Some(lease) => (Some(lease), None),
             None => {
                 let reading = match commit {
-                    true => Reading::Commit(session_id),
+                    true => Reading::Commit(session_id.to_owned()),
                     false => Reading::Nothing,
                 };
                 let key = session_key(session_id);
@@ -518,11 +489,7 @@ impl Engine {
                     .collect()
             }))
         });
-        match task.await {
-            Ok(made) => made,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(EngineError::Unavailable("the server is stopping".into())),
-        }
+        holding_task(task).await
     }
 
     /// Keeps a session's turn this node leased ahead of its commit (with
@@ -581,6 +548,17 @@ impl Drop for TurnAhead {
             .flatten();
         drop(born);
         drop(lease);
+    }
+}
+
+/// The answer of a task that makes lease guards ([`Engine::claim_once`],
+/// [`Engine::create_holding`]); a task the runtime stopped as it shuts
+/// down answers unavailable.
+async fn holding_task<T>(task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+    match task.await {
+        Ok(answer) => answer,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(EngineError::Unavailable("the server is stopping".into())),
     }
 }
 

@@ -136,17 +136,16 @@ impl Engine {
         } else {
             self.slot(caller, upload_id).await?
         };
-        // And a small upload the store keeps whole as its final object:
-        // its write takes the object over when nothing was received, so
-        // what was received is read once the lease is held (a write
-        // recorded by another node between the read above and the claim
-        // would else be written over, or its object removed if this
-        // write's body broke).
         // `since`: what the slot holds as the claim goes out (a part's or
         // range's lease leaves other bytes to this node's other writes,
         // whose changes the claim's read may predate).
         let (read_in_claim, done, private, since) = {
             let live = slot.state.lock().await;
+            // And a small upload the store keeps whole as its final
+            // object reads in its claim: its write takes the object over
+            // when nothing was received (a write recorded by another node
+            // between the read above and the claim would else be written
+            // over, or its object removed if this write's body broke).
             let read_in_claim = read_in_claim
                 || (self.in_cluster() && self.seals(self.is_small(&live.upload), true));
             let since = (read_in_claim && !append).then(|| live.upload.clone());
