@@ -1787,3 +1787,224 @@ async fn a_write_whose_client_left_while_its_claim_waited_leaves_no_lease() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_file(&b, &alice, "p.bin", &data).await;
 }
+
+#[tokio::test]
+async fn a_small_part_sent_without_a_claim_gives_way_to_the_same_part_recorded_on_another_node() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let (first, second) = (random_bytes(4096, 41), random_bytes(4096, 42));
+    let v = create_session(&a, &alice, json!({"path": "one.bin", "size": 4096})).await;
+    let sid = v["id"].as_str().unwrap().to_owned();
+    let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    // Node a made the upload: its part claims nothing, and holds nothing
+    // while its body comes.
+    let (tx, body) = held_body();
+    let held = tokio::spawn(
+        http()
+            .put(a.url_of(&format!("/v1/uploads/{up}/parts/1")))
+            .bearer_auth(&alice)
+            .body(body)
+            .send(),
+    );
+    tx.send(Ok(first[..1000].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile the same part, other bytes, on node b: stored and recorded.
+    let (st, v) = part(&b, &alice, &up, 1, &second).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // Node a's part then ends: the object is node b's, and a's bytes are
+    // not the part recorded, so they are refused, and nothing changes.
+    tx.send(Ok(first[1000..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT, "{:?}", r.text().await);
+    // The same bytes again are the part already recorded.
+    let (st, v) = part(&a, &alice, &up, 1, &second).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let commit = format!("/v1/sessions/{sid}/commit");
+    let (st, v) = call(&a, Method::POST, &commit, Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["uploads"][0]["file"]["sha256"],
+        json!(sha256_hex(&second)),
+        "{v}"
+    );
+    assert_file(&a, &alice, "one.bin", &second).await;
+    assert_file(&b, &alice, "one.bin", &second).await;
+}
+
+#[tokio::test]
+async fn a_small_part_on_the_node_that_made_it_goes_the_usual_way_past_a_dead_nodes_claim() {
+    let Some((a, mut b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let (stale, data) = (random_bytes(4096, 43), random_bytes(4096, 44));
+    let v = create_session(&a, &alice, json!({"path": "two.bin", "size": 4096})).await;
+    let sid = v["id"].as_str().unwrap().to_owned();
+    let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    // Node b's part holds a lease (it did not make the upload), its
+    // bytes stop short, and the node is killed: its lease stays, a dead
+    // node's.
+    let (tx, body) = held_body();
+    let held = tokio::spawn(
+        http()
+            .put(b.url_of(&format!("/v1/uploads/{up}/parts/1")))
+            .bearer_auth(&alice)
+            .body(body)
+            .send(),
+    );
+    tx.send(Ok(stale[..4000].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.kill9();
+    let _ = held.await;
+    // Node a's part: the upload was claimed (by the dead node's write), so
+    // its record is refused; it goes the usual way, whose claim takes the
+    // dead node's lease over, and its bytes are the part and the file.
+    let (st, v) = part(&a, &alice, &up, 1, &data).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let commit = format!("/v1/sessions/{sid}/commit");
+    let (st, v) = call(&a, Method::POST, &commit, Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["uploads"][0]["file"]["sha256"],
+        json!(sha256_hex(&data)),
+        "{v}"
+    );
+    assert_file(&a, &alice, "two.bin", &data).await;
+}
+
+/// Whether the bucket holds the object of upload `up` on node `n`.
+async fn object_exists(n: &Server, up: &str) -> bool {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared)
+            .endpoint_url(std::env::var("FERRY_S3_ENDPOINT").unwrap())
+            .force_path_style(true)
+            .build(),
+    );
+    let key = format!("{}objects/{up}", n.setting("FERRY_S3_PREFIX").unwrap());
+    match s3
+        .head_object()
+        .bucket(std::env::var("FERRY_S3_BUCKET").unwrap())
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => false,
+        Err(e) => panic!("HEAD of the object: {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_small_part_whose_record_was_refused_leaves_no_object_nobody_recorded() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let (first, second) = (random_bytes(4096, 45), random_bytes(4096, 46));
+    let v = create_session(&a, &alice, json!({"path": "three.bin", "size": 4096})).await;
+    let sid = v["id"].as_str().unwrap().to_owned();
+    let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    let url = a.database_url().unwrap().to_owned();
+    // A claim of the upload is under way (its lock is taken): node a's
+    // part, which claims nothing, stores its object, but its record is
+    // refused, and the claim that removes what nobody recorded waits...
+    let held = ClaimLockHeld::take(&url, &up);
+    let sent = tokio::spawn(
+        http()
+            .put(a.url_of(&format!("/v1/uploads/{up}/parts/1")))
+            .bearer_auth(&alice)
+            .body(first.clone())
+            .timeout(Duration::from_secs(2))
+            .send(),
+    );
+    let stored = Instant::now();
+    while !object_exists(&a, &up).await {
+        assert!(
+            stored.elapsed() < Duration::from_secs(2),
+            "no object was stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... while its client gives up.
+    assert!(sent.await.unwrap().is_err(), "the part was answered");
+    drop(held);
+    // Then it removes the object: no write of the upload is recorded, and
+    // later writes must not be compared with it nor seal it as the file.
+    let freed = Instant::now();
+    while object_exists(&a, &up).await {
+        assert!(
+            freed.elapsed() < Duration::from_secs(3),
+            "an object nobody recorded stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Other bytes are then the part, on any node, and the file (once the
+    // lease under which the object went is released, a moment later).
+    let sent = Instant::now();
+    loop {
+        let (st, v) = part(&b, &alice, &up, 1, &second).await;
+        if st == StatusCode::CONFLICT && sent.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(st, StatusCode::OK, "{v}");
+        break;
+    }
+    let commit = format!("/v1/sessions/{sid}/commit");
+    let (st, v) = call(&a, Method::POST, &commit, Some(&alice), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["uploads"][0]["file"]["sha256"],
+        json!(sha256_hex(&second)),
+        "{v}"
+    );
+    assert_file(&a, &alice, "three.bin", &second).await;
+}
+
+#[tokio::test]
+async fn a_tus_patch_that_claimed_nothing_gives_way_to_a_claim_of_its_upload_made_meanwhile() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(4096, 47);
+    let id = create_tus(&a, &alice, data.len() as u64).await;
+    let path = format!("/tus/{id}");
+    let url = a.database_url().unwrap().to_owned();
+    // A claim of the upload is under way (its lock is taken, as a newer
+    // request's claim would): node a's PATCH, which claims nothing,
+    // stores its object but is not recorded...
+    let held = ClaimLockHeld::take(&url, &id);
+    let sent = tokio::spawn(tus_patch(&a, &path, &alice, 0).body(data.clone()).send());
+    let stored = Instant::now();
+    while !object_exists(&a, &id).await {
+        assert!(
+            stored.elapsed() < Duration::from_secs(2),
+            "no object was stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(held);
+    // ... and gives way, as a PATCH holding the upload's lease would have
+    // been stopped: 409, its object gone, nothing received.
+    let r = sent.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT, "{:?}", r.text().await);
+    assert!(!object_exists(&a, &id).await, "its object stayed");
+    let r = tus_head(&b, &path, &alice).send().await.unwrap();
+    assert_eq!(r.headers()["upload-offset"], "0");
+    // The client asks, and sends it again: it lands.
+    let r = tus_patch(&a, &path, &alice, 0)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    assert_eq!(r.headers()["upload-offset"], "4096");
+}

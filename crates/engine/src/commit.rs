@@ -104,7 +104,7 @@ impl Engine {
     /// the session's turn (`commit_if_free_unclaimed`). `None` when this
     /// does not apply, or the records differ, or the path is taken:
     /// nothing changed, and the commit claims as usual (which says why).
-    async fn commit_unclaimed(
+    pub(crate) async fn commit_unclaimed(
         &self,
         caller: &Caller,
         session_id: &str,
@@ -137,6 +137,7 @@ impl Engine {
             let (checks, want) = commit_checks(u, expected.get(&id));
             let sealed = Digests::from_list(&u.sealed);
             let ready = live.session.state == SessionState::Open
+                && !live.session.open_ended
                 && !live.session.is_expired_at(now_ms())
                 && u.state == UploadState::Open
                 && u.is_complete()

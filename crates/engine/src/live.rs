@@ -81,6 +81,9 @@ pub(crate) struct Live {
     /// In a cluster, what the write that completed the upload left to the
     /// commit that follows it ([`Left`]).
     pub left: Option<Left>,
+    /// The slot was made with the upload, on this node
+    /// ([`Engine::seed_slots`]), not read from the metadata.
+    pub made_here: bool,
 }
 
 /// What a write that completed an upload committed on its last byte
@@ -143,6 +146,7 @@ fn new_slot(session: Session, upload: Upload, hash_in_order: bool) -> Slot {
             follow_end: None,
             taken: false,
             private: false,
+            made_here: false,
             left: None,
         }),
         hashing: tokio::sync::Mutex::new(()),
@@ -208,7 +212,9 @@ impl Engine {
         upload_id: &str,
     ) -> Result<(crate::UploadView, Session)> {
         let slot = self.slot(caller, upload_id).await?;
-        drop(slot.take_over().await);
+        // The lease below marks the upload claimed: no write of it claims
+        // nothing any more.
+        slot.take_over().await.made_here = false;
         // And on other nodes: a write there stops and records what it made
         // durable before this answers.
         let lease = self
@@ -406,7 +412,9 @@ impl Engine {
             .iter()
             .map(|up| {
                 let mut slot = new_slot(session.clone(), up.clone(), hash_in_order);
-                slot.state.get_mut().private = private;
+                let live = slot.state.get_mut();
+                live.private = private;
+                live.made_here = true;
                 map.insert(&session.id, &up.id, Arc::new(slot))
             })
             .collect()

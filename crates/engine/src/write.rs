@@ -11,6 +11,7 @@ use ferry_meta::LeaseKind;
 use ferry_store::{ByteStream, StoreError};
 use futures::StreamExt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Where a write lands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +96,26 @@ pub struct WholeUpload {
     pub expires_at: ferry_core::Millis,
 }
 
+/// How a write that claims nothing ended ([`Engine::write_unclaimed`]).
+enum Unclaimed {
+    Written(Box<WriteResult>),
+    /// Not written: the body, as it came, for the usual way.
+    Usual(ByteStream),
+    /// A newer request took the upload over while the body came.
+    Stopped,
+}
+
+/// How the task of a write that claims nothing ended.
+enum Ended {
+    Written(Box<WriteResult>),
+    /// Not written: what came of the body, and the rest of it.
+    Usual(
+        Vec<std::io::Result<bytes::Bytes>>,
+        futures::stream::Fuse<ByteStream>,
+    ),
+    Stopped,
+}
+
 /// What the body adapter saw, shared with the write that owns it.
 struct Seen {
     count: u64,
@@ -159,6 +180,28 @@ impl Engine {
         if done {
             return self.resent(&slot, at, body, checks).await;
         }
+        // The whole file of a small upload as its one part, before any
+        // other byte: written without a claim when nothing happened
+        // meanwhile, else the usual way (`Engine::write_unclaimed`).
+        let body = match self
+            .write_unclaimed(&slot, upload_id, at, body, &checks)
+            .await
+        {
+            Unclaimed::Written(mut w) => {
+                if let Some(view) = self.commit_if_due(&slot, upload_id).await? {
+                    w.file = view.file;
+                    w.upload = view.upload;
+                }
+                return Ok(*w);
+            }
+            Unclaimed::Usual(body) => body,
+            Unclaimed::Stopped => {
+                return Err(EngineError::Conflict(
+                    "another request took this upload over while this one's body came; none of its bytes were kept: ask for the upload's offset"
+                        .into(),
+                ));
+            }
+        };
         // No other request writes to a private upload: no lease, and the
         // slot this node keeps is the truth.
         let (lease, _turn_ahead, read, states) = match private {
@@ -168,6 +211,10 @@ impl Engine {
                     .await?
             }
         };
+        if lease.is_some() {
+            // Claimed: no write of it claims nothing any more.
+            slot.state.lock().await.made_here = false;
+        }
         if lease.is_some() && read_in_claim {
             // Afresh, as the claim read it: the append may have waited
             // for another node's to settle, or the upload changed on
@@ -229,6 +276,256 @@ impl Engine {
         Ok(w)
     }
 
+    /// In a cluster, on a store that keeps a small upload's whole file as
+    /// its final object: a part that is the whole file, sent before any
+    /// other byte of it, claims nothing. Its body is read whole and
+    /// checked, stored only if no object is there yet (an object there is
+    /// another write's, which a write without a lease must not replace),
+    /// and recorded only if nothing holds or changed the upload meanwhile
+    /// ([`ferry_meta::MetaStore::record_write_if_free`]): one metadata
+    /// step instead of a claim and a record. Anything else, a body that is
+    /// not exactly the part, a digest that does not match, or a step
+    /// refused, goes the usual way with the body as it came (which claims,
+    /// then writes over or compares with the object, and answers).
+    async fn write_unclaimed(
+        &self,
+        slot: &Arc<crate::live::Slot>,
+        upload_id: &str,
+        at: WriteAt,
+        body: ByteStream,
+        checks: &PartChecks,
+    ) -> Unclaimed {
+        // A part, or an append from the first byte (tus, the IETF draft).
+        let number = match at {
+            WriteAt::Part(number) => Some(number),
+            WriteAt::Append { offset: 0, .. } => None,
+            _ => return Unclaimed::Usual(body),
+        };
+        let free = |live: &Live| -> Option<(ByteRange, Want)> {
+            let up = &live.upload;
+            let len = up.length.known()?;
+            let whole = match (number, at) {
+                (Some(n), _) => up.plan().part_range(n.into(), up.length) == Some((0, len)),
+                (
+                    None,
+                    WriteAt::Append {
+                        total, len: sent, ..
+                    },
+                ) => total.is_none_or(|t| t == len) && sent.is_none_or(|s| s == len),
+                _ => false,
+            };
+            let ready = self.in_cluster()
+                && live.made_here
+                && whole
+                && self.seals(self.is_small(up), true)
+                && !live.private
+                && !live.committing
+                && live.left.is_none()
+                && live.inflight.is_empty()
+                && live.check_writable(now_ms()).is_ok()
+                && up.received.is_empty()
+                && up.parts.is_empty()
+                && up.sealed.is_empty()
+                && live.session.extend_secs.is_none()
+                && checks.late.is_none()
+                && !self.wants_hook(crate::HookKind::PostReceive);
+            ready
+                .then(|| ByteRange::new(0, len))
+                .flatten()
+                .map(|r| (r, Want::whole(&up.whole_digests)))
+        };
+        // Reserved as any write's range while its body comes: a newer
+        // request (a tus `HEAD`) stops it as it stops any write.
+        let (range, whole_want, write_id, stop) = {
+            let mut live = slot.state.lock().await;
+            let Some((range, whole_want)) = free(&live) else {
+                return Unclaimed::Usual(body);
+            };
+            let id = live.next_write;
+            live.next_write += 1;
+            let stop = tokio_util::sync::CancellationToken::new();
+            live.inflight.push(crate::live::Inflight {
+                id,
+                range,
+                stop: stop.clone(),
+            });
+            (range, whole_want, id, stop)
+        };
+        // The rest runs as a task of its own: a request that goes away
+        // (dropping this future cancels `stop`) cannot leave its range
+        // reserved.
+        let abandon = stop.clone().drop_guard();
+        let (engine, slot, id) = (self.clone(), slot.clone(), upload_id.to_owned());
+        let checks = checks.clone();
+        let task = tokio::spawn(async move {
+            let _flight = engine.inner.activity.writing();
+            let unreserve = || async {
+                let mut live = slot.state.lock().await;
+                slot.finished(&mut live, write_id);
+            };
+            // The body, read whole; given back as it came to the usual way.
+            let mut body = body.fuse();
+            let mut came: Vec<std::io::Result<bytes::Bytes>> = Vec::new();
+            let mut got = 0u64;
+            let mut clean = true;
+            loop {
+                let item = tokio::select! {
+                    item = body.next() => item,
+                    () = stop.cancelled() => {
+                        unreserve().await;
+                        return Ended::Stopped;
+                    }
+                };
+                let Some(item) = item else { break };
+                let over = match &item {
+                    Ok(chunk) => {
+                        got += chunk.len() as u64;
+                        got > range.len()
+                    }
+                    Err(_) => true,
+                };
+                clean &= item.is_ok();
+                came.push(item);
+                if over {
+                    clean = false;
+                    break;
+                }
+            }
+            let want = checks
+                .expected
+                .iter()
+                .fold(checks.want, |w, d| w.or(Want::algo(d.algo)));
+            let (mut part_hash, mut whole_hash) = (Hashers::new(want), Hashers::new(whole_want));
+            let mut data = bytes::BytesMut::with_capacity(range.len() as usize);
+            for chunk in came.iter().flatten() {
+                part_hash.update(chunk);
+                whole_hash.update(chunk);
+                data.extend_from_slice(chunk);
+            }
+            let digests = part_hash.finish();
+            let checked = checks.expected.iter().all(|d| digests.check(d).is_ok());
+            if !clean || got != range.len() || !checked {
+                unreserve().await;
+                return Ended::Usual(came, body);
+            }
+            let sealed = whole_hash.finish().to_list();
+            let part = number.map(|number| Part {
+                number,
+                offset: 0,
+                size: range.len(),
+                sha256: digests.sha256.clone(),
+                sha1: digests.sha1.clone(),
+                md5: digests.md5.clone(),
+            });
+            let (store, meta) = (&engine.inner.store, &engine.inner.meta);
+            let stored = store
+                .create_small_if_absent(&id, data.freeze())
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(upload = %id, error = %e, "a conditional write failed; written the usual way");
+                    None
+                });
+            let recorded = match stored {
+                Some(true) => meta
+                    .record_write_if_free(&id, range, part.as_ref(), &sealed)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::debug!(upload = %id, error = %e, "a write that claimed nothing goes the usual way");
+                        false
+                    }),
+                _ => false,
+            };
+            let mut live = slot.state.lock().await;
+            slot.finished(&mut live, write_id);
+            if !recorded {
+                // Refused: something touched the upload, and this slot
+                // may not know it. Its next writes claim.
+                live.made_here = false;
+                drop(live);
+                // What it stored and nobody recorded goes, before the
+                // usual way claims.
+                if stored == Some(true) {
+                    engine.discard_unrecorded(&id).await;
+                }
+                // An append whose upload another request claimed meanwhile
+                // (a newer one of its client: a HEAD, a PATCH) gives way to
+                // it, as one holding its lease would have been stopped.
+                if stop.is_cancelled() || (number.is_none() && stored == Some(true)) {
+                    return Ended::Stopped;
+                }
+                return Ended::Usual(came, body);
+            }
+            store.small_recorded(&id, range.len());
+            engine.inner.activity.received(range.len());
+            metrics::counter!("ferry_bytes_received_total").increment(range.len());
+            live.upload.sealed = sealed;
+            live.upload.received.insert(range);
+            if let Some(part) = &part {
+                live.upload.parts.insert(part.number, part.clone());
+            }
+            Ended::Written(Box::new(WriteResult {
+                upload: live.upload.clone(),
+                part,
+                digests,
+                file: None,
+                expires_at: live.session.expires_at,
+            }))
+        });
+        let ended = task.await;
+        abandon.disarm();
+        match ended {
+            Ok(Ended::Written(w)) => Unclaimed::Written(w),
+            Ok(Ended::Usual(came, body)) => {
+                Unclaimed::Usual(futures::stream::iter(came).chain(body).boxed())
+            }
+            Ok(Ended::Stopped) => Unclaimed::Stopped,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is stopping.
+            Err(_) => Unclaimed::Stopped,
+        }
+    }
+
+    /// Removes the object a write that claimed nothing stored when its
+    /// record was refused, under a lease of the upload, if it is still
+    /// that write's ([`ferry_store::Store::discard_unrecorded`]) and no
+    /// record vouches for it (sealed digests recorded, the upload
+    /// committed). An object nobody recorded would otherwise be taken for
+    /// the upload's bytes, compared with a resend or sealed as its file.
+    /// A lease held elsewhere is waited for, up to ~6 s (the request waits
+    /// too: it claims next).
+    async fn discard_unrecorded(&self, upload_id: &str) {
+        let mut pause = Duration::from_millis(100);
+        let leased = loop {
+            let leased = self
+                .lease_upload(
+                    upload_id,
+                    (0, u64::MAX),
+                    LeaseKind::Write,
+                    None,
+                    Reading::Whole,
+                )
+                .await;
+            match leased {
+                Ok(leased) => break leased,
+                Err(EngineError::Conflict(_)) if pause < Duration::from_secs(4) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(upload = %upload_id, error = %e, "an object no write recorded stays until the upload's next write or its end");
+                    return;
+                }
+            }
+        };
+        let unvouched = leased.read.as_ref().is_some_and(|(up, _)| {
+            up.sealed.is_empty() && matches!(up.state, UploadState::Open | UploadState::Aborted)
+        });
+        if unvouched && let Err(e) = self.inner.store.discard_unrecorded(upload_id).await {
+            tracing::warn!(upload = %upload_id, error = %e, "cannot remove an object no write recorded");
+        }
+        self.release_leases(leased.lease).await;
+    }
+
     /// Records the range a write left to a commit that did not take it
     /// (one that failed before it froze the upload), then ends the lease
     /// left with it.
@@ -270,12 +567,22 @@ impl Engine {
     ) -> Result<Option<UploadView>> {
         let due = {
             let live = slot.state.lock().await;
-            live.session.commit_mode().is_auto()
+            (live.session.commit_mode().is_auto()
                 && live.upload.state == ferry_core::UploadState::Open
-                && live.upload.is_complete()
+                && live.upload.is_complete())
+            .then(|| live.session.id.clone())
         };
-        if !due {
+        let Some(session_id) = due else {
             return Ok(None);
+        };
+        // The session's one upload, sealed whole on this node: committed
+        // with it in one metadata step when nothing else holds it.
+        let caller = Caller::Session(session_id.clone());
+        let unclaimed = self
+            .commit_unclaimed(&caller, &session_id, &Default::default())
+            .await?;
+        if let Some(view) = unclaimed.and_then(|v| v.uploads.into_iter().next()) {
+            return Ok(Some(view));
         }
         self.commit_one(slot, upload_id, None).await.map(Some)
     }

@@ -602,6 +602,27 @@ pub trait MetaStore: Send + Sync + 'static {
         self.record_write(upload_id, range, part, sealed).await?;
         self.release(lease).await
     }
+    /// Records a write that claimed nothing ([`MetaStore::record_write`] of
+    /// `range`, the whole upload, its one `part` if any and its `sealed`
+    /// digests), only if nothing holds or changed the upload since it was
+    /// made: never claimed by any process (a claim leaves a mark that
+    /// stays: its request may have written over the object or removed
+    /// it), no lease of it, still open in an open session, not written
+    /// directly, nothing received or sealed; checked under the lock a
+    /// claim of it takes and only tried (a claim under way answers `false`
+    /// at once), and against an abort, expiry or commit of it as one step.
+    /// `false`: nothing changed, and the write claims the usual way. By
+    /// default `false` (one process: it always claims).
+    async fn record_write_if_free(
+        &self,
+        upload_id: &str,
+        range: ByteRange,
+        part: Option<&Part>,
+        sealed: &[Digest],
+    ) -> Result<bool> {
+        let _ = (upload_id, range, part, sealed);
+        Ok(false)
+    }
     /// Replaces the upload's received ranges with `received` and drops part
     /// `drop_part`, after a failed write clobbered bytes that had arrived,
     /// and forgets its [`Upload::sealed`] digests.

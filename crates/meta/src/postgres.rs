@@ -86,6 +86,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         15,
         include_str!("../migrations/postgres/0015_commit_ready.sql"),
     ),
+    (
+        16,
+        include_str!("../migrations/postgres/0016_record_if_free.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -2467,6 +2471,30 @@ impl MetaStore for Postgres {
     ) -> Result<()> {
         self.record(upload_id, range, part, sealed, Some(lease))
             .await
+    }
+
+    /// One statement (`ferry_record_if_free`, migration 16).
+    async fn record_write_if_free(
+        &self,
+        upload_id: &str,
+        range: ByteRange,
+        part: Option<&Part>,
+        sealed: &[Digest],
+    ) -> Result<bool> {
+        sqlx::query_scalar("SELECT ferry_record_if_free($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(upload_id)
+            .bind(i(range.start))
+            .bind(i(range.end))
+            .bind(part.map(|p| i64::from(p.number)))
+            .bind(part.map(|p| i(p.offset)))
+            .bind(part.map(|p| i(p.size)))
+            .bind(part.and_then(|p| p.sha256.as_deref()))
+            .bind(part.and_then(|p| p.sha1.as_deref()))
+            .bind(part.and_then(|p| p.md5.as_deref()))
+            .bind(join_tagged(sealed))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
     }
 
     async fn forget(

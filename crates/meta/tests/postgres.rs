@@ -530,7 +530,7 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, (1..=15).collect::<Vec<i32>>());
+    assert_eq!(versions, (1..=16).collect::<Vec<i32>>());
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -1436,6 +1436,97 @@ async fn recording_a_write_can_end_its_lease_in_the_same_step() {
     .await
     .unwrap();
     hear(&mut heard, Change::Released("u1".into())).await;
+}
+
+/// A write that claimed nothing is recorded only on an upload that nothing
+/// touched since it was made: once; never once any claim of it was
+/// granted, held or released (its request may have written over or
+/// removed the object); never while its claim's lock is taken; never on
+/// an upload that ended.
+#[tokio::test]
+async fn a_write_that_claimed_nothing_is_recorded_only_on_an_upload_nobody_touched() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    let ids = ["u1", "u2", "u3", "u4", "u5", "u6"];
+    let uploads: Vec<Upload> = ids
+        .iter()
+        .map(|id| upload(id, "s1", &format!("{id}.bin"), 50))
+        .collect();
+    n[0].create_session(&session("s1", "kim"), &uploads)
+        .await
+        .unwrap();
+    let whole = ferry_core::ByteRange::new(0, 50).unwrap();
+    let part = ferry_core::Part {
+        number: 1,
+        offset: 0,
+        size: 50,
+        sha256: Some("ab".repeat(32)),
+        sha1: None,
+        md5: None,
+    };
+    let sealed = [ferry_core::Digest::new(ferry_core::DigestAlgo::Sha256, vec![7; 32]).unwrap()];
+    let record = |node: usize, id: &'static str| {
+        let (n, part, sealed) = (&n[node], &part, &sealed);
+        async move {
+            n.record_write_if_free(id, whole, Some(part), sealed)
+                .await
+                .unwrap()
+        }
+    };
+    // Untouched: recorded, as a claimed write's record would be; once.
+    assert!(record(0, "u1").await);
+    let up = n[1].get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(up.received.ranges(), &[whole]);
+    assert_eq!(up.parts.get(&1), Some(&part));
+    assert_eq!(up.sealed, sealed);
+    assert!(!record(1, "u1").await, "recorded twice");
+    // Claimed, and released with nothing recorded: refused.
+    let Claim::Granted(t) = n[0].claim("u2", 0, 50, LeaseKind::Write).await.unwrap() else {
+        panic!("a free key is granted");
+    };
+    assert!(!record(1, "u2").await, "recorded under another's lease");
+    n[0].release(&t).await.unwrap();
+    assert!(!record(1, "u2").await, "recorded after a claim of it");
+    let up = n[1].get_upload("u2").await.unwrap().unwrap();
+    assert!(up.received.is_empty() && up.parts.is_empty() && up.sealed.is_empty());
+    // A claim of it under way (its lock taken): refused at once.
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(1281712499, hashtext('u3'))")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        !record(1, "u3").await,
+        "recorded while a claim was under way"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "it waited");
+    sqlx::query("SELECT pg_advisory_unlock(1281712499, hashtext('u3'))")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    // And once the lock is free, recorded: the lock leaves no mark.
+    assert!(record(1, "u3").await);
+    // A lease of it, even one whose claim left no mark (a commit's turn
+    // takes its uploads' leases so): refused.
+    sqlx::query("INSERT INTO leases (token, key, lo, hi, kind, node) VALUES ('t5', 'u5', 0, 50, 'commit', 1)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert!(!record(1, "u5").await, "recorded under a lease");
+    // Written directly (a presigned part): refused.
+    sqlx::query("UPDATE uploads SET direct = true WHERE id = 'u6'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert!(!record(1, "u6").await, "recorded over a presigned part");
+    c.close().await.unwrap();
+    // An upload that ended (its session failed with it): refused.
+    n[0].fail_upload("u4", "refused").await.unwrap();
+    assert!(!record(1, "u4").await, "recorded on an aborted upload");
 }
 
 /// A session created with its turn leased holds it against every other

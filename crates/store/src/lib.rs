@@ -326,6 +326,44 @@ pub trait Store: Send + Sync + 'static {
         }
     }
 
+    /// Stores `data`, the whole file of a small upload none of whose bytes
+    /// were received, as its final object ([`Capabilities::whole_is_final`])
+    /// only if no object is there yet: for a write that claimed nothing,
+    /// whose record then checks that nothing happened meanwhile (an object
+    /// there is another write's, which this one must not replace).
+    /// `Some(true)`: stored; `Some(false)`: an object was there, and
+    /// nothing changed; `None`: this store cannot make a write conditional
+    /// (the caller writes the usual way). `None` by default.
+    ///
+    /// The object is not the upload's file until the write is recorded
+    /// ([`Store::small_recorded`]); one whose record was refused must be
+    /// removed under a lease of the upload ([`Store::discard_unrecorded`]).
+    async fn create_small_if_absent(
+        &self,
+        upload: &str,
+        data: bytes::Bytes,
+    ) -> Result<Option<bool>, StoreError> {
+        let _ = (upload, data);
+        Ok(None)
+    }
+
+    /// The write that stored `upload`'s object by
+    /// [`Store::create_small_if_absent`] is recorded: the object holds the
+    /// upload's `size` bytes, sealed. Nothing by default.
+    fn small_recorded(&self, upload: &str, size: u64) {
+        let _ = (upload, size);
+    }
+
+    /// Under a lease of `upload`, after the write that stored its object
+    /// by [`Store::create_small_if_absent`] was not recorded, and no
+    /// record vouches for the object: deletes it if it is still the one
+    /// that write stored (one a write replaced since is that write's).
+    /// `true`: deleted. `false` by default.
+    async fn discard_unrecorded(&self, upload: &str) -> Result<bool, StoreError> {
+        let _ = upload;
+        Ok(false)
+    }
+
     /// Writes `body` at `offset` of the staged object and makes what
     /// arrived durable. A body that ends before `len` is not an error here:
     /// the count says how much landed (a store that writes fixed parts may

@@ -188,6 +188,15 @@ impl Server {
         self.database.as_ref().map(|d| d.url.as_str())
     }
 
+    /// The value of a `FERRY_*` variable it was started with.
+    #[allow(dead_code)]
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Runs one statement on the server's metadata (SQLite in its data
     /// directory, or its PostgreSQL database); `?1`, `?2`… take `args`.
     pub fn exec_sql(&self, sql: &str, args: &[&str]) {
