@@ -105,17 +105,6 @@ enum Unclaimed {
     Stopped,
 }
 
-/// How the task of a write that claims nothing ended.
-enum Ended {
-    Written(Box<WriteResult>),
-    /// Not written: what came of the body, and the rest of it.
-    Usual(
-        Vec<std::io::Result<bytes::Bytes>>,
-        futures::stream::Fuse<ByteStream>,
-    ),
-    Stopped,
-}
-
 /// What the body adapter saw, shared with the write that owns it.
 struct Seen {
     count: u64,
@@ -277,8 +266,9 @@ impl Engine {
     }
 
     /// In a cluster, on a store that keeps a small upload's whole file as
-    /// its final object: a part that is the whole file, sent before any
-    /// other byte of it, claims nothing. Its body is read whole and
+    /// its final object, on the node that made the upload: a part that is
+    /// the whole file, or an append of it from its first byte, sent before
+    /// any other byte of it, claims nothing. Its body is read whole and
     /// checked, stored only if no object is there yet (an object there is
     /// another write's, which a write without a lease must not replace),
     /// and recorded only if nothing holds or changed the upload meanwhile
@@ -286,7 +276,9 @@ impl Engine {
     /// step instead of a claim and a record. Anything else, a body that is
     /// not exactly the part, a digest that does not match, or a step
     /// refused, goes the usual way with the body as it came (which claims,
-    /// then writes over or compares with the object, and answers).
+    /// then writes over or compares with the object, and answers); an
+    /// append whose record another request's claim refused, or which a
+    /// newer request stopped, gives way to it instead (`Stopped`).
     async fn write_unclaimed(
         &self,
         slot: &Arc<crate::live::Slot>,
@@ -373,7 +365,7 @@ impl Engine {
                     item = body.next() => item,
                     () = stop.cancelled() => {
                         unreserve().await;
-                        return Ended::Stopped;
+                        return Unclaimed::Stopped;
                     }
                 };
                 let Some(item) = item else { break };
@@ -403,10 +395,13 @@ impl Engine {
                 data.extend_from_slice(chunk);
             }
             let digests = part_hash.finish();
+            let usual = |came: Vec<_>, body| {
+                Unclaimed::Usual(futures::stream::iter(came).chain(body).boxed())
+            };
             let checked = checks.expected.iter().all(|d| digests.check(d).is_ok());
             if !clean || got != range.len() || !checked {
                 unreserve().await;
-                return Ended::Usual(came, body);
+                return usual(came, body);
             }
             let sealed = whole_hash.finish().to_list();
             let part = number.map(|number| Part {
@@ -451,9 +446,9 @@ impl Engine {
                 // (a newer one of its client: a HEAD, a PATCH) gives way to
                 // it, as one holding its lease would have been stopped.
                 if stop.is_cancelled() || (number.is_none() && stored == Some(true)) {
-                    return Ended::Stopped;
+                    return Unclaimed::Stopped;
                 }
-                return Ended::Usual(came, body);
+                return usual(came, body);
             }
             store.small_recorded(&id, range.len());
             engine.inner.activity.received(range.len());
@@ -463,7 +458,7 @@ impl Engine {
             if let Some(part) = &part {
                 live.upload.parts.insert(part.number, part.clone());
             }
-            Ended::Written(Box::new(WriteResult {
+            Unclaimed::Written(Box::new(WriteResult {
                 upload: live.upload.clone(),
                 part,
                 digests,
@@ -474,11 +469,7 @@ impl Engine {
         let ended = task.await;
         abandon.disarm();
         match ended {
-            Ok(Ended::Written(w)) => Unclaimed::Written(w),
-            Ok(Ended::Usual(came, body)) => {
-                Unclaimed::Usual(futures::stream::iter(came).chain(body).boxed())
-            }
-            Ok(Ended::Stopped) => Unclaimed::Stopped,
+            Ok(ended) => ended,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // The runtime is stopping.
             Err(_) => Unclaimed::Stopped,

@@ -803,21 +803,12 @@ impl S3Staging {
         let Some(ours) = self.unrecorded.lock().unwrap().remove(upload) else {
             return Ok(false);
         };
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.object_key(upload))
-            .send()
-            .await;
-        match head {
-            Ok(o) if o.e_tag() == Some(ours.as_str()) => {
+        match self.head_object(upload).await? {
+            Some(o) if o.e_tag() == Some(ours.as_str()) => {
                 self.delete_object(upload).await?;
                 Ok(true)
             }
-            Ok(_) => Ok(false),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
-            Err(e) => Err(sdk(format!("reading the object of {upload}"), e)),
+            _ => Ok(false),
         }
     }
 
@@ -1403,6 +1394,15 @@ impl S3Staging {
 
     /// The size of `upload`'s sealed object, if it exists.
     pub async fn object_size(&self, upload: &str) -> Result<Option<u64>, StoreError> {
+        let head = self.head_object(upload).await?;
+        Ok(head.map(|o| o.content_length().unwrap_or(0) as u64))
+    }
+
+    /// The `HeadObject` of `upload`'s object, if it exists.
+    async fn head_object(
+        &self,
+        upload: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, StoreError> {
         match self
             .client
             .head_object()
@@ -1411,9 +1411,9 @@ impl S3Staging {
             .send()
             .await
         {
-            Ok(o) => Ok(Some(o.content_length().unwrap_or(0) as u64)),
+            Ok(o) => Ok(Some(o)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) => Err(sdk("reading an object's size", e)),
+            Err(e) => Err(sdk(format!("reading the object of {upload}"), e)),
         }
     }
 
