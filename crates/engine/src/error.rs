@@ -101,6 +101,13 @@ impl From<MetaError> for EngineError {
                 "the metadata database is busy (a lock or a connection stayed taken too long); nothing was changed, retry"
                     .into(),
             ),
+            // This node was presumed gone and another took the upload
+            // over while this write's bytes came: the client resumes from
+            // what the upload holds.
+            MetaError::LeaseLost => EngineError::Conflict(
+                "another node took this upload over while this request wrote it; none of its bytes were kept: ask for the upload's offset and resume"
+                    .into(),
+            ),
             // A state change that raced another (the lifecycle refused it).
             MetaError::IllegalTransition(t) => EngineError::Conflict(t.to_string()),
             other => EngineError::Meta(other),

@@ -63,6 +63,11 @@ pub enum MetaError {
     /// A session would hold this many uploads, over the limit.
     #[error("{0} uploads would be over the session's limit")]
     Full(usize),
+    /// The lease a write was to end with its record is no longer the
+    /// writer's: another node took the upload over (this node was
+    /// presumed gone). Nothing was recorded.
+    #[error("the write's lease was taken over by another node; nothing was recorded")]
+    LeaseLost,
     /// The lifecycle does not allow this state change; nothing changed.
     #[error(transparent)]
     IllegalTransition(#[from] ferry_core::TransitionError),
@@ -590,7 +595,10 @@ pub trait MetaStore: Send + Sync + 'static {
         sealed: &[Digest],
     ) -> Result<()>;
     /// [`MetaStore::record_write`] that also ends the lease `lease` (as
-    /// [`MetaStore::release`]) in the same step.
+    /// [`MetaStore::release`]) in the same step, and only while the lease
+    /// is still held: [`MetaError::LeaseLost`] when another node took it
+    /// over (nothing recorded). Backends without leases record and
+    /// release.
     async fn record_write_releasing(
         &self,
         upload_id: &str,

@@ -1967,9 +1967,13 @@ impl Postgres {
             next += 1;
         }
         match release {
+            // Only while the lease is still this node's: one another node
+            // took over (this node was presumed gone: its presence lapsed)
+            // fails the statement, and nothing is recorded.
             Some(_) => sql.push_str(&format!(
                 ", d AS (DELETE FROM leases WHERE token = ${next} RETURNING key, waited)
-                 SELECT pg_notify(${}, 'released:' || key) FROM d WHERE waited",
+                 SELECT ferry_expect(EXISTS (SELECT 1 FROM d)),
+                   (SELECT COUNT(pg_notify(${}, 'released:' || key)) FROM d WHERE waited)",
                 next + 1
             )),
             None => sql.push_str(" SELECT 1"),
@@ -1993,8 +1997,13 @@ impl Postgres {
         if let Some(token) = release {
             q = q.bind(token).bind(CHANGES_CHANNEL);
         }
-        q.execute(&self.pool).await.map_err(db)?;
-        Ok(())
+        match q.execute(&self.pool).await {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("FY001") => {
+                Err(MetaError::LeaseLost)
+            }
+            Err(e) => Err(db(e)),
+        }
     }
 
     async fn uploads(&self, filter: &str, args: &[&str]) -> Result<Vec<Upload>> {

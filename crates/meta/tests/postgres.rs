@@ -1438,6 +1438,97 @@ async fn recording_a_write_can_end_its_lease_in_the_same_step() {
     hear(&mut heard, Change::Released("u1".into())).await;
 }
 
+/// A node presumed gone (its presence connection died) may still be
+/// finishing a write when another node takes its lease over: that write's
+/// record, which ends the lease, is refused whole once the lease is
+/// another's, and the new holder's view stays what it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_lease_another_node_took_over_is_not_recorded() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    n[0].create_session(&session("s1", "kim"), &[upload("u1", "s1", "a", 100)])
+        .await
+        .unwrap();
+    let Claim::Granted(stale) = n[0]
+        .claim("u1", 0, u64::MAX, LeaseKind::Append)
+        .await
+        .unwrap()
+    else {
+        panic!("a free key is granted");
+    };
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
+         WHERE k.locktype = 'advisory' AND k.classid = 1315923045::oid AND k.granted
+           AND k.objid = (SELECT node FROM leases WHERE token = $1)::oid",
+    )
+    .bind(&stale)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, vec![true]);
+    let t = Instant::now();
+    let taken = loop {
+        if let Claim::Granted(t) = n[1]
+            .claim("u1", 0, u64::MAX, LeaseKind::Append)
+            .await
+            .unwrap()
+        {
+            break t;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "not taken over within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let part = ferry_core::Part {
+        number: 1,
+        offset: 0,
+        size: 50,
+        sha256: Some("ab".repeat(32)),
+        sha1: None,
+        md5: None,
+    };
+    let digest = ferry_core::Digest::new(ferry_core::DigestAlgo::Sha256, vec![7; 32]).unwrap();
+    let err = n[0]
+        .record_write_releasing(
+            "u1",
+            ferry_core::ByteRange::new(0, 50).unwrap(),
+            Some(&part),
+            std::slice::from_ref(&digest),
+            &stale,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetaError::LeaseLost), "{err:?}");
+    let up = n[1].get_upload("u1").await.unwrap().unwrap();
+    assert!(up.received.is_empty(), "{:?}", up.received);
+    assert!(up.parts.is_empty() && up.sealed.is_empty(), "{up:?}");
+    // The new holder's lease is untouched, and its own record ends it.
+    assert!(matches!(
+        n[0].claim("u1", 0, 1, LeaseKind::Write).await.unwrap(),
+        Claim::Busy(_)
+    ));
+    n[1].record_write_releasing(
+        "u1",
+        ferry_core::ByteRange::new(0, 50).unwrap(),
+        None,
+        &[],
+        &taken,
+    )
+    .await
+    .unwrap();
+    let up = n[0].get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(
+        up.received.ranges(),
+        &[ferry_core::ByteRange::new(0, 50).unwrap()]
+    );
+}
+
 /// A write that claimed nothing is recorded only on an upload that nothing
 /// touched since it was made: once; never once any claim of it was
 /// granted, held or released (its request may have written over or
