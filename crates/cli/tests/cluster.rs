@@ -510,6 +510,64 @@ async fn a_tus_patch_stalled_on_one_node_is_taken_over_from_another_within_1_s()
     assert_file(&a, &alice, &tus_file_name(&a, &alice).await, &data).await;
 }
 
+/// An append sent to a node that never read its upload claims it in the
+/// statement that reads it, before its request is authorized: a
+/// stranger's is refused as for an unknown upload and disturbs nothing —
+/// not even the owner's small PATCH in flight on the node that made the
+/// upload, which claims nothing and gives way to any claim —, and the
+/// owner's own append there lands and commits.
+#[tokio::test]
+async fn a_strangers_patch_on_a_node_that_never_read_the_upload_disturbs_nothing() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let bob = user(&a, "bob").await;
+    let data = random_bytes(8 * 1024 + 1, 7);
+    let id = create_tus(&a, &alice, data.len() as u64).await;
+    let path = format!("/tus/{id}");
+    // Alice's whole file on node a, its body held back halfway.
+    let (tx, body) = held_body();
+    let owner = tokio::spawn(tus_patch(&a, &path, &alice, 0).body(body).send());
+    tx.send(Ok(data[..4096].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = tus_patch(&b, &path, &bob, 0)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "{:?}", r.text().await);
+    tx.send(Ok(data[4096..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = owner.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    assert_file(&a, &alice, &tus_file_name(&a, &alice).await, &data).await;
+
+    // Alice's next upload, its file sent to node b.
+    let id = create_tus(&a, &alice, data.len() as u64).await;
+    let path = format!("/tus/{id}");
+    let r = tus_patch(&b, &path, &alice, 0)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    assert_eq!(
+        r.headers()["upload-offset"],
+        data.len().to_string().as_str()
+    );
+    let t = Instant::now();
+    loop {
+        let (st, v) = call(&b, Method::GET, "/v1/spaces/alice/list", Some(&alice), None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        if v["entries"].as_array().is_some_and(|e| e.len() == 2) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "not committed: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A completing PATCH of a small file holds its session's turn for its
 /// commit from its first byte: stalled, it must not hold up an abort of
 /// its session from another node, which asks for the turn and gets it at

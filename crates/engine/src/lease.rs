@@ -23,7 +23,7 @@
 //! connection), so a node killed mid-request is taken over at once.
 
 use crate::{Engine, EngineError, Result};
-use ferry_meta::{Change, Claim, LeaseKind};
+use ferry_meta::{Change, Claim, ClaimBy, LeaseKind};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -175,6 +175,14 @@ pub(crate) struct Leased {
     pub commits: Vec<(String, Lease)>,
 }
 
+/// What [`Engine::claim_unread_append`] took: the upload's slot as its
+/// claim read it, its lease, and the session's turn kept for the commit.
+pub(crate) struct ClaimedUnread {
+    pub slot: std::sync::Arc<crate::live::Slot>,
+    pub lease: Lease,
+    pub turn_ahead: Option<TurnAhead>,
+}
+
 /// What a claim reads once granted.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Reading {
@@ -242,6 +250,63 @@ impl Engine {
     ) -> Result<Leased> {
         self.lease_claiming(upload_id, lo, hi, kind, turn, reading)
             .await
+    }
+
+    /// In a cluster, an append to an upload this node keeps no slot of
+    /// claims before it reads (`write`): its lease, with the upload and
+    /// its session read in the same statement, and when the append of
+    /// `len` bytes at `offset` (at most [`BORN_TURN_MAX`]) would complete
+    /// an upload committed on its last byte, the session's turn for that
+    /// commit. The claim disturbs nobody (the request is authorized only
+    /// by the read): `None` when another process holds any of the
+    /// upload's bytes or the upload is unknown, and then the caller
+    /// reads, then claims the usual way (which waits, or asks the holder
+    /// to let go). An unauthorized caller's lease ends with its error.
+    pub(crate) async fn claim_unread_append(
+        &self,
+        caller: &crate::auth::Caller,
+        upload_id: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Option<ClaimedUnread>> {
+        use crate::auth::Caller;
+        let turn = len
+            .filter(|n| *n <= crate::session::BORN_TURN_MAX)
+            .map(|n| offset + n);
+        // Claimed only for whom the upload is: a request that may not
+        // write it changes nothing (then the read below refuses it).
+        let by = match caller {
+            Caller::User(p) if p.admin => ClaimBy::Anyone,
+            Caller::User(p) => ClaimBy::Owner(p.user.clone()),
+            Caller::Session(s) => ClaimBy::Session(s.clone()),
+            Caller::Upload(id) if id == upload_id => ClaimBy::Anyone,
+            Caller::Upload(_) => return Ok(None),
+        };
+        let engine = self.clone();
+        let id = upload_id.to_owned();
+        let task = tokio::spawn(async move {
+            let meta = &engine.inner.meta;
+            let claimed = meta
+                .claim_unread_append(&id, &by, turn.map(|end| (SESSION_KEY, end)))
+                .await?;
+            let lease = |token| Lease::granted(&engine, token);
+            Ok(match claimed {
+                Some((Claim::Granted(token), t, read)) => Some((lease(token), t.map(lease), read)),
+                _ => None,
+            })
+        });
+        // (Granted with no upload to read: the leases end here.)
+        let Some((lease, turn, Some(read))) = holding_task(task).await? else {
+            return Ok(None);
+        };
+        let session_id = read.1.id.clone();
+        let slot = self.slot_as_read(caller, upload_id, Some(read)).await?;
+        let turn_ahead = turn.map(|t| self.keep_turn_ahead(&session_id, t));
+        Ok(Some(ClaimedUnread {
+            slot,
+            lease,
+            turn_ahead,
+        }))
     }
 
     async fn lease_claiming(

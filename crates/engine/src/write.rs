@@ -141,10 +141,23 @@ impl Engine {
         // in its claim (below); others read it first and claim reading
         // only the states.
         let read_in_claim = self.in_cluster() && (append || self.cached_slot(upload_id).is_some());
-        let mut slot = if read_in_claim {
-            self.slot_before_lease(caller, upload_id).await?
-        } else {
-            self.slot(caller, upload_id).await?
+        // An append to an upload this node keeps no slot of claims first,
+        // reading the upload in its claim's statement, when nobody holds
+        // it (else it reads, then claims, as below).
+        let mut first = match at {
+            WriteAt::Append { offset, len, .. }
+                if self.in_cluster() && self.cached_slot(upload_id).is_none() =>
+            {
+                self.claim_unread_append(caller, upload_id, offset, len)
+                    .await?
+            }
+            _ => None,
+        };
+        let fresh = first.is_some();
+        let mut slot = match &first {
+            Some(claimed) => claimed.slot.clone(),
+            None if read_in_claim => self.slot_before_lease(caller, upload_id).await?,
+            None => self.slot(caller, upload_id).await?,
         };
         // `since`: what the slot holds as the claim goes out (a part's or
         // range's lease leaves other bytes to this node's other writes,
@@ -167,6 +180,7 @@ impl Engine {
             )
         };
         if done {
+            drop(first);
             return self.resent(&slot, at, body, checks).await;
         }
         // The whole file of a small upload as its one part, before any
@@ -193,9 +207,10 @@ impl Engine {
         };
         // No other request writes to a private upload: no lease, and the
         // slot this node keeps is the truth.
-        let (lease, _turn_ahead, read, states) = match private {
-            true => (None, None, None, None),
-            false => {
+        let (lease, _turn_ahead, read, states) = match (private, first.take()) {
+            (true, _) => (None, None, None, None),
+            (false, Some(claimed)) => (Some(claimed.lease), claimed.turn_ahead, None, None),
+            (false, None) => {
                 self.write_lease(&slot, upload_id, at, read_in_claim)
                     .await?
             }
@@ -204,7 +219,7 @@ impl Engine {
             // Claimed: no write of it claims nothing any more.
             slot.state.lock().await.made_here = false;
         }
-        if lease.is_some() && read_in_claim {
+        if lease.is_some() && read_in_claim && !fresh {
             // Afresh, as the claim read it: the append may have waited
             // for another node's to settle, or the upload changed on
             // another node since it was cached here.

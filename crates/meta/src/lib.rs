@@ -380,6 +380,19 @@ pub async fn release_unless<M: MetaStore + ?Sized, T>(
     read
 }
 
+/// Whose an upload must be for [`MetaStore::claim_unread_append`] to
+/// claim it: no request disturbs another's upload, even before it is
+/// authorized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimBy {
+    /// A caller allowed every upload (an administrator).
+    Anyone,
+    /// The owner of the upload's session.
+    Owner(String),
+    /// A caller allowed the uploads of this session.
+    Session(String),
+}
+
 /// What a commit that claimed nothing worked from
 /// ([`MetaStore::commit_if_free_unclaimed`]): the records must still say
 /// this.
@@ -989,6 +1002,29 @@ pub trait MetaStore: Send + Sync + 'static {
         let read = self.upload_and_session(upload_id);
         let read = read_if_granted(self, &claim, turn.as_deref(), read).await?;
         Ok((claim, turn, read))
+    }
+    /// The claim of an append to `upload_id` by a process that has not
+    /// read the upload, whose request is therefore not authorized yet: all
+    /// of the upload's bytes as [`LeaseKind::Append`], granted only when
+    /// no live process holds any of them, and then disturbing nobody (a
+    /// refused claim marks no lease waited for: `Busy`, and nothing
+    /// changed). Once granted, the upload and its session read after the
+    /// claim, as [`MetaStore::claim_and_read`]; with `turn = (prefix,
+    /// end)`, also the turn `prefix` + the upload's session id, as
+    /// [`MetaStore::claim_with_turn`] takes it, if the upload is `end`
+    /// bytes long and its session commits on its last byte. `None` from a
+    /// backend that cannot: the caller reads, then claims.
+    ///
+    /// `by`: whose the upload must be for the claim to be made at all (a
+    /// caller it is not for changes nothing: `Busy` with no lease named).
+    async fn claim_unread_append(
+        &self,
+        upload_id: &str,
+        by: &ClaimBy,
+        turn: Option<(&str, u64)>,
+    ) -> Result<Option<(Claim, Option<String>, Option<(Upload, Session)>)>> {
+        let _ = (upload_id, by, turn);
+        Ok(None)
     }
     /// [`MetaStore::claim`] of `upload_id`'s bytes, and once granted, the
     /// states of the upload and its session read after the claim (as

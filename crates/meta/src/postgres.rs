@@ -23,9 +23,9 @@
 //! starting together do not race.
 
 use crate::{
-    Change, Claim, CommitGate, CommitTurn, Committed, CreateLimits, Entry, Exclusive, Held,
-    LeaseKind, LimitRefusal, MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow, PathTaken,
-    Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
+    Change, Claim, ClaimBy, CommitGate, CommitTurn, Committed, CreateLimits, Entry, Exclusive,
+    Held, LeaseKind, LimitRefusal, MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow,
+    PathTaken, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Millis, Part,
@@ -89,6 +89,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         16,
         include_str!("../migrations/postgres/0016_record_if_free.sql"),
+    ),
+    (
+        17,
+        include_str!("../migrations/postgres/0017_claim_unread.sql"),
     ),
 ];
 
@@ -3261,6 +3265,57 @@ impl MetaStore for Postgres {
         let read = read_granted(&claim, &rows, |r| upload_and_session_at(r, 4));
         let read = crate::release_unless(self, read, &claim, turn.as_deref().as_slice()).await?;
         Ok((claim, turn, read))
+    }
+
+    /// One statement: the claim that disturbs nobody
+    /// (`ferry_claim_free`, migration 17), then (once granted) the turn
+    /// named by `turn`'s prefix and the upload's session id if the upload
+    /// is `turn`'s end long and its session commits on its last byte, and
+    /// the upload read as by [`Postgres::claim_and_read`].
+    async fn claim_unread_append(
+        &self,
+        upload_id: &str,
+        by: &ClaimBy,
+        turn: Option<(&str, u64)>,
+    ) -> Result<Option<(Claim, Option<String>, Option<(Upload, Session)>)>> {
+        // The claim is made only for whom the upload is (`g`: a row when
+        // it is; the claim's key is taken from it, so the claim runs
+        // after it, once per row).
+        let (owner, session) = match by {
+            ClaimBy::Anyone => (None, None),
+            ClaimBy::Owner(o) => (Some(o.as_str()), None),
+            ClaimBy::Session(s) => (None, Some(s.as_str())),
+        };
+        let rows = sqlx::query(
+            "SELECT c.granted, c.token, c.kind,
+               CASE WHEN c.granted AND $3::text IS NOT NULL THEN
+                 (SELECT t.token FROM uploads u JOIN sessions s ON s.id = u.session_id
+                    CROSS JOIN LATERAL ferry_claim($3 || s.id, 0, $5, 'turn', $2) t
+                  WHERE u.id = $1 AND u.length = $4 AND s.auto_commit AND t.granted)
+               END, r.*
+             FROM (SELECT $1::text AS key WHERE ($6::text IS NULL AND $7::text IS NULL)
+                     OR EXISTS (SELECT 1 FROM uploads u JOIN sessions s ON s.id = u.session_id
+                       WHERE u.id = $1 AND s.owner = COALESCE($6, s.owner)
+                         AND s.id = COALESCE($7, s.id))) g
+             CROSS JOIN LATERAL ferry_claim_free(g.key, 0, $5, 'append', $2) c
+             LEFT JOIN LATERAL ferry_upload_read(CASE WHEN c.granted THEN $1 END)
+               WITH ORDINALITY r ON TRUE
+             ORDER BY r.ordinality",
+        )
+        .bind(upload_id)
+        .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
+        .bind(turn.map(|(prefix, _)| prefix))
+        .bind(turn.map(|(_, end)| i(end)))
+        .bind(i64::MAX)
+        .bind(owner)
+        .bind(session)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let (claim, turn) = claim_of(&rows)?;
+        let read = read_granted(&claim, &rows, |r| upload_and_session_at(r, 4));
+        let read = crate::release_unless(self, read, &claim, turn.as_deref().as_slice()).await?;
+        Ok(Some((claim, turn, read)))
     }
 
     /// One statement, as [`Postgres::claim_and_read`], reading only the

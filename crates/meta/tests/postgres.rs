@@ -15,8 +15,8 @@ use ferry_core::{
     Upload, UploadState, User,
 };
 use ferry_meta::{
-    Change, Claim, Committed, CreateLimits, Held, LeaseKind, LimitRefusal, MetaError, MetaStore,
-    Occupant, PathTaken, Postgres, SessionEnd, TokenRecord, conformance,
+    Change, Claim, ClaimBy, Committed, CreateLimits, Held, LeaseKind, LimitRefusal, MetaError,
+    MetaStore, Occupant, PathTaken, Postgres, SessionEnd, TokenRecord, conformance,
 };
 use sqlx::Connection;
 use std::collections::BTreeMap;
@@ -530,7 +530,11 @@ async fn nodes_connecting_at_once_to_a_fresh_database_migrate_it_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    assert_eq!(versions, (1..=16).collect::<Vec<i32>>());
+    // Every migration in the repository, each once.
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count() as i32;
+    assert_eq!(versions, (1..=files).collect::<Vec<i32>>());
     c.close().await.ok();
     // And each works on the one schema.
     stores[1].create_user(&user("gil")).await.unwrap();
@@ -762,6 +766,122 @@ async fn a_lease_is_one_nodes_until_released_and_overlaps_are_told_with_their_ho
     .await
     .expect("the waited release is announced");
     assert_eq!(next, "u4");
+}
+
+/// An append sent to a node that never read its upload claims before
+/// the read that authorizes it, so that claim disturbs nobody: refused
+/// (and no holder asked to let go) while any live lease overlaps; once
+/// granted, it reads the upload, marks it claimed, and takes the
+/// session's turn only for an append that completes an upload committed
+/// on its last byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_and_asks_nobody() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    let auto = Session {
+        auto_commit: true,
+        ..session("s1", "kim")
+    };
+    n[0].create_session(&auto, &[upload("u1", "s1", "a", 100)])
+        .await
+        .unwrap();
+    n[0].create_session(&session("s2", "kim"), &[upload("u2", "s2", "b", 100)])
+        .await
+        .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let claimed = async |c: &mut sqlx::PgConnection, id: &str| -> bool {
+        sqlx::query_scalar("SELECT claimed FROM uploads WHERE id = $1")
+            .bind(id)
+            .fetch_one(c)
+            .await
+            .unwrap()
+    };
+    assert!(!claimed(&mut admin, "u1").await);
+
+    // For a caller the upload is not for: nothing claimed, nothing marked.
+    for by in [ClaimBy::Owner("eve".into()), ClaimBy::Session("s2".into())] {
+        let Some((Claim::Busy(held), None, None)) = n[1]
+            .claim_unread_append("u1", &by, Some(("session:", 100)))
+            .await
+            .unwrap()
+        else {
+            panic!("{by:?} claimed another's upload");
+        };
+        assert!(held.is_empty());
+    }
+    assert!(!claimed(&mut admin, "u1").await);
+    let leases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM leases")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(leases, 0);
+
+    // Completing an auto-committed upload: the lease, the turn, the read.
+    let Some((Claim::Granted(t1), Some(turn), Some((up, s)))) = n[1]
+        .claim_unread_append("u1", &ClaimBy::Owner("kim".into()), Some(("session:", 100)))
+        .await
+        .unwrap()
+    else {
+        panic!("a free upload is granted with its turn and read");
+    };
+    assert_eq!((up.id.as_str(), s.id.as_str()), ("u1", "s1"));
+    assert!(claimed(&mut admin, "u1").await);
+    assert!(matches!(
+        n[0].claim("session:s1", 0, u64::MAX, LeaseKind::Turn)
+            .await
+            .unwrap(),
+        Claim::Busy(_)
+    ));
+
+    // Held: refused, and the holder is not asked to let go.
+    let Some((Claim::Busy(held), None, None)) = n[0]
+        .claim_unread_append("u1", &ClaimBy::Anyone, None)
+        .await
+        .unwrap()
+    else {
+        panic!("a held upload is refused");
+    };
+    assert_eq!(held.iter().map(|h| &h.token).collect::<Vec<_>>(), [&t1]);
+    let waited: bool = sqlx::query_scalar("SELECT waited FROM leases WHERE token = $1")
+        .bind(&t1)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(
+        !waited,
+        "a claim before the read asked the holder to let go"
+    );
+    n[1].release(&t1).await.unwrap();
+    n[1].release(&turn).await.unwrap();
+
+    // No turn for an append that does not complete the upload, nor for a
+    // session committed by request.
+    for (id, end) in [("u1", 50), ("u2", 100)] {
+        let Some((Claim::Granted(t), None, Some(_))) = n[1]
+            .claim_unread_append(
+                id,
+                &ClaimBy::Session(format!("s{}", &id[1..])),
+                Some(("session:", end)),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("{id} is granted without a turn");
+        };
+        n[1].release(&t).await.unwrap();
+    }
+    // An unknown upload: nothing to read.
+    let Some((Claim::Granted(t), None, None)) = n[1]
+        .claim_unread_append("nope", &ClaimBy::Anyone, Some(("session:", 100)))
+        .await
+        .unwrap()
+    else {
+        panic!("an unknown key is granted with nothing read");
+    };
+    n[1].release(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
