@@ -105,7 +105,7 @@ impl From<MetaError> for EngineError {
             // over while this write's bytes came: the client resumes from
             // what the upload holds.
             MetaError::LeaseLost => EngineError::Conflict(
-                "another node took this upload over while this request wrote it; none of its bytes were kept: ask for the upload's offset and resume"
+                "this node lost its hold on the upload while this request wrote it (it was presumed gone, and the upload may be another node's now); none of its bytes were kept: ask for the upload's offset and resume"
                     .into(),
             ),
             // A state change that raced another (the lifecycle refused it).

@@ -257,22 +257,25 @@ impl Engine {
     /// its session read in the same statement, and when the append of
     /// `len` bytes at `offset` (at most [`BORN_TURN_MAX`]) would complete
     /// an upload committed on its last byte, the session's turn for that
-    /// commit. The claim disturbs nobody (the request is authorized only
-    /// by the read): `None` when another process holds any of the
-    /// upload's bytes or the upload is unknown, and then the caller
+    /// commit. The claim is made only for whom the upload is (as
+    /// `authorize` says after the read) and disturbs nobody: `None` when
+    /// it was not made (another's upload, unknown or ended) or another
+    /// process holds any of the upload's bytes, and then the caller
     /// reads, then claims the usual way (which waits, or asks the holder
-    /// to let go). An unauthorized caller's lease ends with its error.
+    /// to let go, and says what is wrong).
     pub(crate) async fn claim_unread_append(
         &self,
         caller: &crate::auth::Caller,
         upload_id: &str,
         offset: u64,
         len: Option<u64>,
+        total: Option<u64>,
     ) -> Result<Option<ClaimedUnread>> {
         use crate::auth::Caller;
-        let turn = len
+        // As `write_lease` asks for the turn.
+        let end = len
             .filter(|n| *n <= crate::session::BORN_TURN_MAX)
-            .map(|n| offset + n);
+            .and_then(|n| offset.checked_add(n));
         // Claimed only for whom the upload is: a request that may not
         // write it changes nothing (then the read below refuses it).
         let by = match caller {
@@ -287,7 +290,15 @@ impl Engine {
         let task = tokio::spawn(async move {
             let meta = &engine.inner.meta;
             let claimed = meta
-                .claim_unread_append(&id, &by, turn.map(|end| (SESSION_KEY, end)))
+                .claim_unread_append(
+                    &id,
+                    &by,
+                    end.map(|end| ferry_meta::TurnIfEnding {
+                        prefix: SESSION_KEY,
+                        end,
+                        total,
+                    }),
+                )
                 .await?;
             let lease = |token| Lease::granted(&engine, token);
             Ok(match claimed {

@@ -145,10 +145,10 @@ impl Engine {
         // reading the upload in its claim's statement, when nobody holds
         // it (else it reads, then claims, as below).
         let mut first = match at {
-            WriteAt::Append { offset, len, .. }
+            WriteAt::Append { offset, len, total }
                 if self.in_cluster() && self.cached_slot(upload_id).is_none() =>
             {
-                self.claim_unread_append(caller, upload_id, offset, len)
+                self.claim_unread_append(caller, upload_id, offset, len, total)
                     .await?
             }
             _ => None,

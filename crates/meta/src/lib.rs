@@ -393,6 +393,18 @@ pub enum ClaimBy {
     Session(String),
 }
 
+/// The session's turn for [`MetaStore::claim_unread_append`]: taken when
+/// the append ends at `end` and that is the upload's length (`total`,
+/// when the request sets the length; else the recorded one), in a session
+/// committed on its last byte. The turn's key is `prefix` and the
+/// session's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TurnIfEnding<'a> {
+    pub prefix: &'a str,
+    pub end: u64,
+    pub total: Option<u64>,
+}
+
 /// What a commit that claimed nothing worked from
 /// ([`MetaStore::commit_if_free_unclaimed`]): the records must still say
 /// this.
@@ -1005,23 +1017,21 @@ pub trait MetaStore: Send + Sync + 'static {
     }
     /// The claim of an append to `upload_id` by a process that has not
     /// read the upload, whose request is therefore not authorized yet: all
-    /// of the upload's bytes as [`LeaseKind::Append`], granted only when
-    /// no live process holds any of them, and then disturbing nobody (a
-    /// refused claim marks no lease waited for: `Busy`, and nothing
-    /// changed). Once granted, the upload and its session read after the
-    /// claim, as [`MetaStore::claim_and_read`]; with `turn = (prefix,
-    /// end)`, also the turn `prefix` + the upload's session id, as
-    /// [`MetaStore::claim_with_turn`] takes it, if the upload is `end`
-    /// bytes long and its session commits on its last byte. `None` from a
+    /// of the upload's bytes as [`LeaseKind::Append`], made only when the
+    /// upload is open and for `by`, granted only when no live process
+    /// holds any of its bytes, and disturbing nobody (a refused claim
+    /// marks no lease waited for). `Busy` with no lease named when no
+    /// claim was made (another's upload, an unknown or ended one). Once
+    /// granted, the upload and its session read after the claim, as
+    /// [`MetaStore::claim_and_read`], and with `turn`, the session's turn
+    /// as [`MetaStore::claim_with_turn`] takes it when the append
+    /// completes an upload committed on its last byte. `None` from a
     /// backend that cannot: the caller reads, then claims.
-    ///
-    /// `by`: whose the upload must be for the claim to be made at all (a
-    /// caller it is not for changes nothing: `Busy` with no lease named).
     async fn claim_unread_append(
         &self,
         upload_id: &str,
         by: &ClaimBy,
-        turn: Option<(&str, u64)>,
+        turn: Option<TurnIfEnding<'_>>,
     ) -> Result<Option<(Claim, Option<String>, Option<(Upload, Session)>)>> {
         let _ = (upload_id, by, turn);
         Ok(None)

@@ -25,7 +25,8 @@
 use crate::{
     Change, Claim, ClaimBy, CommitGate, CommitTurn, Committed, CreateLimits, Entry, Exclusive,
     Held, LeaseKind, LimitRefusal, MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow,
-    PathTaken, Record, Result, SessionEnd, SpaceRecord, TokenRecord, Usage, below, entries,
+    PathTaken, Record, Result, SessionEnd, SpaceRecord, TokenRecord, TurnIfEnding, Usage, below,
+    entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Millis, Part,
@@ -3268,19 +3269,18 @@ impl MetaStore for Postgres {
     }
 
     /// One statement: the claim that disturbs nobody
-    /// (`ferry_claim_free`, migration 17), then (once granted) the turn
-    /// named by `turn`'s prefix and the upload's session id if the upload
-    /// is `turn`'s end long and its session commits on its last byte, and
+    /// (`ferry_claim_free`, migration 17) of an open upload for whom it
+    /// is, then (once granted) the session's turn when `turn` says so, and
     /// the upload read as by [`Postgres::claim_and_read`].
     async fn claim_unread_append(
         &self,
         upload_id: &str,
         by: &ClaimBy,
-        turn: Option<(&str, u64)>,
+        turn: Option<TurnIfEnding<'_>>,
     ) -> Result<Option<(Claim, Option<String>, Option<(Upload, Session)>)>> {
-        // The claim is made only for whom the upload is (`g`: a row when
-        // it is; the claim's key is taken from it, so the claim runs
-        // after it, once per row).
+        // The claim is made only for whom the upload is, and only while it
+        // is open (`g`: a row when so; the claim's key is taken from it,
+        // so the claim runs only for that row).
         let (owner, session) = match by {
             ClaimBy::Anyone => (None, None),
             ClaimBy::Owner(o) => (Some(o.as_str()), None),
@@ -3291,12 +3291,13 @@ impl MetaStore for Postgres {
                CASE WHEN c.granted AND $3::text IS NOT NULL THEN
                  (SELECT t.token FROM uploads u JOIN sessions s ON s.id = u.session_id
                     CROSS JOIN LATERAL ferry_claim($3 || s.id, 0, $5, 'turn', $2) t
-                  WHERE u.id = $1 AND u.length = $4 AND s.auto_commit AND t.granted)
+                  WHERE u.id = $1 AND COALESCE($8::bigint, u.length) = $4
+                    AND s.auto_commit AND t.granted)
                END, r.*
-             FROM (SELECT $1::text AS key WHERE ($6::text IS NULL AND $7::text IS NULL)
-                     OR EXISTS (SELECT 1 FROM uploads u JOIN sessions s ON s.id = u.session_id
-                       WHERE u.id = $1 AND s.owner = COALESCE($6, s.owner)
-                         AND s.id = COALESCE($7, s.id))) g
+             FROM (SELECT u.id AS key FROM uploads u JOIN sessions s ON s.id = u.session_id
+                   WHERE u.id = $1 AND u.state = 'open'
+                     AND ($6::text IS NULL OR s.owner = $6)
+                     AND ($7::text IS NULL OR s.id = $7)) g
              CROSS JOIN LATERAL ferry_claim_free(g.key, 0, $5, 'append', $2) c
              LEFT JOIN LATERAL ferry_upload_read(CASE WHEN c.granted THEN $1 END)
                WITH ORDINALITY r ON TRUE
@@ -3304,11 +3305,12 @@ impl MetaStore for Postgres {
         )
         .bind(upload_id)
         .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
-        .bind(turn.map(|(prefix, _)| prefix))
-        .bind(turn.map(|(_, end)| i(end)))
+        .bind(turn.map(|t| t.prefix))
+        .bind(turn.map(|t| i(t.end)))
         .bind(i64::MAX)
         .bind(owner)
         .bind(session)
+        .bind(turn.and_then(|t| t.total).map(i))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

@@ -16,7 +16,7 @@ use ferry_core::{
 };
 use ferry_meta::{
     Change, Claim, ClaimBy, Committed, CreateLimits, Held, LeaseKind, LimitRefusal, MetaError,
-    MetaStore, Occupant, PathTaken, Postgres, SessionEnd, TokenRecord, conformance,
+    MetaStore, Occupant, PathTaken, Postgres, SessionEnd, TokenRecord, TurnIfEnding, conformance,
 };
 use sqlx::Connection;
 use std::collections::BTreeMap;
@@ -804,7 +804,7 @@ async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_an
     // For a caller the upload is not for: nothing claimed, nothing marked.
     for by in [ClaimBy::Owner("eve".into()), ClaimBy::Session("s2".into())] {
         let Some((Claim::Busy(held), None, None)) = n[1]
-            .claim_unread_append("u1", &by, Some(("session:", 100)))
+            .claim_unread_append("u1", &by, ending(100, None))
             .await
             .unwrap()
         else {
@@ -821,7 +821,7 @@ async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_an
 
     // Completing an auto-committed upload: the lease, the turn, the read.
     let Some((Claim::Granted(t1), Some(turn), Some((up, s)))) = n[1]
-        .claim_unread_append("u1", &ClaimBy::Owner("kim".into()), Some(("session:", 100)))
+        .claim_unread_append("u1", &ClaimBy::Owner("kim".into()), ending(100, None))
         .await
         .unwrap()
     else {
@@ -858,30 +858,63 @@ async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_an
     n[1].release(&turn).await.unwrap();
 
     // No turn for an append that does not complete the upload, nor for a
-    // session committed by request.
-    for (id, end) in [("u1", 50), ("u2", 100)] {
-        let Some((Claim::Granted(t), None, Some(_))) = n[1]
-            .claim_unread_append(
-                id,
-                &ClaimBy::Session(format!("s{}", &id[1..])),
-                Some(("session:", end)),
-            )
+    // session committed by request; one for an append that sets the
+    // length of a deferred one and completes it.
+    let deferred = Upload {
+        length: Length::Deferred,
+        ..upload("u3", "s3", "c", 0)
+    };
+    let s3 = Session {
+        auto_commit: true,
+        ..session("s3", "kim")
+    };
+    n[0].create_session(&s3, &[deferred]).await.unwrap();
+    for (id, turn, takes) in [
+        ("u1", ending(50, None), false),
+        ("u2", ending(100, None), false),
+        ("u3", ending(70, None), false),
+        ("u3", ending(70, Some(70)), true),
+    ] {
+        let Some((Claim::Granted(t), got, Some(_))) = n[1]
+            .claim_unread_append(id, &ClaimBy::Session(format!("s{}", &id[1..])), turn)
             .await
             .unwrap()
         else {
-            panic!("{id} is granted without a turn");
+            panic!("{id} is granted");
         };
+        assert_eq!(got.is_some(), takes, "{id} {turn:?}");
         n[1].release(&t).await.unwrap();
+        if let Some(got) = got {
+            n[1].release(&got).await.unwrap();
+        }
     }
-    // An unknown upload: nothing to read.
-    let Some((Claim::Granted(t), None, None)) = n[1]
-        .claim_unread_append("nope", &ClaimBy::Anyone, Some(("session:", 100)))
+    // No claim at all on an unknown upload, nor on an ended one.
+    n[0].abort_uploads(&["u2".to_owned()], SessionEnd::Keep)
         .await
-        .unwrap()
-    else {
-        panic!("an unknown key is granted with nothing read");
-    };
-    n[1].release(&t).await.unwrap();
+        .unwrap();
+    for id in ["nope", "u2"] {
+        let Some((Claim::Busy(held), None, None)) = n[1]
+            .claim_unread_append(id, &ClaimBy::Anyone, ending(100, None))
+            .await
+            .unwrap()
+        else {
+            panic!("{id} is claimed");
+        };
+        assert!(held.is_empty());
+    }
+    let leases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM leases")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(leases, 0);
+}
+
+fn ending(end: u64, total: Option<u64>) -> Option<TurnIfEnding<'static>> {
+    Some(TurnIfEnding {
+        prefix: "session:",
+        end,
+        total,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
