@@ -23,7 +23,7 @@
 //! connection), so a node killed mid-request is taken over at once.
 
 use crate::{Engine, EngineError, Result};
-use ferry_meta::{Change, Claim, ClaimBy, LeaseKind};
+use ferry_meta::{Change, Claim, ClaimBy, LeaseKind, UnreadClaim};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -175,8 +175,16 @@ pub(crate) struct Leased {
     pub commits: Vec<(String, Lease)>,
 }
 
-/// What [`Engine::claim_unread_append`] took: the upload's slot as its
-/// claim read it, its lease, and the session's turn kept for the commit.
+/// What [`Engine::claim_unread`] claims (owned, for its task): an
+/// append's end and length when it may complete the upload, or a part.
+#[derive(Clone, Copy)]
+enum Unread {
+    Append(Option<(u64, Option<u64>)>),
+    Part(u64),
+}
+
+/// What [`Engine::claim_unread`] took: the upload's slot as its claim
+/// read it, its lease, and the session's turn kept for the commit.
 pub(crate) struct ClaimedUnread {
     pub slot: std::sync::Arc<crate::live::Slot>,
     pub lease: Lease,
@@ -252,30 +260,37 @@ impl Engine {
             .await
     }
 
-    /// In a cluster, an append to an upload this node keeps no slot of
+    /// In a cluster, a write to an upload this node keeps no slot of
     /// claims before it reads (`write`): its lease, with the upload and
-    /// its session read in the same statement, and when the append of
-    /// `len` bytes at `offset` (at most [`BORN_TURN_MAX`]) would complete
-    /// an upload committed on its last byte, the session's turn for that
-    /// commit. The claim is made only for whom the upload is (as
+    /// its session read in the same statement. An append's covers every
+    /// byte, and when its `len` bytes at `offset` (at most
+    /// [`BORN_TURN_MAX`]) would complete an upload committed on its last
+    /// byte, the session's turn is taken for that commit; a part's covers
+    /// its bytes. The claim is made only for whom the upload is (as
     /// `authorize` says after the read) and disturbs nobody: `None` when
-    /// it was not made (another's upload, unknown or ended) or another
-    /// process holds any of the upload's bytes, and then the caller
-    /// reads, then claims the usual way (which waits, or asks the holder
-    /// to let go, and says what is wrong).
-    pub(crate) async fn claim_unread_append(
+    /// it was not made (another's upload, unknown or ended, a part it
+    /// cannot have) or another process holds any of those bytes, and
+    /// then the caller reads, then claims the usual way (which waits, or
+    /// asks the holder to let go, and says what is wrong).
+    pub(crate) async fn claim_unread(
         &self,
         caller: &crate::auth::Caller,
         upload_id: &str,
-        offset: u64,
-        len: Option<u64>,
-        total: Option<u64>,
+        at: crate::write::WriteAt,
     ) -> Result<Option<ClaimedUnread>> {
         use crate::auth::Caller;
-        // As `write_lease` asks for the turn.
-        let end = len
-            .filter(|n| *n <= crate::session::BORN_TURN_MAX)
-            .and_then(|n| offset.checked_add(n));
+        use crate::write::WriteAt;
+        let what = match at {
+            // As `write_lease` asks for the turn.
+            WriteAt::Append { offset, len, total } => {
+                let end = len
+                    .filter(|n| *n <= crate::session::BORN_TURN_MAX)
+                    .and_then(|n| offset.checked_add(n));
+                Unread::Append(end.map(|end| (end, total)))
+            }
+            WriteAt::Part(n) => Unread::Part(n.into()),
+            _ => return Ok(None),
+        };
         // Claimed only for whom the upload is: a request that may not
         // write it changes nothing (then the read below refuses it).
         let by = match caller {
@@ -289,17 +304,17 @@ impl Engine {
         let id = upload_id.to_owned();
         let task = tokio::spawn(async move {
             let meta = &engine.inner.meta;
-            let claimed = meta
-                .claim_unread_append(
-                    &id,
-                    &by,
-                    end.map(|end| ferry_meta::TurnIfEnding {
+            let what = match what {
+                Unread::Append(turn) => {
+                    UnreadClaim::Append(turn.map(|(end, total)| ferry_meta::TurnIfEnding {
                         prefix: SESSION_KEY,
                         end,
                         total,
-                    }),
-                )
-                .await?;
+                    }))
+                }
+                Unread::Part(n) => UnreadClaim::Part(n),
+            };
+            let claimed = meta.claim_unread(&id, &by, what).await?;
             let lease = |token| Lease::granted(&engine, token);
             Ok(match claimed {
                 Some((Claim::Granted(token), t, read)) => Some((lease(token), t.map(lease), read)),
@@ -311,7 +326,13 @@ impl Engine {
             return Ok(None);
         };
         let session_id = read.1.id.clone();
-        let slot = self.slot_as_read(caller, upload_id, Some(read)).await?;
+        // A part's lease leaves the upload's other bytes to this node's
+        // other writes: a slot one of them made since is read afresh
+        // unless it holds what this read says.
+        let since = matches!(what, Unread::Part(_)).then(|| read.0.clone());
+        let slot = self
+            .slot_as_read_since(caller, upload_id, Some(read), since)
+            .await?;
         let turn_ahead = turn.map(|t| self.keep_turn_ahead(&session_id, t));
         Ok(Some(ClaimedUnread {
             slot,

@@ -141,17 +141,12 @@ impl Engine {
         // in its claim (below); others read it first and claim reading
         // only the states.
         let read_in_claim = self.in_cluster() && (append || self.cached_slot(upload_id).is_some());
-        // An append to an upload this node keeps no slot of claims first,
-        // reading the upload in its claim's statement, when nobody holds
-        // it (else it reads, then claims, as below).
-        let mut first = match at {
-            WriteAt::Append { offset, len, total }
-                if self.in_cluster() && self.cached_slot(upload_id).is_none() =>
-            {
-                self.claim_unread_append(caller, upload_id, offset, len, total)
-                    .await?
-            }
-            _ => None,
+        // An append or a part to an upload this node keeps no slot of
+        // claims first, reading the upload in its claim's statement, when
+        // nobody holds its bytes (else it reads, then claims, as below).
+        let mut first = match self.in_cluster() && self.cached_slot(upload_id).is_none() {
+            true => self.claim_unread(caller, upload_id, at).await?,
+            false => None,
         };
         let fresh = first.is_some();
         let mut slot = match &first {

@@ -380,7 +380,7 @@ pub async fn release_unless<M: MetaStore + ?Sized, T>(
     read
 }
 
-/// Whose an upload must be for [`MetaStore::claim_unread_append`] to
+/// Whose an upload must be for [`MetaStore::claim_unread`] to
 /// claim it: no request disturbs another's upload, even before it is
 /// authorized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -393,7 +393,24 @@ pub enum ClaimBy {
     Session(String),
 }
 
-/// The session's turn for [`MetaStore::claim_unread_append`]: taken when
+/// What [`MetaStore::claim_unread`] claims of an upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnreadClaim<'a> {
+    /// An append: all of the upload's bytes ([`LeaseKind::Append`]), and
+    /// with a [`TurnIfEnding`], the session's turn when it says so.
+    Append(Option<TurnIfEnding<'a>>),
+    /// Part `n`'s bytes, where the upload's part size places them
+    /// ([`LeaseKind::Write`]; as [`ferry_core::PartPlan::part_range`],
+    /// to the end of a file of deferred length), 1 ≤ `n` ≤
+    /// [`UNREAD_PARTS_MAX`].
+    Part(u64),
+}
+
+/// The highest part number [`MetaStore::claim_unread`] claims (a higher
+/// one is read first, then claimed).
+pub const UNREAD_PARTS_MAX: u64 = 100_000;
+
+/// The session's turn for [`MetaStore::claim_unread`]: taken when
 /// the append ends at `end` and that is the upload's length (`total`,
 /// when the request sets the length; else the recorded one), in a session
 /// committed on its last byte. The turn's key is `prefix` and the
@@ -1015,25 +1032,24 @@ pub trait MetaStore: Send + Sync + 'static {
         let read = read_if_granted(self, &claim, turn.as_deref(), read).await?;
         Ok((claim, turn, read))
     }
-    /// The claim of an append to `upload_id` by a process that has not
-    /// read the upload, whose request is therefore not authorized yet: all
-    /// of the upload's bytes as [`LeaseKind::Append`], made only when the
-    /// upload is open and for `by`, granted only when no live process
-    /// holds any of its bytes, and disturbing nobody (a refused claim
+    /// The claim of a write to `upload_id` by a process that has not read
+    /// the upload, whose request is therefore not authorized yet (`what`:
+    /// an append's or a part's bytes, see [`UnreadClaim`]), made only when
+    /// the upload is open and for `by`, granted only when no live process
+    /// holds any of those bytes, and disturbing nobody (a refused claim
     /// marks no lease waited for). `Busy` with no lease named when no
-    /// claim was made (another's upload, an unknown or ended one). Once
-    /// granted, the upload and its session read after the claim, as
-    /// [`MetaStore::claim_and_read`], and with `turn`, the session's turn
-    /// as [`MetaStore::claim_with_turn`] takes it when the append
-    /// completes an upload committed on its last byte. `None` from a
-    /// backend that cannot: the caller reads, then claims.
-    async fn claim_unread_append(
+    /// claim was made (another's upload, an unknown or ended one, a part
+    /// it cannot have). Once granted, the upload and its session read
+    /// after the claim, as [`MetaStore::claim_and_read`], and for an
+    /// append, the session's turn as its [`TurnIfEnding`] says. `None`
+    /// from a backend that cannot: the caller reads, then claims.
+    async fn claim_unread(
         &self,
         upload_id: &str,
         by: &ClaimBy,
-        turn: Option<TurnIfEnding<'_>>,
+        what: UnreadClaim<'_>,
     ) -> Result<Option<(Claim, Option<String>, Option<(Upload, Session)>)>> {
-        let _ = (upload_id, by, turn);
+        let _ = (upload_id, by, what);
         Ok(None)
     }
     /// [`MetaStore::claim`] of `upload_id`'s bytes, and once granted, the

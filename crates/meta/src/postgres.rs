@@ -25,8 +25,8 @@
 use crate::{
     Change, Claim, ClaimBy, CommitGate, CommitTurn, Committed, CreateLimits, Entry, Exclusive,
     Held, LeaseKind, LimitRefusal, MetaError, MetaStore, Occupant, OutboxEvent, OutboxRow,
-    PathTaken, Record, Result, SessionEnd, SpaceRecord, TokenRecord, TurnIfEnding, Usage, below,
-    entries,
+    PathTaken, Record, Result, SessionEnd, SpaceRecord, TokenRecord, UNREAD_PARTS_MAX, UnreadClaim,
+    Usage, below, entries,
 };
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Millis, Part,
@@ -3270,22 +3270,31 @@ impl MetaStore for Postgres {
 
     /// One statement: the claim that disturbs nobody
     /// (`ferry_claim_free`, migration 17) of an open upload for whom it
-    /// is, then (once granted) the session's turn when `turn` says so, and
-    /// the upload read as by [`Postgres::claim_and_read`].
-    async fn claim_unread_append(
+    /// is, over the bytes `what` names, then (once granted) the session's
+    /// turn when an append's [`crate::TurnIfEnding`] says so, and the upload read
+    /// as by [`Postgres::claim_and_read`].
+    async fn claim_unread(
         &self,
         upload_id: &str,
         by: &ClaimBy,
-        turn: Option<TurnIfEnding<'_>>,
+        what: UnreadClaim<'_>,
     ) -> Result<Option<(Claim, Option<String>, Option<(Upload, Session)>)>> {
-        // The claim is made only for whom the upload is, and only while it
-        // is open (`g`: a row when so; the claim's key is taken from it,
-        // so the claim runs only for that row).
         let (owner, session) = match by {
             ClaimBy::Anyone => (None, None),
             ClaimBy::Owner(o) => (Some(o.as_str()), None),
             ClaimBy::Session(s) => (None, Some(s.as_str())),
         };
+        let (turn, part, kind) = match what {
+            UnreadClaim::Append(turn) => (turn, None, LeaseKind::Append),
+            UnreadClaim::Part(n) if (1..=UNREAD_PARTS_MAX).contains(&n) => {
+                (None, Some(i(n)), LeaseKind::Write)
+            }
+            UnreadClaim::Part(_) => return Ok(None),
+        };
+        // The claim is made only for whom the upload is, while it is open,
+        // for a part it can have (`g`: a row when so, with the bytes to
+        // claim; the claim takes its key from it, so it runs only for that
+        // row).
         let rows = sqlx::query(
             "SELECT c.granted, c.token, c.kind,
                CASE WHEN c.granted AND $3::text IS NOT NULL THEN
@@ -3294,11 +3303,17 @@ impl MetaStore for Postgres {
                   WHERE u.id = $1 AND COALESCE($8::bigint, u.length) = $4
                     AND s.auto_commit AND t.granted)
                END, r.*
-             FROM (SELECT u.id AS key FROM uploads u JOIN sessions s ON s.id = u.session_id
+             FROM (SELECT u.id AS key,
+                     CASE WHEN $9::bigint IS NULL THEN 0 ELSE ($9 - 1) * u.part_size END AS lo,
+                     CASE WHEN $9::bigint IS NULL THEN $5
+                       ELSE LEAST($9 * u.part_size, COALESCE(u.length, $5)) END AS hi
+                   FROM uploads u JOIN sessions s ON s.id = u.session_id
                    WHERE u.id = $1 AND u.state = 'open'
                      AND ($6::text IS NULL OR s.owner = $6)
-                     AND ($7::text IS NULL OR s.id = $7)) g
-             CROSS JOIN LATERAL ferry_claim_free(g.key, 0, $5, 'append', $2) c
+                     AND ($7::text IS NULL OR s.id = $7)
+                     AND ($9::bigint IS NULL
+                       OR ($9 - 1) * u.part_size < COALESCE(u.length, $5))) g
+             CROSS JOIN LATERAL ferry_claim_free(g.key, g.lo, g.hi, $10, $2) c
              LEFT JOIN LATERAL ferry_upload_read(CASE WHEN c.granted THEN $1 END)
                WITH ORDINALITY r ON TRUE
              ORDER BY r.ordinality",
@@ -3311,6 +3326,8 @@ impl MetaStore for Postgres {
         .bind(owner)
         .bind(session)
         .bind(turn.and_then(|t| t.total).map(i))
+        .bind(part)
+        .bind(kind.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

@@ -16,7 +16,8 @@ use ferry_core::{
 };
 use ferry_meta::{
     Change, Claim, ClaimBy, Committed, CreateLimits, Held, LeaseKind, LimitRefusal, MetaError,
-    MetaStore, Occupant, PathTaken, Postgres, SessionEnd, TokenRecord, TurnIfEnding, conformance,
+    MetaStore, Occupant, PathTaken, Postgres, SessionEnd, TokenRecord, TurnIfEnding, UnreadClaim,
+    conformance,
 };
 use sqlx::Connection;
 use std::collections::BTreeMap;
@@ -768,14 +769,15 @@ async fn a_lease_is_one_nodes_until_released_and_overlaps_are_told_with_their_ho
     assert_eq!(next, "u4");
 }
 
-/// An append sent to a node that never read its upload claims before
-/// the read that authorizes it, so that claim disturbs nobody: refused
-/// (and no holder asked to let go) while any live lease overlaps; once
-/// granted, it reads the upload, marks it claimed, and takes the
-/// session's turn only for an append that completes an upload committed
-/// on its last byte.
+/// A write sent to a node that never read its upload claims before the
+/// read that authorizes it, so that claim disturbs nobody: made only on
+/// an open upload for whom it is, refused (and no holder asked to let go)
+/// while any live lease overlaps; once granted, it reads the upload,
+/// marks it claimed, and takes the session's turn only for an append that
+/// completes an upload committed on its last byte. A part's covers the
+/// part's bytes only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_and_asks_nobody() {
+async fn a_claim_before_the_read_is_made_only_for_whom_the_upload_is_and_asks_nobody() {
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -804,7 +806,7 @@ async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_an
     // For a caller the upload is not for: nothing claimed, nothing marked.
     for by in [ClaimBy::Owner("eve".into()), ClaimBy::Session("s2".into())] {
         let Some((Claim::Busy(held), None, None)) = n[1]
-            .claim_unread_append("u1", &by, ending(100, None))
+            .claim_unread("u1", &by, ending(100, None))
             .await
             .unwrap()
         else {
@@ -821,7 +823,7 @@ async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_an
 
     // Completing an auto-committed upload: the lease, the turn, the read.
     let Some((Claim::Granted(t1), Some(turn), Some((up, s)))) = n[1]
-        .claim_unread_append("u1", &ClaimBy::Owner("kim".into()), ending(100, None))
+        .claim_unread("u1", &ClaimBy::Owner("kim".into()), ending(100, None))
         .await
         .unwrap()
     else {
@@ -838,7 +840,7 @@ async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_an
 
     // Held: refused, and the holder is not asked to let go.
     let Some((Claim::Busy(held), None, None)) = n[0]
-        .claim_unread_append("u1", &ClaimBy::Anyone, None)
+        .claim_unread("u1", &ClaimBy::Anyone, UnreadClaim::Append(None))
         .await
         .unwrap()
     else {
@@ -876,7 +878,7 @@ async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_an
         ("u3", ending(70, Some(70)), true),
     ] {
         let Some((Claim::Granted(t), got, Some(_))) = n[1]
-            .claim_unread_append(id, &ClaimBy::Session(format!("s{}", &id[1..])), turn)
+            .claim_unread(id, &ClaimBy::Session(format!("s{}", &id[1..])), turn)
             .await
             .unwrap()
         else {
@@ -888,13 +890,77 @@ async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_an
             n[1].release(&got).await.unwrap();
         }
     }
+    // A part: its bytes as the part size places them (the last one to
+    // the file's end; a deferred file's to the part's), beside another
+    // part's lease; one the upload cannot have is not claimed.
+    let span = async |c: &mut sqlx::PgConnection, token: &str| -> (i64, i64, String) {
+        sqlx::query_as("SELECT lo, hi, kind FROM leases WHERE token = $1")
+            .bind(token)
+            .fetch_one(c)
+            .await
+            .unwrap()
+    };
+    let mut held = Vec::new();
+    for (id, part, want) in [
+        ("u1", 1, (0, 10)),
+        ("u1", 10, (90, 100)),
+        ("u3", 3, (20, 30)),
+    ] {
+        let Some((Claim::Granted(t), None, Some(_))) = n[1]
+            .claim_unread(id, &ClaimBy::Anyone, UnreadClaim::Part(part))
+            .await
+            .unwrap()
+        else {
+            panic!("part {part} of {id} is granted");
+        };
+        assert_eq!(span(&mut admin, &t).await, (want.0, want.1, "write".into()));
+        held.push(t);
+    }
+    for part in [0, 11, ferry_meta::UNREAD_PARTS_MAX + 1] {
+        let claimed = n[1]
+            .claim_unread("u1", &ClaimBy::Anyone, UnreadClaim::Part(part))
+            .await
+            .unwrap();
+        let made = match &claimed {
+            None => false,
+            Some((Claim::Busy(h), None, None)) => !h.is_empty(),
+            Some(_) => true,
+        };
+        assert!(!made, "part {part}: {claimed:?}");
+    }
+    // Part 1 held: the same part is refused, nobody asked; part 2 is free.
+    let Some((Claim::Busy(busy), None, None)) = n[0]
+        .claim_unread("u1", &ClaimBy::Anyone, UnreadClaim::Part(1))
+        .await
+        .unwrap()
+    else {
+        panic!("a held part is refused");
+    };
+    assert_eq!(busy.len(), 1);
+    let Some((Claim::Granted(t2), None, Some(_))) = n[0]
+        .claim_unread("u1", &ClaimBy::Anyone, UnreadClaim::Part(2))
+        .await
+        .unwrap()
+    else {
+        panic!("a free part is granted beside a held one");
+    };
+    held.push(t2);
+    let waited: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM leases WHERE waited")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(waited, 0);
+    for t in held {
+        n[0].release(&t).await.unwrap();
+    }
+
     // No claim at all on an unknown upload, nor on an ended one.
     n[0].abort_uploads(&["u2".to_owned()], SessionEnd::Keep)
         .await
         .unwrap();
     for id in ["nope", "u2"] {
         let Some((Claim::Busy(held), None, None)) = n[1]
-            .claim_unread_append(id, &ClaimBy::Anyone, ending(100, None))
+            .claim_unread(id, &ClaimBy::Anyone, ending(100, None))
             .await
             .unwrap()
         else {
@@ -909,12 +975,12 @@ async fn a_claim_before_the_read_is_granted_only_when_nobody_holds_the_upload_an
     assert_eq!(leases, 0);
 }
 
-fn ending(end: u64, total: Option<u64>) -> Option<TurnIfEnding<'static>> {
-    Some(TurnIfEnding {
+fn ending(end: u64, total: Option<u64>) -> UnreadClaim<'static> {
+    UnreadClaim::Append(Some(TurnIfEnding {
         prefix: "session:",
         end,
         total,
-    })
+    }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
