@@ -110,6 +110,24 @@ done
 sleep 0.5
 echo "== create + part + commit (3 requests)"; count
 
+three() { # NAME PART_BASE COMMIT_BASE: create on this node, the part and the commit where told
+    for i in $(seq "$N"); do
+        s=$(curl -sf -X POST "${auth[@]}" -H "Content-Type: application/json" \
+            -d "{\"path\": \"$1/$i\", \"size\": 4096}" "$BASE/v1/sessions")
+        sid=$(printf '%s' "$s" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+        up=$(printf '%s' "$s" | python3 -c 'import json, sys; print(json.load(sys.stdin)["uploads"][0]["id"])')
+        curl -sf -X PUT "${auth[@]}" --data-binary @"$FILE" "$2/v1/uploads/$up/parts/1" >/dev/null
+        curl -sf -X POST "${auth[@]}" "$3/v1/sessions/$sid/commit" >/dev/null
+    done
+    sleep 0.5
+}
+reset
+three three2 "$BASE2" "$BASE2"
+echo "== create + part + commit, the part and the commit on another node (3 requests)"; count
+reset
+three three3 "$BASE2" "$BASE"
+echo "== create + part + commit, the part on another node, the commit back on the first (3 requests)"; count
+
 reset
 for i in $(seq "$N"); do
     loc=$(curl -sf -o /dev/null -w '%header{location}' -X POST "${auth[@]}" -H "Tus-Resumable: 1.0.0" \
