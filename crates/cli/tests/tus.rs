@@ -297,6 +297,21 @@ async fn tus_checksum_in_a_trailer_is_checked_after_the_body() {
     let st = tokio::task::block_in_place(|| send(0, b"abcd", sha(b"abcd")));
     assert_eq!(st, 204);
     assert_eq!(head(&s, &alice, &url).await.offset(), 4);
+    // Announced, and no trailer after the body (as nginx passes such a
+    // request on: the header kept, the trailer dropped): refused, nothing
+    // kept.
+    let (st, text) = tokio::task::block_in_place(|| {
+        let mut c = raw(&s);
+        let req = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nTus-Resumable: 1.0.0\r\n\
+             Content-Type: application/offset+octet-stream\r\nUpload-Offset: 4\r\n\
+             Trailer: Upload-Checksum\r\nContent-Length: 4\r\n\r\nefgh"
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        read_status(&mut c)
+    });
+    assert_eq!(st, 400, "{text}");
+    assert_eq!(head(&s, &alice, &url).await.offset(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3293,8 +3293,8 @@ impl MetaStore for Postgres {
         };
         // The claim is made only for whom the upload is, while it is open,
         // for a part it can have (`g`: a row when so, with the bytes to
-        // claim; the claim takes its key from it, so it runs only for that
-        // row).
+        // claim, reckoned in `numeric`: no part size overflows them; the
+        // claim takes its key from it, so it runs only for that row).
         let rows = sqlx::query(
             "SELECT c.granted, c.token, c.kind,
                CASE WHEN c.granted AND $3::text IS NOT NULL THEN
@@ -3304,15 +3304,17 @@ impl MetaStore for Postgres {
                     AND s.auto_commit AND t.granted)
                END, r.*
              FROM (SELECT u.id AS key,
-                     CASE WHEN $9::bigint IS NULL THEN 0 ELSE ($9 - 1) * u.part_size END AS lo,
+                     CASE WHEN $9::bigint IS NULL THEN 0
+                       ELSE (($9 - 1)::numeric * u.part_size)::bigint END AS lo,
                      CASE WHEN $9::bigint IS NULL THEN $5
-                       ELSE LEAST($9 * u.part_size, COALESCE(u.length, $5)) END AS hi
+                       ELSE LEAST($9::numeric * u.part_size, COALESCE(u.length, $5))::bigint
+                     END AS hi
                    FROM uploads u JOIN sessions s ON s.id = u.session_id
                    WHERE u.id = $1 AND u.state = 'open'
                      AND ($6::text IS NULL OR s.owner = $6)
                      AND ($7::text IS NULL OR s.id = $7)
                      AND ($9::bigint IS NULL
-                       OR ($9 - 1) * u.part_size < COALESCE(u.length, $5))) g
+                       OR ($9 - 1)::numeric * u.part_size < COALESCE(u.length, $5))) g
              CROSS JOIN LATERAL ferry_claim_free(g.key, g.lo, g.hi, $10, $2) c
              LEFT JOIN LATERAL ferry_upload_read(CASE WHEN c.granted THEN $1 END)
                WITH ORDINALITY r ON TRUE

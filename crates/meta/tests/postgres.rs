@@ -871,6 +871,15 @@ async fn a_claim_before_the_read_is_made_only_for_whom_the_upload_is_and_asks_no
         ..session("s3", "kim")
     };
     n[0].create_session(&s3, &[deferred]).await.unwrap();
+    // Parts of a size whose products leave 64 bits.
+    let huge = Upload {
+        length: Length::Deferred,
+        part_size: 1 << 62,
+        ..upload("u4", "s4", "d", 0)
+    };
+    n[0].create_session(&session("s4", "kim"), &[huge])
+        .await
+        .unwrap();
     for (id, turn, takes) in [
         ("u1", ending(50, None), false),
         ("u2", ending(100, None), false),
@@ -905,6 +914,7 @@ async fn a_claim_before_the_read_is_made_only_for_whom_the_upload_is_and_asks_no
         ("u1", 1, (0, 10)),
         ("u1", 10, (90, 100)),
         ("u3", 3, (20, 30)),
+        ("u4", 2, (1 << 62, i64::MAX)),
     ] {
         let Some((Claim::Granted(t), None, Some(_))) = n[1]
             .claim_unread(id, &ClaimBy::Anyone, UnreadClaim::Part(part))
@@ -916,9 +926,14 @@ async fn a_claim_before_the_read_is_made_only_for_whom_the_upload_is_and_asks_no
         assert_eq!(span(&mut admin, &t).await, (want.0, want.1, "write".into()));
         held.push(t);
     }
-    for part in [0, 11, ferry_meta::UNREAD_PARTS_MAX + 1] {
+    for (id, part) in [
+        ("u1", 0),
+        ("u1", 11),
+        ("u1", ferry_meta::UNREAD_PARTS_MAX + 1),
+        ("u4", 3),
+    ] {
         let claimed = n[1]
-            .claim_unread("u1", &ClaimBy::Anyone, UnreadClaim::Part(part))
+            .claim_unread(id, &ClaimBy::Anyone, UnreadClaim::Part(part))
             .await
             .unwrap();
         let made = match &claimed {
@@ -926,7 +941,7 @@ async fn a_claim_before_the_read_is_made_only_for_whom_the_upload_is_and_asks_no
             Some((Claim::Busy(h), None, None)) => !h.is_empty(),
             Some(_) => true,
         };
-        assert!(!made, "part {part}: {claimed:?}");
+        assert!(!made, "part {part} of {id}: {claimed:?}");
     }
     // Part 1 held: the same part is refused, nobody asked; part 2 is free.
     let Some((Claim::Busy(busy), None, None)) = n[0]

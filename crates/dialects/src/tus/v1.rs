@@ -298,7 +298,8 @@ async fn post(st: &TusState, headers: &HeaderMap, body: Body) -> TusResult {
 
 /// `Upload-Checksum: <algo> <base64>` on the request, or announced as a
 /// trailer (`Trailer: Upload-Checksum`) and read after the body (whose
-/// bytes are then hashed with every algorithm it might name).
+/// bytes are then hashed with every algorithm it might name; announced
+/// and missing, the write is refused, 400).
 fn checks(headers: &HeaderMap, trailers: ferry_http::Trailers) -> Result<PartChecks, TusError> {
     let mut checks = PartChecks::default();
     if let Some(v) = header(headers, "upload-checksum") {
@@ -314,10 +315,17 @@ fn checks(headers: &HeaderMap, trailers: ferry_http::Trailers) -> Result<PartChe
             sha1: true,
             md5: true,
         };
+        // Announced and never sent is refused, not taken unchecked: a
+        // proxy in between may drop trailers (nginx passes the `Trailer`
+        // header on and the trailer not), and the client asked for the
+        // check.
         checks.late = Some(Arc::new(move || {
             let t = trailers.lock().unwrap();
             match t.as_ref().and_then(|t| t.get("upload-checksum")) {
-                None => Ok(Vec::new()),
+                None => Err(EngineError::invalid(
+                    "checksum_trailer_missing",
+                    "the request announced an Upload-Checksum trailer and none came after its body (a proxy on the way may drop trailers); none of its bytes were kept: send the checksum as an Upload-Checksum header",
+                )),
                 Some(v) => Ok(vec![parse_checksum(v.to_str().unwrap_or_default())?]),
             }
         }));
