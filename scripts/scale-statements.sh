@@ -98,18 +98,6 @@ done
 sleep 0.5
 echo "== tus creation, then the file in a PATCH (2 requests)"; count
 
-reset
-for i in $(seq "$N"); do
-    s=$(curl -sf -X POST "${auth[@]}" -H "Content-Type: application/json" \
-        -d "{\"path\": \"three/$i\", \"size\": 4096}" "$BASE/v1/sessions")
-    sid=$(printf '%s' "$s" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-    up=$(printf '%s' "$s" | python3 -c 'import json, sys; print(json.load(sys.stdin)["uploads"][0]["id"])')
-    curl -sf -X PUT "${auth[@]}" --data-binary @"$FILE" "$BASE/v1/uploads/$up/parts/1" >/dev/null
-    curl -sf -X POST "${auth[@]}" "$BASE/v1/sessions/$sid/commit" >/dev/null
-done
-sleep 0.5
-echo "== create + part + commit (3 requests)"; count
-
 three() { # NAME PART_BASE COMMIT_BASE: create on this node, the part and the commit where told
     for i in $(seq "$N"); do
         s=$(curl -sf -X POST "${auth[@]}" -H "Content-Type: application/json" \
@@ -121,6 +109,10 @@ three() { # NAME PART_BASE COMMIT_BASE: create on this node, the part and the co
     done
     sleep 0.5
 }
+reset
+three three "$BASE" "$BASE"
+echo "== create + part + commit (3 requests)"; count
+
 reset
 three three2 "$BASE2" "$BASE2"
 echo "== create + part + commit, the part and the commit on another node (3 requests)"; count

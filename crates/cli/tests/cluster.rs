@@ -556,16 +556,7 @@ async fn a_strangers_patch_on_a_node_that_never_read_the_upload_disturbs_nothing
         r.headers()["upload-offset"],
         data.len().to_string().as_str()
     );
-    let t = Instant::now();
-    loop {
-        let (st, v) = call(&b, Method::GET, "/v1/spaces/alice/list", Some(&alice), None).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        if v["entries"].as_array().is_some_and(|e| e.len() == 2) {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "not committed: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(listed(&b, &alice, 2).await.len(), 2, "committed once");
 }
 
 /// A completing PATCH of a small file holds its session's turn for its
@@ -695,14 +686,23 @@ async fn a_small_upload_made_on_one_node_commits_a_part_presigned_on_another() {
 
 /// The name of alice's one file.
 async fn tus_file_name(n: &Server, alice: &str) -> String {
+    let entries = listed(n, alice, 1).await;
+    entries[0]["name"].as_str().unwrap().to_owned()
+}
+
+/// Alice's space's entries once there are `count` of them (10 s at most).
+async fn listed(n: &Server, alice: &str, count: usize) -> Vec<serde_json::Value> {
     let t = Instant::now();
     loop {
         let (st, v) = call(n, Method::GET, "/v1/spaces/alice/list", Some(alice), None).await;
         assert_eq!(st, StatusCode::OK, "{v}");
-        if let Some(e) = v["entries"].as_array().and_then(|e| e.first()) {
-            return e["name"].as_str().unwrap().to_owned();
+        if let Some(e) = v["entries"].as_array().filter(|e| e.len() >= count) {
+            return e.clone();
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "no file: {v}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "fewer than {count} files: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

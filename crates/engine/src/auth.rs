@@ -29,6 +29,22 @@ pub enum Caller {
     Session(String),
 }
 
+impl Caller {
+    /// Which uploads of `upload_id`'s id this caller may act on, by
+    /// whose they are (`None`: not this one): the one rule both
+    /// `authorize` (after a read) and a claim made before the read
+    /// (`Engine::claim_unread`) follow.
+    pub(crate) fn upload_scope(&self, upload_id: &str) -> Option<ferry_meta::ClaimBy> {
+        use ferry_meta::ClaimBy;
+        match self {
+            Caller::User(p) if p.admin => Some(ClaimBy::Anyone),
+            Caller::User(p) => Some(ClaimBy::Owner(p.user.clone())),
+            Caller::Session(s) => Some(ClaimBy::Session(s.clone())),
+            Caller::Upload(id) => (id == upload_id).then_some(ClaimBy::Anyone),
+        }
+    }
+}
+
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);

@@ -23,7 +23,7 @@
 //! connection), so a node killed mid-request is taken over at once.
 
 use crate::{Engine, EngineError, Result};
-use ferry_meta::{Change, Claim, ClaimBy, LeaseKind, UnreadClaim};
+use ferry_meta::{Change, Claim, LeaseKind, UnreadClaim};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -175,14 +175,6 @@ pub(crate) struct Leased {
     pub commits: Vec<(String, Lease)>,
 }
 
-/// What [`Engine::claim_unread`] claims (owned, for its task): an
-/// append's end and length when it may complete the upload, or a part.
-#[derive(Clone, Copy)]
-enum Unread {
-    Append(Option<(u64, Option<u64>)>),
-    Part(u64),
-}
-
 /// What [`Engine::claim_unread`] took: the upload's slot as its claim
 /// read it, its lease, and the session's turn kept for the commit.
 pub(crate) struct ClaimedUnread {
@@ -278,7 +270,6 @@ impl Engine {
         upload_id: &str,
         at: crate::write::WriteAt,
     ) -> Result<Option<ClaimedUnread>> {
-        use crate::auth::Caller;
         use crate::write::WriteAt;
         let what = match at {
             // As `write_lease` asks for the turn.
@@ -286,35 +277,24 @@ impl Engine {
                 let end = len
                     .filter(|n| *n <= crate::session::BORN_TURN_MAX)
                     .and_then(|n| offset.checked_add(n));
-                Unread::Append(end.map(|end| (end, total)))
+                UnreadClaim::Append(end.map(|end| ferry_meta::TurnIfEnding {
+                    prefix: SESSION_KEY,
+                    end,
+                    total,
+                }))
             }
-            WriteAt::Part(n) => Unread::Part(n.into()),
+            WriteAt::Part(n) => UnreadClaim::Part(n.into()),
             _ => return Ok(None),
         };
         // Claimed only for whom the upload is: a request that may not
         // write it changes nothing (then the read below refuses it).
-        let by = match caller {
-            Caller::User(p) if p.admin => ClaimBy::Anyone,
-            Caller::User(p) => ClaimBy::Owner(p.user.clone()),
-            Caller::Session(s) => ClaimBy::Session(s.clone()),
-            Caller::Upload(id) if id == upload_id => ClaimBy::Anyone,
-            Caller::Upload(_) => return Ok(None),
+        let Some(by) = caller.upload_scope(upload_id) else {
+            return Ok(None);
         };
         let engine = self.clone();
         let id = upload_id.to_owned();
         let task = tokio::spawn(async move {
-            let meta = &engine.inner.meta;
-            let what = match what {
-                Unread::Append(turn) => {
-                    UnreadClaim::Append(turn.map(|(end, total)| ferry_meta::TurnIfEnding {
-                        prefix: SESSION_KEY,
-                        end,
-                        total,
-                    }))
-                }
-                Unread::Part(n) => UnreadClaim::Part(n),
-            };
-            let claimed = meta.claim_unread(&id, &by, what).await?;
+            let claimed = engine.inner.meta.claim_unread(&id, &by, what).await?;
             let lease = |token| Lease::granted(&engine, token);
             Ok(match claimed {
                 Some((Claim::Granted(token), t, read)) => Some((lease(token), t.map(lease), read)),
@@ -329,7 +309,7 @@ impl Engine {
         // A part's lease leaves the upload's other bytes to this node's
         // other writes: a slot one of them made since is read afresh
         // unless it holds what this read says.
-        let since = matches!(what, Unread::Part(_)).then(|| read.0.clone());
+        let since = matches!(what, UnreadClaim::Part(_)).then(|| read.0.clone());
         let slot = self
             .slot_as_read_since(caller, upload_id, Some(read), since)
             .await?;

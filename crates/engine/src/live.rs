@@ -355,13 +355,12 @@ impl Engine {
         slot: Arc<Slot>,
     ) -> Result<Arc<Slot>> {
         let not_found = || EngineError::NotFound(format!("no upload {upload_id:?}"));
-        let allowed = {
-            let live = slot.state.lock().await;
-            match caller {
-                Caller::User(p) => p.admin || live.session.owner == p.user,
-                Caller::Upload(id) => id == upload_id,
-                Caller::Session(id) => *id == live.session.id,
+        let allowed = match caller.upload_scope(upload_id) {
+            Some(scope) => {
+                let live = slot.state.lock().await;
+                scope.admits(&live.session.owner, &live.session.id)
             }
+            None => false,
         };
         if !allowed {
             return Err(not_found());

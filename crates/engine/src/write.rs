@@ -140,11 +140,12 @@ impl Engine {
         // keeps a slot of, read the upload once their lease is granted,
         // in its claim (below); others read it first and claim reading
         // only the states.
-        let read_in_claim = self.in_cluster() && (append || self.cached_slot(upload_id).is_some());
+        let cached = self.cached_slot(upload_id).is_some();
+        let read_in_claim = self.in_cluster() && (append || cached);
         // An append or a part to an upload this node keeps no slot of
         // claims first, reading the upload in its claim's statement, when
         // nobody holds its bytes (else it reads, then claims, as below).
-        let mut first = match self.in_cluster() && self.cached_slot(upload_id).is_none() {
+        let mut first = match self.in_cluster() && !cached {
             true => self.claim_unread(caller, upload_id, at).await?,
             false => None,
         };

@@ -393,6 +393,18 @@ pub enum ClaimBy {
     Session(String),
 }
 
+impl ClaimBy {
+    /// Whether an upload of session `session`, owned by `owner`, is one
+    /// this names.
+    pub fn admits(&self, owner: &str, session: &str) -> bool {
+        match self {
+            ClaimBy::Anyone => true,
+            ClaimBy::Owner(o) => o == owner,
+            ClaimBy::Session(s) => s == session,
+        }
+    }
+}
+
 /// What [`MetaStore::claim_unread`] claims of an upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnreadClaim<'a> {

@@ -1448,19 +1448,8 @@ async fn the_leases_of_a_node_whose_connection_died_are_taken_over_at_once() {
         n[1].claim("u1", 0, 1, LeaseKind::Turn).await.unwrap(),
         Claim::Busy(_)
     ));
-    // Node 0's presence ends as a killed process's does: PostgreSQL drops
-    // the connection holding its presence lock.
-    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
-         WHERE k.locktype = 'advisory' AND k.classid = 1315923045::oid AND k.granted
-           AND k.objid = (SELECT node FROM leases WHERE token = $1)::oid",
-    )
-    .bind(&t0)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(ended, vec![true]);
+    // Node 0's presence ends as a killed process's does.
+    end_presence(&db, &t0).await;
     let t = Instant::now();
     loop {
         if let Claim::Granted(_) = n[1].claim("u1", 0, 1, LeaseKind::Turn).await.unwrap() {
@@ -1501,6 +1490,23 @@ async fn the_leases_of_a_node_whose_connection_died_are_taken_over_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Ends the presence of the node holding lease `token` as a killed
+/// process's ends: PostgreSQL drops the connection holding its presence
+/// lock.
+async fn end_presence(db: &TestDb, token: &str) {
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
+         WHERE k.locktype = 'advisory' AND k.classid = 1315923045::oid AND k.granted
+           AND k.objid = (SELECT node FROM leases WHERE token = $1)::oid",
+    )
+    .bind(token)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, vec![true]);
 }
 
 /// Waits (3 s at most) until `want` is heard.
@@ -1693,17 +1699,7 @@ async fn a_write_whose_lease_another_node_took_over_is_not_recorded() {
     else {
         panic!("a free key is granted");
     };
-    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
-         WHERE k.locktype = 'advisory' AND k.classid = 1315923045::oid AND k.granted
-           AND k.objid = (SELECT node FROM leases WHERE token = $1)::oid",
-    )
-    .bind(&stale)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(ended, vec![true]);
+    end_presence(&db, &stale).await;
     let t = Instant::now();
     let taken = loop {
         if let Claim::Granted(t) = n[1]
