@@ -111,13 +111,29 @@ export FERRY_BIN  # test_ucloud.py and test_veeva.py start short-lived servers o
 
 # ------------------------------------------------------------------ server
 
-DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ferry-clients.XXXXXX")"
 ADMIN_TOKEN="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 SERVER_OUT="$ARTIFACTS/ferry.stdout.log"
 SERVER_ERR="$ARTIFACTS/ferry.stderr.log"
 SERVER_PID=""
+# FERRY_CLUSTER=1: instead of one server, the scale-out recipe
+# (scripts/cluster-local.sh: PostgreSQL, an S3 server, 3 nodes and nginx
+# round-robin in front of them); every client talks to nginx, so the
+# requests of one upload land on different nodes.
+CLUSTER="${FERRY_CLUSTER:-0}"
+CLUSTER_ROOT="${FERRY_CLUSTER_ROOT:-$(mktemp -d "${TMPDIR:-/tmp}/ferry-clients-cluster.XXXXXX")}"
 
+# Whether every node of the cluster still runs.
+cluster_alive() {
+    local pid
+    for pid in "$CLUSTER_ROOT"/node-*.pid; do
+        [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null || return 1
+    done
+}
 stop_server() {
+    if [ "$CLUSTER" = 1 ]; then
+        FERRY_CLUSTER_ROOT="$CLUSTER_ROOT" scripts/cluster-local.sh stop >/dev/null 2>&1 || true
+        return 0
+    fi
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 1 100); do
@@ -134,38 +150,61 @@ stop_server() {
 }
 cleanup() {
     stop_server
-    rm -rf "$DATA_DIR"
+    if [ "$CLUSTER" = 1 ]; then
+        # The nodes' logs are kept with the other artifacts.
+        cp "$CLUSTER_ROOT"/node-*.log "$CLUSTER_ROOT"/nginx-error.log "$ARTIFACTS/" 2>/dev/null || true
+        rm -rf "$CLUSTER_ROOT"
+    else
+        rm -rf "$DATA_DIR"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-say "server: $FERRY_BIN serve --listen 127.0.0.1:0 --data-dir $DATA_DIR"
-# stdout and stderr go to files: the server never blocks on a full pipe.
-env -u FERRY_CONFIG -u FERRY_PUBLIC_URL -u FERRY_TUS_PATH -u FERRY_LISTEN \
-    FERRY_ADMIN_TOKEN="$ADMIN_TOKEN" RUST_LOG="${RUST_LOG:-info}" \
-    "$FERRY_BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
-    >"$SERVER_OUT" 2>"$SERVER_ERR" &
-SERVER_PID=$!
-
-URL=""
-for _ in $(seq 1 300); do
-    first="$(head -n 1 "$SERVER_OUT" 2>/dev/null || true)"
-    case "$first" in
-    "Ferry listening on http://"*)
-        URL="${first#Ferry listening on }"
-        break
-        ;;
-    esac
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        loud "ferry serve exited before listening"
+if [ "$CLUSTER" = 1 ]; then
+    say "cluster: scripts/cluster-local.sh in $CLUSTER_ROOT (3 nodes on PostgreSQL + S3, nginx in front)"
+    DATA_DIR="$CLUSTER_ROOT/node-1"
+    env -u FERRY_DATABASE_URL -u FERRY_S3_ENDPOINT -u FERRY_S3_BUCKET -u FERRY_S3_PREFIX \
+        -u FERRY_STORE -u FERRY_CONFIG -u FERRY_TUS_PATH -u FERRY_LISTEN \
+        FERRY_CLUSTER_ROOT="$CLUSTER_ROOT" FERRY_BIN="$FERRY_BIN" FERRY_ADMIN_TOKEN="$ADMIN_TOKEN" \
+        RUST_LOG="${RUST_LOG:-info}" scripts/cluster-local.sh >"$SERVER_OUT" 2>"$SERVER_ERR" || {
+        loud "scripts/cluster-local.sh failed"
         tail -n 30 "$SERVER_ERR" >&2 || true
         exit 1
-    fi
-    sleep 0.1
-done
-[ -n "$URL" ] || { loud "ferry serve did not print its address within 30 s"; exit 1; }
-say "server: $URL (pid $SERVER_PID, logs in $ARTIFACTS)"
+    }
+    URL="$(sed -n 's/^export FERRY_URL=//p' "$SERVER_OUT")"
+    [ -n "$URL" ] || { loud "scripts/cluster-local.sh printed no URL"; exit 1; }
+    say "cluster: $URL (node logs in $CLUSTER_ROOT, copied to $ARTIFACTS at the end)"
+else
+    DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ferry-clients.XXXXXX")"
+    say "server: $FERRY_BIN serve --listen 127.0.0.1:0 --data-dir $DATA_DIR"
+    # stdout and stderr go to files: the server never blocks on a full pipe.
+    env -u FERRY_CONFIG -u FERRY_PUBLIC_URL -u FERRY_TUS_PATH -u FERRY_LISTEN \
+        FERRY_ADMIN_TOKEN="$ADMIN_TOKEN" RUST_LOG="${RUST_LOG:-info}" \
+        "$FERRY_BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
+        >"$SERVER_OUT" 2>"$SERVER_ERR" &
+    SERVER_PID=$!
+
+    URL=""
+    for _ in $(seq 1 300); do
+        first="$(head -n 1 "$SERVER_OUT" 2>/dev/null || true)"
+        case "$first" in
+        "Ferry listening on http://"*)
+            URL="${first#Ferry listening on }"
+            break
+            ;;
+        esac
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            loud "ferry serve exited before listening"
+            tail -n 30 "$SERVER_ERR" >&2 || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+    [ -n "$URL" ] || { loud "ferry serve did not print its address within 30 s"; exit 1; }
+    say "server: $URL (pid $SERVER_PID, logs in $ARTIFACTS)"
+fi
 
 # The user the clients upload as: alice, whose home space is "alice".
 USER_INFO="$(python3 - "$URL" "$ADMIN_TOKEN" <<'EOF'
@@ -259,7 +298,31 @@ elif [ "$WEB_SKIPPED" = 1 ]; then
     SKIPPED=$((SKIPPED + 2))
 fi
 
-if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+# Ferry's own CLI through the balancer: a file in 8 MiB parts, 4 at a
+# time (so they land on every node), then the same straight into the
+# bucket (presigned parts of the store's size), each downloaded again
+# (parallel ranges, through every node) and compared.
+if [ "$CLUSTER" = 1 ] && [ $# = 0 ]; then
+    BIG="$CLUSTER_ROOT/cli-big.bin"
+    head -c $((40 << 20)) /dev/urandom >"$BIG"
+    for how in parts direct; do
+        run "cli-$how" 300 bash -c 'set -e
+            how=$1 big=$2
+            flags="--part-size 8MiB"
+            [ "$how" = direct ] && flags="--direct"
+            "$FERRY_BIN" upload -q -j 4 $flags --state-dir "$big.state" "$big" "$FERRY_SPACE/cli/$how.bin"
+            "$FERRY_BIN" download "$FERRY_SPACE/cli/$how.bin" "$big.$how"
+            cmp "$big" "$big.$how"
+            echo "ferry upload ($how) and ferry download through the cluster: the same bytes"' \
+            _ "$how" "$BIG"
+        add "$RC" 0 0 0
+    done
+fi
+
+if [ "$CLUSTER" = 1 ] && ! cluster_alive; then
+    loud "a node of the cluster died during the run (see $ARTIFACTS/node-*.log)"
+    FAILED=$((FAILED + 1))
+elif [ "$CLUSTER" != 1 ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
     loud "ferry serve died during the run (see $SERVER_ERR)"
     tail -n 30 "$SERVER_ERR" >&2 || true
     FAILED=$((FAILED + 1))

@@ -8,7 +8,8 @@
 //! `postgres` process), the S3 server's (`weed`, when it runs here) and
 //! PostgreSQL statements per upload (from
 //! `pg_stat_statements`, when the server preloads it, as
-//! `scripts/pg-local.sh` does); then one large upload in parallel parts.
+//! `scripts/pg-local.sh` does); then one large upload in parallel parts,
+//! next to the same file sent straight into the bucket.
 //!
 //! Needs `FERRY_TEST_DATABASE_URL` (a PostgreSQL server the bench may
 //! create databases on: `scripts/pg-local.sh`) and the S3 environment of
@@ -371,6 +372,19 @@ pub async fn suite(
     let rounds = args.small_runs.max(1);
     let mut rows: Vec<(usize, Row)> = Vec::new();
     let mut large = Vec::new();
+    // The large upload's ceiling on S3: the same file sent straight into
+    // the bucket, as one multipart upload of the same parts.
+    let large_direct = match args.size_mib {
+        0 => None,
+        _ => {
+            eprintln!(
+                "cluster suite: the large file as a multipart upload straight into the bucket"
+            );
+            let key = format!("bench-direct/{}", std::process::id());
+            let t = crate::s3::direct(&s3, src, &key).await?;
+            Some(args.size_mib as f64 / t.as_secs_f64())
+        }
+    };
     for round in 0..rounds {
         for (kind, name, count, on_pg) in [
             (SetupKind::Sqlite, "1 node, SQLite + disk", 1, false),
@@ -524,12 +538,27 @@ pub async fn suite(
         "\n## One {} MiB upload, parts of 16 MiB, 4 at a time",
         args.size_mib
     );
-    println!("| setup | MiB/s | × one node on SQLite + disk |");
-    println!("| --- | --- | --- |");
+    println!("| setup | MiB/s | × one node on SQLite + disk | × straight into the bucket |");
+    println!("| --- | --- | --- | --- |");
     let base = large.iter().find(|(n, _)| *n == "1 node, SQLite + disk");
+    let ratio =
+        |of: f64, to: Option<f64>| to.map_or("—".to_owned(), |b| format!("{:.2}", of / b));
+    if let Some(d) = large_direct {
+        println!(
+            "| the S3 server alone (aws-sdk-s3 multipart, no Ferry) | {d:.0} | {} | 1.00 |",
+            ratio(d, base.map(|b| b.1))
+        );
+    }
     for (name, mib_s) in &large {
-        let ratio = base.map_or("—".to_owned(), |(_, b)| format!("{:.2}", mib_s / b));
-        println!("| {name} | {mib_s:.0} | {ratio} |");
+        println!(
+            "| {name} | {mib_s:.0} | {} | {} |",
+            ratio(*mib_s, base.map(|b| b.1)),
+            // (SQLite + disk does not write to the bucket.)
+            match name.contains("S3") {
+                true => ratio(*mib_s, large_direct),
+                false => "—".to_owned(),
+            }
+        );
     }
     Ok(())
 }

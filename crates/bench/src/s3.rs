@@ -48,7 +48,7 @@ pub(crate) async fn bucket() -> anyhow::Result<Bucket> {
 
 /// The baseline: one multipart upload of `file`, `PART`-byte parts,
 /// `PARALLEL` at a time, each streamed from the file.
-async fn direct(b: &Bucket, file: &Path, key: &str) -> anyhow::Result<Duration> {
+pub(crate) async fn direct(b: &Bucket, file: &Path, key: &str) -> anyhow::Result<Duration> {
     let size = std::fs::metadata(file)?.len();
     let t = Instant::now();
     let mpu = b

@@ -771,6 +771,64 @@ async fn ferry_upload_direct_sends_the_parts_straight_to_the_bucket_and_commits_
 }
 
 #[tokio::test]
+async fn ferry_upload_direct_with_a_part_size_off_the_stores_grid_fails_at_once_saying_which_and_a_rerun_with_it_succeeds()
+ {
+    let Some(endpoint) = endpoint() else { return };
+    let c = client(&endpoint).await;
+    let b = bucket(&c, "direct-grid").await;
+    let s = Server::start_with(&on_s3(&endpoint, &b));
+    let tok = user(&s, "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(20 * MIB + 5, 23);
+    let file = write_file(dir.path(), "big.bin", &data);
+    let state = dir.path().join("state");
+    let upload = |part_size: &str| {
+        cli(
+            &s,
+            &tok,
+            &[
+                "upload",
+                "--direct",
+                "-q",
+                "--part-size",
+                part_size,
+                "--state-dir",
+                state.to_str().unwrap(),
+                file.to_str().unwrap(),
+                "alice/direct/grid.bin",
+            ],
+        )
+    };
+    // The store's parts are 16 MiB: 8 MiB parts cannot go to the bucket.
+    // That is no passing contention, so the client does not retry it.
+    let started = std::time::Instant::now();
+    let out = upload("8MiB");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("make the upload's part size 16777216"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "retried: {err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The part size it names works, though the first run left its state:
+    // another part size is another upload.
+    let out = upload("16MiB");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (st, got) = download(&s, &tok, "alice", "direct/grid.bin").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(got == data, "the download differs");
+}
+
+#[tokio::test]
 async fn presigned_parts_are_checked_by_digest_and_signature_and_mix_with_parts_sent_through_ferry()
 {
     let Some(endpoint) = endpoint() else { return };

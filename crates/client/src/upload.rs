@@ -86,6 +86,11 @@ fn identity(client: &Client, sources: &[Source], opts: &Options) -> String {
     let mut h = Sha256::new();
     h.update(client.base().as_bytes());
     h.update(format!("\0{:?}\0{}\0", opts.space, opts.conflict).as_bytes());
+    // Another part size is another upload (a saved session keeps the
+    // part size it was made with).
+    if let Some(p) = opts.part_size {
+        h.update(format!("part_size {p}\0").as_bytes());
+    }
     for s in sources {
         let local = std::fs::canonicalize(&s.local).unwrap_or_else(|_| s.local.clone());
         h.update(

@@ -117,7 +117,9 @@ impl From<EngineError> for BoxError {
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "requested_range_not_satisfiable",
             ),
-            EngineError::Conflict(_) | EngineError::OffsetMismatch { .. } => {
+            EngineError::Conflict(_)
+            | EngineError::Unsupported(_)
+            | EngineError::OffsetMismatch { .. } => {
                 (StatusCode::CONFLICT, "range_overlaps_existing_part")
             }
             EngineError::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, "bad_digest"),

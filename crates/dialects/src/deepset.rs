@@ -158,7 +158,9 @@ impl From<EngineError> for DsError {
             EngineError::Gone(_) => {
                 return ds(StatusCode::CONFLICT, "The session is already closed.");
             }
-            EngineError::Conflict(_) | EngineError::AlreadyExists { .. } => StatusCode::CONFLICT,
+            EngineError::Conflict(_)
+            | EngineError::Unsupported(_)
+            | EngineError::AlreadyExists { .. } => StatusCode::CONFLICT,
             EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Rejected { .. } => ferry_http::status_of(&e),
@@ -242,7 +244,9 @@ impl From<EngineError> for S3Error {
             EngineError::Forbidden(_) => denied(m),
             EngineError::Invalid { .. } => s3(StatusCode::BAD_REQUEST, "InvalidArgument", m),
             EngineError::TooLarge { .. } => s3(StatusCode::BAD_REQUEST, "TooManyObjects", m),
-            EngineError::Conflict(_) => s3(StatusCode::CONFLICT, "OperationAborted", m),
+            EngineError::Conflict(_) | EngineError::Unsupported(_) => {
+                s3(StatusCode::CONFLICT, "OperationAborted", m)
+            }
             EngineError::InsufficientStorage(_) => {
                 s3(StatusCode::INSUFFICIENT_STORAGE, "QuotaExceeded", m)
             }

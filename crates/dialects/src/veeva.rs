@@ -160,7 +160,9 @@ impl From<EngineError> for VeevaError {
             EngineError::AlreadyExists { .. }
             | EngineError::Incomplete { .. }
             | EngineError::OffsetMismatch { .. } => (S::CONFLICT, kind::OPERATION_NOT_ALLOWED),
-            EngineError::Conflict(_) => (S::CONFLICT, kind::RACE_CONDITION),
+            EngineError::Conflict(_) | EngineError::Unsupported(_) => {
+                (S::CONFLICT, kind::RACE_CONDITION)
+            }
             EngineError::Gone(StateError::Committed | StateError::Committing) => {
                 (S::CONFLICT, kind::OPERATION_NOT_ALLOWED)
             }

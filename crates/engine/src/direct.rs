@@ -57,7 +57,7 @@ impl Engine {
         }
         let slot = self.slot(caller, upload_id).await?;
         if !self.can_presign() {
-            return Err(EngineError::Conflict(
+            return Err(EngineError::Unsupported(
                 "presigned part uploads need object storage (ferry serve --store s3); \
                  this server keeps bytes on its local disk: send the part through Ferry"
                     .into(),

@@ -21,8 +21,14 @@ pub enum EngineError {
     AlreadyExists { path: String },
     #[error("the upload is missing {} byte range(s); first missing: {}", missing.len(), missing.first().map(|r| r.to_string()).unwrap_or_default())]
     Incomplete { missing: Vec<ByteRange> },
+    /// Contention: the upload or path is busy now (another request, a
+    /// commit); the same request may succeed in a moment.
     #[error("{0}")]
     Conflict(String),
+    /// What this server cannot do as it is set up (its storage backend,
+    /// its part grid): sending the same request again changes nothing.
+    #[error("{0}")]
+    Unsupported(String),
     /// An append did not start where the received bytes end.
     #[error("the upload's offset is {expected}, but the request starts at {provided}")]
     OffsetMismatch { expected: u64, provided: u64 },
@@ -82,7 +88,7 @@ impl From<StoreError> for EngineError {
             StoreError::Sealed(what) => EngineError::Conflict(format!(
                 "the upload holds all its bytes and is being committed; {what}"
             )),
-            StoreError::Unsupported(what) => EngineError::Conflict(format!(
+            StoreError::Unsupported(what) => EngineError::Unsupported(format!(
                 "this server's storage backend does not support {what}"
             )),
             other => EngineError::Store(other),
@@ -133,6 +139,7 @@ impl EngineError {
             EngineError::AlreadyExists { .. } => "already_exists",
             EngineError::Incomplete { .. } => "incomplete",
             EngineError::Conflict(_) => "conflict",
+            EngineError::Unsupported(_) => "unsupported",
             EngineError::OffsetMismatch { .. } => "offset_mismatch",
             EngineError::Gone(StateError::Aborted) => "aborted",
             EngineError::Gone(StateError::Expired) => "expired",

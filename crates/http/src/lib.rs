@@ -33,6 +33,7 @@ pub fn status_of(e: &EngineError) -> StatusCode {
         EngineError::AlreadyExists { .. }
         | EngineError::Incomplete { .. }
         | EngineError::Conflict(_)
+        | EngineError::Unsupported(_)
         | EngineError::OffsetMismatch { .. } => StatusCode::CONFLICT,
         EngineError::Gone(StateError::Expired | StateError::Aborted | StateError::Failed) => {
             StatusCode::GONE

@@ -137,7 +137,7 @@ impl From<EngineError> for UcloudError {
             EngineError::OffsetMismatch { .. } | EngineError::RangeNotSatisfiable(_) => {
                 (StatusCode::CONFLICT, "BAD_OFFSET")
             }
-            EngineError::Conflict(_) => (status, "CONFLICT"),
+            EngineError::Conflict(_) | EngineError::Unsupported(_) => (status, "CONFLICT"),
             EngineError::TooLarge { .. } => (status, "TOO_LARGE"),
             EngineError::TooManySessions { .. } => (status, "TOO_MANY_SESSIONS"),
             EngineError::InsufficientStorage(_) => (status, "QUOTA_EXCEEDED"),

@@ -404,6 +404,7 @@ fn fatal(e: &EngineError) -> bool {
                 ferry_core::StateError::Committed | ferry_core::StateError::Committing
             )
             | EngineError::Conflict(_)
+            | EngineError::Unsupported(_)
             | EngineError::BodyFailed { .. }
             | EngineError::OffsetMismatch { .. }
             | EngineError::DigestMismatch { .. }
