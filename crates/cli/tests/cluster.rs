@@ -482,6 +482,8 @@ async fn a_tus_patch_stalled_on_one_node_is_taken_over_from_another_within_1_s()
     assert_eq!(r.status(), StatusCode::OK);
     println!("HEAD on node b took the upload over in {took:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Node b counts the append it got from a holder that let go.
+    assert_eq!(lease_busy(&b, "append", "granted").await, 1);
     let offset: usize = r.headers()["upload-offset"]
         .to_str()
         .unwrap()
@@ -752,6 +754,9 @@ async fn a_part_in_flight_on_one_node_refuses_the_same_part_and_a_commit_on_anot
     let commit = format!("/v1/sessions/{sid}/commit");
     let (st, v) = call(&b, Method::POST, &commit, Some(&alice), None).await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    // Node b counts both refusals, by what the claims were for.
+    assert_eq!(lease_busy(&b, "write", "refused").await, 1);
+    assert_eq!(lease_busy(&b, "commit", "refused").await, 1);
     // The held part ends; then the commit on node b takes it all.
     tx.send(Ok(first[1000..].to_vec())).await.unwrap();
     drop(tx);
@@ -2065,4 +2070,68 @@ async fn a_tus_patch_that_claimed_nothing_gives_way_to_a_claim_of_its_upload_mad
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
     assert_eq!(r.headers()["upload-offset"], "4096");
+}
+
+/// What `ferry_lease_busy_total` says on node `n` for claims of `kind`
+/// that found the lease held and ended as `outcome`.
+async fn lease_busy(n: &Server, kind: &str, outcome: &str) -> u64 {
+    let text = metrics(n).await;
+    let (kind, outcome) = (format!("kind=\"{kind}\""), format!("outcome=\"{outcome}\""));
+    text.lines()
+        .filter(|l| l.starts_with("ferry_lease_busy_total{"))
+        .find(|l| l.contains(&kind) && l.contains(&outcome))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Whether node `n` says it runs the background work
+/// (`ferry_cluster_background`).
+async fn runs_background(n: &Server) -> bool {
+    let text = metrics(n).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ferry_cluster_background "))
+        .is_some_and(|v| v.trim() == "1")
+}
+
+/// How many of `nodes` say they run the background work.
+async fn running_background(nodes: &[Server]) -> usize {
+    let mut n = 0;
+    for node in nodes {
+        n += usize::from(runs_background(node).await);
+    }
+    n
+}
+
+/// Expiry, the orphan sweep and recovery run on one node at a time, and
+/// still do after the database ended the connection that held that turn
+/// (as a restart does): the node that held it stops, and one node takes
+/// the work on — never two at once.
+#[tokio::test]
+async fn the_background_work_stays_on_one_node_after_the_database_ended_its_hold() {
+    let Some(nodes) = nodes_with(2, &[("FERRY_REAP_INTERVAL", "1")]) else {
+        return;
+    };
+    let t = Instant::now();
+    while running_background(&nodes).await != 1 {
+        assert!(t.elapsed() < Duration::from_secs(5), "no node runs it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every connection holding a node-wide lock ends.
+    nodes[0].exec_sql(
+        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
+         WHERE k.locktype = 'advisory' AND k.classid = 1332636793::oid AND k.granted
+           AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        &[],
+    );
+    // For the next 8 s (the holder sees its hold end within about a
+    // second; a node taking it over waits 3 s before it starts): never
+    // two, and one again by the end.
+    let t = Instant::now();
+    let mut last = 0;
+    while t.elapsed() < Duration::from_secs(8) {
+        last = running_background(&nodes).await;
+        assert!(last <= 1, "{last} nodes run the background work");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, 1, "no node took the background work on again");
 }

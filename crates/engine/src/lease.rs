@@ -333,6 +333,41 @@ impl Engine {
         if !self.in_cluster() {
             return Ok(Leased::default());
         }
+        let started = Instant::now();
+        let mut found_held = false;
+        let leased = self
+            .lease_in_turn(key, (lo, hi), kind, turn, reading, &mut found_held)
+            .await;
+        // Claims that found another request holding what they asked for,
+        // by what they were for and how that ended (an operator's view
+        // of contention across nodes).
+        if found_held {
+            let outcome = match &leased {
+                Ok(_) => "granted",
+                Err(EngineError::Conflict(_)) => "refused",
+                Err(_) => "failed",
+            };
+            metrics::counter!("ferry_lease_busy_total", "kind" => kind.as_str(), "outcome" => outcome)
+                .increment(1);
+            if leased.is_ok() {
+                metrics::histogram!("ferry_lease_wait_seconds", "kind" => kind.as_str())
+                    .record(started.elapsed().as_secs_f64());
+            }
+        }
+        leased
+    }
+
+    /// [`Engine::lease_claiming`]'s claims, waits and refusals, one rule
+    /// per kind; `found_held` is set once a claim finds the lease held.
+    async fn lease_in_turn(
+        &self,
+        key: &str,
+        (lo, hi): (u64, u64),
+        kind: LeaseKind,
+        turn: Option<&str>,
+        reading: Reading,
+        found_held: &mut bool,
+    ) -> Result<Leased> {
         let meta = &self.inner.meta;
         // Listening before the first claim: a release after it is heard.
         let mut heard = meta.changes();
@@ -347,6 +382,7 @@ impl Engine {
                 Claimed::Granted(leased) => return Ok(*leased),
                 Claimed::Busy(held) => held,
             };
+            *found_held = true;
             let committing = held.iter().any(|h| h.kind == LeaseKind::Commit);
             let wait = match kind {
                 LeaseKind::Append if committing => {

@@ -482,12 +482,40 @@ async fn read_if_granted<M: MetaStore + ?Sized, T>(
 /// Held by the one process that does something for every process sharing
 /// the metadata ([`MetaStore::try_exclusive`]); released when dropped, or
 /// when the process dies.
-pub struct Exclusive(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
+pub struct Exclusive {
+    _holder: Box<dyn std::any::Any + Send>,
+    /// Set when the hold ended without being dropped ([`Exclusive::is_lost`]).
+    lost: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
 
 impl Exclusive {
-    /// A hold on whatever keeps it (a connection holding a lock).
+    /// A hold on whatever keeps it, which cannot end before it is dropped.
     pub fn new(holder: Box<dyn std::any::Any + Send>) -> Exclusive {
-        Exclusive(holder)
+        Exclusive {
+            _holder: holder,
+            lost: None,
+        }
+    }
+
+    /// A hold that may end behind its holder's back (a lock on a
+    /// connection the database closed): whatever watches it sets `lost`.
+    pub fn watched(
+        holder: Box<dyn std::any::Any + Send>,
+        lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Exclusive {
+        Exclusive {
+            _holder: holder,
+            lost: Some(lost),
+        }
+    }
+
+    /// Whether the hold ended though it was not dropped (the database
+    /// restarted, or ended its connection): another process may hold it
+    /// now, so what it was held for must stop.
+    pub fn is_lost(&self) -> bool {
+        self.lost
+            .as_ref()
+            .is_some_and(|l| l.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 
@@ -970,14 +998,16 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Makes this process the only one doing `what` among the processes
     /// sharing the database, until the returned hold is dropped or the
     /// process dies; `None` while another process holds it. A database
-    /// only this process uses always grants it.
+    /// only this process uses always grants it. A hold the database ended
+    /// (a restart) says so ([`Exclusive::is_lost`]) within seconds.
     async fn try_exclusive(&self, what: &str) -> Result<Option<Exclusive>> {
         let _ = what;
         Ok(Some(Exclusive::new(Box::new(()))))
     }
     /// Holds `what` shared with the other processes that hold it shared,
     /// so that [`MetaStore::try_exclusive`] of it fails while any does
-    /// (a node's presence: "am I alone?").
+    /// (a node's presence: "am I alone?"). A hold the database ended (a
+    /// restart) is taken again within seconds.
     async fn shared(&self, what: &str) -> Result<Exclusive> {
         let _ = what;
         Ok(Exclusive::new(Box::new(())))

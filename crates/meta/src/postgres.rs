@@ -286,6 +286,71 @@ async fn present(pool: &PgPool) -> Result<(PgConnection, i32), sqlx::Error> {
     }
 }
 
+/// A connection of its own holding `what` shared ([`EXCLUSIVE_LOCK`]).
+async fn hold_shared(options: &PgConnectOptions, what: &str) -> sqlx::Result<PgConnection> {
+    let mut conn = options.connect().await?;
+    conn.execute("SET lock_timeout = '30s'").await?;
+    sqlx::query("SELECT pg_advisory_lock_shared($1, hashtext($2))")
+        .bind(EXCLUSIVE_LOCK)
+        .bind(what)
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+/// The hold of a lock on `conn`, a connection of its own, watched: a task
+/// checks the connection every [`PRESENCE_CHECK`]. When the database
+/// ended it (a restart, or an administrator), the lock went with it: a
+/// shared hold (`again`: how to connect, what) is taken again; any other
+/// is marked lost ([`Exclusive::is_lost`]), as another process may hold
+/// it now. Dropping the hold closes the connection, which releases it.
+fn keep_hold(mut conn: PgConnection, again: Option<(PgConnectOptions, String)>) -> Exclusive {
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (dropped, mut stop) = tokio::sync::oneshot::channel::<()>();
+    let marked = lost.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stop => {
+                    conn.close().await.ok();
+                    return;
+                }
+                _ = tokio::time::sleep(PRESENCE_CHECK) => {}
+            }
+            let alive = tokio::time::timeout(PRESENCE_CHECK, conn.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if alive {
+                continue;
+            }
+            let Some((options, what)) = &again else {
+                marked.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::warn!(
+                    "a cluster-wide hold of this node ended with its database connection"
+                );
+                return;
+            };
+            tracing::warn!(what = %what, "a shared hold of this node ended with its database connection; taking it again");
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    held = hold_shared(options, what) => match held {
+                        Ok(c) => {
+                            conn = c;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, what = %what, "cannot take a shared hold again; retrying");
+                            tokio::time::sleep(PRESENCE_CHECK).await;
+                        }
+                    },
+                }
+            }
+        }
+    });
+    Exclusive::watched(Box::new(dropped), lost)
+}
+
 /// Keeps the node present until the pool closes: checks its presence
 /// connection every [`PRESENCE_CHECK`]; once it is lost, the node's
 /// leases may be another's, so [`Change::LeasesLost`] is announced and
@@ -3162,22 +3227,16 @@ impl MetaStore for Postgres {
             .await
             .map_err(db)?;
         if held {
-            return Ok(Some(Exclusive::new(Box::new(conn))));
+            return Ok(Some(keep_hold(conn, None)));
         }
         conn.close().await.ok();
         Ok(None)
     }
 
     async fn shared(&self, what: &str) -> Result<Exclusive> {
-        let mut conn = self.pool.connect_options().connect().await.map_err(db)?;
-        conn.execute("SET lock_timeout = '30s'").await.map_err(db)?;
-        sqlx::query("SELECT pg_advisory_lock_shared($1, hashtext($2))")
-            .bind(EXCLUSIVE_LOCK)
-            .bind(what)
-            .execute(&mut conn)
-            .await
-            .map_err(db)?;
-        Ok(Exclusive::new(Box::new(conn)))
+        let options = (*self.pool.connect_options()).clone();
+        let conn = hold_shared(&options, what).await.map_err(db)?;
+        Ok(keep_hold(conn, Some((options, what.to_owned()))))
     }
 
     async fn turn(&self, what: &str) -> Result<Exclusive> {

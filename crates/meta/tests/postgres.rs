@@ -701,6 +701,60 @@ async fn one_node_at_a_time_holds_an_exclusive_and_the_next_gets_it_once_release
     }
 }
 
+/// Ends, as a database restart does, every connection holding one of the
+/// cluster-wide holds (`try_exclusive`, `shared`); how many it ended.
+async fn end_holds(db: &TestDb) -> usize {
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
+         WHERE k.locktype = 'advisory' AND k.classid = 1332636793::oid AND k.granted
+           AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(ended.iter().all(|e| *e), "{ended:?}");
+    ended.len()
+}
+
+/// The holds a node keeps on connections of their own outlive no restart
+/// of the database unnoticed: the background work's says it is lost (its
+/// node must stop that work: another may take it now), and a node's
+/// presence is taken again (a node starting next is not alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_the_database_ended_is_told_lost_and_a_shared_one_is_taken_again() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    let background = n[0].try_exclusive("background").await.unwrap().unwrap();
+    let _presence = n[0].shared("node").await.unwrap();
+    assert!(n[1].try_exclusive("node").await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!background.is_lost(), "a hold that lives is not lost");
+    assert_eq!(end_holds(&db).await, 2);
+    let t = Instant::now();
+    while !background.is_lost() {
+        assert!(t.elapsed() < Duration::from_secs(4), "not told lost");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("told lost after {:?}", t.elapsed());
+    // Lost means another may hold it.
+    assert!(n[1].try_exclusive("background").await.unwrap().is_some());
+    // The presence is held again: whoever asks whether it is alone is told
+    // no (a hold taken in the moment between is given back at once).
+    let t = Instant::now();
+    while let Some(alone) = n[1].try_exclusive("node").await.unwrap() {
+        drop(alone);
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "the presence was not taken again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("presence held again after {:?}", t.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_is_one_nodes_until_released_and_overlaps_are_told_with_their_holder() {
     let Some(db) = TestDb::create().await else {

@@ -508,6 +508,25 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     })
 }
 
+/// How long a node that took the background work over waits before it
+/// starts it: the node that held it before, if alive, has seen its hold
+/// end by then.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(3);
+
+/// Whether this node still holds the background work: a hold the
+/// database ended (a restart) may be another node's now, so it is let go
+/// (and taken again when free). `ferry_cluster_background` says which.
+fn still_held(background: &mut Option<ferry_meta::Exclusive>) -> bool {
+    if background.as_ref().is_some_and(|b| b.is_lost()) {
+        tracing::warn!(
+            "this node's hold on the background work ended with its database connection; it stops that work until it holds it again"
+        );
+        *background = None;
+    }
+    metrics::gauge!("ferry_cluster_background").set(f64::from(background.is_some()));
+    background.is_some()
+}
+
 /// [`Engine::try_exclusive`], retried for 2 s: a node killed a moment ago
 /// holds what it held until the database sees its connection close.
 async fn hold_soon(engine: &Engine, what: &str) -> anyhow::Result<Option<ferry_meta::Exclusive>> {
@@ -549,11 +568,17 @@ impl Bound {
             let mut tick = tokio::time::interval(every);
             // The first sweep runs at start-up: what a crash left goes.
             let mut sweep = tokio::time::interval(sweep_every);
+            // How often a hold the database ended is noticed.
+            let mut watch = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
+                    _ = watch.tick() => {
+                        still_held(&mut background);
+                        continue;
+                    }
                     _ = sweep.tick() => {
-                        if background.is_some()
+                        if still_held(&mut background)
                             && let Err(e) = engine.sweep_orphans(retired_for).await
                         {
                             tracing::warn!(error = %e, "orphan sweep failed");
@@ -561,16 +586,21 @@ impl Bound {
                         continue;
                     }
                 }
-                if background.is_none() {
-                    // The node that ran it is gone: this one takes over,
-                    // and first finishes what that one left.
+                if !still_held(&mut background) {
+                    // The node that ran it is gone (or this one's hold
+                    // ended): this one takes over.
                     match engine.try_exclusive("background").await {
                         Ok(Some(hold)) => {
+                            // A node whose hold the database ended may
+                            // not know it yet: it stops within about a
+                            // second (`still_held`), before this starts.
+                            tokio::time::sleep(TAKEOVER_GRACE).await;
                             // Other nodes are at work: no recovery (see
                             // `bind`); a dead node's interrupted commit
                             // waits for a start-up alone.
                             tracing::info!("this node now runs the background work");
                             background = Some(hold);
+                            metrics::gauge!("ferry_cluster_background").set(1.0);
                             sweep.reset_immediately();
                         }
                         Ok(None) => continue,
