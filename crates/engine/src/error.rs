@@ -103,6 +103,10 @@ impl From<MetaError> for EngineError {
                 "the metadata storage is full; nothing was changed, retry once space is freed"
                     .into(),
             ),
+            MetaError::Unreachable => EngineError::Unavailable(
+                "the metadata database cannot be reached (it may be restarting); retry in a moment (bytes already acknowledged are kept)"
+                    .into(),
+            ),
             MetaError::Busy => EngineError::Unavailable(
                 "the metadata database is busy (a lock or a connection stayed taken too long); nothing was changed, retry"
                     .into(),

@@ -60,6 +60,10 @@ pub enum MetaError {
     /// process held it that long): nothing changed; retry later.
     #[error("the metadata database is busy")]
     Busy,
+    /// The connection to the metadata database was lost or refused (it
+    /// restarted, or is away): retry in a moment.
+    #[error("the metadata database cannot be reached")]
+    Unreachable,
     /// A session would hold this many uploads, over the limit.
     #[error("{0} uploads would be over the session's limit")]
     Full(usize),
@@ -1011,6 +1015,15 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn shared(&self, what: &str) -> Result<Exclusive> {
         let _ = what;
         Ok(Exclusive::new(Box::new(())))
+    }
+    /// Asked by a process that holds `node` exclusive ("am I alone?"):
+    /// whether others sharing the database are at work all the same. A
+    /// restart of the database ended every process's holds, which they
+    /// take again within seconds; when sessions are open (work may be
+    /// under way), this looks again after those seconds. A database only
+    /// this process uses has no others.
+    async fn others_at_work(&self) -> Result<bool> {
+        Ok(false)
     }
     /// Waits for this process's turn at `what` among the processes
     /// sharing the database (first come, first served; at most a while),

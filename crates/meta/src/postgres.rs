@@ -214,9 +214,10 @@ impl Postgres {
         let pool = PgPoolOptions::new()
             .max_connections(connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // A statement on a broken connection fails and the connection
-            // is dropped; a ping before each would cost a round trip.
+            // A ping before each use would cost a round trip; connections
+            // older than a lost one are dropped instead (`trusted`).
             .test_before_acquire(false)
+            .before_acquire(|_, meta| Box::pin(async move { Ok(trusted(meta.age)) }))
             .connect_lazy_with(options.clone());
         // Listening before `connect` returns: every change committed after
         // it is heard. On a connection of its own, outside the pool.
@@ -252,6 +253,7 @@ impl Postgres {
             .max_connections(TURN_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
+            .before_acquire(|_, meta| Box::pin(async move { Ok(trusted(meta.age)) }))
             .connect_lazy_with(
                 pool.connect_options()
                     .as_ref()
@@ -317,9 +319,10 @@ fn keep_hold(mut conn: PgConnection, again: Option<(PgConnectOptions, String)>) 
                 }
                 _ = tokio::time::sleep(PRESENCE_CHECK) => {}
             }
-            let alive = tokio::time::timeout(PRESENCE_CHECK, conn.ping())
-                .await
-                .is_ok_and(|r| r.is_ok());
+            let alive = tokio::select! {
+                _ = &mut stop => return,
+                ping = tokio::time::timeout(PRESENCE_CHECK, conn.ping()) => ping.is_ok_and(|r| r.is_ok()),
+            };
             if alive {
                 continue;
             }
@@ -341,7 +344,10 @@ fn keep_hold(mut conn: PgConnection, again: Option<(PgConnectOptions, String)>) 
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, what = %what, "cannot take a shared hold again; retrying");
-                            tokio::time::sleep(PRESENCE_CHECK).await;
+                            tokio::select! {
+                                _ = &mut stop => return,
+                                _ = tokio::time::sleep(PRESENCE_CHECK) => {}
+                            }
                         }
                     },
                 }
@@ -369,6 +375,7 @@ async fn stay_present(
         if alive {
             continue;
         }
+        distrust_connections();
         let _ = changes.send(Change::LeasesLost);
         tracing::warn!("this node's presence in the database lapsed; its leases are given up");
         loop {
@@ -416,6 +423,8 @@ async fn listen(
                         }
                     },
                     Err(_) => {
+                        // Still away.
+                        distrust_connections();
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
@@ -437,9 +446,11 @@ async fn listen(
             // The connection was lost; the listener reconnects on the next
             // call, and whatever was announced meanwhile is unknown.
             Ok(None) => {
+                distrust_connections();
                 let _ = changes.send(Change::Unknown);
             }
             Err(_) => {
+                distrust_connections();
                 listener = None;
                 let _ = changes.send(Change::Unknown);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -670,15 +681,75 @@ fn session_after(
 /// PostgreSQL's errors, kept opaque; a full disk (SQLSTATE 53100) and a
 /// closed pool are told apart.
 fn db(e: sqlx::Error) -> MetaError {
+    if connection_lost(&e) {
+        // Every connection made before now may be as dead as this one.
+        distrust_connections();
+        tracing::warn!(error = %e, "the connection to the metadata database was lost");
+        return MetaError::Unreachable;
+    }
     match &e {
         sqlx::Error::PoolClosed => MetaError::Closed,
         sqlx::Error::Database(d) if d.code().as_deref() == Some("53100") => MetaError::NoSpace,
         // lock_not_available (a `lock_timeout` ran out), or no free
         // connection within the pool's wait.
         sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03") => MetaError::Busy,
+        // No connection within the pool's wait, while connections were
+        // being lost: the database is away, not busy.
+        // (The listener, reconnecting, says so at least every wait.)
+        sqlx::Error::PoolTimedOut if lost_within(2 * ACQUIRE_TIMEOUT) => MetaError::Unreachable,
         sqlx::Error::PoolTimedOut => MetaError::Busy,
         _ => MetaError::backend(e),
     }
+}
+
+/// Whether `e` says the connection to the database is gone or refused (as
+/// when the server restarts) rather than anything about the statement:
+/// a socket error, or SQLSTATE class 08 (connection exception), 57P01–03
+/// (the server shut down, crashed, or is starting up).
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+/// The moment (ms since [`clock`]'s start) before which pooled
+/// connections are not trusted: a lost connection (a restart of the
+/// database) is seen by one statement, or by the listener or the
+/// presence check, and every connection opened before it is dropped as
+/// it comes out of its pool ([`trusted`]) instead of failing a statement
+/// of its own. Without it each of a pool's connections failed one
+/// request after a restart (they are not tested before use: that costs
+/// a round trip each time).
+static DISTRUSTED_BEFORE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
+}
+
+/// Whether a lost connection was seen within `d`.
+fn lost_within(d: Duration) -> bool {
+    let last = DISTRUSTED_BEFORE.load(std::sync::atomic::Ordering::SeqCst);
+    last > 0 && clock().saturating_sub(last) <= d.as_millis() as u64
+}
+
+fn distrust_connections() {
+    DISTRUSTED_BEFORE.fetch_max(clock(), std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether a pooled connection of this age was opened after the last
+/// lost connection was seen.
+fn trusted(age: Duration) -> bool {
+    let opened = clock().saturating_sub(age.as_millis() as u64);
+    opened >= DISTRUSTED_BEFORE.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// A one-statement state change found other states than it expected
@@ -3231,6 +3302,43 @@ impl MetaStore for Postgres {
         }
         conn.close().await.ok();
         Ok(None)
+    }
+
+    async fn others_at_work(&self) -> Result<bool> {
+        // Another node's presence ([`NODE_LOCK`], taken again by
+        // `stay_present`), or its `node` taken again and waiting behind
+        // this process's hold of it (`keep_hold`).
+        let seen = || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks k
+                 WHERE k.locktype = 'advisory'
+                   AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND ((k.classid = $1::oid AND k.objsubid = 2 AND k.granted AND k.objid <> $2::oid)
+                     OR (k.classid = $3::oid AND k.objid = hashtext('node')::oid AND NOT k.granted)))",
+            )
+            .bind(NODE_LOCK)
+            .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
+            .bind(EXCLUSIVE_LOCK)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+        };
+        if seen().await? {
+            return Ok(true);
+        }
+        let open: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sessions WHERE state IN ('open', 'committing'))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        if !open {
+            return Ok(false);
+        }
+        // Long enough for a node to notice its holds ended and take them
+        // again (a check, a ping, a connection).
+        tokio::time::sleep(3 * PRESENCE_CHECK).await;
+        seen().await
     }
 
     async fn shared(&self, what: &str) -> Result<Exclusive> {

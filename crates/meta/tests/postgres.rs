@@ -755,6 +755,101 @@ async fn a_hold_the_database_ended_is_told_lost_and_a_shared_one_is_taken_again(
     println!("presence held again after {:?}", t.elapsed());
 }
 
+/// A node starting a moment after a restart of the database ended every
+/// other node's holds finds `node` free, but is not misled into thinking
+/// it is alone (it would run start-up recovery under the others' feet):
+/// with sessions open, it sees them take their holds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starting_as_the_database_ended_the_others_holds_is_told_they_are_at_work() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let at_work = db.connect().await;
+    at_work.create_user(&user("cy")).await.unwrap();
+    at_work
+        .create_session(&session("s", "cy"), &[upload("u0", "s", "f", 1)])
+        .await
+        .unwrap();
+    let _presence = at_work.shared("node").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The restart: every hold and presence of the node at work ends.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
+         WHERE k.locktype = 'advisory' AND k.granted
+           AND k.classid IN (1332636793::oid, 1315923045::oid)
+           AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended.len(), 2, "its presence and its `node`");
+    let starting = db.connect().await;
+    let alone = starting.try_exclusive("node").await.unwrap();
+    assert!(alone.is_some(), "`node` is free a moment after");
+    let t = Instant::now();
+    assert!(starting.others_at_work().await.unwrap());
+    println!("the others were seen after {:?}", t.elapsed());
+    // Once nobody else is at work, the node is alone.
+    drop(alone);
+    drop(_presence);
+    drop(at_work);
+    let fresh = TestDb::create().await.unwrap();
+    let lone = fresh.connect().await;
+    assert!(lone.try_exclusive("node").await.unwrap().is_some());
+    assert!(!lone.others_at_work().await.unwrap());
+}
+
+/// A restart of the database (here: every connection to it ended) costs
+/// at most one statement an error, and that error says the database
+/// cannot be reached (503: retry), not that it failed (500): the other
+/// dead connections the pool kept are dropped before they are used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_the_database_fails_one_statement_at_most_and_as_unreachable() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let m = Postgres::connect_pooled(&db.url, 4).await.unwrap();
+    m.create_user(&user("ann")).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let backends = "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    // Statements at once: the pool opens its connections.
+    for _ in 0..20 {
+        let all = (0..16).map(|_| {
+            let m = m.clone();
+            tokio::spawn(async move { m.get_user("ann").await.unwrap() })
+        });
+        futures::future::join_all(all).await;
+        let n: Vec<i32> = sqlx::query_scalar(backends)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+        // The listener, the presence, and the pool's.
+        if n.len() >= 5 {
+            break;
+        }
+    }
+    let ended: Vec<bool> = sqlx::query_scalar(&format!(
+        "SELECT pg_terminate_backend(pid) FROM ({backends}) b"
+    ))
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(ended.len() >= 5, "{} connections", ended.len());
+    let mut failed = Vec::new();
+    for _ in 0..12 {
+        if let Err(e) = m.get_user("ann").await {
+            failed.push(e);
+        }
+    }
+    assert!(failed.len() <= 1, "{failed:?}");
+    assert!(
+        failed.iter().all(|e| matches!(e, MetaError::Unreachable)),
+        "{failed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_is_one_nodes_until_released_and_overlaps_are_told_with_their_holder() {
     let Some(db) = TestDb::create().await else {

@@ -427,6 +427,9 @@ pub struct Bound {
     config: Config,
     /// This node runs the background work while it holds this.
     background: Option<ferry_meta::Exclusive>,
+    /// The background work was taken over at start-up from a node that
+    /// may still be at it: [`TAKEOVER_GRACE`] passes before it starts.
+    background_grace: bool,
     /// This node alone uses the local store while it holds this.
     _local_store: Option<ferry_meta::Exclusive>,
     /// Held shared by every node of a cluster while it runs.
@@ -453,16 +456,30 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     // on a node that starts alone (it would abort multipart uploads of
     // sessions another node is creating, and roll forward its commits).
     let cluster = engine.is_in_cluster();
-    let alone = if cluster {
-        hold_soon(&engine, "node").await?
-    } else {
-        None
+    let alone = match cluster {
+        true => hold_soon(&engine, "node").await?,
+        false => None,
+    };
+    // Nobody holds `node` a moment after a restart of the database ended
+    // every node's holds: nodes still at work are seen taking theirs again.
+    let alone = match alone {
+        Some(hold) if engine.others_at_work().await? => {
+            tracing::info!(
+                "other nodes are at work (taking their holds again after the database restarted)"
+            );
+            drop(hold);
+            None
+        }
+        alone => alone,
     };
     let background = if !cluster || alone.is_some() {
         hold_soon(&engine, "background").await?
     } else {
         engine.try_exclusive("background").await?
     };
+    // Taken over from a node that may still be at it (its hold ended
+    // with a restart of the database): waited for before the work starts.
+    let background_grace = background.is_some() && cluster && alone.is_none();
     if background.is_some() && (!cluster || alone.is_some()) {
         recover(&engine).await?;
     } else if background.is_some() {
@@ -503,6 +520,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         new_admin_token,
         config,
         background,
+        background_grace,
         _local_store: local_store,
         _presence: presence,
     })
@@ -510,8 +528,9 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
 
 /// How long a node that took the background work over waits before it
 /// starts it: the node that held it before, if alive, has seen its hold
-/// end by then.
-const TAKEOVER_GRACE: Duration = Duration::from_secs(3);
+/// end by then (its check every second, a ping of at most a second, the
+/// reaper's check every second), with time to spare.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether this node still holds the background work: a hold the
 /// database ended (a restart) may be another node's now, so it is let go
@@ -564,17 +583,29 @@ impl Bound {
             Duration::from_secs(s3.retire_after_secs),
         );
         let mut background = self.background;
+        let grace = self.background_grace;
         let reaper = tokio::spawn(async move {
+            if grace {
+                tokio::time::sleep(TAKEOVER_GRACE).await;
+            }
             let mut tick = tokio::time::interval(every);
             // The first sweep runs at start-up: what a crash left goes.
             let mut sweep = tokio::time::interval(sweep_every);
             // How often a hold the database ended is noticed.
             let mut watch = tokio::time::interval(Duration::from_secs(1));
+            watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            // A hold this node lost is asked for again every second until
+            // the database answers (the other nodes ask at their ticks).
+            let mut ask_again = false;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = watch.tick() => {
-                        still_held(&mut background);
+                        let had = background.is_some();
+                        if !still_held(&mut background) && (had || ask_again) {
+                            ask_again = true;
+                            tick.reset_immediately();
+                        }
                         continue;
                     }
                     _ = sweep.tick() => {
@@ -591,6 +622,7 @@ impl Bound {
                     // ended): this one takes over.
                     match engine.try_exclusive("background").await {
                         Ok(Some(hold)) => {
+                            ask_again = false;
                             // A node whose hold the database ended may
                             // not know it yet: it stops within about a
                             // second (`still_held`), before this starts.
@@ -600,10 +632,15 @@ impl Bound {
                             // waits for a start-up alone.
                             tracing::info!("this node now runs the background work");
                             background = Some(hold);
-                            metrics::gauge!("ferry_cluster_background").set(1.0);
+                            if !still_held(&mut background) {
+                                continue;
+                            }
                             sweep.reset_immediately();
                         }
-                        Ok(None) => continue,
+                        Ok(None) => {
+                            ask_again = false;
+                            continue;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot check who runs the background work");
                             continue;
