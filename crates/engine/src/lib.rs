@@ -225,14 +225,14 @@ impl Engine {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Makes this node the only one doing `what` among the nodes sharing
-    /// the metadata, while the hold lives ([`MetaStore::try_exclusive`]).
     /// Whether other processes sharing the metadata are at work though
     /// none holds `node` ([`MetaStore::others_at_work`]).
     pub async fn others_at_work(&self) -> Result<bool> {
         Ok(self.inner.meta.others_at_work().await?)
     }
 
+    /// Makes this node the only one doing `what` among the nodes sharing
+    /// the metadata, while the hold lives ([`MetaStore::try_exclusive`]).
     pub async fn try_exclusive(&self, what: &str) -> Result<Option<ferry_meta::Exclusive>> {
         Ok(self.inner.meta.try_exclusive(what).await?)
     }

@@ -369,13 +369,14 @@ async fn stay_present(
 ) {
     while !pool.is_closed() {
         tokio::time::sleep(PRESENCE_CHECK).await;
-        let alive = tokio::time::timeout(PRESENCE_CHECK, conn.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if alive {
-            continue;
+        let ping = tokio::time::timeout(PRESENCE_CHECK, conn.ping()).await;
+        match &ping {
+            Ok(Ok(())) => continue,
+            // The connection was lost (a restart): so were the others.
+            // (A ping that is only slow says nothing of them.)
+            Ok(Err(e)) if connection_lost(e) => distrust_connections(),
+            _ => {}
         }
-        distrust_connections();
         let _ = changes.send(Change::LeasesLost);
         tracing::warn!("this node's presence in the database lapsed; its leases are given up");
         loop {
@@ -684,7 +685,7 @@ fn db(e: sqlx::Error) -> MetaError {
     if connection_lost(&e) {
         // Every connection made before now may be as dead as this one.
         distrust_connections();
-        tracing::warn!(error = %e, "the connection to the metadata database was lost");
+        tracing::debug!(error = %e, "the connection to the metadata database was lost");
         return MetaError::Unreachable;
     }
     match &e {
@@ -704,14 +705,22 @@ fn db(e: sqlx::Error) -> MetaError {
 
 /// Whether `e` says the connection to the database is gone or refused (as
 /// when the server restarts) rather than anything about the statement:
-/// a socket error, or SQLSTATE class 08 (connection exception), 57P01–03
-/// (the server shut down, crashed, or is starting up).
+/// a socket error, an error that ended the session (severity `FATAL` or
+/// `PANIC`: the server shut down, crashed, is starting up, or ended an
+/// idle session), or a connection exception (SQLSTATE 08000–08006; not
+/// 08P01, a protocol violation, which is a request's own fault).
 fn connection_lost(e: &sqlx::Error) -> bool {
+    use sqlx::postgres::{PgDatabaseError, PgSeverity};
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(d) => d
-            .code()
-            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => {
+            let ended = d
+                .try_downcast_ref::<PgDatabaseError>()
+                .is_some_and(|p| matches!(p.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+            ended
+                || d.code()
+                    .is_some_and(|c| matches!(&*c, "08000" | "08001" | "08003" | "08004" | "08006"))
+        }
         _ => false,
     }
 }
@@ -3305,19 +3314,18 @@ impl MetaStore for Postgres {
     }
 
     async fn others_at_work(&self) -> Result<bool> {
-        // Another node's presence ([`NODE_LOCK`], taken again by
-        // `stay_present`), or its `node` taken again and waiting behind
-        // this process's hold of it (`keep_hold`).
+        // A serving node's `node`, taken again after the database ended
+        // it (`keep_hold`), waiting behind this process's hold of it.
+        // (Not the others' presence locks: a node takes its presence as
+        // it connects, before it serves, so nodes starting together would
+        // each think the others at work, and none would recover.)
         let seen = || async {
             sqlx::query_scalar::<_, bool>(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks k
                  WHERE k.locktype = 'advisory'
                    AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                   AND ((k.classid = $1::oid AND k.objsubid = 2 AND k.granted AND k.objid <> $2::oid)
-                     OR (k.classid = $3::oid AND k.objid = hashtext('node')::oid AND NOT k.granted)))",
+                   AND k.classid = $1::oid AND k.objid = hashtext('node')::oid AND NOT k.granted)",
             )
-            .bind(NODE_LOCK)
-            .bind(self.node.load(std::sync::atomic::Ordering::Relaxed))
             .bind(EXCLUSIVE_LOCK)
             .fetch_one(&self.pool)
             .await

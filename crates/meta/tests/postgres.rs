@@ -790,14 +790,21 @@ async fn a_node_starting_as_the_database_ended_the_others_holds_is_told_they_are
     let t = Instant::now();
     assert!(starting.others_at_work().await.unwrap());
     println!("the others were seen after {:?}", t.elapsed());
-    // Once nobody else is at work, the node is alone.
     drop(alone);
     drop(_presence);
     drop(at_work);
+    // Nodes starting together (connected, none serving yet) are no others
+    // at work, though sessions are open: the first to hold `node` is
+    // alone, and recovers.
     let fresh = TestDb::create().await.unwrap();
-    let lone = fresh.connect().await;
-    assert!(lone.try_exclusive("node").await.unwrap().is_some());
-    assert!(!lone.others_at_work().await.unwrap());
+    let (first, _second) = (fresh.connect().await, fresh.connect().await);
+    first.create_user(&user("cy")).await.unwrap();
+    first
+        .create_session(&session("s", "cy"), &[upload("u0", "s", "f", 1)])
+        .await
+        .unwrap();
+    assert!(first.try_exclusive("node").await.unwrap().is_some());
+    assert!(!first.others_at_work().await.unwrap());
 }
 
 /// A restart of the database (here: every connection to it ended) costs

@@ -534,13 +534,15 @@ const TAKEOVER_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether this node still holds the background work: a hold the
 /// database ended (a restart) may be another node's now, so it is let go
-/// (and taken again when free). `ferry_cluster_background` says which.
-fn still_held(background: &mut Option<ferry_meta::Exclusive>) -> bool {
+/// (and `ask_again` set: it is asked for again every second until the
+/// database answers). `ferry_cluster_background` says which node holds it.
+fn still_held(background: &mut Option<ferry_meta::Exclusive>, ask_again: &mut bool) -> bool {
     if background.as_ref().is_some_and(|b| b.is_lost()) {
         tracing::warn!(
             "this node's hold on the background work ended with its database connection; it stops that work until it holds it again"
         );
         *background = None;
+        *ask_again = true;
     }
     metrics::gauge!("ferry_cluster_background").set(f64::from(background.is_some()));
     background.is_some()
@@ -601,15 +603,13 @@ impl Bound {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = watch.tick() => {
-                        let had = background.is_some();
-                        if !still_held(&mut background) && (had || ask_again) {
-                            ask_again = true;
+                        if !still_held(&mut background, &mut ask_again) && ask_again {
                             tick.reset_immediately();
                         }
                         continue;
                     }
                     _ = sweep.tick() => {
-                        if still_held(&mut background)
+                        if still_held(&mut background, &mut ask_again)
                             && let Err(e) = engine.sweep_orphans(retired_for).await
                         {
                             tracing::warn!(error = %e, "orphan sweep failed");
@@ -617,7 +617,7 @@ impl Bound {
                         continue;
                     }
                 }
-                if !still_held(&mut background) {
+                if !still_held(&mut background, &mut ask_again) {
                     // The node that ran it is gone (or this one's hold
                     // ended): this one takes over.
                     match engine.try_exclusive("background").await {
@@ -632,7 +632,7 @@ impl Bound {
                             // waits for a start-up alone.
                             tracing::info!("this node now runs the background work");
                             background = Some(hold);
-                            if !still_held(&mut background) {
+                            if !still_held(&mut background, &mut ask_again) {
                                 continue;
                             }
                             sweep.reset_immediately();
