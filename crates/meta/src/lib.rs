@@ -1020,8 +1020,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// whether others sharing the database are at work all the same. A
     /// restart of the database ended every process's holds, which they
     /// take again within seconds; when sessions are open (work may be
-    /// under way), this looks again after those seconds. A database only
-    /// this process uses has no others.
+    /// under way) and other processes are connected, this looks again
+    /// after those seconds. A database only this process uses has no
+    /// others.
     async fn others_at_work(&self) -> Result<bool> {
         Ok(false)
     }

@@ -167,6 +167,8 @@ pub struct Postgres {
     turns: PgPool,
     /// The connection that listens for changes.
     listening: PgPool,
+    /// The `application_name` of this process's connections.
+    name: String,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -192,9 +194,16 @@ impl Postgres {
         // whose estimate passes `jit_above_cost` (functions the planner
         // cannot see into are guessed at 1,000 rows each) spent ~1 s
         // compiling itself at every execution.
+        // Each process's connections carry a name of their own
+        // (`others_at_work` tells them from other processes').
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("ferry/{:x}-{nanos:x}", std::process::id());
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| target.error("the database URL does not parse", &e))?
-            .options([("jit", "off")]);
+            .options([("jit", "off")])
+            .application_name(&name);
         // The first connection, direct (a pool would retry a refused one
         // until its timeout, hiding why), migrates the schema.
         let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
@@ -266,6 +275,7 @@ impl Postgres {
             node,
             turns,
             listening,
+            name,
         })
     }
 }
@@ -3334,13 +3344,20 @@ impl MetaStore for Postgres {
         if seen().await? {
             return Ok(true);
         }
-        let open: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM sessions WHERE state IN ('open', 'committing'))",
+        // Worth a wait only when work may be under way (sessions open)
+        // and other processes are connected: a node restarted alone (its
+        // former process's connections ended with it) is not kept waiting.
+        let maybe: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sessions WHERE state IN ('open', 'committing'))
+               AND EXISTS (SELECT 1 FROM pg_stat_activity
+                 WHERE datname = current_database()
+                   AND application_name LIKE 'ferry/%' AND application_name <> $1)",
         )
+        .bind(&self.name)
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        if !open {
+        if !maybe {
             return Ok(false);
         }
         // Long enough for a node to notice its holds ended and take them

@@ -805,6 +805,21 @@ async fn a_node_starting_as_the_database_ended_the_others_holds_is_told_they_are
         .unwrap();
     assert!(first.try_exclusive("node").await.unwrap().is_some());
     assert!(!first.others_at_work().await.unwrap());
+    // A node restarted alone (no other process connected) is told so at
+    // once, though sessions are open.
+    let own = TestDb::create().await.unwrap();
+    let only = own.connect().await;
+    only.create_user(&user("cy")).await.unwrap();
+    only.create_session(&session("s", "cy"), &[upload("u0", "s", "f", 1)])
+        .await
+        .unwrap();
+    let t = Instant::now();
+    assert!(!only.others_at_work().await.unwrap());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "kept waiting {:?}",
+        t.elapsed()
+    );
 }
 
 /// A restart of the database (here: every connection to it ended) costs
