@@ -120,7 +120,10 @@ SERVER_PID=""
 # round-robin in front of them); every client talks to nginx, so the
 # requests of one upload land on different nodes.
 CLUSTER="${FERRY_CLUSTER:-0}"
-CLUSTER_ROOT="${FERRY_CLUSTER_ROOT:-$(mktemp -d "${TMPDIR:-/tmp}/ferry-clients-cluster.XXXXXX")}"
+CLUSTER_ROOT=""
+if [ "$CLUSTER" = 1 ]; then
+    CLUSTER_ROOT="${FERRY_CLUSTER_ROOT:-$(mktemp -d "${TMPDIR:-/tmp}/ferry-clients-cluster.XXXXXX")}"
+fi
 
 # Whether every node of the cluster still runs.
 cluster_alive() {

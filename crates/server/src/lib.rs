@@ -456,9 +456,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     // on a node that starts alone (it would abort multipart uploads of
     // sessions another node is creating, and roll forward its commits).
     let cluster = engine.is_in_cluster();
-    let alone = match cluster {
-        true => hold_soon(&engine, "node").await?,
-        false => None,
+    let alone = if cluster {
+        hold_soon(&engine, "node").await?
+    } else {
+        None
     };
     // Nobody holds `node` a moment after a restart of the database ended
     // every node's holds: nodes still at work are seen taking theirs again.
