@@ -95,6 +95,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         17,
         include_str!("../migrations/postgres/0017_claim_unread.sql"),
     ),
+    (
+        18,
+        include_str!("../migrations/postgres/0018_live_indexes.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -3029,19 +3033,26 @@ impl MetaStore for Postgres {
     }
 
     async fn upload_ids(&self, state: UploadState) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT id FROM uploads WHERE state = $1 ORDER BY id")
-            .bind(state.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)
+        // The state is written into the statement: a plan for any state
+        // could not read the index of the live ones (`uploads_live`).
+        sqlx::query_scalar(&format!(
+            "SELECT id FROM uploads WHERE state = '{}' ORDER BY id",
+            state.as_str()
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
     }
 
     async fn session_ids(&self, state: SessionState) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT id FROM sessions WHERE state = $1 ORDER BY id")
-            .bind(state.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)
+        // As `upload_ids` (`sessions_open` holds the open and committing).
+        sqlx::query_scalar(&format!(
+            "SELECT id FROM sessions WHERE state = '{}' ORDER BY id",
+            state.as_str()
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
     }
 
     async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {
