@@ -165,23 +165,64 @@ async fn a_second_node_on_the_local_store_is_refused_with_the_reason() {
         return;
     }
     let a = Server::start();
+    assert_a_second_local_node_is_refused(&a).await;
+}
+
+#[tokio::test]
+async fn a_second_node_on_the_local_store_is_refused_after_the_database_ended_the_first_ones_hold()
+{
+    if !available(false) {
+        return;
+    }
+    let a = Server::start();
+    // As a restart of the database would: every connection holding a
+    // node-wide lock ends. The first node takes its hold again.
+    a.exec_sql(
+        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
+         WHERE k.locktype = 'advisory' AND k.classid = 1332636793::oid AND k.granted
+           AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_a_second_local_node_is_refused(&a).await;
+}
+
+/// A second node on `a`'s database, with a local store of its own, does
+/// not start, and says why; `a` goes on serving.
+async fn assert_a_second_local_node_is_refused(a: &Server) {
     let url = a.database_url().expect("on PostgreSQL");
     let data = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(ferry_bin())
+    let mut second = std::process::Command::new(ferry_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
         .env("FERRY_DATABASE_URL", url)
         .env("FERRY_ADMIN_TOKEN", ADMIN)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "the second node must not start");
-    let err = String::from_utf8_lossy(&out.stderr);
+    // It gives up within seconds (it asks for the hold for 2 s); one
+    // still running after 20 s started.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            second.kill().ok();
+            second.wait().ok();
+            panic!("the second node started");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "the second node must not start");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
     assert!(
         err.contains("local disk") && err.contains("--store s3"),
         "{err}"
     );
-    // The first node is untouched.
-    let (st, _) = call(&a, Method::GET, "/v1/me", Some(ADMIN), None).await;
+    let (st, _) = call(a, Method::GET, "/v1/me", Some(ADMIN), None).await;
     assert_eq!(st, StatusCode::OK);
 }
 

@@ -155,8 +155,11 @@ const PRESENCE_CHECK: Duration = Duration::from_secs(1);
 pub const DEFAULT_POOL: u32 = 8;
 /// How long `connect` waits for the server to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a call waits for a free connection once running.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a call waits for a free connection once running: longer
+/// than a restart of the database usually takes (a few seconds), short
+/// enough that a client learns of an outage (503) before it gives up.
+/// Waits in a healthy pool are milliseconds.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// PostgreSQL-backed [`MetaStore`]; cheap to clone (a connection pool).
 #[derive(Clone)]

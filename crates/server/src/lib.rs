@@ -431,7 +431,7 @@ pub struct Bound {
     /// may still be at it: [`TAKEOVER_GRACE`] passes before it starts.
     background_grace: bool,
     /// This node alone uses the local store while it holds this.
-    _local_store: Option<ferry_meta::Exclusive>,
+    local_store: Option<ferry_meta::Exclusive>,
     /// Held shared by every node of a cluster while it runs.
     _presence: Option<ferry_meta::Exclusive>,
 }
@@ -522,7 +522,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         config,
         background,
         background_grace,
-        _local_store: local_store,
+        local_store,
         _presence: presence,
     })
 }
@@ -547,6 +547,28 @@ fn still_held(background: &mut Option<ferry_meta::Exclusive>, ask_again: &mut bo
     }
     metrics::gauge!("ferry_cluster_background").set(f64::from(background.is_some()));
     background.is_some()
+}
+
+/// Takes the hold on the local store again when the database ended it (a
+/// restart): without it, a second node started later on this database
+/// would find the local store free. Another node that took it meanwhile
+/// is told in the log, every second until this node holds it again.
+async fn keep_local_store(engine: &Engine, hold: &mut Option<ferry_meta::Exclusive>) {
+    if !hold.as_ref().is_some_and(|h| h.is_lost()) {
+        return;
+    }
+    match engine.try_exclusive("local-store").await {
+        Ok(Some(again)) => {
+            tracing::info!("this node holds the local store again");
+            *hold = Some(again);
+        }
+        Ok(None) => tracing::error!(
+            "another Ferry node on this database took the local store while the database restarted: nodes sharing a database must share their storage (--store s3); stop that node"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the hold on the local store again; retrying")
+        }
+    }
 }
 
 /// [`Engine::try_exclusive`], retried for 2 s: a node killed a moment ago
@@ -586,6 +608,7 @@ impl Bound {
             Duration::from_secs(s3.retire_after_secs),
         );
         let mut background = self.background;
+        let mut local_store = self.local_store;
         let grace = self.background_grace;
         let reaper = tokio::spawn(async move {
             if grace {
@@ -604,6 +627,7 @@ impl Bound {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = watch.tick() => {
+                        keep_local_store(&engine, &mut local_store).await;
                         if !still_held(&mut background, &mut ask_again) && ask_again {
                             tick.reset_immediately();
                         }
