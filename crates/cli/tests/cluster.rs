@@ -175,15 +175,28 @@ async fn a_second_node_on_the_local_store_is_refused_after_the_database_ended_th
         return;
     }
     let a = Server::start();
+    let held = "SELECT count(*) FROM pg_locks k
+         WHERE k.locktype = 'advisory' AND k.classid = 1332636793::oid
+           AND k.objid = hashtext('local-store')::oid AND k.granted
+           AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    assert_eq!(a.pg_value(held), "1", "the node holds the local store");
     // As a restart of the database would: every connection holding a
-    // node-wide lock ends. The first node takes its hold again.
-    a.exec_sql(
-        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k
+    // node-wide lock ends.
+    let ended = a.pg_value(
+        "SELECT count(pg_terminate_backend(k.pid)) FROM pg_locks k
          WHERE k.locktype = 'advisory' AND k.classid = 1332636793::oid AND k.granted
            AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        &[],
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(ended, "0", "no hold ended");
+    // The node takes its hold again within seconds (it checks every second).
+    let t = Instant::now();
+    while a.pg_value(held) != "1" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the node did not take the local store again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_a_second_local_node_is_refused(&a).await;
 }
 

@@ -155,6 +155,9 @@ const PRESENCE_CHECK: Duration = Duration::from_secs(1);
 pub const DEFAULT_POOL: u32 = 8;
 /// How long `connect` waits for the server to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a turn waits for a connection of its own: as long as for
+/// the turn itself ([`TURN_WAIT`]); a busy cluster's commits queue here.
+const TURN_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a call waits for a free connection once running: longer
 /// than a restart of the database usually takes (a few seconds), short
 /// enough that a client learns of an outage (503) before it gives up.
@@ -267,7 +270,7 @@ impl Postgres {
         ));
         let turns = PgPoolOptions::new()
             .max_connections(TURN_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(TURN_ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
             .before_acquire(|_, meta| Box::pin(async move { Ok(trusted(meta.age)) }))
             .connect_lazy_with(
@@ -3323,7 +3326,11 @@ impl MetaStore for Postgres {
         // A session-level advisory lock on a connection of its own (not
         // the pool's): PostgreSQL releases it when that connection closes,
         // be it by the hold's drop or by the process's death.
-        let mut conn = self.pool.connect_options().connect().await.map_err(db)?;
+        let options = self.pool.connect_options();
+        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+            .await
+            .map_err(|_| MetaError::Unreachable)?
+            .map_err(db)?;
         let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
             .bind(EXCLUSIVE_LOCK)
             .bind(what)

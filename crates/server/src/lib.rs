@@ -550,23 +550,37 @@ fn still_held(background: &mut Option<ferry_meta::Exclusive>, ask_again: &mut bo
 }
 
 /// Takes the hold on the local store again when the database ended it (a
-/// restart): without it, a second node started later on this database
-/// would find the local store free. Another node that took it meanwhile
-/// is told in the log, every second until this node holds it again.
-async fn keep_local_store(engine: &Engine, hold: &mut Option<ferry_meta::Exclusive>) {
-    if !hold.as_ref().is_some_and(|h| h.is_lost()) {
-        return;
-    }
-    match engine.try_exclusive("local-store").await {
-        Ok(Some(again)) => {
-            tracing::info!("this node holds the local store again");
-            *hold = Some(again);
+/// restart), checking every second: without it, a second node started
+/// later on this database would find the local store free. Another node
+/// that took it meanwhile is told in the log (after 5 s: the database
+/// may not have ended this node's former connection yet).
+async fn keep_local_store(
+    engine: Engine,
+    hold: Arc<tokio::sync::Mutex<Option<ferry_meta::Exclusive>>>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut lost_since: Option<std::time::Instant> = None;
+    loop {
+        every.tick().await;
+        let mut hold = hold.lock().await;
+        if !hold.as_ref().is_some_and(|h| h.is_lost()) {
+            continue;
         }
-        Ok(None) => tracing::error!(
-            "another Ferry node on this database took the local store while the database restarted: nodes sharing a database must share their storage (--store s3); stop that node"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot take the hold on the local store again; retrying")
+        let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+        match engine.try_exclusive("local-store").await {
+            Ok(Some(again)) => {
+                tracing::info!("this node holds the local store again");
+                *hold = Some(again);
+                lost_since = None;
+            }
+            Ok(None) if since.elapsed() >= Duration::from_secs(5) => tracing::error!(
+                "another Ferry node on this database took the local store while the database restarted: nodes sharing a database must share their storage (--store s3); stop that node"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the hold on the local store again; retrying")
+            }
         }
     }
 }
@@ -601,14 +615,24 @@ impl Bound {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let engine = self.engine.clone();
+        // Built before any task starts: nothing is left running when it fails.
+        let shutdown_grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        let app = app(self.engine.clone(), self.public_url, &self.config)?;
+        let limits = ConnectionLimits {
+            header_read: Duration::from_secs(self.config.header_read_timeout_secs.max(1)),
+            max_connections: self.config.max_connections.max(1),
+        };
         let every = Duration::from_secs(self.config.reap_interval_secs.max(1));
         let s3 = &self.config.store.s3;
         let (sweep_every, retired_for) = (
             Duration::from_secs(s3.sweep_interval_secs.max(1)),
             Duration::from_secs(s3.retire_after_secs),
         );
+        // Owned here, for the node's whole life; the task only takes it
+        // again when the database ended it.
+        let local_store = Arc::new(tokio::sync::Mutex::new(self.local_store));
+        let local_keeper = tokio::spawn(keep_local_store(engine.clone(), local_store.clone()));
         let mut background = self.background;
-        let mut local_store = self.local_store;
         let grace = self.background_grace;
         let reaper = tokio::spawn(async move {
             if grace {
@@ -627,7 +651,6 @@ impl Bound {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = watch.tick() => {
-                        keep_local_store(&engine, &mut local_store).await;
                         if !still_held(&mut background, &mut ask_again) && ask_again {
                             tick.reset_immediately();
                         }
@@ -691,14 +714,10 @@ impl Bound {
             let (engine, stop) = (self.engine.clone(), stop_hooks.clone());
             async move { engine.sample_activity(stop).await }
         });
-        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
-        let app = app(self.engine, self.public_url, &self.config)?;
-        let limits = ConnectionLimits {
-            header_read: Duration::from_secs(self.config.header_read_timeout_secs.max(1)),
-            max_connections: self.config.max_connections.max(1),
-        };
-        serve_connections(self.listener, app, shutdown, grace, limits).await;
+        serve_connections(self.listener, app, shutdown, shutdown_grace, limits).await;
         reaper.abort();
+        local_keeper.abort();
+        drop(local_store);
         stop_hooks.cancel();
         let _ = hooks.await;
         Ok(())

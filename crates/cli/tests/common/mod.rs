@@ -132,7 +132,10 @@ impl Server {
                 std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            // On SQLite unless a database is made or given below, whatever
+            // the shell exported (`eval "$(scripts/pg-local.sh)"`).
+            .env_remove("FERRY_DATABASE_URL");
         let shares = self.extra.iter().any(|(k, _)| k == "FERRY_DATABASE_URL");
         if self.database.is_none() && !shares {
             self.database = TestDatabase::create();
@@ -214,6 +217,23 @@ impl Server {
                 psql(&pg.url, &sql);
             }
         }
+    }
+
+    /// The first value of `sql`'s answer, as text, on the server's
+    /// PostgreSQL database.
+    #[allow(dead_code)]
+    pub fn pg_value(&self, sql: &str) -> String {
+        let url = &self.database.as_ref().expect("on PostgreSQL").url;
+        let out = Command::new("psql")
+            .args([url, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     pub fn pid(&self) -> u32 {
