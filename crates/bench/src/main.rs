@@ -138,9 +138,11 @@ impl Server {
             .env("FERRY_ADMIN_TOKEN", TOKEN)
             .env("RUST_LOG", "warn")
             // The setup is what `env` says: a shell's `eval "$(scripts/pg-local.sh)"`
-            // would otherwise put the SQLite baseline on PostgreSQL.
+            // (or a config file naming a database) would otherwise put the
+            // SQLite baseline on PostgreSQL.
             .env_remove("FERRY_DATABASE_URL")
             .env_remove("FERRY_STORE")
+            .env_remove("FERRY_CONFIG")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .spawn()
