@@ -6,12 +6,21 @@
 # Installs `postgresql` with apt when it is missing (needs root). The
 # cluster lives in $FERRY_PG_ROOT (default /tmp/ferry-pg), listens on
 # $FERRY_PG_PORT (default 15432: below the kernel's ephemeral ports, which a
-# busy machine's outgoing connections may hold), trusts local connections and, being
-# throwaway, runs with fsync off. Creates the database `ferry` and prints
-# the environment Ferry and the tests read (FERRY_DATABASE_URL).
+# busy machine's outgoing connections may hold) and trusts local connections.
+# It is durable as PostgreSQL's defaults are (a commit waits for its WAL on
+# disk), so that a 2xx from Ferry on it means what it means on a real
+# server; FERRY_PG_FSYNC=off makes it a throwaway that never syncs (the
+# test suites' data, which nothing needs after a crash). Creates the
+# database `ferry` and prints the environment Ferry and the tests read
+# (FERRY_DATABASE_URL).
 set -euo pipefail
 ROOT="${FERRY_PG_ROOT:-/tmp/ferry-pg}"
 PORT="${FERRY_PG_PORT:-15432}"
+case "${FERRY_PG_FSYNC:-on}" in
+on) SYNC="" ;;
+off) SYNC="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" ;;
+*) echo "FERRY_PG_FSYNC is on (the default) or off" >&2; exit 1 ;;
+esac
 
 pgbin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 as_pg() {
@@ -49,7 +58,7 @@ if [ -f "$("$BIN/pg_config" --pkglibdir 2>/dev/null || echo "$BIN/../lib")/pg_st
     PRELOAD="-c shared_preload_libraries=pg_stat_statements"
 fi
 as_pg "$BIN/pg_ctl" -D "$ROOT" -l "$ROOT/server.log" -w -t 60 \
-    -o "-p $PORT -k $ROOT -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off $PRELOAD" \
+    -o "-p $PORT -k $ROOT -c listen_addresses=127.0.0.1 -c max_connections=300 $SYNC $PRELOAD" \
     start >/dev/null
 "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1 -qc "CREATE DATABASE ferry" >&2
 echo "export FERRY_DATABASE_URL=postgres://postgres@127.0.0.1:$PORT/ferry"

@@ -99,6 +99,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         18,
         include_str!("../migrations/postgres/0018_live_indexes.sql"),
     ),
+    (
+        19,
+        include_str!("../migrations/postgres/0019_owner_stripes.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -109,8 +113,9 @@ const CHANGES_CHANNEL: &str = "ferry_changes";
 const MIGRATION_LOCK: i64 = 0x4665_7272_794d_6967; // "FerryMig"
 
 // The per-owner advisory locks (two 32-bit keys: "Ownr" and the owner's
-// `hashtext`, a key space apart from the migrations' 64-bit one) are
-// taken in SQL: `ferry_owner_limits` (migration 5).
+// `hashtext`, and its 16 stripes "Ostr", a key space apart from the
+// migrations' 64-bit one) are taken in SQL: `ferry_owner_limits`
+// (migrations 5 and 19).
 
 /// The first key of [`MetaStore::try_exclusive`]'s locks; the second is
 /// the `hashtext` of what is held.

@@ -279,6 +279,178 @@ async fn concurrent_creations_for_one_owner_never_pass_max_open_sessions() {
     );
 }
 
+/// Many creations of one owner at once, from four nodes, with a limit
+/// that the first of them meet far below (they take stripes and count
+/// under the owner's lock shared) and the last near it (they take the
+/// owner's lock whole and count exactly): exactly the limit is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_from_far_below_the_limit_to_it_never_pass_max_open_sessions() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let nodes = nodes(&db, 4).await;
+    nodes[0].create_user(&user("ann")).await.unwrap();
+    let limits = CreateLimits {
+        max_open_sessions: 24,
+        quota_bytes: None,
+    };
+    let tasks: Vec<_> = (0..60)
+        .map(|k| {
+            let m = nodes[k % nodes.len()].clone();
+            tokio::spawn(async move {
+                let sid = format!("s{k}");
+                let ups = vec![upload(&format!("u{k}"), &sid, &format!("f{k}"), 1)];
+                m.create_sessions_within(&[(session(&sid, "ann"), ups)], limits)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            None => created += 1,
+            Some(LimitRefusal::TooManySessions { open }) => assert!(open >= 24, "{open}"),
+            Some(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, 24);
+    assert_eq!(nodes[0].open_session_count("ann").await.unwrap(), 24);
+}
+
+/// A raw connection to `db` that has begun a creation of one session of
+/// `owner` (`ferry_owner_limits` with room to spare, then the row) and not
+/// ended it.
+async fn creation_in_flight(db: &TestDb, owner: &str, id: &str) -> sqlx::PgConnection {
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // (Waiting for another creation in flight would be a failure.)
+    sqlx::query("SET lock_timeout = '3s'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+    let ok: bool = sqlx::query_scalar("SELECT ferry_owner_limits($1, ARRAY[$2], 1, 100, 0, NULL)")
+        .bind(owner)
+        .bind(id)
+        .fetch_one(&mut c)
+        .await
+        .expect("a creation far below the limit does not wait for those in flight");
+    assert!(ok);
+    sqlx::query(
+        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
+         expires_at, dialect, extend_secs) VALUES ($1, $2, $2, 'fail', TRUE, 'open', 0, 0, 'native', 0)",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c
+}
+
+/// Before, every creation took its owner's lock exclusively until its
+/// transaction ended, so one owner's creations (one application's
+/// account, on every node) queued behind each other's commits. Far below
+/// the limit they now run side by side; one that must count exactly (a
+/// quota to sum) still waits for those in flight.
+#[tokio::test]
+async fn creations_of_one_owner_far_below_its_limit_do_not_wait_for_each_other() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let _node = db.connect().await;
+    let mut flying = Vec::new();
+    for k in 0..3 {
+        flying.push(creation_in_flight(&db, "o", &format!("f{k}")).await);
+    }
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SET lock_timeout = '3s'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let ok: bool = sqlx::query_scalar("SELECT ferry_owner_limits('o', '{}', 1, 100, 0, NULL)")
+        .fetch_one(&mut c)
+        .await
+        .expect("a creation far below the limit does not wait");
+    assert!(ok);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // Their stripes are the creations in flight.
+    let held: i64 = sqlx::query_scalar("SELECT ferry_owner_stripes_held('o')")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(held, 3);
+    let other: i64 = sqlx::query_scalar("SELECT ferry_owner_stripes_held('p')")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(other, 0, "another owner's stripes are not this one's");
+    // With a quota, the count is exact: it waits for them.
+    let quota = sqlx::query("SELECT ferry_owner_limits('o', '{}', 1, 100, 10, 1000)")
+        .execute(&mut c)
+        .await
+        .expect_err("a quota's sum waits for the creations in flight");
+    assert!(quota.to_string().contains("lock timeout"), "{quota}");
+    for f in flying {
+        f.close().await.ok();
+    }
+}
+
+/// A creation near its owner's limit counts the creations in flight that
+/// it cannot see: with 97 open, three in flight and a limit of 100, the
+/// next one waits for them and is refused once they committed.
+#[tokio::test]
+async fn a_creation_near_the_limit_waits_for_the_owners_creations_in_flight_and_counts_them() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let _node = db.connect().await;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
+         expires_at, dialect, extend_secs) \
+         SELECT 's' || g, 'o', 'o', 'fail', TRUE, 'open', 0, 0, 'native', 0 FROM generate_series(1, 81) g",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    // 81 open + 16 stripes' worth: these three still go by stripes.
+    let mut flying = Vec::new();
+    for k in 0..3 {
+        flying.push(creation_in_flight(&db, "o", &format!("f{k}")).await);
+    }
+    sqlx::query(
+        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
+         expires_at, dialect, extend_secs) \
+         SELECT 't' || g, 'o', 'o', 'fail', TRUE, 'open', 0, 0, 'native', 0 FROM generate_series(1, 16) g",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    // 97 open and 3 in flight: the next waits for those three.
+    let next = tokio::spawn({
+        let url = db.url.clone();
+        async move {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            let t = Instant::now();
+            let r = sqlx::query("SELECT ferry_owner_limits('o', '{}', 1, 100, 0, NULL)")
+                .execute(&mut c)
+                .await;
+            (r.map(|_| ()).map_err(|e| e.to_string()), t.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!next.is_finished(), "it waits for the creations in flight");
+    for mut f in flying {
+        sqlx::query("COMMIT").execute(&mut f).await.unwrap();
+    }
+    let (r, waited) = next.await.unwrap();
+    let e = r.expect_err("100 open: refused");
+    assert!(e.contains("sessions 100"), "{e}");
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creations_for_one_owner_never_pass_the_quota() {
     let Some(db) = TestDb::create().await else {
