@@ -193,6 +193,18 @@ impl std::fmt::Debug for Postgres {
 }
 
 impl Postgres {
+    /// The ids of `table`'s rows in `state`, in order. The state is written
+    /// into the statement: a plan for any state could not read the indexes
+    /// of the live rows (`uploads_live`, `sessions_open`).
+    async fn ids_in_state(&self, table: &str, state: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(&format!(
+            "SELECT id FROM {table} WHERE state = '{state}' ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+
     /// Connects to the database at `url` (`postgres://user:pass@host:port/db`),
     /// and brings its schema up to date. Fails within a few seconds when
     /// the server does not answer; no error tells the URL's password.
@@ -3044,26 +3056,11 @@ impl MetaStore for Postgres {
     }
 
     async fn upload_ids(&self, state: UploadState) -> Result<Vec<String>> {
-        // The state is written into the statement: a plan for any state
-        // could not read the index of the live ones (`uploads_live`).
-        sqlx::query_scalar(&format!(
-            "SELECT id FROM uploads WHERE state = '{}' ORDER BY id",
-            state.as_str()
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)
+        self.ids_in_state("uploads", state.as_str()).await
     }
 
     async fn session_ids(&self, state: SessionState) -> Result<Vec<String>> {
-        // As `upload_ids` (`sessions_open` holds the open and committing).
-        sqlx::query_scalar(&format!(
-            "SELECT id FROM sessions WHERE state = '{}' ORDER BY id",
-            state.as_str()
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)
+        self.ids_in_state("sessions", state.as_str()).await
     }
 
     async fn get_file(&self, space: &SpaceName, path: &SpacePath) -> Result<Option<FileRecord>> {

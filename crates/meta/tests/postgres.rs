@@ -375,17 +375,6 @@ async fn creations_of_one_owner_far_below_its_limit_do_not_wait_for_each_other()
         .expect("a creation far below the limit does not wait");
     assert!(ok);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    // Their stripes are the creations in flight.
-    let held: i64 = sqlx::query_scalar("SELECT ferry_owner_stripes_held('o')")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(held, 3);
-    let other: i64 = sqlx::query_scalar("SELECT ferry_owner_stripes_held('p')")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(other, 0, "another owner's stripes are not this one's");
     // With a quota, the count is exact: it waits for them.
     let quota = sqlx::query("SELECT ferry_owner_limits('o', '{}', 1, 100, 10, 1000)")
         .execute(&mut c)
@@ -397,9 +386,56 @@ async fn creations_of_one_owner_far_below_its_limit_do_not_wait_for_each_other()
     }
 }
 
-/// A creation near its owner's limit counts the creations in flight that
-/// it cannot see: with 97 open, three in flight and a limit of 100, the
-/// next one waits for them and is refused once they committed.
+/// Inserts `n` committed open sessions of `owner`, ids `prefix1`…
+async fn open_sessions(c: &mut sqlx::PgConnection, owner: &str, prefix: &str, n: i32) {
+    sqlx::query(
+        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
+         expires_at, dialect, extend_secs) \
+         SELECT $1 || g, $2, $2, 'fail', TRUE, 'open', 0, 0, 'native', 0 FROM generate_series(1, $3) g",
+    )
+    .bind(prefix)
+    .bind(owner)
+    .bind(n)
+    .execute(c)
+    .await
+    .unwrap();
+}
+
+/// Starts `ferry_owner_limits('o', …, max 100)` on a connection of its
+/// own; its result (the error's text) once it ends.
+fn limits_call(db: &TestDb) -> tokio::task::JoinHandle<Result<(), String>> {
+    let url = db.url.clone();
+    tokio::spawn(async move {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("SELECT ferry_owner_limits('o', '{}', 1, 100, 0, NULL)")
+            .execute(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The advisory lock (its second key) that a backend waits for, once one
+/// does: polled for up to 10 s.
+async fn waiting_for(c: &mut sqlx::PgConnection) -> i64 {
+    for _ in 0..200 {
+        let key: Option<i64> = sqlx::query_scalar(
+            "SELECT objid::TEXT::BIGINT FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .fetch_optional(&mut *c)
+        .await
+        .unwrap();
+        if let Some(key) = key {
+            return key;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing waits for an advisory lock");
+}
+
+/// A creation near its owner's limit takes the owner's lock whole: with
+/// 97 open and three in flight (on stripes) it waits for them, then
+/// counts them, and is refused at 100.
 #[tokio::test]
 async fn a_creation_near_the_limit_waits_for_the_owners_creations_in_flight_and_counts_them() {
     let Some(db) = TestDb::create().await else {
@@ -407,48 +443,73 @@ async fn a_creation_near_the_limit_waits_for_the_owners_creations_in_flight_and_
     };
     let _node = db.connect().await;
     let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
-         expires_at, dialect, extend_secs) \
-         SELECT 's' || g, 'o', 'o', 'fail', TRUE, 'open', 0, 0, 'native', 0 FROM generate_series(1, 81) g",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
-    // 81 open + 16 stripes' worth: these three still go by stripes.
+    open_sessions(&mut c, "o", "s", 81).await;
+    // 81 open, 16 to spare: these three go by stripes.
     let mut flying = Vec::new();
     for k in 0..3 {
         flying.push(creation_in_flight(&db, "o", &format!("f{k}")).await);
     }
-    sqlx::query(
-        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
-         expires_at, dialect, extend_secs) \
-         SELECT 't' || g, 'o', 'o', 'fail', TRUE, 'open', 0, 0, 'native', 0 FROM generate_series(1, 16) g",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
-    // 97 open and 3 in flight: the next waits for those three.
-    let next = tokio::spawn({
-        let url = db.url.clone();
-        async move {
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            let t = Instant::now();
-            let r = sqlx::query("SELECT ferry_owner_limits('o', '{}', 1, 100, 0, NULL)")
-                .execute(&mut c)
-                .await;
-            (r.map(|_| ()).map_err(|e| e.to_string()), t.elapsed())
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!next.is_finished(), "it waits for the creations in flight");
+    open_sessions(&mut c, "o", "t", 16).await;
+    // 97 open: the next takes the owner's lock whole, and waits for it.
+    let next = limits_call(&db);
+    let key = waiting_for(&mut c).await;
+    let owner: i64 = sqlx::query_scalar("SELECT hashtext('o')::BIGINT & 4294967295")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(key, owner, "it waits for the owner's lock");
+    assert!(!next.is_finished());
     for mut f in flying {
         sqlx::query("COMMIT").execute(&mut f).await.unwrap();
     }
-    let (r, waited) = next.await.unwrap();
-    let e = r.expect_err("100 open: refused");
+    let e = next.await.unwrap().expect_err("100 open: refused");
     assert!(e.contains("sessions 100"), "{e}");
-    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+}
+
+/// A creation that went for a stripe with room to spare and, once it had
+/// one, found the owner near its limit (others committed meanwhile)
+/// counts each stripe another creation holds as one more session: with
+/// 84 open, 16 creations in flight and the next waiting for a stripe, 15
+/// of them commit (99 open) and the last is still in flight: refused.
+#[tokio::test]
+async fn a_creation_that_finds_its_owner_near_the_limit_once_on_a_stripe_counts_the_other_stripes()
+{
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let _node = db.connect().await;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    open_sessions(&mut c, "o", "s", 84).await;
+    // 84 + 16 = 100: every stripe is taken, one by each.
+    let mut flying = Vec::new();
+    for k in 0..16 {
+        let mut f = creation_in_flight(&db, "o", &format!("f{k}")).await;
+        let stripe: i64 = sqlx::query_scalar(
+            "SELECT objid::TEXT::BIGINT FROM pg_locks WHERE locktype = 'advisory' \
+             AND classid = 1332966514 AND pid = pg_backend_pid()",
+        )
+        .fetch_one(&mut f)
+        .await
+        .unwrap();
+        flying.push((stripe, f));
+    }
+    let next = limits_call(&db);
+    let stripe = waiting_for(&mut c).await;
+    // The one left in flight holds another stripe than the one awaited.
+    let keep = flying.iter().position(|(s, _)| *s != stripe).unwrap();
+    let (_, mut kept) = flying.swap_remove(keep);
+    for (_, mut f) in flying {
+        sqlx::query("COMMIT").execute(&mut f).await.unwrap();
+    }
+    let e = next
+        .await
+        .unwrap()
+        .expect_err("99 open + 1 in flight: refused");
+    assert!(e.contains("sessions 100"), "{e}");
+    // It would have been the 101st: that one commits too.
+    sqlx::query("COMMIT").execute(&mut kept).await.unwrap();
+    let after = limits_call(&db).await.unwrap();
+    assert!(after.is_err_and(|e| e.contains("sessions 100")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -69,9 +69,10 @@ impl Drop for TestDatabase {
     }
 }
 
-fn psql(url: &str, sql: &str) {
+/// Runs `sql` with `psql` on `url`; what it printed, unaligned and trimmed.
+fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .args([url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql])
         .output()
         .expect("psql runs (FERRY_TEST_DATABASE_URL is set)");
     assert!(
@@ -79,6 +80,7 @@ fn psql(url: &str, sql: &str) {
         "psql {sql:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 impl Server {
@@ -223,17 +225,7 @@ impl Server {
     /// PostgreSQL database.
     #[allow(dead_code)]
     pub fn pg_value(&self, sql: &str) -> String {
-        let url = &self.database.as_ref().expect("on PostgreSQL").url;
-        let out = Command::new("psql")
-            .args([url, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
-            .output()
-            .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "psql {sql:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        psql(&self.database.as_ref().expect("on PostgreSQL").url, sql)
     }
 
     pub fn pid(&self) -> u32 {

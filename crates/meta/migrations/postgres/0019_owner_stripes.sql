@@ -21,24 +21,17 @@
 -- (they hold the lock shared) and counts exactly.
 --
 -- The count under the stripe can find the owner nearer its limit than the
--- first one did (creations committed in between): then the stripes the
--- owner's other creations hold (`pg_locks`) are the ones in flight, and
--- the creation is refused when they and the open sessions leave no room.
--- It cannot wait for them (they may wait for it the same way).
--- How many of `p_owner`'s stripes other transactions hold: its creations
--- in flight on them.
-CREATE FUNCTION ferry_owner_stripes_held(p_owner TEXT)
-RETURNS BIGINT
-LANGUAGE sql VOLATILE AS $$
-  SELECT COUNT(*) FROM pg_locks
-  WHERE locktype = 'advisory'
-    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND classid = 1332966514::OID AND objsubid = 2 AND granted
-    AND pid <> pg_backend_pid()
-    AND objid::TEXT::BIGINT BETWEEN (hashtext(p_owner) & 2147483632)
-                                AND (hashtext(p_owner) & 2147483632) + 15
-$$;
-
+-- first one did (creations committed in between). It cannot wait for the
+-- others then (they may wait for it the same way); it tries every stripe
+-- of the owner without waiting, and counts again: each stripe it could
+-- not take has at most one creation in flight unseen (one that ended
+-- before the count is counted), each one it took none, so it is refused
+-- when the open sessions, those stripes and itself pass the limit. That
+-- may refuse a creation that would have fitted (some of those in flight
+-- fail, or another owner shares the stripes' keys), never let one pass.
+--
+-- Two calls for one owner in one transaction could wait for each other
+-- (shared, then whole); a creation is one statement and calls it once.
 CREATE OR REPLACE FUNCTION ferry_owner_limits(
   p_owner TEXT, p_new TEXT[], p_sessions BIGINT, p_max_open BIGINT,
   p_more BIGINT, p_quota BIGINT)
@@ -52,7 +45,7 @@ DECLARE
   v_taken BOOLEAN := FALSE;
   v_open BIGINT;
   v_used BIGINT;
-  v_flying BIGINT;
+  v_flying BIGINT := 0;
 BEGIN
   IF p_quota IS NULL AND p_sessions = 1 THEN
     SELECT COUNT(*) INTO v_open FROM sessions
@@ -74,7 +67,13 @@ BEGIN
       IF v_open + k <= p_max_open THEN
         RETURN TRUE;
       END IF;
-      v_flying := ferry_owner_stripes_held(p_owner);
+      FOR i IN 0 .. k - 1 LOOP
+        IF NOT pg_try_advisory_xact_lock(1332966514, v_base + i) THEN
+          v_flying := v_flying + 1;
+        END IF;
+      END LOOP;
+      SELECT COUNT(*) INTO v_open FROM sessions
+      WHERE owner = p_owner AND state IN ('open', 'committing') AND id <> ALL(p_new);
       IF v_open + v_flying + 1 > p_max_open THEN
         RAISE EXCEPTION 'sessions %', v_open + v_flying USING ERRCODE = 'FY002';
       END IF;
