@@ -8,8 +8,10 @@
 //! `postgres` process), the S3 server's (`weed`, when it runs here) and
 //! PostgreSQL statements per upload (from
 //! `pg_stat_statements`, when the server preloads it, as
-//! `scripts/pg-local.sh` does); then one large upload in parallel parts,
-//! next to the same file sent straight into the bucket.
+//! `scripts/pg-local.sh` does); then, once every setup's small rounds are
+//! done, one large upload in parallel parts on each, next to the same
+//! file sent straight into the bucket. Each setup is measured once what
+//! came before it is on disk (`sync`).
 //!
 //! Needs `FERRY_TEST_DATABASE_URL` (a PostgreSQL server the bench may
 //! create databases on: `scripts/pg-local.sh`) and the S3 environment of
