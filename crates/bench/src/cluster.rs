@@ -403,11 +403,13 @@ pub async fn suite(
             Some(args.size_mib as f64 / t.as_secs_f64())
         }
     };
+    let chosen = || {
+        SETUPS
+            .into_iter()
+            .filter(|(kind, ..)| args.cluster_setups.contains(kind))
+    };
     for round in 0..rounds {
-        for (kind, name, count, on_pg) in SETUPS {
-            if !args.cluster_setups.contains(&kind) {
-                continue;
-            }
+        for (_, name, count, on_pg) in chosen() {
             eprintln!("cluster suite: {name}, round {}/{rounds}", round + 1);
             let s = setup(name, dir, ferry, count, on_pg.then_some(pg.as_str()), &s3).await?;
             if s.nginx.is_some() {
@@ -430,10 +432,7 @@ pub async fn suite(
     }
     // The large upload, once per setup, after every small run.
     if args.size_mib > 0 {
-        for (kind, name, count, on_pg) in SETUPS {
-            if !args.cluster_setups.contains(&kind) {
-                continue;
-            }
+        for (_, name, count, on_pg) in chosen() {
             eprintln!("cluster suite: {name}, the large upload");
             let s = setup(name, dir, ferry, count, on_pg.then_some(pg.as_str()), &s3).await?;
             settle();

@@ -235,18 +235,17 @@ async fn acknowledged_writes_are_read_by_another_connection() {
     assert_eq!(u1.received.len(), 10, "the state after forget() was kept");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_creations_for_one_owner_never_pass_max_open_sessions() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
-    let nodes = nodes(&db, 4).await;
+/// `n` creations of one session each for the user `ann` (created here),
+/// all at once, taking turns among `nodes`, within an open-sessions limit
+/// of `max_open`: how many were created, and the open count each refusal
+/// gave.
+async fn race_creations(nodes: &[Postgres], n: usize, max_open: u64) -> (usize, Vec<u64>) {
     nodes[0].create_user(&user("ann")).await.unwrap();
     let limits = CreateLimits {
-        max_open_sessions: 3,
+        max_open_sessions: max_open,
         quota_bytes: None,
     };
-    let tasks: Vec<_> = (0..12)
+    let tasks: Vec<_> = (0..n)
         .map(|k| {
             let m = nodes[k % nodes.len()].clone();
             tokio::spawn(async move {
@@ -258,13 +257,26 @@ async fn concurrent_creations_for_one_owner_never_pass_max_open_sessions() {
             })
         })
         .collect();
-    let mut created = 0;
+    let (mut created, mut refused) = (0, Vec::new());
     for t in tasks {
         match t.await.unwrap() {
             None => created += 1,
-            Some(LimitRefusal::TooManySessions { open }) => assert_eq!(open, 3),
+            Some(LimitRefusal::TooManySessions { open }) => refused.push(open),
             Some(other) => panic!("{other:?}"),
         }
+    }
+    (created, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_for_one_owner_never_pass_max_open_sessions() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let nodes = nodes(&db, 4).await;
+    let (created, refused) = race_creations(&nodes, 12, 3).await;
+    for open in refused {
+        assert_eq!(open, 3);
     }
     assert_eq!(created, 3);
     assert_eq!(nodes[0].open_session_count("ann").await.unwrap(), 3);
@@ -289,39 +301,18 @@ async fn concurrent_creations_from_far_below_the_limit_to_it_never_pass_max_open
         return;
     };
     let nodes = nodes(&db, 4).await;
-    nodes[0].create_user(&user("ann")).await.unwrap();
-    let limits = CreateLimits {
-        max_open_sessions: 24,
-        quota_bytes: None,
-    };
-    let tasks: Vec<_> = (0..60)
-        .map(|k| {
-            let m = nodes[k % nodes.len()].clone();
-            tokio::spawn(async move {
-                let sid = format!("s{k}");
-                let ups = vec![upload(&format!("u{k}"), &sid, &format!("f{k}"), 1)];
-                m.create_sessions_within(&[(session(&sid, "ann"), ups)], limits)
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut created = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            None => created += 1,
-            Some(LimitRefusal::TooManySessions { open }) => assert!(open >= 24, "{open}"),
-            Some(other) => panic!("{other:?}"),
-        }
+    let (created, refused) = race_creations(&nodes, 60, 24).await;
+    for open in refused {
+        assert!(open >= 24, "{open}");
     }
     assert_eq!(created, 24);
     assert_eq!(nodes[0].open_session_count("ann").await.unwrap(), 24);
 }
 
 /// A raw connection to `db` that has begun a creation of one session of
-/// `owner` (`ferry_owner_limits` with room to spare, then the row) and not
-/// ended it.
-async fn creation_in_flight(db: &TestDb, owner: &str, id: &str) -> sqlx::PgConnection {
+/// `owner`, id `<prefix>1` (`ferry_owner_limits` with room to spare, then
+/// the row), and not ended it.
+async fn creation_in_flight(db: &TestDb, owner: &str, prefix: &str) -> sqlx::PgConnection {
     let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
     // (Waiting for another creation in flight would be a failure.)
     sqlx::query("SET lock_timeout = '3s'")
@@ -331,20 +322,12 @@ async fn creation_in_flight(db: &TestDb, owner: &str, id: &str) -> sqlx::PgConne
     sqlx::query("BEGIN").execute(&mut c).await.unwrap();
     let ok: bool = sqlx::query_scalar("SELECT ferry_owner_limits($1, ARRAY[$2], 1, 100, 0, NULL)")
         .bind(owner)
-        .bind(id)
+        .bind(format!("{prefix}1"))
         .fetch_one(&mut c)
         .await
         .expect("a creation far below the limit does not wait for those in flight");
     assert!(ok);
-    sqlx::query(
-        "INSERT INTO sessions (id, owner, space, conflict, auto_commit, state, created_at, \
-         expires_at, dialect, extend_secs) VALUES ($1, $2, $2, 'fail', TRUE, 'open', 0, 0, 'native', 0)",
-    )
-    .bind(id)
-    .bind(owner)
-    .execute(&mut c)
-    .await
-    .unwrap();
+    open_sessions(&mut c, owner, prefix, 1).await;
     c
 }
 
@@ -415,12 +398,14 @@ fn limits_call(db: &TestDb) -> tokio::task::JoinHandle<Result<(), String>> {
     })
 }
 
-/// The advisory lock (its second key) that a backend waits for, once one
-/// does: polled for up to 10 s.
+/// The advisory lock (its second key) that a backend of `c`'s database
+/// waits for, once one does: polled for up to 10 s. (Only this database's:
+/// the tests run side by side on one server, with the same owner's keys.)
 async fn waiting_for(c: &mut sqlx::PgConnection) -> i64 {
     for _ in 0..200 {
         let key: Option<i64> = sqlx::query_scalar(
-            "SELECT objid::TEXT::BIGINT FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            "SELECT objid::TEXT::BIGINT FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .fetch_optional(&mut *c)
         .await

@@ -40,7 +40,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
   k CONSTANT INTEGER := 16;
   v_key INTEGER := hashtext(p_owner);
-  v_base INTEGER := hashtext(p_owner) & 2147483632;
+  v_base INTEGER := v_key & 2147483632;
   v_start INTEGER;
   v_taken BOOLEAN := FALSE;
   v_open BIGINT;
