@@ -1463,6 +1463,120 @@ async fn a_completing_append_whose_commit_is_refused_keeps_its_bytes_and_frees_t
     assert_file(&a, &alice, "taken.bin", &data).await;
 }
 
+/// How many statements naming `function` the nodes' database ran
+/// (`pg_stat_statements`, which the PostgreSQL of `scripts/pg-local.sh`
+/// preloads).
+fn statements_calling(n: &Server, function: &str) -> u64 {
+    let url = n.database_url().unwrap();
+    psql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    let sql = format!(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND query LIKE '%{function}(%'"
+    );
+    psql(url, &sql).parse().unwrap()
+}
+
+/// The statements of a write that claimed nothing: its own record
+/// (`ferry_record_if_free`), and a commit that records it
+/// (`ferry_write_commit_ready`).
+fn write_statements(n: &Server) -> (u64, u64) {
+    (
+        statements_calling(n, "ferry_record_if_free"),
+        statements_calling(n, "ferry_write_commit_ready"),
+    )
+}
+
+/// A tus upload whose one PATCH carries its whole small file, on the node
+/// that made it: its write is recorded by its commit's statement, with no
+/// statement of its own, and every node sees the file.
+#[tokio::test]
+async fn a_tus_upload_in_one_patch_records_its_write_in_its_commits_statement() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(4096, 71);
+    let id = create_tus(&a, &alice, data.len() as u64).await;
+    let before = write_statements(&a);
+    let r = tus_patch(&a, &format!("/tus/{id}"), &alice, 0)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    assert_eq!(r.headers()["upload-offset"], "4096");
+    let (own, with_commit) = write_statements(&a);
+    assert_eq!(own - before.0, 0, "the write had a statement of its own");
+    assert_eq!(with_commit - before.1, 1);
+    let r = tus_head(&b, &format!("/tus/{id}"), &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["upload-offset"], "4096");
+    let v = status(&b, &alice, &id).await;
+    assert_eq!(v["state"], json!("committed"), "{v}");
+    assert_eq!(v["file"]["sha256"], json!(sha256_hex(&data)), "{v}");
+    let name = tus_file_name(&b, &alice).await;
+    assert_file(&b, &alice, &name, &data).await;
+}
+
+/// When that commit cannot record (its path is taken), the write is
+/// recorded on its own and committed the usual way, under the session's
+/// conflict policy: nothing is lost, and the client is answered once.
+#[tokio::test]
+async fn a_tus_patch_whose_commit_finds_its_path_taken_is_recorded_then_committed_the_usual_way() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let (st, v) = put(
+        &b,
+        "/v1/spaces/alice/files/same.bin",
+        Some(&alice),
+        &[],
+        b"first".to_vec(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let data = random_bytes(4096, 72);
+    let name = base64_of(b"same.bin");
+    let rename = base64_of(b"rename");
+    let created = http()
+        .post(a.url_of("/tus/"))
+        .bearer_auth(&alice)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header(
+            "Upload-Metadata",
+            format!("filename {name},conflict {rename}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap();
+    let id = location.rsplit('/').next().unwrap().to_owned();
+    let before = write_statements(&a);
+    let r = tus_patch(&a, &format!("/tus/{id}"), &alice, 0)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    assert_eq!(r.headers()["upload-offset"], "4096");
+    let (own, with_commit) = write_statements(&a);
+    assert_eq!((own - before.0, with_commit - before.1), (1, 1));
+    let v = status(&b, &alice, &id).await;
+    assert_eq!(v["state"], json!("committed"), "{v}");
+    assert_eq!(v["file"]["sha256"], json!(sha256_hex(&data)), "{v}");
+    let renamed = v["file"]["path"].as_str().unwrap().to_owned();
+    assert_ne!(renamed, "same.bin", "{v}");
+    assert_file(&a, &alice, &renamed, &data).await;
+    assert_file(&a, &alice, "same.bin", b"first").await;
+}
+
 fn base64_of(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)

@@ -61,7 +61,10 @@ impl Engine {
         // (when no other node held one): the commit goes on from that
         // read, as from one under each upload's own claim.
         crate::session::may_ask_for_session(caller, session_id)?;
-        if let Some(view) = self.commit_unclaimed(caller, session_id, &expected).await? {
+        if let Some(view) = self
+            .commit_unclaimed(caller, session_id, &expected, None)
+            .await?
+        {
             return Ok(view);
         }
         let (mut guard, read) = self.session_commit_turn(session_id).await?;
@@ -104,11 +107,19 @@ impl Engine {
     /// the session's turn (`commit_if_free_unclaimed`). `None` when this
     /// does not apply, or the records differ, or the path is taken:
     /// nothing changed, and the commit claims as usual (which says why).
+    ///
+    /// With `write`, the write that claimed nothing and is storing the
+    /// upload's whole file (its range still reserved in the slot) is
+    /// recorded in that same step: the slot is judged as that write's
+    /// record would leave it, and the records as the upload was made.
+    /// The session's local lock is then only tried (a request that holds
+    /// it may be waiting for that write to settle).
     pub(crate) async fn commit_unclaimed(
         &self,
         caller: &Caller,
         session_id: &str,
         expected: &HashMap<String, Digest>,
+        write: Option<Unrecorded>,
     ) -> Result<Option<SessionView>> {
         let caps = self.inner.store.capabilities();
         if !self.in_cluster()
@@ -118,7 +129,14 @@ impl Engine {
         {
             return Ok(None);
         }
-        let _local = self.session_lock(session_id).lock().await;
+        let lock = self.session_lock(session_id);
+        let _local = match &write {
+            None => lock.lock().await,
+            Some(_) => match lock.try_lock() {
+                Ok(local) => local,
+                Err(_) => return Ok(None),
+            },
+        };
         if self
             .inner
             .born_turns
@@ -131,10 +149,17 @@ impl Engine {
         let Ok([(id, slot)]) = <[_; 1]>::try_from(self.session_slots_by_id(session_id)) else {
             return Ok(None);
         };
+        if write.as_ref().is_some_and(|w| w.upload != id) {
+            return Ok(None);
+        }
+        let own = write.as_ref().map(|w| w.write);
         let (session, upload) = {
             let live = slot.state.lock().await;
-            let u = &live.upload;
-            let (checks, want) = commit_checks(u, expected.get(&id));
+            let mut u = live.upload.clone();
+            if let Some(w) = &write {
+                w.record_in(&mut u);
+            }
+            let (checks, want) = commit_checks(&u, expected.get(&id));
             let sealed = Digests::from_list(&u.sealed);
             let ready = live.session.state == SessionState::Open
                 && !live.session.open_ended
@@ -143,7 +168,7 @@ impl Engine {
                 && u.is_complete()
                 && !u.direct
                 && u.replaces.is_none()
-                && live.inflight.is_empty()
+                && live.inflight.iter().all(|w| Some(w.id) == own)
                 && live.left.is_none()
                 && !live.committing
                 && !live.private
@@ -154,7 +179,7 @@ impl Engine {
             if !ready || !agrees || expected.keys().any(|k| *k != id) {
                 return Ok(None);
             }
-            (live.session.clone(), u.clone())
+            (live.session.clone(), u)
         };
         crate::session::may_see_session(caller, &session)?;
         let gate = ferry_meta::CommitGate {
@@ -167,6 +192,7 @@ impl Engine {
             content_type: upload.content_type.clone(),
             dialect_state: upload.dialect_state.clone(),
             expires_at: session.expires_at,
+            with_write: write.is_some(),
         };
         let held = vec![Held {
             id: upload.id.clone(),
@@ -184,6 +210,7 @@ impl Engine {
                     held,
                     turn: None,
                     gate: Some(gate),
+                    write,
                 },
             )
             .await;
@@ -317,7 +344,7 @@ impl Engine {
                 InHand {
                     held,
                     turn,
-                    gate: None,
+                    ..InHand::default()
                 },
             )
             .await?;
@@ -576,7 +603,12 @@ impl Engine {
 
     /// Steps 1–5 for the uploads `of` names, under the commit lock.
     async fn commit_locked(&self, of: CommitOf<'_>, hand: InHand) -> Result<Vec<Committed>> {
-        let InHand { held, turn, gate } = hand;
+        let InHand {
+            held,
+            turn,
+            gate,
+            write,
+        } = hand;
         // The guard unfreezes the uploads however this ends (an error, or
         // this future dropped because the client went away).
         let mut frozen = Frozen {
@@ -586,6 +618,7 @@ impl Engine {
             space_hold: None,
             left: Vec::new(),
             gate,
+            write,
             meta: self.inner.meta.clone(),
         };
         let done = self.commit_frozen(&mut frozen, of, held).await;
@@ -644,16 +677,31 @@ impl Engine {
             self.learn_direct_parts(&slot, true).await?;
             let (upload, cursor) = {
                 let _follower_done = slot.hashing.lock().await;
-                let mut live = slot.lock_settled().await;
-                if let Some(w) = live.inflight.first() {
+                // The write recorded with the result is this commit's own:
+                // it is not waited for (it waits for this), and the upload
+                // is judged as its record leaves it.
+                let own = frozen.write.as_ref().filter(|w| w.upload == *id);
+                let mut live = match own {
+                    Some(_) => slot.state.lock().await,
+                    None => slot.lock_settled().await,
+                };
+                let mut upload = live.upload.clone();
+                if let Some(w) = own {
+                    w.record_in(&mut upload);
+                }
+                let others = live
+                    .inflight
+                    .iter()
+                    .find(|w| Some(w.id) != own.map(|o| o.write));
+                if let Some(w) = others {
                     return Err(EngineError::Conflict(format!(
                         "{}: bytes {} are still being written",
-                        live.upload.path, w.range
+                        upload.path, w.range
                     )));
                 }
-                if !live.upload.is_complete() {
+                if !upload.is_complete() {
                     return Err(EngineError::Incomplete {
-                        missing: live.upload.missing(),
+                        missing: upload.missing(),
                     });
                 }
                 live.committing = true;
@@ -667,7 +715,7 @@ impl Engine {
                 if self.in_cluster() && !live.private {
                     live.drop_cursor();
                 }
-                (live.upload.clone(), cursor)
+                (upload, cursor)
             };
             frozen.slots.push(slot);
             let (checks, want) = commit_checks(&upload, expected.get(id));
@@ -804,6 +852,9 @@ impl Engine {
         }
         for (slot, d) in std::mem::take(&mut frozen.slots).iter().zip(&done) {
             let mut live = slot.state.lock().await;
+            if let Some(w) = frozen.write.as_ref().filter(|w| w.upload == d.upload_id) {
+                w.record_in(&mut live.upload);
+            }
             live.upload.state = d.state;
             live.upload.final_path = Some(d.final_path.clone());
             live.upload.file_id = Some(d.file.id.clone());
@@ -1669,6 +1720,30 @@ struct InHand {
     held: Vec<Held>,
     turn: Option<crate::lease::Lease>,
     gate: Option<ferry_meta::CommitGate>,
+    /// With `gate`: the write its result records.
+    write: Option<Unrecorded>,
+}
+
+/// A write that claimed nothing and stored its upload's whole file,
+/// recorded by the result of a commit that claimed nothing
+/// ([`Engine::commit_unclaimed`]) instead of a step of its own.
+#[derive(Clone, Debug)]
+pub(crate) struct Unrecorded {
+    pub upload: String,
+    /// Its entry among the slot's writes in flight, kept until the
+    /// commit ends.
+    pub write: u64,
+    pub range: ferry_core::ByteRange,
+    /// The whole file's digests.
+    pub sealed: Vec<Digest>,
+}
+
+impl Unrecorded {
+    /// `upload` as this write's record leaves it.
+    fn record_in(&self, upload: &mut Upload) {
+        upload.received.insert(self.range);
+        upload.sealed = self.sealed.clone();
+    }
 }
 
 /// An upload whose commit lease a caller of `commit_locked` took before
@@ -1706,6 +1781,8 @@ struct Frozen {
     /// it worked from, which its one metadata step checks; it takes no
     /// other way.
     gate: Option<ferry_meta::CommitGate>,
+    /// With `gate`: the write its result records.
+    write: Option<Unrecorded>,
     meta: std::sync::Arc<dyn ferry_meta::MetaStore>,
 }
 
@@ -1754,6 +1831,7 @@ impl Drop for Frozen {
                 space_hold: None,
                 left: std::mem::take(&mut self.left),
                 gate: None,
+                write: None,
                 meta: self.meta.clone(),
             };
             tokio::spawn(async move { rest.record_left().await });

@@ -187,7 +187,9 @@ impl Engine {
             .await
         {
             Unclaimed::Written(mut w) => {
-                if let Some(view) = self.commit_if_due(&slot, upload_id).await? {
+                if w.file.is_none()
+                    && let Some(view) = self.commit_if_due(&slot, upload_id).await?
+                {
                     w.file = view.file;
                     w.upload = view.upload;
                 }
@@ -431,7 +433,24 @@ impl Engine {
                     tracing::warn!(upload = %id, error = %e, "a conditional write failed; written the usual way");
                     None
                 });
+            // An append of the whole file to a session committed on its
+            // last byte: recorded with the commit, in its step, when
+            // nothing else holds the session (else recorded, then
+            // committed, as below).
+            let committed = match (stored, number) {
+                (Some(true), None) => {
+                    let write = crate::commit::Unrecorded {
+                        upload: id.clone(),
+                        write: write_id,
+                        range,
+                        sealed: sealed.clone(),
+                    };
+                    engine.commit_with_write(&slot, write).await
+                }
+                _ => None,
+            };
             let recorded = match stored {
+                _ if committed.is_some() => true,
                 Some(true) => meta
                     .record_write_if_free(&id, range, part.as_ref(), &sealed)
                     .await
@@ -464,16 +483,22 @@ impl Engine {
             store.small_recorded(&id, range.len());
             engine.inner.activity.received(range.len());
             metrics::counter!("ferry_bytes_received_total").increment(range.len());
-            live.upload.sealed = sealed;
-            live.upload.received.insert(range);
-            if let Some(part) = &part {
-                live.upload.parts.insert(part.number, part.clone());
-            }
+            let (upload, file) = match committed {
+                Some(view) => (view.upload, view.file),
+                None => {
+                    live.upload.sealed = sealed;
+                    live.upload.received.insert(range);
+                    if let Some(part) = &part {
+                        live.upload.parts.insert(part.number, part.clone());
+                    }
+                    (live.upload.clone(), None)
+                }
+            };
             Unclaimed::Written(Box::new(WriteResult {
-                upload: live.upload.clone(),
+                upload,
                 part,
                 digests,
-                file: None,
+                file,
                 expires_at: live.session.expires_at,
             }))
         });
@@ -484,6 +509,33 @@ impl Engine {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // The runtime is stopping.
             Err(_) => Unclaimed::Stopped,
+        }
+    }
+
+    /// [`Engine::commit_unclaimed`] of the session of `write`'s upload
+    /// when it is committed on its last byte, recording `write` in the
+    /// commit's step. `None` when it did not commit: nothing changed.
+    async fn commit_with_write(
+        &self,
+        slot: &crate::live::Slot,
+        write: crate::commit::Unrecorded,
+    ) -> Option<UploadView> {
+        let session_id = {
+            let live = slot.state.lock().await;
+            let auto = live.session.commit_mode().is_auto();
+            auto.then(|| live.session.id.clone())?
+        };
+        let caller = Caller::Session(session_id.clone());
+        let expected = std::collections::HashMap::new();
+        match self
+            .commit_unclaimed(&caller, &session_id, &expected, Some(write))
+            .await
+        {
+            Ok(view) => view.and_then(|v| v.uploads.into_iter().next()),
+            Err(e) => {
+                tracing::debug!(session = %session_id, error = %e, "a write's commit goes the usual way");
+                None
+            }
         }
     }
 
@@ -581,7 +633,7 @@ impl Engine {
         // with it in one metadata step when nothing else holds it.
         let caller = Caller::Session(session_id.clone());
         let unclaimed = self
-            .commit_unclaimed(&caller, &session_id, &Default::default())
+            .commit_unclaimed(&caller, &session_id, &Default::default(), None)
             .await?;
         if let Some(view) = unclaimed.and_then(|v| v.uploads.into_iter().next()) {
             return Ok(Some(view));

@@ -451,6 +451,13 @@ pub struct CommitGate {
     pub whole: bool,
     /// The file's digests, as the write that stored it whole sealed them.
     pub sealed: Vec<Digest>,
+    /// That write is recorded with the result, not before it: the records
+    /// must show the upload as it was made (never claimed, no lease of it
+    /// at all, nothing received, sealed or numbered as a part: what
+    /// [`MetaStore::record_write_if_free`] checks), and the result sets
+    /// `sealed` with the upload's final state (a committed upload keeps
+    /// no received ranges). For an append of the whole file (no part).
+    pub with_write: bool,
     pub metadata: Option<String>,
     pub content_type: Option<String>,
     pub dialect_state: Option<String>,

@@ -103,6 +103,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         19,
         include_str!("../migrations/postgres/0019_owner_stripes.sql"),
     ),
+    (
+        20,
+        include_str!("../migrations/postgres/0020_write_commit_ready.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -2034,12 +2038,25 @@ impl Postgres {
         // that order: the path's locks may be waited for (another commit
         // choosing its paths), the upload's and session's only tried, so
         // no claim of theirs waits behind this one's wait.
+        // A gate whose write is recorded with the result checks the
+        // upload as it was made instead (`ferry_write_commit_ready`), and
+        // the result sets the write's sealed digests with its state.
         let free = match gate {
             None => "ferry_path_free($1, $2, $3, $4, $5, $6, $7)",
+            Some(g) if g.with_write => {
+                "CASE WHEN ferry_path_free($1, $2, $3, $4, $5, $6, $7) \
+                 THEN ferry_write_commit_ready($35, $36, $7, $37, $39, $40, $41, $42) ELSE false END"
+            }
             Some(_) => {
                 "CASE WHEN ferry_path_free($1, $2, $3, $4, $5, $6, $7) \
                  THEN ferry_commit_ready($35, $36, $7, $37, $38, $39, $40, $41, $42) ELSE false END"
             }
+        };
+        let seal = match gate {
+            Some(g) if g.with_write => {
+                ", sealed = $38 WHERE id = $7 AND state = 'open' AND NOT claimed AND sealed IS NULL"
+            }
+            _ => " WHERE id = $7 AND state = 'open'",
         };
         // (Its ranges, read afresh after those locks: a resend recorded
         // since the statement began is gone too.)
@@ -2061,8 +2078,8 @@ impl Postgres {
                 ARRAY[$7::text], ARRAY[$9::text]) AS ended), \
              st AS (UPDATE sessions SET state = $11 WHERE id = $10 AND state = 'open' \
                 AND (SELECT free FROM f) RETURNING 1), \
-             up AS (UPDATE uploads SET state = $9, final_path = $12, file_id = $13 \
-                WHERE id = $7 AND state = 'open' AND (SELECT free FROM f) \
+             up AS (UPDATE uploads SET state = $9, final_path = $12, file_id = $13{seal} \
+                AND (SELECT free FROM f) \
                 AND (SELECT COUNT(*) FROM l) >= 0 AND (SELECT COUNT(*) FROM st) >= 0 \
                 RETURNING 1), \
              ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \

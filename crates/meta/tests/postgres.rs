@@ -1703,6 +1703,7 @@ async fn a_commit_that_claimed_nothing_records_only_what_it_worked_from() {
         content_type: None,
         dialect_state: None,
         expires_at: 1_000_000,
+        with_write: false,
     };
     let done = committed("gu1", "ivy", "g/one", "gf1");
     let end = SessionEnd::To("g1", SessionState::Committed);
@@ -1811,6 +1812,167 @@ async fn a_commit_that_claimed_nothing_records_only_what_it_worked_from() {
     assert!(committed.received.is_empty(), "its ranges went with it");
     // Once only.
     assert_eq!(try_commit(gate).await, None);
+}
+
+/// `commit_if_free_unclaimed` with the write recorded in its step
+/// (`with_write`): the upload is committed, with the write's sealed
+/// digests, only as it was made: never claimed, no lease of it (not even
+/// a dead node's), nothing received, sealed or numbered as a part, no
+/// claim of it under way, no live lease of the session's turn, still
+/// open, its file record's columns unchanged, alone in its session; else
+/// nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_records_its_write_commits_only_an_upload_nobody_touched() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    let ids = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9"];
+    for sid in ids {
+        let uid = format!("{sid}u");
+        n[0].create_session(&session(sid, "joy"), &[upload(&uid, sid, sid, 4)])
+            .await
+            .unwrap();
+    }
+    n[0].add_uploads("w9", &[upload("w9v", "w9", "other", 4)], 10)
+        .await
+        .unwrap();
+    let sealed =
+        vec![ferry_core::Digest::new(ferry_core::DigestAlgo::Sha256, vec![7; 32]).unwrap()];
+    let whole = ferry_core::ByteRange::new(0, 4).unwrap();
+    let gate = |sid: &str| ferry_meta::CommitGate {
+        turn: format!("session:{sid}"),
+        session_id: sid.into(),
+        upload_id: format!("{sid}u"),
+        whole: true,
+        sealed: sealed.clone(),
+        metadata: None,
+        content_type: None,
+        dialect_state: None,
+        expires_at: 1_000_000,
+        with_write: true,
+    };
+    let try_commit = |g: ferry_meta::CommitGate| {
+        let n = &n;
+        async move {
+            let sid = g.session_id.clone();
+            let done = committed(&g.upload_id, "joy", &format!("f/{sid}"), &format!("{sid}f"));
+            let end = SessionEnd::To(&sid, SessionState::Committed);
+            n[1].commit_if_free_unclaimed(&g, end, &done, &[])
+                .await
+                .unwrap()
+        }
+    };
+    let untouched = |id: &'static str| {
+        let n = &n;
+        async move {
+            let u = n[1].get_upload(&format!("{id}u")).await.unwrap().unwrap();
+            u.state == UploadState::Open && u.sealed.is_empty()
+        }
+    };
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+
+    // Claimed: refused under the lease, and after it (the claim's mark).
+    let Claim::Granted(t) = n[0].claim("w1u", 0, 4, LeaseKind::Write).await.unwrap() else {
+        panic!("a free key is granted");
+    };
+    assert_eq!(try_commit(gate("w1")).await, None, "under a write's lease");
+    n[0].release(&t).await.unwrap();
+    assert_eq!(try_commit(gate("w1")).await, None, "after a claim of it");
+    assert!(untouched("w1").await);
+    // A dead node's lease of the upload: its request may have written.
+    sqlx::query("INSERT INTO leases (token, key, lo, hi, kind, node) VALUES ('tw2', 'w2u', 0, 4, 'write', 987654)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        try_commit(gate("w2")).await,
+        None,
+        "under a dead node's lease"
+    );
+    assert!(untouched("w2").await);
+    // Recorded already: a range and its sealed digests; a part alone.
+    n[0].record_write("w3u", whole, None, &sealed)
+        .await
+        .unwrap();
+    assert_eq!(try_commit(gate("w3")).await, None, "recorded twice");
+    assert_eq!(
+        n[1].get_upload("w3u").await.unwrap().unwrap().state,
+        UploadState::Open
+    );
+    sqlx::query("INSERT INTO parts (upload_id, number, \"offset\", size) VALUES ('w4u', 1, 0, 4)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(try_commit(gate("w4")).await, None, "a part recorded");
+    assert!(untouched("w4").await);
+    // A claim of it under way (its lock taken): refused at once.
+    sqlx::query("SELECT pg_advisory_lock(1281712499, hashtext('w5u'))")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(try_commit(gate("w5")).await, None, "a claim under way");
+    assert!(started.elapsed() < Duration::from_secs(2), "it waited");
+    sqlx::query("SELECT pg_advisory_unlock(1281712499, hashtext('w5u'))")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert!(untouched("w5").await);
+    // The session's turn leased: refused; once it ends (a turn marks no
+    // upload), committed.
+    let Claim::Granted(t) = n[0]
+        .claim("session:w6", 0, u64::MAX, LeaseKind::Turn)
+        .await
+        .unwrap()
+    else {
+        panic!("a free key is granted");
+    };
+    assert_eq!(
+        try_commit(gate("w6")).await,
+        None,
+        "under the session's turn"
+    );
+    assert!(untouched("w6").await);
+    n[0].release(&t).await.unwrap();
+    assert_eq!(
+        try_commit(gate("w6")).await,
+        Some(Some(SessionState::Committed))
+    );
+    // Not what it worked from; ended; not alone in its session.
+    let stale = ferry_meta::CommitGate {
+        metadata: Some("m".into()),
+        ..gate("w7")
+    };
+    assert_eq!(try_commit(stale).await, None, "stale metadata");
+    assert!(untouched("w7").await);
+    n[0].fail_upload("w8u", "refused").await.unwrap();
+    assert_eq!(try_commit(gate("w8")).await, None, "an aborted upload");
+    assert_eq!(try_commit(gate("w9")).await, None, "another upload");
+    assert!(untouched("w9").await);
+    c.close().await.unwrap();
+
+    // Untouched: committed with the write's digests, its session with it;
+    // once.
+    assert_eq!(
+        try_commit(gate("w7")).await,
+        Some(Some(SessionState::Committed))
+    );
+    let up = n[0].get_upload("w7u").await.unwrap().unwrap();
+    assert_eq!(up.state, UploadState::Committed);
+    assert_eq!(up.sealed, sealed);
+    assert!(up.received.is_empty());
+    assert_eq!(
+        n[0].get_session("w7").await.unwrap().unwrap().state,
+        SessionState::Committed
+    );
+    assert!(
+        n[0].get_file(&sp("joy"), &p("f/w7"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(try_commit(gate("w7")).await, None, "committed twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

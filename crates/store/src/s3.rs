@@ -699,6 +699,7 @@ impl S3Staging {
                 return Ok(None);
             }
         }
+        let size = data.len() as u64;
         let etag = self
             .put_if_absent(&self.object_key(upload), data, format!("storing {upload}"))
             .await?;
@@ -708,6 +709,10 @@ impl S3Staging {
                     .lock()
                     .unwrap()
                     .insert(upload.to_owned(), etag);
+                // Sealed, as a look at the object would find it: a commit
+                // that records the write with its result seals with no
+                // request (the discard of an unrecorded object forgets it).
+                self.sealed.lock().unwrap().insert(upload.to_owned(), size);
                 true
             }
             None => false,
@@ -803,6 +808,8 @@ impl S3Staging {
         let Some(ours) = self.unrecorded.lock().unwrap().remove(upload) else {
             return Ok(false);
         };
+        // Sealed no more as far as this node knows (it was as stored).
+        self.sealed.lock().unwrap().remove(upload);
         match self.head_object(upload).await? {
             Some(o) if o.e_tag() == Some(ours.as_str()) => {
                 self.delete_object(upload).await?;

@@ -70,7 +70,7 @@ impl Drop for TestDatabase {
 }
 
 /// Runs `sql` with `psql` on `url`; what it printed, unaligned and trimmed.
-fn psql(url: &str, sql: &str) -> String {
+pub fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .args([url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql])
         .output()
