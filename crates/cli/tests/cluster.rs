@@ -1577,6 +1577,103 @@ async fn a_tus_patch_whose_commit_finds_its_path_taken_is_recorded_then_committe
     assert_file(&a, &alice, "same.bin", b"first").await;
 }
 
+/// A tus `HEAD` on the node whose `PATCH` is committing the whole file
+/// in its write's statement (held up here by the file's path lock, taken
+/// in that statement): the HEAD waits for the commit, then both answer,
+/// the file complete.
+#[tokio::test]
+async fn a_tus_head_during_the_commit_of_a_patch_that_claimed_nothing_waits_for_it() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(4096, 73);
+    let created = http()
+        .post(a.url_of("/tus/"))
+        .bearer_auth(&alice)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header(
+            "Upload-Metadata",
+            format!("filename {}", base64_of(b"held.bin")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap();
+    let path = format!("/tus/{}", location.rsplit('/').next().unwrap());
+    let url = a.database_url().unwrap().to_owned();
+    let lock = "hashtextextended('alice:held.bin', 0)";
+    let held = AdvisoryLockHeld::take(&url, lock);
+    let patch = tokio::spawn(tus_patch(&a, &path, &alice, 0).body(data.clone()).send());
+    let waiting = Instant::now();
+    while psql(
+        &url,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    ) == "0"
+    {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(5),
+            "the commit never waited for the path"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let head = tokio::spawn(tus_head(&a, &path, &alice).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!head.is_finished(), "the HEAD answered mid-commit");
+    drop(held);
+    let answered = |r: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>| async {
+        tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .expect("no answer in 10 s")
+            .unwrap()
+            .unwrap()
+    };
+    let r = answered(patch).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
+    let r = answered(head).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["upload-offset"], "4096");
+    assert_file(&b, &alice, "held.bin", &data).await;
+}
+
+/// A `psql` session of its own holding the advisory lock `key` (an SQL
+/// expression) until dropped.
+struct AdvisoryLockHeld(std::process::Child);
+
+impl AdvisoryLockHeld {
+    fn take(url: &str, key: &str) -> AdvisoryLockHeld {
+        use std::io::{BufRead, Write};
+        let mut psql = std::process::Command::new("psql")
+            .args([url, "-qAt", "-v", "ON_ERROR_STOP=1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("psql runs");
+        let sql = format!("SELECT 'held' FROM pg_advisory_lock({key});\n");
+        psql.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(psql.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held");
+        AdvisoryLockHeld(psql)
+    }
+}
+
+impl Drop for AdvisoryLockHeld {
+    /// Ends the session (and its lock) and waits for it.
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
 fn base64_of(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
@@ -1928,37 +2025,11 @@ async fn a_commit_from_what_its_node_knows_answers_from_the_records_when_they_ch
 
 /// A `psql` session of its own holding the advisory lock a claim of
 /// `key` takes (`ferry_claim`'s, "Leas" and the key's hash) until dropped.
-struct ClaimLockHeld(std::process::Child);
+struct ClaimLockHeld;
 
 impl ClaimLockHeld {
-    fn take(url: &str, key: &str) -> ClaimLockHeld {
-        use std::io::{BufRead, Write};
-        let mut psql = std::process::Command::new("psql")
-            .args([url, "-qAt", "-v", "ON_ERROR_STOP=1"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("psql runs");
-        let sql = format!("SELECT 'held' FROM pg_advisory_lock(1281712499, hashtext('{key}'));\n");
-        psql.stdin
-            .as_mut()
-            .unwrap()
-            .write_all(sql.as_bytes())
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(psql.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "held");
-        ClaimLockHeld(psql)
-    }
-}
-
-impl Drop for ClaimLockHeld {
-    /// Ends the session (and its lock) and waits for it.
-    fn drop(&mut self) {
-        drop(self.0.stdin.take());
-        let _ = self.0.wait();
+    fn take(url: &str, key: &str) -> AdvisoryLockHeld {
+        AdvisoryLockHeld::take(url, &format!("1281712499, hashtext('{key}')"))
     }
 }
 

@@ -113,7 +113,9 @@ impl Engine {
     /// recorded in that same step: the slot is judged as that write's
     /// record would leave it, and the records as the upload was made.
     /// The session's local lock is then only tried (a request that holds
-    /// it may be waiting for that write to settle).
+    /// it may be waiting for that write to settle), and a commit that
+    /// failed is an error (its step may have recorded it) rather than
+    /// `None`.
     pub(crate) async fn commit_unclaimed(
         &self,
         caller: &Caller,
@@ -153,6 +155,7 @@ impl Engine {
             return Ok(None);
         }
         let own = write.as_ref().map(|w| w.write);
+        let with_write = write.is_some();
         let (session, upload) = {
             let live = slot.state.lock().await;
             let mut u = live.upload.clone();
@@ -168,7 +171,11 @@ impl Engine {
                 && u.is_complete()
                 && !u.direct
                 && u.replaces.is_none()
-                && live.inflight.iter().all(|w| Some(w.id) == own)
+                // (A write stopped by a newer request gives way to it.)
+                && live
+                    .inflight
+                    .iter()
+                    .all(|w| Some(w.id) == own && !w.stop.is_cancelled())
                 && live.left.is_none()
                 && !live.committing
                 && !live.private
@@ -214,8 +221,11 @@ impl Engine {
                 },
             )
             .await;
+        // (With a write, an error may have come after the step recorded
+        // it: the caller is told.)
         let done = match done {
             Ok(done) => done,
+            Err(e) if with_write => return Err(e),
             Err(e) => {
                 tracing::debug!(session = %session_id, error = %e, "a commit from this node's slot goes the usual way");
                 return Ok(None);
@@ -674,13 +684,16 @@ impl Engine {
                         .await?
                 }
             };
-            self.learn_direct_parts(&slot, true).await?;
+            // The write recorded with the result is this commit's own: it
+            // is not waited for (it waits for this, stopped or not), and
+            // the upload, never written directly, is judged as its record
+            // leaves it.
+            let own = frozen.write.as_ref().filter(|w| w.upload == *id);
+            if own.is_none() {
+                self.learn_direct_parts(&slot, true).await?;
+            }
             let (upload, cursor) = {
                 let _follower_done = slot.hashing.lock().await;
-                // The write recorded with the result is this commit's own:
-                // it is not waited for (it waits for this), and the upload
-                // is judged as its record leaves it.
-                let own = frozen.write.as_ref().filter(|w| w.upload == *id);
                 let mut live = match own {
                     Some(_) => slot.state.lock().await,
                     None => slot.lock_settled().await,

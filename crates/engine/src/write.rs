@@ -437,7 +437,8 @@ impl Engine {
             // last byte: recorded with the commit, in its step, when
             // nothing else holds the session (else recorded, then
             // committed, as below).
-            let committed = match (stored, number) {
+            // `unsure`: that commit failed, perhaps after its step.
+            let (committed, unsure) = match (stored, number) {
                 (Some(true), None) => {
                     let write = crate::commit::Unrecorded {
                         upload: id.clone(),
@@ -445,9 +446,15 @@ impl Engine {
                         range,
                         sealed: sealed.clone(),
                     };
-                    engine.commit_with_write(&slot, write).await
+                    match engine.commit_with_write(&slot, write).await {
+                        Ok(view) => (view, false),
+                        Err(e) => {
+                            tracing::warn!(upload = %id, error = %e, "a write's commit failed; the write goes the usual way");
+                            (None, true)
+                        }
+                    }
                 }
-                _ => None,
+                _ => (None, false),
             };
             let recorded = match stored {
                 _ if committed.is_some() => true,
@@ -475,7 +482,16 @@ impl Engine {
                 // An append whose upload another request claimed meanwhile
                 // (a newer one of its client: a HEAD, a PATCH) gives way to
                 // it, as one holding its lease would have been stopped.
-                if stop.is_cancelled() || (number.is_none() && stored == Some(true)) {
+                if stop.is_cancelled() {
+                    return Unclaimed::Stopped;
+                }
+                // After a commit that may have recorded it, the usual way
+                // claims and reads the upload: a committed one answers
+                // this as a resend of its last write.
+                if unsure {
+                    return usual(came, body);
+                }
+                if number.is_none() && stored == Some(true) {
                     return Unclaimed::Stopped;
                 }
                 return usual(came, body);
@@ -514,29 +530,27 @@ impl Engine {
 
     /// [`Engine::commit_unclaimed`] of the session of `write`'s upload
     /// when it is committed on its last byte, recording `write` in the
-    /// commit's step. `None` when it did not commit: nothing changed.
+    /// commit's step. `None` when it did not commit: nothing changed; an
+    /// error when the commit failed (its step may have recorded it).
     async fn commit_with_write(
         &self,
         slot: &crate::live::Slot,
         write: crate::commit::Unrecorded,
-    ) -> Option<UploadView> {
+    ) -> Result<Option<UploadView>> {
         let session_id = {
             let live = slot.state.lock().await;
             let auto = live.session.commit_mode().is_auto();
-            auto.then(|| live.session.id.clone())?
+            match auto {
+                true => live.session.id.clone(),
+                false => return Ok(None),
+            }
         };
         let caller = Caller::Session(session_id.clone());
         let expected = std::collections::HashMap::new();
-        match self
+        let view = self
             .commit_unclaimed(&caller, &session_id, &expected, Some(write))
-            .await
-        {
-            Ok(view) => view.and_then(|v| v.uploads.into_iter().next()),
-            Err(e) => {
-                tracing::debug!(session = %session_id, error = %e, "a write's commit goes the usual way");
-                None
-            }
-        }
+            .await?;
+        Ok(view.and_then(|v| v.uploads.into_iter().next()))
     }
 
     /// Removes the object a write that claimed nothing stored when its
@@ -567,6 +581,7 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::warn!(upload = %upload_id, error = %e, "an object no write recorded stays until the upload's next write or its end");
+                    self.inner.store.forget_unrecorded(upload_id);
                     return;
                 }
             }
@@ -574,7 +589,9 @@ impl Engine {
         let unvouched = leased.read.as_ref().is_some_and(|(up, _)| {
             up.sealed.is_empty() && matches!(up.state, UploadState::Open | UploadState::Aborted)
         });
-        if unvouched && let Err(e) = self.inner.store.discard_unrecorded(upload_id).await {
+        if !unvouched {
+            self.inner.store.forget_unrecorded(upload_id);
+        } else if let Err(e) = self.inner.store.discard_unrecorded(upload_id).await {
             tracing::warn!(upload = %upload_id, error = %e, "cannot remove an object no write recorded");
         }
         self.release_leases(leased.lease).await;

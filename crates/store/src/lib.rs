@@ -354,6 +354,16 @@ pub trait Store: Send + Sync + 'static {
         let _ = (upload, size);
     }
 
+    /// The write that stored `upload`'s object by
+    /// [`Store::create_small_if_absent`] was not recorded, and the object
+    /// is not discarded by [`Store::discard_unrecorded`] (a record vouches
+    /// for it, or no lease could be had): what this node knew of it is
+    /// forgotten (it may go, or be another write's), and its next use asks
+    /// the store. Nothing by default.
+    fn forget_unrecorded(&self, upload: &str) {
+        let _ = upload;
+    }
+
     /// Under a lease of `upload`, after the write that stored its object
     /// by [`Store::create_small_if_absent`] was not recorded, and no
     /// record vouches for the object: deletes it if it is still the one

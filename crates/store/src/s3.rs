@@ -819,6 +819,13 @@ impl S3Staging {
         }
     }
 
+    /// [`crate::Store::forget_unrecorded`]: the object
+    /// [`S3Staging::put_whole_if_absent`] stored is no longer known here.
+    pub fn forget_unrecorded(&self, upload: &str) {
+        self.unrecorded.lock().unwrap().remove(upload);
+        self.sealed.lock().unwrap().remove(upload);
+    }
+
     /// The object [`S3Staging::put_whole_if_absent`] stored is the sealed
     /// file of `upload`: its write is recorded.
     pub fn small_recorded(&self, upload: &str, size: u64) {

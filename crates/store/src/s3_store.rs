@@ -153,6 +153,10 @@ impl Store for S3Store {
         self.staging.small_recorded(upload, size);
     }
 
+    fn forget_unrecorded(&self, upload: &str) {
+        self.staging.forget_unrecorded(upload);
+    }
+
     async fn discard_unrecorded(&self, upload: &str) -> Result<bool, StoreError> {
         self.staging.discard_unrecorded(upload).await
     }
