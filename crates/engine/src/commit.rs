@@ -112,8 +112,9 @@ impl Engine {
     /// upload's whole file (its range still reserved in the slot) is
     /// recorded in that same step: the slot is judged as that write's
     /// record would leave it, and the records as the upload was made.
-    /// The session's local lock is then only tried (a request that holds
-    /// it may be waiting for that write to settle), and a commit that
+    /// The session's local lock is then waited for only until that write
+    /// is stopped (a request that holds it may be waiting for the write
+    /// to settle), and a commit that
     /// failed is an error (its step may have recorded it) rather than
     /// `None`.
     pub(crate) async fn commit_unclaimed(
@@ -134,9 +135,12 @@ impl Engine {
         let lock = self.session_lock(session_id);
         let _local = match &write {
             None => lock.lock().await,
-            Some(_) => match lock.try_lock() {
-                Ok(local) => local,
-                Err(_) => return Ok(None),
+            // A request that holds the lock and waits for that write has
+            // stopped it first (`Slot::take_over`; `lock_settled` waits
+            // only for stopped writes): the write then gives way.
+            Some(w) => tokio::select! {
+                local = lock.lock() => local,
+                () = w.stop.cancelled() => return Ok(None),
             },
         };
         if self
@@ -1749,6 +1753,8 @@ pub(crate) struct Unrecorded {
     pub range: ferry_core::ByteRange,
     /// The whole file's digests.
     pub sealed: Vec<Digest>,
+    /// Its entry's: cancelled when a newer request takes the upload over.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Unrecorded {

@@ -445,6 +445,7 @@ impl Engine {
                         write: write_id,
                         range,
                         sealed: sealed.clone(),
+                        stop: stop.clone(),
                     };
                     match engine.commit_with_write(&slot, write).await {
                         Ok(view) => (view, false),
