@@ -2282,17 +2282,25 @@ async fn a_tus_patch_that_claimed_nothing_gives_way_to_a_claim_of_its_upload_mad
     let url = a.database_url().unwrap().to_owned();
     // A claim of the upload is under way (its lock is taken, as a newer
     // request's claim would): node a's PATCH, which claims nothing,
-    // stores its object but is not recorded...
+    // stores its object, but neither its commit nor, then, its own record
+    // records it...
     let held = ClaimLockHeld::take(&url, &id);
+    let before = write_statements(&a);
     let sent = tokio::spawn(tus_patch(&a, &path, &alice, 0).body(data.clone()).send());
     let stored = Instant::now();
-    while !object_exists(&a, &id).await {
+    while write_statements(&a).0 == before.0 {
         assert!(
-            stored.elapsed() < Duration::from_secs(2),
-            "no object was stored"
+            stored.elapsed() < Duration::from_secs(5),
+            "its record was never tried"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(
+        write_statements(&a).1 - before.1,
+        1,
+        "its commit was not tried first"
+    );
+    assert!(object_exists(&a, &id).await, "no object was stored");
     drop(held);
     // ... and gives way, as a PATCH holding the upload's lease would have
     // been stopped: 409, its object gone, nothing received.
