@@ -1403,21 +1403,9 @@ async fn a_completing_append_whose_commit_is_refused_keeps_its_bytes_and_frees_t
     let data = random_bytes(48 * 1024 + 5, 47);
     let name = base64_of(b"taken.bin");
     let fail = base64_of(b"fail");
-    let created = http()
-        .post(a.url_of("/tus/"))
-        .bearer_auth(&alice)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Length", data.len().to_string())
-        .header(
-            "Upload-Metadata",
-            format!("filename {name},conflict {fail}"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let id = created.headers()["location"].to_str().unwrap();
-    let path = format!("/tus/{}", id.rsplit('/').next().unwrap());
+    let metadata = format!("filename {name},conflict {fail}");
+    let id = create_tus_with(&a, &alice, data.len() as u64, Some(&metadata)).await;
+    let path = format!("/tus/{id}");
     // The path is taken on the other node after the creation's check.
     let (st, v) = put(
         &b,
@@ -1436,8 +1424,7 @@ async fn a_completing_append_whose_commit_is_refused_keeps_its_bytes_and_frees_t
     assert_eq!(r.status(), StatusCode::CONFLICT, "{:?}", r.text().await);
     // Every byte is recorded, and nothing holds the upload: the other
     // node's resume tries the commit at once, and is refused alike.
-    let upload = path.rsplit('/').next().unwrap();
-    let v = status(&b, &alice, upload).await;
+    let v = status(&b, &alice, &id).await;
     assert_eq!(v["received_bytes"], json!(data.len()), "{v}");
     assert_eq!(v["state"], json!("open"), "{v}");
     let started = Instant::now();
@@ -1543,21 +1530,8 @@ async fn a_tus_patch_whose_commit_finds_its_path_taken_is_recorded_then_committe
     let data = random_bytes(4096, 72);
     let name = base64_of(b"same.bin");
     let rename = base64_of(b"rename");
-    let created = http()
-        .post(a.url_of("/tus/"))
-        .bearer_auth(&alice)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Length", data.len().to_string())
-        .header(
-            "Upload-Metadata",
-            format!("filename {name},conflict {rename}"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let location = created.headers()["location"].to_str().unwrap();
-    let id = location.rsplit('/').next().unwrap().to_owned();
+    let metadata = format!("filename {name},conflict {rename}");
+    let id = create_tus_with(&a, &alice, data.len() as u64, Some(&metadata)).await;
     let before = write_statements(&a);
     let r = tus_patch(&a, &format!("/tus/{id}"), &alice, 0)
         .body(data.clone())
@@ -1588,21 +1562,9 @@ async fn a_tus_head_during_the_commit_of_a_patch_that_claimed_nothing_waits_for_
     };
     let alice = user(&a, "alice").await;
     let data = random_bytes(4096, 73);
-    let created = http()
-        .post(a.url_of("/tus/"))
-        .bearer_auth(&alice)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Length", data.len().to_string())
-        .header(
-            "Upload-Metadata",
-            format!("filename {}", base64_of(b"held.bin")),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let location = created.headers()["location"].to_str().unwrap();
-    let path = format!("/tus/{}", location.rsplit('/').next().unwrap());
+    let metadata = format!("filename {}", base64_of(b"held.bin"));
+    let id = create_tus_with(&a, &alice, data.len() as u64, Some(&metadata)).await;
+    let path = format!("/tus/{id}");
     let url = a.database_url().unwrap().to_owned();
     let lock = "hashtextextended('alice:held.bin', 0)";
     let held = AdvisoryLockHeld::take(&url, lock);

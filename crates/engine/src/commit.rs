@@ -203,7 +203,7 @@ impl Engine {
             content_type: upload.content_type.clone(),
             dialect_state: upload.dialect_state.clone(),
             expires_at: session.expires_at,
-            with_write: write.is_some(),
+            with_write,
         };
         let held = vec![Held {
             id: upload.id.clone(),

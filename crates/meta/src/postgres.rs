@@ -2041,22 +2041,19 @@ impl Postgres {
         // A gate whose write is recorded with the result checks the
         // upload as it was made instead (`ferry_write_commit_ready`), and
         // the result sets the write's sealed digests with its state.
-        let free = match gate {
-            None => "ferry_path_free($1, $2, $3, $4, $5, $6, $7)",
-            Some(g) if g.with_write => {
+        let open = " WHERE id = $7 AND state = 'open'";
+        let (free, seal) = match gate {
+            None => ("ferry_path_free($1, $2, $3, $4, $5, $6, $7)", open),
+            Some(g) if g.with_write => (
                 "CASE WHEN ferry_path_free($1, $2, $3, $4, $5, $6, $7) \
-                 THEN ferry_write_commit_ready($35, $36, $7, $37, $39, $40, $41, $42) ELSE false END"
-            }
-            Some(_) => {
+                 THEN ferry_write_commit_ready($35, $36, $7, $37, $39, $40, $41, $42) ELSE false END",
+                ", sealed = $38 WHERE id = $7 AND state = 'open' AND NOT claimed AND sealed IS NULL",
+            ),
+            Some(_) => (
                 "CASE WHEN ferry_path_free($1, $2, $3, $4, $5, $6, $7) \
-                 THEN ferry_commit_ready($35, $36, $7, $37, $38, $39, $40, $41, $42) ELSE false END"
-            }
-        };
-        let seal = match gate {
-            Some(g) if g.with_write => {
-                ", sealed = $38 WHERE id = $7 AND state = 'open' AND NOT claimed AND sealed IS NULL"
-            }
-            _ => " WHERE id = $7 AND state = 'open'",
+                 THEN ferry_commit_ready($35, $36, $7, $37, $38, $39, $40, $41, $42) ELSE false END",
+                open,
+            ),
         };
         // (Its ranges, read afresh after those locks: a resend recorded
         // since the statement began is gone too.)

@@ -805,11 +805,10 @@ impl S3Staging {
     /// stored (its ETag; nobody else changes it while the caller holds
     /// the upload's lease). One a write replaced since is that write's.
     pub async fn discard_unrecorded(&self, upload: &str) -> Result<bool, StoreError> {
-        let Some(ours) = self.unrecorded.lock().unwrap().remove(upload) else {
+        let Some(ours) = self.unrecorded.lock().unwrap().get(upload).cloned() else {
             return Ok(false);
         };
-        // Sealed no more as far as this node knows (it was as stored).
-        self.sealed.lock().unwrap().remove(upload);
+        self.forget_unrecorded(upload);
         match self.head_object(upload).await? {
             Some(o) if o.e_tag() == Some(ours.as_str()) => {
                 self.delete_object(upload).await?;

@@ -411,14 +411,20 @@ pub fn cli(s: &Server, token: &str, args: &[&str]) -> std::process::Output {
 
 /// Creates a tus upload of `len` bytes (it must answer 201); its id.
 pub async fn create_tus(s: &Server, token: &str, len: u64) -> String {
-    let created = http()
+    create_tus_with(s, token, len, None).await
+}
+
+/// [`create_tus`] with `Upload-Metadata: metadata` when given.
+pub async fn create_tus_with(s: &Server, token: &str, len: u64, metadata: Option<&str>) -> String {
+    let mut post = http()
         .post(s.url_of("/tus/"))
         .bearer_auth(token)
         .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Length", len.to_string())
-        .send()
-        .await
-        .unwrap();
+        .header("Upload-Length", len.to_string());
+    if let Some(metadata) = metadata {
+        post = post.header("Upload-Metadata", metadata);
+    }
+    let created = post.send().await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     created.headers()["location"]
         .to_str()
