@@ -107,6 +107,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         20,
         include_str!("../migrations/postgres/0020_write_commit_ready.sql"),
     ),
+    (21, include_str!("../migrations/postgres/0021_fence.sql")),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that
@@ -153,6 +154,12 @@ impl Drop for TurnHold {
 /// The first key of a node's presence lock; the second is the node's id
 /// (its leases are alive while it holds it: `ferry_node_alive`).
 const NODE_LOCK: i32 = 0x4e6f_6465; // "Node"
+
+/// The first key of the lock each statement connection of a node holds
+/// shared from its start; the second is the node's id. A dead node's
+/// leases are taken over only once no connection holds it any more
+/// (`ferry_fence` ends them): none of its statements can land after.
+const FENCE_LOCK: i32 = 0x4665_6e63; // "Fenc"
 
 /// How often a node checks that its presence lock's connection lives.
 const PRESENCE_CHECK: Duration = Duration::from_secs(1);
@@ -251,13 +258,39 @@ impl Postgres {
             .await
             .map_err(|e| target.error("cannot migrate the schema", &e))?;
         conn.close().await.ok();
+        let (conn, id) = present(&options)
+            .await
+            .map_err(|e| target.error("cannot register the node", &e))?;
+        let node = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(id));
+        let renamed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let pool = PgPoolOptions::new()
             .max_connections(connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             // A ping before each use would cost a round trip; connections
-            // older than a lost one are dropped instead (`trusted`).
+            // older than a lost one are dropped instead (`trusted`), and
+            // so are those fenced under an id the node no longer has.
             .test_before_acquire(false)
-            .before_acquire(|_, meta| Box::pin(async move { Ok(trusted(meta.age)) }))
+            .before_acquire({
+                let renamed = renamed.clone();
+                move |_, meta| {
+                    let since = renamed.load(std::sync::atomic::Ordering::SeqCst);
+                    Box::pin(async move { Ok(trusted(meta.age) && opened_since(meta.age, since)) })
+                }
+            })
+            .after_connect({
+                let node = node.clone();
+                move |conn, _| {
+                    let id = node.load(std::sync::atomic::Ordering::SeqCst);
+                    Box::pin(async move {
+                        sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
+                            .bind(FENCE_LOCK)
+                            .bind(id)
+                            .execute(conn)
+                            .await
+                            .map(drop)
+                    })
+                }
+            })
             .connect_lazy_with(options.clone());
         // Listening before `connect` returns: every change committed after
         // it is heard. On a connection of its own, outside the pool.
@@ -279,14 +312,10 @@ impl Postgres {
             listener,
             changes.clone(),
         ));
-        let (conn, id) = present(&pool)
-            .await
-            .map_err(|e| target.error("cannot register the node", &e))?;
-        let node = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(id));
         tokio::spawn(stay_present(
             pool.clone(),
             conn,
-            node.clone(),
+            (node.clone(), renamed),
             changes.clone(),
         ));
         let turns = PgPoolOptions::new()
@@ -312,8 +341,8 @@ impl Postgres {
 }
 
 /// A connection of its own holding the presence lock of a fresh node id.
-async fn present(pool: &PgPool) -> Result<(PgConnection, i32), sqlx::Error> {
-    let mut conn = pool.connect_options().connect().await?;
+async fn present(options: &PgConnectOptions) -> Result<(PgConnection, i32), sqlx::Error> {
+    let mut conn = options.connect().await?;
     loop {
         let id: i32 = sqlx::query_scalar("SELECT (random() * 2147483646)::int + 1")
             .fetch_one(&mut conn)
@@ -405,7 +434,10 @@ fn keep_hold(mut conn: PgConnection, again: Option<(PgConnectOptions, String)>) 
 async fn stay_present(
     pool: PgPool,
     mut conn: PgConnection,
-    node: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    (node, renamed): (
+        std::sync::Arc<std::sync::atomic::AtomicI32>,
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ),
     changes: tokio::sync::broadcast::Sender<Change>,
 ) {
     while !pool.is_closed() {
@@ -424,10 +456,13 @@ async fn stay_present(
             if pool.is_closed() {
                 return;
             }
-            match present(&pool).await {
+            match present(&pool.connect_options()).await {
                 Ok((c, id)) => {
                     conn = c;
-                    node.store(id, std::sync::atomic::Ordering::Relaxed);
+                    // Connections fenced under the old id are not used
+                    // again (another node's claim may end them).
+                    node.store(id, std::sync::atomic::Ordering::SeqCst);
+                    renamed.store(clock() + 1, std::sync::atomic::Ordering::SeqCst);
                     break;
                 }
                 Err(_) => tokio::time::sleep(PRESENCE_CHECK).await,
@@ -798,8 +833,16 @@ fn distrust_connections() {
 /// Whether a pooled connection of this age was opened after the last
 /// lost connection was seen.
 fn trusted(age: Duration) -> bool {
-    let opened = clock().saturating_sub(age.as_millis() as u64);
-    opened >= DISTRUSTED_BEFORE.load(std::sync::atomic::Ordering::SeqCst)
+    opened_since(
+        age,
+        DISTRUSTED_BEFORE.load(std::sync::atomic::Ordering::SeqCst),
+    )
+}
+
+/// Whether a pooled connection of this age was opened at or after
+/// `since` (ms since [`clock`]'s start).
+fn opened_since(age: Duration, since: u64) -> bool {
+    clock().saturating_sub(age.as_millis() as u64) >= since
 }
 
 /// A one-statement state change found other states than it expected
@@ -3418,7 +3461,9 @@ impl MetaStore for Postgres {
         // The pool's connections wait at most `lock_timeout` (its connect
         // options). A plain name (a space's: letters, digits, `.:_-`) is
         // written into the statement that begins the transaction: one
-        // round trip; anything else is bound, in a second one.
+        // round trip; anything else is bound, in a second one. The turn
+        // then ends the connections of dead nodes (`ferry_fence_dead`):
+        // a statement a killed holder made under it may still be running.
         let plain = what
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b));
@@ -3426,19 +3471,22 @@ impl MetaStore for Postgres {
             let tx = self
                 .turns
                 .begin_with(format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({TURN_LOCK}, hashtext('{what}'))"
+                    "BEGIN; SELECT pg_advisory_xact_lock({TURN_LOCK}, hashtext('{what}')); \
+                     SELECT ferry_fence_dead()"
                 ))
                 .await
                 .map_err(db)?;
             return Ok(Exclusive::new(Box::new(TurnHold(Some(tx)))));
         }
         let mut tx = self.turns.begin().await.map_err(db)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(TURN_LOCK)
-            .bind(what)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "SELECT ferry_fence_dead() FROM (SELECT pg_advisory_xact_lock($1, hashtext($2))) l",
+        )
+        .bind(TURN_LOCK)
+        .bind(what)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         Ok(Exclusive::new(Box::new(TurnHold(Some(tx)))))
     }
 
@@ -3667,24 +3715,11 @@ impl MetaStore for Postgres {
     }
 
     async fn forget_dead_leases(&self) -> Result<u64> {
-        let done = sqlx::query(
-            // Rows a claim is removing meanwhile are left to it (SKIP
-            // LOCKED): locking them in another order than the claims', which
-            // go key by key, could deadlock with a claim of several keys (a
-            // commit's uploads), which would then fail.
-            "DELETE FROM leases WHERE token IN (
-               SELECT token FROM leases WHERE node NOT IN (
-                 SELECT k.objid::bigint FROM pg_locks k
-                 WHERE k.locktype = 'advisory' AND k.classid = $1::oid AND k.objsubid = 2
-                   AND k.granted
-                   AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
-               FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(NODE_LOCK)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected())
+        let gone: i64 = sqlx::query_scalar("SELECT ferry_forget_dead_leases()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(gone as u64)
     }
 
     async fn ask_release(&self, tokens: &[String]) -> Result<()> {

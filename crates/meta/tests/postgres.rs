@@ -2282,16 +2282,25 @@ async fn a_write_whose_lease_another_node_took_over_is_not_recorded() {
         md5: None,
     };
     let digest = ferry_core::Digest::new(ferry_core::DigestAlgo::Sha256, vec![7; 32]).unwrap();
-    let err = n[0]
-        .record_write_releasing(
-            "u1",
-            ferry_core::ByteRange::new(0, 50).unwrap(),
-            Some(&part),
-            std::slice::from_ref(&digest),
-            &stale,
-        )
-        .await
-        .unwrap_err();
+    // The takeover ended the dead node's connections (`ferry_fence`): the
+    // first statement after it may find its connection gone.
+    let mut tries = 0;
+    let err = loop {
+        tries += 1;
+        let err = n[0]
+            .record_write_releasing(
+                "u1",
+                ferry_core::ByteRange::new(0, 50).unwrap(),
+                Some(&part),
+                std::slice::from_ref(&digest),
+                &stale,
+            )
+            .await
+            .unwrap_err();
+        if !matches!(err, MetaError::Unreachable) || tries == 3 {
+            break err;
+        }
+    };
     assert!(matches!(err, MetaError::LeaseLost), "{err:?}");
     let up = n[1].get_upload("u1").await.unwrap().unwrap();
     assert!(up.received.is_empty(), "{:?}", up.received);
@@ -2315,6 +2324,145 @@ async fn a_write_whose_lease_another_node_took_over_is_not_recorded() {
         up.received.ranges(),
         &[ferry_core::ByteRange::new(0, 50).unwrap()]
     );
+}
+
+/// A statement of a node presumed gone can still be under way in the
+/// database (PostgreSQL runs it to its end though its client died): the
+/// node that takes the dead node's lease over ends it first
+/// (`ferry_fence`), so it never lands after the new holder read the
+/// records. Pinned by a statement held behind a row lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_statement_under_way_never_lands_after_its_lease_is_taken_over() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    n[0].create_session(&session("s1", "kim"), &[upload("u1", "s1", "a", 100)])
+        .await
+        .unwrap();
+    let Claim::Granted(stale) = n[0]
+        .claim("s1", 0, u64::MAX, LeaseKind::Turn)
+        .await
+        .unwrap()
+    else {
+        panic!("a free key is granted");
+    };
+    let (mut admin, under_way) = stalled_change(&db, &n[0]).await;
+    end_presence(&db, &stale).await;
+    let t = Instant::now();
+    loop {
+        if let Claim::Granted(_) = n[1]
+            .claim("s1", 0, u64::MAX, LeaseKind::Turn)
+            .await
+            .unwrap()
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "not taken over within 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    never_lands(&n[1], &mut admin, under_way).await;
+}
+
+/// A space's turn is a transaction lock, over as soon as the killed
+/// holder's connection ends; the node's statement under it may still be
+/// running: the next holder ends it before it reads (`ferry_fence_dead`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_statement_under_way_never_lands_after_its_turn_is_taken() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    n[0].create_session(&session("s1", "kim"), &[upload("u1", "s1", "a", 100)])
+        .await
+        .unwrap();
+    let held = n[0].turn("namespace:kim").await.unwrap();
+    let (mut admin, under_way) = stalled_change(&db, &n[0]).await;
+    // Node 0 dies: its presence and its turn's connection end (its
+    // stalled statement runs on).
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k JOIN pg_stat_activity a USING (pid)
+         WHERE k.locktype = 'advisory' AND k.granted
+           AND k.classid IN (1315923045::oid, 1416983150::oid)
+           AND a.application_name = (
+             SELECT h.application_name FROM pg_locks t JOIN pg_stat_activity h USING (pid)
+             WHERE t.locktype = 'advisory' AND t.granted AND t.classid = 1416983150::oid)",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, vec![true, true]);
+    drop(held);
+    let turn = tokio::time::timeout(Duration::from_secs(5), n[1].turn("namespace:kim"))
+        .await
+        .expect("the turn is taken at once")
+        .unwrap();
+    never_lands(&n[1], &mut admin, under_way).await;
+    drop(turn);
+}
+
+/// Node `node`'s change of upload "u1" (to `committing`), stalled
+/// behind the row lock a transaction of the returned connection holds.
+async fn stalled_change(
+    db: &TestDb,
+    node: &Postgres,
+) -> (
+    sqlx::PgConnection,
+    tokio::task::JoinHandle<Result<(), MetaError>>,
+) {
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut admin).await.unwrap();
+    sqlx::query("SELECT 1 FROM uploads WHERE id = 'u1' FOR UPDATE")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let under_way = tokio::spawn({
+        let node = node.clone();
+        async move { node.set_upload_state("u1", UploadState::Committing).await }
+    });
+    let t = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the change never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (admin, under_way)
+}
+
+/// What `reader` reads of "u1" now stays true once `admin`'s row lock
+/// goes: the stalled change ended without landing.
+async fn never_lands(
+    reader: &Postgres,
+    admin: &mut sqlx::PgConnection,
+    under_way: tokio::task::JoinHandle<Result<(), MetaError>>,
+) {
+    let read = reader.get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(read.state, UploadState::Open);
+    sqlx::query("COMMIT").execute(&mut *admin).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), under_way)
+        .await
+        .expect("the dead node's statement ended")
+        .unwrap();
+    assert!(matches!(ended, Err(MetaError::Unreachable)), "{ended:?}");
+    let up = reader.get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(up.state, UploadState::Open, "the dead node's change landed");
 }
 
 /// A write that claimed nothing is recorded only on an upload that nothing
