@@ -1066,9 +1066,14 @@ impl Engine {
             .collect();
         let meta = &self.inner.meta;
         // (Recorded already when the path was claimed with it.)
+        // Under the space's turn, in the turn's own step
+        // (`begin_commit_ending`): the turn ends with the intent recorded.
         if frozen.intent_recorded.is_empty() {
-            meta.begin_commit(whole_session.then_some(session.id.as_str()), &plan, drop)
-                .await?;
+            let whole = whole_session.then_some(session.id.as_str());
+            match frozen.space_hold.take() {
+                Some(turn) => meta.begin_commit_ending(turn, whole, &plan, drop).await?,
+                None => meta.begin_commit(whole, &plan, drop).await?,
+            }
             frozen.intent_recorded = plan.iter().map(|(id, _)| id.clone()).collect();
         }
         frozen.space_hold = None;
@@ -1421,6 +1426,13 @@ impl Engine {
         let meta = &self.inner.meta;
         let store = &self.inner.store;
         let mut report = RecoveryReport::default();
+        // A statement of a process killed a moment ago may still be
+        // running in a shared database: it ends first.
+        if !meta.fence_dead().await? {
+            tracing::warn!(
+                "a process that died still has statements running in the database; recovering all the same"
+            );
+        }
         // 1.
         for id in meta.upload_ids(UploadState::Committing).await? {
             match self.roll_forward(&id).await {

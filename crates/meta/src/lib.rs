@@ -520,6 +520,15 @@ impl Exclusive {
         }
     }
 
+    /// What keeps the hold, when it is a `T`: the hold is then the
+    /// caller's to end.
+    pub fn into_holder<T: 'static>(self) -> std::result::Result<Box<T>, Exclusive> {
+        let Exclusive { _holder, lost } = self;
+        _holder
+            .downcast::<T>()
+            .map_err(|_holder| Exclusive { _holder, lost })
+    }
+
     /// Whether the hold ended though it was not dropped (the database
     /// restarted, or ended its connection): another process may hold it
     /// now, so what it was held for must stop.
@@ -755,6 +764,22 @@ pub trait MetaStore: Send + Sync + 'static {
         plan: &[(String, SpacePath)],
         abort: &[String],
     ) -> Result<()>;
+    /// [`MetaStore::begin_commit`] by the holder of `turn` (from
+    /// [`MetaStore::turn`]), which it ends. A store whose turns are
+    /// transactions records the intent in the turn's own, committed with
+    /// it: a holder that dies before then leaves neither (no statement of
+    /// it lands after the next holder took the turn and read the paths).
+    async fn begin_commit_ending(
+        &self,
+        turn: Exclusive,
+        session: Option<&str>,
+        plan: &[(String, SpacePath)],
+        abort: &[String],
+    ) -> Result<()> {
+        self.begin_commit(session, plan, abort).await?;
+        drop(turn);
+        Ok(())
+    }
     /// [`MetaStore::begin_commit`] of the one upload `upload_id` (with
     /// `session`, the commit of that whole session, which holds no other
     /// open upload) towards `path` in `space`, on condition
@@ -1202,6 +1227,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// from piling up). Returns how many went.
     async fn forget_dead_leases(&self) -> Result<u64> {
         Ok(0)
+    }
+    /// Ends what is left of processes that died: a statement one sent
+    /// just before it was killed may still be running in the database,
+    /// and land later. Once this answers `true`, none can. (Claims do
+    /// this for the process whose leases they take over; start-up
+    /// recovery, for all.) `false` when some could not be ended.
+    async fn fence_dead(&self) -> Result<bool> {
+        Ok(true)
     }
     /// Asks the holders of these leases to let go ([`Change::ReleaseAsked`]).
     async fn ask_release(&self, tokens: &[String]) -> Result<()> {

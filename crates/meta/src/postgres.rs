@@ -282,12 +282,24 @@ impl Postgres {
                 move |conn, _| {
                     let id = node.load(std::sync::atomic::Ordering::SeqCst);
                     Box::pin(async move {
-                        sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
-                            .bind(FENCE_LOCK)
-                            .bind(id)
-                            .execute(conn)
-                            .await
-                            .map(drop)
+                        // Only while the node is present under that id:
+                        // a connection fenced under a lapsed one could
+                        // come after another node's fence looked.
+                        let present: bool = sqlx::query_scalar(
+                            "SELECT ferry_node_alive($2) \
+                             FROM (SELECT pg_advisory_lock_shared($1, $2)) l",
+                        )
+                        .bind(FENCE_LOCK)
+                        .bind(id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        if present {
+                            Ok(())
+                        } else {
+                            Err(sqlx::Error::Protocol(
+                                "this node's presence in the database lapsed".into(),
+                            ))
+                        }
                     })
                 }
             })
@@ -461,8 +473,21 @@ async fn stay_present(
                     conn = c;
                     // Connections fenced under the old id are not used
                     // again (another node's claim may end them).
-                    node.store(id, std::sync::atomic::Ordering::SeqCst);
+                    let old = node.swap(id, std::sync::atomic::Ordering::SeqCst);
                     renamed.store(clock() + 1, std::sync::atomic::Ordering::SeqCst);
+                    // Its connections under the old id end now (a
+                    // statement of theirs under way cannot land after
+                    // another node took over what the old id held).
+                    let fenced = sqlx::query_scalar::<_, bool>("SELECT ferry_fence($1)")
+                        .bind(old)
+                        .fetch_one(&mut conn)
+                        .await;
+                    if !matches!(fenced, Ok(true)) {
+                        tracing::warn!(
+                            ?fenced,
+                            "cannot end this node's connections under its lapsed id"
+                        );
+                    }
                     break;
                 }
                 Err(_) => tokio::time::sleep(PRESENCE_CHECK).await,
@@ -837,6 +862,103 @@ fn trusted(age: Duration) -> bool {
         age,
         DISTRUSTED_BEFORE.load(std::sync::atomic::Ordering::SeqCst),
     )
+}
+
+/// [`MetaStore::begin_commit`]'s intent, in the transaction on `c`: the
+/// session and uploads locked, then checked in SQLite's order, each seeing
+/// the ones before.
+async fn intent_locking(
+    c: &mut PgConnection,
+    session: Option<&str>,
+    plan: &[(String, SpacePath)],
+    abort: &[String],
+) -> Result<()> {
+    let ids: Vec<String> = abort
+        .iter()
+        .chain(plan.iter().map(|(id, _)| id))
+        .cloned()
+        .collect();
+    let (locked, mut states) = lock(c, session, &ids).await?;
+    // The checks in SQLite's order, each seeing the ones before.
+    let mut aborted = Vec::new();
+    for id in abort {
+        if check_upload(&mut states, id, UploadState::Aborted)? {
+            aborted.push(id.as_str());
+        }
+    }
+    if let Some(s) = &locked {
+        s.state.transition(SessionState::Committing)?;
+    }
+    let mut planned: HashMap<&str, &str> = HashMap::new();
+    for (id, path) in plan {
+        if check_upload(&mut states, id, UploadState::Committing)? {
+            planned.insert(id, path.as_str());
+        }
+    }
+    let (plan_ids, plan_paths): (Vec<&str>, Vec<&str>) = planned.into_iter().unzip();
+    sqlx::query(
+        "WITH a AS (UPDATE uploads SET state = 'aborted' WHERE id = ANY($1)), \
+              s AS (UPDATE sessions SET state = 'committing' WHERE id = $2) \
+         UPDATE uploads SET state = 'committing', final_path = p.path \
+         FROM UNNEST($3::text[], $4::text[]) AS p(id, path) WHERE uploads.id = p.id",
+    )
+    .bind(&aborted)
+    .bind(locked.as_ref().map(|s| s.id.as_str()))
+    .bind(&plan_ids)
+    .bind(&plan_paths)
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The intent of one upload's commit (with `session`, the whole session's)
+/// or one abort as one compare-and-set statement; `None` for other shapes,
+/// or when the core's lifecycle forbids it.
+fn intent_at_once<'q>(
+    session: Option<&'q str>,
+    plan: &'q [(String, SpacePath)],
+    abort: &'q [String],
+) -> Option<sqlx::query::Query<'q, Pg, sqlx::postgres::PgArguments>> {
+    let (id, path, to) = match (plan, abort) {
+        ([(id, path)], []) => (id, Some(path.as_str()), UploadState::Committing),
+        ([], [id]) => (id, None, UploadState::Aborted),
+        _ => return None,
+    };
+    let allowed = UploadState::Open.transition(to).is_ok()
+        && SessionState::Open
+            .transition(SessionState::Committing)
+            .is_ok();
+    if !allowed {
+        return None;
+    }
+    Some(
+        sqlx::query(
+            "WITH s AS (UPDATE sessions SET state = 'committing' \
+                WHERE id = $1 AND state = 'open' RETURNING 1), \
+             u AS (UPDATE uploads SET state = $3, final_path = COALESCE($4, final_path) \
+                WHERE id = $2 AND state = 'open' AND (SELECT COUNT(*) FROM s) >= 0 RETURNING 1) \
+             SELECT ferry_expect((SELECT COUNT(*) FROM s) = $5 AND (SELECT COUNT(*) FROM u) = 1)",
+        )
+        .bind(session)
+        .bind(id)
+        .bind(to.as_str())
+        .bind(path)
+        .bind(i64::from(session.is_some())),
+    )
+}
+
+/// Runs [`intent_at_once`]'s statement on `c`: `false` when the states
+/// were not those expected (nothing changed; in a transaction, it ended).
+async fn intent_in(
+    q: sqlx::query::Query<'_, Pg, sqlx::postgres::PgArguments>,
+    c: &mut PgConnection,
+) -> Result<bool> {
+    match q.execute(c).await {
+        Ok(_) => Ok(true),
+        Err(e) if changed_meanwhile(&e) => Ok(false),
+        Err(e) => Err(db(e)),
+    }
 }
 
 /// Whether a pooled connection of this age was opened at or after
@@ -1951,36 +2073,9 @@ impl Postgres {
         plan: &[(String, SpacePath)],
         abort: &[String],
     ) -> Result<bool> {
-        let (id, path, to) = match (plan, abort) {
-            ([(id, path)], []) => (id, Some(path.as_str()), UploadState::Committing),
-            ([], [id]) => (id, None, UploadState::Aborted),
-            _ => return Ok(false),
-        };
-        let allowed = UploadState::Open.transition(to).is_ok()
-            && SessionState::Open
-                .transition(SessionState::Committing)
-                .is_ok();
-        if !allowed {
-            return Ok(false);
-        }
-        let done = sqlx::query(
-            "WITH s AS (UPDATE sessions SET state = 'committing' \
-                WHERE id = $1 AND state = 'open' RETURNING 1), \
-             u AS (UPDATE uploads SET state = $3, final_path = COALESCE($4, final_path) \
-                WHERE id = $2 AND state = 'open' AND (SELECT COUNT(*) FROM s) >= 0 RETURNING 1) \
-             SELECT ferry_expect((SELECT COUNT(*) FROM s) = $5 AND (SELECT COUNT(*) FROM u) = 1)",
-        )
-        .bind(session)
-        .bind(id)
-        .bind(to.as_str())
-        .bind(path)
-        .bind(i64::from(session.is_some()))
-        .execute(&self.pool)
-        .await;
-        match done {
-            Ok(_) => Ok(true),
-            Err(e) if changed_meanwhile(&e) => Ok(false),
-            Err(e) => Err(db(e)),
+        match intent_at_once(session, plan, abort) {
+            Some(q) => intent_in(q, &mut *self.pool.acquire().await.map_err(db)?).await,
+            None => Ok(false),
         }
     }
 
@@ -2857,44 +2952,39 @@ impl MetaStore for Postgres {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        let ids: Vec<String> = abort
-            .iter()
-            .chain(plan.iter().map(|(id, _)| id))
-            .cloned()
-            .collect();
-        let (locked, mut states) = lock(&mut tx, session, &ids).await?;
-        // The checks in SQLite's order, each seeing the ones before.
-        let mut aborted = Vec::new();
-        for id in abort {
-            if check_upload(&mut states, id, UploadState::Aborted)? {
-                aborted.push(id.as_str());
-            }
-        }
-        if let Some(s) = &locked {
-            s.state.transition(SessionState::Committing)?;
-        }
-        let mut planned: HashMap<&str, &str> = HashMap::new();
-        for (id, path) in plan {
-            if check_upload(&mut states, id, UploadState::Committing)? {
-                planned.insert(id, path.as_str());
-            }
-        }
-        let (plan_ids, plan_paths): (Vec<&str>, Vec<&str>) = planned.into_iter().unzip();
-        sqlx::query(
-            "WITH a AS (UPDATE uploads SET state = 'aborted' WHERE id = ANY($1)), \
-                  s AS (UPDATE sessions SET state = 'committing' WHERE id = $2) \
-             UPDATE uploads SET state = 'committing', final_path = p.path \
-             FROM UNNEST($3::text[], $4::text[]) AS p(id, path) WHERE uploads.id = p.id",
-        )
-        .bind(&aborted)
-        .bind(locked.as_ref().map(|s| s.id.as_str()))
-        .bind(&plan_ids)
-        .bind(&plan_paths)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        intent_locking(&mut tx, session, plan, abort).await?;
         tx.commit().await.map_err(db)?;
         Ok(())
+    }
+
+    /// In the turn's transaction (`turn`'s [`TurnHold`]), committed with
+    /// it. A one-upload intent whose states changed meanwhile (its
+    /// compare-and-set failed, which ends the transaction) is tried again
+    /// the usual way, which says why.
+    async fn begin_commit_ending(
+        &self,
+        turn: Exclusive,
+        session: Option<&str>,
+        plan: &[(String, SpacePath)],
+        abort: &[String],
+    ) -> Result<()> {
+        let Some(mut tx) = turn
+            .into_holder::<TurnHold>()
+            .ok()
+            .and_then(|mut h| h.0.take())
+        else {
+            return self.begin_commit(session, plan, abort).await;
+        };
+        match intent_at_once(session, plan, abort) {
+            Some(q) => {
+                if !intent_in(q, &mut tx).await? {
+                    drop(tx);
+                    return self.begin_commit(session, plan, abort).await;
+                }
+            }
+            None => intent_locking(&mut tx, session, plan, abort).await?,
+        }
+        tx.commit().await.map_err(db)
     }
 
     async fn begin_commit_if_free(
@@ -3461,9 +3551,7 @@ impl MetaStore for Postgres {
         // The pool's connections wait at most `lock_timeout` (its connect
         // options). A plain name (a space's: letters, digits, `.:_-`) is
         // written into the statement that begins the transaction: one
-        // round trip; anything else is bound, in a second one. The turn
-        // then ends the connections of dead nodes (`ferry_fence_dead`):
-        // a statement a killed holder made under it may still be running.
+        // round trip; anything else is bound, in a second one.
         let plain = what
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b));
@@ -3471,22 +3559,19 @@ impl MetaStore for Postgres {
             let tx = self
                 .turns
                 .begin_with(format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({TURN_LOCK}, hashtext('{what}')); \
-                     SELECT ferry_fence_dead()"
+                    "BEGIN; SELECT pg_advisory_xact_lock({TURN_LOCK}, hashtext('{what}'))"
                 ))
                 .await
                 .map_err(db)?;
             return Ok(Exclusive::new(Box::new(TurnHold(Some(tx)))));
         }
         let mut tx = self.turns.begin().await.map_err(db)?;
-        sqlx::query(
-            "SELECT ferry_fence_dead() FROM (SELECT pg_advisory_xact_lock($1, hashtext($2))) l",
-        )
-        .bind(TURN_LOCK)
-        .bind(what)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(TURN_LOCK)
+            .bind(what)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         Ok(Exclusive::new(Box::new(TurnHold(Some(tx)))))
     }
 
@@ -3712,6 +3797,13 @@ impl MetaStore for Postgres {
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    async fn fence_dead(&self) -> Result<bool> {
+        sqlx::query_scalar("SELECT ferry_fence_dead()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
     }
 
     async fn forget_dead_leases(&self) -> Result<u64> {

@@ -2368,11 +2368,11 @@ async fn a_dead_nodes_statement_under_way_never_lands_after_its_lease_is_taken_o
     never_lands(&n[1], &mut admin, under_way).await;
 }
 
-/// A space's turn is a transaction lock, over as soon as the killed
-/// holder's connection ends; the node's statement under it may still be
-/// running: the next holder ends it before it reads (`ferry_fence_dead`).
+/// Start-up recovery first ends what is left of dead processes
+/// (`fence_dead`): a statement one was running when it died never lands
+/// after recovery read the records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_nodes_statement_under_way_never_lands_after_its_turn_is_taken() {
+async fn fencing_the_dead_ends_a_statement_of_a_dead_node_still_under_way() {
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -2381,29 +2381,103 @@ async fn a_dead_nodes_statement_under_way_never_lands_after_its_turn_is_taken() 
     n[0].create_session(&session("s1", "kim"), &[upload("u1", "s1", "a", 100)])
         .await
         .unwrap();
-    let held = n[0].turn("namespace:kim").await.unwrap();
+    let Claim::Granted(token) = n[0].claim("k", 0, 1, LeaseKind::Turn).await.unwrap() else {
+        panic!("a free key is granted");
+    };
     let (mut admin, under_way) = stalled_change(&db, &n[0]).await;
-    // Node 0 dies: its presence and its turn's connection end (its
-    // stalled statement runs on).
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(k.pid) FROM pg_locks k JOIN pg_stat_activity a USING (pid)
-         WHERE k.locktype = 'advisory' AND k.granted
-           AND k.classid IN (1315923045::oid, 1416983150::oid)
-           AND a.application_name = (
-             SELECT h.application_name FROM pg_locks t JOIN pg_stat_activity h USING (pid)
-             WHERE t.locktype = 'advisory' AND t.granted AND t.classid = 1416983150::oid)",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(ended, vec![true, true]);
-    drop(held);
-    let turn = tokio::time::timeout(Duration::from_secs(5), n[1].turn("namespace:kim"))
-        .await
-        .expect("the turn is taken at once")
-        .unwrap();
+    assert!(n[1].fence_dead().await.unwrap(), "nothing to end yet");
+    assert!(
+        !under_way.is_finished(),
+        "a live node's statement was ended"
+    );
+    end_presence(&db, &token).await;
+    assert!(n[1].fence_dead().await.unwrap());
     never_lands(&n[1], &mut admin, under_way).await;
-    drop(turn);
+}
+
+/// A space's turn is a transaction lock; the intent recorded under it is
+/// recorded in the same transaction (`begin_commit_ending`): a holder
+/// killed while its intent waits leaves neither behind, and the next
+/// holder gets the turn only once the intent can no longer land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_under_way_when_its_turns_holder_dies_never_lands() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    n[0].create_session(&session("s1", "kim"), &[upload("u1", "s1", "a", 100)])
+        .await
+        .unwrap();
+    let turn = n[0].turn("namespace:kim").await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut admin).await.unwrap();
+    sqlx::query("SELECT 1 FROM uploads WHERE id = 'u1' FOR UPDATE")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let intent = tokio::spawn({
+        let n0 = n[0].clone();
+        async move {
+            n0.begin_commit_ending(turn, None, &[("u1".into(), p("a"))], &[])
+                .await
+        }
+    });
+    wait_for_a_lock(&mut admin).await;
+    // Its process dies: the connection goes, the statement runs on.
+    intent.abort();
+    let next = tokio::spawn({
+        let n1 = n[1].clone();
+        async move { n1.turn("namespace:kim").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !next.is_finished(),
+        "the turn was given while the intent under it could still land"
+    );
+    sqlx::query("COMMIT").execute(&mut admin).await.unwrap();
+    let turn = tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("the turn is given once the dead holder's transaction ended")
+        .unwrap()
+        .unwrap();
+    let up = n[1].get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(
+        up.state,
+        UploadState::Open,
+        "the dead holder's intent landed"
+    );
+    // A living holder's intent lands, and its turn ends with it.
+    n[1].begin_commit_ending(turn, None, &[("u1".into(), p("a"))], &[])
+        .await
+        .unwrap();
+    let up = n[0].get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(up.state, UploadState::Committing);
+    drop(
+        tokio::time::timeout(Duration::from_secs(2), n[0].turn("namespace:kim"))
+            .await
+            .expect("the turn ended with the intent")
+            .unwrap(),
+    );
+}
+
+/// Waits (5 s at most) until a statement waits for a lock.
+async fn wait_for_a_lock(admin: &mut sqlx::PgConnection) {
+    let t = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *admin)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "nothing waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Node `node`'s change of upload "u1" (to `committing`), stalled
@@ -2425,24 +2499,7 @@ async fn stalled_change(
         let node = node.clone();
         async move { node.set_upload_state("u1", UploadState::Committing).await }
     });
-    let t = Instant::now();
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the change never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_a_lock(&mut admin).await;
     (admin, under_way)
 }
 

@@ -14,39 +14,62 @@
 -- (`ferry_take_over`, in every claim, and the sweep of dead leases) only
 -- after `ferry_fence` has ended every backend still holding its node's
 -- fence lock and seen it gone: a statement under way is then either in
--- (committed before) or rolled back. A node whose presence lapsed while it
--- lived comes back under a new id; its connections of the old id are
--- ended this way too (they are not used again: the node drops them).
+-- (committed before) or rolled back. A connection is made only while
+-- its node is present. A node whose presence lapsed while it lived comes
+-- back under a new id and ends its connections of the old one itself.
+-- Start-up recovery fences every dead node first (`ferry_fence_dead`).
+-- (A space's turn, a transaction lock, needs no fence: the intent
+-- recorded under it is recorded in its transaction, and goes with it.)
 
--- Ends the backends of node `p_node` (the holders of its fence lock),
--- waiting up to 2 s for each to exit. Whether none is left. All nodes
--- must connect as one role (or as members of `pg_signal_backend`): a
--- backend that may not be ended is left, and its node's leases with it.
+-- The backends holding node `p_node`'s fence lock, but this one.
+CREATE FUNCTION ferry_fence_holders(p_node INTEGER) RETURNS SETOF INTEGER
+LANGUAGE sql VOLATILE AS $$
+  SELECT k.pid FROM pg_locks k
+  WHERE k.locktype = 'advisory'
+    AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND k.classid = 1181052515::oid AND k.objid = p_node::oid AND k.objsubid = 2
+    AND k.pid <> pg_backend_pid()
+$$;
+
+-- Ends the backends of node `p_node` (the holders of its fence lock):
+-- signals them all, then waits up to 2 s for them to be gone. Whether
+-- none is left. All nodes must connect as one role (or as members of
+-- `pg_signal_backend`): a backend that may not be ended is left, and its
+-- node's leases with it.
 CREATE FUNCTION ferry_fence(p_node INTEGER) RETURNS BOOLEAN
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
   v_pid INTEGER;
 BEGIN
-  FOR v_pid IN
-    SELECT k.pid FROM pg_locks k
-    WHERE k.locktype = 'advisory'
-      AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND k.classid = 1181052515::oid AND k.objid = p_node::oid AND k.objsubid = 2
-      AND k.pid <> pg_backend_pid()
-  LOOP
+  FOR v_pid IN SELECT * FROM ferry_fence_holders(p_node) LOOP
     BEGIN
-      PERFORM pg_terminate_backend(v_pid, 2000);
+      PERFORM pg_terminate_backend(v_pid);
     EXCEPTION WHEN insufficient_privilege THEN
       RAISE WARNING 'ferry: cannot end backend % of dead node %: connect every node as one role', v_pid, p_node;
+      RETURN false;
     END;
   END LOOP;
-  RETURN NOT EXISTS (
-    SELECT 1 FROM pg_locks k
-    WHERE k.locktype = 'advisory'
-      AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND k.classid = 1181052515::oid AND k.objid = p_node::oid AND k.objsubid = 2
-      AND k.pid <> pg_backend_pid());
+  FOR i IN 1..200 LOOP
+    IF NOT EXISTS (SELECT FROM ferry_fence_holders(p_node)) THEN
+      RETURN true;
+    END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RETURN false;
 END
+$$;
+
+-- The nodes that have connections but no presence (in one read of the
+-- lock table).
+CREATE FUNCTION ferry_dead_nodes() RETURNS SETOF INTEGER
+LANGUAGE sql VOLATILE AS $$
+  WITH k AS MATERIALIZED (
+    SELECT k.classid, k.objid FROM pg_locks k
+    WHERE k.locktype = 'advisory' AND k.objsubid = 2 AND k.granted
+      AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+  SELECT DISTINCT f.objid::integer FROM k f
+  WHERE f.classid = 1181052515::oid
+    AND NOT EXISTS (SELECT FROM k p WHERE p.classid = 1315923045::oid AND p.objid = f.objid)
 $$;
 
 -- Removes the leases of dead nodes overlapping [p_lo, p_hi) of `p_key`,
@@ -71,9 +94,10 @@ END
 $$;
 
 -- The sweep of dead nodes' leases (`forget_dead_leases`): each dead node
--- fenced first. Rows a claim is removing meanwhile are left to it (SKIP
--- LOCKED: locking them in another order than the claims', which go key
--- by key, could deadlock with a claim of several keys). How many went.
+-- (one read of the lock table) fenced first. Rows a claim is removing
+-- meanwhile are left to it (SKIP LOCKED: locking them in another order
+-- than the claims', which go key by key, could deadlock with a claim of
+-- several keys). How many went.
 CREATE FUNCTION ferry_forget_dead_leases() RETURNS BIGINT
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -82,7 +106,12 @@ DECLARE
   v_n BIGINT;
 BEGIN
   FOR v_node IN
-    SELECT DISTINCT l.node FROM leases l WHERE NOT ferry_node_alive(l.node)
+    WITH alive AS MATERIALIZED (
+      SELECT k.objid FROM pg_locks k
+      WHERE k.locktype = 'advisory' AND k.classid = 1315923045::oid AND k.objsubid = 2
+        AND k.granted
+        AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+    SELECT DISTINCT l.node FROM leases l WHERE l.node::oid NOT IN (SELECT objid FROM alive)
   LOOP
     IF ferry_fence(v_node) THEN
       DELETE FROM leases WHERE token IN (
@@ -243,26 +272,18 @@ BEGIN
 END
 $$;
 
--- Fences every dead node that still has connections (`ferry_fence`). A
--- space's turn (`turn`, a transaction lock, not a lease) is over as soon
--- as a killed node's connection holding it ends, while the node's
--- statement under it may still be running: the next holder calls this
--- once it has the turn, before it reads.
-CREATE FUNCTION ferry_fence_dead() RETURNS VOID
+-- Fences every dead node that still has connections: start-up recovery
+-- (`fence_dead`) runs once no statement of a node killed a moment ago can
+-- land.
+CREATE FUNCTION ferry_fence_dead() RETURNS BOOLEAN
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
   v_node INTEGER;
+  v_all BOOLEAN := true;
 BEGIN
-  FOR v_node IN
-    WITH k AS MATERIALIZED (
-      SELECT k.classid, k.objid FROM pg_locks k
-      WHERE k.locktype = 'advisory' AND k.objsubid = 2 AND k.granted
-        AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
-    SELECT DISTINCT f.objid::integer FROM k f
-    WHERE f.classid = 1181052515::oid
-      AND NOT EXISTS (SELECT 1 FROM k p WHERE p.classid = 1315923045::oid AND p.objid = f.objid)
-  LOOP
-    PERFORM ferry_fence(v_node);
+  FOR v_node IN SELECT * FROM ferry_dead_nodes() LOOP
+    v_all := ferry_fence(v_node) AND v_all;
   END LOOP;
+  RETURN v_all;
 END
 $$;
