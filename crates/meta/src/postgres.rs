@@ -151,6 +151,13 @@ impl Drop for TurnHold {
     }
 }
 
+/// The session's turn `$6` (to `$7`) claimed for node `$5` once the claim
+/// `c` is granted (its token when granted), as a lateral subquery's
+/// columns `turn` and `done` (always true, for the read to name).
+const TURN_IF_GRANTED: &str = "SELECT CASE WHEN c.granted AND $6::text IS NOT NULL THEN
+       (SELECT t.token FROM ferry_claim($6, 0, $7, 'turn', $5) t WHERE t.granted)
+     END AS turn, true AS done";
+
 /// The first key of a node's presence lock; the second is the node's id
 /// (its leases are alive while it holds it: `ferry_node_alive`).
 const NODE_LOCK: i32 = 0x4e6f_6465; // "Node"
@@ -1808,19 +1815,24 @@ impl Postgres {
         kind: LeaseKind,
         turn: Option<&str>,
     ) -> Result<Vec<PgRow>> {
+        // The turn is claimed before the read (`tt`, which the read's
+        // argument names: kept apart by `OFFSET 0`, it is not folded into
+        // the answer's columns, which are made after the read): a dead
+        // holder of the turn is fenced before the records are read.
         let reading = match read {
             Some((read, _)) => format!(
                 ", r.* FROM ferry_claim($1, $2, $3, $4, $5) c
-                 LEFT JOIN LATERAL {read}(CASE WHEN c.granted THEN $8 END) WITH ORDINALITY r ON TRUE
+                 CROSS JOIN LATERAL ({TURN_IF_GRANTED} OFFSET 0) tt
+                 LEFT JOIN LATERAL {read}(CASE WHEN c.granted AND tt.done THEN $8 END)
+                   WITH ORDINALITY r ON TRUE
                  ORDER BY r.ordinality"
             ),
-            None => " FROM ferry_claim($1, $2, $3, $4, $5) c".to_owned(),
+            None => format!(
+                " FROM ferry_claim($1, $2, $3, $4, $5) c
+                 CROSS JOIN LATERAL ({TURN_IF_GRANTED} OFFSET 0) tt"
+            ),
         };
-        let sql = format!(
-            "SELECT c.granted, c.token, c.kind, CASE WHEN c.granted AND $6::text IS NOT NULL THEN
-                 (SELECT t.token FROM ferry_claim($6, 0, $7, 'turn', $5) t WHERE t.granted)
-             END{reading}"
-        );
+        let sql = format!("SELECT c.granted, c.token, c.kind, tt.turn{reading}");
         let mut q = sqlx::query(&sql)
             .bind(key)
             .bind(lo.min(i64::MAX as u64) as i64)
@@ -3657,14 +3669,9 @@ impl MetaStore for Postgres {
         // for a part it can have (`g`: a row when so, with the bytes to
         // claim, reckoned in `numeric`: no part size overflows them; the
         // claim takes its key from it, so it runs only for that row).
+        // The turn is claimed before the read, as in `claim_reading`.
         let rows = sqlx::query(
-            "SELECT c.granted, c.token, c.kind,
-               CASE WHEN c.granted AND $3::text IS NOT NULL THEN
-                 (SELECT t.token FROM uploads u JOIN sessions s ON s.id = u.session_id
-                    CROSS JOIN LATERAL ferry_claim($3 || s.id, 0, $5, 'turn', $2) t
-                  WHERE u.id = $1 AND COALESCE($8::bigint, u.length) = $4
-                    AND s.auto_commit AND t.granted)
-               END, r.*
+            "SELECT c.granted, c.token, c.kind, tt.turn, r.*
              FROM (SELECT u.id AS key,
                      CASE WHEN $9::bigint IS NULL THEN 0
                        ELSE (($9 - 1)::numeric * u.part_size)::bigint END AS lo,
@@ -3678,7 +3685,13 @@ impl MetaStore for Postgres {
                      AND ($9::bigint IS NULL
                        OR ($9 - 1)::numeric * u.part_size < COALESCE(u.length, $5))) g
              CROSS JOIN LATERAL ferry_claim_free(g.key, g.lo, g.hi, $10, $2) c
-             LEFT JOIN LATERAL ferry_upload_read(CASE WHEN c.granted THEN $1 END)
+             CROSS JOIN LATERAL (SELECT CASE WHEN c.granted AND $3::text IS NOT NULL THEN
+                 (SELECT t.token FROM uploads u JOIN sessions s ON s.id = u.session_id
+                    CROSS JOIN LATERAL ferry_claim($3 || s.id, 0, $5, 'turn', $2) t
+                  WHERE u.id = $1 AND COALESCE($8::bigint, u.length) = $4
+                    AND s.auto_commit AND t.granted)
+               END AS turn, true AS done OFFSET 0) tt
+             LEFT JOIN LATERAL ferry_upload_read(CASE WHEN c.granted AND tt.done THEN $1 END)
                WITH ORDINALITY r ON TRUE
              ORDER BY r.ordinality",
         )
