@@ -35,7 +35,8 @@ $$;
 -- signals them all, then waits up to 2 s for them to be gone. Whether
 -- none is left. All nodes must connect as one role (or as members of
 -- `pg_signal_backend`): a backend that may not be ended is left, and its
--- node's leases with it.
+-- node's leases with it. Either failure is a WARNING, which the node
+-- whose statement met it logs too (sqlx relays notices).
 CREATE FUNCTION ferry_fence(p_node INTEGER) RETURNS BOOLEAN
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -55,6 +56,7 @@ BEGIN
     END IF;
     PERFORM pg_sleep(0.01);
   END LOOP;
+  RAISE WARNING 'ferry: backends of dead node % did not end within 2 s; its leases stay', p_node;
   RETURN false;
 END
 $$;
