@@ -270,46 +270,9 @@ impl Postgres {
             .map_err(|e| target.error("cannot register the node", &e))?;
         let node = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(id));
         let renamed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let pool = PgPoolOptions::new()
+        let pool = fenced(PgPoolOptions::new(), &node, &renamed)
             .max_connections(connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // A ping before each use would cost a round trip; connections
-            // older than a lost one are dropped instead (`trusted`), and
-            // so are those fenced under an id the node no longer has.
-            .test_before_acquire(false)
-            .before_acquire({
-                let renamed = renamed.clone();
-                move |_, meta| {
-                    let since = renamed.load(std::sync::atomic::Ordering::SeqCst);
-                    Box::pin(async move { Ok(trusted(meta.age) && opened_since(meta.age, since)) })
-                }
-            })
-            .after_connect({
-                let node = node.clone();
-                move |conn, _| {
-                    let id = node.load(std::sync::atomic::Ordering::SeqCst);
-                    Box::pin(async move {
-                        // Only while the node is present under that id:
-                        // a connection fenced under a lapsed one could
-                        // come after another node's fence looked.
-                        let present: bool = sqlx::query_scalar(
-                            "SELECT ferry_node_alive($2) \
-                             FROM (SELECT pg_advisory_lock_shared($1, $2)) l",
-                        )
-                        .bind(FENCE_LOCK)
-                        .bind(id)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                        if present {
-                            Ok(())
-                        } else {
-                            Err(sqlx::Error::Protocol(
-                                "this node's presence in the database lapsed".into(),
-                            ))
-                        }
-                    })
-                }
-            })
             .connect_lazy_with(options.clone());
         // Listening before `connect` returns: every change committed after
         // it is heard. On a connection of its own, outside the pool.
@@ -334,14 +297,14 @@ impl Postgres {
         tokio::spawn(stay_present(
             pool.clone(),
             conn,
-            (node.clone(), renamed),
+            (node.clone(), renamed.clone()),
             changes.clone(),
         ));
-        let turns = PgPoolOptions::new()
+        // (A turn's transaction records a commit's intent too:
+        // `begin_commit_ending`.)
+        let turns = fenced(PgPoolOptions::new(), &node, &renamed)
             .max_connections(TURN_CONNECTIONS)
             .acquire_timeout(TURN_ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .before_acquire(|_, meta| Box::pin(async move { Ok(trusted(meta.age)) }))
             .connect_lazy_with(
                 pool.connect_options()
                     .as_ref()
@@ -357,6 +320,47 @@ impl Postgres {
             name,
         })
     }
+}
+
+/// `options` for connections that make statements: each holds the node's
+/// fence lock ([`FENCE_LOCK`] + `node`'s id) shared from its start, made
+/// only while the node is present under that id (else the pool tries
+/// again). A ping before each use would cost a round trip: one opened
+/// before a lost connection was seen (`trusted`) or before the node took
+/// a new id (`renamed`) is dropped as it comes out instead.
+fn fenced(
+    options: PgPoolOptions,
+    node: &std::sync::Arc<std::sync::atomic::AtomicI32>,
+    renamed: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> PgPoolOptions {
+    let (node, renamed) = (node.clone(), renamed.clone());
+    options
+        .test_before_acquire(false)
+        .before_acquire(move |_, meta| {
+            let since = renamed.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move { Ok(trusted(meta.age) && opened_since(meta.age, since)) })
+        })
+        .after_connect(move |conn, _| {
+            let id = node.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                // A connection fenced under a lapsed id could come after
+                // another node's fence looked.
+                let present: bool = sqlx::query_scalar(
+                    "SELECT ferry_node_alive($2) FROM (SELECT pg_advisory_lock_shared($1, $2)) l",
+                )
+                .bind(FENCE_LOCK)
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await?;
+                if present {
+                    Ok(())
+                } else {
+                    Err(sqlx::Error::Protocol(
+                        "this node's presence in the database lapsed".into(),
+                    ))
+                }
+            })
+        })
 }
 
 /// A connection of its own holding the presence lock of a fresh node id.
