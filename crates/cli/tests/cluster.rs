@@ -1109,6 +1109,90 @@ async fn a_commit_cut_by_the_death_of_its_node_is_finished_on_another_node() {
     assert_file(&b, &alice, "c.bin", &data).await;
 }
 
+/// The commit's intent of a node killed while that statement waits (here
+/// for a row lock held by the test) still runs in PostgreSQL; the node
+/// that takes the commit over ends it before it reads the records
+/// (fencing), so the dead node's intent never lands under the new
+/// commit's feet. Before, it landed after the takeover's read, and the
+/// new commit refused the session's own path as taken (409).
+#[tokio::test]
+async fn a_commit_intent_under_way_when_its_node_dies_never_lands_after_another_node_took_over() {
+    let Some((mut a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let part_size = 16 * 1024 * 1024;
+    let data = random_bytes(part_size + 3, 37);
+    let v = create_session(
+        &a,
+        &alice,
+        json!({"path": "d.bin", "size": data.len(), "part_size": part_size}),
+    )
+    .await;
+    let sid = v["id"].as_str().unwrap().to_owned();
+    let up = v["uploads"][0]["id"].as_str().unwrap().to_owned();
+    // Out of order: the commit records its intent on its own, then reads
+    // the object back.
+    for k in [2, 1] {
+        let bytes = &data[(k - 1) * part_size..(k * part_size).min(data.len())];
+        let (st, v) = part(&b, &alice, &up, k, bytes).await;
+        assert_eq!(st, StatusCode::OK, "part {k}: {v}");
+    }
+    let url = a.database_url().unwrap().to_owned();
+    let waiting = || {
+        psql(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+    };
+    let held = AdvisoryLockHeld::upload_row(&url, &up);
+    let commit = format!("/v1/sessions/{sid}/commit");
+    let cut = tokio::spawn(http().post(a.url_of(&commit)).bearer_auth(&alice).send());
+    let t = Instant::now();
+    while waiting() == "0" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the intent never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill9();
+    let _ = cut.await;
+    let on_b = tokio::spawn({
+        let (url, alice) = (b.url_of(&commit), alice.clone());
+        async move { http().post(url).bearer_auth(&alice).send().await }
+    });
+    // Node b's commit, past its claim and its read, waits for the row in
+    // turn (its connections are named after its process); then the row
+    // is let go.
+    let b_waits = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND wait_event_type = 'Lock' AND application_name LIKE 'ferry/{:x}-%'",
+        b.pid()
+    );
+    let t = Instant::now();
+    while psql(&url, &b_waits) == "0" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "node b's commit never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(waiting(), "1", "the dead node's statement still waits");
+    drop(held);
+    let r = tokio::time::timeout(Duration::from_secs(60), on_b)
+        .await
+        .expect("node b's commit answered")
+        .unwrap()
+        .unwrap();
+    let st = r.status();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], json!("committed"), "{v}");
+    assert_file(&b, &alice, "d.bin", &data).await;
+}
+
 #[tokio::test]
 async fn a_box_session_from_one_node_takes_parts_and_its_commit_on_another() {
     use base64::Engine as _;
@@ -1606,6 +1690,21 @@ struct AdvisoryLockHeld(std::process::Child);
 
 impl AdvisoryLockHeld {
     fn take(url: &str, key: &str) -> AdvisoryLockHeld {
+        AdvisoryLockHeld::run(url, &format!("SELECT 'held' FROM pg_advisory_lock({key});"))
+    }
+
+    /// The lock on upload `id`'s row that an update waits for, held in
+    /// a transaction until dropped.
+    fn upload_row(url: &str, id: &str) -> AdvisoryLockHeld {
+        AdvisoryLockHeld::run(
+            url,
+            &format!("BEGIN; SELECT 'held' FROM uploads WHERE id = '{id}' FOR UPDATE;"),
+        )
+    }
+
+    /// Runs `sql`, which answers one line `held` once it holds what it
+    /// takes, in a session kept until dropped.
+    fn run(url: &str, sql: &str) -> AdvisoryLockHeld {
         use std::io::{BufRead, Write};
         let mut psql = std::process::Command::new("psql")
             .args([url, "-qAt", "-v", "ON_ERROR_STOP=1"])
@@ -1613,11 +1712,10 @@ impl AdvisoryLockHeld {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("psql runs");
-        let sql = format!("SELECT 'held' FROM pg_advisory_lock({key});\n");
         psql.stdin
             .as_mut()
             .unwrap()
-            .write_all(sql.as_bytes())
+            .write_all(format!("{sql}\n").as_bytes())
             .unwrap();
         let mut line = String::new();
         std::io::BufReader::new(psql.stdout.as_mut().unwrap())
