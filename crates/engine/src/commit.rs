@@ -34,9 +34,9 @@ use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 
 /// One upload on its way to becoming a file.
-struct Candidate {
-    upload: Upload,
-    digests: Digests,
+pub(crate) struct Candidate {
+    pub(crate) upload: Upload,
+    pub(crate) digests: Digests,
 }
 
 enum Decision {
@@ -772,11 +772,7 @@ impl Engine {
 
         // 2. Choose final paths, and claim them until they are recorded
         // (the guard releases the claims however this ends).
-        let mut claims = Claims {
-            engine: self,
-            space: session.space.to_string(),
-            paths: Vec::new(),
-        };
+        let mut claims = Claims::new(self, &session.space);
         let mut decisions = Vec::new();
         // One upload heading for a free path, in a cluster: no turn of the
         // space. On a store without paths, its object is sealed and the
@@ -977,7 +973,7 @@ impl Engine {
     }
 
     /// What a commit in progress on this node has claimed at or around `path`.
-    fn pending_occupant(&self, space: &SpaceName, path: &SpacePath) -> Option<Occupant> {
+    pub(crate) fn pending_occupant(&self, space: &SpaceName, path: &SpacePath) -> Option<Occupant> {
         let space = space.to_string();
         let pending = self.inner.pending.lock().unwrap();
         if pending.contains(&(space.clone(), path.to_string())) {
@@ -1168,7 +1164,7 @@ impl Engine {
     }
 
     /// The post-finish events of `done`, written with the result.
-    fn finish_events(&self, session: &Session, done: &[Committed]) -> Vec<OutboxEvent> {
+    pub(crate) fn finish_events(&self, session: &Session, done: &[Committed]) -> Vec<OutboxEvent> {
         self.hook_events(
             HookKind::PostFinish,
             done.iter().map(|d| {
@@ -1666,14 +1662,23 @@ impl Engine {
 /// Final paths a commit has claimed (so that concurrent commits choose
 /// around them) until its result is recorded; released on drop, so an
 /// error or a dropped commit future never leaves a claim behind.
-struct Claims<'a> {
+pub(crate) struct Claims<'a> {
     engine: &'a Engine,
     space: String,
     paths: Vec<String>,
 }
 
-impl Claims<'_> {
-    fn claim(&mut self, path: &SpacePath) {
+impl<'a> Claims<'a> {
+    /// No path claimed yet in `space`.
+    pub(crate) fn new(engine: &'a Engine, space: &SpaceName) -> Claims<'a> {
+        Claims {
+            engine,
+            space: space.to_string(),
+            paths: Vec::new(),
+        }
+    }
+
+    pub(crate) fn claim(&mut self, path: &SpacePath) {
         let key = (self.space.clone(), path.to_string());
         self.engine.inner.pending.lock().unwrap().insert(key);
         self.paths.push(path.to_string());
@@ -1882,7 +1887,7 @@ impl Drop for Frozen {
 
 /// The record of the file `c` becomes at `path` (with `keep_id`, the id
 /// of the file it replaces there), its bytes in `object`.
-fn committed(
+pub(crate) fn committed(
     session: &Session,
     c: &Candidate,
     path: SpacePath,
@@ -1921,7 +1926,7 @@ fn committed(
 /// The digests a commit of `upload` checks (the one its client expects
 /// now, the SHA-256 given at its creation), and what the commit must
 /// have hashed for them and for the digests the upload keeps.
-fn commit_checks(upload: &Upload, expected: Option<&Digest>) -> (Vec<Digest>, Want) {
+pub(crate) fn commit_checks(upload: &Upload, expected: Option<&Digest>) -> (Vec<Digest>, Want) {
     let mut checks: Vec<Digest> = expected.cloned().into_iter().collect();
     if let Some(hex) = &upload.expected_sha256
         && let Some(d) = Digest::from_hex(DigestAlgo::Sha256, hex)
@@ -1976,7 +1981,7 @@ fn unexpired(s: Session) -> Result<Session> {
 /// `upload` as the commit `d` recorded it (`MetaStore::finish_commit`:
 /// the state, the final path and the file; a done upload keeps no
 /// received ranges).
-fn recorded(mut upload: Upload, d: &Committed) -> Upload {
+pub(crate) fn recorded(mut upload: Upload, d: &Committed) -> Upload {
     upload.state = d.state;
     upload.final_path = Some(d.final_path.clone());
     upload.file_id = Some(d.file.id.clone());

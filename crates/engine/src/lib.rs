@@ -34,6 +34,7 @@ mod lease;
 mod live;
 mod objects;
 mod session;
+mod whole;
 mod write;
 
 use ferry_core::{FileRecord, Limits, Millis, Session, Upload};

@@ -83,6 +83,28 @@ fn limit_error(e: LimitError, path: &SpacePath) -> EngineError {
     }
 }
 
+/// The answer to a creation of `user`'s that `within` refused.
+pub(crate) fn refusal(
+    refused: ferry_meta::LimitRefusal,
+    user: &ferry_core::User,
+    within: ferry_meta::CreateLimits,
+) -> EngineError {
+    match refused {
+        ferry_meta::LimitRefusal::TooManySessions { open } => EngineError::TooManySessions {
+            owner: user.name.clone(),
+            open,
+            limit: within.max_open_sessions,
+        },
+        ferry_meta::LimitRefusal::OverQuota { used, more } => {
+            EngineError::InsufficientStorage(format!(
+                "{more} more bytes would take {} over the quota of {} bytes ({used} in use or reserved)",
+                user.name,
+                within.quota_bytes.unwrap_or(0)
+            ))
+        }
+    }
+}
+
 /// Whether `caller` may ask for session `id` at all, before anything is
 /// read: a session token for its own session only, no signed upload URL.
 pub(crate) fn may_ask_for_session(caller: &Caller, id: &str) -> Result<()> {
@@ -126,7 +148,6 @@ impl Engine {
         news: Vec<NewSession>,
     ) -> Result<Vec<SessionView>> {
         let p = principal(caller)?;
-        let limits = &self.inner.limits;
         let meta = &self.inner.meta;
         let user = self
             .user(&p.user)
@@ -138,8 +159,6 @@ impl Engine {
             whole.push(new.whole_in_request);
             made.push(self.prepare_session(caller, &user, new).await?);
         }
-        let max_open = u64::from(user.max_open_sessions.unwrap_or(limits.max_open_sessions));
-        let quota = user.quota_bytes.or(limits.default_quota);
 
         // Staged files and records are made durable at the same time; a
         // staged file without a record is removed at the next start.
@@ -163,10 +182,7 @@ impl Engine {
         // The open-session and quota limits are checked in the same
         // metadata transaction that records the sessions: concurrent
         // creations cannot pass them together.
-        let within = ferry_meta::CreateLimits {
-            max_open_sessions: max_open,
-            quota_bytes: quota,
-        };
+        let within = self.limits_of(&user);
         let events = self.hook_events(
             HookKind::PostCreate,
             made.iter().flat_map(|(s, ups)| {
@@ -221,22 +237,7 @@ impl Engine {
                     let _ = self.inner.store.discard_staged(id).await;
                 }
             }
-            return Err(match refused? {
-                ferry_meta::LimitRefusal::TooManySessions { open } => {
-                    EngineError::TooManySessions {
-                        owner: p.user.clone(),
-                        open,
-                        limit: max_open,
-                    }
-                }
-                ferry_meta::LimitRefusal::OverQuota { used, more } => {
-                    EngineError::InsufficientStorage(format!(
-                        "{more} more bytes would take {} over the quota of {} bytes ({used} in use or reserved)",
-                        user.name,
-                        quota.unwrap_or(0)
-                    ))
-                }
-            });
+            return Err(refusal(refused?, &user, within));
         }
         if let Err(e) = staged {
             // Do not leave sessions behind that cannot take bytes.
@@ -279,9 +280,20 @@ impl Engine {
         Ok(views)
     }
 
+    /// The limits a creation of `user`'s is checked against.
+    pub(crate) fn limits_of(&self, user: &ferry_core::User) -> ferry_meta::CreateLimits {
+        let limits = &self.inner.limits;
+        ferry_meta::CreateLimits {
+            max_open_sessions: u64::from(
+                user.max_open_sessions.unwrap_or(limits.max_open_sessions),
+            ),
+            quota_bytes: user.quota_bytes.or(limits.default_quota),
+        }
+    }
+
     /// A new session and its uploads, checked (permission first, then
     /// limits and paths, then the precondition), not yet recorded.
-    async fn prepare_session(
+    pub(crate) async fn prepare_session(
         &self,
         caller: &Caller,
         user: &ferry_core::User,

@@ -802,6 +802,10 @@ impl Engine {
         }
         new.whole_in_request = true;
         new.commit = ferry_core::CommitMode::OnLastByte;
+        let body = match self.whole_at_once(caller, &new, body, &checks).await? {
+            Ok(done) => return Ok(done),
+            Err(body) => body,
+        };
         let size = new.uploads[0].size;
         let view = self.create_session(caller, new).await?;
         let session = view.session.id.clone();

@@ -646,6 +646,29 @@ pub trait MetaStore: Send + Sync + 'static {
         }
         Ok(Ok(tokens))
     }
+    /// A one-request upload recorded whole in one step: `session` and its
+    /// one `upload`, both made in their final state (committed, the upload
+    /// naming `done`'s file), `done.file` and `events`, if `done`'s path is
+    /// free (no file or commit in progress at it, above or below it,
+    /// checked as [`MetaStore::commit_if_free`] checks it) and then the
+    /// owner stays within `limits` (as at any creation, the new bytes
+    /// counted once). `None` when the path is not free: nothing changed,
+    /// and the caller goes the usual way, which decides under the
+    /// session's policy. `Some(Err(_))`: refused, nothing changed.
+    ///
+    /// The default records nothing (`None`): a database only this process
+    /// uses is written the usual way.
+    async fn create_committed(
+        &self,
+        session: &Session,
+        upload: &Upload,
+        done: &Committed,
+        limits: CreateLimits,
+        events: &[OutboxEvent],
+    ) -> Result<Option<std::result::Result<(), LimitRefusal>>> {
+        let _ = (session, upload, done, limits, events);
+        Ok(None)
+    }
     async fn get_session(&self, id: &str) -> Result<Option<Session>>;
     /// Sessions of `owner` (all owners when `None`), newest first.
     async fn list_sessions(

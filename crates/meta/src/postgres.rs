@@ -1631,16 +1631,97 @@ async fn insert_sessions(
             Ok(Ok(tokens))
         }
         Ok(_) => Ok(Ok(Vec::new())),
-        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("FY002") => {
-            // "sessions <open>" or "quota <used>" (ferry_owner_limits).
-            let (what, n) = d.message().split_once(' ').unwrap_or_default();
-            let n: u64 = n.parse().unwrap_or_default();
-            Ok(Err(match what {
-                "sessions" => LimitRefusal::TooManySessions { open: n },
-                _ => LimitRefusal::OverQuota { used: n, more },
-            }))
-        }
-        Err(e) => Err(db(e)),
+        Err(e) => match limit_refused(&e, more) {
+            Some(refused) => Ok(Err(refused)),
+            None => Err(db(e)),
+        },
+    }
+}
+
+/// The refusal `ferry_owner_limits` raised (FY002: "sessions <open>" or
+/// "quota <used>"), if `e` is one; `more`: the bytes the creation asked for.
+fn limit_refused(e: &sqlx::Error, more: u64) -> Option<LimitRefusal> {
+    let sqlx::Error::Database(d) = e else {
+        return None;
+    };
+    if d.code().as_deref() != Some("FY002") {
+        return None;
+    }
+    let (what, n) = d.message().split_once(' ').unwrap_or_default();
+    let n: u64 = n.parse().unwrap_or_default();
+    Some(match what {
+        "sessions" => LimitRefusal::TooManySessions { open: n },
+        _ => LimitRefusal::OverQuota { used: n, more },
+    })
+}
+
+/// [`MetaStore::create_committed`] in one statement: the path checked
+/// under its locks (`ferry_path_free`, as a commit checks it), then, when
+/// it is free, the owner's limits under the owner's turn
+/// (`ferry_owner_limits`, as a creation checks them), then the session,
+/// the upload, the file and the events inserted, each in its final
+/// state. Each insert waits for the limits' answer: a row inserted before
+/// the count could be counted. `false` when the path is not free
+/// (nothing inserted).
+async fn insert_committed(
+    c: &mut PgConnection,
+    session: &Session,
+    upload: &Upload,
+    done: &Committed,
+    limits: CreateLimits,
+    events: &[OutboxEvent],
+) -> Result<std::result::Result<bool, LimitRefusal>> {
+    let mut sessions = SessionCols::default();
+    sessions.push(session);
+    let mut uploads = UploadCols::default();
+    uploads.push(0, upload);
+    let mut files = FileCols::default();
+    files.push(&done.file);
+    let events = EventCols::new(events);
+    let first_upload = 1 + SESSION_TYPES.len();
+    let first_file = 34;
+    debug_assert_eq!(first_file + FILE_TYPES.len(), 48);
+    let ok = "(SELECT ok FROM lim)";
+    let sql = format!(
+        "WITH f AS (SELECT ferry_path_free($54, $55, $56, $57, $58, $59, $60) AS free), \
+         lim AS (SELECT ferry_owner_limits($48, $49, $50, $51, $52, $53) AS ok FROM f WHERE free), \
+         s AS (INSERT INTO sessions ({SESSION_COLS}) SELECT * FROM {} WHERE {ok}), \
+         ins AS ({} WHERE {ok}), \
+         fi AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} WHERE {ok}), \
+         ev AS ({}) \
+         SELECT (SELECT free FROM f)",
+        unnest(1, SESSION_TYPES),
+        insert_uploads_sql(first_upload, "0"),
+        unnest(first_file, FILE_TYPES),
+        EventCols::insert_sql_when(30, ok),
+    );
+    let more = upload.length.known().unwrap_or(0);
+    let (space, path) = (&session.space, &done.final_path);
+    let (exact, lo, hi) = around(path);
+    let q = events.bind(uploads.bind(sessions.bind(sqlx::query(&sql))));
+    let row = files
+        .bind(q)
+        .bind(session.owner.as_str())
+        .bind([session.id.as_str()])
+        .bind(1i64)
+        .bind(saturated(limits.max_open_sessions))
+        .bind(saturated(more))
+        .bind(limits.quota_bytes.map(saturated))
+        .bind(TURN_LOCK)
+        .bind(crate::namespace_turn(space))
+        .bind(space.as_str())
+        .bind(&exact)
+        .bind(lo)
+        .bind(hi)
+        .bind(upload.id.as_str())
+        .fetch_one(c)
+        .await;
+    match row {
+        Ok(row) => Ok(Ok(get::<bool>(&row, 0)?)),
+        Err(e) => match limit_refused(&e, more) {
+            Some(refused) => Ok(Err(refused)),
+            None => Err(db(e)),
+        },
     }
 }
 
@@ -2648,6 +2729,24 @@ impl MetaStore for Postgres {
         let node = self.node.load(std::sync::atomic::Ordering::Relaxed);
         let mut c = self.pool.acquire().await.map_err(db)?;
         insert_sessions(&mut c, sessions, events, Some(limits), Some((turns, node))).await
+    }
+
+    async fn create_committed(
+        &self,
+        session: &Session,
+        upload: &Upload,
+        done: &Committed,
+        limits: CreateLimits,
+        events: &[OutboxEvent],
+    ) -> Result<Option<std::result::Result<(), LimitRefusal>>> {
+        let mut c = self.pool.acquire().await.map_err(db)?;
+        Ok(
+            match insert_committed(&mut c, session, upload, done, limits, events).await? {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => None,
+                Err(refused) => Some(Err(refused)),
+            },
+        )
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {

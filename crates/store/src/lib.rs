@@ -609,6 +609,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// How long an object no record names is kept before the orphan sweep
+    /// may delete it (the sweep is given the same time): a write that
+    /// stores an object before any record names it must record it well
+    /// within this. Unbounded by default.
+    fn unnamed_grace(&self) -> std::time::Duration {
+        std::time::Duration::MAX
+    }
+
     /// Deletes an object that no record names (the orphan sweep).
     async fn delete_object(&self, object: &str) -> Result<(), StoreError> {
         Err(StoreError::Unsupported(format!("deleting object {object}")))

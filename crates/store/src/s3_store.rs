@@ -362,6 +362,10 @@ impl Store for S3Store {
         Ok(())
     }
 
+    fn unnamed_grace(&self) -> Duration {
+        self.retire_after
+    }
+
     async fn list_objects(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.staging.list_objects().await
     }
