@@ -1370,17 +1370,24 @@ async fn one_request_puts_of_one_path_raced_on_three_nodes_keep_the_conflict_pol
     }
 }
 
-/// A small one-request upload holds its session's turn from its creation
-/// to its result: the owner aborting that session from another node
-/// meanwhile waits for it and is told the session is committed, never
-/// leaves the upload half-committed. A larger one holds no turn while its
-/// body streams: the abort goes through at once, the upload fails, and
-/// its path stays free.
+/// A small one-request upload recorded the usual way (here because a
+/// progress hook is wanted: it is recorded before its bytes come) holds
+/// its session's turn from its creation to its result: the owner aborting
+/// that session from another node meanwhile waits for it and is told the
+/// session is committed, never leaves the upload half-committed. A larger
+/// one holds no turn while its body streams: the abort goes through at
+/// once, the upload fails, and its path stays free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_from_another_node_never_leaves_a_one_request_upload_half_committed() {
-    let Some((a, b)) = two_nodes() else {
+    // (Nothing listens there: the events wait in the outbox.)
+    let hooked = [
+        ("FERRY_HOOKS_URL", "http://127.0.0.1:9/hooks"),
+        ("FERRY_HOOKS_EVENTS", "post-receive"),
+    ];
+    let Some(mut n) = nodes_with(2, &hooked) else {
         return;
     };
+    let (b, a) = (n.pop().unwrap(), n.pop().unwrap());
     let alice = user(&a, "alice").await;
     for (size, path) in [(4096usize, "small.bin"), (2 << 20, "large.bin")] {
         let data = vec![b'z'; size];
@@ -1470,6 +1477,159 @@ async fn an_abort_from_another_node_never_leaves_a_one_request_upload_half_commi
             assert_eq!(st, StatusCode::CREATED, "the path is free: {v}");
         }
     }
+}
+
+/// A small one-request upload with nothing to ask first is recorded in
+/// one step once its body is whole: while the body comes no node knows
+/// its session (nothing can abort or see it half done); then the session,
+/// the upload and the file are there at once, on every node, committed.
+/// A body that ends short records nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_one_request_upload_is_recorded_only_once_whole_and_committed() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(4096, 61);
+    let sessions = |state: &'static str| {
+        let (b, alice) = (&b, &alice);
+        async move {
+            let url = format!("/v1/sessions?state={state}");
+            let (_, v) = call(b, Method::GET, &url, Some(alice), None).await;
+            v["sessions"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let (tx, held) = held_body();
+    let sending = tokio::spawn(
+        http()
+            .put(a.url_of("/v1/spaces/alice/files/whole.bin"))
+            .bearer_auth(&alice)
+            .header("content-length", data.len().to_string())
+            .body(held)
+            .send(),
+    );
+    tx.send(Ok(data[..1000].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        sessions("open").await.is_empty(),
+        "no session while the body comes"
+    );
+    let (st, _) = download(&b, &alice, "alice", "whole.bin").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    tx.send(Ok(data[1000..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = sending.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["size"], 4096, "{v}");
+    assert_file(&b, &alice, "whole.bin", &data).await;
+    let committed = sessions("committed").await;
+    assert_eq!(committed.len(), 1, "{committed:?}");
+    assert!(sessions("open").await.is_empty());
+
+    // A body cut short: nothing recorded, the path free.
+    let (tx, held) = held_body();
+    let sending = tokio::spawn(
+        http()
+            .put(a.url_of("/v1/spaces/alice/files/cut.bin"))
+            .bearer_auth(&alice)
+            .header("content-length", data.len().to_string())
+            .body(held)
+            .send(),
+    );
+    tx.send(Ok(data[..1000].to_vec())).await.unwrap();
+    tx.send(Err(std::io::Error::other("the client went away")))
+        .await
+        .unwrap();
+    drop(tx);
+    let _ = sending.await.unwrap();
+    let (st, _) = download(&b, &alice, "alice", "cut.bin").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(sessions("open").await.is_empty(), "nothing left open");
+    let url = "/v1/spaces/alice/files/cut.bin";
+    let (st, v) = put(
+        &b,
+        url,
+        Some(&alice),
+        &[("if-none-match", "*")],
+        data.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "the path is free: {v}");
+}
+
+/// A small one-request upload refused after its body came (over the
+/// owner's quota, or its path taken under `fail`) is answered as ever, and
+/// leaves no object behind in the bucket.
+#[tokio::test]
+async fn a_refused_one_request_upload_answers_as_ever_and_leaves_no_object() {
+    let prefix = format!(
+        "cluster-refused-{}/",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let Some(mut n) = nodes_with(2, &[("FERRY_S3_PREFIX", &prefix)]) else {
+        return;
+    };
+    let (b, a) = (n.pop().unwrap(), n.pop().unwrap());
+    let alice = user(&a, "alice").await;
+    let (st, v) = call(
+        &a,
+        Method::PATCH,
+        "/v1/admin/users/alice",
+        Some(ADMIN),
+        Some(json!({"quota_bytes": 6000})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let s3 = s3_client(&std::env::var("FERRY_S3_ENDPOINT").unwrap()).await;
+    let bucket = std::env::var("FERRY_S3_BUCKET").unwrap();
+    let data = random_bytes(4096, 67);
+    let (st, v) = put(
+        &a,
+        "/v1/spaces/alice/files/one.bin",
+        Some(&alice),
+        &[],
+        data.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let stored = keys_under(&s3, &bucket, &prefix).await;
+    assert!(!stored.is_empty(), "the file's object");
+
+    // 4096 more bytes would pass the quota of 6000.
+    let (st, v) = put(
+        &b,
+        "/v1/spaces/alice/files/two.bin",
+        Some(&alice),
+        &[],
+        data.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::INSUFFICIENT_STORAGE, "{v}");
+    assert!(v.to_string().contains("over the quota"), "{v}");
+    assert_eq!(keys_under(&s3, &bucket, &prefix).await, stored);
+    let (st, _) = download(&a, &alice, "alice", "two.bin").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // Within the quota again, but at a taken path under `fail`.
+    let (st, v) = call(
+        &a,
+        Method::PATCH,
+        "/v1/admin/users/alice",
+        Some(ADMIN),
+        Some(json!({"quota_bytes": null})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let url = "/v1/spaces/alice/files/one.bin?conflict=fail";
+    let other = random_bytes(4096, 68);
+    let (st, v) = put(&b, url, Some(&alice), &[], other).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_file(&a, &alice, "one.bin", &data).await;
+    assert_eq!(keys_under(&s3, &bucket, &prefix).await, stored);
 }
 
 /// A completing append's commit goes on under the append's lease and

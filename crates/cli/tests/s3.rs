@@ -27,19 +27,6 @@ fn endpoint() -> Option<String> {
     }
 }
 
-async fn client(endpoint: &str) -> aws_sdk_s3::Client {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&shared)
-            .endpoint_url(endpoint)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
 /// A fresh bucket.
 async fn bucket(c: &aws_sdk_s3::Client, name: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -49,15 +36,6 @@ async fn bucket(c: &aws_sdk_s3::Client, name: &str) -> String {
     let bucket = format!("ferry-{name}-{nanos}");
     c.create_bucket().bucket(&bucket).send().await.unwrap();
     bucket
-}
-
-/// Every key in the bucket.
-async fn keys(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
-    let out = c.list_objects_v2().bucket(bucket).send().await.unwrap();
-    out.contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect()
 }
 
 /// Multipart uploads still open in the bucket.
@@ -88,7 +66,7 @@ async fn commit(s: &Server, tok: &str, session: &str) -> (StatusCode, Value) {
 #[tokio::test]
 async fn native_parts_out_of_order_land_in_the_bucket_and_a_replace_keeps_readers_whole() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "native").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -210,7 +188,7 @@ async fn native_parts_out_of_order_land_in_the_bucket_and_a_replace_keeps_reader
 #[tokio::test]
 async fn tus_patches_of_4_kib_land_and_survive_a_restart() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "tus").await;
     let mut s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -285,7 +263,7 @@ async fn tus_patches_of_4_kib_land_and_survive_a_restart() {
 async fn a_multipart_upload_that_outlived_its_committed_file_is_aborted_at_start_up_and_the_file_kept()
  {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "outlived").await;
     let mut s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "olga").await;
@@ -329,7 +307,7 @@ async fn a_multipart_upload_that_outlived_its_committed_file_is_aborted_at_start
 #[tokio::test]
 async fn a_refused_whole_tus_patch_leaves_nothing_a_later_patch_is_compared_with() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "refused").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "rita").await;
@@ -463,7 +441,7 @@ impl Relay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_bucket_answers_503_with_retry_after_and_the_upload_resumes_after() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "down").await;
     let relay = Relay::start(&endpoint).await;
     let s = Server::start_with(&on_s3(&relay.url, &b));
@@ -562,7 +540,7 @@ async fn an_unreachable_bucket_answers_503_with_retry_after_and_the_upload_resum
 #[tokio::test]
 async fn nothing_is_left_behind_replaced_aborted_and_stray_objects_go() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "sweep").await;
     let dir = tempfile::tempdir().unwrap();
     let toml = dir.path().join("ferry.toml");
@@ -655,7 +633,7 @@ async fn nothing_is_left_behind_replaced_aborted_and_stray_objects_go() {
 #[tokio::test]
 async fn a_multipart_upload_aborted_behind_ferrys_back_fails_the_session_with_its_reason() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "aborted").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -724,7 +702,7 @@ async fn send_presigned(p: &Value, url: &str, data: &[u8]) -> (StatusCode, Strin
 #[tokio::test]
 async fn ferry_upload_direct_sends_the_parts_straight_to_the_bucket_and_commits_them_verified() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "direct").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -774,7 +752,7 @@ async fn ferry_upload_direct_sends_the_parts_straight_to_the_bucket_and_commits_
 async fn ferry_upload_direct_with_a_part_size_off_the_stores_grid_fails_at_once_saying_which_and_a_rerun_with_it_succeeds()
  {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "direct-grid").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -832,7 +810,7 @@ async fn ferry_upload_direct_with_a_part_size_off_the_stores_grid_fails_at_once_
 async fn presigned_parts_are_checked_by_digest_and_signature_and_mix_with_parts_sent_through_ferry()
 {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "presign").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -921,7 +899,7 @@ async fn presigned_parts_are_checked_by_digest_and_signature_and_mix_with_parts_
 #[tokio::test]
 async fn a_direct_part_of_the_wrong_size_or_a_lying_client_digest_fails_the_commit_by_name() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "direct-bad").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -1001,7 +979,7 @@ async fn a_direct_part_of_the_wrong_size_or_a_lying_client_digest_fails_the_comm
 #[tokio::test]
 async fn a_part_whose_client_pauses_mid_body_still_lands_in_the_bucket() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "pause").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -1039,7 +1017,7 @@ async fn a_part_whose_client_pauses_mid_body_still_lands_in_the_bucket() {
 #[tokio::test]
 async fn deepset_forms_post_straight_into_the_bucket_under_a_real_s3_policy_and_land_on_close() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "deepset").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -1110,7 +1088,7 @@ async fn deepset_forms_post_straight_into_the_bucket_under_a_real_s3_policy_and_
 #[tokio::test]
 async fn a_multipart_upload_aborted_before_the_commit_fails_the_session_at_commit() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "gone-at-commit").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -1150,7 +1128,7 @@ async fn a_multipart_upload_aborted_before_the_commit_fails_the_session_at_commi
 #[tokio::test]
 async fn tus_concatenation_joins_partials_on_s3_into_one_verified_file() {
     let Some(endpoint) = endpoint() else { return };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "concat").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "alice").await;
@@ -1217,7 +1195,7 @@ async fn a_one_request_put_starts_no_multipart_upload_unless_it_needs_one() {
     let Some(endpoint) = endpoint() else {
         return;
     };
-    let c = client(&endpoint).await;
+    let c = s3_client(&endpoint).await;
     let b = bucket(&c, "whole").await;
     let s = Server::start_with(&on_s3(&endpoint, &b));
     let tok = user(&s, "wendy").await;

@@ -47,9 +47,13 @@ impl Engine {
             [u] if u.replaces.is_none() => u.size.filter(|n| *n > 0 && *n <= max),
             _ => None,
         };
-        let quiet = [HookKind::PreCreate, HookKind::PostReceive, HookKind::PreFinish]
-            .into_iter()
-            .all(|k| !self.wants_hook(k));
+        let quiet = [
+            HookKind::PreCreate,
+            HookKind::PostReceive,
+            HookKind::PreFinish,
+        ]
+        .into_iter()
+        .all(|k| !self.wants_hook(k));
         let applies = self.in_cluster() && !caps.paths && caps.whole_is_final && quiet;
         let Some(size) = size.filter(|_| applies) else {
             return Ok(Err(body));
@@ -103,7 +107,11 @@ impl Engine {
             Some(Ok(late)) => late,
             Some(Err(_)) => return Ok(Err(replay(got, None, body))),
         };
-        if expected.iter().chain(&late).any(|d| digests.check(d).is_err()) {
+        if expected
+            .iter()
+            .chain(&late)
+            .any(|d| digests.check(d).is_err())
+        {
             return Ok(Err(replay(got, None, body)));
         }
 
@@ -154,7 +162,11 @@ impl Engine {
             digests,
         };
         let done = committed(&session, &c, path, None, object, now_ms());
-        let events = [events, self.finish_events(&session, std::slice::from_ref(&done))].concat();
+        let events = [
+            events,
+            self.finish_events(&session, std::slice::from_ref(&done)),
+        ]
+        .concat();
         session.state = SessionState::Committed;
         upload = recorded(upload, &done);
         if stored_at.elapsed() >= store.unnamed_grace() / 2 {

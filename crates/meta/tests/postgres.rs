@@ -3010,3 +3010,159 @@ async fn an_upload_read_after_a_claim_reads_only_its_rows_with_plans_made_on_emp
     let rows = sqlx::query(read).fetch_all(&mut c).await.unwrap();
     assert_eq!(rows.len(), 1);
 }
+
+/// The records of a one-request upload `k` of `owner` at `path`, as
+/// `create_committed` takes them: the session and the upload committed,
+/// the file (1 byte) theirs.
+fn born_committed(k: usize, owner: &str, path: &str) -> (Session, Upload, Committed) {
+    let (sid, uid) = (format!("ws{k}"), format!("wu{k}"));
+    let done = committed(&uid, owner, path, &format!("wf{k}"));
+    let session = Session {
+        state: SessionState::Committed,
+        ..session(&sid, owner)
+    };
+    let upload = Upload {
+        state: UploadState::Committed,
+        final_path: Some(p(path)),
+        file_id: Some(done.file.id.clone()),
+        ..upload(&uid, &sid, path, 1)
+    };
+    (session, upload, done)
+}
+
+const NO_LIMITS: CreateLimits = CreateLimits {
+    max_open_sessions: 100,
+    quota_bytes: None,
+};
+
+/// A one-request upload is recorded in one step, session, upload and file
+/// all committed, only when its path is free: not at a file, above or
+/// below one, nor at a path another commit is heading for. And only
+/// within the owner's limits. Otherwise nothing of it is recorded.
+#[tokio::test]
+async fn a_one_request_upload_is_recorded_committed_in_one_step_only_on_a_free_path_within_limits()
+{
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 2).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    let event = |k: usize| ferry_meta::OutboxEvent {
+        id: format!("e{k}"),
+        key: format!("wu{k}"),
+        body: "{}".into(),
+        created_at: 1,
+    };
+    let (s, u, done) = born_committed(0, "kim", "d/f.bin");
+    let got = n[0]
+        .create_committed(&s, &u, &done, NO_LIMITS, &[event(0)])
+        .await
+        .unwrap();
+    assert_eq!(got, Some(Ok(())));
+    // Every node reads it whole.
+    let file = n[1].get_file(&sp("kim"), &p("d/f.bin")).await.unwrap();
+    assert_eq!(file.map(|f| f.id), Some("wf0".to_owned()));
+    let s0 = n[1].get_session("ws0").await.unwrap().unwrap();
+    assert_eq!(s0.state, SessionState::Committed);
+    let u0 = n[1].get_upload("wu0").await.unwrap().unwrap();
+    assert_eq!(u0.state, UploadState::Committed);
+    assert_eq!(u0.file_id.as_deref(), Some("wf0"));
+    assert_eq!(u0.final_path, Some(p("d/f.bin")));
+    assert_eq!(n[1].outbox_depth().await.unwrap(), 1);
+    assert_eq!(n[1].usage("kim").await.unwrap().committed, 1);
+    assert_eq!(n[1].open_session_count("kim").await.unwrap(), 0);
+
+    // A commit heading for "c" (recorded, not finished).
+    n[0].create_session(&session("s9", "kim"), &[upload("u9", "s9", "c", 1)])
+        .await
+        .unwrap();
+    n[0].begin_commit(None, &[("u9".into(), p("c"))], &[])
+        .await
+        .unwrap();
+    for (k, path) in [
+        (1, "d/f.bin"),
+        (2, "d"),
+        (3, "d/f.bin/g"),
+        (4, "c"),
+        (5, "c/x"),
+    ] {
+        let (s, u, done) = born_committed(k, "kim", path);
+        let got = n[k % 2]
+            .create_committed(&s, &u, &done, NO_LIMITS, &[event(k)])
+            .await
+            .unwrap();
+        assert_eq!(got, None, "{path} is not free");
+        assert_eq!(n[0].get_session(&s.id).await.unwrap(), None, "{path}");
+        assert_eq!(n[0].get_upload(&u.id).await.unwrap(), None, "{path}");
+    }
+    assert_eq!(n[0].outbox_depth().await.unwrap(), 1, "no event of those");
+
+    // Over the quota (a file's byte used, the byte the commit heading for
+    // "c" reserves, 1 more): refused, nothing recorded.
+    let (s, u, done) = born_committed(6, "kim", "q");
+    let quota = CreateLimits {
+        quota_bytes: Some(2),
+        ..NO_LIMITS
+    };
+    let got = n[1].create_committed(&s, &u, &done, quota, &[]).await;
+    assert_eq!(
+        got.unwrap(),
+        Some(Err(LimitRefusal::OverQuota { used: 2, more: 1 }))
+    );
+    assert_eq!(n[0].get_file(&sp("kim"), &p("q")).await.unwrap(), None);
+    assert_eq!(n[0].get_session("ws6").await.unwrap(), None);
+    // At the open-sessions limit (the commit heading for "c" holds one).
+    let one = CreateLimits {
+        max_open_sessions: 1,
+        ..NO_LIMITS
+    };
+    let got = n[1].create_committed(&s, &u, &done, one, &[]).await;
+    assert_eq!(
+        got.unwrap(),
+        Some(Err(LimitRefusal::TooManySessions { open: 1 }))
+    );
+    assert_eq!(n[0].get_upload("wu6").await.unwrap(), None);
+    // Within both: recorded.
+    let roomy = CreateLimits {
+        max_open_sessions: 2,
+        quota_bytes: Some(3),
+    };
+    let got = n[1].create_committed(&s, &u, &done, roomy, &[]).await;
+    assert_eq!(got.unwrap(), Some(Ok(())));
+    assert_eq!(n[0].usage("kim").await.unwrap().committed, 2);
+}
+
+/// One-request uploads of one path raced on several nodes: exactly one is
+/// recorded, and the file is its.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_request_uploads_of_one_path_raced_on_several_nodes_record_exactly_one() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = nodes(&db, 4).await;
+    n[0].create_user(&user("kim")).await.unwrap();
+    for round in 0..5 {
+        let path = format!("r{round}/f.bin");
+        let tasks: Vec<_> = (0..8)
+            .map(|k| {
+                let node = n[k % n.len()].clone();
+                let (s, u, done) = born_committed(round * 10 + k, "kim", &path);
+                tokio::spawn(async move {
+                    let got = node.create_committed(&s, &u, &done, NO_LIMITS, &[]).await;
+                    (got.unwrap(), done.file.id)
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (Some(Ok(())), id) => won.push(id),
+                (None, _) => {}
+                (other, _) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: {won:?}");
+        let file = n[0].get_file(&sp("kim"), &p(&path)).await.unwrap();
+        assert_eq!(file.map(|f| f.id), Some(won[0].clone()));
+    }
+}
