@@ -48,6 +48,21 @@ pub const READ_AHEAD: usize = 4;
 /// peaked at 102–112 MiB RSS without the cap.
 pub const STREAMING_PARTS: usize = 32;
 
+/// Sealed uploads a node remembers ([`S3Staging`]'s `sealed`): about
+/// 100 bytes each.
+const SEALED_KEPT: usize = 100_000;
+
+/// Remembers in `sealed` that `upload` is sealed at `size` bytes; past
+/// [`SEALED_KEPT`] uploads it starts afresh, so that a node that seals
+/// uploads all day keeps a bounded map.
+fn remember(sealed: &Mutex<HashMap<String, u64>>, upload: &str, size: u64) {
+    let mut sealed = sealed.lock().unwrap();
+    if sealed.len() >= SEALED_KEPT && !sealed.contains_key(upload) {
+        sealed.clear();
+    }
+    sealed.insert(upload.to_owned(), size);
+}
+
 /// The largest S3 part.
 pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -174,7 +189,9 @@ pub struct S3Staging {
     /// needs it; none ever for a body stored whole.
     deferred: Mutex<std::collections::HashSet<String>>,
     /// upload → size, of uploads this node sealed (a sealed object never
-    /// changes; a discard forgets it), so that sealing again is free.
+    /// changes; a discard forgets it), so that sealing again is free. A
+    /// cache of at most [`SEALED_KEPT`] uploads ([`remember`]): what it
+    /// forgot, a seal or a write asks the bucket about.
     sealed: Mutex<HashMap<String, u64>>,
     /// upload → part number → the ETag of the version this node uploaded
     /// last, to tell it from older ones a server lists too.
@@ -676,7 +693,7 @@ impl S3Staging {
             self.abort_mpu(upload).await.map_err(|e| fail(0, e))?;
         }
         self.deferred.lock().unwrap().remove(upload);
-        self.sealed.lock().unwrap().insert(upload.to_owned(), len);
+        remember(&self.sealed, upload, len);
         Ok(len)
     }
 
@@ -712,7 +729,7 @@ impl S3Staging {
                 // Sealed, as a look at the object would find it: a commit
                 // that records the write with its result seals with no
                 // request (the discard of an unrecorded object forgets it).
-                self.sealed.lock().unwrap().insert(upload.to_owned(), size);
+                remember(&self.sealed, upload, size);
                 true
             }
             None => false,
@@ -830,7 +847,7 @@ impl S3Staging {
     pub fn small_recorded(&self, upload: &str, size: u64) {
         self.unrecorded.lock().unwrap().remove(upload);
         self.deferred.lock().unwrap().remove(upload);
-        self.sealed.lock().unwrap().insert(upload.to_owned(), size);
+        remember(&self.sealed, upload, size);
     }
 
     /// A write to a sealed upload: its bytes are compared with the
@@ -1304,7 +1321,7 @@ impl S3Staging {
     async fn seal_small(&self, upload: &str, size: u64) -> Result<(), StoreError> {
         match self.object_size(upload).await? {
             Some(s) if s == size => {
-                self.sealed.lock().unwrap().insert(upload.to_owned(), size);
+                remember(&self.sealed, upload, size);
                 return Ok(());
             }
             Some(s) => {
@@ -1340,7 +1357,7 @@ impl S3Staging {
             .await
             .map_err(|e| sdk(format!("storing {upload}"), e))?;
         self.deferred.lock().unwrap().remove(upload);
-        self.sealed.lock().unwrap().insert(upload.to_owned(), size);
+        remember(&self.sealed, upload, size);
         for p in pieces {
             self.delete_key(&p.key, "deleting a staged piece").await?;
         }
@@ -1401,7 +1418,7 @@ impl S3Staging {
             .map_err(|e| self.mpu_error(upload, format!("completing {upload}"), e))?;
         self.mpus.lock().unwrap().remove(upload);
         self.forget_etags(upload);
-        self.sealed.lock().unwrap().insert(upload.to_owned(), size);
+        remember(&self.sealed, upload, size);
         Ok(())
     }
 
@@ -1649,7 +1666,7 @@ impl S3Staging {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("posted {name}")))?;
         self.abort_mpu(upload).await?;
-        self.sealed.lock().unwrap().insert(upload.to_owned(), size);
+        remember(&self.sealed, upload, size);
         Ok(size)
     }
 
@@ -1970,6 +1987,17 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn the_sealed_uploads_a_node_remembers_stay_bounded() {
+        let sealed = Mutex::new(HashMap::new());
+        for k in 0..SEALED_KEPT + 10 {
+            remember(&sealed, &format!("u{k}"), 7);
+        }
+        let kept = sealed.lock().unwrap();
+        assert!(kept.len() <= SEALED_KEPT, "{}", kept.len());
+        assert_eq!(kept.get(&format!("u{}", SEALED_KEPT + 9)), Some(&7));
+    }
 
     #[test]
     fn where_pieces_overlap_the_newest_bytes_win_and_holes_do_not_cover() {
