@@ -72,6 +72,7 @@ impl Engine {
         };
 
         // The body: exactly `size` bytes, then its end.
+        let flight = self.inner.activity.writing();
         let mut body = body.fuse();
         let (mut got, mut count, mut failed) = (Vec::new(), 0u64, None);
         while let Some(chunk) = body.next().await {
@@ -89,6 +90,7 @@ impl Engine {
                 }
             }
         }
+        drop(flight);
         if failed.is_some() || count != size {
             return Ok(Err(replay(got, failed, body)));
         }
@@ -114,38 +116,41 @@ impl Engine {
         {
             return Ok(Err(replay(got, None, body)));
         }
+        // The file keeps the digests its upload keeps, as the usual way's
+        // (the others were for the checks above).
+        let keep = Want::whole(&upload.whole_digests);
+        let digests = crate::hashing::Digests {
+            sha1: digests.sha1.filter(|_| keep.sha1),
+            md5: digests.md5.filter(|_| keep.md5),
+            ..digests
+        };
 
-        // Its object, which no record names until the step below: within
-        // the time the orphan sweep leaves such an object.
+        // Its object, which no record names until the step below (which
+        // must land well within the time the orphan sweep leaves such an
+        // object): deleted however this ends, unless the step may have
+        // recorded it.
         let id = upload.id.clone();
         let stored_at = std::time::Instant::now();
-        let discard = || async {
-            if let Err(e) = store.discard_staged(&id).await {
-                tracing::warn!(upload = %id, error = %e, "cannot delete the object of a one-request upload not recorded; the orphan sweep will");
-            }
+        let mut unnamed = Unnamed {
+            store: store.clone(),
+            upload: Some(id.clone()),
         };
         store.create_staged_whole(std::slice::from_ref(&id)).await?;
         let whole = futures::stream::iter(got.clone().into_iter().map(Ok)).boxed();
         match store.write_whole(&id, size, whole).await {
             Ok(n) if n == size => {}
             Ok(n) => {
-                discard().await;
                 return Err(EngineError::Store(ferry_store::StoreError::Incomplete(
                     format!("{n} of {size} bytes of {id} stored"),
                 )));
             }
-            Err(e) => {
-                discard().await;
-                return Err(e.error.into());
-            }
+            Err(e) => return Err(e.error.into()),
         }
         let path = upload.path.clone();
         let mut claims = Claims::new(self, &session.space);
         {
             let _ns = self.inner.namespace.lock().await;
             if self.pending_occupant(&session.space, &path).is_some() {
-                drop(_ns);
-                discard().await;
                 return Ok(Err(replay(got, None, body)));
             }
             claims.claim(&path);
@@ -169,28 +174,22 @@ impl Engine {
         .concat();
         session.state = SessionState::Committed;
         upload = recorded(upload, &done);
-        if stored_at.elapsed() >= store.unnamed_grace() / 2 {
-            discard().await;
-            return Ok(Err(replay(got, None, body)));
-        }
         let within = self.limits_of(&user);
+        // (At most an hour: a store may keep such objects for ever.)
+        let limit = (store.unnamed_grace() / 2).min(std::time::Duration::from_secs(3600));
         let meta = &self.inner.meta;
+        let step = meta
+            .create_committed(&session, &upload, &done, within, &events, stored_at + limit)
+            .await;
         // An error may come after the step landed: the object stays (the
         // sweep removes it if no record names it).
-        match meta
-            .create_committed(&session, &upload, &done, within, &events)
-            .await?
-        {
-            Some(Ok(())) => {}
-            Some(Err(refused)) => {
-                discard().await;
-                return Err(refusal(refused, &user, within));
-            }
-            None => {
-                drop(claims);
-                discard().await;
-                return Ok(Err(replay(got, None, body)));
-            }
+        if step.is_err() {
+            unnamed.upload = None;
+        }
+        match step? {
+            Some(Ok(())) => unnamed.upload = None,
+            Some(Err(refused)) => return Err(refusal(refused, &user, within)),
+            None => return Ok(Err(replay(got, None, body))),
         }
         drop(claims);
         if !events.is_empty() {
@@ -198,12 +197,39 @@ impl Engine {
         }
         metrics::counter!("ferry_sessions_created_total").increment(1);
         metrics::counter!("ferry_files_committed_total").increment(1);
+        self.inner.activity.received(size);
+        metrics::counter!("ferry_bytes_received_total").increment(size);
         self.inner.activity.committed(1);
         Ok(Ok(WholeUpload {
             file: done.file,
             upload,
             expires_at: session.expires_at,
         }))
+    }
+}
+
+/// The object of a one-request upload that no record names yet: deleted
+/// when this is dropped still holding it (an early answer, an error, the
+/// request gone), in the background.
+struct Unnamed {
+    store: std::sync::Arc<dyn ferry_store::Store>,
+    upload: Option<String>,
+}
+
+impl Drop for Unnamed {
+    fn drop(&mut self) {
+        let Some(id) = self.upload.take() else {
+            return;
+        };
+        let store = self.store.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // (the orphan sweep will)
+        };
+        rt.spawn(async move {
+            if let Err(e) = store.discard_staged(&id).await {
+                tracing::warn!(upload = %id, error = %e, "cannot delete the object of a one-request upload not recorded; the orphan sweep will");
+            }
+        });
     }
 }
 

@@ -654,7 +654,10 @@ pub trait MetaStore: Send + Sync + 'static {
     /// owner stays within `limits` (as at any creation, the new bytes
     /// counted once). `None` when the path is not free: nothing changed,
     /// and the caller goes the usual way, which decides under the
-    /// session's policy. `Some(Err(_))`: refused, nothing changed.
+    /// session's policy. `Some(Err(_))`: refused, nothing changed. Nothing
+    /// is recorded either (`None`) when the step's locks were had only
+    /// after `deadline`: the upload's object, which no record named until
+    /// then, may be gone with the orphan sweep.
     ///
     /// The default records nothing (`None`): a database only this process
     /// uses is written the usual way.
@@ -665,8 +668,9 @@ pub trait MetaStore: Send + Sync + 'static {
         done: &Committed,
         limits: CreateLimits,
         events: &[OutboxEvent],
+        deadline: std::time::Instant,
     ) -> Result<Option<std::result::Result<(), LimitRefusal>>> {
-        let _ = (session, upload, done, limits, events);
+        let _ = (session, upload, done, limits, events, deadline);
         Ok(None)
     }
     async fn get_session(&self, id: &str) -> Result<Option<Session>>;

@@ -1661,8 +1661,8 @@ fn limit_refused(e: &sqlx::Error, more: u64) -> Option<LimitRefusal> {
 /// (`ferry_owner_limits`, as a creation checks them), then the session,
 /// the upload, the file and the events inserted, each in its final
 /// state. Each insert waits for the limits' answer: a row inserted before
-/// the count could be counted. `false` when the path is not free
-/// (nothing inserted).
+/// the count could be counted. `false` when the path is not free, or the
+/// locks were had only after `budget` (nothing inserted).
 async fn insert_committed(
     c: &mut PgConnection,
     session: &Session,
@@ -1670,6 +1670,7 @@ async fn insert_committed(
     done: &Committed,
     limits: CreateLimits,
     events: &[OutboxEvent],
+    budget: Duration,
 ) -> Result<std::result::Result<bool, LimitRefusal>> {
     let mut sessions = SessionCols::default();
     sessions.push(session);
@@ -1679,17 +1680,21 @@ async fn insert_committed(
     files.push(&done.file);
     let events = EventCols::new(events);
     let first_upload = 1 + SESSION_TYPES.len();
+    debug_assert_eq!(first_upload + UPLOAD_TYPES.len(), 30);
     let first_file = 34;
     debug_assert_eq!(first_file + FILE_TYPES.len(), 48);
     let ok = "(SELECT ok FROM lim)";
+    // The budget is checked once both functions had their locks.
     let sql = format!(
         "WITH f AS (SELECT ferry_path_free($54, $55, $56, $57, $58, $59, $60) AS free), \
-         lim AS (SELECT ferry_owner_limits($48, $49, $50, $51, $52, $53) AS ok FROM f WHERE free), \
+         lim AS (SELECT CASE WHEN ferry_owner_limits($48, $49, $50, $51, $52, $53) \
+            THEN clock_timestamp() < statement_timestamp() + $61 * interval '1 microsecond' \
+            ELSE false END AS ok FROM f WHERE free), \
          s AS (INSERT INTO sessions ({SESSION_COLS}) SELECT * FROM {} WHERE {ok}), \
          ins AS ({} WHERE {ok}), \
          fi AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} WHERE {ok}), \
          ev AS ({}) \
-         SELECT (SELECT free FROM f)",
+         SELECT COALESCE({ok}, false)",
         unnest(1, SESSION_TYPES),
         insert_uploads_sql(first_upload, "0"),
         unnest(first_file, FILE_TYPES),
@@ -1714,6 +1719,7 @@ async fn insert_committed(
         .bind(lo)
         .bind(hi)
         .bind(upload.id.as_str())
+        .bind(i64::try_from(budget.as_micros()).unwrap_or(i64::MAX))
         .fetch_one(c)
         .await;
     match row {
@@ -2738,10 +2744,15 @@ impl MetaStore for Postgres {
         done: &Committed,
         limits: CreateLimits,
         events: &[OutboxEvent],
+        deadline: std::time::Instant,
     ) -> Result<Option<std::result::Result<(), LimitRefusal>>> {
         let mut c = self.pool.acquire().await.map_err(db)?;
+        let budget = deadline.saturating_duration_since(std::time::Instant::now());
+        if budget.is_zero() {
+            return Ok(None);
+        }
         Ok(
-            match insert_committed(&mut c, session, upload, done, limits, events).await? {
+            match insert_committed(&mut c, session, upload, done, limits, events, budget).await? {
                 Ok(true) => Some(Ok(())),
                 Ok(false) => None,
                 Err(refused) => Some(Err(refused)),

@@ -3030,6 +3030,11 @@ fn born_committed(k: usize, owner: &str, path: &str) -> (Session, Upload, Commit
     (session, upload, done)
 }
 
+/// A deadline no step of these tests meets.
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
 const NO_LIMITS: CreateLimits = CreateLimits {
     max_open_sessions: 100,
     quota_bytes: None,
@@ -3055,7 +3060,7 @@ async fn a_one_request_upload_is_recorded_committed_in_one_step_only_on_a_free_p
     };
     let (s, u, done) = born_committed(0, "kim", "d/f.bin");
     let got = n[0]
-        .create_committed(&s, &u, &done, NO_LIMITS, &[event(0)])
+        .create_committed(&s, &u, &done, NO_LIMITS, &[event(0)], soon())
         .await
         .unwrap();
     assert_eq!(got, Some(Ok(())));
@@ -3088,7 +3093,7 @@ async fn a_one_request_upload_is_recorded_committed_in_one_step_only_on_a_free_p
     ] {
         let (s, u, done) = born_committed(k, "kim", path);
         let got = n[k % 2]
-            .create_committed(&s, &u, &done, NO_LIMITS, &[event(k)])
+            .create_committed(&s, &u, &done, NO_LIMITS, &[event(k)], soon())
             .await
             .unwrap();
         assert_eq!(got, None, "{path} is not free");
@@ -3104,7 +3109,9 @@ async fn a_one_request_upload_is_recorded_committed_in_one_step_only_on_a_free_p
         quota_bytes: Some(2),
         ..NO_LIMITS
     };
-    let got = n[1].create_committed(&s, &u, &done, quota, &[]).await;
+    let got = n[1]
+        .create_committed(&s, &u, &done, quota, &[], soon())
+        .await;
     assert_eq!(
         got.unwrap(),
         Some(Err(LimitRefusal::OverQuota { used: 2, more: 1 }))
@@ -3116,7 +3123,7 @@ async fn a_one_request_upload_is_recorded_committed_in_one_step_only_on_a_free_p
         max_open_sessions: 1,
         ..NO_LIMITS
     };
-    let got = n[1].create_committed(&s, &u, &done, one, &[]).await;
+    let got = n[1].create_committed(&s, &u, &done, one, &[], soon()).await;
     assert_eq!(
         got.unwrap(),
         Some(Err(LimitRefusal::TooManySessions { open: 1 }))
@@ -3127,7 +3134,9 @@ async fn a_one_request_upload_is_recorded_committed_in_one_step_only_on_a_free_p
         max_open_sessions: 2,
         quota_bytes: Some(3),
     };
-    let got = n[1].create_committed(&s, &u, &done, roomy, &[]).await;
+    let got = n[1]
+        .create_committed(&s, &u, &done, roomy, &[], soon())
+        .await;
     assert_eq!(got.unwrap(), Some(Ok(())));
     assert_eq!(n[0].usage("kim").await.unwrap().committed, 2);
 }
@@ -3148,7 +3157,9 @@ async fn one_request_uploads_of_one_path_raced_on_several_nodes_record_exactly_o
                 let node = n[k % n.len()].clone();
                 let (s, u, done) = born_committed(round * 10 + k, "kim", &path);
                 tokio::spawn(async move {
-                    let got = node.create_committed(&s, &u, &done, NO_LIMITS, &[]).await;
+                    let got = node
+                        .create_committed(&s, &u, &done, NO_LIMITS, &[], soon())
+                        .await;
                     (got.unwrap(), done.file.id)
                 })
             })
@@ -3165,4 +3176,53 @@ async fn one_request_uploads_of_one_path_raced_on_several_nodes_record_exactly_o
         let file = n[0].get_file(&sp("kim"), &p(&path)).await.unwrap();
         assert_eq!(file.map(|f| f.id), Some(won[0].clone()));
     }
+}
+
+/// A one-request upload whose step has its locks only after its deadline
+/// (its object may be gone with the orphan sweep by then) records nothing;
+/// one whose deadline has passed is not sent at all.
+#[tokio::test]
+async fn a_one_request_upload_whose_locks_come_after_its_deadline_records_nothing() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let n = db.connect().await;
+    n.create_user(&user("kim")).await.unwrap();
+    // The owner's lock, held: the step waits in its limits.
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(1333227122, hashtext('kim'))")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let (s, u, done) = born_committed(0, "kim", "late.bin");
+    let step = {
+        let n = n.clone();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        tokio::spawn(async move {
+            n.create_committed(&s, &u, &done, NO_LIMITS, &[], deadline)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!step.is_finished(), "the step waits for the owner's lock");
+    sqlx::query("SELECT pg_advisory_unlock(1333227122, hashtext('kim'))")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(step.await.unwrap().unwrap(), None);
+    assert_eq!(n.get_session("ws0").await.unwrap(), None);
+    assert_eq!(n.get_file(&sp("kim"), &p("late.bin")).await.unwrap(), None);
+
+    let (s, u, done) = born_committed(1, "kim", "late.bin");
+    let past = Instant::now();
+    let got = n
+        .create_committed(&s, &u, &done, NO_LIMITS, &[], past)
+        .await;
+    assert_eq!(got.unwrap(), None);
+    assert_eq!(n.get_upload("wu1").await.unwrap(), None);
+    // In time: recorded.
+    let got = n
+        .create_committed(&s, &u, &done, NO_LIMITS, &[], soon())
+        .await;
+    assert_eq!(got.unwrap(), Some(Ok(())));
 }
