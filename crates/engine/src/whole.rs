@@ -151,6 +151,8 @@ impl Engine {
         {
             let _ns = self.inner.namespace.lock().await;
             if self.pending_occupant(&session.space, &path).is_some() {
+                drop(_ns);
+                unnamed.discard().await;
                 return Ok(Err(replay(got, None, body)));
             }
             claims.claim(&path);
@@ -188,8 +190,15 @@ impl Engine {
         }
         match step? {
             Some(Ok(())) => unnamed.upload = None,
-            Some(Err(refused)) => return Err(refusal(refused, &user, within)),
-            None => return Ok(Err(replay(got, None, body))),
+            Some(Err(refused)) => {
+                unnamed.discard().await;
+                return Err(refusal(refused, &user, within));
+            }
+            None => {
+                drop(claims);
+                unnamed.discard().await;
+                return Ok(Err(replay(got, None, body)));
+            }
         }
         drop(claims);
         if !events.is_empty() {
@@ -209,11 +218,26 @@ impl Engine {
 }
 
 /// The object of a one-request upload that no record names yet: deleted
-/// when this is dropped still holding it (an early answer, an error, the
-/// request gone), in the background.
+/// before an answer that refuses it ([`Unnamed::discard`]), or when this
+/// is dropped still holding it (an error, the request gone), in the
+/// background.
 struct Unnamed {
     store: std::sync::Arc<dyn ferry_store::Store>,
     upload: Option<String>,
+}
+
+impl Unnamed {
+    async fn discard(mut self) {
+        if let Some(id) = self.upload.take() {
+            discard(&*self.store, &id).await;
+        }
+    }
+}
+
+async fn discard(store: &dyn ferry_store::Store, id: &str) {
+    if let Err(e) = store.discard_staged(id).await {
+        tracing::warn!(upload = %id, error = %e, "cannot delete the object of a one-request upload not recorded; the orphan sweep will");
+    }
 }
 
 impl Drop for Unnamed {
@@ -225,11 +249,7 @@ impl Drop for Unnamed {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return; // (the orphan sweep will)
         };
-        rt.spawn(async move {
-            if let Err(e) = store.discard_staged(&id).await {
-                tracing::warn!(upload = %id, error = %e, "cannot delete the object of a one-request upload not recorded; the orphan sweep will");
-            }
-        });
+        rt.spawn(async move { discard(&*store, &id).await });
     }
 }
 
