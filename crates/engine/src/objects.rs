@@ -192,8 +192,10 @@ impl Engine {
         up.state.check_writable().map_err(EngineError::Gone)?;
         // Every open upload at the path: a body sent again and the
         // complete one it may replace alike.
-        for u in self.inner.meta.session_uploads(&s.id).await? {
-            if u.path != sp || u.state != UploadState::Open {
+        // (Those at the path only: a session of many files sets each
+        // one's metadata.)
+        for u in self.inner.meta.uploads_at(&s.id, &sp).await? {
+            if u.state != UploadState::Open {
                 continue;
             }
             self.inner

@@ -560,6 +560,13 @@ pub async fn sessions_round_trip(m: &dyn MetaStore) {
     assert_eq!(at("c.txt").await.as_deref(), Some("u1c"));
     assert_eq!(at("d.txt").await.as_deref(), Some("u1b"));
     assert_eq!(at("nope.txt").await, None);
+    // Every upload at a path, the aborted one too, in order.
+    let all_at = |path: &'static str| async move {
+        let ups = m.uploads_at("s1", &p(path)).await.unwrap();
+        ups.into_iter().map(|u| u.id).collect::<Vec<_>>()
+    };
+    assert_eq!(all_at("c.txt").await, ["u2", "u1c"]);
+    assert_eq!(all_at("nope.txt").await, Vec::<String>::new());
     m.set_upload_metadata("u1c", Some("{\"m\":2}"))
         .await
         .unwrap();

@@ -681,6 +681,13 @@ pub trait MetaStore: Send + Sync + 'static {
         state: Option<SessionState>,
     ) -> Result<Vec<Session>>;
     async fn session_uploads(&self, session_id: &str) -> Result<Vec<Upload>>;
+    /// The session's uploads at `path`, in any state, in order: by
+    /// default read from all of its uploads.
+    async fn uploads_at(&self, session_id: &str, path: &SpacePath) -> Result<Vec<Upload>> {
+        let mut all = self.session_uploads(session_id).await?;
+        all.retain(|u| u.path == *path);
+        Ok(all)
+    }
     /// Adds uploads to a session in one transaction: `AlreadyExists` if a
     /// path is already one of its uploads, `Full` past `limit` uploads.
     /// Aborted uploads neither hold their path nor count.

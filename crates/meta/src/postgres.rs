@@ -2793,6 +2793,11 @@ impl MetaStore for Postgres {
             .await
     }
 
+    async fn uploads_at(&self, session_id: &str, path: &SpacePath) -> Result<Vec<Upload>> {
+        let filter = "u.session_id = $1 AND u.path = $2 ORDER BY u.idx";
+        self.uploads(filter, &[session_id, path.as_str()]).await
+    }
+
     async fn add_uploads(&self, session_id: &str, uploads: &[Upload], limit: usize) -> Result<()> {
         let mut tx = self.begin().await?;
         // Adds to one session take turns; the next statement reads what
