@@ -1008,6 +1008,25 @@ fn around(path: &SpacePath) -> (Vec<&str>, String, String) {
     (exact, lo, hi)
 }
 
+/// Binds the 7 arguments of `ferry_path_free` that check `path` in `space`
+/// for `upload` (the space's turn, the space, the path's locks and the
+/// range below it, the upload the check leaves out).
+fn bind_path_free<'q>(
+    q: Query<'q>,
+    space: &'q SpaceName,
+    path: &'q SpacePath,
+    upload: &'q str,
+) -> Query<'q> {
+    let (exact, lo, hi) = around(path);
+    q.bind(TURN_LOCK)
+        .bind(crate::namespace_turn(space))
+        .bind(space.as_str())
+        .bind(exact)
+        .bind(lo)
+        .bind(hi)
+        .bind(upload)
+}
+
 /// The uploads being committed at or around a path (`$1` space, `$2`
 /// the path and its ancestors, `$3`..`$4` the paths below it), after
 /// `FROM uploads u JOIN sessions s ON s.id = u.session_id`.
@@ -1701,24 +1720,16 @@ async fn insert_committed(
         EventCols::insert_sql_when(30, ok),
     );
     let more = upload.length.known().unwrap_or(0);
-    let (space, path) = (&session.space, &done.final_path);
-    let (exact, lo, hi) = around(path);
     let q = events.bind(uploads.bind(sessions.bind(sqlx::query(&sql))));
-    let row = files
+    let q = files
         .bind(q)
         .bind(session.owner.as_str())
         .bind([session.id.as_str()])
         .bind(1i64)
         .bind(saturated(limits.max_open_sessions))
         .bind(saturated(more))
-        .bind(limits.quota_bytes.map(saturated))
-        .bind(TURN_LOCK)
-        .bind(crate::namespace_turn(space))
-        .bind(space.as_str())
-        .bind(&exact)
-        .bind(lo)
-        .bind(hi)
-        .bind(upload.id.as_str())
+        .bind(limits.quota_bytes.map(saturated));
+    let row = bind_path_free(q, &session.space, &done.final_path, &upload.id)
         .bind(i64::try_from(budget.as_micros()).unwrap_or(i64::MAX))
         .fetch_one(c)
         .await;
@@ -2201,8 +2212,7 @@ impl Postgres {
         {
             return Ok(false);
         }
-        let (exact, lo, hi) = around(path);
-        let done = sqlx::query(
+        let q = sqlx::query(
             r#"WITH f AS (SELECT ferry_path_free($1, $2, $3, $4, $5, $6, $7) AS free),
              u AS (UPDATE uploads SET state = 'committing', final_path = $8
                 WHERE id = $7 AND state = 'open' AND (SELECT free FROM f) RETURNING 1),
@@ -2212,20 +2222,14 @@ impl Postgres {
                 WHERE id = $11 AND state = 'open' AND (SELECT COUNT(*) FROM u) = 1 RETURNING 1)
              SELECT ferry_expect((SELECT COUNT(*) FROM u) = 1
                 AND ($11::text IS NULL OR (SELECT COUNT(*) FROM s) = 1))"#,
-        )
-        .bind(TURN_LOCK)
-        .bind(crate::namespace_turn(space))
-        .bind(space.as_str())
-        .bind(&exact)
-        .bind(lo)
-        .bind(hi)
-        .bind(upload_id)
-        .bind(path.as_str())
-        .bind(received.map(|r| i(r.start)))
-        .bind(received.map(|r| i(r.end)))
-        .bind(session)
-        .execute(&self.pool)
-        .await;
+        );
+        let done = bind_path_free(q, space, path, upload_id)
+            .bind(path.as_str())
+            .bind(received.map(|r| i(r.start)))
+            .bind(received.map(|r| i(r.end)))
+            .bind(session)
+            .execute(&self.pool)
+            .await;
         match done {
             Ok(_) => Ok(true),
             Err(e) if changed_meanwhile(&e) => Ok(false),
@@ -2268,7 +2272,6 @@ impl Postgres {
             return Ok(None);
         }
         let (space, path) = (&done.file.space, &done.final_path);
-        let (exact, lo, hi) = around(path);
         let mut cols = FileCols::default();
         cols.push(&done.file);
         let events = EventCols::new(events);
@@ -2334,14 +2337,7 @@ impl Postgres {
             unnest(15, FILE_TYPES),
             EventCols::insert_sql_when(29, "(SELECT COUNT(*) FROM up) = 1"),
         );
-        let q = sqlx::query(&sql)
-            .bind(TURN_LOCK)
-            .bind(crate::namespace_turn(space))
-            .bind(space.as_str())
-            .bind(&exact)
-            .bind(lo)
-            .bind(hi)
-            .bind(&done.upload_id)
+        let q = bind_path_free(sqlx::query(&sql), space, path, &done.upload_id)
             .bind(settle)
             .bind(done.state.as_str())
             .bind(set.map(|(id, _)| id))
