@@ -1104,11 +1104,38 @@ impl<'a> EventCols<'a> {
         )
     }
 
+    /// `, ev AS (…)`: the insert as one more of a statement's queries,
+    /// if `cond` holds; nothing when there are no events (a query that
+    /// inserts no row still has its start-up cost at every call: the
+    /// outbox and its index opened and locked). Its arguments are bound
+    /// either way.
+    fn cte_when(&self, first: usize, cond: &str) -> String {
+        match self.ids.is_empty() {
+            true => String::new(),
+            false => format!(", ev AS ({})", Self::insert_sql_when(first, cond)),
+        }
+    }
+
     fn bind<'q>(&'q self, q: Query<'q>) -> Query<'q> {
         q.bind(&self.ids)
             .bind(&self.keys)
             .bind(&self.bodies)
             .bind(&self.at)
+    }
+}
+
+/// The settling query of a commit's statement (`l`) that has no session
+/// to settle: a constant, not a call.
+const SETTLES_NONE: &str = "SELECT NULL::text AS ended";
+
+/// The query of a commit's statement that ends its leases (`rl`, rows of
+/// `key, waited`): `delete`, or a constant when it ends none (a delete
+/// that finds nothing still opens and locks the table and its indexes at
+/// every call).
+fn releases<'a>(tokens: &[String], delete: &'a str) -> &'a str {
+    match tokens.is_empty() {
+        true => "SELECT NULL::text AS key, false AS waited WHERE false",
+        false => delete,
     }
 }
 
@@ -1611,11 +1638,11 @@ async fn insert_sessions(
         None => (String::new(), ""),
     };
     let sql = format!(
-        "WITH s AS (INSERT INTO sessions ({SESSION_COLS}) SELECT * FROM {}), ins AS ({}), \
-         ev AS ({}){leases} {then}{leased}",
+        "WITH s AS (INSERT INTO sessions ({SESSION_COLS}) SELECT * FROM {}), ins AS ({}){}\
+         {leases} {then}{leased}",
         unnest(1, SESSION_TYPES),
         insert_uploads_sql(first_upload, "0"),
-        EventCols::insert_sql(30),
+        events.cte_when(30, "TRUE"),
     );
     let owner = all.first().map(|(s, _)| s.owner.as_str());
     let ids: Vec<&str> = all.iter().map(|(s, _)| s.id.as_str()).collect();
@@ -1711,13 +1738,12 @@ async fn insert_committed(
             ELSE false END AS ok FROM f WHERE free), \
          s AS (INSERT INTO sessions ({SESSION_COLS}) SELECT * FROM {} WHERE {ok}), \
          ins AS ({} WHERE {ok}), \
-         fi AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} WHERE {ok}), \
-         ev AS ({}) \
+         fi AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} WHERE {ok}){} \
          SELECT COALESCE({ok}, false)",
         unnest(1, SESSION_TYPES),
         insert_uploads_sql(first_upload, "0"),
         unnest(first_file, FILE_TYPES),
-        EventCols::insert_sql_when(30, ok),
+        events.cte_when(30, ok),
     );
     let more = upload.length.known().unwrap_or(0);
     let q = events.bind(uploads.bind(sessions.bind(sqlx::query(&sql))));
@@ -2029,8 +2055,12 @@ impl Postgres {
             );
         }
         let events = EventCols::new(events);
+        let settles = match settle {
+            Some(_) => "SELECT ferry_settle($1, ARRAY[$2::text], ARRAY[$3::text]) AS ended",
+            None => SETTLES_NONE,
+        };
         let sql = format!(
-            "WITH l AS (SELECT ferry_settle($1, ARRAY[$2::text], ARRAY[$3::text]) AS ended), \
+            "WITH l AS ({settles}), \
              st AS (UPDATE sessions SET state = $28 WHERE id = $27 AND state = 'committing' \
                 RETURNING 1), \
              up AS (UPDATE uploads SET state = $3, final_path = $4, file_id = $5 \
@@ -2043,14 +2073,17 @@ impl Postgres {
              ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
                 WHERE (SELECT COUNT(*) FROM di) + (SELECT COUNT(*) FROM dp) >= 0 \
                 {FILE_UPSERT}), \
-             r AS (DELETE FROM ranges WHERE upload_id = $2), \
-             ev AS ({}), \
-             rl AS (DELETE FROM leases WHERE token = ANY($30) RETURNING key, waited) \
+             r AS (DELETE FROM ranges WHERE upload_id = $2){}, \
+             rl AS ({}) \
              SELECT ferry_expect((SELECT COUNT(*) FROM up) = 1 \
                 AND (SELECT COUNT(*) FROM st) = $29), (SELECT ended FROM l), \
                 (SELECT COUNT(pg_notify($31, 'released:' || key)) FROM rl WHERE waited)",
             unnest(6, FILE_TYPES),
-            EventCols::insert_sql(20),
+            events.cte_when(20, "TRUE"),
+            releases(
+                release,
+                "DELETE FROM leases WHERE token = ANY($30) RETURNING key, waited"
+            ),
         );
         // Every read in it is by key (the records it replaces by their
         // id and by their path, not by a join PostgreSQL could plan as a
@@ -2313,10 +2346,16 @@ impl Postgres {
                 "(SELECT COUNT(*) FROM r)",
             ),
         };
+        let settles = match settle {
+            Some(_) => {
+                "SELECT ferry_settle(CASE WHEN (SELECT free FROM f) THEN $8 END, \
+                 ARRAY[$7::text], ARRAY[$9::text]) AS ended"
+            }
+            None => SETTLES_NONE,
+        };
         let sql = format!(
             "WITH f AS (SELECT {free} AS free), \
-             l AS (SELECT ferry_settle(CASE WHEN (SELECT free FROM f) THEN $8 END, \
-                ARRAY[$7::text], ARRAY[$9::text]) AS ended), \
+             l AS ({settles}), \
              st AS (UPDATE sessions SET state = $11 WHERE id = $10 AND state = 'open' \
                 AND (SELECT free FROM f) RETURNING 1), \
              up AS (UPDATE uploads SET state = $9, final_path = $12, file_id = $13{seal} \
@@ -2325,17 +2364,20 @@ impl Postgres {
                 RETURNING 1), \
              ins AS (INSERT INTO files ({FILE_COLS}) SELECT * FROM {} \
                 WHERE (SELECT COUNT(*) FROM up) = 1), \
-             r AS ({forget}), \
-             ev AS ({}), \
-             rl AS (DELETE FROM leases WHERE token = ANY($33) AND (SELECT COUNT(*) FROM up) = 1 \
-                RETURNING key, waited) \
+             r AS ({forget}){}, \
+             rl AS ({}) \
              SELECT (SELECT free FROM f), ferry_expect(NOT (SELECT free FROM f) \
                 OR ((SELECT COUNT(*) FROM up) = 1 AND (SELECT COUNT(*) FROM st) = $14)), \
                 (SELECT ended FROM l), \
                 (SELECT COUNT(pg_notify($34, 'released:' || key)) FROM rl WHERE waited), \
                 {forgot}",
             unnest(15, FILE_TYPES),
-            EventCols::insert_sql_when(29, "(SELECT COUNT(*) FROM up) = 1"),
+            events.cte_when(29, "(SELECT COUNT(*) FROM up) = 1"),
+            releases(
+                release,
+                "DELETE FROM leases WHERE token = ANY($33) AND (SELECT COUNT(*) FROM up) = 1 \
+                 RETURNING key, waited"
+            ),
         );
         let q = bind_path_free(sqlx::query(&sql), space, path, &done.upload_id)
             .bind(settle)
