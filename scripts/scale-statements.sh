@@ -5,7 +5,8 @@
 # creation then a PATCH, create + part + commit, and a tus creation on
 # this node whose PATCH goes to a second node), pg_stat_statements says
 # what each statement ran, per upload, and the nodes' AWS SDK logs which
-# S3 requests they sent (docs/SCALE.md). Reads the environment of scripts/pg-local.sh (its
+# S3 requests they sent, and (a server on this machine) the CPU the
+# database's backends used per upload (docs/SCALE.md). Reads the environment of scripts/pg-local.sh (its
 # server preloads pg_stat_statements) and scripts/s3-local.sh:
 #   eval "$(scripts/pg-local.sh)"; eval "$(scripts/s3-local.sh)"
 #   scripts/scale-statements.sh [N]        # N = 50 by default
@@ -52,7 +53,20 @@ auth=(-H "Authorization: Bearer $TOK")
 put() { curl -sf -X PUT "${auth[@]}" -H "Content-Type: application/octet-stream" --data-binary @"$FILE" "$BASE$1" >/dev/null; }
 for i in 1 2 3; do put "/v1/spaces/admin/files/warm/$i"; done
 sleep 0.5
+# The CPU this database's backends have used, in clock ticks (the server
+# on this machine: /proc; nothing when it is elsewhere).
+ticks() {
+    local t=0 p
+    for p in $(psql "$URL" -At -c "SELECT pid FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()"); do
+        [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
 count() {
+    local used=$(($(ticks) - TICKS))
+    [ "$used" -gt 0 ] && awk -v t="$used" -v n="$N" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "PostgreSQL CPU per upload, one at a time: %.2f ms\n", 1000 * t / hz / n }'
     psql "$URL" -At -F ' | ' -c "SELECT round(sum(calls)::numeric / $N, 2),
         round((sum(total_exec_time) / sum(calls))::numeric, 3) || ' ms',
         left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
@@ -71,6 +85,7 @@ reset() {
     psql "$URL" -Atqc "SELECT pg_stat_statements_reset()" >/dev/null
     # (The nodes append to their logs, so each can be emptied.)
     for f in "$DATA"/?/ferry.log; do : >"$f"; done
+    TICKS=$(ticks)
 }
 
 reset

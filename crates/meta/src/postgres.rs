@@ -2341,6 +2341,10 @@ impl Postgres {
                 "DELETE FROM ranges WHERE upload_id = $7 AND (SELECT COUNT(*) FROM up) = 1",
                 "0",
             ),
+            // The write recorded with the result is the upload's only
+            // one: its gate found no range under locks no claim gets
+            // past until this statement ends.
+            Some(g) if g.with_write => ("SELECT 1 WHERE false", "0"),
             Some(_) => (
                 "SELECT ferry_delete_ranges($7) WHERE (SELECT COUNT(*) FROM up) = 1",
                 "(SELECT COUNT(*) FROM r)",
