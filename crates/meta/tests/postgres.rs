@@ -2065,6 +2065,29 @@ async fn end_presence(db: &TestDb, token: &str) {
     .await
     .unwrap();
     assert_eq!(ended, vec![true]);
+    // Signalled, not yet gone: until its backend exits, the presence lock
+    // is held, and every node still sees the holder alive (a fence then
+    // finds no dead node to end).
+    let t = Instant::now();
+    loop {
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks k
+             WHERE k.locktype = 'advisory' AND k.classid = 1315923045::oid
+               AND k.objid = (SELECT node FROM leases WHERE token = $1)::oid)",
+        )
+        .bind(token)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if !held {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the presence's backend did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Waits (3 s at most) until `want` is heard.
