@@ -2403,8 +2403,10 @@ async fn a_small_part_on_the_node_that_made_it_goes_the_usual_way_past_a_dead_no
     assert_file(&a, &alice, "two.bin", &data).await;
 }
 
-/// Whether the bucket holds the object of upload `up` on node `n`.
-async fn object_exists(n: &Server, up: &str) -> bool {
+/// The objects in the bucket that hold bytes of upload `up` on node `n`:
+/// the one named by its id, and any a write gave a name of its own
+/// (`<id>.<suffix>`).
+async fn objects_of(n: &Server, up: &str) -> Vec<String> {
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .load()
@@ -2415,18 +2417,81 @@ async fn object_exists(n: &Server, up: &str) -> bool {
             .force_path_style(true)
             .build(),
     );
-    let key = format!("{}objects/{up}", n.setting("FERRY_S3_PREFIX").unwrap());
-    match s3
-        .head_object()
+    let prefix = format!("{}objects/{up}", n.setting("FERRY_S3_PREFIX").unwrap());
+    let listed = s3
+        .list_objects_v2()
         .bucket(std::env::var("FERRY_S3_BUCKET").unwrap())
-        .key(key)
+        .prefix(&prefix)
         .send()
         .await
-    {
-        Ok(_) => true,
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => false,
-        Err(e) => panic!("HEAD of the object: {e:?}"),
-    }
+        .expect("listing the bucket");
+    listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key()?.strip_prefix(&prefix).map(str::to_owned))
+        .filter(|rest| rest.is_empty() || rest.starts_with('.'))
+        .map(|rest| format!("{up}{rest}"))
+        .collect()
+}
+
+/// A small part that claims nothing (sent to the node that made its
+/// upload) is stored under a name of its own, with no conditional write,
+/// and its record gives the upload that name: every node compares a
+/// resend with that object, commits it as the file without a copy, and an
+/// abort of another such upload deletes its object.
+#[tokio::test]
+async fn a_part_that_claimed_nothing_is_stored_under_its_own_name_which_every_node_uses() {
+    let Some((a, b)) = two_nodes() else {
+        return;
+    };
+    let alice = user(&a, "alice").await;
+    let data = random_bytes(4096, 81);
+    let (sid, up) = one_upload(&a, &alice, json!({"path": "named.bin", "size": 4096})).await;
+    let before = write_statements(&a);
+    let (st, v) = part(&a, &alice, &up, 1, &data).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(write_statements(&a).0 - before.0, 1, "it claimed");
+    let objects = objects_of(&a, &up).await;
+    let [named] = objects.as_slice() else {
+        panic!("not one object: {objects:?}");
+    };
+    assert!(named.starts_with(&format!("{up}.")), "{named}");
+    // Node b never saw the write: it takes the name from the records.
+    let mut other = data.clone();
+    other[9] ^= 1;
+    let (st, v) = part(&b, &alice, &up, 1, &other).await;
+    assert_eq!(st, StatusCode::CONFLICT, "other bytes: {v}");
+    let (st, v) = part(&b, &alice, &up, 1, &data).await;
+    assert_eq!(st, StatusCode::OK, "the same bytes again: {v}");
+    let (st, v) = commit_expecting(&b, &alice, &sid, &up, &sha256_hex(&data)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_file(&b, &alice, "named.bin", &data).await;
+    assert_file(&a, &alice, "named.bin", &data).await;
+    assert_eq!(
+        objects_of(&a, &up).await,
+        objects,
+        "the file is not the object the write stored"
+    );
+
+    // Aborted on the other node: its object goes with it.
+    let (_, up) = one_upload(&a, &alice, json!({"path": "gone.bin", "size": 4096})).await;
+    let (st, v) = part(&a, &alice, &up, 1, &data).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(objects_of(&a, &up).await.len(), 1);
+    let (st, v) = call(
+        &b,
+        Method::DELETE,
+        &format!("/v1/uploads/{up}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+    let left = objects_of(&a, &up).await;
+    assert!(
+        left.is_empty(),
+        "an aborted upload's object stayed: {left:?}"
+    );
 }
 
 #[tokio::test]
@@ -2444,6 +2509,7 @@ async fn a_small_part_whose_record_was_refused_leaves_no_object_nobody_recorded(
     // part, which claims nothing, stores its object, but its record is
     // refused, and the claim that removes what nobody recorded waits...
     let held = ClaimLockHeld::take(&url, &up);
+    let before = write_statements(&a);
     let sent = tokio::spawn(
         http()
             .put(a.url_of(&format!("/v1/uploads/{up}/parts/1")))
@@ -2452,27 +2518,23 @@ async fn a_small_part_whose_record_was_refused_leaves_no_object_nobody_recorded(
             .timeout(Duration::from_secs(2))
             .send(),
     );
+    // (A record is tried only for an object stored.)
     let stored = Instant::now();
-    while !object_exists(&a, &up).await {
+    while write_statements(&a).0 == before.0 {
         assert!(
             stored.elapsed() < Duration::from_secs(2),
-            "no object was stored"
+            "its record was never tried"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // ... while its client gives up.
+    // ... while its client gives up (the usual way's claim waits).
     assert!(sent.await.unwrap().is_err(), "the part was answered");
     drop(held);
-    // Then it removes the object: no write of the upload is recorded, and
-    // later writes must not be compared with it nor seal it as the file.
-    let freed = Instant::now();
-    while object_exists(&a, &up).await {
-        assert!(
-            freed.elapsed() < Duration::from_secs(3),
-            "an object nobody recorded stayed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The object went with the refusal: no write of the upload is
+    // recorded, and later writes must not be compared with it nor seal it
+    // as the file.
+    let left = objects_of(&a, &up).await;
+    assert!(left.is_empty(), "objects nobody recorded stayed: {left:?}");
     // Other bytes are then the part, on any node, and the file (once the
     // lease under which the object went is released, a moment later).
     let sent = Instant::now();
@@ -2526,13 +2588,14 @@ async fn a_tus_patch_that_claimed_nothing_gives_way_to_a_claim_of_its_upload_mad
         1,
         "its commit was not tried first"
     );
-    assert!(object_exists(&a, &id).await, "no object was stored");
+    // (Both are tried only for an object stored.)
     drop(held);
     // ... and gives way, as a PATCH holding the upload's lease would have
     // been stopped: 409, its object gone, nothing received.
     let r = sent.await.unwrap().unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT, "{:?}", r.text().await);
-    assert!(!object_exists(&a, &id).await, "its object stayed");
+    let left = objects_of(&a, &id).await;
+    assert!(left.is_empty(), "its object stayed: {left:?}");
     let r = tus_head(&b, &path, &alice).send().await.unwrap();
     assert_eq!(r.headers()["upload-offset"], "0");
     // The client asks, and sends it again: it lands.

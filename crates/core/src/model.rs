@@ -354,9 +354,21 @@ pub struct Upload {
     /// it). A commit on any node takes them instead of reading the file
     /// back. Empty for every other upload; cleared when bytes are forgotten.
     pub sealed: Vec<Digest>,
+    /// The object holding that file when its write gave it a name of its
+    /// own (a write that claimed nothing: no other write uses the name,
+    /// so storing it needs no condition and replaces nothing); `None`: the
+    /// upload's id names it, as every other upload's bytes. Recorded and
+    /// cleared with `sealed`.
+    pub object: Option<String>,
 }
 
 impl Upload {
+    /// The name under which the store keeps this upload's bytes:
+    /// [`Upload::object`] when a write gave them one, else the upload's id.
+    pub fn staged_name(&self) -> &str {
+        self.object.as_deref().unwrap_or(&self.id)
+    }
+
     pub fn plan(&self) -> PartPlan {
         PartPlan {
             part_size: self.part_size,
@@ -471,6 +483,7 @@ mod tests {
             direct: false,
             dialect_state: None,
             sealed: Vec::new(),
+            object: None,
         }
     }
 

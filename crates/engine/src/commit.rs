@@ -199,6 +199,7 @@ impl Engine {
             upload_id: upload.id.clone(),
             whole: true,
             sealed: upload.sealed.clone(),
+            object: upload.object.clone(),
             metadata: upload.metadata.clone(),
             content_type: upload.content_type.clone(),
             dialect_state: upload.dialect_state.clone(),
@@ -595,7 +596,7 @@ impl Engine {
         if let Err(e) = self.inner.meta.fail_upload(&upload.id, &reason).await {
             return e.into();
         }
-        if let Err(e) = self.inner.store.discard_staged(&upload.id).await {
+        if let Err(e) = self.discard_bytes(upload).await {
             tracing::warn!(upload = %upload.id, error = %e, "cannot discard a refused upload's bytes");
         }
         if let Ok(s) = self.fresh_session(&session.id).await {
@@ -928,7 +929,13 @@ impl Engine {
         let object = self
             .inner
             .store
-            .promote(&c.upload.id, size, space, path, Promote::NoReplace)
+            .promote(
+                c.upload.staged_name(),
+                size,
+                space,
+                path,
+                Promote::NoReplace,
+            )
             .await?;
         let done = committed(session, c, path.clone(), None, object, now_ms());
         let end = if whole_session {
@@ -1100,12 +1107,12 @@ impl Engine {
                     Decision::Promote(path, mode, keep_id, _) => {
                         let size = c.upload.length.known().unwrap_or(0);
                         let object = store
-                            .promote(&c.upload.id, size, &session.space, &path, mode)
+                            .promote(c.upload.staged_name(), size, &session.space, &path, mode)
                             .await?;
                         committed(session, &c, path, keep_id, object, now)
                     }
                     Decision::Skip(existing) => {
-                        store.discard_staged(&c.upload.id).await?;
+                        self.discard_bytes(&c.upload).await?;
                         Committed {
                             upload_id: c.upload.id,
                             state: UploadState::Skipped,
@@ -1349,7 +1356,7 @@ impl Engine {
         // read back, if at all, before any record names it (and one that
         // is gone is found missing here, whatever digests were kept).
         if !self.inner.store.capabilities().read_staged {
-            self.inner.store.seal(&upload.id, size).await?;
+            self.inner.store.seal(upload.staged_name(), size).await?;
         }
         if start < size {
             let sealed = Digests::from_list(&upload.sealed);
@@ -1358,7 +1365,12 @@ impl Engine {
             }
             metrics::counter!("ferry_commit_rehash_bytes_total").increment(size - start);
             hasher = hasher
-                .scan(self.inner.store.as_ref(), &upload.id, start, size - start)
+                .scan(
+                    self.inner.store.as_ref(),
+                    upload.staged_name(),
+                    start,
+                    size - start,
+                )
                 .await?;
         }
         Ok(hasher.finish())
@@ -1487,7 +1499,7 @@ impl Engine {
                     && !self.is_small(&up)
                     // Not listed as staged, yet there: an upload sealed for
                     // its commit's read-back before the crash (S3).
-                    && !store.staged_exists(&id).await?
+                    && !store.staged_exists(up.staged_name()).await?
                 {
                     return Err(EngineError::Store(ferry_store::StoreError::NotFound(
                         format!("staged upload {id}"),
@@ -1573,14 +1585,14 @@ impl Engine {
         };
         // (A small upload's pieces are staged too, though no listing of
         // staged uploads names them: its seal makes them the object.)
-        let staged = self.is_small(&up) || store.staged_exists(&up.id).await?;
+        let staged = self.is_small(&up) || store.staged_exists(up.staged_name()).await?;
         let (digests, object) = if staged {
             let d = self
                 .whole_digests(&up, None, Want::whole(&up.whole_digests))
                 .await?;
             let size = up.length.known().unwrap_or(0);
             match store
-                .promote(&up.id, size, &session.space, &path, mode)
+                .promote(up.staged_name(), size, &session.space, &path, mode)
                 .await
             {
                 Ok(object) => (d, object),
@@ -1770,6 +1782,8 @@ pub(crate) struct Unrecorded {
     pub range: ferry_core::ByteRange,
     /// The whole file's digests.
     pub sealed: Vec<Digest>,
+    /// The object it stored the file under ([`Upload::object`]).
+    pub object: String,
     /// Its entry's: cancelled when a newer request takes the upload over.
     pub stop: tokio_util::sync::CancellationToken,
 }
@@ -1779,6 +1793,7 @@ impl Unrecorded {
     fn record_in(&self, upload: &mut Upload) {
         upload.received.insert(self.range);
         upload.sealed = self.sealed.clone();
+        upload.object = Some(self.object.clone());
     }
 }
 

@@ -34,13 +34,18 @@ impl Engine {
             ));
         };
         let mut sizes = Vec::with_capacity(parts.len());
+        // The names the store keeps the parts' bytes under.
+        let mut names = Vec::with_capacity(parts.len());
         for id in parts {
             let slot = self.slot(caller, id).await?;
             let live = slot.state.lock().await;
             live.check_writable(crate::now_ms())?;
             let up = &live.upload;
             match up.length {
-                Length::Known(n) if up.is_complete() && live.inflight.is_empty() => sizes.push(n),
+                Length::Known(n) if up.is_complete() && live.inflight.is_empty() => {
+                    sizes.push(n);
+                    names.push(up.staged_name().to_owned());
+                }
                 _ => {
                     return Err(EngineError::invalid(
                         "incomplete_part",
@@ -63,7 +68,7 @@ impl Engine {
         if self.is_small(&view.uploads[0].upload) {
             self.inner.store.create_staged(&id).await?;
         }
-        for (part, size) in parts.iter().zip(&sizes) {
+        for (part, size) in names.iter().zip(&sizes) {
             if *size > 0 {
                 // A store that reads only sealed bytes (S3) seals each
                 // part first: it is complete, and aborted once joined.

@@ -93,7 +93,8 @@ impl Engine {
             .inner
             .store
             .presign_part(
-                upload_id,
+                // (A file a write named is sealed: the store refuses.)
+                up.staged_name(),
                 start,
                 end - start,
                 size,

@@ -282,8 +282,16 @@ impl Engine {
             if meta.get_file_by_object(&object).await?.is_some() {
                 continue;
             }
-            // An upload sealed for its commit's read-back, not yet recorded.
-            let upload = meta.get_upload(&object).await?;
+            // An upload sealed for its commit's read-back, not yet recorded:
+            // named by its id, or by the name its write gave it (which
+            // its record must still give it).
+            let upload = match crate::write::upload_of_object(&object) {
+                Some(id) => meta
+                    .get_upload(id)
+                    .await?
+                    .filter(|u| u.object.as_deref() == Some(object.as_str())),
+                None => meta.get_upload(&object).await?,
+            };
             if upload.is_some_and(|u| {
                 matches!(
                     u.state,

@@ -444,6 +444,7 @@ impl Engine {
                 replaces: nu.replaces,
                 direct: false,
                 sealed: Vec::new(),
+                object: None,
                 dialect_state: nu.dialect_state,
             });
         }
@@ -717,11 +718,11 @@ impl Engine {
             self.hooks_written();
         }
         let mut changed = Vec::new();
-        for id in open {
-            if self.aborted_here(&id).await? {
-                self.inner.store.discard_staged(&id).await?;
+        for up in uploads.iter().filter(|u| u.state == UploadState::Open) {
+            if self.aborted_here(&up.id).await? {
+                self.discard_bytes(up).await?;
             }
-            changed.push((id, UploadState::Aborted));
+            changed.push((up.id.clone(), UploadState::Aborted));
         }
         if s.open_ended {
             // Files a form posted straight into the store, never adopted.
@@ -812,7 +813,7 @@ impl Engine {
             self.hooks_written();
         }
         if self.aborted_here(upload_id).await? {
-            self.inner.store.discard_staged(upload_id).await?;
+            self.discard_bytes(&upload).await?;
         }
         let mut session = session;
         if let Some(state) = ended {

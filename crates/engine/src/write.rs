@@ -11,7 +11,6 @@ use ferry_meta::LeaseKind;
 use ferry_store::{ByteStream, StoreError};
 use futures::StreamExt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Where a write lands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +61,9 @@ struct Streamed {
     /// The upload is small for the store
     /// ([`ferry_store::Store::write_small`]).
     small: bool,
+    /// The name the store keeps the upload's bytes under
+    /// ([`Upload::staged_name`]).
+    key: String,
 }
 
 /// Digests a client sent with the bytes, checked while they stream.
@@ -426,12 +428,16 @@ impl Engine {
                 md5: digests.md5.clone(),
             });
             let (store, meta) = (&engine.inner.store, &engine.inner.meta);
+            // A name of the write's own: nothing else is ever stored
+            // there, so the object needs no condition, and no write of
+            // the upload's own name (a claimed one) can meet it.
+            let object = object_name(&id);
             let stored = store
-                .create_small_if_absent(&id, data.freeze())
+                .create_small_named(&object, data.freeze())
                 .await
                 .unwrap_or_else(|e| {
-                    tracing::warn!(upload = %id, error = %e, "a conditional write failed; written the usual way");
-                    None
+                    tracing::warn!(upload = %id, error = %e, "a write that claimed nothing could not store its object; written the usual way");
+                    false
                 });
             // An append of the whole file to a session committed on its
             // last byte: recorded with the commit, in its step, when
@@ -439,12 +445,13 @@ impl Engine {
             // committed, as below).
             // `unsure`: that commit failed, perhaps after its step.
             let (committed, unsure) = match (stored, number) {
-                (Some(true), None) => {
+                (true, None) => {
                     let write = crate::commit::Unrecorded {
                         upload: id.clone(),
                         write: write_id,
                         range,
                         sealed: sealed.clone(),
+                        object: object.clone(),
                         stop: stop.clone(),
                     };
                     match engine.commit_with_write(&slot, write).await {
@@ -457,28 +464,33 @@ impl Engine {
                 }
                 _ => (None, false),
             };
+            // `Err`: the record's outcome is unknown.
             let recorded = match stored {
-                _ if committed.is_some() => true,
-                Some(true) => meta
-                    .record_write_if_free(&id, range, part.as_ref(), &sealed)
+                _ if committed.is_some() => Ok(true),
+                true if unsure => Err(()),
+                true => meta
+                    .record_write_if_free(&id, range, part.as_ref(), &sealed, &object)
                     .await
-                    .unwrap_or_else(|e| {
+                    .map_err(|e| {
                         tracing::debug!(upload = %id, error = %e, "a write that claimed nothing goes the usual way");
-                        false
                     }),
-                _ => false,
+                false => Ok(false),
             };
             let mut live = slot.state.lock().await;
             slot.finished(&mut live, write_id);
-            if !recorded {
+            if recorded != Ok(true) {
                 // Refused: something touched the upload, and this slot
                 // may not know it. Its next writes claim.
                 live.made_here = false;
                 drop(live);
-                // What it stored and nobody recorded goes, before the
-                // usual way claims.
-                if stored == Some(true) {
-                    engine.discard_unrecorded(&id).await;
+                // What it stored and no record names goes; a record whose
+                // outcome is unknown may name it: the orphan sweep, which
+                // reads the records, removes it if none does.
+                if stored
+                    && recorded == Ok(false)
+                    && let Err(e) = store.delete_object(&object).await
+                {
+                    tracing::warn!(upload = %id, error = %e, "cannot remove an object no write recorded; the orphan sweep will");
                 }
                 // An append whose upload another request claimed meanwhile
                 // (a newer one of its client: a HEAD, a PATCH) gives way to
@@ -486,24 +498,36 @@ impl Engine {
                 if stop.is_cancelled() {
                     return Unclaimed::Stopped;
                 }
-                // After a commit that may have recorded it, the usual way
-                // claims and reads the upload: a committed one answers
-                // this as a resend of its last write.
-                if unsure {
+                // After a record or commit that may have landed, the
+                // usual way claims and reads the upload: a recorded one
+                // answers this as a resend of its write, which is compared
+                // with the object the record names.
+                if recorded.is_err() {
                     return usual(came, body);
                 }
-                if number.is_none() && stored == Some(true) {
-                    return Unclaimed::Stopped;
+                // An append refused with nothing written since: a claim of
+                // the upload came meanwhile (a newer request of its
+                // client's, on any node), which it gives way to. One
+                // written or ended elsewhere answers it the usual way (a
+                // resend, or the rest of the file).
+                if number.is_none() && stored {
+                    let written =
+                        meta.get_upload(&id).await.ok().flatten().is_some_and(|u| {
+                            !u.received.is_empty() || u.state != UploadState::Open
+                        });
+                    if !written {
+                        return Unclaimed::Stopped;
+                    }
                 }
                 return usual(came, body);
             }
-            store.small_recorded(&id, range.len());
             engine.inner.activity.received(range.len());
             metrics::counter!("ferry_bytes_received_total").increment(range.len());
             let (upload, file) = match committed {
                 Some(view) => (view.upload, view.file),
                 None => {
                     live.upload.sealed = sealed;
+                    live.upload.object = Some(object);
                     live.upload.received.insert(range);
                     if let Some(part) = &part {
                         live.upload.parts.insert(part.number, part.clone());
@@ -552,50 +576,6 @@ impl Engine {
             .commit_unclaimed(&caller, &session_id, &expected, Some(write))
             .await?;
         Ok(view.and_then(|v| v.uploads.into_iter().next()))
-    }
-
-    /// Removes the object a write that claimed nothing stored when its
-    /// record was refused, under a lease of the upload, if it is still
-    /// that write's ([`ferry_store::Store::discard_unrecorded`]) and no
-    /// record vouches for it (sealed digests recorded, the upload
-    /// committed). An object nobody recorded would otherwise be taken for
-    /// the upload's bytes, compared with a resend or sealed as its file.
-    /// A lease held elsewhere is waited for, up to ~6 s (the request waits
-    /// too: it claims next).
-    async fn discard_unrecorded(&self, upload_id: &str) {
-        let mut pause = Duration::from_millis(100);
-        let leased = loop {
-            let leased = self
-                .lease_upload(
-                    upload_id,
-                    (0, u64::MAX),
-                    LeaseKind::Write,
-                    None,
-                    Reading::Whole,
-                )
-                .await;
-            match leased {
-                Ok(leased) => break leased,
-                Err(EngineError::Conflict(_)) if pause < Duration::from_secs(4) => {
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(e) => {
-                    tracing::warn!(upload = %upload_id, error = %e, "an object no write recorded stays until the upload's next write or its end");
-                    self.inner.store.forget_unrecorded(upload_id);
-                    return;
-                }
-            }
-        };
-        let unvouched = leased.read.as_ref().is_some_and(|(up, _)| {
-            up.sealed.is_empty() && matches!(up.state, UploadState::Open | UploadState::Aborted)
-        });
-        if !unvouched {
-            self.inner.store.forget_unrecorded(upload_id);
-        } else if let Err(e) = self.inner.store.discard_unrecorded(upload_id).await {
-            tracing::warn!(upload = %upload_id, error = %e, "cannot remove an object no write recorded");
-        }
-        self.release_leases(leased.lease).await;
     }
 
     /// Records the range a write left to a commit that did not take it
@@ -945,7 +925,7 @@ impl Engine {
         }
 
         // 1. Under the lock: validate, reserve the range, pick up the cursor.
-        let (range, part_no, write_id, epoch, cursor, (resend, whole, small)) = {
+        let (range, part_no, write_id, epoch, cursor, (resend, whole, small, key)) = {
             let mut live = if appending {
                 slot.take_over().await
             } else {
@@ -981,6 +961,7 @@ impl Engine {
                 && range.start == 0
                 && live.upload.length.known() == Some(range.end);
             let small = self.is_small(&live.upload);
+            let key = live.upload.staged_name().to_owned();
             // In a cluster, bytes are hashed as they come only while this
             // node holds the upload until its commit: a private upload's
             // (`seed_slots`), or an append of the whole file, whose lease
@@ -1013,7 +994,7 @@ impl Engine {
                 id,
                 live.cursor_gen,
                 cursor,
-                (resend, whole, small),
+                (resend, whole, small, key),
             )
         };
         // The rest runs as a task of its own, so that a request that goes
@@ -1039,6 +1020,7 @@ impl Engine {
                 resend,
                 whole,
                 small,
+                key,
             };
             let mut lease = lease;
             let result = this
@@ -1078,13 +1060,11 @@ impl Engine {
                 "the upload changed in storage meanwhile ({what}); retry the request"
             ))
         };
-        if let Ok(true) = self.inner.store.staged_exists(upload_id).await {
-            return changed();
-        }
         // Or committed, or being committed, on another node since: its
         // bytes went with that commit, and nothing is failed.
         if let Ok(Some(up)) = self.inner.meta.get_upload(upload_id).await
-            && up.state != ferry_core::UploadState::Open
+            && (up.state != ferry_core::UploadState::Open
+                || self.inner.store.staged_exists(up.staged_name()).await.ok() == Some(true))
         {
             return changed();
         }
@@ -1105,6 +1085,19 @@ impl Engine {
                 EngineError::Gone(ferry_core::StateError::Failed)
             }
             Err(e) => e,
+        }
+    }
+
+    /// Deletes what the store keeps of `upload`'s bytes: what is staged
+    /// under its id, and the object its write named, if any (idempotent).
+    pub(crate) async fn discard_bytes(
+        &self,
+        upload: &Upload,
+    ) -> std::result::Result<(), StoreError> {
+        self.inner.store.discard_staged(&upload.id).await?;
+        match &upload.object {
+            Some(object) => self.inner.store.delete_object(object).await,
+            None => Ok(()),
         }
     }
 
@@ -1146,6 +1139,7 @@ impl Engine {
             resend,
             whole,
             small,
+            key,
         } = w;
         // Bytes that replace bytes already received go to a side object
         // first, so a failed or mismatching resend leaves the earlier,
@@ -1212,19 +1206,14 @@ impl Engine {
             None if small => {
                 self.inner
                     .store
-                    .write_small(upload_id, range.start, body_len, body, whole)
+                    .write_small(&key, range.start, body_len, body, whole)
                     .await
             }
-            None if whole => {
-                self.inner
-                    .store
-                    .write_whole(upload_id, range.len(), body)
-                    .await
-            }
+            None if whole => self.inner.store.write_whole(&key, range.len(), body).await,
             None => {
                 self.inner
                     .store
-                    .write_at(upload_id, range.start, body_len, body)
+                    .write_at(&key, range.start, body_len, body)
                     .await
             }
         };
@@ -1340,6 +1329,7 @@ impl Engine {
             if small && whole && kept == 0 && written > 0 {
                 let _ = self.inner.store.discard_staged(upload_id).await;
                 live.upload.sealed.clear();
+                live.upload.object = None;
             }
             let hashed = hashes.cursor.filter(|_| kept == seen.count);
             self.settle(&mut live, range, (kept, written), part_no, epoch, hashed)
@@ -1672,6 +1662,7 @@ impl Engine {
                 .await?;
             live.upload.received = rest;
             live.upload.sealed.clear(); // as `forget` does
+            live.upload.object = None;
             if let Some(n) = drop_part {
                 live.upload.parts.remove(&n);
             }
@@ -1746,11 +1737,14 @@ impl Engine {
         }
         let prefix = live.upload.received.prefix_len();
         live.follow_end = Some(prefix);
-        let (engine, slot, id) = (self.clone(), slot.clone(), live.upload.id.clone());
-        tokio::spawn(async move { engine.follow(slot, id).await });
+        let (engine, slot) = (self.clone(), slot.clone());
+        let name = live.upload.staged_name().to_owned();
+        tokio::spawn(async move { engine.follow(slot, name).await });
     }
 
-    async fn follow(&self, slot: std::sync::Arc<crate::live::Slot>, id: String) {
+    /// Hashes the upload's bytes the store keeps under `name` in order,
+    /// behind its writes.
+    async fn follow(&self, slot: std::sync::Arc<crate::live::Slot>, name: String) {
         const STEP: u64 = 64 << 20;
         let _hashing = slot.hashing.lock().await;
         loop {
@@ -1771,7 +1765,7 @@ impl Engine {
                 }
             };
             let read = hasher
-                .scan(self.inner.store.as_ref(), &id, start, end - start)
+                .scan(self.inner.store.as_ref(), &name, start, end - start)
                 .await;
             let mut live = slot.state.lock().await;
             let current = live.cursor.as_ref().map(|c| c.offset);
@@ -1791,6 +1785,19 @@ impl Engine {
             metrics::counter!("ferry_follower_hashed_bytes_total").increment(end - start);
         }
     }
+}
+
+/// A fresh name for the object a write that claims nothing stores
+/// ([`Upload::object`]): the upload's id, a dot (never in an id) and a
+/// random suffix. [`upload_of_object`] reads the id back.
+pub(crate) fn object_name(upload_id: &str) -> String {
+    format!("{upload_id}.{}", crate::auth::random_hex(8))
+}
+
+/// The upload whose write named `object` ([`object_name`]); `None` for an
+/// object named by an upload's id.
+pub(crate) fn upload_of_object(object: &str) -> Option<&str> {
+    object.split_once('.').map(|(id, _)| id)
 }
 
 fn too_long(limit: u64) -> EngineError {

@@ -68,6 +68,7 @@ fn upload(id: &str, sid: &str, path: &str, length: Length) -> Upload {
         replaces: None,
         direct: false,
         sealed: Vec::new(),
+        object: None,
         dialect_state: Some("{\"d\":2}".into()),
     }
 }

@@ -149,6 +149,33 @@ pub(crate) async fn release_each<M: MetaStore + ?Sized>(store: &M, tokens: &[Str
     }
 }
 
+/// An upload's `sealed` column: its [`Upload::sealed`] digests
+/// ([`ferry_core::join_tagged`]) and, when its write named the object
+/// ([`Upload::object`]), `object:<name>` among them: the name is recorded
+/// and cleared with the digests, in the same field. `None` for none.
+pub(crate) fn join_sealed(sealed: &[Digest], object: Option<&str>) -> Option<String> {
+    let digests = ferry_core::join_tagged(sealed);
+    match (digests, object) {
+        (d, None) => d,
+        (None, Some(o)) => Some(format!("object:{o}")),
+        (Some(d), Some(o)) => Some(format!("{d} object:{o}")),
+    }
+}
+
+/// What [`join_sealed`] wrote; `None` when a part does not parse.
+pub(crate) fn split_sealed(text: &str) -> Option<(Vec<Digest>, Option<String>)> {
+    let mut object = None;
+    let mut digests = Vec::new();
+    for token in text.split_whitespace() {
+        match token.strip_prefix("object:") {
+            Some(name) if !name.is_empty() && object.is_none() => object = Some(name.to_owned()),
+            Some(_) => return None,
+            None => digests.extend(ferry_core::split_tagged(token)?),
+        }
+    }
+    Some((digests, object))
+}
+
 /// The name of a space's path turn ([`MetaStore::turn`]): what a process
 /// holds from choosing final paths in the space until their intent is
 /// recorded ([`MetaStore::begin_commit_if_free`] takes it too).
@@ -451,6 +478,8 @@ pub struct CommitGate {
     pub whole: bool,
     /// The file's digests, as the write that stored it whole sealed them.
     pub sealed: Vec<Digest>,
+    /// The object that write stored the file under ([`Upload::object`]).
+    pub object: Option<String>,
     /// That write is recorded with the result, not before it: the records
     /// must show the upload as it was made (never claimed, no lease of it
     /// at all, nothing received, sealed or numbered as a part: what
@@ -748,7 +777,8 @@ pub trait MetaStore: Send + Sync + 'static {
     }
     /// Records a write that claimed nothing ([`MetaStore::record_write`] of
     /// `range`, the whole upload, its one `part` if any and its `sealed`
-    /// digests), only if nothing holds or changed the upload since it was
+    /// digests, with `object`, the name it stored the file under:
+    /// [`Upload::object`]), only if nothing holds or changed the upload since it was
     /// made: never claimed by any process (a claim leaves a mark that
     /// stays: its request may have written over the object or removed
     /// it), no lease of it, still open in an open session, not written
@@ -763,8 +793,9 @@ pub trait MetaStore: Send + Sync + 'static {
         range: ByteRange,
         part: Option<&Part>,
         sealed: &[Digest],
+        object: &str,
     ) -> Result<bool> {
-        let _ = (upload_id, range, part, sealed);
+        let _ = (upload_id, range, part, sealed, object);
         Ok(false)
     }
     /// Replaces the upload's received ranges with `received` and drops part
@@ -1274,5 +1305,35 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn ask_release(&self, tokens: &[String]) -> Result<()> {
         let _ = tokens;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{join_sealed, split_sealed};
+    use ferry_core::{Digest, DigestAlgo};
+
+    #[test]
+    fn the_sealed_column_keeps_the_digests_and_the_object_a_write_named() {
+        let sha = Digest::new(DigestAlgo::Sha256, vec![7; 32]).unwrap();
+        let md5 = Digest::new(DigestAlgo::Md5, vec![1; 16]).unwrap();
+        let digests = vec![sha, md5];
+        for object in [None, Some("9cd7.91ab")] {
+            for d in [&digests[..], &[]] {
+                let text = join_sealed(d, object);
+                assert_eq!(text.is_none(), d.is_empty() && object.is_none());
+                let back = text.as_deref().map(split_sealed);
+                let want = (!d.is_empty() || object.is_some())
+                    .then(|| Some((d.to_vec(), object.map(str::to_owned))));
+                assert_eq!(back, want, "{text:?}");
+            }
+        }
+        // What older records hold: digests alone.
+        let old = ferry_core::join_tagged(&digests).unwrap();
+        assert_eq!(split_sealed(&old), Some((digests, None)));
+        // Not what `join_sealed` writes: refused, never half read.
+        for bad in ["object:", "object:a object:b", "sha256:zz", "nonsense"] {
+            assert_eq!(split_sealed(bad), None, "{bad}");
+        }
     }
 }

@@ -31,7 +31,6 @@ use crate::{
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Millis, Part,
     RangeSet, Session, SessionState, SpaceName, SpacePath, Upload, UploadState, User, join_tagged,
-    split_tagged,
 };
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Executor, Postgres as Pg, Row};
@@ -1280,6 +1279,10 @@ fn upload_row(r: &PgRow) -> Result<Upload> {
 
 /// An upload from the columns of `r` from `o` on ([`UPLOAD_SELECT`]'s).
 fn upload_row_at(r: &PgRow, o: usize) -> Result<Upload> {
+    let (sealed, object) = match get::<Option<&str>>(r, o + 23)? {
+        Some(t) => crate::split_sealed(t).ok_or_else(|| corrupt("sealed", t))?,
+        None => (Vec::new(), None),
+    };
     let mut up = Upload {
         id: get(r, o)?,
         session_id: get(r, o + 1)?,
@@ -1306,10 +1309,8 @@ fn upload_row_at(r: &PgRow, o: usize) -> Result<Upload> {
         replaces: get(r, o + 12)?,
         dialect_state: get(r, o + 13)?,
         direct: get(r, o + 14)?,
-        sealed: match get::<Option<&str>>(r, o + 23)? {
-            Some(t) => split_tagged(t).ok_or_else(|| corrupt("sealed", t))?,
-            None => Vec::new(),
-        },
+        sealed,
+        object,
     };
     let starts = get::<Option<Vec<i64>>>(r, o + 15)?.unwrap_or_default();
     let ends = get::<Option<Vec<i64>>>(r, o + 16)?.unwrap_or_default();
@@ -2400,7 +2401,7 @@ impl Postgres {
                 .bind(&g.turn)
                 .bind(&g.session_id)
                 .bind(g.whole)
-                .bind(join_tagged(&g.sealed))
+                .bind(crate::join_sealed(&g.sealed, g.object.as_deref()))
                 .bind(&g.metadata)
                 .bind(&g.content_type)
                 .bind(&g.dialect_state)
@@ -3001,6 +3002,7 @@ impl MetaStore for Postgres {
         range: ByteRange,
         part: Option<&Part>,
         sealed: &[Digest],
+        object: &str,
     ) -> Result<bool> {
         sqlx::query_scalar("SELECT ferry_record_if_free($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(upload_id)
@@ -3012,7 +3014,7 @@ impl MetaStore for Postgres {
             .bind(part.and_then(|p| p.sha256.as_deref()))
             .bind(part.and_then(|p| p.sha1.as_deref()))
             .bind(part.and_then(|p| p.md5.as_deref()))
-            .bind(join_tagged(sealed))
+            .bind(crate::join_sealed(sealed, Some(object)))
             .fetch_one(&self.pool)
             .await
             .map_err(db)

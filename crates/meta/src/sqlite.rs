@@ -15,7 +15,6 @@ use crate::{
 use ferry_core::{
     Access, ByteRange, ConflictPolicy, Digest, DigestAlgo, FileRecord, Length, Millis, Part,
     RangeSet, Session, SessionState, SpaceName, SpacePath, Upload, UploadState, User, join_tagged,
-    split_tagged,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::BTreeMap;
@@ -554,7 +553,7 @@ fn insert_uploads(c: &Connection, first: i64, ups: &[Upload]) -> rusqlite::Resul
             up.replaces,
             up.dialect_state,
             up.direct,
-            join_tagged(&up.sealed),
+            crate::join_sealed(&up.sealed, up.object.as_deref()),
         ])?;
     }
     Ok(())
@@ -648,6 +647,10 @@ const UPLOAD_COLS: &str = "id, session_id, path, length, part_size, state, expec
     content_type, metadata, final_path, file_id, whole_digests, replaces, dialect_state, direct, \
     sealed";
 fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
+    let (sealed, object) = match r.get::<_, Option<String>>(15)? {
+        Some(t) => crate::split_sealed(&t).ok_or_else(|| corrupt("sealed", t))?,
+        None => (Vec::new(), None),
+    };
     Ok(Upload {
         id: r.get(0)?,
         session_id: r.get(1)?,
@@ -675,10 +678,8 @@ fn upload_row(r: &Row) -> rusqlite::Result<Upload> {
         replaces: r.get(12)?,
         dialect_state: r.get(13)?,
         direct: r.get(14)?,
-        sealed: match r.get::<_, Option<String>>(15)? {
-            Some(t) => split_tagged(&t).ok_or_else(|| corrupt("sealed", t))?,
-            None => Vec::new(),
-        },
+        sealed,
+        object,
     })
 }
 

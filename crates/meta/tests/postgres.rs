@@ -179,6 +179,7 @@ fn upload(id: &str, sid: &str, path: &str, length: u64) -> Upload {
         replaces: None,
         direct: false,
         sealed: Vec::new(),
+        object: None,
         dialect_state: None,
     }
 }
@@ -1706,6 +1707,7 @@ async fn a_commit_that_claimed_nothing_records_only_what_it_worked_from() {
         upload_id: "gu1".into(),
         whole: true,
         sealed: sealed.clone(),
+        object: None,
         metadata: None,
         content_type: None,
         dialect_state: None,
@@ -1853,6 +1855,7 @@ async fn a_commit_that_records_its_write_commits_only_an_upload_nobody_touched()
         upload_id: format!("{sid}u"),
         whole: true,
         sealed: sealed.clone(),
+        object: Some(format!("{sid}u.w1")),
         metadata: None,
         content_type: None,
         dialect_state: None,
@@ -1946,6 +1949,13 @@ async fn a_commit_that_records_its_write_commits_only_an_upload_nobody_touched()
         try_commit(gate("w6")).await,
         Some(Some(SessionState::Committed))
     );
+    // The write is recorded with the result, with the object it named.
+    let up = n[0].get_upload("w6u").await.unwrap().unwrap();
+    assert_eq!(
+        (up.state, up.object.as_deref()),
+        (UploadState::Committed, Some("w6u.w1"))
+    );
+    assert_eq!(up.sealed, sealed);
     // Not what it worked from; ended; not alone in its session.
     let stale = ferry_meta::CommitGate {
         metadata: Some("m".into()),
@@ -2558,7 +2568,7 @@ async fn a_write_that_claimed_nothing_is_recorded_only_on_an_upload_nobody_touch
     let record = |node: usize, id: &'static str| {
         let (n, part, sealed) = (&n[node], &part, &sealed);
         async move {
-            n.record_write_if_free(id, whole, Some(part), sealed)
+            n.record_write_if_free(id, whole, Some(part), sealed, &format!("{id}.w1"))
                 .await
                 .unwrap()
         }
@@ -2569,6 +2579,12 @@ async fn a_write_that_claimed_nothing_is_recorded_only_on_an_upload_nobody_touch
     assert_eq!(up.received.ranges(), &[whole]);
     assert_eq!(up.parts.get(&1), Some(&part));
     assert_eq!(up.sealed, sealed);
+    assert_eq!(
+        up.object.as_deref(),
+        Some("u1.w1"),
+        "the object the write named"
+    );
+    assert_eq!(up.staged_name(), "u1.w1");
     assert!(!record(1, "u1").await, "recorded twice");
     // Claimed, and released with nothing recorded: refused.
     let Claim::Granted(t) = n[0].claim("u2", 0, 50, LeaseKind::Write).await.unwrap() else {

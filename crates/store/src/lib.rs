@@ -328,49 +328,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `data`, the whole file of a small upload none of whose bytes
     /// were received, as its final object ([`Capabilities::whole_is_final`])
-    /// only if no object is there yet: for a write that claimed nothing,
-    /// whose record then checks that nothing happened meanwhile (an object
-    /// there is another write's, which this one must not replace).
-    /// `Some(true)`: stored; `Some(false)`: an object was there, and
-    /// nothing changed; `None`: this store cannot make a write conditional
-    /// (the caller writes the usual way). `None` by default.
+    /// under `name`, a name of the write's own: for a write that claimed
+    /// nothing, whose record then names the object
+    /// ([`ferry_core::Upload::object`]) if nothing happened to the upload
+    /// meanwhile. No other write uses the name, so storing needs no
+    /// condition and replaces nothing. `true`: stored, and the upload's
+    /// reads, seal and promotion go to `name`; `false`: this store keeps no
+    /// such object (the caller writes the usual way). `false` by default.
     ///
-    /// The object is not the upload's file until the write is recorded
-    /// ([`Store::small_recorded`]); one whose record was refused must be
-    /// removed under a lease of the upload ([`Store::discard_unrecorded`]).
-    async fn create_small_if_absent(
-        &self,
-        upload: &str,
-        data: bytes::Bytes,
-    ) -> Result<Option<bool>, StoreError> {
-        let _ = (upload, data);
-        Ok(None)
-    }
-
-    /// The write that stored `upload`'s object by
-    /// [`Store::create_small_if_absent`] is recorded: the object holds the
-    /// upload's `size` bytes, sealed. Nothing by default.
-    fn small_recorded(&self, upload: &str, size: u64) {
-        let _ = (upload, size);
-    }
-
-    /// The write that stored `upload`'s object by
-    /// [`Store::create_small_if_absent`] was not recorded, and the object
-    /// is not discarded by [`Store::discard_unrecorded`] (a record vouches
-    /// for it, or no lease could be had): what this node knew of it is
-    /// forgotten (it may go, or be another write's), and its next use asks
-    /// the store. Nothing by default.
-    fn forget_unrecorded(&self, upload: &str) {
-        let _ = upload;
-    }
-
-    /// Under a lease of `upload`, after the write that stored its object
-    /// by [`Store::create_small_if_absent`] was not recorded, and no
-    /// record vouches for the object: deletes it if it is still the one
-    /// that write stored (one a write replaced since is that write's).
-    /// `true`: deleted. `false` by default.
-    async fn discard_unrecorded(&self, upload: &str) -> Result<bool, StoreError> {
-        let _ = upload;
+    /// An object no record names is deleted by its write
+    /// ([`Store::delete_object`]) when the record is refused, or by the
+    /// orphan sweep ([`Store::list_objects`]) after [`Store::unnamed_grace`].
+    async fn create_small_named(&self, name: &str, data: bytes::Bytes) -> Result<bool, StoreError> {
+        let _ = (name, data);
         Ok(false)
     }
 

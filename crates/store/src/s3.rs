@@ -198,12 +198,6 @@ pub struct S3Staging {
     etags: Mutex<HashMap<String, HashMap<u64, String>>>,
     /// Permits for [`STREAMING_PARTS`].
     streaming: tokio::sync::Semaphore,
-    /// Whether the server refuses a `PutObject` with `If-None-Match: *`
-    /// over an object, as probed once ([`S3Staging::put_whole_if_absent`]).
-    refuses_overwrite: tokio::sync::OnceCell<bool>,
-    /// upload → the ETag of the object [`S3Staging::put_whole_if_absent`]
-    /// stored, until its write is recorded or the object discarded.
-    unrecorded: Mutex<HashMap<String, String>>,
 }
 
 /// One part of a multipart upload, as ListParts gives it.
@@ -350,8 +344,6 @@ impl S3Staging {
             sealed: Mutex::new(HashMap::new()),
             etags: Mutex::new(HashMap::new()),
             streaming: tokio::sync::Semaphore::new(STREAMING_PARTS),
-            refuses_overwrite: tokio::sync::OnceCell::new(),
-            unrecorded: Mutex::new(HashMap::new()),
         })
     }
 
@@ -697,157 +689,22 @@ impl S3Staging {
         Ok(len)
     }
 
-    /// [`crate::Store::create_small_if_absent`]: one `PutObject` with
-    /// `If-None-Match: *`, which the server refuses (412; AWS S3 answers
-    /// 409 to a conditional write racing another) when the key holds an
-    /// object. A small upload has no multipart upload to abort. `None`
-    /// when the server does not honour the condition (probed once; a
-    /// probe that failed says `None` too, and is tried again next time).
-    pub async fn put_whole_if_absent(
-        &self,
-        upload: &str,
-        data: Bytes,
-    ) -> Result<Option<bool>, StoreError> {
-        match self.refuses_overwrite().await {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot tell whether the S3 server honours If-None-Match");
-                return Ok(None);
-            }
-        }
+    /// [`crate::Store::create_small_named`]: one `PutObject` of `data` as
+    /// the object `name`, sealed (as a look at it would find it: its
+    /// commit here seals with no request). A small upload has no multipart
+    /// upload, and nothing else is ever stored under a write's own name.
+    pub async fn put_whole_named(&self, name: &str, data: Bytes) -> Result<(), StoreError> {
         let size = data.len() as u64;
-        let etag = self
-            .put_if_absent(&self.object_key(upload), data, format!("storing {upload}"))
-            .await?;
-        Ok(Some(match etag {
-            Some(etag) => {
-                self.unrecorded
-                    .lock()
-                    .unwrap()
-                    .insert(upload.to_owned(), etag);
-                // Sealed, as a look at the object would find it: a commit
-                // that records the write with its result seals with no
-                // request (the discard of an unrecorded object forgets it).
-                remember(&self.sealed, upload, size);
-                true
-            }
-            None => false,
-        }))
-    }
-
-    /// One `PutObject` of `key` with `If-None-Match: *`: the stored
-    /// object's ETag, or `None` when the server refused it because an
-    /// object is there.
-    async fn put_if_absent(
-        &self,
-        key: &str,
-        data: Bytes,
-        what: String,
-    ) -> Result<Option<String>, StoreError> {
-        let put = self
-            .client
+        self.client
             .put_object()
             .bucket(&self.bucket)
-            .key(key)
-            .if_none_match("*")
+            .key(self.object_key(name))
             .body(S3Body::from(data))
             .send()
-            .await;
-        match put {
-            Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_owned())),
-            Err(e)
-                if e.raw_response()
-                    .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk(what, e)),
-        }
-    }
-
-    /// Whether the server refuses a conditional create over an object: a
-    /// server that ignores `If-None-Match` would let a write that claimed
-    /// nothing replace another's bytes. Probed once, with a key of its
-    /// own put twice: refused or not, the answer is kept; a probe that
-    /// could not tell is tried again next time.
-    async fn refuses_overwrite(&self) -> Result<bool, StoreError> {
-        self.refuses_overwrite
-            .get_or_try_init(|| async {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
-                let key = format!(
-                    "{}probes/if-none-match-{}-{nanos}",
-                    self.prefix,
-                    std::process::id()
-                );
-                let what = || "probing conditional writes".to_owned();
-                let refuses = match self.put_if_absent(&key, Bytes::from_static(b"1"), what()).await {
-                    Ok(Some(_)) => {
-                        let second = self.put_if_absent(&key, Bytes::from_static(b"2"), what()).await;
-                        if let Err(e) = self.delete_key(&key, what()).await {
-                            tracing::warn!(key = %key, error = %e, "cannot remove the probe of conditional writes");
-                        }
-                        match second {
-                            Ok(second) => second.is_none(),
-                            // The header is not understood (400, 501).
-                            Err(StoreError::Remote { .. }) => false,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Err(StoreError::Remote { .. }) => false,
-                    Ok(None) => {
-                        return Err(StoreError::Remote {
-                            what: what(),
-                            source: "the probe's key was taken".into(),
-                        });
-                    }
-                    Err(e) => return Err(e),
-                };
-                if !refuses {
-                    tracing::warn!(
-                        bucket = %self.bucket,
-                        "the S3 server ignores If-None-Match: every write of a small upload claims it first"
-                    );
-                }
-                Ok(refuses)
-            })
             .await
-            .copied()
-    }
-
-    /// [`crate::Store::discard_unrecorded`]: deletes the object of
-    /// `upload` if it is still the one [`S3Staging::put_whole_if_absent`]
-    /// stored (its ETag; nobody else changes it while the caller holds
-    /// the upload's lease). One a write replaced since is that write's.
-    pub async fn discard_unrecorded(&self, upload: &str) -> Result<bool, StoreError> {
-        let Some(ours) = self.unrecorded.lock().unwrap().get(upload).cloned() else {
-            return Ok(false);
-        };
-        self.forget_unrecorded(upload);
-        match self.head_object(upload).await? {
-            Some(o) if o.e_tag() == Some(ours.as_str()) => {
-                self.delete_object(upload).await?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// [`crate::Store::forget_unrecorded`]: the object
-    /// [`S3Staging::put_whole_if_absent`] stored is no longer known here.
-    pub fn forget_unrecorded(&self, upload: &str) {
-        self.unrecorded.lock().unwrap().remove(upload);
-        self.sealed.lock().unwrap().remove(upload);
-    }
-
-    /// The object [`S3Staging::put_whole_if_absent`] stored is the sealed
-    /// file of `upload`: its write is recorded.
-    pub fn small_recorded(&self, upload: &str, size: u64) {
-        self.unrecorded.lock().unwrap().remove(upload);
-        self.deferred.lock().unwrap().remove(upload);
-        remember(&self.sealed, upload, size);
+            .map_err(|e| sdk(format!("storing {name}"), e))?;
+        remember(&self.sealed, name, size);
+        Ok(())
     }
 
     /// A write to a sealed upload: its bytes are compared with the

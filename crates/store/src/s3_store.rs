@@ -141,24 +141,9 @@ impl Store for S3Store {
             .await
     }
 
-    async fn create_small_if_absent(
-        &self,
-        upload: &str,
-        data: bytes::Bytes,
-    ) -> Result<Option<bool>, StoreError> {
-        self.staging.put_whole_if_absent(upload, data).await
-    }
-
-    fn small_recorded(&self, upload: &str, size: u64) {
-        self.staging.small_recorded(upload, size);
-    }
-
-    fn forget_unrecorded(&self, upload: &str) {
-        self.staging.forget_unrecorded(upload);
-    }
-
-    async fn discard_unrecorded(&self, upload: &str) -> Result<bool, StoreError> {
-        self.staging.discard_unrecorded(upload).await
+    async fn create_small_named(&self, name: &str, data: bytes::Bytes) -> Result<bool, StoreError> {
+        self.staging.put_whole_named(name, data).await?;
+        Ok(true)
     }
 
     async fn write_at(
