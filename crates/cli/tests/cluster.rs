@@ -2463,6 +2463,18 @@ async fn a_part_that_claimed_nothing_is_stored_under_its_own_name_which_every_no
     assert_eq!(st, StatusCode::CONFLICT, "other bytes: {v}");
     let (st, v) = part(&b, &alice, &up, 1, &data).await;
     assert_eq!(st, StatusCode::OK, "the same bytes again: {v}");
+    // The same bytes with a digest they do not have: refused, and the
+    // part stays as it was (the object is only ever compared with).
+    let wrong = format!("sha-256=:{}:", base64_of(&[0u8; 32]));
+    let (st, v) = put(
+        &b,
+        &format!("/v1/uploads/{up}/parts/1"),
+        Some(&alice),
+        &[("content-digest", wrong.as_str())],
+        data.clone(),
+    )
+    .await;
+    assert!(st.is_client_error(), "a wrong digest: {st} {v}");
     let (st, v) = commit_expecting(&b, &alice, &sid, &up, &sha256_hex(&data)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_file(&b, &alice, "named.bin", &data).await;

@@ -279,12 +279,10 @@ impl Engine {
                 continue;
             }
             let meta = &self.inner.meta;
-            if meta.get_file_by_object(&object).await?.is_some() {
-                continue;
-            }
             // An upload sealed for its commit's read-back, not yet recorded:
             // named by its id, or by the name its write gave it (which
-            // its record must still give it).
+            // its record must still give it). Read before the files: a
+            // commit landing in between is then found by the second read.
             let upload = match crate::write::upload_of_object(&object) {
                 Some(id) => meta
                     .get_upload(id)
@@ -298,6 +296,9 @@ impl Engine {
                     ferry_core::UploadState::Open | ferry_core::UploadState::Committing
                 )
             }) {
+                continue;
+            }
+            if meta.get_file_by_object(&object).await?.is_some() {
                 continue;
             }
             store.delete_object(&object).await?;

@@ -676,16 +676,18 @@ impl Engine {
         self.end_session(&s, SessionState::Aborted).await
     }
 
-    /// Whether an upload this node just asked to abort is aborted, so its
-    /// staged bytes may go. In a cluster another node may have committed
+    /// The record of an upload this node just asked to abort, when it is
+    /// aborted, so its bytes may go. In a cluster another node may have committed
     /// it first (the abort then left it alone, and its bytes are a file's
     /// now); alone, this node's session lock rules that out.
-    async fn aborted_here(&self, upload_id: &str) -> Result<bool> {
+    async fn aborted_here(&self, upload: &Upload) -> Result<Option<Upload>> {
         if !self.in_cluster() {
-            return Ok(true);
+            return Ok(Some(upload.clone()));
         }
-        let now = self.inner.meta.get_upload(upload_id).await?;
-        Ok(now.is_some_and(|u| u.state == UploadState::Aborted))
+        // Read afresh: a write recorded on another node meanwhile may
+        // have named the object that holds its bytes.
+        let now = self.inner.meta.get_upload(&upload.id).await?;
+        Ok(now.filter(|u| u.state == UploadState::Aborted))
     }
 
     /// Moves an open session to `state` (aborted or expired): its open
@@ -719,8 +721,8 @@ impl Engine {
         }
         let mut changed = Vec::new();
         for up in uploads.iter().filter(|u| u.state == UploadState::Open) {
-            if self.aborted_here(&up.id).await? {
-                self.discard_bytes(up).await?;
+            if let Some(up) = self.aborted_here(up).await? {
+                self.discard_bytes(&up).await?;
             }
             changed.push((up.id.clone(), UploadState::Aborted));
         }
@@ -812,8 +814,8 @@ impl Engine {
         if !events.is_empty() {
             self.hooks_written();
         }
-        if self.aborted_here(upload_id).await? {
-            self.discard_bytes(&upload).await?;
+        if let Some(up) = self.aborted_here(&upload).await? {
+            self.discard_bytes(&up).await?;
         }
         let mut session = session;
         if let Some(state) = ended {

@@ -284,16 +284,17 @@ impl Engine {
     /// its final object, on the node that made the upload: a part that is
     /// the whole file, or an append of it from its first byte, sent before
     /// any other byte of it, claims nothing. Its body is read whole and
-    /// checked, stored only if no object is there yet (an object there is
-    /// another write's, which a write without a lease must not replace),
-    /// and recorded only if nothing holds or changed the upload meanwhile
+    /// checked, stored as an object of its own name (which no other write
+    /// uses: [`object_name`]), and recorded, with that name, only if
+    /// nothing holds or changed the upload meanwhile
     /// ([`ferry_meta::MetaStore::record_write_if_free`]): one metadata
     /// step instead of a claim and a record. Anything else, a body that is
     /// not exactly the part, a digest that does not match, or a step
     /// refused, goes the usual way with the body as it came (which claims,
-    /// then writes over or compares with the object, and answers); an
-    /// append whose record another request's claim refused, or which a
-    /// newer request stopped, gives way to it instead (`Stopped`).
+    /// then writes, or compares with the object a record names, and
+    /// answers); an append whose record another request's claim refused
+    /// with nothing recorded since, or which a newer request stopped,
+    /// gives way to it instead (`Stopped`).
     async fn write_unclaimed(
         &self,
         slot: &Arc<crate::live::Slot>,
@@ -432,6 +433,7 @@ impl Engine {
             // there, so the object needs no condition, and no write of
             // the upload's own name (a claimed one) can meet it.
             let object = object_name(&id);
+            let stored_at = std::time::Instant::now();
             let stored = store
                 .create_small_named(&object, data.freeze())
                 .await
@@ -465,9 +467,14 @@ impl Engine {
                 _ => (None, false),
             };
             // `Err`: the record's outcome is unknown.
+            // The orphan sweep may take an object no record names once its
+            // grace is over: a record comes well within it, or not at all.
+            let late = stored_at.elapsed()
+                > (store.unnamed_grace() / 2).min(std::time::Duration::from_secs(3600));
             let recorded = match stored {
                 _ if committed.is_some() => Ok(true),
                 true if unsure => Err(()),
+                true if late => Ok(false),
                 true => meta
                     .record_write_if_free(&id, range, part.as_ref(), &sealed, &object)
                     .await
@@ -1637,8 +1644,10 @@ impl Engine {
     ) -> Result<()> {
         let id = live.upload.id.clone();
         let kept_range = ByteRange::new(range.start, range.start + kept);
+        // (An object a write named is never written again, only compared
+        // with: nothing of it was clobbered.)
         let clobbered = ByteRange::new(range.start + kept, range.start + written.max(kept))
-            .filter(|r| live.upload.received.intersects(r));
+            .filter(|r| live.upload.received.intersects(r) && live.upload.object.is_none());
         if let Some(c) = clobbered {
             let mut rest = ferry_core::RangeSet::new();
             for r in live.upload.received.ranges() {
