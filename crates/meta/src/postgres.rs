@@ -107,6 +107,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../migrations/postgres/0020_write_commit_ready.sql"),
     ),
     (21, include_str!("../migrations/postgres/0021_fence.sql")),
+    (
+        22,
+        include_str!("../migrations/postgres/0022_session_indexes_by_id.sql"),
+    ),
 ];
 
 /// The channel changes are announced on (`NOTIFY`, in the transaction that

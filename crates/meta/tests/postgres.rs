@@ -3245,3 +3245,46 @@ async fn a_one_request_upload_whose_locks_come_after_its_deadline_records_nothin
         .await;
     assert_eq!(got.unwrap(), Some(Ok(())));
 }
+
+/// The rows a plan read and threw away ("Rows Removed by Filter"), over
+/// all its nodes (the lines of `EXPLAIN ANALYZE`).
+fn rows_filtered_out(plan: &[String]) -> u64 {
+    plan.iter()
+        .filter_map(|l| l.trim().strip_prefix("Rows Removed by Filter: "))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// A session changed by id while many are open, with the statistics of a
+/// new database (the partial indexes of live sessions seen as empty): the
+/// statement visits that session's row only, whichever index it takes.
+#[tokio::test]
+async fn a_session_changed_by_id_reads_no_other_open_session() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let _node = db.connect().await;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    open_sessions(&mut c, "ola", "open", 300).await;
+    sqlx::query(
+        "UPDATE pg_class SET reltuples = 0 WHERE relname IN ('sessions_open', 'sessions_expiry')",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    for statement in [
+        "UPDATE sessions SET state = 'committed' WHERE id = 'open150' AND state = 'open'",
+        "SELECT 1 FROM sessions WHERE id = 'open151' AND state IN ('open', 'committing')",
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN ANALYZE {statement}"))
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows_filtered_out(&plan),
+            0,
+            "{statement}:\n{}",
+            plan.join("\n")
+        );
+    }
+}
