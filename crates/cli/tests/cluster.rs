@@ -2407,30 +2407,14 @@ async fn a_small_part_on_the_node_that_made_it_goes_the_usual_way_past_a_dead_no
 /// the one named by its id, and any a write gave a name of its own
 /// (`<id>.<suffix>`).
 async fn objects_of(n: &Server, up: &str) -> Vec<String> {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&shared)
-            .endpoint_url(std::env::var("FERRY_S3_ENDPOINT").unwrap())
-            .force_path_style(true)
-            .build(),
-    );
-    let prefix = format!("{}objects/{up}", n.setting("FERRY_S3_PREFIX").unwrap());
-    let listed = s3
-        .list_objects_v2()
-        .bucket(std::env::var("FERRY_S3_BUCKET").unwrap())
-        .prefix(&prefix)
-        .send()
+    let s3 = s3_client(&std::env::var("FERRY_S3_ENDPOINT").unwrap()).await;
+    let prefix = n.setting("FERRY_S3_PREFIX").unwrap();
+    let base = format!("{prefix}objects/{up}");
+    keys_under(&s3, &std::env::var("FERRY_S3_BUCKET").unwrap(), &base)
         .await
-        .expect("listing the bucket");
-    listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key()?.strip_prefix(&prefix).map(str::to_owned))
-        .filter(|rest| rest.is_empty() || rest.starts_with('.'))
-        .map(|rest| format!("{up}{rest}"))
+        .into_iter()
+        .filter(|k| holds_upload(k, &base))
+        .map(|k| k[prefix.len() + "objects/".len()..].to_owned())
         .collect()
 }
 

@@ -177,8 +177,7 @@ impl Engine {
         session.state = SessionState::Committed;
         upload = recorded(upload, &done);
         let within = self.limits_of(&user);
-        // (At most an hour: a store may keep such objects for ever.)
-        let limit = (store.unnamed_grace() / 2).min(std::time::Duration::from_secs(3600));
+        let limit = self.unnamed_limit();
         let meta = &self.inner.meta;
         let step = meta
             .create_committed(&session, &upload, &done, within, &events, stored_at + limit)

@@ -466,11 +466,8 @@ impl Engine {
                 }
                 _ => (None, false),
             };
+            let late = stored_at.elapsed() > engine.unnamed_limit();
             // `Err`: the record's outcome is unknown.
-            // The orphan sweep may take an object no record names once its
-            // grace is over: a record comes well within it, or not at all.
-            let late = stored_at.elapsed()
-                > (store.unnamed_grace() / 2).min(std::time::Duration::from_secs(3600));
             let recorded = match stored {
                 _ if committed.is_some() => Ok(true),
                 true if unsure => Err(()),
@@ -1106,6 +1103,15 @@ impl Engine {
             Some(object) => self.inner.store.delete_object(object).await,
             None => Ok(()),
         }
+    }
+
+    /// How long after its `PutObject` a write may still record an object
+    /// no record names yet: the orphan sweep may take it once the store's
+    /// grace is over, so a record comes well within it (half of it, at
+    /// most an hour: a store may keep such objects for ever), or not at
+    /// all.
+    pub(crate) fn unnamed_limit(&self) -> std::time::Duration {
+        (self.inner.store.unnamed_grace() / 2).min(std::time::Duration::from_secs(3600))
     }
 
     /// Whether the store keeps `upload` as a small upload

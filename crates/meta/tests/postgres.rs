@@ -2882,34 +2882,25 @@ async fn an_owners_open_sessions_are_counted_without_reading_its_ended_ones() {
     .execute(&mut c)
     .await
     .unwrap();
-    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {limits}"))
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-    // "Buffers: shared hit=2 read=1": the blocks the call read.
-    let buffers = plan
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("Buffers: shared "))
-        .unwrap_or_else(|| panic!("no buffers in {plan:?}"));
-    let blocks: u64 = buffers
-        .split(' ')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| matches!(*k, "hit" | "read"))
-        .map(|(_, v)| v.parse::<u64>().unwrap())
-        .sum();
+    let blocks = blocks_read(&mut c, limits).await;
     assert!(
         blocks <= 10,
         "counting 5 open sessions among 3,000 read {blocks} blocks"
     );
 }
 
+/// The lines of `EXPLAIN (ANALYZE, BUFFERS)` of `sql`, which it runs.
+async fn explain_analyze(c: &mut sqlx::PgConnection, sql: &str) -> Vec<String> {
+    sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
+        .fetch_all(&mut *c)
+        .await
+        .unwrap()
+}
+
 /// The blocks a call read, from the "Buffers: shared hit=2 read=1" line
 /// of its `EXPLAIN (ANALYZE, BUFFERS)`.
 async fn blocks_read(c: &mut sqlx::PgConnection, sql: &str) -> u64 {
-    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
-        .fetch_all(&mut *c)
-        .await
-        .unwrap();
+    let plan = explain_analyze(c, sql).await;
     let buffers = plan
         .iter()
         .find_map(|l| l.trim().strip_prefix("Buffers: shared "))
@@ -3247,7 +3238,7 @@ async fn a_one_request_upload_whose_locks_come_after_its_deadline_records_nothin
 }
 
 /// The rows a plan read and threw away ("Rows Removed by Filter"), over
-/// all its nodes (the lines of `EXPLAIN ANALYZE`).
+/// all its nodes ([`explain_analyze`]'s lines).
 fn rows_filtered_out(plan: &[String]) -> u64 {
     plan.iter()
         .filter_map(|l| l.trim().strip_prefix("Rows Removed by Filter: "))
@@ -3276,10 +3267,7 @@ async fn a_session_changed_by_id_reads_no_other_open_session() {
         "UPDATE sessions SET state = 'committed' WHERE id = 'open150' AND state = 'open'",
         "SELECT 1 FROM sessions WHERE id = 'open151' AND state IN ('open', 'committing')",
     ] {
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN ANALYZE {statement}"))
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
+        let plan = explain_analyze(&mut c, statement).await;
         assert_eq!(
             rows_filtered_out(&plan),
             0,

@@ -523,6 +523,14 @@ pub async fn keys(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether `key` holds bytes of the upload whose own object is `base`
+/// (`<prefix>objects/<id>`): that object, or one a write gave a name of
+/// its own (`<id>.<suffix>`).
+pub fn holds_upload(key: &str, base: &str) -> bool {
+    key.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
 /// Every key in the bucket under `prefix`, sorted.
 pub async fn keys_under(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
     let out = c
