@@ -37,6 +37,9 @@ use sqlx::{ConnectOptions, Connection, Executor, Postgres as Pg, Row};
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
+use warm::Warm;
+
+mod warm;
 
 /// The schema's versions, in order: each applied once, recorded in
 /// `ferry_migrations`.
@@ -193,7 +196,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// PostgreSQL-backed [`MetaStore`]; cheap to clone (a connection pool).
 #[derive(Clone)]
 pub struct Postgres {
-    pool: PgPool,
+    /// The connections for statements.
+    pool: Warm,
     /// What the listener hears on [`CHANGES_CHANNEL`].
     changes: tokio::sync::broadcast::Sender<Change>,
     /// This process's node id: its leases are alive while it holds the
@@ -315,7 +319,7 @@ impl Postgres {
                     .options([("lock_timeout", TURN_WAIT)]),
             );
         Ok(Postgres {
-            pool,
+            pool: Warm::new(pool, renamed),
             changes,
             node,
             turns,
@@ -2226,7 +2230,12 @@ impl Postgres {
         abort: &[String],
     ) -> Result<bool> {
         match intent_at_once(session, plan, abort) {
-            Some(q) => intent_in(q, &mut *self.pool.acquire().await.map_err(db)?).await,
+            Some(q) => {
+                let mut c = self.pool.lend().await.map_err(db)?;
+                let done = intent_in(q, &mut c).await?;
+                c.ended();
+                Ok(done)
+            }
             None => Ok(false),
         }
     }
@@ -2742,11 +2751,11 @@ impl MetaStore for Postgres {
 
     async fn create_session(&self, session: &Session, uploads: &[Upload]) -> Result<()> {
         // One statement: committed on its own.
-        let mut c = self.pool.acquire().await.map_err(db)?;
+        let mut c = self.pool.lend().await.map_err(db)?;
         let all = [(session.clone(), uploads.to_vec())];
-        insert_sessions(&mut c, &all, &[], None, None)
-            .await?
-            .map_err(|_| MetaError::backend("no limits were checked"))?;
+        let inserted = insert_sessions(&mut c, &all, &[], None, None).await?;
+        c.ended();
+        inserted.map_err(|_| MetaError::backend("no limits were checked"))?;
         Ok(())
     }
 
@@ -2761,12 +2770,10 @@ impl MetaStore for Postgres {
         }
         // One statement, committed on its own: creations for one owner
         // take turns in it, and it counts after its turn comes.
-        let mut c = self.pool.acquire().await.map_err(db)?;
-        Ok(
-            insert_sessions(&mut c, sessions, events, Some(limits), None)
-                .await?
-                .err(),
-        )
+        let mut c = self.pool.lend().await.map_err(db)?;
+        let inserted = insert_sessions(&mut c, sessions, events, Some(limits), None).await?;
+        c.ended();
+        Ok(inserted.err())
     }
 
     async fn create_sessions_holding(
@@ -2780,8 +2787,11 @@ impl MetaStore for Postgres {
             return Ok(Ok(Vec::new()));
         }
         let node = self.node.load(std::sync::atomic::Ordering::Relaxed);
-        let mut c = self.pool.acquire().await.map_err(db)?;
-        insert_sessions(&mut c, sessions, events, Some(limits), Some((turns, node))).await
+        let mut c = self.pool.lend().await.map_err(db)?;
+        let inserted =
+            insert_sessions(&mut c, sessions, events, Some(limits), Some((turns, node))).await?;
+        c.ended();
+        Ok(inserted)
     }
 
     async fn create_committed(
@@ -2793,18 +2803,20 @@ impl MetaStore for Postgres {
         events: &[OutboxEvent],
         deadline: std::time::Instant,
     ) -> Result<Option<std::result::Result<(), LimitRefusal>>> {
-        let mut c = self.pool.acquire().await.map_err(db)?;
+        let mut c = self.pool.lend().await.map_err(db)?;
         let budget = deadline.saturating_duration_since(std::time::Instant::now());
         if budget.is_zero() {
+            c.ended();
             return Ok(None);
         }
-        Ok(
-            match insert_committed(&mut c, session, upload, done, limits, events, budget).await? {
-                Ok(true) => Some(Ok(())),
-                Ok(false) => None,
-                Err(refused) => Some(Err(refused)),
-            },
-        )
+        let inserted =
+            insert_committed(&mut c, session, upload, done, limits, events, budget).await?;
+        c.ended();
+        Ok(match inserted {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(refused) => Some(Err(refused)),
+        })
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>> {
@@ -3654,7 +3666,7 @@ impl MetaStore for Postgres {
         // A session-level advisory lock on a connection of its own (not
         // the pool's): PostgreSQL releases it when that connection closes,
         // be it by the hold's drop or by the process's death.
-        let options = self.pool.connect_options();
+        let options = self.pool.pool().connect_options();
         let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
             .await
             .map_err(|_| MetaError::Unreachable)?
@@ -3716,7 +3728,7 @@ impl MetaStore for Postgres {
     }
 
     async fn shared(&self, what: &str) -> Result<Exclusive> {
-        let options = (*self.pool.connect_options()).clone();
+        let options = (*self.pool.pool().connect_options()).clone();
         let conn = hold_shared(&options, what).await.map_err(db)?;
         Ok(keep_hold(conn, Some((options, what.to_owned()))))
     }

@@ -2344,6 +2344,61 @@ async fn a_write_whose_lease_another_node_took_over_is_not_recorded() {
 /// node that takes the dead node's lease over ends it first
 /// (`ferry_fence`), so it never lands after the new holder read the
 /// records. Pinned by a statement held behind a row lock.
+/// A statement's connection is handed to the next statement instead of
+/// going back to the pool (which tests each with a round trip), yet none
+/// sits unused while a caller waits: with a pool of two, many statements
+/// at once, transactions alone, and both together all get a connection
+/// (a wait for a kept connection nobody uses would end in the pool's
+/// timeout, an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_and_transactions_beyond_the_pool_all_get_a_connection() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let m = Postgres::connect_pooled(&db.url, 2).await.unwrap();
+    m.create_user(&user("ann")).await.unwrap();
+    m.create_session(&session("s1", "ann"), &[upload("u0", "s1", "p0", 10)])
+        .await
+        .unwrap();
+    let reads = |n: usize| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let m = m.clone();
+                tokio::spawn(async move { m.get_user("ann").await.map(|_| ()) })
+            })
+            .collect()
+    };
+    let adds = |round: usize, n: usize| -> Vec<_> {
+        (0..n)
+            .map(|k| {
+                let m = m.clone();
+                let id = format!("u{round}-{k}");
+                tokio::spawn(async move {
+                    let up = upload(&id, "s1", &format!("p/{id}"), 10);
+                    m.add_uploads("s1", &[up], 1000).await
+                })
+            })
+            .collect()
+    };
+    for round in 1..=4 {
+        // Statements alone: both connections end up kept.
+        for r in futures::future::join_all(reads(32)).await {
+            r.unwrap().unwrap();
+        }
+        // A transaction alone, then transactions among statements.
+        for r in futures::future::join_all(adds(round * 10, 1)).await {
+            r.unwrap().unwrap();
+        }
+        let mut all = reads(24);
+        all.extend(adds(round, 6));
+        for r in futures::future::join_all(all).await {
+            r.unwrap().unwrap();
+        }
+    }
+    let s = m.get_session("s1").await.unwrap().unwrap();
+    assert_eq!(s.id, "s1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_statement_under_way_never_lands_after_its_lease_is_taken_over() {
     let Some(db) = TestDb::create().await else {
