@@ -15,8 +15,9 @@
 //! Everything else goes back to the pool, which tests it as before:
 //! - a statement that did not end (its future dropped, or the connection
 //!   failed);
-//! - a connection held longer than [`RECHECK`];
-//! - more connections than the pool may open.
+//! - a connection out of the pool for longer than [`RECHECK`];
+//! - a connection that ends a statement while a caller waits for the
+//!   pool itself (below), or once the pool is closed.
 //!
 //! What the pool checks as a connection comes out of it (`fenced`: opened
 //! after the last lost connection, and under the node's current id) holds
