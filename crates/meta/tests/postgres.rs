@@ -2529,10 +2529,16 @@ async fn an_intent_under_way_when_its_turns_holder_dies_never_lands() {
     );
 }
 
-/// Waits (5 s at most) until a statement waits for a lock.
+/// Waits (5 s at most) until a statement waits for a lock. (`admin` may
+/// be in a transaction, which reads `pg_stat_activity` once unless told
+/// to read it afresh.)
 async fn wait_for_a_lock(admin: &mut sqlx::PgConnection) {
     let t = Instant::now();
     loop {
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *admin)
+            .await
+            .unwrap();
         let waiting: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock'",

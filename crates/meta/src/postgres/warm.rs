@@ -32,8 +32,8 @@
 //! - a statement that ends while a caller waits for the pool itself (a
 //!   transaction, [`Warm::begin`], or a statement while transactions hold
 //!   connections) gives its connection back to the pool, which hands it on;
-//! - a transaction gives every kept connection back if the pool has no
-//!   idle one.
+//! - a transaction gives a kept connection back if the pool has no idle
+//!   one.
 
 use super::{DISTRUSTED_BEFORE, clock};
 use futures::future::BoxFuture;
@@ -134,11 +134,13 @@ impl Warm {
         &self.pool
     }
 
-    /// A transaction on a connection from the pool.
+    /// A transaction on a connection from the pool (a kept one goes back to
+    /// it first when it has no idle one).
     pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, Pg>, sqlx::Error> {
         let _waiting = Waiting::on(&self.shared);
         if self.pool.num_idle() == 0 {
-            self.give_back();
+            let one = self.shared.state.lock().unwrap().kept.pop();
+            drop(one);
         }
         self.pool.begin().await
     }
