@@ -2339,11 +2339,6 @@ async fn a_write_whose_lease_another_node_took_over_is_not_recorded() {
     );
 }
 
-/// A statement of a node presumed gone can still be under way in the
-/// database (PostgreSQL runs it to its end though its client died): the
-/// node that takes the dead node's lease over ends it first
-/// (`ferry_fence`), so it never lands after the new holder read the
-/// records. Pinned by a statement held behind a row lock.
 /// A statement's connection is handed to the next statement instead of
 /// going back to the pool (which tests each with a round trip), yet none
 /// sits unused while a caller waits: with a pool of two, many statements
@@ -2399,6 +2394,11 @@ async fn statements_and_transactions_beyond_the_pool_all_get_a_connection() {
     assert_eq!(s.id, "s1");
 }
 
+/// A statement of a node presumed gone can still be under way in the
+/// database (PostgreSQL runs it to its end though its client died): the
+/// node that takes the dead node's lease over ends it first
+/// (`ferry_fence`), so it never lands after the new holder read the
+/// records. Pinned by a statement held behind a row lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_statement_under_way_never_lands_after_its_lease_is_taken_over() {
     let Some(db) = TestDb::create().await else {
